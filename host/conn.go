@@ -1,0 +1,544 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// chunkSize is the size of the buffers the filtered path reads into.
+const chunkSize = 32 << 10
+
+// bufPool holds chunk-sized buffers as *[]byte so Get and Put allocate nothing.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 4*chunkSize {
+		return // a filter made a huge output once; let the GC have it
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// Stream is a filter's handle on its connection, from its place in the chain.
+// Its methods may only be called from inside the filter's callbacks.
+type Stream struct {
+	c   *conn
+	idx int // the filter's link index
+}
+
+// Info describes the connection.
+func (s *Stream) Info() *ConnInfo { return &s.c.info }
+
+// Send passes b on in direction dir from this filter's place in the chain: to
+// the next filter of that direction, or to the destination socket when there
+// is none. Sending toward ServerToClient from a client -> server callback
+// answers the client. b is copied or consumed before Send returns.
+func (s *Stream) Send(dir Direction, b []byte) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("send: invalid direction %d", dir)
+	}
+	return s.c.deliver(dir, s.c.rs.next[s.idx][dir], b)
+}
+
+// CloseWrite ends the stream dir at its destination once the bytes already
+// sent are written (the TCP half-close). Later sends toward dir fail with
+// ErrWriteClosed.
+func (s *Stream) CloseWrite(dir Direction) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("close write: invalid direction %d", dir)
+	}
+	c := s.c
+	if c.wclosed[dir] {
+		return nil
+	}
+	if len(c.rs.chains[dir]) == 0 {
+		return ErrNotAttached
+	}
+	c.wclosed[dir] = true
+	c.cwPending[dir] = true
+	return nil
+}
+
+// Close closes the connection once the bytes already sent are written.
+func (s *Stream) Close() { s.c.closeReq = true }
+
+// conn is one proxied connection. Its goroutines: one pump per direction.
+type conn struct {
+	p      *Proxy
+	l      *listener
+	rs     *routeState
+	info   ConnInfo
+	log    *slog.Logger
+	start  time.Time
+	client *net.TCPConn
+	server atomic.Pointer[net.TCPConn] // nil until dialled
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	pumpsLeft atomic.Int32
+	aborted   atomic.Bool
+	cause     atomic.Pointer[error]
+	bytes     [2]atomic.Int64 // bytes read per direction
+	lastIO    atomic.Int64    // unix nanos of the last chunk, for the idle timeout
+
+	// Filter state; guarded by mu.
+	mu        sync.Mutex
+	filters   []Filter
+	streams   []Stream
+	pend      [2]*[]byte // bytes waiting to be written toward each destination
+	wclosed   [2]bool    // no more sends toward that destination
+	cwPending [2]bool    // CloseWrite to perform at the next flush
+	closeReq  bool
+	depth     int
+	ended     [2]bool // End already delivered for that direction
+
+	wmu [2]sync.Mutex // serialises writes toward each destination
+}
+
+func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
+	c := &conn{p: p, l: l, rs: rs, client: client, start: time.Now(), closed: make(chan struct{})}
+	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: client.RemoteAddr(), Listen: client.LocalAddr(), Target: rs.Target}
+	c.log = p.logger().With("conn", c.info.ID, "route", rs.Name)
+	p.mu.Lock()
+	p.conns[c] = struct{}{}
+	p.connWG.Add(1)
+	p.mu.Unlock()
+	go c.run()
+}
+
+func (c *conn) destination(dir Direction) *net.TCPConn {
+	if dir == ClientToServer {
+		return c.server.Load()
+	}
+	return c.client
+}
+
+func (c *conn) source(dir Direction) *net.TCPConn {
+	if dir == ClientToServer {
+		return c.client
+	}
+	return c.server.Load()
+}
+
+// run opens the filters, dials the target and starts the pumps.
+func (c *conn) run() {
+	c.log.Info("connection opened", "client", c.info.Client.String(), "target", c.rs.Target)
+	if err := c.openFilters(); err != nil {
+		c.finish(fmt.Errorf("refused by filter: %w", err))
+		return
+	}
+	c.mu.Lock()
+	closeNow := c.closeReq
+	c.mu.Unlock()
+	if closeNow {
+		c.finish(nil)
+		return
+	}
+	timeout := c.rs.DialTimeout
+	if timeout == 0 {
+		timeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(c.p.hardCtx, timeout)
+	var d net.Dialer
+	sc, err := d.DialContext(ctx, "tcp", c.rs.Target)
+	cancel()
+	if err != nil {
+		c.finish(fmt.Errorf("dial %s: %w", c.rs.Target, err))
+		return
+	}
+	c.server.Store(sc.(*net.TCPConn))
+	select {
+	case <-c.closed: // aborted while dialling
+		sc.Close()
+		c.finish(nil)
+		return
+	default:
+	}
+
+	// Deliver what the filters sent while opening.
+	c.mu.Lock()
+	if err := c.flushLocked(); err != nil {
+		c.abort(err)
+		c.finish(nil)
+		return
+	}
+	if c.rs.IdleTimeout > 0 {
+		c.lastIO.Store(time.Now().UnixNano())
+		go c.idleWatch()
+	}
+	c.pumpsLeft.Store(2)
+	done := make(chan struct{})
+	go func() { c.pump(ClientToServer); done <- struct{}{} }()
+	c.pump(ServerToClient)
+	<-done
+	c.finish(nil)
+}
+
+func (c *conn) openFilters() error {
+	n := len(c.rs.Chain)
+	if n == 0 {
+		return nil
+	}
+	c.filters = make([]Filter, n)
+	c.streams = make([]Stream, n)
+	for i, l := range c.rs.Chain {
+		f, err := l.Hook.Open(&c.info)
+		if err != nil {
+			c.filters = c.filters[:i]
+			return fmt.Errorf("%s: %w", l.Name, err)
+		}
+		c.filters[i] = f
+		c.streams[i] = Stream{c: c, idx: i}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, f := range c.filters {
+		if err := f.Opened(&c.streams[i]); err != nil {
+			return fmt.Errorf("%s: %w", c.rs.Chain[i].Name, err)
+		}
+	}
+	return nil
+}
+
+// deliver hands b to the filter at position pos of dir's chain, or queues it
+// for the destination past the chain's end. Called with c.mu held.
+func (c *conn) deliver(dir Direction, pos int, b []byte) error {
+	chain := c.rs.chains[dir]
+	if len(chain) == 0 {
+		return ErrNotAttached
+	}
+	if pos >= len(chain) {
+		if c.wclosed[dir] {
+			return ErrWriteClosed
+		}
+		if len(b) == 0 {
+			return nil
+		}
+		pb := c.pend[dir]
+		if pb == nil {
+			pb = getBuf()
+			c.pend[dir] = pb
+		}
+		*pb = append(*pb, b...)
+		return nil
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	if c.depth >= 64 {
+		return ErrSendDepth
+	}
+	c.depth++
+	i := chain[pos]
+	err := c.filters[i].Data(dir, b, &c.streams[i])
+	c.depth--
+	if err != nil {
+		return fmt.Errorf("%s (%s): %w", c.rs.Chain[i].Name, dir, err)
+	}
+	return nil
+}
+
+// endLocked runs the End callbacks of dir's chain and schedules the
+// half-close of its destination.
+func (c *conn) endLocked(dir Direction) error {
+	if c.ended[dir] {
+		return nil
+	}
+	c.ended[dir] = true
+	for _, i := range c.rs.chains[dir] {
+		if err := c.filters[i].End(dir, &c.streams[i]); err != nil {
+			return fmt.Errorf("%s (%s end): %w", c.rs.Chain[i].Name, dir, err)
+		}
+	}
+	if !c.wclosed[dir] {
+		c.wclosed[dir] = true
+		c.cwPending[dir] = true
+	}
+	return nil
+}
+
+// flushLocked writes what the filters queued, performs requested
+// half-closes and closes. It is called with c.mu held and releases it: the
+// writes happen outside c.mu, so a peer that is slow to read never blocks
+// the other direction's filters, while the per-destination write locks,
+// taken before c.mu is released, keep the bytes in the order the filters
+// produced them.
+func (c *conn) flushLocked() error {
+	var bufs [2]*[]byte
+	var cw [2]bool
+	var locked [2]bool
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		if c.pend[d] != nil || c.cwPending[d] {
+			c.wmu[d].Lock()
+			locked[d] = true
+			bufs[d], c.pend[d] = c.pend[d], nil
+			cw[d], c.cwPending[d] = c.cwPending[d], false
+		}
+	}
+	closeReq := c.closeReq
+	c.mu.Unlock()
+	var err error
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		if !locked[d] {
+			continue
+		}
+		dst := c.destination(d)
+		if bufs[d] != nil {
+			if err == nil {
+				if _, werr := dst.Write(*bufs[d]); werr != nil {
+					err = fmt.Errorf("write %s: %w", d, werr)
+				}
+			}
+			putBuf(bufs[d])
+		}
+		if cw[d] && err == nil {
+			if cerr := dst.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+				err = fmt.Errorf("half-close %s: %w", d, cerr)
+			}
+		}
+		c.wmu[d].Unlock()
+	}
+	if err == nil && closeReq {
+		c.abort(nil)
+	}
+	return err
+}
+
+// pump forwards one direction until its source ends or the connection aborts.
+func (c *conn) pump(dir Direction) {
+	src, dst := c.source(dir), c.destination(dir)
+	var err error
+	if len(c.rs.chains[dir]) == 0 && c.rs.IdleTimeout == 0 {
+		err = c.splice(dir, src, dst)
+	} else {
+		err = c.filtered(dir, src)
+	}
+	if err != nil {
+		c.abort(err)
+	}
+	c.pumpsLeft.Add(-1)
+}
+
+// splice is the path of a direction with no filter: io.Copy between the two
+// TCP connections, which Linux turns into splice(2) with no copy to user space.
+func (c *conn) splice(dir Direction, src, dst *net.TCPConn) error {
+	n, err := io.Copy(dst, src)
+	c.bytes[dir].Add(n)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	// Source ended: propagate the half-close.
+	if err := dst.CloseWrite(); err != nil && !c.aborted.Load() {
+		return fmt.Errorf("half-close %s: %w", dir, err)
+	}
+	return nil
+}
+
+// filtered is the path of a direction with filters (or an idle timeout): read
+// a chunk, run the chain, write what it produced.
+func (c *conn) filtered(dir Direction, src *net.TCPConn) error {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	r := reader{rc: rc}
+	defer r.release()
+	for {
+		n, rerr := r.read()
+		if n > 0 {
+			c.bytes[dir].Add(int64(n))
+			if c.rs.IdleTimeout > 0 {
+				c.lastIO.Store(time.Now().UnixNano())
+			}
+			c.mu.Lock()
+			var ferr error
+			if len(c.rs.chains[dir]) == 0 {
+				ferr = c.queueRaw(dir, (*r.buf)[:n])
+			} else {
+				ferr = c.deliver(dir, 0, (*r.buf)[:n])
+			}
+			if ferr != nil {
+				c.mu.Unlock()
+				return ferr
+			}
+			if err := c.flushLocked(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			c.mu.Lock()
+			var ferr error
+			if len(c.rs.chains[dir]) == 0 {
+				c.wclosed[dir], c.cwPending[dir] = true, true
+			} else {
+				ferr = c.endLocked(dir)
+			}
+			if ferr != nil {
+				c.mu.Unlock()
+				return ferr
+			}
+			return c.flushLocked()
+		}
+		if rerr != nil {
+			return fmt.Errorf("read %s: %w", dir, rerr)
+		}
+	}
+}
+
+// queueRaw queues bytes of a direction with no filters (idle-timeout routes).
+func (c *conn) queueRaw(dir Direction, b []byte) error {
+	if c.wclosed[dir] {
+		return ErrWriteClosed
+	}
+	pb := c.pend[dir]
+	if pb == nil {
+		pb = getBuf()
+		c.pend[dir] = pb
+	}
+	*pb = append(*pb, b...)
+	return nil
+}
+
+// reader reads a socket through its raw connection so that a buffer is only
+// taken from the pool once bytes are ready, and given back while the socket
+// is idle: an idle connection holds no buffer.
+type reader struct {
+	rc  syscall.RawConn
+	buf *[]byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (r *reader) read() (int, error) {
+	if r.fn == nil {
+		r.fn = r.readFD
+	}
+	r.n, r.err = 0, nil
+	if err := r.rc.Read(r.fn); err != nil {
+		return 0, err
+	}
+	return r.n, r.err
+}
+
+func (r *reader) readFD(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = getBuf()
+	}
+	b := (*r.buf)[:cap(*r.buf)]
+	for {
+		n, err := syscall.Read(int(fd), b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			r.release()
+			return false
+		case err != nil:
+			r.err = err
+		case n == 0:
+			r.err = io.EOF
+		default:
+			r.n = n
+		}
+		*r.buf = b
+		return true
+	}
+}
+
+func (r *reader) release() {
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+	}
+}
+
+// abort closes both sockets at once. A nil cause is an orderly close.
+func (c *conn) abort(cause error) {
+	c.closeOnce.Do(func() {
+		if cause != nil {
+			c.aborted.Store(true)
+			c.cause.Store(&cause)
+		}
+		close(c.closed)
+		if cause != nil {
+			// Let the peers see a reset rather than a clean end of stream.
+			c.client.SetLinger(0)
+		}
+		c.client.Close()
+		if s := c.server.Load(); s != nil {
+			if cause != nil {
+				s.SetLinger(0)
+			}
+			s.Close()
+		}
+	})
+}
+
+func (c *conn) idleWatch() {
+	idle := c.rs.IdleTimeout
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+			since := time.Since(time.Unix(0, c.lastIO.Load()))
+			if since >= idle {
+				c.abort(fmt.Errorf("idle for %s", idle))
+				return
+			}
+			t.Reset(idle - since)
+		}
+	}
+}
+
+// finish releases everything the connection holds. Runs once, in run.
+func (c *conn) finish(cause error) {
+	if cause != nil {
+		c.abort(cause)
+	} else {
+		c.abort(nil)
+	}
+	c.mu.Lock()
+	for _, f := range c.filters {
+		f.Closed()
+	}
+	c.filters = nil
+	for d := range c.pend {
+		if c.pend[d] != nil {
+			putBuf(c.pend[d])
+			c.pend[d] = nil
+		}
+	}
+	c.mu.Unlock()
+	attrs := []any{
+		"client", c.info.Client.String(),
+		"target", c.rs.Target,
+		"bytes_client_to_server", c.bytes[ClientToServer].Load(),
+		"bytes_server_to_client", c.bytes[ServerToClient].Load(),
+		"duration", time.Since(c.start).Round(time.Microsecond).String(),
+	}
+	if e := c.cause.Load(); e != nil {
+		c.log.Warn("connection closed", append(attrs, "err", (*e).Error())...)
+	} else {
+		c.log.Info("connection closed", attrs...)
+	}
+	c.p.mu.Lock()
+	delete(c.p.conns, c)
+	c.p.mu.Unlock()
+	c.l.connDone()
+	c.p.release(c.rs)
+	c.p.connWG.Done()
+}

@@ -1,0 +1,182 @@
+package host
+
+import (
+	"errors"
+	"net"
+)
+
+// Direction names one of the two byte streams of a connection.
+type Direction uint8
+
+const (
+	// ClientToServer is the stream read from the client and written to the target.
+	ClientToServer Direction = 0
+	// ServerToClient is the stream read from the target and written to the client.
+	ServerToClient Direction = 1
+)
+
+// String returns "client -> server" or "server -> client".
+func (d Direction) String() string {
+	switch d {
+	case ClientToServer:
+		return "client -> server"
+	case ServerToClient:
+		return "server -> client"
+	}
+	return "invalid direction"
+}
+
+// Reverse returns the other direction.
+func (d Direction) Reverse() Direction { return d ^ 1 }
+
+// Directions says which streams a [Link] sees. The zero value is [Both].
+type Directions uint8
+
+const (
+	// Both attaches a hook to both streams (the zero value).
+	Both Directions = 0
+	// OnlyClientToServer attaches a hook to the client -> server stream only.
+	OnlyClientToServer Directions = 1
+	// OnlyServerToClient attaches a hook to the server -> client stream only.
+	OnlyServerToClient Directions = 2
+)
+
+// Has reports whether d includes the stream dir.
+func (d Directions) Has(dir Direction) bool {
+	switch d {
+	case Both:
+		return true
+	case OnlyClientToServer:
+		return dir == ClientToServer
+	case OnlyServerToClient:
+		return dir == ServerToClient
+	}
+	return false
+}
+
+// String returns "both", "client_to_server" or "server_to_client".
+func (d Directions) String() string {
+	switch d {
+	case Both:
+		return "both"
+	case OnlyClientToServer:
+		return "client_to_server"
+	case OnlyServerToClient:
+		return "server_to_client"
+	}
+	return "invalid"
+}
+
+// ConnInfo describes one proxied connection. Hooks must treat it as read-only.
+type ConnInfo struct {
+	// ID is unique within a Proxy and increases from 1.
+	ID uint64
+	// Route is the name of the route that accepted the connection.
+	Route string
+	// Client is the client's address, as the listener saw it.
+	Client net.Addr
+	// Listen is the local address the client connected to.
+	Listen net.Addr
+	// Target is the address the tunnel dials for this connection.
+	Target string
+}
+
+// A Hook sees every connection of a route. It is the factory of per-connection
+// [Filter]s: Open is called once per accepted connection, before the target is
+// dialled, and may be called from many goroutines at once.
+//
+// A Hook that also implements io.Closer is closed by the [Proxy] once no
+// applied configuration and no open connection uses it any more.
+type Hook interface {
+	// Open returns the filter for one connection. An error refuses the
+	// connection: the client is closed and the target is never dialled.
+	Open(info *ConnInfo) (Filter, error)
+}
+
+// A Filter handles the traffic of one connection. The Proxy never calls the
+// methods of one Filter concurrently, so a Filter needs no locking of its own
+// state. A returned error aborts the connection (both sockets are closed) and
+// is logged with the connection.
+//
+// Embed [PassThrough] to get defaults that forward everything unchanged.
+type Filter interface {
+	// Opened is called once, before the target is dialled. Bytes sent here
+	// are delivered once the connection is up.
+	Opened(s *Stream) error
+	// Data is called for each chunk that reaches this filter in direction
+	// dir. The chunk is only valid during the call: keep a copy to hold it.
+	// Pass it on with s.Send(dir, chunk), rewrite it by sending other bytes,
+	// drop it by sending nothing.
+	Data(dir Direction, chunk []byte, s *Stream) error
+	// End is called when the stream dir ends (the sender half-closed). Held
+	// bytes may still be sent. After every filter's End the write side of
+	// the destination is closed.
+	End(dir Direction, s *Stream) error
+	// Closed is called once when the connection is gone; nothing can be sent.
+	Closed()
+}
+
+// PassThrough is a Filter that forwards everything unchanged. Embed it in a
+// filter and override only the methods you need.
+type PassThrough struct{}
+
+// Opened does nothing.
+func (PassThrough) Opened(*Stream) error { return nil }
+
+// Data forwards the chunk unchanged.
+func (PassThrough) Data(dir Direction, chunk []byte, s *Stream) error { return s.Send(dir, chunk) }
+
+// End does nothing: the host closes the destination's write side itself.
+func (PassThrough) End(Direction, *Stream) error { return nil }
+
+// Closed does nothing.
+func (PassThrough) Closed() {}
+
+// ChunkFunc is the simplest hook: a function that sees every chunk and
+// returns the bytes to forward in its place (the same slice, other bytes, or
+// nothing to drop the chunk). It must not keep chunk after returning; the
+// returned slice is copied before the function is called again.
+type ChunkFunc func(info *ConnInfo, dir Direction, chunk []byte) ([]byte, error)
+
+// Open implements [Hook].
+func (f ChunkFunc) Open(info *ConnInfo) (Filter, error) {
+	return &chunkFilter{f: f, info: info}, nil
+}
+
+type chunkFilter struct {
+	PassThrough
+	f    ChunkFunc
+	info *ConnInfo
+}
+
+func (c *chunkFilter) Data(dir Direction, chunk []byte, s *Stream) error {
+	out, err := c.f(c.info, dir, chunk)
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return s.Send(dir, out)
+}
+
+// Errors returned by [Stream] methods.
+var (
+	// ErrWriteClosed: the destination of that direction was already half-closed or the connection closed.
+	ErrWriteClosed = errors.New("stream already closed in that direction")
+	// ErrNotAttached: no filter is attached to that direction, so its bytes
+	// take the kernel's splice path and cannot be interleaved with filter output.
+	ErrNotAttached = errors.New("no filter is attached to that direction (it is spliced by the kernel); attach the filter to both directions to write toward it")
+	// ErrSendDepth: filters kept answering each other without end.
+	ErrSendDepth = errors.New("filters sent to each other more than 64 levels deep")
+)
+
+// A Link attaches a Hook to a route, on both streams or one.
+type Link struct {
+	// Name identifies the hook in logs (for example the plugin's name).
+	Name string
+	// Hook makes the per-connection filters.
+	Hook Hook
+	// Directions selects the streams the hook sees; zero means both.
+	Directions Directions
+}

@@ -1,0 +1,450 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"reflect"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultDialTimeout is used when a Route's DialTimeout is zero.
+const DefaultDialTimeout = 10 * time.Second
+
+// Route is one listener and where its connections go.
+type Route struct {
+	// Name identifies the route in logs and to plugins. Required, unique.
+	Name string
+	// Listen is the address to accept on, host:port (":0" picks a free port).
+	Listen string
+	// Target is the address dialled for every accepted connection, host:port.
+	Target string
+	// DialTimeout bounds the dial of Target; zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// IdleTimeout closes a connection after this long with no bytes in
+	// either direction; zero means never. A route with an idle timeout
+	// copies in user space instead of splicing, to see the activity.
+	IdleTimeout time.Duration
+	// MaxConns caps the route's open connections; zero means no cap. At the
+	// cap the route stops accepting (clients wait in the kernel's backlog).
+	MaxConns int
+	// Chain is the ordered list of hooks. On the client -> server stream the
+	// chain runs first to last; on server -> client it runs last to first, so
+	// the first link is always the one nearest the client.
+	Chain []Link
+}
+
+// Proxy serves a set of routes. The zero value is ready to use: call Apply to
+// start listening, Shutdown or Close to stop. A Proxy must not be copied after
+// first use.
+type Proxy struct {
+	// Logger receives the operational log (listeners, connections, errors).
+	// Nil means slog.Default().
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[string]*listener // by Route.Listen
+	hookRefs  map[any]int
+	conns     map[*conn]struct{}
+	connWG    sync.WaitGroup
+	nextID    atomic.Uint64
+	closed    bool
+	hardCtx   context.Context // cancelled when the grace period ends: abort dials
+	hardStop  context.CancelFunc
+}
+
+// routeState is one applied version of a route. Connections keep the state
+// they were accepted with; refs counts the owner (the listener, while the
+// state is current) and every open connection.
+type routeState struct {
+	Route
+	refs   atomic.Int64
+	chains [2][]int    // per direction: indexes into Chain, in flow order
+	next   [][2]int    // per link and direction: position in chains[dir] after that link
+	closer []io.Closer // hooks to release when refs drops to zero
+}
+
+type listener struct {
+	p     *Proxy
+	ln    *net.TCPListener
+	state atomic.Pointer[routeState]
+	done  chan struct{} // closed when the listener stops accepting
+	exit  chan struct{} // closed when the accept loop has returned
+	slot  chan struct{} // signalled when a connection of this listener ends
+	open  atomic.Int64
+}
+
+func (p *Proxy) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+func (p *Proxy) init() {
+	if p.listeners == nil {
+		p.listeners = map[string]*listener{}
+		p.hookRefs = map[any]int{}
+		p.conns = map[*conn]struct{}{}
+		p.hardCtx, p.hardStop = context.WithCancel(context.Background())
+	}
+}
+
+// ValidateRoutes checks a configuration without binding anything: names and
+// addresses present and well formed, no two routes on one name or listen
+// address, hooks not nil. Every problem is reported, joined.
+func ValidateRoutes(routes []Route) error {
+	var errs []error
+	names := map[string]bool{}
+	listens := map[string]string{}
+	for i, r := range routes {
+		label := fmt.Sprintf("route %q", r.Name)
+		if r.Name == "" {
+			label = fmt.Sprintf("route #%d", i+1)
+			errs = append(errs, fmt.Errorf("%s: name is empty", label))
+		} else if names[r.Name] {
+			errs = append(errs, fmt.Errorf("%s: name used by two routes", label))
+		}
+		names[r.Name] = true
+		if err := CheckAddr(r.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("%s: listen: %w", label, err))
+		} else if other, dup := listens[r.Listen]; dup {
+			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q", label, r.Listen, other))
+		} else {
+			listens[r.Listen] = r.Name
+		}
+		if err := CheckAddr(r.Target); err != nil {
+			errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
+		}
+		if r.DialTimeout < 0 || r.IdleTimeout < 0 || r.MaxConns < 0 {
+			errs = append(errs, fmt.Errorf("%s: timeouts and max connections must not be negative", label))
+		}
+		for j, l := range r.Chain {
+			if l.Hook == nil {
+				errs = append(errs, fmt.Errorf("%s: link %d (%q) has no hook", label, j+1, l.Name))
+			}
+			if l.Directions > OnlyServerToClient {
+				errs = append(errs, fmt.Errorf("%s: link %d (%q) has invalid directions %d", label, j+1, l.Name, l.Directions))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckAddr reports whether addr is a host:port that can be listened on or
+// dialled: the port must be a number from 0 to 65535.
+func CheckAddr(addr string) error {
+	if addr == "" {
+		return errors.New("address is empty (want host:port, e.g. 127.0.0.1:8080)")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q is not host:port: %w", addr, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("address %q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
+func newRouteState(r Route) *routeState {
+	rs := &routeState{Route: r}
+	rs.Chain = append([]Link(nil), r.Chain...)
+	n := len(rs.Chain)
+	for i := 0; i < n; i++ {
+		if rs.Chain[i].Directions.Has(ClientToServer) {
+			rs.chains[ClientToServer] = append(rs.chains[ClientToServer], i)
+		}
+	}
+	for i := n - 1; i >= 0; i-- {
+		if rs.Chain[i].Directions.Has(ServerToClient) {
+			rs.chains[ServerToClient] = append(rs.chains[ServerToClient], i)
+		}
+	}
+	rs.next = make([][2]int, n)
+	for i := 0; i < n; i++ {
+		for d := ClientToServer; d <= ServerToClient; d++ {
+			pos := len(rs.chains[d])
+			for k, j := range rs.chains[d] {
+				if (d == ClientToServer && j > i) || (d == ServerToClient && j < i) {
+					pos = k
+					break
+				}
+			}
+			rs.next[i][d] = pos
+		}
+	}
+	for _, l := range rs.Chain {
+		if c, ok := l.Hook.(io.Closer); ok {
+			rs.closer = append(rs.closer, c)
+		}
+	}
+	rs.refs.Store(1)
+	return rs
+}
+
+// hookKey returns a map key for a closer hook, or nil when its dynamic type
+// cannot be compared.
+func hookKey(c io.Closer) any {
+	if reflect.TypeOf(c).Comparable() {
+		return c
+	}
+	return nil
+}
+
+func (p *Proxy) retain(rs *routeState) {
+	for _, c := range rs.closer {
+		if k := hookKey(c); k != nil {
+			p.hookRefs[k]++
+		}
+	}
+}
+
+// release drops one reference to rs; the last one closes the hooks that no
+// other state still uses.
+func (p *Proxy) release(rs *routeState) {
+	if rs.refs.Add(-1) != 0 {
+		return
+	}
+	p.mu.Lock()
+	var toClose []io.Closer
+	for _, c := range rs.closer {
+		k := hookKey(c)
+		if k == nil {
+			toClose = append(toClose, c)
+			continue
+		}
+		p.hookRefs[k]--
+		if p.hookRefs[k] <= 0 {
+			delete(p.hookRefs, k)
+			toClose = append(toClose, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range toClose {
+		if err := c.Close(); err != nil {
+			p.logger().Warn("closing hook", "err", err)
+		}
+	}
+}
+
+// Apply makes routes the running configuration, atomically: it validates
+// them, binds every new listen address, and only then swaps. A route whose
+// listen address is already bound keeps its listener, so no connection is
+// refused during the swap; routes that disappear stop accepting. Connections
+// already open finish with the route settings and hooks they started with.
+// On error nothing changes.
+func (p *Proxy) Apply(routes []Route) error {
+	if err := ValidateRoutes(routes); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.init()
+	if p.closed {
+		p.mu.Unlock()
+		return errors.New("proxy is shut down")
+	}
+	// Bind what is new first; undo on failure.
+	fresh := map[string]*net.TCPListener{}
+	var bindErr error
+	for _, r := range routes {
+		if _, ok := p.listeners[r.Listen]; ok {
+			continue
+		}
+		ln, err := net.Listen("tcp", r.Listen)
+		if err != nil {
+			bindErr = fmt.Errorf("route %q: cannot listen on %s: %w", r.Name, r.Listen, err)
+			break
+		}
+		fresh[r.Listen] = ln.(*net.TCPListener)
+	}
+	if bindErr != nil {
+		for _, ln := range fresh {
+			ln.Close()
+		}
+		p.mu.Unlock()
+		return bindErr
+	}
+	var old []*routeState
+	var stopped []*listener
+	keep := map[string]bool{}
+	for _, r := range routes {
+		keep[r.Listen] = true
+		rs := newRouteState(r)
+		p.retain(rs)
+		if l, ok := p.listeners[r.Listen]; ok {
+			old = append(old, l.state.Swap(rs))
+			continue
+		}
+		l := &listener{p: p, ln: fresh[r.Listen], done: make(chan struct{}), exit: make(chan struct{}), slot: make(chan struct{}, 1)}
+		l.state.Store(rs)
+		p.listeners[r.Listen] = l
+		p.logger().Info("listening", "route", r.Name, "addr", l.ln.Addr().String(), "target", r.Target)
+		go l.serve()
+	}
+	for addr, l := range p.listeners {
+		if !keep[addr] {
+			delete(p.listeners, addr)
+			stopped = append(stopped, l)
+		}
+	}
+	p.mu.Unlock()
+	for _, l := range stopped {
+		l.stop()
+		p.logger().Info("stopped listening", "route", l.state.Load().Name, "addr", l.ln.Addr().String())
+		p.release(l.state.Load())
+	}
+	for _, rs := range old {
+		p.release(rs)
+	}
+	return nil
+}
+
+// Addr returns the bound address of the route named name, or nil.
+func (p *Proxy) Addr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.listeners {
+		if l.state.Load().Name == name {
+			return l.ln.Addr()
+		}
+	}
+	return nil
+}
+
+// Shutdown stops accepting on every route and waits for open connections to
+// finish. When ctx ends first, the remaining connections are closed and
+// ctx's error is returned. Once Shutdown has been called, Apply fails.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.init()
+	p.closed = true
+	ls := p.listeners
+	p.listeners = map[string]*listener{}
+	p.mu.Unlock()
+	for _, l := range ls {
+		l.stop()
+		p.release(l.state.Load())
+	}
+	done := make(chan struct{})
+	go func() { p.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		p.abortAll()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops every listener and closes every connection at once.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := p.Shutdown(ctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (p *Proxy) abortAll() {
+	p.hardStop()
+	p.mu.Lock()
+	cs := make([]*conn, 0, len(p.conns))
+	for c := range p.conns {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	for _, c := range cs {
+		c.abort(errors.New("proxy shut down"))
+	}
+}
+
+func (l *listener) stop() {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	l.ln.Close()
+	<-l.exit
+}
+
+func (l *listener) serve() {
+	defer close(l.exit)
+	var backoff time.Duration
+	for {
+		// Respect the connection cap before accepting: clients wait in the backlog.
+		for {
+			rs := l.state.Load()
+			if rs.MaxConns == 0 || l.open.Load() < int64(rs.MaxConns) {
+				break
+			}
+			select {
+			case <-l.slot:
+			case <-l.done:
+				return
+			}
+		}
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && !errors.Is(err, net.ErrClosed) {
+				// Out of file descriptors and the like: back off, like net/http.
+				if backoff == 0 {
+					backoff = 5 * time.Millisecond
+				} else if backoff *= 2; backoff > time.Second {
+					backoff = time.Second
+				}
+				l.p.logger().Error("accept failed; retrying", "addr", l.ln.Addr().String(), "err", err, "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-l.done:
+					return
+				}
+				continue
+			}
+			l.p.logger().Error("accept failed; listener stopped", "addr", l.ln.Addr().String(), "err", err)
+			return
+		}
+		backoff = 0
+		rs := l.acquire()
+		l.open.Add(1)
+		l.p.startConn(l, rs, c)
+	}
+}
+
+// acquire returns the current route state with a reference taken for a new
+// connection. A state whose last reference is already gone (swapped out by
+// Apply a moment ago) is skipped for the one that replaced it.
+func (l *listener) acquire() *routeState {
+	for {
+		rs := l.state.Load()
+		n := rs.refs.Load()
+		if n > 0 && rs.refs.CompareAndSwap(n, n+1) {
+			return rs
+		}
+	}
+}
+
+func (l *listener) connDone() {
+	l.open.Add(-1)
+	select {
+	case l.slot <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,87 @@
+// Package abi holds the numbers of the tunnel plugin ABI, shared by the host
+// and the Go SDK. The ABI itself is specified in prose in sdk/ABI.md; a test
+// keeps these constants and that document in step.
+package abi
+
+// Version is the ABI version this package describes. A guest's
+// tunnel_abi_version export must return it.
+const Version = 1
+
+// ImportModule is the module name of every host function.
+const ImportModule = "tunnel"
+
+// Guest exports.
+const (
+	ExportMemory     = "memory"
+	ExportABIVersion = "tunnel_abi_version" // () -> i32
+	ExportInit       = "tunnel_init"        // () -> i32
+	ExportOnOpen     = "tunnel_on_open"     // (conn i64) -> i32
+	ExportOnData     = "tunnel_on_data"     // (conn i64, dir i32, len i32, end i32) -> i32
+	ExportOnClose    = "tunnel_on_close"    // (conn i64)
+)
+
+// Host imports (module ImportModule).
+const (
+	ImportInputBuffer = "input_buffer" // (ptr i32, cap i32) -> i32
+	ImportConfig      = "config"       // (buf i32, limit i32) -> i32
+	ImportConfigError = "config_error" // (ptr i32, len i32)
+	ImportConnInfo    = "conn_info"    // (key i32, buf i32, limit i32) -> i32
+	ImportSend        = "send"         // (dir i32, ptr i32, len i32) -> i32
+	ImportCloseWrite  = "close_write"  // (dir i32) -> i32
+	ImportClose       = "close"        // () -> i32
+	ImportLog         = "log"          // (level i32, ptr i32, len i32)
+)
+
+// Directions.
+const (
+	DirClientToServer = 0
+	DirServerToClient = 1
+)
+
+// Actions returned by tunnel_on_data.
+const (
+	// ActionForward forwards the presented bytes unchanged, after anything
+	// the guest sent toward the same direction during the call.
+	ActionForward = 0
+	// ActionDrop forwards nothing of the presented bytes; what the guest sent
+	// during the call stands (this is how a guest rewrites).
+	ActionDrop = 1
+	// ActionHold keeps the presented bytes on the host and presents them
+	// again, followed by the next chunk, at the next tunnel_on_data for the
+	// same connection and direction.
+	ActionHold = 2
+)
+
+// Results of tunnel_init and tunnel_on_open.
+const (
+	// OK accepts.
+	OK = 0
+	// Reject: tunnel_init rejects its configuration (the guest calls
+	// config_error first to say why); tunnel_on_open refuses the connection.
+	Reject = 1
+)
+
+// Status codes returned by host functions.
+const (
+	StatusOK          = 0
+	StatusBadArgument = -1 // unknown direction, level or key
+	StatusClosed      = -2 // that direction or the connection is already closed
+	StatusNotAllowed  = -3 // not inside a connection callback, or direction spliced
+	StatusTooLarge    = -4 // (reserved) value larger than allowed
+)
+
+// Keys for conn_info.
+const (
+	InfoRoute  = 0 // route name
+	InfoClient = 1 // client address, host:port
+	InfoTarget = 2 // target address, host:port
+	InfoListen = 3 // local address the client connected to
+)
+
+// Log levels for log, as in log/slog.
+const (
+	LogDebug = -4
+	LogInfo  = 0
+	LogWarn  = 4
+	LogError = 8
+)
