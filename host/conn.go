@@ -17,7 +17,7 @@ import (
 const chunkSize = 32 << 10
 
 // bufPool holds chunk-sized buffers as *[]byte so Get and Put allocate nothing.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 

@@ -1,0 +1,233 @@
+// Command tunnel forwards TCP connections and shows or reshapes their bytes.
+//
+//	tunnel --from 127.0.0.1:9090 --to 127.0.0.1:8080   # plain mode: print every chunk
+//	tunnel                                             # run the routes of ./tunnel.hcl
+//	tunnel --config FILE                               # run the routes of FILE
+//	tunnel validate [FILE]                             # check a config file
+//
+// The traffic dump goes to stdout; the operational log goes to stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only with --pprof
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// pluginFlag collects --plugin FILE and the --plugin-config that follows it.
+type pluginFlag struct{ list *[]plainPlugin }
+
+type plainPlugin struct {
+	path   string
+	config string
+}
+
+func (p pluginFlag) String() string { return "" }
+func (p pluginFlag) Set(v string) error {
+	if v == "" {
+		return errors.New("empty plugin path")
+	}
+	*p.list = append(*p.list, plainPlugin{path: v})
+	return nil
+}
+
+type pluginConfigFlag struct{ list *[]plainPlugin }
+
+func (p pluginConfigFlag) String() string { return "" }
+func (p pluginConfigFlag) Set(v string) error {
+	if len(*p.list) == 0 {
+		return errors.New("--plugin-config must follow the --plugin it configures")
+	}
+	(*p.list)[len(*p.list)-1].config = v
+	return nil
+}
+
+// options are the flags of the plain and config modes.
+type options struct {
+	from, to    string
+	config      string
+	dump        string
+	dialTimeout time.Duration
+	idleTimeout time.Duration
+	maxConns    int
+	grace       time.Duration
+	logLevel    string
+	pprof       string
+	plugins     []plainPlugin
+	failOpen    bool
+	trusted     bool
+	cacheDir    string
+}
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tunnel", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.from, "from", "", "listen `address` (host:port) of the plain mode")
+	fs.StringVar(&o.to, "to", "", "target `address` (host:port) every connection is forwarded to")
+	fs.StringVar(&o.config, "config", "", "run the routes of this HCL `file` (default ./tunnel.hcl when --from is not given)")
+	fs.StringVar(&o.dump, "dump", "hex", "traffic dump on stdout: hex, text or none")
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", host.DefaultDialTimeout, "give up dialling the target after this long")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection idle this long in both directions (0: never)")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "open connections at most; more wait in the backlog (0: no cap)")
+	fs.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, let open connections finish for this long")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (for profiling)")
+	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` on both directions (repeat for a chain, in order)")
+	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
+	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
+	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
+	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage:
+  tunnel --from ADDR --to ADDR [flags]   forward and print every chunk (plain mode)
+  tunnel [--config FILE]                 run the routes of an HCL file (default ./tunnel.hcl)
+  tunnel validate [FILE]                 check an HCL file; exit 1 on errors
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return d + "/tunnel/wazero"
+	}
+	return ""
+}
+
+// run is main without the process: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "validate" {
+		return runValidate(args[1:], stdout, stderr)
+	}
+	var o options
+	fs := newFlagSet(&o, stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tunnel: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "tunnel: --log-level %q: want debug, info, warn or error\n", o.logLevel)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if o.pprof != "" {
+		srv := &http.Server{Addr: o.pprof, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("pprof server", "addr", o.pprof, "err", err)
+			}
+		}()
+		defer srv.Close()
+	}
+
+	if o.from == "" && o.to == "" {
+		path := o.config
+		if path == "" {
+			path = "tunnel.hcl"
+		}
+		return runConfig(ctx, path, stdout, stderr, logger)
+	}
+	if o.config != "" {
+		fmt.Fprintln(stderr, "tunnel: --config cannot be combined with --from/--to")
+		return 2
+	}
+	if o.from == "" || o.to == "" {
+		fmt.Fprintln(stderr, "tunnel: plain mode needs both --from and --to")
+		fs.Usage()
+		return 2
+	}
+	for _, a := range []struct{ flag, addr string }{{"--from", o.from}, {"--to", o.to}} {
+		if err := host.CheckAddr(a.addr); err != nil {
+			fmt.Fprintf(stderr, "tunnel: %s: %v\n", a.flag, err)
+			return 2
+		}
+	}
+	var format host.DumpFormat
+	switch strings.ToLower(o.dump) {
+	case "hex":
+		format = host.DumpHex
+	case "text":
+		format = host.DumpText
+	case "none":
+		format = host.DumpNone
+	default:
+		fmt.Fprintf(stderr, "tunnel: --dump %q: want hex, text or none\n", o.dump)
+		return 2
+	}
+	return runPlain(ctx, &o, format, stdout, stderr, logger)
+}
+
+// runPlain serves one route from the flags until ctx is done.
+func runPlain(ctx context.Context, o *options, format host.DumpFormat, stdout, stderr io.Writer, logger *slog.Logger) int {
+	route := host.Route{
+		Name:        "default",
+		Listen:      o.from,
+		Target:      o.to,
+		DialTimeout: o.dialTimeout,
+		IdleTimeout: o.idleTimeout,
+		MaxConns:    o.maxConns,
+	}
+	if format != host.DumpNone {
+		route.Chain = append(route.Chain, host.Link{Name: "dump", Hook: host.Dump(stdout, format)})
+	}
+	links, cleanup, err := loadPlainPlugins(ctx, o, stdout, stderr, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 1
+	}
+	defer cleanup()
+	route.Chain = append(route.Chain, links...)
+
+	p := &host.Proxy{Logger: logger}
+	if err := p.Apply([]host.Route{route}); err != nil {
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 1
+	}
+	<-ctx.Done()
+	return shutdown(p, o.grace, logger)
+}
+
+// shutdown stops p, giving open connections grace to finish; a second
+// signal cuts the grace short.
+func shutdown(p *host.Proxy, grace time.Duration, logger *slog.Logger) int {
+	logger.Info("shutting down", "grace", grace.String())
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	again, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := p.Shutdown(again); err != nil {
+		logger.Warn("grace period over; closed the remaining connections", "err", err)
+	}
+	return 0
+}

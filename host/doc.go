@@ -1,0 +1,29 @@
+// Package host is the tunnel as a library: listeners that accept TCP
+// connections, dial a target for each one, and forward the bytes of both
+// directions at once through an optional chain of hooks — Go callbacks or
+// sandboxed WebAssembly plugins.
+//
+// A [Proxy] serves a set of [Route]s. Each route listens on one address and
+// forwards every accepted connection to its target. With no hook attached to
+// a direction, that direction is forwarded by the kernel (io.Copy between the
+// two *net.TCPConn, which is splice(2) on Linux). With hooks, every chunk read
+// from one side goes through the chain, and what the chain sends on is
+// written to the other side.
+//
+// A [Hook] makes one [Filter] per connection. A filter sees the connection
+// open, every chunk of each direction, the end of each direction (the
+// sender's half-close) and the close. Through its [Stream] it can forward a
+// chunk, rewrite it (longer or shorter), drop it, hold it and send it later,
+// write toward either peer (answer the sender), half-close one direction, or
+// close the connection. [ChunkFunc] turns a plain function into a hook; [Dump]
+// is the hook that prints the traffic.
+//
+// Forwarding follows TCP: a half-close is passed on (CloseWrite) and a
+// connection is torn down only when both directions are finished, or at once
+// on an error or reset. A slow reader slows its sender: the tunnel stops
+// reading from one side while the other side is not taking bytes, so memory
+// stays bounded.
+//
+// Apply can be called again at any time to swap the configuration in:
+// connections already open keep the routes and hooks they started with.
+package host
