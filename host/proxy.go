@@ -49,7 +49,7 @@ type Proxy struct {
 	Logger *slog.Logger
 
 	mu        sync.Mutex
-	listeners map[string]*listener // by Route.Listen
+	listeners map[string]*listener // by listenKey
 	hookRefs  map[any]int
 	conns     map[*conn]struct{}
 	connWG    sync.WaitGroup
@@ -114,10 +114,10 @@ func ValidateRoutes(routes []Route) error {
 		names[r.Name] = true
 		if err := CheckAddr(r.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("%s: listen: %w", label, err))
-		} else if other, dup := listens[r.Listen]; dup {
+		} else if other, dup := listens[listenKey(r)]; dup {
 			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q", label, r.Listen, other))
 		} else {
-			listens[r.Listen] = r.Name
+			listens[listenKey(r)] = r.Name
 		}
 		if err := CheckAddr(r.Target); err != nil {
 			errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
@@ -152,6 +152,16 @@ func CheckAddr(addr string) error {
 		return fmt.Errorf("address %q: port %q is not a number from 0 to 65535", addr, port)
 	}
 	return nil
+}
+
+// listenKey identifies a route's listener across Apply calls: its listen
+// address, except that every port-0 address is a listener of its own, kept
+// per route name.
+func listenKey(r Route) string {
+	if _, port, err := net.SplitHostPort(r.Listen); err == nil && port == "0" {
+		return r.Listen + " route " + r.Name
+	}
+	return r.Listen
 }
 
 func newRouteState(r Route) *routeState {
@@ -255,7 +265,7 @@ func (p *Proxy) Apply(routes []Route) error {
 	fresh := map[string]*net.TCPListener{}
 	var bindErr error
 	for _, r := range routes {
-		if _, ok := p.listeners[r.Listen]; ok {
+		if _, ok := p.listeners[listenKey(r)]; ok {
 			continue
 		}
 		ln, err := net.Listen("tcp", r.Listen)
@@ -263,7 +273,7 @@ func (p *Proxy) Apply(routes []Route) error {
 			bindErr = fmt.Errorf("route %q: cannot listen on %s: %w", r.Name, r.Listen, err)
 			break
 		}
-		fresh[r.Listen] = ln.(*net.TCPListener)
+		fresh[listenKey(r)] = ln.(*net.TCPListener)
 	}
 	if bindErr != nil {
 		for _, ln := range fresh {
@@ -276,16 +286,17 @@ func (p *Proxy) Apply(routes []Route) error {
 	var stopped []*listener
 	keep := map[string]bool{}
 	for _, r := range routes {
-		keep[r.Listen] = true
+		key := listenKey(r)
+		keep[key] = true
 		rs := newRouteState(r)
 		p.retain(rs)
-		if l, ok := p.listeners[r.Listen]; ok {
+		if l, ok := p.listeners[key]; ok {
 			old = append(old, l.state.Swap(rs))
 			continue
 		}
-		l := &listener{p: p, ln: fresh[r.Listen], done: make(chan struct{}), exit: make(chan struct{}), slot: make(chan struct{}, 1)}
+		l := &listener{p: p, ln: fresh[key], done: make(chan struct{}), exit: make(chan struct{}), slot: make(chan struct{}, 1)}
 		l.state.Store(rs)
-		p.listeners[r.Listen] = l
+		p.listeners[key] = l
 		p.logger().Info("listening", "route", r.Name, "addr", l.ln.Addr().String(), "target", r.Target)
 		go l.serve()
 	}
