@@ -7,6 +7,7 @@ package host_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -177,4 +178,460 @@ func TestManyConnections(t *testing.T) {
 			t.Errorf("server accepted %d connections, want %d", n, conns+1)
 		}
 	})
+}
+
+// testFilter is a Filter made of optional functions; nil ones pass through.
+type testFilter struct {
+	host.PassThrough
+	opened func(s *host.Stream) error
+	data   func(dir host.Direction, chunk []byte, s *host.Stream) error
+	end    func(dir host.Direction, s *host.Stream) error
+	closed func()
+}
+
+func (f *testFilter) Opened(s *host.Stream) error {
+	if f.opened != nil {
+		return f.opened(s)
+	}
+	return nil
+}
+
+func (f *testFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
+	if f.data != nil {
+		return f.data(dir, chunk, s)
+	}
+	return s.Send(dir, chunk)
+}
+
+func (f *testFilter) End(dir host.Direction, s *host.Stream) error {
+	if f.end != nil {
+		return f.end(dir, s)
+	}
+	return nil
+}
+
+func (f *testFilter) Closed() {
+	if f.closed != nil {
+		f.closed()
+	}
+}
+
+// hookFunc makes a fresh filter per connection.
+type hookFunc func(info *host.ConnInfo) (host.Filter, error)
+
+func (f hookFunc) Open(info *host.ConnInfo) (host.Filter, error) { return f(info) }
+
+func link(name string, f hookFunc) host.Link { return host.Link{Name: name, Hook: f} }
+
+// recordEcho echoes every read and, at EOF, half-closes and reports all the
+// bytes it received.
+func recordEcho(got chan<- []byte) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		var buf bytes.Buffer
+		_, err := io.Copy(c, io.TeeReader(c, &buf))
+		if err == nil {
+			c.CloseWrite()
+		}
+		got <- buf.Bytes()
+	}
+}
+
+// roundTrip writes out, half-closes and reads c to EOF.
+func roundTrip(t *testing.T, c *net.TCPConn, out []byte) []byte {
+	t.Helper()
+	go func() {
+		c.Write(out)
+		c.CloseWrite()
+	}()
+	in, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read to EOF: %v", err)
+	}
+	return in
+}
+
+// TestFilterRewritesLength doubles every byte toward the server and halves
+// the stream back toward the client: chunk boundaries fall anywhere, so the
+// halving filter keeps its parity across chunks.
+func TestFilterRewritesLength(t *testing.T) {
+	t.Parallel()
+	double := func(dir host.Direction, chunk []byte, s *host.Stream) error {
+		out := make([]byte, 0, 2*len(chunk))
+		for _, b := range chunk {
+			out = append(out, b, b)
+		}
+		return s.Send(dir, out)
+	}
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		odd := false
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if dir == host.ClientToServer {
+				return double(dir, chunk, s)
+			}
+			out := make([]byte, 0, len(chunk)/2+1)
+			for _, b := range chunk {
+				if !odd {
+					out = append(out, b)
+				}
+				odd = !odd
+			}
+			return s.Send(dir, out)
+		}}, nil
+	})
+	serverGot := make(chan []byte, 1)
+	srv := tn.Serve(t, recordEcho(serverGot))
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "resize", Hook: hook})
+
+	payload := tn.Random(7, 300<<10)
+	back := roundTrip(t, tn.Dial(t, addr), payload)
+	if tn.Sum(back) != tn.Sum(payload) {
+		t.Errorf("client got %d bytes back, want the %d sent", len(back), len(payload))
+	}
+	doubled := make([]byte, 0, 2*len(payload))
+	for _, b := range payload {
+		doubled = append(doubled, b, b)
+	}
+	if got := <-serverGot; tn.Sum(got) != tn.Sum(doubled) {
+		t.Errorf("server got %d bytes, want the %d doubled bytes", len(got), len(doubled))
+	}
+}
+
+// TestFilterDrops drops the whole client -> server stream: the server sees
+// only the end of it.
+func TestFilterDrops(t *testing.T) {
+	t.Parallel()
+	drop := host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, chunk []byte) ([]byte, error) {
+		if dir == host.ClientToServer {
+			return nil, nil
+		}
+		return chunk, nil
+	})
+	serverGot := make(chan tn.Received, 1)
+	srv := tn.Serve(t, halfCloseServer([]byte("nothing came\n"), serverGot))
+	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "drop", Hook: drop})
+
+	back := roundTrip(t, tn.Dial(t, addr), tn.Random(3, 10240))
+	if string(back) != "nothing came\n" {
+		t.Errorf("client got %q", back)
+	}
+	if s := <-serverGot; s.Err != nil || s.N != 0 {
+		t.Errorf("server got %d bytes (err %v), want 0", s.N, s.Err)
+	}
+	logs.Wait(t, "connection closed", "bytes_client_to_server=10240")
+}
+
+// TestFilterAnswersClient answers every client chunk itself, upper-cased,
+// with Send(ServerToClient) from a client -> server callback; the server
+// gets nothing.
+func TestFilterAnswersClient(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if dir == host.ClientToServer {
+				return s.Send(host.ServerToClient, bytes.ToUpper(chunk))
+			}
+			return s.Send(dir, chunk)
+		}}, nil
+	})
+	serverGot := make(chan []byte, 1)
+	srv := tn.Serve(t, recordEcho(serverGot))
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "answer", Hook: hook})
+
+	c := tn.Dial(t, addr)
+	for _, msg := range []string{"ping\n", "again\n"} {
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+		if want := bytes.ToUpper([]byte(msg)); !bytes.Equal(got, want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	c.CloseWrite()
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Errorf("after the half-close: %q, %v; want a clean EOF", rest, err)
+	}
+	if got := <-serverGot; len(got) != 0 {
+		t.Errorf("server got %q, want nothing", got)
+	}
+}
+
+// TestFilterCloses says goodbye and closes the connection when the client
+// sends QUIT: the goodbye arrives before the end of the stream, and QUIT
+// never reaches the server.
+func TestFilterCloses(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
+				s.Close()
+				return s.Send(host.ServerToClient, []byte("bye\n"))
+			}
+			return s.Send(dir, chunk)
+		}}, nil
+	})
+	serverGot := make(chan []byte, 1)
+	srv := tn.Serve(t, recordEcho(serverGot))
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "quit", Hook: hook})
+
+	c := tn.Dial(t, addr)
+	io.WriteString(c, "hello\n")
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello\n" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	io.WriteString(c, "QUIT\n")
+	rest, err := io.ReadAll(c)
+	if err != nil || string(rest) != "bye\n" {
+		t.Fatalf("after QUIT: %q, %v; want \"bye\\n\" then a clean EOF", rest, err)
+	}
+	if got := <-serverGot; string(got) != "hello\n" {
+		t.Errorf("server got %q, want only \"hello\\n\"", got)
+	}
+}
+
+// TestFilterHoldsBytes assembles lines: a partial line is held until its
+// newline arrives, and what is left at the end of the stream is flushed by
+// End before the half-close.
+func TestFilterHoldsBytes(t *testing.T) {
+	t.Parallel()
+	held := make(chan int, 16)
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		var line []byte
+		return &testFilter{
+			data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if dir == host.ServerToClient {
+					return s.Send(dir, chunk)
+				}
+				line = append(line, chunk...)
+				if i := bytes.LastIndexByte(line, '\n'); i >= 0 {
+					if err := s.Send(dir, line[:i+1]); err != nil {
+						return err
+					}
+					line = append(line[:0], line[i+1:]...)
+				}
+				held <- len(line)
+				return nil
+			},
+			end: func(dir host.Direction, s *host.Stream) error {
+				if dir == host.ClientToServer && len(line) > 0 {
+					return s.Send(dir, line)
+				}
+				return nil
+			},
+		}, nil
+	})
+	firstRead := make(chan string, 1)
+	serverGot := make(chan []byte, 1)
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		buf := make([]byte, 1024)
+		n, _ := c.Read(buf)
+		firstRead <- string(buf[:n])
+		rest, _ := io.ReadAll(c)
+		serverGot <- append(buf[:n], rest...)
+	})
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "lines", Hook: hook})
+
+	c := tn.Dial(t, addr)
+	io.WriteString(c, "hel")
+	if n := <-held; n != 3 {
+		t.Fatalf("filter holds %d bytes, want 3", n)
+	}
+	io.WriteString(c, "lo\n")
+	if first := <-firstRead; first != "hello\n" {
+		t.Fatalf("server's first read got %q, want the whole line \"hello\\n\"", first)
+	}
+	io.WriteString(c, "tail")
+	c.CloseWrite()
+	if got := <-serverGot; string(got) != "hello\ntail" {
+		t.Errorf("server got %q, want \"hello\\ntail\"", got)
+	}
+}
+
+// TestChainOrder records every callback of a four-link chain: client ->
+// server runs first to last, server -> client last to first, and links
+// attached to one direction are skipped on the other.
+func TestChainOrder(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var calls []string
+	record := func(s string) {
+		mu.Lock()
+		calls = append(calls, s)
+		mu.Unlock()
+	}
+	arrow := map[host.Direction]string{host.ClientToServer: ">", host.ServerToClient: "<"}
+	closedAll := make(chan struct{}, 4)
+	mk := func(name string, d host.Directions) host.Link {
+		return host.Link{Name: name, Directions: d, Hook: hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{
+				opened: func(*host.Stream) error { record(name + " opened"); return nil },
+				data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+					record(name + " data" + arrow[dir] + string(chunk))
+					return s.Send(dir, chunk)
+				},
+				end:    func(dir host.Direction, _ *host.Stream) error { record(name + " end" + arrow[dir]); return nil },
+				closed: func() { record(name + " closed"); closedAll <- struct{}{} },
+			}, nil
+		})}
+	}
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(),
+		mk("A", host.Both), mk("B", host.OnlyClientToServer), mk("C", host.Both), mk("D", host.OnlyServerToClient))
+
+	if back := roundTrip(t, tn.Dial(t, addr), []byte("x")); string(back) != "x" {
+		t.Fatalf("echo: %q", back)
+	}
+	for range 4 {
+		<-closedAll
+	}
+	want := []string{
+		"A opened", "B opened", "C opened", "D opened",
+		"A data>x", "B data>x", "C data>x",
+		"A end>", "B end>", "C end>",
+		"D data<x", "C data<x", "A data<x",
+		"D end<", "C end<", "A end<",
+		"A closed", "B closed", "C closed", "D closed",
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The client's half-close may be read before or after the echo comes
+	// back; each direction's own order is what the chain guarantees.
+	got := map[string][]string{}
+	for _, c := range calls {
+		got[stream(c)] = append(got[stream(c)], c)
+	}
+	exp := map[string][]string{}
+	for _, c := range want {
+		exp[stream(c)] = append(exp[stream(c)], c)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(exp) {
+		t.Errorf("callbacks:\n got %q\nwant %q", calls, want)
+	}
+	if calls[0] != "A opened" || calls[len(calls)-1] != "D closed" {
+		t.Errorf("callbacks must start with the Opened calls and end with the Closed calls: %q", calls)
+	}
+}
+
+// stream classifies a recorded callback by the stream it belongs to.
+func stream(call string) string {
+	switch {
+	case bytes.ContainsAny([]byte(call), "><"):
+		if bytes.ContainsRune([]byte(call), '>') {
+			return "c->s"
+		}
+		return "s->c"
+	}
+	return "lifecycle"
+}
+
+// TestOpenedSends sends a banner to the client and a greeting to the server
+// from Opened, before either peer has said anything: each arrives first.
+func TestOpenedSends(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{opened: func(s *host.Stream) error {
+			if err := s.Send(host.ServerToClient, []byte("banner from the tunnel\n")); err != nil {
+				return err
+			}
+			return s.Send(host.ClientToServer, []byte("HELLO\n"))
+		}}, nil
+	})
+	srv := tn.Serve(t, tn.SpeakFirst)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "banner", Hook: hook})
+
+	back := roundTrip(t, tn.Dial(t, addr), []byte("abc"))
+	// The banner precedes the server's welcome; the server echoes the
+	// greeting before the client's own bytes.
+	if want := "banner from the tunnel\n" + tn.Welcome + "HELLO\nabc"; string(back) != want {
+		t.Errorf("client got %q, want %q", back, want)
+	}
+}
+
+// TestFilterError aborts the connection when a filter fails, logs the
+// error with the link's name, and keeps serving other connections.
+func TestFilterError(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if bytes.Contains(chunk, []byte("bad")) {
+				return fmt.Errorf("forbidden word in %d bytes", len(chunk))
+			}
+			return s.Send(dir, chunk)
+		}}, nil
+	})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "censor", Hook: hook})
+
+	c := tn.Dial(t, addr)
+	io.WriteString(c, "good\n")
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "good\n" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	io.WriteString(c, "bad\n")
+	rest, err := io.ReadAll(c)
+	if len(rest) != 0 || (err != nil && !tn.IsClosed(err)) {
+		t.Fatalf("after the failing chunk: %q, %v; want the connection closed", rest, err)
+	}
+	logs.Wait(t, "connection closed", "censor", "forbidden word in 4 bytes")
+
+	if back := roundTrip(t, tn.Dial(t, addr), []byte("fine")); string(back) != "fine" {
+		t.Errorf("next connection: %q", back)
+	}
+}
+
+// TestHookRefuses refuses connections in Open: the client is closed and
+// the target is never dialled.
+func TestHookRefuses(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(info *host.ConnInfo) (host.Filter, error) {
+		return nil, fmt.Errorf("client %s is not welcome", info.Client)
+	})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "gate", Hook: hook})
+
+	// The tunnel resets the refused connection at once; the reset may even
+	// reach the client before its connect(2) returns.
+	if c, err := net.DialTimeout("tcp", addr, tn.Timeout); err == nil {
+		c.SetDeadline(time.Now().Add(tn.Timeout))
+		rest, err := io.ReadAll(c)
+		c.Close()
+		if len(rest) != 0 || (err != nil && !tn.IsClosed(err)) {
+			t.Fatalf("refused client read %q, %v; want the connection closed", rest, err)
+		}
+	} else if !tn.IsClosed(err) {
+		t.Fatalf("dial: %v", err)
+	}
+	logs.Wait(t, "connection closed", "refused by filter", "gate", "is not welcome")
+	if n := srv.Accepted(); n != 0 {
+		t.Errorf("target accepted %d connections, want 0", n)
+	}
+}
+
+// TestSendTowardSplicedDirection: a link attached to client -> server only
+// cannot write toward the client, whose stream is spliced by the kernel.
+func TestSendTowardSplicedDirection(t *testing.T) {
+	t.Parallel()
+	sendErr := make(chan error, 1)
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			select {
+			case sendErr <- s.Send(host.ServerToClient, []byte("nope")):
+			default:
+			}
+			return s.Send(dir, chunk)
+		}}, nil
+	})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "oneway", Hook: hook, Directions: host.OnlyClientToServer})
+	if back := roundTrip(t, tn.Dial(t, addr), []byte("data")); string(back) != "data" {
+		t.Errorf("echo: %q", back)
+	}
+	if err := <-sendErr; !errors.Is(err, host.ErrNotAttached) {
+		t.Errorf("Send toward the spliced direction: %v, want ErrNotAttached", err)
+	}
 }
