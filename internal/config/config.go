@@ -1,0 +1,155 @@
+// Package config loads tunnel.hcl: the routes the tunnel serves and the
+// WebAssembly plugins that filter them.
+//
+// Loading happens in two steps so that every problem in a file can be
+// reported at once, with its position:
+//
+//  1. [Parse] reads the HCL, decodes it with gohcl, and checks everything that
+//     needs no plugin code: unknown or misspelt attributes, wrong types,
+//     durations, sizes and limits out of range, malformed or duplicate
+//     addresses, chains naming undefined plugins. The result is a [File]:
+//     plain data that still remembers where each value came from.
+//  2. [Builder.Build] compiles the referenced .wasm files, instantiates one
+//     plugin per chain link with that link's config (so a plugin that rejects
+//     its config is reported at the config attribute) and returns the
+//     [host.Route]s to hand to [host.Proxy.Apply].
+//
+// [Runner] ties both to a [host.Proxy] and reloads on SIGHUP and on changes of
+// the file or of any .wasm it references.
+//
+// The file format:
+//
+//	plugin "deny" {
+//	  path         = "plugins/deny.wasm" # relative to this file
+//	  memory_limit = "64MiB"             # per instance
+//	  call_timeout = "100ms"             # per guest call
+//	  on_failure   = "close"             # or "bypass"
+//	  trusted      = false               # true: no per-call timeout enforcement
+//	  instances    = 4                   # instances shared by the connections
+//	  stdout       = false               # grant the guest the tunnel's stdout
+//	}
+//
+//	route "redis" {
+//	  listen          = "127.0.0.1:7000"
+//	  target          = env("REDIS_ADDR", "127.0.0.1:6379")
+//	  dial_timeout    = "5s"
+//	  idle_timeout    = "5m"
+//	  max_connections = 1000
+//	  dump {
+//	    enabled = true
+//	    format  = "text" # or "hex"
+//	  }
+//	  chain {
+//	    plugin     = plugin.deny # or "deny"
+//	    directions = "client_to_server"
+//	    config     = { pattern = "FLUSHALL", reply = "-ERR not allowed\r\n" }
+//	  }
+//	}
+//
+// Functions available in expressions: env(name[, default]), file(path)
+// (relative to the config file), and from go-cty's standard library
+// format, join, lower, upper, trimspace, replace, jsonencode, jsondecode,
+// concat, merge, min, max.
+package config
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// File is a decoded and checked tunnel.hcl. Ranges point into the source so
+// that later steps (compiling plugins, applying the routes) can report their
+// problems at the right place.
+type File struct {
+	// Path is the file's path as given to Parse.
+	Path string
+	// Dir is the directory relative paths in the file are resolved against.
+	Dir string
+	// Plugins in the order they are declared.
+	Plugins []*Plugin
+	// Routes in the order they are declared.
+	Routes []*Route
+	// Files holds the parsed sources (for printing diagnostics with
+	// [WriteDiagnostics]).
+	Files map[string]*hcl.File
+}
+
+// Plugin returns the plugin named name, or nil.
+func (f *File) Plugin(name string) *Plugin {
+	for _, p := range f.Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Route returns the route named name, or nil.
+func (f *File) Route(name string) *Route {
+	for _, r := range f.Routes {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// Plugin is one plugin block: a .wasm file and the limits its instances run
+// under. Zero values mean the runtime's defaults.
+type Plugin struct {
+	Name string
+	// Path is the .wasm file, resolved against the config file's directory.
+	Path        string
+	MemoryLimit uint64
+	CallTimeout time.Duration
+	// FailOpen is on_failure = "bypass".
+	FailOpen  bool
+	Trusted   bool
+	Instances int
+	// Stdout grants the guest the tunnel's standard output.
+	Stdout bool
+
+	DeclRange hcl.Range
+	PathRange hcl.Range
+}
+
+// Route is one route block.
+type Route struct {
+	Name        string
+	Listen      string
+	Target      string
+	DialTimeout time.Duration
+	IdleTimeout time.Duration
+	MaxConns    int
+	// Dump is nil when the route prints nothing.
+	Dump  *Dump
+	Chain []*Link
+
+	DeclRange   hcl.Range
+	ListenRange hcl.Range
+	TargetRange hcl.Range
+}
+
+// Dump is a route's dump block: print every chunk to standard output.
+type Dump struct {
+	// Format is "hex" or "text".
+	Format string
+}
+
+// Link is one chain block.
+type Link struct {
+	// Plugin names a plugin block of the same file.
+	Plugin     string
+	Directions host.Directions
+	// Config is the config attribute as JSON; nil when absent.
+	Config []byte
+
+	DeclRange   hcl.Range
+	PluginRange hcl.Range
+	// ConfigRange is the config attribute's value, or the chain block when
+	// there is none.
+	ConfigRange hcl.Range
+}
