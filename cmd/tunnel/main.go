@@ -73,6 +73,7 @@ type options struct {
 	failOpen    bool
 	trusted     bool
 	cacheDir    string
+	proxyProto  bool
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -92,6 +93,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
+	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage:
@@ -197,6 +199,9 @@ func runPlain(ctx context.Context, o *options, format host.DumpFormat, stdout, s
 		DialTimeout: o.dialTimeout,
 		IdleTimeout: o.idleTimeout,
 		MaxConns:    o.maxConns,
+	}
+	if o.proxyProto {
+		route.Chain = append(route.Chain, host.Link{Name: "proxy-protocol", Hook: host.ProxyProtocol(), Directions: host.OnlyClientToServer})
 	}
 	if format != host.DumpNone {
 		route.Chain = append(route.Chain, host.Link{Name: "dump", Hook: host.Dump(stdout, format)})
