@@ -138,12 +138,20 @@ func (c *conn) run() {
 		return
 	}
 	c.mu.Lock()
-	closeNow := c.closeReq
-	c.mu.Unlock()
-	if closeNow {
+	if c.closeReq {
+		// A filter closed the connection while opening (a "busy" banner,
+		// say): the target is never dialled, but the client gets what was
+		// sent toward it.
+		if c.pend[ClientToServer] != nil {
+			putBuf(c.pend[ClientToServer])
+			c.pend[ClientToServer] = nil
+		}
+		c.cwPending[ClientToServer] = false
+		c.flushLocked()
 		c.finish(nil)
 		return
 	}
+	c.mu.Unlock()
 	timeout := c.rs.DialTimeout
 	if timeout == 0 {
 		timeout = DefaultDialTimeout
