@@ -1,6 +1,10 @@
 // Package abi holds the numbers of the tunnel plugin ABI, shared by the host
 // and the Go SDK. The ABI itself is specified in prose in sdk/ABI.md; a test
-// keeps these constants and that document in step.
+// keeps these constants and that document in step: every constant declared
+// here appears in one of the document's tables with the same value.
+//
+// The package uses only the standard library and imports nothing from the
+// host, so guests (GOOS=wasip1) and hosts can both depend on it.
 package abi
 
 // Version is the ABI version this package describes. A guest's
@@ -10,6 +14,11 @@ const Version = 1
 // ImportModule is the module name of every host function.
 const ImportModule = "tunnel"
 
+// WASIModule is the only other import module a guest may use: WASI preview 1,
+// which Go's GOOS=wasip1 builds need. The host instantiates it with nothing
+// granted (no files, network, environment or arguments).
+const WASIModule = "wasi_snapshot_preview1"
+
 // Guest exports.
 const (
 	ExportMemory     = "memory"
@@ -18,6 +27,10 @@ const (
 	ExportOnOpen     = "tunnel_on_open"     // (conn i64) -> i32
 	ExportOnData     = "tunnel_on_data"     // (conn i64, dir i32, len i32, end i32) -> i32
 	ExportOnClose    = "tunnel_on_close"    // (conn i64)
+	// ExportInitialize is the WASI reactor's start function (Go's
+	// -buildmode=c-shared builds export it). When present the host calls
+	// it once per instance, before tunnel_abi_version.
+	ExportInitialize = "_initialize" // ()
 )
 
 // Host imports (module ImportModule).
@@ -48,7 +61,9 @@ const (
 	ActionDrop = 1
 	// ActionHold keeps the presented bytes on the host and presents them
 	// again, followed by the next chunk, at the next tunnel_on_data for the
-	// same connection and direction.
+	// same connection and direction. Holding bytes that already fill the
+	// whole input buffer is an ABI violation. With end=1 it acts as
+	// ActionForward (there is no next chunk).
 	ActionHold = 2
 )
 
@@ -64,7 +79,7 @@ const (
 // Status codes returned by host functions.
 const (
 	StatusOK          = 0
-	StatusBadArgument = -1 // unknown direction, level or key
+	StatusBadArgument = -1 // unknown direction, level or key; bad input buffer
 	StatusClosed      = -2 // that direction or the connection is already closed
 	StatusNotAllowed  = -3 // not inside a connection callback, or direction spliced
 	StatusTooLarge    = -4 // (reserved) value larger than allowed
