@@ -1,0 +1,578 @@
+package host_test
+
+// The life of connections and routes over real loopback sockets: targets
+// that refuse or never answer, peers that reset or stop reading, live
+// reloads, the connection cap and shutdown. TestMain fails the package if
+// any goroutine is still alive once every test is done.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// noLeaks fails t if, once its cleanups have run, goroutines other than
+// those alive now are left. Only for tests that do not run in parallel.
+func noLeaks(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// seqPaths runs f once per forwarding path, one after the other.
+func seqPaths(t *testing.T, f func(t *testing.T, chain []host.Link)) {
+	t.Run("splice", func(t *testing.T) { f(t, nil) })
+	t.Run("filtered", func(t *testing.T) { f(t, []host.Link{{Name: "identity", Hook: identity}}) })
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// expectRefused dials addr and fails unless the tunnel closes the
+// connection without sending anything. The tunnel may reset it so fast that
+// the reset reaches the client before its connect(2) returns.
+func expectRefused(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+	if err != nil {
+		if !tn.IsClosed(err) {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(tn.Timeout))
+	expectClosed(t, c)
+}
+
+// expectClosed reads c and fails unless the tunnel closes it (EOF or reset)
+// without sending anything.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	rest, err := io.ReadAll(c)
+	if len(rest) != 0 || (err != nil && !tn.IsClosed(err)) {
+		t.Fatalf("read %q, %v; want the connection closed", rest, err)
+	}
+}
+
+// TestTargetRefuses: the client of a route whose target refuses is closed
+// at once, the log names the target and the error, and the route keeps
+// serving once the target is back.
+func TestTargetRefuses(t *testing.T) {
+	t.Parallel()
+	target := freeAddr(t)
+	addr, _, logs := tn.Tunnel(t, target)
+
+	start := time.Now()
+	expectRefused(t, addr)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("client closed after %v; a refused dial should close it at once", d)
+	}
+	logs.Wait(t, "connection closed", "dial "+target, "connection refused")
+
+	ln, err := net.Listen("tcp", target)
+	if err != nil {
+		t.Fatalf("the target's port was taken meanwhile: %v", err)
+	}
+	ln.Close()
+	srv := tn.Serve(t, tn.Echo)
+	p, _ := tn.Proxy(t, tn.Route("again", srv.Addr()))
+	_ = p
+	// The first route is still accepting and closing promptly too.
+	expectRefused(t, addr)
+	if back := roundTrip(t, tn.Dial(t, p.Addr("again").String()), []byte("up")); string(back) != "up" {
+		t.Errorf("echo: %q", back)
+	}
+}
+
+// blackHole returns a loopback address whose listener never accepts and
+// whose backlog is full: a connect(2) to it gets no answer at all.
+func blackHole(t *testing.T) string {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the backlog until a dial goes unanswered.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return addr
+			}
+			t.Fatalf("filling the backlog of %s: %v", addr, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 8 {
+			t.Fatalf("the backlog of %s never filled up", addr)
+		}
+	}
+}
+
+// TestDialTimeout: a target that never answers is given up after the
+// route's DialTimeout; the client is closed and the log says why.
+func TestDialTimeout(t *testing.T) {
+	t.Parallel()
+	target := blackHole(t)
+	p, logs := tn.Proxy(t, host.Route{Name: "slow", Listen: "127.0.0.1:0", Target: target, DialTimeout: 300 * time.Millisecond})
+	start := time.Now()
+	expectRefused(t, p.Addr("slow").String())
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("client closed after %v, want about the 300ms dial timeout", d)
+	}
+	logs.Wait(t, "connection closed", "dial "+target, "i/o timeout")
+}
+
+// TestClientResets: the client resets in the middle of a download; the
+// tunnel resets the server too, logs the error and leaves nothing behind.
+func TestClientResets(t *testing.T) {
+	noLeaks(t)
+	seqPaths(t, func(t *testing.T, chain []host.Link) {
+		serverErr := make(chan error, 1)
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			c.SetDeadline(time.Now().Add(tn.Timeout))
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					serverErr <- err
+					return
+				}
+			}
+		})
+		addr, _, logs := tn.Tunnel(t, srv.Addr(), chain...)
+		c := tn.Dial(t, addr)
+		if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetLinger(0)
+		c.Close()
+		if err := <-serverErr; !tn.IsClosed(err) {
+			t.Errorf("server write: %v, want a reset or broken pipe", err)
+		}
+		logs.Wait(t, "connection closed", "err=")
+	})
+}
+
+// TestServerResets: the server resets while the client is uploading; the
+// client sees its connection reset or closed, not a hang.
+func TestServerResets(t *testing.T) {
+	noLeaks(t)
+	seqPaths(t, func(t *testing.T, chain []host.Link) {
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			io.ReadFull(c, make([]byte, 1<<20))
+			c.SetLinger(0)
+			c.Close()
+		})
+		addr, _, logs := tn.Tunnel(t, srv.Addr(), chain...)
+		c := tn.Dial(t, addr)
+		writeErr := make(chan error, 1)
+		go func() {
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					writeErr <- err
+					return
+				}
+			}
+		}()
+		_, err := io.ReadAll(c)
+		if err != nil && !tn.IsClosed(err) {
+			t.Errorf("client read: %v, want EOF or a reset", err)
+		}
+		if err := <-writeErr; !tn.IsClosed(err) {
+			t.Errorf("client write: %v, want a reset or broken pipe", err)
+		}
+		logs.Wait(t, "connection closed", "err=")
+	})
+}
+
+// TestSlowReader: a client that stops reading makes the tunnel stop
+// reading from the server, so the server's writes block after a bounded
+// amount and the tunnel's memory does not grow; once the client reads
+// again every byte arrives intact.
+func TestSlowReader(t *testing.T) {
+	noLeaks(t)
+	const size = 96 << 20
+	const bound = 40 << 20 // kernel socket buffers on both legs plus the tunnel's own
+	payload := tn.Random(9, size)
+	seqPaths(t, func(t *testing.T, chain []host.Link) {
+		var written atomic.Int64
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			c.SetDeadline(time.Now().Add(tn.Timeout))
+			for off := 0; off < size; off += 64 << 10 {
+				n, err := c.Write(payload[off : off+64<<10])
+				written.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+			c.CloseWrite()
+		})
+		addr, _, _ := tn.Tunnel(t, srv.Addr(), chain...)
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+
+		c := tn.Dial(t, addr)
+		// Wait until the server's writes stall: no progress for 300ms.
+		last := int64(-1)
+		for written.Load() != last {
+			last = written.Load()
+			time.Sleep(300 * time.Millisecond)
+		}
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		t.Logf("server wrote %d KiB before blocking; heap in use grew by %d KiB",
+			last>>10, (int64(after.HeapInuse)-int64(before.HeapInuse))>>10)
+		if last >= bound {
+			t.Errorf("server wrote %d MiB to a client that reads nothing, want less than %d MiB", last>>20, bound>>20)
+		}
+		if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 8<<20 {
+			t.Errorf("heap in use grew by %d MiB while the client was not reading", grew>>20)
+		}
+		if got := tn.ReadSum(c); got.Err != nil || got.N != size || got.Sum != tn.Sum(payload) {
+			t.Errorf("after resuming: %d bytes sha %s err %v, want %d sha %s", got.N, got.Sum, got.Err, size, tn.Sum(payload))
+		}
+	})
+}
+
+// xorHook flips the bits of key in every client -> server byte and counts
+// its Close calls; with an echo server the client gets its bytes back
+// XORed, which tells which generation of a route served it.
+type xorHook struct {
+	key    byte
+	closes atomic.Int32
+	closed chan struct{}
+}
+
+func newXorHook(key byte) *xorHook { return &xorHook{key: key, closed: make(chan struct{})} }
+
+func (h *xorHook) Open(*host.ConnInfo) (host.Filter, error) {
+	return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+		if dir == host.ClientToServer {
+			out := make([]byte, len(chunk))
+			for i, b := range chunk {
+				out[i] = b ^ h.key
+			}
+			return s.Send(dir, out)
+		}
+		return s.Send(dir, chunk)
+	}}, nil
+}
+
+func (h *xorHook) Close() error {
+	if h.closes.Add(1) == 1 {
+		close(h.closed)
+	}
+	return nil
+}
+
+// xorOf returns s with every byte XORed with key.
+func xorOf(s string, key byte) string {
+	b := []byte(s)
+	for i := range b {
+		b[i] ^= key
+	}
+	return string(b)
+}
+
+// ask sends msg on the open connection c and returns the echo.
+func ask(t *testing.T, c net.Conn, msg string) string {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	return string(got)
+}
+
+func route(listen, target string, links ...host.Link) host.Route {
+	return host.Route{Name: "r", Listen: listen, Target: target, Chain: links}
+}
+
+// TestReloadKeepsListener: clients dialling in a loop during twenty
+// Applies on the same listen address are never refused.
+func TestReloadKeepsListener(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr()))
+	addr := p.Addr("r").String()
+
+	stop := make(chan struct{})
+	var served atomic.Int64
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+			if err != nil {
+				errs <- err
+				return
+			}
+			c.SetDeadline(time.Now().Add(tn.Timeout))
+			io.WriteString(c, "k")
+			b := make([]byte, 1)
+			_, err = io.ReadFull(c, b)
+			c.Close()
+			if err != nil {
+				errs <- fmt.Errorf("after %d good connections: %w", served.Load(), err)
+				return
+			}
+			served.Add(1)
+		}
+	}()
+	for i := range 20 {
+		key := byte(i % 2)
+		if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(), host.Link{Name: "x", Hook: newXorHook(key)})}); err != nil {
+			t.Fatal(err)
+		}
+		// Let a connection or two through each generation.
+		for n := served.Load(); served.Load() < n+2; {
+			select {
+			case err := <-errs:
+				t.Fatalf("client during reload %d: %v", i, err)
+			default:
+				runtime.Gosched()
+			}
+		}
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Fatalf("client during reload: %v", err)
+	}
+	if got := p.Addr("r").String(); got != addr {
+		t.Errorf("listener moved from %s to %s", addr, got)
+	}
+}
+
+// TestReloadGenerations: a connection keeps the chain it was accepted with
+// across an Apply, new ones get the new chain, and a hook is closed once,
+// when the last connection of the generation that used it ends; a hook in
+// both generations stays open.
+func TestReloadGenerations(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	gen1, gen2, shared := newXorHook(1), newXorHook(2), newXorHook(0)
+	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr(),
+		host.Link{Name: "gen1", Hook: gen1}, host.Link{Name: "shared", Hook: shared}))
+	addr := p.Addr("r").String()
+
+	old := tn.Dial(t, addr)
+	if got := ask(t, old, "abc"); got != xorOf("abc", 1) {
+		t.Fatalf("generation 1: %q", got)
+	}
+	if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(),
+		host.Link{Name: "gen2", Hook: gen2}, host.Link{Name: "shared", Hook: shared})}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(t, old, "def"); got != xorOf("def", 1) {
+		t.Errorf("open connection after reload: %q, want generation 1's %q", got, xorOf("def", 1))
+	}
+	fresh := tn.Dial(t, addr)
+	if got := ask(t, fresh, "ghi"); got != xorOf("ghi", 2) {
+		t.Errorf("new connection after reload: %q, want generation 2's %q", got, xorOf("ghi", 2))
+	}
+	if n := gen1.closes.Load(); n != 0 {
+		t.Fatalf("generation 1's hook closed %d times while its connection is open", n)
+	}
+	old.Close()
+	select {
+	case <-gen1.closed:
+	case <-time.After(tn.Timeout):
+		t.Fatal("generation 1's hook not closed after its last connection ended")
+	}
+	fresh.Close()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := shared.closes.Load(); n != 1 {
+		t.Errorf("shared hook closed %d times, want once at Close", n)
+	}
+	if a, b := gen1.closes.Load(), gen2.closes.Load(); a != 1 || b != 1 {
+		t.Errorf("hooks closed %d and %d times, want once each", a, b)
+	}
+}
+
+// TestApplyPortInUse: an Apply that cannot bind one of its addresses
+// returns an error naming it and changes nothing.
+func TestApplyPortInUse(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr(), host.Link{Name: "v1", Hook: newXorHook(1)}))
+	addr := p.Addr("r").String()
+
+	err = p.Apply([]host.Route{
+		route("127.0.0.1:0", srv.Addr(), host.Link{Name: "v2", Hook: newXorHook(2)}),
+		{Name: "second", Listen: busy.Addr().String(), Target: srv.Addr()},
+	})
+	if err == nil {
+		t.Fatal("Apply on a busy port succeeded")
+	}
+	if want := fmt.Sprintf("route %q: cannot listen on %s", "second", busy.Addr()); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
+	}
+	if a := p.Addr("second"); a != nil {
+		t.Errorf("route second is listening on %s after a failed Apply", a)
+	}
+	if got := ask(t, tn.Dial(t, addr), "abc"); got != xorOf("abc", 1) {
+		t.Errorf("after the failed Apply the route answers %q, want the old chain's %q", got, xorOf("abc", 1))
+	}
+}
+
+// TestMaxConns: at the cap a new client is not accepted (it waits in the
+// backlog) until an open connection closes.
+func TestMaxConns(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	p, _ := tn.Proxy(t, host.Route{Name: "capped", Listen: "127.0.0.1:0", Target: srv.Addr(), MaxConns: 2})
+	addr := p.Addr("capped").String()
+	first, second := tn.Dial(t, addr), tn.Dial(t, addr)
+	ask(t, first, "1")
+	ask(t, second, "2")
+
+	third := tn.Dial(t, addr) // completes in the kernel's backlog
+	io.WriteString(third, "3")
+	third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := third.Read(make([]byte, 1)); n != 0 || !errors.Is(err, context.DeadlineExceeded) && !isTimeout(err) {
+		t.Fatalf("third client read %d bytes (%v) while two are open; want it to wait", n, err)
+	}
+	if n := srv.Accepted(); n != 2 {
+		t.Fatalf("target accepted %d connections at a cap of 2", n)
+	}
+	first.Close()
+	third.SetReadDeadline(time.Now().Add(tn.Timeout))
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(third, got); err != nil || string(got) != "3" {
+		t.Fatalf("third client after a slot freed: %q, %v", got, err)
+	}
+	if got := ask(t, second, "still"); got != "still" {
+		t.Errorf("second client: %q", got)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestShutdownGrace: Shutdown stops accepting at once but lets open
+// connections finish, and returns when the last one has.
+func TestShutdownGrace(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	p, _ := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr()})
+	addr := p.Addr("r").String()
+	c := tn.Dial(t, addr)
+	ask(t, c, "before")
+
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(context.Background()) }()
+	// Shutdown closes the listener before it starts waiting: new clients
+	// are soon refused, while the open connection goes on.
+	deadline := time.Now().Add(tn.Timeout)
+	for {
+		c2, err := net.DialTimeout("tcp", addr, tn.Timeout)
+		if err != nil {
+			if strings.Contains(err.Error(), "connection refused") {
+				break
+			}
+			// Connected in the backlog as the listener closed: reset.
+			if !tn.IsClosed(err) {
+				t.Fatalf("dial during Shutdown: %v, want connection refused", err)
+			}
+		} else {
+			c2.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Shutdown never stopped accepting")
+		}
+	}
+	if got := ask(t, c, "during"); got != "during" {
+		t.Errorf("open connection during Shutdown: %q", got)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned %v with a connection open", err)
+	default:
+	}
+	c.CloseWrite()
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Errorf("end of the open connection: %q, %v", rest, err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr())}); err == nil {
+		t.Error("Apply after Shutdown succeeded")
+	}
+}
+
+// TestShutdownDeadline: when Shutdown's context ends, the connections
+// still open are closed and Shutdown returns the context's error.
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	p, _ := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr()})
+	c := tn.Dial(t, p.Addr("r").String())
+	ask(t, c, "idle from now on")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %v with a 200ms deadline", d)
+	}
+	expectClosed(t, c)
+}
