@@ -1,0 +1,165 @@
+// Package match finds byte patterns in a stream that arrives in chunks, for
+// the replace and deny plugins. A pattern split across chunks is found as if
+// the stream had arrived in one piece: the bytes at the end of a chunk that
+// could start a pattern are kept back until the next chunk decides.
+//
+// At one position the first pattern in configuration order that matches
+// wins; matching resumes after it (matches never overlap, replacements are
+// not scanned again).
+package match
+
+import "bytes"
+
+// Matcher holds the patterns and the scratch buffers of one plugin instance.
+// It is not safe for concurrent use; a plugin instance is called one
+// connection at a time, so one Matcher serves all its connections.
+type Matcher struct {
+	pats   [][]byte // lower-cased when fold
+	fold   bool
+	maxLen int
+	next   []int // per pattern: next occurrence in work at or after pos; -1 none; -2 unknown
+	work   []byte
+	lower  []byte
+	out    []byte
+}
+
+// New makes a matcher for pats (each non-empty). With fold, ASCII letters
+// match regardless of case.
+func New(pats [][]byte, fold bool) *Matcher {
+	m := &Matcher{fold: fold, next: make([]int, len(pats))}
+	for _, p := range pats {
+		if fold {
+			p = lowerASCII(nil, p)
+		}
+		m.pats = append(m.pats, p)
+		m.maxLen = max(m.maxLen, len(p))
+	}
+	return m
+}
+
+// State is the per-direction state of one stream: the kept-back tail.
+type State struct {
+	tail []byte
+}
+
+// Pending returns how many bytes are kept back.
+func (s *State) Pending() int { return len(s.tail) }
+
+func lowerASCII(dst, b []byte) []byte {
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// Result is what Feed decided.
+type Result struct {
+	// Out is what to pass on now. When Unchanged it is the data given to
+	// Feed itself; otherwise it is the matcher's scratch buffer, valid until
+	// the next Feed.
+	Out []byte
+	// Unchanged reports that Out is exactly the data given to Feed: no match
+	// and nothing kept back, so the caller may simply forward it.
+	Unchanged bool
+	// Matches counts the patterns found; First is the index of the first.
+	Matches, First int
+}
+
+// Feed processes the next bytes of the stream st. Each match of pattern i
+// is replaced by repl[i] (by nothing when repl is nil or shorter). With
+// end, nothing follows: every kept-back byte is decided and passed on.
+func (m *Matcher) Feed(st *State, data []byte, end bool, repl [][]byte) Result {
+	work := data
+	if len(st.tail) > 0 {
+		m.work = append(append(m.work[:0], st.tail...), data...)
+		work = m.work
+	}
+	search := work
+	if m.fold {
+		m.lower = lowerASCII(m.lower[:0], work)
+		search = m.lower
+	}
+	// safe: bytes before it cannot start a match that needs more data.
+	safe := len(work)
+	if !end {
+		safe = m.partial(search)
+	}
+	for i := range m.next {
+		m.next[i] = -2
+	}
+	res := Result{First: -1}
+	out := m.out[:0]
+	pos := 0
+	for {
+		at, rule := m.find(search, pos, safe)
+		if at < 0 {
+			break
+		}
+		out = append(out, work[pos:at]...)
+		if rule < len(repl) {
+			out = append(out, repl[rule]...)
+		}
+		if res.Matches == 0 {
+			res.First = rule
+		}
+		res.Matches++
+		pos = at + len(m.pats[rule])
+	}
+	// With no match nothing needs copying; keep the tail for next time.
+	if res.Matches == 0 && len(st.tail) == 0 {
+		if safe == len(work) {
+			return Result{Out: data, Unchanged: true, First: -1}
+		}
+		st.tail = append(st.tail[:0], work[safe:]...)
+		res.Out = work[:safe]
+		return res
+	}
+	if safe < pos {
+		safe = pos // the last match ran into the undecided tail
+	}
+	out = append(out, work[pos:safe]...)
+	// work may be m.work, which st.tail is not: copying is safe.
+	st.tail = append(st.tail[:0], work[safe:]...)
+	m.out = out
+	res.Out = out
+	return res
+}
+
+// find returns the leftmost match starting in [pos, safe) and its pattern,
+// or -1.
+func (m *Matcher) find(search []byte, pos, safe int) (at, rule int) {
+	at, rule = -1, -1
+	for i, p := range m.pats {
+		n := m.next[i]
+		if n == -2 || (n >= 0 && n < pos) {
+			n = -1
+			if j := bytes.Index(search[pos:], p); j >= 0 {
+				n = pos + j
+			}
+			m.next[i] = n
+		}
+		if n >= 0 && n < safe && (at < 0 || n < at) {
+			at, rule = n, i
+		}
+	}
+	return at, rule
+}
+
+// partial returns the first position q such that search[q:] is a proper
+// prefix of a pattern (a match could start there once more bytes come), or
+// len(search).
+func (m *Matcher) partial(search []byte) int {
+	start := max(0, len(search)-m.maxLen+1)
+	for q := start; q < len(search); q++ {
+		rest := search[q:]
+		for _, p := range m.pats {
+			if len(rest) < len(p) && bytes.HasPrefix(p, rest) {
+				return q
+			}
+		}
+	}
+	return len(search)
+}

@@ -1,0 +1,45 @@
+// Package guest is the seam between package sdk and what runs it: the real
+// host (the wasip1 build of sdk talks to it through wasm imports and exports)
+// or the native emulator in sdk/sdktest. It mirrors ABI v1 one to one, so the
+// emulator exercises the very code the compiled plugin runs.
+package guest
+
+import "io"
+
+// Host is the host side of ABI v1 as seen by one plugin instance: one method
+// per host import (see sdk/ABI.md). Buffers are guest memory; the host copies
+// out of them before returning and writes into them only up to len(buf).
+type Host interface {
+	// InputBuffer registers buf as the instance's input buffer.
+	InputBuffer(buf []byte) int32
+	// Config copies the plugin's configuration into buf if it fits and
+	// returns its length.
+	Config(buf []byte) int32
+	// ConfigError reports why the configuration is rejected.
+	ConfigError(msg []byte)
+	// ConnInfo copies the value of key for the current connection into buf if
+	// it fits and returns its length (or a negative status).
+	ConnInfo(key int32, buf []byte) int32
+	// Send passes b on in direction dir from the current connection.
+	Send(dir int32, b []byte) int32
+	// CloseWrite half-closes the current connection toward dir's destination.
+	CloseWrite(dir int32) int32
+	// Close closes the current connection once its pending bytes are written.
+	Close() int32
+	// Log writes msg to the host's log at level.
+	Log(level int32, msg []byte)
+	// Stdout is where the plugin's standard output goes.
+	Stdout() io.Writer
+}
+
+// Instance is the guest side of ABI v1: one method per guest export.
+type Instance interface {
+	Init() int32
+	OnOpen(conn int64) int32
+	OnData(conn int64, dir, n, end int32) int32
+	OnClose(conn int64)
+}
+
+// NewInstance makes a fresh plugin instance backed by h, using the plugin
+// registered with sdk.Register. Package sdk sets it when it is initialised.
+var NewInstance func(h Host) Instance

@@ -1,0 +1,383 @@
+package sdktest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+	"github.com/tunnelwasm/tunnel/sdk/internal/guest"
+)
+
+// Addresses the emulator reports for every connection.
+const (
+	// EmulatedClient is the client address of emulated connections.
+	EmulatedClient = "127.0.0.1:50000"
+	// EmulatedListen is the listen address of emulated connections.
+	EmulatedListen = "127.0.0.1:8000"
+	// EmulatedTarget is the target address of emulated connections.
+	EmulatedTarget = "127.0.0.1:9000"
+)
+
+// callMu serialises every call into every emulated instance: package sdk
+// keeps the instance whose callback runs in a global, as a wasm module does.
+var callMu sync.Mutex
+
+// Native is the [Starter] that runs the plugin natively, in this process,
+// against the emulated host. The plugin is the one registered with
+// sdk.Register (so tests belong to the plugin's package main).
+func Native(t testing.TB, opts Options) (Plugin, error) {
+	t.Helper()
+	if guest.NewInstance == nil {
+		t.Fatal("sdktest: package sdk is not initialised")
+	}
+	p := &emuPlugin{t: t, config: []byte(opts.Config), route: opts.Route}
+	if p.route == "" {
+		p.route = "test"
+	}
+	p.inst = guest.NewInstance(emuHost{p})
+	callMu.Lock()
+	p.initing = true
+	rc := p.inst.Init()
+	p.initing = false
+	callMu.Unlock()
+	switch {
+	case rc == abi.Reject && p.configErr == nil:
+		t.Fatal("sdktest: tunnel_init rejected the config without calling config_error")
+	case rc == abi.Reject:
+		return nil, fmt.Errorf("%s", p.configErr)
+	case rc != abi.OK:
+		t.Fatalf("sdktest: tunnel_init returned %d, want 0 or 1", rc)
+	case p.buf == nil:
+		t.Fatal("sdktest: tunnel_init returned without registering an input buffer")
+	}
+	t.Cleanup(p.cleanup)
+	return p, nil
+}
+
+// emuPlugin is one emulated instance; through emuHost it is also the
+// instance's guest.Host.
+type emuPlugin struct {
+	t         testing.TB
+	inst      guest.Instance
+	config    []byte
+	route     string
+	configErr []byte
+	buf       []byte
+	initing   bool
+	cur       *emuConn // connection whose callback runs
+	closing   bool     // the callback is tunnel_on_close
+	nextID    uint64
+	conns     []*emuConn
+	logs      []Log
+	stdout    bytes.Buffer
+}
+
+func (p *emuPlugin) cleanup() {
+	for _, c := range p.conns {
+		c.Abort()
+	}
+}
+
+func (p *emuPlugin) Open() Conn {
+	callMu.Lock()
+	defer callMu.Unlock()
+	p.nextID++
+	c := &emuConn{p: p, id: p.nextID}
+	p.conns = append(p.conns, c)
+	p.cur = c
+	rc := p.inst.OnOpen(int64(c.id))
+	p.cur = nil
+	switch rc {
+	case abi.OK:
+		c.afterCall()
+	case abi.Reject:
+		// Refused: the client is closed, the target never dialled, and
+		// tunnel_on_close still comes.
+		c.finish()
+	default:
+		p.t.Fatalf("sdktest: tunnel_on_open returned %d, want 0 or 1", rc)
+	}
+	return c
+}
+
+func (p *emuPlugin) Logs() []Log {
+	callMu.Lock()
+	defer callMu.Unlock()
+	return append([]Log(nil), p.logs...)
+}
+
+func (p *emuPlugin) Stdout() []byte {
+	callMu.Lock()
+	defer callMu.Unlock()
+	return bytes.Clone(p.stdout.Bytes())
+}
+
+// guest.Host, called by the plugin with callMu held.
+
+func (p *emuPlugin) InputBuffer(b []byte) int32 {
+	if !p.initing {
+		return abi.StatusNotAllowed
+	}
+	if len(b) < 1 {
+		return abi.StatusBadArgument
+	}
+	p.buf = b
+	return abi.StatusOK
+}
+
+func (p *emuPlugin) Config(b []byte) int32 {
+	if len(p.config) <= len(b) {
+		copy(b, p.config)
+	}
+	return int32(len(p.config))
+}
+
+func (p *emuPlugin) ConfigError(msg []byte) { p.configErr = bytes.Clone(msg) }
+
+func (p *emuPlugin) ConnInfo(key int32, b []byte) int32 {
+	if p.cur == nil {
+		return abi.StatusNotAllowed
+	}
+	var v string
+	switch key {
+	case abi.InfoRoute:
+		v = p.route
+	case abi.InfoClient:
+		v = EmulatedClient
+	case abi.InfoTarget:
+		v = EmulatedTarget
+	case abi.InfoListen:
+		v = EmulatedListen
+	default:
+		return abi.StatusBadArgument
+	}
+	if len(v) <= len(b) {
+		copy(b, v)
+	}
+	return int32(len(v))
+}
+
+func (p *emuPlugin) Send(dir int32, b []byte) int32 {
+	c := p.cur
+	switch {
+	case c == nil || p.closing:
+		return abi.StatusNotAllowed
+	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
+		return abi.StatusBadArgument
+	case c.closed || c.writeClosed[dir]:
+		return abi.StatusClosed
+	}
+	c.out[dir] = append(c.out[dir], b...)
+	return abi.StatusOK
+}
+
+func (p *emuPlugin) CloseWrite(dir int32) int32 {
+	c := p.cur
+	switch {
+	case c == nil || p.closing:
+		return abi.StatusNotAllowed
+	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
+		return abi.StatusBadArgument
+	case c.closed || c.writeClosed[dir]:
+		return abi.StatusClosed
+	}
+	c.writeClosed[dir] = true
+	return abi.StatusOK
+}
+
+func (p *emuPlugin) Close() int32 {
+	c := p.cur
+	switch {
+	case c == nil || p.closing:
+		return abi.StatusNotAllowed
+	case c.closed:
+		return abi.StatusClosed
+	}
+	c.closeReq = true
+	return abi.StatusOK
+}
+
+func (p *emuPlugin) Log(level int32, msg []byte) {
+	p.logs = append(p.logs, Log{Level: sdk.Level(level), Msg: string(msg)})
+}
+
+// emuHost is the guest.Host of an emulated instance.
+type emuHost struct{ *emuPlugin }
+
+// Stdout is where the plugin's standard output goes.
+func (h emuHost) Stdout() io.Writer { return &h.stdout }
+
+// emuConn is one emulated connection.
+type emuConn struct {
+	p           *emuPlugin
+	id          uint64
+	held        [2][]byte
+	ended       [2]bool // the source of dir half-closed
+	writeClosed [2]bool // the destination of dir half-closed
+	closeReq    bool
+	closed      bool
+	out         [2][]byte
+	read        [2]int
+}
+
+func (c *emuConn) ID() uint64 { return c.id }
+
+func checkDir(t testing.TB, dir sdk.Direction) {
+	t.Helper()
+	if dir != sdk.ClientToServer && dir != sdk.ServerToClient {
+		t.Fatalf("sdktest: invalid direction %d", dir)
+	}
+}
+
+// present makes one tunnel_on_data call and applies its action.
+func (c *emuConn) present(dir sdk.Direction, data []byte, end bool) {
+	t, p := c.p.t, c.p
+	t.Helper()
+	n := copy(p.buf, data)
+	if n != len(data) {
+		panic("sdktest: chunk larger than the input buffer")
+	}
+	e := int32(0)
+	if end {
+		e = 1
+	}
+	p.cur = c
+	a := p.inst.OnData(int64(c.id), int32(dir), int32(n), e)
+	p.cur = nil
+	switch a {
+	case abi.ActionForward:
+		c.forward(dir, data)
+		c.held[dir] = c.held[dir][:0]
+	case abi.ActionDrop:
+		c.held[dir] = c.held[dir][:0]
+	case abi.ActionHold:
+		if end {
+			// Nothing more will come: held bytes at the end of the
+			// stream are forwarded.
+			c.forward(dir, data)
+			c.held[dir] = c.held[dir][:0]
+			break
+		}
+		if len(data) >= len(p.buf) {
+			t.Fatalf("sdktest: ABI violation: OnData returned Hold for %d bytes, a full input buffer (%d bytes); the host would kill the instance", len(data), len(p.buf))
+		}
+		c.held[dir] = append(c.held[dir][:0], data...)
+	default:
+		t.Fatalf("sdktest: tunnel_on_data returned %d, not an action", a)
+	}
+	c.afterCall()
+}
+
+func (c *emuConn) forward(dir sdk.Direction, b []byte) {
+	if !c.closed && !c.writeClosed[dir] {
+		c.out[dir] = append(c.out[dir], b...)
+	}
+}
+
+// afterCall applies a Close the plugin asked for.
+func (c *emuConn) afterCall() {
+	if c.closeReq && !c.closed {
+		c.finish()
+	}
+}
+
+// finish closes the connection and tells the plugin.
+func (c *emuConn) finish() {
+	c.closed = true
+	c.writeClosed = [2]bool{true, true}
+	c.p.cur, c.p.closing = c, true
+	c.p.inst.OnClose(int64(c.id))
+	c.p.cur, c.p.closing = nil, false
+}
+
+func (c *emuConn) Write(dir sdk.Direction, b []byte) {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	callMu.Lock()
+	defer callMu.Unlock()
+	if c.ended[dir] {
+		t.Fatalf("sdktest: Write(%s) after End(%s)", dir, dir)
+	}
+	buf := c.p.buf
+	for len(b) > 0 && !c.closed {
+		held := c.held[dir]
+		k := min(len(b), len(buf)-len(held))
+		chunk := append(held, b[:k]...)
+		c.held[dir] = chunk[:0]
+		c.present(dir, chunk, false)
+		b = b[k:]
+	}
+}
+
+func (c *emuConn) End(dir sdk.Direction) {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	callMu.Lock()
+	defer callMu.Unlock()
+	if c.ended[dir] {
+		t.Fatalf("sdktest: End(%s) called twice", dir)
+	}
+	c.ended[dir] = true
+	if c.closed {
+		return
+	}
+	held := c.held[dir]
+	c.present(dir, held, true)
+	c.writeClosed[dir] = true
+	if c.ended[0] && c.ended[1] && !c.closed {
+		c.finish()
+	}
+}
+
+func (c *emuConn) Read(dir sdk.Direction, n int) []byte {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	callMu.Lock()
+	defer callMu.Unlock()
+	avail := c.out[dir][c.read[dir]:]
+	if len(avail) < n {
+		t.Fatalf("sdktest: want %d bytes %s, only %d arrived: %q", n, dir, len(avail), avail)
+	}
+	c.read[dir] += n
+	return bytes.Clone(avail[:n])
+}
+
+func (c *emuConn) ReadAll(dir sdk.Direction) []byte {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	callMu.Lock()
+	defer callMu.Unlock()
+	if !c.writeClosed[dir] {
+		t.Fatalf("sdktest: ReadAll(%s): the stream toward the %s has not ended", dir, peer(dir))
+	}
+	avail := c.out[dir][c.read[dir]:]
+	c.read[dir] = len(c.out[dir])
+	return bytes.Clone(avail)
+}
+
+func peer(dir sdk.Direction) string {
+	if dir == sdk.ClientToServer {
+		return "server"
+	}
+	return "client"
+}
+
+func (c *emuConn) Abort() {
+	callMu.Lock()
+	defer callMu.Unlock()
+	if !c.closed {
+		c.finish()
+	}
+}
+
+// String describes the connection for test failures.
+func (c *emuConn) String() string { return "emulated conn #" + strconv.FormatUint(c.id, 10) }

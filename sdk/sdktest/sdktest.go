@@ -1,0 +1,99 @@
+// Package sdktest runs a plugin written with package sdk inside plain
+// `go test`, natively, against an emulator of the tunnel host that follows
+// ABI v1 call for call: the input buffer, chunks split to its size, Hold,
+// end of stream, half-close, replies toward the sender, close and logs.
+//
+// The test API is a pair of interfaces, [Plugin] and [Conn], so that the same
+// test can also run the compiled .wasm through the real host runtime:
+// package host/plugintest implements them over a real tunnel. A plugin's
+// tests are written once against a [Starter]:
+//
+//	func testUpper(t *testing.T, start sdktest.Starter) {
+//		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"greeting":"hi"}`})
+//		c := p.Open()
+//		c.Write(sdk.ClientToServer, []byte("hello"))
+//		c.End(sdk.ClientToServer)
+//		if got := c.ReadAll(sdk.ClientToServer); string(got) != "HELLO" { ... }
+//	}
+//
+//	func TestNative(t *testing.T) { testUpper(t, sdktest.Native) }
+//
+// The plugin under test is the one its package main registers with
+// sdk.Register from func init, so tests live in the plugin's package main.
+package sdktest
+
+import (
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+// Options configure a plugin instance under test.
+type Options struct {
+	// Config is the plugin's configuration, JSON as the host hands it over
+	// (empty for none).
+	Config string
+	// Route is the route name connections report; "test" if empty.
+	Route string
+}
+
+// A Starter starts a plugin instance: it runs the plugin's initialisation
+// with opts.Config and returns the error the plugin rejects it with, if any
+// (its text is the plugin's message, as the user would read it). Everything
+// started is stopped by t.Cleanup.
+type Starter func(t testing.TB, opts Options) (Plugin, error)
+
+// MustStart starts a plugin and fails the test if its configuration is
+// rejected.
+func MustStart(t testing.TB, start Starter, opts Options) Plugin {
+	t.Helper()
+	p, err := start(t, opts)
+	if err != nil {
+		t.Fatalf("starting plugin with config %q: %v", opts.Config, err)
+	}
+	return p
+}
+
+// Plugin is a started plugin instance under test.
+type Plugin interface {
+	// Open opens a new connection through the plugin. A connection the
+	// plugin refuses is returned closed: both ReadAll calls return nothing.
+	Open() Conn
+	// Logs returns the messages the plugin logged so far.
+	Logs() []Log
+	// Stdout returns what the plugin wrote to its standard output so far.
+	Stdout() []byte
+}
+
+// Conn is one connection through a plugin under test. Methods fail the test
+// (t.Fatal) on misuse or when expected bytes do not come, so they must be
+// called from the test's goroutine.
+type Conn interface {
+	// ID returns the connection id the plugin sees.
+	ID() uint64
+	// Write sends b from the source of dir (the client for ClientToServer)
+	// as one chunk: the plugin sees it in one OnData call unless it is
+	// larger than the input buffer or bytes are held. Writing to a closed
+	// connection does nothing.
+	Write(dir sdk.Direction, b []byte)
+	// End half-closes the source of dir: the plugin sees end of stream.
+	End(dir sdk.Direction)
+	// Read returns the next n bytes that arrived at the destination of dir
+	// (the server for ClientToServer; for ServerToClient the client, which
+	// includes replies the plugin sent toward the client), and fails the
+	// test if they do not arrive.
+	Read(dir sdk.Direction, n int) []byte
+	// ReadAll returns every remaining byte that arrives at the destination
+	// of dir up to its end of stream, and fails the test if that stream is
+	// not ended (by End, the plugin's CloseWrite or Close, or Abort).
+	ReadAll(dir sdk.Direction) []byte
+	// Abort drops the connection from outside, as a reset would; the plugin
+	// sees OnClose.
+	Abort()
+}
+
+// Log is one message a plugin logged.
+type Log struct {
+	Level sdk.Level
+	Msg   string
+}

@@ -1,0 +1,83 @@
+//go:build wasip1
+
+package sdk
+
+import (
+	"io"
+	"os"
+	"unsafe"
+
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+)
+
+// This file is the wasm side of ABI v1: the host imports and the guest
+// exports. //go:wasmexport works in any package, so a plugin's package main
+// only has to import sdk and call Register.
+
+//go:wasmimport tunnel input_buffer
+func hostInputBuffer(ptr unsafe.Pointer, capacity int32) int32
+
+//go:wasmimport tunnel config
+func hostConfig(buf unsafe.Pointer, limit int32) int32
+
+//go:wasmimport tunnel config_error
+func hostConfigError(ptr unsafe.Pointer, n int32)
+
+//go:wasmimport tunnel conn_info
+func hostConnInfo(key int32, buf unsafe.Pointer, limit int32) int32
+
+//go:wasmimport tunnel send
+func hostSend(dir int32, ptr unsafe.Pointer, n int32) int32
+
+//go:wasmimport tunnel close_write
+func hostCloseWrite(dir int32) int32
+
+//go:wasmimport tunnel close
+func hostClose() int32
+
+//go:wasmimport tunnel log
+func hostLog(level int32, ptr unsafe.Pointer, n int32)
+
+func ptr(b []byte) unsafe.Pointer {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(unsafe.SliceData(b))
+}
+
+// wasmHost implements guest.Host with the host imports.
+type wasmHost struct{}
+
+func (wasmHost) InputBuffer(b []byte) int32 { return hostInputBuffer(ptr(b), int32(len(b))) }
+func (wasmHost) Config(b []byte) int32      { return hostConfig(ptr(b), int32(len(b))) }
+func (wasmHost) ConfigError(msg []byte)     { hostConfigError(ptr(msg), int32(len(msg))) }
+func (wasmHost) Send(dir int32, b []byte) int32 {
+	return hostSend(dir, ptr(b), int32(len(b)))
+}
+func (wasmHost) CloseWrite(dir int32) int32 { return hostCloseWrite(dir) }
+func (wasmHost) Close() int32               { return hostClose() }
+func (wasmHost) Log(level int32, msg []byte) {
+	hostLog(level, ptr(msg), int32(len(msg)))
+}
+func (wasmHost) ConnInfo(key int32, b []byte) int32 {
+	return hostConnInfo(key, ptr(b), int32(len(b)))
+}
+func (wasmHost) Stdout() io.Writer { return os.Stdout }
+
+// the is the module's one instance.
+var the = newInstance(wasmHost{})
+
+//go:wasmexport tunnel_abi_version
+func tunnelABIVersion() int32 { return abi.Version }
+
+//go:wasmexport tunnel_init
+func tunnelInit() int32 { return the.Init() }
+
+//go:wasmexport tunnel_on_open
+func tunnelOnOpen(conn int64) int32 { return the.OnOpen(conn) }
+
+//go:wasmexport tunnel_on_data
+func tunnelOnData(conn int64, dir, n, end int32) int32 { return the.OnData(conn, dir, n, end) }
+
+//go:wasmexport tunnel_on_close
+func tunnelOnClose(conn int64) { the.OnClose(conn) }
