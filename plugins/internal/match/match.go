@@ -66,6 +66,9 @@ type Result struct {
 	Unchanged bool
 	// Matches counts the patterns found; First is the index of the first.
 	Matches, First int
+	// FirstOut is where in Out the first match was (where its replacement
+	// starts); meaningful when Matches > 0.
+	FirstOut int
 }
 
 // Feed processes the next bytes of the stream st. Each match of pattern i
@@ -99,6 +102,9 @@ func (m *Matcher) Feed(st *State, data []byte, end bool, repl [][]byte) Result {
 			break
 		}
 		out = append(out, work[pos:at]...)
+		if res.Matches == 0 {
+			res.FirstOut = len(out)
+		}
 		if rule < len(repl) {
 			out = append(out, repl[rule]...)
 		}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+)
+
+const (
+	c2s = sdk.ClientToServer
+	s2c = sdk.ServerToClient
+)
+
+func TestNative(t *testing.T) { testDeny(t, sdktest.Native) }
+
+func testDeny(t *testing.T, start sdktest.Starter) {
+	t.Run("drop and reply, case-insensitive, split across chunks", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{
+			"patterns": ["FLUSHALL\r\n", "FLUSHDB\r\n"], "ignore_case": true,
+			"reply": "-ERR command not allowed\r\n"}`})
+		c := p.Open()
+		c.Write(c2s, []byte("SET a 1\r\nflush"))
+		c.Write(c2s, []byte("all\r\nGET a\r\n"))
+		want := "SET a 1\r\nGET a\r\n"
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		if got := c.Read(s2c, 26); string(got) != "-ERR command not allowed\r\n" {
+			t.Fatalf("client got %q", got)
+		}
+		c.Write(c2s, []byte("FLUSHDB\r\nflushdb\r\nPING\r\n"))
+		c.End(c2s)
+		c.Write(s2c, []byte("+OK\r\n"))
+		c.End(s2c)
+		if got := c.ReadAll(c2s); string(got) != "PING\r\n" {
+			t.Fatalf("server got %q", got)
+		}
+		if got := c.ReadAll(s2c); string(got) != "-ERR command not allowed\r\n-ERR command not allowed\r\n+OK\r\n" {
+			t.Fatalf("client got %q", got)
+		}
+		logs := p.Logs()
+		want2 := []sdktest.Log{
+			{Level: sdk.LevelWarn, Msg: `deny: blocked "FLUSHALL\r\n" from the client`},
+			{Level: sdk.LevelWarn, Msg: `deny: blocked "FLUSHDB\r\n" from the client and 1 more`},
+		}
+		if len(logs) != len(want2) || logs[0] != want2[0] || logs[1] != want2[1] {
+			t.Fatalf("logs %q, want %q", logs, want2)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"pattern":"DROP TABLE","action":"close","reply":"no.\n"}`})
+		c := p.Open()
+		c.Write(c2s, []byte("SELECT 1; DROP TA"))
+		c.Write(c2s, []byte("BLE users; SELECT 2;"))
+		if got := c.ReadAll(c2s); string(got) != "SELECT 1; " {
+			t.Fatalf("server got %q", got)
+		}
+		if got := c.ReadAll(s2c); string(got) != "no.\n" {
+			t.Fatalf("client got %q", got)
+		}
+	})
+	t.Run("pattern at the very end of the stream", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"pattern":"KEYS *"}`})
+		c := p.Open()
+		c.Write(c2s, []byte("KEYS"))
+		c.End(c2s)
+		if got := c.ReadAll(c2s); string(got) != "KEYS" {
+			t.Fatalf("server got %q", got)
+		}
+	})
+	t.Run("bad config", func(t *testing.T) {
+		for _, tc := range []struct{ config, want string }{
+			{``, `deny: no pattern: set "pattern" = "..." or "patterns" = ["...", ...]`},
+			{`{"patterns":["a",""]}`, `deny: pattern 2 is empty`},
+			{`{"pattern":"a","patterns":["b"]}`, `deny: give either "pattern" or "patterns", not both`},
+			{`{"pattern":"a","action":"kill"}`, `deny: "action" must be "drop" or "close", not "kill"`},
+			{`{"pattern":"a","replay":"x"}`, `deny: config: unknown setting "replay"`},
+			{`{"patterns":"a"}`, `deny: config: "patterns" must be a list, got a JSON string`},
+		} {
+			_, err := start(t, sdktest.Options{Config: tc.config})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("config %s:\n got %v\nwant %s", tc.config, err, tc.want)
+			}
+		}
+	})
+}

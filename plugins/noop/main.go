@@ -1,0 +1,23 @@
+// Command noop is the tunnel plugin that forwards every byte unchanged: the
+// baseline for measuring what a plugin call costs.
+//
+// Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o noop.wasm ./plugins/noop
+package main
+
+import (
+	"fmt"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+func init() { sdk.Register(newPlugin) }
+
+func main() {}
+
+func newPlugin(config []byte) (sdk.Plugin, error) {
+	var none struct{}
+	if err := sdk.DecodeConfig(config, &none); err != nil {
+		return nil, fmt.Errorf("noop: takes no settings: %w", err)
+	}
+	return sdk.Shared(sdk.DefaultHandler{}), nil
+}
