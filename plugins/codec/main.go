@@ -1,0 +1,203 @@
+// Command codec is the tunnel plugin that encodes the traffic of one tunnel
+// so that a second tunnel decodes it: base64, or XOR with a repeating key.
+// A pair of tunnels, one with mode "encode" and one with mode "decode",
+// delivers exactly the bytes that went in, whatever the chunking in between.
+// See README.md for its configuration.
+//
+// Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o codec.wasm ./plugins/codec
+package main
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+func init() { sdk.Register(newPlugin) }
+
+func main() {}
+
+type config struct {
+	Codec  string  `json:"codec"`
+	Mode   string  `json:"mode"`
+	Key    *string `json:"key"`
+	KeyHex *string `json:"key_hex"`
+}
+
+type plugin struct {
+	xor    bool
+	encode [2]bool // per direction: encode (else decode)
+	key    []byte
+	ring   []byte // the key repeated, long enough for one input buffer from any key offset
+	out    []byte // scratch
+}
+
+// conn is the per-connection state of each direction.
+type conn struct {
+	p   *plugin
+	off [2]uint64 // xor: stream offset
+	rem [2][4]byte
+	n   [2]int  // base64: bytes kept back (encode: < 3, decode: < 4)
+	pad [2]bool // base64 decode: padding seen, the stream must end
+}
+
+func newPlugin(raw []byte) (sdk.Plugin, error) {
+	var c config
+	if err := sdk.DecodeConfig(raw, &c); err != nil {
+		return nil, fmt.Errorf("codec: %w", err)
+	}
+	p := &plugin{}
+	switch c.Mode {
+	case "encode":
+		p.encode = [2]bool{true, false}
+	case "decode":
+		p.encode = [2]bool{false, true}
+	case "":
+		return nil, errors.New(`codec: "mode" is missing: "encode" (encode toward the server, decode the replies) or "decode" (the other end of the pair)`)
+	default:
+		return nil, fmt.Errorf(`codec: "mode" must be "encode" or "decode", not %q`, c.Mode)
+	}
+	switch c.Codec {
+	case "base64":
+		if c.Key != nil || c.KeyHex != nil {
+			return nil, errors.New(`codec: base64 takes no key`)
+		}
+	case "xor":
+		p.xor = true
+		switch {
+		case c.Key != nil && c.KeyHex != nil:
+			return nil, errors.New(`codec: give "key" or "key_hex", not both`)
+		case c.Key != nil:
+			p.key = []byte(*c.Key)
+		case c.KeyHex != nil:
+			k, err := hex.DecodeString(*c.KeyHex)
+			if err != nil {
+				return nil, fmt.Errorf(`codec: "key_hex" is not hex: %v`, err)
+			}
+			p.key = k
+		}
+		if len(p.key) == 0 {
+			return nil, errors.New(`codec: xor needs a non-empty "key" (or "key_hex")`)
+		}
+		p.ring = make([]byte, 0, sdk.DefaultBufferSize+len(p.key))
+		for len(p.ring) < cap(p.ring) {
+			p.ring = append(p.ring, p.key...)
+		}
+	case "":
+		return nil, errors.New(`codec: "codec" is missing: "base64" or "xor"`)
+	default:
+		return nil, fmt.Errorf(`codec: "codec" must be "base64" or "xor", not %q`, c.Codec)
+	}
+	return p, nil
+}
+
+func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) { return &conn{p: p}, nil }
+
+func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	d := dir & 1
+	var out []byte
+	switch {
+	case c.p.xor:
+		out = c.xor(d, data)
+	case c.p.encode[d]:
+		out = c.encode64(d, data, end)
+	default:
+		var err error
+		out, err = c.decode64(d, data, end)
+		if err != nil {
+			sdk.Log(sdk.LevelError, "codec: "+dir.String()+": "+err.Error()+"; closing the connection")
+			_ = sc.Close()
+			return sdk.Drop
+		}
+	}
+	if len(out) > 0 {
+		if err := sc.Send(dir, out); err != nil {
+			sdk.Log(sdk.LevelWarn, "codec: send "+dir.String()+": "+err.Error())
+		}
+	}
+	return sdk.Drop
+}
+
+// xor transforms data in place (the input buffer is the guest's to reuse)
+// with the key stream from this direction's offset.
+func (c *conn) xor(d sdk.Direction, data []byte) []byte {
+	p := c.p
+	k := int(c.off[d] % uint64(len(p.key)))
+	for rest := data; len(rest) > 0; {
+		n := min(len(rest), len(p.ring)-k)
+		subtle.XORBytes(rest[:n], rest[:n], p.ring[k:k+n])
+		rest = rest[n:]
+		k = (k + n) % len(p.key)
+	}
+	c.off[d] += uint64(len(data))
+	return data
+}
+
+func (c *conn) encode64(d sdk.Direction, data []byte, end bool) []byte {
+	p := c.p
+	enc := base64.StdEncoding
+	out := p.out[:0]
+	// complete the kept-back group first
+	for c.n[d] > 0 && c.n[d] < 3 && len(data) > 0 {
+		c.rem[d][c.n[d]] = data[0]
+		c.n[d]++
+		data = data[1:]
+	}
+	if c.n[d] == 3 {
+		out = enc.AppendEncode(out, c.rem[d][:3])
+		c.n[d] = 0
+	}
+	whole := len(data) / 3 * 3
+	out = enc.AppendEncode(out, data[:whole])
+	c.n[d] += copy(c.rem[d][c.n[d]:3], data[whole:])
+	if end && c.n[d] > 0 {
+		out = enc.AppendEncode(out, c.rem[d][:c.n[d]])
+		c.n[d] = 0
+	}
+	p.out = out
+	return out
+}
+
+var errAfterPadding = errors.New("base64 data after the final padding")
+
+func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) {
+	p := c.p
+	enc := base64.StdEncoding
+	out := p.out[:0]
+	var group [4]byte
+	n := copy(group[:], c.rem[d][:c.n[d]])
+	for _, b := range data {
+		if b == '\r' || b == '\n' {
+			continue
+		}
+		if c.pad[d] {
+			return nil, errAfterPadding
+		}
+		group[n] = b
+		n++
+		if n == 4 {
+			var err error
+			out, err = enc.AppendDecode(out, group[:])
+			if err != nil {
+				return nil, fmt.Errorf("invalid base64: %w", err)
+			}
+			if group[3] == '=' {
+				c.pad[d] = true
+			}
+			n = 0
+		}
+	}
+	copy(c.rem[d][:], group[:n])
+	c.n[d] = n
+	if end && n > 0 {
+		return nil, fmt.Errorf("base64 stream ends with %d stray characters", n)
+	}
+	p.out = out
+	return out, nil
+}
+
+func (c *conn) OnClose(*sdk.Conn) {}
