@@ -1,0 +1,331 @@
+package main
+
+// Results: the metric catalogue, medians and ratios, the goals, and the
+// text, Markdown and JSON outputs.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"text/tabwriter"
+)
+
+// metric is one figure of the report.
+type metric struct {
+	Key    string `json:"key"`
+	Label  string `json:"label"`
+	Unit   string `json:"unit"`
+	Higher bool   `json:"higher_is_better"`
+	Ratio  bool   `json:"ratio_to_direct"` // false for the forwarder's own costs (direct has none)
+	table  bool   // shown in the text table (all are in the JSON)
+}
+
+var metrics = []metric{
+	{"bulk1_gbit_s", "bulk, 1 stream", "Gbit/s", true, true, true},
+	{"bulk8_gbit_s", "bulk, 8 streams", "Gbit/s", true, true, true},
+	{"bulk1_cpu_s_per_gib", "CPU per GiB, 1 stream", "s", false, false, true},
+	{"bulk8_cpu_s_per_gib", "CPU per GiB, 8 streams", "s", false, false, true},
+	{"bulk1_rss_mib", "peak RSS, bulk 1 stream", "MiB", false, false, false},
+	{"bulk8_rss_mib", "peak RSS, bulk", "MiB", false, false, true},
+	{"redis1_get_rps", "redis GET, 1 client", "req/s", true, true, true},
+	{"redis1_get_p50_ms", "  GET p50, 1 client", "ms", false, true, true},
+	{"redis1_get_p99_ms", "  GET p99, 1 client", "ms", false, true, true},
+	{"redis1_set_rps", "redis SET, 1 client", "req/s", true, true, true},
+	{"redis1_set_p50_ms", "  SET p50, 1 client", "ms", false, true, false},
+	{"redis1_set_p99_ms", "  SET p99, 1 client", "ms", false, true, false},
+	{"redis1_cpu_us_per_req", "CPU per request, 1 client", "µs", false, false, true},
+	{"redis1_rss_mib", "peak RSS, redis 1 client", "MiB", false, false, false},
+	{"redis50_get_rps", "redis GET, 50 clients", "req/s", true, true, true},
+	{"redis50_get_p50_ms", "  GET p50, 50 clients", "ms", false, true, true},
+	{"redis50_get_p99_ms", "  GET p99, 50 clients", "ms", false, true, true},
+	{"redis50_set_rps", "redis SET, 50 clients", "req/s", true, true, true},
+	{"redis50_set_p50_ms", "  SET p50, 50 clients", "ms", false, true, false},
+	{"redis50_set_p99_ms", "  SET p99, 50 clients", "ms", false, true, false},
+	{"redis50_cpu_us_per_req", "CPU per request, 50 clients", "µs", false, false, true},
+	{"redis50_rss_mib", "peak RSS, redis", "MiB", false, false, true},
+	{"conn1_per_s", "new conns, 1 at a time", "conn/s", true, true, true},
+	{"conn1_p50_ms", "  conn p50, 1 at a time", "ms", false, true, false},
+	{"conn1_p99_ms", "  conn p99, 1 at a time", "ms", false, true, true},
+	{"conn1_cpu_us_per_conn", "CPU per conn, 1 at a time", "µs", false, false, true},
+	{"conn1_rss_mib", "peak RSS, conns 1 at a time", "MiB", false, false, false},
+	{"conn16_per_s", "new conns, 16 at a time", "conn/s", true, true, true},
+	{"conn16_p50_ms", "  conn p50, 16 at a time", "ms", false, true, false},
+	{"conn16_p99_ms", "  conn p99, 16 at a time", "ms", false, true, true},
+	{"conn16_cpu_us_per_conn", "CPU per conn, 16 at a time", "µs", false, false, true},
+	{"conn16_rss_mib", "peak RSS, conns", "MiB", false, false, true},
+}
+
+// figure is one metric of one target: the per-round samples, their median
+// and the median's ratio to direct's median.
+type figure struct {
+	Samples []float64 `json:"samples"`
+	Median  float64   `json:"median"`
+	Ratio   float64   `json:"ratio_to_direct,omitempty"`
+}
+
+// results holds every sample, by target then metric key.
+type results map[string]map[string]*figure
+
+func (r results) add(target, key string, v float64) {
+	if r[target] == nil {
+		r[target] = map[string]*figure{}
+	}
+	f := r[target][key]
+	if f == nil {
+		f = &figure{}
+		r[target][key] = f
+	}
+	f.Samples = append(f.Samples, v)
+}
+
+// summarize computes every median, then every ratio to direct.
+func (r results) summarize() {
+	for _, byKey := range r {
+		for _, f := range byKey {
+			f.Median = median(f.Samples)
+		}
+	}
+	direct := r["direct"]
+	for _, m := range metrics {
+		if !m.Ratio {
+			continue
+		}
+		for _, byKey := range r {
+			if f := byKey[m.Key]; f != nil && direct[m.Key] != nil {
+				f.Ratio = ratio(f.Median, direct[m.Key].Median)
+			}
+		}
+	}
+}
+
+func (r results) median(target, key string) float64 {
+	if f := r[target][key]; f != nil {
+		return f.Median
+	}
+	return math.NaN()
+}
+
+// goal is one target of the brief, checked against the medians.
+type goal struct {
+	What   string  `json:"what"`
+	Want   string  `json:"want"`
+	Got    string  `json:"got"`
+	Value  float64 `json:"value"`
+	Met    bool    `json:"met"`
+	Absent bool    `json:"absent,omitempty"` // a figure is missing: not judged
+}
+
+// goals checks: the tunnel without plugin at least as good as nginx on
+// every figure; the no-op plugin >= 0.9x the plain tunnel's request rate and
+// >= 0.5x its bulk throughput; 10,000 idle connections under 200 MiB.
+func (r results) goals(idle []idleResult, idleWant int) []goal {
+	var gs []goal
+	for _, m := range metrics {
+		if !m.table && strings.HasSuffix(m.Key, "_rss_mib") {
+			continue
+		}
+		t, n := r.median("tunnel", m.Key), r.median("nginx", m.Key)
+		g := goal{What: "tunnel vs nginx: " + strings.TrimSpace(m.Label), Value: t / n}
+		if m.Higher {
+			g.Want = "tunnel >= nginx"
+			g.Met = t >= n
+		} else {
+			g.Want = "tunnel <= nginx"
+			g.Met = t <= n
+		}
+		g.Got = fmt.Sprintf("%s vs %s %s (tunnel/nginx %.2f)", num(t), num(n), m.Unit, t/n)
+		if m.Ratio {
+			g.Got = fmt.Sprintf("%.2fx vs %.2fx of direct (%s vs %s %s)", r[("tunnel")][m.Key].ratioOrNaN(), r["nginx"][m.Key].ratioOrNaN(), num(t), num(n), m.Unit)
+		}
+		g.Absent = math.IsNaN(t) || math.IsNaN(n)
+		gs = append(gs, g)
+	}
+	for _, k := range []struct {
+		key  string
+		want float64
+	}{{"redis1_get_rps", 0.9}, {"redis1_set_rps", 0.9}, {"redis50_get_rps", 0.9}, {"redis50_set_rps", 0.9}, {"bulk1_gbit_s", 0.5}, {"bulk8_gbit_s", 0.5}} {
+		p, t := r.median("tunnel-noop", k.key), r.median("tunnel", k.key)
+		label := k.key
+		for _, m := range metrics {
+			if m.Key == k.key {
+				label = m.Label
+			}
+		}
+		gs = append(gs, goal{What: "noop plugin vs no plugin: " + label, Want: fmt.Sprintf(">= %.1fx", k.want),
+			Got: fmt.Sprintf("%.2fx (%s vs %s)", p/t, num(p), num(t)), Value: p / t, Met: p/t >= k.want,
+			Absent: math.IsNaN(p) || math.IsNaN(t)})
+	}
+	g := goal{What: fmt.Sprintf("%d idle connections through tunnel-noop: VmRSS", idleWant), Want: "< 200 MiB", Absent: true}
+	for _, res := range idle {
+		if res.Target == "tunnel-noop" && res.Error == "" {
+			g.Value, g.Absent = res.rssAt(), false
+			g.Met = res.rssAt() < 200
+			g.Got = fmt.Sprintf("%.1f MiB with %d connections", res.RSSMiB, res.Conns)
+			if res.Conns < res.Want {
+				g.Got += fmt.Sprintf(" (%.1f MiB projected to %d)", res.ProjMiB, res.Want)
+			}
+		}
+	}
+	return append(gs, g)
+}
+
+func (f *figure) ratioOrNaN() float64 {
+	if f == nil || f.Ratio == 0 {
+		return math.NaN()
+	}
+	return f.Ratio
+}
+
+// num formats a figure with about three significant digits.
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "-"
+	case v == 0:
+		return "0"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case math.Abs(v) >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+// cell is the table text of one figure: "median (ratio×)".
+func cell(f *figure, m metric) string {
+	if f == nil {
+		return "-"
+	}
+	s := num(f.Median)
+	if m.Ratio && f.Ratio != 0 && !math.IsNaN(f.Ratio) {
+		s += fmt.Sprintf(" (%.2f×)", f.Ratio)
+	}
+	return s
+}
+
+// writeTable prints the medians, one row per metric and one column per
+// target; markdown selects a Markdown table.
+func writeTable(w io.Writer, r results, ts []*target, markdown bool) {
+	var cols []*target
+	for _, t := range ts {
+		if t.available() {
+			cols = append(cols, t)
+		}
+	}
+	if markdown {
+		fmt.Fprint(w, "| figure | unit |")
+		for _, t := range cols {
+			fmt.Fprintf(w, " %s |", t.Name)
+		}
+		fmt.Fprint(w, "\n|---|---|")
+		for range cols {
+			fmt.Fprint(w, "---:|")
+		}
+		fmt.Fprintln(w)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if !markdown {
+		fmt.Fprint(tw, "figure\tunit\t")
+		for _, t := range cols {
+			fmt.Fprintf(tw, "%s\t", t.Name)
+		}
+		fmt.Fprintln(tw)
+	}
+	for _, m := range metrics {
+		if !m.table {
+			continue
+		}
+		any := false
+		for _, t := range cols {
+			any = any || r[t.Name][m.Key] != nil
+		}
+		if !any {
+			continue
+		}
+		if markdown {
+			fmt.Fprintf(w, "| %s | %s |", strings.TrimSpace(m.Label), m.Unit)
+			for _, t := range cols {
+				fmt.Fprintf(w, " %s |", cell(r[t.Name][m.Key], m))
+			}
+			fmt.Fprintln(w)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t", m.Label, m.Unit)
+		for _, t := range cols {
+			fmt.Fprintf(tw, "%s\t", cell(r[t.Name][m.Key], m))
+		}
+		fmt.Fprintln(tw)
+	}
+	if !markdown {
+		tw.Flush()
+	}
+}
+
+// report is the JSON document.
+type report struct {
+	Started  string                        `json:"started"`
+	Seconds  float64                       `json:"seconds"`
+	Mode     string                        `json:"mode"`
+	Machine  machine                       `json:"machine"`
+	Load     map[string]string             `json:"loadavg"`
+	Busy     map[string]busy               `json:"cpu"`
+	Settings map[string]any                `json:"settings"`
+	Targets  []*target                     `json:"targets"`
+	Metrics  []metric                      `json:"metrics"`
+	Results  map[string]map[string]*figure `json:"results"`
+	Idle     []idleResult                  `json:"idle"`
+	IdleHow  string                        `json:"idle_method"`
+	Goals    []goal                        `json:"goals"`
+	Errors   []string                      `json:"errors"`
+}
+
+// MarshalJSON writes NaN (a missing figure) as null.
+func (f *figure) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		Samples []*float64 `json:"samples"`
+		Median  *float64   `json:"median"`
+		Ratio   *float64   `json:"ratio_to_direct,omitempty"`
+	}
+	p := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	out := plain{Median: p(f.Median)}
+	if f.Ratio != 0 {
+		out.Ratio = p(f.Ratio)
+	}
+	for _, s := range f.Samples {
+		out.Samples = append(out.Samples, p(s))
+	}
+	return json.Marshal(out)
+}
+
+// MarshalJSON writes NaN (a missing figure) as null.
+func (g goal) MarshalJSON() ([]byte, error) {
+	type plain goal
+	p := plain(g)
+	if math.IsNaN(p.Value) || math.IsInf(p.Value, 0) {
+		p.Value = 0
+		p.Absent = true
+	}
+	return json.Marshal(p)
+}
+
+func writeJSON(path string, rep *report) error {
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
