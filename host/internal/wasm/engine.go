@@ -1,0 +1,306 @@
+// Package wasm is the wazero side of the tunnel's plugin runtime: the
+// compilation cache and runtimes, load-time validation of a module against
+// ABI v1 (sdk/ABI.md), instances with a memory cap and a per-call time limit,
+// and the host functions of the import module "tunnel".
+//
+// It knows nothing of connections: a call is given a [Host] that implements
+// the connection-scoped host functions. Package host builds the pool of
+// instances and the per-connection filters on top of it.
+package wasm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+)
+
+// Mode selects how guest code is compiled.
+type Mode int
+
+const (
+	// Sandboxed code is compiled with wazero's CloseOnContextDone: every
+	// loop iteration checks whether the instance was closed, so a call can
+	// be cut off and a spinning guest never stalls Go's garbage collector.
+	Sandboxed Mode = 0
+	// Trusted code runs without those checks: faster, but a guest that
+	// never returns hangs its caller for good.
+	Trusted Mode = 1
+)
+
+// Engine owns the wazero runtimes (one per Mode, made on first use) and the
+// compilation cache they share.
+type Engine struct {
+	cache wazero.CompilationCache
+
+	mu     sync.Mutex
+	rts    [2]wazero.Runtime
+	closed bool
+}
+
+// NewEngine returns an engine whose compiled code is cached in memory, or in
+// cacheDir when it is not empty (so a restart skips compilation).
+func NewEngine(cacheDir string) (*Engine, error) {
+	e := &Engine{}
+	if cacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("compilation cache %s: %w", cacheDir, err)
+		}
+		e.cache = c
+	} else {
+		e.cache = wazero.NewCompilationCache()
+	}
+	return e, nil
+}
+
+// ErrClosed is returned by an Engine (and what it made) after Close.
+var ErrClosed = errors.New("plugin runtime is closed")
+
+// runtime returns the wazero runtime of mode m, making it on first use with
+// WASI (nothing granted) and the "tunnel" host module instantiated.
+func (e *Engine) runtime(ctx context.Context, m Mode) (wazero.Runtime, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	if rt := e.rts[m]; rt != nil {
+		return rt, nil
+	}
+	cfg := wazero.NewRuntimeConfig().
+		WithCompilationCache(e.cache).
+		WithCloseOnContextDone(m == Sandboxed)
+	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("instantiate WASI: %w", err)
+	}
+	if err := instantiateHostModule(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("instantiate host module %q: %w", abi.ImportModule, err)
+	}
+	e.rts[m] = rt
+	return rt, nil
+}
+
+// Close releases the runtimes, every instance and all compiled code, and the
+// in-memory compilation cache.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	rts := e.rts
+	e.mu.Unlock()
+	var errs []error
+	for _, rt := range rts {
+		if rt != nil {
+			errs = append(errs, rt.Close(ctx))
+		}
+	}
+	errs = append(errs, e.cache.Close(ctx))
+	return errors.Join(errs...)
+}
+
+// Compiled is a module compiled and checked against the ABI. The code for
+// each Mode is compiled on first use (from the cache after the first time).
+type Compiled struct {
+	e   *Engine
+	bin []byte
+
+	// What the module exports, checked at compile time.
+	HasOnOpen, HasOnClose, HasInitialize bool
+	// MinMemory is the initial size of the module's memory, in bytes.
+	MinMemory uint64
+
+	mu     sync.Mutex
+	mods   [2]wazero.CompiledModule
+	closed bool
+}
+
+// signature of a function in WAT-like text, for error messages.
+type signature struct {
+	params, results []api.ValueType
+}
+
+func (s signature) String() string {
+	var b strings.Builder
+	b.WriteString("(func")
+	if len(s.params) > 0 {
+		b.WriteString(" (param")
+		for _, p := range s.params {
+			b.WriteString(" " + api.ValueTypeName(p))
+		}
+		b.WriteString(")")
+	}
+	if len(s.results) > 0 {
+		b.WriteString(" (result")
+		for _, p := range s.results {
+			b.WriteString(" " + api.ValueTypeName(p))
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+func (s signature) matches(d api.FunctionDefinition) bool {
+	return equalTypes(s.params, d.ParamTypes()) && equalTypes(s.results, d.ResultTypes())
+}
+
+func equalTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+const (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+)
+
+type exportSpec struct {
+	name     string
+	sig      signature
+	required bool
+}
+
+var exportSpecs = []exportSpec{
+	{abi.ExportABIVersion, signature{nil, []api.ValueType{i32}}, true},
+	{abi.ExportInit, signature{nil, []api.ValueType{i32}}, true},
+	{abi.ExportOnOpen, signature{[]api.ValueType{i64}, []api.ValueType{i32}}, false},
+	{abi.ExportOnData, signature{[]api.ValueType{i64, i32, i32, i32}, []api.ValueType{i32}}, true},
+	{abi.ExportOnClose, signature{[]api.ValueType{i64}, nil}, false},
+	{abi.ExportInitialize, signature{nil, nil}, false},
+}
+
+// Compile compiles bin and checks it against ABI v1: exported memory, the
+// required exports with their exact signatures, imports only from "tunnel"
+// (with their signatures) and WASI. Every problem found is reported.
+func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
+	rt, err := e.runtime(ctx, Sandboxed)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := rt.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid WebAssembly module: %w", err)
+	}
+	c := &Compiled{e: e, bin: bin}
+	if err := c.check(cm); err != nil {
+		cm.Close(ctx)
+		return nil, err
+	}
+	c.mods[Sandboxed] = cm
+	return c, nil
+}
+
+func (c *Compiled) check(cm wazero.CompiledModule) error {
+	var errs []error
+	exports := cm.ExportedFunctions()
+	for _, s := range exportSpecs {
+		d, ok := exports[s.name]
+		switch {
+		case !ok && s.required:
+			errs = append(errs, fmt.Errorf("missing export %q: want %s", s.name, s.sig))
+		case !ok:
+		case !s.sig.matches(d):
+			got := signature{d.ParamTypes(), d.ResultTypes()}
+			errs = append(errs, fmt.Errorf("export %q has signature %s, want %s", s.name, got, s.sig))
+		default:
+			switch s.name {
+			case abi.ExportOnOpen:
+				c.HasOnOpen = true
+			case abi.ExportOnClose:
+				c.HasOnClose = true
+			case abi.ExportInitialize:
+				c.HasInitialize = true
+			}
+		}
+	}
+	if mem, ok := cm.ExportedMemories()[abi.ExportMemory]; !ok {
+		errs = append(errs, fmt.Errorf("missing export %q: want (memory (export %q) 1)", abi.ExportMemory, abi.ExportMemory))
+	} else {
+		c.MinMemory = uint64(mem.Min()) << 16
+	}
+	for _, d := range cm.ImportedFunctions() {
+		mod, name, _ := d.Import()
+		switch mod {
+		case abi.WASIModule:
+			// Checked by wazero at instantiation (it knows WASI's signatures).
+		case abi.ImportModule:
+			want, ok := hostSignatures[name]
+			if !ok {
+				errs = append(errs, fmt.Errorf("imports %q %q, which the host does not provide (ABI v%d)", mod, name, abi.Version))
+			} else if !want.matches(d) {
+				got := signature{d.ParamTypes(), d.ResultTypes()}
+				errs = append(errs, fmt.Errorf("imports %q %q with signature %s, want %s", mod, name, got, want))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("imports %q %q: only modules %q and %q are provided", mod, name, abi.ImportModule, abi.WASIModule))
+		}
+	}
+	for _, m := range cm.ImportedMemories() {
+		mod, name, _ := m.Import()
+		errs = append(errs, fmt.Errorf("imports memory %q %q: a plugin must define and export its own memory", mod, name))
+	}
+	return errors.Join(errs...)
+}
+
+// module returns the compiled code for mode m.
+func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, wazero.Runtime, error) {
+	rt, err := c.e.runtime(ctx, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, ErrClosed
+	}
+	if cm := c.mods[m]; cm != nil {
+		return cm, rt, nil
+	}
+	cm, err := rt.CompileModule(ctx, c.bin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("compile: %w", err)
+	}
+	c.mods[m] = cm
+	return cm, rt, nil
+}
+
+// Close releases the compiled code. Instances made from it must be closed
+// first.
+func (c *Compiled) Close(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	var errs []error
+	for i, cm := range c.mods {
+		if cm != nil {
+			errs = append(errs, cm.Close(ctx))
+			c.mods[i] = nil
+		}
+	}
+	c.bin = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,140 @@
+package wasm
+
+import (
+	"context"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+)
+
+// maxText caps config_error and log messages.
+const maxText = 4 << 10
+
+// hostSignatures are the functions of the import module "tunnel".
+var hostSignatures = map[string]signature{
+	abi.ImportInputBuffer: {[]api.ValueType{i32, i32}, []api.ValueType{i32}},
+	abi.ImportConfig:      {[]api.ValueType{i32, i32}, []api.ValueType{i32}},
+	abi.ImportConfigError: {[]api.ValueType{i32, i32}, nil},
+	abi.ImportConnInfo:    {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}},
+	abi.ImportSend:        {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}},
+	abi.ImportCloseWrite:  {[]api.ValueType{i32}, []api.ValueType{i32}},
+	abi.ImportClose:       {nil, []api.ValueType{i32}},
+	abi.ImportLog:         {[]api.ValueType{i32, i32, i32}, nil},
+}
+
+var hostFuncs = map[string]func(in *Instance, stack []uint64){
+	abi.ImportInputBuffer: hostInputBuffer,
+	abi.ImportConfig:      hostConfig,
+	abi.ImportConfigError: hostConfigError,
+	abi.ImportConnInfo:    hostConnInfo,
+	abi.ImportSend:        hostSend,
+	abi.ImportCloseWrite:  hostCloseWrite,
+	abi.ImportClose:       hostClose,
+	abi.ImportLog:         hostLog,
+}
+
+func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
+	b := rt.NewHostModuleBuilder(abi.ImportModule)
+	for name, fn := range hostFuncs {
+		sig := hostSignatures[name]
+		b.NewFunctionBuilder().
+			WithGoFunction(goFunc(fn), sig.params, sig.results).
+			WithName(name).
+			Export(name)
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
+// goFunc finds the calling instance in the call's context (the Instance
+// itself) without allocating.
+func goFunc(fn func(in *Instance, stack []uint64)) api.GoFunc {
+	return func(ctx context.Context, stack []uint64) {
+		in, ok := ctx.(*Instance)
+		if !ok {
+			in, ok = ctx.Value(instKey{}).(*Instance)
+		}
+		if !ok || in.host == nil {
+			panic("tunnel host function called outside a plugin call")
+		}
+		fn(in, stack)
+	}
+}
+
+func status(s int32) uint64 { return uint64(uint32(s)) }
+
+func hostInputBuffer(in *Instance, stack []uint64) {
+	ptr, n := uint32(stack[0]), uint32(stack[1])
+	switch {
+	case !in.inInit:
+		stack[0] = status(abi.StatusNotAllowed)
+	case n == 0 || uint64(ptr)+uint64(n) > uint64(in.mem.Size()):
+		stack[0] = status(abi.StatusBadArgument)
+	default:
+		in.bufPtr, in.bufCap = ptr, n
+		stack[0] = status(abi.StatusOK)
+	}
+}
+
+func hostConfig(in *Instance, stack []uint64) {
+	buf, limit := uint32(stack[0]), uint32(stack[1])
+	n := uint32(len(in.config))
+	if n > 0 && n <= limit {
+		if !in.mem.Write(buf, in.config) {
+			in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportConfig, buf, uint64(buf)+uint64(n))
+		}
+	}
+	stack[0] = uint64(n)
+}
+
+func hostConfigError(in *Instance, stack []uint64) {
+	ptr, n := uint32(stack[0]), uint32(stack[1])
+	b := in.read(abi.ImportConfigError, ptr, n)
+	if len(b) > maxText {
+		b = b[:maxText]
+	}
+	in.cfgErr = string(b)
+}
+
+func hostConnInfo(in *Instance, stack []uint64) {
+	key, buf, limit := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
+	v, st := in.host.ConnInfo(key)
+	if st < 0 {
+		stack[0] = status(st)
+		return
+	}
+	n := uint32(len(v))
+	if n > 0 && n <= limit {
+		if !in.mem.WriteString(buf, v) {
+			in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportConnInfo, buf, uint64(buf)+uint64(n))
+		}
+	}
+	stack[0] = uint64(n)
+}
+
+func hostSend(in *Instance, stack []uint64) {
+	dir, ptr, n := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
+	b := in.read(abi.ImportSend, ptr, n)
+	in.spend(abi.ImportSend, n)
+	stack[0] = status(in.host.Send(dir, b))
+}
+
+func hostCloseWrite(in *Instance, stack []uint64) {
+	stack[0] = status(in.host.CloseWrite(int32(stack[0])))
+}
+
+func hostClose(in *Instance, stack []uint64) {
+	stack[0] = status(in.host.Close())
+}
+
+func hostLog(in *Instance, stack []uint64) {
+	level, ptr, n := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
+	b := in.read(abi.ImportLog, ptr, n)
+	in.spend(abi.ImportLog, n)
+	if len(b) > maxText {
+		b = b[:maxText]
+	}
+	in.host.Log(level, b)
+}

@@ -1,0 +1,448 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+)
+
+// Host implements the connection-scoped host functions for one call. The
+// byte slices are views of guest memory, valid only until the method returns.
+type Host interface {
+	// Send implements send; it returns an abi Status* code.
+	Send(dir int32, b []byte) int32
+	// CloseWrite implements close_write.
+	CloseWrite(dir int32) int32
+	// Close implements close.
+	Close() int32
+	// ConnInfo returns the value for a conn_info key, or a negative status.
+	ConnInfo(key int32) (string, int32)
+	// Log implements log.
+	Log(level int32, msg []byte)
+}
+
+// NoConn is the Host of calls outside a connection (tunnel_init): every
+// connection-scoped function returns StatusNotAllowed. Log goes to LogFunc.
+type NoConn struct {
+	LogFunc func(level int32, msg []byte)
+}
+
+// Send implements Host.
+func (NoConn) Send(int32, []byte) int32 { return abi.StatusNotAllowed }
+
+// CloseWrite implements Host.
+func (NoConn) CloseWrite(int32) int32 { return abi.StatusNotAllowed }
+
+// Close implements Host.
+func (NoConn) Close() int32 { return abi.StatusNotAllowed }
+
+// ConnInfo implements Host.
+func (NoConn) ConnInfo(int32) (string, int32) { return "", abi.StatusNotAllowed }
+
+// Log implements Host.
+func (n NoConn) Log(level int32, msg []byte) {
+	if n.LogFunc != nil {
+		n.LogFunc(level, msg)
+	}
+}
+
+// Options configure an instance.
+type Options struct {
+	Mode        Mode
+	MemoryLimit uint64        // bytes, > 0
+	CallTimeout time.Duration // per call, Sandboxed only
+	InitTimeout time.Duration // for _initialize, tunnel_abi_version and tunnel_init
+	MaxOutput   int           // bytes sent + logged per call
+	Config      []byte
+	Stdout      io.Writer // nil: discarded
+	Stderr      io.Writer // nil: discarded
+	Log         func(level int32, msg []byte)
+}
+
+// Errors of calls. Each is wrapped with the callback's name.
+var (
+	// ErrTimeout: the call ran past its time limit and was cut off.
+	ErrTimeout = errors.New("call exceeded its time limit")
+)
+
+// Violation is a breach of the ABI by the guest.
+type Violation struct{ Msg string }
+
+func (v *Violation) Error() string { return "ABI violation: " + v.Msg }
+
+// ConfigRejected is tunnel_init's refusal of its configuration.
+type ConfigRejected struct{ Msg string }
+
+func (c *ConfigRejected) Error() string { return c.Msg }
+
+// VersionMismatch is a guest speaking another ABI version.
+type VersionMismatch struct{ Got int32 }
+
+func (v *VersionMismatch) Error() string {
+	return fmt.Sprintf("guest speaks tunnel ABI version %d, this host speaks version %d", v.Got, abi.Version)
+}
+
+// trapped is the panic value a host function uses to fail the call.
+type trapped struct{}
+
+// Instance is one instantiated guest. Calls must not be concurrent: the
+// caller serialises them. Instance implements context.Context so that the
+// host functions find it without allocating; its Done channel is closed when
+// a call runs past its time limit.
+type Instance struct {
+	mod                      api.Module
+	mem                      api.Memory
+	onOpen, onData, onClose  api.Function
+	abiVersion, init, initFn api.Function
+	stack                    [4]uint64
+	bufPtr, bufCap           uint32
+	mode                     Mode
+	timeout                  time.Duration
+	maxOutput                int
+	config                   []byte
+
+	// Per call.
+	host      Host
+	inInit    bool
+	out       int
+	violation error
+	cfgErr    string
+
+	// Time limit. active holds the sequence number of the running call, 0
+	// between calls, -1 once the watchdog killed the instance.
+	timer    *time.Timer
+	seq      int64
+	active   atomic.Int64
+	deadline atomic.Int64
+	kill     chan struct{}
+	killed   atomic.Bool
+	closed   bool
+}
+
+type instKey struct{}
+
+// Deadline implements context.Context (no deadline: the watchdog enforces it).
+func (in *Instance) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Done implements context.Context: closed when a call is cut off.
+func (in *Instance) Done() <-chan struct{} {
+	if in.mode == Trusted {
+		return nil
+	}
+	return in.kill
+}
+
+// Err implements context.Context.
+func (in *Instance) Err() error {
+	if in.killed.Load() {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Value implements context.Context.
+func (in *Instance) Value(key any) any {
+	if _, ok := key.(instKey); ok {
+		return in
+	}
+	return nil
+}
+
+// Instantiate makes a new instance and runs _initialize (when exported), the
+// version handshake and tunnel_init. A rejected configuration is returned as
+// *ConfigRejected, a wrong version as *VersionMismatch.
+func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, err error) {
+	if c.MinMemory > o.MemoryLimit {
+		return nil, fmt.Errorf("the module's initial memory is %d KiB, more than the memory limit of %d KiB", c.MinMemory>>10, o.MemoryLimit>>10)
+	}
+	cm, rt, err := c.module(ctx, o.Mode)
+	if err != nil {
+		return nil, err
+	}
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions().
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(rand.Reader)
+	if o.Stdout != nil {
+		mc = mc.WithStdout(o.Stdout)
+	}
+	if o.Stderr != nil {
+		mc = mc.WithStderr(o.Stderr)
+	}
+	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: o.MemoryLimit})
+	var mod api.Module
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("instantiate: %v", r)
+			}
+		}()
+		mod, err = rt.InstantiateModule(ictx, cm, mc)
+	}()
+	if err != nil {
+		if mod != nil {
+			mod.Close(ctx)
+		}
+		if !strings.HasPrefix(err.Error(), "instantiate") {
+			err = fmt.Errorf("instantiate: %w", err)
+		}
+		return nil, err
+	}
+	in = &Instance{
+		mod:        mod,
+		mem:        mod.Memory(),
+		onOpen:     mod.ExportedFunction(abi.ExportOnOpen),
+		onData:     mod.ExportedFunction(abi.ExportOnData),
+		onClose:    mod.ExportedFunction(abi.ExportOnClose),
+		abiVersion: mod.ExportedFunction(abi.ExportABIVersion),
+		init:       mod.ExportedFunction(abi.ExportInit),
+		initFn:     mod.ExportedFunction(abi.ExportInitialize),
+		mode:       o.Mode,
+		timeout:    o.InitTimeout,
+		maxOutput:  o.MaxOutput,
+		config:     o.Config,
+		kill:       make(chan struct{}),
+	}
+	if in.mode == Sandboxed {
+		in.timer = time.AfterFunc(time.Hour, in.expire)
+		in.timer.Stop()
+	}
+	defer func() {
+		if err != nil {
+			in.Close(ctx)
+			in = nil
+		}
+	}()
+	init := NoConn{LogFunc: o.Log}
+	if in.initFn != nil {
+		if err := in.call(init, in.initFn); err != nil {
+			return in, fmt.Errorf("%s: %w", abi.ExportInitialize, err)
+		}
+	}
+	if err := in.call(init, in.abiVersion); err != nil {
+		return in, fmt.Errorf("%s: %w", abi.ExportABIVersion, err)
+	}
+	if v := int32(in.stack[0]); v != abi.Version {
+		return in, &VersionMismatch{Got: v}
+	}
+	in.inInit = true
+	err = in.call(init, in.init)
+	in.inInit = false
+	if err != nil {
+		return in, fmt.Errorf("%s: %w", abi.ExportInit, err)
+	}
+	switch r := int32(in.stack[0]); r {
+	case abi.OK:
+	case abi.Reject:
+		msg := in.cfgErr
+		if msg == "" {
+			msg = "the plugin rejected its configuration without saying why (tunnel_init returned 1 without calling config_error)"
+		}
+		return in, &ConfigRejected{Msg: msg}
+	default:
+		return in, fmt.Errorf("%s returned %d, want %d (OK) or %d (Reject)", abi.ExportInit, r, abi.OK, abi.Reject)
+	}
+	if in.bufCap == 0 {
+		return in, fmt.Errorf("%s returned OK without registering an input buffer (call %s(ptr, cap) during init)", abi.ExportInit, abi.ImportInputBuffer)
+	}
+	in.timeout = o.CallTimeout
+	return in, nil
+}
+
+// CheckVersion instantiates a throwaway instance, runs _initialize and the
+// version handshake, and closes it.
+func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err error) {
+	cm, rt, err := c.module(ctx, Sandboxed)
+	if err != nil {
+		return err
+	}
+	mc := wazero.NewModuleConfig().WithName("").WithStartFunctions().WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader)
+	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: 4 << 30})
+	mod, err := rt.InstantiateModule(ictx, cm, mc)
+	if err != nil {
+		return fmt.Errorf("instantiate: %w", err)
+	}
+	in := &Instance{mod: mod, mem: mod.Memory(), mode: Sandboxed, timeout: timeout, kill: make(chan struct{})}
+	in.timer = time.AfterFunc(time.Hour, in.expire)
+	in.timer.Stop()
+	defer in.Close(ctx)
+	if fn := mod.ExportedFunction(abi.ExportInitialize); fn != nil {
+		if err := in.call(NoConn{}, fn); err != nil {
+			return fmt.Errorf("%s: %w", abi.ExportInitialize, err)
+		}
+	}
+	if err := in.call(NoConn{}, mod.ExportedFunction(abi.ExportABIVersion)); err != nil {
+		return fmt.Errorf("%s: %w", abi.ExportABIVersion, err)
+	}
+	if v := int32(in.stack[0]); v != abi.Version {
+		return &VersionMismatch{Got: v}
+	}
+	return nil
+}
+
+// BufCap is the size of the guest's input buffer.
+func (in *Instance) BufCap() int { return int(in.bufCap) }
+
+// HasOnOpen reports whether the guest exports tunnel_on_open.
+func (in *Instance) HasOnOpen() bool { return in.onOpen != nil }
+
+// HasOnClose reports whether the guest exports tunnel_on_close.
+func (in *Instance) HasOnClose() bool { return in.onClose != nil }
+
+// OnOpen calls tunnel_on_open and returns its result.
+func (in *Instance) OnOpen(h Host, conn uint64) (int32, error) {
+	in.stack[0] = conn
+	if err := in.call(h, in.onOpen); err != nil {
+		return 0, err
+	}
+	return int32(in.stack[0]), nil
+}
+
+// OnData writes data into the input buffer (len(data) <= BufCap) and calls
+// tunnel_on_data; it returns the action.
+func (in *Instance) OnData(h Host, conn uint64, dir int32, data []byte, end bool) (int32, error) {
+	if !in.mem.Write(in.bufPtr, data) {
+		return 0, &Violation{Msg: "input buffer is outside memory"}
+	}
+	in.stack[0] = conn
+	in.stack[1] = uint64(uint32(dir))
+	in.stack[2] = uint64(uint32(len(data)))
+	in.stack[3] = 0
+	if end {
+		in.stack[3] = 1
+	}
+	if err := in.call(h, in.onData); err != nil {
+		return 0, err
+	}
+	return int32(in.stack[0]), nil
+}
+
+// OnClose calls tunnel_on_close.
+func (in *Instance) OnClose(h Host, conn uint64) error {
+	in.stack[0] = conn
+	return in.call(h, in.onClose)
+}
+
+// call runs fn with in.stack as parameters and results, under the time
+// limit, and turns every way a call can fail into an error.
+func (in *Instance) call(h Host, fn api.Function) (err error) {
+	if in.closed || in.killed.Load() {
+		return ErrTimeout
+	}
+	in.host = h
+	in.out = 0
+	in.violation = nil
+	var seq int64
+	if in.mode == Sandboxed {
+		in.seq++
+		seq = in.seq
+		in.deadline.Store(time.Now().Add(in.timeout).UnixNano())
+		in.active.Store(seq)
+		in.timer.Reset(in.timeout)
+	}
+	err = fn.CallWithStack(in, in.stack[:])
+	if in.mode == Sandboxed {
+		in.timer.Stop()
+		if !in.active.CompareAndSwap(seq, 0) {
+			// The watchdog fired: whatever the call returned, it overran.
+			err = ErrTimeout
+		}
+	}
+	in.host = nil
+	if in.violation != nil {
+		return in.violation
+	}
+	if err != nil && in.killed.Load() {
+		return ErrTimeout
+	}
+	return err
+}
+
+// expire is the watchdog: it runs on the timer's goroutine and kills the
+// instance if the call it was armed for is still running past its deadline.
+func (in *Instance) expire() {
+	s := in.active.Load()
+	if s <= 0 || time.Now().UnixNano() < in.deadline.Load() {
+		return // stale: that call ended, or a later one is within its time
+	}
+	if in.active.CompareAndSwap(s, -1) {
+		in.killed.Store(true)
+		close(in.kill) // wazero's watcher of this call closes the module
+	}
+}
+
+// Close closes the instance. It must not be called during a call.
+func (in *Instance) Close(ctx context.Context) error {
+	if in.closed {
+		return nil
+	}
+	in.closed = true
+	if in.timer != nil {
+		in.timer.Stop()
+	}
+	return in.mod.Close(ctx)
+}
+
+// fail records a violation and traps the running call.
+func (in *Instance) fail(format string, args ...any) {
+	in.violation = &Violation{Msg: fmt.Sprintf(format, args...)}
+	panic(trapped{})
+}
+
+// spend counts n bytes of output against the call's budget.
+func (in *Instance) spend(what string, n uint32) {
+	in.out += int(n)
+	if in.out > in.maxOutput {
+		in.fail("%s: the call produced more than its output budget of %d bytes", what, in.maxOutput)
+	}
+}
+
+// read returns a view of guest memory or traps.
+func (in *Instance) read(what string, ptr, n uint32) []byte {
+	b, ok := in.mem.Read(ptr, n)
+	if !ok {
+		in.fail("%s: range [%d, %d) is outside the guest's memory (%d bytes)", what, ptr, uint64(ptr)+uint64(n), in.mem.Size())
+	}
+	return b
+}
+
+// limitedAllocator backs an instance's linear memory with a Go slice that
+// never grows past limit: memory.grow beyond it returns -1.
+type limitedAllocator struct {
+	limit uint64
+	buf   []byte
+}
+
+func (a *limitedAllocator) Allocate(capacity, max uint64) experimental.LinearMemory { return a }
+
+func (a *limitedAllocator) Reallocate(size uint64) []byte {
+	if size > a.limit {
+		return nil
+	}
+	if size <= uint64(cap(a.buf)) {
+		a.buf = a.buf[:size]
+		return a.buf
+	}
+	// Grow by a quarter at least (amortised copies), never past the limit.
+	c := max(size, uint64(cap(a.buf))+uint64(cap(a.buf))/4)
+	c = min(c, a.limit)
+	b := make([]byte, size, c)
+	copy(b, a.buf)
+	a.buf = b
+	return b
+}
+
+func (a *limitedAllocator) Free() { a.buf = nil }

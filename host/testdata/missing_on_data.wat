@@ -1,0 +1,10 @@
+;; missing_on_data: has no tunnel_on_data export, and imports a function the
+;; host does not provide.
+(module
+  (import "tunnel" "input_buffer" (func $input_buffer (param i32 i32) (result i32)))
+  (import "env" "now" (func $now (result i64)))
+  (memory (export "memory") 1)
+  (func (export "tunnel_abi_version") (result i32) (i32.const 1))
+  (func (export "tunnel_init") (result i32)
+    (drop (call $input_buffer (i32.const 0) (i32.const 4096)))
+    (i32.const 0)))

@@ -1,0 +1,569 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host/internal/wasm"
+)
+
+// Defaults of [PluginOptions].
+const (
+	// DefaultMemoryLimit caps each plugin instance's linear memory.
+	DefaultMemoryLimit = 64 << 20
+	// DefaultCallTimeout bounds each call into a plugin.
+	DefaultCallTimeout = time.Second
+	// DefaultMaxOutput bounds the bytes a plugin sends and logs in one call.
+	DefaultMaxOutput = 4 << 20
+	// MaxInstances is the largest pool a plugin may ask for.
+	MaxInstances = 1024
+	// minInitTimeout is the least time the init calls get.
+	minInitTimeout = 10 * time.Second
+)
+
+// RuntimeOptions configure a [Runtime].
+type RuntimeOptions struct {
+	// CacheDir, when set, keeps compiled plugin code on disk so that a
+	// restart skips compilation. Empty means an in-memory cache.
+	CacheDir string
+	// Logger receives the runtime's and the plugins' log lines. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Runtime runs WebAssembly plugins (ABI v1, see sdk/ABI.md) in wazero's
+// sandbox. It owns the compilation cache and every module and plugin made
+// from it. Compile a module once, then make any number of [Plugin]s (each
+// with its own configuration and pool of instances) from it with
+// [Module.Hook]. A Runtime is safe for concurrent use.
+type Runtime struct {
+	eng    *wasm.Engine
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	modules map[*Module]struct{}
+	plugins map[*Plugin]struct{}
+	closed  bool
+}
+
+// NewRuntime returns a runtime. Close it when done.
+func NewRuntime(ctx context.Context, opts RuntimeOptions) (*Runtime, error) {
+	eng, err := wasm.NewEngine(opts.CacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("plugin runtime: %w", err)
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &Runtime{eng: eng, logger: lg, modules: map[*Module]struct{}{}, plugins: map[*Plugin]struct{}{}}, nil
+}
+
+// Close closes every plugin and module of the runtime and releases the
+// compiled code. Close the Proxy that uses its plugins first.
+func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	plugins := make([]*Plugin, 0, len(r.plugins))
+	for p := range r.plugins {
+		plugins = append(plugins, p)
+	}
+	r.mu.Unlock()
+	for _, p := range plugins {
+		p.Close()
+	}
+	return r.eng.Close(ctx)
+}
+
+// RuntimeStats counts what a Runtime holds, to watch for leaks.
+type RuntimeStats struct {
+	Modules   int // compiled modules not yet released
+	Plugins   int // plugins not yet closed
+	Instances int // live instances over all plugins
+}
+
+// Stats returns what the runtime holds now.
+func (r *Runtime) Stats() RuntimeStats {
+	r.mu.Lock()
+	s := RuntimeStats{Modules: len(r.modules), Plugins: len(r.plugins)}
+	plugins := make([]*Plugin, 0, len(r.plugins))
+	for p := range r.plugins {
+		plugins = append(plugins, p)
+	}
+	r.mu.Unlock()
+	for _, p := range plugins {
+		s.Instances += p.Instances()
+	}
+	return s
+}
+
+// Module is a compiled plugin module, checked against the ABI. It is
+// reference counted: the caller's reference (dropped by Close) and one per
+// Plugin made from it; the compiled code is released with the last one.
+type Module struct {
+	r    *Runtime
+	name string
+	c    *wasm.Compiled
+
+	mu     sync.Mutex
+	refs   int
+	closed bool // the caller's reference is gone
+}
+
+// Compile compiles a module and checks it against the ABI: the exported
+// memory and functions with their exact signatures, the imports, and the
+// version handshake (tunnel_abi_version must return 1). The error names
+// every offending export or import and the signature expected. name labels
+// the module in errors and logs (for example the file name).
+func (r *Runtime) Compile(ctx context.Context, name string, wasmBytes []byte) (*Module, error) {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("plugin %q: %w", name, wasm.ErrClosed)
+	}
+	c, err := r.eng.Compile(ctx, wasmBytes)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q: %w", name, err)
+	}
+	if err := c.CheckVersion(ctx, minInitTimeout); err != nil {
+		c.Close(ctx)
+		return nil, fmt.Errorf("plugin %q: %w", name, err)
+	}
+	m := &Module{r: r, name: name, c: c, refs: 1}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		c.Close(ctx)
+		return nil, fmt.Errorf("plugin %q: %w", name, wasm.ErrClosed)
+	}
+	r.modules[m] = struct{}{}
+	return m, nil
+}
+
+// Load reads a .wasm file, compiles it and makes a plugin of it: Compile
+// followed by Module.Hook. The module is released when the plugin is
+// closed. opts.Name defaults to the file's base name without extension.
+func (r *Runtime) Load(ctx context.Context, path string, opts PluginOptions) (*Plugin, error) {
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("plugin: %w", err)
+	}
+	if opts.Name == "" {
+		opts.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	m, err := r.Compile(ctx, opts.Name, bin)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close(ctx)
+	return m.Hook(ctx, opts)
+}
+
+// Name is the module's name given to Compile.
+func (m *Module) Name() string { return m.name }
+
+// Close drops the caller's reference. The compiled code is released once
+// every plugin made from the module is closed too.
+func (m *Module) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	return m.release(ctx)
+}
+
+func (m *Module) retain() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refs == 0 {
+		return false
+	}
+	m.refs++
+	return true
+}
+
+func (m *Module) release(ctx context.Context) error {
+	m.mu.Lock()
+	m.refs--
+	last := m.refs == 0
+	m.mu.Unlock()
+	if !last {
+		return nil
+	}
+	m.r.mu.Lock()
+	delete(m.r.modules, m)
+	m.r.mu.Unlock()
+	return m.c.Close(ctx)
+}
+
+// PluginOptions configure a [Plugin]. The zero value of every field picks
+// its default.
+type PluginOptions struct {
+	// Name identifies the plugin in logs and errors. Empty means the
+	// module's name.
+	Name string
+	// Config is handed to the guest's tunnel_init (the config host
+	// function); by convention JSON.
+	Config []byte
+	// MemoryLimit caps each instance's linear memory, in bytes (rounded
+	// down to 64 KiB pages). Zero means DefaultMemoryLimit. Go guests need
+	// 32 MiB or more.
+	MemoryLimit uint64
+	// CallTimeout cuts off a call that runs longer; the instance is then
+	// replaced and the failure policy applies. Zero means
+	// DefaultCallTimeout. Init calls get at least 10 s. Ignored when
+	// Trusted.
+	CallTimeout time.Duration
+	// Trusted compiles the guest without the checks that make a call
+	// interruptible: calls are cheaper (no goroutine per call, no check per
+	// loop iteration), but CallTimeout is not enforced, and a guest that
+	// loops forever hangs its connection and can stall the process's
+	// garbage collector. Only for code you wrote.
+	Trusted bool
+	// FailOpen chooses the failure policy "bypass": when an instance fails,
+	// its connections carry on as if the plugin were not in the chain. The
+	// default (false) is "close": they are closed.
+	FailOpen bool
+	// Instances is the most instances the plugin runs at once; connections
+	// are pinned to the least loaded one, and instances are made as
+	// needed. Zero means GOMAXPROCS.
+	Instances int
+	// MaxOutput bounds the bytes the guest may send and log during one
+	// call; more is a failure. Zero means DefaultMaxOutput.
+	MaxOutput int
+	// Stdout and Stderr receive the guest's WASI output. Nil means it is
+	// discarded (the capability is not granted). Writers shared by several
+	// instances must be safe for concurrent use.
+	Stdout, Stderr io.Writer
+	// Logger receives the plugin's log lines and failures. Nil means the
+	// runtime's logger.
+	Logger *slog.Logger
+}
+
+// ConfigError is a plugin's rejection of its configuration: tunnel_init
+// returned Reject with Message given through config_error.
+type ConfigError struct {
+	// Plugin is the plugin's name.
+	Plugin string
+	// Message is the guest's own text, e.g. `replace: "from" must not be empty`.
+	Message string
+}
+
+// Error returns the guest's message.
+func (e *ConfigError) Error() string { return e.Message }
+
+func (o *PluginOptions) normalize(m *Module, r *Runtime) error {
+	if o.Name == "" {
+		o.Name = m.name
+	}
+	var errs []error
+	if o.MemoryLimit == 0 {
+		o.MemoryLimit = DefaultMemoryLimit
+	}
+	if o.MemoryLimit < 64<<10 || o.MemoryLimit > 4<<30 {
+		errs = append(errs, fmt.Errorf("memory limit %d bytes is out of range (64 KiB to 4 GiB)", o.MemoryLimit))
+	}
+	o.MemoryLimit &^= 64<<10 - 1
+	if o.CallTimeout == 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.CallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("call timeout %s must not be negative", o.CallTimeout))
+	}
+	if o.Instances == 0 {
+		o.Instances = runtime.GOMAXPROCS(0)
+	}
+	if o.Instances < 0 || o.Instances > MaxInstances {
+		errs = append(errs, fmt.Errorf("instances %d is out of range (1 to %d)", o.Instances, MaxInstances))
+	}
+	if o.MaxOutput == 0 {
+		o.MaxOutput = DefaultMaxOutput
+	}
+	if o.MaxOutput < 0 {
+		errs = append(errs, fmt.Errorf("max output %d must not be negative", o.MaxOutput))
+	}
+	if o.Logger == nil {
+		o.Logger = r.logger
+	}
+	return errors.Join(errs...)
+}
+
+// Hook makes a plugin from the module: it instantiates the first instance
+// now and runs its tunnel_init, so a configuration the guest rejects comes
+// back here as a *ConfigError, and any other load failure as an error.
+// The plugin holds a reference to the module until it is closed.
+func (m *Module) Hook(ctx context.Context, opts PluginOptions) (*Plugin, error) {
+	if err := opts.normalize(m, m.r); err != nil {
+		return nil, fmt.Errorf("plugin %q: %w", opts.Name, err)
+	}
+	if !m.retain() {
+		return nil, fmt.Errorf("plugin %q: module %q is closed", opts.Name, m.name)
+	}
+	p := &Plugin{r: m.r, m: m, opts: opts, log: opts.Logger.With("plugin", opts.Name)}
+	p.iopts = wasm.Options{
+		Mode:        wasm.Sandboxed,
+		MemoryLimit: opts.MemoryLimit,
+		CallTimeout: opts.CallTimeout,
+		InitTimeout: max(opts.CallTimeout, minInitTimeout),
+		MaxOutput:   opts.MaxOutput,
+		Config:      append([]byte(nil), opts.Config...),
+		Stdout:      opts.Stdout,
+		Stderr:      opts.Stderr,
+		Log:         p.guestLog,
+	}
+	if opts.Trusted {
+		p.iopts.Mode = wasm.Trusted
+	}
+	in, err := p.newInstance(ctx)
+	if err != nil {
+		m.release(ctx)
+		return nil, err
+	}
+	p.pool = append(p.pool, in)
+	m.r.mu.Lock()
+	if m.r.closed {
+		m.r.mu.Unlock()
+		p.Close()
+		return nil, fmt.Errorf("plugin %q: %w", opts.Name, wasm.ErrClosed)
+	}
+	m.r.plugins[p] = struct{}{}
+	m.r.mu.Unlock()
+	return p, nil
+}
+
+// Plugin is a configured WebAssembly plugin: a [Hook] whose filters run the
+// guest, over a pool of instances. Each connection is pinned to one
+// instance for its life; an instance serves several connections, one call
+// at a time. Close releases the instances; a Proxy closes a Plugin it was
+// given once no applied route and no open connection uses it.
+type Plugin struct {
+	r     *Runtime
+	m     *Module
+	opts  PluginOptions
+	iopts wasm.Options
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	pool     []*instance
+	creating int
+	nextID   int
+	closed   bool
+}
+
+// instance is one guest instance of a plugin and the connections pinned to it.
+type instance struct {
+	id int
+	w  *wasm.Instance
+
+	mu   sync.Mutex // serialises calls; nests inside the connection's lock
+	dead error      // set once: the instance failed or the plugin closed
+
+	// Guarded by Plugin.mu.
+	conns   map[*wasmFilter]struct{}
+	removed bool
+}
+
+var errPluginClosed = errors.New("plugin closed")
+
+// Name returns the plugin's name.
+func (p *Plugin) Name() string { return p.opts.Name }
+
+// Instances returns the number of live instances.
+func (p *Plugin) Instances() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pool)
+}
+
+// Close closes every instance; calls of connections still open fail (and
+// the failure policy applies). Close is idempotent.
+func (p *Plugin) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	pool := p.pool
+	p.pool = nil
+	for _, in := range pool {
+		in.removed = true
+	}
+	p.mu.Unlock()
+	ctx := context.Background()
+	for _, in := range pool {
+		in.mu.Lock()
+		if in.dead == nil {
+			in.dead = errPluginClosed
+			in.w.Close(ctx)
+		}
+		in.mu.Unlock()
+	}
+	p.r.mu.Lock()
+	delete(p.r.plugins, p)
+	p.r.mu.Unlock()
+	return p.m.release(ctx)
+}
+
+// newInstance instantiates and initialises one instance.
+func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
+	w, err := p.m.c.Instantiate(ctx, p.iopts)
+	if err != nil {
+		var rej *wasm.ConfigRejected
+		if errors.As(err, &rej) {
+			return nil, &ConfigError{Plugin: p.opts.Name, Message: rej.Msg}
+		}
+		return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, err)
+	}
+	p.mu.Lock()
+	p.nextID++
+	id := p.nextID
+	p.mu.Unlock()
+	return &instance{id: id, w: w, conns: map[*wasmFilter]struct{}{}}, nil
+}
+
+// Open implements [Hook]: it pins the connection to the least loaded
+// instance, making a new one while the pool is below its size and every
+// instance already has a connection.
+func (p *Plugin) Open(info *ConnInfo) (Filter, error) {
+	f := &wasmFilter{p: p, info: info}
+	p.mu.Lock()
+	{
+		if p.closed {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
+		}
+		var best *instance
+		for _, in := range p.pool {
+			if best == nil || len(in.conns) < len(best.conns) {
+				best = in
+			}
+		}
+		if best != nil && (len(best.conns) == 0 || len(p.pool)+p.creating >= p.opts.Instances) {
+			best.conns[f] = struct{}{}
+			f.inst = best
+			p.mu.Unlock()
+			return f, nil
+		}
+		p.creating++
+		p.mu.Unlock()
+		in, err := p.newInstance(context.Background())
+		p.mu.Lock()
+		p.creating--
+		if err != nil {
+			p.mu.Unlock()
+			p.log.Error("plugin instance failed to start", "conn", info.ID, "err", err.Error())
+			if p.opts.FailOpen {
+				f.bypass = true
+				return f, nil
+			}
+			return nil, err
+		}
+		if p.closed {
+			p.mu.Unlock()
+			in.w.Close(context.Background())
+			return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
+		}
+		p.pool = append(p.pool, in)
+		in.conns[f] = struct{}{}
+		f.inst = in
+		p.mu.Unlock()
+		return f, nil
+	}
+}
+
+// unpin forgets f's connection.
+func (p *Plugin) unpin(f *wasmFilter) {
+	if f.inst == nil {
+		return
+	}
+	p.mu.Lock()
+	delete(f.inst.conns, f)
+	p.mu.Unlock()
+}
+
+// failed handles the failure of in during callback, seen by the connection
+// of self. Called with in.mu held. The instance is closed and leaves the
+// pool; the other connections pinned to it are closed (policy "close") or
+// bypass the plugin from their next chunk on (policy "bypass").
+func (p *Plugin) failed(in *instance, callback string, cause error, self *wasmFilter) {
+	in.dead = cause
+	in.w.Close(context.Background())
+	p.mu.Lock()
+	if !in.removed {
+		in.removed = true
+		for i, x := range p.pool {
+			if x == in {
+				p.pool = append(p.pool[:i], p.pool[i+1:]...)
+				break
+			}
+		}
+	}
+	var others []*wasmFilter
+	for f := range in.conns {
+		if f != self {
+			others = append(others, f)
+		}
+	}
+	p.mu.Unlock()
+	policy := "close"
+	if p.opts.FailOpen {
+		policy = "bypass"
+	}
+	var conn uint64
+	if self != nil {
+		conn = self.info.ID
+	}
+	p.log.Error("plugin failed", "callback", callback, "cause", firstLine(cause), "policy", policy,
+		"instance", in.id, "conn", conn, "conns", len(others)+1)
+	if p.opts.FailOpen {
+		return
+	}
+	for _, f := range others {
+		if s := f.s.Load(); s != nil {
+			s.c.abort(fmt.Errorf("plugin %q: the instance this connection was pinned to failed on connection %d (%s)", p.opts.Name, conn, firstLine(cause)))
+		}
+	}
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// guestLog logs a line from the guest outside a connection.
+func (p *Plugin) guestLog(level int32, msg []byte) {
+	p.log.Log(context.Background(), slogLevel(level), string(msg))
+}
+
+func slogLevel(l int32) slog.Level {
+	switch {
+	case l < int32(slog.LevelInfo):
+		return slog.LevelDebug
+	case l < int32(slog.LevelWarn):
+		return slog.LevelInfo
+	case l < int32(slog.LevelError):
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}

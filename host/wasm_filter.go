@@ -1,0 +1,410 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tunnelwasm/tunnel/host/internal/wasm"
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+)
+
+// Callback names, for logs and errors.
+const (
+	cbOpen  = abi.ExportOnOpen
+	cbData  = abi.ExportOnData
+	cbClose = abi.ExportOnClose
+)
+
+// Kinds of queued guest operations.
+const (
+	opSend = iota
+	opCloseWrite
+	opClose
+)
+
+type outOp struct {
+	kind uint8
+	dir  Direction
+	n    int
+}
+
+// outQueue holds what a guest sent during one call. The guest's sends are
+// not passed on while its instance is locked: a downstream plugin of the
+// same connection could be waiting for an instance that another connection
+// holds while it waits for ours (two plugins in both directions of a chain
+// take their instances in opposite orders). They are copied here and
+// delivered, in order, once the call has returned and the lock is released.
+type outQueue struct {
+	data []byte
+	ops  []outOp
+}
+
+var outPool = sync.Pool{New: func() any { return new(outQueue) }}
+
+// wasmFilter is one connection's view of a plugin.
+type wasmFilter struct {
+	p    *Plugin
+	inst *instance // nil when the plugin is bypassed from the start
+	info *ConnInfo
+	s    atomic.Pointer[Stream] // set by Opened; read by other connections on failure
+
+	// Guarded by the connection's lock (every Filter method holds it).
+	bypass  bool      // the instance failed under policy bypass: forward as is
+	seen    bool      // the guest has been called for this connection
+	held    [2][]byte // bytes the guest holds (ActionHold), per direction
+	infoStr [4]string // conn_info values, made on first use
+
+	// Per call.
+	canSend bool
+	cw      [2]bool // close_write queued during this call
+	q       *outQueue
+	sendErr error
+}
+
+// Opened implements Filter: calls tunnel_on_open when exported.
+func (f *wasmFilter) Opened(s *Stream) error {
+	f.s.Store(s)
+	if f.bypass {
+		return nil
+	}
+	in := f.inst
+	in.mu.Lock()
+	if in.dead != nil {
+		in.mu.Unlock()
+		return f.deadInstance(in)
+	}
+	if !in.w.HasOnOpen() {
+		in.mu.Unlock()
+		return nil
+	}
+	f.seen = true
+	f.begin()
+	r, err := in.w.OnOpen(f, f.info.ID)
+	f.canSend = false
+	if err == nil && r != abi.OK && r != abi.Reject {
+		err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, want %d (OK) or %d (Reject)", cbOpen, r, abi.OK, abi.Reject)}
+	}
+	if err != nil {
+		f.p.failed(in, cbOpen, err, f)
+		in.mu.Unlock()
+		return f.afterFailure(cbOpen, err, s)
+	}
+	in.mu.Unlock()
+	if err := f.deliver(s); err != nil {
+		return err
+	}
+	if r == abi.Reject {
+		return fmt.Errorf("refused by plugin %q (%s returned %d)", f.p.opts.Name, cbOpen, r)
+	}
+	return nil
+}
+
+// Data implements Filter: presents the chunk to tunnel_on_data, in pieces
+// of at most the guest's input buffer, after the bytes the guest holds.
+func (f *wasmFilter) Data(dir Direction, chunk []byte, s *Stream) error {
+	if f.bypass {
+		return f.passHeld(dir, chunk, s)
+	}
+	for len(chunk) > 0 {
+		var err error
+		chunk, err = f.present(dir, chunk, false, s)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// End implements Filter: the last call of the direction, with end=1 and the
+// held bytes, if any.
+func (f *wasmFilter) End(dir Direction, s *Stream) error {
+	if f.bypass {
+		return f.passHeld(dir, nil, s)
+	}
+	_, err := f.present(dir, nil, true, s)
+	return err
+}
+
+// present makes one tunnel_on_data call: the held bytes and as much of chunk
+// as fits. It returns the rest of chunk.
+func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) ([]byte, error) {
+	in := f.inst
+	in.mu.Lock()
+	if in.dead != nil {
+		in.mu.Unlock()
+		if err := f.deadInstance(in); err != nil {
+			return nil, err
+		}
+		return nil, f.passHeld(dir, chunk, s)
+	}
+	bufCap := in.w.BufCap()
+	held := f.held[dir]
+	var window []byte
+	if len(held) > 0 {
+		k := min(bufCap-len(held), len(chunk))
+		held = append(held, chunk[:k]...)
+		f.held[dir] = held
+		chunk = chunk[k:]
+		window = held
+	} else {
+		k := min(bufCap, len(chunk))
+		window, chunk = chunk[:k], chunk[k:]
+	}
+	last := end && len(chunk) == 0
+	f.seen = true
+	f.begin()
+	action, err := in.w.OnData(f, f.info.ID, int32(dir), window, last)
+	f.canSend = false
+	if err == nil {
+		switch action {
+		case abi.ActionForward, abi.ActionDrop:
+		case abi.ActionHold:
+			if last {
+				action = abi.ActionForward
+			} else if len(window) >= bufCap {
+				err = &wasm.Violation{Msg: fmt.Sprintf("%s returned HOLD with the input buffer full (%d bytes): there is no room for more", cbData, bufCap)}
+			}
+		default:
+			err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, which is not an action (0 FORWARD, 1 DROP, 2 HOLD)", cbData, action)}
+		}
+	}
+	if err != nil {
+		f.p.failed(in, cbData, err, f)
+		in.mu.Unlock()
+		if ferr := f.afterFailure(cbData, err, s); ferr != nil {
+			return nil, ferr
+		}
+		// Bypass: the presented bytes (held ones included) go on unchanged,
+		// then the rest of the chunk.
+		err := s.Send(dir, window)
+		f.held[dir] = nil
+		if err != nil {
+			return nil, err
+		}
+		return chunk, nil
+	}
+	in.mu.Unlock()
+	if err := f.deliver(s); err != nil {
+		return nil, err
+	}
+	switch action {
+	case abi.ActionForward:
+		err = s.Send(dir, window)
+		f.held[dir] = f.held[dir][:0]
+	case abi.ActionDrop:
+		f.held[dir] = f.held[dir][:0]
+	case abi.ActionHold:
+		if len(f.held[dir]) == 0 {
+			f.held[dir] = append(f.held[dir], window...)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return chunk, nil
+}
+
+// Closed implements Filter: calls tunnel_on_close for a connection the
+// guest has seen, and unpins it.
+func (f *wasmFilter) Closed() {
+	defer f.p.unpin(f)
+	f.held = [2][]byte{}
+	in := f.inst
+	if in == nil || !f.seen {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.dead != nil || !in.w.HasOnClose() {
+		return
+	}
+	f.begin()
+	f.canSend = false
+	if err := in.w.OnClose(f, f.info.ID); err != nil {
+		f.p.failed(in, cbClose, err, f)
+	}
+	if f.q != nil {
+		f.q.data, f.q.ops = f.q.data[:0], f.q.ops[:0]
+		outPool.Put(f.q)
+		f.q = nil
+	}
+}
+
+// begin resets the per-call state.
+func (f *wasmFilter) begin() {
+	f.canSend = true
+	f.cw = [2]bool{}
+	f.sendErr = nil
+}
+
+// afterFailure decides what the failed connection does: policy close
+// returns the error that closes it; bypass delivers what the guest sent and
+// carries on without the plugin.
+func (f *wasmFilter) afterFailure(callback string, cause error, s *Stream) error {
+	if !f.p.opts.FailOpen {
+		if f.q != nil {
+			f.q.data, f.q.ops = f.q.data[:0], f.q.ops[:0]
+			outPool.Put(f.q)
+			f.q = nil
+		}
+		return fmt.Errorf("plugin %q failed in %s: %w", f.p.opts.Name, callback, cause)
+	}
+	f.bypass = true
+	return f.deliver(s)
+}
+
+// deadInstance handles a call on an instance that failed on another
+// connection (or whose plugin was closed): policy close fails this
+// connection; bypass switches it to forwarding as is.
+func (f *wasmFilter) deadInstance(in *instance) error {
+	if !f.p.opts.FailOpen {
+		if errors.Is(in.dead, errPluginClosed) {
+			return fmt.Errorf("plugin %q: %w", f.p.opts.Name, errPluginClosed)
+		}
+		return fmt.Errorf("plugin %q: the instance this connection was pinned to failed: %w", f.p.opts.Name, in.dead)
+	}
+	f.bypass = true
+	return nil
+}
+
+// passHeld forwards the held bytes of dir and then b, unchanged.
+func (f *wasmFilter) passHeld(dir Direction, b []byte, s *Stream) error {
+	if h := f.held[dir]; len(h) > 0 {
+		f.held[dir] = nil
+		if err := s.Send(dir, h); err != nil {
+			return err
+		}
+	}
+	return s.Send(dir, b)
+}
+
+// deliver passes on what the guest queued during the last call, in order.
+func (f *wasmFilter) deliver(s *Stream) error {
+	q := f.q
+	if q == nil {
+		return f.sendErr
+	}
+	f.q = nil
+	err := f.sendErr
+	off := 0
+	for _, op := range q.ops {
+		switch op.kind {
+		case opSend:
+			if err == nil {
+				if serr := s.Send(op.dir, q.data[off:off+op.n]); serr != nil && !errors.Is(serr, ErrWriteClosed) {
+					err = serr
+				}
+			}
+			off += op.n
+		case opCloseWrite:
+			if err == nil {
+				s.CloseWrite(op.dir)
+			}
+		case opClose:
+			s.Close()
+		}
+	}
+	if cap(q.data) <= 4*chunkSize {
+		q.data, q.ops = q.data[:0], q.ops[:0]
+		outPool.Put(q)
+	}
+	return err
+}
+
+func (f *wasmFilter) queue() *outQueue {
+	if f.q == nil {
+		f.q = outPool.Get().(*outQueue)
+	}
+	return f.q
+}
+
+// The host functions of a connection callback (wasm.Host).
+
+// Send implements wasm.Host.
+func (f *wasmFilter) Send(dir int32, b []byte) int32 {
+	if dir != abi.DirClientToServer && dir != abi.DirServerToClient {
+		return abi.StatusBadArgument
+	}
+	s := f.s.Load()
+	if !f.canSend || s == nil {
+		return abi.StatusNotAllowed
+	}
+	d := Direction(dir)
+	c := s.c
+	chain := c.rs.chains[d]
+	if len(chain) == 0 {
+		return abi.StatusNotAllowed
+	}
+	if f.cw[d] || (c.rs.next[s.idx][d] >= len(chain) && c.wclosed[d]) {
+		return abi.StatusClosed
+	}
+	if len(b) == 0 {
+		return abi.StatusOK
+	}
+	q := f.queue()
+	q.data = append(q.data, b...)
+	q.ops = append(q.ops, outOp{kind: opSend, dir: d, n: len(b)})
+	return abi.StatusOK
+}
+
+// CloseWrite implements wasm.Host.
+func (f *wasmFilter) CloseWrite(dir int32) int32 {
+	if dir != abi.DirClientToServer && dir != abi.DirServerToClient {
+		return abi.StatusBadArgument
+	}
+	s := f.s.Load()
+	if !f.canSend || s == nil {
+		return abi.StatusNotAllowed
+	}
+	d := Direction(dir)
+	if len(s.c.rs.chains[d]) == 0 {
+		return abi.StatusNotAllowed
+	}
+	f.cw[d] = true
+	q := f.queue()
+	q.ops = append(q.ops, outOp{kind: opCloseWrite, dir: d})
+	return abi.StatusOK
+}
+
+// Close implements wasm.Host.
+func (f *wasmFilter) Close() int32 {
+	if !f.canSend || f.s.Load() == nil {
+		return abi.StatusNotAllowed
+	}
+	q := f.queue()
+	q.ops = append(q.ops, outOp{kind: opClose})
+	return abi.StatusOK
+}
+
+// ConnInfo implements wasm.Host.
+func (f *wasmFilter) ConnInfo(key int32) (string, int32) {
+	if key < abi.InfoRoute || key > abi.InfoListen {
+		return "", abi.StatusBadArgument
+	}
+	if f.infoStr[key] == "" {
+		i := f.info
+		switch key {
+		case abi.InfoRoute:
+			f.infoStr[key] = i.Route
+		case abi.InfoClient:
+			if i.Client != nil {
+				f.infoStr[key] = i.Client.String()
+			}
+		case abi.InfoTarget:
+			f.infoStr[key] = i.Target
+		case abi.InfoListen:
+			if i.Listen != nil {
+				f.infoStr[key] = i.Listen.String()
+			}
+		}
+	}
+	return f.infoStr[key], abi.StatusOK
+}
+
+// Log implements wasm.Host.
+func (f *wasmFilter) Log(level int32, msg []byte) {
+	f.p.log.Log(context.Background(), slogLevel(level), string(msg), "conn", f.info.ID)
+}
