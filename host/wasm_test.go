@@ -1,0 +1,504 @@
+package host_test
+
+// The WebAssembly plugin runtime, tested through a real Proxy on loopback
+// with the small WAT guests of testdata/ (see testdata/Makefile).
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+)
+
+// newRuntime returns a runtime logging into the returned sink; cleanup
+// closes it (after the proxies, which are registered later).
+func wasmRuntime(t testing.TB) (*host.Runtime, *tn.Logs) {
+	t.Helper()
+	logs := tn.NewLogs()
+	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{Logger: logs.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := rt.Close(context.Background()); err != nil {
+			t.Errorf("runtime close: %v", err)
+		}
+	})
+	return rt, logs
+}
+
+func wasmGuest(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name + ".wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// plugin compiles testdata/<name>.wasm and makes a plugin of it.
+func wasmPlugin(t testing.TB, rt *host.Runtime, name string, opts host.PluginOptions) *host.Plugin {
+	t.Helper()
+	if opts.Name == "" {
+		opts.Name = name
+	}
+	p, err := rt.Load(context.Background(), "testdata/"+name+".wasm", opts)
+	if err != nil {
+		t.Fatalf("load %s: %v", name, err)
+	}
+	return p
+}
+
+// readAll reads c until EOF or error and returns what came and whether the
+// connection ended (EOF or reset) rather than timing out.
+func wasmReadAll(c *net.TCPConn) ([]byte, bool) {
+	b, err := io.ReadAll(c)
+	return b, err == nil || tn.IsClosed(err)
+}
+
+func TestWasmNoopForwardsEveryByte(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "noop", host.PluginOptions{})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "noop", Hook: p})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := tn.Random(uint64(i), 3<<20+i)
+			got := tn.Exchange(tn.Dial(t, addr), data)
+			if got.Err != nil || got.N != int64(len(data)) || got.Sum != tn.Sum(data) {
+				t.Errorf("conn %d: got %d bytes (err %v), want %d with the same sha256", i, got.N, got.Err, len(data))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestWasmLoadErrors(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	ctx := context.Background()
+	cases := []struct {
+		guest string
+		want  []string
+	}{
+		{"bad_signature", []string{`plugin "bad_signature": export "tunnel_on_data" has signature (func (param i32 i32 i32 i32) (result i32)), want (func (param i64 i32 i32 i32) (result i32))`}},
+		{"wrong_version", []string{`plugin "wrong_version": guest speaks tunnel ABI version 7, this host speaks version 1`}},
+		{"missing_on_data", []string{
+			`missing export "tunnel_on_data": want (func (param i64 i32 i32 i32) (result i32))`,
+			`imports "env" "now": only modules "tunnel" and "wasi_snapshot_preview1" are provided`,
+		}},
+	}
+	for _, c := range cases {
+		_, err := rt.Compile(ctx, c.guest, wasmGuest(t, c.guest))
+		if err == nil {
+			t.Errorf("%s: compiled without error", c.guest)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error\n%v\ndoes not contain\n%s", c.guest, err, w)
+			}
+		}
+	}
+	if _, err := rt.Compile(ctx, "junk", []byte("not wasm")); err == nil || !strings.Contains(err.Error(), `plugin "junk": not a valid WebAssembly module`) {
+		t.Errorf("junk: %v", err)
+	}
+	m, err := rt.Compile(ctx, "noop", wasmGuest(t, "noop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	for _, o := range []host.PluginOptions{{MemoryLimit: 1000}, {CallTimeout: -time.Second}, {Instances: -1}, {Instances: host.MaxInstances + 1}} {
+		if _, err := m.Hook(ctx, o); err == nil {
+			t.Errorf("options %+v accepted", o)
+		}
+	}
+	if _, err := m.Hook(ctx, host.PluginOptions{MemoryLimit: 64 << 10}); err == nil || !strings.Contains(err.Error(), "initial memory is 128 KiB, more than the memory limit of 64 KiB") {
+		t.Errorf("memory limit below the initial memory: %v", err)
+	}
+}
+
+func TestWasmConfigAndConnInfo(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	ctx := context.Background()
+	m, err := rt.Compile(ctx, "config", wasmGuest(t, "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+
+	_, err = m.Hook(ctx, host.PluginOptions{})
+	var ce *host.ConfigError
+	if !errors.As(err, &ce) || ce.Message != "config: the configuration must not be empty" || err.Error() != ce.Message || ce.Plugin != "config" {
+		t.Fatalf("empty config: got %#v (%v), want a *ConfigError with the guest's message", err, err)
+	}
+
+	p, err := m.Hook(ctx, host.PluginOptions{Config: []byte(`{"greeting":"hi"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "config", Hook: p})
+	c := tn.Dial(t, addr)
+	got := tn.Exchange(c, nil)
+	_ = got
+	c2 := tn.Dial(t, addr)
+	c2.CloseWrite()
+	b, _ := wasmReadAll(c2)
+	want := fmt.Sprintf("{\"greeting\":\"hi\"}\ntest\n%s\n%s\n%s\n", c2.LocalAddr(), srv.Addr(), c2.RemoteAddr())
+	if string(b) != want {
+		t.Errorf("client got\n%q\nwant\n%q", b, want)
+	}
+	logs.Wait(t, "closed", "plugin=config", "conn=")
+}
+
+func TestWasmTrapInOpen(t *testing.T) {
+	t.Parallel()
+	for _, failOpen := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failOpen=%v", failOpen), func(t *testing.T) {
+			t.Parallel()
+			rt, logs := wasmRuntime(t)
+			p := wasmPlugin(t, rt, "trap_open", host.PluginOptions{FailOpen: failOpen})
+			srv := tn.Serve(t, tn.Echo)
+			addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "trap_open", Hook: p})
+			for i := range 2 { // the second connection gets a fresh instance, which fails too
+				got := exchangeOrRefused(t, addr, []byte("hello"))
+				if failOpen {
+					if got.Err != nil || got.N != 5 {
+						t.Errorf("bypass: conn %d got %d bytes, err %v; want the echo", i, got.N, got.Err)
+					}
+				} else if got.N != 0 {
+					t.Errorf("close: conn %d got %d bytes; want none", i, got.N)
+				}
+			}
+			policy := map[bool]string{false: "policy=close", true: "policy=bypass"}[failOpen]
+			logs.Wait(t, "plugin failed", "plugin=trap_open", "callback=tunnel_on_open", `cause="wasm error: unreachable"`, policy)
+			if n := logs.Count("plugin failed"); n != 2 {
+				t.Errorf("%d failures logged, want 2", n)
+			}
+			if failOpen && srv.Accepted() != 2 || !failOpen && srv.Accepted() != 0 {
+				t.Errorf("server accepted %d connections", srv.Accepted())
+			}
+		})
+	}
+}
+
+// An endless loop is cut off at the call timeout, and the garbage collector
+// keeps working while the guest spins.
+func TestWasmTimeoutCutsOffLoopAndGCRuns(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	const timeout = 1500 * time.Millisecond
+	p := wasmPlugin(t, rt, "loop", host.PluginOptions{CallTimeout: timeout})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "loop", Hook: p})
+	c := tn.Dial(t, addr)
+	start := time.Now()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	logs.Wait(t, "spinning")
+	gcDone := make(chan time.Duration, 1)
+	go func() {
+		s := time.Now()
+		runtime.GC()
+		gcDone <- time.Since(s)
+	}()
+	select {
+	case d := <-gcDone:
+		if logs.Count("plugin failed") != 0 {
+			t.Errorf("GC only finished (%s) after the call was cut off", d)
+		}
+	case <-time.After(tn.Timeout):
+		t.Fatal("runtime.GC did not return while the guest spun")
+	}
+	logs.Wait(t, "plugin failed", "callback=tunnel_on_data", "call exceeded its time limit")
+	b, closed := wasmReadAll(c)
+	if !closed || len(b) != 0 {
+		t.Errorf("client read %q (closed %v), want the connection closed with nothing", b, closed)
+	}
+	if d := time.Since(start); d < timeout {
+		t.Errorf("cut off after %s, before the %s timeout", d, timeout)
+	}
+	if p.Instances() != 0 {
+		t.Errorf("%d instances live after the failure, want 0 (replaced lazily)", p.Instances())
+	}
+}
+
+func TestWasmOutOfBoundsSend(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "oob_send", host.PluginOptions{})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "oob_send", Hook: p})
+	got := tn.Exchange(tn.Dial(t, addr), []byte("hello"))
+	if got.N != 0 {
+		t.Errorf("client got %d bytes", got.N)
+	}
+	logs.Wait(t, "plugin failed", "callback=tunnel_on_data", "ABI violation: send: range [2147483632, 2147483732) is outside the guest's memory (65536 bytes)")
+}
+
+// A guest that grows its memory without end stops at the limit: with policy
+// bypass it reports the page count it reached before it traps.
+func TestWasmMemoryLimit(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "grow", host.PluginOptions{MemoryLimit: 1 << 20, FailOpen: true})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "grow", Hook: p})
+	got, _ := wasmSendAndRead(t, addr, "hello")
+	if len(got) != 4+5 || string(got[4:]) != "hello" {
+		t.Fatalf("client got %q, want the page count and the echo", got)
+	}
+	if pages := binary.LittleEndian.Uint32(got); pages != 16 {
+		t.Errorf("guest reached %d pages, want 16 (1 MiB)", pages)
+	}
+	logs.Wait(t, "plugin failed", "callback=tunnel_on_data", "unreachable", "policy=bypass")
+}
+
+// readAllAfter dials addr, writes msg, half-closes and reads to the end.
+func wasmSendAndRead(t *testing.T, addr, msg string) ([]byte, bool) {
+	c := tn.Dial(t, addr)
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	return wasmReadAll(c)
+}
+
+func TestWasmOutputBudget(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "flood", host.PluginOptions{})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "flood", Hook: p})
+	got, closed := wasmSendAndRead(t, addr, "x")
+	if len(got) != 0 || !closed {
+		t.Errorf("client got %d bytes (closed %v)", len(got), closed)
+	}
+	logs.Wait(t, "plugin failed", "ABI violation: send: the call produced more than its output budget of 4194304 bytes")
+}
+
+func TestWasmAnswerAndClose(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "answer", host.PluginOptions{})
+	var mu sync.Mutex
+	var serverGot []byte
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		b, _ := io.ReadAll(c)
+		mu.Lock()
+		serverGot = append(serverGot, b...)
+		mu.Unlock()
+	})
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "answer", Hook: p})
+	c := tn.Dial(t, addr)
+	if _, err := c.Write([]byte("FLUSHALL\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, closed := wasmReadAll(c)
+	if string(got) != "DENIED\n" || !closed {
+		t.Errorf("client got %q (closed %v), want %q then the end", got, closed, "DENIED\n")
+	}
+	srv.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(serverGot) != 0 {
+		t.Errorf("server got %q", serverGot)
+	}
+}
+
+func TestWasmHold(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "hold", host.PluginOptions{})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "hold", Hook: p, Directions: host.OnlyClientToServer})
+
+	// A line in two pieces is presented whole, once the second arrives.
+	c := tn.Dial(t, addr)
+	c.Write([]byte("hel"))
+	logs.Wait(t, "holding")
+	c.Write([]byte("lo\n"))
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "[hello\n]" {
+		t.Fatalf("got %q (%v), want %q", buf, err, "[hello\n]")
+	}
+	// Held bytes at the end of the stream are forwarded as they are.
+	c.Write([]byte("ab"))
+	c.CloseWrite()
+	rest, _ := wasmReadAll(c)
+	if string(rest) != "ab" {
+		t.Errorf("after the end got %q, want %q", rest, "ab")
+	}
+
+	// Holding a full buffer (16 bytes, no newline) is a violation.
+	got, closed := wasmSendAndRead(t, addr, "0123456789abcdefXYZ")
+	if len(got) != 0 || !closed {
+		t.Errorf("overflow: client got %q (closed %v)", got, closed)
+	}
+	logs.Wait(t, "plugin failed", "ABI violation: tunnel_on_data returned HOLD with the input buffer full (16 bytes)")
+}
+
+// An instance shared by several connections fails as a whole: with policy
+// close its connections are closed, with bypass they carry on unfiltered.
+// Other instances, new connections and the listener carry on.
+func TestWasmSharedInstanceFailure(t *testing.T) {
+	t.Parallel()
+	for _, failOpen := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failOpen=%v", failOpen), func(t *testing.T) {
+			t.Parallel()
+			rt, logs := wasmRuntime(t)
+			p := wasmPlugin(t, rt, "crash", host.PluginOptions{Instances: 1, FailOpen: failOpen})
+			srv := tn.Serve(t, tn.Echo)
+			addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})
+			conns := make([]*net.TCPConn, 3)
+			for i := range conns {
+				conns[i] = tn.Dial(t, addr)
+				wasmRoundTrip(t, conns[i], "a", "+a")
+			}
+			if p.Instances() != 1 {
+				t.Fatalf("%d instances, want 1", p.Instances())
+			}
+			if failOpen {
+				wasmRoundTrip(t, conns[0], "!x", "!x")
+				logs.Wait(t, "plugin failed", "policy=bypass", "conns=3")
+				wasmRoundTrip(t, conns[1], "b", "b")
+				wasmRoundTrip(t, conns[2], "c", "c")
+			} else {
+				conns[0].Write([]byte("!x"))
+				for i, c := range conns {
+					if b, closed := wasmReadAll(c); len(b) != 0 || !closed {
+						t.Errorf("conn %d: got %q (closed %v), want it closed", i, b, closed)
+					}
+				}
+				logs.Wait(t, "plugin failed", "policy=close", "conns=3")
+			}
+			// A new connection gets a fresh instance.
+			wasmRoundTrip(t, tn.Dial(t, addr), "d", "+d")
+			if p.Instances() != 1 {
+				t.Errorf("%d instances after the failure, want 1", p.Instances())
+			}
+		})
+	}
+}
+
+func wasmRoundTrip(t *testing.T, c *net.TCPConn, send, want string) {
+	t.Helper()
+	if _, err := c.Write([]byte(send)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	b := make([]byte, len(want))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != want {
+		t.Fatalf("sent %q, got %q (%v), want %q", send, b, err, want)
+	}
+}
+
+// Many connections share a few instances: the pool never grows past its
+// size, and connections are spread over it.
+func TestWasmPoolBoundsInstances(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "crash", host.PluginOptions{Instances: 3})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})
+	const n = 300
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		conns[i] = tn.Dial(t, addr)
+	}
+	for _, c := range conns {
+		wasmRoundTrip(t, c, "x", "+x")
+	}
+	if got := p.Instances(); got != 3 {
+		t.Errorf("%d connections use %d instances, want 3", n, got)
+	}
+	if s := rt.Stats(); s.Instances != 3 || s.Plugins != 1 || s.Modules != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestWasmStdoutOnlyWhenGranted(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	var out bytes.Buffer
+	p := wasmPlugin(t, rt, "stdout", host.PluginOptions{Stdout: &out})
+	defer p.Close()
+	if out.String() != "hello from the guest\n" {
+		t.Errorf("stdout got %q", out.String())
+	}
+	q := wasmPlugin(t, rt, "stdout", host.PluginOptions{})
+	q.Close()
+}
+
+// The Proxy closes a plugin when the last route and connection using it are
+// gone, and the module's code is released with its last plugin.
+func TestWasmReleaseOnReload(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	ctx := context.Background()
+	m, err := rt.Compile(ctx, "crash", wasmGuest(t, "crash"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.Hook(ctx, host.PluginOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close(ctx)
+	srv := tn.Serve(t, tn.Echo)
+	route := tn.Route("r", srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})
+	px, _ := tn.Proxy(t, route)
+	c := tn.Dial(t, px.Addr("r").String())
+	wasmRoundTrip(t, c, "a", "+a")
+	route.Chain = nil
+	if err := px.Apply([]host.Route{route}); err != nil {
+		t.Fatal(err)
+	}
+	if s := rt.Stats(); s.Plugins != 1 {
+		t.Fatalf("plugin closed while a connection used it: %+v", s)
+	}
+	wasmRoundTrip(t, c, "b", "+b")
+	c.Close()
+	deadline := time.Now().Add(tn.Timeout)
+	for rt.Stats() != (host.RuntimeStats{}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still held after the last connection: %+v", rt.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// exchangeOrRefused is tn.Exchange on a new connection; a connection reset
+// while dialling (the tunnel refused it at once) counts as nothing received.
+func exchangeOrRefused(t *testing.T, addr string, out []byte) tn.Received {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+	if err != nil {
+		if tn.IsClosed(err) {
+			return tn.Received{Err: err}
+		}
+		t.Fatalf("dial: %v", err)
+	}
+	tc := c.(*net.TCPConn)
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(tn.Timeout))
+	return tn.Exchange(tc, out)
+}
