@@ -1,0 +1,418 @@
+package main
+
+// Tests of the tunnel binary as a user runs it: built once in TestMain, run
+// as a child process on loopback, judged by its exit status, its stdout (the
+// traffic dump) and its stderr (the log and the error lines).
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tunnelBin is the binary under test, built by TestMain.
+var tunnelBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tunnel-cli-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tunnelBin = filepath.Join(dir, "tunnel")
+	build := exec.Command("go", "build", "-race", "-o", tunnelBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the tunnel binary:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cliTimeout bounds every wait on the child process.
+const cliTimeout = 20 * time.Second
+
+// output is a concurrency-safe buffer for a child's stdout or stderr.
+type output struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newOutput() *output { return &output{changed: make(chan struct{})} }
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(p)
+	close(o.changed)
+	o.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// wait blocks until the output matches re and returns the submatches.
+func (o *output) wait(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	timer := time.NewTimer(cliTimeout)
+	defer timer.Stop()
+	for {
+		o.mu.Lock()
+		ch, text := o.changed, o.buf.String()
+		o.mu.Unlock()
+		if m := rx.FindStringSubmatch(text); m != nil {
+			return m
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			t.Fatalf("output never matched %q; it is:\n%s", re, text)
+		}
+	}
+}
+
+// proc is a running tunnel.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *output
+	exited         chan struct{}
+	err            error // of Wait, once exited is closed
+}
+
+// start runs the tunnel with args; cleanup kills it if it is still running.
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(tunnelBin, args...), stdout: newOutput(), stderr: newOutput(), exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	// The race runtime otherwise sleeps a second before a clean exit.
+	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// startPlain runs the plain mode from 127.0.0.1:0 to target and returns
+// the address it listens on, read from its log.
+func startPlain(t *testing.T, target string, args ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, append([]string{"--from", "127.0.0.1:0", "--to", target}, args...)...)
+	m := p.stderr.wait(t, `msg=listening .*addr=(127\.0\.0\.1:\d+)`)
+	return p, m[1]
+}
+
+// exitCode waits for the process to end and returns its exit status.
+func (p *proc) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(cliTimeout):
+		t.Fatalf("tunnel still running after %v; stderr:\n%s", cliTimeout, p.stderr)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// runTunnel runs the tunnel to completion and returns exit status, stdout, stderr.
+func runTunnel(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	p := start(t, args...)
+	code := p.exitCode(t)
+	return code, p.stdout.String(), p.stderr.String()
+}
+
+// echoServer echoes on 127.0.0.1:0 until the test ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				if _, err := io.Copy(c, c); err == nil {
+					c.(*net.TCPConn).CloseWrite()
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, cliTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(cliTimeout))
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// converse sends msg, reads the echo, half-closes and reads to EOF.
+func converse(t *testing.T, c *net.TCPConn, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	c.CloseWrite()
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after the half-close: %q, %v", rest, err)
+	}
+}
+
+// TestPlainHexDump: the plain mode forwards and prints every chunk on
+// stdout as a header and hexdump lines, the ends of both streams, and
+// nothing else; the log goes to stderr. SIGINT stops it with status 0.
+func TestPlainHexDump(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t))
+	converse(t, dial(t, addr), "hello\n")
+	p.stdout.wait(t, `#1 server -> client end\n`)
+	want := "#1 client -> server 6 bytes\n" +
+		"00000000  68 65 6c 6c 6f 0a                                 |hello.|\n" +
+		"#1 server -> client 6 bytes\n" +
+		"00000000  68 65 6c 6c 6f 0a                                 |hello.|\n" +
+		"#1 client -> server end\n" +
+		"#1 server -> client end\n"
+	if got := p.stdout.String(); got != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", got, want)
+	}
+	p.stderr.wait(t, `msg="connection closed" conn=1 .*bytes_client_to_server=6 bytes_server_to_client=6`)
+
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d after SIGINT, want 0; stderr:\n%s", code, p.stderr)
+	}
+	if strings.Contains(p.stdout.String(), "level=") {
+		t.Errorf("log lines on stdout:\n%s", p.stdout)
+	}
+	if !strings.Contains(p.stderr.String(), "shutting down") {
+		t.Errorf("stderr does not say it is shutting down:\n%s", p.stderr)
+	}
+}
+
+// TestPlainTextDump: --dump text prints the bytes as text.
+func TestPlainTextDump(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "text")
+	converse(t, dial(t, addr), "tab\there\n")
+	p.stdout.wait(t, `#1 server -> client end\n`)
+	want := "#1 client -> server 9 bytes\ntab\\there\\n\n" +
+		"#1 server -> client 9 bytes\ntab\\there\\n\n" +
+		"#1 client -> server end\n#1 server -> client end\n"
+	if got := p.stdout.String(); got != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestPlainNoDump: --dump none forwards and prints nothing on stdout.
+func TestPlainNoDump(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none")
+	payload := strings.Repeat("0123456789", 100_000)
+	converse(t, dial(t, addr), payload)
+	p.stderr.wait(t, `msg="connection closed" conn=1 .*bytes_client_to_server=1000000 bytes_server_to_client=1000000`)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	if out := p.stdout.String(); out != "" {
+		t.Errorf("stdout with --dump none: %q", out)
+	}
+}
+
+// TestBadFlags: usage errors exit 2 with the reason and the usage.
+func TestBadFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"--from", "127.0.0.1:0"}, "tunnel: plain mode needs both --from and --to"},
+		{[]string{"--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "extra"}, `tunnel: unexpected argument "extra"`},
+		{[]string{"--dial-timeout", "soon"}, `invalid value "soon" for flag -dial-timeout`},
+	} {
+		code, stdout, stderr := runTunnel(t, tc.args...)
+		if code != 2 {
+			t.Errorf("%q: exit status %d, want 2", tc.args, code)
+		}
+		if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "Usage:") {
+			t.Errorf("%q: stderr does not contain %q and the usage:\n%s", tc.args, tc.want, stderr)
+		}
+		if stdout != "" {
+			t.Errorf("%q: stdout: %q", tc.args, stdout)
+		}
+	}
+}
+
+// TestHelp: --help prints the usage and exits 0.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	code, _, stderr := runTunnel(t, "--help")
+	if code != 0 || !strings.Contains(stderr, "Usage:") || !strings.Contains(stderr, "--from ADDR --to ADDR") {
+		t.Errorf("exit status %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestMalformedAddress: a bad address is reported in one line that names
+// the flag and the address, without the usage.
+func TestMalformedAddress(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--from", "127.0.0.1", "--to", "127.0.0.1:8080"}, `tunnel: --from: address "127.0.0.1" is not host:port: `},
+		{[]string{"--from", "127.0.0.1:9090", "--to", "localhost:99999"}, `tunnel: --to: address "localhost:99999": port "99999" is not a number from 0 to 65535`},
+	} {
+		code, _, stderr := runTunnel(t, tc.args...)
+		if code != 2 {
+			t.Errorf("%q: exit status %d, want 2", tc.args, code)
+		}
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) {
+			t.Errorf("%q: stderr:\n%s\nwant one line starting %q", tc.args, stderr, tc.want)
+		}
+	}
+}
+
+// TestPortInUse: a listen address that is taken ends the tunnel with
+// status 1 and a line naming the address and the cause.
+func TestPortInUse(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	code, _, stderr := runTunnel(t, "--from", busy.Addr().String(), "--to", "127.0.0.1:1")
+	if code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	want := fmt.Sprintf("tunnel: route %q: cannot listen on %s: ", "default", busy.Addr())
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, want) || !strings.HasSuffix(last, "address already in use") {
+		t.Errorf("last line of stderr %q, want %q...address already in use; stderr:\n%s", last, want, stderr)
+	}
+}
+
+// TestSignalGrace: on SIGTERM the tunnel stops accepting at once, lets the
+// open connection finish, and exits 0 as soon as it has.
+func TestSignalGrace(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--grace", "1m")
+	c := dial(t, addr)
+	io.WriteString(c, "before\n")
+	if _, err := io.ReadFull(c, make([]byte, 7)); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.stderr.wait(t, `msg="shutting down"`)
+	// The listener closes right after that line; soon dials are refused.
+	deadline := time.Now().Add(cliTimeout)
+	for {
+		c2, err := net.DialTimeout("tcp", addr, cliTimeout)
+		if err != nil {
+			break
+		}
+		c2.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting after SIGTERM")
+		}
+	}
+	// The open connection still works, and its end ends the process.
+	converse(t, c, "during the grace period\n")
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr)
+	}
+}
+
+// TestSignalGraceExpires: a connection still open when the grace period
+// ends is closed, and the tunnel exits 0.
+func TestSignalGraceExpires(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--grace", "300ms")
+	c := dial(t, addr)
+	io.WriteString(c, "idle\n")
+	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit status %d, want 0; stderr:\n%s", code, p.stderr)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("exited %v after the signal, before the 300ms grace period", d)
+	}
+	if rest, err := io.ReadAll(c); len(rest) != 0 || (err != nil && !isReset(err)) {
+		t.Errorf("open connection after the grace period: %q, %v; want it closed", rest, err)
+	}
+	if !strings.Contains(p.stderr.String(), "grace period over") {
+		t.Errorf("stderr does not say the grace period ended:\n%s", p.stderr)
+	}
+}
+
+func isReset(err error) bool {
+	return strings.Contains(err.Error(), "connection reset")
+}
