@@ -167,6 +167,23 @@ func TestWasmConfigAndConnInfo(t *testing.T) {
 		t.Errorf("client got\n%q\nwant\n%q", b, want)
 	}
 	logs.Wait(t, "closed", "plugin=config", "conn=")
+
+	// tunnel_on_open refuses: the target is never dialled, and
+	// tunnel_on_close still runs for the refused connection.
+	refuse, err := m.Hook(ctx, host.PluginOptions{Name: "refuser", Config: []byte(`refuse`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2 := tn.Serve(t, tn.Echo)
+	addr2, _, plogs := tn.Tunnel(t, srv2.Addr(), host.Link{Name: "refuser", Hook: refuse})
+	if got := exchangeOrRefused(t, addr2, []byte("hi")); got.N != 0 {
+		t.Errorf("refused connection got %d bytes", got.N)
+	}
+	plogs.Wait(t, "connection closed", `refused by plugin \"refuser\" (tunnel_on_open returned 1)`)
+	logs.Wait(t, "closed", "plugin=refuser")
+	if srv2.Accepted() != 0 {
+		t.Errorf("target dialled %d times", srv2.Accepted())
+	}
 }
 
 func TestWasmTrapInOpen(t *testing.T) {

@@ -1,7 +1,8 @@
 ;; config: reads its configuration; rejects an empty one with
 ;; config_error("config: the configuration must not be empty"). On open it
 ;; answers the client with its config and the four conn_info values, one
-;; per line; then it forwards everything. On close it logs "closed".
+;; per line, and refuses the connection (Reject) when the config starts with
+;; "r"; then it forwards everything. On close it logs "closed".
 (module
   (import "tunnel" "input_buffer" (func $input_buffer (param i32 i32) (result i32)))
   (import "tunnel" "config" (func $config (param i32 i32) (result i32)))
@@ -35,7 +36,7 @@
       (call $line (i32.const 16384) (call $conn_info (local.get $k) (i32.const 16384) (i32.const 256)))
       (local.set $k (i32.add (local.get $k) (i32.const 1)))
       (br_if $keys (i32.lt_u (local.get $k) (i32.const 4))))
-    (i32.const 0))
+    (i32.eq (i32.load8_u (i32.const 12288)) (i32.const 114)))
   (func (export "tunnel_on_data") (param $conn i64) (param $dir i32) (param $len i32) (param $end i32) (result i32)
     (i32.const 0))
   (func (export "tunnel_on_close") (param $conn i64)
