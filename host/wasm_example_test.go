@@ -1,0 +1,51 @@
+package host_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// A tunnel whose client -> server stream goes through a WebAssembly plugin
+// (testdata/answer.wat) that answers the client itself and closes.
+func ExampleRuntime() {
+	ctx := context.Background()
+	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		panic(err)
+	}
+	defer rt.Close(ctx)
+	deny, err := rt.Load(ctx, "testdata/answer.wasm", host.PluginOptions{
+		Name:        "deny",
+		CallTimeout: 100e6, // 100 ms
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0") // the target; the plugin never lets bytes reach it
+	defer ln.Close()
+
+	p := &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
+	err = p.Apply([]host.Route{{
+		Name:   "guarded",
+		Listen: "127.0.0.1:0",
+		Target: ln.Addr().String(),
+		Chain:  []host.Link{{Name: "deny", Hook: deny}},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	c, _ := net.Dial("tcp", p.Addr("guarded").String())
+	defer c.Close()
+	c.Write([]byte("FLUSHALL\r\n"))
+	reply, _ := io.ReadAll(c)
+	fmt.Printf("%q\n", reply)
+	// Output: "DENIED\n"
+}
