@@ -25,20 +25,51 @@ var identity = host.ChunkFunc(func(_ *host.ConnInfo, _ host.Direction, chunk []b
 	return chunk, nil
 })
 
-// paths runs f once per forwarding path.
-func paths(t *testing.T, f func(t *testing.T, chain []host.Link)) {
-	t.Run("splice", func(t *testing.T) { t.Parallel(); f(t, nil) })
-	t.Run("filtered", func(t *testing.T) {
-		t.Parallel()
-		f(t, []host.Link{{Name: "identity", Hook: identity}})
-	})
+// forwardPath is one way the tunnel can move a route's bytes.
+type forwardPath struct {
+	name  string
+	route func(target string) host.Route
+}
+
+// forwardPaths are the paths every byte-exactness test runs on.
+var forwardPaths = []forwardPath{
+	// No hook: io.Copy between the sockets, spliced by the kernel.
+	{"splice", func(target string) host.Route { return tn.Route("test", target) }},
+	// A pass-through hook on both streams: read, filter, write.
+	{"filtered", func(target string) host.Route {
+		return tn.Route("test", target, host.Link{Name: "identity", Hook: identity})
+	}},
+	// A hook on client -> server only: that stream filtered, the other spliced.
+	{"one-way", func(target string) host.Route {
+		return tn.Route("test", target, host.Link{Name: "identity", Hook: identity, Directions: host.OnlyClientToServer})
+	}},
+	// No hook but an idle timeout: copied in user space to see activity.
+	{"idle-timeout", func(target string) host.Route {
+		r := tn.Route("test", target)
+		r.IdleTimeout = time.Minute
+		return r
+	}},
+}
+
+// paths runs f once per forwarding path, in parallel.
+func paths(t *testing.T, f func(t *testing.T, route func(target string) host.Route)) {
+	for _, p := range forwardPaths {
+		t.Run(p.name, func(t *testing.T) { t.Parallel(); f(t, p.route) })
+	}
+}
+
+// tunnel starts a proxy serving r and returns the address to dial.
+func tunnel(t *testing.T, r host.Route) (string, *tn.Logs) {
+	t.Helper()
+	p, logs := tn.Proxy(t, r)
+	return p.Addr(r.Name).String(), logs
 }
 
 func TestServerSpeaksFirst(t *testing.T) {
 	t.Parallel()
-	paths(t, func(t *testing.T, chain []host.Link) {
+	paths(t, func(t *testing.T, route func(string) host.Route) {
 		srv := tn.Serve(t, tn.SpeakFirst)
-		addr, _, _ := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, _ := tunnel(t, route(srv.Addr()))
 		c := tn.Dial(t, addr)
 		// Read before writing anything: a tunnel that waits for the
 		// client's first byte before dialling or reading would hang here.
@@ -75,12 +106,12 @@ func halfCloseServer(reply []byte, got chan<- tn.Received) func(c *net.TCPConn) 
 
 func TestHalfClose(t *testing.T) {
 	t.Parallel()
-	paths(t, func(t *testing.T, chain []host.Link) {
+	paths(t, func(t *testing.T, route func(string) host.Route) {
 		up := bytes.Repeat([]byte("Hello from the client! "), 1000)   // 23,000 bytes
 		down := bytes.Repeat([]byte("Hello from the server! "), 2000) // 46,000 bytes
 		serverGot := make(chan tn.Received, 1)
 		srv := tn.Serve(t, halfCloseServer(down, serverGot))
-		addr, _, logs := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, logs := tunnel(t, route(srv.Addr()))
 
 		c := tn.Dial(t, addr)
 		if _, err := c.Write(up); err != nil {
@@ -114,10 +145,10 @@ func TestBulkBothWays(t *testing.T) {
 	const size = 64 << 20
 	up := tn.Random(1, size)
 	down := tn.Random(2, size)
-	paths(t, func(t *testing.T, chain []host.Link) {
+	paths(t, func(t *testing.T, route func(string) host.Route) {
 		serverGot := make(chan tn.Received, 1)
 		srv := tn.Serve(t, func(c *net.TCPConn) { serverGot <- tn.Exchange(c, down) })
-		addr, _, _ := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, _ := tunnel(t, route(srv.Addr()))
 		c := tn.Dial(t, addr)
 		got := tn.Exchange(c, up)
 		s := <-serverGot
@@ -138,10 +169,10 @@ func TestBulkBothWays(t *testing.T) {
 // the same route: it must block neither the accept loop nor the others.
 func TestManyConnections(t *testing.T) {
 	t.Parallel()
-	paths(t, func(t *testing.T, chain []host.Link) {
+	paths(t, func(t *testing.T, route func(string) host.Route) {
 		const conns = 200
 		srv := tn.Serve(t, tn.Echo)
-		addr, _, _ := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, _ := tunnel(t, route(srv.Addr()))
 
 		stuck := tn.Dial(t, addr)
 		_ = stuck

@@ -36,9 +36,10 @@ func noLeaks(t *testing.T) {
 }
 
 // seqPaths runs f once per forwarding path, one after the other.
-func seqPaths(t *testing.T, f func(t *testing.T, chain []host.Link)) {
-	t.Run("splice", func(t *testing.T) { f(t, nil) })
-	t.Run("filtered", func(t *testing.T) { f(t, []host.Link{{Name: "identity", Hook: identity}}) })
+func seqPaths(t *testing.T, f func(t *testing.T, route func(target string) host.Route)) {
+	for _, p := range forwardPaths {
+		t.Run(p.name, func(t *testing.T) { f(t, p.route) })
+	}
 }
 
 // freeAddr returns a loopback address nothing listens on.
@@ -94,18 +95,13 @@ func TestTargetRefuses(t *testing.T) {
 	}
 	logs.Wait(t, "connection closed", "dial "+target, "connection refused")
 
-	ln, err := net.Listen("tcp", target)
-	if err != nil {
-		t.Fatalf("the target's port was taken meanwhile: %v", err)
+	// The target comes back on the same port: the same route reaches it.
+	srv := tn.ServeAt(t, target, tn.Echo)
+	if back := roundTrip(t, tn.Dial(t, addr), []byte("up again")); string(back) != "up again" {
+		t.Errorf("echo once the target is back: %q", back)
 	}
-	ln.Close()
-	srv := tn.Serve(t, tn.Echo)
-	p, _ := tn.Proxy(t, tn.Route("again", srv.Addr()))
-	_ = p
-	// The first route is still accepting and closing promptly too.
-	expectRefused(t, addr)
-	if back := roundTrip(t, tn.Dial(t, p.Addr("again").String()), []byte("up")); string(back) != "up" {
-		t.Errorf("echo: %q", back)
+	if n := srv.Accepted(); n != 1 {
+		t.Errorf("target accepted %d connections, want 1", n)
 	}
 }
 
@@ -163,7 +159,7 @@ func TestDialTimeout(t *testing.T) {
 // tunnel resets the server too, logs the error and leaves nothing behind.
 func TestClientResets(t *testing.T) {
 	noLeaks(t)
-	seqPaths(t, func(t *testing.T, chain []host.Link) {
+	seqPaths(t, func(t *testing.T, route func(string) host.Route) {
 		serverErr := make(chan error, 1)
 		srv := tn.Serve(t, func(c *net.TCPConn) {
 			c.SetDeadline(time.Now().Add(tn.Timeout))
@@ -175,7 +171,7 @@ func TestClientResets(t *testing.T) {
 				}
 			}
 		})
-		addr, _, logs := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, logs := tunnel(t, route(srv.Addr()))
 		c := tn.Dial(t, addr)
 		if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
 			t.Fatal(err)
@@ -193,13 +189,13 @@ func TestClientResets(t *testing.T) {
 // client sees its connection reset or closed, not a hang.
 func TestServerResets(t *testing.T) {
 	noLeaks(t)
-	seqPaths(t, func(t *testing.T, chain []host.Link) {
+	seqPaths(t, func(t *testing.T, route func(string) host.Route) {
 		srv := tn.Serve(t, func(c *net.TCPConn) {
 			io.ReadFull(c, make([]byte, 1<<20))
 			c.SetLinger(0)
 			c.Close()
 		})
-		addr, _, logs := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, logs := tunnel(t, route(srv.Addr()))
 		c := tn.Dial(t, addr)
 		writeErr := make(chan error, 1)
 		go func() {
@@ -231,7 +227,7 @@ func TestSlowReader(t *testing.T) {
 	const size = 96 << 20
 	const bound = 40 << 20 // kernel socket buffers on both legs plus the tunnel's own
 	payload := tn.Random(9, size)
-	seqPaths(t, func(t *testing.T, chain []host.Link) {
+	seqPaths(t, func(t *testing.T, route func(string) host.Route) {
 		var written atomic.Int64
 		srv := tn.Serve(t, func(c *net.TCPConn) {
 			c.SetDeadline(time.Now().Add(tn.Timeout))
@@ -244,7 +240,7 @@ func TestSlowReader(t *testing.T) {
 			}
 			c.CloseWrite()
 		})
-		addr, _, _ := tn.Tunnel(t, srv.Addr(), chain...)
+		addr, _ := tunnel(t, route(srv.Addr()))
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -338,11 +334,11 @@ func TestReloadKeepsListener(t *testing.T) {
 	addr := p.Addr("r").String()
 
 	stop := make(chan struct{})
-	var served atomic.Int64
+	served := make(chan struct{}, 1024)
 	errs := make(chan error, 1)
 	go func() {
 		defer close(errs)
-		for {
+		for n := 0; ; n++ {
 			select {
 			case <-stop:
 				return
@@ -350,19 +346,21 @@ func TestReloadKeepsListener(t *testing.T) {
 			}
 			c, err := net.DialTimeout("tcp", addr, tn.Timeout)
 			if err != nil {
-				errs <- err
+				errs <- fmt.Errorf("after %d good connections: %w", n, err)
 				return
 			}
 			c.SetDeadline(time.Now().Add(tn.Timeout))
 			io.WriteString(c, "k")
-			b := make([]byte, 1)
-			_, err = io.ReadFull(c, b)
+			_, err = io.ReadFull(c, make([]byte, 1))
 			c.Close()
 			if err != nil {
-				errs <- fmt.Errorf("after %d good connections: %w", served.Load(), err)
+				errs <- fmt.Errorf("after %d good connections: %w", n, err)
 				return
 			}
-			served.Add(1)
+			select {
+			case served <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	for i := range 20 {
@@ -370,13 +368,12 @@ func TestReloadKeepsListener(t *testing.T) {
 		if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(), host.Link{Name: "x", Hook: newXorHook(key)})}); err != nil {
 			t.Fatal(err)
 		}
-		// Let a connection or two through each generation.
-		for n := served.Load(); served.Load() < n+2; {
+		// Let two connections through each generation.
+		for range 2 {
 			select {
+			case <-served:
 			case err := <-errs:
 				t.Fatalf("client during reload %d: %v", i, err)
-			default:
-				runtime.Gosched()
 			}
 		}
 	}
@@ -502,6 +499,40 @@ func TestMaxConns(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestIdleTimeout: a connection quiet in both directions for the route's
+// IdleTimeout is closed and logged; one that keeps talking is not.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	p, logs := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr(), IdleTimeout: 300 * time.Millisecond})
+	addr := p.Addr("r").String()
+
+	quiet, busy := tn.Dial(t, addr), tn.Dial(t, addr)
+	ask(t, quiet, "once")
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		io.ReadAll(quiet)
+		closed <- time.Since(start)
+	}()
+	// The busy one talks every 50ms until the quiet one is closed.
+	for i := 0; ; i++ {
+		select {
+		case d := <-closed:
+			if d < 250*time.Millisecond {
+				t.Errorf("idle connection closed after %v, before its 300ms timeout", d)
+			}
+			if got := ask(t, busy, "still here"); got != "still here" {
+				t.Errorf("busy connection: %q", got)
+			}
+			logs.Wait(t, "connection closed", "idle for 300ms")
+			return
+		case <-time.After(50 * time.Millisecond):
+			ask(t, busy, fmt.Sprint(i))
+		}
+	}
 }
 
 // TestShutdownGrace: Shutdown stops accepting at once but lets open

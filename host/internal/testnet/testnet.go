@@ -45,10 +45,17 @@ type Server struct {
 // connection. The handler owns the connection but need not close it.
 func Serve(t testing.TB, handler func(c *net.TCPConn)) *Server {
 	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return ServeAt(t, "127.0.0.1:0", handler)
+}
+
+// ServeAt is Serve on a given address.
+func ServeAt(t testing.TB, addr string, handler func(c *net.TCPConn)) *Server {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	ln := l.(*net.TCPListener)
 	s := &Server{ln: ln, conns: map[*net.TCPConn]struct{}{}, acceptCh: make(chan struct{}, 1024)}
 	s.wg.Add(1)
 	go func() {
