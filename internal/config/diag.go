@@ -109,6 +109,13 @@ func sourceLine(src []byte, off int) (string, int, bool) {
 	return strings.TrimRight(string(src[start:end]), "\r"), start, true
 }
 
+// oneLine puts a possibly multi-line text on one line, lines joined by "; ".
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }

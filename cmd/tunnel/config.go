@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/config"
+)
+
+// runConfig runs the tunnel from an HCL file until ctx is done (SIGINT/SIGTERM), reloading on SIGHUP and on
+// changes of the file or any .wasm it references. Returns the process exit code.
+func runConfig(ctx context.Context, path string, stdout, stderr io.Writer, logger *slog.Logger) int {
+	r := &config.Runner{
+		Path:    path,
+		Stdout:  stdout,
+		Logger:  logger,
+		Runtime: host.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger},
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := r.Start(ctx); err != nil {
+		var le *config.LoadError
+		if errors.As(err, &le) {
+			config.WriteDiagnostics(stderr, le.Diags, le.Files)
+			fmt.Fprintf(stderr, "tunnel: %s has errors; nothing was started\n", path)
+		} else {
+			fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		}
+		return 1
+	}
+	code := 0
+	if err := r.Run(ctx, hup); err != nil {
+		logger.Error("stopped serving the configuration", "err", err)
+		code = 1
+	}
+	// As in the plain mode: open connections get a grace period, which a
+	// second SIGINT/SIGTERM cuts short.
+	logger.Info("shutting down", "grace", shutdownGrace.String())
+	gctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	again, stop := signal.NotifyContext(gctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := r.Shutdown(again); err != nil {
+		logger.Warn("grace period over; closed the remaining connections", "err", err)
+	}
+	return code
+}
+
+// shutdownGrace is how long open connections may finish after SIGINT/SIGTERM
+// in config mode.
+const shutdownGrace = 10 * time.Second
+
+// runValidate implements `tunnel validate [FILE]` (default ./tunnel.hcl): prints every diagnostic, exit 1 on errors, 0 if valid.
+func runValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tunnel validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tunnel validate [FILE]   check an HCL configuration (default ./tunnel.hcl); exit 1 on errors")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintf(stderr, "tunnel validate: one file at most, got %d\n", fs.NArg())
+		fs.Usage()
+		return 2
+	}
+	path := "tunnel.hcl"
+	if fs.NArg() == 1 {
+		path = fs.Arg(0)
+	}
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	f, diags := config.Parse(path, config.Options{})
+	b := &config.Builder{Logger: logger}
+	if len(f.Plugins) > 0 {
+		rt, err := host.NewRuntime(ctx, host.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger})
+		if err != nil {
+			fmt.Fprintf(stderr, "tunnel validate: starting the WebAssembly runtime: %v\n", err)
+			return 1
+		}
+		defer rt.Close(ctx)
+		b.Runtime = rt
+	}
+	set, bdiags := b.Build(ctx, f, diags)
+	set.Close()
+	b.Close(ctx)
+	diags = append(diags, bdiags...)
+	config.WriteDiagnostics(stderr, diags, f.Files)
+	errs, warns := 0, 0
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			errs++
+		} else {
+			warns++
+		}
+	}
+	if errs > 0 {
+		fmt.Fprintf(stderr, "%s: %d error(s), %d warning(s)\n", path, errs, warns)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: valid (%d route(s), %d plugin(s), %d warning(s))\n", path, len(f.Routes), len(f.Plugins), warns)
+	return 0
+}

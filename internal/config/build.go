@@ -1,0 +1,287 @@
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// maxWasmFile bounds the size of a plugin file read from disk.
+const maxWasmFile = 256 << 20
+
+// Builder turns a [File] into routes for a [host.Proxy]: it compiles each
+// plugin's .wasm (once per content: unchanged files are not compiled again
+// on reload) and instantiates one [host.Plugin] per chain link.
+//
+// A Builder is safe for use by one goroutine at a time. Close releases the
+// compiled modules it keeps.
+type Builder struct {
+	// Runtime compiles and runs the plugins. Required when the file has
+	// plugins.
+	Runtime *host.Runtime
+	// Stdout receives the dumps of routes with a dump block and the output
+	// of plugins granted stdout. Nil discards both.
+	Stdout io.Writer
+	// Logger is handed to the plugins (their log calls) and reports
+	// problems releasing modules. Nil means slog.Default().
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	modules map[string]*cachedModule // by absolute path
+}
+
+type cachedModule struct {
+	sum [sha256.Size]byte
+	mod *host.Module
+}
+
+// Set is the product of one Build: routes ready for [host.Proxy.Apply].
+// Once Apply has accepted the routes, the Proxy owns their hooks and closes
+// them when the last connection using them ends. If the routes are never
+// applied (validation only, or Apply failed), call Close.
+type Set struct {
+	Routes  []host.Route
+	plugins []*host.Plugin
+}
+
+// Close releases the plugins of a Set that was not applied. It is safe to
+// call on a nil Set.
+func (s *Set) Close() {
+	if s == nil {
+		return
+	}
+	for _, p := range s.plugins {
+		p.Close()
+	}
+	s.plugins = nil
+}
+
+func (b *Builder) logger() *slog.Logger {
+	if b.Logger != nil {
+		return b.Logger
+	}
+	return slog.Default()
+}
+
+func (b *Builder) stdout() io.Writer {
+	if b.Stdout != nil {
+		return b.Stdout
+	}
+	return io.Discard
+}
+
+// Build compiles the file's plugins and instantiates the chains. It works on
+// a File with errors too, skipping what could not be decoded, so that every
+// problem is reported in one go; but the Set is only returned (non-nil) when
+// there are no errors at all (in diags from Parse, passed in as prior, nor
+// found here).
+//
+// Problems are reported where the user fixes them: a missing or invalid
+// .wasm at the plugin's path attribute, a plugin that rejects its config at
+// the chain's config attribute.
+func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*Set, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	mods := map[string]*host.Module{} // by plugin name
+	for _, p := range f.Plugins {
+		if p.Path == "" || mods[p.Name] != nil {
+			continue
+		}
+		mod, d := b.compile(ctx, p)
+		diags = append(diags, d...)
+		if mod != nil {
+			mods[p.Name] = mod
+		}
+	}
+	set := &Set{}
+	for _, r := range f.Routes {
+		hr := host.Route{
+			Name:        r.Name,
+			Listen:      r.Listen,
+			Target:      r.Target,
+			DialTimeout: r.DialTimeout,
+			IdleTimeout: r.IdleTimeout,
+			MaxConns:    r.MaxConns,
+		}
+		if r.Dump != nil {
+			format := host.DumpText
+			if r.Dump.Format == "hex" {
+				format = host.DumpHex
+			}
+			hr.Chain = append(hr.Chain, host.Link{Name: "dump", Hook: host.Dump(b.stdout(), format)})
+		}
+		for _, l := range r.Chain {
+			p := f.Plugin(l.Plugin)
+			mod := mods[l.Plugin]
+			if p == nil || mod == nil {
+				continue
+			}
+			opts := host.PluginOptions{
+				Name:        p.Name,
+				Config:      l.Config,
+				MemoryLimit: p.MemoryLimit,
+				CallTimeout: p.CallTimeout,
+				Trusted:     p.Trusted,
+				FailOpen:    p.FailOpen,
+				Instances:   p.Instances,
+				Logger:      b.logger().With("plugin", p.Name, "route", r.Name),
+			}
+			if p.Stdout {
+				opts.Stdout = b.stdout()
+			}
+			plug, err := mod.Hook(ctx, opts)
+			if err != nil {
+				diags = append(diags, hookDiag(p, r, l, err))
+				continue
+			}
+			set.plugins = append(set.plugins, plug)
+			hr.Chain = append(hr.Chain, host.Link{Name: p.Name, Hook: plug, Directions: l.Directions})
+		}
+		set.Routes = append(set.Routes, hr)
+	}
+	if prior.HasErrors() || diags.HasErrors() {
+		set.Close()
+		return nil, diags
+	}
+	return set, diags
+}
+
+func hookDiag(p *Plugin, r *Route, l *Link, err error) *hcl.Diagnostic {
+	var ce *host.ConfigError
+	if errors.As(err, &ce) {
+		rng := l.ConfigRange
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Plugin rejected its config",
+			Detail:   fmt.Sprintf("Plugin %q (route %q) refused this config: %s", p.Name, r.Name, ce.Message),
+			Subject:  &rng,
+		}
+	}
+	rng := l.PluginRange
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Plugin failed to start",
+		Detail:   fmt.Sprintf("Plugin %q could not be instantiated for route %q: %v", p.Name, r.Name, err),
+		Subject:  &rng,
+	}
+}
+
+// compile returns the module for p's file, compiling it only when its
+// content is new.
+func (b *Builder) compile(ctx context.Context, p *Plugin) (*host.Module, hcl.Diagnostics) {
+	diag := func(summary, format string, args ...any) hcl.Diagnostics {
+		rng := p.PathRange
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: &rng}}
+	}
+	wasm, err := readLimited(p.Path, maxWasmFile)
+	if err != nil {
+		hint := ""
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(filepath.Join(filepath.Dir(p.Path), "main.go")); serr == nil {
+				pkg := filepath.Dir(p.Path)
+				if !filepath.IsAbs(pkg) {
+					pkg = "." + string(filepath.Separator) + pkg
+				}
+				hint = fmt.Sprintf(" Build it from the Go sources next to it: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o %s %s", p.Path, pkg)
+			}
+		}
+		return nil, diag("Cannot read plugin file", "Plugin %q: %v.%s", p.Name, err, hint)
+	}
+	if b.Runtime == nil {
+		return nil, diag("No plugin runtime", "Plugin %q cannot be loaded: the tunnel was started without a WebAssembly runtime.", p.Name)
+	}
+	sum := sha256.Sum256(wasm)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.modules[p.Path]; c != nil && c.sum == sum {
+		return c.mod, nil
+	}
+	mod, err := b.Runtime.Compile(ctx, p.Name, wasm)
+	if err != nil {
+		// The runtime prefixes its errors with the plugin's name, which the
+		// diagnostic's position already gives.
+		msg := strings.TrimPrefix(err.Error(), fmt.Sprintf("plugin %q: ", p.Name))
+		return nil, diag("Invalid plugin module", "%s: %s.", p.Path, strings.TrimRight(msg, "."))
+	}
+	if b.modules == nil {
+		b.modules = map[string]*cachedModule{}
+	}
+	if old := b.modules[p.Path]; old != nil {
+		b.closeModule(ctx, old.mod)
+	}
+	b.modules[p.Path] = &cachedModule{sum: sum, mod: mod}
+	return mod, nil
+}
+
+// Retain drops the compiled modules of every plugin file f does not use, so
+// that their code is freed once the plugins built from them are closed.
+// Call it after the routes built from f were applied.
+func (b *Builder) Retain(ctx context.Context, f *File) {
+	keep := map[string]bool{}
+	for _, p := range f.Plugins {
+		keep[p.Path] = true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for path, c := range b.modules {
+		if !keep[path] {
+			b.closeModule(ctx, c.mod)
+			delete(b.modules, path)
+		}
+	}
+}
+
+// Close releases every compiled module the Builder keeps. Plugins built from
+// them keep working until they are closed themselves.
+func (b *Builder) Close(ctx context.Context) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for path, c := range b.modules {
+		b.closeModule(ctx, c.mod)
+		delete(b.modules, path)
+	}
+}
+
+func (b *Builder) closeModule(ctx context.Context, m *host.Module) {
+	if err := m.Close(ctx); err != nil {
+		b.logger().Warn("releasing compiled plugin", "module", m, "err", err)
+	}
+}
+
+// readLimited reads a whole file of at most limit bytes.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s is a directory, not a .wasm file", path)
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d a plugin may have", path, st.Size(), limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, limit)
+	}
+	return b, nil
+}

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+func newRuntime(t *testing.T) *host.Runtime {
+	t.Helper()
+	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	return rt
+}
+
+func parseString(t *testing.T, dir, src string) (*File, hcl.Diagnostics) {
+	t.Helper()
+	path := filepath.Join(dir, "tunnel.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Parse(path, Options{})
+}
+
+// TestBuildReusesModules: a .wasm is compiled once however many links use
+// it and however often the file is built; Retain lets go of files no longer
+// named; plugins of an unapplied Set are released by Close.
+func TestBuildReusesModules(t *testing.T) {
+	ctx := context.Background()
+	rt := newRuntime(t)
+	dir := t.TempDir()
+	copyFile(t, "testdata/wasm/stamp.wasm", filepath.Join(dir, "stamp.wasm"))
+	src := `
+plugin "s" {
+  path      = "stamp.wasm"
+  instances = 1
+}
+route "a" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  chain {
+    plugin = plugin.s
+    config = "a"
+  }
+}
+route "b" {
+  listen = "127.0.0.1:1"
+  target = "127.0.0.1:1"
+  chain {
+    plugin = plugin.s
+    config = "b"
+  }
+  chain {
+    plugin = plugin.s
+    directions = "server_to_client"
+  }
+}
+`
+	f, diags := parseString(t, dir, src)
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	b := &Builder{Runtime: rt}
+	set, diags := b.Build(ctx, f, nil)
+	if len(diags) > 0 || set == nil {
+		t.Fatalf("Build: %v", diags)
+	}
+	if got := rt.Stats(); got.Modules != 1 || got.Plugins != 3 {
+		t.Errorf("after Build: %+v, want 1 module and 3 plugins", got)
+	}
+	if n := len(set.Routes[1].Chain); n != 2 || set.Routes[1].Chain[1].Directions != host.OnlyServerToClient || set.Routes[1].Chain[0].Name != "s" {
+		t.Errorf("route b chain = %+v", set.Routes[1].Chain)
+	}
+	set.Close()
+	if got := rt.Stats(); got.Modules != 1 || got.Plugins != 0 {
+		t.Errorf("after Set.Close: %+v, want the cached module only", got)
+	}
+	set, _ = b.Build(ctx, f, nil)
+	if got := rt.Stats(); got.Modules != 1 || got.Plugins != 3 {
+		t.Errorf("after a second Build: %+v, want the same module reused", got)
+	}
+	set.Close()
+
+	// A file that no longer names stamp.wasm lets its module go.
+	empty, _ := parseString(t, dir, `route "a" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+}
+`)
+	b.Retain(ctx, empty)
+	if got := rt.Stats(); got.Modules != 0 {
+		t.Errorf("after Retain: %+v, want no module", got)
+	}
+
+	// Errors found before Build (prior) mean no Set, and nothing kept.
+	f, _ = parseString(t, dir, src)
+	prior := hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "earlier"}}
+	if set, _ := b.Build(ctx, f, prior); set != nil {
+		t.Error("Build returned a Set despite prior errors")
+	}
+	if got := rt.Stats(); got.Plugins != 0 {
+		t.Errorf("after a failed Build: %+v, want no plugin", got)
+	}
+	b.Close(ctx)
+	if got := rt.Stats(); got.Modules != 0 {
+		t.Errorf("after Builder.Close: %+v", got)
+	}
+}
+
+// TestBuildDumpFirst: a dump block puts the dump first in the chain, nearest
+// the client.
+func TestBuildDumpFirst(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	copyFile(t, "testdata/wasm/noop.wasm", filepath.Join(dir, "noop.wasm"))
+	f, diags := parseString(t, dir, `
+plugin "n" {
+  path = "noop.wasm"
+}
+route "a" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  dump {
+    format = "hex"
+  }
+  chain {
+    plugin = plugin.n
+  }
+}
+`)
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	b := &Builder{Runtime: newRuntime(t)}
+	defer b.Close(ctx)
+	set, diags := b.Build(ctx, f, nil)
+	if set == nil {
+		t.Fatal(diags)
+	}
+	defer set.Close()
+	chain := set.Routes[0].Chain
+	if len(chain) != 2 || chain[0].Name != "dump" || chain[1].Name != "n" {
+		t.Errorf("chain = %+v", chain)
+	}
+}

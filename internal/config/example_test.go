@@ -1,0 +1,121 @@
+package config
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+)
+
+// buildPlugin compiles the Go plugin in ../../plugins/name to WebAssembly
+// (plugintest caches the build) and returns the .wasm path.
+func buildPlugin(t *testing.T, name string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name+".wasm")
+	if err := os.WriteFile(out, plugintest.Build(t, "../../plugins/"+name), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// wazeroCache is the compilation cache host/plugintest uses, so that a Go
+// guest compiled by any test package is compiled once: that takes seconds,
+// tens of them under -race, while loading it from the cache takes
+// milliseconds.
+func wazeroCache() string {
+	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
+		return d
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	d = filepath.Join(d, "tunnel", "plugintest-wazero")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return ""
+	}
+	return d
+}
+
+// TestRootTunnelHCL runs the repository's tunnel.hcl, with its listen
+// addresses moved to free ports, its targets to local servers and the deny
+// plugin built from source, and checks what each route promises.
+func TestRootTunnelHCL(t *testing.T) {
+	const path = "../../tunnel.hcl"
+	f, diags := Parse(path, Options{LookupEnv: func(string) (string, bool) { return "", false }})
+	if len(diags) > 0 {
+		t.Fatalf("tunnel.hcl:\n%s", FormatDiagnostics(diags, f.Files))
+	}
+	// What the file says, before the test moves it to free ports.
+	if got := f.Plugin("deny").Path; got != filepath.Join("../..", "plugins/deny/deny.wasm") {
+		t.Errorf("deny path resolves to %s", got)
+	}
+	if r := f.Route("redis"); r == nil || r.Listen != "127.0.0.1:7379" || r.Target != "127.0.0.1:6379" || len(r.Chain) != 1 {
+		t.Errorf("route redis = %+v", r)
+	}
+
+	deny := buildPlugin(t, "deny")
+	redis := echoServer(t) // stands in for Redis: what reaches it comes back
+	echo := echoServer(t)
+	stdout := &syncBuffer{}
+	r := &Runner{
+		Path:    path,
+		Options: Options{LookupEnv: func(string) (string, bool) { return "", false }},
+		Stdout:  stdout,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Runtime: host.RuntimeOptions{CacheDir: wazeroCache()},
+		Edit: func(f *File) {
+			f.Plugin("deny").Path = deny
+			for _, rt := range f.Routes {
+				rt.Listen = "127.0.0.1:0"
+			}
+			f.Route("redis").Target = redis
+			f.Route("echo").Target = echo
+		},
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	// redis: ordinary commands pass; FLUSHALL (any case) is answered by the
+	// tunnel and the connection closed.
+	c, err := net.Dial("tcp", r.Addr("redis").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, "SET k v\r\n", "SET k v\r\n")
+	if _, err := c.Write([]byte("flushall\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the reply: %v (got %q)", err, rest)
+	}
+	if string(rest) != "-ERR command not allowed by the tunnel\r\n" {
+		t.Errorf("after FLUSHALL the client got %q", rest)
+	}
+
+	// echo: bytes pass unchanged and are printed as text on stdout.
+	e, err := net.Dial("tcp", r.Addr("echo").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	roundTrip(t, e, "hello\n", "hello\n")
+	// The dump prints a chunk before passing it on, so both are on stdout
+	// by the time the echo is back.
+	if out := stdout.String(); !strings.Contains(out, "client -> server 6 bytes\nhello\\n\n") || !strings.Contains(out, "server -> client 6 bytes\nhello\\n") {
+		t.Errorf("dump on stdout:\n%s", out)
+	}
+}

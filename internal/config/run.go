@@ -1,0 +1,376 @@
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// Defaults of a [Runner].
+const (
+	DefaultDebounce = 150 * time.Millisecond
+)
+
+// LoadError is a configuration with errors: the diagnostics (warnings
+// included) and the sources to print them with [WriteDiagnostics].
+type LoadError struct {
+	Diags hcl.Diagnostics
+	Files map[string]*hcl.File
+}
+
+// Error formats the diagnostics as WriteDiagnostics does.
+func (e *LoadError) Error() string {
+	return FormatDiagnostics(e.Diags, e.Files)
+}
+
+// Reload describes one reload attempt, for [Runner.OnReload].
+type Reload struct {
+	// Trigger is "SIGHUP", "file change" or "manual".
+	Trigger string
+	// Err is nil when the new configuration runs; otherwise the running
+	// configuration was kept. A *LoadError when the file is invalid.
+	Err error
+	// Routes is the number of routes now served.
+	Routes int
+}
+
+// Runner serves a configuration file with a [host.Proxy] and keeps serving
+// the file's current content: on SIGHUP (see Run) and whenever the file or a
+// .wasm it references changes, it loads the file again and applies it
+// atomically. A file with errors never replaces a running configuration; the
+// errors are logged.
+//
+// Call Start, then Run (which returns when its context ends), then Shutdown
+// or Close.
+type Runner struct {
+	// Path is the configuration file.
+	Path string
+	// Options are passed to Parse.
+	Options Options
+	// Stdout receives route dumps and the output of plugins granted stdout.
+	Stdout io.Writer
+	// Logger receives the operational log. Nil means slog.Default().
+	Logger *slog.Logger
+	// Runtime options for the WebAssembly runtime the Runner creates.
+	Runtime host.RuntimeOptions
+	// Edit, when set, may change each parsed file before it is built (tests
+	// use it to listen on free ports).
+	Edit func(*File)
+	// OnReload, when set, is called after every reload attempt (not the
+	// initial load), from the goroutine that reloaded.
+	OnReload func(Reload)
+	// Debounce is how long file changes must settle before a reload; zero
+	// means DefaultDebounce.
+	Debounce time.Duration
+
+	mu       sync.Mutex // serialises loads
+	proxy    host.Proxy
+	rt       *host.Runtime
+	builder  Builder
+	watcher  *fsnotify.Watcher
+	dirs     map[string]bool // directories watched
+	files    []string        // absolute paths whose content makes the fingerprint
+	lastSeen [sha256.Size]byte
+	routes   int
+	started  bool
+}
+
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+// Start loads the file and starts serving it. An invalid file returns a
+// *LoadError and nothing listens.
+func (r *Runner) Start(ctx context.Context) (err error) {
+	if r.started {
+		return errors.New("runner already started")
+	}
+	rt, err := host.NewRuntime(ctx, r.Runtime)
+	if err != nil {
+		return fmt.Errorf("starting the WebAssembly runtime: %w", err)
+	}
+	r.rt = rt
+	r.proxy.Logger = r.logger()
+	r.builder = Builder{Runtime: rt, Stdout: r.Stdout, Logger: r.logger()}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		r.release(ctx)
+		return fmt.Errorf("watching the configuration for changes: %w", err)
+	}
+	r.watcher = w
+	r.dirs = map[string]bool{}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.load(ctx); err != nil {
+		r.release(ctx)
+		return err
+	}
+	r.started = true
+	return nil
+}
+
+// load parses, builds and applies the file; r.mu is held.
+func (r *Runner) load(ctx context.Context) error {
+	abs, err := filepath.Abs(r.Path)
+	if err != nil {
+		return fmt.Errorf("configuration path %s: %w", r.Path, err)
+	}
+	f, diags := Parse(r.Path, r.Options)
+	r.watch(abs, f)
+	// Fingerprint what this load reads: the source as parsed, the plugin
+	// files before Build reads them (a change in between costs one more
+	// reload, never a missed one).
+	var src []byte
+	if hf := f.Files[r.Path]; hf != nil {
+		src = hf.Bytes
+	}
+	r.lastSeen = fingerprint(src, r.files)
+	if r.Edit != nil && !diags.HasErrors() {
+		r.Edit(f)
+	}
+	set, bdiags := r.builder.Build(ctx, f, diags)
+	diags = append(diags, bdiags...)
+	if set == nil {
+		return &LoadError{Diags: diags, Files: f.Files}
+	}
+	for _, d := range diags { // warnings only
+		r.logDiag(slog.LevelWarn, d)
+	}
+	if err := r.proxy.Apply(set.Routes); err != nil {
+		set.Close()
+		return fmt.Errorf("applying %s: %w", r.Path, err)
+	}
+	r.builder.Retain(ctx, f)
+	r.routes = len(set.Routes)
+	return nil
+}
+
+// watch makes the watcher cover the directories of the file and of every
+// plugin it names, and records the files to fingerprint.
+func (r *Runner) watch(abs string, f *File) {
+	files := []string{abs}
+	for _, p := range f.Plugins {
+		if p.Path == "" {
+			continue
+		}
+		if a, err := filepath.Abs(p.Path); err == nil {
+			files = append(files, a)
+		}
+	}
+	sort.Strings(files[1:])
+	r.files = files[1:]
+	want := map[string]bool{}
+	for _, p := range files {
+		want[filepath.Dir(p)] = true
+	}
+	for d := range r.dirs {
+		if !want[d] {
+			r.watcher.Remove(d)
+			delete(r.dirs, d)
+		}
+	}
+	for d := range want {
+		if r.dirs[d] {
+			continue
+		}
+		if err := r.watcher.Add(d); err != nil {
+			r.logger().Warn("cannot watch directory for changes; reload with SIGHUP", "dir", d, "err", err)
+			continue
+		}
+		r.dirs[d] = true
+	}
+}
+
+// fingerprint hashes the configuration source and the content of the plugin
+// files (a missing file hashes as empty).
+func fingerprint(src []byte, files []string) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(src)
+	h.Write([]byte{0})
+	for _, p := range files {
+		fmt.Fprintf(h, "%s\x00", p)
+		if f, err := os.Open(p); err == nil {
+			io.Copy(h, io.LimitReader(f, maxWasmFile))
+			f.Close()
+		}
+		h.Write([]byte{0})
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+func (r *Runner) logDiag(level slog.Level, d *hcl.Diagnostic) {
+	attrs := []any{"summary", d.Summary, "hint", oneLine(d.Detail)}
+	if d.Subject != nil {
+		attrs = append([]any{"at", shortRange(*d.Subject)}, attrs...)
+	}
+	msg := "configuration error"
+	if d.Severity == hcl.DiagWarning {
+		msg = "configuration warning"
+	}
+	r.logger().Log(context.Background(), level, msg, attrs...)
+}
+
+// Reload loads the file again and, when it is valid, applies it. On error the
+// running configuration stays and the diagnostics are logged.
+func (r *Runner) Reload(ctx context.Context) error {
+	return r.reload(ctx, "manual")
+}
+
+func (r *Runner) reload(ctx context.Context, trigger string) error {
+	r.mu.Lock()
+	if !r.started {
+		r.mu.Unlock()
+		return errors.New("runner not started")
+	}
+	err := r.load(ctx)
+	routes := r.routes
+	r.mu.Unlock()
+	if err != nil {
+		var le *LoadError
+		if errors.As(err, &le) {
+			for _, d := range le.Diags {
+				lvl := slog.LevelError
+				if d.Severity == hcl.DiagWarning {
+					lvl = slog.LevelWarn
+				}
+				r.logDiag(lvl, d)
+			}
+		}
+		r.logger().Error("reload failed; keeping the running configuration", "trigger", trigger, "file", r.Path, "err", oneLine(firstLine(err)))
+	} else {
+		r.logger().Info("configuration reloaded", "trigger", trigger, "file", r.Path, "routes", routes)
+	}
+	if r.OnReload != nil {
+		r.OnReload(Reload{Trigger: trigger, Err: err, Routes: routes})
+	}
+	return err
+}
+
+func firstLine(err error) string {
+	var le *LoadError
+	if errors.As(err, &le) {
+		n := 0
+		for _, d := range le.Diags {
+			if d.Severity == hcl.DiagError {
+				n++
+			}
+		}
+		return fmt.Sprintf("%d error(s) in the configuration", n)
+	}
+	return err.Error()
+}
+
+// Stats returns what the plugin runtime holds (modules, plugins, instances),
+// to watch for leaks across reloads.
+func (r *Runner) Stats() host.RuntimeStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rt == nil {
+		return host.RuntimeStats{}
+	}
+	return r.rt.Stats()
+}
+
+// Addr returns the bound address of the route named name, or nil.
+func (r *Runner) Addr(name string) net.Addr { return r.proxy.Addr(name) }
+
+// Run reloads on every value from hup and on file changes until ctx ends;
+// the routes keep serving until Shutdown or Close. It returns nil when ctx
+// ends, or an error if the file watcher fails.
+func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
+	if !r.started {
+		return errors.New("runner not started")
+	}
+	debounce := r.Debounce
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			r.reload(ctx, "SIGHUP")
+		case ev, ok := <-r.watcher.Events:
+			if !ok {
+				return errors.New("the file watcher stopped")
+			}
+			if ev.Op != fsnotify.Chmod {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-r.watcher.Errors:
+			if ok {
+				r.logger().Warn("watching the configuration", "err", err)
+			}
+		case <-timer.C:
+			src, _ := os.ReadFile(r.Path)
+			r.mu.Lock()
+			changed := fingerprint(src, r.files) != r.lastSeen
+			r.mu.Unlock()
+			if changed {
+				r.reload(ctx, "file change")
+			}
+		}
+	}
+}
+
+// Shutdown stops accepting on every route and waits for open connections to
+// finish; when ctx ends first the remaining ones are closed and ctx's error
+// is returned. Then it releases the plugins, the compiled modules and the
+// runtime. Call it after Run returns.
+func (r *Runner) Shutdown(ctx context.Context) error {
+	err := r.proxy.Shutdown(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.release(context.Background())
+	return err
+}
+
+// Close stops serving at once (open connections are closed) and releases
+// everything. Use it instead of Run.
+func (r *Runner) Close() error {
+	err := r.proxy.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.release(context.Background())
+	return err
+}
+
+// release frees the watcher, modules and runtime; r.mu is held or the
+// Runner is not started.
+func (r *Runner) release(ctx context.Context) {
+	if r.watcher != nil {
+		r.watcher.Close()
+		r.watcher = nil
+	}
+	r.builder.Close(ctx)
+	if r.rt != nil {
+		if err := r.rt.Close(ctx); err != nil {
+			r.logger().Warn("closing the WebAssembly runtime", "err", err)
+		}
+		r.rt = nil
+	}
+	r.started = false
+}

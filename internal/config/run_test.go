@@ -1,0 +1,481 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// echoServer accepts on loopback and echoes every connection until the test
+// ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	conns := map[net.Conn]bool{}
+	var mu sync.Mutex
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Write then rename, as editors and deploy tools do, so a reader never
+	// sees half a file.
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stampConfig is a file with one route through the stamp guest (in dir as
+// plugin.wasm), stamping with the JSON of stamp.
+func stampConfig(target, stamp string) string {
+	return fmt.Sprintf(`
+plugin "p" {
+  path = "plugin.wasm"
+}
+route "r" {
+  listen = "127.0.0.1:0"
+  target = %q
+  chain {
+    plugin = plugin.p
+    config = %q
+  }
+}
+`, target, stamp)
+}
+
+type harness struct {
+	t       *testing.T
+	dir     string
+	path    string
+	r       *Runner
+	reloads chan Reload
+	hup     chan os.Signal
+	log     *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start writes config to a fresh directory (with stamp.wasm as plugin.wasm)
+// and runs it.
+func start(t *testing.T, config string) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), reloads: make(chan Reload, 100), hup: make(chan os.Signal, 1), log: &syncBuffer{}, done: make(chan error, 1)}
+	h.path = filepath.Join(h.dir, "tunnel.hcl")
+	copyFile(t, "testdata/wasm/stamp.wasm", filepath.Join(h.dir, "plugin.wasm"))
+	writeFile(t, h.path, config)
+	h.r = &Runner{
+		Path:     h.path,
+		Logger:   slog.New(slog.NewTextHandler(h.log, nil)),
+		OnReload: func(r Reload) { h.reloads <- r },
+		Debounce: 20 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	if err := h.r.Start(ctx); err != nil {
+		cancel()
+		t.Fatalf("Start: %v", err)
+	}
+	go func() { h.done <- h.r.Run(ctx, h.hup) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	if err := <-h.done; err != nil {
+		h.t.Errorf("Run: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.r.Shutdown(ctx); err != nil {
+		h.t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// waitReload waits for the next reload attempt.
+func (h *harness) waitReload() Reload {
+	h.t.Helper()
+	select {
+	case r := <-h.reloads:
+		return r
+	case <-time.After(20 * time.Second):
+		h.t.Fatalf("no reload happened; log:\n%s", h.log.String())
+	}
+	return Reload{}
+}
+
+func (h *harness) addr() string {
+	h.t.Helper()
+	a := h.r.Addr("r")
+	if a == nil {
+		h.t.Fatal("route r is not listening")
+	}
+	return a.String()
+}
+
+// roundTrip sends msg on c and reads back want (the echo through the chain).
+func roundTrip(t *testing.T, c net.Conn, msg, want string) {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("reading %q: %v (got %q)", want, err, got)
+	}
+	if string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestReloadKeepsOpenConnections: a connection opened before a reload keeps
+// its chain byte-exact; one opened after sees the new config; the listener is
+// the same socket.
+func TestReloadKeepsOpenConnections(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "v1:"))
+	addr := h.addr()
+	old := dial(t, addr)
+	roundTrip(t, old, "hello", `"v1:"hello`)
+
+	writeFile(t, h.path, stampConfig(target, "v2:"))
+	if r := h.waitReload(); r.Err != nil || r.Trigger != "file change" || r.Routes != 1 {
+		t.Fatalf("reload = %+v", r)
+	}
+	if h.addr() != addr {
+		t.Fatalf("listener moved from %s to %s", addr, h.addr())
+	}
+	roundTrip(t, old, "again", `"v1:"again`)
+	roundTrip(t, dial(t, addr), "new", `"v2:"new`)
+	roundTrip(t, old, "still", `"v1:"still`)
+}
+
+// TestReloadOnSIGHUP: the hup channel reloads even when no file changed.
+func TestReloadOnSIGHUP(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "a"))
+	h.hup <- os.Interrupt // any signal value on the channel means SIGHUP
+	if r := h.waitReload(); r.Err != nil || r.Trigger != "SIGHUP" {
+		t.Fatalf("reload = %+v", r)
+	}
+	if !strings.Contains(h.log.String(), `msg="configuration reloaded" trigger=SIGHUP`) {
+		t.Fatalf("log:\n%s", h.log.String())
+	}
+}
+
+// TestReloadPluginFileReplaced: replacing the .wasm (not the config) reloads,
+// and connections opened afterwards run the new code.
+func TestReloadPluginFileReplaced(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "s"))
+	addr := h.addr()
+	before := dial(t, addr)
+	roundTrip(t, before, "x", `"s"x`)
+
+	copyFile(t, "testdata/wasm/noop.wasm", filepath.Join(h.dir, "plugin.wasm"))
+	if r := h.waitReload(); r.Err != nil || r.Trigger != "file change" {
+		t.Fatalf("reload = %+v", r)
+	}
+	roundTrip(t, dial(t, addr), "plain", "plain")
+	roundTrip(t, before, "y", `"s"y`)
+}
+
+// TestReloadBrokenEditChangesNothing: an invalid edit is logged with its
+// position and the running configuration keeps serving, old and new
+// connections alike; fixing the file applies it.
+func TestReloadBrokenEditChangesNothing(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "ok"))
+	addr := h.addr()
+	c := dial(t, addr)
+	roundTrip(t, c, "1", `"ok"1`)
+
+	broken := strings.Replace(stampConfig(target, "bad!"), `listen = "127.0.0.1:0"`, `listen = "127.0.0.1"`, 1)
+	writeFile(t, h.path, broken)
+	r := h.waitReload()
+	var le *LoadError
+	if !errors.As(r.Err, &le) {
+		t.Fatalf("reload = %+v, want a *LoadError", r)
+	}
+	if got := gotDiags(le.Diags); strings.Join(got, ",") != "10: error: Plugin rejected its config,6: error: Invalid listen address" {
+		t.Fatalf("diagnostics %v\n%s", got, le)
+	}
+	log := h.log.String()
+	for _, want := range []string{
+		`level=ERROR msg="configuration error" at=` + h.path + `:6:12 summary="Invalid listen address"`,
+		`msg="reload failed; keeping the running configuration" trigger="file change"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if h.addr() != addr {
+		t.Fatal("listener changed")
+	}
+	roundTrip(t, c, "2", `"ok"2`)
+	roundTrip(t, dial(t, addr), "3", `"ok"3`)
+
+	writeFile(t, h.path, stampConfig(target, "fixed"))
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+	roundTrip(t, dial(t, addr), "4", `"fixed"4`)
+}
+
+// TestReloadUnderLoad: clients keep connecting and exchanging bytes while the
+// file is reloaded again and again; no connection fails, and exchanges
+// complete between every two reloads.
+func TestReloadUnderLoad(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "0"))
+	addr := h.addr()
+	stop := make(chan struct{})
+	errs := make(chan error, 8)
+	progress := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := exchange(addr, fmt.Sprintf("w%d-%d", w, n)); err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 20; i++ {
+		h.hup <- os.Interrupt
+		if r := h.waitReload(); r.Err != nil {
+			t.Fatalf("reload %d: %v", i, r.Err)
+		}
+		// Forget exchanges counted before, then see a few more complete.
+		for len(progress) > 0 {
+			<-progress
+		}
+		for k := 0; k < 4; k++ {
+			select {
+			case <-progress:
+			case err := <-errs:
+				t.Fatal(err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("no exchange completed after a reload")
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// exchange opens a connection, sends msg and checks the stamped echo.
+func exchange(addr, msg string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	want := `"0"` + msg
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("%s: %w (got %q)", msg, err, got)
+	}
+	if string(got) != want {
+		return fmt.Errorf("got %q, want %q", got, want)
+	}
+	return nil
+}
+
+// TestReloadNoGrowth: 100 reloads leave no goroutines, plugins or modules
+// behind.
+func TestReloadNoGrowth(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "g"))
+	addr := h.addr()
+	c := dial(t, addr)
+	roundTrip(t, c, "warm", `"g"warm`)
+	c.Close()
+	for i := 0; i < 3; i++ {
+		h.hup <- os.Interrupt
+		h.waitReload()
+	}
+	base := settledGoroutines(0)
+	for i := 0; i < 100; i++ {
+		h.hup <- os.Interrupt
+		if r := h.waitReload(); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	c = dial(t, addr)
+	roundTrip(t, c, "after", `"g"after`)
+	c.Close()
+	if n := settledGoroutines(base); n > base+2 {
+		t.Errorf("goroutines grew from %d to %d over 100 reloads", base, n)
+	}
+	if s := h.r.Stats(); s.Modules != 1 || s.Plugins != 1 || s.Instances != 1 {
+		t.Errorf("after 100 reloads the runtime holds %+v, want 1 module, 1 plugin, 1 instance", s)
+	}
+	if n := len(h.r.builder.modules); n != 1 {
+		t.Errorf("builder keeps %d compiled modules, want 1", n)
+	}
+}
+
+// settledGoroutines waits (bounded) for the goroutine count to come down to
+// at most want, and returns it.
+func settledGoroutines(want int) int {
+	n := runtime.NumGoroutine()
+	for i := 0; i < 200 && n > want; i++ {
+		time.Sleep(10 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	return n
+}
+
+// TestStartInvalid: an invalid file listens on nothing and says why.
+func TestStartInvalid(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tunnel.hcl")
+	writeFile(t, path, `route "r" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  colour = "red"
+}
+`)
+	r := &Runner{Path: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	err := r.Start(context.Background())
+	var le *LoadError
+	if !errors.As(err, &le) {
+		t.Fatalf("Start = %v, want a *LoadError", err)
+	}
+	want := path + `:4:3: error: Unsupported argument
+  4 |   colour = "red"
+    |   ^^^^^^
+    hint: An argument named "colour" is not expected here.
+`
+	if le.Error() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", le.Error(), want)
+	}
+	if r.Addr("r") != nil {
+		t.Error("route r listens")
+	}
+	if err := r.Run(context.Background(), nil); err == nil {
+		t.Error("Run after a failed Start did not fail")
+	}
+}

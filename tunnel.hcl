@@ -1,0 +1,44 @@
+# tunnel.hcl: what `tunnel` runs when started without arguments in this directory.
+# Check it with `tunnel validate`; edit it while the tunnel runs and it reloads by itself
+# (or on SIGHUP), keeping the running configuration if the edit has errors.
+#
+# Plugins are Go programs compiled to WebAssembly. Build the one used here first:
+#
+#   GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o plugins/deny/deny.wasm ./plugins/deny
+
+plugin "deny" {
+  path         = "plugins/deny/deny.wasm" # relative to this file
+  memory_limit = "64MiB"                  # per instance; Go guests need 32 MiB or more
+  call_timeout = "100ms"                  # a slower call fails, and on_failure applies
+  on_failure   = "close"                  # or "bypass": forward as if the plugin were absent
+  instances    = 2                        # instances shared by the connections
+}
+
+# A Redis where FLUSHALL and FLUSHDB are refused: the client gets an error reply and the
+# connection is closed; the server never sees the command.
+route "redis" {
+  listen          = "127.0.0.1:7379"
+  target          = env("REDIS_ADDR", "127.0.0.1:6379")
+  idle_timeout    = "5m"
+  max_connections = 1000
+
+  chain {
+    plugin = plugin.deny
+    config = {
+      patterns    = ["FLUSHALL", "FLUSHDB"]
+      ignore_case = true
+      reply       = "-ERR command not allowed by the tunnel\r\n"
+      action      = "close"
+    }
+  }
+}
+
+# The plain mode as a route: forward 9090 to 8080 and print every chunk on stdout as text.
+route "echo" {
+  listen = "127.0.0.1:9090"
+  target = "127.0.0.1:8080"
+
+  dump {
+    format = "text"
+  }
+}
