@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
@@ -108,3 +109,5 @@ func testCodec(t *testing.T, start sdktest.Starter, size int) {
 		}
 	})
 }
+
+func TestWasm(t *testing.T) { testCodec(t, plugintest.Wasm(t, "."), 2<<20) }

@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
@@ -85,3 +86,5 @@ func testDeny(t *testing.T, start sdktest.Starter) {
 		}
 	})
 }
+
+func TestWasm(t *testing.T) { testDeny(t, plugintest.Wasm(t, ".")) }

@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
@@ -18,14 +19,22 @@ func testDump(t *testing.T, start sdktest.Starter) {
 	t.Run("hex to stdout", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{})
 		c := p.Open()
+		// Each step waits for the bytes to come through, so the order of
+		// the dump is the same through a real tunnel.
 		c.Write(c2s, []byte("Hello, world!\r\nand more\n"))
-		c.Write(s2c, []byte{0, 1, 2, 0xff})
-		c.End(c2s)
-		c.End(s2c)
-		if got := c.ReadAll(c2s); string(got) != "Hello, world!\r\nand more\n" {
+		if got := c.Read(c2s, 24); string(got) != "Hello, world!\r\nand more\n" {
 			t.Fatalf("forwarded %q", got)
 		}
-		if got := c.ReadAll(s2c); string(got) != "\x00\x01\x02\xff" {
+		c.Write(s2c, []byte{0, 1, 2, 0xff})
+		if got := c.Read(s2c, 4); string(got) != "\x00\x01\x02\xff" {
+			t.Fatalf("forwarded %q", got)
+		}
+		c.End(c2s)
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("forwarded %q", got)
+		}
+		c.End(s2c)
+		if got := c.ReadAll(s2c); len(got) != 0 {
 			t.Fatalf("forwarded %q", got)
 		}
 		want := "#1 client -> server 24 bytes\n" +
@@ -70,3 +79,5 @@ func testDump(t *testing.T, start sdktest.Starter) {
 		}
 	})
 }
+
+func TestWasm(t *testing.T) { testDump(t, plugintest.Wasm(t, ".")) }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
@@ -146,3 +147,5 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+func TestWasm(t *testing.T) { testReplace(t, plugintest.Wasm(t, ".")) }

@@ -1,0 +1,536 @@
+// Package plugintest runs a plugin written with package sdk as compiled
+// WebAssembly through the real host: it builds the plugin with
+// `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared`, loads it into a
+// [host.Runtime] and puts it in the chain of a [host.Proxy] that listens on
+// loopback, between a client and a server the test drives through real
+// sockets. It implements the test API of package sdk/sdktest, so a plugin's
+// tests, written once against an [sdktest.Starter], run twice:
+//
+//	func TestNative(t *testing.T) { testReplace(t, sdktest.Native) }
+//	func TestWasm(t *testing.T)   { testReplace(t, plugintest.Wasm(t, ".")) }
+//
+// Chunk boundaries are kept: each Conn.Write reaches the plugin as one chunk
+// (a native hook next to the plugin re-cuts what the socket delivers at the
+// boundaries the test wrote), so tests of patterns split across chunks mean
+// the same in both runs. Outputs are read from the sockets, so Read waits
+// for the bytes (up to [Timeout]) and ReadAll for the end of stream.
+package plugintest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+)
+
+// Timeout bounds every wait of a test step: bytes to arrive, an end of
+// stream, a connection to be accepted.
+var Timeout = 20 * time.Second
+
+// Build compiles the Go package in dir (a plugin's package main) to a .wasm
+// file and returns its bytes. Builds are cached per directory for the life
+// of the test process, and by the Go build cache across runs.
+func Build(t testing.TB, dir string) []byte {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := builds.LoadOrStore(abs, &build{})
+	b := v.(*build)
+	b.once.Do(func() { b.wasm, b.err = goBuild(abs) })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.wasm
+}
+
+type build struct {
+	once sync.Once
+	wasm []byte
+	err  error
+}
+
+var builds sync.Map // absolute dir -> *build
+
+func goBuild(dir string) ([]byte, error) {
+	tmp, err := os.MkdirTemp("", "plugintest-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "plugin.wasm")
+	// go test puts its own GOROOT/bin first in PATH.
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("plugintest: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared in %s: %v\n%s", dir, err, msg)
+	}
+	return os.ReadFile(out)
+}
+
+// The runtime and compiled modules are shared by every test of the process:
+// compiling a Go guest takes about half a second, instantiating it a few
+// milliseconds.
+var (
+	rtOnce  sync.Once
+	rt      *host.Runtime
+	rtErr   error
+	modMu   sync.Mutex
+	modules = map[string]*host.Module{}
+)
+
+func module(t testing.TB, dir string) *host.Module {
+	t.Helper()
+	wasm := Build(t, dir)
+	rtOnce.Do(func() {
+		rt, rtErr = host.NewRuntime(context.Background(), host.RuntimeOptions{
+			CacheDir: cacheDir(),
+			Logger:   slog.New(slog.DiscardHandler),
+		})
+	})
+	if rtErr != nil {
+		t.Fatal(rtErr)
+	}
+	modMu.Lock()
+	defer modMu.Unlock()
+	abs, _ := filepath.Abs(dir)
+	if m := modules[abs]; m != nil {
+		return m
+	}
+	m, err := rt.Compile(context.Background(), filepath.Base(abs), wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules[abs] = m
+	return m
+}
+
+// cacheDir is where compiled plugin code is kept across test runs: wazero
+// compiles a Go guest in about 3 s, and 10 times slower under -race, while
+// loading it from the cache takes milliseconds. Files are written atomically,
+// so parallel test processes share it safely. Empty (in-memory cache) when
+// there is no user cache directory.
+func cacheDir() string {
+	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
+		return d
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	d = filepath.Join(d, "tunnel", "plugintest-wazero")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return ""
+	}
+	return d
+}
+
+// Options adds the host's settings to sdktest.Options.
+type Options struct {
+	// PluginOptions are handed to Module.Hook; Config, Stdout and Logger
+	// are set by the harness.
+	host.PluginOptions
+}
+
+// Wasm returns the [sdktest.Starter] that runs the plugin in dir (a Go
+// package main using package sdk) compiled to WebAssembly, through a real
+// tunnel on loopback. The build happens at the first start.
+func Wasm(t testing.TB, dir string) sdktest.Starter {
+	return WasmWith(t, dir, Options{})
+}
+
+// WasmWith is [Wasm] with host settings (memory limit, instances, ...).
+func WasmWith(_ testing.TB, dir string, o Options) sdktest.Starter {
+	return func(t testing.TB, opts sdktest.Options) (sdktest.Plugin, error) {
+		t.Helper()
+		return start(t, dir, o, opts)
+	}
+}
+
+func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.Plugin, error) {
+	t.Helper()
+	m := module(t, dir)
+	p := &wasmPlugin{t: t, accepted: make(chan net.Conn, 1), pending: make(chan *splitState, 1)}
+	po := o.PluginOptions
+	po.Config = []byte(opts.Config)
+	po.Stdout = &p.stdout
+	po.Logger = slog.New(&p.logs)
+	plug, err := m.Hook(context.Background(), po)
+	if err != nil {
+		var ce *host.ConfigError
+		if errors.As(err, &ce) {
+			return nil, errors.New(ce.Message)
+		}
+		t.Fatalf("plugintest: loading the plugin: %v", err)
+	}
+	route := opts.Route
+	if route == "" {
+		route = "test"
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		plug.Close()
+		t.Fatal(err)
+	}
+	p.server = ln
+	p.proxy = &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
+	split := &splitHook{p: p}
+	err = p.proxy.Apply([]host.Route{{
+		Name:   route,
+		Listen: "127.0.0.1:0",
+		Target: ln.Addr().String(),
+		Chain: []host.Link{
+			{Name: "plugintest-client-side", Hook: split},
+			{Name: m.Name(), Hook: plug},
+			{Name: "plugintest-server-side", Hook: split},
+		},
+	}})
+	if err != nil {
+		plug.Close()
+		ln.Close()
+		t.Fatal(err)
+	}
+	p.addr = p.proxy.Addr(route).String()
+	p.wg.Add(1)
+	go p.acceptLoop()
+	t.Cleanup(p.cleanup)
+	return p, nil
+}
+
+// wasmPlugin is a plugin instance behind a real Proxy.
+type wasmPlugin struct {
+	t        testing.TB
+	proxy    *host.Proxy
+	server   net.Listener
+	addr     string
+	accepted chan net.Conn
+	wg       sync.WaitGroup
+	stdout   syncBuffer
+	logs     logCapture
+
+	pending chan *splitState // the state of the connection being opened
+
+	mu    sync.Mutex
+	conns []*wasmConn
+}
+
+func (p *wasmPlugin) acceptLoop() {
+	defer p.wg.Done()
+	for {
+		c, err := p.server.Accept()
+		if err != nil {
+			return
+		}
+		p.accepted <- c
+	}
+}
+
+func (p *wasmPlugin) cleanup() {
+	p.mu.Lock()
+	conns := p.conns
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.shut()
+	}
+	p.proxy.Close() // closes the plugin too: the Proxy owns its hooks
+	p.server.Close()
+	p.wg.Wait()
+	close(p.accepted)
+	for c := range p.accepted {
+		c.Close()
+	}
+	for _, c := range conns {
+		c.readers.Wait()
+	}
+}
+
+func (p *wasmPlugin) Open() sdktest.Conn {
+	t := p.t
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := &wasmConn{p: p}
+	cc, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatalf("plugintest: dialling the tunnel: %v", err)
+	}
+	c.client = cc.(*net.TCPConn)
+	c.out[sdk.ServerToClient] = newSink(cc)
+	c.readers.Add(1)
+	go c.out[sdk.ServerToClient].run(&c.readers)
+	p.conns = append(p.conns, c)
+	// The first hook of the chain reports the connection's id and state;
+	// then either the target is dialled or the connection is refused.
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	select {
+	case c.split = <-p.pending:
+	case <-timer.C:
+		t.Fatalf("plugintest: the tunnel did not open the connection within %s", Timeout)
+	}
+	c.id = c.split.id
+	select {
+	case sc := <-p.accepted:
+		c.server = sc.(*net.TCPConn)
+		c.out[sdk.ClientToServer] = newSink(sc)
+		c.readers.Add(1)
+		go c.out[sdk.ClientToServer].run(&c.readers)
+	case <-c.out[sdk.ServerToClient].eofCh:
+		// refused (or closed at once): no target
+		c.out[sdk.ClientToServer] = closedSink()
+	case <-timer.C:
+		t.Fatalf("plugintest: the target was not dialled within %s", Timeout)
+	}
+	return c
+}
+
+func (p *wasmPlugin) Logs() []sdktest.Log { return p.logs.get() }
+
+func (p *wasmPlugin) Stdout() []byte { return p.stdout.bytes() }
+
+// wasmConn is one connection through the tunnel.
+type wasmConn struct {
+	p       *wasmPlugin
+	id      uint64
+	split   *splitState
+	client  *net.TCPConn
+	server  *net.TCPConn // nil when the target was never dialled
+	out     [2]*sink     // by direction: what arrived at its destination
+	ended   [2]bool
+	readers sync.WaitGroup
+}
+
+func (c *wasmConn) ID() uint64 { return c.id }
+
+func (c *wasmConn) src(dir sdk.Direction) *net.TCPConn {
+	if dir == sdk.ClientToServer {
+		return c.client
+	}
+	return c.server
+}
+
+func checkDir(t testing.TB, dir sdk.Direction) {
+	t.Helper()
+	if dir != sdk.ClientToServer && dir != sdk.ServerToClient {
+		t.Fatalf("plugintest: invalid direction %d", dir)
+	}
+}
+
+func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	if c.ended[dir] {
+		t.Fatalf("plugintest: Write(%s) after End(%s)", dir, dir)
+	}
+	if len(b) == 0 {
+		return
+	}
+	s := c.src(dir)
+	if s == nil {
+		return // the connection was refused: nothing to write to
+	}
+	c.split.plan(dir, len(b))
+	// Errors mean the tunnel closed the connection: like the emulator, the
+	// bytes are lost.
+	_, _ = s.Write(b)
+}
+
+func (c *wasmConn) End(dir sdk.Direction) {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	if c.ended[dir] {
+		t.Fatalf("plugintest: End(%s) called twice", dir)
+	}
+	c.ended[dir] = true
+	if s := c.src(dir); s != nil {
+		_ = s.CloseWrite()
+	}
+}
+
+func (c *wasmConn) Read(dir sdk.Direction, n int) []byte {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	b, err := c.out[dir].read(n)
+	if err != nil {
+		t.Fatalf("plugintest: want %d bytes %s: %v", n, dir, err)
+	}
+	return b
+}
+
+func (c *wasmConn) ReadAll(dir sdk.Direction) []byte {
+	t := c.p.t
+	t.Helper()
+	checkDir(t, dir)
+	b, err := c.out[dir].readAll()
+	if err != nil {
+		t.Fatalf("plugintest: ReadAll(%s): %v", dir, err)
+	}
+	return b
+}
+
+func (c *wasmConn) Abort() {
+	c.shut()
+}
+
+func (c *wasmConn) shut() {
+	_ = c.client.SetLinger(0)
+	_ = c.client.Close()
+	if c.server != nil {
+		_ = c.server.Close()
+	}
+}
+
+// sink collects what arrives on one socket.
+type sink struct {
+	mu      sync.Mutex
+	buf     []byte
+	off     int // bytes already returned by read
+	eof     bool
+	err     error
+	changed chan struct{} // closed and replaced at every change
+	eofCh   chan struct{}
+	conn    net.Conn
+}
+
+func newSink(c net.Conn) *sink {
+	return &sink{conn: c, changed: make(chan struct{}), eofCh: make(chan struct{})}
+}
+
+func closedSink() *sink {
+	s := newSink(nil)
+	s.eof = true
+	close(s.eofCh)
+	return s
+}
+
+func (s *sink) run(wg *sync.WaitGroup) {
+	defer wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := s.conn.Read(buf)
+		s.mu.Lock()
+		s.buf = append(s.buf, buf[:n]...)
+		if err != nil {
+			s.eof = true
+			if !errors.Is(err, io.EOF) {
+				s.err = err
+			}
+			close(s.eofCh)
+		}
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// wait waits until cond holds (checked under s.mu) or Timeout.
+func (s *sink) wait(cond func() bool) bool {
+	deadline := time.NewTimer(Timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		ok := cond()
+		ch := s.changed
+		s.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+func (s *sink) read(n int) ([]byte, error) {
+	ok := s.wait(func() bool { return len(s.buf)-s.off >= n || s.eof })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	avail := s.buf[s.off:]
+	if len(avail) < n {
+		why := fmt.Sprintf("nothing more came within %s", Timeout)
+		if ok {
+			why = "the stream ended"
+		}
+		return nil, fmt.Errorf("only %d arrived (%s): %q", len(avail), why, avail)
+	}
+	s.off += n
+	return bytes.Clone(avail[:n]), nil
+}
+
+func (s *sink) readAll() ([]byte, error) {
+	if !s.wait(func() bool { return s.eof }) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return nil, fmt.Errorf("the stream did not end within %s (%d bytes arrived: %.200q)", Timeout, len(s.buf)-s.off, s.buf[s.off:])
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	avail := s.buf[s.off:]
+	s.off = len(s.buf)
+	return bytes.Clone(avail), nil
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.b.Bytes())
+}
+
+// logCapture is a slog.Handler that keeps the messages.
+type logCapture struct {
+	mu   sync.Mutex
+	logs []sdktest.Log
+}
+
+func (l *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logCapture) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.logs = append(l.logs, sdktest.Log{Level: sdk.Level(r.Level), Msg: r.Message})
+	return nil
+}
+
+func (l *logCapture) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCapture) WithGroup(string) slog.Handler      { return l }
+
+func (l *logCapture) get() []sdktest.Log {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]sdktest.Log(nil), l.logs...)
+}

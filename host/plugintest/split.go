@@ -1,0 +1,99 @@
+package plugintest
+
+import (
+	"sync"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+// splitHook sits on both sides of the plugin in the chain. The client-side
+// link re-cuts the client -> server bytes, the server-side link the server
+// -> client bytes, at the boundaries of the test's Write calls, so the
+// plugin sees each Write as one chunk whatever TCP did to them.
+type splitHook struct {
+	p    *wasmPlugin
+	mu   sync.Mutex
+	byID map[uint64]*splitState
+}
+
+// splitState is the plan of one connection: the sizes of the chunks the
+// test wrote, per direction, not yet re-cut.
+type splitState struct {
+	id      uint64
+	mu      sync.Mutex
+	sizes   [2][]int
+	pending [2][]byte
+}
+
+func (s *splitState) plan(dir sdk.Direction, n int) {
+	s.mu.Lock()
+	s.sizes[dir] = append(s.sizes[dir], n)
+	s.mu.Unlock()
+}
+
+func (h *splitHook) Open(info *host.ConnInfo) (host.Filter, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byID == nil {
+		h.byID = map[uint64]*splitState{}
+	}
+	st := h.byID[info.ID]
+	if st == nil {
+		// The client-side link opens first.
+		st = &splitState{id: info.ID}
+		h.byID[info.ID] = st
+		// Tell the waiting Open which connection this is.
+		select {
+		case h.p.pending <- st:
+		default:
+		}
+		return &splitFilter{h: h, st: st, dir: host.ClientToServer}, nil
+	}
+	delete(h.byID, info.ID)
+	return &splitFilter{h: h, st: st, dir: host.ServerToClient}, nil
+}
+
+type splitFilter struct {
+	host.PassThrough
+	h   *splitHook
+	st  *splitState
+	dir host.Direction // the direction this link re-cuts
+}
+
+func (f *splitFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
+	if dir != f.dir {
+		return s.Send(dir, chunk)
+	}
+	st := f.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	d := sdk.Direction(dir)
+	st.pending[d] = append(st.pending[d], chunk...)
+	for len(st.sizes[d]) > 0 && len(st.pending[d]) >= st.sizes[d][0] {
+		n := st.sizes[d][0]
+		st.sizes[d] = st.sizes[d][1:]
+		if err := s.Send(dir, st.pending[d][:n]); err != nil {
+			return err
+		}
+		st.pending[d] = st.pending[d][n:]
+	}
+	return nil
+}
+
+func (f *splitFilter) End(dir host.Direction, s *host.Stream) error {
+	if dir != f.dir {
+		return nil
+	}
+	// Whatever was not planned (nothing, in a well-formed test) goes on.
+	st := f.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	d := sdk.Direction(dir)
+	if len(st.pending[d]) > 0 {
+		b := st.pending[d]
+		st.pending[d] = nil
+		return s.Send(dir, b)
+	}
+	return nil
+}
