@@ -223,3 +223,27 @@ func TestConfigModeDefaultFile(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, stderr.String(), want)
 	}
 }
+
+// TestConfigModePortInUse: a listen address taken by another process is
+// reported at the route's listen attribute; nothing starts.
+func TestConfigModePortInUse(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	path := filepath.Join(t.TempDir(), "tunnel.hcl")
+	src := fmt.Sprintf("route \"r\" {\n  listen = %q\n  target = \"127.0.0.1:1\"\n}\n", ln.Addr())
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runTunnel(t, "--config", path)
+	if code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	want := fmt.Sprintf("%s:2:12: error: Cannot listen\n  2 |   listen = %q\n", path, ln.Addr())
+	if !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "address already in use") || !strings.HasSuffix(stderr, "has errors; nothing was started\n") {
+		t.Errorf("stderr:\n%s\nwant it to start with:\n%s", stderr, want)
+	}
+}

@@ -135,7 +135,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 				Trusted:     p.Trusted,
 				FailOpen:    p.FailOpen,
 				Instances:   p.Instances,
-				Logger:      b.logger().With("plugin", p.Name, "route", r.Name),
+				Logger:      b.logger().With("route", r.Name),
 			}
 			if p.Stdout {
 				opts.Stdout = b.stdout()

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -155,11 +156,29 @@ func (r *Runner) load(ctx context.Context) error {
 	}
 	if err := r.proxy.Apply(set.Routes); err != nil {
 		set.Close()
-		return fmt.Errorf("applying %s: %w", r.Path, err)
+		return applyError(f, err)
 	}
 	r.builder.Retain(ctx, f)
 	r.routes = len(set.Routes)
 	return nil
+}
+
+// applyError turns a failure of Proxy.Apply into a diagnostic at the listen
+// address of the route that could not bind (typically: port in use), or a
+// plain error.
+func applyError(f *File, err error) error {
+	for _, rt := range f.Routes {
+		if strings.Contains(err.Error(), fmt.Sprintf("route %q: cannot listen on", rt.Name)) {
+			rng := rt.ListenRange
+			return &LoadError{Files: f.Files, Diags: hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "Cannot listen",
+				Detail:   fmt.Sprintf("%v. Stop what uses the address, or choose another.", err),
+				Subject:  &rng,
+			}}}
+		}
+	}
+	return fmt.Errorf("applying %s: %w", f.Path, err)
 }
 
 // watch makes the watcher cover the directories of the file and of every
@@ -304,6 +323,7 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 	if debounce <= 0 {
 		debounce = DefaultDebounce
 	}
+	w := r.watcher // Close clears r.watcher; it must not be called before Run returns
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -313,17 +333,18 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 			return nil
 		case <-hup:
 			r.reload(ctx, "SIGHUP")
-		case ev, ok := <-r.watcher.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("the file watcher stopped")
 			}
 			if ev.Op != fsnotify.Chmod {
 				timer.Reset(debounce)
 			}
-		case err, ok := <-r.watcher.Errors:
-			if ok {
-				r.logger().Warn("watching the configuration", "err", err)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("the file watcher stopped")
 			}
+			r.logger().Warn("watching the configuration", "err", err)
 		case <-timer.C:
 			src, _ := os.ReadFile(r.Path)
 			r.mu.Lock()
