@@ -434,6 +434,84 @@ func TestReloadGenerations(t *testing.T) {
 	}
 }
 
+// TestReloadRetargetsAndRemoves: an Apply that points a route elsewhere
+// sends new connections to the new target while open ones stay with the
+// old; an Apply without the route stops its listener and lets its open
+// connection finish.
+func TestReloadRetargetsAndRemoves(t *testing.T) {
+	t.Parallel()
+	greeter := func(name string) func(c *net.TCPConn) {
+		return func(c *net.TCPConn) {
+			io.WriteString(c, name)
+			tn.Echo(c)
+		}
+	}
+	a, b := tn.Serve(t, greeter("A")), tn.Serve(t, greeter("B"))
+	p, logs := tn.Proxy(t, route("127.0.0.1:0", a.Addr()))
+	addr := p.Addr("r").String()
+	hello := func(c net.Conn) string {
+		got := make([]byte, 1)
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	first := tn.Dial(t, addr)
+	if got := hello(first); got != "A" {
+		t.Fatalf("first connection reached %q, want A", got)
+	}
+	if err := p.Apply([]host.Route{route("127.0.0.1:0", b.Addr())}); err != nil {
+		t.Fatal(err)
+	}
+	second := tn.Dial(t, addr)
+	if got := hello(second); got != "B" {
+		t.Errorf("connection after the retarget reached %q, want B", got)
+	}
+	if got := ask(t, first, "still A"); got != "still A" {
+		t.Errorf("first connection after the retarget: %q", got)
+	}
+
+	if err := p.Apply(nil); err != nil {
+		t.Fatal(err)
+	}
+	logs.Wait(t, "stopped listening", "route=r")
+	if p.Addr("r") != nil {
+		t.Error("removed route still has an address")
+	}
+	if c, err := net.DialTimeout("tcp", addr, tn.Timeout); err == nil {
+		c.Close()
+		t.Error("removed route still accepts")
+	}
+	if got := ask(t, second, "finishing"); got != "finishing" {
+		t.Errorf("open connection of the removed route: %q", got)
+	}
+	if a.Accepted() != 1 || b.Accepted() != 1 {
+		t.Errorf("targets accepted %d and %d connections, want 1 each", a.Accepted(), b.Accepted())
+	}
+}
+
+// TestShutdownAbortsDial: a connection still dialling an unanswering
+// target when Shutdown's deadline passes is given up at once, not after
+// its route's long dial timeout.
+func TestShutdownAbortsDial(t *testing.T) {
+	t.Parallel()
+	target := blackHole(t)
+	p, logs := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: target, DialTimeout: time.Minute})
+	c := tn.Dial(t, p.Addr("r").String())
+	logs.Wait(t, "connection opened")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %v; the dial should have been abandoned at the deadline", d)
+	}
+	expectClosed(t, c)
+	logs.Wait(t, "connection closed", `err="proxy shut down"`)
+}
+
 // TestApplyPortInUse: an Apply that cannot bind one of its addresses
 // returns an error naming it and changes nothing.
 func TestApplyPortInUse(t *testing.T) {
