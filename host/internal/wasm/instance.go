@@ -120,15 +120,25 @@ type Instance struct {
 	cfgErr    string
 
 	// Time limit. active holds the sequence number of the running call, 0
-	// between calls, -1 once the watchdog killed the instance.
+	// between calls, -1 once the watchdog killed the instance. deadline is
+	// the running call's, in monotonic nanoseconds (now). armed says the
+	// timer is scheduled: it is re-armed by itself while calls run and by
+	// the first call after it found the instance idle, so a call costs a
+	// clock read and three atomics, not a timer reset.
 	timer    *time.Timer
 	seq      int64
 	active   atomic.Int64
 	deadline atomic.Int64
+	armed    atomic.Bool
 	kill     chan struct{}
 	killed   atomic.Bool
 	closed   bool
 }
+
+// epoch is the origin of now: a monotonic clock immune to wall-clock jumps.
+var epoch = time.Now()
+
+func now() int64 { return int64(time.Since(epoch)) }
 
 type instKey struct{}
 
@@ -349,13 +359,14 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	if in.mode == Sandboxed {
 		in.seq++
 		seq = in.seq
-		in.deadline.Store(time.Now().Add(in.timeout).UnixNano())
+		in.deadline.Store(now() + int64(in.timeout))
 		in.active.Store(seq)
-		in.timer.Reset(in.timeout)
+		if !in.armed.Load() && in.armed.CompareAndSwap(false, true) {
+			in.timer.Reset(in.timeout)
+		}
 	}
 	err = fn.CallWithStack(in, in.stack[:])
 	if in.mode == Sandboxed {
-		in.timer.Stop()
 		if !in.active.CompareAndSwap(seq, 0) {
 			// The watchdog fired: whatever the call returned, it overran.
 			err = ErrTimeout
@@ -373,10 +384,23 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 
 // expire is the watchdog: it runs on the timer's goroutine and kills the
 // instance if the call it was armed for is still running past its deadline.
+//
+// It disarms first and then looks for a running call: a call that starts
+// concurrently either is seen here (and the timer re-armed for its
+// deadline) or sees the timer disarmed and arms it itself.
 func (in *Instance) expire() {
+	in.armed.Store(false)
 	s := in.active.Load()
-	if s <= 0 || time.Now().UnixNano() < in.deadline.Load() {
-		return // stale: that call ended, or a later one is within its time
+	if s <= 0 {
+		return // idle (or already killed): stay disarmed
+	}
+	dl := in.deadline.Load()
+	if t := now(); t < dl {
+		// A call that started after the one the timer was armed for.
+		if in.armed.CompareAndSwap(false, true) {
+			in.timer.Reset(time.Duration(dl - t))
+		}
+		return
 	}
 	if in.active.CompareAndSwap(s, -1) {
 		in.killed.Store(true)
