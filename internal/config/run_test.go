@@ -3,10 +3,12 @@ package config
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -477,5 +479,53 @@ func TestStartInvalid(t *testing.T) {
 	}
 	if err := r.Run(context.Background(), nil); err == nil {
 		t.Error("Run after a failed Start did not fail")
+	}
+}
+
+// TestLongConnectionSurvivesReload: a connection streaming through the noop
+// guest while the plugin file is replaced by the stamping guest (and the
+// file reloaded) keeps its chain: every byte comes back exactly, while a
+// connection opened after the reload is stamped.
+func TestLongConnectionSurvivesReload(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "new"))
+	copyFile(t, "testdata/wasm/noop.wasm", filepath.Join(h.dir, "plugin.wasm"))
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	addr := h.addr()
+	c := dial(t, addr).(*net.TCPConn)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+
+	const total = 8 << 20
+	data := make([]byte, total)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	want := sha256.Sum256(data)
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		c.CloseWrite()
+		writeErr <- err
+	}()
+	// Read the first MiB, swap the plugin for the stamping one mid-stream,
+	// then read the rest.
+	h256 := sha256.New()
+	if _, err := io.CopyN(h256, c, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, "testdata/wasm/stamp.wasm", filepath.Join(h.dir, "plugin.wasm"))
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	roundTrip(t, dial(t, addr), "x", `"new"x`)
+	n, err := io.Copy(h256, c)
+	if err != nil || n != total-1<<20 {
+		t.Fatalf("read %d more bytes, %v", n, err)
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	if got := h256.Sum(nil); !bytes.Equal(got, want[:]) {
+		t.Fatalf("sha256 of the echo %x, want %x", got, want)
 	}
 }
