@@ -529,3 +529,41 @@ func TestLongConnectionSurvivesReload(t *testing.T) {
 		t.Fatalf("sha256 of the echo %x, want %x", got, want)
 	}
 }
+
+// TestReloadSymlinkSwap: Kubernetes mounts a ConfigMap as
+// tunnel.hcl -> ..data/tunnel.hcl and updates it by swapping the ..data
+// symlink; no event names tunnel.hcl, yet the content changed and the file
+// is reloaded.
+func TestReloadSymlinkSwap(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "v1"))
+	version := func(name, stamp string) {
+		if err := os.Mkdir(filepath.Join(h.dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(h.dir, name, "tunnel.hcl"), stampConfig(target, stamp))
+		if err := os.Symlink(name, filepath.Join(h.dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(h.dir, "..data_tmp"), filepath.Join(h.dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v2", "v2")
+	// tunnel.hcl becomes a symlink, atomically.
+	if err := os.Symlink(filepath.Join("..data", "tunnel.hcl"), h.path+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(h.path+".tmp", h.path); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	roundTrip(t, dial(t, h.addr()), "a", `"v2"a`)
+	version("..v3", "v3")
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	roundTrip(t, dial(t, h.addr()), "b", `"v3"b`)
+}
