@@ -553,7 +553,10 @@ func firstLine(err error) string {
 
 // guestLog logs a line from the guest outside a connection.
 func (p *Plugin) guestLog(level int32, msg []byte) {
-	p.log.Log(context.Background(), slogLevel(level), string(msg))
+	ctx, l := context.Background(), slogLevel(level)
+	if p.log.Enabled(ctx, l) {
+		p.log.Log(ctx, l, string(msg))
+	}
 }
 
 func slogLevel(l int32) slog.Level {

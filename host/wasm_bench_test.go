@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -31,7 +32,7 @@ func benchConn(h Hook, id uint64) (*conn, Filter, error) {
 func benchPlugin(b *testing.B, file string, opts PluginOptions) *Plugin {
 	b.Helper()
 	ctx := context.Background()
-	rt, err := NewRuntime(ctx, RuntimeOptions{})
+	rt, err := NewRuntime(ctx, RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -226,4 +227,25 @@ func TestWasmMemoryPerConnection(t *testing.T) {
 	}
 	runtime.KeepAlive(conns)
 	p.Close()
+}
+
+// BenchmarkWasmHoldChunk alternates a chunk the guest holds and one that
+// completes its line (testdata/hold.wat): the HOLD path, in steady state.
+func BenchmarkWasmHoldChunk(b *testing.B) {
+	p := benchPlugin(b, "hold.wasm", PluginOptions{Trusted: true})
+	c, f, err := benchConn(p, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first, second := []byte("hello "), []byte("world\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.benchChunk(f, ClientToServer, first); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.benchChunk(f, ClientToServer, second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.Closed()
 }

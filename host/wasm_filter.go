@@ -44,6 +44,21 @@ type outQueue struct {
 
 var outPool = sync.Pool{New: func() any { return new(outQueue) }}
 
+// heldPool holds the buffers of held bytes: a connection holds one only
+// while the guest holds bytes, so idle connections cost no buffer.
+var heldPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// release gives back the held bytes of dir.
+func (f *wasmFilter) release(dir Direction) {
+	if hb := f.held[dir]; hb != nil {
+		f.held[dir] = nil
+		if cap(*hb) <= 4*chunkSize {
+			*hb = (*hb)[:0]
+			heldPool.Put(hb)
+		}
+	}
+}
+
 // wasmFilter is one connection's view of a plugin.
 type wasmFilter struct {
 	p    *Plugin
@@ -52,10 +67,10 @@ type wasmFilter struct {
 	s    atomic.Pointer[Stream] // set by Opened; read by other connections on failure
 
 	// Guarded by the connection's lock (every Filter method holds it).
-	bypass  bool      // the instance failed under policy bypass: forward as is
-	seen    bool      // the guest has been called for this connection
-	held    [2][]byte // bytes the guest holds (ActionHold), per direction
-	infoStr [4]string // conn_info values, made on first use
+	bypass  bool       // the instance failed under policy bypass: forward as is
+	seen    bool       // the guest has been called for this connection
+	held    [2]*[]byte // bytes the guest holds (ActionHold), per direction; pooled
+	infoStr [4]string  // conn_info values, made on first use
 
 	// Per call.
 	canSend bool
@@ -141,14 +156,13 @@ func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) (
 		return nil, f.passHeld(dir, chunk, s)
 	}
 	bufCap := in.w.BufCap()
-	held := f.held[dir]
+	hb := f.held[dir]
 	var window []byte
-	if len(held) > 0 {
-		k := min(bufCap-len(held), len(chunk))
-		held = append(held, chunk[:k]...)
-		f.held[dir] = held
+	if hb != nil {
+		k := min(bufCap-len(*hb), len(chunk))
+		*hb = append(*hb, chunk[:k]...)
 		chunk = chunk[k:]
-		window = held
+		window = *hb
 	} else {
 		k := min(bufCap, len(chunk))
 		window, chunk = chunk[:k], chunk[k:]
@@ -180,7 +194,7 @@ func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) (
 		// Bypass: the presented bytes (held ones included) go on unchanged,
 		// then the rest of the chunk.
 		err := s.Send(dir, window)
-		f.held[dir] = nil
+		f.release(dir)
 		if err != nil {
 			return nil, err
 		}
@@ -193,12 +207,14 @@ func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) (
 	switch action {
 	case abi.ActionForward:
 		err = s.Send(dir, window)
-		f.held[dir] = f.held[dir][:0]
+		f.release(dir)
 	case abi.ActionDrop:
-		f.held[dir] = f.held[dir][:0]
+		f.release(dir)
 	case abi.ActionHold:
-		if len(f.held[dir]) == 0 {
-			f.held[dir] = append(f.held[dir], window...)
+		if hb == nil {
+			hb = heldPool.Get().(*[]byte)
+			*hb = append((*hb)[:0], window...)
+			f.held[dir] = hb
 		}
 	}
 	if err != nil {
@@ -211,7 +227,8 @@ func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) (
 // guest has seen, and unpins it.
 func (f *wasmFilter) Closed() {
 	defer f.p.unpin(f)
-	f.held = [2][]byte{}
+	f.release(ClientToServer)
+	f.release(ServerToClient)
 	in := f.inst
 	if in == nil || !f.seen {
 		return
@@ -272,9 +289,10 @@ func (f *wasmFilter) deadInstance(in *instance) error {
 
 // passHeld forwards the held bytes of dir and then b, unchanged.
 func (f *wasmFilter) passHeld(dir Direction, b []byte, s *Stream) error {
-	if h := f.held[dir]; len(h) > 0 {
-		f.held[dir] = nil
-		if err := s.Send(dir, h); err != nil {
+	if hb := f.held[dir]; hb != nil {
+		err := s.Send(dir, *hb)
+		f.release(dir)
+		if err != nil {
 			return err
 		}
 	}
@@ -406,5 +424,8 @@ func (f *wasmFilter) ConnInfo(key int32) (string, int32) {
 
 // Log implements wasm.Host.
 func (f *wasmFilter) Log(level int32, msg []byte) {
-	f.p.log.Log(context.Background(), slogLevel(level), string(msg), "conn", f.info.ID)
+	ctx, l := context.Background(), slogLevel(level)
+	if f.p.log.Enabled(ctx, l) {
+		f.p.log.Log(ctx, l, string(msg), "conn", f.info.ID)
+	}
 }
