@@ -519,3 +519,20 @@ func exchangeOrRefused(t *testing.T, addr string, out []byte) tn.Received {
 	tc.SetDeadline(time.Now().Add(tn.Timeout))
 	return tn.Exchange(tc, out)
 }
+
+// Host functions answer with the documented statuses outside a connection,
+// with bad arguments, toward a spliced direction and after a half-close.
+func TestWasmStatuses(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "statuses", host.PluginOptions{})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "statuses", Hook: p, Directions: host.OnlyClientToServer})
+	c := tn.Dial(t, addr)
+	c.Write([]byte("x"))
+	logs.Wait(t, "msg=aaaaaccadbhc", "plugin=statuses")
+	// close_write(0) half-closed the server side: the echo ends.
+	if b, closed := wasmReadAll(c); len(b) != 0 || !closed {
+		t.Errorf("client got %q (closed %v)", b, closed)
+	}
+}
