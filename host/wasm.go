@@ -245,8 +245,9 @@ type PluginOptions struct {
 	// are pinned to the least loaded one, and instances are made as
 	// needed. Zero means GOMAXPROCS.
 	Instances int
-	// MaxOutput bounds the bytes the guest may send and log during one
-	// call; more is a failure. Zero means DefaultMaxOutput.
+	// MaxOutput bounds the bytes the guest may send, log and write to a
+	// granted Stdout/Stderr during one call; more is a failure. Zero means
+	// DefaultMaxOutput.
 	MaxOutput int
 	// Stdout and Stderr receive the guest's WASI output. Nil means it is
 	// discarded (the capability is not granted). Writers shared by several

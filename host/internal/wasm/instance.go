@@ -186,11 +186,16 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader)
+	var outs []*budgetWriter
 	if o.Stdout != nil {
-		mc = mc.WithStdout(o.Stdout)
+		w := &budgetWriter{w: o.Stdout, what: "stdout"}
+		outs = append(outs, w)
+		mc = mc.WithStdout(w)
 	}
 	if o.Stderr != nil {
-		mc = mc.WithStderr(o.Stderr)
+		w := &budgetWriter{w: o.Stderr, what: "stderr"}
+		outs = append(outs, w)
+		mc = mc.WithStderr(w)
 	}
 	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: o.MemoryLimit})
 	var mod api.Module
@@ -225,6 +230,9 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		maxOutput:  o.MaxOutput,
 		config:     o.Config,
 		kill:       make(chan struct{}),
+	}
+	for _, w := range outs {
+		w.in = in
 	}
 	if in.mode == Sandboxed {
 		in.timer = time.AfterFunc(time.Hour, in.expire)
@@ -470,3 +478,18 @@ func (a *limitedAllocator) Reallocate(size uint64) []byte {
 }
 
 func (a *limitedAllocator) Free() { a.buf = nil }
+
+// budgetWriter is a granted stdout or stderr: what the guest writes counts
+// against the call's output budget, like send and log.
+type budgetWriter struct {
+	w    io.Writer
+	what string
+	in   *Instance
+}
+
+func (b *budgetWriter) Write(p []byte) (int, error) {
+	if b.in != nil && b.in.host != nil {
+		b.in.spend(b.what, uint32(min(len(p), 1<<31)))
+	}
+	return b.w.Write(p)
+}
