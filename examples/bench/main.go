@@ -40,15 +40,16 @@ type bench struct {
 	root  string // module root
 	smoke bool
 
-	bin       map[string]string // tool name -> path, "" when missing
-	backends  map[string]string // backend name -> address
-	echoes    []*echoServer
-	bulkTime  time.Duration
-	redisTime time.Duration
-	connTime  time.Duration
-	redisN    map[int]int // requests per redis test, by client count
-	pprofDir  string
-	nofile    uint64 // RLIMIT_NOFILE in force (inherited by every process started)
+	bin         map[string]string // tool name -> path, "" when missing
+	backends    map[string]string // backend name -> address
+	echoes      []*echoServer
+	bulkTime    time.Duration
+	redisTime   time.Duration
+	connTime    time.Duration
+	redisN      map[int]int // requests per redis test, by client count
+	pprofDir    string
+	tunnelFlags []string
+	nofile      uint64 // RLIMIT_NOFILE in force (inherited by every process started)
 
 	tunnelBin, noopWasm, noopWatWasm, replaceWasm string
 	noopDesc, noopWhy, replaceWhy, replaceConfig  string
@@ -102,6 +103,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		noopWasm    = fs.String("noop-wasm", "", "use this no-op plugin instead of building ./plugins/noop")
 		replaceWasm = fs.String("replace-wasm", "", "use this replace plugin instead of building ./plugins/replace")
 		replaceCfg  = fs.String("replace-config", `{"from":"tunnel-bench-needle","to":"TUNNEL-BENCH-NEEDLE"}`, "--plugin-config of the replace plugin (a pattern the loads never contain: the cost of scanning)")
+		tunnelFlags = fs.String("tunnel-flags", "", "extra flags for every tunnel target, space-separated (e.g. --plugin-trusted)")
 		pprofDir    = fs.String("pprof-dir", "", "save CPU profiles of the tunnel targets taken during round 1 in this directory (adds --pprof to the tunnel)")
 		keep        = fs.Bool("keep", false, "keep the temporary directory (configs, binaries)")
 		verbose     = fs.Bool("v", false, "log every process started")
@@ -146,7 +148,8 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 	}
 
 	b := &bench{log: stdout, procs: ps, smoke: *smoke, bulkTime: *bulkTime, redisTime: *redisTime, connTime: *connTime,
-		tunnelBin: *tunnelBin, noopWasm: *noopWasm, replaceWasm: *replaceWasm, replaceConfig: *replaceCfg, pprofDir: *pprofDir}
+		tunnelBin: *tunnelBin, noopWasm: *noopWasm, replaceWasm: *replaceWasm, replaceConfig: *replaceCfg, pprofDir: *pprofDir,
+		tunnelFlags: strings.Fields(*tunnelFlags)}
 	if *verbose {
 		ps.verbose = stdout
 	}
@@ -314,7 +317,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 	rep.Settings = map[string]any{
 		"rounds": *rounds, "bulk_seconds": b.bulkTime.Seconds(), "conn_seconds": b.connTime.Seconds(),
 		"redis_requests": b.redisN, "idle_conns": *idleConns, "rlimit_nofile": nofile,
-		"replace_config": b.replaceConfig, "pprof": b.pprofDir != "",
+		"replace_config": b.replaceConfig, "pprof": b.pprofDir != "", "tunnel_flags": b.tunnelFlags,
 	}
 
 	// Rounds.

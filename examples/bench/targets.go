@@ -72,6 +72,7 @@ func (b *bench) newTargets() []*target {
 				argv = append(argv, "--pprof", fmt.Sprintf("127.0.0.1:%d", pp))
 			}
 			argv = append(argv, extra...)
+			argv = append(argv, b.tunnelFlags...)
 			return b.procs.start(name, argv, startOpts{})
 		}
 	}
