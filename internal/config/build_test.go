@@ -2,9 +2,14 @@ package config
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -149,5 +154,96 @@ route "a" {
 	chain := set.Routes[0].Chain
 	if len(chain) != 2 || chain[0].Name != "dump" || chain[1].Name != "n" {
 		t.Errorf("chain = %+v", chain)
+	}
+}
+
+// TestPluginSettingsApply: the plugin block's settings reach the runtime, seen
+// through guests of host/testdata: stdout is granted only when asked for,
+// and call_timeout with on_failure decide what a looping guest does to its
+// connection.
+func TestPluginSettingsApply(t *testing.T) {
+	target := echoServer(t)
+	guests, err := filepath.Abs("../../host/testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`
+plugin "talk" {
+  path   = "%[1]s/stdout.wasm"
+  stdout = true
+}
+plugin "mute" {
+  path   = "%[1]s/stdout.wasm"
+}
+plugin "loop_bypass" {
+  path         = "%[1]s/loop.wasm"
+  call_timeout = "50ms"
+  on_failure   = "bypass"
+}
+plugin "loop_close" {
+  path         = "%[1]s/loop.wasm"
+  call_timeout = "50ms"
+  on_failure   = "close"
+  memory_limit = "2MiB"
+  instances    = 1
+}
+route "talk" {
+  listen = "127.0.0.1:0"
+  target = %[2]q
+  chain {
+    plugin = plugin.talk
+  }
+  chain {
+    plugin = plugin.mute
+  }
+}
+route "bypass" {
+  listen = "127.0.0.2:0"
+  target = %[2]q
+  chain {
+    plugin = plugin.loop_bypass
+  }
+}
+route "close" {
+  listen = "127.0.0.3:0"
+  target = %[2]q
+  chain {
+    plugin = plugin.loop_close
+  }
+}
+`, guests, target)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tunnel.hcl")
+	writeFile(t, path, src)
+	stdout := &syncBuffer{}
+	r := &Runner{Path: path, Stdout: stdout, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got := stdout.String(); got != "hello from the guest\n" {
+		t.Errorf("stdout after start = %q, want one greeting (from the plugin granted stdout)", got)
+	}
+
+	// bypass: the guest times out on the first chunk and is skipped; the
+	// bytes arrive anyway.
+	b := dial(t, r.Addr("bypass").String())
+	b.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := b.Write([]byte("through")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 7)
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "through" {
+		t.Fatalf("bypass policy: got %q, %v", got, err)
+	}
+
+	// close: the same failure closes the connection.
+	c := dial(t, r.Addr("close").String())
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.Write([]byte("stuck"))
+	start := time.Now()
+	rest, err := io.ReadAll(c)
+	if len(rest) != 0 || (err != nil && !strings.Contains(err.Error(), "connection reset")) {
+		t.Errorf("close policy: got %q, %v after %v; want the connection closed with nothing", rest, err, time.Since(start))
 	}
 }
