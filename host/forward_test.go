@@ -655,3 +655,62 @@ func TestSendTowardSplicedDirection(t *testing.T) {
 		t.Errorf("Send toward the spliced direction: %v, want ErrNotAttached", err)
 	}
 }
+
+// TestAnswerAtEnd counts what the client sends and, when the client
+// half-closes, answers with the count itself and closes: the server never
+// sees a byte, and the answer arrives whole before the end of stream.
+func TestAnswerAtEnd(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		n := 0
+		return &testFilter{
+			data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if dir == host.ClientToServer {
+					n += len(chunk)
+					return nil
+				}
+				return s.Send(dir, chunk)
+			},
+			end: func(dir host.Direction, s *host.Stream) error {
+				if dir == host.ClientToServer {
+					s.Close()
+					return s.Send(host.ServerToClient, fmt.Appendf(nil, "you sent %d bytes\n", n))
+				}
+				return nil
+			},
+		}, nil
+	})
+	serverGot := make(chan []byte, 1)
+	srv := tn.Serve(t, recordEcho(serverGot))
+	addr, _ := tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "counter", Hook: hook}))
+	back := roundTrip(t, tn.Dial(t, addr), tn.Random(5, 1<<20))
+	if string(back) != "you sent 1048576 bytes\n" {
+		t.Errorf("client got %q", back)
+	}
+	if got := <-serverGot; len(got) != 0 {
+		t.Errorf("server got %d bytes, want none", len(got))
+	}
+}
+
+// TestSendLoop: two filters that bounce every chunk back at each other
+// forever are stopped at the send depth limit; the connection is closed
+// with ErrSendDepth in the log, and the process goes on.
+func TestSendLoop(t *testing.T) {
+	t.Parallel()
+	bounce := func(to host.Direction) hookFunc {
+		return func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				return s.Send(to, chunk)
+			}}, nil
+		}
+	}
+	srv := tn.Serve(t, tn.Echo)
+	// A sends everything toward the server, B everything back toward the
+	// client, which is A again.
+	addr, logs := tunnel(t, tn.Route("test", srv.Addr(),
+		link("A", bounce(host.ClientToServer)), link("B", bounce(host.ServerToClient))))
+	c := tn.Dial(t, addr)
+	io.WriteString(c, "ping")
+	expectClosed(t, c)
+	logs.Wait(t, "connection closed", host.ErrSendDepth.Error())
+}
