@@ -446,48 +446,46 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 func (p *Plugin) Open(info *ConnInfo) (Filter, error) {
 	f := &wasmFilter{p: p, info: info}
 	p.mu.Lock()
-	{
-		if p.closed {
-			p.mu.Unlock()
-			return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
-		}
-		var best *instance
-		for _, in := range p.pool {
-			if best == nil || len(in.conns) < len(best.conns) {
-				best = in
-			}
-		}
-		if best != nil && (len(best.conns) == 0 || len(p.pool)+p.creating >= p.opts.Instances) {
-			best.conns[f] = struct{}{}
-			f.inst = best
-			p.mu.Unlock()
-			return f, nil
-		}
-		p.creating++
+	if p.closed {
 		p.mu.Unlock()
-		in, err := p.newInstance(context.Background())
-		p.mu.Lock()
-		p.creating--
-		if err != nil {
-			p.mu.Unlock()
-			p.log.Error("plugin instance failed to start", "conn", info.ID, "err", err.Error())
-			if p.opts.FailOpen {
-				f.bypass = true
-				return f, nil
-			}
-			return nil, err
+		return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
+	}
+	var best *instance
+	for _, in := range p.pool {
+		if best == nil || len(in.conns) < len(best.conns) {
+			best = in
 		}
-		if p.closed {
-			p.mu.Unlock()
-			in.w.Close(context.Background())
-			return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
-		}
-		p.pool = append(p.pool, in)
-		in.conns[f] = struct{}{}
-		f.inst = in
+	}
+	if best != nil && (len(best.conns) == 0 || len(p.pool)+p.creating >= p.opts.Instances) {
+		best.conns[f] = struct{}{}
+		f.inst = best
 		p.mu.Unlock()
 		return f, nil
 	}
+	p.creating++
+	p.mu.Unlock()
+	in, err := p.newInstance(context.Background())
+	p.mu.Lock()
+	p.creating--
+	if err != nil {
+		p.mu.Unlock()
+		p.log.Error("plugin instance failed to start", "conn", info.ID, "err", err.Error())
+		if p.opts.FailOpen {
+			f.bypass = true
+			return f, nil
+		}
+		return nil, err
+	}
+	if p.closed {
+		p.mu.Unlock()
+		in.w.Close(context.Background())
+		return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
+	}
+	p.pool = append(p.pool, in)
+	in.conns[f] = struct{}{}
+	f.inst = in
+	p.mu.Unlock()
+	return f, nil
 }
 
 // unpin forgets f's connection.

@@ -133,6 +133,7 @@ type signature struct {
 	params, results []api.ValueType
 }
 
+// String renders the signature as WAT, e.g. (func (param i64) (result i32)).
 func (s signature) String() string {
 	var b strings.Builder
 	b.WriteString("(func")

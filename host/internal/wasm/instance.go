@@ -79,16 +79,19 @@ var (
 // Violation is a breach of the ABI by the guest.
 type Violation struct{ Msg string }
 
+// Error implements error.
 func (v *Violation) Error() string { return "ABI violation: " + v.Msg }
 
 // ConfigRejected is tunnel_init's refusal of its configuration.
 type ConfigRejected struct{ Msg string }
 
+// Error returns the guest's message.
 func (c *ConfigRejected) Error() string { return c.Msg }
 
 // VersionMismatch is a guest speaking another ABI version.
 type VersionMismatch struct{ Got int32 }
 
+// Error names both versions.
 func (v *VersionMismatch) Error() string {
 	return fmt.Sprintf("guest speaks tunnel ABI version %d, this host speaks version %d", v.Got, abi.Version)
 }
@@ -458,8 +461,10 @@ type limitedAllocator struct {
 	buf   []byte
 }
 
+// Allocate implements experimental.MemoryAllocator: one allocator per instance.
 func (a *limitedAllocator) Allocate(capacity, max uint64) experimental.LinearMemory { return a }
 
+// Reallocate implements experimental.LinearMemory; nil refuses the growth.
 func (a *limitedAllocator) Reallocate(size uint64) []byte {
 	if size > a.limit {
 		return nil
@@ -477,6 +482,7 @@ func (a *limitedAllocator) Reallocate(size uint64) []byte {
 	return b
 }
 
+// Free implements experimental.LinearMemory.
 func (a *limitedAllocator) Free() { a.buf = nil }
 
 // budgetWriter is a granted stdout or stderr: what the guest writes counts
@@ -487,6 +493,8 @@ type budgetWriter struct {
 	in   *Instance
 }
 
+// Write counts p against the running call's budget (trapping it when
+// exceeded) and passes it on.
 func (b *budgetWriter) Write(p []byte) (int, error) {
 	if b.in != nil && b.in.host != nil {
 		b.in.spend(b.what, uint32(min(len(p), 1<<31)))
