@@ -536,3 +536,57 @@ func TestWasmStatuses(t *testing.T) {
 		t.Errorf("client got %q (closed %v)", b, closed)
 	}
 }
+
+// Reloading a plugin many times leaves nothing behind: every module,
+// plugin and instance is released (goroutines are checked by TestMain).
+func TestWasmNoGrowthOverReloads(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	ctx := context.Background()
+	srv := tn.Serve(t, tn.Echo)
+	px, _ := tn.Proxy(t, tn.Route("r", srv.Addr()))
+	bin := wasmGuest(t, "crash")
+	var heap [2]uint64
+	for i := range 100 {
+		m, err := rt.Compile(ctx, "crash", bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := m.Hook(ctx, host.PluginOptions{Instances: 2})
+		m.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := px.Apply([]host.Route{tn.Route("r", srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})}); err != nil {
+			t.Fatal(err)
+		}
+		c := tn.Dial(t, px.Addr("r").String())
+		wasmRoundTrip(t, c, "a", "+a")
+		c.Close()
+		if i == 9 || i == 99 {
+			// Let the proxy release the previous generation, then measure.
+			deadline := time.Now().Add(tn.Timeout)
+			for rt.Stats().Plugins > 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("reload %d: %+v", i, rt.Stats())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			heap[i/99] = ms.HeapAlloc
+		}
+	}
+	if err := px.Apply([]host.Route{tn.Route("r", srv.Addr())}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(tn.Timeout)
+	for rt.Stats() != (host.RuntimeStats{}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 100 reloads the runtime still holds %+v", rt.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("heap after 10 reloads %d KiB, after 100 %d KiB", heap[0]>>10, heap[1]>>10)
+}
