@@ -42,13 +42,13 @@ func configErr(err error) error {
 	case errors.As(err, &te):
 		field := te.Field
 		if field == "" {
-			return fmt.Errorf("config: expected %s, got a JSON %s", te.Type, te.Value)
+			return fmt.Errorf("config: must be %s, got a JSON %s", goTypeName(te.Type.String()), te.Value)
 		}
 		return fmt.Errorf("config: %q must be %s, got a JSON %s", field, goTypeName(te.Type.String()), te.Value)
 	case errors.As(err, &se):
 		return fmt.Errorf("config: invalid JSON at byte %d: %w", se.Offset, err)
-	case errors.Is(err, io.EOF):
-		return nil
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("config: invalid JSON: it ends too early")
 	}
 	if msg, ok := bytes.CutPrefix([]byte(err.Error()), []byte("json: unknown field ")); ok {
 		return fmt.Errorf("config: unknown setting %s", msg)

@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,7 +144,8 @@ func cacheDir() string {
 // Options adds the host's settings to sdktest.Options.
 type Options struct {
 	// PluginOptions are handed to Module.Hook; Config, Stdout and Logger
-	// are set by the harness.
+	// are set by the harness. Instances defaults to 1, as in the emulator,
+	// so plugin-wide state behaves the same in both runs.
 	host.PluginOptions
 }
 
@@ -167,6 +169,9 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 	m := module(t, dir)
 	p := &wasmPlugin{t: t, accepted: make(chan net.Conn, 1), pending: make(chan *splitState, 1)}
 	po := o.PluginOptions
+	if po.Instances == 0 {
+		po.Instances = 1 // like the emulator: one instance sees every connection
+	}
 	po.Config = []byte(opts.Config)
 	po.Stdout = &p.stdout
 	po.Logger = slog.New(&p.logs)
@@ -189,14 +194,15 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 	}
 	p.server = ln
 	p.proxy = &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
-	split := &splitHook{p: p}
+	p.split = &splitHook{p: p}
+	split := p.split
 	err = p.proxy.Apply([]host.Route{{
 		Name:   route,
 		Listen: "127.0.0.1:0",
 		Target: ln.Addr().String(),
 		Chain: []host.Link{
 			{Name: "plugintest-client-side", Hook: split},
-			{Name: m.Name(), Hook: plug},
+			{Name: m.Name(), Hook: &watchHook{p: p, plugin: plug}},
 			{Name: "plugintest-server-side", Hook: split},
 		},
 	}})
@@ -224,6 +230,7 @@ type wasmPlugin struct {
 	logs     logCapture
 
 	pending chan *splitState // the state of the connection being opened
+	split   *splitHook
 
 	mu    sync.Mutex
 	conns []*wasmConn
@@ -266,13 +273,18 @@ func (p *wasmPlugin) Open() sdktest.Conn {
 	defer p.mu.Unlock()
 	c := &wasmConn{p: p}
 	cc, err := net.Dial("tcp", p.addr)
-	if err != nil {
+	switch {
+	case err == nil:
+		c.client = cc.(*net.TCPConn)
+		c.out[sdk.ServerToClient] = newSink(cc)
+		c.readers.Add(1)
+		go c.out[sdk.ServerToClient].run(&c.readers)
+	case errors.Is(err, syscall.ECONNRESET):
+		// Refused so fast that the reset beat the end of connect.
+		c.out[sdk.ServerToClient] = closedSink()
+	default:
 		t.Fatalf("plugintest: dialling the tunnel: %v", err)
 	}
-	c.client = cc.(*net.TCPConn)
-	c.out[sdk.ServerToClient] = newSink(cc)
-	c.readers.Add(1)
-	go c.out[sdk.ServerToClient].run(&c.readers)
 	p.conns = append(p.conns, c)
 	// The first hook of the chain reports the connection's id and state;
 	// then either the target is dialled or the connection is refused.
@@ -322,6 +334,16 @@ func (c *wasmConn) src(dir sdk.Direction) *net.TCPConn {
 		return c.client
 	}
 	return c.server
+}
+
+func closeSock(c *net.TCPConn, reset bool) {
+	if c == nil {
+		return
+	}
+	if reset {
+		_ = c.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 func checkDir(t testing.TB, dir sdk.Direction) {
@@ -386,16 +408,25 @@ func (c *wasmConn) ReadAll(dir sdk.Direction) []byte {
 	return b
 }
 
+func (c *wasmConn) Wait() {
+	t := c.p.t
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	select {
+	case <-c.split.closed:
+	case <-timer.C:
+		t.Fatalf("plugintest: Wait: connection #%d was not closed within %s", c.id, Timeout)
+	}
+}
+
 func (c *wasmConn) Abort() {
 	c.shut()
 }
 
 func (c *wasmConn) shut() {
-	_ = c.client.SetLinger(0)
-	_ = c.client.Close()
-	if c.server != nil {
-		_ = c.server.Close()
-	}
+	closeSock(c.client, true)
+	closeSock(c.server, false)
 }
 
 // sink collects what arrives on one socket.

@@ -21,6 +21,7 @@ type splitHook struct {
 // test wrote, per direction, not yet re-cut.
 type splitState struct {
 	id      uint64
+	closed  chan struct{} // closed after the plugin's Closed returned
 	mu      sync.Mutex
 	sizes   [2][]int
 	pending [2][]byte
@@ -41,7 +42,7 @@ func (h *splitHook) Open(info *host.ConnInfo) (host.Filter, error) {
 	st := h.byID[info.ID]
 	if st == nil {
 		// The client-side link opens first.
-		st = &splitState{id: info.ID}
+		st = &splitState{id: info.ID, closed: make(chan struct{})}
 		h.byID[info.ID] = st
 		// Tell the waiting Open which connection this is.
 		select {
@@ -96,4 +97,37 @@ func (f *splitFilter) End(dir host.Direction, s *host.Stream) error {
 		return s.Send(dir, b)
 	}
 	return nil
+}
+
+// watchHook wraps the plugin's hook to tell when its filter is closed.
+type watchHook struct {
+	p      *wasmPlugin
+	plugin *host.Plugin
+}
+
+// Close closes the plugin when the Proxy is done with the hook.
+func (w *watchHook) Close() error { return w.plugin.Close() }
+
+func (w *watchHook) Open(info *host.ConnInfo) (host.Filter, error) {
+	f, err := w.plugin.Open(info)
+	if err != nil {
+		return nil, err
+	}
+	// The client-side link opened first and registered the state.
+	w.p.split.mu.Lock()
+	st := w.p.split.byID[info.ID]
+	w.p.split.mu.Unlock()
+	return &watchFilter{Filter: f, st: st}, nil
+}
+
+type watchFilter struct {
+	host.Filter
+	st *splitState
+}
+
+func (f *watchFilter) Closed() {
+	f.Filter.Closed()
+	if f.st != nil {
+		close(f.st.closed)
+	}
 }

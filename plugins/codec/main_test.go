@@ -8,6 +8,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
 )
 
 const (
@@ -111,3 +112,5 @@ func testCodec(t *testing.T, start sdktest.Starter, size int) {
 }
 
 func TestWasm(t *testing.T) { testCodec(t, plugintest.Wasm(t, "."), 2<<20) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

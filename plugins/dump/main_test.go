@@ -6,6 +6,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
 )
 
 const (
@@ -81,3 +82,5 @@ func testDump(t *testing.T, start sdktest.Starter) {
 }
 
 func TestWasm(t *testing.T) { testDump(t, plugintest.Wasm(t, ".")) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -7,6 +7,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
 )
 
 func TestNative(t *testing.T) { testNoop(t, sdktest.Native) }
@@ -31,3 +32,5 @@ func testNoop(t *testing.T, start sdktest.Starter) {
 		t.Fatalf("config error %v", err)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -8,6 +8,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
 )
 
 const (
@@ -149,3 +150,5 @@ func firstDiff(a, b []byte) int {
 }
 
 func TestWasm(t *testing.T) { testReplace(t, plugintest.Wasm(t, ".")) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -371,6 +371,15 @@ func peer(dir sdk.Direction) string {
 	return "client"
 }
 
+func (c *emuConn) Wait() {
+	c.p.t.Helper()
+	callMu.Lock()
+	defer callMu.Unlock()
+	if !c.closed {
+		c.p.t.Fatalf("sdktest: Wait: connection #%d is still open", c.id)
+	}
+}
+
 func (c *emuConn) Abort() {
 	callMu.Lock()
 	defer callMu.Unlock()

@@ -90,6 +90,11 @@ type Conn interface {
 	// Abort drops the connection from outside, as a reset would; the plugin
 	// sees OnClose.
 	Abort()
+	// Wait returns once the connection is gone and the plugin's OnClose has
+	// returned, so that what OnClose did (logs) can be checked. It fails the
+	// test if the connection is still open: end both directions, or let the
+	// plugin close it, or Abort, first.
+	Wait()
 }
 
 // Log is one message a plugin logged.

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"net"
+	"regexp"
+	"slices"
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
+)
+
+const (
+	c2s = sdk.ClientToServer
+	s2c = sdk.ServerToClient
+)
+
+func TestNative(t *testing.T) { testSDK(t, sdktest.Native) }
+
+func TestWasm(t *testing.T) { testSDK(t, plugintest.Wasm(t, ".")) }
+
+// msgs returns the messages of logs at level Info and above, whose order
+// is the plugin's.
+func msgs(logs []sdktest.Log) []string {
+	var out []string
+	for _, l := range logs {
+		out = append(out, l.Msg)
+	}
+	return out
+}
+
+func expectLogs(t *testing.T, p sdktest.Plugin, want ...string) {
+	t.Helper()
+	if got := msgs(p.Logs()); !slices.Equal(got, want) {
+		t.Fatalf("logs:\n got %q\nwant %q", got, want)
+	}
+}
+
+func testSDK(t *testing.T, start sdktest.Starter) {
+	t.Run("greet, info, reply, upper, close", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"greet":"hello\n"}`, Route: "r1"})
+		c := p.Open()
+		if got := c.Read(s2c, 6); string(got) != "hello\n" {
+			t.Fatalf("greeting %q", got)
+		}
+		c.Write(c2s, []byte("!info"))
+		line := string(c.Read(s2c, 1)) // the length depends on the addresses
+		for line[len(line)-1] != '\n' {
+			line += string(c.Read(s2c, 1))
+		}
+		m := regexp.MustCompile(`^route=r1 id=(\d+) client=(\S+) target=(\S+) listen=(\S+)\n$`).FindStringSubmatch(line)
+		if m == nil || m[1] != "1" {
+			t.Fatalf("info line %q", line)
+		}
+		for _, a := range m[2:] {
+			if _, err := net.ResolveTCPAddr("tcp", a); err != nil {
+				t.Errorf("info address %q: %v", a, err)
+			}
+		}
+		c.Write(c2s, []byte("!reply pong"))
+		if got := c.Read(s2c, 4); string(got) != "pong" {
+			t.Fatalf("reply %q", got)
+		}
+		c.Write(c2s, []byte("plain"))
+		c.Write(c2s, []byte("!upper shout"))
+		if got := c.Read(c2s, 10); string(got) != "plainSHOUT" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(c2s, []byte("!close"))
+		if got := c.ReadAll(s2c); string(got) != "bye\n" {
+			t.Fatalf("client got %q", got)
+		}
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(c2s, []byte("after close")) // lost, not an error
+		c.Wait()
+		expectLogs(t, p, "probe: configured", "info: ok", "reply: ok", "upper: ok", "bye: ok", "close: ok",
+			"closed #1", "send in OnClose: "+sdk.ErrNotAllowed.Error())
+		if lv := p.Logs()[0].Level; lv != sdk.LevelDebug {
+			t.Fatalf("level of the first log %v", lv)
+		}
+	})
+	t.Run("hold until a dot, and at the end", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{})
+		c := p.Open()
+		c.Write(c2s, []byte("!hold a"))
+		c.Write(c2s, []byte("b"))
+		c.Write(c2s, []byte("c."))
+		c.Write(c2s, []byte("!reply r")) // a command after the held bytes came through
+		if got := c.Read(s2c, 1); string(got) != "r" {
+			t.Fatalf("reply %q", got)
+		}
+		if got := c.Read(c2s, 10); string(got) != "!hold abc." {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(c2s, []byte("!hold no dot"))
+		c.End(c2s)
+		if got := c.ReadAll(c2s); string(got) != "!hold no dot" {
+			t.Fatalf("held bytes at the end: server got %q", got)
+		}
+	})
+	t.Run("half-close from the plugin, then the rest of the connection", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{})
+		c := p.Open()
+		c.Write(c2s, []byte("before"))
+		c.Write(c2s, []byte("!closewrite"))
+		if got := c.ReadAll(c2s); string(got) != "before" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("still open"))
+		if got := c.Read(s2c, 10); string(got) != "still open" {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.End(c2s)
+		c.Wait()
+		expectLogs(t, p, "probe: configured", "closewrite: ok", "send after closewrite: "+sdk.ErrClosed.Error(),
+			"closed #1", "send in OnClose: "+sdk.ErrNotAllowed.Error())
+	})
+	t.Run("errors: bad direction, another connection", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{})
+		a := p.Open()
+		b := p.Open()
+		if a.ID() != 1 || b.ID() != 2 {
+			t.Fatalf("ids %d %d", a.ID(), b.ID())
+		}
+		a.Write(c2s, []byte("!badarg"))
+		a.Write(c2s, []byte("!other"))
+		a.Write(c2s, []byte("!log"))
+		a.Write(c2s, []byte("!stdout out"))
+		a.Write(c2s, []byte("!reply done"))
+		a.Read(s2c, 4)
+		b.Abort()
+		b.Wait()
+		a.Abort()
+		a.Wait()
+		want := []sdktest.Log{
+			{Level: sdk.LevelDebug, Msg: "probe: configured"},
+			{Level: sdk.LevelInfo, Msg: "badarg: " + sdk.ErrBadArgument.Error()},
+			{Level: sdk.LevelInfo, Msg: "other: " + sdk.ErrNotAllowed.Error()},
+			{Level: sdk.LevelDebug, Msg: "debug line"},
+			{Level: sdk.LevelInfo, Msg: "info line"},
+			{Level: sdk.LevelWarn, Msg: "warn line 3"},
+			{Level: sdk.LevelError, Msg: "error line"},
+			{Level: sdk.LevelInfo, Msg: "stdout: ok"},
+			{Level: sdk.LevelInfo, Msg: "reply: ok"},
+			{Level: sdk.LevelInfo, Msg: "closed #2"},
+			{Level: sdk.LevelInfo, Msg: "send in OnClose: " + sdk.ErrNotAllowed.Error()},
+			{Level: sdk.LevelInfo, Msg: "closed #1"},
+			{Level: sdk.LevelInfo, Msg: "send in OnClose: " + sdk.ErrNotAllowed.Error()},
+		}
+		if got := p.Logs(); !slices.Equal(got, want) {
+			t.Fatalf("logs:\n got %q\nwant %q", got, want)
+		}
+		if got := string(p.Stdout()); got != "out" {
+			t.Fatalf("stdout %q", got)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"refuse":true,"greet":"never"}`})
+		c := p.Open()
+		c.Write(c2s, []byte("lost"))
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q", got)
+		}
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q", got)
+		}
+		c.Wait()
+		expectLogs(t, p, "probe: configured", "connection refused: probe refuses everyone")
+	})
+	t.Run("config errors", func(t *testing.T) {
+		for _, tc := range []struct{ config, want string }{
+			{`{"greet":1}`, `config: "greet" must be a string, got a JSON number`},
+			{`{"refuse":"yes"}`, `config: "refuse" must be true or false, got a JSON string`},
+			{`{"greet":"a"} {}`, `config: unexpected data after the JSON object`},
+			{`{"greet":`, `config: invalid JSON: it ends too early`},
+			{`[1]`, `config: must be an object, got a JSON array`},
+		} {
+			_, err := start(t, sdktest.Options{Config: tc.config})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("config %s:\n got %v\nwant %s", tc.config, err, tc.want)
+			}
+		}
+	})
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
