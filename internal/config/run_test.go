@@ -428,7 +428,9 @@ func TestReloadNoGrowth(t *testing.T) {
 	c = dial(t, addr)
 	roundTrip(t, c, "after", `"g"after`)
 	c.Close()
-	if n := settledGoroutines(base); n > base+2 {
+	n := settledGoroutines(base)
+	t.Logf("goroutines: %d before, %d after", base, n)
+	if n > base+2 {
 		t.Errorf("goroutines grew from %d to %d over 100 reloads", base, n)
 	}
 	if s := h.r.Stats(); s.Modules != 1 || s.Plugins != 1 || s.Instances != 1 {
