@@ -354,6 +354,10 @@ func (m *Module) Hook(ctx context.Context, opts PluginOptions) (*Plugin, error) 
 // instance for its life; an instance serves several connections, one call
 // at a time. Close releases the instances; a Proxy closes a Plugin it was
 // given once no applied route and no open connection uses it.
+//
+// The guest names connections by [ConnInfo].ID, which is unique within one
+// Proxy: use a Plugin with one Proxy only (make another Plugin from the same
+// Module for another Proxy; that costs no compilation).
 type Plugin struct {
 	r     *Runtime
 	m     *Module
