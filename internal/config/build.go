@@ -172,7 +172,7 @@ func hookDiag(p *Plugin, r *Route, l *Link, err error) *hcl.Diagnostic {
 	return &hcl.Diagnostic{
 		Severity: hcl.DiagError,
 		Summary:  "Plugin failed to start",
-		Detail:   fmt.Sprintf("Plugin %q could not be instantiated for route %q: %v", p.Name, r.Name, err),
+		Detail:   fmt.Sprintf("Plugin %q could not be instantiated for route %q: %s", p.Name, r.Name, strings.TrimPrefix(err.Error(), fmt.Sprintf("plugin %q: ", p.Name))),
 		Subject:  &rng,
 	}
 }

@@ -17,6 +17,11 @@ plugin "noexports" {
   path = "../../../internal/config/testdata/wasm/empty.wasm" # ERROR: Invalid plugin module
 }
 
+plugin "big" {
+  path         = "../../../internal/config/testdata/wasm/big.wasm"
+  memory_limit = "1MiB"
+}
+
 route "a" {
   listen  = "127.0.0.1:9090"
   target  = "127.0.0.1" # ERROR: Invalid target address
@@ -30,6 +35,9 @@ route "a" {
   }
   chain {
     plugin = plugin.missing
+  }
+  chain {
+    plugin = plugin.big # ERROR: Plugin failed to start
   }
 }
 
