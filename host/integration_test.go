@@ -574,6 +574,32 @@ func TestMaxConns(t *testing.T) {
 	}
 }
 
+// TestMaxConnsRaisedByReload: raising a route's MaxConns with Apply lets
+// a client waiting at the old cap in at once, not only when a connection
+// closes.
+func TestMaxConnsRaisedByReload(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	r := host.Route{Name: "capped", Listen: "127.0.0.1:0", Target: srv.Addr(), MaxConns: 1}
+	p, _ := tn.Proxy(t, r)
+	addr := p.Addr("capped").String()
+	first := tn.Dial(t, addr)
+	ask(t, first, "1")
+	second := tn.Dial(t, addr) // waits in the backlog
+	io.WriteString(second, "2")
+	r.MaxConns = 2
+	if err := p.Apply([]host.Route{r}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(second, got); err != nil || string(got) != "2" {
+		t.Fatalf("second client after the cap was raised to 2: %q, %v", got, err)
+	}
+	if got := ask(t, first, "still"); got != "still" {
+		t.Errorf("first client: %q", got)
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -292,6 +292,7 @@ func (p *Proxy) Apply(routes []Route) error {
 		p.retain(rs)
 		if l, ok := p.listeners[key]; ok {
 			old = append(old, l.state.Swap(rs))
+			l.wake() // a raised MaxConns applies at once
 			continue
 		}
 		l := &listener{p: p, ln: fresh[key], done: make(chan struct{}), exit: make(chan struct{}), slot: make(chan struct{}, 1)}
@@ -454,6 +455,11 @@ func (l *listener) acquire() *routeState {
 
 func (l *listener) connDone() {
 	l.open.Add(-1)
+	l.wake()
+}
+
+// wake makes an accept loop waiting at the connection cap check it again.
+func (l *listener) wake() {
 	select {
 	case l.slot <- struct{}{}:
 	default:
