@@ -74,6 +74,8 @@ type Options struct {
 var (
 	// ErrTimeout: the call ran past its time limit and was cut off.
 	ErrTimeout = errors.New("call exceeded its time limit")
+
+	errInstanceClosed = errors.New("instance is closed")
 )
 
 // Violation is a breach of the ABI by the guest.
@@ -360,8 +362,11 @@ func (in *Instance) OnClose(h Host, conn uint64) error {
 // call runs fn with in.stack as parameters and results, under the time
 // limit, and turns every way a call can fail into an error.
 func (in *Instance) call(h Host, fn api.Function) (err error) {
-	if in.closed || in.killed.Load() {
+	if in.killed.Load() {
 		return ErrTimeout
+	}
+	if in.closed {
+		return errInstanceClosed
 	}
 	in.host = h
 	in.out = 0
