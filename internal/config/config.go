@@ -46,6 +46,13 @@
 //	  }
 //	}
 //
+// A locals block names values to reuse as local.NAME (each may use the ones
+// defined before it):
+//
+//	locals {
+//	  redis = env("REDIS_ADDR", "127.0.0.1:6379")
+//	}
+//
 // Functions available in expressions: env(name[, default]), file(path)
 // (relative to the config file), and from go-cty's standard library
 // format, join, lower, upper, trimspace, replace, jsonencode, jsondecode,

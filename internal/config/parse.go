@@ -48,8 +48,14 @@ type Options struct {
 // The gohcl schema. Attributes are decoded as expressions so that every value
 // is checked with its own source range at hand.
 type fileBody struct {
+	Locals  []*localsBody `hcl:"locals,block"`
 	Plugins []*pluginBody `hcl:"plugin,block"`
 	Routes  []*routeBody  `hcl:"route,block"`
+}
+
+// localsBody is a locals block: named values, used elsewhere as local.NAME.
+type localsBody struct {
+	Attrs hcl.Attributes `hcl:",remain"`
 }
 
 type pluginBody struct {
@@ -118,6 +124,7 @@ func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnost
 	d.ctx = d.evalContext(hf.Body)
 	var body fileBody
 	diags = append(diags, gohcl.DecodeBody(hf.Body, d.ctx, &body)...)
+	d.locals(body.Locals)
 	for _, pb := range body.Plugins {
 		d.plugin(pb)
 	}
@@ -247,6 +254,41 @@ func (d *decoder) fileFunc() function.Function {
 			return cty.StringVal(string(b)), nil
 		},
 	})
+}
+
+// locals evaluates the locals blocks in source order: a value may use the
+// ones defined before it. The result is the variable "local".
+func (d *decoder) locals(blocks []*localsBody) {
+	var attrs []*hcl.Attribute
+	for _, b := range blocks {
+		for _, a := range b.Attrs {
+			attrs = append(attrs, a)
+		}
+	}
+	sort.Slice(attrs, func(i, j int) bool {
+		a, b := attrs[i].Range, attrs[j].Range
+		if a.Filename != b.Filename {
+			return a.Filename < b.Filename
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	vals := map[string]cty.Value{}
+	seen := map[string]hcl.Range{}
+	for _, a := range attrs {
+		if first, dup := seen[a.Name]; dup {
+			d.errorf(a.NameRange, "Duplicate local value", "local.%s was already defined at %s; give each value its own name.", a.Name, shortRange(first))
+			continue
+		}
+		seen[a.Name] = a.NameRange
+		d.ctx.Variables["local"] = cty.ObjectVal(vals)
+		v, diags := a.Expr.Value(d.ctx)
+		d.diags = append(d.diags, diags...)
+		if diags.HasErrors() {
+			v = cty.DynamicVal // uses of it report nothing more
+		}
+		vals[a.Name] = v
+	}
+	d.ctx.Variables["local"] = cty.ObjectVal(vals)
 }
 
 // resolve makes a path from the file relative to the file's directory.

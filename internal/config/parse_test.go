@@ -82,8 +82,12 @@ func TestParseValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := `
+locals {
+  loopback = "127.0.0.1"
+  dir      = "plugins"
+}
 plugin "deny" {
-  path         = "plugins/deny.wasm"
+  path         = "${local.dir}/deny.wasm"
   memory_limit = "32MiB"
   call_timeout = "250ms"
   on_failure   = "bypass"
@@ -95,7 +99,7 @@ plugin "abs" {
   path = "/opt/x.wasm"
 }
 route "r1" {
-  listen          = "127.0.0.1:${env("PORT")}"
+  listen          = "${local.loopback}:${env("PORT")}"
   target          = env("UNSET_TARGET", "localhost:6379")
   dial_timeout    = "2s"
   idle_timeout    = "5m"
@@ -137,7 +141,7 @@ route "r2" {
 	if *deny != wantDeny {
 		t.Errorf("plugin deny = %+v\nwant %+v", *deny, wantDeny)
 	}
-	if deny.PathRange.Start.Line != 3 || deny.DeclRange.Start.Line != 2 {
+	if deny.PathRange.Start.Line != 7 || deny.DeclRange.Start.Line != 6 {
 		t.Errorf("deny ranges: decl %v path %v", deny.DeclRange, deny.PathRange)
 	}
 	if p := f.Plugin("abs"); p.Path != "/opt/x.wasm" || p.FailOpen || p.MemoryLimit != 0 || p.Instances != 0 {
@@ -149,7 +153,7 @@ route "r2" {
 		t.Errorf("route r1 = %+v", *r1)
 	}
 	l := r1.Chain[0]
-	if l.Plugin != "deny" || l.Directions != host.OnlyClientToServer || l.ConfigRange.Start.Line != 26 {
+	if l.Plugin != "deny" || l.Directions != host.OnlyClientToServer || l.ConfigRange.Start.Line != 30 {
 		t.Errorf("r1 link 1 = %+v", *l)
 	}
 	if want := `{"list":[1,true,null],"n":3,"pattern":"FLUSHALL","reply":"-ERR no\r\n"}`; string(l.Config) != want {
