@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +135,38 @@ func TestHalfClose(t *testing.T) {
 			t.Fatalf("client got %d bytes (sha %s), want %d (sha %s)", got.N, got.Sum, len(down), tn.Sum(down))
 		}
 		logs.Wait(t, "connection closed", "bytes_client_to_server=23000", "bytes_server_to_client=46000")
+	})
+}
+
+// TestServerHalfClosesFirst is the half-close the other way round: the
+// server sends its 46,000 bytes and half-closes first, then reads the
+// client's 23,000 bytes, which the client only sends once it has seen the
+// server's end.
+func TestServerHalfClosesFirst(t *testing.T) {
+	t.Parallel()
+	paths(t, func(t *testing.T, route func(string) host.Route) {
+		up := tn.Random(11, 23000)
+		down := tn.Random(12, 46000)
+		serverGot := make(chan tn.Received, 1)
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			c.Write(down)
+			c.CloseWrite()
+			serverGot <- tn.ReadSum(c)
+		})
+		addr, _ := tunnel(t, route(srv.Addr()))
+		c := tn.Dial(t, addr)
+		got := tn.ReadSum(c)
+		if got.Err != nil || got.N != int64(len(down)) || got.Sum != tn.Sum(down) {
+			t.Fatalf("client got %d bytes sha %s (err %v), want %d sha %s", got.N, got.Sum, got.Err, len(down), tn.Sum(down))
+		}
+		if _, err := c.Write(up); err != nil {
+			t.Fatalf("client writes after the server's half-close: %v", err)
+		}
+		c.CloseWrite()
+		s := <-serverGot
+		if s.Err != nil || s.N != int64(len(up)) || s.Sum != tn.Sum(up) {
+			t.Errorf("server got %d bytes sha %s (err %v), want %d sha %s", s.N, s.Sum, s.Err, len(up), tn.Sum(up))
+		}
 	})
 }
 
@@ -713,4 +746,97 @@ func TestSendLoop(t *testing.T) {
 	io.WriteString(c, "ping")
 	expectClosed(t, c)
 	logs.Wait(t, "connection closed", host.ErrSendDepth.Error())
+}
+
+// countingHook counts the filters it made and how many of them were closed,
+// and fails in Opened or Data on demand.
+type countingHook struct {
+	opened, closed atomic.Int64
+	failOpened     bool
+	failData       bool
+}
+
+func (h *countingHook) Open(*host.ConnInfo) (host.Filter, error) {
+	h.opened.Add(1)
+	var once sync.Once
+	return &testFilter{
+		opened: func(*host.Stream) error {
+			if h.failOpened {
+				return errors.New("opened fails")
+			}
+			return nil
+		},
+		data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if h.failData {
+				return errors.New("data fails")
+			}
+			return s.Send(dir, chunk)
+		},
+		closed: func() {
+			first := false
+			once.Do(func() { first = true })
+			if !first {
+				panic("Closed called twice")
+			}
+			h.closed.Add(1)
+		},
+	}, nil
+}
+
+// TestFilterClosedOnce: every filter a hook makes gets exactly one Closed,
+// however its connection ends: normally, by a client reset, a refused
+// dial, a failing Opened (of this link or the next), a failing Data.
+func TestFilterClosedOnce(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	down := freeAddr(t)
+	for _, tc := range []struct {
+		name   string
+		target string
+		hook   *countingHook
+		next   *countingHook // a second link after the counted one
+		client func(c *net.TCPConn)
+	}{
+		{name: "normal", target: srv.Addr(), hook: &countingHook{}, client: func(c *net.TCPConn) { roundTrip(t, c, []byte("hi")) }},
+		{name: "client reset", target: srv.Addr(), hook: &countingHook{}, client: func(c *net.TCPConn) {
+			ask(t, c, "hi")
+			c.SetLinger(0)
+			c.Close()
+		}},
+		{name: "target refuses", target: down, hook: &countingHook{}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
+		{name: "Opened fails", target: srv.Addr(), hook: &countingHook{failOpened: true}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
+		{name: "next link's Opened fails", target: srv.Addr(), hook: &countingHook{}, next: &countingHook{failOpened: true}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
+		{name: "Data fails", target: srv.Addr(), hook: &countingHook{failData: true}, client: func(c *net.TCPConn) {
+			c.Write([]byte("hi"))
+			io.ReadAll(c)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chain := []host.Link{{Name: "counted", Hook: tc.hook}}
+			if tc.next != nil {
+				chain = append(chain, host.Link{Name: "next", Hook: tc.next})
+			}
+			p, logs := tn.Proxy(t, tn.Route("test", tc.target, chain...))
+			addr := p.Addr("test").String()
+			const conns = 5
+			for range conns {
+				if c, err := net.DialTimeout("tcp", addr, tn.Timeout); err == nil {
+					c.SetDeadline(time.Now().Add(tn.Timeout))
+					tc.client(c.(*net.TCPConn))
+					c.Close()
+				}
+			}
+			for i := 1; i <= conns; i++ {
+				logs.Wait(t, "connection closed", fmt.Sprintf("conn=%d ", i))
+			}
+			if o, c := tc.hook.opened.Load(), tc.hook.closed.Load(); o != conns || c != conns {
+				t.Errorf("%d filters made, %d closed; want %d and %d", o, c, conns, conns)
+			}
+			if tc.next != nil {
+				if o, c := tc.next.opened.Load(), tc.next.closed.Load(); o != c {
+					t.Errorf("next link: %d filters made, %d closed", o, c)
+				}
+			}
+		})
+	}
 }
