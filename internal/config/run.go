@@ -21,10 +21,9 @@ import (
 	"github.com/tunnelwasm/tunnel/host"
 )
 
-// Defaults of a [Runner].
-const (
-	DefaultDebounce = 150 * time.Millisecond
-)
+// DefaultDebounce is how long file changes must settle before a [Runner]
+// reloads, unless Runner.Debounce says otherwise.
+const DefaultDebounce = 150 * time.Millisecond
 
 // LoadError is a configuration with errors: the diagnostics (warnings
 // included) and the sources to print them with [WriteDiagnostics].
@@ -66,7 +65,8 @@ type Runner struct {
 	Stdout io.Writer
 	// Logger receives the operational log. Nil means slog.Default().
 	Logger *slog.Logger
-	// Runtime options for the WebAssembly runtime the Runner creates.
+	// Runtime configures the WebAssembly runtime the Runner creates; a nil
+	// Runtime.Logger means Logger.
 	Runtime host.RuntimeOptions
 	// Edit, when set, may change each parsed file before it is built (tests
 	// use it to listen on free ports).
@@ -103,7 +103,11 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	if r.started {
 		return errors.New("runner already started")
 	}
-	rt, err := host.NewRuntime(ctx, r.Runtime)
+	ropts := r.Runtime
+	if ropts.Logger == nil {
+		ropts.Logger = r.logger()
+	}
+	rt, err := host.NewRuntime(ctx, ropts)
 	if err != nil {
 		return fmt.Errorf("starting the WebAssembly runtime: %w", err)
 	}
