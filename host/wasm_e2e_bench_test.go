@@ -1,0 +1,101 @@
+package host_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// BenchmarkWasmPingPong is request/response traffic over loopback sockets:
+// one client writes 64 bytes and waits for the echo, through the tunnel with
+// a pass-through Go hook (the filtered path without a plugin) and with the
+// no-op WAT plugin, sandboxed and trusted, on both directions. ns/op is one
+// round trip (two chunks through the plugin); cpu-ns/op is the process's CPU
+// time per round trip (client, tunnel and echo server together), which a
+// busy machine disturbs less than wall time.
+//
+//	go test -run '^$' -bench WasmPingPong ./host
+func BenchmarkWasmPingPong(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	for _, v := range []struct {
+		name string
+		hook func() host.Hook
+	}{
+		{"go-passthrough", func() host.Hook { return passHook{} }},
+		{"wasm-sandboxed", func() host.Hook {
+			p, err := rt.Load(ctx, "testdata/noop.wasm", host.PluginOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return p
+		}},
+		{"wasm-trusted", func() host.Hook {
+			p, err := rt.Load(ctx, "testdata/noop.wasm", host.PluginOptions{Trusted: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return p
+		}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			p := &host.Proxy{Logger: quiet}
+			defer p.Close()
+			err := p.Apply([]host.Route{{Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(),
+				Chain: []host.Link{{Name: v.name, Hook: v.hook()}}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c, err := net.Dial("tcp", p.Addr("r").String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 64)
+			cpu0 := cpuTime()
+			n := 0
+			for b.Loop() {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/op")
+		})
+	}
+}
+
+// cpuTime is the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
