@@ -272,6 +272,10 @@ func (d *decoder) locals(blocks []*localsBody) {
 		}
 		return a.Start.Byte < b.Start.Byte
 	})
+	all := map[string]bool{}
+	for _, a := range attrs {
+		all[a.Name] = true
+	}
 	vals := map[string]cty.Value{}
 	seen := map[string]hcl.Range{}
 	for _, a := range attrs {
@@ -282,6 +286,19 @@ func (d *decoder) locals(blocks []*localsBody) {
 		seen[a.Name] = a.NameRange
 		d.ctx.Variables["local"] = cty.ObjectVal(vals)
 		v, diags := a.Expr.Value(d.ctx)
+		for _, dg := range diags {
+			// A reference to a local defined further down.
+			for _, tr := range a.Expr.Variables() {
+				if tr.RootName() != "local" || len(tr) < 2 || dg.Subject == nil || !dg.Subject.Overlaps(tr.SourceRange()) {
+					continue
+				}
+				name, ok := tr[1].(hcl.TraverseAttr)
+				if _, defined := vals[name.Name]; ok && all[name.Name] && !defined {
+					dg.Summary = "Local value used before its definition"
+					dg.Detail = fmt.Sprintf("local.%s is defined further down; a local value may only use the ones defined before it, so move it up.", name.Name)
+				}
+			}
+		}
 		d.diags = append(d.diags, diags...)
 		if diags.HasErrors() {
 			v = cty.DynamicVal // uses of it report nothing more

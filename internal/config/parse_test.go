@@ -1,6 +1,7 @@
 package config
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,8 +57,12 @@ func checkMarks(t *testing.T, path string, diags hcl.Diagnostics, files map[stri
 	}
 }
 
+var update = flag.Bool("update", false, "rewrite testdata/errors/*.golden from the current output")
+
 // TestParseErrors checks every file in testdata/errors reports exactly the
-// diagnostics marked on its lines, and nothing else.
+// diagnostics marked on its lines, and nothing else, and prints them exactly
+// as its .golden file shows (go test -run TestParseErrors -update rewrites
+// those after a deliberate change).
 func TestParseErrors(t *testing.T) {
 	t.Setenv("TUNNEL_TEST_UNSET_VARIABLE", "")
 	os.Unsetenv("TUNNEL_TEST_UNSET_VARIABLE")
@@ -72,6 +77,20 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("no errors reported")
 			}
 			checkMarks(t, path, diags, f.Files)
+			got := FormatDiagnostics(diags, f.Files)
+			golden := strings.TrimSuffix(path, ".hcl") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("output differs from %s:\n%s", golden, got)
+			}
 		})
 	}
 }

@@ -1,7 +1,7 @@
 # locals: values defined once, used as local.NAME, in source order.
 locals {
   host = "127.0.0.1"
-  port = local.later # ERROR: Unsupported attribute
+  port = local.later # ERROR: Local value used before its definition
   bad  = env("TUNNEL_TEST_UNSET_VARIABLE") # ERROR: Error in function call
 }
 
