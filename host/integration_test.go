@@ -90,7 +90,7 @@ func TestTargetRefuses(t *testing.T) {
 
 	start := time.Now()
 	expectRefused(t, addr)
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("client closed after %v; a refused dial should close it at once", d)
 	}
 	logs.Wait(t, "connection closed", "dial "+target, "connection refused")
@@ -610,7 +610,7 @@ func isTimeout(err error) bool {
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
-	p, logs := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr(), IdleTimeout: 300 * time.Millisecond})
+	p, logs := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr(), IdleTimeout: time.Second})
 	addr := p.Addr("r").String()
 
 	quiet, busy := tn.Dial(t, addr), tn.Dial(t, addr)
@@ -621,19 +621,19 @@ func TestIdleTimeout(t *testing.T) {
 		io.ReadAll(quiet)
 		closed <- time.Since(start)
 	}()
-	// The busy one talks every 50ms until the quiet one is closed.
+	// The busy one talks every 20ms until the quiet one is closed.
 	for i := 0; ; i++ {
 		select {
 		case d := <-closed:
-			if d < 250*time.Millisecond {
-				t.Errorf("idle connection closed after %v, before its 300ms timeout", d)
+			if d < 900*time.Millisecond {
+				t.Errorf("idle connection closed after %v, before its 1s timeout", d)
 			}
 			if got := ask(t, busy, "still here"); got != "still here" {
 				t.Errorf("busy connection: %q", got)
 			}
-			logs.Wait(t, "connection closed", "idle for 300ms")
+			logs.Wait(t, "connection closed", "idle for 1s")
 			return
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 			ask(t, busy, fmt.Sprint(i))
 		}
 	}
