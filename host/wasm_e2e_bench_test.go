@@ -99,3 +99,63 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkWasmBulk is one-way bulk transfer over loopback (32 KiB writes to
+// a discarding server) through a pass-through Go hook and through the no-op
+// plugin, sandboxed and trusted; cpu-ns/op is the process's CPU per write.
+//
+//	go test -run '^$' -bench WasmBulk ./host
+func BenchmarkWasmBulk(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go sink(ln)
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	for _, v := range []struct {
+		name    string
+		trusted bool
+		wasm    bool
+	}{{"go-passthrough", false, false}, {"wasm-sandboxed", false, true}, {"wasm-trusted", true, true}} {
+		b.Run(v.name, func(b *testing.B) {
+			var hook host.Hook = passHook{}
+			if v.wasm {
+				p, err := rt.Load(ctx, "testdata/noop.wasm", host.PluginOptions{Trusted: v.trusted})
+				if err != nil {
+					b.Fatal(err)
+				}
+				hook = p
+			}
+			p := &host.Proxy{Logger: quiet}
+			defer p.Close()
+			err := p.Apply([]host.Route{{Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(),
+				Chain: []host.Link{{Name: v.name, Hook: hook}}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c, err := net.Dial("tcp", p.Addr("r").String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 32<<10)
+			b.SetBytes(int64(len(buf)))
+			cpu0 := cpuTime()
+			n := 0
+			for b.Loop() {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/op")
+		})
+	}
+}
