@@ -235,6 +235,9 @@ func (c *Compiled) check(cm wazero.CompiledModule) error {
 			}
 		}
 	}
+	if _, ok := exports["_start"]; ok && !c.HasInitialize {
+		errs = append(errs, errors.New(`module is a WASI command (it exports "_start"), not a reactor: build it with -buildmode=c-shared (Go: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared; clang: -mexec-model=reactor)`))
+	}
 	if mem, ok := cm.ExportedMemories()[abi.ExportMemory]; !ok {
 		errs = append(errs, fmt.Errorf("missing export %q: want (memory (export %q) 1)", abi.ExportMemory, abi.ExportMemory))
 	} else {
