@@ -76,7 +76,6 @@ type wasmFilter struct {
 	canSend bool
 	cw      [2]bool // close_write queued during this call
 	q       *outQueue
-	sendErr error
 }
 
 // Opened implements Filter: calls tunnel_on_open when exported.
@@ -254,7 +253,6 @@ func (f *wasmFilter) Closed() {
 func (f *wasmFilter) begin() {
 	f.canSend = true
 	f.cw = [2]bool{}
-	f.sendErr = nil
 }
 
 // afterFailure decides what the failed connection does: policy close
@@ -303,10 +301,10 @@ func (f *wasmFilter) passHeld(dir Direction, b []byte, s *Stream) error {
 func (f *wasmFilter) deliver(s *Stream) error {
 	q := f.q
 	if q == nil {
-		return f.sendErr
+		return nil
 	}
 	f.q = nil
-	err := f.sendErr
+	var err error
 	off := 0
 	for _, op := range q.ops {
 		switch op.kind {
