@@ -244,10 +244,13 @@ func (d *decoder) fileFunc() function.Function {
 			if err != nil {
 				return cty.NilVal, err
 			}
+			if !st.Mode().IsRegular() {
+				return cty.NilVal, fmt.Errorf("%s is not a regular file", p)
+			}
 			if st.Size() > maxIncludedFile {
 				return cty.NilVal, fmt.Errorf("%s is %d bytes; file() reads at most %d", p, st.Size(), maxIncludedFile)
 			}
-			b, err := os.ReadFile(p)
+			b, err := readLimited(p, maxIncludedFile)
 			if err != nil {
 				return cty.NilVal, err
 			}

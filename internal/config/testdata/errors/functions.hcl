@@ -14,4 +14,8 @@ route "a" {
     plugin = plugin.p
     config = { x = nosuchfunc(1) } # ERROR: Call to unknown function
   }
+  chain {
+    plugin = plugin.p
+    config = { x = file("/dev/zero") } # ERROR: Error in function call
+  }
 }
