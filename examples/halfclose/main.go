@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -86,9 +85,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// Payload returns n bytes of phrase repeated.
-func Payload(phrase string, n int) []byte {
-	return bytes.Repeat([]byte(phrase), n/len(phrase)+1)[:n]
+// Payload returns a reader of n bytes: phrase repeated, the last one cut
+// short. It is generated as it is read, so a client that sends a gigabyte
+// does not make the server allocate two.
+func Payload(phrase string, n int64) io.Reader {
+	return io.LimitReader(&repeat{phrase: phrase}, n)
+}
+
+type repeat struct {
+	phrase string
+	off    int
+}
+
+func (r *repeat) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], r.phrase[r.off:])
+		n += c
+		r.off = (r.off + c) % len(r.phrase)
+	}
+	return n, nil
 }
 
 // Server answers every connection accepted from ln until ctx is done: it
@@ -102,7 +118,7 @@ func Server(ctx context.Context, ln net.Listener, log io.Writer) error {
 			return
 		}
 		fmt.Fprintf(log, "[%s] end of stream after %d bytes; answering %d bytes\n", c.RemoteAddr(), n, 2*n)
-		if _, err := c.Write(Payload(ServerPhrase, int(2*n))); err != nil {
+		if _, err := io.Copy(c, Payload(ServerPhrase, 2*n)); err != nil {
 			fmt.Fprintf(log, "[%s] answer: %v\n", c.RemoteAddr(), err)
 		}
 	})
@@ -133,7 +149,7 @@ func Client(ctx context.Context, addr string, n int) (Result, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	if _, err := c.Write(Payload(ClientPhrase, n)); err != nil {
+	if _, err := io.Copy(c, Payload(ClientPhrase, int64(n))); err != nil {
 		return res, fmt.Errorf("send: %w", err)
 	}
 	res.Sent = n
@@ -147,8 +163,9 @@ func Client(ctx context.Context, addr string, n int) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("receive: %w", err)
 	}
-	want := sha256.Sum256(Payload(ServerPhrase, 2*n))
-	if res.Received != 2*n || res.SHA256 != hex.EncodeToString(want[:]) {
+	want := sha256.New()
+	io.Copy(want, Payload(ServerPhrase, 2*int64(n)))
+	if res.Received != 2*n || res.SHA256 != hex.EncodeToString(want.Sum(nil)) {
 		return res, errors.New("the answer is not the expected 2N bytes")
 	}
 	return res, nil

@@ -75,9 +75,26 @@ func runEcho(ctx context.Context, _ []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func sum(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+func sum(r io.Reader) string {
+	h := sha256.New()
+	io.Copy(h, r)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestPayload: the phrase repeats across reads of any size and is cut at n.
+func TestPayload(t *testing.T) {
+	var b bytes.Buffer
+	r, buf := Payload(ClientPhrase, 50), make([]byte, 7)
+	for {
+		n, err := r.Read(buf)
+		b.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+	}
+	if want := strings.Repeat(ClientPhrase, 3)[:50]; b.String() != want {
+		t.Errorf("got %q, want %q", &b, want)
+	}
 }
 
 func TestBadMode(t *testing.T) {
