@@ -425,3 +425,33 @@ func TestSignalGraceExpires(t *testing.T) {
 func isReset(err error) bool {
 	return strings.Contains(err.Error(), "connection reset")
 }
+
+// TestTargetDownLogged: with the target down, each client is closed and
+// the log names the target and the error; the tunnel keeps running.
+func TestTargetDownLogged(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := ln.Addr().String()
+	ln.Close()
+	p, addr := startPlain(t, target)
+	for i := 1; i <= 2; i++ {
+		if c, err := net.DialTimeout("tcp", addr, cliTimeout); err == nil {
+			c.SetDeadline(time.Now().Add(cliTimeout))
+			if rest, err := io.ReadAll(c); len(rest) != 0 || (err != nil && !isReset(err)) {
+				t.Errorf("client %d: %q, %v; want it closed", i, rest, err)
+			}
+			c.Close()
+		} else if !isReset(err) {
+			t.Fatalf("dial: %v", err)
+		}
+		p.stderr.wait(t, fmt.Sprintf(`level=WARN msg="connection closed" conn=%d .*err="dial %s: .*connection refused"`, i, regexp.QuoteMeta(target)))
+	}
+	select {
+	case <-p.exited:
+		t.Fatalf("tunnel exited; stderr:\n%s", p.stderr)
+	default:
+	}
+}
