@@ -271,7 +271,10 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory, not a .wasm file", path)
+		return nil, fmt.Errorf("%s is a directory, not a file", path)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	if st.Size() > limit {
 		return nil, fmt.Errorf("%s is %d bytes, more than the %d a plugin may have", path, st.Size(), limit)

@@ -229,9 +229,11 @@ func fingerprint(src []byte, files []string) [sha256.Size]byte {
 	h.Write([]byte{0})
 	for _, p := range files {
 		fmt.Fprintf(h, "%s\x00", p)
-		if f, err := os.Open(p); err == nil {
-			io.Copy(h, io.LimitReader(f, maxWasmFile))
-			f.Close()
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			if f, err := os.Open(p); err == nil {
+				io.Copy(h, io.LimitReader(f, maxWasmFile))
+				f.Close()
+			}
 		}
 		h.Write([]byte{0})
 	}
