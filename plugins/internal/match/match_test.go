@@ -116,3 +116,20 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocs per Feed", allocs)
 	}
 }
+
+func TestIndex(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for iter := 0; iter < 20000; iter++ {
+		s := make([]byte, r.IntN(40))
+		for i := range s {
+			s[i] = "ab\x00\xff\x80\x7f"[r.IntN(6)]
+		}
+		p := make([]byte, 1+r.IntN(4))
+		for i := range p {
+			p[i] = "ab\x00\xff\x80\x7f"[r.IntN(6)]
+		}
+		if got, want := index(s, p), bytes.Index(s, p); got != want {
+			t.Fatalf("index(%q, %q) = %d, want %d", s, p, got, want)
+		}
+	}
+}
