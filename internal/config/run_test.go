@@ -569,3 +569,33 @@ func TestReloadSymlinkSwap(t *testing.T) {
 	}
 	roundTrip(t, dial(t, h.addr()), "b", `"v3"b`)
 }
+
+// TestReloadAddsAndRemovesRoutes: a route that leaves the file stops
+// listening, one that appears starts, the one that stays keeps its socket.
+func TestReloadAddsAndRemovesRoutes(t *testing.T) {
+	target := echoServer(t)
+	route := func(name, listen string) string {
+		return fmt.Sprintf("route %q {\n  listen = %q\n  target = %q\n}\n", name, listen, target)
+	}
+	h := start(t, route("r", "127.0.0.1:0")+route("gone", "127.0.0.2:0"))
+	addr := h.addr()
+	gone := h.r.Addr("gone").String()
+	roundTrip(t, dial(t, gone), "a", "a")
+
+	writeFile(t, h.path, route("r", "127.0.0.1:0")+route("new", "127.0.0.3:0"))
+	if r := h.waitReload(); r.Err != nil || r.Routes != 2 {
+		t.Fatalf("reload = %+v", r)
+	}
+	if h.addr() != addr {
+		t.Errorf("route r moved from %s to %s", addr, h.addr())
+	}
+	if h.r.Addr("gone") != nil {
+		t.Error("route gone still has an address")
+	}
+	if c, err := net.Dial("tcp", gone); err == nil {
+		c.Close()
+		t.Errorf("%s still accepts", gone)
+	}
+	roundTrip(t, dial(t, h.r.Addr("new").String()), "b", "b")
+	roundTrip(t, dial(t, addr), "c", "c")
+}
