@@ -599,3 +599,17 @@ func TestReloadAddsAndRemovesRoutes(t *testing.T) {
 	roundTrip(t, dial(t, h.r.Addr("new").String()), "b", "b")
 	roundTrip(t, dial(t, addr), "c", "c")
 }
+
+// TestReloadBrokenPluginFile: a .wasm replaced by something that is not a
+// plugin is reported at the plugin's path and changes nothing.
+func TestReloadBrokenPluginFile(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "s"))
+	copyFile(t, "testdata/wasm/garbage.wasm", filepath.Join(h.dir, "plugin.wasm"))
+	r := h.waitReload()
+	var le *LoadError
+	if !errors.As(r.Err, &le) || strings.Join(gotDiags(le.Diags), ",") != "3: error: Invalid plugin module" {
+		t.Fatalf("reload = %+v", r)
+	}
+	roundTrip(t, dial(t, h.addr()), "x", `"s"x`)
+}
