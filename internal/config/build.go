@@ -114,6 +114,11 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			IdleTimeout: r.IdleTimeout,
 			MaxConns:    r.MaxConns,
 		}
+		// As in the plain mode: the PROXY header first, then the dump, then
+		// the plugins.
+		if r.ProxyProtocol {
+			hr.Chain = append(hr.Chain, host.Link{Name: "proxy-protocol", Hook: host.ProxyProtocol(), Directions: host.OnlyClientToServer})
+		}
 		if r.Dump != nil {
 			format := host.DumpText
 			if r.Dump.Format == "hex" {

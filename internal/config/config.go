@@ -35,6 +35,7 @@
 //	  dial_timeout    = "5s"
 //	  idle_timeout    = "5m"
 //	  max_connections = 1000
+//	  proxy_protocol  = false # true: tell the target the client's address
 //	  dump {
 //	    enabled = true
 //	    format  = "text" # or "hex"
@@ -131,6 +132,9 @@ type Route struct {
 	DialTimeout time.Duration
 	IdleTimeout time.Duration
 	MaxConns    int
+	// ProxyProtocol sends a PROXY protocol v1 header to the target before
+	// the client's bytes (host.ProxyProtocol).
+	ProxyProtocol bool
 	// Dump is nil when the route prints nothing.
 	Dump  *Dump
 	Chain []*Link

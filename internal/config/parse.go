@@ -78,6 +78,7 @@ type routeBody struct {
 	DialTimeout hcl.Expression `hcl:"dial_timeout,optional"`
 	IdleTimeout hcl.Expression `hcl:"idle_timeout,optional"`
 	MaxConns    hcl.Expression `hcl:"max_connections,optional"`
+	ProxyProto  hcl.Expression `hcl:"proxy_protocol,optional"`
 	Dump        *dumpBody      `hcl:"dump,block"`
 	Chain       []*chainBody   `hcl:"chain,block"`
 }
@@ -566,6 +567,9 @@ func (d *decoder) route(rb *routeBody) {
 	}
 	if v, ok := d.integer(rb.MaxConns, "max_connections", 0, MaxConnections, " (0 means no limit)"); ok {
 		r.MaxConns = int(v)
+	}
+	if v, ok := d.boolean(rb.ProxyProto, "proxy_protocol"); ok {
+		r.ProxyProtocol = v
 	}
 	if db := rb.Dump; db != nil {
 		enabled := true

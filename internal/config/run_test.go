@@ -613,3 +613,30 @@ func TestReloadBrokenPluginFile(t *testing.T) {
 	}
 	roundTrip(t, dial(t, h.addr()), "x", `"s"x`)
 }
+
+// TestProxyProtocol: proxy_protocol = true makes the target receive a PROXY
+// v1 header naming the client before the client's bytes.
+func TestProxyProtocol(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := start(t, fmt.Sprintf("route \"r\" {\n  listen = \"127.0.0.1:0\"\n  target = %q\n  proxy_protocol = true\n}\n", ln.Addr()))
+	c := dial(t, h.addr())
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	local := c.LocalAddr().(*net.TCPAddr)
+	want := fmt.Sprintf("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\nhi", local.Port, c.RemoteAddr().(*net.TCPAddr).Port)
+	got := make([]byte, len(want))
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(s, got); err != nil || string(got) != want {
+		t.Fatalf("target got %q (%v), want %q", got, err, want)
+	}
+}
