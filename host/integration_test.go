@@ -13,6 +13,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -513,6 +514,114 @@ func TestShutdownAbortsDial(t *testing.T) {
 	}
 	expectClosed(t, c)
 	logs.Wait(t, "connection closed", `err="proxy shut down"`)
+}
+
+// genHook is one generation's hook in TestReloadStress: it counts its
+// filters and its Close calls, and notes any use after its Close.
+type genHook struct {
+	opens, filtersClosed, closes, lateUse atomic.Int64
+}
+
+func (h *genHook) Open(*host.ConnInfo) (host.Filter, error) {
+	if h.closes.Load() != 0 {
+		h.lateUse.Add(1)
+	}
+	h.opens.Add(1)
+	return &testFilter{
+		data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if h.closes.Load() != 0 {
+				h.lateUse.Add(1)
+			}
+			return s.Send(dir, chunk)
+		},
+		closed: func() { h.filtersClosed.Add(1) },
+	}, nil
+}
+
+func (h *genHook) Close() error {
+	h.closes.Add(1)
+	return nil
+}
+
+// TestReloadStress swaps the hook of a busy route thirty times while eight
+// clients connect, talk and hang up in a loop: no client is refused, no
+// hook is used after its Close, and in the end every hook has been closed
+// exactly once and every filter it made has been closed.
+func TestReloadStress(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	hooks := []*genHook{{}}
+	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: hooks[0]}))
+	addr := p.Addr("r").String()
+
+	stop := make(chan struct{})
+	progress := make(chan struct{}, 64)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+				if err != nil {
+					errs <- fmt.Errorf("client %d, connection %d: %w", i, n, err)
+					return
+				}
+				c.SetDeadline(time.Now().Add(tn.Timeout))
+				msg := fmt.Sprintf("client %d message %d", i, n)
+				io.WriteString(c, msg)
+				got := make([]byte, len(msg))
+				_, err = io.ReadFull(c, got)
+				if n%2 == 0 { // half of them hang up with a reset
+					c.(*net.TCPConn).SetLinger(0)
+				}
+				c.Close()
+				if err != nil || string(got) != msg {
+					errs <- fmt.Errorf("client %d, connection %d: %q, %v", i, n, got, err)
+					return
+				}
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	for range 30 {
+		h := &genHook{}
+		hooks = append(hooks, h)
+		if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: h})}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			select {
+			case <-progress:
+			case err := <-errs:
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hooks {
+		if h.closes.Load() != 1 || h.lateUse.Load() != 0 || h.opens.Load() != h.filtersClosed.Load() {
+			t.Errorf("generation %d: closed %d times, used %d times after Close, %d filters made and %d closed",
+				i, h.closes.Load(), h.lateUse.Load(), h.opens.Load(), h.filtersClosed.Load())
+		}
+	}
 }
 
 // TestApplyPortInUse: an Apply that cannot bind one of its addresses
