@@ -22,27 +22,40 @@ import (
 	"github.com/tunnelwasm/tunnel/sdk/abi"
 )
 
-// Mode selects how guest code is compiled.
+// Mode selects how guest code runs.
 type Mode int
 
 const (
-	// Sandboxed code is compiled with wazero's CloseOnContextDone: every
-	// loop iteration checks whether the instance was closed, so a call can
-	// be cut off and a spinning guest never stalls Go's garbage collector.
+	// Sandboxed code can be cut off at its call's deadline, and a spinning
+	// guest never stalls Go's garbage collector. The module is instrumented
+	// (see instrument.go); a module the instrumentation does not understand
+	// is compiled with wazero's CloseOnContextDone instead (slower calls).
 	Sandboxed Mode = 0
-	// Trusted code runs without those checks: faster, but a guest that
-	// never returns hangs its caller for good.
+	// Trusted code runs as it is: no time limit, and a guest that never
+	// returns hangs its caller for good.
 	Trusted Mode = 1
 )
 
-// Engine owns the wazero runtimes (one per Mode, made on first use) and the
-// compilation cache they share.
+// variant is one compiled form of a module.
+type variant int
+
+const (
+	instrumented variant = iota // Sandboxed: the instrumented binary, plain runtime
+	guarded                     // Sandboxed fallback: CloseOnContextDone runtime
+	plain                       // Trusted: the binary as is, plain runtime
+)
+
+// Engine owns the wazero runtimes (plain, and with CloseOnContextDone for
+// the guarded fallback; made on first use) and the compilation cache they
+// share.
 type Engine struct {
 	cache wazero.CompilationCache
 
 	mu     sync.Mutex
-	rts    [2]wazero.Runtime
+	rts    [2]wazero.Runtime // [0] plain, [1] guarded
 	closed bool
+
+	noInstrument bool // tests: run Sandboxed code guarded
 }
 
 // NewEngine returns an engine whose compiled code is cached in memory, or in
@@ -64,20 +77,24 @@ func NewEngine(cacheDir string) (*Engine, error) {
 // ErrClosed is returned by an Engine (and what it made) after Close.
 var ErrClosed = errors.New("plugin runtime is closed")
 
-// runtime returns the wazero runtime of mode m, making it on first use with
-// WASI (nothing granted) and the "tunnel" host module instantiated.
-func (e *Engine) runtime(ctx context.Context, m Mode) (wazero.Runtime, error) {
+// runtime returns the wazero runtime for variant v, making it on first use
+// with WASI (nothing granted) and the "tunnel" host module instantiated.
+func (e *Engine) runtime(ctx context.Context, v variant) (wazero.Runtime, error) {
+	i := 0
+	if v == guarded {
+		i = 1
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, ErrClosed
 	}
-	if rt := e.rts[m]; rt != nil {
+	if rt := e.rts[i]; rt != nil {
 		return rt, nil
 	}
 	cfg := wazero.NewRuntimeConfig().
 		WithCompilationCache(e.cache).
-		WithCloseOnContextDone(m == Sandboxed)
+		WithCloseOnContextDone(v == guarded)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		rt.Close(ctx)
@@ -87,7 +104,7 @@ func (e *Engine) runtime(ctx context.Context, m Mode) (wazero.Runtime, error) {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("instantiate host module %q: %w", abi.ImportModule, err)
 	}
-	e.rts[m] = rt
+	e.rts[i] = rt
 	return rt, nil
 }
 
@@ -115,8 +132,11 @@ func (e *Engine) Close(ctx context.Context) error {
 // Compiled is a module compiled and checked against the ABI. The code for
 // each Mode is compiled on first use (from the cache after the first time).
 type Compiled struct {
-	e   *Engine
-	bin []byte
+	e    *Engine
+	bin  []byte // as given: Trusted
+	ibin []byte // instrumented: Sandboxed; nil when instrumentation failed
+	// Sandboxed is how Sandboxed code runs: instrumented or guarded.
+	sandboxed variant
 
 	// What the module exports, checked at compile time.
 	HasOnOpen, HasOnClose, HasInitialize bool
@@ -124,7 +144,7 @@ type Compiled struct {
 	MinMemory uint64
 
 	mu     sync.Mutex
-	mods   [2]wazero.CompiledModule
+	mods   [3]wazero.CompiledModule // by variant
 	closed bool
 }
 
@@ -191,26 +211,47 @@ var exportSpecs = []exportSpec{
 	{abi.ExportInitialize, signature{nil, nil}, false},
 }
 
-// Compile compiles bin and checks it against ABI v1: exported memory, the
-// required exports with their exact signatures, imports only from "tunnel"
-// (with their signatures) and WASI. Every problem found is reported.
+// Compile compiles bin for Sandboxed use and checks it against ABI v1:
+// exported memory, the required exports with their exact signatures, imports
+// only from "tunnel" (with their signatures) and WASI. Every problem found is
+// reported.
 func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
-	rt, err := e.runtime(ctx, Sandboxed)
+	c := &Compiled{e: e, bin: bin, sandboxed: guarded}
+	if ibin, err := instrument(bin); err == nil && !e.noInstrument {
+		c.ibin, c.sandboxed = ibin, instrumented
+	}
+	rt, err := e.runtime(ctx, c.sandboxed)
 	if err != nil {
 		return nil, err
 	}
-	cm, err := rt.CompileModule(ctx, bin)
+	src := bin
+	if c.sandboxed == instrumented {
+		src = c.ibin
+	}
+	cm, err := rt.CompileModule(ctx, src)
+	if err != nil && c.sandboxed == instrumented {
+		// Not expected: the instrumented form of a module that is itself
+		// invalid. Let the original's error speak.
+		c.ibin, c.sandboxed = nil, guarded
+		if rt, err = e.runtime(ctx, guarded); err != nil {
+			return nil, err
+		}
+		cm, err = rt.CompileModule(ctx, bin)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("not a valid WebAssembly module: %w", err)
 	}
-	c := &Compiled{e: e, bin: bin}
 	if err := c.check(cm); err != nil {
 		cm.Close(ctx)
 		return nil, err
 	}
-	c.mods[Sandboxed] = cm
+	c.mods[c.sandboxed] = cm
 	return c, nil
 }
+
+// Instrumented reports whether Sandboxed code runs instrumented (else
+// under wazero's CloseOnContextDone).
+func (c *Compiled) Instrumented() bool { return c.sandboxed == instrumented }
 
 func (c *Compiled) check(cm wazero.CompiledModule) error {
 	var errs []error
@@ -267,26 +308,34 @@ func (c *Compiled) check(cm wazero.CompiledModule) error {
 	return errors.Join(errs...)
 }
 
-// module returns the compiled code for mode m.
-func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, wazero.Runtime, error) {
-	rt, err := c.e.runtime(ctx, m)
+// module returns the compiled code for mode m and how it runs.
+func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, wazero.Runtime, variant, error) {
+	v := plain
+	if m == Sandboxed {
+		v = c.sandboxed
+	}
+	rt, err := c.e.runtime(ctx, v)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, v, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, nil, ErrClosed
+		return nil, nil, v, ErrClosed
 	}
-	if cm := c.mods[m]; cm != nil {
-		return cm, rt, nil
+	if cm := c.mods[v]; cm != nil {
+		return cm, rt, v, nil
 	}
-	cm, err := rt.CompileModule(ctx, c.bin)
+	src := c.bin
+	if v == instrumented {
+		src = c.ibin
+	}
+	cm, err := rt.CompileModule(ctx, src)
 	if err != nil {
-		return nil, nil, fmt.Errorf("compile: %w", err)
+		return nil, nil, v, fmt.Errorf("compile: %w", err)
 	}
-	c.mods[m] = cm
-	return cm, rt, nil
+	c.mods[v] = cm
+	return cm, rt, v, nil
 }
 
 // Close releases the compiled code. Instances made from it must be closed
@@ -305,6 +354,6 @@ func (c *Compiled) Close(ctx context.Context) error {
 			c.mods[i] = nil
 		}
 	}
-	c.bin = nil
+	c.bin, c.ibin = nil, nil
 	return errors.Join(errs...)
 }

@@ -67,6 +67,17 @@ func status(s int32) uint64 { return uint64(uint32(s)) }
 
 func hostInputBuffer(in *Instance, stack []uint64) {
 	ptr, n := uint32(stack[0]), uint32(stack[1])
+	if ptr == tickPtr && n == 0 {
+		// A tick of instrumented code (see instrument.go): the place where a
+		// call past its deadline stops, and where the goroutine can be
+		// preempted.
+		if in.killed.Load() {
+			in.violation = ErrTimeout
+			panic(trapped{})
+		}
+		stack[0] = status(abi.StatusOK)
+		return
+	}
 	switch {
 	case !in.inInit:
 		stack[0] = status(abi.StatusNotAllowed)

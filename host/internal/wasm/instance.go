@@ -112,7 +112,7 @@ type Instance struct {
 	abiVersion, init, initFn api.Function
 	stack                    [4]uint64
 	bufPtr, bufCap           uint32
-	mode                     Mode
+	variant                  variant
 	timeout                  time.Duration
 	maxOutput                int
 	config                   []byte
@@ -150,9 +150,11 @@ type instKey struct{}
 // Deadline implements context.Context (no deadline: the watchdog enforces it).
 func (in *Instance) Deadline() (time.Time, bool) { return time.Time{}, false }
 
-// Done implements context.Context: closed when a call is cut off.
+// Done implements context.Context: closed when a call is cut off. Only
+// guarded code (wazero's CloseOnContextDone) watches it; instrumented code
+// sees the cut-off at its next tick.
 func (in *Instance) Done() <-chan struct{} {
-	if in.mode == Trusted {
+	if in.variant != guarded {
 		return nil
 	}
 	return in.kill
@@ -181,7 +183,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 	if c.MinMemory > o.MemoryLimit {
 		return nil, fmt.Errorf("the module's initial memory is %d KiB, more than the memory limit of %d KiB", c.MinMemory>>10, o.MemoryLimit>>10)
 	}
-	cm, rt, err := c.module(ctx, o.Mode)
+	cm, rt, v, err := c.module(ctx, o.Mode)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +232,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		abiVersion: mod.ExportedFunction(abi.ExportABIVersion),
 		init:       mod.ExportedFunction(abi.ExportInit),
 		initFn:     mod.ExportedFunction(abi.ExportInitialize),
-		mode:       o.Mode,
+		variant:    v,
 		timeout:    o.InitTimeout,
 		maxOutput:  o.MaxOutput,
 		config:     o.Config,
@@ -239,7 +241,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 	for _, w := range outs {
 		w.in = in
 	}
-	if in.mode == Sandboxed {
+	if in.variant != plain {
 		in.timer = time.AfterFunc(time.Hour, in.expire)
 		in.timer.Stop()
 	}
@@ -288,7 +290,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 // CheckVersion instantiates a throwaway instance, runs _initialize and the
 // version handshake, and closes it.
 func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err error) {
-	cm, rt, err := c.module(ctx, Sandboxed)
+	cm, rt, v, err := c.module(ctx, Sandboxed)
 	if err != nil {
 		return err
 	}
@@ -298,7 +300,7 @@ func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err
 	if err != nil {
 		return fmt.Errorf("instantiate: %w", err)
 	}
-	in := &Instance{mod: mod, mem: mod.Memory(), mode: Sandboxed, timeout: timeout, kill: make(chan struct{})}
+	in := &Instance{mod: mod, mem: mod.Memory(), variant: v, timeout: timeout, kill: make(chan struct{})}
 	in.timer = time.AfterFunc(time.Hour, in.expire)
 	in.timer.Stop()
 	defer in.Close(ctx)
@@ -372,7 +374,7 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	in.out = 0
 	in.violation = nil
 	var seq int64
-	if in.mode == Sandboxed {
+	if in.variant != plain {
 		in.seq++
 		seq = in.seq
 		in.deadline.Store(now() + int64(in.timeout))
@@ -382,7 +384,7 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 		}
 	}
 	err = fn.CallWithStack(in, in.stack[:])
-	if in.mode == Sandboxed {
+	if in.variant != plain {
 		if !in.active.CompareAndSwap(seq, 0) {
 			// The watchdog fired: whatever the call returned, it overran.
 			err = ErrTimeout

@@ -1,20 +1,27 @@
 package wasm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
 
 func instance(t *testing.T, file string, timeout time.Duration) *Instance {
+	return instanceOf(t, file, timeout, instrumented)
+}
+
+func instanceOf(t *testing.T, file string, timeout time.Duration, v variant) *Instance {
 	t.Helper()
 	ctx := context.Background()
 	e, err := NewEngine("")
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.noInstrument = v == guarded
 	t.Cleanup(func() { e.Close(ctx) })
 	bin, err := os.ReadFile("../../testdata/" + file)
 	if err != nil {
@@ -24,9 +31,16 @@ func instance(t *testing.T, file string, timeout time.Duration) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := c.Instantiate(ctx, Options{Mode: Sandboxed, MemoryLimit: 1 << 20, CallTimeout: timeout, InitTimeout: time.Second, MaxOutput: 1 << 20})
+	mode := Sandboxed
+	if v == plain {
+		mode = Trusted
+	}
+	in, err := c.Instantiate(ctx, Options{Mode: mode, MemoryLimit: 1 << 20, CallTimeout: timeout, InitTimeout: time.Second, MaxOutput: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if in.variant != v {
+		t.Fatalf("instance runs as variant %d, want %d", in.variant, v)
 	}
 	t.Cleanup(func() { in.Close(ctx) })
 	return in
@@ -55,8 +69,16 @@ func TestWatchdogSparesShortCalls(t *testing.T) {
 // A call that never returns is cut off at its deadline, and the instance
 // refuses every later call.
 func TestWatchdogCutsOffLoop(t *testing.T) {
+	for _, v := range []variant{instrumented, guarded} {
+		t.Run(map[variant]string{instrumented: "instrumented", guarded: "guarded"}[v], func(t *testing.T) {
+			testCutOff(t, v)
+		})
+	}
+}
+
+func testCutOff(t *testing.T, v variant) {
 	const timeout = 50 * time.Millisecond
-	in := instance(t, "loop.wasm", timeout)
+	in := instanceOf(t, "loop.wasm", timeout, v)
 	// Calls before, so the timer is armed for an earlier deadline.
 	start := time.Now()
 	_, err := in.OnData(NoConn{}, 1, 0, []byte("x"), false)
@@ -69,5 +91,58 @@ func TestWatchdogCutsOffLoop(t *testing.T) {
 	}
 	if _, err := in.OnData(NoConn{}, 1, 0, []byte("x"), false); !errors.Is(err, ErrTimeout) {
 		t.Errorf("second call: got %v, want ErrTimeout", err)
+	}
+}
+
+// Every test guest that passes validation can be instrumented, and the
+// result is valid WebAssembly (wazero compiles it).
+func TestInstrumentTestGuests(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	files, _ := filepath.Glob("../../testdata/*.wasm")
+	if len(files) < 10 {
+		t.Fatalf("only %d test guests", len(files))
+	}
+	for _, f := range files {
+		bin, _ := os.ReadFile(f)
+		c, err := e.Compile(ctx, bin)
+		if err != nil {
+			continue // the guests that test load errors
+		}
+		if !c.Instrumented() {
+			ibin, ierr := instrument(bin)
+			t.Errorf("%s: not instrumented (%v, %d bytes)", f, ierr, len(ibin))
+		}
+		c.Close(ctx)
+	}
+}
+
+// The rewrite adds one i32 local per body and the check after each loop,
+// and nothing else.
+func TestInstrumentShape(t *testing.T) {
+	bin, _ := os.ReadFile("../../testdata/noop.wasm")
+	out, err := instrument(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// noop has 3 bodies and no loop: each gains a local group (count 1, i32).
+	if got, want := len(out)-len(bin), 3*2; got != want {
+		t.Errorf("noop grew by %d bytes, want %d", got, want)
+	}
+	loop, _ := os.ReadFile("../../testdata/loop.wasm")
+	out, err = instrument(loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// tunnel_on_data has 4 params: the counter is local 4.
+	if !bytes.Contains(out, []byte{0x03, 0x40, 0x20, 0x04, 0x41, 0x01, 0x6a, 0x22, 0x04, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
+		t.Errorf("no counter check after the loop opcode in %x", out)
+	}
+	if _, err := instrument([]byte("\x00asm\x01\x00\x00\x00\x0a\x05\x01\x03\x00\xff\x0b")); err == nil {
+		t.Error("an unknown opcode was accepted")
 	}
 }
