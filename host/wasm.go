@@ -231,9 +231,10 @@ type PluginOptions struct {
 	// DefaultCallTimeout. Init calls get at least 10 s. Ignored when
 	// Trusted.
 	CallTimeout time.Duration
-	// Trusted compiles the guest without the checks that make a call
-	// interruptible: calls are cheaper (no goroutine per call, no check per
-	// loop iteration), but CallTimeout is not enforced, and a guest that
+	// Trusted runs the guest as it is, without the instrumentation that
+	// makes a call interruptible (a counter per loop iteration and a host
+	// tick every 4096 iterations): loops run up to ~1.7x faster and calls
+	// ~35 ns cheaper, but CallTimeout is not enforced, and a guest that
 	// loops forever hangs its connection and can stall the process's
 	// garbage collector. Only for code you wrote.
 	Trusted bool
