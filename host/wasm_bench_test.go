@@ -66,8 +66,8 @@ func (c *conn) benchChunk(f Filter, dir Direction, chunk []byte) error {
 
 // BenchmarkWasmNoopChunk is the cost per chunk of a no-op WAT plugin: copy
 // into guest memory, the call, and forwarding the chunk (into the pending
-// buffer; no socket). Sandboxed is the default (interruptible calls);
-// trusted opts out of the time limit.
+// buffer; no socket). Sandboxed is the default (instrumented, interruptible
+// calls); trusted opts out of the time limit.
 func BenchmarkWasmNoopChunk(b *testing.B) {
 	for _, mode := range []string{"sandboxed", "trusted"} {
 		for _, size := range []int{64, 1 << 10, 16 << 10, 64 << 10} {
@@ -95,8 +95,8 @@ func BenchmarkWasmNoopChunk(b *testing.B) {
 // chunk (the rewrite path: queue, deliver after the call).
 func BenchmarkWasmRewriteChunk(b *testing.B) {
 	for _, size := range []int{64, 16 << 10} {
-		b.Run(fmt.Sprintf("trusted/%dB", size), func(b *testing.B) {
-			p := benchPlugin(b, "crash.wasm", PluginOptions{Trusted: true})
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			p := benchPlugin(b, "crash.wasm", PluginOptions{})
 			c, f, err := benchConn(p, 1)
 			if err != nil {
 				b.Fatal(err)
@@ -232,7 +232,7 @@ func TestWasmMemoryPerConnection(t *testing.T) {
 // BenchmarkWasmHoldChunk alternates a chunk the guest holds and one that
 // completes its line (testdata/hold.wat): the HOLD path, in steady state.
 func BenchmarkWasmHoldChunk(b *testing.B) {
-	p := benchPlugin(b, "hold.wasm", PluginOptions{Trusted: true})
+	p := benchPlugin(b, "hold.wasm", PluginOptions{})
 	c, f, err := benchConn(p, 1)
 	if err != nil {
 		b.Fatal(err)
