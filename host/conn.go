@@ -85,7 +85,7 @@ type conn struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	pumpsLeft atomic.Int32
+	closing   atomic.Bool // closeGracefully ran: the pumps drain instead of forwarding
 	aborted   atomic.Bool
 	cause     atomic.Pointer[error]
 	bytes     [2]atomic.Int64 // bytes read per direction
@@ -148,6 +148,7 @@ func (c *conn) run() {
 		}
 		c.cwPending[ClientToServer] = false
 		c.flushLocked()
+		io.Copy(io.Discard, c.client) // until EOF or lingerTime
 		c.finish(nil)
 		return
 	}
@@ -184,7 +185,6 @@ func (c *conn) run() {
 		c.lastIO.Store(time.Now().UnixNano())
 		go c.idleWatch()
 	}
-	c.pumpsLeft.Store(2)
 	done := make(chan struct{})
 	go func() { c.pump(ClientToServer); done <- struct{}{} }()
 	c.pump(ServerToClient)
@@ -317,7 +317,7 @@ func (c *conn) flushLocked() error {
 		c.wmu[d].Unlock()
 	}
 	if err == nil && closeReq {
-		c.abort(nil)
+		c.closeGracefully()
 	}
 	return err
 }
@@ -331,10 +331,16 @@ func (c *conn) pump(dir Direction) {
 	} else {
 		err = c.filtered(dir, src)
 	}
+	if c.closing.Load() {
+		// A filter closed the connection: read what the peer still sends
+		// and drop it, so that closing the socket does not reset it and
+		// discard the bytes still queued toward the peer.
+		io.Copy(io.Discard, src)
+		return
+	}
 	if err != nil {
 		c.abort(err)
 	}
-	c.pumpsLeft.Add(-1)
 }
 
 // splice is the path of a direction with no filter: io.Copy between the two
@@ -363,6 +369,9 @@ func (c *conn) filtered(dir Direction, src *net.TCPConn) error {
 	defer r.release()
 	for {
 		n, rerr := r.read()
+		if c.closing.Load() {
+			return nil // a filter closed the connection: pump drains the rest
+		}
 		if n > 0 {
 			c.bytes[dir].Add(int64(n))
 			if c.rs.IdleTimeout > 0 {
@@ -471,6 +480,29 @@ func (r *reader) release() {
 	}
 }
 
+// lingerTime bounds how long a connection closed by a filter keeps reading
+// (and dropping) what its peers still send.
+const lingerTime = 2 * time.Second
+
+// closeGracefully is the close a filter asks for: the bytes already written
+// are delivered and followed by a FIN on both sides; the pumps then read and
+// drop what the peers still send, for at most lingerTime, so that the final
+// close does not turn into a reset that discards the undelivered bytes (the
+// lingering close of nginx and net/http).
+func (c *conn) closeGracefully() {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		close(c.closed)
+		deadline := time.Now().Add(lingerTime)
+		for _, s := range []*net.TCPConn{c.client, c.server.Load()} {
+			if s != nil {
+				s.CloseWrite()
+				s.SetReadDeadline(deadline)
+			}
+		}
+	})
+}
+
 // abort closes both sockets at once. A nil cause is an orderly close.
 func (c *conn) abort(cause error) {
 	c.closeOnce.Do(func() {
@@ -514,10 +546,11 @@ func (c *conn) idleWatch() {
 
 // finish releases everything the connection holds. Runs once, in run.
 func (c *conn) finish(cause error) {
-	if cause != nil {
-		c.abort(cause)
-	} else {
-		c.abort(nil)
+	c.abort(cause)
+	// After a graceful close abort did nothing: close the sockets now.
+	c.client.Close()
+	if s := c.server.Load(); s != nil {
+		s.Close()
 	}
 	c.mu.Lock()
 	for _, f := range c.filters {

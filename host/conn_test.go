@@ -1,12 +1,14 @@
 package host_test
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
 
 	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
 )
 
 // busyFilter answers every client with a banner and closes at once.
@@ -63,5 +65,44 @@ func TestCloseWhileOpeningDeliversTheAnswerAndNeverDials(t *testing.T) {
 	case <-dialled:
 		t.Fatal("the target was dialled although the filter closed while opening")
 	default:
+	}
+}
+
+// TestCloseDeliversWithUnreadInput: Stream.Close promises to close "once
+// the bytes already sent are written". When the client has sent bytes the
+// tunnel has not read yet, close(2) on its socket would send a reset and the
+// kernel would discard what is still queued toward the client — the goodbye
+// and the tail of the server's bytes. The client here is slow to read (so
+// the queue toward it is not empty) and pipelines lines after QUIT.
+// (Found and written by the examples engineer.)
+func TestCloseDeliversWithUnreadInput(t *testing.T) {
+	t.Parallel()
+	sawQuit := make(chan struct{}, 1)
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
+				s.Close()
+				sawQuit <- struct{}{}
+				return s.Send(host.ServerToClient, []byte("bye\n"))
+			}
+			return s.Send(dir, chunk)
+		}}, nil
+	})
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		c.Write(make([]byte, 8<<20))
+		io.Copy(io.Discard, c)
+	})
+	addr, _ := tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "quit", Hook: hook}))
+	c := tn.Dial(t, addr)
+	io.ReadFull(c, make([]byte, 1<<20)) // the flood is under way
+	io.WriteString(c, "QUIT\n")
+	<-sawQuit
+	for range 10 {
+		io.WriteString(c, "pipelined after QUIT\n") // left unread in the tunnel
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.HasSuffix(got, []byte("bye\n")) {
+		t.Errorf("client got %d more bytes ending %q, then %v; want the goodbye, then a clean EOF",
+			len(got), got[max(0, len(got)-8):], err)
 	}
 }
