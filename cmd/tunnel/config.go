@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -19,13 +18,14 @@ import (
 )
 
 // runConfig runs the tunnel from an HCL file until ctx is done (SIGINT/SIGTERM), reloading on SIGHUP and on
-// changes of the file or any .wasm it references. Returns the process exit code.
-func runConfig(ctx context.Context, path string, stdout, stderr io.Writer, logger *slog.Logger) int {
+// changes of the file or any .wasm it references. o gives the --grace and --cache-dir flags. Returns the
+// process exit code.
+func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.Writer, logger *slog.Logger) int {
 	r := &config.Runner{
 		Path:    path,
 		Stdout:  stdout,
 		Logger:  logger,
-		Runtime: host.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger},
+		Runtime: host.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -47,8 +47,8 @@ func runConfig(ctx context.Context, path string, stdout, stderr io.Writer, logge
 	}
 	// As in the plain mode: open connections get a grace period, which a
 	// second SIGINT/SIGTERM cuts short.
-	logger.Info("shutting down", "grace", shutdownGrace.String())
-	gctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	logger.Info("shutting down", "grace", o.grace.String())
+	gctx, cancel := context.WithTimeout(context.Background(), o.grace)
 	defer cancel()
 	again, stop := signal.NotifyContext(gctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -57,10 +57,6 @@ func runConfig(ctx context.Context, path string, stdout, stderr io.Writer, logge
 	}
 	return code
 }
-
-// shutdownGrace is how long open connections may finish after SIGINT/SIGTERM
-// in config mode.
-const shutdownGrace = 10 * time.Second
 
 // runValidate implements `tunnel validate [FILE]` (default ./tunnel.hcl): prints every diagnostic, exit 1 on errors, 0 if valid.
 func runValidate(args []string, stdout, stderr io.Writer) int {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -215,7 +216,7 @@ func TestConfigModeInvalid(t *testing.T) {
 func TestConfigModeDefaultFile(t *testing.T) {
 	t.Chdir(t.TempDir())
 	var stdout, stderr bytes.Buffer
-	code := runConfig(context.Background(), "tunnel.hcl", &stdout, &stderr, slog.New(slog.NewTextHandler(&stderr, nil)))
+	code := runConfig(context.Background(), "tunnel.hcl", &options{grace: time.Second}, &stdout, &stderr, slog.New(slog.NewTextHandler(&stderr, nil)))
 	want := "error: Cannot read configuration file\n" +
 		"  hint: open tunnel.hcl: no such file or directory. Create it, or name another file (tunnel --config FILE).\n" +
 		"tunnel: tunnel.hcl has errors; nothing was started\n"

@@ -158,7 +158,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if path == "" {
 			path = "tunnel.hcl"
 		}
-		return runConfig(ctx, path, stdout, stderr, logger)
+		return runConfig(ctx, path, &o, stdout, stderr, logger)
 	}
 	if o.config != "" {
 		fmt.Fprintln(stderr, "tunnel: --config cannot be combined with --from/--to")
