@@ -840,3 +840,52 @@ func TestFilterClosedOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseWhilePeerKeepsSending: after a filter's Close, a client that
+// never stops sending still gets the goodbye and then the end of the
+// stream, and the tunnel lets go of the connection within its lingering
+// time instead of draining forever.
+func TestCloseWhilePeerKeepsSending(t *testing.T) {
+	t.Parallel()
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
+				s.Close()
+				return s.Send(host.ServerToClient, []byte("bye\n"))
+			}
+			return s.Send(dir, chunk)
+		}}, nil
+	})
+	srv := tn.Serve(t, tn.Echo)
+	addr, logs := tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "quit", Hook: hook}))
+	c := tn.Dial(t, addr)
+	io.WriteString(c, "QUIT\n")
+	stop := make(chan struct{})
+	sent := make(chan error, 1)
+	go func() { // a client that does not listen
+		junk := make([]byte, 16<<10)
+		for {
+			select {
+			case <-stop:
+				sent <- nil
+				return
+			default:
+			}
+			if _, err := c.Write(junk); err != nil {
+				sent <- err
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "bye\n" {
+		t.Fatalf("client got %q, %v; want the goodbye", got, err)
+	}
+	logs.Wait(t, "connection closed")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("connection closed %v after the filter's Close; want it bounded by the lingering time", d)
+	}
+	close(stop)
+	<-sent
+}
