@@ -114,9 +114,10 @@ func BenchmarkWasmRewriteChunk(b *testing.B) {
 	}
 }
 
-// BenchmarkWasmPool runs 1 KiB chunks of connections in parallel (one per
-// benchmark goroutine, -cpu sets how many) over pools of 1, 2 and 4
-// instances: the instance lock is the contention point.
+// BenchmarkWasmPool runs 16 KiB chunks of connections in parallel (one per
+// benchmark goroutine, -cpu sets how many) through a loop-heavy guest
+// (testdata/xor.wat) over pools of 1, 2 and 4 instances: the instance lock is
+// the contention point.
 func BenchmarkWasmPool(b *testing.B) {
 	for _, cfg := range []struct {
 		mode string
@@ -124,11 +125,11 @@ func BenchmarkWasmPool(b *testing.B) {
 	}{{"sandboxed", 1}, {"sandboxed", 2}, {"sandboxed", 4}, {"trusted", 1}, {"trusted", 2}, {"trusted", 4}} {
 		n := cfg.n
 		b.Run(fmt.Sprintf("%s/instances=%d", cfg.mode, n), func(b *testing.B) {
-			p := benchPlugin(b, "noop.wasm", PluginOptions{Instances: n, Trusted: cfg.mode == "trusted"})
+			p := benchPlugin(b, "xor.wasm", PluginOptions{Instances: n, Trusted: cfg.mode == "trusted"})
 			var id uint64
 			var mu = make(chan struct{}, 1)
 			mu <- struct{}{}
-			chunk := make([]byte, 1<<10)
+			chunk := make([]byte, 16<<10)
 			b.SetBytes(int64(len(chunk)))
 			b.RunParallel(func(pb *testing.PB) {
 				<-mu
