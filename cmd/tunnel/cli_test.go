@@ -568,3 +568,87 @@ func parseHexDump(out string) (map[string][]byte, error) {
 }
 
 func sha(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// TestRouteFlags: --dial-timeout, --idle-timeout and --max-conns reach the
+// route.
+func TestRouteFlags(t *testing.T) {
+	t.Parallel()
+	t.Run("dial-timeout", func(t *testing.T) {
+		t.Parallel()
+		target := blackHole(t)
+		p, addr := startPlain(t, target, "--dial-timeout", "300ms")
+		start := time.Now()
+		if c, err := net.DialTimeout("tcp", addr, cliTimeout); err == nil {
+			c.SetDeadline(time.Now().Add(cliTimeout))
+			io.ReadAll(c)
+			c.Close()
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("client closed after %v with --dial-timeout 300ms", d)
+		}
+		p.stderr.wait(t, `msg="connection closed" .*err="dial `+regexp.QuoteMeta(target)+`: .*i/o timeout"`)
+	})
+	t.Run("idle-timeout", func(t *testing.T) {
+		t.Parallel()
+		p, addr := startPlain(t, echoServer(t), "--dump", "none", "--idle-timeout", "300ms")
+		c := dial(t, addr)
+		io.WriteString(c, "x")
+		io.ReadFull(c, make([]byte, 1))
+		if rest, err := io.ReadAll(c); len(rest) != 0 || (err != nil && !isReset(err)) {
+			t.Errorf("idle client: %q, %v; want it closed", rest, err)
+		}
+		p.stderr.wait(t, `msg="connection closed" .*err="idle for 300ms"`)
+	})
+	t.Run("max-conns", func(t *testing.T) {
+		t.Parallel()
+		_, addr := startPlain(t, echoServer(t), "--dump", "none", "--max-conns", "1")
+		first := dial(t, addr)
+		io.WriteString(first, "1")
+		io.ReadFull(first, make([]byte, 1))
+		second := dial(t, addr)
+		io.WriteString(second, "2")
+		second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, _ := second.Read(make([]byte, 1)); n != 0 {
+			t.Fatal("second client served while the first is open with --max-conns 1")
+		}
+		first.Close()
+		second.SetReadDeadline(time.Now().Add(cliTimeout))
+		got := make([]byte, 1)
+		if _, err := io.ReadFull(second, got); err != nil || string(got) != "2" {
+			t.Errorf("second client after the first closed: %q, %v", got, err)
+		}
+	})
+}
+
+// blackHole returns a loopback address whose listener never accepts and
+// whose backlog is full, so a connect(2) to it is never answered.
+func blackHole(t *testing.T) string {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return addr
+			}
+			t.Fatalf("filling the backlog of %s: %v", addr, err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("the backlog of %s never filled up", addr)
+	return ""
+}
