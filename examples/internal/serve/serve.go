@@ -10,12 +10,15 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Conns runs handle for every connection accepted on ln, each in its own
 // goroutine, until ctx is done. Then it closes ln and every connection still
-// open, waits for the handlers to return, and returns nil. An accept error
-// other than the shutdown's own is returned after the same clean-up.
+// open, waits for the handlers to return, and returns nil. Running out of
+// file descriptors is waited out; any other accept error is returned after
+// the same clean-up.
 // handle owns its connection but need not close it.
 func Conns(ctx context.Context, ln net.Listener, handle func(c net.Conn)) error {
 	var (
@@ -26,14 +29,26 @@ func Conns(ctx context.Context, ln net.Listener, handle func(c net.Conn)) error 
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var err error
+	var backoff time.Duration
 	for {
 		c, aerr := ln.Accept()
 		if aerr != nil {
+			if ctx.Err() == nil && retryable(aerr) {
+				// Out of file descriptors, or a client gone before it was
+				// accepted: wait a little and go on, like net/http.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-ctx.Done():
+				}
+			}
 			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
 				err = fmt.Errorf("accept on %s: %w", ln.Addr(), aerr)
 			}
 			break
 		}
+		backoff = 0
 		mu.Lock()
 		conns[c] = struct{}{}
 		mu.Unlock()
@@ -57,6 +72,12 @@ func Conns(ctx context.Context, ln net.Listener, handle func(c net.Conn)) error 
 	mu.Unlock()
 	wg.Wait()
 	return err
+}
+
+// retryable reports whether an accept error is worth retrying.
+func retryable(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // Listen listens on addr and prints "NAME: listening on ADDR" to stdout,
