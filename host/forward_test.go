@@ -207,8 +207,7 @@ func TestManyConnections(t *testing.T) {
 		srv := tn.Serve(t, tn.Echo)
 		addr, _ := tunnel(t, route(srv.Addr()))
 
-		stuck := tn.Dial(t, addr)
-		_ = stuck
+		stuck := tn.Dial(t, addr) // never reads nor writes until the end
 		srv.WaitAccepted(t, 1) // the stuck connection is through to the server
 
 		var wg sync.WaitGroup
@@ -240,6 +239,10 @@ func TestManyConnections(t *testing.T) {
 		}
 		if n := srv.Accepted(); n != conns+1 {
 			t.Errorf("server accepted %d connections, want %d", n, conns+1)
+		}
+		// The stuck client was neither dropped nor starved.
+		if got := ask(t, stuck, "late but fine"); got != "late but fine" {
+			t.Errorf("stuck client at the end: %q", got)
 		}
 	})
 }
