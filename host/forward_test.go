@@ -208,7 +208,7 @@ func TestManyConnections(t *testing.T) {
 		addr, _ := tunnel(t, route(srv.Addr()))
 
 		stuck := tn.Dial(t, addr) // never reads nor writes until the end
-		srv.WaitAccepted(t, 1) // the stuck connection is through to the server
+		srv.WaitAccepted(t, 1)    // the stuck connection is through to the server
 
 		var wg sync.WaitGroup
 		errs := make(chan error, conns)
