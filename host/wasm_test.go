@@ -103,6 +103,7 @@ func TestWasmLoadErrors(t *testing.T) {
 			`missing export "tunnel_on_data": want (func (param i64 i32 i32 i32) (result i32))`,
 			`imports "env" "now": only modules "tunnel" and "wasi_snapshot_preview1" are provided`,
 		}},
+		{"start", []string{`plugin "start": module has a start function (a "start" section), which would run unbounded at instantiation`}},
 		{"command", []string{`plugin "command": module is a WASI command (it exports "_start"), not a reactor: build it with -buildmode=c-shared`}},
 	}
 	for _, c := range cases {

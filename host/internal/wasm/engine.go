@@ -216,6 +216,10 @@ var exportSpecs = []exportSpec{
 // only from "tunnel" (with their signatures) and WASI. Every problem found is
 // reported.
 func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
+	if hasStartSection(bin) {
+		// It would run at instantiation, before any time limit applies.
+		return nil, errors.New(`module has a start function (a "start" section), which would run unbounded at instantiation: initialise in tunnel_init (or the WASI reactor's _initialize) instead`)
+	}
 	c := &Compiled{e: e, bin: bin, sandboxed: guarded}
 	if ibin, err := instrument(bin); err == nil && !e.noInstrument {
 		c.ibin, c.sandboxed = ibin, instrumented
@@ -356,4 +360,26 @@ func (c *Compiled) Close(ctx context.Context) error {
 	}
 	c.bin, c.ibin = nil, nil
 	return errors.Join(errs...)
+}
+
+// hasStartSection reports whether bin, a WebAssembly binary, has a start
+// section. A malformed binary reports false (the compiler rejects it).
+func hasStartSection(bin []byte) bool {
+	r := &reader{b: bin}
+	if len(bin) < 8 {
+		return false
+	}
+	r.off = 8
+	for r.off < len(r.b) && r.err == nil {
+		id := r.byte()
+		n := r.u32()
+		if r.err != nil {
+			return false
+		}
+		if id == 8 {
+			return true
+		}
+		r.bytes(int(n))
+	}
+	return false
 }
