@@ -823,3 +823,90 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 	expectClosed(t, c)
 }
+
+// TestValidateRoutes reports every problem of a configuration at once,
+// each naming its route, and Apply refuses it without binding anything.
+func TestValidateRoutes(t *testing.T) {
+	t.Parallel()
+	ok := host.ChunkFunc(func(_ *host.ConnInfo, _ host.Direction, b []byte) ([]byte, error) { return b, nil })
+	routes := []host.Route{
+		{Name: "", Listen: "127.0.0.1:7001", Target: "127.0.0.1:8080"},
+		{Name: "a", Listen: "127.0.0.1:7002", Target: "127.0.0.1:8080"},
+		{Name: "a", Listen: "127.0.0.1:7002", Target: "127.0.0.1:8080"},
+		{Name: "b", Listen: "7003", Target: "127.0.0.1:8080"},
+		{Name: "c", Listen: "127.0.0.1:7004", Target: "host:http"},
+		{Name: "d", Listen: "127.0.0.1:7005", Target: "", DialTimeout: -time.Second},
+		{Name: "e", Listen: "127.0.0.1:7006", Target: "127.0.0.1:8080", Chain: []host.Link{
+			{Name: "missing"}, {Name: "odd", Hook: ok, Directions: 7},
+		}},
+		{Name: "f", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"},
+		{Name: "g", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"}, // ":0" twice is two ports
+	}
+	want := []string{
+		`route #1: name is empty`,
+		`route "a": name used by two routes`,
+		`route "a": listen address 127.0.0.1:7002 is already used by route "a"`,
+		`route "b": listen: address "7003" is not host:port: address 7003: missing port in address`,
+		`route "c": target: address "host:http": port "http" is not a number from 0 to 65535`,
+		`route "d": target: address is empty (want host:port, e.g. 127.0.0.1:8080)`,
+		`route "d": timeouts and max connections must not be negative`,
+		`route "e": link 1 ("missing") has no hook`,
+		`route "e": link 2 ("odd") has invalid directions 7`,
+	}
+	err := host.ValidateRoutes(routes)
+	if err == nil {
+		t.Fatal("ValidateRoutes accepted a broken configuration")
+	}
+	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ValidateRoutes:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+	p := &host.Proxy{Logger: tn.NewLogs().Logger()}
+	defer p.Close()
+	if aerr := p.Apply(routes); aerr == nil || aerr.Error() != err.Error() {
+		t.Errorf("Apply: %v, want the validation errors", aerr)
+	}
+	if a := p.Addr("f"); a != nil {
+		t.Errorf("route f listens on %s after a refused Apply", a)
+	}
+}
+
+// TestTwoRoutesAndConnInfo: two routes of one proxy forward to their own
+// targets, and the ConnInfo a hook sees names the route, the client as the
+// listener saw it, the listen address and the target, with increasing ids.
+func TestTwoRoutesAndConnInfo(t *testing.T) {
+	t.Parallel()
+	infos := make(chan host.ConnInfo, 4)
+	spy := hookFunc(func(info *host.ConnInfo) (host.Filter, error) {
+		return &testFilter{opened: func(s *host.Stream) error {
+			if s.Info() != info {
+				t.Error("Stream.Info is not the ConnInfo given to Open")
+			}
+			infos <- *info
+			return nil
+		}}, nil
+	})
+	greeter := func(name string) func(c *net.TCPConn) {
+		return func(c *net.TCPConn) { io.WriteString(c, name) }
+	}
+	a, b := tn.Serve(t, greeter("A")), tn.Serve(t, greeter("B"))
+	p, _ := tn.Proxy(t,
+		tn.Route("one", a.Addr(), host.Link{Name: "spy", Hook: spy}),
+		tn.Route("two", b.Addr(), host.Link{Name: "spy", Hook: spy}))
+	for i, tc := range []struct{ route, target, greeting string }{
+		{"one", a.Addr(), "A"}, {"two", b.Addr(), "B"}, {"one", a.Addr(), "A"},
+	} {
+		listen := p.Addr(tc.route).String()
+		c := tn.Dial(t, listen)
+		if got, err := io.ReadAll(c); err != nil || string(got) != tc.greeting {
+			t.Errorf("route %s: %q, %v; want %q", tc.route, got, err, tc.greeting)
+		}
+		info := <-infos
+		want := host.ConnInfo{ID: uint64(i + 1), Route: tc.route, Target: tc.target}
+		if info.ID != want.ID || info.Route != want.Route || info.Target != want.Target ||
+			info.Client.String() != c.LocalAddr().String() || info.Listen.String() != listen {
+			t.Errorf("connection %d: ConnInfo{ID %d, Route %q, Client %s, Listen %s, Target %q}, want {%d, %q, %s, %s, %q}",
+				i+1, info.ID, info.Route, info.Client, info.Listen, info.Target,
+				want.ID, want.Route, c.LocalAddr(), listen, want.Target)
+		}
+	}
+}
