@@ -910,3 +910,37 @@ func TestTwoRoutesAndConnInfo(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleConnectionsHoldNoBuffers: filtered connections that have
+// exchanged a chunk and gone quiet hold no chunk buffer (32 KiB each way
+// on the filtered path): the heap per idle connection stays small.
+func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
+	noLeaks(t)
+	const conns = 200
+	srv := tn.Serve(t, tn.Echo)
+	addr, _ := tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "identity", Hook: identity}))
+	clients := make([]*net.TCPConn, 0, conns)
+	// Warm up: one connection's worth of pools and runtime structures.
+	ask(t, tn.Dial(t, addr), "warm up")
+	runtime.GC()
+	runtime.GC() // twice: pooled buffers survive one collection
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range conns {
+		c := tn.Dial(t, addr)
+		ask(t, c, strings.Repeat("x", 40<<10)) // a full chunk each way
+		clients = append(clients, c)
+	}
+	runtime.GC()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / conns
+	t.Logf("live heap per idle filtered connection (tunnel + test server + client): %d bytes", per)
+	if per > 16<<10 {
+		t.Errorf("each idle connection holds %d bytes of heap; a chunk buffer is 32 KiB", per)
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+}
