@@ -287,6 +287,9 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 	return in, nil
 }
 
+// probeMemory caps the memory of CheckVersion's throwaway instance.
+const probeMemory = 64 << 20
+
 // CheckVersion instantiates a throwaway instance, runs _initialize and the
 // version handshake, and closes it.
 func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err error) {
@@ -295,7 +298,9 @@ func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err
 		return err
 	}
 	mc := wazero.NewModuleConfig().WithName("").WithStartFunctions().WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader)
-	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: 4 << 30})
+	// The probe needs the module's initial memory and what _initialize
+	// grows; it must not become a way to make the host allocate gigabytes.
+	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: max(c.MinMemory, probeMemory)})
 	mod, err := rt.InstantiateModule(ictx, cm, mc)
 	if err != nil {
 		return fmt.Errorf("instantiate: %w", err)
