@@ -141,6 +141,9 @@ func (r *Room) handle(c net.Conn) {
 	delete(r.members, m)
 	online = len(r.members)
 	r.mu.Unlock()
+	// A client that stopped sending may also have stopped reading: give a
+	// write in progress SlowTimeout to finish, not forever.
+	c.SetWriteDeadline(time.Now().Add(r.SlowTimeout))
 	close(m.gone)
 	<-wrote
 	r.logf("[%s] %s (%d online)", m.name, why, online)

@@ -190,3 +190,54 @@ func (f filter) Write(p []byte) (int, error) {
 	}
 	return f.w.Write(p)
 }
+
+// smallBuffers accepts connections with a 4 KiB send buffer, so that a
+// client that does not read blocks the server's writes quickly.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.(*net.TCPConn).SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// TestLeaverThatDoesNotRead: a client that half-closes while the server is
+// stuck writing to it (it never reads) is let go within SlowTimeout.
+func TestLeaverThatDoesNotRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := extest.NewOutput()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	room := NewRoom(out)
+	room.SlowTimeout = 200 * time.Millisecond
+	go func() { done <- room.Serve(ctx, smallBuffers{ln}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	addr := ln.Addr().String()
+	leaver := extest.Dial(t, addr)
+	leaver.SetReadBuffer(4096)
+	out.Wait(t, `\(1 online\)`)
+	talker := extest.Dial(t, addr)
+	out.Wait(t, `\(2 online\)`)
+	// More than the socket buffers hold, less than the Backlog: the
+	// server's writer toward the leaver is stuck, nobody is too slow yet.
+	msg := strings.Repeat("y", 1000) + "\n"
+	for range 100 {
+		if _, err := io.WriteString(talker, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	io.WriteString(talker, "last\n")
+	out.Wait(t, `"last" relayed to 1 clients`)
+	leaver.CloseWrite()
+	out.Wait(t, `\[`+regexp.QuoteMeta(leaver.LocalAddr().String())+`\] left \(1 online\)`)
+}
