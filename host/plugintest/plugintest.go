@@ -113,6 +113,9 @@ func module(t testing.TB, dir string) *host.Module {
 	if m := modules[abs]; m != nil {
 		return m
 	}
+	if raceEnabled {
+		precompile(wasm)
+	}
 	m, err := rt.Compile(context.Background(), filepath.Base(abs), wasm)
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +142,30 @@ func cacheDir() string {
 		return ""
 	}
 	return d
+}
+
+// precompile fills the compilation cache from an uninstrumented process
+// (see internal/precompile for why it is a
+// test binary). Failures are ignored: the test process then
+// compiles the module itself, only slower.
+func precompile(wasm []byte) {
+	dir := cacheDir()
+	if dir == "" {
+		return
+	}
+	f, err := os.CreateTemp("", "plugintest-*.wasm")
+	if err != nil {
+		return
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(wasm)
+	if cerr := f.Close(); err != nil || cerr != nil {
+		return
+	}
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^$", "github.com/tunnelwasm/tunnel/host/plugintest/internal/precompile")
+	cmd.Env = append(os.Environ(), "GOFLAGS=", // no -race from the environment
+		"PRECOMPILE_CACHE="+dir, "PRECOMPILE_MODULE="+f.Name())
+	_ = cmd.Run()
 }
 
 // Options adds the host's settings to sdktest.Options.
