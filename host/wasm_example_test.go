@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 )
@@ -21,7 +22,7 @@ func ExampleRuntime() {
 	defer rt.Close(ctx)
 	deny, err := rt.Load(ctx, "testdata/answer.wasm", host.PluginOptions{
 		Name:        "deny",
-		CallTimeout: 100e6, // 100 ms
+		CallTimeout: 100 * time.Millisecond,
 	})
 	if err != nil {
 		panic(err)
