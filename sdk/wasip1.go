@@ -71,13 +71,49 @@ var the = newInstance(wasmHost{})
 func tunnelABIVersion() int32 { return abi.Version }
 
 //go:wasmexport tunnel_init
-func tunnelInit() int32 { return the.Init() }
+func tunnelInit() int32 {
+	defer guard("the factory")
+	return the.Init()
+}
 
 //go:wasmexport tunnel_on_open
-func tunnelOnOpen(conn int64) int32 { return the.OnOpen(conn) }
+func tunnelOnOpen(conn int64) int32 {
+	defer guard("NewConn")
+	return the.OnOpen(conn)
+}
 
 //go:wasmexport tunnel_on_data
-func tunnelOnData(conn int64, dir, n, end int32) int32 { return the.OnData(conn, dir, n, end) }
+func tunnelOnData(conn int64, dir, n, end int32) int32 {
+	defer guard("OnData")
+	return the.OnData(conn, dir, n, end)
+}
 
 //go:wasmexport tunnel_on_close
-func tunnelOnClose(conn int64) { the.OnClose(conn) }
+func tunnelOnClose(conn int64) {
+	defer guard("OnClose")
+	the.OnClose(conn)
+}
+
+// guard writes a panic's message to the tunnel's log, where the operator
+// looks (the guest's stderr is usually not granted), then lets the panic
+// go on: the instance is dead and the host applies the plugin's failure
+// policy.
+func guard(where string) {
+	if r := recover(); r != nil {
+		msg := "sdk: panic in " + where + ": " + panicText(r)
+		hostLog(abi.LogError, ptr([]byte(msg)), int32(len(msg)))
+		panic(r)
+	}
+}
+
+func panicText(r any) string {
+	switch v := r.(type) {
+	case error:
+		return v.Error()
+	case string:
+		return v
+	case interface{ String() string }:
+		return v.String()
+	}
+	return "(a value of another type)"
+}

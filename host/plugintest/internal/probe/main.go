@@ -14,6 +14,7 @@
 //	!stdout X     write X to stdout
 //	!badarg       send in direction 7 (logged)
 //	!other        send on the previous connection (logged)
+//	!panic        panic (the instance dies; the host's failure policy applies)
 //
 // Anything else is forwarded. Config: {"greet": "..."} is sent to the client
 // when a connection opens; {"refuse": true} refuses every connection.
@@ -111,6 +112,8 @@ func (h *handler) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) 
 	case "stdout":
 		_, err := sdk.Stdout().Write(arg)
 		logErr("stdout", err)
+	case "panic":
+		panic("probe: boom")
 	case "badarg":
 		logErr("badarg", c.Send(7, []byte("x")))
 	case "other":

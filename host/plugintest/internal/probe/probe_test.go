@@ -21,6 +21,28 @@ func TestNative(t *testing.T) { testSDK(t, sdktest.Native) }
 
 func TestWasm(t *testing.T) { testSDK(t, plugintest.Wasm(t, ".")) }
 
+// TestWasmPanic: a panicking Go guest kills its instance; the SDK puts the
+// panic's message in the tunnel's log, the host closes the connection
+// (default policy) and the next connection gets a fresh instance.
+func TestWasmPanic(t *testing.T) {
+	p := sdktest.MustStart(t, plugintest.Wasm(t, "."), sdktest.Options{})
+	c := p.Open()
+	c.Write(c2s, []byte("!panic"))
+	if got := c.ReadAll(s2c); len(got) != 0 {
+		t.Fatalf("client got %q", got)
+	}
+	c.Wait()
+	logs := p.Logs()
+	if len(logs) < 3 || logs[1] != (sdktest.Log{Level: sdk.LevelError, Msg: "sdk: panic in OnData: probe: boom"}) || logs[2].Msg != "plugin failed" {
+		t.Fatalf("logs %q", logs)
+	}
+	c = p.Open()
+	c.Write(c2s, []byte("!reply alive"))
+	if got := c.Read(s2c, 5); string(got) != "alive" {
+		t.Fatalf("next connection got %q", got)
+	}
+}
+
 // msgs returns the messages of logs at level Info and above, whose order
 // is the plugin's.
 func msgs(logs []sdktest.Log) []string {
