@@ -142,6 +142,20 @@ func TestInstrumentShape(t *testing.T) {
 	if !bytes.Contains(out, []byte{0x03, 0x40, 0x20, 0x04, 0x41, 0x01, 0x6a, 0x22, 0x04, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
 		t.Errorf("no counter check after the loop opcode in %x", out)
 	}
+	// DWARF (offsets into the code) is dropped; other custom sections stay.
+	custom := func(name string) []byte {
+		p := append([]byte{byte(len(name))}, name...)
+		p = append(p, 1, 2, 3)
+		return append([]byte{0, byte(len(p))}, p...)
+	}
+	withCustom := append(append(append([]byte{}, bin...), custom(".debug_info")...), custom("producers")...)
+	out, err = instrument(withCustom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(out, []byte(".debug_info")) || !bytes.Contains(out, []byte("producers")) {
+		t.Errorf("custom sections after instrumenting: %q", out)
+	}
 	if _, err := instrument([]byte("\x00asm\x01\x00\x00\x00\x0a\x05\x01\x03\x00\xff\x0b")); err == nil {
 		t.Error("an unknown opcode was accepted")
 	}

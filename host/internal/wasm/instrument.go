@@ -277,6 +277,12 @@ func instrument(bin []byte) (out []byte, err error) {
 
 	out = append(out, bin[:8]...)
 	for _, s := range secs {
+		if s.id == 0 && isDWARF(s.payload) {
+			// DWARF addresses code by offset, and the offsets moved: wrong
+			// source lines in stack traces would mislead. (The "name"
+			// section is by index and stays.)
+			continue
+		}
 		out = append(out, s.id)
 		out = appendULEB(out, uint64(len(s.payload)))
 		out = append(out, s.payload...)
@@ -454,4 +460,13 @@ func instrumentBody(out, fb []byte, nparams int, tick uint32) ([]byte, error) {
 		}
 	}
 	return out, r.err
+}
+
+// isDWARF reports whether a custom section's payload is a DWARF section
+// (its name starts with ".debug_").
+func isDWARF(payload []byte) bool {
+	r := &reader{b: payload}
+	n := r.u32()
+	name := r.bytes(int(n))
+	return r.err == nil && bytes.HasPrefix(name, []byte(".debug_"))
 }
