@@ -32,7 +32,7 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 			Trusted:  o.trusted,
 			FailOpen: o.failOpen,
 			Stdout:   stdout,
-			Logger:   logger.With("plugin", name),
+			Logger:   logger,
 		})
 		if err != nil {
 			cleanup()
