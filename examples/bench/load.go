@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,7 +259,12 @@ func (b *bench) measure(ctx context.Context, tt test, t *target, f *fwd, round i
 func fetchProfile(ctx context.Context, addr string, secs int, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+10)*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+	return fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path)
+}
+
+// fetch saves the body of an HTTP GET of url to path.
+func fetch(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return err
 	}
@@ -272,7 +278,7 @@ func fetchProfile(ctx context.Context, addr string, secs int, path string) error
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("pprof: %s: %s", resp.Status, truncate(string(bytes.TrimSpace(body)), 200))
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, truncate(string(bytes.TrimSpace(body)), 200))
 	}
 	return os.WriteFile(path, body, 0o644)
 }
@@ -287,7 +293,8 @@ type idleResult struct {
 	RSSMiB      float64 `json:"rss_mib"`
 	HWMMiB      float64 `json:"peak_rss_mib"`
 	KiBPerConn  float64 `json:"kib_per_conn"`
-	ProjMiB     float64 `json:"projected_rss_mib,omitempty"` // at Want connections, when fewer fit
+	ProjMiB     float64 `json:"projected_rss_mib,omitempty"`       // at Want connections, when fewer fit
+	AfterGCMiB  float64 `json:"rss_after_forced_gc_mib,omitempty"` // with -pprof-dir, for the tunnel
 	FDs         int     `json:"fds"`
 	FDsPerConn  float64 `json:"fds_per_conn"`
 	OpenSeconds float64 `json:"open_seconds"`
@@ -379,6 +386,17 @@ func (b *bench) idle(ctx context.Context, t *target, want int, backend string) i
 	res.KiBPerConn = (res.RSSMiB - res.BaseMiB) * 1024 / float64(res.Conns)
 	if res.Conns < want {
 		res.ProjMiB = res.BaseMiB + res.KiBPerConn*float64(want)/1024
+	}
+	if b.pprofDir != "" && f.pprofAddr != "" {
+		// Where the memory is: the Go runtime's MemStats as measured, then
+		// after a forced GC (which shrinks grown goroutine stacks).
+		for _, q := range []string{"debug=1", "debug=1&gc=1"} {
+			path := filepath.Join(b.pprofDir, fmt.Sprintf("%s-idle-heap-%s.txt", t.Name, strings.ReplaceAll(q, "&", "-")))
+			if err := fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?%s", f.pprofAddr, q), path); err != nil {
+				fmt.Fprintf(b.log, "    (heap profile of %s: %v)\n", t.Name, err)
+			}
+		}
+		res.AfterGCMiB = float64(treeMemKB(pid, "VmRSS")) / 1024
 	}
 	// The connections still work after sitting idle.
 	var msg, got [echoMsg]byte

@@ -386,6 +386,9 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 			}
 			fmt.Fprintf(stdout, "  %-16s %d conns: VmRSS %.1f MiB (%.1f MiB before, %.1f KiB per conn), VmHWM %.1f MiB, %d fds (%.1f per conn), opened in %.1f s\n",
 				r.Target, r.Conns, r.RSSMiB, r.BaseMiB, r.KiBPerConn, r.HWMMiB, r.FDs, r.FDsPerConn, r.OpenSeconds)
+			if r.AfterGCMiB > 0 {
+				fmt.Fprintf(stdout, "  %-16s VmRSS after a forced GC (pprof heap?gc=1): %.1f MiB; MemStats in %s\n", "", r.AfterGCMiB, b.pprofDir)
+			}
 			if r.LimitedBy != "" {
 				fmt.Fprintf(stdout, "  %-16s only %d of %d conns fit: %s; projected VmRSS at %d: %.1f MiB\n", "", r.Conns, r.Want, r.LimitedBy, r.Want, r.ProjMiB)
 			}
