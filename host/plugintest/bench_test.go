@@ -3,6 +3,7 @@ package plugintest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -104,4 +105,35 @@ func withNeedles(n int) []byte {
 		copy(b[i:], "needle")
 	}
 	return b
+}
+
+// BenchmarkGuestCodec is the cost of the codec plugin per 16 KiB chunk
+// (sandboxed): base64 encoding, decoding, and XOR.
+func BenchmarkGuestCodec(b *testing.B) {
+	const size = 16 << 10
+	plain := text(size)
+	encoded := []byte(base64.StdEncoding.EncodeToString(plain))[:size] // a multiple of 4
+	for _, tc := range []struct {
+		name, config string
+		chunk        []byte
+	}{
+		{"base64-encode", `{"codec":"base64","mode":"encode"}`, plain},
+		{"base64-decode", `{"codec":"base64","mode":"decode"}`, encoded},
+		{"xor", `{"codec":"xor","mode":"encode","key":"k3y"}`, plain},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := guest(b, "../../plugins/codec", tc.config, wasm.Sandboxed)
+			h := &sinkHost{}
+			if r, err := in.OnOpen(h, 1); err != nil || r != abi.OK {
+				b.Fatalf("on_open: %d %v", r, err)
+			}
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				if a, err := in.OnData(h, 1, abi.DirClientToServer, tc.chunk, false); err != nil || a != abi.ActionDrop {
+					b.Fatalf("on_data: %d %v", a, err)
+				}
+			}
+		})
+	}
 }

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
@@ -34,6 +35,7 @@ type plugin struct {
 	key    []byte
 	ring   []byte // the key repeated, long enough for one input buffer from any key offset
 	out    []byte // scratch
+	in     []byte // scratch: base64 input without line breaks
 }
 
 // conn is the per-connection state of each direction.
@@ -166,32 +168,34 @@ var errAfterPadding = errors.New("base64 data after the final padding")
 
 func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) {
 	p := c.p
-	enc := base64.StdEncoding
-	out := p.out[:0]
-	var group [4]byte
-	n := copy(group[:], c.rem[d][:c.n[d]])
-	for _, b := range data {
-		if b == '\r' || b == '\n' {
-			continue
-		}
-		if c.pad[d] {
-			return nil, errAfterPadding
-		}
-		group[n] = b
-		n++
-		if n == 4 {
-			var err error
-			out, err = enc.AppendDecode(out, group[:])
-			if err != nil {
-				return nil, fmt.Errorf("invalid base64: %w", err)
+	in := append(p.in[:0], c.rem[d][:c.n[d]]...)
+	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
+		in = append(in, data...)
+	} else {
+		for _, b := range data {
+			if b != '\r' && b != '\n' {
+				in = append(in, b)
 			}
-			if group[3] == '=' {
-				c.pad[d] = true
-			}
-			n = 0
 		}
 	}
-	copy(c.rem[d][:], group[:n])
+	p.in = in
+	if c.pad[d] && len(in) > 0 {
+		return nil, errAfterPadding
+	}
+	// Decode the whole groups of 4 in one call: calls are dear in a wasm
+	// guest. Padding may only end the last of them, and nothing may follow.
+	whole := len(in) / 4 * 4
+	if i := bytes.IndexByte(in[:whole], '='); i >= 0 {
+		if i < whole-4 || len(in) > whole {
+			return nil, errAfterPadding
+		}
+		c.pad[d] = true
+	}
+	out, err := base64.StdEncoding.AppendDecode(p.out[:0], in[:whole])
+	if err != nil {
+		return nil, fmt.Errorf("invalid base64: %w", err)
+	}
+	n := copy(c.rem[d][:], in[whole:])
 	c.n[d] = n
 	if end && n > 0 {
 		return nil, fmt.Errorf("base64 stream ends with %d stray characters", n)

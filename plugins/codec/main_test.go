@@ -68,6 +68,16 @@ func testCodec(t *testing.T, start sdktest.Starter, size int) {
 			t.Fatalf("got %q", got)
 		}
 	})
+	t.Run("base64 decode across chunks and line breaks", func(t *testing.T) {
+		c := sdktest.MustStart(t, start, sdktest.Options{Config: `{"codec":"base64","mode":"decode"}`}).Open()
+		for _, s := range []string{"aG", "Vs\r\nbG8", "sIHdv", "cmxk", "IQ", "=="} {
+			c.Write(c2s, []byte(s))
+		}
+		c.End(c2s)
+		if got := c.ReadAll(c2s); string(got) != "hello, world!" {
+			t.Fatalf("got %q", got)
+		}
+	})
 	t.Run("bad base64 closes the connection", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"codec":"base64","mode":"decode"}`})
 		c := p.Open()
