@@ -137,3 +137,29 @@ func BenchmarkGuestCodec(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGuestDeny is the cost of deny per 16 KiB chunk (sandboxed) that
+// holds none of its patterns, case-sensitive and not.
+func BenchmarkGuestDeny(b *testing.B) {
+	const size = 16 << 10
+	for _, tc := range []struct{ name, config string }{
+		{"exact", `{"patterns":["FLUSHALL\r\n","FLUSHDB\r\n"]}`},
+		{"ignore-case", `{"patterns":["FLUSHALL\r\n","FLUSHDB\r\n"],"ignore_case":true}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := guest(b, "../../plugins/deny", tc.config, wasm.Sandboxed)
+			h := &sinkHost{}
+			if r, err := in.OnOpen(h, 1); err != nil || r != abi.OK {
+				b.Fatalf("on_open: %d %v", r, err)
+			}
+			chunk := text(size)
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				if a, err := in.OnData(h, 1, abi.DirClientToServer, chunk, false); err != nil || a != abi.ActionForward {
+					b.Fatalf("on_data: %d %v", a, err)
+				}
+			}
+		})
+	}
+}

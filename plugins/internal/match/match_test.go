@@ -133,3 +133,23 @@ func TestIndex(t *testing.T) {
 		}
 	}
 }
+
+func TestLowerASCII(t *testing.T) {
+	all := make([]byte, 256+13)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	for start := range 9 {
+		in := all[start:]
+		want := make([]byte, len(in))
+		for i, c := range in {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			want[i] = c
+		}
+		if got := lowerASCII([]byte("x"), in); !bytes.Equal(got[1:], want) || got[0] != 'x' {
+			t.Fatalf("from %d: got %q", start, got)
+		}
+	}
+}
