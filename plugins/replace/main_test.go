@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
@@ -150,5 +151,11 @@ func firstDiff(a, b []byte) int {
 }
 
 func TestWasm(t *testing.T) { testReplace(t, plugintest.Wasm(t, ".")) }
+
+// TestWasmPool runs the same tests with connections spread over several
+// instances, as in production.
+func TestWasmPool(t *testing.T) {
+	testReplace(t, plugintest.WasmWith(t, ".", plugintest.Options{PluginOptions: host.PluginOptions{Instances: 3}}))
+}
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
