@@ -440,7 +440,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 	}
 	if *mdPath != "" {
 		var sb strings.Builder
-		writeTable(&sb, res, ts, true)
+		writeMarkdown(&sb, rep, ts)
 		if err := os.WriteFile(*mdPath, []byte(sb.String()), 0o644); err != nil {
 			return fatal(err)
 		}

@@ -329,3 +329,53 @@ func writeJSON(path string, rep *report) error {
 	}
 	return nil
 }
+
+// writeMarkdown writes the whole report as Markdown: conditions, the table
+// of medians, the idle connections and the goals.
+func writeMarkdown(w io.Writer, rep *report, ts []*target) {
+	m := rep.Machine
+	fmt.Fprintf(w, "Run %s (%s mode, %.0f s): %d CPUs, %s, Linux %s, %s, %s.\n\n", rep.Started, rep.Mode, rep.Seconds, m.NProc, m.CPUModel, m.Kernel, m.MemTotal, m.Go)
+	b, r := rep.Busy["before"], rep.Busy["run"]
+	fmt.Fprintf(w, "How busy: before the run loadavg %s, CPU %.0f%% busy / %.0f%% idle / %.1f%% steal; during the run %.0f%% busy / %.0f%% idle / %.1f%% steal, loadavg %s at the end.\n\n",
+		rep.Load["start"], b.BusyPct, b.IdlePct, b.StealPct, r.BusyPct, r.IdlePct, r.StealPct, rep.Load["end"])
+	fmt.Fprintf(w, "Settings: %v\n\n", rep.Settings)
+	writeTable(w, rep.Results, ts, true)
+	for _, t := range ts {
+		if !t.available() {
+			fmt.Fprintf(w, "\n%s: not available: %s\n", t.Name, t.Reason)
+		}
+	}
+	if len(rep.Idle) > 0 {
+		fmt.Fprintf(w, "\nIdle connections: %s\n\n", rep.IdleHow)
+		fmt.Fprintln(w, "| forwarder | connections | VmRSS before | VmRSS with them | per connection | fds per connection | projected to the full count |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+		for _, i := range rep.Idle {
+			if i.Error != "" {
+				fmt.Fprintf(w, "| %s | error: %s | | | | | |\n", i.Target, i.Error)
+				continue
+			}
+			proj := "-"
+			if i.ProjMiB > 0 {
+				proj = fmt.Sprintf("%.1f MiB at %d", i.ProjMiB, i.Want)
+			}
+			fmt.Fprintf(w, "| %s | %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f | %s |\n", i.Target, i.Conns, i.BaseMiB, i.RSSMiB, i.KiBPerConn, i.FDsPerConn, proj)
+		}
+	}
+	fmt.Fprintln(w, "\n| goal | want | got | |\n|---|---|---|---|")
+	for _, g := range rep.Goals {
+		state := "missed"
+		switch {
+		case g.Absent:
+			state = "n/a"
+		case g.Met:
+			state = "met"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", g.What, g.Want, g.Got, state)
+	}
+	if len(rep.Errors) > 0 {
+		fmt.Fprintf(w, "\nFailed measurements:\n\n")
+		for _, e := range rep.Errors {
+			fmt.Fprintf(w, "- %s\n", e)
+		}
+	}
+}
