@@ -200,7 +200,9 @@ func (c *Conn) current() bool { return c.inst != nil && c.inst.cur == c }
 // Send passes b on in direction dir from the plugin's place in the route's
 // chain. Sending in the direction of the chunk being handled inserts bytes
 // into that stream; sending in the reverse direction answers the sender.
-// b is copied before Send returns.
+// b is copied before Send returns. The bytes sent and logged during one
+// callback are bounded by the host (the plugin's output budget, 4 MiB by
+// default): going past it is a failure of the instance, not an error.
 func (c *Conn) Send(dir Direction, b []byte) error {
 	if !c.current() {
 		return ErrNotAllowed
