@@ -22,6 +22,7 @@ type splitHook struct {
 type splitState struct {
 	id      uint64
 	closed  chan struct{} // closed after the plugin's Closed returned
+	watched bool          // the plugin's filter exists (guarded by splitHook.mu)
 	mu      sync.Mutex
 	sizes   [2][]int
 	pending [2][]byte
@@ -82,6 +83,21 @@ func (f *splitFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) err
 	return nil
 }
 
+// Closed ends the wait for a connection whose plugin filter was never made
+// (the plugin's Open failed): nothing else will.
+func (f *splitFilter) Closed() {
+	if f.dir != host.ClientToServer {
+		return
+	}
+	f.h.mu.Lock()
+	watched := f.st.watched
+	delete(f.h.byID, f.st.id) // when the server-side link was never opened
+	f.h.mu.Unlock()
+	if !watched {
+		close(f.st.closed)
+	}
+}
+
 func (f *splitFilter) End(dir host.Direction, s *host.Stream) error {
 	if dir != f.dir {
 		return nil
@@ -116,6 +132,9 @@ func (w *watchHook) Open(info *host.ConnInfo) (host.Filter, error) {
 	// The client-side link opened first and registered the state.
 	w.p.split.mu.Lock()
 	st := w.p.split.byID[info.ID]
+	if st != nil {
+		st.watched = true
+	}
 	w.p.split.mu.Unlock()
 	return &watchFilter{Filter: f, st: st}, nil
 }
