@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -155,7 +156,7 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 			}
 		}
 		gs = append(gs, goal{What: "noop plugin vs no plugin: " + label, Want: fmt.Sprintf(">= %.1fx", k.want),
-			Got: fmt.Sprintf("%.2fx (%s vs %s)", p/t, num(p), num(t)), Value: p / t, Met: p/t >= k.want,
+			Got: fmt.Sprintf("%.3fx (%s vs %s)", p/t, num(p), num(t)), Value: p / t, Met: p/t >= k.want,
 			Absent: math.IsNaN(p) || math.IsNaN(t)})
 	}
 	g := goal{What: fmt.Sprintf("%d idle connections through tunnel-noop: VmRSS", idleWant), Want: "< 200 MiB", Absent: true}
@@ -338,7 +339,17 @@ func writeMarkdown(w io.Writer, rep *report, ts []*target) {
 	b, r := rep.Busy["before"], rep.Busy["run"]
 	fmt.Fprintf(w, "How busy: before the run loadavg %s, CPU %.0f%% busy / %.0f%% idle / %.1f%% steal; during the run %.0f%% busy / %.0f%% idle / %.1f%% steal, loadavg %s at the end.\n\n",
 		rep.Load["start"], b.BusyPct, b.IdlePct, b.StealPct, r.BusyPct, r.IdlePct, r.StealPct, rep.Load["end"])
-	fmt.Fprintf(w, "Settings: %v\n\n", rep.Settings)
+	keys := make([]string, 0, len(rep.Settings))
+	for k := range rep.Settings {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	fmt.Fprint(w, "Settings:")
+	for _, k := range keys {
+		v, _ := json.Marshal(rep.Settings[k])
+		fmt.Fprintf(w, " %s=%s", k, v)
+	}
+	fmt.Fprint(w, "\n\n")
 	writeTable(w, rep.Results, ts, true)
 	for _, t := range ts {
 		if !t.available() {
