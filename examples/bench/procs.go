@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -44,7 +45,15 @@ type startOpts struct {
 	dir     string
 	env     []string // appended to os.Environ()
 	keepOut int      // bytes of stdout to keep (default 4 KiB)
+	// pidns runs the process as PID 1 of a new PID namespace where the
+	// kernel allows it (root): when it dies, even by SIGKILL, the kernel
+	// kills everything it forked (nginx's workers outlive their master
+	// otherwise). Pdeathsig covers the leader itself.
+	pidns bool
 }
+
+// noPidNS is set once creating a PID namespace failed (not privileged).
+var noPidNS atomic.Bool
 
 // start runs argv in a new process group. The process is killed with
 // SIGKILL if the benchmark itself dies (Pdeathsig).
@@ -59,19 +68,31 @@ func (ps *procs) start(name string, argv []string, o startOpts) (*proc, error) {
 		keep = 4 << 10
 	}
 	p := &proc{name: name, argv: argv, out: &tailBuffer{max: keep}, errb: &tailBuffer{max: 4 << 10}, done: make(chan struct{})}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = o.dir
-	if len(o.env) > 0 {
-		cmd.Env = append(os.Environ(), o.env...)
-	}
-	cmd.Stdout = p.out
-	cmd.Stderr = p.errb
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	// Forks that outlive the leader may hold the output pipes; do not wait
-	// for them forever (stop kills the whole group anyway).
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s (%s): %w", name, strings.Join(argv, " "), err)
+	var cmd *exec.Cmd
+	for {
+		cmd = exec.Command(argv[0], argv[1:]...)
+		cmd.Dir = o.dir
+		if len(o.env) > 0 {
+			cmd.Env = append(os.Environ(), o.env...)
+		}
+		cmd.Stdout = p.out
+		cmd.Stderr = p.errb
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if o.pidns && !noPidNS.Load() {
+			cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+		}
+		// Forks that outlive the leader may hold the output pipes; do not
+		// wait for them forever (stop kills the whole group anyway).
+		cmd.WaitDelay = 2 * time.Second
+		err := cmd.Start()
+		if err != nil && cmd.SysProcAttr.Cloneflags != 0 {
+			noPidNS.Store(true) // not privileged: go without
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("start %s (%s): %w", name, strings.Join(argv, " "), err)
+		}
+		break
 	}
 	p.cmd = cmd
 	p.pid = cmd.Process.Pid

@@ -73,7 +73,7 @@ func (b *bench) newTargets() []*target {
 			}
 			argv = append(argv, extra...)
 			argv = append(argv, b.tunnelFlags...)
-			return b.procs.start(name, argv, startOpts{})
+			return b.procs.start(name, argv, startOpts{pidns: true})
 		}
 	}
 	ts := []*target{
@@ -81,7 +81,7 @@ func (b *bench) newTargets() []*target {
 		{Name: "socat", Desc: "socat, one fork per connection",
 			Command: "socat TCP4-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,backlog=4096 TCP4:BACKEND",
 			launch: func(b *bench, name string, port int, backend string) (*proc, error) {
-				return b.procs.start(name, []string{b.bin["socat"], fmt.Sprintf("TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096", port), "TCP4:" + backend}, startOpts{})
+				return b.procs.start(name, []string{b.bin["socat"], fmt.Sprintf("TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=4096", port), "TCP4:" + backend}, startOpts{pidns: true})
 			}},
 		{Name: "haproxy", Desc: "haproxy mode tcp, default threads (one per CPU)",
 			Command: "haproxy -db -f haproxy.cfg  (mode tcp; bind 127.0.0.1:PORT; server BACKEND)",
@@ -149,7 +149,7 @@ backend be
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("haproxy config: %w", err)
 	}
-	return b.procs.start(name, []string{b.bin["haproxy"], "-db", "-f", path}, startOpts{})
+	return b.procs.start(name, []string{b.bin["haproxy"], "-db", "-f", path}, startOpts{pidns: true})
 }
 
 func launchNginx(b *bench, name string, port int, backend string) (*proc, error) {
@@ -184,7 +184,7 @@ stream {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("nginx config: %w", err)
 	}
-	return b.procs.start(name, []string{b.bin["nginx"], "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log")}, startOpts{})
+	return b.procs.start(name, []string{b.bin["nginx"], "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log")}, startOpts{pidns: true})
 }
 
 // startBackends starts the iperf3 and redis servers (when installed) and
@@ -196,7 +196,7 @@ func (b *bench) startBackends(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p, err := b.procs.start("iperf3-server", []string{b.bin["iperf3"], "-s", "-B", "127.0.0.1", "-p", strconv.Itoa(port)}, startOpts{})
+		p, err := b.procs.start("iperf3-server", []string{b.bin["iperf3"], "-s", "-B", "127.0.0.1", "-p", strconv.Itoa(port)}, startOpts{pidns: true})
 		if err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ func (b *bench) startBackends(ctx context.Context) error {
 			return err
 		}
 		p, err := b.procs.start("redis-server", []string{b.bin["redis-server"], "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", b.tmp, "--maxclients", "10000"}, startOpts{})
+			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", b.tmp, "--maxclients", "10000"}, startOpts{pidns: true})
 		if err != nil {
 			return err
 		}
@@ -252,7 +252,7 @@ func (b *bench) startIdleBackend(ctx context.Context) (*proc, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("idle backend: %w", err)
 	}
-	p, err := b.procs.start("echo-backend", []string{self}, startOpts{env: []string{echoChildEnv + "=1"}})
+	p, err := b.procs.start("echo-backend", []string{self}, startOpts{env: []string{echoChildEnv + "=1"}, pidns: true})
 	if err != nil {
 		return nil, "", err
 	}
