@@ -2,7 +2,7 @@
 // socat, haproxy and nginx, on loopback, and prints the medians of several
 // rounds as a table (and writes them as JSON).
 //
-//	go run ./examples/bench            # full run: installs missing tools, 3 rounds (~15 min)
+//	go run ./examples/bench            # full run: installs missing tools, 3 rounds (~12 min)
 //	go run ./examples/bench -smoke     # end-to-end check in a few seconds, for CI
 //
 // Loads: iperf3 bulk throughput (1 and 8 streams), redis-benchmark SET/GET
@@ -215,7 +215,11 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		if p, err := exec.LookPath(t.bin); err == nil {
 			b.bin[t.bin] = p
 		} else {
-			fmt.Fprintf(stdout, "%s: not installed (apt-get install %s)\n", t.bin, strings.Join(append(t.pkgs, map[bool]string{true: "nginx-light libnginx-mod-stream"}[t.bin == "nginx"]), " "))
+			pkgs := t.pkgs
+			if t.bin == "nginx" {
+				pkgs = []string{"nginx-light", "libnginx-mod-stream"}
+			}
+			fmt.Fprintf(stdout, "%s: not installed (apt-get install %s)\n", t.bin, strings.Join(pkgs, " "))
 		}
 	}
 
