@@ -229,6 +229,7 @@ route "close" {
 	// bytes arrive anyway.
 	b := dial(t, r.Addr("bypass").String())
 	b.SetDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
 	if _, err := b.Write([]byte("through")); err != nil {
 		t.Fatal(err)
 	}
@@ -236,14 +237,22 @@ route "close" {
 	if _, err := io.ReadFull(b, got); err != nil || string(got) != "through" {
 		t.Fatalf("bypass policy: got %q, %v", got, err)
 	}
+	// call_timeout is the limit of every call, the first ones after the
+	// instance's init calls (which get at least 10 s) included.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("bypass policy: the looping call was cut off after %s, want about its call_timeout of 50ms", d)
+	}
 
 	// close: the same failure closes the connection.
 	c := dial(t, r.Addr("close").String())
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	c.Write([]byte("stuck"))
-	start := time.Now()
+	start = time.Now()
 	rest, err := io.ReadAll(c)
 	if len(rest) != 0 || (err != nil && !strings.Contains(err.Error(), "connection reset")) {
 		t.Errorf("close policy: got %q, %v after %v; want the connection closed with nothing", rest, err, time.Since(start))
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("close policy: the looping call was cut off after %s, want about its call_timeout of 50ms", d)
 	}
 }

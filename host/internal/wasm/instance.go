@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -127,14 +128,19 @@ type Instance struct {
 	// Time limit. active holds the sequence number of the running call, 0
 	// between calls, -1 once the watchdog killed the instance. deadline is
 	// the running call's, in monotonic nanoseconds (now). armed says the
-	// timer is scheduled: it is re-armed by itself while calls run and by
-	// the first call after it found the instance idle, so a call costs a
-	// clock read and three atomics, not a timer reset.
+	// timer is scheduled, and fireAt for when: it is re-armed by itself
+	// while calls run and by the first call after it found the instance
+	// idle, so a call costs a clock read and four atomics, not a timer
+	// reset. A call whose deadline comes before fireAt (the timer was armed
+	// for a call with a longer limit: the init calls get at least 10 s)
+	// brings it forward. Arming is serialised by wmu.
 	timer    *time.Timer
 	seq      int64
 	active   atomic.Int64
 	deadline atomic.Int64
 	armed    atomic.Bool
+	fireAt   atomic.Int64
+	wmu      sync.Mutex
 	kill     chan struct{}
 	killed   atomic.Bool
 	closed   bool
@@ -382,10 +388,11 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	if in.variant != plain {
 		in.seq++
 		seq = in.seq
-		in.deadline.Store(now() + int64(in.timeout))
+		dl := now() + int64(in.timeout)
+		in.deadline.Store(dl)
 		in.active.Store(seq)
-		if !in.armed.Load() && in.armed.CompareAndSwap(false, true) {
-			in.timer.Reset(in.timeout)
+		if !in.armed.Load() || dl < in.fireAt.Load() {
+			in.arm(dl)
 		}
 	}
 	err = fn.CallWithStack(in, in.stack[:])
@@ -405,26 +412,48 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	return err
 }
 
+// arm makes sure the timer fires by dl, the running call's deadline.
+func (in *Instance) arm(dl int64) {
+	in.wmu.Lock()
+	if !in.armed.Load() || dl < in.fireAt.Load() {
+		in.schedule(dl)
+	}
+	in.wmu.Unlock()
+}
+
+// schedule (with wmu held) sets the timer to fire at dl. fireAt is stored
+// before armed: a call that sees armed also sees when.
+func (in *Instance) schedule(dl int64) {
+	in.fireAt.Store(dl)
+	in.armed.Store(true)
+	in.timer.Reset(time.Duration(dl - now()))
+}
+
 // expire is the watchdog: it runs on the timer's goroutine and kills the
 // instance if the call it was armed for is still running past its deadline.
 //
 // It disarms first and then looks for a running call: a call that starts
 // concurrently either is seen here (and the timer re-armed for its
-// deadline) or sees the timer disarmed and arms it itself.
+// deadline) or sees the timer disarmed and arms it itself. If it re-arms
+// for the deadline of the call before (read just before the next call
+// stored its own), that call sees fireAt past its deadline and brings the
+// timer forward.
 func (in *Instance) expire() {
+	in.wmu.Lock()
 	in.armed.Store(false)
 	s := in.active.Load()
 	if s <= 0 {
+		in.wmu.Unlock()
 		return // idle (or already killed): stay disarmed
 	}
 	dl := in.deadline.Load()
-	if t := now(); t < dl {
+	if now() < dl {
 		// A call that started after the one the timer was armed for.
-		if in.armed.CompareAndSwap(false, true) {
-			in.timer.Reset(time.Duration(dl - t))
-		}
+		in.schedule(dl)
+		in.wmu.Unlock()
 		return
 	}
+	in.wmu.Unlock()
 	if in.active.CompareAndSwap(s, -1) {
 		in.killed.Store(true)
 		close(in.kill) // wazero's watcher of this call closes the module
