@@ -29,6 +29,7 @@ route "redis" {
       ignore_case = true
       reply       = "-ERR command not allowed by the tunnel\r\n"
       action      = "close"
+      from        = "client" # search what the client sends; the server's replies pass untouched
     }
   }
 }

@@ -42,10 +42,17 @@
 //	  }
 //	  chain {
 //	    plugin     = plugin.deny # or "deny"
-//	    directions = "client_to_server"
-//	    config     = { pattern = "FLUSHALL", reply = "-ERR not allowed\r\n" }
+//	    directions = "both"      # or "client_to_server" / "server_to_client"
+//	    config     = { pattern = "FLUSHALL", reply = "-ERR not allowed\r\n", from = "client" }
 //	  }
 //	}
+//
+// A plugin can only write toward a direction something in the route sees:
+// the other one is spliced by the kernel. A link attached to one direction
+// whose config has a reply (the bytes answered to the sender) while nothing
+// else in the route sees the other direction is therefore an error; attach
+// it to both and let the plugin's own setting (deny's from) pick what it
+// acts on.
 //
 // A locals block names values to reuse as local.NAME (each may use the ones
 // defined before it):
@@ -160,6 +167,9 @@ type Link struct {
 
 	DeclRange   hcl.Range
 	PluginRange hcl.Range
+	// DirectionsRange is the directions attribute's value, or the chain
+	// block when there is none.
+	DirectionsRange hcl.Range
 	// ConfigRange is the config attribute's value, or the chain block when
 	// there is none.
 	ConfigRange hcl.Range

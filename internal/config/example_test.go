@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,5 +122,116 @@ func TestRootTunnelHCL(t *testing.T) {
 	// by the time the echo is back.
 	if out := stdout.String(); !strings.Contains(out, "client -> server 6 bytes\nhello\\n\n") || !strings.Contains(out, "server -> client 6 bytes\nhello\\n") {
 		t.Errorf("dump on stdout:\n%s", out)
+	}
+}
+
+// TestDenyREADMEExample runs the configuration of plugins/deny/README.md
+// against a stand-in Redis: the client's FLUSHALL is dropped and answered
+// by the tunnel, and a server reply holding "FLUSHALL" reaches the client
+// untouched.
+func TestDenyREADMEExample(t *testing.T) {
+	readme, err := os.ReadFile("../../plugins/deny/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```hcl\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("no hcl block in plugins/deny/README.md")
+	}
+	redis, received := fakeRedis(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tunnel.hcl")
+	writeFile(t, path, block)
+	deny := buildPlugin(t, "deny")
+	r := &Runner{
+		Path:    path,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Runtime: host.RuntimeOptions{CacheDir: wazeroCache()},
+		Edit: func(f *File) {
+			f.Plugin("deny").Path = deny
+			f.Route("redis").Listen = "127.0.0.1:0"
+			f.Route("redis").Target = redis
+		},
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c := dial(t, r.Addr("redis").String())
+	roundTrip(t, c, "GET k\r\n", "$8\r\nFLUSHALL\r\n")
+	roundTrip(t, c, "flushall\r\n", "-ERR command not allowed\r\n")
+	roundTrip(t, c, "PING\r\n", "+PONG\r\n")
+	if got := strings.Join(received(), ""); got != "GET k\r\nPING\r\n" {
+		t.Errorf("the server received %q", got)
+	}
+}
+
+// fakeRedis serves a line protocol: GET answers the bulk string
+// "FLUSHALL", PING answers +PONG, anything else +OK. received returns the
+// lines it got so far.
+func fakeRedis(t *testing.T) (addr string, received func() []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		lines []string
+		conns = map[net.Conn]bool{}
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					lines = append(lines, line)
+					mu.Unlock()
+					reply := "+OK\r\n"
+					switch {
+					case strings.HasPrefix(line, "GET "):
+						reply = "$8\r\nFLUSHALL\r\n"
+					case line == "PING\r\n":
+						reply = "+PONG\r\n"
+					}
+					if _, err := c.Write([]byte(reply)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), lines...)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -589,6 +590,71 @@ func (d *decoder) route(rb *routeBody) {
 	for _, cb := range rb.Chain {
 		d.link(r, cb)
 	}
+	d.checkReplies(r)
+}
+
+// checkReplies reports a link whose config has a reply (by the built-in
+// plugins' convention, the bytes answered to the sender of what the plugin
+// blocks) while it is attached to one direction only and nothing else in
+// the route sees the other one. That direction is then spliced by the
+// kernel, no plugin can write to it (host.ErrNotAttached), and every reply
+// would be lost, leaving the sender waiting for an answer.
+func (d *decoder) checkReplies(r *Route) {
+	for _, l := range r.Chain {
+		var dir host.Direction
+		switch l.Directions {
+		case host.OnlyClientToServer:
+			dir = host.ClientToServer
+		case host.OnlyServerToClient:
+			dir = host.ServerToClient
+		default:
+			continue
+		}
+		if !hasReply(l.Config) || reaches(r, dir.Reverse()) {
+			continue
+		}
+		sender := "client"
+		if dir == host.ServerToClient {
+			sender = "server"
+		}
+		d.errorf(l.DirectionsRange, "Reply cannot reach the sender",
+			"This link sees only %s and nothing else in route %q sees %s, so the tunnel splices that direction in the kernel and no plugin can write to it: the reply in config would never reach the %s. "+
+				"Attach the link to both directions (remove directions); to act only on what the %s sends, use the plugin's own setting for it, such as deny's from = %q in config.",
+			l.Directions, r.Name, dirName(dir.Reverse()), sender, sender, sender)
+	}
+}
+
+// hasReply reports whether a link's config JSON is an object with a
+// non-empty string "reply".
+func hasReply(config []byte) bool {
+	var c map[string]json.RawMessage
+	var reply string
+	if json.Unmarshal(config, &c) != nil || json.Unmarshal(c["reply"], &reply) != nil {
+		return false
+	}
+	return reply != ""
+}
+
+// reaches reports whether anything in route r is attached to direction dir,
+// so that a plugin can write toward it.
+func reaches(r *Route, dir host.Direction) bool {
+	if r.Dump != nil || r.ProxyProtocol && dir == host.ClientToServer {
+		return true
+	}
+	for _, l := range r.Chain {
+		if l.Plugin != "" && l.Directions.Has(dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// dirName is a direction as the directions attribute spells it.
+func dirName(dir host.Direction) string {
+	if dir == host.ClientToServer {
+		return host.OnlyClientToServer.String()
+	}
+	return host.OnlyServerToClient.String()
 }
 
 // absent reports whether an optional attribute was left out (or set to null).
@@ -601,10 +667,13 @@ func (d *decoder) absent(expr hcl.Expression) (cty.Value, bool) {
 }
 
 func (d *decoder) link(r *Route, cb *chainBody) {
-	l := &Link{DeclRange: cb.DeclRange, PluginRange: cb.Plugin.Range(), ConfigRange: cb.DeclRange}
+	l := &Link{DeclRange: cb.DeclRange, PluginRange: cb.Plugin.Range(), DirectionsRange: cb.DeclRange, ConfigRange: cb.DeclRange}
 	r.Chain = append(r.Chain, l)
 	if d.required(cb.Plugin, "plugin", fmt.Sprintf("a chain block of route %q", r.Name), "plugin.NAME") {
 		l.Plugin = d.pluginRef(cb.Plugin)
+	}
+	if _, absent := d.absent(cb.Directions); !absent {
+		l.DirectionsRange = cb.Directions.Range()
 	}
 	if v, ok := d.oneOf(cb.Directions, "directions", "both", "client_to_server", "server_to_client"); ok {
 		switch v {

@@ -25,9 +25,11 @@ type config struct {
 	IgnoreCase bool     `json:"ignore_case"`
 	Reply      string   `json:"reply"`
 	Action     string   `json:"action"`
+	From       string   `json:"from"`
 }
 
 type plugin struct {
+	scan  [2]bool // by direction: look for the patterns in it
 	m     *match.Matcher
 	pats  []string
 	reply []byte
@@ -69,6 +71,16 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	default:
 		return nil, fmt.Errorf(`deny: "action" must be "drop" or "close", not %q`, c.Action)
 	}
+	switch c.From {
+	case "", "both":
+		p.scan = [2]bool{true, true}
+	case "client":
+		p.scan[sdk.ClientToServer] = true
+	case "server":
+		p.scan[sdk.ServerToClient] = true
+	default:
+		return nil, fmt.Errorf(`deny: "from" must be "client", "server" or "both", not %q`, c.From)
+	}
 	return p, nil
 }
 
@@ -76,6 +88,9 @@ func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) { return &conn{p: p}, n
 
 func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
 	p := c.p
+	if !p.scan[dir&1] {
+		return sdk.Forward
+	}
 	r := p.m.Feed(&c.st[dir&1], data, end, nil)
 	if r.Unchanged {
 		return sdk.Forward

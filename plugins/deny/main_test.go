@@ -65,6 +65,47 @@ func testDeny(t *testing.T, start sdktest.Starter) {
 			t.Fatalf("client got %q", got)
 		}
 	})
+	t.Run("from client: the server's bytes pass untouched", func(t *testing.T) {
+		// Attached to both directions so that the reply can reach the
+		// client, but a server reply holding the pattern (a GET of the
+		// value "FLUSHALL") is not the client's command.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{
+			"pattern": "FLUSHALL\r\n", "from": "client", "reply": "-ERR no\r\n"}`})
+		c := p.Open()
+		c.Write(s2c, []byte("$8\r\nFLUSHALL\r\n"))
+		if got := c.Read(s2c, 14); string(got) != "$8\r\nFLUSHALL\r\n" {
+			t.Fatalf("client got %q", got)
+		}
+		c.Write(c2s, []byte("FLUSHALL\r\nPING\r\n"))
+		if got := c.Read(c2s, 6); string(got) != "PING\r\n" {
+			t.Fatalf("server got %q", got)
+		}
+		if got := c.Read(s2c, 9); string(got) != "-ERR no\r\n" {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q more", got)
+		}
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q more", got)
+		}
+	})
+	t.Run("from server", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"pattern": "secret", "from": "server"}`})
+		c := p.Open()
+		c.Write(c2s, []byte("GET secret"))
+		c.End(c2s)
+		if got := c.ReadAll(c2s); string(got) != "GET secret" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("the secret is out"))
+		c.End(s2c)
+		if got := c.ReadAll(s2c); string(got) != "the  is out" {
+			t.Fatalf("client got %q", got)
+		}
+	})
 	t.Run("pattern at the very end of the stream", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"pattern":"KEYS *"}`})
 		c := p.Open()
@@ -82,6 +123,7 @@ func testDeny(t *testing.T, start sdktest.Starter) {
 			{`{"pattern":"a","action":"kill"}`, `deny: "action" must be "drop" or "close", not "kill"`},
 			{`{"pattern":"a","replay":"x"}`, `deny: config: unknown setting "replay"`},
 			{`{"patterns":"a"}`, `deny: config: "patterns" must be a list, got a JSON string`},
+			{`{"pattern":"a","from":"clients"}`, `deny: "from" must be "client", "server" or "both", not "clients"`},
 		} {
 			_, err := start(t, sdktest.Options{Config: tc.config})
 			if err == nil || err.Error() != tc.want {
