@@ -8,7 +8,7 @@
 
 plugin "deny" {
   path         = "plugins/deny/deny.wasm" # relative to this file
-  memory_limit = "64MiB"                  # per instance; Go guests need 32 MiB or more
+  memory_limit = "64MiB"                  # per instance; a standard-Go guest needs about 3.5 MiB
   call_timeout = "100ms"                  # a slower call fails, and on_failure applies
   on_failure   = "close"                  # or "bypass": forward as if the plugin were absent
   instances    = 2                        # instances shared by the connections

@@ -223,8 +223,11 @@ type PluginOptions struct {
 	// function); by convention JSON.
 	Config []byte
 	// MemoryLimit caps each instance's linear memory, in bytes (rounded
-	// down to 64 KiB pages). Zero means DefaultMemoryLimit. Go guests need
-	// 32 MiB or more.
+	// down to 64 KiB pages). Zero means DefaultMemoryLimit. A
+	// standard-Go guest needs about 3.5 MiB to start (its initial memory
+	// is 2.7 MiB, and its runtime grows it at start), plus what it
+	// allocates: the built-in plugins run in 3.5 MiB (noop, replace, deny)
+	// to 6 MiB (dump, given 1 MiB chunks).
 	MemoryLimit uint64
 	// CallTimeout cuts off a call that runs longer; the instance is then
 	// replaced and the failure policy applies. Zero means

@@ -12,7 +12,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +23,9 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
 
 // newRuntime returns a runtime logging into the returned sink; cleanup
@@ -593,4 +599,88 @@ func TestWasmNoGrowthOverReloads(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Logf("heap after 10 reloads %d KiB, after 100 %d KiB", heap[0]>>10, heap[1]>>10)
+}
+
+// TestGoGuestMemoryDoc checks what PluginOptions.MemoryLimit's doc and
+// tunnel.hcl say a standard-Go guest needs ("about N MiB"): the built-in
+// Go plugins that allocate nothing per chunk start and pass chunks both
+// ways at N MiB, and do not start at N-0.5 MiB, so the figure is neither
+// too small nor far too large.
+func TestGoGuestMemoryDoc(t *testing.T) {
+	about := regexp.MustCompile(`standard-Go guest needs about ([0-9.]+) MiB`)
+	var need string
+	for _, file := range []string{"wasm.go", "../tunnel.hcl"} {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := about.FindSubmatch(src)
+		if m == nil {
+			t.Fatalf("%s does not say %q", file, about)
+		}
+		if need != "" && string(m[1]) != need {
+			t.Fatalf("%s says %s MiB, wasm.go %s MiB", file, m[1], need)
+		}
+		need = string(m[1])
+	}
+	mib, err := strconv.ParseFloat(need, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := uint64(mib * (1 << 20))
+	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{CacheDir: plugintestCache()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(context.Background())
+	for _, p := range []struct{ name, config string }{
+		{"noop", ``},
+		{"replace", `{"from":"needle","to":"pin"}`},
+		{"deny", `{"pattern":"needle","reply":"no"}`},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			dir := "../plugins/" + p.name
+			start := plugintest.WasmWith(t, dir, plugintest.Options{PluginOptions: host.PluginOptions{MemoryLimit: limit}})
+			pl := sdktest.MustStart(t, start, sdktest.Options{Config: p.config})
+			c := pl.Open()
+			chunk := bytes.Repeat([]byte("x"), 32<<10)
+			for _, dir := range []sdk.Direction{sdk.ClientToServer, sdk.ServerToClient} {
+				c.Write(dir, chunk)
+				c.End(dir)
+				if got := c.ReadAll(dir); !bytes.Equal(got, chunk) {
+					t.Errorf("%s: %d bytes came through, want %d", dir, len(got), len(chunk))
+				}
+			}
+			// plugintest compiled the module into the shared cache: this
+			// compile is a cache hit.
+			m, err := rt.Compile(context.Background(), p.name, plugintest.Build(t, dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close(context.Background())
+			pl2, err := m.Hook(context.Background(), host.PluginOptions{MemoryLimit: limit, Config: []byte(p.config)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl2.Close()
+			below := limit - 512<<10
+			if pl, err := m.Hook(context.Background(), host.PluginOptions{MemoryLimit: below, Config: []byte(p.config)}); err == nil {
+				pl.Close()
+				t.Errorf("%s starts with %d KiB: the doc's %s MiB is too high", p.name, below>>10, need)
+			}
+		})
+	}
+}
+
+// plugintestCache is the compilation cache host/plugintest fills (see its
+// cacheDir), so that compiling a Go guest again is a cache hit.
+func plugintestCache() string {
+	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
+		return d
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "tunnel", "plugintest-wazero")
 }
