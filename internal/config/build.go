@@ -137,6 +137,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 				Config:      l.Config,
 				MemoryLimit: p.MemoryLimit,
 				CallTimeout: p.CallTimeout,
+				MaxOutput:   p.MaxOutput,
 				Trusted:     p.Trusted,
 				FailOpen:    p.FailOpen,
 				Instances:   p.Instances,

@@ -256,3 +256,58 @@ route "close" {
 		t.Errorf("close policy: the looping call was cut off after %s, want about its call_timeout of 50ms", d)
 	}
 }
+
+// TestMaxOutputApplies: max_output reaches the runtime. The burst guest
+// sends 96 KiB in one call: within the default budget (4 MiB) it arrives,
+// past max_output = "64KiB" the call fails and on_failure = "close" closes
+// the connection.
+func TestMaxOutputApplies(t *testing.T) {
+	target := echoServer(t)
+	wasm, err := filepath.Abs("testdata/wasm/burst.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`
+plugin "roomy" {
+  path = %[1]q
+}
+plugin "tight" {
+  path       = %[1]q
+  max_output = "64KiB"
+}
+route "roomy" {
+  listen = "127.0.0.1:0"
+  target = %[2]q
+  chain {
+    plugin = plugin.roomy
+  }
+}
+route "tight" {
+  listen = "127.0.0.2:0"
+  target = %[2]q
+  chain {
+    plugin = plugin.tight
+  }
+}
+`, wasm, target)
+	path := filepath.Join(t.TempDir(), "tunnel.hcl")
+	writeFile(t, path, src)
+	r := &Runner{Path: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	roomy := dial(t, r.Addr("roomy").String())
+	roundTrip(t, roomy, "x", string(make([]byte, 96<<10)))
+
+	tight := dial(t, r.Addr("tight").String())
+	tight.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := tight.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(tight)
+	if len(rest) != 0 || (err != nil && !strings.Contains(err.Error(), "connection reset")) {
+		t.Errorf("max_output 64KiB: got %d bytes, %v; want the connection closed with nothing", len(rest), err)
+	}
+}

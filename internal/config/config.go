@@ -23,6 +23,7 @@
 //	  path         = "plugins/deny.wasm" # relative to this file
 //	  memory_limit = "64MiB"             # per instance
 //	  call_timeout = "100ms"             # per guest call
+//	  max_output   = "4MiB"              # bytes one guest call may send and log
 //	  on_failure   = "close"             # or "bypass"
 //	  trusted      = false               # true: no per-call timeout enforcement
 //	  instances    = 4                   # instances shared by the connections
@@ -120,6 +121,13 @@ type Plugin struct {
 	Path        string
 	MemoryLimit uint64
 	CallTimeout time.Duration
+	// MaxOutput is max_output: the bytes one call of the guest may send,
+	// log and write to a granted stdout (host.PluginOptions.MaxOutput);
+	// more fails the call, and on_failure applies. "64KiB" to "256MiB";
+	// default "4MiB" (host.DefaultMaxOutput). Sized for the plugin's
+	// largest answer to one input buffer (64 KiB with the Go SDK's
+	// default), it stops a guest that floods a connection.
+	MaxOutput int
 	// FailOpen is on_failure = "bypass".
 	FailOpen  bool
 	Trusted   bool

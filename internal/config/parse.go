@@ -32,6 +32,8 @@ const (
 	MaxMemoryLimit  = 4 << 30 // 4 GiB, all a 32-bit WebAssembly memory can address
 	MinCallTimeout  = time.Millisecond
 	MaxCallTimeout  = time.Minute
+	MinMaxOutput    = 64 << 10  // 64 KiB, the Go SDK's input buffer
+	MaxMaxOutput    = 256 << 20 // 256 MiB: one call's output is buffered in the tunnel
 	MaxInstances    = 1024
 	MaxDialTimeout  = 10 * time.Minute
 	MaxIdleTimeout  = 7 * 24 * time.Hour
@@ -65,6 +67,7 @@ type pluginBody struct {
 	Path        hcl.Expression `hcl:"path"`
 	MemoryLimit hcl.Expression `hcl:"memory_limit,optional"`
 	CallTimeout hcl.Expression `hcl:"call_timeout,optional"`
+	MaxOutput   hcl.Expression `hcl:"max_output,optional"`
 	OnFailure   hcl.Expression `hcl:"on_failure,optional"`
 	Trusted     hcl.Expression `hcl:"trusted,optional"`
 	Instances   hcl.Expression `hcl:"instances,optional"`
@@ -523,6 +526,9 @@ func (d *decoder) plugin(pb *pluginBody) {
 	}
 	if v, ok := d.duration(pb.CallTimeout, "call_timeout", MinCallTimeout, MaxCallTimeout); ok {
 		p.CallTimeout = v
+	}
+	if v, ok := d.size(pb.MaxOutput, "max_output", MinMaxOutput, MaxMaxOutput); ok {
+		p.MaxOutput = int(v)
 	}
 	if v, ok := d.oneOf(pb.OnFailure, "on_failure", "close", "bypass"); ok {
 		p.FailOpen = v == "bypass"

@@ -3,6 +3,7 @@ plugin "p" {
   path         = "p.wasm"
   memory_limit = "9GiB" # ERROR: Value out of range
   call_timeout = "fast" # ERROR: Invalid duration
+  max_output   = "1KiB" # ERROR: Value out of range
   on_failure   = "explode" # ERROR: Invalid on_failure
   instances    = 0 # ERROR: Value out of range
 }
@@ -11,6 +12,7 @@ plugin "q" {
   path         = "" # ERROR: Invalid path
   memory_limit = "64 megabytes" # ERROR: Invalid size
   call_timeout = "2h" # ERROR: Value out of range
+  max_output   = 4096 # ERROR: Invalid size
   instances    = 1.5 # ERROR: Invalid instances
 }
 
