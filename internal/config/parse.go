@@ -535,6 +535,9 @@ func (d *decoder) plugin(pb *pluginBody) {
 	}
 	if v, ok := d.boolean(pb.Trusted, "trusted"); ok {
 		p.Trusted = v
+		if _, absent := d.absent(pb.CallTimeout); v && !absent {
+			d.warnf(pb.CallTimeout.Range(), "call_timeout has no effect", "Plugin %q is trusted: it runs without the instrumentation that cuts a call off, so no call is ever timed out and one that never returns hangs its connection. Remove call_timeout, or set trusted = false to enforce it.", pb.Name)
+		}
 	}
 	if v, ok := d.integer(pb.Instances, "instances", 1, MaxInstances, ""); ok {
 		p.Instances = int(v)

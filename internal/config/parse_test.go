@@ -111,12 +111,13 @@ plugin "deny" {
   call_timeout = "250ms"
   max_output   = "128KiB"
   on_failure   = "bypass"
-  trusted      = true
+  trusted      = false
   instances    = 3
   stdout       = true
 }
 plugin "abs" {
-  path = "/opt/x.wasm"
+  path    = "/opt/x.wasm"
+  trusted = true
 }
 route "r1" {
   listen          = "${local.loopback}:${env("PORT")}"
@@ -156,7 +157,7 @@ route "r2" {
 	}
 	deny := f.Plugin("deny")
 	wantDeny := Plugin{Name: "deny", Path: filepath.Join(dir, "plugins/deny.wasm"), MemoryLimit: 32 << 20, CallTimeout: 250 * time.Millisecond,
-		MaxOutput: 128 << 10, FailOpen: true, Trusted: true, Instances: 3, Stdout: true}
+		MaxOutput: 128 << 10, FailOpen: true, Instances: 3, Stdout: true}
 	wantDeny.DeclRange, wantDeny.PathRange = deny.DeclRange, deny.PathRange
 	if *deny != wantDeny {
 		t.Errorf("plugin deny = %+v\nwant %+v", *deny, wantDeny)
@@ -164,7 +165,7 @@ route "r2" {
 	if deny.PathRange.Start.Line != 7 || deny.DeclRange.Start.Line != 6 {
 		t.Errorf("deny ranges: decl %v path %v", deny.DeclRange, deny.PathRange)
 	}
-	if p := f.Plugin("abs"); p.Path != "/opt/x.wasm" || p.FailOpen || p.MemoryLimit != 0 || p.MaxOutput != 0 || p.Instances != 0 {
+	if p := f.Plugin("abs"); p.Path != "/opt/x.wasm" || !p.Trusted || p.FailOpen || p.MemoryLimit != 0 || p.MaxOutput != 0 || p.Instances != 0 {
 		t.Errorf("plugin abs = %+v", *p)
 	}
 	r1 := f.Route("r1")
@@ -173,7 +174,7 @@ route "r2" {
 		t.Errorf("route r1 = %+v", *r1)
 	}
 	l := r1.Chain[0]
-	if l.Plugin != "deny" || l.Directions != host.OnlyClientToServer || l.ConfigRange.Start.Line != 31 {
+	if l.Plugin != "deny" || l.Directions != host.OnlyClientToServer || l.ConfigRange.Start.Line != 32 {
 		t.Errorf("r1 link 1 = %+v", *l)
 	}
 	if want := `{"list":[1,true,null],"n":3,"pattern":"FLUSHALL","reply":"-ERR no\r\n"}`; string(l.Config) != want {

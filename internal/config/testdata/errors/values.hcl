@@ -38,3 +38,17 @@ route "b" {
   target          = "127.0.0.1:0" # ERROR: Invalid target address
   max_connections = 2000000 # ERROR: Value out of range
 }
+
+plugin "t" {
+  path         = "t.wasm"
+  trusted      = true
+  call_timeout = "100ms" # WARNING: call_timeout has no effect
+}
+
+route "c" {
+  listen = "127.0.0.1:9092"
+  target = "127.0.0.1:8080"
+  chain {
+    plugin = plugin.t
+  }
+}
