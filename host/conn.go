@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -90,6 +91,20 @@ type conn struct {
 	cause     atomic.Pointer[error]
 	bytes     [2]atomic.Int64 // bytes read per direction
 	lastIO    atomic.Int64    // unix nanos of the last chunk, for the idle timeout
+	idleTimer *time.Timer     // fires the idle check; nil without an idle timeout
+
+	// The pumps: one per direction; the last to end finishes the connection.
+	// A filtered pump that has forwarded a chunk and then sat idle for a
+	// sweep (see Proxy.sweep) is poked off its wait by a read deadline in
+	// the past and moves to a fresh goroutine, so an idle connection waits
+	// on small stacks, not on the ones that the dial and the filters grew.
+	pumps  atomic.Int32
+	rd     [2]reader      // the filtered pumps' readers
+	resume [2]func()      // runs a direction's pump on a fresh goroutine
+	fresh  [2]atomic.Bool // the pump's goroutine has not forwarded a chunk yet
+	seen   [2]int64       // bytes[dir] at the last sweep; the sweeper's own
+	dlMu   sync.Mutex     // orders the read deadlines of pokes and of closeGracefully
+	poked  [2]bool        // a poke's deadline is set on the source; guarded by dlMu
 
 	// Filter state; guarded by mu.
 	mu        sync.Mutex
@@ -112,6 +127,7 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.connWG.Add(1)
+	p.startSweepLocked()
 	p.mu.Unlock()
 	go c.run()
 }
@@ -183,13 +199,17 @@ func (c *conn) run() {
 	}
 	if c.rs.IdleTimeout > 0 {
 		c.lastIO.Store(time.Now().UnixNano())
-		go c.idleWatch()
+		// Armed only once stored: idleCheck reads c.idleTimer.
+		c.idleTimer = time.AfterFunc(time.Duration(1<<62), c.idleCheck)
+		c.idleTimer.Reset(c.rs.IdleTimeout)
 	}
-	done := make(chan struct{})
-	go func() { c.pump(ClientToServer); done <- struct{}{} }()
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		c.resume[d] = func() { c.pump(d) }
+	}
+	c.fresh[ClientToServer].Store(true)
+	c.pumps.Store(2) // from here on, sweeps look at the connection
+	go c.pump(ClientToServer)
 	c.pump(ServerToClient)
-	<-done
-	c.finish(nil)
 }
 
 func (c *conn) openFilters() error {
@@ -322,24 +342,33 @@ func (c *conn) flushLocked() error {
 	return err
 }
 
-// pump forwards one direction until its source ends or the connection aborts.
+// pump forwards one direction until its source ends or the connection
+// aborts, or until a sweep moves the direction to a fresh goroutine.
 func (c *conn) pump(dir Direction) {
 	src, dst := c.source(dir), c.destination(dir)
 	var err error
 	if len(c.rs.chains[dir]) == 0 && c.rs.IdleTimeout == 0 {
 		err = c.splice(dir, src, dst)
 	} else {
-		err = c.filtered(dir, src)
+		var handOff bool
+		handOff, err = c.filtered(dir, src)
+		if handOff {
+			c.fresh[dir].Store(true)
+			go c.resume[dir]()
+			return
+		}
+		c.rd[dir].release()
 	}
 	if c.closing.Load() {
 		// A filter closed the connection: read what the peer still sends
 		// and drop it, so that closing the socket does not reset it and
 		// discard the bytes still queued toward the peer.
 		io.Copy(io.Discard, src)
-		return
-	}
-	if err != nil {
+	} else if err != nil {
 		c.abort(err)
+	}
+	if c.pumps.Add(-1) == 0 {
+		c.finish(nil)
 	}
 }
 
@@ -359,20 +388,27 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) error {
 }
 
 // filtered is the path of a direction with filters (or an idle timeout): read
-// a chunk, run the chain, write what it produced.
-func (c *conn) filtered(dir Direction, src *net.TCPConn) error {
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return err
+// a chunk, run the chain, write what it produced. It returns handOff when a
+// sweep poked it: pump moves the direction to a fresh goroutine.
+func (c *conn) filtered(dir Direction, src *net.TCPConn) (handOff bool, err error) {
+	r := &c.rd[dir]
+	if r.rc == nil {
+		rc, err := src.SyscallConn()
+		if err != nil {
+			return false, err
+		}
+		r.rc = rc
+		r.fn = r.readFD
 	}
-	r := reader{rc: rc}
-	defer r.release()
 	for {
 		n, rerr := r.read()
 		if c.closing.Load() {
-			return nil // a filter closed the connection: pump drains the rest
+			return false, nil // a filter closed the connection: pump drains the rest
 		}
 		if n > 0 {
+			if c.fresh[dir].Load() {
+				c.fresh[dir].Store(false)
+			}
 			c.bytes[dir].Add(int64(n))
 			if c.rs.IdleTimeout > 0 {
 				c.lastIO.Store(time.Now().UnixNano())
@@ -386,11 +422,14 @@ func (c *conn) filtered(dir Direction, src *net.TCPConn) error {
 			}
 			if ferr != nil {
 				c.mu.Unlock()
-				return ferr
+				return false, ferr
 			}
 			if err := c.flushLocked(); err != nil {
-				return err
+				return false, err
 			}
+		}
+		if rerr == nil {
+			continue
 		}
 		if rerr == io.EOF {
 			c.mu.Lock()
@@ -402,14 +441,63 @@ func (c *conn) filtered(dir Direction, src *net.TCPConn) error {
 			}
 			if ferr != nil {
 				c.mu.Unlock()
-				return ferr
+				return false, ferr
 			}
-			return c.flushLocked()
+			return false, c.flushLocked()
 		}
-		if rerr != nil {
-			return fmt.Errorf("read %s: %w", dir, rerr)
+		if errors.Is(rerr, os.ErrDeadlineExceeded) && c.unpoke(dir, src) {
+			return true, nil
 		}
+		return false, fmt.Errorf("read %s: %w", dir, rerr)
 	}
+}
+
+// aLongTimeAgo is the read deadline of a poke: a read fails at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// sweep moves the filtered pumps that have forwarded a chunk and then been
+// idle since the previous sweep onto fresh goroutines. Only the sweeper
+// calls it.
+func (c *conn) sweep() {
+	if c.pumps.Load() == 0 {
+		return // dialling, or ended
+	}
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		if len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
+			continue // spliced: no filter has grown its stack
+		}
+		b := c.bytes[d].Load()
+		if b == c.seen[d] && !c.fresh[d].Load() {
+			c.poke(d)
+		}
+		c.seen[d] = b
+	}
+}
+
+// poke makes dir's pending read fail with a deadline error, which the pump
+// takes as the signal to move (see unpoke).
+func (c *conn) poke(dir Direction) {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	src := c.source(dir)
+	if c.closing.Load() || c.poked[dir] || src == nil {
+		return
+	}
+	c.poked[dir] = true
+	src.SetReadDeadline(aLongTimeAgo)
+}
+
+// unpoke clears a poke's deadline and reports whether there was one: a
+// deadline error without a poke is the linger deadline of closeGracefully.
+func (c *conn) unpoke(dir Direction, src *net.TCPConn) bool {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	if !c.poked[dir] || c.closing.Load() {
+		return false
+	}
+	c.poked[dir] = false
+	src.SetReadDeadline(time.Time{})
+	return true
 }
 
 // queueRaw queues bytes of a direction with no filters (idle-timeout routes).
@@ -438,9 +526,6 @@ type reader struct {
 }
 
 func (r *reader) read() (int, error) {
-	if r.fn == nil {
-		r.fn = r.readFD
-	}
 	r.n, r.err = 0, nil
 	if err := r.rc.Read(r.fn); err != nil {
 		return 0, err
@@ -491,6 +576,8 @@ const lingerTime = 2 * time.Second
 // lingering close of nginx and net/http).
 func (c *conn) closeGracefully() {
 	c.closeOnce.Do(func() {
+		c.dlMu.Lock()
+		defer c.dlMu.Unlock()
 		c.closing.Store(true)
 		close(c.closed)
 		deadline := time.Now().Add(lingerTime)
@@ -525,28 +612,30 @@ func (c *conn) abort(cause error) {
 	})
 }
 
-func (c *conn) idleWatch() {
-	idle := c.rs.IdleTimeout
-	t := time.NewTimer(idle)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.closed:
-			return
-		case <-t.C:
-			since := time.Since(time.Unix(0, c.lastIO.Load()))
-			if since >= idle {
-				c.abort(fmt.Errorf("idle for %s", idle))
-				return
-			}
-			t.Reset(idle - since)
-		}
+// idleCheck runs when the idle timer fires: it aborts a connection that has
+// been idle for the whole timeout, or re-arms the timer for the rest of it.
+func (c *conn) idleCheck() {
+	select {
+	case <-c.closed:
+		return
+	default:
 	}
+	idle := c.rs.IdleTimeout
+	since := time.Since(time.Unix(0, c.lastIO.Load()))
+	if since >= idle {
+		c.abort(fmt.Errorf("idle for %s", idle))
+		return
+	}
+	c.idleTimer.Reset(idle - since)
 }
 
-// finish releases everything the connection holds. Runs once, in run.
+// finish releases everything the connection holds. Runs once: in run when
+// the pumps never started, or in the pump that ends last.
 func (c *conn) finish(cause error) {
 	c.abort(cause)
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
 	// After a graceful close abort did nothing: close the sockets now.
 	c.client.Close()
 	if s := c.server.Load(); s != nil {
