@@ -79,7 +79,6 @@ type conn struct {
 	l      *listener
 	rs     *routeState
 	info   ConnInfo
-	log    *slog.Logger
 	start  time.Time
 	client *net.TCPConn
 	server atomic.Pointer[net.TCPConn] // nil until dialled
@@ -123,7 +122,6 @@ type conn struct {
 func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	c := &conn{p: p, l: l, rs: rs, client: client, start: time.Now(), closed: make(chan struct{})}
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: client.RemoteAddr(), Listen: client.LocalAddr(), Target: rs.Target}
-	c.log = p.logger().With("conn", c.info.ID, "route", rs.Name)
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.connWG.Add(1)
@@ -148,7 +146,9 @@ func (c *conn) source(dir Direction) *net.TCPConn {
 
 // run opens the filters, dials the target and starts the pumps.
 func (c *conn) run() {
-	c.log.Info("connection opened", "client", c.info.Client.String(), "target", c.rs.Target)
+	if l := c.p.logger(); l.Enabled(context.Background(), slog.LevelInfo) {
+		l.Info("connection opened", "conn", c.info.ID, "route", c.rs.Name, "client", c.info.Client.String(), "target", c.rs.Target)
+	}
 	if err := c.openFilters(); err != nil {
 		c.finish(fmt.Errorf("refused by filter: %w", err))
 		return
@@ -653,17 +653,25 @@ func (c *conn) finish(cause error) {
 		}
 	}
 	c.mu.Unlock()
-	attrs := []any{
-		"client", c.info.Client.String(),
-		"target", c.rs.Target,
-		"bytes_client_to_server", c.bytes[ClientToServer].Load(),
-		"bytes_server_to_client", c.bytes[ServerToClient].Load(),
-		"duration", time.Since(c.start).Round(time.Microsecond).String(),
+	level := slog.LevelInfo
+	e := c.cause.Load()
+	if e != nil {
+		level = slog.LevelWarn
 	}
-	if e := c.cause.Load(); e != nil {
-		c.log.Warn("connection closed", append(attrs, "err", (*e).Error())...)
-	} else {
-		c.log.Info("connection closed", attrs...)
+	if l := c.p.logger(); l.Enabled(context.Background(), level) {
+		attrs := []any{
+			"conn", c.info.ID,
+			"route", c.rs.Name,
+			"client", c.info.Client.String(),
+			"target", c.rs.Target,
+			"bytes_client_to_server", c.bytes[ClientToServer].Load(),
+			"bytes_server_to_client", c.bytes[ServerToClient].Load(),
+			"duration", time.Since(c.start).Round(time.Microsecond).String(),
+		}
+		if e != nil {
+			attrs = append(attrs, "err", (*e).Error())
+		}
+		l.Log(context.Background(), level, "connection closed", attrs...)
 	}
 	c.p.mu.Lock()
 	delete(c.p.conns, c)
