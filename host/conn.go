@@ -125,7 +125,9 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.connWG.Add(1)
-	p.startSweepLocked()
+	if rs.sweepable() {
+		p.startSweepLocked()
+	}
 	p.mu.Unlock()
 	go c.run()
 }
@@ -397,59 +399,66 @@ func (c *conn) filtered(dir Direction, src *net.TCPConn) (handOff bool, err erro
 		if err != nil {
 			return false, err
 		}
-		r.rc = rc
+		r.rc, r.c, r.dir = rc, c, dir
 		r.fn = r.readFD
 	}
-	for {
-		n, rerr := r.read()
-		if c.closing.Load() {
-			return false, nil // a filter closed the connection: pump drains the rest
+	r.rerr, r.ferr = nil, nil
+	err = r.rc.Read(r.fn)
+	switch {
+	case c.closing.Load():
+		return false, nil // a filter closed the connection: pump drains the rest
+	case r.ferr != nil:
+		return false, r.ferr
+	case r.rerr == io.EOF:
+		c.mu.Lock()
+		var ferr error
+		if len(c.rs.chains[dir]) == 0 {
+			c.wclosed[dir], c.cwPending[dir] = true, true
+		} else {
+			ferr = c.endLocked(dir)
 		}
-		if n > 0 {
-			if c.fresh[dir].Load() {
-				c.fresh[dir].Store(false)
-			}
-			c.bytes[dir].Add(int64(n))
-			if c.rs.IdleTimeout > 0 {
-				c.lastIO.Store(time.Now().UnixNano())
-			}
-			c.mu.Lock()
-			var ferr error
-			if len(c.rs.chains[dir]) == 0 {
-				ferr = c.queueRaw(dir, (*r.buf)[:n])
-			} else {
-				ferr = c.deliver(dir, 0, (*r.buf)[:n])
-			}
-			if ferr != nil {
-				c.mu.Unlock()
-				return false, ferr
-			}
-			if err := c.flushLocked(); err != nil {
-				return false, err
-			}
+		if ferr != nil {
+			c.mu.Unlock()
+			return false, ferr
 		}
-		if rerr == nil {
-			continue
-		}
-		if rerr == io.EOF {
-			c.mu.Lock()
-			var ferr error
-			if len(c.rs.chains[dir]) == 0 {
-				c.wclosed[dir], c.cwPending[dir] = true, true
-			} else {
-				ferr = c.endLocked(dir)
-			}
-			if ferr != nil {
-				c.mu.Unlock()
-				return false, ferr
-			}
-			return false, c.flushLocked()
-		}
-		if errors.Is(rerr, os.ErrDeadlineExceeded) && c.unpoke(dir, src) {
-			return true, nil
-		}
-		return false, fmt.Errorf("read %s: %w", dir, rerr)
+		return false, c.flushLocked()
+	case r.rerr != nil:
+		return false, fmt.Errorf("read %s: %w", dir, r.rerr)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, src):
+		return true, nil
+	default:
+		return false, fmt.Errorf("read %s: %w", dir, err)
 	}
+}
+
+// forward runs one chunk read from dir's source through the chain and
+// writes what it produced.
+func (c *conn) forward(dir Direction, b []byte) error {
+	c.bytes[dir].Add(int64(len(b))) // before fresh: a sweep in between sees the bytes move
+	if c.fresh[dir].Load() {
+		c.fresh[dir].Store(false)
+	}
+	if c.rs.IdleTimeout > 0 {
+		c.lastIO.Store(time.Now().UnixNano())
+	}
+	c.mu.Lock()
+	var err error
+	if len(c.rs.chains[dir]) == 0 {
+		err = c.queueRaw(dir, b)
+	} else {
+		err = c.deliver(dir, 0, b)
+	}
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	return c.flushLocked()
+}
+
+// sweepable reports whether the route's connections have a filtered
+// direction: spliced ones never call a guest and have nothing to sweep.
+func (rs *routeState) sweepable() bool {
+	return len(rs.chains[ClientToServer]) > 0 || len(rs.chains[ServerToClient]) > 0 || rs.IdleTimeout > 0
 }
 
 // aLongTimeAgo is the read deadline of a poke: a read fails at once.
@@ -459,8 +468,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 // idle since the previous sweep onto fresh goroutines. Only the sweeper
 // calls it.
 func (c *conn) sweep() {
-	if c.pumps.Load() == 0 {
-		return // dialling, or ended
+	if !c.rs.sweepable() || c.pumps.Load() == 0 {
+		return // nothing to sweep, or dialling, or ended
 	}
 	for d := ClientToServer; d <= ServerToClient; d++ {
 		if len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
@@ -495,6 +504,7 @@ func (c *conn) unpoke(dir Direction, src *net.TCPConn) bool {
 	if !c.poked[dir] || c.closing.Load() {
 		return false
 	}
+	c.fresh[dir].Store(true) // before poked is cleared: no second poke for this move
 	c.poked[dir] = false
 	src.SetReadDeadline(time.Time{})
 	return true
@@ -514,31 +524,31 @@ func (c *conn) queueRaw(dir Direction, b []byte) error {
 	return nil
 }
 
-// reader reads a socket through its raw connection so that a buffer is only
-// taken from the pool once bytes are ready, and given back while the socket
-// is idle: an idle connection holds no buffer.
+// reader is a filtered pump's read loop. It runs inside one RawConn.Read
+// call for as long as the socket has bytes: it reads a chunk, forwards it
+// (conn.forward) and, when the read came back short of the buffer, which
+// means the socket was emptied, waits for the next readiness event at once
+// instead of trying a read that would fail with EAGAIN (one system call per
+// chunk fewer, as nginx does). Staying inside one Read call is what makes
+// this safe: each Read call starts by clearing the socket's readiness, so a
+// new call must try the read first. A buffer is only taken from the pool
+// while bytes are ready, so an idle connection holds none.
 type reader struct {
-	rc  syscall.RawConn
-	buf *[]byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
-}
-
-func (r *reader) read() (int, error) {
-	r.n, r.err = 0, nil
-	if err := r.rc.Read(r.fn); err != nil {
-		return 0, err
-	}
-	return r.n, r.err
+	rc   syscall.RawConn
+	c    *conn
+	dir  Direction
+	buf  *[]byte
+	rerr error // the read failed, or io.EOF
+	ferr error // forwarding failed
+	fn   func(fd uintptr) bool
 }
 
 func (r *reader) readFD(fd uintptr) bool {
-	if r.buf == nil {
-		r.buf = getBuf()
-	}
-	b := (*r.buf)[:cap(*r.buf)]
 	for {
+		if r.buf == nil {
+			r.buf = getBuf()
+		}
+		b := (*r.buf)[:cap(*r.buf)]
 		n, err := syscall.Read(int(fd), b)
 		switch {
 		case err == syscall.EINTR:
@@ -547,14 +557,23 @@ func (r *reader) readFD(fd uintptr) bool {
 			r.release()
 			return false
 		case err != nil:
-			r.err = err
+			r.rerr = err
+			return true
 		case n == 0:
-			r.err = io.EOF
-		default:
-			r.n = n
+			r.rerr = io.EOF
+			return true
 		}
-		*r.buf = b
-		return true
+		if r.c.closing.Load() {
+			return true // a filter closed the connection: these bytes are dropped
+		}
+		if err := r.c.forward(r.dir, b[:n]); err != nil {
+			r.ferr = err
+			return true
+		}
+		if n < len(b) {
+			r.release()
+			return false
+		}
 	}
 }
 
@@ -627,6 +646,11 @@ func (c *conn) idleCheck() {
 		return
 	}
 	c.idleTimer.Reset(idle - since)
+	select {
+	case <-c.closed: // finish stopped the timer before this Reset
+		c.idleTimer.Stop()
+	default:
+	}
 }
 
 // finish releases everything the connection holds. Runs once: in run when

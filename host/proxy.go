@@ -89,24 +89,33 @@ func (p *Proxy) sweep() {
 	p.mu.Lock()
 	cs := p.sweepBuf[:0]
 	for c := range p.conns {
-		cs = append(cs, c)
+		if c.rs.sweepable() {
+			cs = append(cs, c)
+		}
 	}
 	p.mu.Unlock()
 	for _, c := range cs {
 		c.sweep()
 	}
 	clear(cs)
+	if h := sweepHook.Load(); h != nil {
+		(*h)() // before re-arming: sweeps never overlap
+	}
 	p.mu.Lock()
 	p.sweepBuf = cs[:0]
-	if len(p.conns) > 0 {
+	rearm := len(cs) > 0
+	for c := range p.conns { // one that arrived during this sweep
+		if rearm {
+			break
+		}
+		rearm = c.rs.sweepable()
+	}
+	if rearm {
 		p.sweepTimer.Reset(sweepInterval)
 	} else {
-		p.sweeping = false
+		p.sweeping = false // the next sweepable connection arms it again
 	}
 	p.mu.Unlock()
-	if h := sweepHook.Load(); h != nil {
-		(*h)()
-	}
 }
 
 // sweepHook, when set (by tests), runs after every sweep.
