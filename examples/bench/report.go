@@ -144,6 +144,18 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 		g.Absent = math.IsNaN(t) || math.IsNaN(n)
 		gs = append(gs, g)
 	}
+	for _, key := range []string{"redis1_cpu_us_per_req", "redis50_cpu_us_per_req"} {
+		t, n := r.median("tunnel", key), r.median("naive", key)
+		label := key
+		for _, m := range metrics {
+			if m.Key == key {
+				label = strings.TrimSpace(m.Label)
+			}
+		}
+		gs = append(gs, goal{What: "tunnel vs naive Go forwarder: " + label, Want: "tunnel < naive",
+			Got: fmt.Sprintf("%s vs %s µs (tunnel/naive %.2f)", num(t), num(n), t/n), Value: t / n, Met: t < n,
+			Absent: math.IsNaN(t) || math.IsNaN(n)})
+	}
 	for _, k := range []struct {
 		key  string
 		want float64

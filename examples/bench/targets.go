@@ -89,6 +89,15 @@ func (b *bench) newTargets() []*target {
 		{Name: "nginx", Desc: "nginx stream proxy_pass, worker_processes auto",
 			Command: "nginx -p DIR -c nginx.conf -e error.log  (stream { server { listen PORT; proxy_pass BACKEND; } })",
 			launch:  launchNginx},
+		{Name: "naive", Desc: "a naive Go forwarder: a goroutine per direction, io.Copy, no half-close (examples/bench/naive.go)",
+			Command: "TUNNEL_BENCH_NAIVE_CHILD=LISTEN,BACKEND bench  (the benchmark binary itself)",
+			launch: func(b *bench, name string, port int, backend string) (*proc, error) {
+				self, err := os.Executable()
+				if err != nil {
+					return nil, fmt.Errorf("naive forwarder: %w", err)
+				}
+				return b.procs.start(name, []string{self}, startOpts{env: []string{fmt.Sprintf("%s=127.0.0.1:%d,%s", naiveChildEnv, port, backend)}, pidns: true})
+			}},
 		{Name: "tunnel", Desc: "the tunnel, no plugin (kernel splice)",
 			Command: "tunnel --from LISTEN --to BACKEND --dump none", launch: tunnel(), pprof: true},
 	}
