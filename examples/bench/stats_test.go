@@ -176,6 +176,10 @@ func TestGoals(t *testing.T) {
 	add("tunnel-noop", "redis1_get_rps", 44)
 	add("nginx", "conn16_cpu_us_per_conn", 40)
 	add("tunnel", "conn16_cpu_us_per_conn", 72)
+	add("naive", "redis50_cpu_us_per_req", 20)
+	add("tunnel", "redis50_cpu_us_per_req", 18)
+	add("naive", "redis1_cpu_us_per_req", 60)
+	add("tunnel", "redis1_cpu_us_per_req", 60)
 	r.summarize()
 	gs := r.goals([]idleResult{{Target: "tunnel-noop", Want: 10000, Conns: 9900, RSSMiB: 80, ProjMiB: 81}}, 10000)
 	byWhat := map[string]goal{}
@@ -183,10 +187,12 @@ func TestGoals(t *testing.T) {
 		byWhat[g.What] = g
 	}
 	for what, met := range map[string]bool{
-		"tunnel vs nginx: redis GET, 1 client":              true,
-		"tunnel vs nginx: CPU per conn, 16 at a time":       false,
-		"noop plugin vs no plugin: redis GET, 1 client":     false, // 0.88
-		"10000 idle connections through tunnel-noop: VmRSS": true,
+		"tunnel vs nginx: redis GET, 1 client":                      true,
+		"tunnel vs nginx: CPU per conn, 16 at a time":               false,
+		"noop plugin vs no plugin: redis GET, 1 client":             false, // 0.88
+		"10000 idle connections through tunnel-noop: VmRSS":         true,
+		"tunnel vs naive Go forwarder: CPU per request, 50 clients": true,
+		"tunnel vs naive Go forwarder: CPU per request, 1 client":   false, // equal is not lower
 	} {
 		g, ok := byWhat[what]
 		if !ok || g.Absent || g.Met != met {
