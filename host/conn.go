@@ -525,14 +525,11 @@ func (c *conn) queueRaw(dir Direction, b []byte) error {
 }
 
 // reader is a filtered pump's read loop. It runs inside one RawConn.Read
-// call for as long as the socket has bytes: it reads a chunk, forwards it
-// (conn.forward) and, when the read came back short of the buffer, which
-// means the socket was emptied, waits for the next readiness event at once
-// instead of trying a read that would fail with EAGAIN (one system call per
-// chunk fewer, as nginx does). Staying inside one Read call is what makes
-// this safe: each Read call starts by clearing the socket's readiness, so a
-// new call must try the read first. A buffer is only taken from the pool
-// while bytes are ready, so an idle connection holds none.
+// call for as long as the socket has bytes: it reads a chunk and forwards it
+// (conn.forward), until a read fails with EAGAIN, when it waits for the next
+// readiness event, or ends in EOF, an error, or a closing connection. A
+// buffer is only taken from the pool while bytes are ready, so an idle
+// connection holds none.
 type reader struct {
 	rc   syscall.RawConn
 	c    *conn
@@ -570,10 +567,9 @@ func (r *reader) readFD(fd uintptr) bool {
 			r.ferr = err
 			return true
 		}
-		if n < len(b) {
-			r.release()
-			return false
-		}
+		// Read again even after a short read: the peer's FIN (or a reset)
+		// may have arrived with these bytes, and no readiness event would
+		// announce it again.
 	}
 }
 

@@ -63,6 +63,7 @@ type Proxy struct {
 	sweepTimer *time.Timer
 	sweeping   bool    // the timer is armed or its callback is running
 	sweepBuf   []*conn // the callback's own
+	noSweep    bool    // tests: never sweep, so a pump that waits wrongly stays stuck
 }
 
 // sweepInterval is how often idle connections are swept: a filtered
@@ -72,7 +73,7 @@ const sweepInterval = 250 * time.Millisecond
 
 // startSweepLocked arms the sweeper if it is not. Called with p.mu held.
 func (p *Proxy) startSweepLocked() {
-	if p.sweeping {
+	if p.sweeping || p.noSweep {
 		return
 	}
 	p.sweeping = true

@@ -361,3 +361,67 @@ func openConns(p *Proxy) []*conn {
 	}
 	return cs
 }
+
+// holdOpen is a hook whose Opened waits until released: the client's bytes
+// and FIN are both queued at the tunnel before its first read.
+type holdOpen struct {
+	PassThrough
+	release chan struct{}
+}
+
+func (h holdOpen) Open(*ConnInfo) (Filter, error) { return h, nil }
+
+func (h holdOpen) Opened(*Stream) error { <-h.release; return nil }
+
+// TestBytesAndFINInOneRead checks that a filtered pump that reads a client's
+// last bytes and finds its FIN already queued passes both on: the FIN comes
+// with no readiness event of its own, so a pump that waited for one after a
+// short read would hang (here, with no sweep to rescue it, until the test's
+// deadline).
+func TestBytesAndFINInOneRead(t *testing.T) {
+	got := make(chan string, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		b, err := io.ReadAll(c) // until the FIN the tunnel passes on
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(b)
+		io.WriteString(c, "ok")
+	}()
+	h := holdOpen{release: make(chan struct{})}
+	p := &Proxy{Logger: slog.New(slog.DiscardHandler), noSweep: true}
+	if err := p.Apply([]Route{{Name: "f", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []Link{{Name: "hold", Hook: h}}}}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr("f").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.WriteString(c, "last words"); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	close(h.release)
+	if s := <-got; s != "last words" {
+		t.Fatalf("server got %q", s)
+	}
+	if b, err := io.ReadAll(c); err != nil || string(b) != "ok" {
+		t.Fatalf("client got %q, %v", b, err)
+	}
+}
