@@ -125,9 +125,7 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.connWG.Add(1)
-	if rs.sweepable() {
-		p.startSweepLocked()
-	}
+	p.startSweepLocked()
 	p.mu.Unlock()
 	go c.run()
 }
@@ -349,17 +347,19 @@ func (c *conn) flushLocked() error {
 func (c *conn) pump(dir Direction) {
 	src, dst := c.source(dir), c.destination(dir)
 	var err error
+	var handOff bool
 	if len(c.rs.chains[dir]) == 0 && c.rs.IdleTimeout == 0 {
-		err = c.splice(dir, src, dst)
+		handOff, err = c.splice(dir, src, dst)
 	} else {
-		var handOff bool
 		handOff, err = c.filtered(dir, src)
-		if handOff {
-			c.fresh[dir].Store(true)
-			go c.resume[dir]()
-			return
+		if !handOff {
+			c.rd[dir].release()
 		}
-		c.rd[dir].release()
+	}
+	if handOff {
+		c.fresh[dir].Store(true)
+		go c.resume[dir]()
+		return
 	}
 	if c.closing.Load() {
 		// A filter closed the connection: read what the peer still sends
@@ -372,21 +372,6 @@ func (c *conn) pump(dir Direction) {
 	if c.pumps.Add(-1) == 0 {
 		c.finish(nil)
 	}
-}
-
-// splice is the path of a direction with no filter: io.Copy between the two
-// TCP connections, which Linux turns into splice(2) with no copy to user space.
-func (c *conn) splice(dir Direction, src, dst *net.TCPConn) error {
-	n, err := io.Copy(dst, src)
-	c.bytes[dir].Add(n)
-	if err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
-	}
-	// Source ended: propagate the half-close.
-	if err := dst.CloseWrite(); err != nil && !c.aborted.Load() {
-		return fmt.Errorf("half-close %s: %w", dir, err)
-	}
-	return nil
 }
 
 // filtered is the path of a direction with filters (or an idle timeout): read
@@ -455,25 +440,19 @@ func (c *conn) forward(dir Direction, b []byte) error {
 	return c.flushLocked()
 }
 
-// sweepable reports whether the route's connections have a filtered
-// direction: spliced ones never call a guest and have nothing to sweep.
-func (rs *routeState) sweepable() bool {
-	return len(rs.chains[ClientToServer]) > 0 || len(rs.chains[ServerToClient]) > 0 || rs.IdleTimeout > 0
-}
-
 // aLongTimeAgo is the read deadline of a poke: a read fails at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// sweep moves the filtered pumps that have forwarded a chunk and then been
-// idle since the previous sweep onto fresh goroutines. Only the sweeper
+// sweep moves the pumps that have forwarded bytes and then been idle since
+// the previous sweep onto fresh goroutines. Only the sweeper
 // calls it.
 func (c *conn) sweep() {
-	if !c.rs.sweepable() || c.pumps.Load() == 0 {
-		return // nothing to sweep, or dialling, or ended
+	if c.pumps.Load() == 0 {
+		return // dialling, or ended
 	}
 	for d := ClientToServer; d <= ServerToClient; d++ {
-		if len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
-			continue // spliced: no filter has grown its stack
+		if !spliceMovable && len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
+			continue
 		}
 		b := c.bytes[d].Load()
 		if b == c.seen[d] && !c.fresh[d].Load() {

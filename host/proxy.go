@@ -90,9 +90,7 @@ func (p *Proxy) sweep() {
 	p.mu.Lock()
 	cs := p.sweepBuf[:0]
 	for c := range p.conns {
-		if c.rs.sweepable() {
-			cs = append(cs, c)
-		}
+		cs = append(cs, c)
 	}
 	p.mu.Unlock()
 	for _, c := range cs {
@@ -104,17 +102,10 @@ func (p *Proxy) sweep() {
 	}
 	p.mu.Lock()
 	p.sweepBuf = cs[:0]
-	rearm := len(cs) > 0
-	for c := range p.conns { // one that arrived during this sweep
-		if rearm {
-			break
-		}
-		rearm = c.rs.sweepable()
-	}
-	if rearm {
+	if len(p.conns) > 0 {
 		p.sweepTimer.Reset(sweepInterval)
 	} else {
-		p.sweeping = false // the next sweepable connection arms it again
+		p.sweeping = false // the next connection arms it again
 	}
 	p.mu.Unlock()
 }

@@ -217,13 +217,15 @@ func TestSweepThenFilterClose(t *testing.T) {
 
 // TestPokeStorm pokes both directions of every connection every few
 // microseconds while four clients each echo 4 MiB in uneven writes, on a
-// filtered route and on one whose only filtering is an idle timeout: every
-// byte comes back, in order, and no connection is aborted.
+// filtered route, on one whose only filtering is an idle timeout, and on a
+// spliced one: every byte comes back, in order, and no connection is
+// aborted.
 func TestPokeStorm(t *testing.T) {
 	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
 	for _, r := range []Route{
 		{Name: "filtered", Listen: "127.0.0.1:0", Chain: []Link{{Name: "id", Hook: id}}},
 		{Name: "idle-timeout", Listen: "127.0.0.1:0", IdleTimeout: time.Minute},
+		{Name: "spliced", Listen: "127.0.0.1:0"},
 	} {
 		t.Run(r.Name, func(t *testing.T) {
 			r.Target = echoServer(t)
@@ -332,7 +334,10 @@ func TestPokeAfterCloseIsIgnored(t *testing.T) {
 	}
 }
 
-// echoServer serves an echo on loopback until the test ends.
+// echoServer serves an echo on loopback until the test ends. It copies
+// through a buffer: io.Copy between two TCP connections would splice and
+// hold a pipe per connection, which TestIdleSplicedConnectionsHoldNoPipe
+// would count.
 func echoServer(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -345,7 +350,7 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(c, c); c.Close() }()
+			go func() { io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}); c.Close() }()
 		}
 	}()
 	return ln.Addr().String()
@@ -423,5 +428,46 @@ func TestBytesAndFINInOneRead(t *testing.T) {
 	}
 	if b, err := io.ReadAll(c); err != nil || string(b) != "ok" {
 		t.Fatalf("client got %q, %v", b, err)
+	}
+}
+
+// TestIdleSplicedConnectionsHoldNoPipe checks that a spliced connection
+// holds its pipes only while bytes are in flight: once idle, each
+// connection costs its sockets alone (here 4 descriptors: the client's,
+// the tunnel's two, the echo server's), where a pipe per direction would
+// add 4 more.
+func TestIdleSplicedConnectionsHoldNoPipe(t *testing.T) {
+	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
+	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: echoServer(t)}}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	const conns = 50
+	before := fds()
+	for range conns {
+		c, err := net.Dial("tcp", p.Addr("s").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		msg := strings.Repeat("z", 100<<10) // more than one splice's worth for a small pipe
+		go io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo: %d bytes, %v", len(got), err)
+		}
+	}
+	per := float64(fds()-before) / conns
+	t.Logf("descriptors per idle spliced connection (client, tunnel x2, server): %.2f", per)
+	if per > 4.5 {
+		t.Errorf("%.2f descriptors per idle connection, want 4 (no pipe held while idle)", per)
 	}
 }
