@@ -5,10 +5,10 @@
 //
 // A [Proxy] serves a set of [Route]s. Each route listens on one address and
 // forwards every accepted connection to its target. With no hook attached to
-// a direction, that direction is forwarded by the kernel (io.Copy between the
-// two *net.TCPConn, which is splice(2) on Linux). With hooks, every chunk read
-// from one side goes through the chain, and what the chain sends on is
-// written to the other side.
+// a direction, that direction is forwarded by the kernel (splice(2) through a
+// pipe held only while bytes are in flight, on Linux; io.Copy elsewhere).
+// With hooks, every chunk read from one side goes through the chain, and
+// what the chain sends on is written to the other side.
 //
 // A [Hook] makes one [Filter] per connection. A filter sees the connection
 // open, every chunk of each direction, the end of each direction (the
