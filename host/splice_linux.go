@@ -5,11 +5,10 @@ package host
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -24,60 +23,61 @@ const (
 	maxSplice = 1 << 20
 )
 
-// pipeFDs are the two ends of a pipe; closed once, by whoever is first:
-// destroy, or the cleanup of a pipe the pool dropped.
-type pipeFDs struct {
-	r, w   int
-	closed atomic.Bool
-}
-
-func (f *pipeFDs) close() {
-	if f.closed.CompareAndSwap(false, true) {
-		syscall.Close(f.r)
-		syscall.Close(f.w)
-	}
-}
-
 // splicePipe carries a direction's bytes from socket to socket inside the
-// kernel. A direction holds one only while bytes are in flight: it is taken
-// from the pool when the source has bytes and given back, empty, when the
-// source is drained, so an idle connection holds no pipe.
+// kernel. A direction holds one only while bytes are in flight: it takes one
+// when the source has bytes and gives it back, empty, when the source is
+// drained, so an idle connection holds no pipe.
 type splicePipe struct {
-	fds  *pipeFDs
+	r, w int
 	data int // bytes in the pipe
 }
 
-var pipePool = sync.Pool{New: func() any {
-	var fds [2]int
-	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
-		return err
-	}
-	// Bigger than the default 64 KiB: fewer system calls for bulk
-	// transfers. A failure (over /proc/sys/fs/pipe-max-size) leaves it.
-	syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[0]), fSetPipeSz, maxSplice)
-	p := &splicePipe{fds: &pipeFDs{r: fds[0], w: fds[1]}}
-	runtime.AddCleanup(p, (*pipeFDs).close, p.fds)
-	return p
-}}
+// maxFreePipes bounds the pipes kept for reuse; more are closed at once, so
+// descriptors never wait for a garbage collection to be released.
+const maxFreePipes = 64
 
-func getPipe() (*splicePipe, error) {
-	switch v := pipePool.Get().(type) {
-	case *splicePipe:
-		return v, nil
-	case error:
-		return nil, fmt.Errorf("pipe for splice: %w", v)
-	}
-	return nil, errors.New("pipe for splice: unexpected pool value")
+var freePipes struct {
+	mu    sync.Mutex
+	pipes []*splicePipe
 }
 
-// putPipe gives back a pipe; one that still holds bytes (after an error) is
-// closed instead.
-func putPipe(p *splicePipe) {
-	if p.data != 0 {
-		p.fds.close()
-		return
+func getPipe() (*splicePipe, error) {
+	freePipes.mu.Lock()
+	if n := len(freePipes.pipes); n > 0 {
+		p := freePipes.pipes[n-1]
+		freePipes.pipes[n-1] = nil
+		freePipes.pipes = freePipes.pipes[:n-1]
+		freePipes.mu.Unlock()
+		return p, nil
 	}
-	pipePool.Put(p)
+	freePipes.mu.Unlock()
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("pipe for splice: %w", err)
+	}
+	// Bigger than the default 64 KiB: fewer system calls for bulk
+	// transfers. It fails past /proc/sys/fs/pipe-max-size or, for a user
+	// without CAP_SYS_RESOURCE, past the per-user pipe pages; the pipe then
+	// keeps its size (as Go's own splice does).
+	syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[0]), fSetPipeSz, maxSplice)
+	return &splicePipe{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe gives back a pipe for reuse, or closes it: when the free list is
+// full, or when it still holds bytes (after an error), which must never
+// reach another connection.
+func putPipe(p *splicePipe) {
+	if p.data == 0 {
+		freePipes.mu.Lock()
+		if len(freePipes.pipes) < maxFreePipes {
+			freePipes.pipes = append(freePipes.pipes, p)
+			freePipes.mu.Unlock()
+			return
+		}
+		freePipes.mu.Unlock()
+	}
+	syscall.Close(p.r)
+	syscall.Close(p.w)
 }
 
 // splicer is a spliced direction's loop. It runs inside one RawConn.Read
@@ -90,11 +90,14 @@ type splicer struct {
 	dir     Direction
 	dst     syscall.RawConn
 	p       *splicePipe
+	buf     *[]byte // the fallback's bytes in flight, when no pipe could be made
+	out     []byte  // what of buf is still to be written
 	eof     bool
 	rerr    error // reading the source failed
 	werr    error // writing the destination failed
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
+	copyFn  func(fd uintptr) bool
 }
 
 // splice is the path of a direction with no filter: splice(2) from socket
@@ -111,7 +114,7 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err e
 		return false, fmt.Errorf("%s: %w", dir, err)
 	}
 	s := &splicer{c: c, dir: dir, dst: dstRC}
-	s.readFn, s.writeFn = s.read, s.write
+	s.readFn, s.writeFn, s.copyFn = s.read, s.write, s.copyOut
 	err = srcRC.Read(s.readFn)
 	if s.p != nil {
 		putPipe(s.p)
@@ -139,12 +142,19 @@ func (s *splicer) read(fd uintptr) bool {
 		if s.p == nil {
 			p, err := getPipe()
 			if err != nil {
-				s.rerr = err
-				return true
+				// Out of descriptors: copy this burst through user space
+				// rather than fail the connection, as io.Copy would.
+				if !s.copyBurst(fd) {
+					return false
+				}
+				if s.eof || s.rerr != nil || s.werr != nil {
+					return true
+				}
+				continue
 			}
 			s.p = p
 		}
-		n, err := syscall.Splice(int(fd), nil, s.p.fds.w, nil, maxSplice, spliceMove|spliceNonblock)
+		n, err := syscall.Splice(int(fd), nil, s.p.w, nil, maxSplice, spliceMove|spliceNonblock)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -167,16 +177,13 @@ func (s *splicer) read(fd uintptr) bool {
 		if s.werr != nil {
 			return true
 		}
-		s.c.bytes[s.dir].Add(n) // before fresh: a sweep in between sees the bytes move
-		if s.c.fresh[s.dir].Load() {
-			s.c.fresh[s.dir].Store(false)
-		}
 	}
 }
 
+// write empties the pipe into the destination, waiting while it is full.
 func (s *splicer) write(fd uintptr) bool {
 	for s.p.data > 0 {
-		n, err := syscall.Splice(s.p.fds.r, nil, int(fd), nil, s.p.data, spliceMove|spliceNonblock)
+		n, err := syscall.Splice(s.p.r, nil, int(fd), nil, s.p.data, spliceMove|spliceNonblock)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -185,8 +192,66 @@ func (s *splicer) write(fd uintptr) bool {
 		case err != nil:
 			s.werr = err
 			return true
+		case n == 0:
+			s.werr = io.ErrUnexpectedEOF // not expected from a pipe with bytes
+			return true
 		}
 		s.p.data -= int(n)
+		s.moved(int(n))
+	}
+	return true
+}
+
+// moved counts bytes that reached the destination.
+func (s *splicer) moved(n int) {
+	s.c.bytes[s.dir].Add(int64(n)) // before fresh: a sweep in between sees the bytes move
+	if s.c.fresh[s.dir].Load() {
+		s.c.fresh[s.dir].Store(false)
+	}
+}
+
+// copyBurst reads one chunk into a buffer and writes it out, for when no
+// pipe can be had. It reports false when the source would block.
+func (s *splicer) copyBurst(fd uintptr) bool {
+	s.buf = getBuf()
+	defer func() { putBuf(s.buf); s.buf, s.out = nil, nil }()
+	b := (*s.buf)[:cap(*s.buf)]
+	for {
+		n, err := syscall.Read(int(fd), b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			s.rerr = err
+			return true
+		case n == 0:
+			s.eof = true
+			return true
+		}
+		s.out = b[:n]
+		if err := s.dst.Write(s.copyFn); err != nil {
+			s.werr = err
+		}
+		return true
+	}
+}
+
+func (s *splicer) copyOut(fd uintptr) bool {
+	for len(s.out) > 0 {
+		n, err := syscall.Write(int(fd), s.out)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			s.werr = err
+			return true
+		}
+		s.out = s.out[n:]
+		s.moved(n)
 	}
 	return true
 }

@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -378,56 +379,124 @@ func (h holdOpen) Open(*ConnInfo) (Filter, error) { return h, nil }
 
 func (h holdOpen) Opened(*Stream) error { <-h.release; return nil }
 
-// TestBytesAndFINInOneRead checks that a filtered pump that reads a client's
-// last bytes and finds its FIN already queued passes both on: the FIN comes
-// with no readiness event of its own, so a pump that waited for one after a
-// short read would hang (here, with no sweep to rescue it, until the test's
-// deadline).
+// TestBytesAndFINInOneRead checks that a pump that reads a client's last
+// bytes and finds its FIN already queued passes both on, on a filtered and
+// on a spliced client -> server direction: the FIN comes with no readiness
+// event of its own, so a pump that waited for one after a short read would
+// hang (here, with no sweep to rescue it, until the test's deadline).
 func TestBytesAndFINInOneRead(t *testing.T) {
-	got := make(chan string, 1)
+	for _, tc := range []struct {
+		name string
+		dirs Directions
+	}{{"filtered", Both}, {"spliced", OnlyServerToClient}} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan string, 1)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(time.Minute))
+				b, err := io.ReadAll(c) // until the FIN the tunnel passes on
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				got <- string(b)
+				io.WriteString(c, "ok")
+			}()
+			h := holdOpen{release: make(chan struct{})}
+			p := &Proxy{Logger: slog.New(slog.DiscardHandler), noSweep: true}
+			if err := p.Apply([]Route{{Name: "f", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []Link{{Name: "hold", Hook: h, Directions: tc.dirs}}}}); err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			c, err := net.Dial("tcp", p.Addr("f").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			if _, err := io.WriteString(c, "last words"); err != nil {
+				t.Fatal(err)
+			}
+			c.(*net.TCPConn).CloseWrite()
+			close(h.release)
+			if s := <-got; s != "last words" {
+				t.Fatalf("server got %q", s)
+			}
+			if b, err := io.ReadAll(c); err != nil || string(b) != "ok" {
+				t.Fatalf("client got %q, %v", b, err)
+			}
+		})
+	}
+}
+
+// TestNoBytesFromAnotherConnection resets connections in the middle of
+// spliced downloads, then checks that fresh connections get exactly their
+// own bytes: a pipe left holding bytes must never be reused.
+func TestNoBytesFromAnotherConnection(t *testing.T) {
+	big := bytes.Repeat([]byte("A"), 8<<20)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- err.Error()
-			return
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				cmd := make([]byte, 1)
+				if _, err := io.ReadFull(c, cmd); err != nil {
+					return
+				}
+				if cmd[0] == 'd' {
+					c.Write(big) // until the client resets
+					return
+				}
+				io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}) // echo
+			}()
 		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Minute))
-		b, err := io.ReadAll(c) // until the FIN the tunnel passes on
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		got <- string(b)
-		io.WriteString(c, "ok")
 	}()
-	h := holdOpen{release: make(chan struct{})}
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler), noSweep: true}
-	if err := p.Apply([]Route{{Name: "f", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []Link{{Name: "hold", Hook: h}}}}); err != nil {
+	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
+	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: ln.Addr().String()}}); err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr("f").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Minute))
-	if _, err := io.WriteString(c, "last words"); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
-	close(h.release)
-	if s := <-got; s != "last words" {
-		t.Fatalf("server got %q", s)
-	}
-	if b, err := io.ReadAll(c); err != nil || string(b) != "ok" {
-		t.Fatalf("client got %q, %v", b, err)
+	for i := range 5 {
+		d, err := net.Dial("tcp", p.Addr("s").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.SetDeadline(time.Now().Add(time.Minute))
+		io.WriteString(d, "d")
+		io.ReadFull(d, make([]byte, 64<<10)) // the download is under way
+		d.(*net.TCPConn).SetLinger(0)
+		d.Close() // reset
+
+		e, err := net.Dial("tcp", p.Addr("s").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetDeadline(time.Now().Add(time.Minute))
+		msg := fmt.Sprintf("echo %d", i)
+		io.WriteString(e, "e"+msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(e, got); err != nil || string(got) != msg {
+			t.Fatalf("round %d: echo got %q, %v; want %q", i, got, err, msg)
+		}
+		e.Close()
 	}
 }
 
