@@ -20,30 +20,8 @@ import (
 // move to fresh goroutines, that this gives back the stack that calls into a
 // WebAssembly guest grew, and that the connections forward as before.
 func TestSweepMovesIdlePumps(t *testing.T) {
-	swept := make(chan struct{}, 1)
-	hook := func() {
-		select {
-		case swept <- struct{}{}:
-		default:
-		}
-	}
-	sweepHook.Store(&hook)
-	defer sweepHook.Store(nil)
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	swept := watchSweeps(t)
+	target := echoServer(t)
 
 	ctx := context.Background()
 	rt, err := NewRuntime(ctx, RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
@@ -65,7 +43,7 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []Link{{Name: "noop", Hook: noop}}}}); err != nil {
+	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "noop", Hook: noop}}}}); err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
@@ -96,18 +74,7 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 	runtime.ReadMemStats(&before)
 
 	// A pump moves once it has been idle across a whole sweep interval.
-	moved := 0
-	for sweeps := 0; moved < 2*conns; sweeps++ {
-		if sweeps == 20 {
-			t.Fatalf("after %d sweeps, %d of %d pumps waiting on a fresh goroutine", sweeps, moved, 2*conns)
-		}
-		select {
-		case <-swept:
-		case <-time.After(time.Minute):
-			t.Fatal("no sweep within a minute")
-		}
-		moved = movedPumps()
-	}
+	waitMoved(t, swept, 2*conns)
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	freed := (int64(before.StackInuse) - int64(after.StackInuse)) / conns
@@ -117,6 +84,40 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 	}
 	for i, c := range clients {
 		echo(c, strings.Repeat("x", i+1))
+	}
+}
+
+// watchSweeps returns a channel that gets a value after sweeps.
+func watchSweeps(t *testing.T) <-chan struct{} {
+	swept := make(chan struct{}, 1)
+	hook := func() {
+		select {
+		case swept <- struct{}{}:
+		default:
+		}
+	}
+	sweepHook.Store(&hook)
+	t.Cleanup(func() { sweepHook.Store(nil) })
+	return swept
+}
+
+// waitMoved waits, sweep after sweep, until want pumps wait on goroutines
+// that a sweep started; it fails after 20 sweeps.
+func waitMoved(t *testing.T, swept <-chan struct{}, want int) {
+	t.Helper()
+	for sweeps := 0; ; sweeps++ {
+		moved := movedPumps()
+		if moved >= want {
+			return
+		}
+		if sweeps == 20 {
+			t.Fatalf("after %d sweeps, %d of %d pumps waiting on a fresh goroutine", sweeps, moved, want)
+		}
+		select {
+		case <-swept:
+		case <-time.After(time.Minute):
+			t.Fatal("no sweep within a minute")
+		}
 	}
 }
 
@@ -155,32 +156,10 @@ func (quitFilter) Data(dir Direction, chunk []byte, s *Stream) error {
 // still closes gracefully when a filter asks: the answer arrives whole,
 // followed by a clean end of stream, not a reset.
 func TestSweepThenFilterClose(t *testing.T) {
-	swept := make(chan struct{}, 1)
-	hook := func() {
-		select {
-		case swept <- struct{}{}:
-		default:
-		}
-	}
-	sweepHook.Store(&hook)
-	defer sweepHook.Store(nil)
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	swept := watchSweeps(t)
+	target := echoServer(t)
 	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "q", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}}}); err != nil {
+	if err := p.Apply([]Route{{Name: "q", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "quit", Hook: quitFilter{}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
@@ -197,16 +176,7 @@ func TestSweepThenFilterClose(t *testing.T) {
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
 		t.Fatalf("echo: %q, %v", got, err)
 	}
-	for sweeps := 0; movedPumps() < 2; sweeps++ {
-		if sweeps == 20 {
-			t.Fatalf("pumps not moved after %d sweeps", sweeps)
-		}
-		select {
-		case <-swept:
-		case <-time.After(time.Minute):
-			t.Fatal("no sweep within a minute")
-		}
-	}
+	waitMoved(t, swept, 2)
 	if _, err := io.WriteString(c, "quit"); err != nil {
 		t.Fatal(err)
 	}
