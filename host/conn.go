@@ -88,15 +88,15 @@ type conn struct {
 	closing   atomic.Bool // closeGracefully ran: the pumps drain instead of forwarding
 	aborted   atomic.Bool
 	cause     atomic.Pointer[error]
-	bytes     [2]atomic.Int64 // bytes read per direction
+	bytes     [2]atomic.Int64 // bytes per direction: read (filtered) or delivered (spliced)
 	lastIO    atomic.Int64    // unix nanos of the last chunk, for the idle timeout
 	idleTimer *time.Timer     // fires the idle check; nil without an idle timeout
 
 	// The pumps: one per direction; the last to end finishes the connection.
-	// A filtered pump that has forwarded a chunk and then sat idle for a
-	// sweep (see Proxy.sweep) is poked off its wait by a read deadline in
-	// the past and moves to a fresh goroutine, so an idle connection waits
-	// on small stacks, not on the ones that the dial and the filters grew.
+	// A pump that has forwarded bytes and then sat idle for a sweep (see
+	// Proxy.sweep) is poked off its wait by a read deadline in the past and
+	// moves to a fresh goroutine, so an idle connection waits on small
+	// stacks, not on the ones that the dial and the filters grew.
 	pumps  atomic.Int32
 	rd     [2]reader      // the filtered pumps' readers
 	resume [2]func()      // runs a direction's pump on a fresh goroutine
