@@ -172,64 +172,33 @@ func TestDenyREADMEExample(t *testing.T) {
 // lines it got so far.
 func fakeRedis(t *testing.T) (addr string, received func() []string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu    sync.Mutex
 		lines []string
-		conns = map[net.Conn]bool{}
-		wg    sync.WaitGroup
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	addr = serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
 			mu.Lock()
-			conns[c] = true
+			lines = append(lines, line)
 			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					lines = append(lines, line)
-					mu.Unlock()
-					reply := "+OK\r\n"
-					switch {
-					case strings.HasPrefix(line, "GET "):
-						reply = "$8\r\nFLUSHALL\r\n"
-					case line == "PING\r\n":
-						reply = "+PONG\r\n"
-					}
-					if _, err := c.Write([]byte(reply)); err != nil {
-						return
-					}
-				}
-			}()
+			reply := "+OK\r\n"
+			switch {
+			case strings.HasPrefix(line, "GET "):
+				reply = "$8\r\nFLUSHALL\r\n"
+			case line == "PING\r\n":
+				reply = "+PONG\r\n"
+			}
+			if _, err := c.Write([]byte(reply)); err != nil {
+				return
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return ln.Addr().String(), func() []string {
+	return addr, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]string(nil), lines...)

@@ -610,26 +610,25 @@ func (d *decoder) route(rb *routeBody) {
 // would be lost, leaving the sender waiting for an answer.
 func (d *decoder) checkReplies(r *Route) {
 	for _, l := range r.Chain {
-		var dir host.Direction
+		// back is the direction a reply travels, other its spelling.
+		var sender string
+		var back host.Direction
+		var other host.Directions
 		switch l.Directions {
 		case host.OnlyClientToServer:
-			dir = host.ClientToServer
+			sender, back, other = "client", host.ServerToClient, host.OnlyServerToClient
 		case host.OnlyServerToClient:
-			dir = host.ServerToClient
+			sender, back, other = "server", host.ClientToServer, host.OnlyClientToServer
 		default:
 			continue
 		}
-		if !hasReply(l.Config) || reaches(r, dir.Reverse()) {
+		if !hasReply(l.Config) || reaches(r, back) {
 			continue
-		}
-		sender := "client"
-		if dir == host.ServerToClient {
-			sender = "server"
 		}
 		d.errorf(l.DirectionsRange, "Reply cannot reach the sender",
 			"This link sees only %s and nothing else in route %q sees %s, so the tunnel splices that direction in the kernel and no plugin can write to it: the reply in config would never reach the %s. "+
 				"Attach the link to both directions (remove directions); to act only on what the %s sends, use the plugin's own setting for it, such as deny's from = %q in config.",
-			l.Directions, r.Name, dirName(dir.Reverse()), sender, sender, sender)
+			l.Directions, r.Name, other, sender, sender, sender)
 	}
 }
 
@@ -656,14 +655,6 @@ func reaches(r *Route, dir host.Direction) bool {
 		}
 	}
 	return false
-}
-
-// dirName is a direction as the directions attribute spells it.
-func dirName(dir host.Direction) string {
-	if dir == host.ClientToServer {
-		return host.OnlyClientToServer.String()
-	}
-	return host.OnlyServerToClient.String()
 }
 
 // absent reports whether an optional attribute was left out (or set to null).

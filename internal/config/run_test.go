@@ -29,6 +29,13 @@ func TestMain(m *testing.M) {
 // ends.
 func echoServer(t *testing.T) string {
 	t.Helper()
+	return serve(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// serve accepts on loopback and runs handle on each connection, closing it
+// after, until the test ends; it returns the address.
+func serve(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,8 +57,8 @@ func echoServer(t *testing.T) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				io.Copy(c, c)
-				c.Close()
+				defer c.Close()
+				handle(c)
 			}()
 		}
 	}()

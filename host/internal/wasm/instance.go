@@ -127,18 +127,18 @@ type Instance struct {
 
 	// Time limit. active holds the sequence number of the running call, 0
 	// between calls, -1 once the watchdog killed the instance. deadline is
-	// the running call's, in monotonic nanoseconds (now). armed says the
-	// timer is scheduled, and fireAt for when: it is re-armed by itself
-	// while calls run and by the first call after it found the instance
-	// idle, so a call costs a clock read and four atomics, not a timer
-	// reset. A call whose deadline comes before fireAt (the timer was armed
-	// for a call with a longer limit: the init calls get at least 10 s)
-	// brings it forward. Arming is serialised by wmu.
+	// the running call's, in monotonic nanoseconds (now). fireAt is when
+	// the timer is scheduled to fire, 0 while it is not (a deadline is
+	// never 0: now counts from epoch). The timer is re-armed by itself while
+	// calls run and by the first call after it found the instance idle, so
+	// a call costs a clock read and three atomics, not a timer reset. A
+	// call whose deadline comes before fireAt (the timer was armed for a
+	// call with a longer limit: the init calls get at least 10 s) brings it
+	// forward. Arming is serialised by wmu.
 	timer    *time.Timer
 	seq      int64
 	active   atomic.Int64
 	deadline atomic.Int64
-	armed    atomic.Bool
 	fireAt   atomic.Int64
 	wmu      sync.Mutex
 	kill     chan struct{}
@@ -391,7 +391,7 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 		dl := now() + int64(in.timeout)
 		in.deadline.Store(dl)
 		in.active.Store(seq)
-		if !in.armed.Load() || dl < in.fireAt.Load() {
+		if f := in.fireAt.Load(); f == 0 || dl < f {
 			in.arm(dl)
 		}
 	}
@@ -415,17 +415,15 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 // arm makes sure the timer fires by dl, the running call's deadline.
 func (in *Instance) arm(dl int64) {
 	in.wmu.Lock()
-	if !in.armed.Load() || dl < in.fireAt.Load() {
+	if f := in.fireAt.Load(); f == 0 || dl < f {
 		in.schedule(dl)
 	}
 	in.wmu.Unlock()
 }
 
-// schedule (with wmu held) sets the timer to fire at dl. fireAt is stored
-// before armed: a call that sees armed also sees when.
+// schedule (with wmu held) sets the timer to fire at dl.
 func (in *Instance) schedule(dl int64) {
 	in.fireAt.Store(dl)
-	in.armed.Store(true)
 	in.timer.Reset(time.Duration(dl - now()))
 }
 
@@ -440,7 +438,7 @@ func (in *Instance) schedule(dl int64) {
 // timer forward.
 func (in *Instance) expire() {
 	in.wmu.Lock()
-	in.armed.Store(false)
+	in.fireAt.Store(0)
 	s := in.active.Load()
 	if s <= 0 {
 		in.wmu.Unlock()
