@@ -97,13 +97,15 @@ type conn struct {
 	// Proxy.sweep) is poked off its wait by a read deadline in the past and
 	// moves to a fresh goroutine, so an idle connection waits on small
 	// stacks, not on the ones that the dial and the filters grew.
-	pumps  atomic.Int32
-	rd     [2]reader      // the filtered pumps' readers
-	resume [2]func()      // runs a direction's pump on a fresh goroutine
-	fresh  [2]atomic.Bool // the pump's goroutine has not forwarded a chunk yet
-	seen   [2]int64       // bytes[dir] at the last sweep; the sweeper's own
-	dlMu   sync.Mutex     // orders the read deadlines of pokes and of closeGracefully
-	poked  [2]bool        // a poke's deadline is set on the source; guarded by dlMu
+	pumps atomic.Int32
+	rd    [2]reader // the filtered pumps' readers
+	// born is bytes[dir] when the pump's goroutine started, or -1 for the
+	// goroutine that dialled: while bytes[dir] equals it, the goroutine has
+	// forwarded nothing and its stack is still small.
+	born  [2]atomic.Int64
+	seen  [2]int64   // bytes[dir] at the last sweep; the sweeper's own
+	dlMu  sync.Mutex // orders the read deadlines of pokes and of closeGracefully
+	poked [2]bool    // a poke's deadline is set on the source; guarded by dlMu
 
 	// Filter state; guarded by mu.
 	mu        sync.Mutex
@@ -203,11 +205,8 @@ func (c *conn) run() {
 		c.idleTimer = time.AfterFunc(time.Duration(1<<62), c.idleCheck)
 		c.idleTimer.Reset(c.rs.IdleTimeout)
 	}
-	for d := ClientToServer; d <= ServerToClient; d++ {
-		c.resume[d] = func() { c.pump(d) }
-	}
-	c.fresh[ClientToServer].Store(true)
-	c.pumps.Store(2) // from here on, sweeps look at the connection
+	c.born[ServerToClient].Store(-1) // this goroutine dialled: never small
+	c.pumps.Store(2)                 // from here on, sweeps look at the connection
 	go c.pump(ClientToServer)
 	c.pump(ServerToClient)
 }
@@ -357,8 +356,7 @@ func (c *conn) pump(dir Direction) {
 		}
 	}
 	if handOff {
-		c.fresh[dir].Store(true)
-		go c.resume[dir]()
+		go c.pump(dir) // allocates, but only when an idle pump moves
 		return
 	}
 	if c.closing.Load() {
@@ -419,10 +417,7 @@ func (c *conn) filtered(dir Direction, src *net.TCPConn) (handOff bool, err erro
 // forward runs one chunk read from dir's source through the chain and
 // writes what it produced.
 func (c *conn) forward(dir Direction, b []byte) error {
-	c.bytes[dir].Add(int64(len(b))) // before fresh: a sweep in between sees the bytes move
-	if c.fresh[dir].Load() {
-		c.fresh[dir].Store(false)
-	}
+	c.bytes[dir].Add(int64(len(b)))
 	if c.rs.IdleTimeout > 0 {
 		c.lastIO.Store(time.Now().UnixNano())
 	}
@@ -444,8 +439,7 @@ func (c *conn) forward(dir Direction, b []byte) error {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // sweep moves the pumps that have forwarded bytes and then been idle since
-// the previous sweep onto fresh goroutines. Only the sweeper
-// calls it.
+// the previous sweep onto fresh goroutines. Only the sweeper calls it.
 func (c *conn) sweep() {
 	if c.pumps.Load() == 0 {
 		return // dialling, or ended
@@ -455,7 +449,7 @@ func (c *conn) sweep() {
 			continue
 		}
 		b := c.bytes[d].Load()
-		if b == c.seen[d] && !c.fresh[d].Load() {
+		if b == c.seen[d] && b != c.born[d].Load() {
 			c.poke(d)
 		}
 		c.seen[d] = b
@@ -483,7 +477,7 @@ func (c *conn) unpoke(dir Direction, src *net.TCPConn) bool {
 	if !c.poked[dir] || c.closing.Load() {
 		return false
 	}
-	c.fresh[dir].Store(true) // before poked is cleared: no second poke for this move
+	c.born[dir].Store(c.bytes[dir].Load()) // before poked is cleared: no second poke for this move
 	c.poked[dir] = false
 	src.SetReadDeadline(time.Time{})
 	return true

@@ -125,7 +125,7 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err e
 		return false, fmt.Errorf("%s: write: %w", dir, s.werr)
 	case s.rerr != nil:
 		return false, fmt.Errorf("%s: read: %w", dir, s.rerr)
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, src):
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, src):
 		return true, nil
 	case err != nil:
 		return false, fmt.Errorf("%s: %w", dir, err)
@@ -197,17 +197,9 @@ func (s *splicer) write(fd uintptr) bool {
 			return true
 		}
 		s.p.data -= int(n)
-		s.moved(int(n))
+		s.c.bytes[s.dir].Add(n)
 	}
 	return true
-}
-
-// moved counts bytes that reached the destination.
-func (s *splicer) moved(n int) {
-	s.c.bytes[s.dir].Add(int64(n)) // before fresh: a sweep in between sees the bytes move
-	if s.c.fresh[s.dir].Load() {
-		s.c.fresh[s.dir].Store(false)
-	}
 }
 
 // copyBurst reads one chunk into a buffer and writes it out, for when no
@@ -251,7 +243,7 @@ func (s *splicer) copyOut(fd uintptr) bool {
 			return true
 		}
 		s.out = s.out[n:]
-		s.moved(n)
+		s.c.bytes[s.dir].Add(int64(n))
 	}
 	return true
 }

@@ -42,15 +42,11 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "noop", Hook: noop}}}}); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := startProxy(t, nil, Route{Name: "s", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "noop", Hook: noop}}})
 
 	const conns = 100
 	clients := make([]net.Conn, conns)
-	echo := func(c net.Conn, msg string) {
+	ask := func(c net.Conn, msg string) {
 		t.Helper()
 		if _, err := io.WriteString(c, msg); err != nil {
 			t.Fatal(err)
@@ -61,14 +57,8 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 		}
 	}
 	for i := range clients {
-		c, err := net.Dial("tcp", p.Addr("s").String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Minute))
-		echo(c, "ping")
-		clients[i] = c
+		clients[i] = dialRoute(t, p, "s")
+		ask(clients[i], "ping")
 	}
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -83,7 +73,7 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 		t.Errorf("moving the pumps gave back %d bytes of stack per connection, want at least 2 KiB", freed)
 	}
 	for i, c := range clients {
-		echo(c, strings.Repeat("x", i+1))
+		ask(c, strings.Repeat("x", i+1))
 	}
 }
 
@@ -157,18 +147,8 @@ func (quitFilter) Data(dir Direction, chunk []byte, s *Stream) error {
 // followed by a clean end of stream, not a reset.
 func TestSweepThenFilterClose(t *testing.T) {
 	swept := watchSweeps(t)
-	target := echoServer(t)
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "q", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "quit", Hook: quitFilter{}}}}}); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr("q").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Minute))
+	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
+	c := dialRoute(t, p, "q")
 	if _, err := io.WriteString(c, "ping"); err != nil {
 		t.Fatal(err)
 	}
@@ -200,11 +180,7 @@ func TestPokeStorm(t *testing.T) {
 	} {
 		t.Run(r.Name, func(t *testing.T) {
 			r.Target = echoServer(t)
-			p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-			if err := p.Apply([]Route{r}); err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := startProxy(t, nil, r)
 			stop := make(chan struct{})
 			stormDone := make(chan struct{})
 			go func() {
@@ -268,17 +244,8 @@ func TestPokeStorm(t *testing.T) {
 // a filter's lingering close short: once the connection is closing, a poke
 // sets no deadline, and the client still gets the answer and a clean end.
 func TestPokeAfterCloseIsIgnored(t *testing.T) {
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}}}); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr("q").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Minute))
+	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
+	c := dialRoute(t, p, "q")
 	if _, err := io.WriteString(c, "quit"); err != nil {
 		t.Fatal(err)
 	}
@@ -305,11 +272,10 @@ func TestPokeAfterCloseIsIgnored(t *testing.T) {
 	}
 }
 
-// echoServer serves an echo on loopback until the test ends. It copies
-// through a buffer: io.Copy between two TCP connections would splice and
-// hold a pipe per connection, which TestIdleSplicedConnectionsHoldNoPipe
-// would count.
-func echoServer(t *testing.T) string {
+// serve runs handle, then closes the connection, for every connection
+// accepted on a loopback listener, until the test ends; it returns the
+// listener's address.
+func serve(t *testing.T, handle func(c net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -321,10 +287,44 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}); c.Close() }()
+			go func() { handle(c); c.Close() }()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// echo sends back what it reads. It copies through a buffer: io.Copy
+// between two TCP connections would splice and hold a pipe per connection,
+// which TestIdleSplicedConnectionsHoldNoPipe would count.
+func echo(c net.Conn) { io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}) }
+
+// echoServer serves echo on loopback until the test ends.
+func echoServer(t *testing.T) string { return serve(t, echo) }
+
+// startProxy applies routes to p (a Proxy that logs nowhere when nil) and
+// closes it when the test ends.
+func startProxy(t *testing.T, p *Proxy, routes ...Route) *Proxy {
+	if p == nil {
+		p = &Proxy{}
+	}
+	p.Logger = slog.New(slog.DiscardHandler)
+	if err := p.Apply(routes); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// dialRoute connects to route name of p, with a minute's deadline; the
+// connection is closed when the test ends.
+func dialRoute(t *testing.T, p *Proxy, name string) *net.TCPConn {
+	c, err := net.Dial("tcp", p.Addr(name).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(time.Minute))
+	return c.(*net.TCPConn)
 }
 
 // openConns lists the proxy's open connections.
@@ -361,18 +361,7 @@ func TestBytesAndFINInOneRead(t *testing.T) {
 	}{{"filtered", Both}, {"spliced", OnlyServerToClient}} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					got <- err.Error()
-					return
-				}
-				defer c.Close()
+			target := serve(t, func(c net.Conn) {
 				c.SetDeadline(time.Now().Add(time.Minute))
 				b, err := io.ReadAll(c) // until the FIN the tunnel passes on
 				if err != nil {
@@ -381,23 +370,14 @@ func TestBytesAndFINInOneRead(t *testing.T) {
 				}
 				got <- string(b)
 				io.WriteString(c, "ok")
-			}()
+			})
 			h := holdOpen{release: make(chan struct{})}
-			p := &Proxy{Logger: slog.New(slog.DiscardHandler), noSweep: true}
-			if err := p.Apply([]Route{{Name: "f", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []Link{{Name: "hold", Hook: h, Directions: tc.dirs}}}}); err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			c, err := net.Dial("tcp", p.Addr("f").String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(time.Minute))
+			p := startProxy(t, &Proxy{noSweep: true}, Route{Name: "f", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "hold", Hook: h, Directions: tc.dirs}}})
+			c := dialRoute(t, p, "f")
 			if _, err := io.WriteString(c, "last words"); err != nil {
 				t.Fatal(err)
 			}
-			c.(*net.TCPConn).CloseWrite()
+			c.CloseWrite()
 			close(h.release)
 			if s := <-got; s != "last words" {
 				t.Fatalf("server got %q", s)
@@ -414,52 +394,26 @@ func TestBytesAndFINInOneRead(t *testing.T) {
 // own bytes: a pipe left holding bytes must never be reused.
 func TestNoBytesFromAnotherConnection(t *testing.T) {
 	big := bytes.Repeat([]byte("A"), 8<<20)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				cmd := make([]byte, 1)
-				if _, err := io.ReadFull(c, cmd); err != nil {
-					return
-				}
-				if cmd[0] == 'd' {
-					c.Write(big) // until the client resets
-					return
-				}
-				io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}) // echo
-			}()
+	target := serve(t, func(c net.Conn) {
+		cmd := make([]byte, 1)
+		if _, err := io.ReadFull(c, cmd); err != nil {
+			return
 		}
-	}()
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: ln.Addr().String()}}); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+		if cmd[0] == 'd' {
+			c.Write(big) // until the client resets
+			return
+		}
+		echo(c)
+	})
+	p := startProxy(t, nil, Route{Name: "s", Listen: "127.0.0.1:0", Target: target})
 	for i := range 5 {
-		d, err := net.Dial("tcp", p.Addr("s").String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.SetDeadline(time.Now().Add(time.Minute))
+		d := dialRoute(t, p, "s")
 		io.WriteString(d, "d")
 		io.ReadFull(d, make([]byte, 64<<10)) // the download is under way
-		d.(*net.TCPConn).SetLinger(0)
+		d.SetLinger(0)
 		d.Close() // reset
 
-		e, err := net.Dial("tcp", p.Addr("s").String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.SetDeadline(time.Now().Add(time.Minute))
+		e := dialRoute(t, p, "s")
 		msg := fmt.Sprintf("echo %d", i)
 		io.WriteString(e, "e"+msg)
 		got := make([]byte, len(msg))
@@ -476,11 +430,7 @@ func TestNoBytesFromAnotherConnection(t *testing.T) {
 // the tunnel's two, the echo server's), where a pipe per direction would
 // add 4 more.
 func TestIdleSplicedConnectionsHoldNoPipe(t *testing.T) {
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]Route{{Name: "s", Listen: "127.0.0.1:0", Target: echoServer(t)}}); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := startProxy(t, nil, Route{Name: "s", Listen: "127.0.0.1:0", Target: echoServer(t)})
 	fds := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -491,12 +441,7 @@ func TestIdleSplicedConnectionsHoldNoPipe(t *testing.T) {
 	const conns = 50
 	before := fds()
 	for range conns {
-		c, err := net.Dial("tcp", p.Addr("s").String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Minute))
+		c := dialRoute(t, p, "s")
 		msg := strings.Repeat("z", 100<<10) // more than one splice's worth for a small pipe
 		go io.WriteString(c, msg)
 		got := make([]byte, len(msg))

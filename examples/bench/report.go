@@ -146,13 +146,7 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 	}
 	for _, key := range []string{"redis1_cpu_us_per_req", "redis50_cpu_us_per_req"} {
 		t, n := r.median("tunnel", key), r.median("naive", key)
-		label := key
-		for _, m := range metrics {
-			if m.Key == key {
-				label = strings.TrimSpace(m.Label)
-			}
-		}
-		gs = append(gs, goal{What: "tunnel vs naive Go forwarder: " + label, Want: "tunnel < naive",
+		gs = append(gs, goal{What: "tunnel vs naive Go forwarder: " + labelOf(key), Want: "tunnel < naive",
 			Got: fmt.Sprintf("%s vs %s µs (tunnel/naive %.2f)", num(t), num(n), t/n), Value: t / n, Met: t < n,
 			Absent: math.IsNaN(t) || math.IsNaN(n)})
 	}
@@ -161,13 +155,7 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 		want float64
 	}{{"redis1_get_rps", 0.9}, {"redis1_set_rps", 0.9}, {"redis50_get_rps", 0.9}, {"redis50_set_rps", 0.9}, {"bulk1_gbit_s", 0.5}, {"bulk8_gbit_s", 0.5}} {
 		p, t := r.median("tunnel-noop", k.key), r.median("tunnel", k.key)
-		label := k.key
-		for _, m := range metrics {
-			if m.Key == k.key {
-				label = m.Label
-			}
-		}
-		gs = append(gs, goal{What: "noop plugin vs no plugin: " + label, Want: fmt.Sprintf(">= %.1fx", k.want),
+		gs = append(gs, goal{What: "noop plugin vs no plugin: " + labelOf(k.key), Want: fmt.Sprintf(">= %.1fx", k.want),
 			Got: fmt.Sprintf("%.3fx (%s vs %s)", p/t, num(p), num(t)), Value: p / t, Met: p/t >= k.want,
 			Absent: math.IsNaN(p) || math.IsNaN(t)})
 	}
@@ -183,6 +171,16 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 		}
 	}
 	return append(gs, g)
+}
+
+// labelOf is the label of the metric key, or the key when there is none.
+func labelOf(key string) string {
+	for _, m := range metrics {
+		if m.Key == key {
+			return strings.TrimSpace(m.Label)
+		}
+	}
+	return key
 }
 
 func (f *figure) ratioOrNaN() float64 {
