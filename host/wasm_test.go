@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -628,7 +627,7 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit := uint64(mib * (1 << 20))
-	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{CacheDir: plugintestCache()})
+	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{CacheDir: plugintest.CacheDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,17 +669,4 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 			}
 		})
 	}
-}
-
-// plugintestCache is the compilation cache host/plugintest fills (see its
-// cacheDir), so that compiling a Go guest again is a cache hit.
-func plugintestCache() string {
-	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
-		return d
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(d, "tunnel", "plugintest-wazero")
 }

@@ -29,7 +29,7 @@ func guest(b *testing.B, dir string, config string, mode wasm.Mode) *wasm.Instan
 	b.Helper()
 	bin := Build(b, dir)
 	ctx := context.Background()
-	eng, err := wasm.NewEngine(cacheDir())
+	eng, err := wasm.NewEngine(CacheDir())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func TestGoGuestManyConns(t *testing.T) {
 	const conns = 10000
 	bin := Build(t, "../../plugins/replace")
 	ctx := context.Background()
-	eng, err := wasm.NewEngine(cacheDir())
+	eng, err := wasm.NewEngine(CacheDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,7 @@ func module(t testing.TB, dir string) *host.Module {
 	wasm := Build(t, dir)
 	rtOnce.Do(func() {
 		rt, rtErr = host.NewRuntime(context.Background(), host.RuntimeOptions{
-			CacheDir: cacheDir(),
+			CacheDir: CacheDir(),
 			Logger:   slog.New(slog.DiscardHandler),
 		})
 	})
@@ -124,12 +124,14 @@ func module(t testing.TB, dir string) *host.Module {
 	return m
 }
 
-// cacheDir is where compiled plugin code is kept across test runs: wazero
-// compiles a Go guest in about 3 s, and 10 times slower under -race, while
-// loading it from the cache takes milliseconds. Files are written atomically,
-// so parallel test processes share it safely. Empty (in-memory cache) when
-// there is no user cache directory.
-func cacheDir() string {
+// CacheDir is where compiled plugin code is kept across test runs (the
+// RuntimeOptions.CacheDir the harness uses; TUNNEL_PLUGINTEST_CACHE
+// overrides it): wazero compiles a Go guest in about 3 s, and 10 times
+// slower under -race, while loading it from the cache takes milliseconds.
+// Files are written atomically, so parallel test processes share it safely,
+// and other tests that compile Go guests can pass it to their Runtime too.
+// Empty (in-memory cache) when there is no user cache directory.
+func CacheDir() string {
 	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
 		return d
 	}
@@ -149,7 +151,7 @@ func cacheDir() string {
 // test binary). Failures are ignored: the test process then
 // compiles the module itself, only slower.
 func precompile(wasm []byte) {
-	dir := cacheDir()
+	dir := CacheDir()
 	if dir == "" {
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 )
 
 // buildPlugin compiles the Go plugin in ../../plugins/name to WebAssembly
@@ -29,25 +30,6 @@ func buildPlugin(t *testing.T, name string) string {
 		t.Fatalf("GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared in %s: %v\n%s", cmd.Dir, err, msg)
 	}
 	return out
-}
-
-// wazeroCache is the compilation cache host/plugintest uses, so that a Go
-// guest compiled by any test package is compiled once: that takes seconds,
-// tens of them under -race, while loading it from the cache takes
-// milliseconds.
-func wazeroCache() string {
-	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
-		return d
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	d = filepath.Join(d, "tunnel", "plugintest-wazero")
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return ""
-	}
-	return d
 }
 
 // TestRootTunnelHCL runs the repository's tunnel.hcl, with its listen
@@ -76,7 +58,7 @@ func TestRootTunnelHCL(t *testing.T) {
 		Options: Options{LookupEnv: func(string) (string, bool) { return "", false }},
 		Stdout:  stdout,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Runtime: host.RuntimeOptions{CacheDir: wazeroCache()},
+		Runtime: host.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 		Edit: func(f *File) {
 			f.Plugin("deny").Path = deny
 			for _, rt := range f.Routes {
@@ -147,7 +129,7 @@ func TestDenyREADMEExample(t *testing.T) {
 	r := &Runner{
 		Path:    path,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Runtime: host.RuntimeOptions{CacheDir: wazeroCache()},
+		Runtime: host.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 		Edit: func(f *File) {
 			f.Plugin("deny").Path = deny
 			f.Route("redis").Listen = "127.0.0.1:0"
