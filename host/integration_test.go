@@ -849,7 +849,7 @@ func TestValidateRoutes(t *testing.T) {
 		`route "b": listen: address "7003" is not host:port: address 7003: missing port in address`,
 		`route "c": target: address "host:http": port "http" is not a number from 0 to 65535`,
 		`route "d": target: address is empty (want host:port, e.g. 127.0.0.1:8080)`,
-		`route "d": timeouts and max connections must not be negative`,
+		`route "d": timeouts, limits and max connections must not be negative`,
 		`route "e": link 1 ("missing") has no hook`,
 		`route "e": link 2 ("odd") has invalid directions 7`,
 	}

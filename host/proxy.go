@@ -14,8 +14,23 @@ import (
 	"time"
 )
 
-// DefaultDialTimeout is used when a Route's DialTimeout is zero.
-const DefaultDialTimeout = 10 * time.Second
+// Defaults of [Route] fields left zero.
+const (
+	// DefaultDialTimeout bounds the dial of the target.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultHoldLimit bounds the bytes a LateDial route holds for its target.
+	DefaultHoldLimit = 64 << 10
+	// DefaultTargetWait bounds how long a LateDial route waits for its target.
+	DefaultTargetWait = 10 * time.Second
+)
+
+// holdLimit is HoldLimit or its default.
+func (r *Route) holdLimit() int {
+	if r.HoldLimit > 0 {
+		return r.HoldLimit
+	}
+	return DefaultHoldLimit
+}
 
 // Route is one listener and where its connections go.
 type Route struct {
@@ -34,6 +49,19 @@ type Route struct {
 	// MaxConns caps the route's open connections; zero means no cap. At the
 	// cap the route stops accepting (clients wait in the kernel's backlog).
 	MaxConns int
+	// LateDial lets the chain choose the target: the dial waits until a
+	// filter calls [Stream.SetTarget] (protocol or SNI routing), and what
+	// the chain sends toward the server until then is held. Target may be
+	// empty; when set, it is only what logs show before the choice.
+	LateDial bool
+	// HoldLimit bounds the bytes held toward the server while a LateDial
+	// route waits for its target; past it the connection is closed with an
+	// error. Zero means DefaultHoldLimit.
+	HoldLimit int
+	// TargetWait bounds how long a LateDial route waits for a filter to
+	// choose the target; then the connection is closed with an error. Zero
+	// means DefaultTargetWait.
+	TargetWait time.Duration
 	// Chain is the ordered list of hooks. On the client -> server stream the
 	// chain runs first to last; on server -> client it runs last to first, so
 	// the first link is always the one nearest the client.
@@ -173,11 +201,13 @@ func ValidateRoutes(routes []Route) error {
 		} else {
 			listens[listenKey(r)] = r.Name
 		}
-		if err := CheckAddr(r.Target); err != nil {
-			errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
+		if r.Target != "" || !r.LateDial {
+			if err := CheckAddr(r.Target); err != nil {
+				errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
+			}
 		}
-		if r.DialTimeout < 0 || r.IdleTimeout < 0 || r.MaxConns < 0 {
-			errs = append(errs, fmt.Errorf("%s: timeouts and max connections must not be negative", label))
+		if r.DialTimeout < 0 || r.IdleTimeout < 0 || r.MaxConns < 0 || r.HoldLimit < 0 || r.TargetWait < 0 {
+			errs = append(errs, fmt.Errorf("%s: timeouts, limits and max connections must not be negative", label))
 		}
 		for j, l := range r.Chain {
 			if l.Hook == nil {
@@ -405,11 +435,28 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		p.abortAll()
-		<-done
-		return ctx.Err()
 	}
+	p.abortAll()
+	// Aborting closes every socket, which wakes every pump at once; only a
+	// connection inside a filter call (a guest that cannot be interrupted,
+	// a Go filter that blocks) can still be running past abandonWait. It
+	// is abandoned: it finishes when the call returns, if ever.
+	t := time.NewTimer(abandonWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.mu.Lock()
+		n := len(p.conns)
+		p.mu.Unlock()
+		p.logger().Warn("shutdown: connections abandoned inside a filter call", "conns", n)
+	}
+	return ctx.Err()
 }
+
+// abandonWait is how long Shutdown waits, once its context is done and the
+// connections are aborted, for them to finish before it returns anyway.
+const abandonWait = 100 * time.Millisecond
 
 // Close stops every listener and closes every connection at once.
 func (p *Proxy) Close() error {
@@ -422,17 +469,20 @@ func (p *Proxy) Close() error {
 	return err
 }
 
+// abortAll aborts every open connection. Each abort only closes sockets,
+// so one stuck connection cannot hold up the others.
 func (p *Proxy) abortAll() {
-	p.hardStop()
 	p.mu.Lock()
 	cs := make([]*conn, 0, len(p.conns))
 	for c := range p.conns {
 		cs = append(cs, c)
 	}
 	p.mu.Unlock()
+	cause := errors.New("proxy shut down")
 	for _, c := range cs {
-		c.abort(errors.New("proxy shut down"))
+		c.abort(cause)
 	}
+	p.hardStop() // and the dials of connections accepted meanwhile
 }
 
 func (l *listener) stop() {

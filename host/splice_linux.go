@@ -80,15 +80,16 @@ func putPipe(p *splicePipe) {
 	syscall.Close(p.w)
 }
 
-// splicer is a spliced direction's loop. It runs inside one RawConn.Read
-// call on the source: splice what the source has into a pipe, splice the
-// pipe into the destination (waiting for the destination to take it: that
-// is the backpressure), and again, until the source would block, ends or
-// fails.
+// splicer is a spliced direction's loop: splice what the source has into a
+// pipe (inside a Read of the source's RawConn), then splice the pipe into
+// the destination (inside a Write of the destination's RawConn, waiting for
+// the destination to take it: that is the backpressure), and again, until
+// the source ends or fails. Each callback makes its system calls on its own
+// socket and returns: no callback waits on the other socket, so closing
+// either one from another goroutine wakes the loop at once.
 type splicer struct {
 	c       *conn
 	dir     Direction
-	dst     syscall.RawConn
 	p       *splicePipe
 	buf     *[]byte // the fallback's bytes in flight, when no pipe could be made
 	out     []byte  // what of buf is still to be written
@@ -97,7 +98,6 @@ type splicer struct {
 	werr    error // writing the destination failed
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
-	copyFn  func(fd uintptr) bool
 }
 
 // splice is the path of a direction with no filter: splice(2) from socket
@@ -113,12 +113,19 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err e
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", dir, err)
 	}
-	s := &splicer{c: c, dir: dir, dst: dstRC}
-	s.readFn, s.writeFn, s.copyFn = s.read, s.write, s.copyOut
-	err = srcRC.Read(s.readFn)
-	if s.p != nil {
-		putPipe(s.p)
-		s.p = nil
+	s := &splicer{c: c, dir: dir}
+	s.readFn, s.writeFn = s.read, s.write
+	defer s.release()
+	for {
+		if err = srcRC.Read(s.readFn); err != nil || s.eof || s.rerr != nil {
+			break
+		}
+		if err = dstRC.Write(s.writeFn); err != nil || s.werr != nil {
+			if s.werr == nil {
+				s.werr = err
+			}
+			break
+		}
 	}
 	switch {
 	case s.werr != nil:
@@ -131,59 +138,79 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err e
 		return false, fmt.Errorf("%s: %w", dir, err)
 	}
 	// Source ended: propagate the half-close.
-	if err := dst.CloseWrite(); err != nil && !c.aborted.Load() {
+	if err := dst.CloseWrite(); err != nil && !c.td.aborted.Load() {
 		return false, fmt.Errorf("half-close %s: %w", dir, err)
 	}
 	return false, nil
 }
 
+// release gives back the pipe and the fallback buffer.
+func (s *splicer) release() {
+	if s.p != nil {
+		putPipe(s.p)
+		s.p = nil
+	}
+	if s.buf != nil {
+		putBuf(s.buf)
+		s.buf, s.out = nil, nil
+	}
+}
+
+// read moves what the source has into the pipe (or, without a pipe, into
+// the fallback buffer). It returns false to wait when the source has
+// nothing, after giving the empty pipe back.
 func (s *splicer) read(fd uintptr) bool {
-	for {
-		if s.p == nil {
-			p, err := getPipe()
-			if err != nil {
-				// Out of descriptors: copy this burst through user space
-				// rather than fail the connection, as io.Copy would.
-				if !s.copyBurst(fd) {
-					return false
-				}
-				if s.eof || s.rerr != nil || s.werr != nil {
-					return true
-				}
-				continue
-			}
+	if s.p == nil && s.buf == nil {
+		if p, err := getPipe(); err == nil {
 			s.p = p
+		} else {
+			// Out of descriptors: copy through user space rather than
+			// fail the connection, as io.Copy would.
+			s.buf = getBuf()
 		}
-		n, err := syscall.Splice(int(fd), nil, s.p.w, nil, maxSplice, spliceMove|spliceNonblock)
+	}
+	for {
+		var n int
+		var err error
+		if s.p != nil {
+			var n64 int64
+			n64, err = syscall.Splice(int(fd), nil, s.p.w, nil, maxSplice, spliceMove|spliceNonblock)
+			n = int(n64)
+		} else {
+			n, err = syscall.Read(int(fd), (*s.buf)[:cap(*s.buf)])
+		}
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			putPipe(s.p) // empty: every byte spliced in was spliced out
-			s.p = nil
+			s.release() // empty: every byte read was written
 			return false
 		case err != nil:
 			s.rerr = err
-			return true
 		case n == 0:
 			s.eof = true
-			return true
+		case s.p != nil:
+			s.p.data = n
+		default:
+			s.out = (*s.buf)[:n]
 		}
-		s.p.data = int(n)
-		if err := s.dst.Write(s.writeFn); err != nil {
-			s.werr = err
-			return true
-		}
-		if s.werr != nil {
-			return true
-		}
+		return true
 	}
 }
 
-// write empties the pipe into the destination, waiting while it is full.
+// write empties the pipe (or the fallback buffer) into the destination,
+// returning false to wait while the destination is full.
 func (s *splicer) write(fd uintptr) bool {
-	for s.p.data > 0 {
-		n, err := syscall.Splice(s.p.r, nil, int(fd), nil, s.p.data, spliceMove|spliceNonblock)
+	for s.p != nil && s.p.data > 0 || len(s.out) > 0 {
+		var n int
+		var err error
+		if s.p != nil {
+			var n64 int64
+			n64, err = syscall.Splice(s.p.r, nil, int(fd), nil, s.p.data, spliceMove|spliceNonblock)
+			n = int(n64)
+		} else {
+			n, err = syscall.Write(int(fd), s.out)
+		}
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -192,57 +219,15 @@ func (s *splicer) write(fd uintptr) bool {
 		case err != nil:
 			s.werr = err
 			return true
-		case n == 0:
+		case n == 0 && s.p != nil:
 			s.werr = io.ErrUnexpectedEOF // not expected from a pipe with bytes
 			return true
 		}
-		s.p.data -= int(n)
-		s.c.bytes[s.dir].Add(n)
-	}
-	return true
-}
-
-// copyBurst reads one chunk into a buffer and writes it out, for when no
-// pipe can be had. It reports false when the source would block.
-func (s *splicer) copyBurst(fd uintptr) bool {
-	s.buf = getBuf()
-	defer func() { putBuf(s.buf); s.buf, s.out = nil, nil }()
-	b := (*s.buf)[:cap(*s.buf)]
-	for {
-		n, err := syscall.Read(int(fd), b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			s.rerr = err
-			return true
-		case n == 0:
-			s.eof = true
-			return true
+		if s.p != nil {
+			s.p.data -= n
+		} else {
+			s.out = s.out[n:]
 		}
-		s.out = b[:n]
-		if err := s.dst.Write(s.copyFn); err != nil {
-			s.werr = err
-		}
-		return true
-	}
-}
-
-func (s *splicer) copyOut(fd uintptr) bool {
-	for len(s.out) > 0 {
-		n, err := syscall.Write(int(fd), s.out)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			s.werr = err
-			return true
-		}
-		s.out = s.out[n:]
 		s.c.bytes[s.dir].Add(int64(n))
 	}
 	return true

@@ -506,13 +506,28 @@ func (p *Plugin) unpin(f *wasmFilter) {
 	p.mu.Unlock()
 }
 
-// failed handles the failure of in during callback, seen by the connection
-// of self. Called with in.mu held. The instance is closed and leaves the
-// pool; the other connections pinned to it are closed (policy "close") or
-// bypass the plugin from their next chunk on (policy "bypass").
-func (p *Plugin) failed(in *instance, callback string, cause error, self *wasmFilter) {
+// failure is an instance's failure, recorded under the instance's lock by
+// failedLocked and acted on by handle once the lock is released: closing
+// the other connections pinned to the instance never waits for that lock.
+type failure struct {
+	p        *Plugin
+	in       *instance
+	callback string
+	cause    error
+	conn     uint64        // the connection whose call failed
+	others   []*wasmFilter // the other connections pinned to the instance
+}
+
+// failedLocked records the failure of in during callback, seen by the
+// connection of self. Called with in.mu held: the instance is closed (no
+// call can start on it again) and leaves the pool.
+func (p *Plugin) failedLocked(in *instance, callback string, cause error, self *wasmFilter) failure {
 	in.dead = cause
 	in.w.Close(context.Background())
+	fl := failure{p: p, in: in, callback: callback, cause: cause}
+	if self != nil {
+		fl.conn = self.info.ID
+	}
 	p.mu.Lock()
 	if !in.removed {
 		in.removed = true
@@ -523,29 +538,32 @@ func (p *Plugin) failed(in *instance, callback string, cause error, self *wasmFi
 			}
 		}
 	}
-	var others []*wasmFilter
 	for f := range in.conns {
 		if f != self {
-			others = append(others, f)
+			fl.others = append(fl.others, f)
 		}
 	}
 	p.mu.Unlock()
+	return fl
+}
+
+// handle logs the failure and applies the policy to the other connections
+// pinned to the instance: closed at once ("close"), or bypassing the plugin
+// from their next chunk on ("bypass"). Called without the instance's lock.
+func (fl *failure) handle() {
+	p := fl.p
 	policy := "close"
 	if p.opts.FailOpen {
 		policy = "bypass"
 	}
-	var conn uint64
-	if self != nil {
-		conn = self.info.ID
-	}
-	p.log.Error("plugin failed", "callback", callback, "cause", firstLine(cause), "policy", policy,
-		"instance", in.id, "conn", conn, "conns", len(others)+1)
+	p.log.Error("plugin failed", "callback", fl.callback, "cause", firstLine(fl.cause), "policy", policy,
+		"instance", fl.in.id, "conn", fl.conn, "conns", len(fl.others)+1)
 	if p.opts.FailOpen {
 		return
 	}
-	for _, f := range others {
+	for _, f := range fl.others {
 		if s := f.s.Load(); s != nil {
-			s.c.abort(fmt.Errorf("plugin %q: the instance this connection was pinned to failed on connection %d (%s)", p.opts.Name, conn, firstLine(cause)))
+			s.Abort(fmt.Errorf("plugin %q: the instance this connection was pinned to failed on connection %d (%s)", p.opts.Name, fl.conn, firstLine(fl.cause)))
 		}
 	}
 }

@@ -14,16 +14,19 @@ import (
 // directions whose output lands in the pending buffers, emptied per chunk.
 func benchConn(h Hook, id uint64) (*conn, Filter, error) {
 	rs := newRouteState(Route{Name: "bench", Target: "127.0.0.1:1", Chain: []Link{{Name: "p", Hook: h}}})
-	c := &conn{rs: rs, closed: make(chan struct{})}
+	c := &conn{rs: rs}
+	c.td.closed = make(chan struct{})
+	c.ch.c = c
+	c.ch.dialled = true
 	c.info = ConnInfo{ID: id, Route: "bench", Target: rs.Target,
 		Client: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, Listen: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2}}
 	f, err := h.Open(&c.info)
 	if err != nil {
 		return nil, nil, err
 	}
-	c.filters = []Filter{f}
-	c.streams = []Stream{{c: c, idx: 0}}
-	if err := f.Opened(&c.streams[0]); err != nil {
+	c.ch.filters = []Filter{f}
+	c.ch.streams = []Stream{{c: c, idx: 0}}
+	if err := f.Opened(&c.ch.streams[0]); err != nil {
 		return nil, nil, err
 	}
 	return c, f, nil
@@ -55,12 +58,12 @@ func benchPlugin(b *testing.B, file string, opts PluginOptions) *Plugin {
 
 // chunk runs one chunk through the filter, as the pump does.
 func (c *conn) benchChunk(f Filter, dir Direction, chunk []byte) error {
-	c.mu.Lock()
-	err := f.Data(dir, chunk, &c.streams[0])
-	if pb := c.pend[dir]; pb != nil {
+	c.ch.mu.Lock()
+	err := f.Data(dir, chunk, &c.ch.streams[0])
+	if pb := c.ch.pend[dir]; pb != nil {
 		*pb = (*pb)[:0] // as if written; the buffer stays for the next chunk
 	}
-	c.mu.Unlock()
+	c.ch.mu.Unlock()
 	return err
 }
 
@@ -208,8 +211,8 @@ func TestWasmMemoryPerConnection(t *testing.T) {
 		if err := c.benchChunk(f, ClientToServer, chunk); err != nil {
 			t.Fatal(err)
 		}
-		putBuf(c.pend[ClientToServer]) // written: an idle connection holds no buffer
-		c.pend[ClientToServer] = nil
+		putBuf(c.ch.pend[ClientToServer]) // written: an idle connection holds no buffer
+		c.ch.pend[ClientToServer] = nil
 		filters = append(filters, f)
 		conns = append(conns, c)
 	}

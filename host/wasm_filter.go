@@ -102,8 +102,9 @@ func (f *wasmFilter) Opened(s *Stream) error {
 		err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, want %d (OK) or %d (Reject)", cbOpen, r, abi.OK, abi.Reject)}
 	}
 	if err != nil {
-		f.p.failed(in, cbOpen, err, f)
+		fl := f.p.failedLocked(in, cbOpen, err, f)
 		in.mu.Unlock()
+		fl.handle()
 		return f.afterFailure(cbOpen, err, s)
 	}
 	in.mu.Unlock()
@@ -185,8 +186,9 @@ func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) (
 		}
 	}
 	if err != nil {
-		f.p.failed(in, cbData, err, f)
+		fl := f.p.failedLocked(in, cbData, err, f)
 		in.mu.Unlock()
+		fl.handle()
 		if ferr := f.afterFailure(cbData, err, s); ferr != nil {
 			return nil, ferr
 		}
@@ -233,19 +235,25 @@ func (f *wasmFilter) Closed() {
 		return
 	}
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	if in.dead != nil || !in.w.HasOnClose() {
+		in.mu.Unlock()
 		return
 	}
 	f.begin()
 	f.canSend = false
-	if err := in.w.OnClose(f, f.info.ID); err != nil {
-		f.p.failed(in, cbClose, err, f)
+	err := in.w.OnClose(f, f.info.ID)
+	var fl failure
+	if err != nil {
+		fl = f.p.failedLocked(in, cbClose, err, f)
 	}
 	if f.q != nil {
 		f.q.data, f.q.ops = f.q.data[:0], f.q.ops[:0]
 		outPool.Put(f.q)
 		f.q = nil
+	}
+	in.mu.Unlock()
+	if err != nil {
+		fl.handle()
 	}
 }
 
@@ -349,12 +357,10 @@ func (f *wasmFilter) Send(dir int32, b []byte) int32 {
 		return abi.StatusNotAllowed
 	}
 	d := Direction(dir)
-	c := s.c
-	chain := c.rs.chains[d]
-	if len(chain) == 0 {
+	switch err := s.CanSend(d); {
+	case errors.Is(err, ErrNotAttached):
 		return abi.StatusNotAllowed
-	}
-	if f.cw[d] || (c.rs.next[s.idx][d] >= len(chain) && c.wclosed[d]) {
+	case err != nil || f.cw[d]:
 		return abi.StatusClosed
 	}
 	if len(b) == 0 {
@@ -376,7 +382,7 @@ func (f *wasmFilter) CloseWrite(dir int32) int32 {
 		return abi.StatusNotAllowed
 	}
 	d := Direction(dir)
-	if len(s.c.rs.chains[d]) == 0 {
+	if errors.Is(s.CanSend(d), ErrNotAttached) {
 		return abi.StatusNotAllowed
 	}
 	f.cw[d] = true

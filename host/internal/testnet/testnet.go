@@ -197,6 +197,27 @@ func (l *Logs) Wait(t testing.TB, parts ...string) string {
 	}
 }
 
+// WaitCount blocks until n log lines contain every one of parts.
+func (l *Logs) WaitCount(t testing.TB, n int, parts ...string) {
+	t.Helper()
+	deadline := time.NewTimer(Timeout)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		ch := l.changed
+		l.mu.Unlock()
+		got := l.Count(parts...)
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("%d log lines contain %q, want %d; log:\n%s", got, parts, n, l.String())
+		}
+	}
+}
+
 // Count returns how many log lines contain every one of parts.
 func (l *Logs) Count(parts ...string) int {
 	n := 0

@@ -1,0 +1,335 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// chunkSize is the size of the buffers the filtered path reads into.
+const chunkSize = 32 << 10
+
+// bufPool holds chunk-sized buffers as *[]byte so Get and Put allocate nothing.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 4*chunkSize {
+		return // a filter made a huge output once; let the GC have it
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// chain is the filter state of one connection: its filters, what they
+// queued toward each destination, their timers, and a late-dial route's
+// chosen target. Everything here is guarded by mu, and every filter
+// callback runs with mu held (a Filter needs no lock of its own). No socket
+// is touched under mu: a call into the chain returns the [writes] it
+// produced, taken under mu, and the caller performs them after unlocking.
+type chain struct {
+	c  *conn
+	mu sync.Mutex
+
+	filters   []Filter
+	streams   []Stream
+	pend      [2]*[]byte // bytes waiting to be written toward each destination
+	wclosed   [2]bool    // no more sends toward that destination
+	cwPending [2]bool    // CloseWrite to perform with the next writes
+	closeReq  bool
+	depth     int
+	ended     [2]bool     // End already delivered for that direction
+	dialled   bool        // the server socket exists: writes toward it may go
+	target    string      // late dial: the target a filter chose
+	timers    []linkTimer // per link, made on the first SetTimer
+	done      bool        // close ran: the filters are gone
+	firing    bool        // a Timer callback is running
+}
+
+// linkTimer is a filter's one timer. due is when it should fire, as time
+// since the connection started, or 0 when disarmed: a fire that finds due
+// later than now is the stale fire of a timer re-armed since.
+type linkTimer struct {
+	t   *time.Timer
+	due time.Duration
+}
+
+// writes is what one call into the chain queued for the sockets: taken under
+// chain.mu together with the destinations' write locks (so bytes keep the
+// order the filters produced them in), performed by do after chain.mu is
+// released. A writes must be done exactly once.
+type writes struct {
+	c      *conn
+	bufs   [2]*[]byte
+	cw     [2]bool
+	locked [2]bool
+	close  bool
+}
+
+// takeLocked moves what is pending into a writes. Called with mu held.
+// Nothing toward the server is taken before it is dialled.
+func (ch *chain) takeLocked() writes {
+	w := writes{c: ch.c, close: ch.closeReq}
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		if d == ClientToServer && !ch.dialled {
+			continue
+		}
+		if ch.pend[d] != nil || ch.cwPending[d] {
+			ch.c.wmu[d].Lock()
+			w.locked[d] = true
+			w.bufs[d], ch.pend[d] = ch.pend[d], nil
+			w.cw[d], ch.cwPending[d] = ch.cwPending[d], false
+		}
+	}
+	return w
+}
+
+// do writes, half-closes and closes as queued. The writes may wait for a
+// slow peer (that is the backpressure); teardown wakes them by closing the
+// socket.
+func (w *writes) do() error {
+	c := w.c
+	var err error
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		if !w.locked[d] {
+			continue
+		}
+		dst := c.destination(d)
+		if w.bufs[d] != nil {
+			if err == nil {
+				if _, werr := dst.Write(*w.bufs[d]); werr != nil {
+					err = fmt.Errorf("write %s: %w", d, werr)
+				}
+			}
+			putBuf(w.bufs[d])
+		}
+		if w.cw[d] && err == nil {
+			if cerr := dst.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+				err = fmt.Errorf("half-close %s: %w", d, cerr)
+			}
+		}
+		c.wmu[d].Unlock()
+	}
+	if err == nil && w.close {
+		c.closeGracefully()
+	}
+	return err
+}
+
+// open makes the filters and runs their Opened callbacks.
+func (ch *chain) open() (writes, error) {
+	c := ch.c
+	n := len(c.rs.Chain)
+	if n == 0 {
+		return writes{c: c}, nil
+	}
+	filters := make([]Filter, 0, n)
+	streams := make([]Stream, n)
+	for i, l := range c.rs.Chain {
+		f, err := l.Hook.Open(&c.info)
+		if err != nil {
+			ch.mu.Lock()
+			ch.filters = filters
+			ch.mu.Unlock()
+			return writes{}, fmt.Errorf("%s: %w", l.Name, err)
+		}
+		filters = append(filters, f)
+		streams[i] = Stream{c: c, idx: i}
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.filters, ch.streams = filters, streams
+	for i, f := range ch.filters {
+		if err := f.Opened(&ch.streams[i]); err != nil {
+			return writes{}, fmt.Errorf("%s: %w", c.rs.Chain[i].Name, err)
+		}
+	}
+	return ch.takeLocked(), nil
+}
+
+// data runs a chunk read from dir's source through the chain and writes
+// what it produced.
+func (ch *chain) data(dir Direction, b []byte) error {
+	ch.mu.Lock()
+	var err error
+	if len(ch.c.rs.chains[dir]) == 0 {
+		err = ch.queueLocked(dir, b) // an idle-timeout route: no filter, copied
+	} else {
+		err = ch.deliverLocked(dir, 0, b)
+	}
+	if err != nil {
+		ch.mu.Unlock()
+		return err
+	}
+	w := ch.takeLocked()
+	ch.mu.Unlock()
+	return w.do()
+}
+
+// end runs the End callbacks of dir (its source half-closed) and passes the
+// half-close on.
+func (ch *chain) end(dir Direction) error {
+	ch.mu.Lock()
+	err := ch.endLocked(dir)
+	if err != nil {
+		ch.mu.Unlock()
+		return err
+	}
+	w := ch.takeLocked()
+	ch.mu.Unlock()
+	return w.do()
+}
+
+// nowDialled lets the writes toward the server go and returns those the
+// filters queued before the dial.
+func (ch *chain) nowDialled() writes {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.dialled = true
+	return ch.takeLocked()
+}
+
+// chosenTarget returns the target a filter chose, or "".
+func (ch *chain) chosenTarget() string {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.target
+}
+
+// deliverLocked hands b to the filter at position pos of dir's chain, or
+// queues it for the destination past the chain's end.
+func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
+	c := ch.c
+	order := c.rs.chains[dir]
+	if len(order) == 0 {
+		return ErrNotAttached
+	}
+	if pos >= len(order) {
+		return ch.queueLocked(dir, b)
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	if ch.depth >= 64 {
+		return ErrSendDepth
+	}
+	ch.depth++
+	i := order[pos]
+	err := ch.filters[i].Data(dir, b, &ch.streams[i])
+	ch.depth--
+	if err != nil {
+		return fmt.Errorf("%s (%s): %w", c.rs.Chain[i].Name, dir, err)
+	}
+	return nil
+}
+
+// queueLocked queues b for dir's destination.
+func (ch *chain) queueLocked(dir Direction, b []byte) error {
+	if ch.wclosed[dir] {
+		return ErrWriteClosed
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	pb := ch.pend[dir]
+	if pb == nil {
+		pb = getBuf()
+		ch.pend[dir] = pb
+	}
+	if dir == ClientToServer && !ch.dialled && ch.c.rs.LateDial {
+		if limit := ch.c.rs.holdLimit(); len(*pb)+len(b) > limit {
+			return fmt.Errorf("late dial: %d bytes held for a target not chosen yet, over the limit of %d", len(*pb)+len(b), limit)
+		}
+	}
+	*pb = append(*pb, b...)
+	return nil
+}
+
+// endLocked runs the End callbacks of dir's chain and schedules the
+// half-close of its destination.
+func (ch *chain) endLocked(dir Direction) error {
+	if ch.ended[dir] {
+		return nil
+	}
+	ch.ended[dir] = true
+	c := ch.c
+	for _, i := range c.rs.chains[dir] {
+		if err := ch.filters[i].End(dir, &ch.streams[i]); err != nil {
+			return fmt.Errorf("%s (%s end): %w", c.rs.Chain[i].Name, dir, err)
+		}
+	}
+	if !ch.wclosed[dir] {
+		ch.wclosed[dir] = true
+		ch.cwPending[dir] = true
+	}
+	return nil
+}
+
+// setTimerLocked arms link idx's timer to fire after d.
+func (ch *chain) setTimerLocked(idx int, d time.Duration) {
+	if ch.timers == nil {
+		ch.timers = make([]linkTimer, len(ch.filters))
+	}
+	lt := &ch.timers[idx]
+	lt.due = max(time.Since(ch.c.start)+d, 1)
+	if lt.t == nil {
+		lt.t = time.AfterFunc(d, func() { ch.fire(idx) })
+	} else {
+		lt.t.Reset(d)
+	}
+}
+
+// fire runs link idx's Timer callback when its timer is due.
+func (ch *chain) fire(idx int) {
+	ch.mu.Lock()
+	if ch.done {
+		ch.mu.Unlock()
+		return
+	}
+	lt := &ch.timers[idx]
+	if lt.due == 0 || time.Since(ch.c.start) < lt.due {
+		ch.mu.Unlock()
+		return // disarmed, or re-armed for later: this fire is stale
+	}
+	lt.due = 0
+	c := ch.c
+	ch.firing = true
+	err := ch.filters[idx].(TimerFilter).Timer(&ch.streams[idx])
+	ch.firing = false
+	if err != nil {
+		ch.mu.Unlock()
+		c.abort(fmt.Errorf("%s (timer): %w", c.rs.Chain[idx].Name, err))
+		return
+	}
+	w := ch.takeLocked()
+	ch.mu.Unlock()
+	if err := w.do(); err != nil {
+		c.abort(err)
+	}
+}
+
+// close stops the timers, runs every filter's Closed callback and frees
+// what is still queued. Runs once, from conn.finish.
+func (ch *chain) close() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.done = true
+	for i := range ch.timers {
+		if t := ch.timers[i].t; t != nil {
+			t.Stop()
+		}
+	}
+	for _, f := range ch.filters {
+		f.Closed()
+	}
+	ch.filters = nil
+	for d := range ch.pend {
+		if ch.pend[d] != nil {
+			putBuf(ch.pend[d])
+			ch.pend[d] = nil
+		}
+	}
+}

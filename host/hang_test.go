@@ -1,0 +1,290 @@
+package host_test
+
+// The moments that used to hang the engine: a server that stops reading
+// while the proxy shuts down or the idle timeout fires, a plugin instance
+// failing while another connection waits on it, clients that half-close
+// and never read, a filter that never returns. Each runs on the spliced
+// path, a Go filter and a WebAssembly guest, and bounds the time teardown
+// takes.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+)
+
+// teardownBound is how long past its trigger (a deadline, a timeout) a
+// teardown may take. Teardown waits for nothing, so this is all margin for
+// a loaded machine running -race; a hang overruns it by far.
+const teardownBound = 2 * time.Second
+
+// enginePaths are the ways a direction can be forwarded.
+var enginePaths = []struct {
+	name  string
+	chain func(t *testing.T) []host.Link
+}{
+	{"splice", func(*testing.T) []host.Link { return nil }},
+	{"filtered", func(*testing.T) []host.Link { return []host.Link{{Name: "identity", Hook: identity}} }},
+	{"wasm", func(t *testing.T) []host.Link {
+		rt, _ := wasmRuntime(t)
+		return []host.Link{{Name: "noop", Hook: wasmPlugin(t, rt, "noop", host.PluginOptions{})}}
+	}},
+}
+
+// deafServer accepts and never reads; its connections are released at
+// cleanup.
+func deafServer(t *testing.T) *tn.Server {
+	release := make(chan struct{})
+	srv := tn.Serve(t, func(c *net.TCPConn) { <-release })
+	t.Cleanup(func() { close(release) })
+	return srv
+}
+
+// stuckWriter writes up to 50 MiB to c from a goroutine, counting what the
+// kernel took, and returns once the writes have stalled (every buffer
+// between the client and the deaf server is full). done delivers the
+// write's error.
+func stuckWriter(t *testing.T, c *net.TCPConn) (done <-chan error) {
+	t.Helper()
+	var written atomic.Int64
+	errc := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for range 50 << 20 / len(chunk) {
+			n, err := c.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	// No event says "the buffers are full": poll the progress until it
+	// stops for a while (bounded by tn.Timeout).
+	deadline := time.Now().Add(tn.Timeout)
+	last, still := int64(-1), 0
+	for still < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writes never stalled (%d bytes written): is the server reading?", written.Load())
+		}
+		time.Sleep(40 * time.Millisecond)
+		if n := written.Load(); n == last && n > 0 {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("the write ended before the test began (%d bytes): %v", written.Load(), err)
+	default:
+	}
+	return errc
+}
+
+// waitErr waits at most bound for the stuck write to fail.
+func waitErr(t *testing.T, done <-chan error, bound time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("%s: the client's 50 MiB write completed: the server was not deaf", what)
+		}
+	case <-time.After(bound):
+		t.Fatalf("%s: the client's blocked write was not failed within %s: the connection hangs", what, bound)
+	}
+}
+
+// TestShutdownWhileServerStopsReading: a client's write is blocked because
+// the server stopped reading; Shutdown must still return by its deadline
+// and close the connection.
+func TestShutdownWhileServerStopsReading(t *testing.T) {
+	for _, path := range enginePaths {
+		t.Run(path.name, func(t *testing.T) {
+			srv := deafServer(t)
+			logs := tn.NewLogs()
+			p := &host.Proxy{Logger: logs.Logger()}
+			if err := p.Apply([]host.Route{tn.Route("r", srv.Addr(), path.chain(t)...)}); err != nil {
+				t.Fatal(err)
+			}
+			c := tn.Dial(t, p.Addr("r").String())
+			done := stuckWriter(t, c)
+
+			const grace = 300 * time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), grace)
+			defer cancel()
+			start := time.Now()
+			returned := make(chan error, 1)
+			go func() { returned <- p.Shutdown(ctx) }()
+			select {
+			case err := <-returned:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown: %v, want the deadline's error", err)
+				}
+			case <-time.After(grace + teardownBound):
+				t.Fatalf("Shutdown did not return %s after its %s deadline", teardownBound, grace)
+			}
+			t.Logf("Shutdown returned after %s", time.Since(start).Round(time.Millisecond))
+			waitErr(t, done, teardownBound, "after Shutdown")
+			logs.Wait(t, "connection closed", "proxy shut down")
+		})
+	}
+}
+
+// TestIdleTimeoutClosesStuckConnection: a connection whose server stopped
+// reading carries no bytes, so the idle timeout closes it.
+func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
+	for _, path := range enginePaths {
+		t.Run(path.name, func(t *testing.T) {
+			srv := deafServer(t)
+			r := tn.Route("r", srv.Addr(), path.chain(t)...)
+			const idle = 500 * time.Millisecond
+			r.IdleTimeout = idle
+			p, logs := tn.Proxy(t, r)
+			c := tn.Dial(t, p.Addr("r").String())
+			done := stuckWriter(t, c)
+			waitErr(t, done, idle+teardownBound, "idle timeout")
+			logs.Wait(t, "connection closed", "idle for 500ms")
+		})
+	}
+}
+
+// TestPluginFailureClosesOthersOnItsInstance: connection A makes the only
+// instance spin, connection B waits for that instance; when A's call is cut
+// off, both close within the call timeout plus a margin, and the proxy
+// closes at once.
+func TestPluginFailureClosesOthersOnItsInstance(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	rt, rlogs := wasmRuntime(t)
+	const callTimeout = 300 * time.Millisecond
+	loop := wasmPlugin(t, rt, "loop", host.PluginOptions{Instances: 1, CallTimeout: callTimeout})
+	p, logs := tn.Proxy(t, tn.Route("r", srv.Addr(), host.Link{Name: "loop", Hook: loop}))
+	addr := p.Addr("r").String()
+	a, b := tn.Dial(t, addr), tn.Dial(t, addr)
+	if _, err := a.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	rlogs.Wait(t, "spinning")
+	start := time.Now()
+	if _, err := b.Write([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for name, c := range map[string]*net.TCPConn{"A (spinning)": a, "B (waiting)": b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(time.Now().Add(callTimeout + teardownBound))
+			if n, err := io.Copy(io.Discard, c); err != nil && !tn.IsClosed(err) {
+				t.Errorf("connection %s not closed within %s of the failure (%d bytes read): %v", name, callTimeout+teardownBound, n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("both connections closed %s after B's byte", time.Since(start).Round(time.Millisecond))
+	rlogs.Wait(t, "plugin failed", "policy=close", "conns=2")
+	logs.WaitCount(t, 2, "connection closed")
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(teardownBound):
+		t.Fatal("Proxy.Close hangs after a plugin failure")
+	}
+}
+
+// TestHalfCloseThenNeverRead: clients that send, half-close and then go
+// away without reading the echo are all closed by the tunnel.
+func TestHalfCloseThenNeverRead(t *testing.T) {
+	for _, path := range enginePaths {
+		t.Run(path.name, func(t *testing.T) {
+			srv := tn.Serve(t, tn.Echo)
+			p, logs := tn.Proxy(t, tn.Route("r", srv.Addr(), path.chain(t)...))
+			addr := p.Addr("r").String()
+			const clients = 50
+			payload := tn.Random(4, 1<<20)
+			var wg sync.WaitGroup
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer c.Close() // unread echo: the kernel resets the connection
+					c.SetDeadline(time.Now().Add(tn.Timeout))
+					// The echo fills the buffers the other way and the
+					// write may block for good: that is the test.
+					c.Write(payload)
+					c.(*net.TCPConn).CloseWrite()
+				}()
+			}
+			wg.Wait()
+			logs.WaitCount(t, clients, "connection closed")
+		})
+	}
+}
+
+// blockingHook's filters block in Data until released, like a guest that
+// cannot be interrupted.
+type blockingHook struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *blockingHook) Open(*host.ConnInfo) (host.Filter, error) { return blockingFilter{h}, nil }
+
+type blockingFilter struct{ h *blockingHook }
+
+func (f blockingFilter) Opened(*host.Stream) error { return nil }
+func (f blockingFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	f.h.entered <- struct{}{}
+	<-f.h.release
+	return s.Send(dir, b)
+}
+func (f blockingFilter) End(host.Direction, *host.Stream) error { return nil }
+func (f blockingFilter) Closed()                                {}
+
+// TestShutdownAbandonsBlockedFilter: Shutdown returns by its deadline even
+// while a filter call never returns; the connection is abandoned, and
+// finishes once the call returns.
+func TestShutdownAbandonsBlockedFilter(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	h := &blockingHook{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	logs := tn.NewLogs()
+	p := &host.Proxy{Logger: logs.Logger()}
+	if err := p.Apply([]host.Route{tn.Route("r", srv.Addr(), host.Link{Name: "blocking", Hook: h})}); err != nil {
+		t.Fatal(err)
+	}
+	c := tn.Dial(t, p.Addr("r").String())
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-h.entered
+	const grace = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	returned := make(chan struct{})
+	go func() { p.Shutdown(ctx); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(grace + teardownBound):
+		close(h.release)
+		t.Fatalf("Shutdown did not return %s after its deadline while a filter call was blocked", teardownBound)
+	}
+	logs.Wait(t, "connections abandoned inside a filter call", "conns=1")
+	expectClosed(t, c) // the sockets are closed even though the filter still runs
+	close(h.release)
+	logs.Wait(t, "connection closed", "proxy shut down")
+}

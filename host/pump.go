@@ -1,0 +1,196 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// pump forwards one direction until its source ends or the connection
+// aborts, or until a sweep moves the direction to a fresh goroutine.
+func (c *conn) pump(dir Direction) {
+	src, dst := c.source(dir), c.destination(dir)
+	var err error
+	var handOff bool
+	if len(c.rs.chains[dir]) == 0 && c.rs.IdleTimeout == 0 {
+		handOff, err = c.splice(dir, src, dst)
+	} else {
+		handOff, err = c.filtered(dir)
+		if !handOff {
+			c.rd[dir].release()
+		}
+	}
+	if handOff {
+		go c.pump(dir) // allocates, but only when an idle pump moves
+		return
+	}
+	if c.td.closing.Load() {
+		// A filter closed the connection: read what the peer still sends
+		// and drop it, so that closing the socket does not reset it and
+		// discard the bytes still queued toward the peer.
+		io.Copy(io.Discard, src)
+	} else if err != nil {
+		c.abort(err)
+	}
+	if c.pumps.Add(-1) == 0 {
+		c.finish(nil)
+	}
+}
+
+// filtered is the path of a direction with filters (or an idle timeout): read
+// a chunk, run the chain, write what it produced, again. It returns handOff
+// when a sweep poked it: pump moves the direction to a fresh goroutine.
+func (c *conn) filtered(dir Direction) (handOff bool, err error) {
+	for {
+		st, err := c.step(dir)
+		switch {
+		case err != nil:
+			return false, err
+		case st == stepEnd:
+			return false, nil
+		case st == stepMove:
+			return true, nil
+		}
+	}
+}
+
+// step is what one read of a filtered direction led to.
+type step uint8
+
+const (
+	stepMore step = iota // a chunk went through the chain
+	stepEnd              // the source ended (its End ran), or the connection is closing
+	stepMove             // a poke woke the read: move to a fresh goroutine (or look again)
+)
+
+// step waits for the next chunk of dir's source and runs it through the
+// chain, outside any socket callback.
+func (c *conn) step(dir Direction) (step, error) {
+	r := &c.rd[dir]
+	src := c.source(dir)
+	if r.rc == nil {
+		rc, err := src.SyscallConn()
+		if err != nil {
+			return stepEnd, fmt.Errorf("read %s: %w", dir, err)
+		}
+		r.rc = rc
+		r.fn = r.readFD
+	}
+	r.n, r.err = 0, nil
+	err := r.rc.Read(r.fn)
+	switch {
+	case c.td.closing.Load():
+		return stepEnd, nil // a filter closed the connection: pump drains the rest
+	case err == nil && r.err == nil:
+		b := (*r.buf)[:r.n]
+		c.bytes[dir].Add(int64(len(b)))
+		if c.rs.IdleTimeout > 0 {
+			c.lastIO.Store(time.Now().UnixNano())
+		}
+		return stepMore, c.ch.data(dir, b)
+	case r.err == io.EOF:
+		r.release()
+		return stepEnd, c.ch.end(dir)
+	case r.err != nil:
+		return stepEnd, fmt.Errorf("read %s: %w", dir, r.err)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, src):
+		return stepMove, nil
+	}
+	return stepEnd, fmt.Errorf("read %s: %w", dir, err)
+}
+
+// reader reads a filtered direction's source, one chunk per Read of its
+// RawConn: the callback makes the read system call and nothing else, so a
+// Close of the socket from another goroutine never waits for it. A buffer
+// is taken from the pool only when bytes are ready and given back when the
+// source has none, so an idle connection holds none.
+type reader struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr) bool
+	buf *[]byte
+	n   int   // bytes of the last read
+	err error // the last read failed, or io.EOF
+}
+
+func (r *reader) readFD(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = getBuf()
+	}
+	b := (*r.buf)[:cap(*r.buf)]
+	for {
+		n, err := syscall.Read(int(fd), b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			r.release()
+			return false // wait for the next readiness event
+		case err != nil:
+			r.err = err
+		case n == 0:
+			r.err = io.EOF
+		default:
+			r.n = n
+		}
+		return true
+	}
+}
+
+func (r *reader) release() {
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+	}
+}
+
+// aLongTimeAgo is the read deadline of a poke: a read fails at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// sweep moves the pumps that have forwarded bytes and then been idle since
+// the previous sweep onto fresh goroutines. Only the sweeper calls it.
+func (c *conn) sweep() {
+	if c.pumps.Load() == 0 {
+		return // dialling, or ended
+	}
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		if !spliceMovable && len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
+			continue
+		}
+		b := c.bytes[d].Load()
+		if b == c.seen[d] && b != c.born[d].Load() {
+			c.poke(d)
+		}
+		c.seen[d] = b
+	}
+}
+
+// poke makes dir's pending read fail with a deadline error, which the pump
+// takes as the signal to move (see unpoke).
+func (c *conn) poke(dir Direction) {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	src := c.source(dir)
+	if c.td.closing.Load() || c.poked[dir] || src == nil {
+		return
+	}
+	c.poked[dir] = true
+	src.SetReadDeadline(aLongTimeAgo)
+}
+
+// unpoke clears a poke's deadline and reports whether there was one: a
+// deadline error without a poke is the linger deadline of closeGracefully.
+func (c *conn) unpoke(dir Direction, src *net.TCPConn) bool {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	if !c.poked[dir] || c.td.closing.Load() {
+		return false
+	}
+	c.born[dir].Store(c.bytes[dir].Load()) // before poked is cleared: no second poke for this move
+	c.poked[dir] = false
+	src.SetReadDeadline(time.Time{})
+	return true
+}

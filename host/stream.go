@@ -1,0 +1,149 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Stream is a filter's handle on its connection, from its place in the chain.
+// Its methods may only be called from inside the filter's callbacks (Opened,
+// Data, End, Timer), except Abort, which any goroutine may call.
+type Stream struct {
+	c   *conn
+	idx int // the filter's link index
+}
+
+// Info describes the connection.
+func (s *Stream) Info() *ConnInfo { return &s.c.info }
+
+// Send passes b on in direction dir from this filter's place in the chain: to
+// the next filter of that direction, or to the destination socket when there
+// is none. Sending toward ServerToClient from a client -> server callback
+// answers the client. b is copied or consumed before Send returns.
+func (s *Stream) Send(dir Direction, b []byte) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("send: invalid direction %d", dir)
+	}
+	return s.c.ch.deliverLocked(dir, s.c.rs.next[s.idx][dir], b)
+}
+
+// CanSend reports whether Send toward dir can succeed: nil, ErrNotAttached
+// (no filter sees that direction: it is spliced by the kernel) or
+// ErrWriteClosed (the destination is already half-closed).
+func (s *Stream) CanSend(dir Direction) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("send: invalid direction %d", dir)
+	}
+	ch := &s.c.ch
+	order := s.c.rs.chains[dir]
+	if len(order) == 0 {
+		return ErrNotAttached
+	}
+	if s.c.rs.next[s.idx][dir] >= len(order) && ch.wclosed[dir] {
+		return ErrWriteClosed
+	}
+	return nil
+}
+
+// CloseWrite ends the stream dir at its destination once the bytes already
+// sent are written (the TCP half-close). Later sends toward dir fail with
+// ErrWriteClosed.
+func (s *Stream) CloseWrite(dir Direction) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("close write: invalid direction %d", dir)
+	}
+	ch := &s.c.ch
+	if ch.wclosed[dir] {
+		return nil
+	}
+	if len(s.c.rs.chains[dir]) == 0 {
+		return ErrNotAttached
+	}
+	ch.wclosed[dir] = true
+	ch.cwPending[dir] = true
+	return nil
+}
+
+// Close closes the connection once the bytes already sent are written, with
+// a FIN toward both peers. Bytes sent toward a target not dialled yet are
+// dropped.
+func (s *Stream) Close() { s.c.ch.closeReq = true }
+
+// Abort closes the connection at once: both peers see a reset, and cause is
+// logged with the connection. Unlike the other methods it may be called
+// from any goroutine, at any time (for example by a hook whose shared state
+// failed); it does not wait for the connection's filters or sockets.
+func (s *Stream) Abort(cause error) {
+	if cause == nil {
+		cause = errors.New("aborted by a filter")
+	}
+	s.c.abort(cause)
+}
+
+// A TimerFilter is a [Filter] with a timer: [Stream.SetTimer] arms it, and
+// Timer is called when it fires, with the connection's filters locked as in
+// any other callback. Timer may send, half-close or close, like Data; an
+// error aborts the connection. Use it for what is not a reaction to bytes:
+// a delay (latency injection), "hold until a full line or 50 ms", a
+// keep-alive, a rate limit's refill.
+type TimerFilter interface {
+	Filter
+	Timer(s *Stream) error
+}
+
+// ErrNoTimer: SetTimer was called by a filter that does not implement TimerFilter.
+var ErrNoTimer = errors.New("the filter does not implement TimerFilter, so its timer could never fire")
+
+// SetTimer arms the filter's timer to fire after d (at least once the
+// current callback returns), replacing any pending one: each filter has one
+// timer per connection. The filter must implement [TimerFilter].
+func (s *Stream) SetTimer(d time.Duration) error {
+	ch := &s.c.ch
+	if _, ok := ch.filters[s.idx].(TimerFilter); !ok {
+		return fmt.Errorf("%s: %w", s.c.rs.Chain[s.idx].Name, ErrNoTimer)
+	}
+	ch.setTimerLocked(s.idx, max(d, 0))
+	return nil
+}
+
+// StopTimer disarms the filter's timer, if armed.
+func (s *Stream) StopTimer() {
+	if t := s.c.ch.timers; t != nil {
+		t[s.idx].due = 0
+	}
+}
+
+// Errors of SetTarget.
+var (
+	// ErrNotLateDial: the route dials its own Target; see Route.LateDial.
+	ErrNotLateDial = errors.New("the route dials its fixed target (Route.LateDial is off)")
+	// ErrTargetChosen: a filter already chose the target.
+	ErrTargetChosen = errors.New("the target is already chosen")
+)
+
+// SetTarget chooses the address the connection is dialled to, on a route
+// with [Route.LateDial]: the dial waits until a filter calls it (from
+// Opened, Data, End or Timer), and the client's bytes the chain sends on
+// until then are held and delivered once the target is connected. Only the
+// first call counts.
+func (s *Stream) SetTarget(addr string) error {
+	c := s.c
+	if !c.rs.LateDial {
+		return ErrNotLateDial
+	}
+	if c.ch.target != "" {
+		return ErrTargetChosen
+	}
+	if err := CheckAddr(addr); err != nil {
+		return fmt.Errorf("set target: %w", err)
+	}
+	c.ch.target = addr
+	c.info.Target = addr
+	if c.ch.firing {
+		// The pump reading the client waits for its next bytes: wake it
+		// to dial now.
+		c.poke(ClientToServer)
+	}
+	return nil
+}
