@@ -62,14 +62,23 @@ type output struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	changed chan struct{}
+	discard bool  // keep nothing, only count
+	n       int64 // bytes written
 }
 
 func newOutput() *output { return &output{changed: make(chan struct{})} }
 
+// newDiscard is an output that keeps nothing, for a traffic dump of more
+// bytes than are worth keeping.
+func newDiscard() *output { return &output{changed: make(chan struct{}), discard: true} }
+
 func (o *output) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.buf.Write(p)
+	o.n += int64(len(p))
+	if !o.discard {
+		o.buf.Write(p)
+	}
 	close(o.changed)
 	o.changed = make(chan struct{})
 	return len(p), nil
@@ -84,20 +93,38 @@ func (o *output) String() string {
 // wait blocks until the output matches re and returns the submatches.
 func (o *output) wait(t *testing.T, re string) []string {
 	t.Helper()
+	return o.waitWithin(t, cliTimeout, re)
+}
+
+// waitWithin is wait with its own bound.
+func (o *output) waitWithin(t *testing.T, d time.Duration, re string) []string {
+	t.Helper()
 	rx := regexp.MustCompile(re)
-	timer := time.NewTimer(cliTimeout)
+	var m []string
+	o.waitUntil(t, d, fmt.Sprintf("matched %q", re), func(text string) bool {
+		m = rx.FindStringSubmatch(text)
+		return m != nil
+	})
+	return m
+}
+
+// waitUntil blocks until ok holds for the whole output, for at most d;
+// then the test fails, saying the output never what.
+func (o *output) waitUntil(t *testing.T, d time.Duration, what string, ok func(string) bool) {
+	t.Helper()
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
 		o.mu.Lock()
 		ch, text := o.changed, o.buf.String()
 		o.mu.Unlock()
-		if m := rx.FindStringSubmatch(text); m != nil {
-			return m
+		if ok(text) {
+			return
 		}
 		select {
 		case <-ch:
 		case <-timer.C:
-			t.Fatalf("output never matched %q; it is:\n%s", re, text)
+			t.Fatalf("output never %s in %v; it is:\n%s", what, d, text)
 		}
 	}
 }
@@ -113,7 +140,13 @@ type proc struct {
 // start runs the tunnel with args; cleanup kills it if it is still running.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(tunnelBin, args...), stdout: newOutput(), stderr: newOutput(), exited: make(chan struct{})}
+	return startWith(t, newOutput(), args...)
+}
+
+// startWith is start with the child's stdout going to stdout.
+func startWith(t *testing.T, stdout *output, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(tunnelBin, args...), stdout: stdout, stderr: newOutput(), exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	// The race runtime otherwise sleeps a second before a clean exit.
 	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
@@ -136,7 +169,13 @@ func start(t *testing.T, args ...string) *proc {
 // the address it listens on, read from its log.
 func startPlain(t *testing.T, target string, args ...string) (*proc, string) {
 	t.Helper()
-	p := start(t, append([]string{"--from", "127.0.0.1:0", "--to", target}, args...)...)
+	return startPlainWith(t, newOutput(), target, args...)
+}
+
+// startPlainWith is startPlain with the child's stdout going to stdout.
+func startPlainWith(t *testing.T, stdout *output, target string, args ...string) (*proc, string) {
+	t.Helper()
+	p := startWith(t, stdout, append([]string{"--from", "127.0.0.1:0", "--to", target}, args...)...)
 	m := p.stderr.wait(t, `msg=listening .*addr=(127\.0\.0\.1:\d+)`)
 	return p, m[1]
 }
@@ -152,6 +191,18 @@ func (p *proc) exitCode(t *testing.T) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
+// exitedWithin reports whether the process has ended, waiting up to d.
+func (p *proc) exitedWithin(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-p.exited:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
 // runTunnel runs the tunnel to completion and returns exit status, stdout, stderr.
 func runTunnel(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
@@ -162,6 +213,35 @@ func runTunnel(t *testing.T, args ...string) (int, string, string) {
 
 // echoServer echoes on 127.0.0.1:0 until the test ends.
 func echoServer(t *testing.T) string {
+	t.Helper()
+	return server(t, func(c net.Conn) { echo(c) })
+}
+
+// echo copies what c receives back to it, half-closes it after the end of
+// the input, and closes it.
+func echo(c net.Conn) error {
+	defer c.Close()
+	_, err := io.Copy(c, c)
+	if err == nil {
+		c.(*net.TCPConn).CloseWrite()
+	}
+	return err
+}
+
+// stallServer listens on 127.0.0.1:0 and accepts connections it never
+// reads from nor writes to, like a server that stopped reading; each is
+// sent on the returned channel (which holds 16 before accepting blocks).
+func stallServer(t *testing.T) (string, <-chan net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 16)
+	return server(t, func(c net.Conn) { accepted <- c }), accepted
+}
+
+// server runs handle in its own goroutine on every connection accepted on
+// 127.0.0.1:0 until the test ends, and returns the address. A connection
+// stays open after handle returns; at the end of the test the listener and
+// every connection are closed and the handlers awaited.
+func server(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -184,10 +264,7 @@ func echoServer(t *testing.T) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.(*net.TCPConn).CloseWrite()
-				}
+				handle(c)
 			}()
 		}
 	}()

@@ -46,15 +46,9 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		code = 1
 	}
 	// As in the plain mode: open connections get a grace period, which a
-	// second SIGINT/SIGTERM cuts short.
-	logger.Info("shutting down", "grace", o.grace.String())
-	gctx, cancel := context.WithTimeout(context.Background(), o.grace)
-	defer cancel()
-	again, stop := signal.NotifyContext(gctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := r.Shutdown(again); err != nil {
-		logger.Warn("grace period over; closed the remaining connections", "err", err)
-	}
+	// second SIGINT/SIGTERM cuts short, and the wait is bounded whatever the
+	// engine does.
+	shutdown("configuration shutdown", r.Shutdown, o.grace, o.again, logger)
 	return code
 }
 

@@ -74,6 +74,10 @@ type options struct {
 	trusted     bool
 	cacheDir    string
 	proxyProto  bool
+
+	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
+	// which never fires, when the caller handles no signals.
+	again <-chan struct{}
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -140,8 +144,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, again, stop := notifyStop()
 	defer stop()
+	o.again = again
 
 	if o.pprof != "" {
 		srv := &http.Server{Addr: o.pprof, ReadHeaderTimeout: 5 * time.Second}
@@ -211,28 +216,109 @@ func runPlain(ctx context.Context, o *options, format host.DumpFormat, stdout, s
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
 		return 1
 	}
-	defer cleanup()
 	route.Chain = append(route.Chain, links...)
 
 	p := &host.Proxy{Logger: logger}
 	if err := p.Apply([]host.Route{route}); err != nil {
+		cleanup()
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
 		return 1
 	}
 	<-ctx.Done()
-	return shutdown(p, o.grace, logger)
+	if shutdown("proxy shutdown", p.Shutdown, o.grace, o.again, logger) {
+		// Otherwise connections may still be calling the plugins:
+		// leave the runtime to the process exit.
+		cleanup()
+	}
+	return 0
 }
 
-// shutdown stops p, giving open connections grace to finish; a second
-// signal cuts the grace short.
-func shutdown(p *host.Proxy, grace time.Duration, logger *slog.Logger) int {
+// notifyStop returns a context that ends at the first SIGINT/SIGTERM and a
+// channel closed at the second. Both come from one subscription made now, so
+// a second signal sent right after the first is never lost, whatever the
+// main goroutine is doing; stop unsubscribes.
+func notifyStop() (ctx context.Context, again <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	second := make(chan struct{})
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; n < 2; n++ {
+			select {
+			case <-sigs:
+			case <-quit:
+				return
+			}
+			if n == 0 {
+				cancel()
+			} else {
+				close(second)
+			}
+		}
+	}()
+	return ctx, second, func() {
+		signal.Stop(sigs)
+		close(quit)
+		<-done
+		cancel()
+	}
+}
+
+// How long shutdown waits for the proxy once it has told it to close the
+// remaining connections: after the grace period, and after a second signal.
+// Past that the process exits anyway: the kernel closes what is left.
+const (
+	stopWaitAfterGrace  = time.Second
+	stopWaitAfterSecond = 300 * time.Millisecond
+)
+
+// shutdown calls stop (the Shutdown of a Proxy or a config.Runner, named
+// what in the log), giving open connections grace to finish; when again is
+// closed (a second signal) it cuts the grace short. It never waits more
+// than grace+stopWaitAfterGrace, or stopWaitAfterSecond after the second
+// signal: if stop has not returned by then it logs an error and returns
+// anyway, so the process exits. finished reports whether stop returned;
+// when it did not, the caller must not release what stop may still use.
+// Either way the exit status stays 0: a signal asked for the stop.
+func shutdown(what string, stop func(context.Context) error, grace time.Duration, again <-chan struct{}, logger *slog.Logger) (finished bool) {
 	logger.Info("shutting down", "grace", grace.String())
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	again, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := p.Shutdown(again); err != nil {
-		logger.Warn("grace period over; closed the remaining connections", "err", err)
+	done := make(chan error, 1)
+	go func() { done <- stop(ctx) }()
+	var wait time.Duration
+	select {
+	case err := <-done:
+		if err != nil {
+			logger.Warn("grace period over; closed the remaining connections", "err", err)
+		}
+		return true
+	case <-ctx.Done():
+		wait = stopWaitAfterGrace
+	case <-again:
+		logger.Warn("second signal: closing now")
+		cancel()
+		wait = stopWaitAfterSecond
+		again = nil // seen
 	}
-	return 0
+	// stop has been told to close the remaining connections.
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if errors.Is(err, context.DeadlineExceeded) {
+			logger.Warn("grace period over; closed the remaining connections", "err", err)
+		} else if err != nil {
+			logger.Warn("closed the remaining connections", "err", err)
+		}
+		return true
+	case <-timer.C:
+		logger.Error(what+" did not return "+wait.String()+" after being told to close the remaining connections; exiting with them still open", "grace", grace.String())
+	case <-again:
+		logger.Error(what+" has not returned and a second signal came: exiting now with connections still open", "grace", grace.String())
+	}
+	return false
 }

@@ -1,0 +1,446 @@
+package main
+
+// Regression tests of the hangs of issue 9, run through the binary: a
+// connection the tunnel cannot move (its server stopped reading), a plugin
+// that spins, clients that leave without reading. Each test bounds every
+// wait and says what hung; the tunnel must close such connections itself
+// (its log shows it), not leave them to the exit of the process.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// forwardingPaths are the ways the tunnel moves bytes: splice(2) between
+// the sockets when nothing looks at them, and the filter chain otherwise,
+// here the default hex dump (its stdout dropped) or a plugin that forwards
+// every chunk unchanged.
+var forwardingPaths = []struct {
+	name string
+	args []string
+}{
+	{"spliced", []string{"--dump", "none"}},
+	{"hexdump", []string{"--dump", "hex"}},
+	{"plugin", []string{"--dump", "none", "--plugin", "../../host/testdata/noop.wasm"}},
+}
+
+// stuckConn is a client connection through the tunnel to a server that
+// accepted it and never reads: the client writes stuckTotal bytes, and its
+// write blocks once every buffer on the way is full.
+type stuckConn struct {
+	client   *net.TCPConn
+	server   net.Conn
+	written  atomic.Int64
+	writeErr chan error // the result of the client's write
+}
+
+// stuckTotal is more than the socket buffers on the way hold together.
+const stuckTotal = 50 << 20
+
+// startStuck connects a client to the tunnel at addr, which forwards to
+// the stall server whose accepts arrive on accepted, and returns once the
+// server has accepted and the client's write has stopped making progress.
+func startStuck(t *testing.T, addr string, accepted <-chan net.Conn) *stuckConn {
+	t.Helper()
+	s := &stuckConn{client: dial(t, addr), writeErr: make(chan error, 1)}
+	go func() {
+		buf := bytes.Repeat([]byte("stuck..."), 8<<10) // 64 KiB
+		for s.written.Load() < stuckTotal {
+			n, err := s.client.Write(buf)
+			s.written.Add(int64(n))
+			if err != nil {
+				s.writeErr <- err
+				return
+			}
+		}
+		s.writeErr <- nil
+	}()
+	select {
+	case s.server = <-accepted:
+	case <-time.After(cliTimeout):
+		t.Fatalf("the tunnel never dialled the server in %v", cliTimeout)
+	}
+	// Stalled: no byte written for stallFor, with at least 1 MiB through.
+	const poll, stallFor = 20 * time.Millisecond, 300 * time.Millisecond
+	deadline := time.Now().Add(cliTimeout)
+	last, since := int64(-1), time.Now()
+	for {
+		select {
+		case err := <-s.writeErr:
+			t.Fatalf("the client's write of %d MiB ended before filling the buffers (%d bytes written): %v", stuckTotal>>20, s.written.Load(), err)
+		case <-time.After(poll):
+		}
+		n := s.written.Load()
+		if n != last {
+			last, since = n, time.Now()
+		} else if n >= 1<<20 && time.Since(since) >= stallFor {
+			t.Logf("client write stalled after %.1f MiB", float64(n)/(1<<20))
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's write never stalled in %v (%d bytes written): is the server reading?", cliTimeout, n)
+		}
+	}
+}
+
+// clientClosed waits up to d for the client's blocked write to fail, as it
+// does once the tunnel closes the connection, and returns the error.
+func (s *stuckConn) clientClosed(t *testing.T, d time.Duration, what string) error {
+	t.Helper()
+	select {
+	case err := <-s.writeErr:
+		if err == nil {
+			t.Fatalf("%s: the client wrote all %d bytes to a server that never reads", what, stuckTotal)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%s: the client's write timed out instead of failing because the tunnel closed the connection: %v", what, err)
+		}
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s: the client's write is still blocked %v later (%d bytes written): the tunnel did not close the connection", what, d, s.written.Load())
+		return nil
+	}
+}
+
+// serverClosed drains the server side and fails unless it ends (EOF or
+// reset) within d, as it does once the tunnel has closed its socket.
+func (s *stuckConn) serverClosed(t *testing.T, d time.Duration, what string) {
+	t.Helper()
+	s.server.SetReadDeadline(time.Now().Add(d))
+	n, err := io.Copy(io.Discard, s.server)
+	if err != nil && !isReset(err) {
+		t.Errorf("%s: the server side is still open after reading %d bytes for %v: %v", what, n, d, err)
+	}
+}
+
+// hungShutdown is the line main logs when the engine's Shutdown did not
+// return and the process exits with connections open.
+const hungShutdown = "did not return"
+
+// checkExit fails the test unless p exits with status 0 within bound of
+// the signal sent at start. When it does not, it waits up to backstop (when
+// main stops waiting for the engine) plus a second more, to tell an engine
+// whose Shutdown hung from a process that does not exit at all.
+func checkExit(t *testing.T, p *proc, start time.Time, bound, backstop time.Duration, what string) {
+	t.Helper()
+	if !p.exitedWithin(time.Until(start.Add(bound))) {
+		if p.exitedWithin(time.Until(start.Add(backstop + time.Second))) {
+			t.Fatalf("%s: the tunnel exited %v later, want within %v: the engine's Shutdown hung and main gave up on it; stderr:\n%s",
+				what, time.Since(start).Round(time.Millisecond), bound, p.stderr)
+		}
+		t.Fatalf("%s: the tunnel is still running %v later, past main's own bound of %v: shutdown hung; stderr:\n%s",
+			what, time.Since(start).Round(time.Millisecond), backstop, p.stderr)
+	}
+	t.Logf("%s: exited %v later", what, time.Since(start).Round(time.Millisecond))
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("%s: exit status %d, want 0; stderr:\n%s", what, code, p.stderr)
+	}
+}
+
+// checkClosedByTunnel fails unless the log shows the tunnel closed
+// connection conn itself, with an error matching errRe.
+func checkClosedByTunnel(t *testing.T, p *proc, conn int, errRe string) {
+	t.Helper()
+	log := p.stderr.String()
+	if strings.Contains(log, hungShutdown) {
+		t.Errorf("the engine's Shutdown hung: main gave up on it and exited with the connection still open; stderr:\n%s", log)
+		return
+	}
+	re := fmt.Sprintf(`msg="connection closed" conn=%d .*err="%s`, conn, errRe)
+	if !regexp.MustCompile(re).MatchString(log) {
+		t.Errorf("the tunnel never closed connection %d itself (no log line matching %q); stderr:\n%s", conn, re, log)
+	}
+}
+
+// TestHangShutdownStuckServer: SIGTERM with --grace 1s while a connection
+// is stuck on a server that does not read: the grace period ends, the
+// tunnel closes the connection and exits 0 within a second more.
+func TestHangShutdownStuckServer(t *testing.T) {
+	t.Parallel()
+	for _, path := range forwardingPaths {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			const grace = time.Second
+			target, accepted := stallServer(t)
+			p, addr := startPlainWith(t, newDiscard(), target, append(path.args, "--grace", grace.String())...)
+			s := startStuck(t, addr, accepted)
+
+			start := time.Now()
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			checkExit(t, p, start, grace+time.Second, grace+stopWaitAfterGrace, "SIGTERM with --grace 1s and a connection stuck on a server that does not read")
+			if elapsed := time.Since(start); elapsed < grace-50*time.Millisecond {
+				t.Errorf("exited %v after SIGTERM, before the %v grace period", elapsed, grace)
+			}
+			s.clientClosed(t, time.Second, "after the exit")
+			checkClosedByTunnel(t, p, 1, "context deadline exceeded|proxy shut down")
+		})
+	}
+}
+
+// TestHangShutdownSecondSignal: a second SIGTERM during a long grace
+// period closes the stuck connection and ends the tunnel at once.
+func TestHangShutdownSecondSignal(t *testing.T) {
+	t.Parallel()
+	for _, path := range forwardingPaths {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			target, accepted := stallServer(t)
+			p, addr := startPlainWith(t, newDiscard(), target, append(path.args, "--grace", "30s")...)
+			s := startStuck(t, addr, accepted)
+
+			start := time.Now()
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			// Two signals sent back to back may merge into one (the kernel
+			// and the Go runtime keep one pending signal of each kind), so
+			// the second goes once the first has been handled.
+			p.stderr.waitWithin(t, 2*time.Second, `msg="shutting down"`)
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			checkExit(t, p, start, 2*time.Second, 2*time.Second, "two SIGTERMs with --grace 30s and a stuck connection")
+			if !strings.Contains(p.stderr.String(), "second signal") {
+				t.Errorf("stderr does not mention the second signal:\n%s", p.stderr)
+			}
+			s.clientClosed(t, time.Second, "after the exit")
+			checkClosedByTunnel(t, p, 1, "context canceled|proxy shut down")
+		})
+	}
+}
+
+// TestHangIdleTimeout: --idle-timeout closes a connection stuck on a
+// server that does not read: no byte moves either way, so it is idle.
+func TestHangIdleTimeout(t *testing.T) {
+	t.Parallel()
+	for _, path := range forwardingPaths {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			const idle = time.Second
+			target, accepted := stallServer(t)
+			p, addr := startPlainWith(t, newDiscard(), target, append(path.args, "--idle-timeout", idle.String())...)
+			s := startStuck(t, addr, accepted)
+
+			// The connection has been idle since a little before the stall
+			// was seen; the sweeper may notice up to one timeout late.
+			within := idle + 2*time.Second
+			what := fmt.Sprintf("--idle-timeout %v on a connection stuck on a server that does not read", idle)
+			s.clientClosed(t, within, what)
+			s.serverClosed(t, 2*time.Second, what)
+			p.stderr.waitWithin(t, time.Second, `msg="connection closed" conn=1 .*err="idle for 1s"`)
+
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			checkExit(t, p, time.Now(), 2*time.Second, 10*time.Second+stopWaitAfterGrace, "SIGTERM once the idle connection is closed")
+		})
+	}
+}
+
+// TestHangPluginLoop: a plugin that spins in on_data, one instance, a
+// 300ms call timeout, two connections pinned to it. Connection A makes the
+// guest spin; connection B sends a byte while it does. The call is cut off, the
+// plugin fails, and the tunnel closes both connections; then SIGTERM ends
+// it at once (nothing is left open to wait for).
+func TestHangPluginLoop(t *testing.T) {
+	t.Parallel()
+	loop, err := filepath.Abs("../../host/testdata/loop.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callTimeout = 300 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "tunnel.hcl")
+	src := fmt.Sprintf(`
+plugin "loop" {
+  path         = %q
+  instances    = 1
+  call_timeout = %q
+}
+route "r" {
+  listen = "127.0.0.1:0"
+  target = %q
+  dump {
+    enabled = false
+  }
+  chain {
+    plugin = plugin.loop
+  }
+}
+`, loop, callTimeout.String(), echoServer(t))
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "--config", path, "--grace", "10s")
+	addr := p.stderr.wait(t, `msg=listening route=r addr=(127\.0\.0\.1:\d+)`)[1]
+
+	// Both connections open first, so both are pinned to the one
+	// instance when it fails (B opened after the failure would get a
+	// fresh instance).
+	a := dial(t, addr)
+	p.stderr.waitWithin(t, 2*time.Second, `msg="connection opened" conn=1 `)
+	b := dial(t, addr)
+	p.stderr.waitWithin(t, 2*time.Second, `msg="connection opened" conn=2 `)
+	start := time.Now()
+	io.WriteString(a, "a")
+	p.stderr.waitWithin(t, 2*time.Second, `msg=spinning .*conn=1`)
+	io.WriteString(b, "b")
+
+	// A's call is cut off after callTimeout; B may need a call of its own
+	// on the same instance (or its replacement) before it fails too.
+	bound := 2*callTimeout + 2*time.Second
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		name string
+		conn *net.TCPConn
+	}{{"A (the guest spins on its byte)", a}, {"B (sent a byte while A's guest spins)", b}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.conn.SetReadDeadline(start.Add(bound))
+			rest, err := io.ReadAll(c.conn)
+			if err != nil && !isReset(err) {
+				t.Errorf("connection %s not closed by the tunnel %v after A's byte (call_timeout %v): %v", c.name, time.Since(start).Round(time.Millisecond), callTimeout, err)
+			} else if len(rest) != 0 {
+				t.Errorf("connection %s received %q through a plugin that never returns", c.name, rest)
+			}
+		}()
+	}
+	wg.Wait()
+	if !strings.Contains(p.stderr.String(), `msg="plugin failed"`) {
+		t.Errorf("stderr has no \"plugin failed\" line:\n%s", p.stderr)
+	}
+	// The log line follows the close of the sockets.
+	for conn, name := range []string{1: "A", 2: "B"} {
+		if conn > 0 {
+			closed := regexp.MustCompile(fmt.Sprintf(`msg="connection closed" conn=%d `, conn))
+			p.stderr.waitUntil(t, time.Second, fmt.Sprintf("showed connection %d (%s) closed", conn, name), closed.MatchString)
+		}
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	checkExit(t, p, time.Now(), 2*time.Second, 10*time.Second+stopWaitAfterGrace, "SIGTERM (--grace 10s) once both connections are closed")
+	if strings.Contains(p.stderr.String(), hungShutdown) {
+		t.Errorf("the configuration's Shutdown hung; stderr:\n%s", p.stderr)
+	}
+}
+
+// TestHangEchoUnread: clients that send 1 MiB through an echo server,
+// half-close, never read the echo and close: the tunnel closes every one
+// of their connections, on both sides.
+func TestHangEchoUnread(t *testing.T) {
+	t.Parallel()
+	for _, path := range forwardingPaths {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			const clients, size = 50, 1 << 20
+			ended := make(chan error, clients)
+			target := server(t, func(c net.Conn) { ended <- echo(c) })
+			p, addr := startPlainWith(t, newDiscard(), target, path.args...)
+
+			payload := bytes.Repeat([]byte("unread.."), size/8)
+			var wg sync.WaitGroup
+			for i := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.DialTimeout("tcp", addr, cliTimeout)
+					if err != nil {
+						t.Errorf("client %d: %v", i, err)
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(cliTimeout))
+					if n, err := c.Write(payload); err != nil {
+						t.Errorf("client %d: writing %d bytes through the tunnel: %d written, %v", i, size, n, err)
+						return
+					}
+					if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+						t.Errorf("client %d: half-close: %v", i, err)
+					}
+				}()
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+
+			// Every client has closed: the tunnel must close all of them.
+			start := time.Now()
+			const bound = 10 * time.Second
+			closed := regexp.MustCompile(`msg="connection closed" conn=\d+ `)
+			p.stderr.waitUntil(t, bound, fmt.Sprintf("showed %d connections closed", clients), func(log string) bool {
+				return len(closed.FindAllString(log, -1)) == clients
+			})
+			for n := 0; n < clients; n++ {
+				select {
+				case <-ended:
+				case <-time.After(bound - time.Since(start)):
+					t.Fatalf("the server still has %d of %d connections open %v after the clients closed", clients-n, clients, bound)
+				}
+			}
+			t.Logf("all %d connections closed %v after the last client", clients, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// TestShutdownBounded: shutdown returns at most stopWaitAfterGrace after
+// the grace period even when the engine's Shutdown never does, and says so.
+func TestShutdownBounded(t *testing.T) {
+	t.Parallel()
+	stop, release := hungStop(t)
+	log := newOutput()
+	logger := slog.New(slog.NewTextHandler(log, nil))
+	const grace = 200 * time.Millisecond
+	start := time.Now()
+	if shutdown("proxy shutdown", stop, grace, nil, logger) {
+		t.Error("shutdown reports that a Shutdown that never returns finished")
+	}
+	elapsed := time.Since(start)
+	release()
+	if elapsed < grace+stopWaitAfterGrace || elapsed > grace+stopWaitAfterGrace+time.Second {
+		t.Errorf("shutdown returned %v after it began, want %v (grace) + %v", elapsed, grace, stopWaitAfterGrace)
+	}
+	if want := "level=ERROR msg=\"proxy shutdown did not return"; !strings.Contains(log.String(), want) {
+		t.Errorf("log does not contain %q:\n%s", want, log.String())
+	}
+}
+
+// TestShutdownSecondSignal: a second signal makes shutdown return at once
+// (after stopWaitAfterSecond), whatever the engine's Shutdown does.
+func TestShutdownSecondSignal(t *testing.T) {
+	t.Parallel()
+	stop, release := hungStop(t)
+	defer release()
+	log := newOutput()
+	logger := slog.New(slog.NewTextHandler(log, nil))
+	again := make(chan struct{})
+	close(again)
+	start := time.Now()
+	shutdown("proxy shutdown", stop, time.Hour, again, logger)
+	if elapsed := time.Since(start); elapsed > stopWaitAfterSecond+500*time.Millisecond {
+		t.Errorf("shutdown returned %v after a second signal, want %v", elapsed, stopWaitAfterSecond)
+	}
+	for _, want := range []string{`msg="second signal: closing now"`, `msg="proxy shutdown did not return`} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log does not contain %q:\n%s", want, log.String())
+		}
+	}
+}
+
+// hungStop is a Shutdown that ignores its context and returns only once
+// release is called (so that no goroutine outlives the test).
+func hungStop(t *testing.T) (stop func(context.Context) error, release func()) {
+	unblock := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(unblock) }) }
+	t.Cleanup(release)
+	return func(context.Context) error { <-unblock; return nil }, release
+}
