@@ -1,0 +1,372 @@
+package host_test
+
+// The powers a filter has beyond reacting to bytes: a timer (send, flush,
+// close later) and choosing the target from the client's first bytes
+// (late dial), each with its bounds.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+)
+
+// lineHook's filters hold client -> server bytes until a newline arrives
+// or a timer fires, whichever is first: "hold until a line or 50 ms".
+type lineHook struct {
+	wait  time.Duration
+	fired atomic.Int32 // Timer calls that flushed something
+}
+
+func (h *lineHook) Open(*host.ConnInfo) (host.Filter, error) { return &lineFilter{h: h}, nil }
+
+type lineFilter struct {
+	host.PassThrough
+	h    *lineHook
+	held []byte
+}
+
+func (f *lineFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir != host.ClientToServer {
+		return s.Send(dir, b)
+	}
+	f.held = append(f.held, b...)
+	if i := bytes.LastIndexByte(f.held, '\n'); i >= 0 {
+		if err := s.Send(dir, f.held[:i+1]); err != nil {
+			return err
+		}
+		f.held = append(f.held[:0], f.held[i+1:]...)
+	}
+	if len(f.held) > 0 {
+		return s.SetTimer(f.h.wait)
+	}
+	s.StopTimer()
+	return nil
+}
+
+func (f *lineFilter) Timer(s *host.Stream) error {
+	if len(f.held) == 0 {
+		return nil
+	}
+	f.h.fired.Add(1)
+	err := s.Send(host.ClientToServer, f.held)
+	f.held = f.held[:0]
+	return err
+}
+
+func (f *lineFilter) End(dir host.Direction, s *host.Stream) error {
+	if dir == host.ClientToServer && len(f.held) > 0 {
+		err := s.Send(dir, f.held)
+		f.held = nil
+		return err
+	}
+	return nil
+}
+
+// TestTimerFlushesHeldBytes: a partial line goes on when the timer fires, a
+// full line at once, on a route where the other direction is filtered or
+// spliced.
+func TestTimerFlushesHeldBytes(t *testing.T) {
+	for _, dirs := range []host.Directions{host.Both, host.OnlyClientToServer} {
+		t.Run(dirs.String(), func(t *testing.T) {
+			srv := tn.Serve(t, tn.Echo)
+			h := &lineHook{wait: 50 * time.Millisecond}
+			addr, _ := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "line", Hook: h, Directions: dirs}))
+			c := tn.Dial(t, addr)
+			if _, err := c.Write([]byte("partial")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len("partial"))
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != "partial" {
+				t.Fatalf("read %q, %v; want the held bytes once the timer fired", got, err)
+			}
+			if h.fired.Load() != 1 {
+				t.Fatalf("the echo came back with the timer fired %d times: the bytes were not held", h.fired.Load())
+			}
+			// A whole line goes at once; a later stale timer flushes nothing.
+			if _, err := c.Write([]byte("line\n")); err != nil {
+				t.Fatal(err)
+			}
+			got = make([]byte, len("line\n"))
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != "line\n" {
+				t.Fatalf("read %q, %v", got, err)
+			}
+			if n := h.fired.Load(); n != 1 {
+				t.Fatalf("timer flushed %d times, want 1", n)
+			}
+		})
+	}
+}
+
+// byeHook's filters greet, then close the connection from a timer.
+type byeHook struct{ closedAfterTimer atomic.Bool }
+
+func (h *byeHook) Open(*host.ConnInfo) (host.Filter, error) { return &byeFilter{h: h}, nil }
+
+type byeFilter struct {
+	host.PassThrough
+	h     *byeHook
+	fired bool
+}
+
+func (f *byeFilter) Opened(s *host.Stream) error {
+	if err := s.Send(host.ServerToClient, []byte("closing in 20ms\n")); err != nil {
+		return err
+	}
+	return s.SetTimer(20 * time.Millisecond)
+}
+
+func (f *byeFilter) Timer(s *host.Stream) error {
+	f.fired = true
+	if err := s.Send(host.ServerToClient, []byte("bye\n")); err != nil {
+		return err
+	}
+	s.Close()
+	return nil
+}
+
+func (f *byeFilter) Closed() { f.h.closedAfterTimer.Store(f.fired) }
+
+// TestTimerSendsAndCloses: a timer callback can answer the client and close
+// the connection gracefully (the bytes arrive, then EOF).
+func TestTimerSendsAndCloses(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	h := &byeHook{}
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "bye", Hook: h}))
+	c := tn.Dial(t, addr)
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "closing in 20ms\nbye\n" {
+		t.Fatalf("read %q, %v; want both lines then EOF", got, err)
+	}
+	c.Close() // or the tunnel lingers, reading, for lingerTime
+	logs.Wait(t, "connection closed")
+	if !h.closedAfterTimer.Load() {
+		t.Fatal("Closed ran before the timer fired")
+	}
+}
+
+// sloppyHook arms a timer without implementing TimerFilter.
+type sloppyHook struct{}
+
+func (sloppyHook) Open(*host.ConnInfo) (host.Filter, error) { return sloppyFilter{}, nil }
+
+type sloppyFilter struct{ host.PassThrough }
+
+func (sloppyFilter) Opened(s *host.Stream) error { return s.SetTimer(time.Millisecond) }
+
+func TestSetTimerNeedsTimerFilter(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "sloppy", Hook: sloppyHook{}}))
+	expectRefused(t, addr)
+	logs.Wait(t, "connection closed", "sloppy", host.ErrNoTimer.Error())
+}
+
+// lateTimerHook arms a timer that would fire after the connection is gone.
+type lateTimerHook struct{ after atomic.Int32 }
+
+func (h *lateTimerHook) Open(*host.ConnInfo) (host.Filter, error) {
+	return &lateTimerFilter{h: h}, nil
+}
+
+type lateTimerFilter struct {
+	host.PassThrough
+	h      *lateTimerHook
+	closed bool
+}
+
+func (f *lateTimerFilter) Opened(s *host.Stream) error { return s.SetTimer(100 * time.Millisecond) }
+func (f *lateTimerFilter) Timer(*host.Stream) error {
+	if f.closed {
+		f.h.after.Add(1)
+	}
+	return nil
+}
+func (f *lateTimerFilter) Closed() { f.closed = true }
+
+// TestTimerStopsAtClose: a timer still pending when the connection ends
+// never calls the filter after Closed.
+func TestTimerStopsAtClose(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	h := &lateTimerHook{}
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "late", Hook: h}))
+	c := tn.Dial(t, addr)
+	c.Close()
+	logs.Wait(t, "connection closed")
+	// Wait out the timer: the only way to see that a callback does not come.
+	time.Sleep(200 * time.Millisecond)
+	if n := h.after.Load(); n != 0 {
+		t.Fatalf("Timer ran %d times after Closed", n)
+	}
+}
+
+// routerHook's filters read "GO <addr>\n" from the client, then dial addr
+// (late dial) and pass the rest on. With fromTimer, Opened arms a timer
+// that chooses routerHook.def instead, before any byte.
+type routerHook struct {
+	def       string
+	fromTimer bool
+}
+
+func (h *routerHook) Open(*host.ConnInfo) (host.Filter, error) { return &routerFilter{h: h}, nil }
+
+type routerFilter struct {
+	host.PassThrough
+	h      *routerHook
+	head   []byte
+	routed bool
+}
+
+func (f *routerFilter) Opened(s *host.Stream) error {
+	if f.h.fromTimer {
+		return s.SetTimer(10 * time.Millisecond)
+	}
+	return nil
+}
+
+func (f *routerFilter) Timer(s *host.Stream) error {
+	f.routed = true
+	return s.SetTarget(f.h.def)
+}
+
+func (f *routerFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir != host.ClientToServer || f.routed {
+		return s.Send(dir, b)
+	}
+	f.head = append(f.head, b...)
+	i := bytes.IndexByte(f.head, '\n')
+	if i < 0 {
+		return nil
+	}
+	target, ok := strings.CutPrefix(string(f.head[:i]), "GO ")
+	if !ok {
+		return fmt.Errorf("bad routing line %q", f.head[:i])
+	}
+	if err := s.SetTarget(target); err != nil {
+		return err
+	}
+	f.routed = true
+	return s.Send(dir, f.head[i+1:])
+}
+
+// namedEcho is an echo server that first says its name.
+func namedEcho(t *testing.T, name string) *tn.Server {
+	return tn.Serve(t, func(c *net.TCPConn) {
+		c.Write([]byte(name))
+		io.Copy(c, c)
+	})
+}
+
+func lateRoute(chain ...host.Link) host.Route {
+	r := tn.Route("late", "", chain...)
+	r.LateDial = true
+	return r
+}
+
+// TestLateDialRoutesByFirstBytes: the chain chooses the target from the
+// client's first line; the bytes after it reach the chosen server, with the
+// other direction filtered or spliced.
+func TestLateDialRoutesByFirstBytes(t *testing.T) {
+	for _, dirs := range []host.Directions{host.Both, host.OnlyClientToServer} {
+		t.Run(dirs.String(), func(t *testing.T) {
+			a, b := namedEcho(t, "A:"), namedEcho(t, "B:")
+			h := &routerHook{}
+			addr, logs := tunnel(t, lateRoute(host.Link{Name: "router", Hook: h, Directions: dirs}))
+			for _, tc := range []struct {
+				srv  *tn.Server
+				name string
+			}{{b, "B:"}, {a, "A:"}} {
+				c := tn.Dial(t, addr)
+				// The routing line arrives in two pieces, with the payload.
+				if _, err := c.Write([]byte("GO " + tc.srv.Addr()[:5])); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write([]byte(tc.srv.Addr()[5:] + "\nhello")); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(tc.name+"hello"))
+				if _, err := io.ReadFull(c, got); err != nil || string(got) != tc.name+"hello" {
+					t.Fatalf("read %q, %v; want %q", got, err, tc.name+"hello")
+				}
+				c.Close()
+				logs.Wait(t, "connection closed", "target="+tc.srv.Addr())
+			}
+		})
+	}
+}
+
+// TestLateDialFromTimer: a timer chooses the target while the client sends
+// nothing; the server that speaks first is heard.
+func TestLateDialFromTimer(t *testing.T) {
+	srv := tn.Serve(t, tn.SpeakFirst)
+	addr, _ := tunnel(t, lateRoute(host.Link{Name: "router", Hook: &routerHook{def: srv.Addr(), fromTimer: true}}))
+	c := tn.Dial(t, addr)
+	got := make([]byte, len(tn.Welcome))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != tn.Welcome {
+		t.Fatalf("read %q, %v; want the welcome of the server a timer chose", got, err)
+	}
+}
+
+// TestLateDialBounds: the bytes held for a target not chosen yet, and the
+// time waited for it, are bounded; past either the client is closed and
+// the log says why. So is a client that ends before any choice.
+func TestLateDialBounds(t *testing.T) {
+	never := &routerHook{} // waits for a line that never comes
+	t.Run("wait", func(t *testing.T) {
+		r := lateRoute(host.Link{Name: "router", Hook: never})
+		r.TargetWait = 200 * time.Millisecond
+		addr, logs := tunnel(t, r)
+		start := time.Now()
+		expectRefused(t, addr)
+		if d := time.Since(start); d > r.TargetWait+teardownBound {
+			t.Errorf("closed after %s, want about %s", d, r.TargetWait)
+		}
+		logs.Wait(t, "connection closed", "no filter chose a target within 200ms")
+	})
+	t.Run("client ends first", func(t *testing.T) {
+		addr, logs := tunnel(t, lateRoute(host.Link{Name: "router", Hook: never}))
+		c := tn.Dial(t, addr)
+		c.Write([]byte("GO nowhere"))
+		c.CloseWrite()
+		expectClosed(t, c)
+		logs.Wait(t, "connection closed", "ended its stream before a filter chose a target")
+	})
+	t.Run("fixed route", func(t *testing.T) {
+		srv := tn.Serve(t, tn.Echo)
+		addr, logs := tunnel(t, tn.Route("fixed", srv.Addr(), host.Link{Name: "router", Hook: &routerHook{}}))
+		c := tn.Dial(t, addr)
+		c.Write([]byte("GO " + srv.Addr() + "\n"))
+		expectClosed(t, c)
+		logs.Wait(t, "connection closed", host.ErrNotLateDial.Error())
+	})
+}
+
+// expectClosedAfterBytes reads c until the tunnel closes it, whatever it
+// sent first.
+func expectClosedAfterBytes(t *testing.T, c net.Conn) {
+	t.Helper()
+	if _, err := io.Copy(io.Discard, c); err != nil && !tn.IsClosed(err) {
+		t.Fatalf("read: %v; want the connection closed", err)
+	}
+}
+
+// TestLateDialHoldLimitCountsForwarded: bytes a filter passes on toward a
+// target not dialled yet count against the hold limit.
+func TestLateDialHoldLimitCountsForwarded(t *testing.T) {
+	chooser := host.ChunkFunc(func(info *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
+		return b, nil // forwards, never chooses
+	})
+	r := lateRoute(host.Link{Name: "pass", Hook: chooser})
+	r.HoldLimit = 16 << 10
+	addr, logs := tunnel(t, r)
+	c := tn.Dial(t, addr)
+	go c.Write(bytes.Repeat([]byte("y"), 64<<10))
+	expectClosedAfterBytes(t, c)
+	logs.Wait(t, "connection closed", "late dial: ", "over the limit of 16384")
+}
