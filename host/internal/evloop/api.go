@@ -1,0 +1,63 @@
+package evloop
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// ErrClosed is the cause given to connections finished by [Loop.Close], and
+// the error of calls made on a closed loop.
+var ErrClosed = errors.New("loop closed")
+
+// ErrNotSupported is returned by [New] on platforms without epoll.
+var ErrNotSupported = errors.New("evloop: not supported on this platform")
+
+// errAborted is the cause used by [Loop.Abort] when it is given none.
+var errAborted = errors.New("connection aborted")
+
+// Acceptor is implemented by the caller, one per listener. Its methods run
+// on the loop thread and must not block.
+type Acceptor interface {
+	// Admit is asked before each accept (also before the accept that finds
+	// the backlog empty). false means the listener is at its connection
+	// cap: the loop stops polling the listener (clients wait in the kernel
+	// backlog) until Listener.Resume is called.
+	Admit() bool
+	// Accepted is called with each accepted connection (a non-blocking,
+	// close-on-exec fd). It returns the plan for it. If the plan is nil the
+	// caller has taken the fd (e.g. to serve it on goroutines through
+	// os.NewFile and net.FileConn) and the loop forgets it.
+	Accepted(fd int, peer netip.AddrPort, local netip.AddrPort) *Plan
+}
+
+// Plan says how the loop forwards one connection.
+type Plan struct {
+	// Target is dialled with a non-blocking connect (IPv4 or IPv6; an
+	// IPv6 zone is not supported).
+	Target netip.AddrPort
+	// DialTimeout bounds the connect; it must be > 0 (a value <= 0 is
+	// replaced by 10s).
+	DialTimeout time.Duration
+	// IdleTimeout, if > 0, closes both sides with a reset when no byte has
+	// moved in either direction for this long. 0 means no idle timeout.
+	IdleTimeout time.Duration
+	// Done is called once, on the loop thread, when the connection is
+	// finished (both fds closed), with what happened. It must not block.
+	// It may be nil.
+	Done func(Stats)
+}
+
+// Stats describes a finished connection.
+type Stats struct {
+	// Read counts bytes read from each peer and Written bytes written to
+	// each peer; index 0 is client->server, index 1 server->client (so
+	// Read[0] is read from the client and Written[0] written to the server).
+	Read, Written [2]int64
+	// Err is nil for an orderly close (both directions ended with a FIN);
+	// otherwise it says why, e.g. "dial 1.2.3.4:5: connection refused",
+	// "idle for 2s: i/o timeout", "client read: connection reset by peer",
+	// "loop closed". Timeouts wrap os.ErrDeadlineExceeded, socket errors
+	// wrap their syscall.Errno.
+	Err error
+}

@@ -1,0 +1,174 @@
+//go:build linux
+
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// acceptRetryDelay is how long a listener rests after accept4 failed for
+// lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), like nginx does.
+const acceptRetryDelay = 100 * time.Millisecond
+
+// Listener is a listening socket driven by a Loop.
+type Listener struct {
+	l  *Loop
+	a  Acceptor
+	fd int
+
+	resumeQueued atomic.Bool // a Resume is posted and not yet run
+
+	// Loop-thread state.
+	paused bool // not polled: Admit said no, or accept4 ran out of resources
+	closed bool
+	retry  timer
+}
+
+// AddListener makes the loop accept on fd, a bound, listening socket (it is
+// made non-blocking if it is not). The loop takes ownership of fd and
+// closes it on Listener.Close or Loop.Close; on error the caller keeps it.
+func (l *Loop) AddListener(fd int, a Acceptor) (*Listener, error) {
+	if fd < 0 || a == nil {
+		return nil, fmt.Errorf("evloop: add listener: invalid fd %d or nil acceptor", fd)
+	}
+	ln := &Listener{l: l, a: a, fd: fd, retry: timer{index: -1}}
+	ln.retry.fire = ln.resume
+	var err error
+	ok := l.call(func() {
+		if l.stopping {
+			err = ErrClosed
+			return
+		}
+		if err = unix.SetNonblock(fd, true); err != nil {
+			err = fmt.Errorf("set non-blocking: %w", err)
+			return
+		}
+		if err = l.register(fd, listenEvents, ln); err != nil {
+			return
+		}
+		l.listeners[ln] = struct{}{}
+	})
+	if !ok {
+		err = ErrClosed
+	}
+	if err != nil {
+		return nil, fmt.Errorf("evloop: add listener fd %d: %w", fd, err)
+	}
+	return ln, nil
+}
+
+// Resume makes the loop poll a listener paused by Admit again. It is safe
+// from any goroutine, including loop callbacks, and does not wait; it is a
+// no-op for a listener that is not paused or is closed.
+func (ln *Listener) Resume() {
+	if ln.resumeQueued.Swap(true) {
+		return
+	}
+	ln.l.post(func() {
+		ln.resumeQueued.Store(false)
+		ln.resume()
+	})
+}
+
+// Close stops accepting and closes the listening fd; connections already
+// accepted carry on. It is safe from any goroutine but a loop callback,
+// idempotent, and returns once the loop has closed the fd.
+func (ln *Listener) Close() {
+	ln.l.call(ln.close)
+}
+
+// onEvent accepts the pending connections.
+func (ln *Listener) onEvent(uint32) {
+	ln.acceptAll()
+}
+
+// resume polls the listener again and accepts what waits in the backlog.
+func (ln *Listener) resume() {
+	if ln.closed || !ln.paused {
+		return
+	}
+	ln.l.timers.remove(&ln.retry)
+	if err := ln.l.modify(ln.fd, listenEvents); err != nil {
+		ln.l.logger.Error("evloop: resume listener", "err", err)
+		return
+	}
+	ln.paused = false
+	ln.acceptAll()
+}
+
+// pause stops polling the listener.
+func (ln *Listener) pause() {
+	if err := ln.l.modify(ln.fd, pausedEvents); err != nil {
+		ln.l.logger.Error("evloop: pause listener", "err", err)
+		return
+	}
+	ln.paused = true
+}
+
+// close closes the listening fd (loop thread).
+func (ln *Listener) close() {
+	if ln.closed {
+		return
+	}
+	ln.closed = true
+	ln.l.timers.remove(&ln.retry)
+	ln.l.setHandler(ln.fd, nil)
+	unix.Close(ln.fd)
+	delete(ln.l.listeners, ln)
+}
+
+// acceptAll accepts until the backlog is empty (the registration is
+// edge-triggered) or Admit says no.
+func (ln *Listener) acceptAll() {
+	for !ln.closed && !ln.paused && !ln.l.stopping {
+		if !ln.a.Admit() {
+			ln.pause()
+			return
+		}
+		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			ln.l.startConn(fd, sa, ln.a)
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+			continue
+		case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE),
+			errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
+			ln.l.logger.Warn("evloop: accept: out of resources, pausing listener",
+				"err", err, "retry", acceptRetryDelay)
+			ln.pause()
+			ln.l.timers.set(&ln.retry, ln.l.now+int64(acceptRetryDelay))
+			return
+		default:
+			ln.l.logger.Error("evloop: accept", "err", err)
+			return
+		}
+	}
+}
+
+// sockaddrToAddrPort converts an AF_INET or AF_INET6 socket address.
+func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// addrPortToSockaddr converts a target to a socket address and family.
+func addrPortToSockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
+	addr := ap.Addr().Unmap()
+	if addr.Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: addr.As4()}, unix.AF_INET
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: addr.As16()}, unix.AF_INET6
+}
