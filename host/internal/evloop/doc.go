@@ -1,13 +1,16 @@
 // Package evloop forwards plain TCP connections with one epoll event loop
-// running on a locked OS thread, at a cost close to nginx's stream proxy.
+// run by one goroutine, at a cost close to nginx's stream proxy.
 //
 // # Design
 //
-// A [Loop] is one goroutine pinned with runtime.LockOSThread that blocks in
-// epoll_wait and drives every socket given to it with raw non-blocking
-// system calls (accept4, connect, splice or read/write, shutdown, close).
-// There is no goroutine per connection and no time.AfterFunc per
-// connection.
+// A [Loop] is one goroutine that drives every socket given to it with raw
+// non-blocking system calls (accept4, connect, read/write or splice,
+// shutdown, close). It polls its epoll fd with a zero timeout, and when
+// nothing is ready it parks on Go's poller, which watches the epoll fd
+// itself (readable while events are pending): no OS thread is held blocked
+// in epoll_wait, which made the Go runtime hand over and take back its P at
+// every wake-up. There is no goroutine per connection and no
+// time.AfterFunc per connection.
 //
 // Ownership: the loop owns every file descriptor handed to it (listeners,
 // accepted and dialled sockets), every pipe and buffer used to move bytes,
@@ -39,9 +42,8 @@
 //
 // # Memory
 //
-// Each direction of a connection holds a pipe (splice mode, the default) or
-// a buffer (read/write fallback, used when a pipe cannot be created) only
-// while bytes are pending; both return to small per-loop free lists as soon
+// Each direction of a connection holds a buffer (small chunks: read and
+// write) or a pipe (bulk: splice) only while bytes are pending; both return to small per-loop free lists as soon
 // as the pending bytes are written, so an idle connection holds neither.
 // At most one pipe or buffer per direction is ever held, which bounds the
 // memory of a connection whose destination does not read.
@@ -49,7 +51,7 @@
 // # Timers
 //
 // Dial and idle deadlines live in a min-heap of timers owned by the loop; the
-// epoll_wait timeout is the time to the earliest one. The idle timer is
+// epoll fd's read deadline is the time of the earliest one. The idle timer is
 // re-armed lazily from a last-activity timestamp when it fires, so moving
 // bytes never touches the heap.
 //
