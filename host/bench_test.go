@@ -7,22 +7,8 @@ import (
 	"testing"
 
 	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
 )
-
-// sink accepts connections and discards what they send until EOF, then
-// closes. It stops when ln is closed.
-func sink(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}()
-	}
-}
 
 type passHook struct{}
 
@@ -58,7 +44,7 @@ func BenchmarkForward(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go sink(ln)
+	go tn.Sink(ln)
 
 	p := &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
 	err = p.Apply([]host.Route{

@@ -1,7 +1,9 @@
 // Package host is the tunnel as a library: listeners that accept TCP
 // connections, dial a target for each one, and forward the bytes of both
-// directions at once through an optional chain of hooks — Go callbacks or
-// sandboxed WebAssembly plugins.
+// directions at once through an optional chain of hooks: Go callbacks, or
+// sandboxed WebAssembly plugins, whose runtime is package
+// [github.com/tunnelwasm/tunnel/host/plugin] (a program that only proxies,
+// or uses Go hooks, does not link it).
 //
 // A [Proxy] serves a set of [Route]s. Each route listens on one address and
 // forwards every accepted connection to its target. With no hook attached to
@@ -26,4 +28,8 @@
 //
 // Apply can be called again at any time to swap the configuration in:
 // connections already open keep the routes and hooks they started with.
+// The Proxy closes nothing it did not create: the maker of a hook that must
+// be closed (a plugin) closes it from [Route].OnRelease, which the Proxy
+// calls once a version of the route is no longer applied and its last
+// connection has ended.
 package host

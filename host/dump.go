@@ -15,8 +15,6 @@ const (
 	DumpHex DumpFormat = iota
 	// DumpText prints printable bytes as they are and escapes the rest (\n, \r, \t, \xNN).
 	DumpText
-	// DumpNone prints nothing; Dump returns a hook that only forwards.
-	DumpNone
 )
 
 // Dump returns a hook that writes every chunk it sees to w, then forwards it
@@ -55,19 +53,14 @@ func (f *dumpFilter) Data(dir Direction, chunk []byte, s *Stream) error {
 }
 
 func (f *dumpFilter) End(dir Direction, s *Stream) error {
-	if f.d.format != DumpNone {
-		f.d.mu.Lock()
-		f.d.buf = hexdump.End(f.d.buf[:0], f.id, int(dir))
-		_, _ = f.d.w.Write(f.d.buf)
-		f.d.mu.Unlock()
-	}
+	f.d.mu.Lock()
+	f.d.buf = hexdump.End(f.d.buf[:0], f.id, int(dir))
+	_, _ = f.d.w.Write(f.d.buf)
+	f.d.mu.Unlock()
 	return nil
 }
 
 func (d *dumpHook) print(id uint64, dir Direction, chunk []byte) {
-	if d.format == DumpNone {
-		return
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	b := hexdump.Header(d.buf[:0], id, int(dir), len(chunk))

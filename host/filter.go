@@ -85,8 +85,8 @@ type ConnInfo struct {
 // [Filter]s: Open is called once per accepted connection, before the target is
 // dialled, and may be called from many goroutines at once.
 //
-// A Hook that also implements io.Closer is closed by the [Proxy] once no
-// applied configuration and no open connection uses it any more.
+// The Proxy never closes a Hook: its maker does, for instance from
+// [Route].OnRelease.
 type Hook interface {
 	// Open returns the filter for one connection. An error refuses the
 	// connection: the client is closed and the target is never dialled.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
 // teardownBound is how long past its trigger (a deadline, a timeout) a
@@ -35,7 +36,7 @@ var enginePaths = []struct {
 	{"filtered", func(*testing.T) []host.Link { return []host.Link{{Name: "identity", Hook: identity}} }},
 	{"wasm", func(t *testing.T) []host.Link {
 		rt, _ := wasmRuntime(t)
-		return []host.Link{{Name: "noop", Hook: wasmPlugin(t, rt, "noop", host.PluginOptions{})}}
+		return []host.Link{{Name: "noop", Hook: wasmPlugin(t, rt, "noop", plugin.Options{})}}
 	}},
 }
 
@@ -166,7 +167,7 @@ func TestPluginFailureClosesOthersOnItsInstance(t *testing.T) {
 	srv := tn.Serve(t, tn.Echo)
 	rt, rlogs := wasmRuntime(t)
 	const callTimeout = 300 * time.Millisecond
-	loop := wasmPlugin(t, rt, "loop", host.PluginOptions{Instances: 1, CallTimeout: callTimeout})
+	loop := wasmPlugin(t, rt, "loop", plugin.Options{Instances: 1, CallTimeout: callTimeout})
 	p, logs := tn.Proxy(t, tn.Route("r", srv.Addr(), host.Link{Name: "loop", Hook: loop}))
 	addr := p.Addr("r").String()
 	a, b := tn.Dial(t, addr), tn.Dial(t, addr)

@@ -273,7 +273,7 @@ func TestSlowReader(t *testing.T) {
 }
 
 // xorHook flips the bits of key in every client -> server byte and counts
-// its Close calls; with an echo server the client gets its bytes back
+// its Close calls (made by an owner, see owner); with an echo server the client gets its bytes back
 // XORed, which tells which generation of a route served it.
 type xorHook struct {
 	key    byte
@@ -301,6 +301,46 @@ func (h *xorHook) Close() error {
 		close(h.closed)
 	}
 	return nil
+}
+
+// owner closes the hooks it made the way their maker does through
+// Route.OnRelease: every applied route version holds a reference to each of
+// its closable hooks, and a hook is closed when its last reference goes.
+type owner struct {
+	mu   sync.Mutex
+	refs map[io.Closer]int
+}
+
+// own returns r with an OnRelease that drops its references.
+func (o *owner) own(r host.Route) host.Route {
+	var hooks []io.Closer
+	o.mu.Lock()
+	if o.refs == nil {
+		o.refs = map[io.Closer]int{}
+	}
+	for _, l := range r.Chain {
+		if c, ok := l.Hook.(io.Closer); ok {
+			hooks = append(hooks, c)
+			o.refs[c]++
+		}
+	}
+	o.mu.Unlock()
+	var released atomic.Bool
+	r.OnRelease = func() {
+		if released.Swap(true) {
+			panic("OnRelease called twice for one route version")
+		}
+		for _, c := range hooks {
+			o.mu.Lock()
+			o.refs[c]--
+			last := o.refs[c] == 0
+			o.mu.Unlock()
+			if last {
+				c.Close()
+			}
+		}
+	}
+	return r
 }
 
 // xorOf returns s with every byte XORed with key.
@@ -391,23 +431,24 @@ func TestReloadKeepsListener(t *testing.T) {
 }
 
 // TestReloadGenerations: a connection keeps the chain it was accepted with
-// across an Apply, new ones get the new chain, and a hook is closed once,
-// when the last connection of the generation that used it ends; a hook in
-// both generations stays open.
+// across an Apply, new ones get the new chain, and a generation's
+// OnRelease runs once, when its last connection ends, so that its owner
+// closes each hook once; a hook in both generations stays open.
 func TestReloadGenerations(t *testing.T) {
 	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	gen1, gen2, shared := newXorHook(1), newXorHook(2), newXorHook(0)
-	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr(),
-		host.Link{Name: "gen1", Hook: gen1}, host.Link{Name: "shared", Hook: shared}))
+	var o owner
+	p, _ := tn.Proxy(t, o.own(route("127.0.0.1:0", srv.Addr(),
+		host.Link{Name: "gen1", Hook: gen1}, host.Link{Name: "shared", Hook: shared})))
 	addr := p.Addr("r").String()
 
 	old := tn.Dial(t, addr)
 	if got := ask(t, old, "abc"); got != xorOf("abc", 1) {
 		t.Fatalf("generation 1: %q", got)
 	}
-	if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(),
-		host.Link{Name: "gen2", Hook: gen2}, host.Link{Name: "shared", Hook: shared})}); err != nil {
+	if err := p.Apply([]host.Route{o.own(route("127.0.0.1:0", srv.Addr(),
+		host.Link{Name: "gen2", Hook: gen2}, host.Link{Name: "shared", Hook: shared}))}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ask(t, old, "def"); got != xorOf("def", 1) {
@@ -517,7 +558,8 @@ func TestShutdownAbortsDial(t *testing.T) {
 }
 
 // genHook is one generation's hook in TestReloadStress: it counts its
-// filters and its Close calls, and notes any use after its Close.
+// filters and its Close calls (made by an owner through OnRelease), and
+// notes any use after its Close.
 type genHook struct {
 	opens, filtersClosed, closes, lateUse atomic.Int64
 }
@@ -551,7 +593,8 @@ func TestReloadStress(t *testing.T) {
 	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	hooks := []*genHook{{}}
-	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: hooks[0]}))
+	var o owner
+	p, _ := tn.Proxy(t, o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: hooks[0]})))
 	addr := p.Addr("r").String()
 
 	stop := make(chan struct{})
@@ -596,7 +639,7 @@ func TestReloadStress(t *testing.T) {
 	for range 30 {
 		h := &genHook{}
 		hooks = append(hooks, h)
-		if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: h})}); err != nil {
+		if err := p.Apply([]host.Route{o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: h}))}); err != nil {
 			t.Fatal(err)
 		}
 		for range 3 {
@@ -634,11 +677,16 @@ func TestApplyPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr(), host.Link{Name: "v1", Hook: newXorHook(1)}))
+	released := make(chan string, 3)
+	onRelease := func(r host.Route) host.Route {
+		r.OnRelease = func() { released <- r.Chain[0].Name }
+		return r
+	}
+	p, _ := tn.Proxy(t, onRelease(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "v1", Hook: newXorHook(1)})))
 	addr := p.Addr("r").String()
 
 	err = p.Apply([]host.Route{
-		route("127.0.0.1:0", srv.Addr(), host.Link{Name: "v2", Hook: newXorHook(2)}),
+		onRelease(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "v2", Hook: newXorHook(2)})),
 		{Name: "second", Listen: busy.Addr().String(), Target: srv.Addr()},
 	})
 	if err == nil {
@@ -652,6 +700,17 @@ func TestApplyPortInUse(t *testing.T) {
 	}
 	if got := ask(t, tn.Dial(t, addr), "abc"); got != xorOf("abc", 1) {
 		t.Errorf("after the failed Apply the route answers %q, want the old chain's %q", got, xorOf("abc", 1))
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(released)
+	var got []string
+	for name := range released {
+		got = append(got, name)
+	}
+	if len(got) != 1 || got[0] != "v1" {
+		t.Errorf("OnRelease ran for %q, want only for the applied version (v1): the refused one was never the Proxy's", got)
 	}
 }
 
@@ -824,9 +883,9 @@ func TestShutdownDeadline(t *testing.T) {
 	expectClosed(t, c)
 }
 
-// TestValidateRoutes reports every problem of a configuration at once,
-// each naming its route, and Apply refuses it without binding anything.
-func TestValidateRoutes(t *testing.T) {
+// TestApplyValidates: Apply reports every problem of a configuration at
+// once, each naming its route, and refuses it without binding anything.
+func TestApplyValidates(t *testing.T) {
 	t.Parallel()
 	ok := host.ChunkFunc(func(_ *host.ConnInfo, _ host.Direction, b []byte) ([]byte, error) { return b, nil })
 	routes := []host.Route{
@@ -853,17 +912,14 @@ func TestValidateRoutes(t *testing.T) {
 		`route "e": link 1 ("missing") has no hook`,
 		`route "e": link 2 ("odd") has invalid directions 7`,
 	}
-	err := host.ValidateRoutes(routes)
-	if err == nil {
-		t.Fatal("ValidateRoutes accepted a broken configuration")
-	}
-	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("ValidateRoutes:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
-	}
 	p := &host.Proxy{Logger: tn.NewLogs().Logger()}
 	defer p.Close()
-	if aerr := p.Apply(routes); aerr == nil || aerr.Error() != err.Error() {
-		t.Errorf("Apply: %v, want the validation errors", aerr)
+	err := p.Apply(routes)
+	if err == nil {
+		t.Fatal("Apply accepted a broken configuration")
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("Apply:\n%s\nwant the validation errors:\n%s", got, strings.Join(want, "\n"))
 	}
 	if a := p.Addr("f"); a != nil {
 		t.Errorf("route f listens on %s after a refused Apply", a)

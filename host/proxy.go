@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"reflect"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/addr"
 )
 
 // Defaults of [Route] fields left zero.
@@ -66,6 +65,12 @@ type Route struct {
 	// chain runs first to last; on server -> client it runs last to first, so
 	// the first link is always the one nearest the client.
 	Chain []Link
+	// OnRelease, if set, is called once (from any goroutine, without locks
+	// held) when this applied version of the route is no longer used: a
+	// later Apply replaced or removed it, or Shutdown/Close ran, and its
+	// last connection has finished. Owners close the hooks they made there
+	// (e.g. plugins): the Proxy closes nothing it did not create.
+	OnRelease func()
 }
 
 // Proxy serves a set of routes. The zero value is ready to use: call Apply to
@@ -78,7 +83,6 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by listenKey
-	hookRefs  map[any]int
 	conns     map[*conn]struct{}
 	connWG    sync.WaitGroup
 	nextID    atomic.Uint64
@@ -147,9 +151,8 @@ var sweepHook atomic.Pointer[func()]
 type routeState struct {
 	Route
 	refs   atomic.Int64
-	chains [2][]int    // per direction: indexes into Chain, in flow order
-	next   [][2]int    // per link and direction: position in chains[dir] after that link
-	closer []io.Closer // hooks to release when refs drops to zero
+	chains [2][]int // per direction: indexes into Chain, in flow order
+	next   [][2]int // per link and direction: position in chains[dir] after that link
 }
 
 type listener struct {
@@ -172,16 +175,15 @@ func (p *Proxy) logger() *slog.Logger {
 func (p *Proxy) init() {
 	if p.listeners == nil {
 		p.listeners = map[string]*listener{}
-		p.hookRefs = map[any]int{}
 		p.conns = map[*conn]struct{}{}
 		p.hardCtx, p.hardStop = context.WithCancel(context.Background())
 	}
 }
 
-// ValidateRoutes checks a configuration without binding anything: names and
+// validateRoutes checks a configuration without binding anything: names and
 // addresses present and well formed, no two routes on one name or listen
 // address, hooks not nil. Every problem is reported, joined.
-func ValidateRoutes(routes []Route) error {
+func validateRoutes(routes []Route) error {
 	var errs []error
 	names := map[string]bool{}
 	listens := map[string]string{}
@@ -194,7 +196,7 @@ func ValidateRoutes(routes []Route) error {
 			errs = append(errs, fmt.Errorf("%s: name used by two routes", label))
 		}
 		names[r.Name] = true
-		if err := CheckAddr(r.Listen); err != nil {
+		if err := addr.Check(r.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("%s: listen: %w", label, err))
 		} else if other, dup := listens[listenKey(r)]; dup {
 			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q", label, r.Listen, other))
@@ -202,7 +204,7 @@ func ValidateRoutes(routes []Route) error {
 			listens[listenKey(r)] = r.Name
 		}
 		if r.Target != "" || !r.LateDial {
-			if err := CheckAddr(r.Target); err != nil {
+			if err := addr.Check(r.Target); err != nil {
 				errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
 			}
 		}
@@ -219,23 +221,6 @@ func ValidateRoutes(routes []Route) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// CheckAddr reports whether addr is a host:port that can be listened on or
-// dialled: the port must be a number from 0 to 65535.
-func CheckAddr(addr string) error {
-	if addr == "" {
-		return errors.New("address is empty (want host:port, e.g. 127.0.0.1:8080)")
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q is not host:port: %w", addr, err)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("address %q: port %q is not a number from 0 to 65535", addr, port)
-	}
-	return nil
 }
 
 // listenKey identifies a route's listener across Apply calls: its listen
@@ -275,57 +260,14 @@ func newRouteState(r Route) *routeState {
 			rs.next[i][d] = pos
 		}
 	}
-	for _, l := range rs.Chain {
-		if c, ok := l.Hook.(io.Closer); ok {
-			rs.closer = append(rs.closer, c)
-		}
-	}
 	rs.refs.Store(1)
 	return rs
 }
 
-// hookKey returns a map key for a closer hook, or nil when its dynamic type
-// cannot be compared.
-func hookKey(c io.Closer) any {
-	if reflect.TypeOf(c).Comparable() {
-		return c
-	}
-	return nil
-}
-
-func (p *Proxy) retain(rs *routeState) {
-	for _, c := range rs.closer {
-		if k := hookKey(c); k != nil {
-			p.hookRefs[k]++
-		}
-	}
-}
-
-// release drops one reference to rs; the last one closes the hooks that no
-// other state still uses.
+// release drops one reference to rs; the last one calls its OnRelease.
 func (p *Proxy) release(rs *routeState) {
-	if rs.refs.Add(-1) != 0 {
-		return
-	}
-	p.mu.Lock()
-	var toClose []io.Closer
-	for _, c := range rs.closer {
-		k := hookKey(c)
-		if k == nil {
-			toClose = append(toClose, c)
-			continue
-		}
-		p.hookRefs[k]--
-		if p.hookRefs[k] <= 0 {
-			delete(p.hookRefs, k)
-			toClose = append(toClose, c)
-		}
-	}
-	p.mu.Unlock()
-	for _, c := range toClose {
-		if err := c.Close(); err != nil {
-			p.logger().Warn("closing hook", "err", err)
-		}
+	if rs.refs.Add(-1) == 0 && rs.OnRelease != nil {
+		rs.OnRelease()
 	}
 }
 
@@ -336,7 +278,7 @@ func (p *Proxy) release(rs *routeState) {
 // already open finish with the route settings and hooks they started with.
 // On error nothing changes.
 func (p *Proxy) Apply(routes []Route) error {
-	if err := ValidateRoutes(routes); err != nil {
+	if err := validateRoutes(routes); err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -373,7 +315,6 @@ func (p *Proxy) Apply(routes []Route) error {
 		key := listenKey(r)
 		keep[key] = true
 		rs := newRouteState(r)
-		p.retain(rs)
 		if l, ok := p.listeners[key]; ok {
 			old = append(old, l.state.Swap(rs))
 			l.wake() // a raised MaxConns applies at once

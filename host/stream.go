@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/addr"
 )
 
 // Stream is a filter's handle on its connection, from its place in the chain.
@@ -127,7 +129,7 @@ var (
 // Opened, Data, End or Timer), and the client's bytes the chain sends on
 // until then are held and delivered once the target is connected. Only the
 // first call counts.
-func (s *Stream) SetTarget(addr string) error {
+func (s *Stream) SetTarget(target string) error {
 	c := s.c
 	if !c.rs.LateDial {
 		return ErrNotLateDial
@@ -135,11 +137,11 @@ func (s *Stream) SetTarget(addr string) error {
 	if c.ch.target != "" {
 		return ErrTargetChosen
 	}
-	if err := CheckAddr(addr); err != nil {
+	if err := addr.Check(target); err != nil {
 		return fmt.Errorf("set target: %w", err)
 	}
-	c.ch.target = addr
-	c.info.Target = addr
+	c.ch.target = target
+	c.info.Target = target
 	if c.ch.firing {
 		// The pump reading the client waits for its next bytes: wake it
 		// to dial now.

@@ -2,7 +2,6 @@ package host
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,32 +16,13 @@ import (
 )
 
 // TestSweepMovesIdlePumps checks that the pumps of idle filtered connections
-// move to fresh goroutines, that this gives back the stack that calls into a
-// WebAssembly guest grew, and that the connections forward as before.
+// move to fresh goroutines, that this gives back the stack a filter call
+// grew (as a call into a WebAssembly guest does, by tens of KiB), and that
+// the connections forward as before.
 func TestSweepMovesIdlePumps(t *testing.T) {
 	swept := watchSweeps(t)
 	target := echoServer(t)
-
-	ctx := context.Background()
-	rt, err := NewRuntime(ctx, RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
-	bin, err := os.ReadFile("testdata/noop.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rt.Compile(ctx, "noop", bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	noop, err := m.Hook(ctx, PluginOptions{})
-	m.Close(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startProxy(t, nil, Route{Name: "s", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "noop", Hook: noop}}})
+	p := startProxy(t, nil, Route{Name: "s", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "deep", Hook: deepStack{}}}})
 
 	const conns = 100
 	clients := make([]net.Conn, conns)
@@ -123,6 +103,29 @@ func movedPumps() int {
 		}
 	}
 	return n
+}
+
+// deepStack is a hook whose filter grows the pump's stack by about 64 KiB on
+// every chunk, then forwards it.
+type deepStack struct{ PassThrough }
+
+func (deepStack) Open(*ConnInfo) (Filter, error) { return deepStack{}, nil }
+
+func (deepStack) Data(dir Direction, chunk []byte, s *Stream) error {
+	growStack(256)
+	return s.Send(dir, chunk)
+}
+
+// growStack recurses n frames of about 256 bytes each.
+//
+//go:noinline
+func growStack(n int) byte {
+	var frame [256]byte
+	frame[n%len(frame)] = byte(n)
+	if n == 0 {
+		return frame[0]
+	}
+	return growStack(n-1) + frame[n%len(frame)]
 }
 
 // quitFilter answers "bye" to a client that sends "quit" and closes the

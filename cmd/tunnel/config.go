@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
-	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/config"
 )
 
@@ -25,7 +25,7 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		Path:    path,
 		Stdout:  stdout,
 		Logger:  logger,
-		Runtime: host.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
+		Runtime: plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -79,7 +79,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	f, diags := config.Parse(path, config.Options{})
 	b := &config.Builder{Logger: logger}
 	if len(f.Plugins) > 0 {
-		rt, err := host.NewRuntime(ctx, host.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger})
+		rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger})
 		if err != nil {
 			fmt.Fprintf(stderr, "tunnel validate: starting the WebAssembly runtime: %v\n", err)
 			return 1

@@ -35,7 +35,7 @@ var forwardingPaths = []struct {
 }{
 	{"spliced", []string{"--dump", "none"}},
 	{"hexdump", []string{"--dump", "hex"}},
-	{"plugin", []string{"--dump", "none", "--plugin", "../../host/testdata/noop.wasm"}},
+	{"plugin", []string{"--dump", "none", "--plugin", "../../host/plugin/testdata/noop.wasm"}},
 }
 
 // stuckConn is a client connection through the tunnel to a server that
@@ -252,7 +252,7 @@ func TestHangIdleTimeout(t *testing.T) {
 // it at once (nothing is left open to wait for).
 func TestHangPluginLoop(t *testing.T) {
 	t.Parallel()
-	loop, err := filepath.Abs("../../host/testdata/loop.wasm")
+	loop, err := filepath.Abs("../../host/plugin/testdata/loop.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/addr"
 )
 
 func main() {
@@ -175,28 +176,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	for _, a := range []struct{ flag, addr string }{{"--from", o.from}, {"--to", o.to}} {
-		if err := host.CheckAddr(a.addr); err != nil {
+		if err := addr.Check(a.addr); err != nil {
 			fmt.Fprintf(stderr, "tunnel: %s: %v\n", a.flag, err)
 			return 2
 		}
 	}
-	var format host.DumpFormat
+	dump, format := true, host.DumpHex
 	switch strings.ToLower(o.dump) {
 	case "hex":
-		format = host.DumpHex
 	case "text":
 		format = host.DumpText
 	case "none":
-		format = host.DumpNone
+		dump = false
 	default:
 		fmt.Fprintf(stderr, "tunnel: --dump %q: want hex, text or none\n", o.dump)
 		return 2
 	}
-	return runPlain(ctx, &o, format, stdout, stderr, logger)
+	return runPlain(ctx, &o, dump, format, stdout, stderr, logger)
 }
 
-// runPlain serves one route from the flags until ctx is done.
-func runPlain(ctx context.Context, o *options, format host.DumpFormat, stdout, stderr io.Writer, logger *slog.Logger) int {
+// runPlain serves one route from the flags until ctx is done, printing the
+// traffic in format when dump is set.
+func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat, stdout, stderr io.Writer, logger *slog.Logger) int {
 	route := host.Route{
 		Name:        "default",
 		Listen:      o.from,
@@ -208,15 +209,16 @@ func runPlain(ctx context.Context, o *options, format host.DumpFormat, stdout, s
 	if o.proxyProto {
 		route.Chain = append(route.Chain, host.Link{Name: "proxy-protocol", Hook: host.ProxyProtocol(), Directions: host.OnlyClientToServer})
 	}
-	if format != host.DumpNone {
+	if dump {
 		route.Chain = append(route.Chain, host.Link{Name: "dump", Hook: host.Dump(stdout, format)})
 	}
-	links, cleanup, err := loadPlainPlugins(ctx, o, stdout, stderr, logger)
+	links, release, cleanup, err := loadPlainPlugins(ctx, o, stdout, stderr, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
 		return 1
 	}
 	route.Chain = append(route.Chain, links...)
+	route.OnRelease = release // the Proxy closes nothing it did not make
 
 	p := &host.Proxy{Logger: logger}
 	if err := p.Apply([]host.Route{route}); err != nil {

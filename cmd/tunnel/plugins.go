@@ -9,24 +9,26 @@ import (
 	"strings"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
 // loadPlainPlugins compiles the --plugin files into chain links, attached to
-// both directions in the order given. The returned cleanup releases the
-// runtime once the proxy is shut down.
-func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer, logger *slog.Logger) ([]host.Link, func(), error) {
+// both directions in the order given. release closes the plugins: it is the
+// route's OnRelease (nil without plugins). The returned cleanup releases
+// the runtime once the proxy is shut down.
+func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer, logger *slog.Logger) (links []host.Link, release func(), cleanup func(), err error) {
 	if len(o.plugins) == 0 {
-		return nil, func() {}, nil
+		return nil, nil, func() {}, nil
 	}
-	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger})
+	rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger})
 	if err != nil {
-		return nil, nil, fmt.Errorf("plugin runtime: %w", err)
+		return nil, nil, nil, fmt.Errorf("plugin runtime: %w", err)
 	}
-	cleanup := func() { rt.Close(context.Background()) }
-	var links []host.Link
+	cleanup = func() { rt.Close(context.Background()) }
+	var plugins []*plugin.Plugin
 	for _, pp := range o.plugins {
 		name := strings.TrimSuffix(filepath.Base(pp.path), filepath.Ext(pp.path))
-		p, err := rt.Load(ctx, pp.path, host.PluginOptions{
+		p, err := rt.Load(ctx, pp.path, plugin.Options{
 			Name:     name,
 			Config:   []byte(pp.config),
 			Trusted:  o.trusted,
@@ -36,9 +38,15 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 		})
 		if err != nil {
 			cleanup()
-			return nil, nil, fmt.Errorf("--plugin %s: %w", pp.path, err)
+			return nil, nil, nil, fmt.Errorf("--plugin %s: %w", pp.path, err)
 		}
+		plugins = append(plugins, p)
 		links = append(links, host.Link{Name: name, Hook: p})
 	}
-	return links, cleanup, nil
+	release = func() {
+		for _, p := range plugins {
+			p.Close()
+		}
+	}
+	return links, release, cleanup, nil
 }

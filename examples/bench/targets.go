@@ -108,8 +108,8 @@ func (b *bench) newTargets() []*target {
 		ts = append(ts, &target{Name: "tunnel-noop", Reason: b.noopWhy})
 	}
 	if b.noopWatWasm != "" {
-		ts = append(ts, &target{Name: "tunnel-noop-wat", Desc: "the tunnel, no-op WAT plugin (host/testdata/noop.wasm) on both directions",
-			Command: "tunnel --from LISTEN --to BACKEND --dump none --plugin host/testdata/noop.wasm", launch: tunnel("--plugin", b.noopWatWasm), pprof: true})
+		ts = append(ts, &target{Name: "tunnel-noop-wat", Desc: "the tunnel, no-op WAT plugin (host/plugin/testdata/noop.wasm) on both directions",
+			Command: "tunnel --from LISTEN --to BACKEND --dump none --plugin host/plugin/testdata/noop.wasm", launch: tunnel("--plugin", b.noopWatWasm), pprof: true})
 	}
 	if b.replaceWasm != "" {
 		ts = append(ts, &target{Name: "tunnel-replace", Desc: "the tunnel, replace plugin on both directions, a pattern that never matches",
@@ -473,7 +473,7 @@ func (b *bench) build(ctx context.Context) error {
 		}
 		return out, ""
 	}
-	wat := filepath.Join(b.root, "host", "testdata", "noop.wasm")
+	wat := filepath.Join(b.root, "host", "plugin", "testdata", "noop.wasm")
 	if _, err := os.Stat(wat); err != nil {
 		wat = ""
 	}
@@ -484,7 +484,7 @@ func (b *bench) build(ctx context.Context) error {
 		b.noopWasm, b.noopWhy = plugin("noop")
 		b.noopDesc = "plugins/noop, a Go guest"
 		if b.noopWasm == "" && wat != "" {
-			b.noopWasm, b.noopDesc, wat = wat, "host/testdata/noop.wasm, a WAT guest", ""
+			b.noopWasm, b.noopDesc, wat = wat, "host/plugin/testdata/noop.wasm, a WAT guest", ""
 		}
 	}
 	b.noopWatWasm = wat

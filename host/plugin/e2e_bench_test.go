@@ -1,4 +1,4 @@
-package host_test
+package plugin_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
 // BenchmarkWasmPingPong is request/response traffic over loopback sockets:
@@ -20,7 +22,7 @@ import (
 // time per round trip (client, tunnel and echo server together), which a
 // busy machine disturbs less than wall time.
 //
-//	go test -run '^$' -bench WasmPingPong ./host
+//	go test -run '^$' -bench WasmPingPong ./host/plugin
 func BenchmarkWasmPingPong(b *testing.B) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +40,7 @@ func BenchmarkWasmPingPong(b *testing.B) {
 	}()
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
-	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{Logger: quiet})
+	rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,14 +51,14 @@ func BenchmarkWasmPingPong(b *testing.B) {
 	}{
 		{"go-passthrough", func() host.Hook { return passHook{} }},
 		{"wasm-sandboxed", func() host.Hook {
-			p, err := rt.Load(ctx, "testdata/noop.wasm", host.PluginOptions{})
+			p, err := rt.Load(ctx, "testdata/noop.wasm", plugin.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			return p
 		}},
 		{"wasm-trusted", func() host.Hook {
-			p, err := rt.Load(ctx, "testdata/noop.wasm", host.PluginOptions{Trusted: true})
+			p, err := rt.Load(ctx, "testdata/noop.wasm", plugin.Options{Trusted: true})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -104,17 +106,17 @@ func cpuTime() time.Duration {
 // a discarding server) through a pass-through Go hook and through the no-op
 // plugin, sandboxed and trusted; cpu-ns/op is the process's CPU per write.
 //
-//	go test -run '^$' -bench WasmBulk ./host
+//	go test -run '^$' -bench WasmBulk ./host/plugin
 func BenchmarkWasmBulk(b *testing.B) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go sink(ln)
+	go tn.Sink(ln)
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
-	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{Logger: quiet})
+	rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func BenchmarkWasmBulk(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			var hook host.Hook = passHook{}
 			if v.wasm {
-				p, err := rt.Load(ctx, "testdata/noop.wasm", host.PluginOptions{Trusted: v.trusted})
+				p, err := rt.Load(ctx, "testdata/noop.wasm", plugin.Options{Trusted: v.trusted})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -159,3 +161,8 @@ func BenchmarkWasmBulk(b *testing.B) {
 		})
 	}
 }
+
+// passHook forwards everything: the filtered path without a plugin.
+type passHook struct{}
+
+func (passHook) Open(*host.ConnInfo) (host.Filter, error) { return host.PassThrough{}, nil }

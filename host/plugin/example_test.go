@@ -1,4 +1,4 @@
-package host_test
+package plugin_test
 
 import (
 	"context"
@@ -9,18 +9,20 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
 // A tunnel whose client -> server stream goes through a WebAssembly plugin
-// (testdata/answer.wat) that answers the client itself and closes.
+// (testdata/answer.wat) that answers the client itself and closes. The
+// route closes the plugin it was given once the Proxy is done with it.
 func ExampleRuntime() {
 	ctx := context.Background()
-	rt, err := host.NewRuntime(ctx, host.RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
+	rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		panic(err)
 	}
 	defer rt.Close(ctx)
-	deny, err := rt.Load(ctx, "testdata/answer.wasm", host.PluginOptions{
+	deny, err := rt.Load(ctx, "testdata/answer.wasm", plugin.Options{
 		Name:        "deny",
 		CallTimeout: 100 * time.Millisecond,
 	})
@@ -33,10 +35,11 @@ func ExampleRuntime() {
 
 	p := &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
 	err = p.Apply([]host.Route{{
-		Name:   "guarded",
-		Listen: "127.0.0.1:0",
-		Target: ln.Addr().String(),
-		Chain:  []host.Link{{Name: "deny", Hook: deny}},
+		Name:      "guarded",
+		Listen:    "127.0.0.1:0",
+		Target:    ln.Addr().String(),
+		Chain:     []host.Link{{Name: "deny", Hook: deny}},
+		OnRelease: func() { deny.Close() },
 	}})
 	if err != nil {
 		panic(err)

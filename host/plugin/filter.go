@@ -1,4 +1,4 @@
-package host
+package plugin
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/internal/wasm"
 	"github.com/tunnelwasm/tunnel/sdk/abi"
 )
@@ -27,7 +28,7 @@ const (
 
 type outOp struct {
 	kind uint8
-	dir  Direction
+	dir  host.Direction
 	n    int
 }
 
@@ -44,15 +45,19 @@ type outQueue struct {
 
 var outPool = sync.Pool{New: func() any { return new(outQueue) }}
 
+// maxPooled is the largest buffer given back to outPool or heldPool: a
+// bigger one, grown by an unusual chunk, is left to the garbage collector.
+const maxPooled = 128 << 10
+
 // heldPool holds the buffers of held bytes: a connection holds one only
 // while the guest holds bytes, so idle connections cost no buffer.
 var heldPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // release gives back the held bytes of dir.
-func (f *wasmFilter) release(dir Direction) {
+func (f *wasmFilter) release(dir host.Direction) {
 	if hb := f.held[dir]; hb != nil {
 		f.held[dir] = nil
-		if cap(*hb) <= 4*chunkSize {
+		if cap(*hb) <= maxPooled {
 			*hb = (*hb)[:0]
 			heldPool.Put(hb)
 		}
@@ -63,10 +68,10 @@ func (f *wasmFilter) release(dir Direction) {
 type wasmFilter struct {
 	p    *Plugin
 	inst *instance // nil when the plugin is bypassed from the start
-	info *ConnInfo
-	s    atomic.Pointer[Stream] // set by Opened; read by other connections on failure
+	info *host.ConnInfo
+	s    atomic.Pointer[host.Stream] // set by Opened; read by other connections on failure
 
-	// Guarded by the connection's lock (every Filter method holds it).
+	// Guarded by the connection's lock (every host.Filter method holds it).
 	bypass  bool       // the instance failed under policy bypass: forward as is
 	seen    bool       // the guest has been called for this connection
 	held    [2]*[]byte // bytes the guest holds (ActionHold), per direction; pooled
@@ -78,8 +83,8 @@ type wasmFilter struct {
 	q       *outQueue
 }
 
-// Opened implements Filter: calls tunnel_on_open when exported.
-func (f *wasmFilter) Opened(s *Stream) error {
+// Opened implements [host.Filter]: calls tunnel_on_open when exported.
+func (f *wasmFilter) Opened(s *host.Stream) error {
 	f.s.Store(s)
 	if f.bypass {
 		return nil
@@ -117,9 +122,9 @@ func (f *wasmFilter) Opened(s *Stream) error {
 	return nil
 }
 
-// Data implements Filter: presents the chunk to tunnel_on_data, in pieces
+// Data implements [host.Filter]: presents the chunk to tunnel_on_data, in pieces
 // of at most the guest's input buffer, after the bytes the guest holds.
-func (f *wasmFilter) Data(dir Direction, chunk []byte, s *Stream) error {
+func (f *wasmFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
 	if f.bypass {
 		return f.passHeld(dir, chunk, s)
 	}
@@ -133,9 +138,9 @@ func (f *wasmFilter) Data(dir Direction, chunk []byte, s *Stream) error {
 	return nil
 }
 
-// End implements Filter: the last call of the direction, with end=1 and the
+// End implements [host.Filter]: the last call of the direction, with end=1 and the
 // held bytes, if any.
-func (f *wasmFilter) End(dir Direction, s *Stream) error {
+func (f *wasmFilter) End(dir host.Direction, s *host.Stream) error {
 	if f.bypass {
 		return f.passHeld(dir, nil, s)
 	}
@@ -145,7 +150,7 @@ func (f *wasmFilter) End(dir Direction, s *Stream) error {
 
 // present makes one tunnel_on_data call: the held bytes and as much of chunk
 // as fits. It returns the rest of chunk.
-func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) ([]byte, error) {
+func (f *wasmFilter) present(dir host.Direction, chunk []byte, end bool, s *host.Stream) ([]byte, error) {
 	in := f.inst
 	in.mu.Lock()
 	if in.dead != nil {
@@ -224,12 +229,12 @@ func (f *wasmFilter) present(dir Direction, chunk []byte, end bool, s *Stream) (
 	return chunk, nil
 }
 
-// Closed implements Filter: calls tunnel_on_close for a connection the
+// Closed implements [host.Filter]: calls tunnel_on_close for a connection the
 // guest has seen, and unpins it.
 func (f *wasmFilter) Closed() {
 	defer f.p.unpin(f)
-	f.release(ClientToServer)
-	f.release(ServerToClient)
+	f.release(host.ClientToServer)
+	f.release(host.ServerToClient)
 	in := f.inst
 	if in == nil || !f.seen {
 		return
@@ -266,7 +271,7 @@ func (f *wasmFilter) begin() {
 // afterFailure decides what the failed connection does: policy close
 // returns the error that closes it; bypass delivers what the guest sent and
 // carries on without the plugin.
-func (f *wasmFilter) afterFailure(callback string, cause error, s *Stream) error {
+func (f *wasmFilter) afterFailure(callback string, cause error, s *host.Stream) error {
 	if !f.p.opts.FailOpen {
 		if f.q != nil {
 			f.q.data, f.q.ops = f.q.data[:0], f.q.ops[:0]
@@ -294,7 +299,7 @@ func (f *wasmFilter) deadInstance(in *instance) error {
 }
 
 // passHeld forwards the held bytes of dir and then b, unchanged.
-func (f *wasmFilter) passHeld(dir Direction, b []byte, s *Stream) error {
+func (f *wasmFilter) passHeld(dir host.Direction, b []byte, s *host.Stream) error {
 	if hb := f.held[dir]; hb != nil {
 		err := s.Send(dir, *hb)
 		f.release(dir)
@@ -306,7 +311,7 @@ func (f *wasmFilter) passHeld(dir Direction, b []byte, s *Stream) error {
 }
 
 // deliver passes on what the guest queued during the last call, in order.
-func (f *wasmFilter) deliver(s *Stream) error {
+func (f *wasmFilter) deliver(s *host.Stream) error {
 	q := f.q
 	if q == nil {
 		return nil
@@ -318,7 +323,7 @@ func (f *wasmFilter) deliver(s *Stream) error {
 		switch op.kind {
 		case opSend:
 			if err == nil {
-				if serr := s.Send(op.dir, q.data[off:off+op.n]); serr != nil && !errors.Is(serr, ErrWriteClosed) {
+				if serr := s.Send(op.dir, q.data[off:off+op.n]); serr != nil && !errors.Is(serr, host.ErrWriteClosed) {
 					err = serr
 				}
 			}
@@ -331,7 +336,7 @@ func (f *wasmFilter) deliver(s *Stream) error {
 			s.Close()
 		}
 	}
-	if cap(q.data) <= 4*chunkSize {
+	if cap(q.data) <= maxPooled {
 		q.data, q.ops = q.data[:0], q.ops[:0]
 		outPool.Put(q)
 	}
@@ -356,9 +361,9 @@ func (f *wasmFilter) Send(dir int32, b []byte) int32 {
 	if !f.canSend || s == nil {
 		return abi.StatusNotAllowed
 	}
-	d := Direction(dir)
+	d := host.Direction(dir)
 	switch err := s.CanSend(d); {
-	case errors.Is(err, ErrNotAttached):
+	case errors.Is(err, host.ErrNotAttached):
 		return abi.StatusNotAllowed
 	case err != nil || f.cw[d]:
 		return abi.StatusClosed
@@ -381,8 +386,8 @@ func (f *wasmFilter) CloseWrite(dir int32) int32 {
 	if !f.canSend || s == nil {
 		return abi.StatusNotAllowed
 	}
-	d := Direction(dir)
-	if errors.Is(s.CanSend(d), ErrNotAttached) {
+	d := host.Direction(dir)
+	if errors.Is(s.CanSend(d), host.ErrNotAttached) {
 		return abi.StatusNotAllowed
 	}
 	f.cw[d] = true

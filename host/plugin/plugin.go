@@ -1,4 +1,4 @@
-package host
+package plugin
 
 import (
 	"context"
@@ -13,10 +13,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/internal/wasm"
+	"github.com/tunnelwasm/tunnel/internal/plugstats"
 )
 
-// Defaults of [PluginOptions].
+// Defaults of [Options].
 const (
 	// DefaultMemoryLimit caps each plugin instance's linear memory.
 	DefaultMemoryLimit = 64 << 20
@@ -44,7 +46,7 @@ type RuntimeOptions struct {
 // sandbox. It owns the compilation cache and every module and plugin made
 // from it. Compile a module once, then make any number of [Plugin]s (each
 // with its own configuration and pool of instances) from it with
-// [Module.Hook]. A Runtime is safe for concurrent use.
+// [Module.NewPlugin]. A Runtime is safe for concurrent use.
 type Runtime struct {
 	eng    *wasm.Engine
 	logger *slog.Logger
@@ -88,24 +90,22 @@ func (r *Runtime) Close(ctx context.Context) error {
 	return r.eng.Close(ctx)
 }
 
-// RuntimeStats counts what a Runtime holds, to watch for leaks.
-type RuntimeStats struct {
-	Modules   int // compiled modules not yet released
-	Plugins   int // plugins not yet closed
-	Instances int // live instances over all plugins
+func init() {
+	plugstats.Runtime = func(rt any) plugstats.Stats { return rt.(*Runtime).stats() }
+	plugstats.Instances = func(p any) int { return p.(*Plugin).instances() }
 }
 
-// Stats returns what the runtime holds now.
-func (r *Runtime) Stats() RuntimeStats {
+// stats returns what the runtime holds now (for tests, through plugstats).
+func (r *Runtime) stats() plugstats.Stats {
 	r.mu.Lock()
-	s := RuntimeStats{Modules: len(r.modules), Plugins: len(r.plugins)}
+	s := plugstats.Stats{Modules: len(r.modules), Plugins: len(r.plugins)}
 	plugins := make([]*Plugin, 0, len(r.plugins))
 	for p := range r.plugins {
 		plugins = append(plugins, p)
 	}
 	r.mu.Unlock()
 	for _, p := range plugins {
-		s.Instances += p.Instances()
+		s.Instances += p.instances()
 	}
 	return s
 }
@@ -155,9 +155,9 @@ func (r *Runtime) Compile(ctx context.Context, name string, wasmBytes []byte) (*
 }
 
 // Load reads a .wasm file, compiles it and makes a plugin of it: Compile
-// followed by Module.Hook. The module is released when the plugin is
+// followed by [Module.NewPlugin]. The module is released when the plugin is
 // closed. opts.Name defaults to the file's base name without extension.
-func (r *Runtime) Load(ctx context.Context, path string, opts PluginOptions) (*Plugin, error) {
+func (r *Runtime) Load(ctx context.Context, path string, opts Options) (*Plugin, error) {
 	bin, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("plugin: %w", err)
@@ -170,7 +170,7 @@ func (r *Runtime) Load(ctx context.Context, path string, opts PluginOptions) (*P
 		return nil, err
 	}
 	defer m.Close(ctx)
-	return m.Hook(ctx, opts)
+	return m.NewPlugin(ctx, opts)
 }
 
 // Name is the module's name given to Compile.
@@ -213,9 +213,9 @@ func (m *Module) release(ctx context.Context) error {
 	return m.c.Close(ctx)
 }
 
-// PluginOptions configure a [Plugin]. The zero value of every field picks
+// Options configure a [Plugin]. The zero value of every field picks
 // its default.
-type PluginOptions struct {
+type Options struct {
 	// Name identifies the plugin in logs and errors. Empty means the
 	// module's name.
 	Name string
@@ -274,7 +274,7 @@ type ConfigError struct {
 // Error returns the guest's message.
 func (e *ConfigError) Error() string { return e.Message }
 
-func (o *PluginOptions) normalize(m *Module, r *Runtime) error {
+func (o *Options) normalize(m *Module, r *Runtime) error {
 	if o.Name == "" {
 		o.Name = m.name
 	}
@@ -310,11 +310,11 @@ func (o *PluginOptions) normalize(m *Module, r *Runtime) error {
 	return errors.Join(errs...)
 }
 
-// Hook makes a plugin from the module: it instantiates the first instance
+// NewPlugin makes a plugin from the module: it instantiates the first instance
 // now and runs its tunnel_init, so a configuration the guest rejects comes
 // back here as a *ConfigError, and any other load failure as an error.
 // The plugin holds a reference to the module until it is closed.
-func (m *Module) Hook(ctx context.Context, opts PluginOptions) (*Plugin, error) {
+func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 	if err := opts.normalize(m, m.r); err != nil {
 		return nil, fmt.Errorf("plugin %q: %w", opts.Name, err)
 	}
@@ -353,19 +353,20 @@ func (m *Module) Hook(ctx context.Context, opts PluginOptions) (*Plugin, error) 
 	return p, nil
 }
 
-// Plugin is a configured WebAssembly plugin: a [Hook] whose filters run the
-// guest, over a pool of instances. Each connection is pinned to one
+// Plugin is a configured WebAssembly plugin: a [host.Hook] whose filters
+// run the guest, over a pool of instances. Each connection is pinned to one
 // instance for its life; an instance serves several connections, one call
-// at a time. Close releases the instances; a Proxy closes a Plugin it was
-// given once no applied route and no open connection uses it.
+// at a time. Close releases the instances. The Proxy never closes a Plugin:
+// its maker does, typically from the [host.Route] OnRelease of the last
+// route version that uses it (once that route's connections have ended).
 //
-// The guest names connections by [ConnInfo].ID, which is unique within one
+// The guest names connections by [host.ConnInfo].ID, which is unique within one
 // Proxy: use a Plugin with one Proxy only (make another Plugin from the same
 // Module for another Proxy; that costs no compilation).
 type Plugin struct {
 	r     *Runtime
 	m     *Module
-	opts  PluginOptions
+	opts  Options
 	iopts wasm.Options
 	log   *slog.Logger
 
@@ -394,8 +395,8 @@ var errPluginClosed = errors.New("plugin closed")
 // Name returns the plugin's name.
 func (p *Plugin) Name() string { return p.opts.Name }
 
-// Instances returns the number of live instances.
-func (p *Plugin) Instances() int {
+// instances returns the number of live instances.
+func (p *Plugin) instances() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.pool)
@@ -448,10 +449,10 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	return &instance{id: id, w: w, conns: map[*wasmFilter]struct{}{}}, nil
 }
 
-// Open implements [Hook]: it pins the connection to the least loaded
+// Open implements [host.Hook]: it pins the connection to the least loaded
 // instance, making a new one while the pool is below its size and every
 // instance already has a connection.
-func (p *Plugin) Open(info *ConnInfo) (Filter, error) {
+func (p *Plugin) Open(info *host.ConnInfo) (host.Filter, error) {
 	f := &wasmFilter{p: p, info: info}
 	p.mu.Lock()
 	if p.closed {

@@ -1,4 +1,4 @@
-package host_test
+package plugin_test
 
 // The WebAssembly plugin runtime, tested through a real Proxy on loopback
 // with the small WAT guests of testdata/ (see testdata/Makefile).
@@ -22,27 +22,16 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/internal/plugstats"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
 
-// newRuntime returns a runtime logging into the returned sink; cleanup
+// wasmRuntime returns a runtime logging into the returned sink; cleanup
 // closes it (after the proxies, which are registered later).
-func wasmRuntime(t testing.TB) (*host.Runtime, *tn.Logs) {
-	t.Helper()
-	logs := tn.NewLogs()
-	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{Logger: logs.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := rt.Close(context.Background()); err != nil {
-			t.Errorf("runtime close: %v", err)
-		}
-	})
-	return rt, logs
-}
+func wasmRuntime(t testing.TB) (*plugin.Runtime, *tn.Logs) { return tn.PluginRuntime(t) }
 
 func wasmGuest(t testing.TB, name string) []byte {
 	t.Helper()
@@ -53,17 +42,16 @@ func wasmGuest(t testing.TB, name string) []byte {
 	return b
 }
 
-// plugin compiles testdata/<name>.wasm and makes a plugin of it.
-func wasmPlugin(t testing.TB, rt *host.Runtime, name string, opts host.PluginOptions) *host.Plugin {
-	t.Helper()
-	if opts.Name == "" {
-		opts.Name = name
-	}
-	p, err := rt.Load(context.Background(), "testdata/"+name+".wasm", opts)
-	if err != nil {
-		t.Fatalf("load %s: %v", name, err)
-	}
-	return p
+// wasmPlugin compiles testdata/<name>.wasm and makes a plugin of it.
+func wasmPlugin(t testing.TB, rt *plugin.Runtime, name string, opts plugin.Options) *plugin.Plugin {
+	return tn.LoadPlugin(t, rt, name, "testdata/"+name+".wasm", opts)
+}
+
+// closing returns r with an OnRelease that closes p: the owner's part, done
+// once r's last connection has ended.
+func closing(r host.Route, p *plugin.Plugin) host.Route {
+	r.OnRelease = func() { p.Close() }
+	return r
 }
 
 // readAll reads c until EOF or error and returns what came and whether the
@@ -76,7 +64,7 @@ func wasmReadAll(c *net.TCPConn) ([]byte, bool) {
 func TestWasmNoopForwardsEveryByte(t *testing.T) {
 	t.Parallel()
 	rt, _ := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "noop", host.PluginOptions{})
+	p := wasmPlugin(t, rt, "noop", plugin.Options{})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "noop", Hook: p})
 	var wg sync.WaitGroup
@@ -131,12 +119,12 @@ func TestWasmLoadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
-	for _, o := range []host.PluginOptions{{MemoryLimit: 1000}, {CallTimeout: -time.Second}, {Instances: -1}, {Instances: host.MaxInstances + 1}} {
-		if _, err := m.Hook(ctx, o); err == nil {
+	for _, o := range []plugin.Options{{MemoryLimit: 1000}, {CallTimeout: -time.Second}, {Instances: -1}, {Instances: plugin.MaxInstances + 1}} {
+		if _, err := m.NewPlugin(ctx, o); err == nil {
 			t.Errorf("options %+v accepted", o)
 		}
 	}
-	if _, err := m.Hook(ctx, host.PluginOptions{MemoryLimit: 64 << 10}); err == nil || !strings.Contains(err.Error(), "initial memory is 128 KiB, more than the memory limit of 64 KiB") {
+	if _, err := m.NewPlugin(ctx, plugin.Options{MemoryLimit: 64 << 10}); err == nil || !strings.Contains(err.Error(), "initial memory is 128 KiB, more than the memory limit of 64 KiB") {
 		t.Errorf("memory limit below the initial memory: %v", err)
 	}
 }
@@ -151,13 +139,13 @@ func TestWasmConfigAndConnInfo(t *testing.T) {
 	}
 	defer m.Close(ctx)
 
-	_, err = m.Hook(ctx, host.PluginOptions{})
-	var ce *host.ConfigError
+	_, err = m.NewPlugin(ctx, plugin.Options{})
+	var ce *plugin.ConfigError
 	if !errors.As(err, &ce) || ce.Message != "config: the configuration must not be empty" || err.Error() != ce.Message || ce.Plugin != "config" {
 		t.Fatalf("empty config: got %#v (%v), want a *ConfigError with the guest's message", err, err)
 	}
 
-	p, err := m.Hook(ctx, host.PluginOptions{Config: []byte(`{"greeting":"hi"}`)})
+	p, err := m.NewPlugin(ctx, plugin.Options{Config: []byte(`{"greeting":"hi"}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +165,7 @@ func TestWasmConfigAndConnInfo(t *testing.T) {
 
 	// tunnel_on_open refuses: the target is never dialled, and
 	// tunnel_on_close still runs for the refused connection.
-	refuse, err := m.Hook(ctx, host.PluginOptions{Name: "refuser", Config: []byte(`refuse`)})
+	refuse, err := m.NewPlugin(ctx, plugin.Options{Name: "refuser", Config: []byte(`refuse`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +187,7 @@ func TestWasmTrapInOpen(t *testing.T) {
 		t.Run(fmt.Sprintf("failOpen=%v", failOpen), func(t *testing.T) {
 			t.Parallel()
 			rt, logs := wasmRuntime(t)
-			p := wasmPlugin(t, rt, "trap_open", host.PluginOptions{FailOpen: failOpen})
+			p := wasmPlugin(t, rt, "trap_open", plugin.Options{FailOpen: failOpen})
 			srv := tn.Serve(t, tn.Echo)
 			addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "trap_open", Hook: p})
 			for i := range 2 { // the second connection gets a fresh instance, which fails too
@@ -244,7 +232,7 @@ func TestWasmTimeoutCutsOffLoopAndGCRuns(t *testing.T) {
 	timeout := min(max(1500*time.Millisecond, 20*baseline), 30*time.Second)
 	t.Logf("baseline GC %v: call timeout %v", baseline, timeout)
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "loop", host.PluginOptions{CallTimeout: timeout})
+	p := wasmPlugin(t, rt, "loop", plugin.Options{CallTimeout: timeout})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "loop", Hook: p})
 	c := tn.Dial(t, addr)
@@ -279,15 +267,15 @@ func TestWasmTimeoutCutsOffLoopAndGCRuns(t *testing.T) {
 	if !closed || len(b) != 0 {
 		t.Errorf("client read %q (closed %v), want the connection closed with nothing", b, closed)
 	}
-	if p.Instances() != 0 {
-		t.Errorf("%d instances live after the failure, want 0 (replaced lazily)", p.Instances())
+	if plugstats.Instances(p) != 0 {
+		t.Errorf("%d instances live after the failure, want 0 (replaced lazily)", plugstats.Instances(p))
 	}
 }
 
 func TestWasmOutOfBoundsSend(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "oob_send", host.PluginOptions{})
+	p := wasmPlugin(t, rt, "oob_send", plugin.Options{})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "oob_send", Hook: p})
 	got := tn.Exchange(tn.Dial(t, addr), []byte("hello"))
@@ -302,7 +290,7 @@ func TestWasmOutOfBoundsSend(t *testing.T) {
 func TestWasmMemoryLimit(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "grow", host.PluginOptions{MemoryLimit: 1 << 20, FailOpen: true})
+	p := wasmPlugin(t, rt, "grow", plugin.Options{MemoryLimit: 1 << 20, FailOpen: true})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "grow", Hook: p})
 	got, _ := wasmSendAndRead(t, addr, "hello")
@@ -328,7 +316,7 @@ func wasmSendAndRead(t *testing.T, addr, msg string) ([]byte, bool) {
 func TestWasmOutputBudget(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "flood", host.PluginOptions{})
+	p := wasmPlugin(t, rt, "flood", plugin.Options{})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "flood", Hook: p})
 	got, closed := wasmSendAndRead(t, addr, "x")
@@ -341,7 +329,7 @@ func TestWasmOutputBudget(t *testing.T) {
 func TestWasmAnswerAndClose(t *testing.T) {
 	t.Parallel()
 	rt, _ := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "answer", host.PluginOptions{})
+	p := wasmPlugin(t, rt, "answer", plugin.Options{})
 	var mu sync.Mutex
 	var serverGot []byte
 	srv := tn.Serve(t, func(c *net.TCPConn) {
@@ -370,7 +358,7 @@ func TestWasmAnswerAndClose(t *testing.T) {
 func TestWasmHold(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "hold", host.PluginOptions{})
+	p := wasmPlugin(t, rt, "hold", plugin.Options{})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "hold", Hook: p, Directions: host.OnlyClientToServer})
 
@@ -408,7 +396,7 @@ func TestWasmSharedInstanceFailure(t *testing.T) {
 		t.Run(fmt.Sprintf("failOpen=%v", failOpen), func(t *testing.T) {
 			t.Parallel()
 			rt, logs := wasmRuntime(t)
-			p := wasmPlugin(t, rt, "crash", host.PluginOptions{Instances: 1, FailOpen: failOpen})
+			p := wasmPlugin(t, rt, "crash", plugin.Options{Instances: 1, FailOpen: failOpen})
 			srv := tn.Serve(t, tn.Echo)
 			addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})
 			conns := make([]*net.TCPConn, 3)
@@ -416,8 +404,8 @@ func TestWasmSharedInstanceFailure(t *testing.T) {
 				conns[i] = tn.Dial(t, addr)
 				wasmRoundTrip(t, conns[i], "a", "+a")
 			}
-			if p.Instances() != 1 {
-				t.Fatalf("%d instances, want 1", p.Instances())
+			if plugstats.Instances(p) != 1 {
+				t.Fatalf("%d instances, want 1", plugstats.Instances(p))
 			}
 			if failOpen {
 				wasmRoundTrip(t, conns[0], "!x", "!x")
@@ -435,8 +423,8 @@ func TestWasmSharedInstanceFailure(t *testing.T) {
 			}
 			// A new connection gets a fresh instance.
 			wasmRoundTrip(t, tn.Dial(t, addr), "d", "+d")
-			if p.Instances() != 1 {
-				t.Errorf("%d instances after the failure, want 1", p.Instances())
+			if plugstats.Instances(p) != 1 {
+				t.Errorf("%d instances after the failure, want 1", plugstats.Instances(p))
 			}
 		})
 	}
@@ -458,7 +446,7 @@ func wasmRoundTrip(t *testing.T, c *net.TCPConn, send, want string) {
 func TestWasmPoolBoundsInstances(t *testing.T) {
 	t.Parallel()
 	rt, _ := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "crash", host.PluginOptions{Instances: 3})
+	p := wasmPlugin(t, rt, "crash", plugin.Options{Instances: 3})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})
 	const n = 300
@@ -469,10 +457,10 @@ func TestWasmPoolBoundsInstances(t *testing.T) {
 	for _, c := range conns {
 		wasmRoundTrip(t, c, "x", "+x")
 	}
-	if got := p.Instances(); got != 3 {
+	if got := plugstats.Instances(p); got != 3 {
 		t.Errorf("%d connections use %d instances, want 3", n, got)
 	}
-	if s := rt.Stats(); s.Instances != 3 || s.Plugins != 1 || s.Modules != 1 {
+	if s := plugstats.Runtime(rt); s.Instances != 3 || s.Plugins != 1 || s.Modules != 1 {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -481,17 +469,18 @@ func TestWasmStdoutOnlyWhenGranted(t *testing.T) {
 	t.Parallel()
 	rt, _ := wasmRuntime(t)
 	var out bytes.Buffer
-	p := wasmPlugin(t, rt, "stdout", host.PluginOptions{Stdout: &out})
+	p := wasmPlugin(t, rt, "stdout", plugin.Options{Stdout: &out})
 	defer p.Close()
 	if out.String() != "hello from the guest\n" {
 		t.Errorf("stdout got %q", out.String())
 	}
-	q := wasmPlugin(t, rt, "stdout", host.PluginOptions{})
+	q := wasmPlugin(t, rt, "stdout", plugin.Options{})
 	q.Close()
 }
 
-// The Proxy closes a plugin when the last route and connection using it are
-// gone, and the module's code is released with its last plugin.
+// A plugin closed from the OnRelease of the route that uses it is closed
+// once that route is replaced and its last connection has ended, and the
+// module's code is released with its last plugin.
 func TestWasmReleaseOnReload(t *testing.T) {
 	t.Parallel()
 	rt, _ := wasmRuntime(t)
@@ -500,29 +489,28 @@ func TestWasmReleaseOnReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := m.Hook(ctx, host.PluginOptions{})
+	p, err := m.NewPlugin(ctx, plugin.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Close(ctx)
 	srv := tn.Serve(t, tn.Echo)
-	route := tn.Route("r", srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})
+	route := closing(tn.Route("r", srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer}), p)
 	px, _ := tn.Proxy(t, route)
 	c := tn.Dial(t, px.Addr("r").String())
 	wasmRoundTrip(t, c, "a", "+a")
-	route.Chain = nil
-	if err := px.Apply([]host.Route{route}); err != nil {
+	if err := px.Apply([]host.Route{tn.Route("r", srv.Addr())}); err != nil {
 		t.Fatal(err)
 	}
-	if s := rt.Stats(); s.Plugins != 1 {
+	if s := plugstats.Runtime(rt); s.Plugins != 1 {
 		t.Fatalf("plugin closed while a connection used it: %+v", s)
 	}
 	wasmRoundTrip(t, c, "b", "+b")
 	c.Close()
 	deadline := time.Now().Add(tn.Timeout)
-	for rt.Stats() != (host.RuntimeStats{}) {
+	for plugstats.Runtime(rt) != (plugstats.Stats{}) {
 		if time.Now().After(deadline) {
-			t.Fatalf("still held after the last connection: %+v", rt.Stats())
+			t.Fatalf("still held after the last connection: %+v", plugstats.Runtime(rt))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -550,7 +538,7 @@ func exchangeOrRefused(t *testing.T, addr string, out []byte) tn.Received {
 func TestWasmStatuses(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "statuses", host.PluginOptions{})
+	p := wasmPlugin(t, rt, "statuses", plugin.Options{})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "statuses", Hook: p, Directions: host.OnlyClientToServer})
 	c := tn.Dial(t, addr)
@@ -580,23 +568,24 @@ func TestWasmNoGrowthOverReloads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := m.Hook(ctx, host.PluginOptions{Instances: 2})
+		p, err := m.NewPlugin(ctx, plugin.Options{Instances: 2})
 		m.Close(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := px.Apply([]host.Route{tn.Route("r", srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer})}); err != nil {
+		if err := px.Apply([]host.Route{closing(tn.Route("r", srv.Addr(), host.Link{Name: "crash", Hook: p, Directions: host.OnlyClientToServer}), p)}); err != nil {
 			t.Fatal(err)
 		}
 		c := tn.Dial(t, px.Addr("r").String())
 		wasmRoundTrip(t, c, "a", "+a")
 		c.Close()
 		if i == 9 || i == 99 {
-			// Let the proxy release the previous generation, then measure.
+			// Let the previous generation be released (and its plugin
+			// closed), then measure.
 			deadline := time.Now().Add(tn.Timeout)
-			for rt.Stats().Plugins > 1 {
+			for plugstats.Runtime(rt).Plugins > 1 {
 				if time.Now().After(deadline) {
-					t.Fatalf("reload %d: %+v", i, rt.Stats())
+					t.Fatalf("reload %d: %+v", i, plugstats.Runtime(rt))
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -611,9 +600,9 @@ func TestWasmNoGrowthOverReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(tn.Timeout)
-	for rt.Stats() != (host.RuntimeStats{}) {
+	for plugstats.Runtime(rt) != (plugstats.Stats{}) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 100 reloads the runtime still holds %+v", rt.Stats())
+			t.Fatalf("after 100 reloads the runtime still holds %+v", plugstats.Runtime(rt))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -629,7 +618,7 @@ func TestWasmNoGrowthOverReloads(t *testing.T) {
 	}
 }
 
-// TestGoGuestMemoryDoc checks what PluginOptions.MemoryLimit's doc and
+// TestGoGuestMemoryDoc checks what Options.MemoryLimit's doc and
 // tunnel.hcl say a standard-Go guest needs ("about N MiB"): the built-in
 // Go plugins that allocate nothing per chunk start and pass chunks both
 // ways at N MiB, and do not start at N-0.5 MiB, so the figure is neither
@@ -637,7 +626,7 @@ func TestWasmNoGrowthOverReloads(t *testing.T) {
 func TestGoGuestMemoryDoc(t *testing.T) {
 	about := regexp.MustCompile(`standard-Go guest needs about ([0-9.]+) MiB`)
 	var need string
-	for _, file := range []string{"wasm.go", "../tunnel.hcl"} {
+	for _, file := range []string{"plugin.go", "../../tunnel.hcl"} {
 		src, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
@@ -647,7 +636,7 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 			t.Fatalf("%s does not say %q", file, about)
 		}
 		if need != "" && string(m[1]) != need {
-			t.Fatalf("%s says %s MiB, wasm.go %s MiB", file, m[1], need)
+			t.Fatalf("%s says %s MiB, plugin.go %s MiB", file, m[1], need)
 		}
 		need = string(m[1])
 	}
@@ -656,7 +645,7 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit := uint64(mib * (1 << 20))
-	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{CacheDir: plugintest.CacheDir()})
+	rt, err := plugin.NewRuntime(context.Background(), plugin.RuntimeOptions{CacheDir: plugintest.CacheDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -667,8 +656,8 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 		{"deny", `{"pattern":"needle","reply":"no"}`},
 	} {
 		t.Run(p.name, func(t *testing.T) {
-			dir := "../plugins/" + p.name
-			start := plugintest.WasmWith(t, dir, plugintest.Options{PluginOptions: host.PluginOptions{MemoryLimit: limit}})
+			dir := "../../plugins/" + p.name
+			start := plugintest.WasmWith(t, dir, plugintest.Options{Plugin: plugin.Options{MemoryLimit: limit}})
 			pl := sdktest.MustStart(t, start, sdktest.Options{Config: p.config})
 			c := pl.Open()
 			chunk := bytes.Repeat([]byte("x"), 32<<10)
@@ -686,13 +675,13 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close(context.Background())
-			pl2, err := m.Hook(context.Background(), host.PluginOptions{MemoryLimit: limit, Config: []byte(p.config)})
+			pl2, err := m.NewPlugin(context.Background(), plugin.Options{MemoryLimit: limit, Config: []byte(p.config)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			pl2.Close()
 			below := limit - 512<<10
-			if pl, err := m.Hook(context.Background(), host.PluginOptions{MemoryLimit: below, Config: []byte(p.config)}); err == nil {
+			if pl, err := m.NewPlugin(context.Background(), plugin.Options{MemoryLimit: below, Config: []byte(p.config)}); err == nil {
 				pl.Close()
 				t.Errorf("%s starts with %d KiB: the doc's %s MiB is too high", p.name, below>>10, need)
 			}

@@ -24,7 +24,7 @@ func (h *sinkHost) ConnInfo(int32) (string, int32) {
 func (h *sinkHost) Log(int32, []byte) {}
 
 // guest instantiates the plugin in dir through the runtime's internals, the
-// code host.Plugin runs per chunk, without a connection around it.
+// code plugin.Plugin runs per chunk, without a connection around it.
 func guest(b *testing.B, dir string, config string, mode wasm.Mode) *wasm.Instance {
 	b.Helper()
 	bin := Build(b, dir)

@@ -1,7 +1,7 @@
 // Package plugintest runs a plugin written with package sdk as compiled
 // WebAssembly through the real host: it builds the plugin with
 // `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared`, loads it into a
-// [host.Runtime] and puts it in the chain of a [host.Proxy] that listens on
+// [plugin.Runtime] and puts it in the chain of a [host.Proxy] that listens on
 // loopback, between a client and a server the test drives through real
 // sockets. It implements the test API of package sdk/sdktest, so a plugin's
 // tests, written once against an [sdktest.Starter], run twice:
@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
@@ -89,17 +90,17 @@ func goBuild(dir string) ([]byte, error) {
 // milliseconds.
 var (
 	rtOnce  sync.Once
-	rt      *host.Runtime
+	rt      *plugin.Runtime
 	rtErr   error
 	modMu   sync.Mutex
-	modules = map[string]*host.Module{}
+	modules = map[string]*plugin.Module{}
 )
 
-func module(t testing.TB, dir string) *host.Module {
+func module(t testing.TB, dir string) *plugin.Module {
 	t.Helper()
 	wasm := Build(t, dir)
 	rtOnce.Do(func() {
-		rt, rtErr = host.NewRuntime(context.Background(), host.RuntimeOptions{
+		rt, rtErr = plugin.NewRuntime(context.Background(), plugin.RuntimeOptions{
 			CacheDir: CacheDir(),
 			Logger:   slog.New(slog.DiscardHandler),
 		})
@@ -172,11 +173,11 @@ func precompile(wasm []byte) {
 
 // Options adds the host's settings to sdktest.Options.
 type Options struct {
-	// PluginOptions are handed to Module.Hook; Config, Stdout and Logger
-	// are set by the harness. Instances defaults to 1, as in the emulator,
-	// so plugin-wide state behaves the same in both runs; MemoryLimit
-	// defaults to [DefaultMemoryLimit].
-	host.PluginOptions
+	// Plugin is handed to Module.NewPlugin; Config, Stdout and Logger are
+	// set by the harness. Instances defaults to 1, as in the emulator, so
+	// plugin-wide state behaves the same in both runs; MemoryLimit defaults
+	// to [DefaultMemoryLimit].
+	Plugin plugin.Options
 }
 
 // DefaultMemoryLimit is the memory limit plugins are tested with, a quarter
@@ -205,7 +206,7 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 	t.Helper()
 	m := module(t, dir)
 	p := &wasmPlugin{t: t, accepted: make(chan net.Conn, 1), pending: make(chan *splitState, 1)}
-	po := o.PluginOptions
+	po := o.Plugin
 	if po.Instances == 0 {
 		po.Instances = 1 // like the emulator: one instance sees every connection
 	}
@@ -215,9 +216,9 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 	po.Config = []byte(opts.Config)
 	po.Stdout = &p.stdout
 	po.Logger = slog.New(&p.logs)
-	plug, err := m.Hook(context.Background(), po)
+	plug, err := m.NewPlugin(context.Background(), po)
 	if err != nil {
-		var ce *host.ConfigError
+		var ce *plugin.ConfigError
 		if errors.As(err, &ce) {
 			return nil, errors.New(ce.Message)
 		}
@@ -242,9 +243,10 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 		Target: ln.Addr().String(),
 		Chain: []host.Link{
 			{Name: "plugintest-client-side", Hook: split},
-			{Name: m.Name(), Hook: &watchHook{p: p, plugin: plug}},
+			{Name: m.Name(), Hook: &watchHook{p: p, plug: plug}},
 			{Name: "plugintest-server-side", Hook: split},
 		},
+		OnRelease: func() { plug.Close() },
 	}})
 	if err != nil {
 		plug.Close()

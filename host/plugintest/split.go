@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -117,15 +118,12 @@ func (f *splitFilter) End(dir host.Direction, s *host.Stream) error {
 
 // watchHook wraps the plugin's hook to tell when its filter is closed.
 type watchHook struct {
-	p      *wasmPlugin
-	plugin *host.Plugin
+	p    *wasmPlugin
+	plug *plugin.Plugin
 }
 
-// Close closes the plugin when the Proxy is done with the hook.
-func (w *watchHook) Close() error { return w.plugin.Close() }
-
 func (w *watchHook) Open(info *host.ConnInfo) (host.Filter, error) {
-	f, err := w.plugin.Open(info)
+	f, err := w.plug.Open(info)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
 // maxWasmFile bounds the size of a plugin file read from disk.
@@ -23,14 +24,14 @@ const maxWasmFile = 256 << 20
 
 // Builder turns a [File] into routes for a [host.Proxy]: it compiles each
 // plugin's .wasm (once per content: unchanged files are not compiled again
-// on reload) and instantiates one [host.Plugin] per chain link.
+// on reload) and instantiates one [plugin.Plugin] per chain link.
 //
 // A Builder is safe for use by one goroutine at a time. Close releases the
 // compiled modules it keeps.
 type Builder struct {
 	// Runtime compiles and runs the plugins. Required when the file has
 	// plugins.
-	Runtime *host.Runtime
+	Runtime *plugin.Runtime
 	// Stdout receives the dumps of routes with a dump block and the output
 	// of plugins granted stdout. Nil discards both.
 	Stdout io.Writer
@@ -44,16 +45,18 @@ type Builder struct {
 
 type cachedModule struct {
 	sum [sha256.Size]byte
-	mod *host.Module
+	mod *plugin.Module
 }
 
 // Set is the product of one Build: routes ready for [host.Proxy.Apply].
-// Once Apply has accepted the routes, the Proxy owns their hooks and closes
-// them when the last connection using them ends. If the routes are never
+// Every route owns the plugins made for its chain: once Apply has accepted
+// the routes, each route's OnRelease closes them when the Proxy is done
+// with that version of the route (a later Apply replaced it, or the Proxy
+// shut down, and its last connection ended). If the routes are never
 // applied (validation only, or Apply failed), call Close.
 type Set struct {
 	Routes  []host.Route
-	plugins []*host.Plugin
+	plugins []*plugin.Plugin
 }
 
 // Close releases the plugins of a Set that was not applied. It is safe to
@@ -93,7 +96,7 @@ func (b *Builder) stdout() io.Writer {
 // the chain's config attribute.
 func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*Set, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
-	mods := map[string]*host.Module{} // by plugin name
+	mods := map[string]*plugin.Module{} // by plugin name
 	for _, p := range f.Plugins {
 		if p.Path == "" || mods[p.Name] != nil {
 			continue
@@ -126,13 +129,14 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			}
 			hr.Chain = append(hr.Chain, host.Link{Name: "dump", Hook: host.Dump(b.stdout(), format)})
 		}
+		var owned []*plugin.Plugin // made for this route only
 		for _, l := range r.Chain {
 			p := f.Plugin(l.Plugin)
 			mod := mods[l.Plugin]
 			if p == nil || mod == nil {
 				continue
 			}
-			opts := host.PluginOptions{
+			opts := plugin.Options{
 				Name:        p.Name,
 				Config:      l.Config,
 				MemoryLimit: p.MemoryLimit,
@@ -146,13 +150,17 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			if p.Stdout {
 				opts.Stdout = b.stdout()
 			}
-			plug, err := mod.Hook(ctx, opts)
+			plug, err := mod.NewPlugin(ctx, opts)
 			if err != nil {
 				diags = append(diags, hookDiag(p, r, l, err))
 				continue
 			}
 			set.plugins = append(set.plugins, plug)
+			owned = append(owned, plug)
 			hr.Chain = append(hr.Chain, host.Link{Name: p.Name, Hook: plug, Directions: l.Directions})
+		}
+		if len(owned) > 0 {
+			hr.OnRelease = closePlugins(owned, b.logger())
 		}
 		set.Routes = append(set.Routes, hr)
 	}
@@ -163,8 +171,20 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 	return set, diags
 }
 
+// closePlugins returns the OnRelease of a route version that owns plugins:
+// it closes them, once its last connection has ended.
+func closePlugins(plugins []*plugin.Plugin, logger *slog.Logger) func() {
+	return func() {
+		for _, p := range plugins {
+			if err := p.Close(); err != nil {
+				logger.Warn("closing plugin", "plugin", p.Name(), "err", err)
+			}
+		}
+	}
+}
+
 func hookDiag(p *Plugin, r *Route, l *Link, err error) *hcl.Diagnostic {
-	var ce *host.ConfigError
+	var ce *plugin.ConfigError
 	if errors.As(err, &ce) {
 		rng := l.ConfigRange
 		return &hcl.Diagnostic{
@@ -185,7 +205,7 @@ func hookDiag(p *Plugin, r *Route, l *Link, err error) *hcl.Diagnostic {
 
 // compile returns the module for p's file, compiling it only when its
 // content is new.
-func (b *Builder) compile(ctx context.Context, p *Plugin) (*host.Module, hcl.Diagnostics) {
+func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.Diagnostics) {
 	diag := func(summary, format string, args ...any) hcl.Diagnostics {
 		rng := p.PathRange
 		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: &rng}}
@@ -259,7 +279,7 @@ func (b *Builder) Close(ctx context.Context) {
 	}
 }
 
-func (b *Builder) closeModule(ctx context.Context, m *host.Module) {
+func (b *Builder) closeModule(ctx context.Context, m *plugin.Module) {
 	if err := m.Close(ctx); err != nil {
 		b.logger().Warn("releasing compiled plugin", "module", m, "err", err)
 	}

@@ -14,11 +14,13 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/plugstats"
 )
 
-func newRuntime(t *testing.T) *host.Runtime {
+func newRuntime(t *testing.T) *plugin.Runtime {
 	t.Helper()
-	rt, err := host.NewRuntime(context.Background(), host.RuntimeOptions{})
+	rt, err := plugin.NewRuntime(context.Background(), plugin.RuntimeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,21 +80,29 @@ route "b" {
 	if len(diags) > 0 || set == nil {
 		t.Fatalf("Build: %v", diags)
 	}
-	if got := rt.Stats(); got.Modules != 1 || got.Plugins != 3 {
+	if got := plugstats.Runtime(rt); got.Modules != 1 || got.Plugins != 3 {
 		t.Errorf("after Build: %+v, want 1 module and 3 plugins", got)
 	}
 	if n := len(set.Routes[1].Chain); n != 2 || set.Routes[1].Chain[1].Directions != host.OnlyServerToClient || set.Routes[1].Chain[0].Name != "s" {
 		t.Errorf("route b chain = %+v", set.Routes[1].Chain)
 	}
 	set.Close()
-	if got := rt.Stats(); got.Modules != 1 || got.Plugins != 0 {
+	if got := plugstats.Runtime(rt); got.Modules != 1 || got.Plugins != 0 {
 		t.Errorf("after Set.Close: %+v, want the cached module only", got)
 	}
 	set, _ = b.Build(ctx, f, nil)
-	if got := rt.Stats(); got.Modules != 1 || got.Plugins != 3 {
+	if got := plugstats.Runtime(rt); got.Modules != 1 || got.Plugins != 3 {
 		t.Errorf("after a second Build: %+v, want the same module reused", got)
 	}
-	set.Close()
+	// Applied, each route closes its own plugins when the Proxy releases it.
+	set.Routes[0].OnRelease()
+	if got := plugstats.Runtime(rt); got.Plugins != 2 {
+		t.Errorf("after route a's OnRelease: %+v, want route b's 2 plugins left", got)
+	}
+	set.Routes[1].OnRelease()
+	if got := plugstats.Runtime(rt); got.Plugins != 0 {
+		t.Errorf("after route b's OnRelease: %+v, want no plugin", got)
+	}
 
 	// A file that no longer names stamp.wasm lets its module go.
 	empty, _ := parseString(t, dir, `route "a" {
@@ -101,7 +111,7 @@ route "b" {
 }
 `)
 	b.Retain(ctx, empty)
-	if got := rt.Stats(); got.Modules != 0 {
+	if got := plugstats.Runtime(rt); got.Modules != 0 {
 		t.Errorf("after Retain: %+v, want no module", got)
 	}
 
@@ -111,11 +121,11 @@ route "b" {
 	if set, _ := b.Build(ctx, f, prior); set != nil {
 		t.Error("Build returned a Set despite prior errors")
 	}
-	if got := rt.Stats(); got.Plugins != 0 {
+	if got := plugstats.Runtime(rt); got.Plugins != 0 {
 		t.Errorf("after a failed Build: %+v, want no plugin", got)
 	}
 	b.Close(ctx)
-	if got := rt.Stats(); got.Modules != 0 {
+	if got := plugstats.Runtime(rt); got.Modules != 0 {
 		t.Errorf("after Builder.Close: %+v", got)
 	}
 }
@@ -158,12 +168,12 @@ route "a" {
 }
 
 // TestPluginSettingsApply: the plugin block's settings reach the runtime, seen
-// through guests of host/testdata: stdout is granted only when asked for,
+// through guests of host/plugin/testdata: stdout is granted only when asked for,
 // and call_timeout with on_failure decide what a looping guest does to its
 // connection.
 func TestPluginSettingsApply(t *testing.T) {
 	target := echoServer(t)
-	guests, err := filepath.Abs("../../host/testdata")
+	guests, err := filepath.Abs("../../host/plugin/testdata")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,9 +122,9 @@ type Plugin struct {
 	MemoryLimit uint64
 	CallTimeout time.Duration
 	// MaxOutput is max_output: the bytes one call of the guest may send,
-	// log and write to a granted stdout (host.PluginOptions.MaxOutput);
+	// log and write to a granted stdout (plugin.Options.MaxOutput);
 	// more fails the call, and on_failure applies. "64KiB" to "256MiB";
-	// default "4MiB" (host.DefaultMaxOutput). Sized for the plugin's
+	// default "4MiB" (plugin.DefaultMaxOutput). Sized for the plugin's
 	// largest answer to one input buffer (64 KiB with the Go SDK's
 	// default), it stops a guest that floods a connection.
 	MaxOutput int

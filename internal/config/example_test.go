@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 )
 
@@ -58,7 +58,7 @@ func TestRootTunnelHCL(t *testing.T) {
 		Options: Options{LookupEnv: func(string) (string, bool) { return "", false }},
 		Stdout:  stdout,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Runtime: host.RuntimeOptions{CacheDir: plugintest.CacheDir()},
+		Runtime: plugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 		Edit: func(f *File) {
 			f.Plugin("deny").Path = deny
 			for _, rt := range f.Routes {
@@ -129,7 +129,7 @@ func TestDenyREADMEExample(t *testing.T) {
 	r := &Runner{
 		Path:    path,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Runtime: host.RuntimeOptions{CacheDir: plugintest.CacheDir()},
+		Runtime: plugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 		Edit: func(f *File) {
 			f.Plugin("deny").Path = deny
 			f.Route("redis").Listen = "127.0.0.1:0"

@@ -24,6 +24,7 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/addr"
 )
 
 // Limits enforced on the values of a file.
@@ -553,7 +554,7 @@ func (d *decoder) route(rb *routeBody) {
 	block := fmt.Sprintf("route %q", rb.Name)
 	if !d.required(rb.Listen, "listen", block, `"127.0.0.1:9090"`) {
 	} else if v, ok := d.str(rb.Listen, "listen"); ok {
-		if err := host.CheckAddr(v); err != nil {
+		if err := addr.Check(v); err != nil {
 			d.errorf(rb.Listen.Range(), "Invalid listen address", "%v.", err)
 		} else {
 			r.Listen = v
@@ -561,7 +562,7 @@ func (d *decoder) route(rb *routeBody) {
 	}
 	if !d.required(rb.Target, "target", block, `"127.0.0.1:8080"`) {
 	} else if v, ok := d.str(rb.Target, "target"); ok {
-		if err := host.CheckAddr(v); err != nil {
+		if err := addr.Check(v); err != nil {
 			d.errorf(rb.Target.Range(), "Invalid target address", "%v.", err)
 		} else if _, port, _ := net.SplitHostPort(v); port == "0" {
 			d.errorf(rb.Target.Range(), "Invalid target address", "target %q has port 0; name the port the server listens on.", v)

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
 // DefaultDebounce is how long file changes must settle before a [Runner]
@@ -67,7 +68,7 @@ type Runner struct {
 	Logger *slog.Logger
 	// Runtime configures the WebAssembly runtime the Runner creates; a nil
 	// Runtime.Logger means Logger.
-	Runtime host.RuntimeOptions
+	Runtime plugin.RuntimeOptions
 	// Edit, when set, may change each parsed file before it is built (tests
 	// use it to listen on free ports).
 	Edit func(*File)
@@ -80,7 +81,7 @@ type Runner struct {
 
 	mu       sync.Mutex // serialises loads
 	proxy    host.Proxy
-	rt       *host.Runtime
+	rt       *plugin.Runtime
 	builder  Builder
 	watcher  *fsnotify.Watcher
 	dirs     map[string]bool // directories watched
@@ -107,7 +108,7 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	if ropts.Logger == nil {
 		ropts.Logger = r.logger()
 	}
-	rt, err := host.NewRuntime(ctx, ropts)
+	rt, err := plugin.NewRuntime(ctx, ropts)
 	if err != nil {
 		return fmt.Errorf("starting the WebAssembly runtime: %w", err)
 	}
@@ -302,17 +303,6 @@ func firstLine(err error) string {
 		return fmt.Sprintf("%d error(s) in the configuration", n)
 	}
 	return err.Error()
-}
-
-// Stats returns what the plugin runtime holds (modules, plugins, instances),
-// to watch for leaks across reloads.
-func (r *Runner) Stats() host.RuntimeStats {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.rt == nil {
-		return host.RuntimeStats{}
-	}
-	return r.rt.Stats()
 }
 
 // Addr returns the bound address of the route named name, or nil.

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tunnelwasm/tunnel/internal/plugstats"
 )
 
 func TestMain(m *testing.M) {
@@ -255,8 +257,21 @@ func TestReloadKeepsOpenConnections(t *testing.T) {
 		t.Fatalf("listener moved from %s to %s", addr, h.addr())
 	}
 	roundTrip(t, old, "again", `"v1:"again`)
-	roundTrip(t, dial(t, addr), "new", `"v2:"new`)
+	fresh := dial(t, addr)
+	roundTrip(t, fresh, "new", `"v2:"new`)
 	roundTrip(t, old, "still", `"v1:"still`)
+	if s := plugstats.Runtime(h.r.rt); s.Plugins != 2 {
+		t.Errorf("while the old connection is open the runtime holds %+v, want both versions' plugins", s)
+	}
+	// The old version's plugin is closed once its last connection ends.
+	old.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for plugstats.Runtime(h.r.rt).Plugins != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("old connection closed, but the runtime still holds %+v, want the new plugin only", plugstats.Runtime(h.r.rt))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestReloadOnSIGHUP: the hup channel reloads even when no file changed.
@@ -440,7 +455,7 @@ func TestReloadNoGrowth(t *testing.T) {
 	if n > base+2 {
 		t.Errorf("goroutines grew from %d to %d over 100 reloads", base, n)
 	}
-	if s := h.r.Stats(); s.Modules != 1 || s.Plugins != 1 || s.Instances != 1 {
+	if s := plugstats.Runtime(h.r.rt); s.Modules != 1 || s.Plugins != 1 || s.Instances != 1 {
 		t.Errorf("after 100 reloads the runtime holds %+v, want 1 module, 1 plugin, 1 instance", s)
 	}
 	if n := len(h.r.builder.modules); n != 1 {

@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/tunnelwasm/tunnel/host"
+	hostplugin "github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
@@ -155,7 +155,7 @@ func TestWasm(t *testing.T) { testReplace(t, plugintest.Wasm(t, ".")) }
 // TestWasmPool runs the same tests with connections spread over several
 // instances, as in production.
 func TestWasmPool(t *testing.T) {
-	testReplace(t, plugintest.WasmWith(t, ".", plugintest.Options{PluginOptions: host.PluginOptions{Instances: 3}}))
+	testReplace(t, plugintest.WasmWith(t, ".", plugintest.Options{Plugin: hostplugin.Options{Instances: 3}}))
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -125,6 +125,22 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// Sink accepts connections on ln and discards what they send until EOF,
+// then closes them. It returns when ln is closed. For benchmarks, which
+// own ln: run it in its own goroutine.
+func Sink(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}()
+	}
+}
+
 // Echo writes back everything it reads, then half-closes after EOF.
 func Echo(c *net.TCPConn) {
 	if _, err := io.Copy(c, c); err == nil {

@@ -17,7 +17,7 @@ func benchInstance(b *testing.B, file string, v variant) *Instance {
 	}
 	e.noInstrument = v == guarded
 	b.Cleanup(func() { e.Close(ctx) })
-	bin, err := os.ReadFile("../../testdata/" + file)
+	bin, err := os.ReadFile("../../plugin/testdata/" + file)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func instanceInit(t *testing.T, file string, timeout, initTimeout time.Duration,
 	}
 	e.noInstrument = v == guarded
 	t.Cleanup(func() { e.Close(ctx) })
-	bin, err := os.ReadFile("../../testdata/" + file)
+	bin, err := os.ReadFile("../../plugin/testdata/" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestInstrumentTestGuests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close(ctx)
-	files, _ := filepath.Glob("../../testdata/*.wasm")
+	files, _ := filepath.Glob("../../plugin/testdata/*.wasm")
 	if len(files) < 10 {
 		t.Fatalf("only %d test guests", len(files))
 	}
@@ -133,7 +133,7 @@ func TestInstrumentTestGuests(t *testing.T) {
 // The rewrite adds one i32 local per body and the check after each loop,
 // and nothing else.
 func TestInstrumentShape(t *testing.T) {
-	bin, _ := os.ReadFile("../../testdata/noop.wasm")
+	bin, _ := os.ReadFile("../../plugin/testdata/noop.wasm")
 	out, err := instrument(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestInstrumentShape(t *testing.T) {
 	if got, want := len(out)-len(bin), 3*2; got != want {
 		t.Errorf("noop grew by %d bytes, want %d", got, want)
 	}
-	loop, _ := os.ReadFile("../../testdata/loop.wasm")
+	loop, _ := os.ReadFile("../../plugin/testdata/loop.wasm")
 	out, err = instrument(loop)
 	if err != nil {
 		t.Fatal(err)

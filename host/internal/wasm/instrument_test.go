@@ -14,7 +14,7 @@ import (
 // test guests; `go test` runs just them, `go test -fuzz FuzzInstrument`
 // explores.
 func FuzzInstrument(f *testing.F) {
-	files, _ := filepath.Glob("../../testdata/*.wasm")
+	files, _ := filepath.Glob("../../plugin/testdata/*.wasm")
 	for _, file := range files {
 		b, _ := os.ReadFile(file)
 		f.Add(b)

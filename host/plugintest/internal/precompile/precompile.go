@@ -1,5 +1,5 @@
 // Package precompile fills a wazero compilation cache directory with a
-// plugin module compiled the way host.Runtime compiles it, so that a later
+// plugin module compiled the way plugin.Runtime compiles it, so that a later
 // Runtime using the same directory loads the machine code instead of
 // compiling it.
 //

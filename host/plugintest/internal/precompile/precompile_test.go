@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 
 func TestInto(t *testing.T) {
 	dir := t.TempDir()
-	if err := Into(dir, "../../../testdata/noop.wasm"); err != nil {
+	if err := Into(dir, "../../../plugin/testdata/noop.wasm"); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))

@@ -1,0 +1,25 @@
+// Package plugin runs WebAssembly plugins (ABI v1, see sdk/ABI.md) in
+// wazero's sandbox, as hooks of a [host.Proxy].
+//
+// A [Runtime] compiles a module once ([Runtime.Compile], checked against the
+// ABI); [Module.NewPlugin] makes a [Plugin] of it with its own configuration
+// and pool of instances, each connection pinned to one instance.
+// [Runtime.Load] does both for a .wasm file. A Plugin is a [host.Hook]: put
+// it in a route's chain. The Proxy never closes it; its maker does, once no
+// route version uses it any more, typically from the route's OnRelease:
+//
+//	deny, err := rt.Load(ctx, "deny.wasm", plugin.Options{Config: cfg})
+//	...
+//	err = proxy.Apply([]host.Route{{
+//		Name: "redis", Listen: ":6380", Target: "127.0.0.1:6379",
+//		Chain:     []host.Link{{Name: "deny", Hook: deny}},
+//		OnRelease: func() { deny.Close() },
+//	}})
+//
+// Calls into a guest are bounded in time ([Options].CallTimeout), memory
+// and output; a guest that fails is never called again, and its
+// connections are closed or carry on without it ([Options].FailOpen).
+//
+// The runtime is its own package so that a program that imports only
+// package host, to proxy or to filter with Go hooks, does not link wazero.
+package plugin
