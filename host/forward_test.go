@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,8 +35,17 @@ type forwardPath struct {
 
 // forwardPaths are the paths every byte-exactness test runs on.
 var forwardPaths = []forwardPath{
-	// No hook: io.Copy between the sockets, spliced by the kernel.
-	{"splice", func(target string) host.Route { return tn.Route("test", target) }},
+	// No hook, an IP target: the event loop (read/write, splice for bulk).
+	{"loop", func(target string) host.Route { return tn.Route("test", target) }},
+	// The same with an idle timeout: the loop's timers.
+	{"loop-idle", func(target string) host.Route {
+		r := tn.Route("test", target)
+		r.IdleTimeout = time.Minute
+		return r
+	}},
+	// No hook, a target by name (resolving it would block the loop): a
+	// goroutine per direction, spliced by the kernel.
+	{"splice", func(target string) host.Route { return tn.Route("test", byName(target)) }},
 	// A pass-through hook on both streams: read, filter, write.
 	{"filtered", func(target string) host.Route {
 		return tn.Route("test", target, host.Link{Name: "identity", Hook: identity})
@@ -44,12 +54,19 @@ var forwardPaths = []forwardPath{
 	{"one-way", func(target string) host.Route {
 		return tn.Route("test", target, host.Link{Name: "identity", Hook: identity, Directions: host.OnlyClientToServer})
 	}},
-	// No hook but an idle timeout: copied in user space to see activity.
+	// No hook, a target by name, an idle timeout: copied in user space to
+	// see activity.
 	{"idle-timeout", func(target string) host.Route {
-		r := tn.Route("test", target)
+		r := tn.Route("test", byName(target))
 		r.IdleTimeout = time.Minute
 		return r
 	}},
+}
+
+// byName turns 127.0.0.1:port into localhost:port: a target the event loop
+// leaves to the goroutine engine.
+func byName(target string) string {
+	return "localhost:" + target[strings.LastIndexByte(target, ':')+1:]
 }
 
 // paths runs f once per forwarding path, in parallel.

@@ -28,16 +28,28 @@ import (
 const teardownBound = 2 * time.Second
 
 // enginePaths are the ways a direction can be forwarded.
-var enginePaths = []struct {
-	name  string
-	chain func(t *testing.T) []host.Link
-}{
-	{"splice", func(*testing.T) []host.Link { return nil }},
-	{"filtered", func(*testing.T) []host.Link { return []host.Link{{Name: "identity", Hook: identity}} }},
-	{"wasm", func(t *testing.T) []host.Link {
+var enginePaths = []enginePath{
+	{"loop", false, func(*testing.T) []host.Link { return nil }},
+	{"splice", true, func(*testing.T) []host.Link { return nil }},
+	{"filtered", false, func(*testing.T) []host.Link { return []host.Link{{Name: "identity", Hook: identity}} }},
+	{"wasm", false, func(t *testing.T) []host.Link {
 		rt, _ := wasmRuntime(t)
 		return []host.Link{{Name: "noop", Hook: wasmPlugin(t, rt, "noop", plugin.Options{})}}
 	}},
+}
+
+type enginePath struct {
+	name   string
+	byName bool // a target by name: the goroutine engine even without a chain
+	chain  func(t *testing.T) []host.Link
+}
+
+// route is a route named name toward target on this path.
+func (e enginePath) route(t *testing.T, name, target string) host.Route {
+	if e.byName {
+		target = byName(target)
+	}
+	return tn.Route(name, target, e.chain(t)...)
 }
 
 // deafServer accepts and never reads; its connections are released at
@@ -114,7 +126,7 @@ func TestShutdownWhileServerStopsReading(t *testing.T) {
 			srv := deafServer(t)
 			logs := tn.NewLogs()
 			p := &host.Proxy{Logger: logs.Logger()}
-			if err := p.Apply([]host.Route{tn.Route("r", srv.Addr(), path.chain(t)...)}); err != nil {
+			if err := p.Apply([]host.Route{path.route(t, "r", srv.Addr())}); err != nil {
 				t.Fatal(err)
 			}
 			c := tn.Dial(t, p.Addr("r").String())
@@ -147,7 +159,7 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 	for _, path := range enginePaths {
 		t.Run(path.name, func(t *testing.T) {
 			srv := deafServer(t)
-			r := tn.Route("r", srv.Addr(), path.chain(t)...)
+			r := path.route(t, "r", srv.Addr())
 			const idle = 500 * time.Millisecond
 			r.IdleTimeout = idle
 			p, logs := tn.Proxy(t, r)
@@ -209,7 +221,7 @@ func TestHalfCloseThenNeverRead(t *testing.T) {
 	for _, path := range enginePaths {
 		t.Run(path.name, func(t *testing.T) {
 			srv := tn.Serve(t, tn.Echo)
-			p, logs := tn.Proxy(t, tn.Route("r", srv.Addr(), path.chain(t)...))
+			p, logs := tn.Proxy(t, path.route(t, "r", srv.Addr()))
 			addr := p.Addr("r").String()
 			const clients = 50
 			payload := tn.Random(4, 1<<20)

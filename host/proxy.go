@@ -96,6 +96,11 @@ type Proxy struct {
 	sweeping   bool    // the timer is armed or its callback is running
 	sweepBuf   []*conn // the callback's own
 	noSweep    bool    // tests: never sweep, so a pump that waits wrongly stays stuck
+
+	// The event loop of plain routes (loop_linux.go), started with the
+	// first plain listener and closed by Shutdown.
+	loop   *eventLoop
+	noLoop bool // the loop could not start, or tests: accept on goroutines
 }
 
 // sweepInterval is how often idle connections are swept: a filtered
@@ -155,14 +160,18 @@ type routeState struct {
 	next   [][2]int // per link and direction: position in chains[dir] after that link
 }
 
+// listener accepts a route's connections: on the event loop (lh set; see
+// loop_linux.go) or on a goroutine of its own (serve).
 type listener struct {
-	p     *Proxy
-	ln    *net.TCPListener
-	state atomic.Pointer[routeState]
-	done  chan struct{} // closed when the listener stops accepting
-	exit  chan struct{} // closed when the accept loop has returned
-	slot  chan struct{} // signalled when a connection of this listener ends
-	open  atomic.Int64
+	p      *Proxy
+	ln     *net.TCPListener             // closed at once when the loop accepts
+	lh     atomic.Pointer[loopListener] // the loop's side of the listener, or nil
+	state  atomic.Pointer[routeState]
+	done   chan struct{} // closed when the listener stops accepting
+	exit   chan struct{} // closed when the accept loop has returned
+	slot   chan struct{} // signalled when a connection of this listener ends
+	open   atomic.Int64
+	paused atomic.Bool // the loop stopped accepting at MaxConns (Admit)
 }
 
 func (p *Proxy) logger() *slog.Logger {
@@ -324,6 +333,15 @@ func (p *Proxy) Apply(routes []Route) error {
 		l.state.Store(rs)
 		p.listeners[key] = l
 		p.logger().Info("listening", "route", r.Name, "addr", l.ln.Addr().String(), "target", r.Target)
+		if _, plain := rs.loopTarget(); plain {
+			if loop := p.loopLocked(); loop != nil {
+				if err := l.serveOnLoop(loop); err == nil {
+					continue
+				} else {
+					p.logger().Warn("event loop refused the listener; accepting on a goroutine", "route", r.Name, "err", err)
+				}
+			}
+		}
 		go l.serve()
 	}
 	for addr, l := range p.listeners {
@@ -372,6 +390,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { p.connWG.Wait(); close(done) }()
+	defer p.closeLoop()
 	select {
 	case <-done:
 		return nil
@@ -423,10 +442,14 @@ func (p *Proxy) abortAll() {
 	for _, c := range cs {
 		c.abort(cause)
 	}
+	p.abortLoop(cause)
 	p.hardStop() // and the dials of connections accepted meanwhile
 }
 
 func (l *listener) stop() {
+	if h := l.lh.Load(); h != nil {
+		h.Close()
+	}
 	select {
 	case <-l.done:
 	default:
@@ -505,6 +528,12 @@ func (l *listener) connDone() {
 
 // wake makes an accept loop waiting at the connection cap check it again.
 func (l *listener) wake() {
+	if h := l.lh.Load(); h != nil {
+		if l.paused.CompareAndSwap(true, false) {
+			h.Resume() // the loop asks Admit again
+		}
+		return
+	}
 	select {
 	case l.slot <- struct{}{}:
 	default:

@@ -22,7 +22,7 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err e
 		return false, fmt.Errorf("%s: %w", dir, err)
 	}
 	// Source ended: propagate the half-close.
-	if err := dst.CloseWrite(); err != nil && !c.aborted.Load() {
+	if err := dst.CloseWrite(); err != nil && !c.td.aborted.Load() {
 		return false, fmt.Errorf("half-close %s: %w", dir, err)
 	}
 	return false, nil

@@ -56,7 +56,7 @@ type Stats struct {
 	Read, Written [2]int64
 	// Err is nil for an orderly close (both directions ended with a FIN);
 	// otherwise it says why, e.g. "dial 1.2.3.4:5: connection refused",
-	// "idle for 2s: i/o timeout", "client read: connection reset by peer",
+	// "idle for 2s", "client read: connection reset by peer",
 	// "loop closed". Timeouts wrap os.ErrDeadlineExceeded, socket errors
 	// wrap their syscall.Errno.
 	Err error

@@ -227,15 +227,14 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 func (c *conn) onTimer() {
 	switch c.state {
 	case dialing:
-		c.finish(fmt.Errorf("dial %s: timed out after %v: %w",
-			c.plan.Target, c.plan.DialTimeout, os.ErrDeadlineExceeded))
+		c.finish(&timeoutError{fmt.Sprintf("dial %s: timed out after %v", c.plan.Target, c.plan.DialTimeout)})
 	case connected:
 		deadline := c.lastActive + int64(c.plan.IdleTimeout)
 		if c.l.now < deadline {
 			c.l.timers.set(&c.timer, deadline) // bytes moved since it was armed
 			return
 		}
-		c.finish(fmt.Errorf("idle for %v: %w", c.plan.IdleTimeout, os.ErrDeadlineExceeded))
+		c.finish(&timeoutError{fmt.Sprintf("idle for %v", c.plan.IdleTimeout)})
 	}
 }
 
@@ -463,6 +462,13 @@ func (l *Loop) release(h *half) {
 	}
 	h.off, h.pending = 0, 0
 }
+
+// timeoutError is the cause of a dial or idle timeout: its text says which
+// (as the goroutine engine's does) and it matches os.ErrDeadlineExceeded.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string { return e.msg }
+func (e *timeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
 
 // socketError returns the pending error of a socket (SO_ERROR), if any.
 func socketError(fd int) error {

@@ -1,0 +1,211 @@
+//go:build linux
+
+package host
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunnelwasm/tunnel/host/internal/evloop"
+)
+
+// The event loop: a listener whose route is plain when it is bound (no
+// filter, no late dial, an IP target) is served by the Proxy's one event
+// loop (host/internal/evloop): it accepts, dials and forwards without a
+// goroutine per connection. A connection that the route's current state
+// does not let the loop forward (a reload added a filter) is handed over to
+// the goroutine engine. See RATIONALE.md, "Why an event loop for plain
+// routes?".
+
+// eventLoop and loopListener are the loop's types (empty stand-ins
+// elsewhere, see loop_other.go).
+type (
+	eventLoop    = evloop.Loop
+	loopListener = evloop.Listener
+)
+
+// loopTarget returns the address the loop dials for a connection of rs, or
+// false when rs needs the goroutine engine.
+func (rs *routeState) loopTarget() (netip.AddrPort, bool) {
+	if len(rs.Chain) > 0 || rs.LateDial {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(rs.Target)
+	if err != nil || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, false // a name: resolving it would block the loop
+	}
+	return ap, true
+}
+
+// loopLocked returns the Proxy's event loop, started on first use; nil when
+// it cannot run (it is then logged once and listeners accept on goroutines).
+// Called with p.mu held.
+func (p *Proxy) loopLocked() *eventLoop {
+	if p.loop == nil && !p.noLoop {
+		l, err := evloop.New(p.logger())
+		if err != nil {
+			p.logger().Warn("event loop unavailable; plain routes run on goroutines", "err", err)
+			p.noLoop = true
+			return nil
+		}
+		p.loop = l
+	}
+	return p.loop
+}
+
+// serveOnLoop hands l's listening socket to the event loop. On error the
+// listener is left to the goroutine accept loop.
+func (l *listener) serveOnLoop(loop *eventLoop) error {
+	rc, err := l.ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("dup listener: %w", derr)
+	}
+	h, err := loop.AddListener(fd, l)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	l.lh.Store(h)
+	l.wake()     // in case Admit paused the listener before h was stored
+	l.ln.Close() // the loop's duplicate keeps the socket open
+	close(l.exit)
+	return nil
+}
+
+// Admit implements evloop.Acceptor: the connection cap.
+func (l *listener) Admit() bool {
+	rs := l.state.Load()
+	if rs.MaxConns == 0 || l.open.Load() < int64(rs.MaxConns) {
+		return true
+	}
+	l.paused.Store(true)
+	// A connection that ended between the check and the store saw no
+	// pause to lift: look again.
+	if l.open.Load() < int64(rs.MaxConns) && l.paused.CompareAndSwap(true, false) {
+		return true
+	}
+	return false
+}
+
+// Accepted implements evloop.Acceptor: the loop forwards the connection
+// when the route is plain; otherwise it goes to the goroutine engine.
+func (l *listener) Accepted(fd int, peer, local netip.AddrPort) *evloop.Plan {
+	p := l.p
+	rs := l.acquire()
+	l.open.Add(1)
+	target, ok := rs.loopTarget()
+	if !ok {
+		f := os.NewFile(uintptr(fd), "")
+		nc, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			p.logger().Error("accept: handing the connection to a goroutine", "err", err)
+			l.open.Add(-1)
+			p.release(rs)
+			return nil
+		}
+		p.startConn(l, rs, nc.(*net.TCPConn))
+		return nil
+	}
+	lc := &loopConn{l: l, rs: rs, id: p.nextID.Add(1), client: peer, start: time.Now()}
+	p.connWG.Add(1)
+	if lg := p.logger(); lg.Enabled(context.Background(), slog.LevelInfo) {
+		lg.Info("connection opened", "conn", lc.id, "route", rs.Name, "client", peer.String(), "target", rs.Target)
+	}
+	timeout := rs.DialTimeout
+	if timeout == 0 {
+		timeout = DefaultDialTimeout
+	}
+	return &evloop.Plan{Target: target, DialTimeout: timeout, IdleTimeout: rs.IdleTimeout, Done: lc.done}
+}
+
+// loopConn is what the Proxy keeps of a connection the loop forwards: what
+// its close log line needs.
+type loopConn struct {
+	l      *listener
+	rs     *routeState
+	id     uint64
+	client netip.AddrPort
+	start  time.Time
+}
+
+// done is the connection's evloop.Plan.Done: the close log line and the
+// release of the route state, on the loop goroutine.
+func (lc *loopConn) done(st evloop.Stats) {
+	p := lc.l.p
+	level := slog.LevelInfo
+	if st.Err != nil {
+		level = slog.LevelWarn
+	}
+	if lg := p.logger(); lg.Enabled(context.Background(), level) {
+		attrs := []any{
+			"conn", lc.id,
+			"route", lc.rs.Name,
+			"client", lc.client.String(),
+			"target", lc.rs.Target,
+			"bytes_client_to_server", st.Written[ClientToServer],
+			"bytes_server_to_client", st.Written[ServerToClient],
+			"duration", time.Since(lc.start).Round(time.Microsecond).String(),
+		}
+		if st.Err != nil {
+			attrs = append(attrs, "err", st.Err.Error())
+		}
+		lg.Log(context.Background(), level, "connection closed", attrs...)
+	}
+	lc.l.connDone()
+	if lc.rs.refs.Add(-1) == 0 && lc.rs.OnRelease != nil {
+		// The owner's code never runs on the loop.
+		go func() {
+			lc.rs.OnRelease()
+			p.connWG.Done()
+		}()
+		return
+	}
+	p.connWG.Done()
+}
+
+// abortLoop aborts every connection the loop forwards.
+func (p *Proxy) abortLoop(cause error) {
+	p.mu.Lock()
+	loop := p.loop
+	p.mu.Unlock()
+	if loop != nil {
+		loop.Abort(cause)
+	}
+}
+
+// closeLoop stops the loop, once the Proxy is shut down.
+func (p *Proxy) closeLoop() {
+	p.mu.Lock()
+	loop := p.loop
+	p.loop = nil
+	p.mu.Unlock()
+	if loop != nil {
+		loop.Close()
+	}
+}
+
+// loopConns is the number of connections the loop forwards.
+func (p *Proxy) loopConns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.loop == nil {
+		return 0
+	}
+	return p.loop.Conns()
+}
