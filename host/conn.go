@@ -101,8 +101,8 @@ func (c *conn) source(dir Direction) *net.TCPConn {
 
 // run opens the filters, dials the target and starts the pumps.
 func (c *conn) run() {
-	if l := c.p.logger(); l.Enabled(context.Background(), slog.LevelInfo) {
-		l.Info("connection opened", "conn", c.info.ID, "route", c.rs.Name, "client", c.info.Client.String(), "target", c.rs.Target)
+	if l := c.p.logger(); l.Enabled(context.Background(), slog.LevelDebug) {
+		l.Debug("connection opened", "conn", c.info.ID, "route", c.rs.Name, "client", c.info.Client.String(), "target", c.rs.Target)
 	}
 	w, err := c.ch.open()
 	if err == nil {

@@ -104,7 +104,7 @@ func (l *listener) Admit() bool {
 
 // Accepted implements evloop.Acceptor: the loop forwards the connection
 // when the route is plain; otherwise it goes to the goroutine engine.
-func (l *listener) Accepted(fd int, peer, local netip.AddrPort) *evloop.Plan {
+func (l *listener) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 	p := l.p
 	rs := l.acquire()
 	l.open.Add(1)
@@ -124,8 +124,8 @@ func (l *listener) Accepted(fd int, peer, local netip.AddrPort) *evloop.Plan {
 	}
 	lc := &loopConn{l: l, rs: rs, id: p.nextID.Add(1), client: peer, start: time.Now()}
 	p.connWG.Add(1)
-	if lg := p.logger(); lg.Enabled(context.Background(), slog.LevelInfo) {
-		lg.Info("connection opened", "conn", lc.id, "route", rs.Name, "client", peer.String(), "target", rs.Target)
+	if lg := p.logger(); lg.Enabled(context.Background(), slog.LevelDebug) {
+		lg.Debug("connection opened", "conn", lc.id, "route", rs.Name, "client", peer.String(), "target", rs.Target)
 	}
 	timeout := rs.DialTimeout
 	if timeout == 0 {

@@ -278,7 +278,7 @@ route "r" {
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, "--config", path, "--grace", "10s")
+	p := start(t, "--config", path, "--grace", "10s", "--log-level", "debug") // debug: "connection opened"
 	addr := p.stderr.wait(t, `msg=listening route=r addr=(127\.0\.0\.1:\d+)`)[1]
 
 	// Both connections open first, so both are pinned to the one

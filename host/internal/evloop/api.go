@@ -28,7 +28,7 @@ type Acceptor interface {
 	// close-on-exec fd). It returns the plan for it. If the plan is nil the
 	// caller has taken the fd (e.g. to serve it on goroutines through
 	// os.NewFile and net.FileConn) and the loop forgets it.
-	Accepted(fd int, peer netip.AddrPort, local netip.AddrPort) *Plan
+	Accepted(fd int, peer netip.AddrPort) *Plan
 }
 
 // Plan says how the loop forwards one connection.

@@ -5,7 +5,6 @@ package evloop
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"time"
 
@@ -113,11 +112,7 @@ type conn struct {
 // one, starts dialling its target.
 func (l *Loop) startConn(fd int, peerSA unix.Sockaddr, a Acceptor) {
 	peer := sockaddrToAddrPort(peerSA)
-	var local netip.AddrPort
-	if sa, err := unix.Getsockname(fd); err == nil {
-		local = sockaddrToAddrPort(sa)
-	}
-	plan := a.Accepted(fd, peer, local)
+	plan := a.Accepted(fd, peer)
 	if plan == nil {
 		return // the caller took the fd
 	}
@@ -227,7 +222,7 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 func (c *conn) onTimer() {
 	switch c.state {
 	case dialing:
-		c.finish(&timeoutError{fmt.Sprintf("dial %s: timed out after %v", c.plan.Target, c.plan.DialTimeout)})
+		c.finish(&timeoutError{fmt.Sprintf("dial %s: i/o timeout (after %v)", c.plan.Target, c.plan.DialTimeout)})
 	case connected:
 		deadline := c.lastActive + int64(c.plan.IdleTimeout)
 		if c.l.now < deadline {

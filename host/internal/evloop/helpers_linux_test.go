@@ -98,7 +98,7 @@ func (a *testAcceptor) Admit() bool {
 	return a.limit <= 0 || a.active < a.limit
 }
 
-func (a *testAcceptor) Accepted(fd int, peer, local netip.AddrPort) *Plan {
+func (a *testAcceptor) Accepted(fd int, peer netip.AddrPort) *Plan {
 	a.accepted.Add(1)
 	if a.take != nil && a.take(fd) {
 		return nil
