@@ -5,11 +5,9 @@
 //
 // A [Loop] is one goroutine that drives every socket given to it with raw
 // non-blocking system calls (accept4, connect, read/write or splice,
-// shutdown, close). It polls its epoll fd with a zero timeout, and when
-// nothing is ready it parks on Go's poller, which watches the epoll fd
-// itself (readable while events are pending): no OS thread is held blocked
-// in epoll_wait, which made the Go runtime hand over and take back its P at
-// every wake-up. There is no goroutine per connection and no
+// shutdown, close) and blocks in epoll_wait between events, as an ordinary
+// system call: its OS thread is not locked (see Loop.run for the figures
+// behind that). There is no goroutine per connection and no
 // time.AfterFunc per connection.
 //
 // Ownership: the loop owns every file descriptor handed to it (listeners,
@@ -51,7 +49,7 @@
 // # Timers
 //
 // Dial and idle deadlines live in a min-heap of timers owned by the loop; the
-// epoll fd's read deadline is the time of the earliest one. The idle timer is
+// epoll_wait timeout is the time to the earliest one. The idle timer is
 // re-armed lazily from a last-activity timestamp when it fires, so moving
 // bytes never touches the heap.
 //
