@@ -240,8 +240,13 @@ func (f *wasmFilter) Closed() {
 		return
 	}
 	in.mu.Lock()
-	if in.dead != nil || !in.w.HasOnClose() {
+	if in.dead != nil {
 		in.mu.Unlock()
+		return
+	}
+	if !in.w.HasOnClose() {
+		in.mu.Unlock()
+		f.succeeded()
 		return
 	}
 	f.begin()
@@ -259,6 +264,16 @@ func (f *wasmFilter) Closed() {
 	in.mu.Unlock()
 	if err != nil {
 		fl.handle()
+	} else {
+		f.succeeded()
+	}
+}
+
+// succeeded tells the plugin's breaker that a connection the guest saw
+// ended without a failure of its instance.
+func (f *wasmFilter) succeeded() {
+	if !f.bypass {
+		f.p.succeeded()
 	}
 }
 
@@ -434,7 +449,7 @@ func (f *wasmFilter) ConnInfo(key int32) (string, int32) {
 // Log implements wasm.Host.
 func (f *wasmFilter) Log(level int32, msg []byte) {
 	ctx, l := context.Background(), slogLevel(level)
-	if f.p.log.Enabled(ctx, l) {
+	if f.p.log.Enabled(ctx, l) && f.p.logs.allow() {
 		f.p.log.Log(ctx, l, string(msg), "conn", f.info.ID)
 	}
 }

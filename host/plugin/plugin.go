@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
@@ -93,6 +94,35 @@ func (r *Runtime) Close(ctx context.Context) error {
 func init() {
 	plugstats.Runtime = func(rt any) plugstats.Stats { return rt.(*Runtime).stats() }
 	plugstats.Instances = func(p any) int { return p.(*Plugin).instances() }
+	plugstats.BreakerOf = func(p any) plugstats.Breaker { return p.(*Plugin).breakerStats() }
+	plugstats.SetClock = func(p any, now func() time.Time) { p.(*Plugin).clock.Store(&now) }
+	plugstats.HeldBy = func(rt any, except map[any]bool) []plugstats.Held { return rt.(*Runtime).held(except) }
+}
+
+// held returns the plugins of r not in except that have open connections,
+// with their live instances (for internal/config, through plugstats).
+func (r *Runtime) held(except map[any]bool) []plugstats.Held {
+	r.mu.Lock()
+	plugins := make([]*Plugin, 0, len(r.plugins))
+	for p := range r.plugins {
+		if !except[p] {
+			plugins = append(plugins, p)
+		}
+	}
+	r.mu.Unlock()
+	var out []plugstats.Held
+	for _, p := range plugins {
+		p.mu.Lock()
+		h := plugstats.Held{Name: p.opts.Name, Instances: len(p.pool), MemoryLimit: p.opts.MemoryLimit}
+		for _, in := range p.pool {
+			h.Conns += len(in.conns)
+		}
+		p.mu.Unlock()
+		if h.Conns > 0 {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // stats returns what the runtime holds now (for tests, through plugstats).
@@ -260,6 +290,31 @@ type Options struct {
 	// Logger receives the plugin's log lines and failures. Nil means the
 	// runtime's logger.
 	Logger *slog.Logger
+
+	// TripFailures failures (traps, timeouts, ABI violations, instances
+	// that fail to start) within TripWindow trip the plugin: for a backoff
+	// of MinTripBackoff, doubling at each trip without a success in
+	// between up to TripMaxBackoff, its new connections are refused (or,
+	// with FailOpen, bypass it) without making an instance. A success is
+	// a connection the guest served to its end without a failure. One log
+	// line reports each trip and one the recovery (the first success after
+	// a backoff). Zero means DefaultTripFailures; negative
+	// never trips.
+	TripFailures int
+	// TripWindow is the window of TripFailures. Zero means
+	// DefaultTripWindow.
+	TripWindow time.Duration
+	// TripMaxBackoff caps the backoff of a tripped plugin. Zero means
+	// DefaultTripMaxBackoff.
+	TripMaxBackoff time.Duration
+	// LogRate is how many log lines per second, on average, the guest may
+	// log (writes to a granted Stdout or Stderr count as lines); more are
+	// dropped, and their count is logged every LogSuppressedEvery. Zero
+	// means DefaultLogRate.
+	LogRate float64
+	// LogBurst is how many lines the guest may log at once before LogRate
+	// applies. Zero means DefaultLogBurst.
+	LogBurst int
 }
 
 // ConfigError is a plugin's rejection of its configuration: tunnel_init
@@ -307,6 +362,33 @@ func (o *Options) normalize(m *Module, r *Runtime) error {
 	if o.Logger == nil {
 		o.Logger = r.logger
 	}
+	if o.TripFailures == 0 {
+		o.TripFailures = DefaultTripFailures
+	}
+	if o.TripWindow == 0 {
+		o.TripWindow = DefaultTripWindow
+	}
+	if o.TripWindow < 0 {
+		errs = append(errs, fmt.Errorf("trip window %s must not be negative", o.TripWindow))
+	}
+	if o.TripMaxBackoff == 0 {
+		o.TripMaxBackoff = DefaultTripMaxBackoff
+	}
+	if o.TripMaxBackoff < 0 {
+		errs = append(errs, fmt.Errorf("trip max backoff %s must not be negative", o.TripMaxBackoff))
+	}
+	if o.LogRate == 0 {
+		o.LogRate = DefaultLogRate
+	}
+	if o.LogRate < 0 {
+		errs = append(errs, fmt.Errorf("log rate %g must not be negative", o.LogRate))
+	}
+	if o.LogBurst == 0 {
+		o.LogBurst = DefaultLogBurst
+	}
+	if o.LogBurst < 0 {
+		errs = append(errs, fmt.Errorf("log burst %d must not be negative", o.LogBurst))
+	}
 	return errors.Join(errs...)
 }
 
@@ -322,6 +404,14 @@ func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 		return nil, fmt.Errorf("plugin %q: module %q is closed", opts.Name, m.name)
 	}
 	p := &Plugin{r: m.r, m: m, opts: opts, log: opts.Logger.With("plugin", opts.Name)}
+	p.logs.p = p
+	stdout, stderr := opts.Stdout, opts.Stderr
+	if stdout != nil {
+		stdout = limitedWriter{w: stdout, l: &p.logs}
+	}
+	if stderr != nil {
+		stderr = limitedWriter{w: stderr, l: &p.logs}
+	}
 	p.iopts = wasm.Options{
 		Mode:        wasm.Sandboxed,
 		MemoryLimit: opts.MemoryLimit,
@@ -329,8 +419,8 @@ func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 		InitTimeout: max(opts.CallTimeout, minInitTimeout),
 		MaxOutput:   opts.MaxOutput,
 		Config:      append([]byte(nil), opts.Config...),
-		Stdout:      opts.Stdout,
-		Stderr:      opts.Stderr,
+		Stdout:      stdout,
+		Stderr:      stderr,
 		Log:         p.guestLog,
 	}
 	if opts.Trusted {
@@ -369,6 +459,10 @@ type Plugin struct {
 	opts  Options
 	iopts wasm.Options
 	log   *slog.Logger
+
+	brk   breaker
+	logs  logLimiter
+	clock atomic.Pointer[func() time.Time] // nil: time.Now
 
 	mu       sync.Mutex
 	pool     []*instance
@@ -429,6 +523,7 @@ func (p *Plugin) Close() error {
 	p.r.mu.Lock()
 	delete(p.r.plugins, p)
 	p.r.mu.Unlock()
+	p.logs.close()
 	return p.m.release(ctx)
 }
 
@@ -459,6 +554,15 @@ func (p *Plugin) Open(info *host.ConnInfo) (host.Filter, error) {
 		p.mu.Unlock()
 		return nil, fmt.Errorf("plugin %q: %w", p.opts.Name, errPluginClosed)
 	}
+	if left := p.admit(); left > 0 {
+		p.mu.Unlock()
+		if p.opts.FailOpen {
+			f.bypass = true
+			return f, nil
+		}
+		return nil, fmt.Errorf("plugin %q is tripped (%d failures within %s): refusing new connections for %s more",
+			p.opts.Name, p.opts.TripFailures, p.opts.TripWindow, left.Round(time.Millisecond))
+	}
 	var best *instance
 	for _, in := range p.pool {
 		if best == nil || len(in.conns) < len(best.conns) {
@@ -479,6 +583,7 @@ func (p *Plugin) Open(info *host.ConnInfo) (host.Filter, error) {
 	if err != nil {
 		p.mu.Unlock()
 		p.log.Error("plugin instance failed to start", "conn", info.ID, "err", err.Error())
+		p.failed()
 		if p.opts.FailOpen {
 			f.bypass = true
 			return f, nil
@@ -559,6 +664,7 @@ func (fl *failure) handle() {
 	}
 	p.log.Error("plugin failed", "callback", fl.callback, "cause", firstLine(fl.cause), "policy", policy,
 		"instance", fl.in.id, "conn", fl.conn, "conns", len(fl.others)+1)
+	p.failed()
 	if p.opts.FailOpen {
 		return
 	}
@@ -580,7 +686,7 @@ func firstLine(err error) string {
 // guestLog logs a line from the guest outside a connection.
 func (p *Plugin) guestLog(level int32, msg []byte) {
 	ctx, l := context.Background(), slogLevel(level)
-	if p.log.Enabled(ctx, l) {
+	if p.log.Enabled(ctx, l) && p.logs.allow() {
 		p.log.Log(ctx, l, string(msg))
 	}
 }
