@@ -100,7 +100,9 @@ func (w *writes) do() error {
 		dst := c.destination(d)
 		if w.bufs[d] != nil {
 			if err == nil {
-				if _, werr := dst.Write(*w.bufs[d]); werr != nil {
+				n, werr := dst.Write(*w.bufs[d])
+				c.written[d].Add(int64(n))
+				if werr != nil {
 					err = fmt.Errorf("write %s: %w", d, werr)
 				}
 			}

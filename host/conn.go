@@ -39,7 +39,8 @@ type conn struct {
 
 	td teardown
 
-	bytes     [2]atomic.Int64 // bytes per direction: read (filtered) or delivered (spliced)
+	read      [2]atomic.Int64 // bytes read from each direction's source
+	written   [2]atomic.Int64 // bytes written to each direction's destination
 	lastIO    atomic.Int64    // unix nanos of the last chunk, for the idle timeout
 	idleTimer *time.Timer     // fires the idle check; nil without an idle timeout
 	waitTimer *time.Timer     // a late-dial route's bound on waiting for a target
@@ -51,11 +52,11 @@ type conn struct {
 	// stacks, not on the ones that the dial and the filters grew.
 	pumps atomic.Int32
 	rd    [2]reader // the filtered pumps' readers
-	// born is bytes[dir] when the pump's goroutine started, or -1 for the
-	// goroutine that dialled: while bytes[dir] equals it, the goroutine has
+	// born is read[dir] when the pump's goroutine started, or -1 for the
+	// goroutine that dialled: while read[dir] equals it, the goroutine has
 	// forwarded nothing and its stack is still small.
 	born  [2]atomic.Int64
-	seen  [2]int64   // bytes[dir] at the last sweep; the sweeper's own
+	seen  [2]int64   // read[dir] at the last sweep; the sweeper's own
 	dlMu  sync.Mutex // orders the read deadlines of pokes and of closeGracefully
 	poked [2]bool    // a poke's deadline is set on the source; guarded by dlMu
 }
@@ -332,8 +333,10 @@ func (c *conn) finish(cause error) {
 			"route", c.rs.Name,
 			"client", c.info.Client.String(),
 			"target", c.info.Target,
-			"bytes_client_to_server", c.bytes[ClientToServer].Load(),
-			"bytes_server_to_client", c.bytes[ServerToClient].Load(),
+			"bytes_from_client", c.read[ClientToServer].Load(),
+			"bytes_to_server", c.written[ClientToServer].Load(),
+			"bytes_from_server", c.read[ServerToClient].Load(),
+			"bytes_to_client", c.written[ServerToClient].Load(),
 			"duration", time.Since(c.start).Round(time.Microsecond).String(),
 		}
 		if e != nil {

@@ -151,7 +151,7 @@ func TestHalfClose(t *testing.T) {
 		if got.N != int64(len(down)) || got.Sum != tn.Sum(down) {
 			t.Fatalf("client got %d bytes (sha %s), want %d (sha %s)", got.N, got.Sum, len(down), tn.Sum(down))
 		}
-		logs.Wait(t, "connection closed", "bytes_client_to_server=23000", "bytes_server_to_client=46000")
+		logs.Wait(t, "connection closed", "bytes_from_client=23000 bytes_to_server=23000 bytes_from_server=46000 bytes_to_client=46000")
 	})
 }
 
@@ -401,7 +401,7 @@ func TestFilterDrops(t *testing.T) {
 	if s := <-serverGot; s.Err != nil || s.N != 0 {
 		t.Errorf("server got %d bytes (err %v), want 0", s.N, s.Err)
 	}
-	logs.Wait(t, "connection closed", "bytes_client_to_server=10240")
+	logs.Wait(t, "connection closed", "bytes_from_client=10240 bytes_to_server=10240")
 }
 
 // TestFilterAnswersClient answers every client chunk itself, upper-cased,

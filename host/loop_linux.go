@@ -158,8 +158,10 @@ func (lc *loopConn) done(st evloop.Stats) {
 			"route", lc.rs.Name,
 			"client", lc.client.String(),
 			"target", lc.rs.Target,
-			"bytes_client_to_server", st.Written[ClientToServer],
-			"bytes_server_to_client", st.Written[ServerToClient],
+			"bytes_from_client", st.Read[ClientToServer],
+			"bytes_to_server", st.Written[ClientToServer],
+			"bytes_from_server", st.Read[ServerToClient],
+			"bytes_to_client", st.Written[ServerToClient],
 			"duration", time.Since(lc.start).Round(time.Microsecond).String(),
 		}
 		if st.Err != nil {

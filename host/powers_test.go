@@ -370,3 +370,24 @@ func TestLateDialHoldLimitCountsForwarded(t *testing.T) {
 	expectClosedAfterBytes(t, c)
 	logs.Wait(t, "connection closed", "late dial: ", "over the limit of 16384")
 }
+
+// amplifier doubles what the client sends and acknowledges each chunk.
+var amplifier = host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
+	if dir == host.ServerToClient {
+		return b, nil
+	}
+	return append(append([]byte(nil), b...), b...), nil
+})
+
+// TestCountersShowWhatFiltersDid: the close log counts the bytes read from
+// and written to each peer, so a rewrite is visible to an operator.
+func TestCountersShowWhatFiltersDid(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "x2", Hook: amplifier}))
+	c := tn.Dial(t, addr)
+	got := tn.Exchange(c, []byte("abc"))
+	if got.Err != nil || got.N != 6 {
+		t.Fatalf("client got %d bytes, %v; want the 6 the amplifier sent", got.N, got.Err)
+	}
+	logs.Wait(t, "connection closed", "bytes_from_client=3 bytes_to_server=6 bytes_from_server=6 bytes_to_client=6")
+}

@@ -87,7 +87,7 @@ func (c *conn) step(dir Direction) (step, error) {
 		return stepEnd, nil // a filter closed the connection: pump drains the rest
 	case err == nil && r.err == nil:
 		b := (*r.buf)[:r.n]
-		c.bytes[dir].Add(int64(len(b)))
+		c.read[dir].Add(int64(len(b)))
 		if c.rs.IdleTimeout > 0 {
 			c.lastIO.Store(time.Now().UnixNano())
 		}
@@ -160,7 +160,7 @@ func (c *conn) sweep() {
 		if !spliceMovable && len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
 			continue
 		}
-		b := c.bytes[d].Load()
+		b := c.read[d].Load()
 		if b == c.seen[d] && b != c.born[d].Load() {
 			c.poke(d)
 		}
@@ -189,7 +189,7 @@ func (c *conn) unpoke(dir Direction, src *net.TCPConn) bool {
 	if !c.poked[dir] || c.td.closing.Load() {
 		return false
 	}
-	c.born[dir].Store(c.bytes[dir].Load()) // before poked is cleared: no second poke for this move
+	c.born[dir].Store(c.read[dir].Load()) // before poked is cleared: no second poke for this move
 	c.poked[dir] = false
 	src.SetReadDeadline(time.Time{})
 	return true

@@ -191,8 +191,10 @@ func (s *splicer) read(fd uintptr) bool {
 			s.eof = true
 		case s.p != nil:
 			s.p.data = n
+			s.c.read[s.dir].Add(int64(n))
 		default:
 			s.out = (*s.buf)[:n]
+			s.c.read[s.dir].Add(int64(n))
 		}
 		return true
 	}
@@ -228,7 +230,7 @@ func (s *splicer) write(fd uintptr) bool {
 		} else {
 			s.out = s.out[n:]
 		}
-		s.c.bytes[s.dir].Add(int64(n))
+		s.c.written[s.dir].Add(int64(n))
 	}
 	return true
 }

@@ -17,7 +17,8 @@ const spliceMovable = false
 // Its pumps are never moved (handOff is always false).
 func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err error) {
 	n, err := io.Copy(dst, src)
-	c.bytes[dir].Add(n)
+	c.read[dir].Add(n)
+	c.written[dir].Add(n)
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", dir, err)
 	}

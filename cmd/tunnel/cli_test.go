@@ -324,7 +324,7 @@ func TestPlainHexDump(t *testing.T) {
 	if got := p.stdout.String(); got != want {
 		t.Errorf("stdout:\n%s\nwant:\n%s", got, want)
 	}
-	p.stderr.wait(t, `msg="connection closed" conn=1 .*bytes_client_to_server=6 bytes_server_to_client=6`)
+	p.stderr.wait(t, `msg="connection closed" conn=1 .*bytes_from_client=6 bytes_to_server=6 bytes_from_server=6 bytes_to_client=6`)
 
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.exitCode(t); code != 0 {
@@ -358,7 +358,7 @@ func TestPlainNoDump(t *testing.T) {
 	p, addr := startPlain(t, echoServer(t), "--dump", "none")
 	payload := strings.Repeat("0123456789", 100_000)
 	converse(t, dial(t, addr), payload)
-	p.stderr.wait(t, `msg="connection closed" conn=1 .*bytes_client_to_server=1000000 bytes_server_to_client=1000000`)
+	p.stderr.wait(t, `msg="connection closed" conn=1 .*bytes_from_client=1000000 bytes_to_server=1000000 bytes_from_server=1000000 bytes_to_client=1000000`)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.exitCode(t); code != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
