@@ -144,6 +144,8 @@ type Instance struct {
 	kill     chan struct{}
 	killed   atomic.Bool
 	closed   bool
+
+	alloc allocator // released by Close, after the module
 }
 
 // epoch is the origin of now: a monotonic clock immune to wall-clock jumps.
@@ -210,7 +212,8 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		outs = append(outs, w)
 		mc = mc.WithStderr(w)
 	}
-	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: o.MemoryLimit})
+	alloc := newAllocator(o.MemoryLimit)
+	ictx := experimental.WithMemoryAllocator(ctx, alloc)
 	var mod api.Module
 	func() {
 		defer func() {
@@ -224,6 +227,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		if mod != nil {
 			mod.Close(ctx)
 		}
+		alloc.release()
 		if !strings.HasPrefix(err.Error(), "instantiate") {
 			err = fmt.Errorf("instantiate: %w", err)
 		}
@@ -243,6 +247,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		maxOutput:  o.MaxOutput,
 		config:     o.Config,
 		kill:       make(chan struct{}),
+		alloc:      alloc,
 	}
 	for _, w := range outs {
 		w.in = in
@@ -306,12 +311,14 @@ func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err
 	mc := wazero.NewModuleConfig().WithName("").WithStartFunctions().WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader)
 	// The probe needs the module's initial memory and what _initialize
 	// grows; it must not become a way to make the host allocate gigabytes.
-	ictx := experimental.WithMemoryAllocator(ctx, &limitedAllocator{limit: max(c.MinMemory, probeMemory)})
+	alloc := newAllocator(max(c.MinMemory, probeMemory))
+	ictx := experimental.WithMemoryAllocator(ctx, alloc)
 	mod, err := rt.InstantiateModule(ictx, cm, mc)
 	if err != nil {
+		alloc.release()
 		return fmt.Errorf("instantiate: %w", err)
 	}
-	in := &Instance{mod: mod, mem: mod.Memory(), variant: v, timeout: timeout, kill: make(chan struct{})}
+	in := &Instance{mod: mod, mem: mod.Memory(), variant: v, timeout: timeout, kill: make(chan struct{}), alloc: alloc}
 	in.timer = time.AfterFunc(time.Hour, in.expire)
 	in.timer.Stop()
 	defer in.Close(ctx)
@@ -467,7 +474,9 @@ func (in *Instance) Close(ctx context.Context) error {
 	if in.timer != nil {
 		in.timer.Stop()
 	}
-	return in.mod.Close(ctx)
+	err := in.mod.Close(ctx)
+	in.alloc.release()
+	return err
 }
 
 // fail records a violation and traps the running call.
@@ -494,7 +503,8 @@ func (in *Instance) read(what string, ptr, n uint32) []byte {
 }
 
 // limitedAllocator backs an instance's linear memory with a Go slice that
-// never grows past limit: memory.grow beyond it returns -1.
+// never grows past limit: memory.grow beyond it returns -1. It is the
+// fallback of newAllocator where memory cannot be mapped (see mem_linux.go).
 type limitedAllocator struct {
 	limit uint64
 	buf   []byte
@@ -523,6 +533,16 @@ func (a *limitedAllocator) Reallocate(size uint64) []byte {
 
 // Free implements experimental.LinearMemory.
 func (a *limitedAllocator) Free() { a.buf = nil }
+
+// release implements allocator: the garbage collector frees the slice.
+func (a *limitedAllocator) release() {}
+
+// allocator makes the linear memory of one instance; release gives it back
+// once the instance is closed.
+type allocator interface {
+	experimental.MemoryAllocator
+	release()
+}
 
 // budgetWriter is a granted stdout or stderr: what the guest writes counts
 // against the call's output budget, like send and log.
