@@ -1,0 +1,373 @@
+package capture_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
+	"github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/tshark"
+)
+
+// upper uppercases what the client sends, so that the two legs differ.
+var upper = host.Link{Name: "upper", Hook: host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
+	if dir == host.ClientToServer {
+		return asciiUpper(b), nil
+	}
+	return b, nil
+})}
+
+// asciiUpper uppercases a to z only, byte for byte (bytes.ToUpper rewrites
+// invalid UTF-8, which random bytes are).
+func asciiUpper(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// setup is a proxy with one route "r" on listen toward target, its chain
+// between the capture links of a Writer to file.
+type setup struct {
+	p    *host.Proxy
+	addr string
+	logs *testnet.Logs
+	w    *capture.Writer
+	file string
+}
+
+func start(t *testing.T, listen, target string, opts capture.Options, chain ...host.Link) *setup {
+	t.Helper()
+	if opts.Path == "" {
+		opts.Path = filepath.Join(t.TempDir(), "c.pcapng")
+	}
+	w, err := capture.Create(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	first, last := capture.Links(w)
+	p, logs := testnet.Proxy(t, host.Route{Name: "r", Listen: listen, Target: target, Chain: append(append([]host.Link{first}, chain...), last)})
+	return &setup{p: p, addr: p.Addr("r").String(), logs: logs, w: w, file: opts.Path}
+}
+
+// finish waits for the open connections to end by themselves, then
+// closes the Writer.
+func (s *setup) finish(t *testing.T) {
+	t.Helper()
+	if err := s.p.Shutdown(testnet.Context(t)); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if err := s.w.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
+func wantStream(t *testing.T, got tshark.Stream, a, b string, fromA, fromB []byte) {
+	t.Helper()
+	if got.Nodes != [2]string{a, b} {
+		t.Errorf("stream nodes %q, want %q", got.Nodes, [2]string{a, b})
+	}
+	if testnet.Sum(got.Data[0]) != testnet.Sum(fromA) || testnet.Sum(got.Data[1]) != testnet.Sum(fromB) {
+		t.Errorf("stream %s <-> %s: %d/%d bytes, want %d/%d with equal sha256", a, b, len(got.Data[0]), len(got.Data[1]), len(fromA), len(fromB))
+	}
+}
+
+// TestFollowBothLegs: Wireshark follows each leg of a connection, IPv4 and
+// IPv6, with the bytes the client and the target each sent, and finds no
+// bad checksum, lost segment or bad ACK.
+func TestFollowBothLegs(t *testing.T) {
+	for _, tc := range []struct{ name, listen string }{{"ipv4", "127.0.0.1:0"}, {"ipv6", "[::1]:0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := testnet.ServeAt(t, tc.listen, testnet.Echo)
+			s := start(t, tc.listen, srv.Addr(), capture.Options{}, upper)
+			c := testnet.Dial(t, s.addr)
+			sent := testnet.Random(1, 1<<20)
+			got := testnet.Exchange(c, sent)
+			if got.Err != nil {
+				t.Fatal(got.Err)
+			}
+			want := asciiUpper(sent)
+			if got.Sum != testnet.Sum(want) {
+				t.Fatal("the echo differs")
+			}
+			s.finish(t)
+
+			client, listen := c.LocalAddr().String(), c.RemoteAddr().String()
+			wantStream(t, tshark.Follow(t, s.file, client, listen), client, listen, sent, want)
+			wantStream(t, tshark.Follow(t, s.file, client, srv.Addr()), client, srv.Addr(), want, want)
+			tshark.CheckClean(t, s.file)
+			flags := tshark.Fields(t, s.file, "tcp.flags.syn==1 || tcp.flags.fin==1 || tcp.flags.reset==1", "frame.interface_id", "tcp.flags.str")
+			if n := len(flags); n != 8 {
+				t.Errorf("%d SYN/FIN/RST packets, want 8 (SYN, SYN-ACK, 2 FINs per leg): %q", n, flags)
+			}
+			if st := s.w.Stats(); st.Dropped != [2]uint64{} || st.Written[0] == 0 || st.Written[1] == 0 || st.Files != 1 {
+				t.Errorf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// TestAbortIsReset: a connection a filter aborts ends with a RST on both
+// legs, with a comment.
+func TestAbortIsReset(t *testing.T) {
+	t.Parallel()
+	srv := testnet.Serve(t, testnet.Echo)
+	boom := host.Link{Name: "boom", Hook: host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
+		if bytes.Contains(b, []byte("boom")) {
+			return nil, errors.New("boom")
+		}
+		return b, nil
+	})}
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{}, boom)
+	c := testnet.Dial(t, s.addr)
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("boom\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c); err == nil || !testnet.IsClosed(err) {
+		// A reset or EOF; anything else is a failure.
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.finish(t)
+	rst := tshark.Fields(t, s.file, "tcp.flags.reset==1", "frame.interface_id", "frame.comment")
+	want := []string{
+		"0\tconnection closed before both directions ended (aborted, failed, or closed by a filter)",
+		"1\tconnection closed before both directions ended (aborted, failed, or closed by a filter)",
+	}
+	if strings.Join(rst, "\n") != strings.Join(want, "\n") {
+		t.Errorf("RST packets:\n%s\nwant:\n%s", strings.Join(rst, "\n"), strings.Join(want, "\n"))
+	}
+	client := c.LocalAddr().String()
+	got := tshark.Follow(t, s.file, client, s.addr)
+	if string(got.Data[0]) != "hello\nboom\n" || string(got.Data[1]) != "hello\n" {
+		t.Errorf("client leg: %q / %q", got.Data[0], got.Data[1])
+	}
+}
+
+// deny drops a chunk holding "FLUSHALL" and answers the client instead.
+var deny = host.Link{Name: "deny", Hook: denyHook{}}
+
+type denyHook struct{}
+
+func (denyHook) Open(*host.ConnInfo) (host.Filter, error) { return denyFilter{}, nil }
+
+type denyFilter struct{ host.PassThrough }
+
+func (denyFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir == host.ClientToServer && bytes.Contains(b, []byte("FLUSHALL")) {
+		return s.Send(host.ServerToClient, []byte("-ERR no\r\n"))
+	}
+	if dir == host.ClientToServer && bytes.Contains(b, []byte("DROP")) {
+		return nil
+	}
+	if dir == host.ClientToServer && bytes.Contains(b, []byte("shout")) {
+		return s.Send(dir, []byte("SHOUT!\n"))
+	}
+	return s.Send(dir, b)
+}
+
+// TestVerdictComments: the client leg's packets name what the chain did
+// with them: dropped, replaced, replied; a reply follows its request.
+func TestVerdictComments(t *testing.T) {
+	t.Parallel()
+	srv := testnet.Serve(t, testnet.Echo)
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{}, deny)
+	c := testnet.Dial(t, s.addr)
+	exchange := func(out, want string) {
+		t.Helper()
+		if _, err := c.Write([]byte(out)); err != nil {
+			t.Fatal(err)
+		}
+		if want == "" {
+			return
+		}
+		buf := make([]byte, len(want))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != want {
+			t.Fatalf("sent %q, got %q, %v; want %q", out, buf, err, want)
+		}
+	}
+	exchange("SET a 1\n", "SET a 1\n")
+	exchange("FLUSHALL\n", "-ERR no\r\n")
+	exchange("shout\n", "SHOUT!\n")
+	exchange("DROP\n", "")
+	c.CloseWrite()
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatal(err)
+	}
+	s.finish(t)
+	got := tshark.Fields(t, s.file, "frame.interface_id==0 && tcp.len>0", "tcp.payload", "frame.comment")
+	hexs := func(s string) string { return fmt.Sprintf("%x", s) }
+	want := []string{
+		hexs("SET a 1\n") + "\t",
+		hexs("SET a 1\n") + "\t",
+		hexs("FLUSHALL\n") + "\tchain: dropped or held (none of the 9 bytes reached the target); replied 9 bytes to the client",
+		hexs("-ERR no\r\n") + "\t",
+		hexs("shout\n") + "\tchain: replaced (6 bytes in, 7 bytes reached the target)",
+		hexs("SHOUT!\n") + "\t",
+		hexs("DROP\n") + "\tchain: dropped or held (none of the 5 bytes reached the target)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("client leg:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	tshark.CheckClean(t, s.file)
+}
+
+// blocking is a slow disk: every Write waits until release is closed.
+type blocking struct {
+	release chan struct{}
+	once    sync.Once
+	n       int
+}
+
+func (b *blocking) Write(p []byte) (int, error) {
+	<-b.release
+	b.n += len(p)
+	return len(p), nil
+}
+
+// TestSlowDiskDropsNotStalls: a Writer whose file never takes a byte drops
+// packets, counted, while a transfer through the route completes intact
+// and in bounded time.
+func TestSlowDiskDropsNotStalls(t *testing.T) {
+	t.Parallel()
+	disk := &blocking{release: make(chan struct{})}
+	logs := testnet.NewLogs()
+	w, err := capture.New(disk, capture.Options{QueueBytes: 1 << 20, Logger: logs.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, last := capture.Links(w)
+	srv := testnet.Serve(t, testnet.Echo)
+	addr, _, _ := testnet.Tunnel(t, srv.Addr(), first, last)
+	c := testnet.Dial(t, addr)
+	sent := testnet.Random(2, 64<<20)
+	begin := time.Now()
+	got := testnet.Exchange(c, sent)
+	took := time.Since(begin)
+	if got.Err != nil || got.Sum != testnet.Sum(sent) {
+		t.Fatalf("transfer: %v, sha256 equal: %v", got.Err, got.Sum == testnet.Sum(sent))
+	}
+	if took > testnet.Timeout/2 {
+		t.Errorf("64 MiB each way took %v with a blocked capture", took)
+	}
+	st := w.Stats()
+	if st.Dropped[0] == 0 || st.Dropped[1] == 0 {
+		t.Errorf("nothing dropped: %+v", st)
+	}
+	close(disk.release)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs.Wait(t, "capture: the writer fell behind; packets dropped")
+	t.Logf("64 MiB each way in %v; stats %+v", took, w.Stats())
+}
+
+// TestRotation: max_size starts new files, max_files keeps the newest,
+// and every file left is valid pcapng with its own handshake-less part.
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "keep.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := testnet.Serve(t, testnet.Echo)
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{Path: filepath.Join(dir, "c-%Y%m%d.pcapng"), MaxSize: 256 << 10, MaxFiles: 3})
+	c := testnet.Dial(t, s.addr)
+	sent := testnet.Random(3, 2<<20)
+	for i := 0; i < len(sent); i += 64 << 10 {
+		// Paced by the echo, so the writer keeps up and rotates.
+		out := sent[i : i+64<<10]
+		if _, err := c.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(out))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		s.w.Sync()
+	}
+	c.Close()
+	s.finish(t)
+	st := s.w.Stats()
+	if st.Files < 6 {
+		t.Errorf("%d files started, want at least 6 for 8 MiB of packets in 256 KiB files", st.Files)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 4 {
+		t.Fatalf("files left: %q, want keep.txt and 3 captures", names)
+	}
+	day := time.Now().Format("20060102")
+	for _, n := range names[:3] {
+		if !strings.HasPrefix(n, "c-"+day) {
+			t.Errorf("file %q does not match c-%s[-N].pcapng", n, day)
+		}
+		if out := tshark.Run(t, filepath.Join(dir, n), "-T", "fields", "-e", "frame.number"); out == "" {
+			t.Errorf("%s has no packet", n)
+		}
+	}
+}
+
+// TestValidWhileOpen: once idle, the file on disk is valid pcapng before
+// Close: a tunnel killed at that point leaves a readable capture.
+func TestValidWhileOpen(t *testing.T) {
+	t.Parallel()
+	srv := testnet.Serve(t, testnet.Echo)
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{})
+	c := testnet.Dial(t, s.addr)
+	got := testnet.Exchange(c, []byte("hello\n"))
+	if got.Err != nil {
+		t.Fatal(got.Err)
+	}
+	s.logs.Wait(t, "connection closed")
+	s.w.Sync()
+	client := c.LocalAddr().String()
+	if f := tshark.Follow(t, s.file, client, s.addr); string(f.Data[0]) != "hello\n" || string(f.Data[1]) != "hello\n" {
+		t.Errorf("client leg before Close: %q", f.Data)
+	}
+}
+
+func TestPathErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct{ path, want string }{
+		{"", "capture: empty path"},
+		{filepath.Join(dir, "%Y", "c.pcapng"), fmt.Sprintf("capture: path %q: directives (%%) are allowed in the file name only, not in its directory", filepath.Join(dir, "%Y", "c.pcapng"))},
+		{filepath.Join(dir, "c-%q.pcapng"), fmt.Sprintf("capture: path %q: unknown directive %%q; use %%Y, %%m, %%d, %%H, %%M, %%S or %%%%", filepath.Join(dir, "c-%q.pcapng"))},
+		{filepath.Join(dir, "missing", "c.pcapng"), fmt.Sprintf("capture: stat %s: no such file or directory", filepath.Join(dir, "missing"))},
+	} {
+		_, err := capture.Create(capture.Options{Path: tc.path})
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Create(%q): %v, want %s", tc.path, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+// Package capture records a route's traffic as pcapng files that Wireshark,
+// tshark and tcpdump open as ordinary TCP captures, before and after the
+// plugins.
+//
+// # Two legs, two links
+//
+// The tunnel never sees packets: it sees chunks of bytes, per direction,
+// inside its chain of hooks. Capture draws them as packets of two synthetic
+// TCP connections per proxied connection, one per leg, each on its own
+// pcapng interface of the same file:
+//
+//   - interface 0, "client": the client's connection to the listen address,
+//     with the bytes as the client sent them and as it received them;
+//   - interface 1, "target": the connection to the target, with the bytes
+//     the target received (after every plugin) and those it sent.
+//
+// [Links] returns the two hooks that see these bytes: put the first at the
+// front of the route's chain, the last at its end (see [host.Link]: the
+// first link is nearest the client, so it sees client bytes before any
+// plugin and server bytes after all of them). "What did my plugin change"
+// is then a diff of two streams: in Wireshark, Follow TCP Stream on each,
+// or tcp.stream eq N.
+//
+// # The packets
+//
+// Each leg starts with SYN, SYN-ACK and ACK (the SYNs announce an MSS of
+// 1460, 1440 over IPv6, and window scaling), carries each chunk split at
+// the MSS with correct sequence and acknowledgement numbers and the peer's
+// ACK after it, a FIN (and its ACK) for each direction when it ends, and a
+// RST when the connection is torn down before both directions ended (an
+// abort, a failed plugin, a filter's Close). Frames are Ethernet with
+// locally administered addresses (02:00:00:00:LEG:SIDE), IPv4 or IPv6 and
+// TCP headers with valid checksums. The client leg runs between the
+// client's address and the listen address; the target leg between the
+// client's address and the target's, as a transparent proxy would (the
+// tunnel's own ephemeral port is not known to the hooks), so both legs of
+// one connection share the client's port. A target given as a host name
+// is drawn as 0.0.0.0 (or ::) with the name in the SYN's comment.
+//
+// Packet comments say what the chain did with a chunk when it did not just
+// forward it: "chain: dropped or held", "chain: replaced (N bytes in, M
+// bytes reached the target)", "replied N bytes to the client". The first
+// SYN of each leg names the connection number and the route.
+//
+// # Never in the way
+//
+// The hooks copy each chunk into a bounded queue and return; a goroutine of
+// the [Writer] turns the queue into packets and writes them. When the
+// queue holds [Options].QueueBytes (default [DefaultQueueBytes]) the
+// hooks drop packets instead of waiting: a slow disk costs packets in the
+// capture, never throughput in the tunnel. Dropped packets are counted
+// ([Writer.Stats]), logged (at once, then at most every 10 s, and at
+// Close), and written in each file's interface statistics (ifdrop), as a
+// kernel capture reports its drops. Wireshark then shows "previous segment
+// not captured" where bytes are missing: the sequence numbers go on.
+//
+// A route without the links pays nothing: no hook, no queue, its plain
+// directions still spliced by the kernel.
+//
+// # Files
+//
+// [Create] writes to the files Options.Path names (a directive like %Y%m%d
+// in the name starts a new file each day), starting a new one past
+// Options.MaxSize and keeping the newest Options.MaxFiles. A file is never
+// overwritten: a taken name gets a counter (c-1.pcapng). The writer
+// flushes whenever its queue is empty, so the file on disk is valid pcapng
+// whenever the tunnel is idle, whatever happens to the process next; Close
+// adds the interface statistics and closes it. [New] writes one section to
+// any io.Writer.
+package capture

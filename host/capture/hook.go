@@ -1,0 +1,292 @@
+package capture
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// Links returns the two chain links that capture a route into w: first must
+// be the first link of the route's chain (nearest the client) and last the
+// last one (nearest the target):
+//
+//	first, last := capture.Links(w)
+//	route.Chain = append(append([]host.Link{first}, plugins...), last)
+//
+// first draws the client leg (interface 0, "client"): the client's bytes as
+// it sent them and the bytes it receives. last draws the target leg
+// (interface 1, "target"): the bytes the target receives, after the
+// plugins, and the bytes it sends. Both see both directions, so the route
+// is no longer spliced by the kernel; a route without them pays nothing.
+// Neither changes a byte or ever waits for the file.
+func Links(w *Writer) (first, last host.Link) {
+	return host.Link{Name: "capture", Hook: &legHook{w: w, leg: LegClient}},
+		host.Link{Name: "capture-target", Hook: &legHook{w: w, leg: LegTarget}}
+}
+
+type legHook struct {
+	w   *Writer
+	leg int
+}
+
+// connState is what both legs of one connection share. The Proxy calls the
+// filters of one connection under one lock, so it needs none of its own.
+type connState struct {
+	w    *Writer
+	info *host.ConnInfo
+	legs [2]legState
+	// entry is the call in progress on each direction's entry leg (the
+	// client leg for client -> server, the target leg for server ->
+	// client), to tell what the chain did with its chunk.
+	entry [2]entryCall
+}
+
+// legState is one leg's TCP state.
+type legState struct {
+	f      *flow
+	next   [2]uint32 // each side's next sequence number
+	fin    [2]bool
+	closed bool
+}
+
+// entryCall tracks one chunk while the chain handles it.
+type entryCall struct {
+	active   bool
+	in       []byte
+	reached  int  // bytes the exit leg saw meanwhile
+	changed  bool // and they differ from in
+	replied  int  // bytes sent back toward the sender meanwhile
+	deferred []record
+}
+
+func (h *legHook) Open(info *host.ConnInfo) (host.Filter, error) {
+	var st *connState
+	if h.leg == LegClient {
+		st = &connState{w: h.w, info: info}
+		h.w.conns.Store(info, st)
+	} else if v, ok := h.w.conns.LoadAndDelete(info); ok {
+		st = v.(*connState)
+	} else {
+		st = &connState{w: h.w, info: info} // the target link alone
+	}
+	return &legFilter{st: st, leg: h.leg}, nil
+}
+
+type legFilter struct {
+	st  *connState
+	leg int
+}
+
+// entryLeg is the leg where bytes of dir come in from a socket.
+func entryLeg(dir host.Direction) int {
+	if dir == host.ClientToServer {
+		return LegClient
+	}
+	return LegTarget
+}
+
+// side is the side of a leg that sends dir: 0 (the connecting side) for
+// client -> server.
+func side(dir host.Direction) uint8 {
+	if dir == host.ClientToServer {
+		return 0
+	}
+	return 1
+}
+
+func (f *legFilter) Opened(*host.Stream) error {
+	if f.leg == LegClient {
+		f.st.open(LegClient)
+	}
+	return nil
+}
+
+func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
+	st := f.st
+	if f.leg == entryLeg(dir) {
+		e := &st.entry[dir]
+		if e.active { // a filter sent back into the entry: a nested chunk
+			st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
+			return s.Send(dir, chunk)
+		}
+		r := st.data(f.leg, side(dir), chunk, "")
+		*e = entryCall{active: true, in: chunk, deferred: e.deferred[:0]}
+		err := s.Send(dir, chunk)
+		e.active = false
+		r.comment = e.verdict(dir, len(chunk))
+		st.w.enqueue(r)
+		for _, d := range e.deferred {
+			st.w.enqueue(d)
+		}
+		clear(e.deferred)
+		e.in = nil
+		return err
+	}
+	// The exit leg of dir.
+	if e := &st.entry[dir]; e.active {
+		if !e.changed && e.reached+len(chunk) <= len(e.in) && bytes.Equal(e.in[e.reached:e.reached+len(chunk)], chunk) {
+			e.reached += len(chunk)
+		} else {
+			e.reached += len(chunk)
+			e.changed = true
+		}
+	}
+	if e := &st.entry[dir.Reverse()]; e.active && f.leg == entryLeg(dir.Reverse()) {
+		e.replied += len(chunk)
+	}
+	st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
+	return s.Send(dir, chunk)
+}
+
+// verdict names what the chain did with an entry chunk of n bytes.
+func (e *entryCall) verdict(dir host.Direction, n int) string {
+	to, back := "target", "client"
+	if dir == host.ServerToClient {
+		to, back = "client", "target"
+	}
+	var v string
+	switch {
+	case e.reached == n && !e.changed:
+		v = ""
+	case e.reached == 0:
+		v = fmt.Sprintf("chain: dropped or held (none of the %d bytes reached the %s)", n, to)
+	default:
+		v = fmt.Sprintf("chain: replaced (%d bytes in, %d bytes reached the %s)", n, e.reached, to)
+	}
+	if e.replied > 0 {
+		if v == "" {
+			v = "chain: forwarded"
+		}
+		v += fmt.Sprintf("; replied %d bytes to the %s", e.replied, back)
+	}
+	return v
+}
+
+func (f *legFilter) End(dir host.Direction, _ *host.Stream) error {
+	st := f.st
+	l := st.leg(f.leg)
+	from := side(dir)
+	if l.fin[from] {
+		return nil
+	}
+	l.fin[from] = true
+	st.emit(f.leg, record{f: l.f, kind: kindFin, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now()})
+	l.next[from]++
+	return nil
+}
+
+func (f *legFilter) Closed() {
+	st := f.st
+	if f.leg == LegClient {
+		st.w.conns.CompareAndDelete(st.info, st)
+	}
+	l := st.leg(f.leg)
+	if l.closed {
+		return
+	}
+	l.closed = true
+	if l.fin[0] && l.fin[1] {
+		return
+	}
+	// Torn down before both sides finished: the tunnel reset its peer on
+	// this leg (the client on the client leg, the target on the other).
+	from := uint8(1)
+	if f.leg == LegTarget {
+		from = 0
+	}
+	st.w.enqueue(record{f: l.f, kind: kindRst, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(),
+		comment: "connection closed before both directions ended (aborted, failed, or closed by a filter)"})
+}
+
+// leg returns leg n's state, drawing its handshake first if needed.
+func (st *connState) leg(n int) *legState {
+	l := &st.legs[n]
+	if l.f == nil {
+		st.open(n)
+	}
+	return l
+}
+
+// open draws leg n's handshake.
+func (st *connState) open(n int) {
+	l := &st.legs[n]
+	if l.f != nil {
+		return
+	}
+	info := st.info
+	client := addrPort(info.Client)
+	var server netip.AddrPort
+	note := ""
+	if n == LegClient {
+		server = addrPort(info.Listen)
+		note = fmt.Sprintf("conn #%d route %q: client leg, as the client sent and received it", info.ID, info.Route)
+	} else {
+		server, _ = netip.ParseAddrPort(info.Target)
+		server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
+		if !server.IsValid() {
+			// A host name: no lookup here; the name goes in the comment.
+			_, port, _ := net.SplitHostPort(info.Target)
+			p, _ := netip.ParseAddrPort("0.0.0.0:" + port)
+			server = p
+			if client.Addr().Is6() {
+				server = netip.AddrPortFrom(netip.IPv6Unspecified(), p.Port())
+			}
+		}
+		note = fmt.Sprintf("conn #%d route %q: target leg (%s), as the target received and sent it, after the chain", info.ID, info.Route, info.Target)
+	}
+	if client.Addr().Is4() != server.Addr().Is4() {
+		// One family per leg: the other end takes the listen address, or
+		// the unspecified address, of the server's family.
+		if l := addrPort(info.Listen); l.Addr().Is4() == server.Addr().Is4() {
+			client = netip.AddrPortFrom(l.Addr(), client.Port())
+		} else if server.Addr().Is4() {
+			client = netip.AddrPortFrom(netip.IPv4Unspecified(), client.Port())
+		} else {
+			client = netip.AddrPortFrom(netip.IPv6Unspecified(), client.Port())
+		}
+	}
+	l.f = newFlow(n, client, server)
+	isn := [2]uint32{rand.Uint32(), rand.Uint32()}
+	l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
+	st.w.enqueue(record{f: l.f, kind: kindOpen, seq: isn[0], ack: isn[1], t: time.Now(), comment: note})
+}
+
+// data makes the record of a chunk from side `from` of leg n and advances
+// that side's sequence number.
+func (st *connState) data(n int, from uint8, chunk []byte, comment string) record {
+	l := st.leg(n)
+	r := record{f: l.f, kind: kindData, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), buf: getBuf(chunk), comment: comment}
+	l.next[from] += uint32(len(chunk))
+	return r
+}
+
+// emit queues r, after the pending entry chunk of its leg if one is in the
+// chain right now (so that a reply follows its request in the file).
+func (st *connState) emit(n int, r record) {
+	for dir := host.ClientToServer; dir <= host.ServerToClient; dir++ {
+		if e := &st.entry[dir]; e.active && entryLeg(dir) == n {
+			e.deferred = append(e.deferred, r)
+			return
+		}
+	}
+	st.w.enqueue(r)
+}
+
+// addrPort converts a listener's address, unmapping IPv4-in-IPv6.
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+}

@@ -1,0 +1,585 @@
+package capture
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// DefaultQueueBytes is the default bound of the bytes waiting for the
+// writer goroutine (Options.QueueBytes).
+const DefaultQueueBytes = 32 << 20
+
+// queueRecords bounds the number of events waiting, whatever their size.
+const queueRecords = 8192
+
+// recordOverhead is what an event costs in the queue besides its payload,
+// so that a flood of empty events is bounded too.
+const recordOverhead = 128
+
+// dropLogEvery is how often, at most, a Writer logs that it drops packets.
+const dropLogEvery = 10 * time.Second
+
+// Leg numbers, which are also the pcapng interface numbers.
+const (
+	// LegClient is interface 0: the client's connection to the tunnel.
+	LegClient = 0
+	// LegTarget is interface 1: the tunnel's connection to the target.
+	LegTarget = 1
+)
+
+// Options configure a [Writer].
+type Options struct {
+	// Path is the file to write, for [Create]. Its file name (not its
+	// directory) may hold the directives %Y (year), %m (month), %d (day),
+	// %H, %M, %S (hour, minute, second, local time) and %% (a percent
+	// sign): the name is expanded when a file is started, and a new file
+	// is started when the expansion changes (at midnight for %Y%m%d).
+	// A name already taken gets a counter before its extension
+	// (redis-20260102-1.pcapng): a Writer never overwrites a file.
+	Path string
+	// MaxSize starts a new file once the current one holds this many
+	// bytes (0: never).
+	MaxSize int64
+	// MaxFiles keeps at most this many files matching Path in its
+	// directory, removing the oldest when a new file is started (0: all).
+	MaxFiles int
+	// QueueBytes bounds the bytes waiting to be written (default
+	// DefaultQueueBytes). Past it, packets are dropped and counted.
+	QueueBytes int64
+	// Logger receives the Writer's problems: a file it cannot write,
+	// packets dropped. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats counts what a Writer did, per leg ([LegClient], [LegTarget]).
+type Stats struct {
+	// Written is the number of packets written.
+	Written [2]uint64
+	// Dropped is the number of packets dropped because the writer was
+	// behind (the queue was full) or its file failed.
+	Dropped [2]uint64
+	// Files is the number of files started.
+	Files int
+}
+
+// A Writer writes the packets of captured connections to pcapng files, from
+// a goroutine of its own, so that the hooks of [Links] never wait for it.
+// Close flushes and closes it; the files are valid pcapng at any time the
+// Writer is idle, and complete (with interface statistics) after Close.
+type Writer struct {
+	opts  Options
+	log   *slog.Logger
+	ch    chan record
+	limit int64
+
+	queued  atomic.Int64
+	closed  atomic.Bool
+	dropped [2]atomic.Uint64
+	written [2]atomic.Uint64
+	files   atomic.Int64
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	err       error // the first write error, read after done
+
+	conns sync.Map // *host.ConnInfo -> *connState, from the first link's Open to the last's
+
+	// The writer goroutine's state.
+	out       io.Writer // New's writer, or nil for files
+	name      *pattern  // Create's path
+	file      *os.File
+	fileName  string
+	fileBase  string // the expansion of the path the file was started for
+	checked   int64  // the Unix second the expansion was last checked
+	counter   int
+	size      countingWriter
+	bw        *bufio.Writer
+	ng        *pcapgo.NgWriter
+	start     time.Time
+	baseDrop  [2]uint64
+	baseWrite [2]uint64
+	dirty     bool
+	pkt       []byte
+	loggedAt  time.Time
+	logged    uint64
+	failed    error // the current file failed: drop until the next one
+}
+
+// record is one event of one leg, queued by a hook for the writer.
+type record struct {
+	f       *flow
+	kind    uint8
+	from    uint8
+	seq     uint32
+	ack     uint32
+	t       time.Time
+	buf     *[]byte
+	comment string
+	sync    chan struct{}
+}
+
+// Record kinds.
+const (
+	kindOpen = iota // SYN, SYN-ACK, ACK: seq is side 0's ISN, ack side 1's
+	kindData        // payload segments from `from`, then the peer's ACK
+	kindFin         // FIN from `from`, then the peer's ACK
+	kindRst         // RST from `from`
+	kindSync        // flush and signal
+)
+
+// packets is how many packets r makes.
+func (r *record) packets() int {
+	switch r.kind {
+	case kindOpen:
+		return 3
+	case kindData:
+		return r.f.segments(len(*r.buf)) + 1
+	case kindFin:
+		return 2
+	case kindRst:
+		return 1
+	}
+	return 0
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+func getBuf(b []byte) *[]byte {
+	p := bufPool.Get().(*[]byte)
+	*p = append((*p)[:0], b...)
+	return p
+}
+
+func putBuf(p *[]byte) {
+	if cap(*p) > 256<<10 {
+		return
+	}
+	bufPool.Put(p)
+}
+
+// Create returns a Writer to the files opts.Path names. The directory must
+// exist; the first file is created when the first packet is written.
+func Create(opts Options) (*Writer, error) {
+	pat, err := parsePattern(opts.Path)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	st, err := os.Stat(pat.dir)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("capture: %s is not a directory", pat.dir)
+	}
+	w := newWriter(opts)
+	w.name = pat
+	go w.run()
+	return w, nil
+}
+
+// New returns a Writer to out, one pcapng section for the Writer's life
+// (Path, MaxSize and MaxFiles are ignored). Close does not close out.
+func New(out io.Writer, opts Options) (*Writer, error) {
+	if out == nil {
+		return nil, errors.New("capture: nil writer")
+	}
+	w := newWriter(opts)
+	w.out = out
+	go w.run()
+	return w, nil
+}
+
+func newWriter(opts Options) *Writer {
+	w := &Writer{
+		opts:  opts,
+		log:   opts.Logger,
+		ch:    make(chan record, queueRecords),
+		limit: opts.QueueBytes,
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	if w.limit <= 0 {
+		w.limit = DefaultQueueBytes
+	}
+	return w
+}
+
+// enqueue hands r to the writer goroutine, or drops and counts it when the
+// queue is full. It never blocks.
+func (w *Writer) enqueue(r record) {
+	cost := int64(recordOverhead)
+	if r.buf != nil {
+		cost += int64(len(*r.buf))
+	}
+	if !w.closed.Load() && w.queued.Add(cost) <= w.limit {
+		select {
+		case w.ch <- r:
+			return
+		default:
+		}
+	} else if w.closed.Load() {
+		w.drop(r)
+		return
+	}
+	w.queued.Add(-cost)
+	w.drop(r)
+}
+
+func (w *Writer) drop(r record) {
+	w.dropped[r.f.leg].Add(uint64(r.packets()))
+	if r.buf != nil {
+		putBuf(r.buf)
+	}
+}
+
+// Stats returns the Writer's counters so far.
+func (w *Writer) Stats() Stats {
+	var s Stats
+	for i := range 2 {
+		s.Written[i] = w.written[i].Load()
+		s.Dropped[i] = w.dropped[i].Load()
+	}
+	s.Files = int(w.files.Load())
+	return s
+}
+
+// Sync waits until every packet queued before the call is written and the
+// file flushed, or the Writer is closed.
+func (w *Writer) Sync() {
+	ch := make(chan struct{})
+	select {
+	case w.ch <- record{kind: kindSync, sync: ch}:
+	case <-w.done:
+		return
+	}
+	select {
+	case <-ch:
+	case <-w.done:
+	}
+}
+
+// Close writes what is queued, the interface statistics, flushes and closes
+// the current file. Packets of connections still open are dropped from
+// then on. It returns the first error writing a file met.
+func (w *Writer) Close() error {
+	w.closeOnce.Do(func() {
+		w.closed.Store(true)
+		close(w.stop)
+	})
+	<-w.done
+	return w.err
+}
+
+// run is the writer goroutine.
+func (w *Writer) run() {
+	defer close(w.done)
+	for {
+		select {
+		case r := <-w.ch:
+			w.process(r)
+			continue
+		default:
+		}
+		// Idle: make what is written readable.
+		w.flush()
+		select {
+		case r := <-w.ch:
+			w.process(r)
+		case <-w.stop:
+			for {
+				select {
+				case r := <-w.ch:
+					w.process(r)
+					continue
+				default:
+				}
+				break
+			}
+			w.closeFile()
+			w.logDrops(true)
+			return
+		}
+	}
+}
+
+func (w *Writer) fail(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *Writer) flush() {
+	if !w.dirty || w.ng == nil {
+		return
+	}
+	w.dirty = false
+	if err := w.ng.Flush(); err != nil && w.failed == nil {
+		w.failed = err
+		w.fail(err)
+		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+	}
+}
+
+// process writes the packets of one record.
+func (w *Writer) process(r record) {
+	if r.kind == kindSync {
+		w.flush()
+		close(r.sync)
+		return
+	}
+	cost := int64(recordOverhead)
+	if r.buf != nil {
+		cost += int64(len(*r.buf))
+	}
+	defer w.queued.Add(-cost)
+	w.logDrops(false)
+	if w.name != nil {
+		w.checkName(r.t)
+	}
+	if w.ng == nil && w.failed == nil {
+		if err := w.openFile(r.t); err != nil {
+			w.failed = err
+			w.fail(err)
+			w.log.Error("capture: cannot start a file; dropping packets", "path", w.opts.Path, "err", err)
+		}
+	}
+	if w.failed != nil {
+		w.drop(r)
+		return
+	}
+	n, err := w.writeRecord(&r)
+	w.written[r.f.leg].Add(uint64(n))
+	if r.buf != nil {
+		putBuf(r.buf)
+	}
+	w.dirty = true
+	if err != nil {
+		w.failed = err
+		w.fail(err)
+		w.dropped[r.f.leg].Add(uint64(r.packets() - n))
+		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+		return
+	}
+	if w.name != nil && w.opts.MaxSize > 0 && w.size.n >= w.opts.MaxSize {
+		w.closeFile()
+	}
+}
+
+// writeRecord writes r's packets and returns how many it wrote.
+func (w *Writer) writeRecord(r *record) (int, error) {
+	f := r.f
+	n := 0
+	var opts pcapgo.NgPacketOptions
+	if r.comment != "" {
+		opts.Comments = []string{r.comment}
+	}
+	put := func(from int, flags uint8, seq, ack uint32, payload []byte) error {
+		w.pkt = f.appendPacket(w.pkt[:0], from, flags, seq, ack, payload)
+		ci := gopacket.CaptureInfo{Timestamp: r.t, CaptureLength: len(w.pkt), Length: len(w.pkt), InterfaceIndex: f.leg}
+		err := w.ng.WritePacketWithOptions(ci, w.pkt, opts)
+		opts.Comments = nil // on the first packet only
+		if err == nil {
+			n++
+		}
+		return err
+	}
+	from := int(r.from)
+	var err error
+	switch r.kind {
+	case kindOpen:
+		c, s := r.seq, r.ack
+		if err = put(0, flagSYN, c, 0, nil); err == nil {
+			if err = put(1, flagSYN|flagACK, s, c+1, nil); err == nil {
+				err = put(0, flagACK, c+1, s+1, nil)
+			}
+		}
+	case kindData:
+		b := *r.buf
+		seq := r.seq
+		for len(b) > 0 && err == nil {
+			m := min(len(b), f.mss)
+			flags := uint8(flagACK)
+			if m == len(b) {
+				flags |= flagPSH
+			}
+			err = put(from, flags, seq, r.ack, b[:m])
+			seq += uint32(m)
+			b = b[m:]
+		}
+		if err == nil {
+			err = put(1-from, flagACK, r.ack, seq, nil)
+		}
+	case kindFin:
+		if err = put(from, flagFIN|flagACK, r.seq, r.ack, nil); err == nil {
+			err = put(1-from, flagACK, r.ack, r.seq+1, nil)
+		}
+	case kindRst:
+		err = put(from, flagRST|flagACK, r.seq, r.ack, nil)
+	}
+	return n, err
+}
+
+// checkName starts a new file when the expansion of the path changed (at
+// most once a second).
+func (w *Writer) checkName(t time.Time) {
+	if !w.name.timed || w.ng == nil && w.failed == nil {
+		return
+	}
+	sec := t.Unix()
+	if sec == w.checked {
+		return
+	}
+	w.checked = sec
+	if w.name.expand(t) != w.fileBase {
+		w.closeFile()
+		w.failed = nil
+	}
+}
+
+// openFile starts the next file (or the section on New's writer).
+func (w *Writer) openFile(t time.Time) error {
+	out := w.out
+	if w.name != nil {
+		base := w.name.expand(t)
+		if base != w.fileBase {
+			w.counter = 0
+		}
+		f, name, n, err := w.name.create(base, w.counter)
+		if err != nil {
+			return err
+		}
+		w.file, w.fileName, w.fileBase, w.counter = f, name, base, n+1
+		w.size = countingWriter{w: f}
+		out = &w.size
+		w.prune()
+	} else if w.files.Load() > 0 {
+		return errors.New("capture: the writer's section is closed")
+	}
+	w.bw = bufio.NewWriterSize(out, 256<<10)
+	host, _ := os.Hostname()
+	ng, err := pcapgo.NewNgWriterInterface(w.bw, legInterface(LegClient), pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
+		Hardware:    runtime.GOARCH,
+		OS:          runtime.GOOS,
+		Application: "tunnel",
+		Comment:     "synthetic TCP packets of the connections of a tunnel (" + host + ")",
+	}})
+	if err == nil {
+		_, err = ng.AddInterface(legInterface(LegTarget))
+	}
+	if err != nil {
+		w.closeOut()
+		return fmt.Errorf("starting %s: %w", w.fileName, err)
+	}
+	w.ng = ng
+	w.start = t
+	w.dirty = true
+	for i := range 2 {
+		w.baseDrop[i] = w.dropped[i].Load()
+		w.baseWrite[i] = w.written[i].Load()
+	}
+	w.files.Add(1)
+	return nil
+}
+
+func legInterface(leg int) pcapgo.NgInterface {
+	intf := pcapgo.NgInterface{
+		LinkType:            layers.LinkTypeEthernet,
+		TimestampResolution: 9,
+		OS:                  runtime.GOOS,
+	}
+	if leg == LegClient {
+		intf.Name = "client"
+		intf.Description = "client leg: the bytes as the client sent and received them"
+	} else {
+		intf.Name = "target"
+		intf.Description = "target leg: the bytes as the target received and sent them, after the plugins"
+	}
+	return intf
+}
+
+// closeFile writes the interface statistics, flushes and closes the current
+// file. The next packet starts a new one.
+func (w *Writer) closeFile() {
+	if w.ng == nil {
+		w.failed = nil
+		return
+	}
+	now := time.Now()
+	for i := range 2 {
+		drop := w.dropped[i].Load() - w.baseDrop[i]
+		wrote := w.written[i].Load() - w.baseWrite[i]
+		err := w.ng.WriteInterfaceStats(i, pcapgo.NgInterfaceStatistics{
+			LastUpdate:      now,
+			StartTime:       w.start,
+			EndTime:         now,
+			PacketsReceived: wrote + drop,
+			PacketsDropped:  drop,
+		})
+		if err != nil && w.failed == nil {
+			w.failed = err
+		}
+	}
+	if err := w.ng.Flush(); err != nil && w.failed == nil {
+		w.failed = err
+	}
+	if w.failed != nil {
+		w.fail(w.failed)
+	}
+	w.ng = nil
+	w.closeOut()
+	w.failed = nil
+}
+
+func (w *Writer) closeOut() {
+	w.bw = nil
+	if w.file != nil {
+		if err := w.file.Close(); err != nil {
+			w.fail(fmt.Errorf("closing %s: %w", w.fileName, err))
+		}
+		w.file = nil
+	}
+}
+
+// logDrops logs the packets dropped since the last report: at once for the
+// first, then at most every dropLogEvery, and at the end.
+func (w *Writer) logDrops(final bool) {
+	var total uint64
+	for i := range 2 {
+		total += w.dropped[i].Load()
+	}
+	if total == w.logged {
+		return
+	}
+	if !final && w.logged != 0 && time.Since(w.loggedAt) < dropLogEvery {
+		return
+	}
+	w.log.Warn("capture: the writer fell behind; packets dropped", "path", w.opts.Path, "dropped", total, "since_last_report", total-w.logged)
+	w.logged, w.loggedAt = total, time.Now()
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
