@@ -78,6 +78,8 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	c.td.closed = make(chan struct{})
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: client.RemoteAddr(), Listen: client.LocalAddr(), Target: rs.Target}
 	c.ch.c = c
+	rs.ctr.accepted.Add(1)
+	rs.ctr.active.Add(1)
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.connWG.Add(1)
@@ -173,6 +175,7 @@ func (c *conn) dial(target string) bool {
 		if c.td.aborted.Load() {
 			c.finish(nil)
 		} else {
+			c.rs.ctr.dialFailures.Add(1)
 			c.finish(fmt.Errorf("dial %s: %w", target, err))
 		}
 		return false
@@ -259,11 +262,13 @@ func (c *conn) closeGracefully() {
 }
 
 // abort ends the connection at once; a nil cause is an orderly close. It
+// reports whether it did (false: the connection was already ending). It
 // never waits: no goroutine blocks inside a socket's callback (see conn), so
 // closing a socket wakes its pumps and writers with an error at once, and a
 // filter still running finds the sockets closed when it returns.
-func (c *conn) abort(cause error) {
+func (c *conn) abort(cause error) (did bool) {
 	c.td.once.Do(func() {
+		did = true
 		if cause != nil {
 			c.td.aborted.Store(true)
 			c.td.cause.Store(&cause)
@@ -285,6 +290,7 @@ func (c *conn) abort(cause error) {
 			s.Close()
 		}
 	})
+	return did
 }
 
 // idleCheck runs when the idle timer fires: it aborts a connection that has
@@ -298,7 +304,9 @@ func (c *conn) idleCheck() {
 	idle := c.rs.IdleTimeout
 	since := time.Since(time.Unix(0, c.lastIO.Load()))
 	if since >= idle {
-		c.abort(fmt.Errorf("idle for %s", idle))
+		if c.abort(fmt.Errorf("idle for %s", idle)) {
+			c.rs.ctr.idleTimeouts.Add(1)
+		}
 		return
 	}
 	c.idleTimer.Reset(idle - since)
@@ -327,6 +335,19 @@ func (c *conn) finish(cause error) {
 	if e != nil {
 		level = slog.LevelWarn
 	}
+	// The counters before the log line: who reads the line sees them.
+	c.rs.ctr.active.Add(-1)
+	if e != nil {
+		c.rs.ctr.errors.Add(1)
+	}
+	var read, written [2]int64
+	for d := range 2 {
+		read[d], written[d] = c.read[d].Load(), c.written[d].Load()
+	}
+	c.p.mu.Lock()
+	c.rs.ctr.bytes.add(read, written) // with the delete: Stats counts it once
+	delete(c.p.conns, c)
+	c.p.mu.Unlock()
 	if l := c.p.logger(); l.Enabled(context.Background(), level) {
 		attrs := []any{
 			"conn", c.info.ID,
@@ -344,9 +365,7 @@ func (c *conn) finish(cause error) {
 		}
 		l.Log(context.Background(), level, "connection closed", attrs...)
 	}
-	c.p.mu.Lock()
-	delete(c.p.conns, c)
-	c.p.mu.Unlock()
+
 	c.l.connDone()
 	c.p.release(c.rs)
 	c.p.connWG.Done()

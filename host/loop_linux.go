@@ -124,6 +124,8 @@ func (l *listener) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 	}
 	lc := &loopConn{l: l, rs: rs, id: p.nextID.Add(1), client: peer, start: time.Now()}
 	p.connWG.Add(1)
+	rs.ctr.accepted.Add(1)
+	rs.ctr.active.Add(1)
 	if lg := p.logger(); lg.Enabled(context.Background(), slog.LevelDebug) {
 		lg.Debug("connection opened", "conn", lc.id, "route", rs.Name, "client", peer.String(), "target", rs.Target)
 	}
@@ -131,7 +133,7 @@ func (l *listener) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 	if timeout == 0 {
 		timeout = DefaultDialTimeout
 	}
-	return &evloop.Plan{Target: target, DialTimeout: timeout, IdleTimeout: rs.IdleTimeout, Done: lc.done}
+	return &evloop.Plan{Target: target, DialTimeout: timeout, IdleTimeout: rs.IdleTimeout, Done: lc.done, Owner: lc}
 }
 
 // loopConn is what the Proxy keeps of a connection the loop forwards: what
@@ -148,6 +150,18 @@ type loopConn struct {
 // release of the route state, on the loop goroutine.
 func (lc *loopConn) done(st evloop.Stats) {
 	p := lc.l.p
+	ctr := lc.rs.ctr
+	ctr.active.Add(-1)
+	switch st.Reason {
+	case evloop.DialFailed:
+		ctr.dialFailures.Add(1)
+	case evloop.IdleTimeout:
+		ctr.idleTimeouts.Add(1)
+	}
+	if st.Err != nil {
+		ctr.errors.Add(1)
+	}
+	ctr.loopBytes.add(st.Read, st.Written)
 	level := slog.LevelInfo
 	if st.Err != nil {
 		level = slog.LevelWarn
@@ -200,6 +214,21 @@ func (p *Proxy) closeLoop() {
 	if loop != nil {
 		loop.Close()
 	}
+}
+
+// eachLoopConn runs start, then f with the figures so far of every
+// connection the loop forwards, in one turn of the loop (see Stats).
+func (p *Proxy) eachLoopConn(start func(), f func(rc *routeCounters, b byteCounts)) {
+	p.mu.Lock()
+	loop := p.loop
+	p.mu.Unlock()
+	if loop == nil {
+		start()
+		return
+	}
+	loop.Each(start, func(owner any, s evloop.Stats) {
+		f(owner.(*loopConn).rs.ctr, byteCounts{read: s.Read, written: s.Written})
+	})
 }
 
 // loopConns is the number of connections the loop forwards.

@@ -12,9 +12,10 @@ type (
 func (*loopListener) Resume() {}
 func (*loopListener) Close()  {}
 
-func (rs *routeState) loopTarget() (struct{}, bool) { return struct{}{}, false }
-func (p *Proxy) loopLocked() *eventLoop             { return nil }
-func (l *listener) serveOnLoop(*eventLoop) error    { return nil }
-func (p *Proxy) abortLoop(error)                    {}
-func (p *Proxy) closeLoop()                         {}
-func (p *Proxy) loopConns() int                     { return 0 }
+func (rs *routeState) loopTarget() (struct{}, bool)                            { return struct{}{}, false }
+func (p *Proxy) loopLocked() *eventLoop                                        { return nil }
+func (l *listener) serveOnLoop(*eventLoop) error                               { return nil }
+func (p *Proxy) abortLoop(error)                                               {}
+func (p *Proxy) closeLoop()                                                    {}
+func (p *Proxy) loopConns() int                                                { return 0 }
+func (p *Proxy) eachLoopConn(start func(), _ func(*routeCounters, byteCounts)) { start() }

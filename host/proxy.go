@@ -100,7 +100,9 @@ type Proxy struct {
 	// The event loop of plain routes (loop_linux.go), started with the
 	// first plain listener and closed by Shutdown.
 	loop   *eventLoop
-	noLoop bool // the loop could not start, or tests: accept on goroutines
+	noLoop bool // the loop could not start: accept on goroutines
+
+	counters map[string]*routeCounters // by route name; see Stats
 }
 
 // sweepInterval is how often idle connections are swept: a filtered
@@ -156,8 +158,9 @@ var sweepHook atomic.Pointer[func()]
 type routeState struct {
 	Route
 	refs   atomic.Int64
-	chains [2][]int // per direction: indexes into Chain, in flow order
-	next   [][2]int // per link and direction: position in chains[dir] after that link
+	ctr    *routeCounters // the counters of the route's name
+	chains [2][]int       // per direction: indexes into Chain, in flow order
+	next   [][2]int       // per link and direction: position in chains[dir] after that link
 }
 
 // listener accepts a route's connections: on the event loop (lh set; see
@@ -324,6 +327,7 @@ func (p *Proxy) Apply(routes []Route) error {
 		key := listenKey(r)
 		keep[key] = true
 		rs := newRouteState(r)
+		rs.ctr = p.countersLocked(r.Name)
 		if l, ok := p.listeners[key]; ok {
 			old = append(old, l.state.Swap(rs))
 			l.wake() // a raised MaxConns applies at once

@@ -46,7 +46,26 @@ type Plan struct {
 	// finished (both fds closed), with what happened. It must not block.
 	// It may be nil.
 	Done func(Stats)
+	// Owner is opaque to the loop: [Loop.Each] gives it back with the
+	// connection's figures so far.
+	Owner any
 }
+
+// Reason says how a connection ended.
+type Reason uint8
+
+const (
+	// Ended: both directions ended with a FIN (Err is nil).
+	Ended Reason = iota
+	// DialFailed: the target could not be reached (refused, timed out).
+	DialFailed
+	// IdleTimeout: no byte moved for the plan's IdleTimeout.
+	IdleTimeout
+	// Aborted: Loop.Abort or Loop.Close.
+	Aborted
+	// Failed: a socket error or a reset from either peer.
+	Failed
+)
 
 // Stats describes a finished connection.
 type Stats struct {
@@ -54,6 +73,8 @@ type Stats struct {
 	// each peer; index 0 is client->server, index 1 server->client (so
 	// Read[0] is read from the client and Written[0] written to the server).
 	Read, Written [2]int64
+	// Reason classifies the end; Err says more.
+	Reason Reason
 	// Err is nil for an orderly close (both directions ended with a FIN);
 	// otherwise it says why, e.g. "dial 1.2.3.4:5: connection refused",
 	// "idle for 2s", "client read: connection reset by peer",

@@ -310,6 +310,18 @@ func (c *conn) finish(err error) {
 	if c.state == finished {
 		return
 	}
+	switch {
+	case err == nil:
+		c.stats.Reason = Ended
+	case c.l.aborting:
+		c.stats.Reason = Aborted
+	case c.state == dialing:
+		c.stats.Reason = DialFailed
+	case errors.As(err, new(*timeoutError)):
+		c.stats.Reason = IdleTimeout
+	default:
+		c.stats.Reason = Failed
+	}
 	c.state = finished
 	c.stats.Err = err
 	l := c.l

@@ -53,6 +53,7 @@ type Loop struct {
 	epoch     time.Time
 	now       int64 // loop clock (ns since epoch), refreshed after each wait
 	stopping  bool
+	aborting  bool      // finishAll is running: the end's Reason is Aborted
 	handlers  []handler // indexed by fd
 	conns     []*conn   // open connections; conn.slot is the index
 	listeners map[*Listener]struct{}
@@ -306,11 +307,28 @@ func (l *Loop) flush() {
 	l.finished = l.finished[:0]
 }
 
-// finishAll finishes every open connection with cause.
+// finishAll finishes every open connection with cause (Reason Aborted).
 func (l *Loop) finishAll(cause error) {
+	l.aborting = true
 	for len(l.conns) > 0 {
 		l.conns[len(l.conns)-1].finish(cause)
 	}
+	l.aborting = false
+}
+
+// Each runs start and then f with the Owner and the figures so far of every
+// open connection, all on the loop thread in one turn (so no Done runs in
+// between: what start reads of the finished connections and what f sees of
+// the open ones add up), and returns when it has. start and f must not
+// block. Safe from any goroutine but a loop callback; on a closed loop it
+// does nothing.
+func (l *Loop) Each(start func(), f func(owner any, s Stats)) {
+	l.call(func() {
+		start()
+		for _, c := range l.conns {
+			f(c.plan.Owner, c.stats)
+		}
+	})
 }
 
 // shutdown releases everything the loop owns; the loop then returns.
