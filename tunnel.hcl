@@ -2,16 +2,16 @@
 # Check it with `tunnel validate`; edit it while the tunnel runs and it reloads by itself
 # (or on SIGHUP), keeping the running configuration if the edit has errors.
 #
-# Plugins are Go programs compiled to WebAssembly. Build the one used here first:
-#
-#   GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o plugins/deny/deny.wasm ./plugins/deny
+# Plugins are Go programs compiled to WebAssembly. The ones in plugins/ are built into the
+# tunnel (`tunnel plugins` lists them): `builtin = "deny"` needs no file. For your own,
+# write `path = "my.wasm"` (relative to this file) instead.
 
 plugin "deny" {
-  path         = "plugins/deny/deny.wasm" # relative to this file
-  memory_limit = "64MiB"                  # per instance; a standard-Go guest needs about 3.5 MiB
-  call_timeout = "100ms"                  # a slower call fails, and on_failure applies
-  on_failure   = "close"                  # or "bypass": forward as if the plugin were absent
-  instances    = 2                        # instances shared by the connections
+  builtin      = "deny"  # plugins/deny, compiled into the tunnel
+  memory_limit = "64MiB" # per instance; a standard-Go guest needs about 3.5 MiB
+  call_timeout = "100ms" # a slower call fails, and on_failure applies
+  on_failure   = "close" # or "bypass": forward as if the plugin were absent
+  instances    = 2       # instances shared by the connections
 }
 
 # A Redis where FLUSHALL and FLUSHDB are refused: the client gets an error reply and the

@@ -35,7 +35,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	tunnelBin = filepath.Join(dir, "tunnel")
-	build := exec.Command("go", "build", "-race", "-o", tunnelBin, ".")
+	args := []string{"build", "-o", tunnelBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	// Plugins compiled by the tunnels under test are cached for this run
+	// only, unless TUNNEL_CACHE_DIR names a directory to keep.
+	if os.Getenv("TUNNEL_CACHE_DIR") == "" {
+		os.Setenv("TUNNEL_CACHE_DIR", filepath.Join(dir, "cache"))
+	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the tunnel binary:", err)

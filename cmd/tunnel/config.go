@@ -58,6 +58,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tunnel validate [FILE]   check an HCL configuration (default ./tunnel.hcl); exit 1 on errors")
+		writeBuiltins(stderr)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -4,6 +4,8 @@
 //	tunnel                                             # run the routes of ./tunnel.hcl
 //	tunnel --config FILE                               # run the routes of FILE
 //	tunnel validate [FILE]                             # check a config file
+//	tunnel plugins                                     # list the built-in plugins
+//	tunnel demo                                        # a tunnel in front of a built-in Redis-like server
 //
 // The traffic dump goes to stdout; the operational log goes to stderr.
 package main
@@ -25,6 +27,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/internal/addr"
+	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
 func main() {
@@ -43,6 +46,9 @@ func (p pluginFlag) String() string { return "" }
 func (p pluginFlag) Set(v string) error {
 	if v == "" {
 		return errors.New("empty plugin path")
+	}
+	if name, ok := strings.CutPrefix(v, builtin.Prefix); ok && builtin.Description(name) == "" {
+		return &builtin.UnknownError{Name: name}
 	}
 	*p.list = append(*p.list, plainPlugin{path: v})
 	return nil
@@ -91,10 +97,10 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", host.DefaultDialTimeout, "give up dialling the target after this long")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection idle this long in both directions (0: never)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "open connections at most; more wait in the backlog (0: no cap)")
-	fs.DurationVar(&o.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, let open connections finish for this long")
+	fs.DurationVar(&o.grace, "grace", defaultGrace, "on SIGINT/SIGTERM, let open connections finish for this long")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (for profiling)")
-	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` on both directions (repeat for a chain, in order)")
+	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` (or builtin:NAME, see tunnel plugins) on both directions (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
@@ -105,6 +111,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
   tunnel --from ADDR --to ADDR [flags]   forward and print every chunk (plain mode)
   tunnel [--config FILE]                 run the routes of an HCL file (default ./tunnel.hcl)
   tunnel validate [FILE]                 check an HCL file; exit 1 on errors
+  tunnel plugins                         list the built-in plugins
+  tunnel demo [--listen ADDR]            a tunnel in front of a built-in Redis-like server
 
 Flags:
 `)
@@ -113,7 +121,15 @@ Flags:
 	return fs
 }
 
+// defaultGrace is --grace's default.
+const defaultGrace = 10 * time.Second
+
+// defaultCacheDir is --cache-dir's default: $TUNNEL_CACHE_DIR, else the
+// user's cache directory.
 func defaultCacheDir() string {
+	if d := os.Getenv("TUNNEL_CACHE_DIR"); d != "" {
+		return d
+	}
 	if d, err := os.UserCacheDir(); err == nil {
 		return d + "/tunnel/wazero"
 	}
@@ -122,8 +138,15 @@ func defaultCacheDir() string {
 
 // run is main without the process: it returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "validate" {
-		return runValidate(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "validate":
+			return runValidate(args[1:], stdout, stderr)
+		case "plugins":
+			return runPlugins(args[1:], stdout, stderr)
+		case "demo":
+			return runDemo(args[1:], stdout, stderr)
+		}
 	}
 	var o options
 	fs := newFlagSet(&o, stderr)

@@ -10,9 +10,11 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
-// loadPlainPlugins compiles the --plugin files into chain links, attached to
+// loadPlainPlugins compiles the --plugin files (or built-in plugins,
+// builtin:NAME) into chain links, attached to
 // both directions in the order given. release closes the plugins: it is the
 // route's OnRelease (nil without plugins). The returned cleanup releases
 // the runtime once the proxy is shut down.
@@ -28,20 +30,27 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 	var plugins []*plugin.Plugin
 	for _, pp := range o.plugins {
 		name := strings.TrimSuffix(filepath.Base(pp.path), filepath.Ext(pp.path))
-		p, err := rt.Load(ctx, pp.path, plugin.Options{
+		opts := plugin.Options{
 			Name:     name,
 			Config:   []byte(pp.config),
 			Trusted:  o.trusted,
 			FailOpen: o.failOpen,
 			Stdout:   stdout,
 			Logger:   logger,
-		})
+		}
+		var p *plugin.Plugin
+		if b, ok := strings.CutPrefix(pp.path, builtin.Prefix); ok {
+			opts.Name = b
+			p, err = loadBuiltin(ctx, rt, b, opts)
+		} else {
+			p, err = rt.Load(ctx, pp.path, opts)
+		}
 		if err != nil {
 			cleanup()
 			return nil, nil, nil, fmt.Errorf("--plugin %s: %w", pp.path, err)
 		}
 		plugins = append(plugins, p)
-		links = append(links, host.Link{Name: name, Hook: p})
+		links = append(links, host.Link{Name: opts.Name, Hook: p})
 	}
 	release = func() {
 		for _, p := range plugins {
@@ -49,4 +58,36 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 		}
 	}
 	return links, release, cleanup, nil
+}
+
+// loadBuiltin makes a plugin of the built-in plugin name.
+func loadBuiltin(ctx context.Context, rt *plugin.Runtime, name string, opts plugin.Options) (*plugin.Plugin, error) {
+	wasm, err := builtin.Wasm(name)
+	if err != nil {
+		return nil, err
+	}
+	m, err := rt.Compile(ctx, name, wasm)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close(ctx) // the plugin keeps the code alive
+	return m.NewPlugin(ctx, opts)
+}
+
+// runPlugins implements `tunnel plugins`: it lists the built-in plugins.
+func runPlugins(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "tunnel plugins: unexpected argument %q\n", args[0])
+		return 2
+	}
+	writeBuiltins(stdout)
+	return 0
+}
+
+// writeBuiltins prints the built-in plugins, one a line, and how to use them.
+func writeBuiltins(w io.Writer) {
+	fmt.Fprintln(w, "Built-in plugins (in tunnel.hcl: plugin \"NAME\" { builtin = \"NAME\" }; on the command line: --plugin builtin:NAME):")
+	for _, n := range builtin.Names() {
+		fmt.Fprintf(w, "  %-8s %s\n", n, builtin.Description(n))
+	}
 }

@@ -98,7 +98,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 	var diags hcl.Diagnostics
 	mods := map[string]*plugin.Module{} // by plugin name
 	for _, p := range f.Plugins {
-		if p.Path == "" || mods[p.Name] != nil {
+		if !p.hasModule() || mods[p.Name] != nil {
 			continue
 		}
 		mod, d := b.compile(ctx, p)
@@ -210,8 +210,14 @@ func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.D
 		rng := p.PathRange
 		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: &rng}}
 	}
-	wasm, err := readLimited(p.Path, maxWasmFile)
-	if err != nil {
+	var wasm []byte
+	var err error
+	if p.Builtin != "" {
+		var d hcl.Diagnostics
+		if wasm, d = readBuiltin(p); d != nil {
+			return nil, d
+		}
+	} else if wasm, err = readLimited(p.Path, maxWasmFile); err != nil {
 		hint := ""
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, serr := os.Stat(filepath.Join(filepath.Dir(p.Path), "main.go")); serr == nil {
@@ -230,7 +236,8 @@ func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.D
 	sum := sha256.Sum256(wasm)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if c := b.modules[p.Path]; c != nil && c.sum == sum {
+	key := p.moduleKey()
+	if c := b.modules[key]; c != nil && c.sum == sum {
 		return c.mod, nil
 	}
 	mod, err := b.Runtime.Compile(ctx, p.Name, wasm)
@@ -238,15 +245,15 @@ func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.D
 		// The runtime prefixes its errors with the plugin's name, which the
 		// diagnostic's position already gives.
 		msg := strings.TrimPrefix(err.Error(), fmt.Sprintf("plugin %q: ", p.Name))
-		return nil, diag("Invalid plugin module", "%s: %s.", p.Path, strings.TrimRight(msg, "."))
+		return nil, diag("Invalid plugin module", "%s: %s.", key, strings.TrimRight(msg, "."))
 	}
 	if b.modules == nil {
 		b.modules = map[string]*cachedModule{}
 	}
-	if old := b.modules[p.Path]; old != nil {
+	if old := b.modules[key]; old != nil {
 		b.closeModule(ctx, old.mod)
 	}
-	b.modules[p.Path] = &cachedModule{sum: sum, mod: mod}
+	b.modules[key] = &cachedModule{sum: sum, mod: mod}
 	return mod, nil
 }
 
@@ -256,7 +263,7 @@ func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.D
 func (b *Builder) Retain(ctx context.Context, f *File) {
 	keep := map[string]bool{}
 	for _, p := range f.Plugins {
-		keep[p.Path] = true
+		keep[p.moduleKey()] = true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

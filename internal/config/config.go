@@ -117,8 +117,13 @@ func (f *File) Route(name string) *Route {
 // under. Zero values mean the runtime's defaults.
 type Plugin struct {
 	Name string
-	// Path is the .wasm file, resolved against the config file's directory.
-	Path        string
+	// Path is the .wasm file, resolved against the config file's
+	// directory; empty for a built-in plugin.
+	Path string
+	// Builtin names the plugin compiled into the tunnel (package
+	// plugins/builtin) that the block runs instead of a file; PathRange
+	// is then the builtin attribute's.
+	Builtin     string
 	MemoryLimit uint64
 	CallTimeout time.Duration
 	// MaxOutput is max_output: the bytes one call of the guest may send,

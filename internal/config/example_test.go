@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,23 +17,10 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 )
 
-// buildPlugin compiles the Go plugin in ../../plugins/name to WebAssembly
-// (the Go build cache makes reruns quick) and returns the .wasm path.
-func buildPlugin(t *testing.T, name string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), name+".wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, ".")
-	cmd.Dir = filepath.Join("..", "..", "plugins", name)
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared in %s: %v\n%s", cmd.Dir, err, msg)
-	}
-	return out
-}
-
 // TestRootTunnelHCL runs the repository's tunnel.hcl, with its listen
-// addresses moved to free ports, its targets to local servers and the deny
-// plugin built from source, and checks what each route promises.
+// addresses moved to free ports and its targets to local servers, and
+// checks what each route promises; its deny is the built-in one, as for a
+// user.
 func TestRootTunnelHCL(t *testing.T) {
 	const path = "../../tunnel.hcl"
 	f, diags := Parse(path, Options{LookupEnv: func(string) (string, bool) { return "", false }})
@@ -42,14 +28,13 @@ func TestRootTunnelHCL(t *testing.T) {
 		t.Fatalf("tunnel.hcl:\n%s", FormatDiagnostics(diags, f.Files))
 	}
 	// What the file says, before the test moves it to free ports.
-	if got := f.Plugin("deny").Path; got != filepath.Join("../..", "plugins/deny/deny.wasm") {
-		t.Errorf("deny path resolves to %s", got)
+	if p := f.Plugin("deny"); p.Builtin != "deny" || p.Path != "" {
+		t.Errorf("plugin deny: builtin %q, path %q; want the built-in deny", p.Builtin, p.Path)
 	}
 	if r := f.Route("redis"); r == nil || r.Listen != "127.0.0.1:7379" || r.Target != "127.0.0.1:6379" || len(r.Chain) != 1 {
 		t.Errorf("route redis = %+v", r)
 	}
 
-	deny := buildPlugin(t, "deny")
 	redis := echoServer(t) // stands in for Redis: what reaches it comes back
 	echo := echoServer(t)
 	stdout := &syncBuffer{}
@@ -60,7 +45,6 @@ func TestRootTunnelHCL(t *testing.T) {
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Runtime: plugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 		Edit: func(f *File) {
-			f.Plugin("deny").Path = deny
 			for _, rt := range f.Routes {
 				rt.Listen = "127.0.0.1:0"
 			}
@@ -108,7 +92,7 @@ func TestRootTunnelHCL(t *testing.T) {
 }
 
 // TestDenyREADMEExample runs the configuration of plugins/deny/README.md
-// against a stand-in Redis: the client's FLUSHALL is dropped and answered
+// (the built-in deny) against a stand-in Redis: the client's FLUSHALL is dropped and answered
 // by the tunnel, and a server reply holding "FLUSHALL" reaches the client
 // untouched.
 func TestDenyREADMEExample(t *testing.T) {
@@ -125,13 +109,11 @@ func TestDenyREADMEExample(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tunnel.hcl")
 	writeFile(t, path, block)
-	deny := buildPlugin(t, "deny")
 	r := &Runner{
 		Path:    path,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Runtime: plugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 		Edit: func(f *File) {
-			f.Plugin("deny").Path = deny
 			f.Route("redis").Listen = "127.0.0.1:0"
 			f.Route("redis").Target = redis
 		},

@@ -65,7 +65,8 @@ type localsBody struct {
 type pluginBody struct {
 	Name        string         `hcl:"name,label"`
 	DeclRange   hcl.Range      `hcl:",def_range"`
-	Path        hcl.Expression `hcl:"path"`
+	Path        hcl.Expression `hcl:"path,optional"`
+	Builtin     hcl.Expression `hcl:"builtin,optional"`
 	MemoryLimit hcl.Expression `hcl:"memory_limit,optional"`
 	CallTimeout hcl.Expression `hcl:"call_timeout,optional"`
 	MaxOutput   hcl.Expression `hcl:"max_output,optional"`
@@ -513,15 +514,7 @@ func quoteList(items []string) string {
 func (d *decoder) plugin(pb *pluginBody) {
 	p := &Plugin{Name: pb.Name, DeclRange: pb.DeclRange, PathRange: pb.Path.Range()}
 	d.file.Plugins = append(d.file.Plugins, p)
-	block := fmt.Sprintf("plugin %q", pb.Name)
-	if !d.required(pb.Path, "path", block, `"plugins/`+pb.Name+`.wasm"`) {
-	} else if path, ok := d.str(pb.Path, "path"); ok {
-		if path == "" {
-			d.errorf(pb.Path.Range(), "Invalid path", "path is empty; name the plugin's .wasm file, relative to this file.")
-		} else {
-			p.Path = d.resolve(path)
-		}
-	}
+	d.pluginSource(pb, p)
 	if v, ok := d.size(pb.MemoryLimit, "memory_limit", MinMemoryLimit, MaxMemoryLimit); ok {
 		p.MemoryLimit = v
 	}

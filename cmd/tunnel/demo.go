@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/addr"
+	"github.com/tunnelwasm/tunnel/internal/demoredis"
+)
+
+// demoListen is where `tunnel demo` listens by default.
+const demoListen = "127.0.0.1:7379"
+
+// demoDeny is the configuration of the demo's deny plugin: FLUSHALL and
+// FLUSHDB, in any case, are dropped and answered by the tunnel; the rest of
+// the line (its CRLF) reaches the server as an empty line, which it ignores.
+const demoDeny = `{"patterns":["FLUSHALL","FLUSHDB"],"ignore_case":true,"reply":"-ERR FLUSHALL and FLUSHDB are refused by the tunnel's deny plugin\r\n","from":"client"}`
+
+// runDemo implements `tunnel demo`: the plain mode in front of a built-in
+// Redis-like server on a free loopback port, with the dump as text and the
+// built-in deny plugin refusing FLUSHALL and FLUSHDB.
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tunnel demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", demoListen, "listen `address` (host:port) of the tunnel")
+	logLevel := fs.String("log-level", "info", "log level on stderr: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: tunnel demo [--listen ADDR]
+
+Runs the tunnel on ADDR (default %s) in front of a small Redis-like
+server built into the tunnel, printing every chunk as text, with the built-in
+plugin deny refusing FLUSHALL and FLUSHDB. Then, in another terminal:
+
+  printf 'PING\r\nSET greeting hello\r\nFLUSHALL\r\nGET greeting\r\nQUIT\r\n' | nc 127.0.0.1 7379
+
+It is the plain mode with
+  --to (the built-in server) --dump text --plugin builtin:deny --plugin-config '%s'
+
+Flags:
+`, demoListen, demoDeny)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tunnel demo: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if err := addr.Check(*listen); err != nil {
+		fmt.Fprintf(stderr, "tunnel demo: --listen: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "tunnel demo: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel demo: starting the built-in Redis-like server: %v\n", err)
+		return 1
+	}
+	var srv demoredis.Server
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		ln.Close()
+		if err := <-served; err != nil {
+			logger.Error("built-in Redis-like server", "err", err)
+		}
+		srv.Close()
+	}()
+	logger.Info("demo: a Redis-like server built into the tunnel", "addr", ln.Addr().String())
+
+	ctx, again, stop := notifyStop()
+	defer stop()
+	o := options{
+		from:        *listen,
+		to:          ln.Addr().String(),
+		dialTimeout: host.DefaultDialTimeout,
+		grace:       defaultGrace,
+		cacheDir:    defaultCacheDir(),
+		plugins:     []plainPlugin{{path: "builtin:deny", config: demoDeny}},
+		again:       again,
+	}
+	fmt.Fprintf(stderr, "tunnel demo: try, in another terminal:\n  printf 'PING\\r\\nSET greeting hello\\r\\nFLUSHALL\\r\\nGET greeting\\r\\nQUIT\\r\\n' | nc %s\n", hostPort(*listen))
+	return runPlain(ctx, &o, true, host.DumpText, stdout, stderr, logger)
+}
+
+// hostPort is an address as nc takes it: "host port".
+func hostPort(a string) string {
+	h, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return a
+	}
+	return h + " " + p
+}
