@@ -1,0 +1,166 @@
+// Package admin is the tunnel's admin endpoint: Prometheus metrics, health
+// and readiness probes, the running configuration and, when enabled, the Go
+// profiler, on an HTTP listener of its own.
+//
+// It is off by default. `tunnel --admin 127.0.0.1:9901` turns it on in the
+// plain mode; in tunnel.hcl, a top-level block does:
+//
+//	admin {
+//	  listen = "127.0.0.1:9901" # the default; loopback only
+//	  pprof  = false            # true: also serve /debug/pprof/
+//	}
+//
+// # Endpoints
+//
+//	GET /metrics        Prometheus text format (see below)
+//	GET /healthz        200 "ok": the process is alive and serving HTTP
+//	GET /readyz         200 "ready", or 503 with the reason: before the first
+//	                    configuration runs and from the moment a stop begins
+//	                    (SIGINT/SIGTERM), so a load balancer stops sending
+//	                    new connections before the listeners close
+//	GET /config         the running routes as JSON: name, listen address,
+//	                    bound address, target, the chain's links by name
+//	GET /debug/pprof/   net/http/pprof, only when enabled
+//	GET /               this list
+//
+// Other methods get 405, other paths 404.
+//
+// # Metrics
+//
+// Every tunnel metric is labelled by route name (route) and, for bytes, by
+// the peer the bytes were read from or written to (peer = "client" or
+// "server"). No label names a connection or a client address, so the number
+// of series is bounded by the number of routes ever configured.
+//
+//	tunnel_connections_total{route}                connections accepted (Envoy's downstream_cx_total)
+//	tunnel_connections_active{route}               connections open now (downstream_cx_active)
+//	tunnel_connection_errors_total{route}          connections that ended with an error: reset, failed dial, idle timeout, a filter's error, a shutdown's abort
+//	tunnel_upstream_connect_failures_total{route}  dials of the target that failed (upstream_cx_connect_fail); also counted in errors
+//	tunnel_idle_timeouts_total{route}              connections closed by idle_timeout (upstream_cx_idle_timeout); also counted in errors
+//	tunnel_bytes_received_total{route,peer}        bytes read from the client or the server
+//	tunnel_bytes_sent_total{route,peer}            bytes written to the client or the server
+//	tunnel_build_info{version,revision,goversion}  1
+//
+// plus the standard go_* and process_* collectors. The byte counts include
+// what open connections have moved so far, so a long transfer shows as a
+// steady rate rather than one jump when it ends. received{peer="client"}
+// and sent{peer="server"} differ when a filter drops, rewrites or answers.
+//
+// The values are read from the Source at scrape time (host.Proxy.Stats):
+// forwarding pays nothing for the endpoint between scrapes.
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// Source is what the endpoint reports on. A [host.Proxy] provides Stats;
+// the caller adds readiness and the configuration summary. Its methods are
+// called from the HTTP server's goroutines, concurrently.
+type Source interface {
+	// Stats returns every route's counters (host.Proxy.Stats).
+	Stats() []host.RouteStats
+	// Ready returns nil when the tunnel should receive new connections,
+	// otherwise why not (shown in /readyz's 503 body).
+	Ready() error
+	// Config returns the running configuration, marshalled as JSON for
+	// /config.
+	Config() any
+}
+
+// Options adjust the handler.
+type Options struct {
+	// Pprof serves net/http/pprof under /debug/pprof/.
+	Pprof bool
+	// Version is tunnel_build_info's version label; empty means the main
+	// module's version from the binary's build information.
+	Version string
+}
+
+// NewHandler returns the admin endpoint's handler. It uses a registry of its
+// own, so two handlers in one process (tests) do not collide.
+func NewHandler(src Source, opts Options) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		&collector{src: src},
+		buildInfo(opts.Version),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		text(w, http.StatusOK, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := src.Ready(); err != nil {
+			text(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
+			return
+		}
+		text(w, http.StatusOK, "ready\n")
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		b, err := json.MarshalIndent(src.Config(), "", "  ")
+		if err != nil {
+			text(w, http.StatusInternalServerError, fmt.Sprintf("encoding the configuration: %v\n", err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(append(b, '\n'))
+	})
+	index := "/metrics\n/healthz\n/readyz\n/config\n"
+	if opts.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		index += "/debug/pprof/\n"
+	}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		text(w, http.StatusOK, index)
+	})
+	return mux
+}
+
+func text(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, body)
+}
+
+// buildInfo is tunnel_build_info, a constant 1 labelled with the version.
+func buildInfo(version string) prometheus.Collector {
+	revision, goVersion := "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if version == "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	if version == "" {
+		version = "unknown"
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "tunnel_build_info",
+		Help:        "A constant 1, labelled with the tunnel's version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	}, func() float64 { return 1 })
+}
