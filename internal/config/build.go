@@ -146,6 +146,12 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 				FailOpen:    p.FailOpen,
 				Instances:   p.Instances,
 				Logger:      b.logger().With("route", r.Name),
+				// Containment.
+				TripFailures:   p.TripFailures,
+				TripWindow:     p.TripWindow,
+				TripMaxBackoff: p.TripMaxBackoff,
+				LogRate:        float64(p.LogRate),
+				LogBurst:       p.LogBurst,
 			}
 			if p.Stdout {
 				opts.Stdout = b.stdout()

@@ -28,6 +28,11 @@
 //	  trusted      = false               # true: no per-call timeout enforcement
 //	  instances    = 4                   # instances shared by the connections
 //	  stdout       = false               # grant the guest the tunnel's stdout
+//	  trip_failures    = 5               # this many failures within trip_window trip the plugin
+//	  trip_window      = "10s"
+//	  trip_max_backoff = "1m"            # tripped for 1s, then 2s, 4s ... at most this
+//	  log_rate         = 100             # guest log lines per second
+//	  log_burst        = 200
 //	}
 //
 //	route "redis" {
@@ -88,6 +93,12 @@ type File struct {
 	Plugins []*Plugin
 	// Routes in the order they are declared.
 	Routes []*Route
+	// PluginMemoryLimit is plugin_memory_limit: the most memory the plugins
+	// of all routes may take together (see File.PluginMemory); zero means
+	// DefaultPluginMemoryLimit(). PluginMemoryLimitRange is its value's
+	// range, nil when the file sets none.
+	PluginMemoryLimit      uint64
+	PluginMemoryLimitRange *hcl.Range
 	// Files holds the parsed sources (for printing diagnostics with
 	// [WriteDiagnostics]).
 	Files map[string]*hcl.File
@@ -139,6 +150,17 @@ type Plugin struct {
 	Instances int
 	// Stdout grants the guest the tunnel's standard output.
 	Stdout bool
+	// TripFailures, TripWindow and TripMaxBackoff are trip_failures,
+	// trip_window and trip_max_backoff: the crash-loop breaker
+	// (plugin.Options). TripFailures is -1 for trip_failures = 0 (never
+	// trip).
+	TripFailures   int
+	TripWindow     time.Duration
+	TripMaxBackoff time.Duration
+	// LogRate and LogBurst are log_rate and log_burst: the guest's log
+	// lines per second and burst (plugin.Options).
+	LogRate  int
+	LogBurst int
 
 	DeclRange hcl.Range
 	PathRange hcl.Range

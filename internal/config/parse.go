@@ -24,6 +24,7 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/addr"
 )
 
@@ -40,6 +41,9 @@ const (
 	MaxIdleTimeout  = 7 * 24 * time.Hour
 	MaxConnections  = 1_000_000
 	maxIncludedFile = 1 << 20 // file() refuses larger files
+	MaxTripFailures = 1000
+	MaxTripTime     = time.Hour // trip_window and trip_max_backoff
+	MaxLogRate      = 1_000_000 // log_rate (lines per second) and log_burst
 )
 
 // Options adjust how a file is parsed. The zero value reads the real
@@ -52,6 +56,8 @@ type Options struct {
 // The gohcl schema. Attributes are decoded as expressions so that every value
 // is checked with its own source range at hand.
 type fileBody struct {
+	PluginMemoryLimit hcl.Expression `hcl:"plugin_memory_limit,optional"`
+
 	Locals  []*localsBody `hcl:"locals,block"`
 	Plugins []*pluginBody `hcl:"plugin,block"`
 	Routes  []*routeBody  `hcl:"route,block"`
@@ -74,6 +80,12 @@ type pluginBody struct {
 	Trusted     hcl.Expression `hcl:"trusted,optional"`
 	Instances   hcl.Expression `hcl:"instances,optional"`
 	Stdout      hcl.Expression `hcl:"stdout,optional"`
+	// Containment (see plugin.Options).
+	TripFailures   hcl.Expression `hcl:"trip_failures,optional"`
+	TripWindow     hcl.Expression `hcl:"trip_window,optional"`
+	TripMaxBackoff hcl.Expression `hcl:"trip_max_backoff,optional"`
+	LogRate        hcl.Expression `hcl:"log_rate,optional"`
+	LogBurst       hcl.Expression `hcl:"log_burst,optional"`
 }
 
 type routeBody struct {
@@ -106,7 +118,7 @@ type chainBody struct {
 // there are errors (as far as it could be decoded), together with every
 // diagnostic found.
 func Parse(path string, opts Options) (*File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readConfig(path)
 	if err != nil {
 		f := &File{Path: path, Dir: filepath.Dir(path), Files: map[string]*hcl.File{}}
 		return f, hcl.Diagnostics{{
@@ -123,12 +135,20 @@ func Parse(path string, opts Options) (*File, hcl.Diagnostics) {
 func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnostics) {
 	p := hclparse.NewParser()
 	f := &File{Path: filename, Dir: filepath.Dir(filename), Files: p.Files()}
+	if diags := checkSource(src, filename); diags != nil {
+		f.Files[filename] = &hcl.File{Bytes: src[:min(len(src), MaxConfigFile)]}
+		return f, diags
+	}
 	hf, diags := p.ParseHCL(src, filename)
 	if diags.HasErrors() {
 		return f, diags
 	}
+	if fd := checkForNesting(hf.Body); fd != nil {
+		return f, append(diags, fd...)
+	}
 	d := &decoder{file: f, opts: opts}
 	d.ctx = d.evalContext(hf.Body)
+	d.ctx.Functions = bounded(d.ctx.Functions, &evalBudget{})
 	var body fileBody
 	diags = append(diags, gohcl.DecodeBody(hf.Body, d.ctx, &body)...)
 	d.locals(body.Locals)
@@ -141,6 +161,7 @@ func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnost
 	d.checkNames(body)
 	d.checkListens()
 	d.checkUnused()
+	d.pluginMemory(body.PluginMemoryLimit)
 	diags = append(diags, d.diags...)
 	return f, diags
 }
@@ -310,6 +331,10 @@ func (d *decoder) locals(blocks []*localsBody) {
 			}
 		}
 		d.diags = append(d.diags, diags...)
+		if !diags.HasErrors() && tooBig(v) {
+			d.errorf(a.Expr.Range(), "Value too large", "local.%s has more than %d elements; a configuration value may have at most that many.", a.Name, MaxValueElements)
+			v = cty.DynamicVal
+		}
 		if diags.HasErrors() {
 			v = cty.DynamicVal // uses of it report nothing more
 		}
@@ -332,6 +357,10 @@ func (d *decoder) value(expr hcl.Expression) (cty.Value, bool) {
 	v, diags := expr.Value(d.ctx)
 	d.diags = append(d.diags, diags...)
 	if diags.HasErrors() || v.IsNull() || !v.IsWhollyKnown() {
+		return cty.NilVal, false
+	}
+	if tooBig(v) {
+		d.errorf(expr.Range(), "Value too large", "This value has more than %d elements; a configuration value may have at most that many.", MaxValueElements)
 		return cty.NilVal, false
 	}
 	return v, true
@@ -538,6 +567,24 @@ func (d *decoder) plugin(pb *pluginBody) {
 	}
 	if v, ok := d.boolean(pb.Stdout, "stdout"); ok {
 		p.Stdout = v
+	}
+	if v, ok := d.integer(pb.TripFailures, "trip_failures", 0, MaxTripFailures, " (0 never trips the plugin)"); ok {
+		p.TripFailures = int(v)
+		if v == 0 {
+			p.TripFailures = -1
+		}
+	}
+	if v, ok := d.duration(pb.TripWindow, "trip_window", time.Second, MaxTripTime); ok {
+		p.TripWindow = v
+	}
+	if v, ok := d.duration(pb.TripMaxBackoff, "trip_max_backoff", plugin.MinTripBackoff, MaxTripTime); ok {
+		p.TripMaxBackoff = v
+	}
+	if v, ok := d.integer(pb.LogRate, "log_rate", 1, MaxLogRate, " (lines per second)"); ok {
+		p.LogRate = int(v)
+	}
+	if v, ok := d.integer(pb.LogBurst, "log_burst", 1, MaxLogRate, " (lines)"); ok {
+		p.LogBurst = int(v)
 	}
 }
 

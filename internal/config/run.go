@@ -20,11 +20,16 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/plugstats"
 )
 
-// DefaultDebounce is how long file changes must settle before a [Runner]
-// reloads, unless Runner.Debounce says otherwise.
+// DefaultDebounce is how long changes of a watched file must settle before
+// a [Runner] reloads, unless Runner.Debounce says otherwise.
 const DefaultDebounce = 150 * time.Millisecond
+
+// maxDebounceDelay bounds how long after the first event a check waits,
+// whatever keeps changing: at most this many debounce periods.
+const maxDebounceDelay = 4
 
 // LoadError is a configuration with errors: the diagnostics (warnings
 // included) and the sources to print them with [WriteDiagnostics].
@@ -86,6 +91,7 @@ type Runner struct {
 	watcher  *fsnotify.Watcher
 	dirs     map[string]bool // directories watched
 	files    []string        // absolute paths whose content makes the fingerprint
+	absPath  string          // Path, absolute
 	lastSeen [sha256.Size]byte
 	routes   int
 	started  bool
@@ -151,6 +157,13 @@ func (r *Runner) load(ctx context.Context) error {
 	if r.Edit != nil && !diags.HasErrors() {
 		r.Edit(f)
 	}
+	if !diags.HasErrors() {
+		// The plugins of the running configuration that have open
+		// connections keep their instances until those end.
+		if d := checkMemory(f, plugstats.HeldBy(r.rt, nil)); d != nil {
+			diags = append(diags, d)
+		}
+	}
 	set, bdiags := r.builder.Build(ctx, f, diags)
 	diags = append(diags, bdiags...)
 	if set == nil {
@@ -200,6 +213,7 @@ func (r *Runner) watch(abs string, f *File) {
 	}
 	sort.Strings(files[1:])
 	r.files = files[1:]
+	r.absPath = abs
 	want := map[string]bool{}
 	for _, p := range files {
 		want[filepath.Dir(p)] = true
@@ -323,6 +337,14 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// A check is pending from the first event on (armed). An event on a
+	// file the configuration reads puts it off by debounce again, but
+	// never past first + maxDebounceDelay × debounce; an event on any
+	// other name (a log file next to tunnel.hcl, but also Kubernetes'
+	// ..data symlink) only arms it: a busy neighbour cannot starve a
+	// reload.
+	var armed bool
+	var first time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -333,8 +355,16 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 			if !ok {
 				return errors.New("the file watcher stopped")
 			}
-			if ev.Op != fsnotify.Chmod {
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			now := time.Now()
+			switch {
+			case !armed:
+				armed, first = true, now
 				timer.Reset(debounce)
+			case r.watched(ev.Name):
+				timer.Reset(min(debounce, first.Add(maxDebounceDelay*debounce).Sub(now)))
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -342,6 +372,7 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 			}
 			r.logger().Warn("watching the configuration", "err", err)
 		case <-timer.C:
+			armed = false
 			src, _ := os.ReadFile(r.Path)
 			r.mu.Lock()
 			changed := fingerprint(src, r.files) != r.lastSeen
@@ -351,6 +382,26 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 			}
 		}
 	}
+}
+
+// watched reports whether name is the configuration file or a plugin file
+// it names.
+func (r *Runner) watched(name string) bool {
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if abs == r.absPath {
+		return true
+	}
+	for _, f := range r.files {
+		if f == abs {
+			return true
+		}
+	}
+	return false
 }
 
 // Shutdown stops accepting on every route and waits for open connections to

@@ -1,0 +1,150 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// deepFile is a file whose local nests n lists.
+func deepFile(n int) string {
+	return "locals {\n  x = " + strings.Repeat("[", n) + strings.Repeat("]", n) + "\n}\n"
+}
+
+// doublingFile doubles a two-element list n times with concat.
+func doublingFile(n int) string {
+	var b strings.Builder
+	b.WriteString("locals {\n  l0 = [1, 2]\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  l%d = concat(local.l%d, local.l%d)\n", i, i-1, i-1)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// Files crafted to crash or stall the parser get a diagnostic at the place,
+// quickly: 60,000 nested lists (which overflowed hcl's parser's stack and
+// killed the process), a list doubled 20 times (more than 10 s before),
+// nested for expressions, nesting hidden in an interpolation, a file too
+// large.
+func TestParseHostileFiles(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, src string
+		want      string
+	}{
+		// The locals block is the first level; the 1000th "[" (column
+		// 6+1000) the 1001st.
+		{"deep", deepFile(60_000), fmt.Sprintf("2:%d: error: Nested too deeply", 6+MaxNesting)},
+		{"deep by one", deepFile(MaxNesting), fmt.Sprintf("2:%d: error: Nested too deeply", 6+MaxNesting)},
+		{"doubling", doublingFile(20), "18:9: error: Error in function call"},
+		{"nested for", "locals {\n  l = [1, 2]\n  x = [for a in local.l : [for b in local.l : b]]\n}\n", "3:27: error: Nested for expression"},
+		{"interpolation", "locals {\n  x = \"${" + strings.Repeat("(", 2000) + "1" + strings.Repeat(")", 2000) + "}\"\n}\n", fmt.Sprintf("2:%d: error: Nested too deeply", 8+MaxNesting)},
+		{"large", "# " + strings.Repeat("x", MaxConfigFile) + "\n", "1:1: error: Configuration file too large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			f, diags := ParseSource([]byte(c.src), "hostile.hcl", Options{})
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v", d)
+			}
+			var got []string
+			for _, d := range diags {
+				got = append(got, fmt.Sprintf("%d:%d: %s: %s", d.Subject.Start.Line, d.Subject.Start.Column, severity(d), d.Summary))
+			}
+			if strings.Join(got, ",") != c.want {
+				t.Errorf("diagnostics %q, want %q", got, c.want)
+			}
+			_ = FormatDiagnostics(diags, f.Files) // prints
+		})
+	}
+	// The doubling file's message names the bound.
+	_, diags := ParseSource([]byte(doublingFile(20)), "hostile.hcl", Options{})
+	if len(diags) != 1 || !strings.Contains(diags[0].Detail, `Call to function "concat" failed: the result of concat has more than 100000 elements, more than a configuration value may have.`) {
+		t.Errorf("doubling: %v", diags)
+	}
+	// Nesting up to the bound still parses.
+	if _, diags := ParseSource([]byte(deepFile(MaxNesting-1)), "ok.hcl", Options{}); diags.HasErrors() {
+		t.Errorf("%d levels: %v", MaxNesting, diags)
+	}
+	// Brackets in strings and comments do not count.
+	src := "# " + strings.Repeat("[", 2000) + "\nlocals {\n  x = \"" + strings.Repeat("(", 2000) + "\"\n}\n"
+	if _, diags := ParseSource([]byte(src), "ok.hcl", Options{}); diags.HasErrors() {
+		t.Errorf("brackets in a string and a comment: %v", diags)
+	}
+}
+
+// A running tunnel that live-reloads one of those files keeps its running
+// configuration (and its process).
+func TestReloadHostileFileKeepsRunning(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "ok"))
+	addr := h.addr()
+	c := dial(t, addr)
+	for _, src := range []string{deepFile(60_000), doublingFile(20)} {
+		start := time.Now()
+		writeFile(t, h.path, src)
+		r := h.waitReload()
+		var le *LoadError
+		if !errors.As(r.Err, &le) {
+			t.Fatalf("reload = %+v, want a *LoadError", r)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the failed reload took %v", d)
+		}
+		roundTrip(t, c, "1", `"ok"1`)
+		roundTrip(t, dial(t, addr), "2", `"ok"2`)
+	}
+}
+
+// A busy file next to tunnel.hcl (the tunnel's own log, say) does not put
+// off a reload: with a write every millisecond in the directory, an edit of the
+// file is applied within the bound of 4 debounce periods (plus the
+// reload's own time). Before, every event put the reload off again and
+// none happened.
+func TestReloadNotStarvedByNeighbour(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "a"))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.Create(filepath.Join(h.dir, "tunnel.log"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				f.WriteString("level=INFO msg=busy\n")
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i, stamp := range []string{"b", "c", "d"} {
+		start := time.Now()
+		writeFile(t, h.path, stampConfig(target, stamp))
+		r := h.waitReload()
+		if r.Err != nil || r.Trigger != "file change" {
+			t.Fatalf("edit %d: reload = %+v", i, r)
+		}
+		// Debounce is 20 ms: at most 80 ms after the first event, plus the
+		// reload (compiling is cached) on a loaded machine.
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("edit %d applied after %v", i, d)
+		}
+		roundTrip(t, dial(t, h.addr()), "x", fmt.Sprintf("%q", stamp)+"x")
+	}
+}
