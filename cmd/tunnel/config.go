@@ -57,9 +57,10 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tunnel validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tunnel validate [FILE]   check an HCL configuration (default ./tunnel.hcl); exit 1 on errors")
+		fmt.Fprintln(stderr, "Usage: tunnel validate [-v] [FILE]   check an HCL configuration (default ./tunnel.hcl); exit 1 on errors; -v: show each plugin's limits")
 		writeBuiltins(stderr)
 	}
+	verbose := fs.Bool("v", false, "show each plugin's limits and the plugins' memory against plugin_memory_limit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -106,5 +107,10 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d route(s), %d plugin(s), %d warning(s))\n", path, len(f.Routes), len(f.Plugins), warns)
+	if *verbose {
+		for _, s := range f.Settings() {
+			fmt.Fprintln(stdout, "  "+s)
+		}
+	}
 	return 0
 }

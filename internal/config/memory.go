@@ -41,7 +41,7 @@ func DefaultPluginMemoryLimit() uint64 {
 			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
 				kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 				if err == nil {
-					defaultLimit = max(defaultLimit, kb<<10/2)
+					defaultLimit = max(defaultLimit, kb<<10/2&^(1<<20-1)) // whole MiB
 				}
 			}
 		}

@@ -122,3 +122,44 @@ func TestReloadCountsDrainingPlugins(t *testing.T) {
 	}
 	roundTrip(t, dial(t, addr), "d", `"v2:"d`)
 }
+
+// Settings shows each plugin's limits with the defaults filled in, and the
+// sum against plugin_memory_limit.
+func TestSettings(t *testing.T) {
+	t.Parallel()
+	src := `
+plugin_memory_limit = "1GiB"
+plugin "a" {
+  path = "a.wasm"
+  instances = 2
+}
+plugin "b" {
+  path = "b.wasm"
+  memory_limit = "16MiB"
+  instances = 3
+  trusted = true
+  on_failure = "bypass"
+  trip_failures = 0
+  log_rate = 5
+  log_burst = 10
+}
+route "r" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  chain { plugin = plugin.a }
+  chain { plugin = plugin.b }
+}
+`
+	f, diags := ParseSource([]byte(src), "s.hcl", Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	want := []string{
+		`plugin "a": 2 × 64MiB, call_timeout 1s, on_failure close, trips after 5 failures in 10s, backoff 1s to 1m, logs 100/s (burst 200)`,
+		`plugin "b": 3 × 16MiB, trusted (no call_timeout), on_failure bypass, never trips, logs 5/s (burst 10)`,
+		`plugin memory: 176MiB of plugin_memory_limit 1GiB`,
+	}
+	if got := f.Settings(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
