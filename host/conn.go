@@ -266,9 +266,16 @@ func (c *conn) closeGracefully() {
 // never waits: no goroutine blocks inside a socket's callback (see conn), so
 // closing a socket wakes its pumps and writers with an error at once, and a
 // filter still running finds the sockets closed when it returns.
-func (c *conn) abort(cause error) (did bool) {
+func (c *conn) abort(cause error) (did bool) { return c.abortCounting(cause, nil) }
+
+// abortCounting is abort that also adds one to counter when it does, before
+// the sockets close (and so before the close log line).
+func (c *conn) abortCounting(cause error, counter *atomic.Int64) (did bool) {
 	c.td.once.Do(func() {
 		did = true
+		if counter != nil {
+			counter.Add(1)
+		}
 		if cause != nil {
 			c.td.aborted.Store(true)
 			c.td.cause.Store(&cause)
@@ -304,9 +311,7 @@ func (c *conn) idleCheck() {
 	idle := c.rs.IdleTimeout
 	since := time.Since(time.Unix(0, c.lastIO.Load()))
 	if since >= idle {
-		if c.abort(fmt.Errorf("idle for %s", idle)) {
-			c.rs.ctr.idleTimeouts.Add(1)
-		}
+		c.abortCounting(fmt.Errorf("idle for %s", idle), &c.rs.ctr.idleTimeouts)
 		return
 	}
 	c.idleTimer.Reset(idle - since)
