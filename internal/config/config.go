@@ -93,6 +93,9 @@ type File struct {
 	Plugins []*Plugin
 	// Routes in the order they are declared.
 	Routes []*Route
+	// Admin is the admin block; nil when the file has none (no admin
+	// endpoint).
+	Admin *Admin
 	// PluginMemoryLimit is plugin_memory_limit: the most memory the plugins
 	// of all routes may take together (see File.PluginMemory); zero means
 	// DefaultPluginMemoryLimit(). PluginMemoryLimitRange is its value's

@@ -61,6 +61,7 @@ type fileBody struct {
 	Locals  []*localsBody `hcl:"locals,block"`
 	Plugins []*pluginBody `hcl:"plugin,block"`
 	Routes  []*routeBody  `hcl:"route,block"`
+	Admin   *adminBody    `hcl:"admin,block"`
 }
 
 // localsBody is a locals block: named values, used elsewhere as local.NAME.
@@ -158,6 +159,7 @@ func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnost
 	for _, rb := range body.Routes {
 		d.route(rb)
 	}
+	d.admin(body.Admin)
 	d.checkNames(body)
 	d.checkListens()
 	d.checkUnused()

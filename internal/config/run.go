@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -95,6 +96,10 @@ type Runner struct {
 	lastSeen [sha256.Size]byte
 	routes   int
 	started  bool
+	// The admin endpoint's view (admin.go).
+	state   atomic.Int32 // stateStarting, stateReady, stateDraining
+	admin   *Admin       // the admin block of the first load
+	summary atomic.Pointer[Summary]
 }
 
 func (r *Runner) logger() *slog.Logger {
@@ -178,6 +183,7 @@ func (r *Runner) load(ctx context.Context) error {
 	}
 	r.builder.Retain(ctx, f)
 	r.routes = len(set.Routes)
+	r.applied(f, set.Routes)
 	return nil
 }
 
@@ -409,6 +415,7 @@ func (r *Runner) watched(name string) bool {
 // is returned. Then it releases the plugins, the compiled modules and the
 // runtime. Call it after Run returns.
 func (r *Runner) Shutdown(ctx context.Context) error {
+	r.Drain()
 	err := r.proxy.Shutdown(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -419,6 +426,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 // Close stops serving at once (open connections are closed) and releases
 // everything. Use it instead of Run.
 func (r *Runner) Close() error {
+	r.Drain()
 	err := r.proxy.Close()
 	r.mu.Lock()
 	defer r.mu.Unlock()

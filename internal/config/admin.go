@@ -1,0 +1,230 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/addr"
+)
+
+// DefaultAdminListen is the admin endpoint's address when the admin block
+// names none: this machine only.
+const DefaultAdminListen = "127.0.0.1:9901"
+
+// MaxDrainDelay bounds the admin block's drain_delay.
+const MaxDrainDelay = 5 * time.Minute
+
+// Admin is the admin block: the admin endpoint (package internal/admin).
+//
+//	admin {
+//	  listen      = "127.0.0.1:9901" # the default
+//	  pprof       = false            # true: serve /debug/pprof/ too
+//	  drain_delay = "0s"             # on SIGINT/SIGTERM: /readyz 503 this long before the listeners stop
+//	}
+//
+// The endpoint is started with the first configuration; a reload that
+// changes the block is logged and takes effect at the next start.
+type Admin struct {
+	// Listen is host:port. A host is required: a non-loopback one
+	// (0.0.0.0 included) is allowed, with a warning, when written out.
+	Listen string
+	// Exposed reports a Listen reachable from other machines.
+	Exposed bool
+	// Pprof serves net/http/pprof under /debug/pprof/.
+	Pprof bool
+	// DrainDelay is how long a stop keeps the listeners open after
+	// /readyz has turned 503, for load balancers to notice; 0 to 5m.
+	DrainDelay time.Duration
+
+	DeclRange hcl.Range
+	// ListenRange is the listen attribute's value, or the block's when
+	// the attribute is absent.
+	ListenRange hcl.Range
+}
+
+// adminBody is the admin block's schema.
+type adminBody struct {
+	DeclRange  hcl.Range      `hcl:",def_range"`
+	Listen     hcl.Expression `hcl:"listen,optional"`
+	Pprof      hcl.Expression `hcl:"pprof,optional"`
+	DrainDelay hcl.Expression `hcl:"drain_delay,optional"`
+}
+
+// admin reads the admin block, after the routes (its address must not be
+// one of theirs).
+func (d *decoder) admin(ab *adminBody) {
+	if ab == nil {
+		return
+	}
+	a := &Admin{Listen: DefaultAdminListen, DeclRange: ab.DeclRange, ListenRange: ab.DeclRange}
+	d.file.Admin = a
+	valid := true
+	if _, absent := d.absent(ab.Listen); !absent {
+		a.ListenRange = ab.Listen.Range()
+		valid = false
+		if v, ok := d.str(ab.Listen, "listen"); ok {
+			if exposed, err := addr.Exposed(v); err != nil {
+				d.errorf(a.ListenRange, "Invalid admin address", "%v.", err)
+			} else {
+				a.Listen, a.Exposed, valid = v, exposed, true
+			}
+		}
+	}
+	if v, ok := d.boolean(ab.Pprof, "pprof"); ok {
+		a.Pprof = v
+	}
+	if v, ok := d.duration(ab.DrainDelay, "drain_delay", 0, MaxDrainDelay); ok {
+		a.DrainDelay = v
+	}
+	if !valid {
+		return
+	}
+	if a.Exposed {
+		what := "the routes and their targets (/config) and the metrics"
+		if a.Pprof {
+			what += ", and can profile the process and read its command line (pprof)"
+		}
+		d.warnf(a.ListenRange, "Admin endpoint reachable from other machines",
+			"listen = %q is not a loopback address: anyone who can connect to it reads %s. Listen on 127.0.0.1 unless a firewall keeps others out.", a.Listen, what)
+	}
+	h, port, _ := net.SplitHostPort(a.Listen)
+	if port == "0" {
+		return
+	}
+	for _, r := range d.file.Routes {
+		rh, rport, _ := net.SplitHostPort(r.Listen)
+		if rport == port && (rh == h || wildcard(h) || wildcard(rh)) {
+			d.errorf(a.ListenRange, "Duplicate listen address", "The admin endpoint listens on %s, which route %q (%s) already uses; give it its own port.", a.Listen, r.Name, shortRange(r.ListenRange))
+			return
+		}
+	}
+}
+
+// Summary describes the configuration a [Runner] is serving, for the admin
+// endpoint's /config.
+type Summary struct {
+	// File is the configuration file's path.
+	File string `json:"file"`
+	// SHA256 is the hex SHA-256 of the file's content as loaded.
+	SHA256 string `json:"sha256"`
+	// Loaded is when this configuration was applied.
+	Loaded time.Time `json:"loaded"`
+	// Plugins are the plugin blocks, in file order.
+	Plugins []PluginSummary `json:"plugins"`
+	// Routes are the routes served, in file order.
+	Routes []RouteSummary `json:"routes"`
+}
+
+// PluginSummary is one plugin block of a [Summary].
+type PluginSummary struct {
+	Name string `json:"name"`
+	// Path is the .wasm file; Builtin the built-in plugin run instead.
+	Path    string `json:"path,omitempty"`
+	Builtin string `json:"builtin,omitempty"`
+}
+
+// RouteSummary is one route as applied to the Proxy.
+type RouteSummary struct {
+	Name   string `json:"name"`
+	Listen string `json:"listen"`
+	// Address is the address bound (Listen with its port chosen when 0).
+	Address string `json:"address,omitempty"`
+	Target  string `json:"target"`
+	// Chain names the links of the route's chain in order, the client's
+	// side first: the plugins and the tunnel's own ("dump",
+	// "proxy-protocol", ...).
+	Chain []string `json:"chain"`
+}
+
+// Summarize describes routes as applied to a Proxy; bound returns a route's
+// bound address, or nil (host.Proxy.Addr).
+func Summarize(routes []host.Route, bound func(name string) net.Addr) []RouteSummary {
+	out := make([]RouteSummary, 0, len(routes))
+	for _, r := range routes {
+		s := RouteSummary{Name: r.Name, Listen: r.Listen, Target: r.Target, Chain: []string{}}
+		if a := bound(r.Name); a != nil {
+			s.Address = a.String()
+		}
+		for _, l := range r.Chain {
+			s.Chain = append(s.Chain, l.Name)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// The readiness of a Runner (Runner.Ready).
+const (
+	stateStarting = iota
+	stateReady
+	stateDraining
+)
+
+// applied records what load has just applied: the summary for Config, and
+// readiness on the first load. A reload that changes the admin block is
+// logged: the endpoint keeps the settings it was started with. r.mu is held.
+func (r *Runner) applied(f *File, routes []host.Route) {
+	var src []byte
+	if hf := f.Files[r.Path]; hf != nil {
+		src = hf.Bytes
+	}
+	sum := sha256.Sum256(src)
+	s := &Summary{File: r.Path, SHA256: hex.EncodeToString(sum[:]), Loaded: time.Now().UTC(), Plugins: []PluginSummary{}, Routes: Summarize(routes, r.proxy.Addr)}
+	for _, p := range f.Plugins {
+		s.Plugins = append(s.Plugins, PluginSummary{Name: p.Name, Path: p.Path, Builtin: p.Builtin})
+	}
+	r.summary.Store(s)
+	if r.state.CompareAndSwap(stateStarting, stateReady) {
+		r.admin = f.Admin
+		return
+	}
+	if !sameAdmin(r.admin, f.Admin) {
+		r.logger().Warn("the admin block changed; the admin endpoint keeps its settings until the tunnel restarts", "file", r.Path)
+	}
+}
+
+// sameAdmin reports whether two admin blocks have the same settings.
+func sameAdmin(a, b *Admin) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Listen == b.Listen && a.Pprof == b.Pprof && a.DrainDelay == b.DrainDelay
+}
+
+// Admin returns the admin block the Runner started with, or nil: the
+// settings of the admin endpoint to serve it with.
+func (r *Runner) Admin() *Admin {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.admin
+}
+
+// Stats returns every route's counters (host.Proxy.Stats).
+func (r *Runner) Stats() []host.RouteStats { return r.proxy.Stats() }
+
+// Config returns the running configuration's *Summary (nil before Start).
+func (r *Runner) Config() any { return r.summary.Load() }
+
+// Ready returns nil while the Runner serves a configuration and is not
+// stopping: before Start has applied the file, and from Drain, Shutdown or
+// Close on, it returns why not.
+func (r *Runner) Ready() error {
+	switch r.state.Load() {
+	case stateReady:
+		return nil
+	case stateDraining:
+		return errors.New("shutting down")
+	}
+	return errors.New("no configuration is running yet")
+}
+
+// Drain makes Ready fail from now on, so that load balancers probing the
+// admin endpoint stop sending new connections, and changes nothing else:
+// the routes keep accepting until Shutdown. Shutdown and Close drain too.
+func (r *Runner) Drain() { r.state.Store(stateDraining) }
