@@ -27,6 +27,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -76,7 +78,9 @@ func goBuild(dir string) ([]byte, error) {
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "plugin.wasm")
 	// go test puts its own GOROOT/bin first in PATH.
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, ".")
+	// The flags of go generate ./plugins/builtin: the builds share the Go
+	// build cache with its staleness test, and give the embedded bytes.
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-o", out, ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
@@ -125,22 +129,44 @@ func module(t testing.TB, dir string) *plugin.Module {
 	return m
 }
 
-// CacheDir is where compiled plugin code is kept across test runs (the
-// RuntimeOptions.CacheDir the harness uses; TUNNEL_PLUGINTEST_CACHE
-// overrides it): wazero compiles a Go guest in about 3 s, and 10 times
-// slower under -race, while loading it from the cache takes milliseconds.
-// Files are written atomically, so parallel test processes share it safely,
-// and other tests that compile Go guests can pass it to their Runtime too.
-// Empty (in-memory cache) when there is no user cache directory.
+// CacheDir is where compiled plugin code is kept (the
+// RuntimeOptions.CacheDir the harness uses): wazero compiles a Go guest in
+// about 3 s, and 10 times slower under -race, while loading it from the
+// cache takes milliseconds. Other tests that compile Go guests can pass it
+// to their Runtime too. By default it is a directory of this test process
+// only, so that tests are hermetic: os.TempDir()/tunnel-plugintest-PID,
+// made at the first call; the directories of processes that no longer run
+// are removed then. TUNNEL_PLUGINTEST_CACHE names a directory to keep and
+// share across runs instead (files are written atomically, so parallel
+// test processes share it safely). Empty (in-memory cache) when no
+// directory can be made.
 func CacheDir() string {
 	if d := os.Getenv("TUNNEL_PLUGINTEST_CACHE"); d != "" {
 		return d
 	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
+	cacheOnce.Do(func() { cacheDir = processCacheDir() })
+	return cacheDir
+}
+
+var (
+	cacheOnce sync.Once
+	cacheDir  string
+)
+
+const cachePrefix = "tunnel-plugintest-"
+
+func processCacheDir() string {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), cachePrefix+"*"))
+	for _, d := range old {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), cachePrefix))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH { // that test process has ended
+			os.RemoveAll(d)
+		}
 	}
-	d = filepath.Join(d, "tunnel", "plugintest-wazero")
+	d := filepath.Join(os.TempDir(), cachePrefix+strconv.Itoa(os.Getpid()))
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return ""
 	}

@@ -108,3 +108,13 @@ func TestWasmIsAModule(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWasm is the cost of unpacking one embedded module (figures in
+// RATIONALE.md).
+func BenchmarkWasm(b *testing.B) {
+	for b.Loop() {
+		if _, err := builtin.Wasm("replace"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -16,10 +16,11 @@ import (
 )
 
 // Flags are the go build flags of a built-in plugin, after
-// GOOS=wasip1 GOARCH=wasm: -trimpath drops the checkout's path and
-// -buildvcs=false the commit, the two things that would otherwise make
-// every checkout's build differ.
-var Flags = []string{"-buildmode=c-shared", "-trimpath", "-buildvcs=false"}
+// GOOS=wasip1 GOARCH=wasm: -trimpath drops the checkout's path,
+// -buildvcs=false the commit, and an empty -buildid the hash of the build's
+// inputs (go.mod included: a dependency added for the tunnel would change
+// it), the things that would otherwise make two checkouts' builds differ.
+var Flags = []string{"-buildmode=c-shared", "-trimpath", "-buildvcs=false", "-ldflags=-buildid="}
 
 // Build compiles the Go package main in dir to WebAssembly and returns the
 // module's bytes.
