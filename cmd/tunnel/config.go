@@ -30,6 +30,13 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	listen, pprof, delay := adminSettings(path, o)
+	stopAdmin, err := startAdmin(listen, pprof, r, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 1
+	}
+	defer stopAdmin()
 	if err := r.Start(ctx); err != nil {
 		var le *config.LoadError
 		if errors.As(err, &le) {
@@ -48,6 +55,7 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 	// As in the plain mode: open connections get a grace period, which a
 	// second SIGINT/SIGTERM cuts short, and the wait is bounded whatever the
 	// engine does.
+	drain(r.Drain, delay, o.again, logger)
 	shutdown("configuration shutdown", r.Shutdown, o.grace, o.again, logger)
 	return code
 }

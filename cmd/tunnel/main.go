@@ -76,6 +76,8 @@ type options struct {
 	grace       time.Duration
 	logLevel    string
 	pprof       string
+	admin       string
+	drainDelay  time.Duration
 	plugins     []plainPlugin
 	failOpen    bool
 	trusted     bool
@@ -100,6 +102,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.grace, "grace", defaultGrace, "on SIGINT/SIGTERM, let open connections finish for this long")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (for profiling)")
+	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz, /readyz and /config on this `address`, e.g. 127.0.0.1:9901 (off by default)")
+	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "on SIGINT/SIGTERM, answer 503 on /readyz for this long before the listeners stop")
 	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` (or builtin:NAME, see tunnel plugins) on both directions (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
@@ -168,6 +172,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if o.admin != "" {
+		if _, err := addr.Exposed(o.admin); err != nil {
+			fmt.Fprintf(stderr, "tunnel: --admin: %v\n", err)
+			return 2
+		}
+	}
 	ctx, again, stop := notifyStop()
 	defer stop()
 	o.again = again
@@ -244,12 +254,22 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 	route.OnRelease = release // the Proxy closes nothing it did not make
 
 	p := &host.Proxy{Logger: logger}
+	src := &plainSource{p: p, route: route}
+	stopAdmin, err := startAdmin(o.admin, false, src, logger)
+	if err != nil {
+		cleanup()
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 1
+	}
+	defer stopAdmin()
 	if err := p.Apply([]host.Route{route}); err != nil {
 		cleanup()
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
 		return 1
 	}
+	src.state.Store(1)
 	<-ctx.Done()
+	drain(func() { src.state.Store(2) }, o.drainDelay, o.again, logger)
 	if shutdown("proxy shutdown", p.Shutdown, o.grace, o.again, logger) {
 		// Otherwise connections may still be calling the plugins:
 		// leave the runtime to the process exit.
