@@ -35,11 +35,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	tunnelBin = filepath.Join(dir, "tunnel")
-	args := []string{"build", "-o", tunnelBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
+	// Never with -race, even when the tests are: in a race-built binary
+	// wazero's compiler takes ~20 s for one Go guest (2.4 s without), past
+	// the tests' waits, and the code it would check (the engine, the
+	// plugin runtime, the config runner) is tested in-process with -race
+	// by its own packages; so are this package's signal and shutdown
+	// paths (TestShutdownBounded, TestShutdownSecondSignal).
+	build := exec.Command("go", "build", "-o", tunnelBin, ".")
 	// Plugins compiled by the tunnels under test are cached for this run
 	// only, unless TUNNEL_CACHE_DIR names a directory to keep.
 	if os.Getenv("TUNNEL_CACHE_DIR") == "" {
