@@ -47,6 +47,7 @@ type chain struct {
 	timers    []linkTimer // per link, made on the first SetTimer
 	done      bool        // close ran: the filters are gone
 	firing    bool        // a Timer callback is running
+	tags      []Tag       // set by the filters (Stream.SetTag); in the close log line
 }
 
 // linkTimer is a filter's one timer. due is when it should fire, as time

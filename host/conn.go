@@ -368,6 +368,13 @@ func (c *conn) finish(cause error) {
 		if e != nil {
 			attrs = append(attrs, "err", (*e).Error())
 		}
+		if len(c.ch.tags) > 0 { // read after chain.close, which locked the chain
+			tags := make([]any, len(c.ch.tags))
+			for i, t := range c.ch.tags {
+				tags[i] = slog.String(t.Key, t.Value)
+			}
+			attrs = append(attrs, slog.Group("tag", tags...))
+		}
 		l.Log(context.Background(), level, "connection closed", attrs...)
 	}
 

@@ -391,3 +391,90 @@ func TestCountersShowWhatFiltersDid(t *testing.T) {
 	}
 	logs.Wait(t, "connection closed", "bytes_from_client=3 bytes_to_server=6 bytes_from_server=6 bytes_to_client=6")
 }
+
+// taggers: the first link tags what the client's first chunk starts with,
+// the second reads that tag and tags its own verdict.
+type firstWordTagger struct{}
+
+func (firstWordTagger) Open(*host.ConnInfo) (host.Filter, error) { return &firstWordFilter{}, nil }
+
+type firstWordFilter struct {
+	host.PassThrough
+	done bool
+}
+
+func (f *firstWordFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir == host.ClientToServer && !f.done {
+		f.done = true
+		word, _, _ := strings.Cut(string(b), " ")
+		if err := s.SetTag("proto.command", word); err != nil {
+			return err
+		}
+	}
+	return s.Send(dir, b)
+}
+
+type verdictTagger struct{ seen chan string }
+
+func (v verdictTagger) Open(*host.ConnInfo) (host.Filter, error) { return &verdictFilter{v: v}, nil }
+
+type verdictFilter struct {
+	host.PassThrough
+	v verdictTagger
+}
+
+func (f *verdictFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if cmd, ok := s.Tag("proto.command"); ok && dir == host.ClientToServer {
+		f.v.seen <- cmd
+		if err := s.SetTag("verdict", "allowed"); err != nil {
+			return err
+		}
+	}
+	return s.Send(dir, b)
+}
+
+// TestTags: a later link reads a tag an earlier one set, the close log
+// line shows them all, and bad tags are refused with a clear error.
+func TestTags(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	seen := make(chan string, 1)
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(),
+		host.Link{Name: "first", Hook: firstWordTagger{}},
+		host.Link{Name: "verdict", Hook: verdictTagger{seen: seen}}))
+	c := tn.Dial(t, addr)
+	if got := tn.Exchange(c, []byte("GET key")); got.Err != nil || got.N != 7 {
+		t.Fatalf("echo: %+v", got)
+	}
+	if cmd := <-seen; cmd != "GET" {
+		t.Errorf("the second link read proto.command=%q, want GET", cmd)
+	}
+	logs.Wait(t, "connection closed", "tag.proto.command=GET tag.verdict=allowed")
+
+	for _, tc := range []struct{ key, value, want string }{
+		{"has space", "v", `tag key "has space": want 1 to 64 letters, digits, '.', '_' or '-'`},
+		{"k", strings.Repeat("v", 257), `tag "k": value of 257 bytes is over the limit of 256`},
+	} {
+		errc := make(chan error, 1)
+		h := tagHook{key: tc.key, value: tc.value, errc: errc}
+		addr, _ := tunnel(t, tn.Route("bad", srv.Addr(), host.Link{Name: "bad", Hook: h}))
+		tn.Dial(t, addr)
+		if err := <-errc; err == nil || err.Error() != tc.want {
+			t.Errorf("SetTag(%q, %d bytes): %v, want %q", tc.key, len(tc.value), err, tc.want)
+		}
+	}
+}
+
+// tagHook's filters set one tag when the connection opens and report the error.
+type tagHook struct {
+	key, value string
+	errc       chan error
+}
+
+func (h tagHook) Open(*host.ConnInfo) (host.Filter, error) { return tagFilter{h}, nil }
+
+type tagFilter struct{ h tagHook }
+
+func (f tagFilter) Opened(s *host.Stream) error                           { f.h.errc <- s.SetTag(f.h.key, f.h.value); return nil }
+func (tagFilter) Data(dir host.Direction, b []byte, s *host.Stream) error { return s.Send(dir, b) }
+func (tagFilter) End(host.Direction, *host.Stream) error                  { return nil }
+func (tagFilter) Closed()                                                 {}

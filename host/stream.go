@@ -3,6 +3,8 @@ package host
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/internal/addr"
@@ -114,6 +116,63 @@ func (s *Stream) StopTimer() {
 	if t := s.c.ch.timers; t != nil {
 		t[s.idx].due = 0
 	}
+}
+
+// A Tag is a key/value note a filter puts on its connection (a verdict, a
+// protocol detail such as the SNI): later links of the chain can read it,
+// and the close log line shows every tag as tag.KEY=VALUE.
+type Tag struct{ Key, Value string }
+
+// Bounds of the tags of one connection.
+const (
+	MaxTags        = 32
+	MaxTagKeyLen   = 64
+	MaxTagValueLen = 256
+)
+
+// SetTag sets the connection's tag key to value (an empty value removes
+// it). Keys are up to MaxTagKeyLen bytes of letters, digits and ._-; values
+// up to MaxTagValueLen bytes; a connection has at most MaxTags tags.
+func (s *Stream) SetTag(key, value string) error {
+	if len(key) == 0 || len(key) > MaxTagKeyLen || strings.IndexFunc(key, badTagRune) >= 0 {
+		return fmt.Errorf("tag key %q: want 1 to %d letters, digits, '.', '_' or '-'", key, MaxTagKeyLen)
+	}
+	if len(value) > MaxTagValueLen {
+		return fmt.Errorf("tag %q: value of %d bytes is over the limit of %d", key, len(value), MaxTagValueLen)
+	}
+	ch := &s.c.ch
+	for i := range ch.tags {
+		if ch.tags[i].Key == key {
+			if value == "" {
+				ch.tags = slices.Delete(ch.tags, i, i+1)
+			} else {
+				ch.tags[i].Value = value
+			}
+			return nil
+		}
+	}
+	if value == "" {
+		return nil
+	}
+	if len(ch.tags) >= MaxTags {
+		return fmt.Errorf("tag %q: the connection already has %d tags", key, MaxTags)
+	}
+	ch.tags = append(ch.tags, Tag{Key: key, Value: value})
+	return nil
+}
+
+// Tag returns the value of the connection's tag key, and whether it is set.
+func (s *Stream) Tag(key string) (string, bool) {
+	for _, t := range s.c.ch.tags {
+		if t.Key == key {
+			return t.Value, true
+		}
+	}
+	return "", false
+}
+
+func badTagRune(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
 }
 
 // Errors of SetTarget.
