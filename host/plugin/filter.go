@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
+	"unsafe"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/internal/wasm"
@@ -17,6 +19,7 @@ const (
 	cbOpen  = abi.ExportOnOpen
 	cbData  = abi.ExportOnData
 	cbClose = abi.ExportOnClose
+	cbTimer = abi.ExportOnTimer
 )
 
 // Kinds of queued guest operations.
@@ -72,10 +75,11 @@ type wasmFilter struct {
 	s    atomic.Pointer[host.Stream] // set by Opened; read by other connections on failure
 
 	// Guarded by the connection's lock (every host.Filter method holds it).
-	bypass  bool       // the instance failed under policy bypass: forward as is
-	seen    bool       // the guest has been called for this connection
-	held    [2]*[]byte // bytes the guest holds (ActionHold), per direction; pooled
-	infoStr [4]string  // conn_info values, made on first use
+	bypass  bool          // the instance failed under policy bypass: forward as is
+	seen    bool          // the guest has been called for this connection
+	held    [2]*[]byte    // bytes the guest holds (ActionHold), per direction; pooled
+	infoStr [4]string     // conn_info values, made on first use
+	due     time.Duration // with Options.Clock: when the guest's timer is due on it
 
 	// Per call.
 	canSend bool
@@ -452,4 +456,179 @@ func (f *wasmFilter) Log(level int32, msg []byte) {
 	if f.p.log.Enabled(ctx, l) && f.p.logs.allow() {
 		f.p.log.Log(ctx, l, string(msg), "conn", f.info.ID)
 	}
+}
+
+// A Clock is the time a plugin's guests see: the now host function, and the
+// moment set_timer timers fire. [Options.Clock] nil is the host's monotonic
+// clock; tests set a clock they advance by hand (see host/plugintest).
+type Clock interface {
+	// Now returns the time since an arbitrary origin; it never goes back.
+	Now() time.Duration
+}
+
+// clockPoll is how often a connection whose guest timer is pending looks at
+// a non-nil Options.Clock: the host's timers run on real time, a test
+// clock moves when the test says.
+const clockPoll = time.Millisecond
+
+// Timer implements [host.TimerFilter]: the guest's set_timer fired; calls
+// tunnel_on_timer and delivers what it queued.
+func (f *wasmFilter) Timer(s *host.Stream) error {
+	if f.bypass {
+		return nil
+	}
+	if c := f.p.opts.Clock; c != nil && f.due > 0 {
+		if c.Now() < f.due {
+			return s.SetTimer(clockPoll)
+		}
+		f.due = 0
+	}
+	in := f.inst
+	in.mu.Lock()
+	if in.dead != nil {
+		in.mu.Unlock()
+		return f.deadInstance(in)
+	}
+	if !in.w.HasOnTimer() {
+		in.mu.Unlock()
+		return nil
+	}
+	f.begin()
+	r, err := in.w.OnTimer(f, f.info.ID)
+	f.canSend = false
+	if err == nil && r != abi.OK {
+		err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, want %d (OK)", cbTimer, r, abi.OK)}
+	}
+	if err != nil {
+		fl := f.p.failedLocked(in, cbTimer, err, f)
+		in.mu.Unlock()
+		fl.handle()
+		return f.afterFailure(cbTimer, err, s)
+	}
+	in.mu.Unlock()
+	return f.deliver(s)
+}
+
+// acting returns the connection's stream when the guest's call may act on
+// conn (tunnel_on_open, tunnel_on_data, tunnel_on_timer of conn), or the
+// status to return.
+func (f *wasmFilter) acting(conn uint64) (*host.Stream, int32) {
+	if conn != f.info.ID {
+		return nil, abi.StatusBadArgument
+	}
+	s := f.s.Load()
+	if !f.canSend || s == nil {
+		return nil, abi.StatusNotAllowed
+	}
+	return s, abi.StatusOK
+}
+
+// Now implements wasm.Host.
+func (f *wasmFilter) Now() int64 {
+	if c := f.p.opts.Clock; c != nil {
+		return int64(c.Now())
+	}
+	return wasm.Now()
+}
+
+// SetTimer implements wasm.Host: one timer per connection; ns < 0 disarms.
+func (f *wasmFilter) SetTimer(conn uint64, ns int64) int32 {
+	s, st := f.acting(conn)
+	if st != abi.StatusOK {
+		return st
+	}
+	if ns < 0 {
+		f.due = 0
+		s.StopTimer()
+		return abi.StatusOK
+	}
+	d := time.Duration(ns)
+	if c := f.p.opts.Clock; c != nil {
+		f.due = max(c.Now()+d, 1)
+		d = min(d, clockPoll)
+	}
+	if err := s.SetTimer(d); err != nil {
+		return abi.StatusNotAllowed
+	}
+	return abi.StatusOK
+}
+
+// SetTarget implements wasm.Host.
+func (f *wasmFilter) SetTarget(conn uint64, addr []byte) int32 {
+	s, st := f.acting(conn)
+	if st != abi.StatusOK {
+		return st
+	}
+	switch err := s.SetTarget(string(addr)); {
+	case err == nil:
+		return abi.StatusOK
+	case errors.Is(err, host.ErrNotLateDial):
+		return abi.StatusNoLateDial
+	case errors.Is(err, host.ErrTargetChosen):
+		return abi.StatusAlreadySet
+	default:
+		return abi.StatusBadArgument
+	}
+}
+
+// SetTag implements wasm.Host. Setting a tag to the value it has allocates
+// nothing.
+func (f *wasmFilter) SetTag(conn uint64, key, value []byte) int32 {
+	s, st := f.acting(conn)
+	if st != abi.StatusOK {
+		return st
+	}
+	if !validTagKey(key) {
+		return abi.StatusBadArgument
+	}
+	if len(value) > host.MaxTagValueLen {
+		return abi.StatusTooLarge
+	}
+	k := unsafe.String(unsafe.SliceData(key), len(key)) // only looked up, never kept
+	cur, ok := s.Tag(k)
+	if ok && cur == string(value) || !ok && len(value) == 0 {
+		return abi.StatusOK
+	}
+	if len(value) == 0 {
+		// Deleting does not keep the key either.
+		if s.SetTag(k, "") != nil {
+			return abi.StatusBadArgument
+		}
+		return abi.StatusOK
+	}
+	if s.SetTag(string(key), string(value)) != nil {
+		return abi.StatusTooLarge // the key and value were checked: too many tags
+	}
+	return abi.StatusOK
+}
+
+// Tag implements wasm.Host; it works in every callback of the connection,
+// tunnel_on_close included.
+func (f *wasmFilter) Tag(conn uint64, key []byte) (string, int32) {
+	if conn != f.info.ID {
+		return "", abi.StatusBadArgument
+	}
+	s := f.s.Load()
+	if s == nil {
+		return "", abi.StatusNotAllowed
+	}
+	v, ok := s.Tag(unsafe.String(unsafe.SliceData(key), len(key)))
+	if !ok {
+		return "", abi.StatusNotFound
+	}
+	return v, abi.StatusOK
+}
+
+// validTagKey mirrors host.Stream.SetTag's rule for keys, so that a bad key
+// is told apart from too many tags.
+func validTagKey(k []byte) bool {
+	if len(k) == 0 || len(k) > host.MaxTagKeyLen {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

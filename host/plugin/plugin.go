@@ -290,6 +290,9 @@ type Options struct {
 	// Logger receives the plugin's log lines and failures. Nil means the
 	// runtime's logger.
 	Logger *slog.Logger
+	// Clock is the time ABI v2 guests see (now, set_timer). Nil means the
+	// host's monotonic clock; tests give a clock they advance.
+	Clock Clock
 
 	// TripFailures failures (traps, timeouts, ABI violations, instances
 	// that fail to start) within TripWindow trip the plugin: for a backoff

@@ -91,7 +91,7 @@ func TestWasmLoadErrors(t *testing.T) {
 		want  []string
 	}{
 		{"bad_signature", []string{`plugin "bad_signature": export "tunnel_on_data" has signature (func (param i32 i32 i32 i32) (result i32)), want (func (param i64 i32 i32 i32) (result i32))`}},
-		{"wrong_version", []string{`plugin "wrong_version": guest speaks tunnel ABI version 7, this host speaks version 1`}},
+		{"wrong_version", []string{`plugin "wrong_version": guest speaks tunnel ABI version 7, this host speaks versions 1 to 2`}},
 		{"missing_on_data", []string{
 			`missing export "tunnel_on_data": want (func (param i64 i32 i32 i32) (result i32))`,
 			`imports "env" "now": only modules "tunnel" and "wasi_snapshot_preview1" are provided`,

@@ -148,3 +148,11 @@ func (f *watchFilter) Closed() {
 		close(f.st.closed)
 	}
 }
+
+// Timer passes the host's timer on to the plugin's filter (a [host.TimerFilter]).
+func (f *watchFilter) Timer(s *host.Stream) error {
+	if t, ok := f.Filter.(host.TimerFilter); ok {
+		return t.Timer(s)
+	}
+	return nil
+}

@@ -8,8 +8,13 @@
 package abi
 
 // Version is the ABI version this package describes. A guest's
-// tunnel_abi_version export must return it.
-const Version = 1
+// tunnel_abi_version export returns the version it speaks: Version or
+// OldestVersion (the host speaks every version in between).
+const Version = 2
+
+// OldestVersion is the oldest ABI version the host still speaks. A guest
+// that returns it may use only that version's imports and exports.
+const OldestVersion = 1
 
 // ImportModule is the module name of every host function.
 const ImportModule = "tunnel"
@@ -27,6 +32,7 @@ const (
 	ExportOnOpen     = "tunnel_on_open"     // (conn i64) -> i32
 	ExportOnData     = "tunnel_on_data"     // (conn i64, dir i32, len i32, end i32) -> i32
 	ExportOnClose    = "tunnel_on_close"    // (conn i64)
+	ExportOnTimer    = "tunnel_on_timer"    // (conn i64) -> i32; ABI v2
 	// ExportInitialize is the WASI reactor's start function (Go's
 	// -buildmode=c-shared builds export it). When present the host calls
 	// it once per instance, before tunnel_abi_version.
@@ -43,6 +49,13 @@ const (
 	ImportCloseWrite  = "close_write"  // (dir i32) -> i32
 	ImportClose       = "close"        // () -> i32
 	ImportLog         = "log"          // (level i32, ptr i32, len i32)
+
+	// ABI v2.
+	ImportNow       = "now"        // () -> i64
+	ImportSetTimer  = "set_timer"  // (conn i64, ns i64) -> i32
+	ImportSetTarget = "set_target" // (conn i64, ptr i32, len i32) -> i32
+	ImportSetTag    = "set_tag"    // (conn i64, kptr i32, klen i32, vptr i32, vlen i32) -> i32
+	ImportGetTag    = "get_tag"    // (conn i64, kptr i32, klen i32, buf i32, limit i32) -> i32
 )
 
 // Directions.
@@ -82,7 +95,17 @@ const (
 	StatusBadArgument = -1 // unknown direction, level or key; bad input buffer
 	StatusClosed      = -2 // that direction or the connection is already closed
 	StatusNotAllowed  = -3 // not inside a connection callback, or direction spliced
-	StatusTooLarge    = -4 // (reserved) value larger than allowed
+	StatusTooLarge    = -4 // value larger than allowed, or too many of them
+	StatusNoLateDial  = -5 // set_target on a route that dials its fixed target
+	StatusAlreadySet  = -6 // set_target after the target was chosen
+	StatusNotFound    = -7 // get_tag of a tag that is not set
+)
+
+// Bounds of connection tags (set_tag), as the host enforces them.
+const (
+	MaxTags        = 32
+	MaxTagKeyLen   = 64
+	MaxTagValueLen = 256
 )
 
 // Keys for conn_info.

@@ -93,12 +93,12 @@ func TestWATSignaturesDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(doc)
-	for _, name := range []string{ExportABIVersion, ExportInit, ExportOnOpen, ExportOnData, ExportOnClose} {
+	for _, name := range []string{ExportABIVersion, ExportInit, ExportOnOpen, ExportOnData, ExportOnClose, ExportOnTimer} {
 		if !strings.Contains(s, `(func (export "`+name+`")`) {
 			t.Errorf("ABI.md has no WAT signature for export %s", name)
 		}
 	}
-	for _, name := range []string{ImportInputBuffer, ImportConfig, ImportConfigError, ImportConnInfo, ImportSend, ImportCloseWrite, ImportClose, ImportLog} {
+	for _, name := range []string{ImportInputBuffer, ImportConfig, ImportConfigError, ImportConnInfo, ImportSend, ImportCloseWrite, ImportClose, ImportLog, ImportNow, ImportSetTimer, ImportSetTarget, ImportSetTag, ImportGetTag} {
 		if !strings.Contains(s, `(import "`+ImportModule+`" "`+name+`" (func`) {
 			t.Errorf("ABI.md has no WAT signature for import %s", name)
 		}

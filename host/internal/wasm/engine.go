@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -139,7 +140,10 @@ type Compiled struct {
 	sandboxed variant
 
 	// What the module exports, checked at compile time.
-	HasOnOpen, HasOnClose, HasInitialize bool
+	HasOnOpen, HasOnClose, HasOnTimer, HasInitialize bool
+	// V2Imports lists the ABI v2 host functions the module imports: a
+	// guest that answers version 1 to the handshake may import none.
+	V2Imports []string
 	// MinMemory is the initial size of the module's memory, in bytes.
 	MinMemory uint64
 
@@ -208,6 +212,7 @@ var exportSpecs = []exportSpec{
 	{abi.ExportOnOpen, signature{[]api.ValueType{i64}, []api.ValueType{i32}}, false},
 	{abi.ExportOnData, signature{[]api.ValueType{i64, i32, i32, i32}, []api.ValueType{i32}}, true},
 	{abi.ExportOnClose, signature{[]api.ValueType{i64}, nil}, false},
+	{abi.ExportOnTimer, signature{[]api.ValueType{i64}, []api.ValueType{i32}}, false},
 	{abi.ExportInitialize, signature{nil, nil}, false},
 }
 
@@ -275,6 +280,8 @@ func (c *Compiled) check(cm wazero.CompiledModule) error {
 				c.HasOnOpen = true
 			case abi.ExportOnClose:
 				c.HasOnClose = true
+			case abi.ExportOnTimer:
+				c.HasOnTimer = true
 			case abi.ExportInitialize:
 				c.HasInitialize = true
 			}
@@ -300,6 +307,8 @@ func (c *Compiled) check(cm wazero.CompiledModule) error {
 			} else if !want.matches(d) {
 				got := signature{d.ParamTypes(), d.ResultTypes()}
 				errs = append(errs, fmt.Errorf("imports %q %q with signature %s, want %s", mod, name, got, want))
+			} else if v2Imports[name] {
+				c.V2Imports = append(c.V2Imports, name)
 			}
 		default:
 			errs = append(errs, fmt.Errorf("imports %q %q: only modules %q and %q are provided", mod, name, abi.ImportModule, abi.WASIModule))
@@ -309,7 +318,22 @@ func (c *Compiled) check(cm wazero.CompiledModule) error {
 		mod, name, _ := m.Import()
 		errs = append(errs, fmt.Errorf("imports memory %q %q: a plugin must define and export its own memory", mod, name))
 	}
+	if slices.Contains(c.V2Imports, abi.ImportSetTimer) && !c.HasOnTimer {
+		errs = append(errs, fmt.Errorf("imports %q %q but does not export %q: want %s", abi.ImportModule, abi.ImportSetTimer, abi.ExportOnTimer, `(func (export "tunnel_on_timer") (param i64) (result i32))`))
+	}
 	return errors.Join(errs...)
+}
+
+// checkVersion checks the guest's answer to the handshake against what the
+// module imports.
+func (c *Compiled) checkVersion(v int32) error {
+	if v < abi.OldestVersion || v > abi.Version {
+		return &VersionMismatch{Got: v}
+	}
+	if v < 2 && len(c.V2Imports) > 0 {
+		return fmt.Errorf("imports %q %q, which is ABI v2, but %s returned %d", abi.ImportModule, c.V2Imports[0], abi.ExportABIVersion, v)
+	}
+	return nil
 }
 
 // module returns the compiled code for mode m and how it runs.

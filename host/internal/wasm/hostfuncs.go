@@ -22,6 +22,18 @@ var hostSignatures = map[string]signature{
 	abi.ImportCloseWrite:  {[]api.ValueType{i32}, []api.ValueType{i32}},
 	abi.ImportClose:       {nil, []api.ValueType{i32}},
 	abi.ImportLog:         {[]api.ValueType{i32, i32, i32}, nil},
+
+	abi.ImportNow:       {nil, []api.ValueType{i64}},
+	abi.ImportSetTimer:  {[]api.ValueType{i64, i64}, []api.ValueType{i32}},
+	abi.ImportSetTarget: {[]api.ValueType{i64, i32, i32}, []api.ValueType{i32}},
+	abi.ImportSetTag:    {[]api.ValueType{i64, i32, i32, i32, i32}, []api.ValueType{i32}},
+	abi.ImportGetTag:    {[]api.ValueType{i64, i32, i32, i32, i32}, []api.ValueType{i32}},
+}
+
+// v2Imports are the host functions of ABI v2.
+var v2Imports = map[string]bool{
+	abi.ImportNow: true, abi.ImportSetTimer: true, abi.ImportSetTarget: true,
+	abi.ImportSetTag: true, abi.ImportGetTag: true,
 }
 
 var hostFuncs = map[string]func(in *Instance, stack []uint64){
@@ -33,6 +45,12 @@ var hostFuncs = map[string]func(in *Instance, stack []uint64){
 	abi.ImportCloseWrite:  hostCloseWrite,
 	abi.ImportClose:       hostClose,
 	abi.ImportLog:         hostLog,
+
+	abi.ImportNow:       hostNow,
+	abi.ImportSetTimer:  hostSetTimer,
+	abi.ImportSetTarget: hostSetTarget,
+	abi.ImportSetTag:    hostSetTag,
+	abi.ImportGetTag:    hostGetTag,
 }
 
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
@@ -148,4 +166,44 @@ func hostLog(in *Instance, stack []uint64) {
 		b = b[:maxText]
 	}
 	in.host.Log(level, b)
+}
+
+// ABI v2.
+
+func hostNow(in *Instance, stack []uint64) {
+	stack[0] = uint64(in.host.Now())
+}
+
+func hostSetTimer(in *Instance, stack []uint64) {
+	stack[0] = status(in.host.SetTimer(stack[0], int64(stack[1])))
+}
+
+func hostSetTarget(in *Instance, stack []uint64) {
+	conn, ptr, n := stack[0], uint32(stack[1]), uint32(stack[2])
+	b := in.read(abi.ImportSetTarget, ptr, n)
+	stack[0] = status(in.host.SetTarget(conn, b))
+}
+
+func hostSetTag(in *Instance, stack []uint64) {
+	conn := stack[0]
+	k := in.read(abi.ImportSetTag, uint32(stack[1]), uint32(stack[2]))
+	v := in.read(abi.ImportSetTag, uint32(stack[3]), uint32(stack[4]))
+	stack[0] = status(in.host.SetTag(conn, k, v))
+}
+
+func hostGetTag(in *Instance, stack []uint64) {
+	conn, buf, limit := stack[0], uint32(stack[3]), uint32(stack[4])
+	k := in.read(abi.ImportGetTag, uint32(stack[1]), uint32(stack[2]))
+	v, st := in.host.Tag(conn, k)
+	if st < 0 {
+		stack[0] = status(st)
+		return
+	}
+	n := uint32(len(v))
+	if n > 0 && n <= limit {
+		if !in.mem.WriteString(buf, v) {
+			in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportGetTag, buf, uint64(buf)+uint64(n))
+		}
+	}
+	stack[0] = uint64(n)
 }

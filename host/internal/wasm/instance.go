@@ -31,6 +31,20 @@ type Host interface {
 	ConnInfo(key int32) (string, int32)
 	// Log implements log.
 	Log(level int32, msg []byte)
+
+	// ABI v2. conn is the id the guest passed; a Host checks that it is
+	// the connection of the call.
+
+	// Now implements now: monotonic nanoseconds.
+	Now() int64
+	// SetTimer implements set_timer.
+	SetTimer(conn uint64, ns int64) int32
+	// SetTarget implements set_target.
+	SetTarget(conn uint64, addr []byte) int32
+	// SetTag implements set_tag.
+	SetTag(conn uint64, key, value []byte) int32
+	// Tag returns the value of a tag for get_tag, or a negative status.
+	Tag(conn uint64, key []byte) (string, int32)
 }
 
 // NoConn is the Host of calls outside a connection (tunnel_init): every
@@ -50,6 +64,21 @@ func (NoConn) Close() int32 { return abi.StatusNotAllowed }
 
 // ConnInfo implements Host.
 func (NoConn) ConnInfo(int32) (string, int32) { return "", abi.StatusNotAllowed }
+
+// Now implements Host: the host's monotonic clock.
+func (NoConn) Now() int64 { return Now() }
+
+// SetTimer implements Host.
+func (NoConn) SetTimer(uint64, int64) int32 { return abi.StatusNotAllowed }
+
+// SetTarget implements Host.
+func (NoConn) SetTarget(uint64, []byte) int32 { return abi.StatusNotAllowed }
+
+// SetTag implements Host.
+func (NoConn) SetTag(uint64, []byte, []byte) int32 { return abi.StatusNotAllowed }
+
+// Tag implements Host.
+func (NoConn) Tag(uint64, []byte) (string, int32) { return "", abi.StatusNotAllowed }
 
 // Log implements Host.
 func (n NoConn) Log(level int32, msg []byte) {
@@ -96,7 +125,7 @@ type VersionMismatch struct{ Got int32 }
 
 // Error names both versions.
 func (v *VersionMismatch) Error() string {
-	return fmt.Sprintf("guest speaks tunnel ABI version %d, this host speaks version %d", v.Got, abi.Version)
+	return fmt.Sprintf("guest speaks tunnel ABI version %d, this host speaks versions %d to %d", v.Got, abi.OldestVersion, abi.Version)
 }
 
 // trapped is the panic value a host function uses to fail the call.
@@ -110,6 +139,8 @@ type Instance struct {
 	mod                      api.Module
 	mem                      api.Memory
 	onOpen, onData, onClose  api.Function
+	onTimer                  api.Function // nil for a v1 guest
+	version                  int32
 	abiVersion, init, initFn api.Function
 	stack                    [4]uint64
 	bufPtr, bufCap           uint32
@@ -152,6 +183,10 @@ type Instance struct {
 var epoch = time.Now()
 
 func now() int64 { return int64(time.Since(epoch)) }
+
+// Now is the host's monotonic clock in nanoseconds, the value of the now
+// host function.
+func Now() int64 { return now() }
 
 type instKey struct{}
 
@@ -271,8 +306,12 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 	if err := in.call(init, in.abiVersion); err != nil {
 		return in, fmt.Errorf("%s: %w", abi.ExportABIVersion, err)
 	}
-	if v := int32(in.stack[0]); v != abi.Version {
-		return in, &VersionMismatch{Got: v}
+	in.version = int32(in.stack[0])
+	if err := c.checkVersion(in.version); err != nil {
+		return in, err
+	}
+	if in.version >= 2 {
+		in.onTimer = mod.ExportedFunction(abi.ExportOnTimer)
 	}
 	in.inInit = true
 	err = in.call(init, in.init)
@@ -330,10 +369,7 @@ func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err
 	if err := in.call(NoConn{}, mod.ExportedFunction(abi.ExportABIVersion)); err != nil {
 		return fmt.Errorf("%s: %w", abi.ExportABIVersion, err)
 	}
-	if v := int32(in.stack[0]); v != abi.Version {
-		return &VersionMismatch{Got: v}
-	}
-	return nil
+	return c.checkVersion(int32(in.stack[0]))
 }
 
 // BufCap is the size of the guest's input buffer.
@@ -344,6 +380,22 @@ func (in *Instance) HasOnOpen() bool { return in.onOpen != nil }
 
 // HasOnClose reports whether the guest exports tunnel_on_close.
 func (in *Instance) HasOnClose() bool { return in.onClose != nil }
+
+// HasOnTimer reports whether the guest speaks ABI v2 and exports
+// tunnel_on_timer.
+func (in *Instance) HasOnTimer() bool { return in.onTimer != nil }
+
+// Version is the ABI version the guest answered to the handshake.
+func (in *Instance) Version() int32 { return in.version }
+
+// OnTimer calls tunnel_on_timer and returns its result.
+func (in *Instance) OnTimer(h Host, conn uint64) (int32, error) {
+	in.stack[0] = conn
+	if err := in.call(h, in.onTimer); err != nil {
+		return 0, err
+	}
+	return int32(in.stack[0]), nil
+}
 
 // OnOpen calls tunnel_on_open and returns its result.
 func (in *Instance) OnOpen(h Host, conn uint64) (int32, error) {
