@@ -125,6 +125,20 @@ func (in *instance) OnClose(conn int64) {
 	c.h.OnClose(c)
 }
 
+// OnTimer implements tunnel_on_timer: calls the handler's OnTimer when it
+// has one.
+func (in *instance) OnTimer(conn int64) int32 {
+	c := in.conns[conn]
+	if c == nil {
+		return abi.OK
+	}
+	if th, ok := c.h.(TimerHandler); ok {
+		defer in.enter(c)()
+		th.OnTimer(c)
+	}
+	return abi.OK
+}
+
 // connInfo asks the host for one value of the current connection.
 func (in *instance) connInfo(key int32) string {
 	n := in.host.ConnInfo(key, in.scratch[:])

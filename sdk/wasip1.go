@@ -10,7 +10,7 @@ import (
 	"github.com/tunnelwasm/tunnel/sdk/abi"
 )
 
-// This file is the wasm side of ABI v1: the host imports and the guest
+// This file is the wasm side of ABI v2: the host imports and the guest
 // exports. //go:wasmexport works in any package, so a plugin's package main
 // only has to import sdk and call Register.
 
@@ -38,6 +38,21 @@ func hostClose() int32
 //go:wasmimport tunnel log
 func hostLog(level int32, ptr unsafe.Pointer, n int32)
 
+//go:wasmimport tunnel now
+func hostNow() int64
+
+//go:wasmimport tunnel set_timer
+func hostSetTimer(conn int64, ns int64) int32
+
+//go:wasmimport tunnel set_target
+func hostSetTarget(conn int64, ptr unsafe.Pointer, n int32) int32
+
+//go:wasmimport tunnel set_tag
+func hostSetTag(conn int64, kptr unsafe.Pointer, klen int32, vptr unsafe.Pointer, vlen int32) int32
+
+//go:wasmimport tunnel get_tag
+func hostGetTag(conn int64, kptr unsafe.Pointer, klen int32, buf unsafe.Pointer, limit int32) int32
+
 func ptr(b []byte) unsafe.Pointer {
 	if len(b) == 0 {
 		return nil
@@ -63,6 +78,19 @@ func (wasmHost) ConnInfo(key int32, b []byte) int32 {
 	return hostConnInfo(key, ptr(b), int32(len(b)))
 }
 func (wasmHost) Stdout() io.Writer { return os.Stdout }
+func (wasmHost) Now() int64        { return hostNow() }
+func (wasmHost) SetTimer(conn int64, ns int64) int32 {
+	return hostSetTimer(conn, ns)
+}
+func (wasmHost) SetTarget(conn int64, addr []byte) int32 {
+	return hostSetTarget(conn, ptr(addr), int32(len(addr)))
+}
+func (wasmHost) SetTag(conn int64, k, v []byte) int32 {
+	return hostSetTag(conn, ptr(k), int32(len(k)), ptr(v), int32(len(v)))
+}
+func (wasmHost) Tag(conn int64, k, buf []byte) int32 {
+	return hostGetTag(conn, ptr(k), int32(len(k)), ptr(buf), int32(len(buf)))
+}
 
 // the is the module's one instance.
 var the = newInstance(wasmHost{})
@@ -92,6 +120,12 @@ func tunnelOnData(conn int64, dir, n, end int32) int32 {
 func tunnelOnClose(conn int64) {
 	defer guard("OnClose")
 	the.OnClose(conn)
+}
+
+//go:wasmexport tunnel_on_timer
+func tunnelOnTimer(conn int64) int32 {
+	defer guard("OnTimer")
+	return the.OnTimer(conn)
 }
 
 // guard writes a panic's message to the tunnel's log, where the operator

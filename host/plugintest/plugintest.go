@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -239,12 +240,22 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 	if po.MemoryLimit == 0 {
 		po.MemoryLimit = DefaultMemoryLimit
 	}
-	po.Config = []byte(opts.Config)
+	p.clock.d.Store(int64(time.Hour)) // like the emulator's: not zero
+	if po.Clock == nil {
+		po.Clock = &p.clock
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.server = ln
+	po.Config = []byte(strings.ReplaceAll(opts.Config, sdktest.Server, ln.Addr().String()))
 	po.Stdout = &p.stdout
 	po.Logger = slog.New(&p.logs)
 	plug, err := m.NewPlugin(context.Background(), po)
 	if err != nil {
 		var ce *plugin.ConfigError
+		ln.Close()
 		if errors.As(err, &ce) {
 			return nil, errors.New(ce.Message)
 		}
@@ -254,19 +265,15 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 	if route == "" {
 		route = "test"
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		plug.Close()
-		t.Fatal(err)
-	}
-	p.server = ln
-	p.proxy = &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
+	p.lateDial = opts.LateDial
+	p.proxy = &host.Proxy{Logger: slog.New(&p.closes)}
 	p.split = &splitHook{p: p}
 	split := p.split
 	err = p.proxy.Apply([]host.Route{{
-		Name:   route,
-		Listen: "127.0.0.1:0",
-		Target: ln.Addr().String(),
+		Name:     route,
+		Listen:   "127.0.0.1:0",
+		Target:   ln.Addr().String(),
+		LateDial: opts.LateDial,
 		Chain: []host.Link{
 			{Name: "plugintest-client-side", Hook: split},
 			{Name: m.Name(), Hook: &watchHook{p: p, plug: plug}},
@@ -296,6 +303,10 @@ type wasmPlugin struct {
 	wg       sync.WaitGroup
 	stdout   syncBuffer
 	logs     logCapture
+
+	clock    manualClock
+	closes   closeLog
+	lateDial bool
 
 	pending chan *splitState // the state of the connection being opened
 	split   *splitHook
@@ -364,8 +375,20 @@ func (p *wasmPlugin) Open() sdktest.Conn {
 		t.Fatalf("plugintest: the tunnel did not open the connection within %s", Timeout)
 	}
 	c.id = c.split.id
+	if !p.lateDial {
+		c.awaitServer(timer.C)
+	}
+	return c
+}
+
+// awaitServer waits for the tunnel to dial the test's server, or to close
+// the client without dialling.
+func (c *wasmConn) awaitServer(timeout <-chan time.Time) {
+	if c.out[sdk.ClientToServer] != nil {
+		return
+	}
 	select {
-	case sc := <-p.accepted:
+	case sc := <-c.p.accepted:
 		c.server = sc.(*net.TCPConn)
 		c.out[sdk.ClientToServer] = newSink(sc)
 		c.readers.Add(1)
@@ -373,10 +396,122 @@ func (p *wasmPlugin) Open() sdktest.Conn {
 	case <-c.out[sdk.ServerToClient].eofCh:
 		// refused (or closed at once): no target
 		c.out[sdk.ClientToServer] = closedSink()
-	case <-timer.C:
-		t.Fatalf("plugintest: the target was not dialled within %s", Timeout)
+	case <-timeout:
+		c.p.t.Fatalf("plugintest: the target was not dialled within %s", Timeout)
 	}
-	return c
+}
+
+// server waits, on a late-dial route, for the dial the plugin's choice
+// triggers.
+func (c *wasmConn) serverSide() {
+	if c.out[sdk.ClientToServer] == nil {
+		timer := time.NewTimer(Timeout)
+		defer timer.Stop()
+		c.awaitServer(timer.C)
+	}
+}
+
+// Target implements sdktest.Conn: the test's server once it was dialled.
+func (c *wasmConn) Target() string {
+	if c.p.lateDial && c.out[sdk.ClientToServer] == nil {
+		select {
+		case sc := <-c.p.accepted:
+			c.p.accepted <- sc // not ours to take yet: put it back
+			c.serverSide()
+		default:
+			return ""
+		}
+	}
+	if c.server == nil {
+		return ""
+	}
+	return c.p.server.Addr().String()
+}
+
+// Tag implements sdktest.Conn: the tag as the close log line shows it.
+func (c *wasmConn) Tag(key string) (string, bool) {
+	return c.p.closes.tag(c.p.t, c.id, key)
+}
+
+// Advance implements sdktest.Plugin: moves the plugin's clock.
+func (p *wasmPlugin) Advance(d time.Duration) {
+	if d < 0 {
+		p.t.Fatalf("plugintest: Advance(%v): the clock does not go back", d)
+	}
+	p.clock.d.Add(int64(d))
+}
+
+// manualClock is the plugin's clock under test (plugin.Options.Clock).
+type manualClock struct{ d atomic.Int64 }
+
+// Now implements plugin.Clock.
+func (m *manualClock) Now() time.Duration { return time.Duration(m.d.Load()) }
+
+// closeLog keeps the tags of the proxy's "connection closed" lines, by
+// connection id.
+type closeLog struct {
+	mu      sync.Mutex
+	tags    map[uint64]map[string]string
+	changed chan struct{}
+}
+
+func (l *closeLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *closeLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *closeLog) WithGroup(string) slog.Handler            { return l }
+
+func (l *closeLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "connection closed" {
+		return nil
+	}
+	var id uint64
+	tags := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool {
+		switch {
+		case a.Key == "conn":
+			id = a.Value.Uint64()
+		case a.Key == "tag" && a.Value.Kind() == slog.KindGroup:
+			for _, g := range a.Value.Group() {
+				tags[g.Key] = g.Value.String()
+			}
+		}
+		return true
+	})
+	l.mu.Lock()
+	if l.tags == nil {
+		l.tags = map[uint64]map[string]string{}
+	}
+	l.tags[id] = tags
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// tag waits for conn's close line and returns its tag key.
+func (l *closeLog) tag(t testing.TB, conn uint64, key string) (string, bool) {
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		tags, ok := l.tags[conn]
+		if !ok && l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		ch := l.changed
+		l.mu.Unlock()
+		if ok {
+			v, set := tags[key]
+			return v, set
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			t.Fatalf("plugintest: Tag: connection #%d was not closed within %s (call Wait first)", conn, Timeout)
+		}
+	}
 }
 
 func (p *wasmPlugin) Logs() []sdktest.Log { return p.logs.get() }
@@ -431,6 +566,9 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 	if len(b) == 0 {
 		return
 	}
+	if dir == sdk.ServerToClient {
+		c.serverSide()
+	}
 	s := c.src(dir)
 	if s == nil {
 		return // the connection was refused: nothing to write to
@@ -449,6 +587,9 @@ func (c *wasmConn) End(dir sdk.Direction) {
 		t.Fatalf("plugintest: End(%s) called twice", dir)
 	}
 	c.ended[dir] = true
+	if dir == sdk.ServerToClient {
+		c.serverSide()
+	}
 	if s := c.src(dir); s != nil {
 		_ = s.CloseWrite()
 	}
@@ -458,6 +599,7 @@ func (c *wasmConn) Read(dir sdk.Direction, n int) []byte {
 	t := c.p.t
 	t.Helper()
 	checkDir(t, dir)
+	c.serverSide()
 	b, err := c.out[dir].read(n)
 	if err != nil {
 		t.Fatalf("plugintest: want %d bytes %s: %v", n, dir, err)
@@ -469,6 +611,7 @@ func (c *wasmConn) ReadAll(dir sdk.Direction) []byte {
 	t := c.p.t
 	t.Helper()
 	checkDir(t, dir)
+	c.serverSide()
 	b, err := c.out[dir].readAll()
 	if err != nil {
 		t.Fatalf("plugintest: ReadAll(%s): %v", dir, err)

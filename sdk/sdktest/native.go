@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/abi"
@@ -35,7 +38,8 @@ func Native(t testing.TB, opts Options) (Plugin, error) {
 	if guest.NewInstance == nil {
 		t.Fatal("sdktest: package sdk is not initialised")
 	}
-	p := &emuPlugin{t: t, config: []byte(opts.Config), route: opts.Route}
+	p := &emuPlugin{t: t, config: []byte(strings.ReplaceAll(opts.Config, Server, EmulatedTarget)), route: opts.Route,
+		lateDial: opts.LateDial, now: emuEpoch}
 	if p.route == "" {
 		p.route = "test"
 	}
@@ -75,7 +79,12 @@ type emuPlugin struct {
 	conns     []*emuConn
 	logs      []Log
 	stdout    bytes.Buffer
+	lateDial  bool
+	now       time.Duration // the fake clock
 }
+
+// emuEpoch is the emulated clock's start: not zero, like the host's.
+const emuEpoch = time.Hour
 
 func (p *emuPlugin) cleanup() {
 	for _, c := range p.conns {
@@ -95,6 +104,7 @@ func (p *emuPlugin) Open() Conn {
 	switch rc {
 	case abi.OK:
 		c.afterCall()
+		p.fireDue(p.now)
 	case abi.Reject:
 		// Refused: the client is closed, the target never dialled, and
 		// tunnel_on_close still comes.
@@ -151,6 +161,9 @@ func (p *emuPlugin) ConnInfo(key int32, b []byte) int32 {
 		v = EmulatedClient
 	case abi.InfoTarget:
 		v = EmulatedTarget
+		if p.lateDial {
+			v = p.cur.target
+		}
 	case abi.InfoListen:
 		v = EmulatedListen
 	default:
@@ -223,7 +236,13 @@ type emuConn struct {
 	closed      bool
 	out         [2][]byte
 	read        [2]int
+	timerArmed  bool
+	timerDue    time.Duration
+	target      string
+	tags        []tag
 }
+
+type tag struct{ k, v string }
 
 func (c *emuConn) ID() uint64 { return c.id }
 
@@ -290,6 +309,7 @@ func (c *emuConn) afterCall() {
 func (c *emuConn) finish() {
 	c.closed = true
 	c.writeClosed = [2]bool{true, true}
+	c.timerArmed = false
 	c.p.cur, c.p.closing = c, true
 	c.p.inst.OnClose(int64(c.id))
 	c.p.cur, c.p.closing = nil, false
@@ -313,6 +333,7 @@ func (c *emuConn) Write(dir sdk.Direction, b []byte) {
 		c.present(dir, chunk, false)
 		b = b[k:]
 	}
+	c.p.fireDue(c.p.now)
 }
 
 func (c *emuConn) End(dir sdk.Direction) {
@@ -334,6 +355,7 @@ func (c *emuConn) End(dir sdk.Direction) {
 	if c.ended[0] && c.ended[1] && !c.closed {
 		c.finish()
 	}
+	c.p.fireDue(c.p.now)
 }
 
 func (c *emuConn) Read(dir sdk.Direction, n int) []byte {
@@ -342,6 +364,7 @@ func (c *emuConn) Read(dir sdk.Direction, n int) []byte {
 	checkDir(t, dir)
 	callMu.Lock()
 	defer callMu.Unlock()
+	c.checkDialled(dir)
 	avail := c.out[dir][c.read[dir]:]
 	if len(avail) < n {
 		t.Fatalf("sdktest: want %d bytes %s, only %d arrived: %q", n, dir, len(avail), avail)
@@ -358,6 +381,9 @@ func (c *emuConn) ReadAll(dir sdk.Direction) []byte {
 	defer callMu.Unlock()
 	if !c.writeClosed[dir] {
 		t.Fatalf("sdktest: ReadAll(%s): the stream toward the %s has not ended", dir, peer(dir))
+	}
+	if c.p.lateDial && c.target == "" && dir == sdk.ClientToServer {
+		return nil // never dialled: the server saw nothing
 	}
 	avail := c.out[dir][c.read[dir]:]
 	c.read[dir] = len(c.out[dir])
@@ -390,3 +416,176 @@ func (c *emuConn) Abort() {
 
 // String describes the connection for test failures.
 func (c *emuConn) String() string { return "emulated conn #" + strconv.FormatUint(c.id, 10) }
+
+// checkDialled fails the test when bytes toward the server are read on a
+// late-dial route whose target the plugin has not chosen.
+func (c *emuConn) checkDialled(dir sdk.Direction) {
+	if c.p.lateDial && c.target == "" && dir == sdk.ClientToServer {
+		c.p.t.Helper()
+		c.p.t.Fatalf("sdktest: Read(%s): the plugin has not chosen a target (Conn.SetTarget), so nothing was dialled", dir)
+	}
+}
+
+func (c *emuConn) Target() string {
+	callMu.Lock()
+	defer callMu.Unlock()
+	if !c.p.lateDial {
+		return EmulatedTarget
+	}
+	return c.target
+}
+
+func (c *emuConn) Tag(key string) (string, bool) {
+	callMu.Lock()
+	defer callMu.Unlock()
+	for _, t := range c.tags {
+		if t.k == key {
+			return t.v, true
+		}
+	}
+	return "", false
+}
+
+func (p *emuPlugin) Advance(d time.Duration) {
+	callMu.Lock()
+	defer callMu.Unlock()
+	if d < 0 {
+		p.t.Fatalf("sdktest: Advance(%v): the clock does not go back", d)
+	}
+	p.fireDue(p.now + d)
+	p.now += d
+}
+
+// fireDue fires, in the order they come due, the timers due by until,
+// moving the clock to each one's time (a timer armed by a timer callback
+// fires too if it is due by until).
+func (p *emuPlugin) fireDue(until time.Duration) {
+	for {
+		var next *emuConn
+		for _, c := range p.conns {
+			if c.timerArmed && !c.closed && c.timerDue <= until && (next == nil || c.timerDue < next.timerDue) {
+				next = c
+			}
+		}
+		if next == nil {
+			return
+		}
+		p.now = max(p.now, next.timerDue)
+		next.timerArmed = false
+		p.cur = next
+		rc := p.inst.OnTimer(int64(next.id))
+		p.cur = nil
+		if rc != abi.OK {
+			p.t.Fatalf("sdktest: tunnel_on_timer returned %d, want 0", rc)
+		}
+		next.afterCall()
+	}
+}
+
+// The ABI v2 host functions.
+
+func (p *emuPlugin) Now() int64 { return int64(p.now) }
+
+// acting returns the connection conn when a callback of it may act on it.
+func (p *emuPlugin) acting(conn int64) (*emuConn, int32) {
+	c := p.cur
+	switch {
+	case c == nil || p.closing:
+		return nil, abi.StatusNotAllowed
+	case uint64(conn) != c.id:
+		return nil, abi.StatusBadArgument
+	}
+	return c, abi.StatusOK
+}
+
+func (p *emuPlugin) SetTimer(conn int64, ns int64) int32 {
+	c, st := p.acting(conn)
+	if c == nil {
+		return st
+	}
+	if ns < 0 {
+		c.timerArmed = false
+		return abi.StatusOK
+	}
+	c.timerArmed, c.timerDue = true, p.now+time.Duration(ns)
+	return abi.StatusOK
+}
+
+func (p *emuPlugin) SetTarget(conn int64, addr []byte) int32 {
+	c, st := p.acting(conn)
+	switch {
+	case c == nil:
+		return st
+	case !p.lateDial:
+		return abi.StatusNoLateDial
+	case c.target != "":
+		return abi.StatusAlreadySet
+	}
+	host, port, err := net.SplitHostPort(string(addr))
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		return abi.StatusBadArgument
+	}
+	c.target = string(addr)
+	return abi.StatusOK
+}
+
+func validKey(k []byte) bool {
+	if len(k) == 0 || len(k) > abi.MaxTagKeyLen {
+		return false
+	}
+	for _, b := range k {
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *emuPlugin) SetTag(conn int64, key, value []byte) int32 {
+	c, st := p.acting(conn)
+	switch {
+	case c == nil:
+		return st
+	case !validKey(key):
+		return abi.StatusBadArgument
+	case len(value) > abi.MaxTagValueLen:
+		return abi.StatusTooLarge
+	}
+	for i, t := range c.tags {
+		if t.k == string(key) {
+			if len(value) == 0 {
+				c.tags = append(c.tags[:i], c.tags[i+1:]...)
+			} else {
+				c.tags[i].v = string(value)
+			}
+			return abi.StatusOK
+		}
+	}
+	if len(value) == 0 {
+		return abi.StatusOK
+	}
+	if len(c.tags) >= abi.MaxTags {
+		return abi.StatusTooLarge
+	}
+	c.tags = append(c.tags, tag{string(key), string(value)})
+	return abi.StatusOK
+}
+
+func (p *emuPlugin) Tag(conn int64, key, buf []byte) int32 {
+	c := p.cur
+	switch {
+	case c == nil:
+		return abi.StatusNotAllowed
+	case uint64(conn) != c.id:
+		return abi.StatusBadArgument
+	}
+	for _, t := range c.tags {
+		if t.k == string(key) {
+			if len(t.v) <= len(buf) {
+				copy(buf, t.v)
+			}
+			return int32(len(t.v))
+		}
+	}
+	return abi.StatusNotFound
+}

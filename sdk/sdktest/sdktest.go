@@ -24,6 +24,7 @@ package sdktest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/sdk"
 )
@@ -35,7 +36,17 @@ type Options struct {
 	Config string
 	// Route is the route name connections report; "test" if empty.
 	Route string
+	// LateDial makes the route wait for the plugin to choose the target
+	// (dial = "plugin"): nothing reaches the server until the plugin calls
+	// Conn.SetTarget.
+	LateDial bool
 }
+
+// Server is replaced, in Options.Config, by the address of the test's
+// server: [EmulatedTarget] natively, the real server's under plugintest. A
+// plugin that chooses targets (LateDial) is configured with it so that both
+// runs can dial what it chooses.
+const Server = "{{server}}"
 
 // A Starter starts a plugin instance: it runs the plugin's initialisation
 // with opts.Config and returns the error the plugin rejects it with, if any
@@ -63,6 +74,11 @@ type Plugin interface {
 	Logs() []Log
 	// Stdout returns what the plugin wrote to its standard output so far.
 	Stdout() []byte
+	// Advance moves the plugin's clock (sdk.Now) forward by d and fires
+	// the timers that come due, in order. The clock moves only when the
+	// test says, so timer tests are exact and never sleep. Bytes a timer
+	// sends are then read with Conn.Read, which waits for them.
+	Advance(d time.Duration)
 }
 
 // Conn is one connection through a plugin under test. Methods fail the test
@@ -95,6 +111,13 @@ type Conn interface {
 	// test if the connection is still open: end both directions, or let the
 	// plugin close it, or Abort, first.
 	Wait()
+	// Target returns the address the connection was dialled to: with
+	// Options.LateDial, the one the plugin chose ("" while none is),
+	// else the test's server.
+	Target() string
+	// Tag returns the value of a connection tag as the connection's close
+	// log line shows it, and whether it is set. Call it after Wait.
+	Tag(key string) (string, bool)
 }
 
 // Log is one message a plugin logged.

@@ -30,6 +30,20 @@ type Host interface {
 	Log(level int32, msg []byte)
 	// Stdout is where the plugin's standard output goes.
 	Stdout() io.Writer
+
+	// ABI v2.
+
+	// Now returns the host's monotonic clock in nanoseconds.
+	Now() int64
+	// SetTimer arms (ns >= 0) or disarms (ns < 0) conn's timer.
+	SetTimer(conn int64, ns int64) int32
+	// SetTarget chooses the address conn is dialled to.
+	SetTarget(conn int64, addr []byte) int32
+	// SetTag sets (or, with an empty value, removes) a tag of conn.
+	SetTag(conn int64, key, value []byte) int32
+	// Tag copies the value of conn's tag key into buf if it fits and
+	// returns its length (or a negative status).
+	Tag(conn int64, key, buf []byte) int32
 }
 
 // Instance is the guest side of ABI v1: one method per guest export.
@@ -38,6 +52,7 @@ type Instance interface {
 	OnOpen(conn int64) int32
 	OnData(conn int64, dir, n, end int32) int32
 	OnClose(conn int64)
+	OnTimer(conn int64) int32
 }
 
 // NewInstance makes a fresh plugin instance backed by h, using the plugin

@@ -1,0 +1,121 @@
+package sdk
+
+import (
+	"errors"
+	"time"
+	"unsafe"
+
+	"github.com/tunnelwasm/tunnel/sdk/abi"
+)
+
+// Errors of the ABI v2 calls.
+var (
+	// ErrNoLateDial: [Conn.SetTarget] on a route that dials its fixed
+	// target (the route needs dial = "plugin").
+	ErrNoLateDial = errors.New("sdk: the route dials its fixed target (set dial = \"plugin\" on the route to let plugins choose)")
+	// ErrAlreadySet: [Conn.SetTarget] after the target was chosen.
+	ErrAlreadySet = errors.New("sdk: the target is already chosen")
+)
+
+func statusErr2(st int32) error {
+	switch st {
+	case abi.StatusNoLateDial:
+		return ErrNoLateDial
+	case abi.StatusAlreadySet:
+		return ErrAlreadySet
+	}
+	return statusErr(st)
+}
+
+// A TimerHandler is a [Handler] with a timer: [Conn.SetTimer] arms it and
+// OnTimer is called when it fires. OnTimer may Send, CloseWrite, Close and
+// SetTimer again, as OnData may.
+type TimerHandler interface {
+	Handler
+	OnTimer(c *Conn)
+}
+
+// Now returns the host's monotonic clock: the time since an arbitrary
+// origin, the same for every connection of the process. Only differences
+// mean something. In tests under sdktest it is the emulator's fake clock,
+// which the test advances. It returns 0 outside the plugin's callbacks.
+func Now() time.Duration {
+	if active == nil {
+		return 0
+	}
+	return time.Duration(active.host.Now())
+}
+
+// SetTimer arms the connection's timer: the handler's OnTimer (it must be
+// a [TimerHandler]) is called after d, or as soon as the current callback
+// has returned when d <= 0. A connection has one timer: arming it again
+// replaces the pending one. Allowed in NewConn, OnData and OnTimer.
+func (c *Conn) SetTimer(d time.Duration) error {
+	if !c.current() {
+		return ErrNotAllowed
+	}
+	return statusErr(c.inst.host.SetTimer(int64(c.id), int64(max(d, 0))))
+}
+
+// StopTimer disarms the connection's timer, if armed.
+func (c *Conn) StopTimer() error {
+	if !c.current() {
+		return ErrNotAllowed
+	}
+	return statusErr(c.inst.host.SetTimer(int64(c.id), -1))
+}
+
+// SetTarget chooses the address, host:port, the connection is dialled to,
+// on a route with dial = "plugin": the tunnel waits for this choice (from
+// NewConn, OnData or OnTimer) before it dials, and holds the bytes the
+// chain passes toward the server until then. The first choice wins:
+// later calls return [ErrAlreadySet]; on a route with a fixed target,
+// [ErrNoLateDial]; an invalid address, [ErrBadArgument].
+func (c *Conn) SetTarget(addr string) error {
+	if !c.current() {
+		return ErrNotAllowed
+	}
+	st := c.inst.host.SetTarget(int64(c.id), unsafe.Slice(unsafe.StringData(addr), len(addr)))
+	if st == abi.StatusOK && c.info != nil {
+		c.info.Target = addr
+	}
+	return statusErr2(st)
+}
+
+// SetTag sets the connection's tag key to value (an empty value removes
+// it). Tags are shared with the rest of the route's chain ([Conn.Tag]) and
+// appear in the connection's close log line as tag.KEY=VALUE. Keys are 1
+// to 64 bytes of letters, digits, '.', '_' and '-' (else [ErrBadArgument]);
+// values up to 256 bytes and at most 32 tags per connection (else
+// [ErrTooLarge]).
+func (c *Conn) SetTag(key, value string) error {
+	if !c.current() {
+		return ErrNotAllowed
+	}
+	return statusErr(c.inst.host.SetTag(int64(c.id),
+		unsafe.Slice(unsafe.StringData(key), len(key)),
+		unsafe.Slice(unsafe.StringData(value), len(value))))
+}
+
+// Tag returns the value of the connection's tag key (set by this plugin or
+// another link of the chain) and whether it is set. It works in every
+// callback of the connection, OnClose included.
+func (c *Conn) Tag(key string) (string, bool) {
+	if !c.current() {
+		return "", false
+	}
+	k := unsafe.Slice(unsafe.StringData(key), len(key))
+	in := c.inst
+	n := in.host.Tag(int64(c.id), k, in.scratch[:])
+	if n < 0 {
+		return "", false
+	}
+	if int(n) <= len(in.scratch) {
+		return string(in.scratch[:n]), true
+	}
+	b := make([]byte, n)
+	if m := in.host.Tag(int64(c.id), k, b); m != n {
+		return "", false
+	}
+	return string(b), true
+}
