@@ -116,6 +116,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			DialTimeout: r.DialTimeout,
 			IdleTimeout: r.IdleTimeout,
 			MaxConns:    r.MaxConns,
+			LateDial:    r.LateDial,
 		}
 		// As in the plain mode: the PROXY header first, then the dump, then
 		// the plugins.

@@ -38,6 +38,7 @@
 //	route "redis" {
 //	  listen          = "127.0.0.1:7000"
 //	  target          = env("REDIS_ADDR", "127.0.0.1:6379")
+//	  dial            = "target" # or "plugin": a plugin of the chain chooses (set_target); target is then optional
 //	  dial_timeout    = "5s"
 //	  idle_timeout    = "5m"
 //	  max_connections = 1000
@@ -180,6 +181,9 @@ type Route struct {
 	// ProxyProtocol sends a PROXY protocol v1 header to the target before
 	// the client's bytes (host.ProxyProtocol).
 	ProxyProtocol bool
+	// LateDial (dial = "plugin") lets a plugin of the chain choose the
+	// target (host.Route.LateDial); Target is then optional.
+	LateDial bool
 	// Dump is nil when the route prints nothing.
 	Dump  *Dump
 	Chain []*Link

@@ -93,7 +93,8 @@ type routeBody struct {
 	Name        string         `hcl:"name,label"`
 	DeclRange   hcl.Range      `hcl:",def_range"`
 	Listen      hcl.Expression `hcl:"listen"`
-	Target      hcl.Expression `hcl:"target"`
+	Target      hcl.Expression `hcl:"target,optional"`
+	Dial        hcl.Expression `hcl:"dial,optional"`
 	DialTimeout hcl.Expression `hcl:"dial_timeout,optional"`
 	IdleTimeout hcl.Expression `hcl:"idle_timeout,optional"`
 	MaxConns    hcl.Expression `hcl:"max_connections,optional"`
@@ -602,7 +603,17 @@ func (d *decoder) route(rb *routeBody) {
 			r.Listen = v
 		}
 	}
-	if !d.required(rb.Target, "target", block, `"127.0.0.1:8080"`) {
+	if _, absent := d.absent(rb.Dial); !absent {
+		if v, ok := d.oneOf(rb.Dial, "dial", "target", "plugin"); ok && v == "plugin" {
+			r.LateDial = true
+			if len(rb.Chain) == 0 {
+				d.errorf(rb.Dial.Range(), "Invalid dial", `dial = "plugin" waits for a plugin of the chain to choose the target, and route %q has no chain; add a chain block with a plugin that calls set_target (e.g. the router plugin).`, rb.Name)
+			}
+		}
+	}
+	if _, absent := d.absent(rb.Target); absent && r.LateDial {
+		// The plugin chooses: no fixed target needed.
+	} else if !d.required(rb.Target, "target", block, `"127.0.0.1:8080"`) {
 	} else if v, ok := d.str(rb.Target, "target"); ok {
 		if err := addr.Check(v); err != nil {
 			d.errorf(rb.Target.Range(), "Invalid target address", "%v.", err)
