@@ -83,6 +83,7 @@ type options struct {
 	trusted     bool
 	cacheDir    string
 	proxyProto  bool
+	capture     string
 
 	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
 	// which never fires, when the caller handles no signals.
@@ -108,6 +109,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
+	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
 	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	fs.Usage = func() {
@@ -144,6 +146,8 @@ func defaultCacheDir() string {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
+		case "replay":
+			return runReplay(args[1:], stdout, stderr)
 		case "validate":
 			return runValidate(args[1:], stdout, stderr)
 		case "plugins":
@@ -252,6 +256,13 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 	}
 	route.Chain = append(route.Chain, links...)
 	route.OnRelease = release // the Proxy closes nothing it did not make
+	closeCapture, err := plainCapture(ctx, o.capture, &route, logger)
+	if err != nil {
+		cleanup()
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 1
+	}
+	defer closeCapture()
 
 	p := &host.Proxy{Logger: logger}
 	src := &plainSource{p: p, route: route}

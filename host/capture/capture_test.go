@@ -363,7 +363,7 @@ func TestPathErrors(t *testing.T) {
 		{"", "capture: empty path"},
 		{filepath.Join(dir, "%Y", "c.pcapng"), fmt.Sprintf("capture: path %q: directives (%%) are allowed in the file name only, not in its directory", filepath.Join(dir, "%Y", "c.pcapng"))},
 		{filepath.Join(dir, "c-%q.pcapng"), fmt.Sprintf("capture: path %q: unknown directive %%q; use %%Y, %%m, %%d, %%H, %%M, %%S or %%%%", filepath.Join(dir, "c-%q.pcapng"))},
-		{filepath.Join(dir, "missing", "c.pcapng"), fmt.Sprintf("capture: stat %s: no such file or directory", filepath.Join(dir, "missing"))},
+		{filepath.Join(dir, "missing", "c.pcapng"), fmt.Sprintf("capture: directory %s does not exist", filepath.Join(dir, "missing"))},
 	} {
 		_, err := capture.Create(capture.Options{Path: tc.path})
 		if err == nil || err.Error() != tc.want {

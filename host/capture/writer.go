@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime"
@@ -133,11 +134,12 @@ type record struct {
 
 // Record kinds.
 const (
-	kindOpen = iota // SYN, SYN-ACK, ACK: seq is side 0's ISN, ack side 1's
-	kindData        // payload segments from `from`, then the peer's ACK
-	kindFin         // FIN from `from`, then the peer's ACK
-	kindRst         // RST from `from`
-	kindSync        // flush and signal
+	kindOpen   = iota // SYN, SYN-ACK, ACK: seq is side 0's ISN, ack side 1's
+	kindData          // payload segments from `from`, then the peer's ACK
+	kindFin           // FIN from `from`, then the peer's ACK
+	kindRst           // RST from `from`
+	kindSync          // flush and signal
+	kindRotate        // close the file and signal: the next packet starts a new one
 )
 
 // packets is how many packets r makes.
@@ -173,21 +175,40 @@ func putBuf(p *[]byte) {
 // Create returns a Writer to the files opts.Path names. The directory must
 // exist; the first file is created when the first packet is written.
 func Create(opts Options) (*Writer, error) {
-	pat, err := parsePattern(opts.Path)
+	pat, err := checkPath(opts.Path)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
-	}
-	st, err := os.Stat(pat.dir)
-	if err != nil {
-		return nil, fmt.Errorf("capture: %w", err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("capture: %s is not a directory", pat.dir)
 	}
 	w := newWriter(opts)
 	w.name = pat
 	go w.run()
 	return w, nil
+}
+
+// CheckPath reports what would make [Create] refuse path: an unknown
+// directive, or a directory that does not exist.
+func CheckPath(path string) error {
+	if _, err := checkPath(path); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	return nil
+}
+
+func checkPath(path string) (*pattern, error) {
+	pat, err := parsePattern(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(pat.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("directory %s does not exist", pat.dir)
+	} else if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", pat.dir)
+	}
+	return pat, nil
 }
 
 // New returns a Writer to out, one pcapng section for the Writer's life
@@ -261,10 +282,17 @@ func (w *Writer) Stats() Stats {
 
 // Sync waits until every packet queued before the call is written and the
 // file flushed, or the Writer is closed.
-func (w *Writer) Sync() {
+func (w *Writer) Sync() { w.signal(kindSync) }
+
+// Rotate closes the current file (with its statistics) once the packets
+// queued before the call are written, and waits for that: the next packet
+// starts a new file. On a Writer made by [New] it only flushes.
+func (w *Writer) Rotate() { w.signal(kindRotate) }
+
+func (w *Writer) signal(kind uint8) {
 	ch := make(chan struct{})
 	select {
-	case w.ch <- record{kind: kindSync, sync: ch}:
+	case w.ch <- record{kind: kind, sync: ch}:
 	case <-w.done:
 		return
 	}
@@ -338,8 +366,17 @@ func (w *Writer) flush() {
 
 // process writes the packets of one record.
 func (w *Writer) process(r record) {
-	if r.kind == kindSync {
+	switch r.kind {
+	case kindSync:
 		w.flush()
+		close(r.sync)
+		return
+	case kindRotate:
+		if w.name != nil {
+			w.closeFile()
+		} else {
+			w.flush()
+		}
 		close(r.sync)
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
 	"github.com/tunnelwasm/tunnel/host/plugin"
 )
 
@@ -57,6 +58,7 @@ type cachedModule struct {
 type Set struct {
 	Routes  []host.Route
 	plugins []*plugin.Plugin
+	capture []*capture.Writer
 }
 
 // Close releases the plugins of a Set that was not applied. It is safe to
@@ -69,6 +71,10 @@ func (s *Set) Close() {
 		p.Close()
 	}
 	s.plugins = nil
+	for _, w := range s.capture {
+		w.Close()
+	}
+	s.capture = nil
 }
 
 func (b *Builder) logger() *slog.Logger {
@@ -168,6 +174,28 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 		}
 		if len(owned) > 0 {
 			hr.OnRelease = closePlugins(owned, b.logger())
+		}
+		if c := r.Capture; c != nil {
+			// Around the whole chain: the client leg before the PROXY
+			// header and the dump, the target leg after the plugins.
+			w, err := capture.Create(capture.Options{Path: c.Path, MaxSize: c.MaxSize, MaxFiles: c.MaxFiles, Logger: b.logger().With("route", r.Name)})
+			if err != nil {
+				rng := c.PathRange
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot capture", Detail: err.Error() + ".", Subject: &rng})
+			} else {
+				set.capture = append(set.capture, w)
+				first, last := capture.Links(w)
+				hr.Chain = append(append([]host.Link{first}, hr.Chain...), last)
+				release := hr.OnRelease
+				hr.OnRelease = func() {
+					if release != nil {
+						release()
+					}
+					if err := w.Close(); err != nil {
+						b.logger().Error("capture: closing", "route", r.Name, "err", err)
+					}
+				}
+			}
 		}
 		set.Routes = append(set.Routes, hr)
 	}

@@ -47,6 +47,11 @@
 //	    enabled = true
 //	    format  = "text" # or "hex"
 //	  }
+//	  capture {   # pcapng of both legs, before and after the chain
+//	    path      = "redis-%Y%m%d.pcapng" # relative to this file
+//	    max_size  = "100MiB"              # then start a new file
+//	    max_files = 5                     # keep the newest 5
+//	  }
 //	  chain {
 //	    plugin     = plugin.deny # or "deny"
 //	    directions = "both"      # or "client_to_server" / "server_to_client"
@@ -185,8 +190,10 @@ type Route struct {
 	// target (host.Route.LateDial); Target is then optional.
 	LateDial bool
 	// Dump is nil when the route prints nothing.
-	Dump  *Dump
-	Chain []*Link
+	Dump *Dump
+	// Capture is nil when the route records no pcapng.
+	Capture *Capture
+	Chain   []*Link
 
 	DeclRange   hcl.Range
 	ListenRange hcl.Range
@@ -197,6 +204,18 @@ type Route struct {
 type Dump struct {
 	// Format is "hex" or "text".
 	Format string
+}
+
+// Capture is a route's capture block: write its traffic, before and after
+// the chain, as pcapng (package host/capture).
+type Capture struct {
+	// Path is the file, resolved against the config file's directory,
+	// with its strftime-like directives unexpanded.
+	Path     string
+	MaxSize  int64
+	MaxFiles int
+
+	PathRange hcl.Range
 }
 
 // Link is one chain block.

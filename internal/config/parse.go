@@ -24,6 +24,7 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/addr"
 )
@@ -100,6 +101,7 @@ type routeBody struct {
 	MaxConns    hcl.Expression `hcl:"max_connections,optional"`
 	ProxyProto  hcl.Expression `hcl:"proxy_protocol,optional"`
 	Dump        *dumpBody      `hcl:"dump,block"`
+	Capture     *captureBody   `hcl:"capture,block"`
 	Chain       []*chainBody   `hcl:"chain,block"`
 }
 
@@ -107,6 +109,13 @@ type dumpBody struct {
 	DeclRange hcl.Range      `hcl:",def_range"`
 	Enabled   hcl.Expression `hcl:"enabled,optional"`
 	Format    hcl.Expression `hcl:"format,optional"`
+}
+
+type captureBody struct {
+	DeclRange hcl.Range      `hcl:",def_range"`
+	Path      hcl.Expression `hcl:"path"`
+	MaxSize   hcl.Expression `hcl:"max_size,optional"`
+	MaxFiles  hcl.Expression `hcl:"max_files,optional"`
 }
 
 type chainBody struct {
@@ -650,11 +659,50 @@ func (d *decoder) route(rb *routeBody) {
 			r.Dump = &Dump{Format: format}
 		}
 	}
+	if cb := rb.Capture; cb != nil {
+		d.capture(r, cb)
+	}
 	for _, cb := range rb.Chain {
 		d.link(r, cb)
 	}
 	d.checkReplies(r)
 }
+
+// capture reads a route's capture block.
+func (d *decoder) capture(r *Route, cb *captureBody) {
+	c := &Capture{PathRange: cb.Path.Range()}
+	ok := true
+	if !d.required(cb.Path, "path", "capture", `"capture-%Y%m%d.pcapng"`) {
+		ok = false
+	} else if path, valid := d.str(cb.Path, "path"); !valid {
+		ok = false
+	} else if err := capture.CheckPath(d.resolve(path)); err != nil {
+		d.errorf(cb.Path.Range(), "Invalid capture path", "%s.", strings.TrimPrefix(err.Error(), "capture: "))
+		ok = false
+	} else {
+		c.Path = d.resolve(path)
+	}
+	if _, absent := d.absent(cb.MaxSize); !absent {
+		if v, valid := d.size(cb.MaxSize, "max_size", MinCaptureSize, MaxCaptureSize); valid {
+			c.MaxSize = int64(v)
+		} else {
+			ok = false
+		}
+	}
+	if v, valid := d.integer(cb.MaxFiles, "max_files", 0, MaxCaptureFiles, " (0 keeps every file)"); valid {
+		c.MaxFiles = int(v)
+	}
+	if ok {
+		r.Capture = c
+	}
+}
+
+// Limits of a capture block.
+const (
+	MinCaptureSize  = 1 << 20
+	MaxCaptureSize  = 1 << 40
+	MaxCaptureFiles = 100000
+)
 
 // checkReplies reports a link whose config has a reply (by the built-in
 // plugins' convention, the bytes answered to the sender of what the plugin
@@ -700,7 +748,7 @@ func hasReply(config []byte) bool {
 // reaches reports whether anything in route r is attached to direction dir,
 // so that a plugin can write toward it.
 func reaches(r *Route, dir host.Direction) bool {
-	if r.Dump != nil || r.ProxyProtocol && dir == host.ClientToServer {
+	if r.Dump != nil || r.Capture != nil || r.ProxyProtocol && dir == host.ClientToServer {
 		return true
 	}
 	for _, l := range r.Chain {

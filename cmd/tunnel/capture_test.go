@@ -1,0 +1,180 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/internal/tshark"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+)
+
+const denyConfig = `{"pattern":"FLUSHALL\n","reply":"-ERR FLUSHALL is not allowed\n","from":"client"}`
+
+// denyWasm builds plugins/deny into the test's directory, its compiled
+// code in plugintest's cache (a -race process compiles a Go guest in
+// half a minute; the tunnel runs with --cache-dir plugintest.CacheDir()).
+func denyWasm(t *testing.T) string {
+	t.Helper()
+	sdktest.MustStart(t, plugintest.Wasm(t, "../../plugins/deny"), sdktest.Options{Config: denyConfig})
+	path := filepath.Join(t.TempDir(), "deny.wasm")
+	if err := os.WriteFile(path, plugintest.Build(t, "../../plugins/deny"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCaptureAndReplayDeny: --capture records a session through deny on
+// both legs (the blocked command on the client leg only, with its
+// verdict), SIGHUP starts a new file, and `tunnel replay` of the first file
+// through the same plugin gives the same verdicts, exit status 0; the
+// second file through a plugin that crashes on it, exit status 1.
+func TestCaptureAndReplayDeny(t *testing.T) {
+	t.Parallel()
+	deny := denyWasm(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.pcapng")
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--capture", file, "--cache-dir", plugintest.CacheDir(), "--plugin", deny, "--plugin-config", denyConfig)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("tunnel stderr:\n%s", p.stderr)
+		}
+	})
+	c := dial(t, addr)
+	reply := "-ERR FLUSHALL is not allowed\n"
+	say(t, c, "SET a 1\n", "SET a 1\n")
+	say(t, c, "FLUSHALL\n", reply)
+	say(t, c, "GET a\n", "GET a\n")
+	client := c.LocalAddr().String()
+	c.CloseWrite()
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after the half-close: %q, %v", rest, err)
+	}
+	p.stderr.wait(t, `msg="connection closed"`)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.stderr.wait(t, `capture: SIGHUP: started a new file`)
+	c2 := dial(t, addr)
+	converse(t, c2, "!PING\n") // crash.wasm traps on a chunk starting with "!"
+	c2.Close()
+	p.stderr.wait(t, `msg="connection closed" conn=2`)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr)
+	}
+
+	clientLeg := tshark.Follow(t, file, client, addr)
+	if got, want := string(clientLeg.Data[0]), "SET a 1\nFLUSHALL\nGET a\n"; got != want {
+		t.Errorf("client leg, client: %q, want %q", got, want)
+	}
+	if got, want := string(clientLeg.Data[1]), "SET a 1\n"+reply+"GET a\n"; got != want {
+		t.Errorf("client leg, to the client: %q, want %q", got, want)
+	}
+	target := tshark.Fields(t, file, "frame.interface_id==1 && tcp.flags.syn==1 && tcp.flags.ack==0", "ip.dst", "tcp.dstport")
+	if len(target) != 1 {
+		t.Fatalf("target leg SYNs: %q", target)
+	}
+	targetLeg := tshark.Follow(t, file, client, strings.Replace(target[0], "\t", ":", 1))
+	if got, want := string(targetLeg.Data[0]), "SET a 1\nGET a\n"; got != want {
+		t.Errorf("target leg, to the target: %q, want %q", got, want)
+	}
+	comments := tshark.Fields(t, file, "frame.comment contains \"chain:\"", "frame.interface_id", "frame.comment")
+	live := []string{"0\tchain: dropped or held (none of the 9 bytes reached the target); replied 29 bytes to the client"}
+	if strings.Join(comments, "\n") != strings.Join(live, "\n") {
+		t.Errorf("verdict comments %q, want %q", comments, live)
+	}
+	tshark.CheckClean(t, file)
+	second := tshark.Fields(t, filepath.Join(dir, "c-1.pcapng"), "tcp.len>0", "tcp.payload")
+	if len(second) != 4 {
+		t.Errorf("the file after SIGHUP has %d data packets, want PING and its echo on each leg: %q", len(second), second)
+	}
+
+	// Replay the first file through deny: the same verdicts.
+	code, stdout, stderr := runTunnel(t, "replay", file, "--cache-dir", plugintest.CacheDir(), "--plugin", deny, "--plugin-config", denyConfig, "--format", "json")
+	if code != 0 {
+		t.Fatalf("replay: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	var rep struct {
+		Conns []struct {
+			Steps []struct{ Dir, In, Forwarded, Replied, Verdict string }
+			Err   string
+		}
+		Failed bool
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("replay output: %v\n%s", err, stdout)
+	}
+	if len(rep.Conns) != 1 || rep.Failed {
+		t.Fatalf("replay: %s", stdout)
+	}
+	var got []string
+	for _, s := range rep.Conns[0].Steps {
+		got = append(got, s.Dir+" "+strings.TrimSpace(s.In)+": "+s.Verdict)
+	}
+	want := []string{
+		"client -> server SET a 1: forwarded",
+		"server -> client SET a 1: forwarded",
+		"client -> server FLUSHALL: dropped or held; replied 29 bytes",
+		"client -> server GET a: forwarded",
+		"server -> client GET a: forwarded",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("replay verdicts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// The text report, and a new capture of the replay.
+	out := filepath.Join(dir, "replayed.pcapng")
+	code, stdout, stderr = runTunnel(t, "replay", file, "--cache-dir", plugintest.CacheDir(), "--plugin", deny, "--plugin-config", denyConfig, "--out", out)
+	if code != 0 || !strings.Contains(stdout, "#1 client -> server 9 bytes: dropped or held; replied 29 bytes\nFLUSHALL\\n\n#1   replied 29 bytes\n-ERR FLUSHALL is not allowed\\n\n") {
+		t.Errorf("replay text: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if n := tshark.Fields(t, out, "frame.comment contains \"chain: dropped\"", "frame.number"); len(n) != 1 {
+		t.Errorf("the replay's capture has %d dropped-verdict packets, want 1", len(n))
+	}
+
+	// A plugin that fails makes the exit status 1.
+	crash := filepath.Join("..", "..", "host", "plugin", "testdata", "crash.wasm")
+	code, stdout, stderr = runTunnel(t, "replay", filepath.Join(dir, "c-1.pcapng"), "--cache-dir", plugintest.CacheDir(), "--plugin", crash)
+	if code != 1 || !strings.Contains(stdout, "#1 closed with an error: ") {
+		t.Errorf("replay through crash: exit %d, want 1\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+// say writes msg to c and reads want back.
+func say(t *testing.T, c *net.TCPConn, msg, want string) {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("sent %q, got %q, %v; want %q", msg, got, err, want)
+	}
+}
+
+// TestReplayUsage: the usage errors, exactly.
+func TestReplayUsage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replay"}, "tunnel replay: name the capture file to replay\n"},
+		{[]string{"replay", "x.pcapng", "--config", "t.hcl"}, "tunnel replay: --config and --route go together\n"},
+		{[]string{"replay", "x.pcapng", "--format", "xml"}, "tunnel replay: --format \"xml\": want text, hex or json\n"},
+	} {
+		code, _, stderr := runTunnel(t, tc.args...)
+		if code != 2 || !strings.HasPrefix(stderr, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	code, _, stderr := runTunnel(t, "replay", "/nonexistent.pcapng")
+	if code != 1 || stderr != "tunnel replay: open /nonexistent.pcapng: no such file or directory\n" {
+		t.Errorf("missing file: exit %d, %q", code, stderr)
+	}
+}

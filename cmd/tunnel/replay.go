@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
+	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/config"
+	"github.com/tunnelwasm/tunnel/internal/hexdump"
+	"github.com/tunnelwasm/tunnel/internal/replay"
+)
+
+// runReplay implements `tunnel replay FILE.pcapng`: it feeds the captured
+// connections through a route's chain (--config and --route) or a chain of
+// --plugin files, and prints what the chain did. Exit status: 0 when no
+// plugin failed, 1 when one did, 2 for a usage error.
+func runReplay(args []string, stdout, stderr io.Writer) int {
+	var o options
+	var route, out, format string
+	fs := flag.NewFlagSet("tunnel replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "", "take the chain of a route of this HCL `file`")
+	fs.StringVar(&route, "route", "", "the `name` of the route of --config")
+	fs.Var(pluginFlag{&o.plugins}, "plugin", "replay through this WASM plugin `file` (repeat for a chain, in order)")
+	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
+	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, go on as if it were absent")
+	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
+	fs.StringVar(&out, "out", "", "also capture the replay as pcapng to this `file`")
+	fs.StringVar(&format, "format", "text", "report format: text, hex or json")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tunnel replay FILE.pcapng [--config tunnel.hcl --route NAME | --plugin X.wasm [--plugin-config JSON]]... [--out new.pcapng] [--format text|hex|json]")
+		fs.PrintDefaults()
+	}
+	// The file may come before the flags.
+	var file string
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		file, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if file == "" && fs.NArg() > 0 {
+		file = fs.Arg(0)
+		fs.Parse(fs.Args()[1:])
+	}
+	usage := func(msg string) int {
+		fmt.Fprintf(stderr, "tunnel replay: %s\n", msg)
+		fs.Usage()
+		return 2
+	}
+	switch {
+	case file == "":
+		return usage("name the capture file to replay")
+	case fs.NArg() > 0:
+		return usage(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	case o.config != "" && len(o.plugins) > 0:
+		return usage("--config and --plugin cannot be combined")
+	case (o.config == "") != (route == ""):
+		return usage("--config and --route go together")
+	case format != "text" && format != "hex" && format != "json":
+		return usage(fmt.Sprintf("--format %q: want text, hex or json", format))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return usage(fmt.Sprintf("--log-level %q: want debug, info, warn or error", o.logLevel))
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx := context.Background()
+
+	f, err := os.Open(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel replay: %v\n", err)
+		return 1
+	}
+	conns, err := replay.Read(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel replay: %s: %v\n", file, err)
+		return 1
+	}
+
+	var chain []host.Link
+	if o.config != "" {
+		var cleanup func()
+		chain, cleanup, err = replayConfigChain(ctx, o.config, route, o.cacheDir, stderr, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "tunnel replay: %v\n", err)
+			return 1
+		}
+		defer cleanup()
+	} else {
+		links, release, cleanup, err := loadPlainPlugins(ctx, &o, io.Discard, stderr, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "tunnel replay: %v\n", err)
+			return 1
+		}
+		defer cleanup()
+		if release != nil {
+			defer release()
+		}
+		chain = links
+	}
+	opts := replay.Options{Chain: chain, Logger: logger}
+	if out != "" {
+		w, err := capture.Create(capture.Options{Path: out, Logger: logger})
+		if err != nil {
+			fmt.Fprintf(stderr, "tunnel replay: --out: %v\n", err)
+			return 1
+		}
+		defer w.Close()
+		opts.Wrap = func(c []host.Link) []host.Link {
+			first, last := capture.Links(w)
+			return append(append([]host.Link{first}, c...), last)
+		}
+	}
+	rep, err := replay.Run(ctx, conns, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "tunnel replay: %v\n", err)
+		return 1
+	}
+	printReplay(stdout, rep, format)
+	if rep.Failed() {
+		return 1
+	}
+	return 0
+}
+
+// replayConfigChain builds the chain of route name of the config file,
+// without its dump and capture.
+func replayConfigChain(ctx context.Context, path, name, cacheDir string, stderr io.Writer, logger *slog.Logger) ([]host.Link, func(), error) {
+	f, diags := config.Parse(path, config.Options{})
+	r := f.Route(name)
+	if !diags.HasErrors() && r == nil {
+		return nil, nil, fmt.Errorf("%s has no route %q", path, name)
+	}
+	if r != nil {
+		r.Dump, r.Capture = nil, nil
+	}
+	b := &config.Builder{Logger: logger}
+	var rt *plugin.Runtime
+	if len(f.Plugins) > 0 {
+		var err error
+		if rt, err = plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: cacheDir, Logger: logger}); err != nil {
+			return nil, nil, fmt.Errorf("plugin runtime: %w", err)
+		}
+		b.Runtime = rt
+	}
+	set, bdiags := b.Build(ctx, f, diags)
+	cleanup := func() {
+		set.Close()
+		b.Close(ctx)
+		if rt != nil {
+			rt.Close(ctx)
+		}
+	}
+	diags = append(diags, bdiags...)
+	if diags.HasErrors() {
+		config.WriteDiagnostics(stderr, diags, f.Files)
+		cleanup()
+		return nil, nil, fmt.Errorf("%s has errors", path)
+	}
+	for _, hr := range set.Routes {
+		if hr.Name == name {
+			return hr.Chain, cleanup, nil
+		}
+	}
+	cleanup()
+	return nil, nil, fmt.Errorf("%s has no route %q", path, name)
+}
+
+// printReplay writes the report: per connection, each chunk with what the
+// chain did, then how the connection ended.
+func printReplay(w io.Writer, rep *replay.Report, format string) {
+	if format == "json" {
+		type step struct {
+			Dir       string `json:"dir"`
+			In        string `json:"in"`
+			Forwarded string `json:"forwarded"`
+			Replied   string `json:"replied,omitempty"`
+			Verdict   string `json:"verdict"`
+		}
+		type conn struct {
+			Conn   int    `json:"conn"`
+			Client string `json:"client"`
+			Server string `json:"server"`
+			Steps  []step `json:"steps"`
+			Err    string `json:"err,omitempty"`
+		}
+		var out struct {
+			Conns  []conn   `json:"conns"`
+			Errors []string `json:"errors,omitempty"`
+			Failed bool     `json:"failed"`
+		}
+		for i, c := range rep.Conns {
+			jc := conn{Conn: i + 1, Client: c.Conn.Client.String(), Server: c.Conn.Server.String(), Err: c.Err, Steps: []step{}}
+			for _, s := range c.Steps {
+				jc.Steps = append(jc.Steps, step{Dir: s.Dir.String(), In: string(s.In), Forwarded: string(s.Forwarded), Replied: string(s.Replied), Verdict: s.Verdict()})
+			}
+			out.Conns = append(out.Conns, jc)
+		}
+		out.Errors, out.Failed = rep.Errors, rep.Failed()
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+		return
+	}
+	var b []byte
+	body := func(data []byte) {
+		if format == "hex" {
+			b = hexdump.Hex(b, data)
+		} else {
+			b = hexdump.Text(b, data)
+		}
+	}
+	for i, c := range rep.Conns {
+		id := i + 1
+		b = fmt.Appendf(b[:0], "#%d %s -> %s: %d chunk(s) recorded\n", id, c.Conn.Client, c.Conn.Server, len(c.Conn.Chunks))
+		for _, s := range c.Steps {
+			b = fmt.Appendf(b, "#%d %s %d bytes: %s\n", id, s.Dir, len(s.In), s.Verdict())
+			body(s.In)
+			if len(s.Forwarded) > 0 && s.Verdict() != "forwarded" {
+				b = fmt.Appendf(b, "#%d   forwarded %d bytes\n", id, len(s.Forwarded))
+				body(s.Forwarded)
+			}
+			if len(s.Replied) > 0 {
+				b = fmt.Appendf(b, "#%d   replied %d bytes\n", id, len(s.Replied))
+				body(s.Replied)
+			}
+		}
+		for d, late := range c.Late {
+			if len(late) > 0 {
+				b = fmt.Appendf(b, "#%d %s %d bytes after the last chunk\n", id, host.Direction(d), len(late))
+				body(late)
+			}
+		}
+		if c.Err != "" {
+			b = fmt.Appendf(b, "#%d closed with an error: %s\n", id, c.Err)
+		} else {
+			b = fmt.Appendf(b, "#%d closed\n", id)
+		}
+		w.Write(b)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}

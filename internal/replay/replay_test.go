@@ -1,0 +1,153 @@
+package replay_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
+	"github.com/tunnelwasm/tunnel/internal/replay"
+)
+
+// record captures one echo session through chain and returns the file.
+func record(t *testing.T, chain []host.Link, session func(c io.ReadWriter)) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "c.pcapng")
+	w, err := capture.Create(capture.Options{Path: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, last := capture.Links(w)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	p := &host.Proxy{}
+	defer p.Close()
+	if err := p.Apply([]host.Route{{Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: append(append([]host.Link{first}, chain...), last)}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.Addr("r").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	session(c)
+	c.(*net.TCPConn).CloseWrite()
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+func say(t *testing.T, c io.ReadWriter, msg, want string) {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("sent %q, got %q, %v", msg, got, err)
+	}
+}
+
+// block drops the chunks holding "BAD".
+var block = host.Link{Name: "block", Hook: host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
+	if dir == host.ClientToServer && bytes.Contains(b, []byte("BAD")) {
+		return nil, nil
+	}
+	return b, nil
+})}
+
+// TestReadJoinsLegs: Read joins a capture's two legs into one connection
+// with the client's bytes as sent and the server's as sent, in order.
+func TestReadJoinsLegs(t *testing.T) {
+	t.Parallel()
+	big := make([]byte, 100<<10)
+	rand.NewChaCha8([32]byte{1}).Read(big)
+	file := record(t, []host.Link{block}, func(c io.ReadWriter) {
+		say(t, c, "one\n", "one\n")
+		say(t, c, string(big), string(big))
+		// Last: a chunk that also held the next bytes would drop them.
+		if _, err := io.WriteString(c, "BAD\n"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	conns, err := replay.Read(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 1 {
+		t.Fatalf("%d conns", len(conns))
+	}
+	c := conns[0]
+	var client, server []byte
+	var order []string
+	for _, ch := range c.Chunks {
+		if ch.Dir == host.ClientToServer {
+			client = append(client, ch.Data...)
+		} else {
+			server = append(server, ch.Data...)
+		}
+		order = append(order, ch.Dir.String())
+	}
+	if want := "one\n" + string(big) + "BAD\n"; string(client) != want {
+		t.Errorf("client bytes: %d, want %d", len(client), len(want))
+	}
+	if want := "one\n" + string(big); string(server) != want {
+		t.Errorf("server bytes: %d, want %d", len(server), len(want))
+	}
+	if order[0] != "client -> server" || order[1] != "server -> client" || order[2] != "client -> server" {
+		t.Errorf("order %q", order)
+	}
+	if c.Ended != [2]bool{true, true} {
+		t.Errorf("ended %v", c.Ended)
+	}
+
+	rep, err := replay.Run(context.Background(), conns, replay.Options{Chain: []host.Link{block}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var verdicts []string
+	for _, s := range rep.Conns[0].Steps {
+		if len(s.In) < 10 {
+			verdicts = append(verdicts, s.Dir.String()+" "+strings.TrimSpace(string(s.In))+": "+s.Verdict())
+		}
+	}
+	want := []string{"client -> server one: forwarded", "server -> client one: forwarded", "client -> server BAD: dropped or held"}
+	if strings.Join(verdicts, "\n") != strings.Join(want, "\n") || rep.Failed() {
+		t.Errorf("verdicts %q (failed %v), want %q", verdicts, rep.Failed(), want)
+	}
+}

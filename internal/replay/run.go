@@ -1,0 +1,384 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+)
+
+// Step is what the chain did with one replayed chunk.
+type Step struct {
+	// Dir is the direction the chunk was recorded in.
+	Dir host.Direction
+	// In is the chunk fed to the chain.
+	In []byte
+	// Forwarded is what reached the chunk's destination meanwhile.
+	Forwarded []byte
+	// Replied is what the chain sent back to the chunk's sender meanwhile.
+	Replied []byte
+}
+
+// Verdict names what happened to the chunk: "forwarded", "replaced",
+// "dropped or held", with "; replied N bytes" when the chain answered.
+func (s *Step) Verdict() string {
+	v := "forwarded"
+	switch {
+	case len(s.Forwarded) == 0 && len(s.In) > 0:
+		v = "dropped or held"
+	case !bytes.Equal(s.Forwarded, s.In):
+		v = "replaced"
+	}
+	if len(s.Replied) > 0 {
+		v += fmt.Sprintf("; replied %d bytes", len(s.Replied))
+	}
+	return v
+}
+
+// Result is the replay of one connection.
+type Result struct {
+	// Conn is the recorded connection.
+	Conn *Conn
+	// Steps, one per chunk fed (fewer when the chain closed the
+	// connection first).
+	Steps []Step
+	// Late is what the chain sent after the last chunk (held bytes
+	// released at the end, a goodbye), per destination.
+	Late [2][]byte
+	// Err is why the connection ended with an error ("" when it ended
+	// cleanly): a filter's or plugin's failure, an abort.
+	Err string
+}
+
+// Options configure Run.
+type Options struct {
+	// Chain is the route's chain to replay through, first link nearest
+	// the client.
+	Chain []host.Link
+	// Wrap, when set, is applied to the whole chain with the replay's
+	// observers before it runs (to capture the replay with host/capture).
+	Wrap func([]host.Link) []host.Link
+	// Logger receives the proxy's and plugins' log (nil: discarded).
+	Logger *slog.Logger
+	// Timeout bounds the wait for the chain to take one chunk (default 10s).
+	Timeout time.Duration
+}
+
+// Report is the replay of a capture.
+type Report struct {
+	Conns []Result
+	// Errors are the messages logged at level ERROR during the replay: a
+	// plugin that failed (even one whose failures are bypassed), or
+	// failed to start.
+	Errors []string
+}
+
+// Failed reports whether a plugin or filter failed during the replay.
+func (r *Report) Failed() bool {
+	if len(r.Errors) > 0 {
+		return true
+	}
+	for _, c := range r.Conns {
+		if c.Err != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Run replays each connection through the chain, one after the other, on
+// loopback: a real host.Proxy between a client and a fake target that
+// speak the recorded bytes, in the recorded order and chunking, each chunk
+// fed once the chain has handled the one before.
+func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	defer ln.Close()
+	obs := &observer{changed: make(chan struct{})}
+	chain := append(append([]host.Link{{Name: "replay-client", Hook: obs.hook(0)}}, opts.Chain...), host.Link{Name: "replay-target", Hook: obs.hook(1)})
+	if opts.Wrap != nil {
+		chain = opts.Wrap(chain)
+	}
+	errs := &errorLog{conns: map[uint64]string{}}
+	logger := slog.New(errs.handler(opts.Logger))
+	p := &host.Proxy{Logger: logger}
+	defer p.Close()
+	if err := p.Apply([]host.Route{{Name: "replay", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: chain}}); err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	addr := p.Addr("replay").String()
+	rep := &Report{Conns: make([]Result, len(conns))}
+	for i := range conns {
+		res := &rep.Conns[i]
+		res.Conn = &conns[i]
+		if err := obs.replay(ctx, addr, ln, res, opts.Timeout); err != nil {
+			rep.Conns = rep.Conns[:i+1]
+			return rep, err
+		}
+		res.Err = errs.wait(uint64(i+1), opts.Timeout)
+	}
+	errs.mu.Lock()
+	rep.Errors = errs.errors
+	errs.mu.Unlock()
+	return rep, nil
+}
+
+// observer is the pair of hooks around the chain: it sees each chunk
+// enter and what leaves.
+type observer struct {
+	mu      sync.Mutex
+	changed chan struct{}
+	entered [2]int // bytes the chain took, per direction
+	closed  bool
+	step    *Step // the chunk being fed
+	late    *[2][]byte
+}
+
+func (o *observer) hook(leg int) host.Hook { return &obsHook{o: o, leg: leg} }
+
+type obsHook struct {
+	o   *observer
+	leg int
+}
+
+func (h *obsHook) Open(*host.ConnInfo) (host.Filter, error) { return &obsFilter{h: h}, nil }
+
+type obsFilter struct {
+	host.PassThrough
+	h *obsHook
+}
+
+func (f *obsFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	o := f.h.o
+	entry := (dir == host.ClientToServer) == (f.h.leg == 0)
+	if entry {
+		err := s.Send(dir, b)
+		o.mu.Lock()
+		o.entered[dir] += len(b)
+		o.notifyLocked()
+		o.mu.Unlock()
+		return err
+	}
+	o.mu.Lock()
+	switch st := o.step; {
+	case st != nil && st.Dir == dir:
+		st.Forwarded = append(st.Forwarded, b...)
+	case st != nil:
+		st.Replied = append(st.Replied, b...)
+	case o.late != nil:
+		o.late[dir] = append(o.late[dir], b...)
+	}
+	o.mu.Unlock()
+	return s.Send(dir, b)
+}
+
+func (f *obsFilter) Closed() {
+	if f.h.leg != 0 {
+		return
+	}
+	o := f.h.o
+	o.mu.Lock()
+	o.closed = true
+	o.notifyLocked()
+	o.mu.Unlock()
+}
+
+func (o *observer) notifyLocked() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// waitFor waits until cond holds (under mu) or the connection closed.
+func (o *observer) waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		o.mu.Lock()
+		ok, closed, ch := cond(), o.closed, o.changed
+		o.mu.Unlock()
+		if ok || closed {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return errors.New("replay: the chain took no bytes for " + timeout.String())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// replay plays one connection.
+func (o *observer) replay(ctx context.Context, addr string, ln net.Listener, res *Result, timeout time.Duration) error {
+	o.mu.Lock()
+	o.entered, o.closed, o.step, o.late = [2]int{}, false, nil, nil
+	o.mu.Unlock()
+	client, err := net.Dial("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	defer client.Close()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(timeout))
+	server, err := ln.Accept()
+	if err != nil {
+		return fmt.Errorf("replay: the tunnel did not connect to the fake target: %w", err)
+	}
+	defer server.Close()
+	var wg sync.WaitGroup
+	for _, c := range []net.Conn{client, server} {
+		wg.Add(1)
+		go func() { defer wg.Done(); io.Copy(io.Discard, c) }()
+	}
+	srcs := [2]net.Conn{client, server} // the sender of each direction
+	for _, ch := range res.Conn.Chunks {
+		res.Steps = append(res.Steps, Step{Dir: ch.Dir, In: ch.Data})
+		st := &res.Steps[len(res.Steps)-1]
+		o.mu.Lock()
+		closed := o.closed
+		o.step = st
+		want := o.entered[ch.Dir] + len(ch.Data)
+		o.mu.Unlock()
+		if closed {
+			res.Steps = res.Steps[:len(res.Steps)-1]
+			break
+		}
+		if _, err := srcs[ch.Dir].Write(ch.Data); err != nil {
+			break // the chain closed the connection
+		}
+		if err := o.waitFor(ctx, timeout, func() bool { return o.entered[ch.Dir] >= want }); err != nil {
+			return err
+		}
+	}
+	o.mu.Lock()
+	o.step = nil
+	o.late = &res.Late
+	o.mu.Unlock()
+	for d, c := range srcs {
+		if res.Conn.Ended[d] {
+			c.(*net.TCPConn).CloseWrite()
+		}
+	}
+	if res.Conn.Ended != [2]bool{true, true} {
+		// The recording ended without both FINs (a reset, or the capture
+		// stopped): end the connection the same way.
+		client.Close()
+		server.Close()
+	}
+	err = o.waitFor(ctx, timeout, func() bool { return false })
+	client.Close()
+	server.Close()
+	wg.Wait()
+	return err
+}
+
+// errorLog collects the error each connection ended with, from the
+// proxy's "connection closed" log line, and passes every record on.
+type errorLog struct {
+	mu      sync.Mutex
+	conns   map[uint64]string
+	changed chan struct{}
+	errors  []string
+}
+
+func (e *errorLog) handler(next *slog.Logger) slog.Handler {
+	var h slog.Handler = slog.DiscardHandler
+	if next != nil {
+		h = next.Handler()
+	}
+	return &errHandler{e: e, next: h}
+}
+
+// wait returns the error conn id ended with, once its close is logged.
+func (e *errorLog) wait(id uint64, timeout time.Duration) string {
+	deadline := time.Now().Add(timeout)
+	for {
+		e.mu.Lock()
+		msg, ok := e.conns[id]
+		ch := e.changed
+		if ch == nil {
+			ch = make(chan struct{})
+			e.changed = ch
+		}
+		e.mu.Unlock()
+		if ok {
+			return msg
+		}
+		select {
+		case <-ch:
+		case <-time.After(time.Until(deadline)):
+			return "replay: the connection's close was never logged"
+		}
+	}
+}
+
+type errHandler struct {
+	e     *errorLog
+	next  slog.Handler
+	attrs []slog.Attr
+}
+
+func (h *errHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return true
+}
+
+func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "connection closed" {
+		var id uint64
+		msg := ""
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "conn":
+				id = a.Value.Uint64()
+				if a.Value.Kind() == slog.KindInt64 {
+					id = uint64(a.Value.Int64())
+				}
+			case "err":
+				msg = a.Value.String()
+			}
+			return true
+		})
+		h.e.mu.Lock()
+		h.e.conns[id] = msg
+		if h.e.changed != nil {
+			close(h.e.changed)
+			h.e.changed = nil
+		}
+		h.e.mu.Unlock()
+	}
+	if r.Level >= slog.LevelError {
+		var b bytes.Buffer
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+			return true
+		})
+		h.e.mu.Lock()
+		h.e.errors = append(h.e.errors, b.String())
+		h.e.mu.Unlock()
+	}
+	if h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h *errHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &errHandler{e: h.e, next: h.next.WithAttrs(as)}
+}
+
+func (h *errHandler) WithGroup(name string) slog.Handler {
+	return &errHandler{e: h.e, next: h.next.WithGroup(name)}
+}
