@@ -41,13 +41,15 @@ type chain struct {
 	cwPending [2]bool    // CloseWrite to perform with the next writes
 	closeReq  bool
 	depth     int
-	ended     [2]bool     // End already delivered for that direction
-	dialled   bool        // the server socket exists: writes toward it may go
-	target    string      // late dial: the target a filter chose
-	timers    []linkTimer // per link, made on the first SetTimer
-	done      bool        // close ran: the filters are gone
-	firing    bool        // a Timer callback is running
-	tags      []Tag       // set by the filters (Stream.SetTag); in the close log line
+	ended     [2]bool          // End already delivered for that direction
+	dialled   bool             // the server socket exists: writes toward it may go
+	target    string           // late dial: the target a filter chose
+	timers    []linkTimer      // per link, made on the first SetTimer
+	done      bool             // close ran: the filters are gone
+	firing    bool             // a Timer callback is running
+	tags      []Tag            // set by the filters (Stream.SetTag); in the close log line
+	ending    [2]bool          // the End callbacks of that direction are running
+	deferred  [2]chan struct{} // a filter deferred the half-close (Stream.DeferEnd); closed once done
 }
 
 // linkTimer is a filter's one timer. due is when it should fire, as time
@@ -63,11 +65,12 @@ type linkTimer struct {
 // order the filters produced them in), performed by do after chain.mu is
 // released. A writes must be done exactly once.
 type writes struct {
-	c      *conn
-	bufs   [2]*[]byte
-	cw     [2]bool
-	locked [2]bool
-	close  bool
+	c        *conn
+	bufs     [2]*[]byte
+	cw       [2]bool
+	locked   [2]bool
+	close    bool
+	deferred [2]chan struct{} // closed once the half-close is done (Stream.DeferEnd)
 }
 
 // takeLocked moves what is pending into a writes. Called with mu held.
@@ -83,6 +86,9 @@ func (ch *chain) takeLocked() writes {
 			w.locked[d] = true
 			w.bufs[d], ch.pend[d] = ch.pend[d], nil
 			w.cw[d], ch.cwPending[d] = ch.cwPending[d], false
+			if w.cw[d] {
+				w.deferred[d], ch.deferred[d] = ch.deferred[d], nil
+			}
 		}
 	}
 	return w
@@ -113,6 +119,9 @@ func (w *writes) do() error {
 			if cerr := dst.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 				err = fmt.Errorf("half-close %s: %w", d, cerr)
 			}
+		}
+		if w.deferred[d] != nil {
+			close(w.deferred[d]) // the pump waiting in endDeferred goes on
 		}
 		c.wmu[d].Unlock()
 	}
@@ -259,16 +268,27 @@ func (ch *chain) endLocked(dir Direction) error {
 	}
 	ch.ended[dir] = true
 	c := ch.c
+	ch.ending[dir] = true
 	for _, i := range c.rs.chains[dir] {
 		if err := ch.filters[i].End(dir, &ch.streams[i]); err != nil {
+			ch.ending[dir] = false
 			return fmt.Errorf("%s (%s end): %w", c.rs.Chain[i].Name, dir, err)
 		}
 	}
-	if !ch.wclosed[dir] {
+	ch.ending[dir] = false
+	if !ch.wclosed[dir] && ch.deferred[dir] == nil {
 		ch.wclosed[dir] = true
 		ch.cwPending[dir] = true
 	}
 	return nil
+}
+
+// endDeferred returns the channel closed once a half-close a filter
+// deferred (Stream.DeferEnd) is done, or nil.
+func (ch *chain) endDeferred(dir Direction) chan struct{} {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.deferred[dir]
 }
 
 // setTimerLocked arms link idx's timer to fire after d.

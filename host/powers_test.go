@@ -478,3 +478,92 @@ func (f tagFilter) Opened(s *host.Stream) error                           { f.h.
 func (tagFilter) Data(dir host.Direction, b []byte, s *host.Stream) error { return s.Send(dir, b) }
 func (tagFilter) End(host.Direction, *host.Stream) error                  { return nil }
 func (tagFilter) Closed()                                                 {}
+
+// lagHook delays the client's bytes by a timer and keeps the client's
+// half-close behind them (Stream.DeferEnd), as a latency fault would.
+type lagHook struct{}
+
+func (lagHook) Open(*host.ConnInfo) (host.Filter, error) { return &lagFilter{}, nil }
+
+type lagFilter struct {
+	host.PassThrough
+	held  []byte
+	ended bool
+}
+
+func (f *lagFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir != host.ClientToServer {
+		return s.Send(dir, b)
+	}
+	f.held = append(f.held, b...)
+	return s.SetTimer(30 * time.Millisecond)
+}
+
+func (f *lagFilter) End(dir host.Direction, s *host.Stream) error {
+	if dir != host.ClientToServer {
+		return nil
+	}
+	f.ended = true
+	return s.DeferEnd(dir) // the FIN goes after the delayed bytes
+}
+
+func (f *lagFilter) Timer(s *host.Stream) error {
+	if err := s.Send(host.ClientToServer, f.held); err != nil {
+		return err
+	}
+	f.held = f.held[:0]
+	if f.ended {
+		return s.CloseWrite(host.ClientToServer)
+	}
+	return nil
+}
+
+// TestDeferEnd: bytes a timer sends after the client half-closed still
+// reach the server, before the half-close; the server's answer comes back.
+func TestDeferEnd(t *testing.T) {
+	serverGot := make(chan tn.Received, 1)
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		got := tn.ReadSum(c) // to EOF: the half-close must come after the bytes
+		serverGot <- got
+		c.Write([]byte("done"))
+		c.CloseWrite()
+	})
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "lag", Hook: lagHook{}}))
+	c := tn.Dial(t, addr)
+	payload := tn.Random(7, 100<<10)
+	got := tn.Exchange(c, payload)
+	if got.Err != nil || got.N != 4 {
+		t.Fatalf("client got %d bytes, %v; want the server's 4-byte answer", got.N, got.Err)
+	}
+	if s := <-serverGot; s.N != int64(len(payload)) || s.Sum != tn.Sum(payload) {
+		t.Fatalf("server got %d bytes (%v), want all %d before the half-close", s.N, s.Err, len(payload))
+	}
+	logs.Wait(t, "connection closed", "bytes_from_client=102400 bytes_to_server=102400")
+}
+
+// TestDeferEndOnlyFromEnd: DeferEnd outside End is refused.
+func TestDeferEndOnlyFromEnd(t *testing.T) {
+	srv := tn.Serve(t, tn.Echo)
+	errc := make(chan error, 1)
+	addr, _ := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "early", Hook: earlyDefer{errc}}))
+	tn.Dial(t, addr)
+	if err := <-errc; err == nil || err.Error() != "defer end: only from the End callback of that direction" {
+		t.Fatalf("DeferEnd in Opened: %v", err)
+	}
+}
+
+type earlyDefer struct{ errc chan error }
+
+func (e earlyDefer) Open(*host.ConnInfo) (host.Filter, error) { return earlyDeferFilter{e}, nil }
+
+type earlyDeferFilter struct{ e earlyDefer }
+
+func (f earlyDeferFilter) Opened(s *host.Stream) error {
+	f.e.errc <- s.DeferEnd(host.ClientToServer)
+	return nil
+}
+func (earlyDeferFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	return s.Send(dir, b)
+}
+func (earlyDeferFilter) End(host.Direction, *host.Stream) error { return nil }
+func (earlyDeferFilter) Closed()                                {}

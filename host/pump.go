@@ -51,6 +51,14 @@ func (c *conn) filtered(dir Direction) (handOff bool, err error) {
 		case err != nil:
 			return false, err
 		case st == stepEnd:
+			if done := c.ch.endDeferred(dir); done != nil {
+				// A filter holds the half-close (Stream.DeferEnd): the
+				// connection lives until it is done or torn down.
+				select {
+				case <-done:
+				case <-c.td.closed:
+				}
+			}
 			return false, nil
 		case st == stepMove:
 			return true, nil

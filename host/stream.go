@@ -85,6 +85,23 @@ func (s *Stream) Abort(cause error) {
 	s.c.abort(cause)
 }
 
+// DeferEnd, called from End, keeps the stream dir open at its destination
+// after the End callbacks: the half-close waits until a filter calls
+// CloseWrite(dir) (from a Timer callback, say, once it has sent the bytes
+// it delays) or closes the connection. Meanwhile the connection stays up.
+// Without it, the destination is half-closed as soon as every End has run,
+// and a later Send toward it fails with ErrWriteClosed.
+func (s *Stream) DeferEnd(dir Direction) error {
+	ch := &s.c.ch
+	if dir > ServerToClient || !ch.ending[dir] {
+		return fmt.Errorf("defer end: only from the End callback of that direction")
+	}
+	if ch.deferred[dir] == nil {
+		ch.deferred[dir] = make(chan struct{})
+	}
+	return nil
+}
+
 // A TimerFilter is a [Filter] with a timer: [Stream.SetTimer] arms it, and
 // Timer is called when it fires, with the connection's filters locked as in
 // any other callback. Timer may send, half-close or close, like Data; an
