@@ -318,29 +318,28 @@ func (w *Writer) Close() error {
 func (w *Writer) run() {
 	defer close(w.done)
 	for {
-		select {
-		case r := <-w.ch:
-			w.process(r)
-			continue
-		default:
-		}
+		w.drain()
 		// Idle: make what is written readable.
 		w.flush()
 		select {
 		case r := <-w.ch:
 			w.process(r)
 		case <-w.stop:
-			for {
-				select {
-				case r := <-w.ch:
-					w.process(r)
-					continue
-				default:
-				}
-				break
-			}
+			w.drain()
 			w.closeFile()
 			w.logDrops(true)
+			return
+		}
+	}
+}
+
+// drain processes the records queued, without waiting for more.
+func (w *Writer) drain() {
+	for {
+		select {
+		case r := <-w.ch:
+			w.process(r)
+		default:
 			return
 		}
 	}
