@@ -6,25 +6,40 @@
 // or uses Go hooks, does not link it).
 //
 // A [Proxy] serves a set of [Route]s. Each route listens on one address and
-// forwards every accepted connection to its target. With no hook attached to
-// a direction, that direction is forwarded by the kernel (splice(2) through a
-// pipe held only while bytes are in flight, on Linux; io.Copy elsewhere).
-// With hooks, every chunk read from one side goes through the chain, and
-// what the chain sends on is written to the other side.
+// forwards every accepted connection to its target. A route with no hook
+// and an IP target is served, on Linux, by one epoll event loop that
+// accepts, dials and moves bytes itself, with no goroutine, buffer or pipe
+// per idle connection. Any other connection runs on two goroutines, one
+// per direction: a direction with no hook is forwarded by the kernel
+// (splice(2) through a pipe held only while bytes are in flight; io.Copy
+// elsewhere), and with hooks every chunk read from one side goes through
+// the chain, and what the chain sends on is written to the other side.
 //
 // A [Hook] makes one [Filter] per connection. A filter sees the connection
 // open, every chunk of each direction, the end of each direction (the
 // sender's half-close) and the close. Through its [Stream] it can forward a
 // chunk, rewrite it (longer or shorter), drop it, hold it and send it later,
 // write toward either peer (answer the sender), half-close one direction, or
-// close the connection. [ChunkFunc] turns a plain function into a hook; [Dump]
-// is the hook that prints the traffic.
+// close the connection. A filter can also act when no byte arrives: a
+// [TimerFilter] arms a timer ([Stream.SetTimer]) and may send, flush,
+// half-close or close when it fires, and keep a half-close behind the bytes
+// it delays ([Stream.DeferEnd]). On a route with [Route].LateDial the chain
+// chooses the target from the client's first bytes ([Stream.SetTarget]).
+// Filters note verdicts on their connection as tags ([Stream.SetTag]),
+// which later links read and the close log line shows. [ChunkFunc] turns a
+// plain function into a hook; [Dump] is the hook that prints the traffic.
 //
 // Forwarding follows TCP: a half-close is passed on (CloseWrite) and a
 // connection is torn down only when both directions are finished, or at once
 // on an error or reset. A slow reader slows its sender: the tunnel stops
 // reading from one side while the other side is not taking bytes, so memory
 // stays bounded.
+//
+// Teardown never waits: closing a connection closes its sockets, which
+// wakes whatever waits on them, and [Proxy.Shutdown] returns by its
+// context's deadline whatever the peers or the filters do. [Proxy.Stats]
+// counts each route's connections, errors and bytes read from and written
+// to each peer, open connections included.
 //
 // Apply can be called again at any time to swap the configuration in:
 // connections already open keep the routes and hooks they started with.
