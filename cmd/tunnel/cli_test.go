@@ -389,7 +389,12 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"--from", "127.0.0.1:0"}, "tunnel: plain mode needs both --from and --to"},
 		{[]string{"--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "extra"}, `tunnel: unexpected argument "extra"`},
-		{[]string{"--dial-timeout", "soon"}, `invalid value "soon" for flag -dial-timeout`},
+		{[]string{"--dial-timeout", "soon"}, `invalid value "soon" for flag -dial-timeout: not a duration (e.g. 5s, 500ms, 1m30s)`},
+		{[]string{"--dial-timeout", "5"}, `invalid value "5" for flag -dial-timeout: a duration needs a unit, e.g. 5s or 5ms`},
+		{[]string{"--dial-timeout", "-5s"}, `invalid value "-5s" for flag -dial-timeout: must not be negative`},
+		{[]string{"--dial-timeout", "0"}, `invalid value "0" for flag -dial-timeout: must be from 1ms to 10m0s`},
+		{[]string{"--idle-timeout", "-1s"}, `invalid value "-1s" for flag -idle-timeout: must not be negative`},
+		{[]string{"--grace", "2h"}, `invalid value "2h" for flag -grace: must be from 0s to 1h0m0s`},
 	} {
 		code, stdout, stderr := runTunnel(t, tc.args...)
 		if code != 2 {
@@ -400,6 +405,22 @@ func TestBadFlags(t *testing.T) {
 		}
 		if stdout != "" {
 			t.Errorf("%q: stdout: %q", tc.args, stdout)
+		}
+	}
+}
+
+// TestMissingPluginFileHint: a --plugin file that does not exist gets the
+// way to build it when Go sources lie next to it, else the built-ins.
+func TestMissingPluginFileHint(t *testing.T) {
+	t.Parallel()
+	nothere := filepath.Join(t.TempDir(), "nothere.wasm") // no Go sources next to it
+	for _, tc := range []struct{ path, want string }{
+		{nothere, "tunnel: --plugin " + nothere + ": plugin: open " + nothere + ": no such file or directory. For a built-in plugin give --plugin builtin:NAME (tunnel plugins lists them).\n"},
+		{"../../plugins/deny/deny.wasm", "tunnel: --plugin ../../plugins/deny/deny.wasm: plugin: open ../../plugins/deny/deny.wasm: no such file or directory. Build it from the Go sources next to it: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o ../../plugins/deny/deny.wasm ../../plugins/deny\n"},
+	} {
+		code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--plugin", tc.path)
+		if code != 1 || stderr != tc.want {
+			t.Errorf("--plugin %s: exit %d, stderr:\n%s\nwant:\n%s", tc.path, code, stderr, tc.want)
 		}
 	}
 }

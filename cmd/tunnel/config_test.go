@@ -248,3 +248,18 @@ func TestConfigModePortInUse(t *testing.T) {
 		t.Errorf("stderr:\n%s\nwant it to start with:\n%s", stderr, want)
 	}
 }
+
+// TestValidateEmptyFile: a file with no route is valid but warned about:
+// the tunnel would listen on nothing.
+func TestValidateEmptyFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "empty.hcl")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runTunnel(t, "validate", path)
+	if code != 0 || !strings.Contains(stdout, "valid (0 route(s), 0 plugin(s), 1 warning(s))") ||
+		!strings.Contains(stderr, "warning: No routes") || !strings.Contains(stderr, "listens on nothing") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}

@@ -21,12 +21,14 @@ import (
 	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/internal/addr"
+	"github.com/tunnelwasm/tunnel/internal/config"
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
@@ -97,14 +99,15 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.to, "to", "", "target `address` (host:port) every connection is forwarded to")
 	fs.StringVar(&o.config, "config", "", "run the routes of this HCL `file` (default ./tunnel.hcl when --from is not given)")
 	fs.StringVar(&o.dump, "dump", "hex", "traffic dump on stdout: hex, text or none")
-	fs.DurationVar(&o.dialTimeout, "dial-timeout", host.DefaultDialTimeout, "give up dialling the target after this long")
-	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection idle this long in both directions (0: never)")
+	o.dialTimeout, o.grace = host.DefaultDialTimeout, defaultGrace
+	fs.Var(durationFlag{&o.dialTimeout, time.Millisecond, config.MaxDialTimeout}, "dial-timeout", "give up dialling the target after this `duration` (1ms to 10m)")
+	fs.Var(durationFlag{&o.idleTimeout, 0, config.MaxIdleTimeout}, "idle-timeout", "close a connection idle this `duration` in both directions (0: never)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "open connections at most; more wait in the backlog (0: no cap)")
-	fs.DurationVar(&o.grace, "grace", defaultGrace, "on SIGINT/SIGTERM, let open connections finish for this long")
+	fs.Var(durationFlag{&o.grace, 0, maxGrace}, "grace", "on SIGINT/SIGTERM, let open connections finish for this `duration`")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (for profiling)")
 	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz, /readyz and /config on this `address`, e.g. 127.0.0.1:9901 (off by default)")
-	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "on SIGINT/SIGTERM, answer 503 on /readyz for this long before the listeners stop")
+	fs.Var(durationFlag{&o.drainDelay, 0, maxGrace}, "drain-delay", "on SIGINT/SIGTERM, answer 503 on /readyz for this `duration` before the listeners stop")
 	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` (or builtin:NAME, see tunnel plugins) on both directions (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
@@ -129,6 +132,41 @@ Flags:
 
 // defaultGrace is --grace's default.
 const defaultGrace = 10 * time.Second
+
+// maxGrace bounds --grace and --drain-delay.
+const maxGrace = time.Hour
+
+// durationFlag is a duration flag within [min, max] whose errors say what
+// is wrong (the flag package's own says "parse error" for "5").
+type durationFlag struct {
+	d        *time.Duration
+	min, max time.Duration
+}
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return fmt.Errorf("a duration needs a unit, e.g. %ss or %sms", s, s)
+		}
+		return errors.New("not a duration (e.g. 5s, 500ms, 1m30s)")
+	}
+	if v < 0 {
+		return errors.New("must not be negative")
+	}
+	if v < f.min || v > f.max {
+		return fmt.Errorf("must be from %v to %v", f.min, f.max)
+	}
+	*f.d = v
+	return nil
+}
 
 // defaultCacheDir is --cache-dir's default: $TUNNEL_CACHE_DIR, else the
 // user's cache directory.

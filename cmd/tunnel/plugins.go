@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/config"
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
@@ -47,6 +50,13 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 		}
 		if err != nil {
 			cleanup()
+			if errors.Is(err, fs.ErrNotExist) {
+				hint := config.BuildHint(pp.path)
+				if hint == "" {
+					hint = "For a built-in plugin give --plugin builtin:NAME (tunnel plugins lists them)."
+				}
+				return nil, nil, nil, fmt.Errorf("--plugin %s: %w. %s", pp.path, err, hint)
+			}
 			return nil, nil, nil, fmt.Errorf("--plugin %s: %w", pp.path, err)
 		}
 		plugins = append(plugins, p)

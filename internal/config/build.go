@@ -255,12 +255,8 @@ func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.D
 	} else if wasm, err = readLimited(p.Path, maxWasmFile); err != nil {
 		hint := ""
 		if errors.Is(err, fs.ErrNotExist) {
-			if _, serr := os.Stat(filepath.Join(filepath.Dir(p.Path), "main.go")); serr == nil {
-				pkg := filepath.Dir(p.Path)
-				if !filepath.IsAbs(pkg) {
-					pkg = "." + string(filepath.Separator) + pkg
-				}
-				hint = fmt.Sprintf(" Build it from the Go sources next to it: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o %s %s", p.Path, pkg)
+			if h := BuildHint(p.Path); h != "" {
+				hint = " " + h
 			}
 		}
 		return nil, diag("Cannot read plugin file", "Plugin %q: %v.%s", p.Name, err, hint)
@@ -355,4 +351,17 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, limit)
 	}
 	return b, nil
+}
+
+// BuildHint returns how to build the missing plugin file path when Go
+// sources lie next to it (a main.go in its folder), or "".
+func BuildHint(path string) string {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "main.go")); err != nil {
+		return ""
+	}
+	pkg := filepath.Dir(path)
+	if !filepath.IsAbs(pkg) && !strings.HasPrefix(pkg, ".") {
+		pkg = "." + string(filepath.Separator) + pkg // a package path, not an import path
+	}
+	return fmt.Sprintf("Build it from the Go sources next to it: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o %s %s", path, pkg)
 }

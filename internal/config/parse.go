@@ -174,6 +174,11 @@ func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnost
 	d.checkListens()
 	d.checkUnused()
 	d.pluginMemory(body.PluginMemoryLimit)
+	if len(body.Routes) == 0 && !diags.HasErrors() && !d.diags.HasErrors() {
+		// The whole file's start: an empty file has no other position.
+		d.warnf(hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}, "No routes",
+			"The file declares no route block, so the tunnel listens on nothing; add a route { listen, target } block.")
+	}
 	diags = append(diags, d.diags...)
 	return f, diags
 }
