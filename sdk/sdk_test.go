@@ -46,6 +46,7 @@ func (h *fakeHost) SetTimer(int64, int64) int32        { return abi.StatusOK }
 func (h *fakeHost) SetTarget(int64, []byte) int32      { return abi.StatusNoLateDial }
 func (h *fakeHost) SetTag(int64, []byte, []byte) int32 { return abi.StatusOK }
 func (h *fakeHost) Tag(int64, []byte, []byte) int32    { return abi.StatusNotFound }
+func (h *fakeHost) DeferEnd(int64, int32) int32        { return abi.StatusNotAllowed }
 
 type echoHandler struct{ DefaultHandler }
 

@@ -119,3 +119,17 @@ func (c *Conn) Tag(key string) (string, bool) {
 	}
 	return string(b), true
 }
+
+// DeferEnd keeps the stream dir open at its destination after the OnData
+// call that reports its end (end == true), the only call where it is
+// allowed: the host then half-closes dir only when the handler calls
+// [Conn.CloseWrite](dir), typically from OnTimer once the bytes it delays
+// are sent, or closes the connection. Without it the destination is
+// half-closed as soon as that OnData returns, and later sends toward it
+// fail with [ErrClosed]. Elsewhere it returns [ErrNotAllowed].
+func (c *Conn) DeferEnd(dir Direction) error {
+	if !c.current() {
+		return ErrNotAllowed
+	}
+	return statusErr(c.inst.host.DeferEnd(int64(c.id), int32(dir)))
+}

@@ -53,6 +53,9 @@ func hostSetTag(conn int64, kptr unsafe.Pointer, klen int32, vptr unsafe.Pointer
 //go:wasmimport tunnel get_tag
 func hostGetTag(conn int64, kptr unsafe.Pointer, klen int32, buf unsafe.Pointer, limit int32) int32
 
+//go:wasmimport tunnel defer_end
+func hostDeferEnd(conn int64, dir int32) int32
+
 func ptr(b []byte) unsafe.Pointer {
 	if len(b) == 0 {
 		return nil
@@ -91,6 +94,8 @@ func (wasmHost) SetTag(conn int64, k, v []byte) int32 {
 func (wasmHost) Tag(conn int64, k, buf []byte) int32 {
 	return hostGetTag(conn, ptr(k), int32(len(k)), ptr(buf), int32(len(buf)))
 }
+
+func (wasmHost) DeferEnd(conn int64, dir int32) int32 { return hostDeferEnd(conn, dir) }
 
 // the is the module's one instance.
 var the = newInstance(wasmHost{})

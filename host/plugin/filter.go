@@ -80,9 +80,11 @@ type wasmFilter struct {
 	held    [2]*[]byte    // bytes the guest holds (ActionHold), per direction; pooled
 	infoStr [4]string     // conn_info values, made on first use
 	due     time.Duration // with Options.Clock: when the guest's timer is due on it
+	defers  [2]bool       // the guest deferred the half-close of dir (defer_end) and has not ended it yet
 
 	// Per call.
 	canSend bool
+	ending  int8    // 1 + the direction of a tunnel_on_data call with end=1, else 0
 	cw      [2]bool // close_write queued during this call
 	q       *outQueue
 }
@@ -179,8 +181,11 @@ func (f *wasmFilter) present(dir host.Direction, chunk []byte, end bool, s *host
 	last := end && len(chunk) == 0
 	f.seen = true
 	f.begin()
+	if last {
+		f.ending = int8(dir) + 1
+	}
 	action, err := in.w.OnData(f, f.info.ID, int32(dir), window, last)
-	f.canSend = false
+	f.canSend, f.ending = false, 0
 	if err == nil {
 		switch action {
 		case abi.ActionForward, abi.ActionDrop:
@@ -300,7 +305,21 @@ func (f *wasmFilter) afterFailure(callback string, cause error, s *host.Stream) 
 		return fmt.Errorf("plugin %q failed in %s: %w", f.p.opts.Name, callback, cause)
 	}
 	f.bypass = true
-	return f.deliver(s)
+	err := f.deliver(s)
+	f.endDeferred(s)
+	return err
+}
+
+// endDeferred half-closes the directions whose end the guest deferred
+// (defer_end) and can no longer finish: its instance failed and the
+// connection goes on without it.
+func (f *wasmFilter) endDeferred(s *host.Stream) {
+	for d := range f.defers {
+		if f.defers[d] && s != nil {
+			s.CloseWrite(host.Direction(d))
+		}
+		f.defers[d] = false
+	}
 }
 
 // deadInstance handles a call on an instance that failed on another
@@ -314,6 +333,7 @@ func (f *wasmFilter) deadInstance(in *instance) error {
 		return fmt.Errorf("plugin %q: the instance this connection was pinned to failed: %w", f.p.opts.Name, in.dead)
 	}
 	f.bypass = true
+	f.endDeferred(f.s.Load())
 	return nil
 }
 
@@ -410,6 +430,7 @@ func (f *wasmFilter) CloseWrite(dir int32) int32 {
 		return abi.StatusNotAllowed
 	}
 	f.cw[d] = true
+	f.defers[d] = false
 	q := f.queue()
 	q.ops = append(q.ops, outOp{kind: opCloseWrite, dir: d})
 	return abi.StatusOK
@@ -617,6 +638,27 @@ func (f *wasmFilter) Tag(conn uint64, key []byte) (string, int32) {
 		return "", abi.StatusNotFound
 	}
 	return v, abi.StatusOK
+}
+
+// DeferEnd implements wasm.Host: only in the tunnel_on_data call with
+// end=1 for dir, it keeps dir's destination open after the call until the
+// guest calls close_write(dir) (from tunnel_on_timer, say) or close.
+func (f *wasmFilter) DeferEnd(conn uint64, dir int32) int32 {
+	s, st := f.acting(conn)
+	if st != abi.StatusOK {
+		return st
+	}
+	if dir != abi.DirClientToServer && dir != abi.DirServerToClient {
+		return abi.StatusBadArgument
+	}
+	if f.ending != int8(dir)+1 || f.cw[dir] {
+		return abi.StatusNotAllowed
+	}
+	if s.DeferEnd(host.Direction(dir)) != nil {
+		return abi.StatusNotAllowed
+	}
+	f.defers[dir] = true
+	return abi.StatusOK
 }
 
 // validTagKey mirrors host.Stream.SetTag's rule for keys, so that a bad key

@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,40 @@ func TestV2SetTarget(t *testing.T) {
 	}
 	if got := readN(t, c2, 1); got != "5" {
 		t.Fatalf("set_target on a fixed route: status digit %q, want 5 (StatusNoLateDial)", got)
+	}
+}
+
+// defer_end keeps the client's half-close behind the bytes a timer sends
+// after it: the server reads every byte, then EOF, and answers; the guest
+// traps (a "plugin failed" line) if defer_end is not refused where the ABI
+// says it is.
+func TestV2DeferEnd(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "v2_defer", plugin.Options{})
+	serverGot := make(chan tn.Received, 1)
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		got := tn.ReadSum(c) // to EOF: the half-close must come after the bytes
+		serverGot <- got
+		c.Write([]byte("done"))
+		c.CloseWrite()
+	})
+	addr, _, clogs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "v2_defer", Hook: p})
+	c := tn.Dial(t, addr)
+	payload := tn.Random(3, 20<<10)
+	start := time.Now()
+	got := tn.Exchange(c, payload)
+	if got.Err != nil || got.N != 4 {
+		t.Fatalf("client got %d bytes, %v; want the server's 4-byte answer\n%s", got.N, got.Err, logs)
+	}
+	if s := <-serverGot; s.N != int64(len(payload)) || s.Sum != tn.Sum(payload) {
+		t.Fatalf("server got %d bytes (%v), want all %d before the half-close", s.N, s.Err, len(payload))
+	}
+	if d := time.Since(start); d < 20*time.Millisecond {
+		t.Errorf("the exchange took %v, less than the 20 ms delay", d)
+	}
+	clogs.Wait(t, "connection closed", "bytes_to_server=20480")
+	if n := logs.Count("plugin failed"); n != 0 {
+		t.Errorf("%d plugin failures:\n%s", n, logs)
 	}
 }

@@ -56,6 +56,7 @@ const (
 	ImportSetTarget = "set_target" // (conn i64, ptr i32, len i32) -> i32
 	ImportSetTag    = "set_tag"    // (conn i64, kptr i32, klen i32, vptr i32, vlen i32) -> i32
 	ImportGetTag    = "get_tag"    // (conn i64, kptr i32, klen i32, buf i32, limit i32) -> i32
+	ImportDeferEnd  = "defer_end"  // (conn i64, dir i32) -> i32
 )
 
 // Directions.

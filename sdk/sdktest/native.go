@@ -81,6 +81,7 @@ type emuPlugin struct {
 	stdout    bytes.Buffer
 	lateDial  bool
 	now       time.Duration // the fake clock
+	ending    int8          // 1 + the direction of an OnData call with end=1, else 0
 }
 
 // emuEpoch is the emulated clock's start: not zero, like the host's.
@@ -200,6 +201,7 @@ func (p *emuPlugin) CloseWrite(dir int32) int32 {
 		return abi.StatusClosed
 	}
 	c.writeClosed[dir] = true
+	c.deferred[dir] = false
 	return abi.StatusOK
 }
 
@@ -236,6 +238,7 @@ type emuConn struct {
 	closed      bool
 	out         [2][]byte
 	read        [2]int
+	deferred    [2]bool // the plugin deferred the half-close of dir (DeferEnd)
 	timerArmed  bool
 	timerDue    time.Duration
 	target      string
@@ -266,8 +269,11 @@ func (c *emuConn) present(dir sdk.Direction, data []byte, end bool) {
 		e = 1
 	}
 	p.cur = c
+	if end {
+		p.ending = int8(dir) + 1
+	}
 	a := p.inst.OnData(int64(c.id), int32(dir), int32(n), e)
-	p.cur = nil
+	p.cur, p.ending = nil, 0
 	switch a {
 	case abi.ActionForward:
 		c.forward(dir, data)
@@ -298,9 +304,13 @@ func (c *emuConn) forward(dir sdk.Direction, b []byte) {
 	}
 }
 
-// afterCall applies a Close the plugin asked for.
+// afterCall applies a Close the plugin asked for, and closes the
+// connection once both streams ended at both ends.
 func (c *emuConn) afterCall() {
-	if c.closeReq && !c.closed {
+	if c.closed {
+		return
+	}
+	if c.closeReq || c.ended[0] && c.ended[1] && c.writeClosed[0] && c.writeClosed[1] {
 		c.finish()
 	}
 }
@@ -351,10 +361,10 @@ func (c *emuConn) End(dir sdk.Direction) {
 	}
 	held := c.held[dir]
 	c.present(dir, held, true)
-	c.writeClosed[dir] = true
-	if c.ended[0] && c.ended[1] && !c.closed {
-		c.finish()
+	if !c.deferred[dir] {
+		c.writeClosed[dir] = true
 	}
+	c.afterCall()
 	c.p.fireDue(c.p.now)
 }
 
@@ -588,4 +598,18 @@ func (p *emuPlugin) Tag(conn int64, key, buf []byte) int32 {
 		}
 	}
 	return abi.StatusNotFound
+}
+
+func (p *emuPlugin) DeferEnd(conn int64, dir int32) int32 {
+	c, st := p.acting(conn)
+	switch {
+	case c == nil:
+		return st
+	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
+		return abi.StatusBadArgument
+	case p.ending != int8(dir)+1 || c.writeClosed[dir]:
+		return abi.StatusNotAllowed
+	}
+	c.deferred[dir] = true
+	return abi.StatusOK
 }

@@ -28,12 +28,13 @@ var hostSignatures = map[string]signature{
 	abi.ImportSetTarget: {[]api.ValueType{i64, i32, i32}, []api.ValueType{i32}},
 	abi.ImportSetTag:    {[]api.ValueType{i64, i32, i32, i32, i32}, []api.ValueType{i32}},
 	abi.ImportGetTag:    {[]api.ValueType{i64, i32, i32, i32, i32}, []api.ValueType{i32}},
+	abi.ImportDeferEnd:  {[]api.ValueType{i64, i32}, []api.ValueType{i32}},
 }
 
 // v2Imports are the host functions of ABI v2.
 var v2Imports = map[string]bool{
 	abi.ImportNow: true, abi.ImportSetTimer: true, abi.ImportSetTarget: true,
-	abi.ImportSetTag: true, abi.ImportGetTag: true,
+	abi.ImportSetTag: true, abi.ImportGetTag: true, abi.ImportDeferEnd: true,
 }
 
 var hostFuncs = map[string]func(in *Instance, stack []uint64){
@@ -51,6 +52,7 @@ var hostFuncs = map[string]func(in *Instance, stack []uint64){
 	abi.ImportSetTarget: hostSetTarget,
 	abi.ImportSetTag:    hostSetTag,
 	abi.ImportGetTag:    hostGetTag,
+	abi.ImportDeferEnd:  hostDeferEnd,
 }
 
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
@@ -206,4 +208,8 @@ func hostGetTag(in *Instance, stack []uint64) {
 		}
 	}
 	stack[0] = uint64(n)
+}
+
+func hostDeferEnd(in *Instance, stack []uint64) {
+	stack[0] = status(in.host.DeferEnd(stack[0], int32(stack[1])))
 }

@@ -45,6 +45,8 @@ type Host interface {
 	SetTag(conn uint64, key, value []byte) int32
 	// Tag returns the value of a tag for get_tag, or a negative status.
 	Tag(conn uint64, key []byte) (string, int32)
+	// DeferEnd implements defer_end.
+	DeferEnd(conn uint64, dir int32) int32
 }
 
 // NoConn is the Host of calls outside a connection (tunnel_init): every
@@ -79,6 +81,9 @@ func (NoConn) SetTag(uint64, []byte, []byte) int32 { return abi.StatusNotAllowed
 
 // Tag implements Host.
 func (NoConn) Tag(uint64, []byte) (string, int32) { return "", abi.StatusNotAllowed }
+
+// DeferEnd implements Host.
+func (NoConn) DeferEnd(uint64, int32) int32 { return abi.StatusNotAllowed }
 
 // Log implements Host.
 func (n NoConn) Log(level int32, msg []byte) {

@@ -44,6 +44,9 @@ type Host interface {
 	// Tag copies the value of conn's tag key into buf if it fits and
 	// returns its length (or a negative status).
 	Tag(conn int64, key, buf []byte) int32
+	// DeferEnd keeps dir's destination open after the OnData call with
+	// end=1 for dir, until CloseWrite(dir) or Close.
+	DeferEnd(conn int64, dir int32) int32
 }
 
 // Instance is the guest side of ABI v1: one method per guest export.
