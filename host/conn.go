@@ -71,6 +71,8 @@ type teardown struct {
 	aborted atomic.Bool
 	cause   atomic.Pointer[error]
 	cancel  context.CancelFunc // stops a dial in progress; guarded by conn.dlMu
+	reason  atomic.Uint32      // a closeReason, the first one set wins
+	eof     atomic.Uint32      // 1 + the direction whose source ended first, or 0
 }
 
 func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
@@ -112,6 +114,7 @@ func (c *conn) run() {
 		err = w.do()
 	}
 	if err != nil {
+		c.setReason(reasonRefused)
 		c.finish(fmt.Errorf("refused by filter: %w", err))
 		return
 	}
@@ -176,6 +179,7 @@ func (c *conn) dial(target string) bool {
 			c.finish(nil)
 		} else {
 			c.rs.ctr.dialFailures.Add(1)
+			c.setReason(reasonDialFailed)
 			c.finish(fmt.Errorf("dial %s: %w", target, err))
 		}
 		return false
@@ -249,6 +253,7 @@ func (c *conn) closeGracefully() {
 	c.td.once.Do(func() {
 		c.dlMu.Lock()
 		defer c.dlMu.Unlock()
+		c.setReason(reasonFilterClose)
 		c.td.closing.Store(true)
 		close(c.td.closed)
 		deadline := time.Now().Add(lingerTime)
@@ -311,6 +316,7 @@ func (c *conn) idleCheck() {
 	idle := c.rs.IdleTimeout
 	since := time.Since(time.Unix(0, c.lastIO.Load()))
 	if since >= idle {
+		c.setReason(reasonIdle)
 		c.abortCounting(fmt.Errorf("idle for %s", idle), &c.rs.ctr.idleTimeouts)
 		return
 	}
@@ -364,6 +370,7 @@ func (c *conn) finish(cause error) {
 			"bytes_from_server", c.read[ServerToClient].Load(),
 			"bytes_to_client", c.written[ServerToClient].Load(),
 			"duration", time.Since(c.start).Round(time.Microsecond).String(),
+			"reason", c.closeReason(e != nil).String(),
 		}
 		if e != nil {
 			attrs = append(attrs, "err", (*e).Error())

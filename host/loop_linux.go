@@ -177,6 +177,7 @@ func (lc *loopConn) done(st evloop.Stats) {
 			"bytes_from_server", st.Read[ServerToClient],
 			"bytes_to_client", st.Written[ServerToClient],
 			"duration", time.Since(lc.start).Round(time.Microsecond).String(),
+			"reason", loopReason(st).String(),
 		}
 		if st.Err != nil {
 			attrs = append(attrs, "err", st.Err.Error())
@@ -214,6 +215,24 @@ func (p *Proxy) closeLoop() {
 	if loop != nil {
 		loop.Close()
 	}
+}
+
+// loopReason is the close reason of a connection the loop forwarded.
+func loopReason(st evloop.Stats) closeReason {
+	switch st.Reason {
+	case evloop.Ended:
+		if st.ServerFINFirst {
+			return reasonServerEOF
+		}
+		return reasonClientEOF
+	case evloop.DialFailed:
+		return reasonDialFailed
+	case evloop.IdleTimeout:
+		return reasonIdle
+	case evloop.Aborted:
+		return reasonShutdown
+	}
+	return reasonReset
 }
 
 // eachLoopConn runs start, then f with the figures so far of every

@@ -444,6 +444,7 @@ func (p *Proxy) abortAll() {
 	p.mu.Unlock()
 	cause := errors.New("proxy shut down")
 	for _, c := range cs {
+		c.setReason(reasonShutdown)
 		c.abort(cause)
 	}
 	p.abortLoop(cause)

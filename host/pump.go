@@ -34,6 +34,7 @@ func (c *conn) pump(dir Direction) {
 		// discard the bytes still queued toward the peer.
 		io.Copy(io.Discard, src)
 	} else if err != nil {
+		c.setReason(classify(err))
 		c.abort(err)
 	}
 	if c.pumps.Add(-1) == 0 {
@@ -102,6 +103,7 @@ func (c *conn) step(dir Direction) (step, error) {
 		return stepMore, c.ch.data(dir, b)
 	case r.err == io.EOF:
 		r.release()
+		c.sawEOF(dir)
 		return stepEnd, c.ch.end(dir)
 	case r.err != nil:
 		return stepEnd, fmt.Errorf("read %s: %w", dir, r.err)

@@ -23,6 +23,7 @@ func (c *conn) splice(dir Direction, src, dst *net.TCPConn) (handOff bool, err e
 		return false, fmt.Errorf("%s: %w", dir, err)
 	}
 	// Source ended: propagate the half-close.
+	c.sawEOF(dir)
 	if err := dst.CloseWrite(); err != nil && !c.td.aborted.Load() {
 		return false, fmt.Errorf("half-close %s: %w", dir, err)
 	}

@@ -82,6 +82,7 @@ func (s *Stream) Abort(cause error) {
 	if cause == nil {
 		cause = errors.New("aborted by a filter")
 	}
+	s.c.setReason(reasonFilterError)
 	s.c.abort(cause)
 }
 

@@ -75,6 +75,9 @@ type Stats struct {
 	Read, Written [2]int64
 	// Reason classifies the end; Err says more.
 	Reason Reason
+	// ServerFINFirst: the server's FIN came before the client's (or the
+	// client's never came); meaningful when Reason is Ended.
+	ServerFINFirst bool
 	// Err is nil for an orderly close (both directions ended with a FIN);
 	// otherwise it says why, e.g. "dial 1.2.3.4:5: connection refused",
 	// "idle for 2s", "client read: connection reset by peer",

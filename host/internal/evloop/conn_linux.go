@@ -295,6 +295,9 @@ func (c *conn) pump(from side) error {
 			return ioError(src.side, "read", err)
 		case n == 0:
 			h.eof = true
+			if from == server && !c.half[client].eof {
+				c.stats.ServerFINFirst = true
+			}
 		default:
 			moved += n
 			c.stats.Read[from] += int64(n)
