@@ -83,4 +83,6 @@ func TestCloseReasonsOfFilters(t *testing.T) {
 // refuseHook refuses every connection.
 type refuseHook struct{}
 
-func (refuseHook) Open(*host.ConnInfo) (host.Filter, error) { return nil, errors.New("closed for lunch") }
+func (refuseHook) Open(*host.ConnInfo) (host.Filter, error) {
+	return nil, errors.New("closed for lunch")
+}
