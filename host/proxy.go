@@ -48,6 +48,12 @@ type Route struct {
 	// MaxConns caps the route's open connections; zero means no cap. At the
 	// cap the route stops accepting (clients wait in the kernel's backlog).
 	MaxConns int
+	// ReusePort binds the listen address with SO_REUSEPORT, so another
+	// process (a new version of the tunnel, say) can bind it at the same
+	// time and the kernel spreads new connections between the two: start
+	// the new one, then stop the old one gracefully, and no client is
+	// refused. Every process sharing the port must set it.
+	ReusePort bool
 	// LateDial lets the chain choose the target: the dial waits until a
 	// filter calls [Stream.SetTarget] (protocol or SNI routing), and what
 	// the chain sends toward the server until then is held. Target may be
@@ -306,7 +312,11 @@ func (p *Proxy) Apply(routes []Route) error {
 		if _, ok := p.listeners[listenKey(r)]; ok {
 			continue
 		}
-		ln, err := net.Listen("tcp", r.Listen)
+		lc := net.ListenConfig{}
+		if r.ReusePort {
+			lc.Control = reusePort
+		}
+		ln, err := lc.Listen(context.Background(), "tcp", r.Listen)
 		if err != nil {
 			bindErr = fmt.Errorf("route %q: cannot listen on %s: %w", r.Name, r.Listen, err)
 			break

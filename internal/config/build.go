@@ -122,6 +122,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			DialTimeout: r.DialTimeout,
 			IdleTimeout: r.IdleTimeout,
 			MaxConns:    r.MaxConns,
+			ReusePort:   r.ReusePort,
 			LateDial:    r.LateDial,
 		}
 		// As in the plain mode: the PROXY header first, then the dump, then

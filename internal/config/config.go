@@ -186,6 +186,9 @@ type Route struct {
 	// ProxyProtocol sends a PROXY protocol v1 header to the target before
 	// the client's bytes (host.ProxyProtocol).
 	ProxyProtocol bool
+	// ReusePort binds the listen address with SO_REUSEPORT
+	// (host.Route.ReusePort), for an upgrade without refused connections.
+	ReusePort bool
 	// LateDial (dial = "plugin") lets a plugin of the chain choose the
 	// target (host.Route.LateDial); Target is then optional.
 	LateDial bool

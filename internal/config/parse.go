@@ -100,6 +100,7 @@ type routeBody struct {
 	IdleTimeout hcl.Expression `hcl:"idle_timeout,optional"`
 	MaxConns    hcl.Expression `hcl:"max_connections,optional"`
 	ProxyProto  hcl.Expression `hcl:"proxy_protocol,optional"`
+	ReusePort   hcl.Expression `hcl:"reuse_port,optional"`
 	Dump        *dumpBody      `hcl:"dump,block"`
 	Capture     *captureBody   `hcl:"capture,block"`
 	Chain       []*chainBody   `hcl:"chain,block"`
@@ -648,6 +649,9 @@ func (d *decoder) route(rb *routeBody) {
 	}
 	if v, ok := d.boolean(rb.ProxyProto, "proxy_protocol"); ok {
 		r.ProxyProtocol = v
+	}
+	if v, ok := d.boolean(rb.ReusePort, "reuse_port"); ok {
+		r.ReusePort = v
 	}
 	if db := rb.Dump; db != nil {
 		enabled := true

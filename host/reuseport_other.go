@@ -1,0 +1,13 @@
+//go:build !unix
+
+package host
+
+import (
+	"errors"
+	"syscall"
+)
+
+// reusePort: SO_REUSEPORT is not available here.
+func reusePort(network, address string, c syscall.RawConn) error {
+	return errors.New("reuse_port is not supported on this system")
+}
