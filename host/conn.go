@@ -33,6 +33,7 @@ type conn struct {
 
 	client *net.TCPConn
 	server atomic.Pointer[net.TCPConn] // nil until dialled
+	target atomic.Pointer[string]      // the target a filter chose (late dial), for Proxy.Connections
 
 	ch  chain         // the filters and what they queued; see chain.go
 	wmu [2]sync.Mutex // serialises the writes toward each destination

@@ -250,6 +250,22 @@ func (p *Proxy) eachLoopConn(start func(), f func(rc *routeCounters, b byteCount
 	})
 }
 
+// eachLoopConnStats calls f with every connection the loop forwards.
+func (p *Proxy) eachLoopConnStats(f func(ConnStats)) {
+	p.mu.Lock()
+	loop := p.loop
+	p.mu.Unlock()
+	if loop == nil {
+		return
+	}
+	loop.Each(func() {}, func(owner any, s evloop.Stats) {
+		lc := owner.(*loopConn)
+		f(ConnStats{ID: lc.id, Route: lc.rs.Name, Client: lc.client.String(), Target: lc.rs.Target, Start: lc.start,
+			BytesFromClient: s.Read[ClientToServer], BytesToServer: s.Written[ClientToServer],
+			BytesFromServer: s.Read[ServerToClient], BytesToClient: s.Written[ServerToClient]})
+	})
+}
+
 // loopConns is the number of connections the loop forwards.
 func (p *Proxy) loopConns() int {
 	p.mu.Lock()

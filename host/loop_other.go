@@ -19,3 +19,4 @@ func (p *Proxy) abortLoop(error)                                               {
 func (p *Proxy) closeLoop()                                                    {}
 func (p *Proxy) loopConns() int                                                { return 0 }
 func (p *Proxy) eachLoopConn(start func(), _ func(*routeCounters, byteCounts)) { start() }
+func (p *Proxy) eachLoopConnStats(func(ConnStats))                             {}

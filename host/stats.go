@@ -1,9 +1,11 @@
 package host
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // RouteStats counts one route's connections, by route name, since the
@@ -106,5 +108,38 @@ func (p *Proxy) Stats() []RouteStats {
 		}
 	})
 	slices.SortFunc(out, func(a, b RouteStats) int { return strings.Compare(a.Route, b.Route) })
+	return out
+}
+
+// ConnStats describes one open connection.
+type ConnStats struct {
+	// ID is the connection's number in the log (conn=ID).
+	ID uint64
+	// Route, Client and Target are the route's name, the client's address
+	// and the target's (empty until a late-dial route chose one).
+	Route, Client, Target string
+	// Start is when the connection was accepted.
+	Start time.Time
+	// Bytes read from and written to each peer so far.
+	BytesFromClient, BytesToServer, BytesFromServer, BytesToClient int64
+}
+
+// Connections returns the open connections, oldest first.
+func (p *Proxy) Connections() []ConnStats {
+	p.mu.Lock()
+	out := make([]ConnStats, 0, len(p.conns))
+	for c := range p.conns {
+		cs := ConnStats{ID: c.info.ID, Route: c.rs.Name, Client: c.info.Client.String(), Start: c.start,
+			BytesFromClient: c.read[ClientToServer].Load(), BytesToServer: c.written[ClientToServer].Load(),
+			BytesFromServer: c.read[ServerToClient].Load(), BytesToClient: c.written[ServerToClient].Load()}
+		cs.Target = c.rs.Target
+		if t := c.target.Load(); t != nil {
+			cs.Target = *t // chosen by a filter (late dial); c.ch is not locked here
+		}
+		out = append(out, cs)
+	}
+	p.mu.Unlock()
+	p.eachLoopConnStats(func(cs ConnStats) { out = append(out, cs) })
+	slices.SortFunc(out, func(a, b ConnStats) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }

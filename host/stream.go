@@ -219,6 +219,7 @@ func (s *Stream) SetTarget(target string) error {
 	}
 	c.ch.target = target
 	c.info.Target = target
+	c.target.Store(&target)
 	if c.ch.firing {
 		// The pump reading the client waits for its next bytes: wake it
 		// to dial now.

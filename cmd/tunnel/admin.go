@@ -63,6 +63,8 @@ type plainSource struct {
 
 func (s *plainSource) Stats() []host.RouteStats { return s.p.Stats() }
 
+func (s *plainSource) Connections() []host.ConnStats { return s.p.Connections() }
+
 func (s *plainSource) Config() any {
 	return map[string]any{"routes": config.Summarize([]host.Route{s.route}, s.p.Addr)}
 }

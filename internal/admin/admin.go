@@ -20,6 +20,10 @@
 //	                    new connections before the listeners close
 //	GET /config         the running routes as JSON: name, listen address,
 //	                    bound address, target, the chain's links by name
+//	GET /connections    the open connections as JSON, oldest first: id,
+//	                    route, client, target, start, age, bytes each way;
+//	                    paged with ?limit= (default 100, at most 1000) and
+//	                    ?offset=
 //	GET /debug/pprof/   net/http/pprof, only when enabled
 //	GET /               this list
 //
@@ -54,9 +58,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -71,6 +78,9 @@ import (
 type Source interface {
 	// Stats returns every route's counters (host.Proxy.Stats).
 	Stats() []host.RouteStats
+	// Connections returns the open connections, oldest first
+	// (host.Proxy.Connections).
+	Connections() []host.ConnStats
 	// Ready returns nil when the tunnel should receive new connections,
 	// otherwise why not (shown in /readyz's 503 body).
 	Ready() error
@@ -119,7 +129,10 @@ func NewHandler(src Source, opts Options) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(append(b, '\n'))
 	})
-	index := "/metrics\n/healthz\n/readyz\n/config\n"
+	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, r *http.Request) {
+		serveConnections(w, r, src.Connections())
+	})
+	index := "/metrics\n/healthz\n/readyz\n/config\n/connections\n"
 	if opts.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -163,4 +176,64 @@ func buildInfo(version string) prometheus.Collector {
 		Help:        "A constant 1, labelled with the tunnel's version, VCS revision and Go version.",
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
 	}, func() float64 { return 1 })
+}
+
+// Paging of /connections.
+const (
+	defaultConnLimit = 100
+	maxConnLimit     = 1000
+)
+
+// connectionsPage is /connections' body.
+type connectionsPage struct {
+	Total       int          `json:"total"`
+	Offset      int          `json:"offset"`
+	Connections []connection `json:"connections"`
+}
+
+type connection struct {
+	ID              uint64    `json:"id"`
+	Route           string    `json:"route"`
+	Client          string    `json:"client"`
+	Target          string    `json:"target"`
+	Start           time.Time `json:"start"`
+	AgeSeconds      float64   `json:"age_seconds"`
+	BytesFromClient int64     `json:"bytes_from_client"`
+	BytesToServer   int64     `json:"bytes_to_server"`
+	BytesFromServer int64     `json:"bytes_from_server"`
+	BytesToClient   int64     `json:"bytes_to_client"`
+}
+
+// serveConnections writes one page of cs as JSON; a bad limit or offset is
+// a 400 that names it.
+func serveConnections(w http.ResponseWriter, r *http.Request, cs []host.ConnStats) {
+	limit, offset := defaultConnLimit, 0
+	for _, p := range []struct {
+		name string
+		v    *int
+		max  int
+	}{{"limit", &limit, maxConnLimit}, {"offset", &offset, math.MaxInt}} {
+		if s := r.URL.Query().Get(p.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 || n > p.max {
+				text(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: want a whole number from 0 to %d\n", p.name, s, p.max))
+				return
+			}
+			*p.v = n
+		}
+	}
+	page := connectionsPage{Total: len(cs), Offset: offset, Connections: []connection{}}
+	now := time.Now()
+	for _, c := range cs[min(offset, len(cs)):min(offset+limit, len(cs))] {
+		page.Connections = append(page.Connections, connection{ID: c.ID, Route: c.Route, Client: c.Client, Target: c.Target,
+			Start: c.Start, AgeSeconds: now.Sub(c.Start).Seconds(),
+			BytesFromClient: c.BytesFromClient, BytesToServer: c.BytesToServer, BytesFromServer: c.BytesFromServer, BytesToClient: c.BytesToClient})
+	}
+	b, err := json.MarshalIndent(page, "", "  ")
+	if err != nil {
+		text(w, http.StatusInternalServerError, fmt.Sprintf("encoding the connections: %v\n", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(b, '\n'))
 }

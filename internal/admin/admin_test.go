@@ -36,8 +36,9 @@ type source struct {
 	config any
 }
 
-func (s *source) Stats() []host.RouteStats { return s.p.Stats() }
-func (s *source) Config() any              { return s.config }
+func (s *source) Stats() []host.RouteStats      { return s.p.Stats() }
+func (s *source) Connections() []host.ConnStats { return s.p.Connections() }
+func (s *source) Config() any                   { return s.config }
 func (s *source) Ready() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -20,7 +20,7 @@ func TestEndpoints(t *testing.T) {
 	for _, pprof := range []bool{false, true} {
 		base := serve(t, src, admin.Options{Pprof: pprof})
 		src.setReady(errors.New("no configuration is running yet"))
-		index := "/metrics\n/healthz\n/readyz\n/config\n"
+		index := "/metrics\n/healthz\n/readyz\n/config\n/connections\n"
 		pprofStatus := http.StatusNotFound
 		if pprof {
 			index += "/debug/pprof/\n"

@@ -208,6 +208,9 @@ func (r *Runner) Admin() *Admin {
 // Stats returns every route's counters (host.Proxy.Stats).
 func (r *Runner) Stats() []host.RouteStats { return r.proxy.Stats() }
 
+// Connections returns the open connections of every route (host.Proxy.Connections).
+func (r *Runner) Connections() []host.ConnStats { return r.proxy.Connections() }
+
 // Config returns the running configuration's *Summary (nil before Start).
 func (r *Runner) Config() any { return r.summary.Load() }
 
