@@ -65,6 +65,9 @@ func (s *plainSource) Stats() []host.RouteStats { return s.p.Stats() }
 
 func (s *plainSource) Connections() []host.ConnStats { return s.p.Connections() }
 
+// Drain makes /readyz answer 503 from now on (POST /drain, or a signal).
+func (s *plainSource) Drain() { s.state.Store(2) }
+
 func (s *plainSource) Config() any {
 	return map[string]any{"routes": config.Summarize([]host.Route{s.route}, s.p.Addr)}
 }

@@ -24,6 +24,9 @@
 //	                    route, client, target, start, age, bytes each way;
 //	                    paged with ?limit= (default 100, at most 1000) and
 //	                    ?offset=
+//	POST /drain         /readyz answers 503 from now on, so load balancers
+//	                    stop sending new connections; the routes keep
+//	                    accepting until SIGTERM (202)
 //	GET /debug/pprof/   net/http/pprof, only when enabled
 //	GET /               this list
 //
@@ -81,6 +84,9 @@ type Source interface {
 	// Connections returns the open connections, oldest first
 	// (host.Proxy.Connections).
 	Connections() []host.ConnStats
+	// Drain makes Ready fail from now on (POST /drain); the routes keep
+	// accepting until the process is told to stop.
+	Drain()
 	// Ready returns nil when the tunnel should receive new connections,
 	// otherwise why not (shown in /readyz's 503 body).
 	Ready() error
@@ -131,6 +137,10 @@ func NewHandler(src Source, opts Options) http.Handler {
 	})
 	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, r *http.Request) {
 		serveConnections(w, r, src.Connections())
+	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, _ *http.Request) {
+		src.Drain()
+		text(w, http.StatusAccepted, "draining: /readyz answers 503 from now on; the routes keep accepting until SIGTERM\n")
 	})
 	index := "/metrics\n/healthz\n/readyz\n/config\n/connections\n"
 	if opts.Pprof {

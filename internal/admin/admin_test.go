@@ -44,6 +44,7 @@ func (s *source) Ready() error {
 	defer s.mu.Unlock()
 	return s.ready
 }
+func (s *source) Drain() { s.setReady(errors.New("draining")) }
 func (s *source) setReady(err error) {
 	s.mu.Lock()
 	s.ready = err

@@ -79,3 +79,18 @@ func TestConnections(t *testing.T) {
 		t.Errorf("limit=many: %d %q", status, body)
 	}
 }
+
+// TestDrain: POST /drain turns /readyz to 503 and leaves the routes serving.
+func TestDrain(t *testing.T) {
+	src := &source{p: &host.Proxy{}}
+	base := serve(t, src, admin.Options{})
+	if status, _, _ := get(t, "GET", base+"/readyz"); status != 200 {
+		t.Fatalf("/readyz before: %d", status)
+	}
+	if status, _, body := get(t, "POST", base+"/drain"); status != 202 || body != "draining: /readyz answers 503 from now on; the routes keep accepting until SIGTERM\n" {
+		t.Fatalf("POST /drain: %d %q", status, body)
+	}
+	if status, _, body := get(t, "GET", base+"/readyz"); status != 503 || body != "not ready: draining\n" {
+		t.Fatalf("/readyz after: %d %q", status, body)
+	}
+}

@@ -42,6 +42,7 @@ func TestEndpoints(t *testing.T) {
 			{"GET", "/", 200, "text/plain; charset=utf-8", index, "", nil},
 			{"GET", "/metrics", 200, "text/plain; version=0.0.4; charset=utf-8; escaping=underscores", "", "# TYPE tunnel_build_info gauge", nil},
 			{"POST", "/healthz", 405, "text/plain; charset=utf-8", "Method Not Allowed\n", "", nil},
+			{"GET", "/drain", 405, "text/plain; charset=utf-8", "Method Not Allowed\n", "", nil},
 			{"GET", "/nothing", 404, "text/plain; charset=utf-8", "404 page not found\n", "", nil},
 			{"GET", "/debug/pprof/", pprofStatus, "text/", "", map[bool]string{false: "404 page not found", true: "goroutine"}[pprof], nil},
 			{"GET", "/debug/pprof/cmdline", pprofStatus, "text/plain", "", "", nil},
