@@ -360,7 +360,7 @@ func (c *conn) finish(cause error) {
 	c.rs.ctr.bytes.add(read, written) // with the delete: Stats counts it once
 	delete(c.p.conns, c)
 	c.p.mu.Unlock()
-	if l := c.p.logger(); l.Enabled(context.Background(), level) {
+	if l := c.p.closeLogger(); l.Enabled(context.Background(), level) {
 		attrs := []any{
 			"conn", c.info.ID,
 			"route", c.rs.Name,

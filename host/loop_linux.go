@@ -166,7 +166,7 @@ func (lc *loopConn) done(st evloop.Stats) {
 	if st.Err != nil {
 		level = slog.LevelWarn
 	}
-	if lg := p.logger(); lg.Enabled(context.Background(), level) {
+	if lg := p.closeLogger(); lg.Enabled(context.Background(), level) {
 		attrs := []any{
 			"conn", lc.id,
 			"route", lc.rs.Name,

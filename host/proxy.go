@@ -86,6 +86,10 @@ type Proxy struct {
 	// Logger receives the operational log (listeners, connections, errors).
 	// Nil means slog.Default().
 	Logger *slog.Logger
+	// AccessLog, when set, receives the "connection closed" record of every
+	// connection (who, where, bytes each way, duration, reason, tags)
+	// instead of Logger: give it a JSON handler on a file for an access log.
+	AccessLog *slog.Logger
 
 	mu        sync.Mutex
 	listeners map[string]*listener // by listenKey
@@ -181,6 +185,14 @@ type listener struct {
 	slot   chan struct{} // signalled when a connection of this listener ends
 	open   atomic.Int64
 	paused atomic.Bool // the loop stopped accepting at MaxConns (Admit)
+}
+
+// closeLogger is where connections' close records go.
+func (p *Proxy) closeLogger() *slog.Logger {
+	if p.AccessLog != nil {
+		return p.AccessLog
+	}
+	return p.logger()
 }
 
 func (p *Proxy) logger() *slog.Logger {

@@ -22,10 +22,11 @@ import (
 // process exit code.
 func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.Writer, logger *slog.Logger) int {
 	r := &config.Runner{
-		Path:    path,
-		Stdout:  stdout,
-		Logger:  logger,
-		Runtime: plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
+		Path:      path,
+		Stdout:    stdout,
+		Logger:    logger,
+		AccessLog: o.accessLog,
+		Runtime:   plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

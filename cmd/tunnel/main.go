@@ -78,6 +78,8 @@ type options struct {
 	grace       time.Duration
 	logLevel    string
 	pprof       string
+	accessLogTo string       // --access-log
+	accessLog   *slog.Logger // JSON lines to accessLogTo, or nil
 	admin       string
 	drainDelay  time.Duration
 	plugins     []plainPlugin
@@ -105,6 +107,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.maxConns, "max-conns", 0, "open connections at most; more wait in the backlog (0: no cap)")
 	fs.Var(durationFlag{&o.grace, 0, maxGrace}, "grace", "on SIGINT/SIGTERM, let open connections finish for this `duration`")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	fs.StringVar(&o.accessLogTo, "access-log", "", "append a JSON line per connection when it ends to this `file` (who, where, bytes each way, duration, reason, tags) instead of the log on stderr")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (for profiling)")
 	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz, /readyz and /config on this `address`, e.g. 127.0.0.1:9901 (off by default)")
 	fs.Var(durationFlag{&o.drainDelay, 0, maxGrace}, "drain-delay", "on SIGINT/SIGTERM, answer 503 on /readyz for this `duration` before the listeners stop")
@@ -213,6 +216,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if o.accessLogTo != "" {
+		f, err := os.OpenFile(o.accessLogTo, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "tunnel: --access-log: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		o.accessLog = slog.New(slog.NewJSONHandler(f, nil))
+	}
 
 	if o.admin != "" {
 		if _, err := addr.Exposed(o.admin); err != nil {
@@ -302,7 +314,7 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 	}
 	defer closeCapture()
 
-	p := &host.Proxy{Logger: logger}
+	p := &host.Proxy{Logger: logger, AccessLog: o.accessLog}
 	src := &plainSource{p: p, route: route}
 	stopAdmin, err := startAdmin(o.admin, false, src, logger)
 	if err != nil {

@@ -72,6 +72,9 @@ type Runner struct {
 	Stdout io.Writer
 	// Logger receives the operational log. Nil means slog.Default().
 	Logger *slog.Logger
+	// AccessLog, when set, receives every connection's close record
+	// (host.Proxy.AccessLog).
+	AccessLog *slog.Logger
 	// Runtime configures the WebAssembly runtime the Runner creates; a nil
 	// Runtime.Logger means Logger.
 	Runtime plugin.RuntimeOptions
@@ -125,6 +128,7 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	}
 	r.rt = rt
 	r.proxy.Logger = r.logger()
+	r.proxy.AccessLog = r.AccessLog
 	r.builder = Builder{Runtime: rt, Stdout: r.Stdout, Logger: r.logger()}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
