@@ -62,7 +62,7 @@ func TestPluginFlagBuiltin(t *testing.T) {
 
 func TestPluginFlagUnknownBuiltin(t *testing.T) {
 	code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--plugin", "builtin:dney")
-	want := `invalid value "builtin:dney" for flag -plugin: no built-in plugin "dney"; the built-in plugins are codec, deny, dump, noop, replace` + "\n"
+	want := `invalid value "builtin:dney" for flag -plugin: no built-in plugin "dney"; the built-in plugins are codec, deny, dump, noop, replace, toxics` + "\n"
 	if code != 2 || !strings.HasPrefix(stderr, want) {
 		t.Errorf("exit %d, stderr:\n%s\nwant it to start with:\n%s", code, stderr, want)
 	}

@@ -576,7 +576,15 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 	c.split.plan(dir, len(b))
 	// Errors mean the tunnel closed the connection: like the emulator, the
 	// bytes are lost.
-	_, _ = s.Write(b)
+	if _, err := s.Write(b); err != nil {
+		return
+	}
+	// Like the emulator's, Write returns once the plugin has seen the
+	// bytes (or the connection is gone), so that an Advance after it
+	// moves the clock after the plugin's OnData.
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	c.split.awaitShown(dir, timer.C)
 }
 
 func (c *wasmConn) End(dir sdk.Direction) {

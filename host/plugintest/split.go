@@ -2,6 +2,7 @@ package plugintest
 
 import (
 	"sync"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
@@ -27,12 +28,61 @@ type splitState struct {
 	mu      sync.Mutex
 	sizes   [2][]int
 	pending [2][]byte
+
+	// The bytes the test wrote and the bytes the plugin has been shown,
+	// per direction: Write waits until the plugin has seen what it wrote,
+	// as the emulator's synchronous Write does, so that a test's Advance
+	// after a Write moves the clock after the plugin saw the bytes.
+	// (Guarded by seenMu, not mu: splitFilter.Data holds mu while the
+	// plugin is shown the chunk.)
+	seenMu  sync.Mutex
+	written [2]int64
+	seen    [2]int64
+	changed chan struct{} // closed and replaced when seen grows
+}
+
+// shown records that the plugin was shown n bytes of dir.
+func (s *splitState) shown(dir host.Direction, n int) {
+	s.seenMu.Lock()
+	s.seen[dir] += int64(n)
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	s.seenMu.Unlock()
+}
+
+// awaitShown waits until the plugin has been shown every byte written
+// toward dir, the connection is closed, or timeout.
+func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) {
+	for {
+		s.seenMu.Lock()
+		if s.seen[dir] >= s.written[dir] {
+			s.seenMu.Unlock()
+			return
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.seenMu.Unlock()
+		select {
+		case <-ch:
+		case <-s.closed:
+			return
+		case <-timeout:
+			return
+		}
+	}
 }
 
 func (s *splitState) plan(dir sdk.Direction, n int) {
 	s.mu.Lock()
 	s.sizes[dir] = append(s.sizes[dir], n)
 	s.mu.Unlock()
+	s.seenMu.Lock()
+	s.written[dir] += int64(n)
+	s.seenMu.Unlock()
 }
 
 func (h *splitHook) Open(info *host.ConnInfo) (host.Filter, error) {
@@ -140,6 +190,15 @@ func (w *watchHook) Open(info *host.ConnInfo) (host.Filter, error) {
 type watchFilter struct {
 	host.Filter
 	st *splitState
+}
+
+// Data shows chunk to the plugin and records that it did.
+func (f *watchFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
+	err := f.Filter.Data(dir, chunk, s)
+	if f.st != nil {
+		f.st.shown(dir, len(chunk))
+	}
+	return err
 }
 
 func (f *watchFilter) Closed() {

@@ -1,5 +1,5 @@
 // Package builtin is the plugins of the repository's plugins/ directory
-// (noop, dump, replace, deny, codec), compiled to WebAssembly and embedded
+// (noop, dump, replace, deny, codec, toxics), compiled to WebAssembly and embedded
 // in every binary that imports this package, so that tunnel.hcl's
 // `builtin = "deny"` and the CLI's `--plugin builtin:deny` need no file on
 // disk.
@@ -36,6 +36,7 @@ var descriptions = map[string]string{
 	"deny":    "blocks patterns (e.g. FLUSHALL): drop and reply, or close",
 	"codec":   "base64 or XOR encode/decode pair between two tunnels",
 	"dump":    "hex or text dump of every chunk to stdout or the log",
+	"toxics":  "network faults per direction: latency with jitter, slicer, reset after N bytes",
 }
 
 // Names returns the names of the built-in plugins, sorted.

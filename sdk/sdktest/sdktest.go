@@ -89,8 +89,9 @@ type Conn interface {
 	ID() uint64
 	// Write sends b from the source of dir (the client for ClientToServer)
 	// as one chunk: the plugin sees it in one OnData call unless it is
-	// larger than the input buffer or bytes are held. Writing to a closed
-	// connection does nothing.
+	// larger than the input buffer or bytes are held. It returns once the
+	// plugin has been shown the bytes, so an Advance that follows moves the
+	// clock after OnData ran. Writing to a closed connection does nothing.
 	Write(dir sdk.Direction, b []byte)
 	// End half-closes the source of dir: the plugin sees end of stream.
 	End(dir sdk.Direction)

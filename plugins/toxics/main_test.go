@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
+)
+
+const (
+	c2s = sdk.ClientToServer
+	s2c = sdk.ServerToClient
+)
+
+func TestNative(t *testing.T) { testToxics(t, sdktest.Native) }
+
+func TestWasm(t *testing.T) { testToxics(t, plugintest.Wasm(t, ".")) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testToxics(t *testing.T, start sdktest.Starter) {
+	t.Run("latency: released in order when due, the end after the bytes", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"latency": "100ms"}}`})
+		c := p.Open()
+		c.Write(c2s, []byte("first "))
+		p.Advance(40 * time.Millisecond)
+		c.Write(c2s, []byte("second "))
+		c.End(c2s) // deferred: the FIN waits for the held bytes
+		// The server -> client stream has no toxic: it passes at once.
+		c.Write(s2c, []byte("pong"))
+		if got := c.Read(s2c, 4); string(got) != "pong" {
+			t.Fatalf("client got %q", got)
+		}
+		p.Advance(60 * time.Millisecond) // t=100ms: "first " is due
+		if got := c.Read(c2s, 6); string(got) != "first " {
+			t.Fatalf("server got %q at 100ms", got)
+		}
+		p.Advance(40 * time.Millisecond) // t=140ms: "second " and the end
+		if got := c.ReadAll(c2s); string(got) != "second " {
+			t.Fatalf("server got %q then the end, want %q", got, "second ")
+		}
+		c.End(s2c)
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q more", got)
+		}
+		c.Wait()
+	})
+	t.Run("latency with jitter keeps the order", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"latency": "50ms", "jitter": "40ms"}, "seed": 7}`})
+		c := p.Open()
+		var want bytes.Buffer
+		for i := range 20 {
+			b := []byte(strings.Repeat(string(rune('a'+i)), i+1))
+			want.Write(b)
+			c.Write(s2c, b)
+			p.Advance(3 * time.Millisecond)
+		}
+		c.End(s2c)
+		p.Advance(100 * time.Millisecond) // past every chunk's 50 ± 40 ms
+		if got := c.ReadAll(s2c); !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("client got %q, want %q", got, want.Bytes())
+		}
+		c.Write(c2s, []byte("x"))
+		c.End(c2s)
+		if got := c.ReadAll(c2s); string(got) != "x" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Wait()
+	})
+	t.Run("slicer with a delay between pieces", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"slice": 3, "slice_delay": "10ms"}}`})
+		c := p.Open()
+		c.Write(c2s, []byte("abcdefgh"))
+		c.End(c2s)
+		if got := c.Read(c2s, 3); string(got) != "abc" { // the first piece is due at once
+			t.Fatalf("server got %q first", got)
+		}
+		p.Advance(10 * time.Millisecond)
+		if got := c.Read(c2s, 3); string(got) != "def" {
+			t.Fatalf("server got %q second", got)
+		}
+		p.Advance(10 * time.Millisecond)
+		if got := c.ReadAll(c2s); string(got) != "gh" {
+			t.Fatalf("server got %q last", got)
+		}
+		c.End(s2c)
+		c.Wait()
+	})
+	t.Run("slicer without delay", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"slice": 1}}`})
+		c := p.Open()
+		c.Write(s2c, []byte("hello"))
+		c.End(s2c)
+		if got := c.ReadAll(s2c); string(got) != "hello" {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(c2s)
+		c.Wait()
+	})
+	t.Run("reset after N bytes", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"reset_after": 10}}`})
+		c := p.Open()
+		c.Write(c2s, []byte("0123456"))
+		c.Write(c2s, []byte("789abcdef"))
+		if got := c.ReadAll(c2s); string(got) != "0123456789" {
+			t.Fatalf("server got %q, want the first 10 bytes", got)
+		}
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q", got)
+		}
+		c.Wait()
+		want := sdktest.Log{Level: sdk.LevelInfo, Msg: "toxics: reset after 10 bytes client -> server"}
+		if logs := p.Logs(); len(logs) != 1 || logs[0] != want {
+			t.Fatalf("logs %q, want %q", logs, want)
+		}
+	})
+	t.Run("reset after N bytes, behind latency", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"latency": "20ms", "reset_after": 4}}`})
+		c := p.Open()
+		c.Write(s2c, []byte("abcdef"))
+		p.Advance(20 * time.Millisecond)
+		if got := c.ReadAll(s2c); string(got) != "abcd" {
+			t.Fatalf("client got %q", got)
+		}
+		c.Wait()
+	})
+	t.Run("bad config", func(t *testing.T) {
+		for _, tc := range []struct{ config, want string }{
+			{``, `toxics: no toxic: configure "client" and/or "server", e.g. {"client": {"latency": "100ms"}}`},
+			{`{"client": {"latency": "soon"}}`, `toxics: client: "latency" must be a duration such as "100ms", not "soon"`},
+			{`{"server": {"jitter": "-1s"}}`, `toxics: server: "jitter" must be a duration such as "100ms", not "-1s"`},
+			{`{"client": {"slice": -2}}`, `toxics: client: "slice" must be >= 0, not -2`},
+			{`{"client": {"slice_delay": "1ms"}}`, `toxics: client: "slice_delay" needs "slice"`},
+			{`{"client": {"reset_after": -1}}`, `toxics: client: "reset_after" must be >= 0, not -1`},
+			{`{"clients": {}}`, `toxics: config: unknown setting "clients"`},
+		} {
+			_, err := start(t, sdktest.Options{Config: tc.config})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("config %s:\n got %v\nwant %s", tc.config, err, tc.want)
+			}
+		}
+	})
+}
