@@ -23,6 +23,7 @@ func TestPluginsSubcommand(t *testing.T) {
   dump     hex or text dump of every chunk to stdout or the log
   noop     forwards everything; the baseline for benchmarks
   replace  find/replace byte strings, also across chunk boundaries
+  toxics   network faults per direction: latency with jitter, slicer, reset after N bytes
 `
 	if code != 0 || stdout != want || stderr != "" {
 		t.Errorf("tunnel plugins: exit %d, stdout:\n%s\nwant:\n%s\nstderr: %q", code, stdout, want, stderr)
