@@ -43,7 +43,6 @@ type chain struct {
 	depth     int
 	ended     [2]bool          // End already delivered for that direction
 	dialled   bool             // the server socket exists: writes toward it may go
-	target    string           // late dial: the target a filter chose
 	timers    []linkTimer      // per link, made on the first SetTimer
 	done      bool             // close ran: the filters are gone
 	firing    bool             // a Timer callback is running
@@ -206,9 +205,10 @@ func (ch *chain) nowDialled() writes {
 
 // chosenTarget returns the target a filter chose, or "".
 func (ch *chain) chosenTarget() string {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	return ch.target
+	if t := ch.c.target.Load(); t != nil {
+		return *t
+	}
+	return ""
 }
 
 // deliverLocked hands b to the filter at position pos of dir's chain, or

@@ -33,7 +33,7 @@ type conn struct {
 
 	client *net.TCPConn
 	server atomic.Pointer[net.TCPConn] // nil until dialled
-	target atomic.Pointer[string]      // the target a filter chose (late dial), for Proxy.Connections
+	target atomic.Pointer[string]      // the target a filter chose (late dial); set once, under the chain's lock
 
 	ch  chain         // the filters and what they queued; see chain.go
 	wmu [2]sync.Mutex // serialises the writes toward each destination
@@ -44,7 +44,6 @@ type conn struct {
 	written   [2]atomic.Int64 // bytes written to each direction's destination
 	lastIO    atomic.Int64    // unix nanos of the last chunk, for the idle timeout
 	idleTimer *time.Timer     // fires the idle check; nil without an idle timeout
-	waitTimer *time.Timer     // a late-dial route's bound on waiting for a target
 
 	// The pumps: one per direction; the last to end finishes the connection.
 	// A pump that has forwarded bytes and then sat idle for a sweep (see
@@ -213,10 +212,10 @@ func (c *conn) awaitTarget() (string, bool) {
 	if wait == 0 {
 		wait = DefaultTargetWait
 	}
-	c.waitTimer = time.AfterFunc(wait, func() {
+	waitTimer := time.AfterFunc(wait, func() {
 		c.abort(fmt.Errorf("no filter chose a target within %s (late dial)", wait))
 	})
-	defer c.waitTimer.Stop()
+	defer waitTimer.Stop()
 	for {
 		if t := c.ch.chosenTarget(); t != "" {
 			return t, true
@@ -268,17 +267,15 @@ func (c *conn) closeGracefully() {
 }
 
 // abort ends the connection at once; a nil cause is an orderly close. It
-// reports whether it did (false: the connection was already ending). It
 // never waits: no goroutine blocks inside a socket's callback (see conn), so
 // closing a socket wakes its pumps and writers with an error at once, and a
 // filter still running finds the sockets closed when it returns.
-func (c *conn) abort(cause error) (did bool) { return c.abortCounting(cause, nil) }
+func (c *conn) abort(cause error) { c.abortCounting(cause, nil) }
 
 // abortCounting is abort that also adds one to counter when it does, before
 // the sockets close (and so before the close log line).
-func (c *conn) abortCounting(cause error, counter *atomic.Int64) (did bool) {
+func (c *conn) abortCounting(cause error, counter *atomic.Int64) {
 	c.td.once.Do(func() {
-		did = true
 		if counter != nil {
 			counter.Add(1)
 		}
@@ -303,7 +300,6 @@ func (c *conn) abortCounting(cause error, counter *atomic.Int64) (did bool) {
 			s.Close()
 		}
 	})
-	return did
 }
 
 // idleCheck runs when the idle timer fires: it aborts a connection that has

@@ -265,13 +265,3 @@ func (p *Proxy) eachLoopConnStats(f func(ConnStats)) {
 			BytesFromServer: s.Read[ServerToClient], BytesToClient: s.Written[ServerToClient]})
 	})
 }
-
-// loopConns is the number of connections the loop forwards.
-func (p *Proxy) loopConns() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.loop == nil {
-		return 0
-	}
-	return p.loop.Conns()
-}

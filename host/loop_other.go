@@ -17,6 +17,5 @@ func (p *Proxy) loopLocked() *eventLoop                                        {
 func (l *listener) serveOnLoop(*eventLoop) error                               { return nil }
 func (p *Proxy) abortLoop(error)                                               {}
 func (p *Proxy) closeLoop()                                                    {}
-func (p *Proxy) loopConns() int                                                { return 0 }
 func (p *Proxy) eachLoopConn(start func(), _ func(*routeCounters, byteCounts)) { start() }
 func (p *Proxy) eachLoopConnStats(func(ConnStats))                             {}

@@ -211,13 +211,12 @@ func (s *Stream) SetTarget(target string) error {
 	if !c.rs.LateDial {
 		return ErrNotLateDial
 	}
-	if c.ch.target != "" {
+	if c.target.Load() != nil {
 		return ErrTargetChosen
 	}
 	if err := addr.Check(target); err != nil {
 		return fmt.Errorf("set target: %w", err)
 	}
-	c.ch.target = target
 	c.info.Target = target
 	c.target.Store(&target)
 	if c.ch.firing {

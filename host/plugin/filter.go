@@ -89,6 +89,23 @@ type wasmFilter struct {
 	q       *outQueue
 }
 
+// enter locks in for a call of a callback the guest exports (exported).
+// It reports false, with in unlocked, when there is nothing to call: the
+// instance is dead (err is what the connection does about it, by its
+// policy) or the guest does not export the callback (err is nil).
+func (f *wasmFilter) enter(in *instance, exported bool) (bool, error) {
+	in.mu.Lock()
+	if in.dead != nil {
+		in.mu.Unlock()
+		return false, f.deadInstance(in)
+	}
+	if !exported {
+		in.mu.Unlock()
+		return false, nil
+	}
+	return true, nil
+}
+
 // Opened implements [host.Filter]: calls tunnel_on_open when exported.
 func (f *wasmFilter) Opened(s *host.Stream) error {
 	f.s.Store(s)
@@ -96,14 +113,8 @@ func (f *wasmFilter) Opened(s *host.Stream) error {
 		return nil
 	}
 	in := f.inst
-	in.mu.Lock()
-	if in.dead != nil {
-		in.mu.Unlock()
-		return f.deadInstance(in)
-	}
-	if !in.w.HasOnOpen() {
-		in.mu.Unlock()
-		return nil
+	if ok, err := f.enter(in, in.w.HasOnOpen()); !ok {
+		return err
 	}
 	f.seen = true
 	f.begin()
@@ -505,14 +516,8 @@ func (f *wasmFilter) Timer(s *host.Stream) error {
 		f.due = 0
 	}
 	in := f.inst
-	in.mu.Lock()
-	if in.dead != nil {
-		in.mu.Unlock()
-		return f.deadInstance(in)
-	}
-	if !in.w.HasOnTimer() {
-		in.mu.Unlock()
-		return nil
+	if ok, err := f.enter(in, in.w.HasOnTimer()); !ok {
+		return err
 	}
 	f.begin()
 	r, err := in.w.OnTimer(f, f.info.ID)

@@ -132,17 +132,21 @@ func hostConfigError(in *Instance, stack []uint64) {
 func hostConnInfo(in *Instance, stack []uint64) {
 	key, buf, limit := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
 	v, st := in.host.ConnInfo(key)
+	stack[0] = in.putString(abi.ImportConnInfo, buf, limit, v, st)
+}
+
+// putString is the result of a host function that hands the guest a string
+// in its own buffer (buf, limit): a negative status as is, else the
+// string's length, the string written only if it fits.
+func (in *Instance) putString(fn string, buf, limit uint32, v string, st int32) uint64 {
 	if st < 0 {
-		stack[0] = status(st)
-		return
+		return status(st)
 	}
 	n := uint32(len(v))
-	if n > 0 && n <= limit {
-		if !in.mem.WriteString(buf, v) {
-			in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportConnInfo, buf, uint64(buf)+uint64(n))
-		}
+	if n > 0 && n <= limit && !in.mem.WriteString(buf, v) {
+		in.fail("%s: range [%d, %d) is outside the guest's memory", fn, buf, uint64(buf)+uint64(n))
 	}
-	stack[0] = uint64(n)
+	return uint64(n)
 }
 
 func hostSend(in *Instance, stack []uint64) {
@@ -197,17 +201,7 @@ func hostGetTag(in *Instance, stack []uint64) {
 	conn, buf, limit := stack[0], uint32(stack[3]), uint32(stack[4])
 	k := in.read(abi.ImportGetTag, uint32(stack[1]), uint32(stack[2]))
 	v, st := in.host.Tag(conn, k)
-	if st < 0 {
-		stack[0] = status(st)
-		return
-	}
-	n := uint32(len(v))
-	if n > 0 && n <= limit {
-		if !in.mem.WriteString(buf, v) {
-			in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportGetTag, buf, uint64(buf)+uint64(n))
-		}
-	}
-	stack[0] = uint64(n)
+	stack[0] = in.putString(abi.ImportGetTag, buf, limit, v, st)
 }
 
 func hostDeferEnd(in *Instance, stack []uint64) {
