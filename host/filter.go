@@ -79,6 +79,29 @@ type ConnInfo struct {
 	Listen net.Addr
 	// Target is the address the tunnel dials for this connection.
 	Target string
+	// TLS describes the client's TLS session on a route that terminates
+	// TLS (Route.TLS), or only the ServerName on a route chosen by
+	// Route.ServerNames; nil otherwise.
+	TLS *TLSInfo
+}
+
+// TLSInfo is what a connection's TLS session with the client established.
+type TLSInfo struct {
+	// ServerName is the name the client asked for (SNI); empty if none.
+	ServerName string
+	// ALPN is the negotiated application protocol; empty if none.
+	ALPN string
+	// Version is the TLS version, e.g. tls.VersionTLS13; zero when only
+	// the ClientHello was read (ServerNames routing).
+	Version uint16
+	// PeerSubject is the client certificate's subject (mutual TLS); empty
+	// without one.
+	PeerSubject string
+	// PeerDNS and PeerURIs are the client certificate's DNS and URI SANs.
+	PeerDNS, PeerURIs []string
+	// Verified is true when the client presented a certificate that was
+	// verified against the route's client CAs.
+	Verified bool
 }
 
 // A Hook sees every connection of a route. It is the factory of per-connection

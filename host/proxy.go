@@ -2,10 +2,12 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +23,9 @@ const (
 	DefaultHoldLimit = 64 << 10
 	// DefaultTargetWait bounds how long a LateDial route waits for its target.
 	DefaultTargetWait = 10 * time.Second
+	// DefaultHandshakeTimeout bounds a TLS handshake, a ClientHello read
+	// or a PROXY header read when Route.HandshakeTimeout is zero.
+	DefaultHandshakeTimeout = 10 * time.Second
 )
 
 // holdLimit is HoldLimit or its default.
@@ -67,6 +72,35 @@ type Route struct {
 	// choose the target; then the connection is closed with an error. Zero
 	// means DefaultTargetWait.
 	TargetWait time.Duration
+	// TLS, when set, makes the route terminate TLS: the handshake runs
+	// before the chain, and filters, the dump and the capture see plaintext.
+	// The config is used as given (certificates, client verification,
+	// ALPN); a reload gives a new Route and new connections use its config
+	// while open ones keep theirs. Such a route is never spliced.
+	TLS *tls.Config
+	// UpstreamTLS, when set, makes the route originate TLS toward the
+	// target; ServerName defaults to the target's host.
+	UpstreamTLS *tls.Config
+	// HandshakeTimeout bounds the TLS handshake with the client (TLS
+	// routes) and the reading of the ClientHello (ServerNames routes) and
+	// of a PROXY header (AcceptProxy). Zero means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// ServerNames routes by the TLS ClientHello's server name without
+	// terminating: several routes may share one Listen address when each
+	// gives ServerNames (exact names, or "*.example.com" for any one label
+	// in front), and at most one of them gives "*" as its default. The
+	// ClientHello is read (bounded by size and HandshakeTimeout), matched,
+	// and replayed to the chosen route's target byte for byte; a name no
+	// route matches gets a TLS unrecognized_name alert.
+	ServerNames []string
+	// AcceptProxy reads a PROXY protocol header (v1 or v2) from each client
+	// before anything else; ConnInfo.Client is then the address it names.
+	// Only peers in TrustedProxies may send one (required when AcceptProxy
+	// is set); a connection from elsewhere, or with a malformed header, is
+	// refused and logged.
+	AcceptProxy bool
+	// TrustedProxies lists the networks whose PROXY headers are believed.
+	TrustedProxies []netip.Prefix
 	// Chain is the ordered list of hooks. On the client -> server stream the
 	// chain runs first to last; on server -> client it runs last to first, so
 	// the first link is always the one nearest the client.
