@@ -172,7 +172,7 @@ func (c *conn) dial(target string) bool {
 	default:
 	}
 	var d net.Dialer
-	sc, err := d.DialContext(ctx, "tcp", target)
+	sc, err := c.rs.ctr.dial(ctx, &d, target)
 	cancel()
 	if err != nil {
 		if c.td.aborted.Load() {
@@ -345,6 +345,7 @@ func (c *conn) finish(cause error) {
 	}
 	// The counters before the log line: who reads the line sees them.
 	c.rs.ctr.active.Add(-1)
+	c.rs.ctr.ended(c.start, c.closeReason(e != nil))
 	if e != nil {
 		c.rs.ctr.errors.Add(1)
 	}

@@ -152,6 +152,7 @@ func (lc *loopConn) done(st evloop.Stats) {
 	p := lc.l.p
 	ctr := lc.rs.ctr
 	ctr.active.Add(-1)
+	ctr.loopEnded(lc.start, loopReason(st), st)
 	switch st.Reason {
 	case evloop.DialFailed:
 		ctr.dialFailures.Add(1)

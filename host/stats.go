@@ -2,10 +2,15 @@ package host
 
 import (
 	"cmp"
+	"context"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/host/internal/evloop"
+	"github.com/tunnelwasm/tunnel/internal/histo"
 )
 
 // RouteStats counts one route's connections, by route name, since the
@@ -24,6 +29,98 @@ type RouteStats struct {
 	// Bytes read from and written to each peer. A filter that drops,
 	// rewrites or answers makes them differ.
 	BytesFromClient, BytesToServer, BytesFromServer, BytesToClient int64
+	// Closed counts the finished connections by close reason, as the
+	// close log line's reason= names them ("client_eof", "server_eof",
+	// "filter_close", "filter_error", "refused", "dial_failed",
+	// "idle_timeout", "reset", "shutdown", ...); every name is present.
+	Closed map[string]int64
+	// Rejected counts the connections turned away by reason: "limit",
+	// "denied" (a filter refused it when it opened: close reason
+	// "refused"), "tls" (a failed handshake), "no_route" (no route for its
+	// SNI name); every name is present. They are counted in Closed too.
+	Rejected map[string]int64
+	// Duration is the lifetime of finished connections, accept to close.
+	Duration Histogram
+	// Connect is the time the dial of the target took, for the dials
+	// that succeeded.
+	Connect Histogram
+}
+
+// Histogram is a snapshot of a duration histogram (RouteStats.Duration,
+// RouteStats.Connect): per-bucket counts, the count and the sum.
+type Histogram = histo.Snapshot
+
+// numReasons bounds the close reasons (reason.go), for counting them.
+const numReasons = closeReason(len(reasonNames))
+
+// rejectReason is why a connection was turned away (RouteStats.Rejected).
+type rejectReason uint8
+
+const (
+	rejectLimit   rejectReason = iota // over a connection limit
+	rejectDenied                      // a filter refused it when it opened
+	rejectTLS                         // the TLS handshake failed
+	rejectNoRoute                     // no route for the name the client asked for (SNI)
+	numRejectReasons
+)
+
+var rejectNames = [numRejectReasons]string{
+	rejectLimit:   "limit",
+	rejectDenied:  "denied",
+	rejectTLS:     "tls",
+	rejectNoRoute: "no_route",
+}
+
+func (r rejectReason) String() string { return rejectNames[r] }
+
+// rejectedAs maps the close reasons that are rejections to their reject
+// reason, plus one (0: not a rejection); made from the names, so a close
+// reason named like a reject reason ("tls", "no_route") counts as one, and
+// "refused" (a filter refused the connection when it opened) as "denied".
+var rejectedAs = func() (m [numReasons]uint8) {
+	for r := range numReasons {
+		for j, name := range rejectNames {
+			if name == r.String() || (r == reasonRefused && rejectReason(j) == rejectDenied) {
+				m[r] = uint8(j) + 1
+			}
+		}
+	}
+	return m
+}()
+
+// reject counts a connection turned away for reason r, for an engine that
+// turns one away without closing it with a close reason of that name (those
+// are counted by ended).
+func (rc *routeCounters) reject(r rejectReason) { rc.rejected[r].Add(1) }
+
+// ended counts a finished connection of the goroutine engine or the loop:
+// its lifetime and its close reason (and, for a rejection, its reject
+// reason). Atomic adds only: nothing locks or allocates.
+func (rc *routeCounters) ended(start time.Time, r closeReason) {
+	rc.duration.Observe(time.Since(start))
+	rc.closed[r].Add(1)
+	if j := rejectedAs[r]; j != 0 {
+		rc.rejected[j-1].Add(1)
+	}
+}
+
+// loopEnded is ended for a connection of the event loop, whose dial time
+// comes with its figures.
+func (rc *routeCounters) loopEnded(start time.Time, r closeReason, st evloop.Stats) {
+	if st.Connected {
+		rc.connect.Observe(st.ConnectTime)
+	}
+	rc.ended(start, r)
+}
+
+// dial dials target with d, counting the time a successful dial took.
+func (rc *routeCounters) dial(ctx context.Context, d *net.Dialer, target string) (net.Conn, error) {
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", target)
+	if err == nil {
+		rc.connect.Observe(time.Since(start))
+	}
+	return c, err
 }
 
 // routeCounters are a route name's counters. Connections update them when
@@ -39,6 +136,9 @@ type routeCounters struct {
 	errors, dialFailures, idleTimeouts atomic.Int64
 	bytes                              byteCounts // guarded by Proxy.mu
 	loopBytes                          byteCounts // the loop's own
+	closed                             [numReasons]atomic.Int64
+	rejected                           [numRejectReasons]atomic.Int64
+	duration, connect                  *histo.Histogram
 }
 
 // byteCounts are bytes read and written per direction.
@@ -66,7 +166,7 @@ func (p *Proxy) countersLocked(name string) *routeCounters {
 	}
 	rc := p.counters[name]
 	if rc == nil {
-		rc = &routeCounters{name: name}
+		rc = &routeCounters{name: name, duration: histo.New(histo.ConnBounds), connect: histo.New(histo.DialBounds)}
 		p.counters[name] = rc
 	}
 	return rc
@@ -86,6 +186,16 @@ func (p *Proxy) Stats() []RouteStats {
 			Errors:       rc.errors.Load(),
 			DialFailures: rc.dialFailures.Load(),
 			IdleTimeouts: rc.idleTimeouts.Load(),
+			Closed:       make(map[string]int64, numReasons-1),
+			Rejected:     make(map[string]int64, numRejectReasons),
+			Duration:     rc.duration.Snapshot(),
+			Connect:      rc.connect.Snapshot(),
+		}
+		for r := reasonUnset + 1; r < numReasons; r++ {
+			s.Closed[r.String()] = rc.closed[r].Load()
+		}
+		for r := range numRejectReasons {
+			s.Rejected[r.String()] = rc.rejected[r].Load()
 		}
 		rc.bytes.addTo(&s)
 		out = append(out, s)

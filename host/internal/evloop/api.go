@@ -78,6 +78,11 @@ type Stats struct {
 	// ServerFINFirst: the server's FIN came before the client's (or the
 	// client's never came); meaningful when Reason is Ended.
 	ServerFINFirst bool
+	// Connected reports that the dial of the target succeeded;
+	// ConnectTime is how long it took, on the loop's clock (read once per
+	// wake-up, so it includes the wait for the loop's turn).
+	Connected   bool
+	ConnectTime time.Duration
 	// Err is nil for an orderly close (both directions ended with a FIN);
 	// otherwise it says why, e.g. "dial 1.2.3.4:5: connection refused",
 	// "idle for 2s", "client read: connection reset by peer",

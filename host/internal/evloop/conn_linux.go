@@ -106,6 +106,7 @@ type conn struct {
 	slot       int   // index in l.conns
 	lastActive int64 // loop clock of the last byte moved
 	timer      timer // dial deadline, then idle deadline
+	dialAt     int64 // loop clock when the dial began (Stats.ConnectTime)
 }
 
 // startConn asks the acceptor for a plan for an accepted fd and, if there is
@@ -147,6 +148,7 @@ func (c *conn) dial() error {
 		return fmt.Errorf("socket: %w", err)
 	}
 	c.ep[server].fd = fd
+	c.dialAt = c.l.now
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return err
 	}
@@ -175,6 +177,7 @@ func (c *conn) completeDial() {
 	}
 	setNoDelay(e.fd)
 	c.state = connected
+	c.stats.Connected, c.stats.ConnectTime = true, time.Duration(c.l.now-c.dialAt)
 	c.lastActive = c.l.now
 	if c.plan.IdleTimeout > 0 {
 		c.l.timers.set(&c.timer, c.lastActive+int64(c.plan.IdleTimeout))
