@@ -22,6 +22,7 @@ func TestSizesDoc(t *testing.T) {
 	for _, tc := range []struct{ name, path, builtin, config string }{
 		{"c-deny", "c-deny/c-deny.wasm", "", denyConfig},
 		{"rust-upper", "rust-upper/rust-upper.wasm", "", ""},
+		{"as-redact", "as-redact/as-redact.wasm", "", ""},
 		{"deny (Go)", "", "deny", denyConfig},
 	} {
 		var b []byte

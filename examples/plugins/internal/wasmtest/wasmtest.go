@@ -32,8 +32,9 @@ type Tunnel struct {
 
 // Logs keeps the messages the plugin logged.
 type Logs struct {
-	mu   sync.Mutex
-	msgs []string
+	mu      sync.Mutex
+	msgs    []string
+	changed chan struct{} // closed and replaced at every message
 }
 
 func (l *Logs) Enabled(context.Context, slog.Level) bool { return true }
@@ -43,6 +44,10 @@ func (l *Logs) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.msgs = append(l.msgs, r.Level.String()+" "+r.Message)
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
 	return nil
 }
 
@@ -51,6 +56,32 @@ func (tn *Tunnel) Messages() []string {
 	tn.logs.mu.Lock()
 	defer tn.logs.mu.Unlock()
 	return append([]string(nil), tn.logs.msgs...)
+}
+
+// WaitMessages waits until the plugin has logged at least n lines (e.g.
+// from tunnel_on_close, which runs once both sockets are closed) and
+// returns the lines.
+func (tn *Tunnel) WaitMessages(t testing.TB, n int) []string {
+	t.Helper()
+	deadline := time.After(Timeout)
+	for {
+		tn.logs.mu.Lock()
+		if len(tn.logs.msgs) >= n {
+			msgs := append([]string(nil), tn.logs.msgs...)
+			tn.logs.mu.Unlock()
+			return msgs
+		}
+		if tn.logs.changed == nil {
+			tn.logs.changed = make(chan struct{})
+		}
+		changed := tn.logs.changed
+		tn.logs.mu.Unlock()
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("wasmtest: want %d log lines, got %q", n, tn.Messages())
+		}
+	}
 }
 
 var (
