@@ -1,0 +1,85 @@
+package tlsconf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// KeyLog is an NSS key log file (the SSLKEYLOGFILE format Wireshark reads
+// to decrypt a capture), for tls.Config.KeyLogWriter. It is opened for
+// appending only, created with mode 0600, and meant to be shared by every
+// config that names the same path (across reloads), so no line is lost or
+// interleaved. Anyone who can read it can decrypt the recorded sessions.
+type KeyLog struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+	err  error
+}
+
+// OpenKeyLog opens (creating it with mode 0600) the key log file at path
+// for appending. A file others can read is refused: it holds secrets.
+func OpenKeyLog(path string) (*KeyLog, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("tls: key_log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tls: key_log %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("tls: key_log %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		f.Close()
+		return nil, fmt.Errorf("tls: key_log %s has mode %04o, readable by others, and it holds session secrets; chmod 600 it", path, perm)
+	}
+	return &KeyLog{path: path, f: f}, nil
+}
+
+// Path is the file's path.
+func (k *KeyLog) Path() string { return k.path }
+
+// Write appends one line (crypto/tls writes each line in one call). It
+// never fails: crypto/tls aborts the handshake on a key log error, and a
+// debugging aid must not take connections down. A failed write (disk
+// full) or a write after Close drops the line; Err reports the first
+// failure.
+func (k *KeyLog) Write(p []byte) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.f == nil {
+		if k.err == nil {
+			k.err = errors.New("tls: key_log: written after Close")
+		}
+		return len(p), nil
+	}
+	if _, err := k.f.Write(p); err != nil && k.err == nil {
+		k.err = fmt.Errorf("tls: key_log %s: %w", k.path, err)
+	}
+	return len(p), nil
+}
+
+// Err is the first write failure, or nil.
+func (k *KeyLog) Err() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.err
+}
+
+// Close closes the file; later writes are dropped.
+func (k *KeyLog) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.f == nil {
+		return nil
+	}
+	err := k.f.Close()
+	k.f = nil
+	return err
+}
