@@ -83,6 +83,8 @@ type wasmFilter struct {
 	defers  [2]bool       // the guest deferred the half-close of dir (defer_end) and has not ended it yet
 
 	// Per call.
+	start   time.Time // when it began, if timed (metrics.go)
+	calls   uint32    // calls so far (metrics.go)
 	canSend bool
 	ending  int8    // 1 + the direction of a tunnel_on_data call with end=1, else 0
 	cw      [2]bool // close_write queued during this call
@@ -123,6 +125,7 @@ func (f *wasmFilter) Opened(s *host.Stream) error {
 	if err == nil && r != abi.OK && r != abi.Reject {
 		err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, want %d (OK) or %d (Reject)", cbOpen, r, abi.OK, abi.Reject)}
 	}
+	f.p.calls.done(callOpen, f.start, err, r == abi.Reject)
 	if err != nil {
 		fl := f.p.failedLocked(in, cbOpen, err, f)
 		in.mu.Unlock()
@@ -210,6 +213,7 @@ func (f *wasmFilter) present(dir host.Direction, chunk []byte, end bool, s *host
 			err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, which is not an action (0 FORWARD, 1 DROP, 2 HOLD)", cbData, action)}
 		}
 	}
+	f.p.calls.done(callData, f.start, err, false)
 	if err != nil {
 		fl := f.p.failedLocked(in, cbData, err, f)
 		in.mu.Unlock()
@@ -272,6 +276,7 @@ func (f *wasmFilter) Closed() {
 	f.begin()
 	f.canSend = false
 	err := in.w.OnClose(f, f.info.ID)
+	f.p.calls.done(callClose, f.start, err, false)
 	var fl failure
 	if err != nil {
 		fl = f.p.failedLocked(in, cbClose, err, f)
@@ -299,6 +304,7 @@ func (f *wasmFilter) succeeded() {
 
 // begin resets the per-call state.
 func (f *wasmFilter) begin() {
+	f.start = f.p.calls.clock(f)
 	f.canSend = true
 	f.cw = [2]bool{}
 }
@@ -525,6 +531,7 @@ func (f *wasmFilter) Timer(s *host.Stream) error {
 	if err == nil && r != abi.OK {
 		err = &wasm.Violation{Msg: fmt.Sprintf("%s returned %d, want %d (OK)", cbTimer, r, abi.OK)}
 	}
+	f.p.calls.done(callTimer, f.start, err, false)
 	if err != nil {
 		fl := f.p.failedLocked(in, cbTimer, err, f)
 		in.mu.Unlock()

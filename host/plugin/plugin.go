@@ -56,6 +56,7 @@ type Runtime struct {
 	modules map[*Module]struct{}
 	plugins map[*Plugin]struct{}
 	closed  bool
+	calls   map[string]*callMetrics // by plugin name (metrics.go)
 }
 
 // NewRuntime returns a runtime. Close it when done.
@@ -406,7 +407,7 @@ func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 	if !m.retain() {
 		return nil, fmt.Errorf("plugin %q: module %q is closed", opts.Name, m.name)
 	}
-	p := &Plugin{r: m.r, m: m, opts: opts, log: opts.Logger.With("plugin", opts.Name)}
+	p := &Plugin{r: m.r, m: m, opts: opts, log: opts.Logger.With("plugin", opts.Name), calls: m.r.metricsFor(opts.Name)}
 	p.logs.p = p
 	stdout, stderr := opts.Stdout, opts.Stderr
 	if stdout != nil {
@@ -465,6 +466,7 @@ type Plugin struct {
 
 	brk   breaker
 	logs  logLimiter
+	calls *callMetrics                     // shared by the plugins of this name (metrics.go)
 	clock atomic.Pointer[func() time.Time] // nil: time.Now
 
 	mu       sync.Mutex
