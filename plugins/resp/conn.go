@@ -1,0 +1,599 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+// Parser states of the requests (client -> server).
+const (
+	reqStart    = iota // at a command's first byte
+	reqArrayLen        // after '*': the argument count
+	reqBulkLen         // an argument's "$<len>\r\n"
+	reqBulkData        // an argument's bytes and CRLF
+	reqInline          // an inline command: up to '\n'
+)
+
+// Bounds of what the plugin keeps of one command while it decides.
+const (
+	maxInline = 64 << 10 // Redis's own limit on an inline command
+	maxNumLen = 20
+)
+
+// conn is one connection: both parsers and the error replies waiting for
+// the replies ahead of them.
+type conn struct {
+	p *plugin
+
+	// Requests.
+	st      int
+	num     numReader
+	args    int64 // arguments left in the current command, this one included
+	nargs   int64 // the command's argument count
+	argIdx  int   // index of the argument being read
+	bulk    int64 // bytes left of the current argument, CRLF included
+	bulkLen int64 // the current argument's length
+	keeping bool  // the command's first bytes are kept until its name is known
+	kept    []byte
+	verdict int // of the current command once decided
+	name    []byte
+	sub     []byte
+	haveSub bool
+	nameEnd int // bytes of the command up to the end of its name
+	// The name or subcommand is longer than maxName: in no list.
+	nameLong, subLong bool
+	inline            []byte
+
+	// Replies.
+	rst   replyState
+	sent  int64 // commands passed to the server (each owes a reply)
+	got   int64 // replies read
+	limit int64 // replies are counted reliably up to this one; -1: always
+	queue []queued
+
+	blocked int64
+	w       writer
+}
+
+// queued is an error reply to send once the replies up to after are out.
+type queued struct {
+	after int64
+	reply []byte
+}
+
+func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) {
+	return &conn{p: p, limit: -1}, nil
+}
+
+// writer collects what one OnData call passes on: runs of the input and
+// inserted bytes. While it holds only the input's first n bytes it copies
+// nothing.
+type writer struct {
+	data   []byte
+	direct bool
+	n      int
+	buf    []byte
+}
+
+func (w *writer) reset(data []byte) { w.data, w.direct, w.n, w.buf = data, true, 0, w.buf[:0] }
+
+func (w *writer) copyMode() {
+	if w.direct {
+		w.buf = append(w.buf[:0], w.data[:w.n]...)
+		w.direct = false
+	}
+}
+
+// pass passes data[i:j] on.
+func (w *writer) pass(i, j int) {
+	if i == j {
+		return
+	}
+	if w.direct && i == w.n {
+		w.n = j
+		return
+	}
+	w.copyMode()
+	w.buf = append(w.buf, w.data[i:j]...)
+}
+
+// insert passes b on.
+func (w *writer) insert(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	w.copyMode()
+	w.buf = append(w.buf, b...)
+}
+
+// finish sends what was collected and returns the action.
+func (w *writer) finish(c *sdk.Conn, dir sdk.Direction) sdk.Action {
+	if w.direct && w.n == len(w.data) {
+		return sdk.Forward
+	}
+	out := w.buf
+	if w.direct {
+		out = w.data[:w.n]
+	}
+	if len(out) > 0 {
+		if err := c.Send(dir, out); err != nil {
+			sdk.Log(sdk.LevelWarn, "resp: send "+dir.String()+": "+err.Error())
+		}
+	}
+	return sdk.Drop
+}
+
+func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	if dir == sdk.ServerToClient {
+		return h.replies(c, data, end)
+	}
+	return h.requests(c, data, end)
+}
+
+func (h *conn) OnClose(*sdk.Conn) {}
+
+// protocolError answers a request the server would refuse as Redis does
+// (an error, then the connection closed): past it the plugin could no
+// longer tell commands apart.
+func (h *conn) protocolError(c *sdk.Conn, msg string) sdk.Action {
+	sdk.Log(sdk.LevelWarn, "resp: protocol error from the client: "+msg+"; closing")
+	h.w.finish(c, sdk.ClientToServer)
+	if err := c.Send(sdk.ServerToClient, []byte("-ERR Protocol error: "+msg+"\r\n")); err != nil {
+		sdk.Log(sdk.LevelWarn, "resp: send: "+err.Error())
+	}
+	if err := c.Close(); err != nil {
+		sdk.Log(sdk.LevelWarn, "resp: close: "+err.Error())
+	}
+	h.st = -1
+	return sdk.Drop
+}
+
+// requests parses the client's bytes: each command is passed, dropped
+// (blocked) or renamed as soon as its name is known.
+func (h *conn) requests(c *sdk.Conn, data []byte, end bool) sdk.Action {
+	if h.st < 0 {
+		return sdk.Drop // after a protocol error
+	}
+	w := &h.w
+	w.reset(data)
+	keepFrom := 0 // start of the bytes of data kept while deciding
+	i := 0
+	for i < len(data) {
+		switch h.st {
+		case reqStart:
+			keepFrom = i
+			if data[i] != '*' {
+				h.st, h.inline = reqInline, h.inline[:0]
+				continue
+			}
+			h.keeping, h.kept = true, h.kept[:0]
+			h.name, h.sub, h.haveSub, h.nameLong, h.subLong, h.argIdx = h.name[:0], h.sub[:0], false, false, false, 0
+			h.st = reqArrayLen
+			h.num.reset()
+			i++
+		case reqArrayLen, reqBulkLen:
+			if h.st == reqBulkLen && h.bulkLen == -1 { // expecting '$'
+				if data[i] != '$' {
+					return h.protocolError(c, "expected '$', got '"+printable(data[i])+"'")
+				}
+				if h.verdict == pass && !h.keeping {
+					w.pass(i, i+1)
+				}
+				h.bulkLen = 0
+				i++
+				continue
+			}
+			n, done, msg := h.num.read(data[i:])
+			if msg != "" {
+				return h.protocolError(c, msg)
+			}
+			if h.verdict == pass && !h.keeping {
+				w.pass(i, i+n)
+			}
+			i += n
+			if !done {
+				continue
+			}
+			if h.st == reqArrayLen {
+				if h.num.v > 1024*1024 {
+					return h.protocolError(c, "invalid multibulk length")
+				}
+				h.args, h.nargs = h.num.v, h.num.v
+				if h.num.v <= 0 { // "*0\r\n", "*-1\r\n": Redis ignores it
+					h.endCommand(data, keepFrom, i)
+					continue
+				}
+				h.verdict = pass
+				h.nextArg()
+				continue
+			}
+			if h.num.v < 0 || h.num.v > 512<<20 {
+				return h.protocolError(c, "invalid bulk length")
+			}
+			h.bulk, h.bulkLen = h.num.v+2, h.num.v
+			h.st = reqBulkData
+		case reqBulkData:
+			n := int(min(int64(len(data)-i), h.bulk))
+			if h.keeping {
+				h.collect(data[i : i+n])
+			} else if h.verdict != block {
+				w.pass(i, i+n)
+			}
+			i += n
+			h.bulk -= int64(n)
+			if h.bulk > 0 {
+				continue
+			}
+			h.argIdx++
+			h.args--
+			if h.keeping && h.argIdx == 1 {
+				h.nameEnd = len(h.kept) + i - keepFrom
+			}
+			if h.keeping && (h.argIdx == 2 || h.argIdx == 1 && (h.nameLong || h.args == 0 || !h.p.sub[string(h.name)])) {
+				h.decideMultibulk(c, data, keepFrom, i)
+			}
+			if h.args == 0 {
+				h.endCommand(data, keepFrom, i)
+				continue
+			}
+			h.nextArg()
+		case reqInline:
+			j := i
+			for j < len(data) && data[j] != '\n' {
+				j++
+			}
+			if len(h.inline)+j-i > maxInline {
+				return h.protocolError(c, "too big inline request")
+			}
+			h.inline = append(h.inline, data[i:j]...)
+			if j == len(data) {
+				i = j
+				continue
+			}
+			i = j + 1
+			h.inlineCommand(c)
+			h.st = reqStart
+		}
+	}
+	// Keep what is undecided for the next chunk.
+	switch {
+	case h.st == reqInline:
+		if end {
+			w.insert(h.inline) // an unfinished line: the server decides
+		}
+	case h.keeping && h.st != reqStart:
+		if end {
+			w.insert(h.kept)
+			w.pass(keepFrom, len(data))
+		} else {
+			h.kept = append(h.kept, data[keepFrom:]...)
+		}
+	}
+	return w.finish(c, sdk.ClientToServer)
+}
+
+func printable(b byte) string {
+	if b < ' ' || b > '~' {
+		return "\\x" + strconv.FormatUint(uint64(b), 16)
+	}
+	return string(b)
+}
+
+// nextArg starts reading an argument's "$<len>".
+func (h *conn) nextArg() {
+	h.st = reqBulkLen
+	h.num.reset()
+	h.bulkLen = -1 // '$' not yet seen
+}
+
+// numReader reads "<digits>\r\n" (an optional '-' first) across chunks.
+type numReader struct {
+	v     int64
+	n     int
+	neg   bool
+	sawCR bool
+}
+
+func (r *numReader) reset() { *r = numReader{} }
+
+// read takes bytes of b: how many it took, whether the number is complete
+// (then r.v), and an error.
+func (r *numReader) read(b []byte) (n int, done bool, msg string) {
+	for n < len(b) {
+		ch := b[n]
+		n++
+		switch {
+		case r.sawCR:
+			if ch != '\n' {
+				return n, false, "expected '\\n' after '\\r'"
+			}
+			if r.n == 0 {
+				return n, false, "invalid length"
+			}
+			if r.neg {
+				r.v = -r.v
+			}
+			return n, true, ""
+		case ch == '\r':
+			r.sawCR = true
+		case ch == '-' && r.n == 0 && !r.neg:
+			r.neg = true
+		case '0' <= ch && ch <= '9' && r.n < maxNumLen:
+			r.v = r.v*10 + int64(ch-'0')
+			r.n++
+		default:
+			return n, false, "invalid length"
+		}
+	}
+	return n, false, ""
+}
+
+// collect keeps the name and the first argument of a command being decided.
+func (h *conn) collect(b []byte) {
+	// The bytes of the argument proper, without its CRLF.
+	left := h.bulk - 2 // of the argument proper, before b
+	if left <= 0 {
+		return
+	}
+	b = b[:min(int64(len(b)), left)]
+	dst, long := &h.name, &h.nameLong
+	if h.argIdx == 1 {
+		dst, long = &h.sub, &h.subLong
+		h.haveSub = true
+	}
+	if *long || len(*dst)+len(b) > maxName {
+		*long = true
+		return
+	}
+	for _, ch := range b {
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		*dst = append(*dst, ch)
+	}
+}
+
+// decideMultibulk applies the verdict once the name (and the subcommand,
+// when a rule needs it) is read: the kept bytes and data[keepFrom:i] are
+// the command so far.
+func (h *conn) decideMultibulk(c *sdk.Conn, data []byte, keepFrom, i int) {
+	h.keeping = false
+	haveSub := h.haveSub && !h.subLong
+	r := h.p.decide(h.name, h.sub, haveSub)
+	if h.nameLong {
+		r = h.p.unknown()
+	}
+	h.verdict = r.verdict
+	w := &h.w
+	switch r.verdict {
+	case pass:
+		w.insert(h.kept)
+		w.pass(keepFrom, i)
+		h.passed(h.name, h.sub, haveSub)
+	case block:
+		h.refuse(c, h.name, h.sub, haveSub)
+	case rename:
+		b := append(h.p.nameBuf[:0], '*')
+		b = strconv.AppendInt(b, h.nargs, 10)
+		b = append(b, "\r\n$"...)
+		b = strconv.AppendInt(b, int64(len(r.to)), 10)
+		b = append(b, "\r\n"...)
+		b = append(b, r.to...)
+		b = append(b, "\r\n"...)
+		w.insert(b)
+		// What follows the name, as it came.
+		if h.nameEnd <= len(h.kept) {
+			w.insert(h.kept[h.nameEnd:])
+			w.pass(keepFrom, i)
+		} else {
+			w.pass(keepFrom+h.nameEnd-len(h.kept), i)
+		}
+		h.verdict = pass
+		h.passed(h.name, h.sub, haveSub)
+	}
+	h.kept = h.kept[:0]
+}
+
+// endCommand ends a multibulk command at data[i].
+func (h *conn) endCommand(data []byte, keepFrom, i int) {
+	if h.keeping { // "*0\r\n"
+		h.keeping = false
+		h.w.insert(h.kept)
+		h.w.pass(keepFrom, i)
+		h.kept = h.kept[:0]
+	}
+	h.verdict = pass
+	h.st = reqStart
+}
+
+// passed counts a command sent to the server.
+func (h *conn) passed(name, sub []byte, haveSub bool) {
+	if h.limit < 0 && h.p.untracked(name, sub, haveSub) {
+		h.limit = h.sent // replies past this one may not follow the requests
+	}
+	h.sent++
+}
+
+// refuse answers a blocked command with the error, after the replies of
+// the commands sent before it.
+func (h *conn) refuse(c *sdk.Conn, name, sub []byte, haveSub bool) {
+	shown := name
+	if haveSub && h.p.rules[string(name)].verdict != block {
+		if r, ok := h.p.rules[string(append(append(append(h.p.nameBuf[:0], name...), ' '), sub...))]; ok && r.verdict == block {
+			shown = h.p.nameBuf
+		}
+	}
+	reply := h.p.errorReply(shown)
+	h.blocked++
+	h.p.blocked++
+	h.p.counters.inc(shown)
+	if h.p.log {
+		sdk.Logf(sdk.LevelWarn, "resp: blocked %q", shown)
+	}
+	if err := c.SetTag("resp.blocked", strconv.FormatInt(h.blocked, 10)); err != nil {
+		sdk.Log(sdk.LevelWarn, "resp: tag: "+err.Error())
+	}
+	after := h.sent
+	if h.limit >= 0 && after > h.limit {
+		after = h.limit
+	}
+	if len(h.queue) == 0 && h.got >= after {
+		if err := c.Send(sdk.ServerToClient, reply); err != nil {
+			sdk.Log(sdk.LevelWarn, "resp: reply: "+err.Error())
+		}
+		return
+	}
+	h.queue = append(h.queue, queued{after: after, reply: append([]byte(nil), reply...)})
+}
+
+// inlineCommand handles a whole inline command line (with its '\n').
+func (h *conn) inlineCommand(c *sdk.Conn) {
+	w := &h.w
+	text := h.inline // without the '\n'
+	name, rest, ok := firstArg(text)
+	if !ok || len(name) == 0 {
+		// Empty, or unbalanced quotes: the server answers (or skips) it.
+		w.insert(h.inline)
+		w.insert([]byte{'\n'})
+		if ok && len(trimSpace(text)) > 0 {
+			h.sent++
+		}
+		return
+	}
+	h.name = lowerInto(h.name[:0], name)
+	h.haveSub = false
+	if h.p.sub[string(h.name)] {
+		if sub, _, ok := firstArg(rest); ok && len(sub) > 0 && len(sub) <= maxName {
+			h.sub, h.haveSub = lowerInto(h.sub[:0], sub), true
+		}
+	}
+	r := h.p.decide(h.name, h.sub, h.haveSub)
+	if len(name) > maxName {
+		r = h.p.unknown()
+	}
+	switch r.verdict {
+	case pass:
+		w.insert(h.inline)
+		w.insert([]byte{'\n'})
+		h.passed(h.name, h.sub, h.haveSub)
+	case block:
+		h.refuse(c, h.name, h.sub, h.haveSub)
+	case rename:
+		w.insert([]byte(r.to))
+		w.insert(rest)
+		w.insert([]byte{'\n'})
+		h.passed(h.name, h.sub, h.haveSub)
+	}
+}
+
+func lowerInto(dst, b []byte) []byte {
+	for _, ch := range b {
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		dst = append(dst, ch)
+	}
+	return dst
+}
+
+func isSpace(ch byte) bool {
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f'
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// firstArg splits an inline command as Redis does (sdssplitargs): the
+// first argument, unquoted ("..." with escapes, '...'), and the rest of the
+// line after it. ok is false for unbalanced quotes.
+func firstArg(line []byte) (arg, rest []byte, ok bool) {
+	i := 0
+	for i < len(line) && isSpace(line[i]) {
+		i++
+	}
+	if i == len(line) {
+		return nil, nil, true
+	}
+	switch line[i] {
+	case '"':
+		var out []byte
+		for j := i + 1; j < len(line); j++ {
+			ch := line[j]
+			switch {
+			case ch == '\\' && j+3 < len(line) && line[j+1] == 'x' && isHex(line[j+2]) && isHex(line[j+3]):
+				out = append(out, hexVal(line[j+2])<<4|hexVal(line[j+3]))
+				j += 3
+			case ch == '\\' && j+1 < len(line):
+				j++
+				switch e := line[j]; e {
+				case 'n':
+					out = append(out, '\n')
+				case 'r':
+					out = append(out, '\r')
+				case 't':
+					out = append(out, '\t')
+				case 'b':
+					out = append(out, '\b')
+				case 'a':
+					out = append(out, '\a')
+				default:
+					out = append(out, e)
+				}
+			case ch == '"':
+				// The closing quote must be followed by a space or the end.
+				if j+1 < len(line) && !isSpace(line[j+1]) {
+					return nil, nil, false
+				}
+				return out, line[j+1:], true
+			default:
+				out = append(out, ch)
+			}
+		}
+		return nil, nil, false
+	case '\'':
+		var out []byte
+		for j := i + 1; j < len(line); j++ {
+			ch := line[j]
+			switch {
+			case ch == '\\' && j+1 < len(line) && line[j+1] == '\'':
+				out = append(out, '\'')
+				j++
+			case ch == '\'':
+				if j+1 < len(line) && !isSpace(line[j+1]) {
+					return nil, nil, false
+				}
+				return out, line[j+1:], true
+			default:
+				out = append(out, ch)
+			}
+		}
+		return nil, nil, false
+	}
+	j := i
+	for j < len(line) && !isSpace(line[j]) {
+		j++
+	}
+	return line[i:j], line[j:], true
+}
+
+func isHex(ch byte) bool {
+	return '0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f' || 'A' <= ch && ch <= 'F'
+}
+
+func hexVal(ch byte) byte {
+	switch {
+	case ch <= '9':
+		return ch - '0'
+	case ch <= 'F':
+		return ch - 'A' + 10
+	}
+	return ch - 'a' + 10
+}

@@ -1,0 +1,217 @@
+// Command resp is the tunnel plugin that filters Redis commands by parsing
+// the Redis protocol (RESP): commands from a list are blocked (the client
+// gets an error reply in the place of the command's reply and keeps its
+// connection) or renamed on their way to the server. It parses both
+// directions: requests (multibulk arrays and inline commands, pipelined,
+// split across chunks anywhere) to find each command's name, and replies
+// (RESP2 and RESP3) to put the error of a blocked command after the
+// replies of the commands sent before it. See README.md.
+//
+// Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o resp.wasm ./plugins/resp
+package main
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+func init() { sdk.Register(newPlugin) }
+
+func main() {}
+
+type config struct {
+	Block  []string          `json:"block"`  // commands refused: "FLUSHALL", or "CONFIG SET" for a subcommand
+	Allow  []string          `json:"allow"`  // when set, every other command is refused
+	Rename map[string]string `json:"rename"` // command -> the name the server knows it by
+	Error  string            `json:"error"`  // the error reply's text; {command} is the command
+	Log    *bool             `json:"log"`    // log each refused command (default true)
+}
+
+// verdicts of a command.
+const (
+	pass = iota
+	block
+	rename
+)
+
+type rule struct {
+	verdict int
+	to      string // rename: the new name
+}
+
+const defaultError = "ERR command '{command}' is not allowed by the tunnel"
+
+// maxName bounds a command or subcommand name the plugin reads; a longer
+// one is in no list.
+const maxName = 64
+
+type plugin struct {
+	rules    map[string]rule // lower-case "name" or "name sub"
+	sub      map[string]bool // names with a rule on a subcommand
+	allow    bool            // rules hold the allowed commands; others are blocked
+	errText  string
+	log      bool
+	untrack  map[string]bool // commands after which replies no longer follow requests one to one
+	blocked  int64           // commands refused by this instance
+	errBuf   []byte
+	nameBuf  []byte
+	tagBuf   []byte
+	counters blockedCounter
+}
+
+// normName checks and lower-cases a configured command: one word, or two
+// ("CONFIG SET").
+func normName(where, s string) (string, error) {
+	f := strings.Fields(strings.ToLower(s))
+	if len(f) == 0 || len(f) > 2 || strings.ContainsAny(s, "\r\n") {
+		return "", fmt.Errorf(`%s: %q must be a command name, or a command and a subcommand ("CONFIG SET")`, where, s)
+	}
+	for _, w := range f {
+		if len(w) > maxName {
+			return "", fmt.Errorf("%s: %q is longer than %d bytes", where, s, maxName)
+		}
+	}
+	return strings.Join(f, " "), nil
+}
+
+func newPlugin(raw []byte) (sdk.Plugin, error) {
+	var c config
+	if err := sdk.DecodeConfig(raw, &c); err != nil {
+		return nil, fmt.Errorf("resp: %w", err)
+	}
+	if len(c.Block) == 0 && len(c.Allow) == 0 && len(c.Rename) == 0 {
+		return nil, errors.New(`resp: nothing to do: configure "block", "allow" or "rename", e.g. {"block": ["FLUSHALL", "FLUSHDB"]}`)
+	}
+	if len(c.Block) > 0 && len(c.Allow) > 0 {
+		return nil, errors.New(`resp: "block" and "allow" exclude each other: list what to refuse, or what to let through`)
+	}
+	p := &plugin{rules: map[string]rule{}, sub: map[string]bool{}, errText: defaultError, log: true,
+		untrack: map[string]bool{"subscribe": true, "psubscribe": true, "ssubscribe": true, "monitor": true, "sync": true, "psync": true, "client reply": true}}
+	p.sub["client"] = true
+	if c.Log != nil {
+		p.log = *c.Log
+	}
+	if c.Error != "" {
+		if strings.ContainsAny(c.Error, "\r\n") {
+			return nil, errors.New(`resp: "error" must be one line (the plugin adds "-" and "\r\n")`)
+		}
+		p.errText = c.Error
+	}
+	add := func(list, s string, r rule) error {
+		n, err := normName(list, s)
+		if err != nil {
+			return err
+		}
+		if _, dup := p.rules[n]; dup {
+			return fmt.Errorf("%s: %q is listed twice", list, s)
+		}
+		p.rules[n] = r
+		if a, _, ok := strings.Cut(n, " "); ok {
+			p.sub[a] = true
+		}
+		return nil
+	}
+	for _, s := range c.Block {
+		if err := add("resp: block", s, rule{verdict: block}); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.Allow) > 0 {
+		p.allow = true
+		for _, s := range c.Allow {
+			if err := add("resp: allow", s, rule{verdict: pass}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	names := make([]string, 0, len(c.Rename))
+	for from := range c.Rename {
+		names = append(names, from)
+	}
+	sort.Strings(names) // errors in a stable order
+	for _, from := range names {
+		to := c.Rename[from]
+		if to == "" || strings.ContainsAny(to, " \t\r\n\"'") || len(to) > 512 {
+			return nil, fmt.Errorf("resp: rename %q: the new name %q must be one word", from, to)
+		}
+		n, err := normName("resp: rename", from)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(n, " ") {
+			return nil, fmt.Errorf("resp: rename %q: only a command's name can be renamed, not a subcommand", from)
+		}
+		if r, dup := p.rules[n]; dup && r.verdict == block {
+			return nil, fmt.Errorf("resp: %q is both blocked and renamed", from)
+		}
+		p.rules[n] = rule{verdict: rename, to: to}
+	}
+	p.counters.init()
+	return p, nil
+}
+
+// decide returns the rule of a command (name lower-cased; sub, when read,
+// its first argument lower-cased).
+func (p *plugin) decide(name, sub []byte, haveSub bool) rule {
+	if haveSub {
+		p.nameBuf = append(append(append(p.nameBuf[:0], name...), ' '), sub...)
+		if r, ok := p.rules[string(p.nameBuf)]; ok {
+			return r
+		}
+	}
+	if r, ok := p.rules[string(name)]; ok {
+		return r
+	}
+	if p.allow {
+		return rule{verdict: block}
+	}
+	return rule{verdict: pass}
+}
+
+// unknown is the rule of a command in no list (a name too long to be).
+func (p *plugin) unknown() rule {
+	if p.allow {
+		return rule{verdict: block}
+	}
+	return rule{verdict: pass}
+}
+
+// untracked reports whether a command makes the server's replies stop
+// following the requests one to one (subscriptions, MONITOR, CLIENT REPLY).
+func (p *plugin) untracked(name, sub []byte, haveSub bool) bool {
+	if p.untrack[string(name)] {
+		return true
+	}
+	if haveSub {
+		p.nameBuf = append(append(append(p.nameBuf[:0], name...), ' '), sub...)
+		return p.untrack[string(p.nameBuf)]
+	}
+	return false
+}
+
+// errorReply formats the error reply for a refused command.
+func (p *plugin) errorReply(cmd []byte) []byte {
+	b := append(p.errBuf[:0], '-')
+	t := p.errText
+	for {
+		i := strings.Index(t, "{command}")
+		if i < 0 {
+			break
+		}
+		b = append(b, t[:i]...)
+		for _, c := range cmd {
+			if c < ' ' || c == 0x7f {
+				c = '?'
+			}
+			b = append(b, c)
+		}
+		t = t[i+len("{command}"):]
+	}
+	b = append(append(b, t...), '\r', '\n')
+	p.errBuf = b
+	return b
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
+)
+
+const (
+	c2s = sdk.ClientToServer
+	s2c = sdk.ServerToClient
+)
+
+func TestNative(t *testing.T) { testResp(t, sdktest.Native, 1) }
+
+// TestWasm runs the same tests through a real tunnel; the split tests take
+// every 5th offset there.
+func TestWasm(t *testing.T) { testResp(t, plugintest.Wasm(t, "."), 5) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// cmd encodes a command as a RESP array of bulk strings, as clients send.
+func cmd(args ...string) string {
+	s := fmt.Sprintf("*%d\r\n", len(args))
+	for _, a := range args {
+		s += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+	}
+	return s
+}
+
+const blockConfig = `{"block": ["FLUSHALL", "flushdb", "CONFIG SET"], "rename": {"KEYS": "SECRET_KEYS"}}`
+
+func errFor(name string) string {
+	return "-ERR command '" + name + "' is not allowed by the tunnel\r\n"
+}
+
+func testResp(t *testing.T, start sdktest.Starter, step int) {
+	t.Run("pipelined: the error takes the blocked command's place among the replies", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("SET", "a", "1")+cmd("flushall")+cmd("GET", "a")+cmd("FlushDB", "ASYNC")))
+		want := cmd("SET", "a", "1") + cmd("GET", "a")
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		c.Write(s2c, []byte("+OK\r\n$1\r\n1\r\n"))
+		want = "+OK\r\n" + errFor("flushall") + "$1\r\n1\r\n" + errFor("flushdb")
+		if got := c.Read(s2c, len(want)); string(got) != want {
+			t.Fatalf("client got %q, want %q", got, want)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(c2s)
+		c.ReadAll(s2c)
+		c.Wait()
+		if v, _ := c.Tag("resp.blocked"); v != "2" {
+			t.Errorf("tag resp.blocked = %q, want 2", v)
+		}
+		wantLogs := []sdktest.Log{{Level: sdk.LevelWarn, Msg: `resp: blocked "flushall"`}, {Level: sdk.LevelWarn, Msg: `resp: blocked "flushdb"`}}
+		if logs := p.Logs(); fmt.Sprint(logs) != fmt.Sprint(wantLogs) {
+			t.Errorf("logs %q, want %q", logs, wantLogs)
+		}
+	})
+	t.Run("nothing outstanding: the error at once", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("FLUSHALL")))
+		if got := c.Read(s2c, len(errFor("flushall"))); string(got) != errFor("flushall") {
+			t.Fatalf("client got %q", got)
+		}
+		c.Write(c2s, []byte(cmd("PING")))
+		if got := c.Read(c2s, 14); string(got) != cmd("PING") {
+			t.Fatalf("server got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q more", got)
+		}
+		c.Wait()
+	})
+	t.Run("a pipeline split at every offset, both ways", func(t *testing.T) {
+		req := cmd("SET", "k", strings.Repeat("v", 40)) + cmd("CONFIG", "SET", "save", "") + cmd("CONFIG", "GET", "save") +
+			"flushall\r\n" + "PING\r\n" + cmd("keys", "*") + cmd("FLUSHDB") + "\"FLUSHALL\"\r\n" + cmd("GET", "k")
+		wantReq := cmd("SET", "k", strings.Repeat("v", 40)) + cmd("CONFIG", "GET", "save") + "PING\r\n" +
+			cmd("SECRET_KEYS", "*") + cmd("GET", "k")
+		// RESP3 replies: a map, a push message in between, an attribute
+		// before a reply, nested arrays, a null.
+		rep := []string{"+OK\r\n", "%1\r\n$4\r\nsave\r\n$0\r\n\r\n", "+PONG\r\n", "|1\r\n+ttl\r\n:3\r\n*2\r\n*1\r\n$1\r\nk\r\n_\r\n", "$40\r\n" + strings.Repeat("v", 40) + "\r\n"}
+		push := ">2\r\n$7\r\nmessage\r\n$2\r\nhi\r\n"
+		replies := rep[0] + rep[1] + push + rep[2] + rep[3] + rep[4]
+		want := rep[0] + errFor("config set") + rep[1] + errFor("flushall") + push + rep[2] + rep[3] + errFor("flushdb") + errFor("flushall") + rep[4]
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"block": ["FLUSHALL", "flushdb", "CONFIG SET"], "rename": {"KEYS": "SECRET_KEYS"}, "log": false}`})
+		for i := 1; i < len(req); i += step {
+			c := p.Open()
+			c.Write(c2s, []byte(req[:i]))
+			c.Write(c2s, []byte(req[i:]))
+			if got := c.Read(c2s, len(wantReq)); string(got) != wantReq {
+				t.Fatalf("split at %d: server got\n%q\nwant\n%q", i, got, wantReq)
+			}
+			j := i % len(replies)
+			c.Write(s2c, []byte(replies[:j]))
+			c.Write(s2c, []byte(replies[j:]))
+			if got := c.Read(s2c, len(want)); string(got) != want {
+				t.Fatalf("split at %d, replies at %d: client got\n%q\nwant\n%q", i, j, got, want)
+			}
+			c.End(c2s)
+			c.End(s2c)
+			c.ReadAll(c2s)
+			c.ReadAll(s2c)
+			c.Wait()
+		}
+	})
+	t.Run("inline commands: quoted, escaped, renamed", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte("  \"\\x46LUSHALL\" \r\n'flushdb'\r\n\r\nkeys user:*\r\nPING\r\n"))
+		want := "\r\nSECRET_KEYS user:*\r\nPING\r\n"
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		if got := c.Read(s2c, len(errFor("flushall")+errFor("flushdb"))); string(got) != errFor("flushall")+errFor("flushdb") {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(c2s)
+		c.Wait()
+	})
+	t.Run("a 300 KB value in small chunks passes byte for byte", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		val := bytes.Repeat([]byte("0123456789abcdef*$\r\n"), 15000)
+		req := []byte(cmd("SET", "big", string(val)) + cmd("FLUSHALL") + cmd("GET", "big"))
+		want := []byte(cmd("SET", "big", string(val)) + cmd("GET", "big"))
+		for b := req; len(b) > 0; {
+			k := min(7777, len(b))
+			c.Write(c2s, b[:k])
+			b = b[k:]
+		}
+		c.End(c2s)
+		if got := c.ReadAll(c2s); sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Fatalf("server got %d bytes, want %d", len(got), len(want))
+		}
+		reply := []byte("+OK\r\n$300000\r\n" + string(val) + "\r\n")
+		for b := reply; len(b) > 0; {
+			k := min(5000, len(b))
+			c.Write(s2c, b[:k])
+			b = b[k:]
+		}
+		c.End(s2c)
+		wantReply := append([]byte("+OK\r\n"+errFor("flushall")), reply[5:]...)
+		if got := c.ReadAll(s2c); sha256.Sum256(got) != sha256.Sum256(wantReply) {
+			t.Fatalf("client got %d bytes, want %d", len(got), len(wantReply))
+		}
+		c.Wait()
+	})
+	t.Run("allow list and a custom error", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"allow": ["GET", "SET", "PING"], "error": "NOPERM {command} is off"}`})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("get", "a")+cmd("DEL", "a")+"ping\r\n"))
+		want := cmd("get", "a") + "ping\r\n"
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("$-1\r\n+PONG\r\n"))
+		want = "$-1\r\n-NOPERM del is off\r\n+PONG\r\n"
+		if got := c.Read(s2c, len(want)); string(got) != want {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
+	t.Run("after SUBSCRIBE the error goes at once", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("SUBSCRIBE", "a", "b")))
+		c.Read(c2s, len(cmd("SUBSCRIBE", "a", "b")))
+		sub := "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"
+		c.Write(s2c, []byte(sub))
+		c.Read(s2c, len(sub))
+		c.Write(c2s, []byte(cmd("FLUSHALL")))
+		if got := c.Read(s2c, len(errFor("flushall"))); string(got) != errFor("flushall") {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
+	t.Run("a protocol error is answered as Redis does, and closes", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("PING")+"*1\r\nFLUSHALL\r\n"))
+		if got := c.ReadAll(c2s); string(got) != cmd("PING") {
+			t.Fatalf("server got %q", got)
+		}
+		if got := c.ReadAll(s2c); string(got) != "-ERR Protocol error: expected '$', got 'F'\r\n" {
+			t.Fatalf("client got %q", got)
+		}
+		c.Wait()
+	})
+	t.Run("bad config", func(t *testing.T) {
+		for _, tc := range []struct{ config, want string }{
+			{``, `resp: nothing to do: configure "block", "allow" or "rename", e.g. {"block": ["FLUSHALL", "FLUSHDB"]}`},
+			{`{"block": ["A"], "allow": ["B"]}`, `resp: "block" and "allow" exclude each other: list what to refuse, or what to let through`},
+			{`{"block": ["CONFIG SET X"]}`, `resp: block: "CONFIG SET X" must be a command name, or a command and a subcommand ("CONFIG SET")`},
+			{`{"block": [""]}`, `resp: block: "" must be a command name, or a command and a subcommand ("CONFIG SET")`},
+			{`{"block": ["get", "GET"]}`, `resp: block: "GET" is listed twice`},
+			{`{"rename": {"KEYS": "a b"}}`, `resp: rename "KEYS": the new name "a b" must be one word`},
+			{`{"rename": {"CONFIG SET": "X"}}`, `resp: rename "CONFIG SET": only a command's name can be renamed, not a subcommand`},
+			{`{"block": ["KEYS"], "rename": {"keys": "X"}}`, `resp: "keys" is both blocked and renamed`},
+			{`{"block": ["A"], "error": "two\nlines"}`, `resp: "error" must be one line (the plugin adds "-" and "\r\n")`},
+			{`{"blocks": ["A"]}`, `resp: config: unknown setting "blocks"`},
+		} {
+			_, err := start(t, sdktest.Options{Config: tc.config})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("config %s:\n got %v\nwant %s", tc.config, err, tc.want)
+			}
+		}
+	})
+}

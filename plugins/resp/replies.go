@@ -1,0 +1,180 @@
+package main
+
+import "github.com/tunnelwasm/tunnel/sdk"
+
+// Parser states of the replies (server -> client).
+const (
+	repType = iota // at an element's type byte
+	repLine        // a simple element: up to '\n'
+	repNum         // the length or count of a bulk or aggregate
+	repBulk        // a bulk's bytes and CRLF
+)
+
+// maxDepth bounds the nesting of aggregates the parser follows.
+const maxDepth = 128
+
+// frame is an aggregate being read: how many elements are left.
+type frame struct{ left int64 }
+
+// replyState parses RESP2 and RESP3 replies to count them: each top-level
+// element is one reply, except RESP3 push messages ('>') and attributes
+// ('|'), which come on top of replies.
+type replyState struct {
+	st     int
+	kind   byte
+	top    byte // type of the top-level element being read
+	num    numReader
+	bulk   int64
+	stack  []frame
+	broken bool // unknown bytes: counting stopped
+}
+
+// replies counts the server's replies and puts each queued error reply
+// after the reply it waits for.
+func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
+	r := &h.rst
+	if r.broken || len(h.queue) == 0 && h.limit >= 0 && h.got >= h.limit {
+		// Not counting (or no longer needed: replies no longer follow
+		// requests and nothing waits).
+		if end {
+			h.flushQueue(c)
+		}
+		return sdk.Forward
+	}
+	w := &h.w
+	w.reset(data)
+	from := 0
+	for i := 0; i < len(data); {
+		switch r.st {
+		case repType:
+			k := data[i]
+			i++
+			if len(r.stack) == 0 {
+				r.top = k
+			}
+			switch k {
+			case '+', '-', ':', '_', ',', '#', '(':
+				r.st = repLine
+			case '$', '!', '=', '*', '~', '>', '%', '|':
+				r.st, r.kind = repNum, k
+				r.num.reset()
+			default:
+				w.pass(from, len(data))
+				h.breakCount("unknown reply type '" + printable(k) + "'")
+				return w.finish(c, sdk.ServerToClient)
+			}
+		case repLine:
+			j := i
+			for j < len(data) && data[j] != '\n' {
+				j++
+			}
+			if j == len(data) {
+				i = j
+				continue
+			}
+			i = j + 1
+			from = h.elementDone(from, i)
+		case repNum:
+			n, done, msg := r.num.read(data[i:])
+			i += n
+			if msg != "" {
+				w.pass(from, len(data))
+				h.breakCount(msg)
+				return w.finish(c, sdk.ServerToClient)
+			}
+			if !done {
+				continue
+			}
+			v := r.num.v
+			switch r.kind {
+			case '$', '!', '=':
+				if v < 0 {
+					from = h.elementDone(from, i)
+					continue
+				}
+				r.bulk, r.st = v+2, repBulk
+				continue
+			case '%', '|':
+				v *= 2
+			}
+			if v <= 0 {
+				from = h.elementDone(from, i)
+				continue
+			}
+			if len(r.stack) == maxDepth {
+				w.pass(from, len(data))
+				h.breakCount("replies nested too deep")
+				return w.finish(c, sdk.ServerToClient)
+			}
+			r.stack = append(r.stack, frame{left: v})
+			r.st = repType
+		case repBulk:
+			n := min(int64(len(data)-i), r.bulk)
+			i += int(n)
+			r.bulk -= n
+			if r.bulk == 0 {
+				from = h.elementDone(from, i)
+			}
+		}
+	}
+	w.pass(from, len(data))
+	if end {
+		for _, q := range h.queue {
+			w.insert(q.reply)
+		}
+		h.queue = h.queue[:0]
+	}
+	return w.finish(c, sdk.ServerToClient)
+}
+
+// elementDone ends the element that ends at data[i]; when it completes a
+// reply, the errors waiting for that reply are inserted after it. It
+// returns the start of the bytes not yet passed on.
+func (h *conn) elementDone(from, i int) int {
+	r := &h.rst
+	r.st = repType
+	for len(r.stack) > 0 {
+		top := &r.stack[len(r.stack)-1]
+		top.left--
+		if top.left > 0 {
+			return from
+		}
+		r.stack = r.stack[:len(r.stack)-1]
+	}
+	if r.top == '>' || r.top == '|' {
+		return from // a push message, or the attribute before a reply
+	}
+	h.got++
+	if len(h.queue) == 0 || h.queue[0].after > h.got {
+		return from
+	}
+	h.w.pass(from, i)
+	k := 0
+	for ; k < len(h.queue) && h.queue[k].after <= h.got; k++ {
+		h.w.insert(h.queue[k].reply)
+	}
+	h.queue = h.queue[:copy(h.queue, h.queue[k:])]
+	return i
+}
+
+// breakCount stops counting replies on bytes the parser does not know:
+// the waiting errors go now, and later ones at once.
+func (h *conn) breakCount(why string) {
+	sdk.Log(sdk.LevelWarn, "resp: "+why+" from the server: error replies of blocked commands are sent at once from now on")
+	h.rst.broken = true
+	for _, q := range h.queue {
+		h.w.insert(q.reply)
+	}
+	h.queue = h.queue[:0]
+	h.limit = 0
+}
+
+// flushQueue sends every waiting error reply now.
+func (h *conn) flushQueue(c *sdk.Conn) {
+	for _, q := range h.queue {
+		if err := c.Send(sdk.ServerToClient, q.reply); err != nil {
+			sdk.Log(sdk.LevelWarn, "resp: reply: "+err.Error())
+		}
+	}
+	h.queue = h.queue[:0]
+}
