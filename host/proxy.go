@@ -218,7 +218,8 @@ type listener struct {
 	exit   chan struct{} // closed when the accept loop has returned
 	slot   chan struct{} // signalled when a connection of this listener ends
 	open   atomic.Int64
-	paused atomic.Bool // the loop stopped accepting at MaxConns (Admit)
+	paused atomic.Bool           // the loop stopped accepting at MaxConns (Admit)
+	down   atomic.Pointer[error] // why the accept loop ended, if it failed (listeners.go)
 }
 
 // closeLogger is where connections' close records go.
@@ -560,6 +561,7 @@ func (l *listener) serve() {
 				continue
 			}
 			l.p.logger().Error("accept failed; listener stopped", "addr", l.ln.Addr().String(), "err", err)
+			l.failed(err)
 			return
 		}
 		backoff = 0
