@@ -103,6 +103,7 @@ type Options struct {
 	Stdout      io.Writer // nil: discarded
 	Stderr      io.Writer // nil: discarded
 	Log         func(level int32, msg []byte)
+	Shared      *Shared // the plugin's state and metrics (ABI v2); nil: none
 }
 
 // Errors of calls. Each is wrapped with the callback's name.
@@ -153,6 +154,7 @@ type Instance struct {
 	timeout                  time.Duration
 	maxOutput                int
 	config                   []byte
+	shared                   *Shared
 
 	// Per call.
 	host      Host
@@ -286,6 +288,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		timeout:    o.InitTimeout,
 		maxOutput:  o.MaxOutput,
 		config:     o.Config,
+		shared:     o.Shared,
 		kill:       make(chan struct{}),
 		alloc:      alloc,
 	}
