@@ -16,6 +16,10 @@ type fakeHost struct {
 	lastErr []byte
 	logs    []string
 	status  int32 // returned by Send
+
+	state       map[string][]byte
+	defined     []string // metric definitions, "name{labels}"
+	metricCalls int
 }
 
 func (h *fakeHost) InputBuffer(b []byte) int32 { h.buf = b; return abi.StatusOK }

@@ -56,6 +56,33 @@ func hostGetTag(conn int64, kptr unsafe.Pointer, klen int32, buf unsafe.Pointer,
 //go:wasmimport tunnel defer_end
 func hostDeferEnd(conn int64, dir int32) int32
 
+//go:wasmimport tunnel state_get
+func hostStateGet(kptr unsafe.Pointer, klen int32, buf unsafe.Pointer, limit int32) int32
+
+//go:wasmimport tunnel state_set
+func hostStateSet(kptr unsafe.Pointer, klen int32, vptr unsafe.Pointer, vlen int32) int32
+
+//go:wasmimport tunnel state_delete
+func hostStateDelete(kptr unsafe.Pointer, klen int32) int32
+
+//go:wasmimport tunnel state_cas
+func hostStateCAS(kptr unsafe.Pointer, klen int32, optr unsafe.Pointer, olen int32, nptr unsafe.Pointer, nlen int32) int32
+
+//go:wasmimport tunnel state_add
+func hostStateAdd(kptr unsafe.Pointer, klen int32, delta int64, out unsafe.Pointer) int32
+
+//go:wasmimport tunnel metric_define
+func hostMetricDefine(kind int32, nptr unsafe.Pointer, nlen int32, lptr unsafe.Pointer, llen int32, bptr unsafe.Pointer, bcount int32) int32
+
+//go:wasmimport tunnel metric_add
+func hostMetricAdd(id int32, delta int64) int32
+
+//go:wasmimport tunnel metric_set
+func hostMetricSet(id int32, value int64) int32
+
+//go:wasmimport tunnel metric_observe
+func hostMetricObserve(id int32, value float64) int32
+
 func ptr(b []byte) unsafe.Pointer {
 	if len(b) == 0 {
 		return nil
@@ -96,6 +123,30 @@ func (wasmHost) Tag(conn int64, k, buf []byte) int32 {
 }
 
 func (wasmHost) DeferEnd(conn int64, dir int32) int32 { return hostDeferEnd(conn, dir) }
+
+func (wasmHost) StateGet(k, buf []byte) int32 {
+	return hostStateGet(ptr(k), int32(len(k)), ptr(buf), int32(len(buf)))
+}
+func (wasmHost) StateSet(k, v []byte) int32 {
+	return hostStateSet(ptr(k), int32(len(k)), ptr(v), int32(len(v)))
+}
+func (wasmHost) StateDelete(k []byte) int32 { return hostStateDelete(ptr(k), int32(len(k))) }
+func (wasmHost) StateCAS(k, old, new []byte) int32 {
+	return hostStateCAS(ptr(k), int32(len(k)), ptr(old), int32(len(old)), ptr(new), int32(len(new)))
+}
+func (wasmHost) StateAdd(k []byte, delta int64, out []byte) int32 {
+	return hostStateAdd(ptr(k), int32(len(k)), delta, ptr(out))
+}
+func (wasmHost) MetricDefine(kind int32, name, labels []byte, bounds []float64) int32 {
+	var bp unsafe.Pointer
+	if len(bounds) > 0 {
+		bp = unsafe.Pointer(unsafe.SliceData(bounds))
+	}
+	return hostMetricDefine(kind, ptr(name), int32(len(name)), ptr(labels), int32(len(labels)), bp, int32(len(bounds)))
+}
+func (wasmHost) MetricAdd(id int32, delta int64) int32   { return hostMetricAdd(id, delta) }
+func (wasmHost) MetricSet(id int32, value int64) int32   { return hostMetricSet(id, value) }
+func (wasmHost) MetricObserve(id int32, v float64) int32 { return hostMetricObserve(id, v) }
 
 // the is the module's one instance.
 var the = newInstance(wasmHost{})

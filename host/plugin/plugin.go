@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,10 @@ type RuntimeOptions struct {
 	// Logger receives the runtime's and the plugins' log lines. Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Registry keeps the plugins' shared state and metrics (ABI v2) across
+	// reloads, and lists the metrics for export. Nil means one of the
+	// Runtime's own.
+	Registry *Registry
 }
 
 // Runtime runs WebAssembly plugins (ABI v1, see sdk/ABI.md) in wazero's
@@ -51,6 +56,7 @@ type RuntimeOptions struct {
 type Runtime struct {
 	eng    *wasm.Engine
 	logger *slog.Logger
+	reg    *Registry // shared.go
 
 	mu      sync.Mutex
 	modules map[*Module]struct{}
@@ -69,7 +75,11 @@ func NewRuntime(ctx context.Context, opts RuntimeOptions) (*Runtime, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Runtime{eng: eng, logger: lg, modules: map[*Module]struct{}{}, plugins: map[*Plugin]struct{}{}}, nil
+	reg := opts.Registry
+	if reg == nil {
+		reg = NewRegistry()
+	}
+	return &Runtime{eng: eng, logger: lg, reg: reg, modules: map[*Module]struct{}{}, plugins: map[*Plugin]struct{}{}}, nil
 }
 
 // Close closes every plugin and module of the runtime and releases the
@@ -148,6 +158,7 @@ type Module struct {
 	r    *Runtime
 	name string
 	c    *wasm.Compiled
+	sum  [sha256.Size]byte // of the .wasm: part of the shared state's identity
 
 	mu     sync.Mutex
 	refs   int
@@ -174,7 +185,7 @@ func (r *Runtime) Compile(ctx context.Context, name string, wasmBytes []byte) (*
 		c.Close(ctx)
 		return nil, fmt.Errorf("plugin %q: %w", name, err)
 	}
-	m := &Module{r: r, name: name, c: c, refs: 1}
+	m := &Module{r: r, name: name, c: c, refs: 1, sum: sha256.Sum256(wasmBytes)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -319,6 +330,17 @@ type Options struct {
 	// LogBurst is how many lines the guest may log at once before LogRate
 	// applies. Zero means DefaultLogBurst.
 	LogBurst int
+
+	// Route names the route the plugin serves: its metrics carry it as
+	// the route label, and it is part of the identity of its shared state
+	// (see Registry).
+	Route string
+	// StateMaxValue bounds each value of the plugin's shared state, in
+	// bytes. Zero means DefaultStateMaxValue.
+	StateMaxValue int
+	// StateMaxTotal bounds the bytes of all keys and values of the
+	// plugin's shared state. Zero means DefaultStateMaxTotal.
+	StateMaxTotal int
 }
 
 // ConfigError is a plugin's rejection of its configuration: tunnel_init
@@ -390,6 +412,15 @@ func (o *Options) normalize(m *Module, r *Runtime) error {
 	if o.LogBurst == 0 {
 		o.LogBurst = DefaultLogBurst
 	}
+	if o.StateMaxValue == 0 {
+		o.StateMaxValue = DefaultStateMaxValue
+	}
+	if o.StateMaxTotal == 0 {
+		o.StateMaxTotal = DefaultStateMaxTotal
+	}
+	if o.StateMaxValue < 0 || o.StateMaxTotal < 0 {
+		errs = append(errs, fmt.Errorf("state bounds %d (value) and %d (total) must not be negative", o.StateMaxValue, o.StateMaxTotal))
+	}
 	if o.LogBurst < 0 {
 		errs = append(errs, fmt.Errorf("log burst %d must not be negative", o.LogBurst))
 	}
@@ -409,6 +440,10 @@ func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 	}
 	p := &Plugin{r: m.r, m: m, opts: opts, log: opts.Logger.With("plugin", opts.Name), calls: m.r.metricsFor(opts.Name)}
 	p.logs.p = p
+	p.shared = m.r.reg.acquire(sharedKey{ // shared.go
+		route: opts.Route, name: opts.Name, config: sha256.Sum256(opts.Config), module: m.sum,
+		maxValue: opts.StateMaxValue, maxTotal: opts.StateMaxTotal,
+	})
 	stdout, stderr := opts.Stdout, opts.Stderr
 	if stdout != nil {
 		stdout = limitedWriter{w: stdout, l: &p.logs}
@@ -430,8 +465,10 @@ func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 	if opts.Trusted {
 		p.iopts.Mode = wasm.Trusted
 	}
+	p.iopts.Shared = &p.shared.shared
 	in, err := p.newInstance(ctx)
 	if err != nil {
+		m.r.reg.release(p.shared)
 		m.release(ctx)
 		return nil, err
 	}
@@ -473,7 +510,9 @@ type Plugin struct {
 	pool     []*instance
 	creating int
 	nextID   int
-	closed   bool
+
+	shared *sharedEntry // state and metrics (shared.go)
+	closed bool
 }
 
 // instance is one guest instance of a plugin and the connections pinned to it.
@@ -529,6 +568,7 @@ func (p *Plugin) Close() error {
 	delete(p.r.plugins, p)
 	p.r.mu.Unlock()
 	p.logs.close()
+	p.r.reg.release(p.shared)
 	return p.m.release(ctx)
 }
 

@@ -266,6 +266,7 @@ func start(t testing.TB, dir string, o Options, opts sdktest.Options) (sdktest.P
 		route = "test"
 	}
 	p.lateDial = opts.LateDial
+	p.plug = plug // inspect.go
 	p.proxy = &host.Proxy{Logger: slog.New(&p.closes)}
 	p.split = &splitHook{p: p}
 	split := p.split
@@ -307,6 +308,7 @@ type wasmPlugin struct {
 	clock    manualClock
 	closes   closeLog
 	lateDial bool
+	plug     *plugin.Plugin // its shared state and metrics (inspect.go)
 
 	pending chan *splitState // the state of the connection being opened
 	split   *splitHook

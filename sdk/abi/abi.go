@@ -57,6 +57,19 @@ const (
 	ImportSetTag    = "set_tag"    // (conn i64, kptr i32, klen i32, vptr i32, vlen i32) -> i32
 	ImportGetTag    = "get_tag"    // (conn i64, kptr i32, klen i32, buf i32, limit i32) -> i32
 	ImportDeferEnd  = "defer_end"  // (conn i64, dir i32) -> i32
+
+	// ABI v2: shared state, per plugin (see ABI.md).
+	ImportStateGet    = "state_get"    // (kptr i32, klen i32, buf i32, limit i32) -> i32
+	ImportStateSet    = "state_set"    // (kptr i32, klen i32, vptr i32, vlen i32) -> i32
+	ImportStateDelete = "state_delete" // (kptr i32, klen i32) -> i32
+	ImportStateCAS    = "state_cas"    // (kptr i32, klen i32, optr i32, olen i32, nptr i32, nlen i32) -> i32
+	ImportStateAdd    = "state_add"    // (kptr i32, klen i32, delta i64, out i32) -> i32
+
+	// ABI v2: plugin metrics.
+	ImportMetricDefine  = "metric_define"  // (kind i32, nptr i32, nlen i32, lptr i32, llen i32, bptr i32, bcount i32) -> i32
+	ImportMetricAdd     = "metric_add"     // (id i32, delta i64) -> i32
+	ImportMetricSet     = "metric_set"     // (id i32, value i64) -> i32
+	ImportMetricObserve = "metric_observe" // (id i32, value f64) -> i32
 )
 
 // Directions.
@@ -107,6 +120,30 @@ const (
 	MaxTags        = 32
 	MaxTagKeyLen   = 64
 	MaxTagValueLen = 256
+)
+
+// Bounds of the shared state (state_*). The bounds on values and on the
+// total are the host's per-plugin configuration; these are the defaults.
+const (
+	MaxStateKeyLen          = 256
+	DefaultStateMaxValueLen = 64 << 10
+	DefaultStateMaxTotal    = 1 << 20
+)
+
+// Kinds of metrics for metric_define.
+const (
+	MetricCounter   = 0 // a count that only goes up (metric_add with delta >= 0)
+	MetricGauge     = 1 // a value that goes up and down (metric_set, metric_add)
+	MetricHistogram = 2 // a distribution of observations (metric_observe)
+)
+
+// Bounds of plugin metrics (metric_define), as the host enforces them.
+const (
+	MaxMetrics          = 256 // series (name and label values) per plugin
+	MaxMetricNameLen    = 128 // bytes of a metric name, before the host's prefix
+	MaxMetricLabels     = 8   // labels per series
+	MaxMetricLabelLen   = 128 // bytes of a label name or value
+	MaxHistogramBuckets = 32  // upper bounds per histogram (+Inf is implicit)
 )
 
 // Keys for conn_info.

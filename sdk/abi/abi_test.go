@@ -98,7 +98,9 @@ func TestWATSignaturesDocumented(t *testing.T) {
 			t.Errorf("ABI.md has no WAT signature for export %s", name)
 		}
 	}
-	for _, name := range []string{ImportInputBuffer, ImportConfig, ImportConfigError, ImportConnInfo, ImportSend, ImportCloseWrite, ImportClose, ImportLog, ImportNow, ImportSetTimer, ImportSetTarget, ImportSetTag, ImportGetTag, ImportDeferEnd} {
+	for _, name := range []string{ImportInputBuffer, ImportConfig, ImportConfigError, ImportConnInfo, ImportSend, ImportCloseWrite, ImportClose, ImportLog, ImportNow, ImportSetTimer, ImportSetTarget, ImportSetTag, ImportGetTag, ImportDeferEnd,
+		ImportStateGet, ImportStateSet, ImportStateDelete, ImportStateCAS, ImportStateAdd,
+		ImportMetricDefine, ImportMetricAdd, ImportMetricSet, ImportMetricObserve} {
 		if !strings.Contains(s, `(import "`+ImportModule+`" "`+name+`" (func`) {
 			t.Errorf("ABI.md has no WAT signature for import %s", name)
 		}

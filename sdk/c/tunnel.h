@@ -59,6 +59,24 @@ extern "C" {
 #define TUNNEL_MAX_TAG_KEY_LEN 64
 #define TUNNEL_MAX_TAG_VALUE_LEN 256
 
+/* Shared state bounds (v2): the key bound is fixed, the others are the
+ * host's defaults (configurable per plugin). */
+#define TUNNEL_MAX_STATE_KEY_LEN 256
+#define TUNNEL_DEFAULT_STATE_MAX_VALUE_LEN 65536
+#define TUNNEL_DEFAULT_STATE_MAX_TOTAL 1048576
+
+/* Metric kinds for tunnel_metric_define (v2). */
+#define TUNNEL_METRIC_COUNTER 0
+#define TUNNEL_METRIC_GAUGE 1
+#define TUNNEL_METRIC_HISTOGRAM 2
+
+/* Metric bounds (v2). */
+#define TUNNEL_MAX_METRICS 256
+#define TUNNEL_MAX_METRIC_NAME_LEN 128
+#define TUNNEL_MAX_METRIC_LABELS 8
+#define TUNNEL_MAX_METRIC_LABEL_LEN 128
+#define TUNNEL_MAX_HISTOGRAM_BUCKETS 32
+
 /* conn_info keys. */
 #define TUNNEL_INFO_ROUTE 0
 #define TUNNEL_INFO_CLIENT 1
@@ -96,6 +114,15 @@ extern "C" {
 #define TUNNEL_IMPORT_SET_TAG "set_tag"
 #define TUNNEL_IMPORT_GET_TAG "get_tag"
 #define TUNNEL_IMPORT_DEFER_END "defer_end"
+#define TUNNEL_IMPORT_STATE_GET "state_get"
+#define TUNNEL_IMPORT_STATE_SET "state_set"
+#define TUNNEL_IMPORT_STATE_DELETE "state_delete"
+#define TUNNEL_IMPORT_STATE_CAS "state_cas"
+#define TUNNEL_IMPORT_STATE_ADD "state_add"
+#define TUNNEL_IMPORT_METRIC_DEFINE "metric_define"
+#define TUNNEL_IMPORT_METRIC_ADD "metric_add"
+#define TUNNEL_IMPORT_METRIC_SET "metric_set"
+#define TUNNEL_IMPORT_METRIC_OBSERVE "metric_observe"
 
 #define TUNNEL_IMPORT(name) \
 	__attribute__((import_module(TUNNEL_IMPORT_MODULE), import_name(name)))
@@ -147,6 +174,35 @@ TUNNEL_IMPORT(TUNNEL_IMPORT_GET_TAG)
 int32_t tunnel_get_tag(int64_t conn, const void *kptr, int32_t klen, void *buf, int32_t limit);
 TUNNEL_IMPORT(TUNNEL_IMPORT_DEFER_END)
 int32_t tunnel_defer_end(int64_t conn, int32_t dir);
+
+/* ABI v2, shared state of the plugin (all its instances). An empty value
+ * is no value. state_get uses (buf, limit) and returns the length or
+ * TUNNEL_STATUS_NOT_FOUND; state_cas returns 1 (swapped), 0 (not) or a
+ * status; state_add writes the new value (int64, little-endian) at out. */
+TUNNEL_IMPORT(TUNNEL_IMPORT_STATE_GET)
+int32_t tunnel_state_get(const void *kptr, int32_t klen, void *buf, int32_t limit);
+TUNNEL_IMPORT(TUNNEL_IMPORT_STATE_SET)
+int32_t tunnel_state_set(const void *kptr, int32_t klen, const void *vptr, int32_t vlen);
+TUNNEL_IMPORT(TUNNEL_IMPORT_STATE_DELETE)
+int32_t tunnel_state_delete(const void *kptr, int32_t klen);
+TUNNEL_IMPORT(TUNNEL_IMPORT_STATE_CAS)
+int32_t tunnel_state_cas(const void *kptr, int32_t klen, const void *optr, int32_t olen,
+                         const void *nptr, int32_t nlen);
+TUNNEL_IMPORT(TUNNEL_IMPORT_STATE_ADD)
+int32_t tunnel_state_add(const void *kptr, int32_t klen, int64_t delta, int64_t *out);
+
+/* ABI v2, metrics. metric_define returns an id >= 0 (or a status); labels
+ * are "name=value" pairs separated by '\n'; bounds is bcount doubles
+ * (histograms only). */
+TUNNEL_IMPORT(TUNNEL_IMPORT_METRIC_DEFINE)
+int32_t tunnel_metric_define(int32_t kind, const void *nptr, int32_t nlen, const void *lptr,
+                             int32_t llen, const double *bounds, int32_t bcount);
+TUNNEL_IMPORT(TUNNEL_IMPORT_METRIC_ADD)
+int32_t tunnel_metric_add(int32_t id, int64_t delta);
+TUNNEL_IMPORT(TUNNEL_IMPORT_METRIC_SET)
+int32_t tunnel_metric_set(int32_t id, int64_t value);
+TUNNEL_IMPORT(TUNNEL_IMPORT_METRIC_OBSERVE)
+int32_t tunnel_metric_observe(int32_t id, double value);
 
 /*
  * Guest exports: define the ones your plugin needs (the first three are

@@ -82,6 +82,7 @@ type emuPlugin struct {
 	lateDial  bool
 	now       time.Duration // the fake clock
 	ending    int8          // 1 + the direction of an OnData call with end=1, else 0
+	shared    emuShared     // the shared state and metrics
 }
 
 // emuEpoch is the emulated clock's start: not zero, like the host's.

@@ -47,6 +47,29 @@ type Host interface {
 	// DeferEnd keeps dir's destination open after the OnData call with
 	// end=1 for dir, until CloseWrite(dir) or Close.
 	DeferEnd(conn int64, dir int32) int32
+
+	// StateGet copies the value of the plugin's shared key into buf if it
+	// fits and returns its length (or a negative status).
+	StateGet(key, buf []byte) int32
+	// StateSet sets (or, with an empty value, deletes) a shared key.
+	StateSet(key, value []byte) int32
+	// StateDelete deletes a shared key.
+	StateDelete(key []byte) int32
+	// StateCAS replaces the value of key by new if it is old (empty: the
+	// key is absent); 1 if it did, 0 if not, or a negative status.
+	StateCAS(key, old, new []byte) int32
+	// StateAdd adds delta to the 8-byte little-endian integer at key and
+	// writes the result into out (8 bytes).
+	StateAdd(key []byte, delta int64, out []byte) int32
+	// MetricDefine defines a metric and returns its id (or a negative
+	// status). labels is "k=v" pairs separated by '\n'.
+	MetricDefine(kind int32, name, labels []byte, bounds []float64) int32
+	// MetricAdd adds delta to a counter or gauge.
+	MetricAdd(id int32, delta int64) int32
+	// MetricSet sets a gauge.
+	MetricSet(id int32, value int64) int32
+	// MetricObserve adds an observation to a histogram.
+	MetricObserve(id int32, value float64) int32
 }
 
 // Instance is the guest side of ABI v1: one method per guest export.
