@@ -426,7 +426,6 @@ func (h *conn) refuse(c *sdk.Conn, name, sub []byte, haveSub bool) {
 	}
 	reply := h.p.errorReply(shown)
 	h.blocked++
-	h.p.blocked++
 	h.p.counters.inc(shown)
 	if h.p.log {
 		sdk.Logf(sdk.LevelWarn, "resp: blocked %q", shown)

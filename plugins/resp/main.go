@@ -56,7 +56,6 @@ type plugin struct {
 	errText  string
 	log      bool
 	untrack  map[string]bool // commands after which replies no longer follow requests one to one
-	blocked  int64           // commands refused by this instance
 	errBuf   []byte
 	nameBuf  []byte
 	tagBuf   []byte
@@ -150,7 +149,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		}
 		p.rules[n] = rule{verdict: rename, to: to}
 	}
-	p.counters.init()
+	p.counters.init(p)
 	return p, nil
 }
 

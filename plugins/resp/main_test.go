@@ -63,6 +63,14 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		if v, _ := c.Tag("resp.blocked"); v != "2" {
 			t.Errorf("tag resp.blocked = %q, want 2", v)
 		}
+		for _, name := range []string{"flushall", "flushdb"} {
+			if m := sdktest.Metric(t, p, "blocked_total", "command", name); m.Value != 1 {
+				t.Errorf("blocked_total{command=%q} = %d, want 1", name, m.Value)
+			}
+		}
+		if m := sdktest.Metric(t, p, "blocked_total", "command", "config set"); m.Value != 0 {
+			t.Errorf("blocked_total{command=\"config set\"} = %d, want 0", m.Value)
+		}
 		wantLogs := []sdktest.Log{{Level: sdk.LevelWarn, Msg: `resp: blocked "flushall"`}, {Level: sdk.LevelWarn, Msg: `resp: blocked "flushdb"`}}
 		if logs := p.Logs(); fmt.Sprint(logs) != fmt.Sprint(wantLogs) {
 			t.Errorf("logs %q, want %q", logs, wantLogs)
@@ -179,6 +187,9 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		c.End(s2c)
 		c.ReadAll(s2c)
 		c.Wait()
+		if m := sdktest.Metric(t, p, "blocked_total", "command", "other"); m.Value != 1 {
+			t.Errorf("blocked_total{command=other} = %d, want 1", m.Value)
+		}
 	})
 	t.Run("after SUBSCRIBE the error goes at once", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
