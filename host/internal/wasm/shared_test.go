@@ -110,7 +110,10 @@ type sharedHost struct {
 	sent []byte
 }
 
-func (h *sharedHost) Send(_ int32, b []byte) int32 { h.sent = append(h.sent[:0], b...); return abi.StatusOK }
+func (h *sharedHost) Send(_ int32, b []byte) int32 {
+	h.sent = append(h.sent[:0], b...)
+	return abi.StatusOK
+}
 
 // Two instances of one plugin add into one value and one counter.
 func TestSharedAcrossInstances(t *testing.T) {
