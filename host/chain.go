@@ -103,10 +103,9 @@ func (w *writes) do() error {
 		if !w.locked[d] {
 			continue
 		}
-		dst := c.destination(d)
 		if w.bufs[d] != nil {
 			if err == nil {
-				n, werr := dst.Write(*w.bufs[d])
+				n, werr := c.writeTo(d, *w.bufs[d])
 				c.written[d].Add(int64(n))
 				if werr != nil {
 					err = fmt.Errorf("write %s: %w", d, werr)
@@ -115,7 +114,7 @@ func (w *writes) do() error {
 			putBuf(w.bufs[d])
 		}
 		if w.cw[d] && err == nil {
-			if cerr := dst.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			if cerr := c.closeWriteTo(d); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 				err = fmt.Errorf("half-close %s: %w", d, cerr)
 			}
 		}

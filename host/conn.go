@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,16 @@ type conn struct {
 	client *net.TCPConn
 	server atomic.Pointer[net.TCPConn] // nil until dialled
 	target atomic.Pointer[string]      // the target a filter chose (late dial); set once, under the chain's lock
+
+	// The TLS sessions, when the route terminates or originates TLS (see
+	// tls.go): clientTLS is set by run before the filters open, serverTLS
+	// by dial before the pumps start.
+	clientTLS *tls.Conn
+	serverTLS atomic.Pointer[tls.Conn]
+	// prefix is what was read from the client before the chain ran (a
+	// ClientHello read to choose the route) and goes first toward the
+	// server; the client -> server reader's own.
+	prefix []byte
 
 	ch  chain         // the filters and what they queued; see chain.go
 	wmu [2]sync.Mutex // serialises the writes toward each destination
@@ -80,8 +91,10 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	c.td.closed = make(chan struct{})
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: client.RemoteAddr(), Listen: client.LocalAddr(), Target: rs.Target}
 	c.ch.c = c
-	rs.ctr.accepted.Add(1)
-	rs.ctr.active.Add(1)
+	if rs.group == nil {
+		rs.ctr.accepted.Add(1)
+		rs.ctr.active.Add(1)
+	} // else counted by chooseRoute, on the route it chooses
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.connWG.Add(1)
@@ -106,6 +119,9 @@ func (c *conn) source(dir Direction) *net.TCPConn {
 
 // run opens the filters, dials the target and starts the pumps.
 func (c *conn) run() {
+	if !c.prepare() {
+		return
+	}
 	if l := c.p.logger(); l.Enabled(context.Background(), slog.LevelDebug) {
 		l.Debug("connection opened", "conn", c.info.ID, "route", c.rs.Name, "client", c.info.Client.String(), "target", c.rs.Target)
 	}
@@ -172,7 +188,21 @@ func (c *conn) dial(target string) bool {
 	default:
 	}
 	var d net.Dialer
-	sc, err := c.rs.ctr.dial(ctx, &d, target)
+	nc, err := c.rs.ctr.dial(ctx, &d, target)
+	var sc *net.TCPConn
+	if err == nil {
+		sc = nc.(*net.TCPConn)
+		if c.rs.UpstreamTLS != nil {
+			var tc *tls.Conn
+			if tc, err = c.dialTLS(ctx, sc, target); err != nil {
+				sc.Close()
+			} else {
+				c.serverTLS.Store(tc)
+			}
+		}
+	} else {
+		err = fmt.Errorf("dial %s: %w", target, err)
+	}
 	cancel()
 	if err != nil {
 		if c.td.aborted.Load() {
@@ -180,11 +210,11 @@ func (c *conn) dial(target string) bool {
 		} else {
 			c.rs.ctr.dialFailures.Add(1)
 			c.setReason(reasonDialFailed)
-			c.finish(fmt.Errorf("dial %s: %w", target, err))
+			c.finish(err)
 		}
 		return false
 	}
-	c.server.Store(sc.(*net.TCPConn))
+	c.server.Store(sc)
 	select {
 	case <-c.td.closed: // aborted while dialling: teardown saw no server
 		sc.Close()
@@ -257,9 +287,9 @@ func (c *conn) closeGracefully() {
 		c.td.closing.Store(true)
 		close(c.td.closed)
 		deadline := time.Now().Add(lingerTime)
-		for _, s := range []*net.TCPConn{c.client, c.server.Load()} {
+		for side, s := range []*net.TCPConn{c.client, c.server.Load()} {
 			if s != nil {
-				s.CloseWrite()
+				c.closeWriteGracefully(s, c.secureSide(side == 1), deadline)
 				s.SetReadDeadline(deadline)
 			}
 		}

@@ -160,13 +160,15 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 		t.Run(path.name, func(t *testing.T) {
 			srv := deafServer(t)
 			r := path.route(t, "r", srv.Addr())
-			const idle = 500 * time.Millisecond
+			// Longer than stuckWriter needs to see the stall on a busy
+			// machine: the connection must still be open when it returns.
+			const idle = 2 * time.Second
 			r.IdleTimeout = idle
 			p, logs := tn.Proxy(t, r)
 			c := tn.Dial(t, p.Addr("r").String())
 			done := stuckWriter(t, c)
 			waitErr(t, done, idle+teardownBound, "idle timeout")
-			logs.Wait(t, "connection closed", "idle for 500ms")
+			logs.Wait(t, "connection closed", "idle for 2s")
 		})
 	}
 }

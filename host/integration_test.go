@@ -904,7 +904,7 @@ func TestApplyValidates(t *testing.T) {
 	want := []string{
 		`route #1: name is empty`,
 		`route "a": name used by two routes`,
-		`route "a": listen address 127.0.0.1:7002 is already used by route "a"`,
+		`route "a": listen address 127.0.0.1:7002 is already used by route "a" (routes share an address only when each gives server_names)`,
 		`route "b": listen: address "7003" is not host:port: address 7003: missing port in address`,
 		`route "c": target: address "host:http": port "http" is not a number from 0 to 65535`,
 		`route "d": target: address is empty (want host:port, e.g. 127.0.0.1:8080)`,

@@ -34,7 +34,7 @@ type (
 // loopTarget returns the address the loop dials for a connection of rs, or
 // false when rs needs the goroutine engine.
 func (rs *routeState) loopTarget() (netip.AddrPort, bool) {
-	if len(rs.Chain) > 0 || rs.LateDial {
+	if len(rs.Chain) > 0 || rs.LateDial || rs.TLS != nil || rs.UpstreamTLS != nil || rs.AcceptProxy || len(rs.ServerNames) > 0 {
 		return netip.AddrPort{}, false
 	}
 	ap, err := netip.ParseAddrPort(rs.Target)

@@ -205,6 +205,11 @@ type routeState struct {
 	ctr    *routeCounters // the counters of the route's name
 	chains [2][]int       // per direction: indexes into Chain, in flow order
 	next   [][2]int       // per link and direction: position in chains[dir] after that link
+	// group lists the routes sharing this route's listen address, chosen
+	// among by the ClientHello's server name (Route.ServerNames), in
+	// configuration order; the first is the listener's. Nil for a route
+	// with a listener of its own and no ServerNames.
+	group []*routeState
 }
 
 // listener accepts a route's connections: on the event loop (lh set; see
@@ -251,7 +256,7 @@ func (p *Proxy) init() {
 func validateRoutes(routes []Route) error {
 	var errs []error
 	names := map[string]bool{}
-	listens := map[string]string{}
+	listens := map[string]Route{}
 	for i, r := range routes {
 		label := fmt.Sprintf("route %q", r.Name)
 		if r.Name == "" {
@@ -263,17 +268,21 @@ func validateRoutes(routes []Route) error {
 		names[r.Name] = true
 		if err := addr.Check(r.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("%s: listen: %w", label, err))
-		} else if other, dup := listens[listenKey(r)]; dup {
-			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q", label, r.Listen, other))
-		} else {
-			listens[listenKey(r)] = r.Name
+		} else if other, dup := listens[listenKey(r)]; dup && (len(r.ServerNames) == 0 || len(other.ServerNames) == 0) {
+			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q (routes share an address only when each gives server_names)", label, r.Listen, other.Name))
+		} else if !dup {
+			listens[listenKey(r)] = r
+		}
+		errs = append(errs, checkServerNames(label, r, routes[:i])...)
+		if r.AcceptProxy && len(r.TrustedProxies) == 0 {
+			errs = append(errs, fmt.Errorf("%s: accept_proxy needs the networks trusted to send PROXY headers (trusted_proxies)", label))
 		}
 		if r.Target != "" || !r.LateDial {
 			if err := addr.Check(r.Target); err != nil {
 				errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
 			}
 		}
-		if r.DialTimeout < 0 || r.IdleTimeout < 0 || r.MaxConns < 0 || r.HoldLimit < 0 || r.TargetWait < 0 {
+		if r.DialTimeout < 0 || r.IdleTimeout < 0 || r.MaxConns < 0 || r.HoldLimit < 0 || r.TargetWait < 0 || r.HandshakeTimeout < 0 {
 			errs = append(errs, fmt.Errorf("%s: timeouts, limits and max connections must not be negative", label))
 		}
 		for j, l := range r.Chain {
@@ -329,6 +338,18 @@ func newRouteState(r Route) *routeState {
 	return rs
 }
 
+// releaseGroup drops the owner's reference to a listener's route state and
+// to every route sharing its address.
+func (p *Proxy) releaseGroup(rs *routeState) {
+	if rs.group == nil {
+		p.release(rs)
+		return
+	}
+	for _, m := range rs.group {
+		p.release(m)
+	}
+}
+
 // release drops one reference to rs; the last one calls its OnRelease.
 func (p *Proxy) release(rs *routeState) {
 	if rs.refs.Add(-1) == 0 && rs.OnRelease != nil {
@@ -359,6 +380,9 @@ func (p *Proxy) Apply(routes []Route) error {
 		if _, ok := p.listeners[listenKey(r)]; ok {
 			continue
 		}
+		if _, ok := fresh[listenKey(r)]; ok {
+			continue // a route sharing the address by server name
+		}
 		lc := net.ListenConfig{}
 		if r.ReusePort {
 			lc.Control = reusePort
@@ -380,11 +404,26 @@ func (p *Proxy) Apply(routes []Route) error {
 	var old []*routeState
 	var stopped []*listener
 	keep := map[string]bool{}
+	groups := map[string][]*routeState{}
+	var order []string
 	for _, r := range routes {
 		key := listenKey(r)
-		keep[key] = true
 		rs := newRouteState(r)
 		rs.ctr = p.countersLocked(r.Name)
+		if groups[key] == nil {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], rs)
+	}
+	for _, key := range order {
+		g := groups[key]
+		rs, r := g[0], g[0].Route
+		if len(g) > 1 || len(rs.ServerNames) > 0 {
+			for _, m := range g {
+				m.group = g
+			}
+		}
+		keep[key] = true
 		if l, ok := p.listeners[key]; ok {
 			old = append(old, l.state.Swap(rs))
 			l.wake() // a raised MaxConns applies at once
@@ -393,7 +432,9 @@ func (p *Proxy) Apply(routes []Route) error {
 		l := &listener{p: p, ln: fresh[key], done: make(chan struct{}), exit: make(chan struct{}), slot: make(chan struct{}, 1)}
 		l.state.Store(rs)
 		p.listeners[key] = l
-		p.logger().Info("listening", "route", r.Name, "addr", l.ln.Addr().String(), "target", r.Target)
+		for _, m := range g {
+			p.logger().Info("listening", "route", m.Name, "addr", l.ln.Addr().String(), "target", m.Target)
+		}
 		if _, plain := rs.loopTarget(); plain {
 			if loop := p.loopLocked(); loop != nil {
 				if err := l.serveOnLoop(loop); err == nil {
@@ -415,10 +456,10 @@ func (p *Proxy) Apply(routes []Route) error {
 	for _, l := range stopped {
 		l.stop()
 		p.logger().Info("stopped listening", "route", l.state.Load().Name, "addr", l.ln.Addr().String())
-		p.release(l.state.Load())
+		p.releaseGroup(l.state.Load())
 	}
 	for _, rs := range old {
-		p.release(rs)
+		p.releaseGroup(rs)
 	}
 	return nil
 }
@@ -428,8 +469,14 @@ func (p *Proxy) Addr(name string) net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.listeners {
-		if l.state.Load().Name == name {
+		rs := l.state.Load()
+		if rs.Name == name {
 			return l.ln.Addr()
+		}
+		for _, m := range rs.group {
+			if m.Name == name {
+				return l.ln.Addr()
+			}
 		}
 	}
 	return nil
@@ -447,7 +494,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	for _, l := range ls {
 		l.stop()
-		p.release(l.state.Load())
+		p.releaseGroup(l.state.Load())
 	}
 	done := make(chan struct{})
 	go func() { p.connWG.Wait(); close(done) }()

@@ -16,8 +16,13 @@ func (c *conn) pump(dir Direction) {
 	src, dst := c.source(dir), c.destination(dir)
 	var err error
 	var handOff bool
-	if len(c.rs.chains[dir]) == 0 && c.rs.IdleTimeout == 0 {
-		handOff, err = c.splice(dir, src, dst)
+	if len(c.rs.chains[dir]) == 0 && c.rs.IdleTimeout == 0 && !c.usesTLS() {
+		if dir == ClientToServer && c.prefix != nil {
+			err = c.writePrefix(dst)
+		}
+		if err == nil {
+			handOff, err = c.splice(dir, src, dst)
+		}
 	} else {
 		handOff, err = c.filtered(dir)
 		if !handOff {
@@ -80,6 +85,15 @@ const (
 // chain, outside any socket callback.
 func (c *conn) step(dir Direction) (step, error) {
 	r := &c.rd[dir]
+	if dir == ClientToServer && c.prefix != nil {
+		b := c.prefix
+		c.prefix = nil
+		c.read[dir].Add(int64(len(b)))
+		return stepMore, c.ch.data(dir, b)
+	}
+	if tc := c.secureSource(dir); tc != nil {
+		return c.stepTLS(dir, tc)
+	}
 	src := c.source(dir)
 	if r.rc == nil {
 		rc, err := src.SyscallConn()
@@ -169,6 +183,9 @@ func (c *conn) sweep() {
 	for d := ClientToServer; d <= ServerToClient; d++ {
 		if !spliceMovable && len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
 			continue
+		}
+		if c.secureSource(d) != nil {
+			continue // a read deadline would be the tls.Conn's error to keep
 		}
 		b := c.read[d].Load()
 		if b == c.seen[d] && b != c.born[d].Load() {

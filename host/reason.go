@@ -21,6 +21,9 @@ const (
 	reasonIdle                    // the idle timeout
 	reasonReset                   // a read or write failed: a peer reset it
 	reasonShutdown                // the Proxy shut down
+	reasonTLS                     // the TLS handshake with the client failed
+	reasonNoRoute                 // no route for the client's SNI name, or no ClientHello
+	reasonProxyHeader             // a PROXY header missing, malformed or from an untrusted peer
 )
 
 var reasonNames = [...]string{
@@ -34,6 +37,9 @@ var reasonNames = [...]string{
 	reasonIdle:        "idle_timeout",
 	reasonReset:       "reset",
 	reasonShutdown:    "shutdown",
+	reasonTLS:         "tls",
+	reasonNoRoute:     "no_route",
+	reasonProxyHeader: "proxy_header",
 }
 
 func (r closeReason) String() string { return reasonNames[r] }

@@ -1,0 +1,399 @@
+package host_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testcert"
+)
+
+// tlsClient dials addr and runs a TLS handshake trusting ca for name.
+func tlsClient(t *testing.T, addr string, ca *testcert.CA, name string, certs ...tls.Certificate) *tls.Conn {
+	t.Helper()
+	raw := tn.Dial(t, addr)
+	c := tls.Client(raw, &tls.Config{RootCAs: ca.Pool(), ServerName: name, Certificates: certs})
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("tls handshake through the tunnel: %v", err)
+	}
+	return c
+}
+
+// terminating is a route that terminates TLS with a certificate for
+// localhost issued by ca.
+func terminating(t *testing.T, ca *testcert.CA, target string, chain ...host.Link) host.Route {
+	r := tn.Route("tls", target, chain...)
+	r.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}, NextProtos: []string{"echo/1"}}
+	return r
+}
+
+// A terminating route: the client speaks TLS, the server plaintext, and
+// 1 MiB each way arrives byte for byte; filters see the plaintext and the
+// session's details.
+func TestTLSTerminates(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	srv := tn.Serve(t, tn.Echo)
+	seen := make(chan *host.ConnInfo, 1)
+	first := make(chan []byte, 1)
+	watch := link("watch", func(info *host.ConnInfo) (host.Filter, error) {
+		seen <- info
+		return &firstChunk{got: first}, nil
+	})
+	p, logs := tn.Proxy(t, terminating(t, ca, srv.Addr(), watch))
+
+	c := tlsClient(t, p.Addr("tls").String(), ca, "localhost")
+	out := tn.Random(1, 1<<20)
+	go func() {
+		c.Write(out)
+		c.CloseWrite() // close_notify: the server sees the end of the stream
+	}()
+	got := tn.ReadSum(c)
+	if got.Err != nil || got.Sum != tn.Sum(out) {
+		t.Fatalf("echo through TLS: %d bytes, err %v; want %d bytes back", got.N, got.Err, len(out))
+	}
+	if b := <-first; !bytes.Equal(b, out[:len(b)]) {
+		t.Errorf("the filter saw %x..., not the plaintext", b[:8])
+	}
+	info := <-seen
+	if info.TLS == nil || info.TLS.ServerName != "localhost" || info.TLS.Version != tls.VersionTLS13 || info.TLS.Verified {
+		t.Errorf("ConnInfo.TLS = %+v, want server name localhost, TLS 1.3, no client certificate", info.TLS)
+	}
+	logs.Wait(t, "connection closed", "bytes_from_client=1048576 bytes_to_server=1048576 bytes_from_server=1048576 bytes_to_client=1048576", "reason=client_eof")
+}
+
+// firstChunk records a copy of the first chunk toward the server.
+type firstChunk struct {
+	host.PassThrough
+	got chan []byte
+}
+
+func (f *firstChunk) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir == host.ClientToServer && f.got != nil {
+		f.got <- bytes.Clone(b)
+		f.got = nil
+	}
+	return s.Send(dir, b)
+}
+
+// The seeds' half-close through a terminating route with no filter: the
+// client's close_notify reaches the server as end of stream while the
+// other direction goes on.
+func TestTLSHalfClose(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	up := bytes.Repeat([]byte("Hello from the client! "), 1000)
+	down := bytes.Repeat([]byte("Hello from the server! "), 2000)
+	serverGot := make(chan tn.Received, 1)
+	srv := tn.Serve(t, halfCloseServer(down, serverGot))
+	p, logs := tn.Proxy(t, terminating(t, ca, srv.Addr()))
+
+	c := tlsClient(t, p.Addr("tls").String(), ca, "localhost")
+	if _, err := c.Write(up); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got := tn.ReadSum(c)
+	if s := <-serverGot; s.Sum != tn.Sum(up) {
+		t.Fatalf("server got %d bytes (err %v), want %d", s.N, s.Err, len(up))
+	}
+	if got.Err != nil || got.Sum != tn.Sum(down) {
+		t.Fatalf("client got %d bytes (err %v), want %d", got.N, got.Err, len(down))
+	}
+	logs.Wait(t, "connection closed", "bytes_from_client=23000", "bytes_to_client=46000")
+}
+
+// A client that fails the handshake (it does not trust the certificate)
+// is refused with reason=tls, and a route's next client is served.
+func TestTLSHandshakeFails(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	srv := tn.Serve(t, tn.Echo)
+	p, logs := tn.Proxy(t, terminating(t, ca, srv.Addr()))
+	addr := p.Addr("tls").String()
+
+	other := testcert.NewCA(t, "another CA")
+	c := tls.Client(tn.Dial(t, addr), &tls.Config{RootCAs: other.Pool(), ServerName: "localhost"})
+	if err := c.Handshake(); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("handshake with an untrusted certificate: %v, want a certificate error", err)
+	}
+	logs.Wait(t, "connection closed", "reason=tls", "err=\"tls handshake with the client: ")
+	if srv.Accepted() != 0 {
+		t.Errorf("the target was dialled %d times for a failed handshake", srv.Accepted())
+	}
+	c2 := tlsClient(t, addr, ca, "localhost")
+	c2.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c2, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("after a failed handshake, echo gave %q, %v", buf, err)
+	}
+}
+
+// A client that connects and says nothing is cut off by the handshake
+// timeout, without the target ever being dialled.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	srv := tn.Serve(t, tn.Echo)
+	r := terminating(t, ca, srv.Addr())
+	r.HandshakeTimeout = 200 * time.Millisecond
+	p, logs := tn.Proxy(t, r)
+	c := tn.Dial(t, p.Addr("tls").String())
+	if _, err := c.Read(make([]byte, 1)); !tn.IsClosed(err) {
+		t.Fatalf("silent client: read gave %v, want the connection closed", err)
+	}
+	logs.Wait(t, "connection closed", "reason=tls", "i/o timeout")
+	if srv.Accepted() != 0 {
+		t.Errorf("the target was dialled %d times", srv.Accepted())
+	}
+}
+
+// tlsEcho serves TLS with pair and echoes.
+func tlsEcho(t *testing.T, pair *testcert.Pair) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair.TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*tls.Conn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Originating TLS: a plaintext client, a TLS server verified against the
+// route's CA with the target's host as the server name.
+func TestUpstreamTLS(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	target := tlsEcho(t, ca.Server(t))
+	r := tn.Route("up", target)
+	r.UpstreamTLS = &tls.Config{RootCAs: ca.Pool()}
+	p, logs := tn.Proxy(t, r)
+
+	out := tn.Random(2, 300<<10)
+	got := tn.Exchange(tn.Dial(t, p.Addr("up").String()), out)
+	if got.Err != nil || got.Sum != tn.Sum(out) {
+		t.Fatalf("echo through upstream TLS: %d bytes, err %v; want %d", got.N, got.Err, len(out))
+	}
+	logs.Wait(t, "connection closed", "bytes_to_server=307200", "bytes_to_client=307200")
+
+	// A target whose certificate the route does not trust: the dial fails.
+	bad := testcert.NewCA(t, "untrusted")
+	r2 := tn.Route("bad", tlsEcho(t, bad.Server(t)))
+	r2.UpstreamTLS = &tls.Config{RootCAs: ca.Pool()}
+	p2, logs2 := tn.Proxy(t, r2)
+	c := tn.Dial(t, p2.Addr("bad").String())
+	if _, err := c.Read(make([]byte, 1)); !tn.IsClosed(err) {
+		t.Fatalf("untrusted target: read gave %v, want closed", err)
+	}
+	logs2.Wait(t, "connection closed", "reason=dial_failed", "tls handshake with 127.0.0.1:", "certificate")
+}
+
+// Both sides TLS, and a server that stops reading: Close returns at once
+// though a TLS write is blocked (teardown closes the raw sockets, never
+// waits on a tls.Conn).
+func TestTLSCloseWhileWriteBlocked(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	stalled := make(chan struct{})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.(*tls.Conn).Handshake()
+		<-stalled // never reads
+	}()
+	defer close(stalled)
+	r := terminating(t, ca, ln.Addr().String())
+	r.UpstreamTLS = &tls.Config{RootCAs: ca.Pool()}
+	logs := tn.NewLogs()
+	p := &host.Proxy{Logger: logs.Logger()}
+	if err := p.Apply([]host.Route{r}); err != nil {
+		t.Fatal(err)
+	}
+	c := tlsClient(t, p.Addr("tls").String(), ca, "localhost")
+	var written atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for range 50 << 20 / len(chunk) {
+			n, err := c.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	// No event says "the buffers are full": poll the progress until it
+	// stops for a while (bounded by tn.Timeout).
+	deadline := time.Now().Add(tn.Timeout)
+	for last, still := int64(-1), 0; still < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writes never stalled (%d bytes written)", written.Load())
+		}
+		time.Sleep(40 * time.Millisecond)
+		if n := written.Load(); n == last && n > 0 {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	start := time.Now()
+	p.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Close took %s with a TLS write blocked", d)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the client's 50 MiB write completed: the server was not deaf")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the client's blocked write was not failed 2s after Close")
+	}
+	logs.Wait(t, "connection closed", "proxy shut down")
+}
+
+// SNI routing without terminating: three routes on one address, chosen by
+// the ClientHello's name (exact, wildcard, default), the hello replayed
+// byte for byte so each backend completes its own handshake; a name no
+// route takes gets unrecognized_name. One route terminates TLS itself.
+func TestServerNameRouting(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	listen := freeAddr(t)
+	route := func(name, target string, names ...string) host.Route {
+		return host.Route{Name: name, Listen: listen, Target: target, ServerNames: names}
+	}
+	a := route("a", tlsEcho(t, ca.Server(t, "a.example")), "a.example")
+	b := route("b", tlsEcho(t, ca.Server(t, "x.b.example")), "*.b.example")
+	term := route("term", tn.Serve(t, tn.Echo).Addr(), "plain.example")
+	term.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "plain.example").TLS}}
+	p, logs := tn.Proxy(t, a, b, term)
+
+	for _, name := range []string{"a.example", "x.b.example", "plain.example"} {
+		c := tlsClient(t, listen, ca, name)
+		out := tn.Random(3, 100<<10)
+		go func() { c.Write(out); c.CloseWrite() }()
+		if got := tn.ReadSum(c); got.Err != nil || got.Sum != tn.Sum(out) {
+			t.Fatalf("%s: echo gave %d bytes, err %v", name, got.N, got.Err)
+		}
+		c.Close() // close_notify was only TLS's end: the TCP stream ends here
+	}
+	logs.Wait(t, "connection closed", "route=a")
+	logs.Wait(t, "connection closed", "route=b")
+	logs.Wait(t, "connection closed", "route=term")
+
+	// No default: an unknown name is refused with the alert.
+	c := tls.Client(tn.Dial(t, listen), &tls.Config{RootCAs: ca.Pool(), ServerName: "nobody.example"})
+	if err := c.Handshake(); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+		t.Fatalf("unknown name: handshake gave %v, want the unrecognized_name alert", err)
+	}
+	logs.Wait(t, "connection closed", "reason=no_route", `no route for server name \"nobody.example\"`)
+	for _, s := range p.Stats() {
+		if s.Route == "a" && s.Rejected["no_route"] != 1 {
+			t.Errorf("route a (the address's first) counts %d no_route rejections, want 1\n%s", s.Rejected["no_route"], logs)
+		}
+	}
+
+	// With a default, the unknown name and a non-TLS client go there.
+	def := route("def", tn.Serve(t, tn.Echo).Addr(), "*")
+	if err := p.Apply([]host.Route{a, b, term, def}); err != nil {
+		t.Fatal(err)
+	}
+	got := tn.Exchange(tn.Dial(t, listen), []byte("GET / HTTP/1.0\r\n\r\n"))
+	if got.Err != nil || got.Sum != tn.Sum([]byte("GET / HTTP/1.0\r\n\r\n")) {
+		t.Fatalf("plain client to the default route: %d bytes, err %v", got.N, got.Err)
+	}
+	logs.Wait(t, "connection closed", "route=def", "bytes_to_server=18")
+}
+
+// Routes sharing an address must each give server names, without repeats.
+func TestServerNamesValidated(t *testing.T) {
+	t.Parallel()
+	r := func(name string, names ...string) host.Route {
+		return host.Route{Name: name, Listen: "127.0.0.1:7001", Target: "127.0.0.1:1", ServerNames: names}
+	}
+	var p host.Proxy
+	err := p.Apply([]host.Route{r("a", "a.example"), r("b"), r("c", "A.example", "*"), r("d", "*", "bad..name")})
+	for _, want := range []string{
+		`route "b": listen address 127.0.0.1:7001 is already used by route "a"`,
+		`route "c": server name "A.example" is also route "a"'s on 127.0.0.1:7001`,
+		`route "d": server name "*" is also route "c"'s`,
+		`route "d": server_names: server name "bad..name" has an empty label`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Apply error %v\nwant it to contain %s", err, want)
+		}
+	}
+}
+
+// A load balancer's PROXY header: the route believes it from a trusted
+// network (the client address in the log is the header's), refuses it
+// from elsewhere, and refuses a malformed one, naming the peer.
+func TestAcceptProxy(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	r := tn.Route("lb", srv.Addr())
+	r.AcceptProxy = true
+	r.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	p, logs := tn.Proxy(t, r)
+	addr := p.Addr("lb").String()
+
+	body := []byte("hello behind a balancer")
+	for _, header := range []string{
+		"PROXY TCP4 192.0.2.1 127.0.0.1 5555 80\r\n",
+		"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x02\x7f\x00\x00\x01\x15\xb3\x00\x50",
+	} {
+		got := tn.Exchange(tn.Dial(t, addr), append([]byte(header), body...))
+		if got.Err != nil || got.Sum != tn.Sum(body) {
+			t.Fatalf("after a PROXY header: echo gave %d bytes, err %v; want the body only", got.N, got.Err)
+		}
+	}
+	logs.Wait(t, "connection closed", "client=192.0.2.1:5555", "bytes_from_client=23")
+	logs.Wait(t, "connection closed", "client=192.0.2.2:5555", "bytes_from_client=23")
+
+	c := tn.Dial(t, addr)
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	if _, err := c.Read(make([]byte, 1)); !tn.IsClosed(err) {
+		t.Fatalf("no PROXY header: read gave %v, want closed", err)
+	}
+	logs.Wait(t, "connection closed", "reason=proxy_header", "PROXY header from 127.0.0.1: ")
+
+	r2 := tn.Route("untrusted", srv.Addr())
+	r2.AcceptProxy = true
+	r2.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	p2, logs2 := tn.Proxy(t, r2)
+	expectRefused(t, p2.Addr("untrusted").String())
+	logs2.Wait(t, "connection closed", "reason=proxy_header", "peer 127.0.0.1 is not in the trusted networks")
+}
