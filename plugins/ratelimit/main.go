@@ -1,0 +1,351 @@
+// Command ratelimit is the tunnel plugin that limits each client IP
+// address: new connections per second, and bytes per second. The limits
+// are token buckets kept in the plugin's shared state (ABI v2), so every
+// instance of the plugin and every connection from one address draw from
+// the same buckets, and timed with the host's monotonic clock. A
+// connection over its limit gets an optional reply and is closed; bytes
+// over theirs are delayed (shaped, with the connection's timer) or close
+// the connection. See README.md.
+//
+// Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o ratelimit.wasm ./plugins/ratelimit
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/sdk"
+)
+
+func init() { sdk.Register(newPlugin) }
+
+func main() {}
+
+type config struct {
+	ConnectionsPerSecond float64 `json:"connections_per_second"`
+	ConnectionsBurst     int64   `json:"connections_burst"`
+	BytesPerSecond       float64 `json:"bytes_per_second"`
+	BytesBurst           int64   `json:"bytes_burst"`
+	BytesFrom            string  `json:"bytes_from"` // "client" (default), "server" or "both"
+	OnBytes              string  `json:"on_bytes"`   // "delay" (default) or "close"
+	MaxDelayed           int64   `json:"max_delayed"`
+	Reply                string  `json:"reply"` // sent to the client before a close
+}
+
+// bucket is a token bucket as a GCRA: the state is one time, the
+// theoretical arrival time (TAT) of the next unit; a unit costs interval,
+// and at most burst units may be taken ahead of time.
+type bucket struct {
+	on       bool
+	interval float64 // ns per unit
+	tau      int64   // ns: how far ahead of now the TAT may run (burst × interval)
+}
+
+func newBucket(rate float64, burst int64) bucket {
+	if rate <= 0 {
+		return bucket{}
+	}
+	iv := 1e9 / rate
+	return bucket{on: true, interval: iv, tau: int64(math.Min(float64(burst)*iv, math.MaxInt64/4))}
+}
+
+const (
+	defaultMaxDelayed = 4 << 20
+	onDelay           = "delay"
+	onClose           = "close"
+)
+
+type plugin struct {
+	conns      bucket
+	bytes      bucket
+	dirs       [2]bool
+	close      bool // on_bytes = "close"
+	maxDelayed int64
+	reply      []byte
+
+	limitedConns sdk.Counter
+	limitedBytes sdk.Counter
+	delayedBytes sdk.Counter
+	warned       bool // the state store was full
+}
+
+func newPlugin(raw []byte) (sdk.Plugin, error) {
+	var c config
+	if err := sdk.DecodeConfig(raw, &c); err != nil {
+		return nil, fmt.Errorf("ratelimit: %w", err)
+	}
+	if c.ConnectionsPerSecond < 0 || c.BytesPerSecond < 0 || c.ConnectionsBurst < 0 || c.BytesBurst < 0 || c.MaxDelayed < 0 {
+		return nil, errors.New("ratelimit: rates, bursts and max_delayed must not be negative")
+	}
+	if c.ConnectionsPerSecond == 0 && c.BytesPerSecond == 0 {
+		return nil, errors.New(`ratelimit: no limit: set "connections_per_second" and/or "bytes_per_second", e.g. {"connections_per_second": 10, "connections_burst": 20}`)
+	}
+	if c.ConnectionsBurst > 0 && c.ConnectionsPerSecond == 0 {
+		return nil, errors.New(`ratelimit: "connections_burst" needs "connections_per_second"`)
+	}
+	if c.BytesBurst > 0 && c.BytesPerSecond == 0 {
+		return nil, errors.New(`ratelimit: "bytes_burst" needs "bytes_per_second"`)
+	}
+	p := &plugin{maxDelayed: defaultMaxDelayed, reply: []byte(c.Reply)}
+	if c.ConnectionsPerSecond > 0 {
+		burst := c.ConnectionsBurst
+		if burst == 0 {
+			burst = int64(math.Max(1, math.Ceil(c.ConnectionsPerSecond)))
+		}
+		p.conns = newBucket(c.ConnectionsPerSecond, burst)
+	}
+	if c.BytesPerSecond > 0 {
+		burst := c.BytesBurst
+		if burst == 0 {
+			burst = int64(math.Max(64<<10, c.BytesPerSecond))
+		}
+		p.bytes = newBucket(c.BytesPerSecond, burst)
+	}
+	switch c.BytesFrom {
+	case "", "client":
+		p.dirs[sdk.ClientToServer] = true
+	case "server":
+		p.dirs[sdk.ServerToClient] = true
+	case "both":
+		p.dirs = [2]bool{true, true}
+	default:
+		return nil, fmt.Errorf(`ratelimit: "bytes_from" must be "client", "server" or "both", not %q`, c.BytesFrom)
+	}
+	switch c.OnBytes {
+	case "", onDelay:
+	case onClose:
+		p.close = true
+	default:
+		return nil, fmt.Errorf(`ratelimit: "on_bytes" must be "delay" or "close", not %q`, c.OnBytes)
+	}
+	if c.MaxDelayed > 0 {
+		p.maxDelayed = c.MaxDelayed
+	}
+	p.limitedConns = sdk.NewCounter("limited_total", "limit", "connections")
+	p.limitedBytes = sdk.NewCounter("limited_total", "limit", "bytes")
+	p.delayedBytes = sdk.NewCounter("delayed_bytes_total")
+	return p, nil
+}
+
+// take draws cost units from the bucket at key: it returns how long the
+// caller must wait before they are its (0: now), and whether it may have
+// them at all within the burst (when not, nothing is drawn unless force).
+// The read-modify-write is a compare-and-swap loop on the shared state, so
+// instances racing on one key each draw their own units.
+func (p *plugin) take(key string, b *bucket, cost int64, force bool) (wait time.Duration, ok bool) {
+	now := int64(sdk.Now())
+	inc := int64(float64(cost) * b.interval)
+	for range 16 {
+		old, _ := sdk.StateGet(key)
+		tat, valid := sdk.StateInt(old)
+		if !valid || tat < now {
+			tat = now
+		}
+		next := tat + inc
+		ahead := next - now - b.tau
+		if ahead > 0 && !force {
+			return time.Duration(ahead), false
+		}
+		swapped, err := sdk.StateCompareAndSwap(key, old, sdk.StateValue(next))
+		if err != nil {
+			if !p.warned {
+				p.warned = true
+				sdk.Log(sdk.LevelWarn, "ratelimit: shared state: "+err.Error()+": not limiting what the store cannot hold")
+			}
+			return 0, true
+		}
+		if swapped {
+			return time.Duration(max(ahead, 0)), true
+		}
+	}
+	sdk.Log(sdk.LevelWarn, "ratelimit: "+key+": too much contention; letting it pass")
+	return 0, true
+}
+
+// release deletes the bucket at key when it is full again (its TAT is
+// past), which is the same as no bucket: the state holds only the
+// addresses that are using their limit.
+func release(key string) {
+	old, ok := sdk.StateGet(key)
+	if !ok {
+		return
+	}
+	if tat, valid := sdk.StateInt(old); !valid || tat <= int64(sdk.Now()) {
+		_, _ = sdk.StateCompareAndSwap(key, old, nil)
+	}
+}
+
+// clientIP is the host of the client's address.
+func clientIP(c *sdk.Conn) string {
+	addr := c.Info().Client
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+func (p *plugin) NewConn(c *sdk.Conn) (sdk.Handler, error) {
+	ip := clientIP(c)
+	h := &conn{p: p, ip: ip}
+	if p.conns.on {
+		if _, ok := p.take("c:"+ip, &p.conns, 1, false); !ok {
+			p.limitedConns.Inc()
+			sdk.Log(sdk.LevelWarn, "ratelimit: "+ip+": over the connection rate: closing")
+			h.refuse(c, "connections")
+			return h, nil
+		}
+		h.tookConn = true
+	}
+	if p.bytes.on {
+		for d := range p.dirs {
+			if p.dirs[d] {
+				h.keys[d] = fmt.Sprintf("b%d:%s", d, ip)
+			}
+		}
+	}
+	return h, nil
+}
+
+// piece is a run of delayed bytes, due at a time.
+type piece struct {
+	due time.Duration
+	n   int
+}
+
+// queue is what one direction delays, in order.
+type queue struct {
+	buf    []byte
+	pieces []piece
+	ended  bool // the source ended: half-close once drained
+}
+
+type conn struct {
+	p        *plugin
+	ip       string
+	keys     [2]string // bucket of each limited direction
+	q        [2]queue
+	armed    time.Duration
+	closed   bool
+	tookConn bool
+}
+
+// refuse replies (if configured) and closes the connection.
+func (h *conn) refuse(c *sdk.Conn, limit string) {
+	h.closed = true
+	if err := c.SetTag("ratelimit.limited", limit); err != nil {
+		sdk.Log(sdk.LevelWarn, "ratelimit: tag: "+err.Error())
+	}
+	if len(h.p.reply) > 0 {
+		if err := c.Send(sdk.ServerToClient, h.p.reply); err != nil {
+			sdk.Log(sdk.LevelWarn, "ratelimit: reply: "+err.Error())
+		}
+	}
+	if err := c.Close(); err != nil {
+		sdk.Log(sdk.LevelWarn, "ratelimit: close: "+err.Error())
+	}
+}
+
+func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	if h.closed {
+		return sdk.Drop
+	}
+	key := h.keys[dir&1]
+	if key == "" {
+		return sdk.Forward
+	}
+	q := &h.q[dir&1]
+	if len(data) > 0 {
+		wait, ok := h.p.take(key, &h.p.bytes, int64(len(data)), !h.p.close)
+		if !ok {
+			h.p.limitedBytes.Inc()
+			sdk.Logf(sdk.LevelWarn, "ratelimit: %s: over the byte rate %s: closing", h.ip, dir)
+			h.refuse(c, "bytes")
+			return sdk.Drop
+		}
+		if wait == 0 && len(q.pieces) == 0 {
+			return sdk.Forward
+		}
+		if int64(len(q.buf)+len(data)) > h.p.maxDelayed {
+			h.p.limitedBytes.Inc()
+			sdk.Logf(sdk.LevelWarn, "ratelimit: %s: more than %d bytes delayed %s: closing", h.ip, h.p.maxDelayed, dir)
+			h.refuse(c, "bytes")
+			return sdk.Drop
+		}
+		h.p.delayedBytes.Add(int64(len(data)))
+		now := sdk.Now()
+		due := now + wait
+		if n := len(q.pieces); n > 0 {
+			due = max(due, q.pieces[n-1].due)
+		}
+		q.buf = append(q.buf, data...)
+		q.pieces = append(q.pieces, piece{due: due, n: len(data)})
+		h.arm(c, now)
+	}
+	if end && len(q.pieces) > 0 {
+		q.ended = true
+		if err := c.DeferEnd(dir); err != nil {
+			sdk.Log(sdk.LevelWarn, "ratelimit: defer end: "+err.Error())
+		}
+	}
+	return sdk.Drop
+}
+
+// arm sets the timer to the earliest due piece.
+func (h *conn) arm(c *sdk.Conn, now time.Duration) {
+	next := time.Duration(-1)
+	for d := range h.q {
+		if q := &h.q[d]; len(q.pieces) > 0 && (next < 0 || q.pieces[0].due < next) {
+			next = q.pieces[0].due
+		}
+	}
+	if next < 0 || next == h.armed {
+		return
+	}
+	h.armed = next
+	if err := c.SetTimer(next - now); err != nil {
+		sdk.Log(sdk.LevelWarn, "ratelimit: set timer: "+err.Error())
+	}
+}
+
+// OnTimer sends the delayed bytes that are due.
+func (h *conn) OnTimer(c *sdk.Conn) {
+	now := sdk.Now()
+	h.armed = 0
+	for d := range h.q {
+		dir := sdk.Direction(d)
+		q := &h.q[d]
+		i, off := 0, 0
+		for ; i < len(q.pieces) && q.pieces[i].due <= now; i++ {
+			off += q.pieces[i].n
+		}
+		if i == 0 {
+			continue
+		}
+		if err := c.Send(dir, q.buf[:off]); err != nil {
+			sdk.Log(sdk.LevelWarn, "ratelimit: send: "+err.Error())
+		}
+		q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
+		q.buf = q.buf[:copy(q.buf, q.buf[off:])]
+		if len(q.pieces) == 0 && q.ended {
+			if err := c.CloseWrite(dir); err != nil {
+				sdk.Log(sdk.LevelWarn, "ratelimit: close write: "+err.Error())
+			}
+		}
+	}
+	h.arm(c, now)
+}
+
+// OnClose forgets the client's buckets that are full again.
+func (h *conn) OnClose(*sdk.Conn) {
+	if h.tookConn {
+		release("c:" + h.ip)
+	}
+	for _, k := range h.keys {
+		if k != "" {
+			release(k)
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/sdk"
+	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"go.uber.org/goleak"
+)
+
+const (
+	c2s = sdk.ClientToServer
+	s2c = sdk.ServerToClient
+)
+
+func TestNative(t *testing.T) { testRatelimit(t, sdktest.Native) }
+
+func TestWasm(t *testing.T) { testRatelimit(t, plugintest.Wasm(t, ".")) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// finish ends a connection that is still open and waits for it.
+func finish(c sdktest.Conn) {
+	c.End(c2s)
+	c.End(s2c)
+	c.ReadAll(c2s)
+	c.ReadAll(s2c)
+	c.Wait()
+}
+
+func testRatelimit(t *testing.T, start sdktest.Starter) {
+	t.Run("connections per second: a burst, then one per interval", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"connections_per_second": 2, "connections_burst": 3, "reply": "-ERR too many connections\r\n"}`})
+		var open []sdktest.Conn
+		for range 3 {
+			c := p.Open()
+			c.Write(c2s, []byte("PING\r\n"))
+			if got := c.Read(c2s, 6); string(got) != "PING\r\n" {
+				t.Fatalf("server got %q", got)
+			}
+			open = append(open, c)
+		}
+		c := p.Open() // the fourth within the same instant: refused
+		if got := c.ReadAll(s2c); string(got) != "-ERR too many connections\r\n" {
+			t.Fatalf("the fourth connection got %q", got)
+		}
+		c.Wait()
+		if v, _ := c.Tag("ratelimit.limited"); v != "connections" {
+			t.Errorf("tag ratelimit.limited = %q", v)
+		}
+		p.Advance(499 * time.Millisecond) // not yet half a second: still refused
+		c = p.Open()
+		if got := c.ReadAll(s2c); string(got) != "-ERR too many connections\r\n" {
+			t.Fatalf("at 499ms the connection got %q", got)
+		}
+		c.Wait()
+		p.Advance(time.Millisecond) // one token back
+		c = p.Open()
+		c.Write(c2s, []byte("x"))
+		if got := c.Read(c2s, 1); string(got) != "x" {
+			t.Fatalf("server got %q", got)
+		}
+		open = append(open, c)
+		if m := sdktest.Metric(t, p, "limited_total", "limit", "connections"); m.Value != 2 {
+			t.Errorf("limited_total{limit=connections} = %d, want 2", m.Value)
+		}
+		if v, ok := sdktest.State(t, p, "c:127.0.0.1"); !ok || len(v) != 8 {
+			t.Errorf("state c:127.0.0.1 = %x, %v; want the bucket's time", v, ok)
+		}
+		// Once the bucket is full again, the last close deletes it.
+		p.Advance(10 * time.Second)
+		for _, c := range open {
+			finish(c)
+		}
+		if v, ok := sdktest.State(t, p, "c:127.0.0.1"); ok {
+			t.Errorf("state c:127.0.0.1 = %x after the bucket refilled; want it deleted", v)
+		}
+	})
+	t.Run("bytes per second, delayed: shaped by the timer, the end after them", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 100}`})
+		c := p.Open()
+		c.Write(c2s, []byte(strings.Repeat("a", 100))) // the burst: at once
+		if got := c.Read(c2s, 100); string(got) != strings.Repeat("a", 100) {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(c2s, []byte(strings.Repeat("b", 500))) // 500 more at 1000/s: in 500ms
+		c.End(c2s)
+		c.Write(s2c, []byte("server bytes are not limited"))
+		if got := c.Read(s2c, 28); string(got) != "server bytes are not limited" {
+			t.Fatalf("client got %q", got)
+		}
+		p.Advance(499 * time.Millisecond)
+		p.Advance(time.Millisecond)
+		if got := c.ReadAll(c2s); string(got) != strings.Repeat("b", 500) {
+			t.Fatalf("server got %q", got)
+		}
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.Wait()
+		if m := sdktest.Metric(t, p, "delayed_bytes_total"); m.Value != 500 {
+			t.Errorf("delayed_bytes_total = %d, want 500", m.Value)
+		}
+	})
+	t.Run("bytes per second shared by the connections of one address", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 100, "bytes_burst": 10, "on_bytes": "close", "reply": "slow down\n"}`})
+		a, b := p.Open(), p.Open()
+		a.Write(c2s, []byte("123456"))
+		if got := a.Read(c2s, 6); string(got) != "123456" {
+			t.Fatalf("server got %q", got)
+		}
+		b.Write(c2s, []byte("7890")) // 10 bytes in all: the burst
+		if got := b.Read(c2s, 4); string(got) != "7890" {
+			t.Fatalf("server got %q", got)
+		}
+		b.Write(c2s, []byte("x")) // one more, now: over
+		if got := b.ReadAll(s2c); string(got) != "slow down\n" {
+			t.Fatalf("client got %q", got)
+		}
+		b.Wait()
+		p.Advance(10 * time.Millisecond) // one byte's worth
+		a.Write(c2s, []byte("y"))
+		if got := a.Read(c2s, 1); string(got) != "y" {
+			t.Fatalf("server got %q", got)
+		}
+		finish(a)
+		if m := sdktest.Metric(t, p, "limited_total", "limit", "bytes"); m.Value != 1 {
+			t.Errorf("limited_total{limit=bytes} = %d, want 1", m.Value)
+		}
+	})
+	t.Run("bad config", func(t *testing.T) {
+		for _, tc := range []struct{ config, want string }{
+			{``, `ratelimit: no limit: set "connections_per_second" and/or "bytes_per_second", e.g. {"connections_per_second": 10, "connections_burst": 20}`},
+			{`{"connections_per_second": -1}`, `ratelimit: rates, bursts and max_delayed must not be negative`},
+			{`{"bytes_burst": 5, "connections_per_second": 1}`, `ratelimit: "bytes_burst" needs "bytes_per_second"`},
+			{`{"connections_burst": 5, "bytes_per_second": 1}`, `ratelimit: "connections_burst" needs "connections_per_second"`},
+			{`{"bytes_per_second": 1, "bytes_from": "up"}`, `ratelimit: "bytes_from" must be "client", "server" or "both", not "up"`},
+			{`{"bytes_per_second": 1, "on_bytes": "drop"}`, `ratelimit: "on_bytes" must be "delay" or "close", not "drop"`},
+			{`{"rate": 1}`, `ratelimit: config: unknown setting "rate"`},
+		} {
+			_, err := start(t, sdktest.Options{Config: tc.config})
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("config %s:\n got %v\nwant %s", tc.config, err, tc.want)
+			}
+		}
+	})
+}
