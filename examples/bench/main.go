@@ -108,6 +108,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		replaceCfg  = fs.String("replace-config", `{"from":"tunnel-bench-needle","to":"TUNNEL-BENCH-NEEDLE"}`, "--plugin-config of the replace plugin (a pattern the loads never contain: the cost of scanning)")
 		tunnelFlags = fs.String("tunnel-flags", "", "extra flags for every tunnel target, space-separated (e.g. --plugin-trusted)")
 		pprofDir    = fs.String("pprof-dir", "", "save CPU profiles of the tunnel targets taken during round 1 in this directory (adds --pprof to the tunnel)")
+		tlsPart     = fs.Bool("tls", true, "also measure TLS: the tunnel terminating it against haproxy and nginx, and passing it through spliced and by SNI")
 		keep        = fs.Bool("keep", false, "keep the temporary directory (configs, binaries)")
 		verbose     = fs.Bool("v", false, "log every process started")
 	)
@@ -401,6 +402,18 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 			}
 		}
 		b.procs.remove(echo, time.Second)
+		if ctx.Err() != nil {
+			return fatal(context.Cause(ctx))
+		}
+	}
+
+	// TLS.
+	if *tlsPart {
+		tlsIdle := min(*idleConns, 2000)
+		fmt.Fprintf(stdout, "TLS (%d idle connections per terminating target):\n", tlsIdle)
+		tlsRes, tlsErrs := b.runTLS(ctx, *rounds, tlsIdle, stdout)
+		rep.TLS = tlsRes
+		errs = append(errs, tlsErrs...)
 		if ctx.Err() != nil {
 			return fatal(context.Cause(ctx))
 		}

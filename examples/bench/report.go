@@ -294,6 +294,8 @@ type report struct {
 	IdleHow  string                        `json:"idle_method"`
 	Goals    []goal                        `json:"goals"`
 	Errors   []string                      `json:"errors"`
+	// TLS holds the figures of the TLS part (-tls), by target then key.
+	TLS results `json:"tls,omitempty"`
 }
 
 // MarshalJSON writes NaN (a missing figure) as null.
