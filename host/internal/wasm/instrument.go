@@ -113,8 +113,8 @@ func (r *reader) name() {
 func (r *reader) valtype() {
 	c := r.byte()
 	switch c {
-	case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
-	case 0x63, 0x64:
+	case valI32, valI64, valF32, valF64, valV128, valFuncref, valExternref:
+	case valRefNull, valRef:
 		r.s33()
 	default:
 		r.fail("unknown value type 0x%x", c)
@@ -123,7 +123,7 @@ func (r *reader) valtype() {
 
 func (r *reader) blocktype() {
 	v := r.s33()
-	if v == -29 || v == -28 { // 0x63 / 0x64: typed reference result
+	if v == valRefNull-0x80 || v == valRef-0x80 { // a typed reference result: a heap type follows
 		r.s33()
 	}
 }
@@ -171,9 +171,377 @@ func appendSLEB(b []byte, v int64) []byte {
 	}
 }
 
+// Section ids.
+const (
+	secCustom   = 0
+	secType     = 1
+	secImport   = 2
+	secFunction = 3
+	secCode     = 10
+)
+
+// Import kinds.
+const (
+	importFunc   = 0x00
+	importTable  = 0x01
+	importMemory = 0x02
+	importGlobal = 0x03
+	importTag    = 0x04
+)
+
+// Value types, the function type form, and the empty block type.
+const (
+	valI32       = 0x7f
+	valI64       = 0x7e
+	valF32       = 0x7d
+	valF64       = 0x7c
+	valV128      = 0x7b
+	valFuncref   = 0x70
+	valExternref = 0x6f
+	valRefNull   = 0x63 // (ref null ht), a heap type follows
+	valRef       = 0x64 // (ref ht), a heap type follows
+	formFunc     = 0x60
+	blockEmpty   = 0x40
+)
+
+// Opcodes, named as in the specification (and wazero's internal/wasm).
+// A range is named by its first and last opcode.
+const (
+	opUnreachable        = 0x00
+	opNop                = 0x01
+	opBlock              = 0x02
+	opLoop               = 0x03
+	opIf                 = 0x04
+	opElse               = 0x05
+	opTry                = 0x06 // legacy exception handling
+	opCatch              = 0x07
+	opThrow              = 0x08
+	opRethrow            = 0x09
+	opThrowRef           = 0x0a
+	opEnd                = 0x0b
+	opBr                 = 0x0c
+	opBrIf               = 0x0d
+	opBrTable            = 0x0e
+	opReturn             = 0x0f
+	opCall               = 0x10
+	opCallIndirect       = 0x11
+	opReturnCall         = 0x12
+	opReturnCallIndirect = 0x13
+	opCallRef            = 0x14
+	opReturnCallRef      = 0x15
+	opDelegate           = 0x18
+	opCatchAll           = 0x19
+	opDrop               = 0x1a
+	opSelect             = 0x1b
+	opSelectT            = 0x1c
+	opTryTable           = 0x1f
+	opLocalGet           = 0x20
+	opLocalSet           = 0x21
+	opLocalTee           = 0x22
+	opGlobalGet          = 0x23
+	opGlobalSet          = 0x24
+	opTableGet           = 0x25
+	opTableSet           = 0x26
+	opI32Load            = 0x28 // the loads and stores, each with a memarg, ...
+	opI64Store32         = 0x3e // ... up to this one
+	opMemorySize         = 0x3f
+	opMemoryGrow         = 0x40
+	opI32Const           = 0x41
+	opI64Const           = 0x42
+	opF32Const           = 0x43
+	opF64Const           = 0x44
+	opI32Eqz             = 0x45 // the numeric instructions without immediates, ...
+	opI32Add             = 0x6a
+	opI32And             = 0x71
+	opI64Extend32S       = 0xc4 // ... up to this one
+	opRefNull            = 0xd0
+	opRefIsNull          = 0xd1
+	opRefFunc            = 0xd2
+	opRefEq              = 0xd3
+	opRefAsNonNull       = 0xd4
+	opBrOnNull           = 0xd5
+	opBrOnNonNull        = 0xd6
+	opMiscPrefix         = 0xfc // saturating truncation, bulk memory and tables
+	opVecPrefix          = 0xfd // SIMD
+	opAtomicPrefix       = 0xfe // threads
+)
+
+// Sub-opcodes after opMiscPrefix.
+const (
+	miscI64TruncSatF64U = 7 // 0 to 7: the saturating truncations, no immediates
+	miscMemoryInit      = 8
+	miscDataDrop        = 9
+	miscMemoryCopy      = 10
+	miscMemoryFill      = 11
+	miscTableInit       = 12
+	miscElemDrop        = 13
+	miscTableCopy       = 14
+	miscTableGrow       = 15
+	miscTableSize       = 16
+	miscTableFill       = 17
+)
+
+// Sub-opcodes after opVecPrefix.
+const (
+	vecV128Store           = 11 // 0 to 11: the loads and stores, with a memarg
+	vecV128Const           = 12 // 16 bytes
+	vecI8x16Shuffle        = 13 // 16 lane indices
+	vecI8x16ExtractLaneS   = 21 // 21 to 34: extract and replace lane, a lane index
+	vecF64x2ReplaceLane    = 34
+	vecV128Load8Lane       = 84 // 84 to 91: load and store lane, a memarg and a lane index
+	vecV128Store64Lane     = 91
+	vecV128Load32Zero      = 92    // a memarg
+	vecV128Load64Zero      = 93    // a memarg
+	vecI32x4RelaxedDotLast = 0x113 // the last sub-opcode; the rest have no immediates
+)
+
+// Sub-opcodes after opAtomicPrefix.
+const (
+	atomicFence = 0x03 // a reserved byte; every other one has a memarg
+	atomicLast  = 0x4e
+)
+
+// try_table catch clause kinds.
+const (
+	catchTag    = 0x00 // tag, label
+	catchTagRef = 0x01 // tag, label
+	catchAll    = 0x02 // label
+	catchAllRef = 0x03 // label
+)
+
+// immediates[op] reads past the immediates of opcode op; nil for an opcode
+// the decoder does not know.
+var immediates = func() (t [256]func(*reader)) {
+	set := func(f func(*reader), ops ...byte) {
+		for _, op := range ops {
+			t[op] = f
+		}
+	}
+	span := func(f func(*reader), first, last byte) {
+		for op := int(first); op <= int(last); op++ {
+			t[op] = f
+		}
+	}
+	none := func(*reader) {}
+	set(none, opUnreachable, opNop, opElse, opThrowRef, opEnd, opReturn, opCatchAll, opDrop, opSelect,
+		opRefIsNull, opRefEq, opRefAsNonNull)
+	span(none, opI32Eqz, opI64Extend32S)
+	set((*reader).blocktype, opBlock, opLoop, opIf, opTry)
+	set((*reader).index, opCatch, opThrow, opRethrow, opBr, opBrIf, opCall, opReturnCall, opCallRef,
+		opReturnCallRef, opDelegate, opMemorySize, opMemoryGrow, opRefFunc, opBrOnNull, opBrOnNonNull)
+	span((*reader).index, opLocalGet, opTableSet)
+	set((*reader).twoIndices, opCallIndirect, opReturnCallIndirect)
+	set((*reader).brTable, opBrTable)
+	set((*reader).selectTypes, opSelectT)
+	set((*reader).tryTable, opTryTable)
+	span((*reader).memarg, opI32Load, opI64Store32)
+	set(func(r *reader) { r.leb(5) }, opI32Const)
+	set(func(r *reader) { r.leb(10) }, opI64Const)
+	set(func(r *reader) { r.bytes(4) }, opF32Const)
+	set(func(r *reader) { r.bytes(8) }, opF64Const)
+	set(func(r *reader) { r.s33() }, opRefNull)
+	set((*reader).misc, opMiscPrefix)
+	set((*reader).vec, opVecPrefix)
+	set((*reader).atomic, opAtomicPrefix)
+	return t
+}()
+
+// index reads one index (function, local, global, table, type, tag) or
+// label depth.
+func (r *reader) index() { r.u32() }
+
+func (r *reader) twoIndices() {
+	r.u32()
+	r.u32()
+}
+
+func (r *reader) brTable() {
+	for k := r.u32(); k > 0 && r.err == nil; k-- {
+		r.u32()
+	}
+	r.u32()
+}
+
+func (r *reader) selectTypes() {
+	for k := r.u32(); k > 0 && r.err == nil; k-- {
+		r.valtype()
+	}
+}
+
+func (r *reader) tryTable() {
+	r.blocktype()
+	for k := r.u32(); k > 0 && r.err == nil; k-- {
+		switch kind := r.byte(); kind {
+		case catchTag, catchTagRef:
+			r.twoIndices()
+		case catchAll, catchAllRef:
+			r.u32()
+		default:
+			r.fail("unknown catch kind 0x%x", kind)
+		}
+	}
+}
+
+func (r *reader) misc() {
+	switch sub := r.u32(); sub {
+	case miscMemoryInit, miscMemoryCopy, miscTableInit, miscTableCopy:
+		r.twoIndices()
+	case miscDataDrop, miscMemoryFill, miscElemDrop, miscTableGrow, miscTableSize, miscTableFill:
+		r.u32()
+	default:
+		if sub > miscI64TruncSatF64U {
+			r.fail("unknown 0xfc opcode %d", sub)
+		}
+	}
+}
+
+func (r *reader) vec() {
+	switch sub := r.u32(); {
+	case sub <= vecV128Store, sub == vecV128Load32Zero, sub == vecV128Load64Zero:
+		r.memarg()
+	case sub == vecV128Const, sub == vecI8x16Shuffle:
+		r.bytes(16)
+	case sub >= vecI8x16ExtractLaneS && sub <= vecF64x2ReplaceLane:
+		r.byte()
+	case sub >= vecV128Load8Lane && sub <= vecV128Store64Lane:
+		r.memarg()
+		r.byte()
+	case sub > vecI32x4RelaxedDotLast:
+		r.fail("unknown 0xfd opcode %d", sub)
+	}
+}
+
+func (r *reader) atomic() {
+	switch sub := r.u32(); {
+	case sub == atomicFence:
+		r.byte()
+	case sub <= atomicLast:
+		r.memarg()
+	default:
+		r.fail("unknown 0xfe opcode %d", sub)
+	}
+}
+
+// instr reads one instruction and returns its opcode.
+func (r *reader) instr() byte {
+	op := r.byte()
+	if r.err != nil {
+		return op
+	}
+	if skip := immediates[op]; skip != nil {
+		skip(r)
+	} else {
+		r.fail("unknown opcode 0x%x", op)
+	}
+	return op
+}
+
 type section struct {
 	id      byte
 	payload []byte
+}
+
+// magic is the preamble of a core WebAssembly 1.0 binary.
+var magic = []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+
+// sections splits a module into its sections.
+func sections(bin []byte) ([]section, error) {
+	r := &reader{b: bin}
+	if !bytes.Equal(r.bytes(len(magic)), magic) {
+		return nil, fmt.Errorf("%w: not a core WebAssembly 1.0 binary", errNotInstrumentable)
+	}
+	var secs []section
+	for r.off < len(r.b) && r.err == nil {
+		id := r.byte()
+		n := r.u32()
+		p := r.bytes(int(n))
+		secs = append(secs, section{id, p})
+	}
+	return secs, r.err
+}
+
+// layout is what the rewrite needs to know of a module besides its code.
+type layout struct {
+	params   []int // by type index: the function type's parameter count
+	tick     int   // the function index of the tick import; -1 without
+	imported int   // imported functions
+	bodyType []int // by defined function: its type index
+}
+
+// readLayout reads the type, import and function sections.
+func readLayout(secs []section) (*layout, error) {
+	l := &layout{tick: -1}
+	for _, s := range secs {
+		r := &reader{b: s.payload}
+		switch s.id {
+		case secType:
+			l.readTypes(r)
+		case secImport:
+			l.readImports(r)
+		case secFunction:
+			l.readFunctions(r)
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	return l, nil
+}
+
+func (l *layout) readTypes(r *reader) {
+	for n := r.u32(); n > 0 && r.err == nil; n-- {
+		if form := r.byte(); form != formFunc {
+			r.fail("type form 0x%x is not a function type", form)
+			return
+		}
+		np := r.u32()
+		for k := np; k > 0 && r.err == nil; k-- {
+			r.valtype()
+		}
+		for k := r.u32(); k > 0 && r.err == nil; k-- {
+			r.valtype()
+		}
+		l.params = append(l.params, int(np))
+	}
+}
+
+func (l *layout) readImports(r *reader) {
+	for n := r.u32(); n > 0 && r.err == nil; n-- {
+		mod := string(r.bytes(int(r.u32())))
+		name := string(r.bytes(int(r.u32())))
+		switch kind := r.byte(); kind {
+		case importFunc:
+			r.u32()
+			if mod == abi.ImportModule && name == abi.ImportInputBuffer {
+				l.tick = l.imported
+			}
+			l.imported++
+		case importTable:
+			r.valtype()
+			r.limits()
+		case importMemory:
+			r.limits()
+		case importGlobal:
+			r.valtype()
+			r.byte() // mutability
+		case importTag:
+			r.byte() // attribute
+			r.u32()
+		default:
+			r.fail("unknown import kind 0x%x", kind)
+		}
+	}
+}
+
+func (l *layout) readFunctions(r *reader) {
+	for n := r.u32(); n > 0 && r.err == nil; n-- {
+		t := int(r.u32())
+		if t >= len(l.params) {
+			r.fail("function type %d out of range", t)
+			return
+		}
+		l.bodyType = append(l.bodyType, t)
+	}
 }
 
 // instrument returns bin with the fuel check at the head of every loop (see
@@ -184,100 +552,25 @@ func instrument(bin []byte) (out []byte, err error) {
 			out, err = nil, fmt.Errorf("%w: %v", errNotInstrumentable, r)
 		}
 	}()
-	r := &reader{b: bin}
-	if !bytes.Equal(r.bytes(8), []byte{0, 'a', 's', 'm', 1, 0, 0, 0}) {
-		return nil, fmt.Errorf("%w: not a core WebAssembly 1.0 binary", errNotInstrumentable)
+	secs, err := sections(bin)
+	if err != nil {
+		return nil, err
 	}
-	var secs []section
-	for r.off < len(r.b) && r.err == nil {
-		id := r.byte()
-		n := r.u32()
-		p := r.bytes(int(n))
-		secs = append(secs, section{id, p})
+	l, err := readLayout(secs)
+	if err != nil {
+		return nil, err
 	}
-	if r.err != nil {
-		return nil, r.err
-	}
-
-	// Imports: the tick function. Types and functions: each body's params.
-	tick, funcs := -1, 0
-	var params []int   // by type index; -1 for a type that is not a function
-	var bodyType []int // by defined function
-	for _, s := range secs {
-		sr := &reader{b: s.payload}
-		switch s.id {
-		case 1:
-			for n := sr.u32(); n > 0 && sr.err == nil; n-- {
-				if form := sr.byte(); form != 0x60 {
-					sr.fail("type form 0x%x is not a function type", form)
-					break
-				}
-				np := sr.u32()
-				for k := np; k > 0 && sr.err == nil; k-- {
-					sr.valtype()
-				}
-				for k := sr.u32(); k > 0 && sr.err == nil; k-- {
-					sr.valtype()
-				}
-				params = append(params, int(np))
-			}
-		case 2:
-			for n := sr.u32(); n > 0 && sr.err == nil; n-- {
-				mod := string(sr.bytes(int(sr.u32())))
-				name := string(sr.bytes(int(sr.u32())))
-				switch kind := sr.byte(); kind {
-				case 0x00:
-					sr.u32()
-					if mod == abi.ImportModule && name == abi.ImportInputBuffer {
-						tick = funcs
-					}
-					funcs++
-				case 0x01:
-					sr.valtype()
-					sr.limits()
-				case 0x02:
-					sr.limits()
-				case 0x03:
-					sr.valtype()
-					sr.byte()
-				case 0x04:
-					sr.byte()
-					sr.u32()
-				default:
-					sr.fail("unknown import kind 0x%x", kind)
-				}
-			}
-		case 3:
-			for n := sr.u32(); n > 0 && sr.err == nil; n-- {
-				t := int(sr.u32())
-				if t >= len(params) {
-					sr.fail("function type %d out of range", t)
-					break
-				}
-				bodyType = append(bodyType, t)
-			}
-		}
-		if sr.err != nil {
-			return nil, sr.err
-		}
-	}
-	if tick < 0 {
+	if l.tick < 0 {
 		return nil, fmt.Errorf("%w: no %s.%s import to tick through", errNotInstrumentable, abi.ImportModule, abi.ImportInputBuffer)
 	}
-	for i, s := range secs {
-		if s.id != 10 {
-			continue
-		}
-		p, err := instrumentCode(s.payload, bodyType, params, uint32(tick))
-		if err != nil {
-			return nil, err
-		}
-		secs[i].payload = p
-	}
-
-	out = append(out, bin[:8]...)
+	out = append(out, magic...)
 	for _, s := range secs {
-		if s.id == 0 && isDWARF(s.payload) {
+		switch {
+		case s.id == secCode:
+			if s.payload, err = instrumentCode(s.payload, l); err != nil {
+				return nil, err
+			}
+		case s.id == secCustom && isDWARF(s.payload):
 			// DWARF addresses code by offset, and the offsets moved: wrong
 			// source lines in stack traces would mislead. (The "name"
 			// section is by index and stays.)
@@ -297,23 +590,25 @@ func instrument(bin []byte) (out []byte, err error) {
 //	i32.const fuelPeriod-1; i32.and; i32.eqz
 //	if; i32.const -1; i32.const 0; call tick; drop; end
 func check(dst []byte, l, tick uint32) []byte {
-	dst = append(dst, 0x20)
+	dst = append(dst, opLocalGet)
 	dst = appendULEB(dst, uint64(l))
-	dst = append(dst, 0x41, 0x01, 0x6a, 0x22)
+	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
 	dst = appendULEB(dst, uint64(l))
-	dst = append(dst, 0x41)
+	dst = append(dst, opI32Const)
 	dst = appendSLEB(dst, fuelPeriod-1)
-	dst = append(dst, 0x71, 0x45, 0x04, 0x40, 0x41, 0x7f, 0x41, 0x00, 0x10)
+	dst = append(dst, opI32And, opI32Eqz, opIf, blockEmpty, opI32Const)
+	dst = appendSLEB(dst, -1) // tickPtr
+	dst = append(dst, opI32Const, 0, opCall)
 	dst = appendULEB(dst, uint64(tick))
-	return append(dst, 0x1a, 0x0b)
+	return append(dst, opDrop, opEnd)
 }
 
 // instrumentCode rewrites the code section's bodies.
-func instrumentCode(payload []byte, bodyType, params []int, tick uint32) ([]byte, error) {
+func instrumentCode(payload []byte, l *layout) ([]byte, error) {
 	r := &reader{b: payload}
 	n := r.u32()
-	if int(n) != len(bodyType) {
-		return nil, fmt.Errorf("%w: %d bodies for %d functions", errNotInstrumentable, n, len(bodyType))
+	if int(n) != len(l.bodyType) {
+		return nil, fmt.Errorf("%w: %d bodies for %d functions", errNotInstrumentable, n, len(l.bodyType))
 	}
 	out := appendULEB(nil, uint64(n))
 	var body []byte
@@ -324,7 +619,7 @@ func instrumentCode(payload []byte, bodyType, params []int, tick uint32) ([]byte
 			break
 		}
 		var err error
-		body, err = instrumentBody(body[:0], fb, params[bodyType[i]], tick)
+		body, err = instrumentBody(body[:0], fb, l.params[l.bodyType[i]], uint32(l.tick))
 		if err != nil {
 			return nil, err
 		}
@@ -337,124 +632,48 @@ func instrumentCode(payload []byte, bodyType, params []int, tick uint32) ([]byte
 	return out, r.err
 }
 
+// maxLocals bounds the parameters and locals of a body that is
+// instrumented.
+const maxLocals = 50000
+
+// localDecls reads a body's groups of local declarations and returns the
+// number of parameters and locals: the index of the counter local.
+func (r *reader) localDecls(groups uint32, nparams int) uint32 {
+	total := uint64(nparams)
+	for n := groups; n > 0 && r.err == nil; n-- {
+		total += uint64(r.u32())
+		r.valtype()
+	}
+	if r.err == nil && total >= maxLocals {
+		r.fail("too many locals")
+	}
+	return uint32(total)
+}
+
 // instrumentBody copies one function body with one more i32 local (the
 // loop counter) and the check after each loop.
 func instrumentBody(out, fb []byte, nparams int, tick uint32) ([]byte, error) {
 	r := &reader{b: fb}
 	groups := r.u32()
-	afterCount := r.off
-	counter := uint64(nparams)
-	for n := groups; n > 0 && r.err == nil; n-- {
-		counter += uint64(r.u32())
-		r.valtype()
-	}
+	decls := r.off
+	counter := r.localDecls(groups, nparams)
 	if r.err != nil {
 		return nil, r.err
 	}
-	if counter >= 50000 {
-		return nil, fmt.Errorf("%w: too many locals", errNotInstrumentable)
-	}
 	out = appendULEB(out, uint64(groups)+1)
-	out = append(out, fb[afterCount:r.off]...)
-	out = append(out, 0x01, 0x7f) // (local i32)
+	out = append(out, fb[decls:r.off]...)
+	out = append(out, 1, valI32) // (local i32)
 	var chk []byte
-	for r.off < len(r.b) && r.err == nil {
+	for r.off < len(r.b) {
 		start := r.off
-		op := r.byte()
-		loop := false
-		switch {
-		case op == 0x03:
-			r.blocktype()
-			loop = true
-		case op == 0x02 || op == 0x04 || op == 0x06:
-			r.blocktype()
-		case op <= 0x01, op == 0x05, op == 0x0a, op == 0x0b, op == 0x0f, op == 0x19, op == 0x1a, op == 0x1b,
-			op >= 0x45 && op <= 0xc4, op == 0xd1, op == 0xd3, op == 0xd4:
-		case op == 0x07, op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x12, op == 0x14, op == 0x15,
-			op == 0x18, op >= 0x20 && op <= 0x26, op == 0x3f, op == 0x40, op == 0xd2, op == 0xd5, op == 0xd6:
-			r.u32()
-		case op == 0x0e:
-			for k := r.u32(); k > 0 && r.err == nil; k-- {
-				r.u32()
-			}
-			r.u32()
-		case op == 0x11, op == 0x13:
-			r.u32()
-			r.u32()
-		case op == 0x1c:
-			for k := r.u32(); k > 0 && r.err == nil; k-- {
-				r.valtype()
-			}
-		case op == 0x1f: // try_table
-			r.blocktype()
-			for k := r.u32(); k > 0 && r.err == nil; k-- {
-				switch kind := r.byte(); kind {
-				case 0x00, 0x01:
-					r.u32()
-					r.u32()
-				case 0x02, 0x03:
-					r.u32()
-				default:
-					r.fail("unknown catch kind 0x%x", kind)
-				}
-			}
-		case op >= 0x28 && op <= 0x3e:
-			r.memarg()
-		case op == 0x41:
-			r.leb(5)
-		case op == 0x42:
-			r.leb(10)
-		case op == 0x43:
-			r.bytes(4)
-		case op == 0x44:
-			r.bytes(8)
-		case op == 0xd0:
-			r.s33()
-		case op == 0xfc:
-			switch sub := r.u32(); {
-			case sub <= 7:
-			case sub == 8, sub == 10, sub == 12, sub == 14:
-				r.u32()
-				r.u32()
-			case sub == 9, sub == 11, sub == 13, sub == 15, sub == 16, sub == 17:
-				r.u32()
-			default:
-				r.fail("unknown 0xfc opcode %d", sub)
-			}
-		case op == 0xfd:
-			switch sub := r.u32(); {
-			case sub <= 11, sub == 92, sub == 93:
-				r.memarg()
-			case sub == 12, sub == 13:
-				r.bytes(16)
-			case sub >= 21 && sub <= 34:
-				r.byte()
-			case sub >= 84 && sub <= 91:
-				r.memarg()
-				r.byte()
-			case sub <= 0x113:
-			default:
-				r.fail("unknown 0xfd opcode %d", sub)
-			}
-		case op == 0xfe:
-			switch sub := r.u32(); {
-			case sub == 3:
-				r.byte()
-			case sub <= 0x4e:
-				r.memarg()
-			default:
-				r.fail("unknown 0xfe opcode %d", sub)
-			}
-		default:
-			r.fail("unknown opcode 0x%x", op)
-		}
+		op := r.instr()
 		if r.err != nil {
 			break
 		}
 		out = append(out, fb[start:r.off]...)
-		if loop {
+		if op == opLoop {
 			if chk == nil {
-				chk = check(nil, uint32(counter), tick)
+				chk = check(nil, counter, tick)
 			}
 			out = append(out, chk...)
 		}

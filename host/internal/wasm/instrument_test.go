@@ -1,23 +1,58 @@
 package wasm
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
 )
 
-// FuzzInstrument: instrument never panics, and when it accepts a module that
-// wazero accepts, wazero accepts the instrumented module too. Seeds are the
-// test guests; `go test` runs just them, `go test -fuzz FuzzInstrument`
-// explores.
-func FuzzInstrument(f *testing.F) {
+// instrumentSeeds are small real modules: the WAT test guests and the C,
+// Rust and AssemblyScript example plugins (loops, bulk memory, globals,
+// tables).
+func instrumentSeeds(t testing.TB) map[string][]byte {
+	t.Helper()
 	files, _ := filepath.Glob("../../plugin/testdata/*.wasm")
+	examples, _ := filepath.Glob("../../../examples/plugins/*/*.wasm")
+	files = append(files, examples...)
+	if len(files) < 20 || len(examples) < 3 {
+		t.Fatalf("only %d seed modules (%d examples)", len(files), len(examples))
+	}
+	seeds := map[string][]byte{}
 	for _, file := range files {
-		b, _ := os.ReadFile(file)
-		f.Add(b)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds[file] = b
+	}
+	return seeds
+}
+
+// FuzzInstrument: instrument never panics; whatever it accepts is
+// rewritten exactly as promised (checkRewrite: a check after every loop,
+// one more local, nothing else changed, so no function, global, type or
+// local index moves); and when wazero accepts the input, it accepts the
+// output too, with the same imports and exports at the same indexes. Seeds
+// are the test guests and example plugins; `go test` runs just them, `go
+// test -fuzz FuzzInstrument` explores (.ci/run does, briefly).
+func FuzzInstrument(f *testing.F) {
+	seeds := instrumentSeeds(f)
+	names := make([]string, 0, len(seeds))
+	for name := range seeds {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		f.Add(seeds[name])
 	}
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
@@ -27,15 +62,244 @@ func FuzzInstrument(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if err := checkRewrite(bin, out); err != nil {
+			t.Fatal(err)
+		}
 		cm, err := rt.CompileModule(ctx, bin)
 		if err != nil {
-			return // invalid input: nothing promised
+			return // invalid input: nothing more promised
 		}
-		cm.Close(ctx)
-		cm, err = rt.CompileModule(ctx, out)
+		defer cm.Close(ctx)
+		icm, err := rt.CompileModule(ctx, out)
 		if err != nil {
 			t.Fatalf("the instrumented form of a valid module is invalid: %v", err)
 		}
-		cm.Close(ctx)
+		defer icm.Close(ctx)
+		if a, b := definitions(cm), definitions(icm); !reflect.DeepEqual(a, b) {
+			t.Fatalf("imports and exports moved:\nbefore %v\nafter  %v", a, b)
+		}
 	})
+}
+
+// The Go guests (3 MiB each, the built-in plugins) are rewritten exactly
+// as promised too. Too big to be fuzz seeds.
+func TestInstrumentGoGuest(t *testing.T) {
+	f, err := os.Open("../../../plugins/builtin/wasm/deny.wasm.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := instrument(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRewrite(bin, out); err != nil {
+		t.Fatal(err)
+	}
+	if loops, err := countLoops(bin); err != nil || loops < 1000 {
+		t.Fatalf("%d loops in a Go guest (%v)", loops, err)
+	}
+}
+
+// The seeds all have loops to tick in and are rewritten as promised; a
+// module's own checks are decoded, not only counted.
+func TestInstrumentSeeds(t *testing.T) {
+	total := 0
+	for name, bin := range instrumentSeeds(t) {
+		out, err := instrument(bin)
+		if err != nil {
+			continue // the guests that test load errors (no input_buffer import, ...)
+		}
+		if err := checkRewrite(bin, out); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		loops, err := countLoops(bin)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		total += loops
+	}
+	if total < 10 {
+		t.Errorf("only %d loops in the seeds", total)
+	}
+}
+
+// checkRewrite decodes the module before (in) and after (out) the rewrite
+// and reports any difference but the promised ones: every section but the
+// code and DWARF sections is byte for byte the same (no import, function,
+// global, table or type is added, so no index moves); each body declares
+// the same locals plus one i32 (the counter, after every existing local,
+// so no local index moves); its instructions are the same, byte for byte,
+// and every loop's block type is followed by the check on that counter,
+// which calls the tunnel.input_buffer import with the tick arguments.
+func checkRewrite(in, out []byte) error {
+	inSecs, err := sections(in)
+	if err != nil {
+		return fmt.Errorf("input: %w", err)
+	}
+	outSecs, err := sections(out)
+	if err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
+	l, err := readLayout(inSecs)
+	if err != nil {
+		return err
+	}
+	var kept []section
+	for _, s := range inSecs {
+		if s.id != secCustom || !isDWARF(s.payload) {
+			kept = append(kept, s)
+		}
+	}
+	if len(kept) != len(outSecs) {
+		return fmt.Errorf("%d sections, want %d", len(outSecs), len(kept))
+	}
+	for i, s := range kept {
+		o := outSecs[i]
+		switch {
+		case o.id != s.id:
+			return fmt.Errorf("section %d has id %d, want %d", i, o.id, s.id)
+		case s.id == secCode:
+			if err := checkCode(s.payload, o.payload, l); err != nil {
+				return err
+			}
+		case !bytes.Equal(s.payload, o.payload):
+			return fmt.Errorf("section %d (id %d) changed", i, s.id)
+		}
+	}
+	return nil
+}
+
+func checkCode(in, out []byte, l *layout) error {
+	ir, or := &reader{b: in}, &reader{b: out}
+	n := ir.u32()
+	if on := or.u32(); on != n {
+		return fmt.Errorf("%d bodies, want %d", on, n)
+	}
+	for i := 0; i < int(n); i++ {
+		ib := ir.bytes(int(ir.u32()))
+		ob := or.bytes(int(or.u32()))
+		if ir.err != nil || or.err != nil {
+			return fmt.Errorf("body %d: %v / %v", i, ir.err, or.err)
+		}
+		if err := checkBody(ib, ob, l.params[l.bodyType[i]], uint32(l.tick)); err != nil {
+			return fmt.Errorf("body %d: %w", i, err)
+		}
+	}
+	if or.off != len(out) {
+		return fmt.Errorf("%d trailing bytes in the code section", len(out)-or.off)
+	}
+	return nil
+}
+
+func checkBody(in, out []byte, nparams int, tick uint32) error {
+	ir, or := &reader{b: in}, &reader{b: out}
+	groups := ir.u32()
+	decls := ir.off
+	counter := ir.localDecls(groups, nparams)
+	inDecls := in[decls:ir.off]
+	if og := or.u32(); og != groups+1 {
+		return fmt.Errorf("%d local groups, want %d", og, groups+1)
+	}
+	wantDecls := append(append([]byte{}, inDecls...), 1, valI32)
+	if got := or.bytes(len(wantDecls)); !bytes.Equal(got, wantDecls) {
+		return fmt.Errorf("locals %x, want %x (the old ones, then one i32)", got, wantDecls)
+	}
+	tickCheck := wantCheck(counter, tick)
+	for ir.off < len(in) {
+		start, ostart := ir.off, or.off
+		op := ir.instr()
+		if ir.err != nil {
+			return ir.err
+		}
+		if got := or.bytes(ir.off - start); !bytes.Equal(got, in[start:ir.off]) {
+			return fmt.Errorf("instruction at %d is %x, was %x", ostart, got, in[start:ir.off])
+		}
+		if op != opLoop {
+			continue
+		}
+		if got := or.bytes(len(tickCheck)); !bytes.Equal(got, tickCheck) {
+			return fmt.Errorf("the loop at %d is followed by %x, want the check %x", ostart, got, tickCheck)
+		}
+	}
+	if or.err != nil || or.off != len(out) {
+		return fmt.Errorf("%d more bytes in the body (%v)", len(out)-or.off, or.err)
+	}
+	return nil
+}
+
+// wantCheck is the check after a loop as the package doc describes it,
+// spelled out independently of check().
+func wantCheck(counter, tick uint32) []byte {
+	b := []byte{0x20} // local.get
+	b = appendULEB(b, uint64(counter))
+	b = append(b, 0x41, 0x01, 0x6a, 0x22) // i32.const 1; i32.add; local.tee
+	b = appendULEB(b, uint64(counter))
+	b = append(b, 0x41, 0xff, 0x1f) // i32.const 4095
+	if fuelPeriod != 4096 {
+		panic("fuelPeriod changed: update wantCheck")
+	}
+	b = append(b, 0x71, 0x45, 0x04, 0x40)       // i32.and; i32.eqz; if (no result)
+	b = append(b, 0x41, 0x7f, 0x41, 0x00, 0x10) // i32.const -1; i32.const 0; call
+	b = appendULEB(b, uint64(tick))
+	return append(b, 0x1a, 0x0b) // drop; end
+}
+
+// countLoops counts the loop instructions of a module's bodies.
+func countLoops(bin []byte) (int, error) {
+	secs, err := sections(bin)
+	if err != nil {
+		return 0, err
+	}
+	loops := 0
+	for _, s := range secs {
+		if s.id != secCode {
+			continue
+		}
+		r := &reader{b: s.payload}
+		for n := r.u32(); n > 0 && r.err == nil; n-- {
+			br := &reader{b: r.bytes(int(r.u32()))}
+			br.localDecls(br.u32(), 0)
+			for br.off < len(br.b) && br.err == nil {
+				if br.instr() == opLoop {
+					loops++
+				}
+			}
+			if br.err != nil {
+				return 0, br.err
+			}
+		}
+		if r.err != nil {
+			return 0, r.err
+		}
+	}
+	return loops, nil
+}
+
+// definitions lists the functions the module imports and exports, with
+// their indexes and types, and its exported memories, as wazero decodes
+// them.
+func definitions(cm wazero.CompiledModule) []string {
+	var ds []string
+	for _, fd := range cm.ImportedFunctions() {
+		mod, name, _ := fd.Import()
+		ds = append(ds, fmt.Sprintf("import %d %s.%s %v %v", fd.Index(), mod, name, fd.ParamTypes(), fd.ResultTypes()))
+	}
+	for name, fd := range cm.ExportedFunctions() {
+		ds = append(ds, fmt.Sprintf("export %d %s %v %v", fd.Index(), name, fd.ParamTypes(), fd.ResultTypes()))
+	}
+	for name, m := range cm.ExportedMemories() {
+		mx, ok := m.Max()
+		ds = append(ds, fmt.Sprintf("memory %s %d %d %v", name, m.Min(), mx, ok))
+	}
+	sort.Strings(ds)
+	return ds
 }
