@@ -178,3 +178,46 @@ func TestReplayUsage(t *testing.T) {
 		t.Errorf("missing file: exit %d, %q", code, stderr)
 	}
 }
+
+// TestDumpPackets: --dump packets prints the client leg's synthetic
+// packets as a sniffer decodes them: the handshake between the client's
+// port and the listen port, each chunk with its payload and its ACK, then
+// a FIN and its ACK each way, with consistent relative sequence numbers.
+func TestDumpPackets(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "packets")
+	c := dial(t, addr)
+	converse(t, c, "hello\n")
+	p.stdout.wait(t, `Sequence: \d+ \(relative 8\), Acknowledgment: \d+ \(relative 8\)\n\t\tFlags: ACK,`)
+	out := p.stdout.String()
+	var flags []string
+	for _, l := range strings.Split(out, "\n") {
+		if f, ok := strings.CutPrefix(l, "\t\tFlags: "); ok {
+			flags = append(flags, f[:strings.Index(f, ",")])
+		}
+	}
+	want := []string{"SYN", "SYN ACK", "ACK", "PSH ACK", "ACK", "PSH ACK", "ACK", "FIN ACK", "ACK", "FIN ACK", "ACK"}
+	if strings.Join(flags, "|") != strings.Join(want, "|") {
+		t.Errorf("TCP flags of the packets: %q, want %q\n%s", flags, want, out)
+	}
+	_, cport, _ := net.SplitHostPort(c.LocalAddr().String())
+	_, lport, _ := net.SplitHostPort(addr)
+	for _, w := range []string{
+		"#1 client -> server\nEthernet Frame:\n\tDestination: 02:00:00:00:00:02, Source: 02:00:00:00:00:01, Protocol: 0x0800 (IPv4)\n" +
+			"\tIPv4 Packet:\n\t\tVersion: 4, Header Length: 20, TTL: 64\n\t\tProtocol: 6 (TCP), Source: 127.0.0.1, Target: 127.0.0.1\n",
+		"\t\tSource Port: " + cport + ", Destination Port: " + lport + "\n",
+		"\t\tSource Port: " + lport + ", Destination Port: " + cport + "\n",
+		"\t\tData (6 bytes):\n\t\t\t00000000  68 65 6c 6c 6f 0a                                 |hello.|\n",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("stdout lacks\n%s\nin\n%s", w, out)
+		}
+	}
+	if n := strings.Count(out, "Data (6 bytes)"); n != 2 {
+		t.Errorf("%d data packets, want 2 (hello and its echo)", n)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit %d\n%s", code, p.stderr)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
 	"github.com/tunnelwasm/tunnel/internal/addr"
 	"github.com/tunnelwasm/tunnel/internal/config"
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
@@ -88,6 +89,8 @@ type options struct {
 	cacheDir    string
 	proxyProto  bool
 	capture     string
+	tls         tlsFlags // --tls-cert, --upstream-tls, --accept-proxy ... (tlsflags.go)
+	dumpPackets bool // --dump packets: the client leg's synthetic packets, decoded
 
 	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
 	// which never fires, when the caller handles no signals.
@@ -100,7 +103,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.from, "from", "", "listen `address` (host:port) of the plain mode")
 	fs.StringVar(&o.to, "to", "", "target `address` (host:port) every connection is forwarded to")
 	fs.StringVar(&o.config, "config", "", "run the routes of this HCL `file` (default ./tunnel.hcl when --from is not given)")
-	fs.StringVar(&o.dump, "dump", "hex", "traffic dump on stdout: hex, text or none")
+	fs.StringVar(&o.dump, "dump", "hex", "traffic dump on stdout: hex, text, packets (each chunk as the synthetic Ethernet/IP/TCP packets a sniffer would decode) or none")
 	o.dialTimeout, o.grace = host.DefaultDialTimeout, defaultGrace
 	fs.Var(durationFlag{&o.dialTimeout, time.Millisecond, config.MaxDialTimeout}, "dial-timeout", "give up dialling the target after this `duration` (1ms to 10m)")
 	fs.Var(durationFlag{&o.idleTimeout, 0, config.MaxIdleTimeout}, "idle-timeout", "close a connection idle this `duration` in both directions (0: never)")
@@ -118,6 +121,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
 	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
+	o.tls.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage:
   tunnel --from ADDR --to ADDR [flags]   forward and print every chunk (plain mode)
@@ -251,6 +255,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if path == "" {
 			path = "tunnel.hcl"
 		}
+		if f := o.tls.given(); f != "" {
+			fmt.Fprintf(stderr, "tunnel: %s belongs to the plain mode (--from/--to); in %s, use a route's tls, upstream_tls or accept_proxy settings\n", f, path)
+			return 2
+		}
 		return runConfig(ctx, path, &o, stdout, stderr, logger)
 	}
 	if o.config != "" {
@@ -268,15 +276,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+	if err := o.tls.check(); err != nil {
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 2
+	}
 	dump, format := true, host.DumpHex
 	switch strings.ToLower(o.dump) {
 	case "hex":
 	case "text":
 		format = host.DumpText
+	case "packets":
+		o.dumpPackets = true
 	case "none":
 		dump = false
 	default:
-		fmt.Fprintf(stderr, "tunnel: --dump %q: want hex, text or none\n", o.dump)
+		fmt.Fprintf(stderr, "tunnel: --dump %q: want hex, text, packets or none\n", o.dump)
 		return 2
 	}
 	return runPlain(ctx, &o, dump, format, stdout, stderr, logger)
@@ -297,7 +311,11 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 		route.Chain = append(route.Chain, host.Link{Name: "proxy-protocol", Hook: host.ProxyProtocol(), Directions: host.OnlyClientToServer})
 	}
 	if dump {
-		route.Chain = append(route.Chain, host.Link{Name: "dump", Hook: host.Dump(stdout, format)})
+		hook := host.Dump(stdout, format)
+		if o.dumpPackets {
+			hook = capture.Dump(stdout)
+		}
+		route.Chain = append(route.Chain, host.Link{Name: "dump", Hook: hook})
 	}
 	links, release, cleanup, err := loadPlainPlugins(ctx, o, stdout, stderr, logger)
 	if err != nil {

@@ -57,6 +57,23 @@
 // A route without the links pays nothing: no hook, no queue, its plain
 // directions still spliced by the kernel.
 //
+// # TLS key logs
+//
+// [KeyLogWriter] is a tls.Config.KeyLogWriter that puts a TLS endpoint's
+// secrets (NSS key log format) into the capture, in pcapng Decryption
+// Secrets Blocks, so that Wireshark and tshark decrypt the TLS streams of
+// the file with no side file. A client logs its handshake secrets only
+// after the ServerHello that needs them went by, so while a key log is
+// expected the writer holds the packets that follow a ClientHello until
+// the session's secrets are written ahead of them (at most
+// Options.KeyLogWait). Such a file decrypts its sessions: keep it like the
+// keys.
+//
+// # The sniffer's view
+//
+// [Dump] prints the client leg's packets as a raw-socket sniffer decodes
+// them, layer by layer (tunnel --dump packets).
+//
 // # Files
 //
 // [Create] writes to the files Options.Path names (a directive like %Y%m%d

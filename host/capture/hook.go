@@ -218,10 +218,17 @@ func (st *connState) open(n int) {
 	if l.f != nil {
 		return
 	}
-	info := st.info
-	client := addrPort(info.Client)
-	var server netip.AddrPort
-	note := ""
+	client, server, note := legEnds(st.info, n)
+	l.f = newFlow(n, client, server)
+	isn := [2]uint32{rand.Uint32(), rand.Uint32()}
+	l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
+	st.w.enqueue(record{f: l.f, kind: kindOpen, seq: isn[0], ack: isn[1], t: time.Now(), comment: note})
+}
+
+// legEnds returns the two ends of leg n of a connection (the connecting
+// side first, both of one family) and the comment of its first SYN.
+func legEnds(info *host.ConnInfo, n int) (client, server netip.AddrPort, note string) {
+	client = addrPort(info.Client)
 	if n == LegClient {
 		server = addrPort(info.Listen)
 		note = fmt.Sprintf("conn #%d route %q: client leg, as the client sent and received it", info.ID, info.Route)
@@ -250,10 +257,7 @@ func (st *connState) open(n int) {
 			client = netip.AddrPortFrom(netip.IPv6Unspecified(), client.Port())
 		}
 	}
-	l.f = newFlow(n, client, server)
-	isn := [2]uint32{rand.Uint32(), rand.Uint32()}
-	l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
-	st.w.enqueue(record{f: l.f, kind: kindOpen, seq: isn[0], ack: isn[1], t: time.Now(), comment: note})
+	return client, server, note
 }
 
 // data makes the record of a chunk from side `from` of leg n and advances

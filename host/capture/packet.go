@@ -3,6 +3,7 @@ package capture
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 )
 
 // TCP flags.
@@ -37,6 +38,15 @@ type flow struct {
 	mac  [2][6]byte
 	mss  int
 	ipID [2]uint16
+
+	// The writer goroutine's, when a key log is expected (keylog.go):
+	// whether the connecting side's first data was seen, and the records
+	// held until the keys of the TLS session it started are written.
+	started bool
+	holding bool
+	random  [32]byte
+	since   time.Time
+	held    []record
 }
 
 // newFlow draws a leg between a and b. Both must be of one family.

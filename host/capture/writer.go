@@ -59,6 +59,10 @@ type Options struct {
 	// QueueBytes bounds the bytes waiting to be written (default
 	// DefaultQueueBytes). Past it, packets are dropped and counted.
 	QueueBytes int64
+	// KeyLogWait bounds how long packets of a TLS session wait for its
+	// key log lines when a key log is expected (see [KeyLogWriter];
+	// default DefaultKeyLogWait).
+	KeyLogWait time.Duration
 	// Logger receives the Writer's problems: a file it cannot write,
 	// packets dropped. Nil means slog.Default().
 	Logger *slog.Logger
@@ -98,6 +102,12 @@ type Writer struct {
 
 	conns sync.Map // *host.ConnInfo -> *connState, from the first link's Open to the last's
 
+	// TLS key log lines added and not yet written (AddKeyLog).
+	keyMu      sync.Mutex
+	keyPending []byte
+	keyHas     atomic.Bool
+	expectKeys atomic.Bool // KeyLogWriter was called: hold TLS handshakes for their keys
+
 	// The writer goroutine's state.
 	out       io.Writer // New's writer, or nil for files
 	name      *pattern  // Create's path
@@ -116,7 +126,12 @@ type Writer struct {
 	pkt       []byte
 	loggedAt  time.Time
 	logged    uint64
-	failed    error // the current file failed: drop until the next one
+	failed    error   // the current file failed: drop until the next one
+	fileKeys  []byte  // the key log lines written so far, for the next file
+	holds     []*flow // the flows holding packets until their keys come, oldest first
+	heldBytes int64
+	timer     *time.Timer
+	recent    recentRandoms // client randoms of the key lines written lately
 }
 
 // record is one event of one leg, queued by a hook for the writer.
@@ -140,6 +155,7 @@ const (
 	kindRst           // RST from `from`
 	kindSync          // flush and signal
 	kindRotate        // close the file and signal: the next packet starts a new one
+	kindKeys          // key log lines are pending (AddKeyLog): write them
 )
 
 // packets is how many packets r makes.
@@ -238,6 +254,9 @@ func newWriter(opts Options) *Writer {
 	if w.limit <= 0 {
 		w.limit = DefaultQueueBytes
 	}
+	if w.opts.KeyLogWait <= 0 {
+		w.opts.KeyLogWait = DefaultKeyLogWait
+	}
 	return w
 }
 
@@ -324,8 +343,12 @@ func (w *Writer) run() {
 		select {
 		case r := <-w.ch:
 			w.process(r)
+		case <-w.holdTimer():
+			w.releaseHolds(time.Now().Add(-w.opts.KeyLogWait))
 		case <-w.stop:
 			w.drain()
+			w.writeKeys()
+			w.releaseHolds(time.Time{})
 			w.closeFile()
 			w.logDrops(true)
 			return
@@ -365,12 +388,20 @@ func (w *Writer) flush() {
 
 // process writes the packets of one record.
 func (w *Writer) process(r record) {
+	if w.keyHas.Load() {
+		w.writeKeys()
+	}
 	switch r.kind {
+	case kindKeys:
+		return // written above
 	case kindSync:
+		w.writeKeys()
+		w.releaseHolds(time.Time{})
 		w.flush()
 		close(r.sync)
 		return
 	case kindRotate:
+		w.releaseHolds(time.Time{})
 		if w.name != nil {
 			w.closeFile()
 		} else {
@@ -383,7 +414,16 @@ func (w *Writer) process(r record) {
 	if r.buf != nil {
 		cost += int64(len(*r.buf))
 	}
-	defer w.queued.Add(-cost)
+	w.queued.Add(-cost)
+	if w.expectKeys.Load() && w.hold(r) {
+		return
+	}
+	w.write(r)
+}
+
+// write writes the packets of a data record to the current file, starting
+// one if needed.
+func (w *Writer) write(r record) {
 	w.logDrops(false)
 	if w.name != nil {
 		w.checkName(r.t)
@@ -425,7 +465,7 @@ func (w *Writer) writeRecord(r *record) (int, error) {
 	if r.comment != "" {
 		opts.Comments = []string{r.comment}
 	}
-	put := func(from int, flags uint8, seq, ack uint32, payload []byte) error {
+	err := r.each(func(from int, flags uint8, seq, ack uint32, payload []byte) error {
 		w.pkt = f.appendPacket(w.pkt[:0], from, flags, seq, ack, payload)
 		ci := gopacket.CaptureInfo{Timestamp: r.t, CaptureLength: len(w.pkt), Length: len(w.pkt), InterfaceIndex: f.leg}
 		err := w.ng.WritePacketWithOptions(ci, w.pkt, opts)
@@ -434,7 +474,15 @@ func (w *Writer) writeRecord(r *record) (int, error) {
 			n++
 		}
 		return err
-	}
+	})
+	return n, err
+}
+
+// each calls put for each packet of r, in order, with the side that sends
+// it, its TCP flags, sequence and acknowledgement numbers and payload,
+// until put fails.
+func (r *record) each(put func(from int, flags uint8, seq, ack uint32, payload []byte) error) error {
+	f := r.f
 	from := int(r.from)
 	var err error
 	switch r.kind {
@@ -468,7 +516,7 @@ func (w *Writer) writeRecord(r *record) (int, error) {
 	case kindRst:
 		err = put(from, flagRST|flagACK, r.seq, r.ack, nil)
 	}
-	return n, err
+	return err
 }
 
 // checkName starts a new file when the expansion of the path changed (at
@@ -521,6 +569,13 @@ func (w *Writer) openFile(t time.Time) error {
 	if err != nil {
 		w.closeOut()
 		return fmt.Errorf("starting %s: %w", w.fileName, err)
+	}
+	if len(w.fileKeys) > 0 {
+		// The keys of connections that may go on in this file.
+		if err := ng.WriteDecryptionSecretsBlock(pcapgo.DSB_SECRETS_TYPE_TLS, w.fileKeys); err != nil {
+			w.closeOut()
+			return fmt.Errorf("starting %s: %w", w.fileName, err)
+		}
 	}
 	w.ng = ng
 	w.start = t
