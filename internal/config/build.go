@@ -42,6 +42,7 @@ type Builder struct {
 
 	mu      sync.Mutex
 	modules map[string]*cachedModule // by absolute path
+	tls     tlsCache                 // TLS configs and key logs (tls_build.go)
 }
 
 type cachedModule struct {
@@ -125,6 +126,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			ReusePort:   r.ReusePort,
 			LateDial:    r.LateDial,
 		}
+		diags = append(diags, b.routeTLS(r, &hr)...)
 		// As in the plain mode: the PROXY header first, then the dump, then
 		// the plugins.
 		if r.ProxyProtocol {
@@ -293,6 +295,7 @@ func (b *Builder) compile(ctx context.Context, p *Plugin) (*plugin.Module, hcl.D
 // that their code is freed once the plugins built from them are closed.
 // Call it after the routes built from f were applied.
 func (b *Builder) Retain(ctx context.Context, f *File) {
+	b.tls.retain(f, b.logger())
 	keep := map[string]bool{}
 	for _, p := range f.Plugins {
 		keep[p.moduleKey()] = true
@@ -310,6 +313,7 @@ func (b *Builder) Retain(ctx context.Context, f *File) {
 // Close releases every compiled module the Builder keeps. Plugins built from
 // them keep working until they are closed themselves.
 func (b *Builder) Close(ctx context.Context) {
+	b.tls.close(b.logger())
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for path, c := range b.modules {

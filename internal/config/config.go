@@ -80,6 +80,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -192,6 +193,20 @@ type Route struct {
 	// LateDial (dial = "plugin") lets a plugin of the chain choose the
 	// target (host.Route.LateDial); Target is then optional.
 	LateDial bool
+	// TLS is the tls block (terminate TLS from clients); nil without one.
+	TLS *TLS
+	// UpstreamTLS is the upstream_tls block (originate TLS toward the
+	// target); nil without one.
+	UpstreamTLS *UpstreamTLS
+	// ServerNames is server_names: the route is chosen by the ClientHello's
+	// server name among the routes of its listen address (tls.go).
+	ServerNames []string
+	// HandshakeTimeout is handshake_timeout (host.Route.HandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// AcceptProxy and TrustedProxies are accept_proxy and trusted_cidrs:
+	// read a PROXY header from the peers of these networks.
+	AcceptProxy    bool
+	TrustedProxies []netip.Prefix
 	// Dump is nil when the route prints nothing.
 	Dump *Dump
 	// Capture is nil when the route records no pcapng.
@@ -201,6 +216,11 @@ type Route struct {
 	DeclRange   hcl.Range
 	ListenRange hcl.Range
 	TargetRange hcl.Range
+	// ServerNamesRange and AcceptProxyRange are those attributes' values
+	// (zero when absent).
+	ServerNamesRange hcl.Range
+	AcceptProxyRange hcl.Range
+	serverNameRanges []hcl.Range
 }
 
 // Dump is a route's dump block: print every chunk to standard output.

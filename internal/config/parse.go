@@ -104,6 +104,13 @@ type routeBody struct {
 	Dump        *dumpBody      `hcl:"dump,block"`
 	Capture     *captureBody   `hcl:"capture,block"`
 	Chain       []*chainBody   `hcl:"chain,block"`
+	// TLS, SNI routing and PROXY in (tls.go).
+	TLS              *tlsBody         `hcl:"tls,block"`
+	UpstreamTLS      *upstreamTLSBody `hcl:"upstream_tls,block"`
+	ServerNames      hcl.Expression   `hcl:"server_names,optional"`
+	HandshakeTimeout hcl.Expression   `hcl:"handshake_timeout,optional"`
+	AcceptProxy      hcl.Expression   `hcl:"accept_proxy,optional"`
+	TrustedCIDRs     hcl.Expression   `hcl:"trusted_cidrs,optional"`
 }
 
 type dumpBody struct {
@@ -674,6 +681,7 @@ func (d *decoder) route(rb *routeBody) {
 	for _, cb := range rb.Chain {
 		d.link(r, cb)
 	}
+	d.routeTLS(r, rb)
 	d.checkReplies(r)
 }
 
@@ -873,6 +881,7 @@ func (d *decoder) checkListens() {
 		r          *Route
 	}
 	var seen []bound
+	shared := d.checkServerNames() // routes sharing an address by server name
 	for _, r := range d.file.Routes {
 		if r.Listen == "" {
 			continue
@@ -880,6 +889,9 @@ func (d *decoder) checkListens() {
 		h, port, _ := net.SplitHostPort(r.Listen)
 		for _, b := range seen {
 			same := r.Listen == b.r.Listen
+			if same && shared[r] && shared[b.r] {
+				continue
+			}
 			// Port 0 picks a free port for each listener; otherwise a
 			// wildcard host overlaps every host on the same port.
 			overlap := port != "0" && port == b.port && (wildcard(h) || wildcard(b.host))

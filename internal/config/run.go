@@ -221,6 +221,7 @@ func (r *Runner) watch(abs string, f *File) {
 			files = append(files, a)
 		}
 	}
+	files = append(files, f.tlsFiles()...) // certificates reload too
 	sort.Strings(files[1:])
 	r.files = files[1:]
 	r.absPath = abs

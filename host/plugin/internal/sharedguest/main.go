@@ -23,21 +23,21 @@ import (
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
-type plugin struct {
+type guest struct {
 	level sdk.Gauge
 	sizes sdk.Histogram
 }
 
 func newPlugin([]byte) (sdk.Plugin, error) {
-	return &plugin{
+	return &guest{
 		level: sdk.NewGauge("level"),
 		sizes: sdk.NewHistogram("sizes", []float64{1, 10, 100}),
 	}, nil
 }
 
-func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) { return p, nil }
+func (p *guest) NewConn(*sdk.Conn) (sdk.Handler, error) { return p, nil }
 
-func (p *plugin) OnClose(*sdk.Conn) {}
+func (p *guest) OnClose(*sdk.Conn) {}
 
 func value(s string) []byte {
 	if s == "-" {
@@ -46,7 +46,7 @@ func value(s string) []byte {
 	return []byte(s)
 }
 
-func (p *plugin) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+func (p *guest) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
 	if dir != sdk.ClientToServer || len(data) == 0 {
 		return sdk.Forward
 	}

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/tlsconf"
+)
+
+// tlsCache keeps what TLS configs a Builder made, so that a reload with
+// unchanged certificate, key and CA files (compared by content) hands the
+// route the same *tls.Config, with its session ticket keys, and so that
+// every config naming one key_log path appends to one open file.
+type tlsCache struct {
+	mu      sync.Mutex
+	configs map[string]*cachedTLS // by route name and side
+	keyLogs map[string]*tlsconf.KeyLog
+}
+
+type cachedTLS struct {
+	sum [sha256.Size]byte
+	cfg *tls.Config
+}
+
+// routeTLS loads the TLS configs of route r into hr, reporting a broken
+// file at the attribute that names it. The files are read on every build,
+// so a reload (SIGHUP, or a change of the config or of a certificate file)
+// picks up new certificates; a broken one fails the reload, which keeps
+// the running configuration.
+func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
+	hr.ServerNames = r.ServerNames
+	hr.HandshakeTimeout = r.HandshakeTimeout
+	hr.AcceptProxy = r.AcceptProxy
+	hr.TrustedProxies = r.TrustedProxies
+	var diags hcl.Diagnostics
+	if t := r.TLS; t != nil {
+		s := t.Settings
+		kl, d := b.tls.keyLog(t.KeyLog, t.KeyLogRange)
+		diags = append(diags, d...)
+		if kl != nil {
+			s.KeyLog = kl
+		}
+		l, err := tlsconf.LoadServer(s)
+		if err != nil {
+			diags = append(diags, tlsDiag(err, map[string]hcl.Range{"key": t.KeyRange, "client_ca": t.ClientCARange, "allow": t.ClientCARange}, t.CertRange))
+		} else {
+			diags = append(diags, tlsWarnings(l.Warnings, t.CertRange)...)
+			hr.TLS = b.tls.reuse(r.Name+" tls "+t.KeyLog, l)
+		}
+	}
+	if u := r.UpstreamTLS; u != nil {
+		s := u.Settings
+		kl, d := b.tls.keyLog(u.KeyLog, u.KeyLogRange)
+		diags = append(diags, d...)
+		if kl != nil {
+			s.KeyLog = kl
+		}
+		l, err := tlsconf.LoadClient(s)
+		if err != nil {
+			diags = append(diags, tlsDiag(err, map[string]hcl.Range{"key": u.KeyRange, "ca": u.CARange}, u.CertRange))
+		} else {
+			// insecure_skip_verify is warned about by Parse already.
+			var warnings []string
+			for _, w := range l.Warnings {
+				if !strings.HasPrefix(w, "insecure_skip_verify") {
+					warnings = append(warnings, w)
+				}
+			}
+			diags = append(diags, tlsWarnings(warnings, u.CertRange)...)
+			hr.UpstreamTLS = b.tls.reuse(r.Name+" upstream_tls "+u.KeyLog, l)
+		}
+	}
+	return diags
+}
+
+// tlsDiag reports a load error at the range of the setting it is about.
+func tlsDiag(err error, ranges map[string]hcl.Range, fallback hcl.Range) *hcl.Diagnostic {
+	rng, ok := ranges[tlsconf.Setting(err)]
+	if !ok {
+		rng = fallback
+	}
+	msg := strings.TrimPrefix(err.Error(), "tls: ")
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Cannot load TLS files",
+		Detail:   upperFirst(strings.TrimRight(msg, ".")) + ".",
+		Subject:  &rng,
+	}
+}
+
+func tlsWarnings(warnings []string, rng hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, w := range warnings {
+		r := rng
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Certificate not valid now", Detail: upperFirst(w) + ".", Subject: &r})
+	}
+	return diags
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// reuse returns the config cached under key when its sum is l's (nothing
+// changed), else caches and returns l's.
+func (c *tlsCache) reuse(key string, l *tlsconf.Loaded) *tls.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.configs[key]; old != nil && old.sum == l.Sum {
+		return old.cfg
+	}
+	if c.configs == nil {
+		c.configs = map[string]*cachedTLS{}
+	}
+	c.configs[key] = &cachedTLS{sum: l.Sum, cfg: l.Config}
+	return l.Config
+}
+
+// keyLog opens the key log at path once, then shares it.
+func (c *tlsCache) keyLog(path string, rng hcl.Range) (*tlsconf.KeyLog, hcl.Diagnostics) {
+	if path == "" {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kl := c.keyLogs[path]; kl != nil {
+		return kl, nil
+	}
+	kl, err := tlsconf.OpenKeyLog(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot open key_log", Detail: upperFirst(strings.TrimPrefix(err.Error(), "tls: ")) + ".", Subject: &rng}}
+	}
+	if c.keyLogs == nil {
+		c.keyLogs = map[string]*tlsconf.KeyLog{}
+	}
+	c.keyLogs[path] = kl
+	return kl, nil
+}
+
+// retain forgets the configs of routes f no longer has and closes the key
+// logs it no longer names (connections still using them drop their lines).
+func (c *tlsCache) retain(f *File, logger *slog.Logger) {
+	keepCfg, keepLog := map[string]bool{}, map[string]bool{}
+	for _, r := range f.Routes {
+		if t := r.TLS; t != nil {
+			keepCfg[r.Name+" tls "+t.KeyLog] = true
+			keepLog[t.KeyLog] = true
+		}
+		if u := r.UpstreamTLS; u != nil {
+			keepCfg[r.Name+" upstream_tls "+u.KeyLog] = true
+			keepLog[u.KeyLog] = true
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.configs {
+		if !keepCfg[k] {
+			delete(c.configs, k)
+		}
+	}
+	for p, kl := range c.keyLogs {
+		if !keepLog[p] {
+			c.closeKeyLog(p, kl, logger)
+		}
+	}
+}
+
+// close closes every key log.
+func (c *tlsCache) close(logger *slog.Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, kl := range c.keyLogs {
+		c.closeKeyLog(p, kl, logger)
+	}
+	c.configs = nil
+}
+
+func (c *tlsCache) closeKeyLog(path string, kl *tlsconf.KeyLog, logger *slog.Logger) {
+	if err := kl.Err(); err != nil {
+		logger.Warn("key_log lost lines", "path", path, "err", err)
+	}
+	if err := kl.Close(); err != nil {
+		logger.Warn("closing key_log", "path", path, "err", err)
+	}
+	delete(c.keyLogs, path)
+}

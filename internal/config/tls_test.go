@@ -1,0 +1,250 @@
+package config
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testcert"
+)
+
+// tlsFiles writes a CA, a server pair and a client CA into dir under fixed
+// names, for configs to name.
+func tlsFiles(t *testing.T, dir string) (*testcert.CA, *testcert.Pair) {
+	t.Helper()
+	ca := testcert.NewCA(t, "config CA")
+	srv := ca.Server(t)
+	srv.WriteFiles(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	copyFile(t, ca.CertFile, filepath.Join(dir, "ca.pem"))
+	return ca, srv
+}
+
+const tlsRoutes = `
+route "web" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:8080"
+  handshake_timeout = "3s"
+  tls {
+    cert        = "cert.pem"
+    key         = "key.pem"
+    client_ca   = "ca.pem"
+    min_version = "1.3"
+    alpn        = ["h2", "http/1.1"]
+    key_log     = "keys.log"
+    allow {
+      cn  = ["alice"]
+      uri = ["spiffe://example.org/a"]
+    }
+  }
+  upstream_tls {
+    ca          = "ca.pem"
+    server_name = "backend.example"
+    key_log     = "keys.log"
+  }
+}
+
+route "a" {
+  listen        = "127.0.0.1:9443"
+  target        = "127.0.0.1:8001"
+  server_names  = ["a.example", "*.b.example"]
+  accept_proxy  = true
+  trusted_cidrs = ["10.0.0.0/8", "::ffff:192.0.2.7"]
+}
+
+route "default" {
+  listen        = "127.0.0.1:9443"
+  target        = "127.0.0.1:8002"
+  server_names  = ["*"]
+  accept_proxy  = true
+  trusted_cidrs = ["10.0.0.0/8"]
+}
+`
+
+// TestBuildTLS maps the blocks to host.Route: the certificate, mutual TLS,
+// ALPN, version, the upstream side, SNI names and trusted networks; one
+// key log file is shared by both sides.
+func TestBuildTLS(t *testing.T) {
+	dir := t.TempDir()
+	_, srv := tlsFiles(t, dir)
+	f, diags := parseString(t, dir, tlsRoutes)
+	if diags.HasErrors() {
+		t.Fatal(FormatDiagnostics(diags, f.Files))
+	}
+	if got := strings.Join(gotDiags(diags), ","); got != "12: warning: key_log records secrets,21: warning: key_log records secrets" {
+		t.Fatalf("warnings: %s", got)
+	}
+	var b Builder
+	defer b.Close(context.Background())
+	set, diags := b.Build(context.Background(), f, diags)
+	if set == nil {
+		t.Fatal(FormatDiagnostics(diags, f.Files))
+	}
+	web, a, def := set.Routes[0], set.Routes[1], set.Routes[2]
+	c := web.TLS
+	if c == nil || c.Certificates[0].Leaf.SerialNumber.Cmp(srv.Cert.SerialNumber) != 0 {
+		t.Fatalf("web: TLS certificate not the one in cert.pem")
+	}
+	if c.ClientAuth != tls.RequireAndVerifyClientCert || c.MinVersion != tls.VersionTLS13 || strings.Join(c.NextProtos, ",") != "h2,http/1.1" || c.VerifyConnection == nil {
+		t.Fatalf("web: %+v", c)
+	}
+	u := web.UpstreamTLS
+	if u == nil || u.ServerName != "backend.example" || u.RootCAs == nil || u.InsecureSkipVerify {
+		t.Fatalf("web upstream: %+v", u)
+	}
+	if c.KeyLogWriter == nil || c.KeyLogWriter != u.KeyLogWriter {
+		t.Fatal("the two sides do not share the key log")
+	}
+	if st, err := os.Stat(filepath.Join(dir, "keys.log")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("keys.log: %v %v", st, err)
+	}
+	if web.HandshakeTimeout != 3*time.Second {
+		t.Fatalf("handshake timeout %v", web.HandshakeTimeout)
+	}
+	if strings.Join(a.ServerNames, ",") != "a.example,*.b.example" || strings.Join(def.ServerNames, ",") != "*" {
+		t.Fatalf("server names %q %q", a.ServerNames, def.ServerNames)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
+	if !a.AcceptProxy || fmt.Sprint(a.TrustedProxies) != fmt.Sprint(want) {
+		t.Fatalf("accept proxy %v %v", a.AcceptProxy, a.TrustedProxies)
+	}
+	set.Close()
+}
+
+// TestBuildTLSReload: a rebuild with unchanged files (by content) keeps the
+// same *tls.Config, and with it the session ticket keys; a new certificate
+// gives a new one; a broken one fails the build with a diagnostic at the
+// attribute naming the file; an expired one warns.
+func TestBuildTLSReload(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := tlsFiles(t, dir)
+	src := `
+route "web" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:8080"
+  tls {
+    cert = "cert.pem"
+    key  = "key.pem"
+  }
+}
+`
+	var b Builder
+	defer b.Close(context.Background())
+	build := func() (*tls.Config, string) {
+		t.Helper()
+		f, diags := parseString(t, dir, src)
+		set, d := b.Build(context.Background(), f, diags)
+		diags = append(diags, d...)
+		out := FormatDiagnostics(diags, f.Files)
+		if set == nil {
+			return nil, out
+		}
+		defer set.Close()
+		b.Retain(context.Background(), f)
+		return set.Routes[0].TLS, out
+	}
+	first, _ := build()
+	// The same bytes rewritten: unchanged.
+	data, _ := os.ReadFile(filepath.Join(dir, "cert.pem"))
+	writeFile(t, filepath.Join(dir, "cert.pem"), string(data))
+	if again, _ := build(); again != first {
+		t.Fatal("an unchanged certificate gave a new tls.Config")
+	}
+	next := ca.Server(t, "next.example")
+	next.WriteFiles(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	second, _ := build()
+	if second == first || second.Certificates[0].Leaf.Subject.CommonName != "next.example" {
+		t.Fatal("a new certificate was not picked up")
+	}
+	// A key of another certificate: the error is at the key attribute.
+	other := ca.Server(t)
+	writeFile(t, filepath.Join(dir, "key.pem"), string(other.KeyPEM))
+	cfg, out := build()
+	keyPath := filepath.Join(dir, "key.pem")
+	want := fmt.Sprintf("tunnel.hcl:7:12: error: Cannot load TLS files\n  7 |     key  = \"key.pem\"\n    |            ^^^^^^^^^\n    hint: Key %s does not match the certificate in %s:", keyPath, filepath.Join(dir, "cert.pem"))
+	if cfg != nil || !strings.Contains(out, want) {
+		t.Fatalf("mismatched key:\n%s\nwant it to contain\n%s", out, want)
+	}
+	// An expired certificate: a warning at cert.
+	old := ca.Issue(t, testcert.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	old.WriteFiles(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	cfg, out = build()
+	if cfg == nil || !strings.Contains(out, "tunnel.hcl:6:12: warning: Certificate not valid now") || !strings.Contains(out, "expired on") {
+		t.Fatalf("expired:\n%s", out)
+	}
+	// A missing file.
+	os.Remove(filepath.Join(dir, "cert.pem"))
+	if cfg, out = build(); cfg != nil || !strings.Contains(out, "6:12: error: Cannot load TLS files") || !strings.Contains(out, "does not exist") {
+		t.Fatalf("missing:\n%s", out)
+	}
+}
+
+// TestReloadBrokenCertificate: through the Runner, a certificate file
+// replaced by junk fails the reload (naming the file) and keeps the running
+// route; a good new one is then picked up by the file watcher.
+func TestReloadBrokenCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := tlsFiles(t, dir)
+	h := startIn(t, dir, `
+route "r" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  tls {
+    cert = "cert.pem"
+    key  = "key.pem"
+  }
+}
+`)
+	certPath := filepath.Join(dir, "cert.pem")
+	writeFile(t, certPath, "not a certificate\n")
+	r := h.waitReload()
+	var le *LoadError
+	if !errors.As(r.Err, &le) || !strings.Contains(r.Err.Error(), "Cert "+certPath+" has no CERTIFICATE block") {
+		t.Fatalf("reload = %+v", r)
+	}
+	if h.r.Addr("r") == nil {
+		t.Fatal("the running route is gone")
+	}
+	ca.Server(t, "new.example").WriteFiles(t, certPath, filepath.Join(dir, "key.pem"))
+	for {
+		r = h.waitReload()
+		if r.Err == nil {
+			break
+		}
+		// The key may be read before it is rewritten: a mismatch, then
+		// another reload.
+		if !strings.Contains(r.Err.Error(), "does not match") {
+			t.Fatalf("reload = %v", r.Err)
+		}
+	}
+}
+
+// startIn runs config from dir, whose files (certificates) are in place.
+func startIn(t *testing.T, dir, config string) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: dir, reloads: make(chan Reload, 100), hup: make(chan os.Signal, 1), log: &syncBuffer{}, done: make(chan error, 1)}
+	h.path = filepath.Join(dir, "tunnel.hcl")
+	writeFile(t, h.path, config)
+	h.r = &Runner{
+		Path:     h.path,
+		Logger:   slog.New(slog.NewTextHandler(h.log, nil)),
+		OnReload: func(r Reload) { h.reloads <- r },
+		Debounce: 20 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	if err := h.r.Start(ctx); err != nil {
+		cancel()
+		t.Fatalf("Start: %v", err)
+	}
+	go func() { h.done <- h.r.Run(ctx, h.hup) }()
+	t.Cleanup(h.stop)
+	return h
+}
