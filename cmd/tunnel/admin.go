@@ -2,11 +2,15 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/addr"
 	"github.com/tunnelwasm/tunnel/internal/admin"
 	"github.com/tunnelwasm/tunnel/internal/config"
@@ -63,6 +67,20 @@ type plainSource struct {
 
 func (s *plainSource) Stats() []host.RouteStats { return s.p.Stats() }
 
+// Listeners reports the route's listener (admin.ListenerSource).
+func (s *plainSource) Listeners() []host.ListenerState { return s.p.Listeners() }
+
+// PluginMetrics reports the --plugin plugins (admin.PluginSource).
+func (s *plainSource) PluginMetrics() []plugin.Metrics {
+	var out []plugin.Metrics
+	for _, l := range s.route.Chain {
+		if p, ok := l.Hook.(*plugin.Plugin); ok {
+			out = append(out, p.Metrics())
+		}
+	}
+	return out
+}
+
 func (s *plainSource) Connections() []host.ConnStats { return s.p.Connections() }
 
 // Drain makes /readyz answer 503 from now on (POST /drain, or a signal).
@@ -100,4 +118,66 @@ func adminSettings(path string, o *options) (listen string, pprof bool, delay ti
 		delay = f.Admin.DrainDelay
 	}
 	return listen, f.Admin.Pprof, delay
+}
+
+// configSource is what the admin endpoint reports in the config mode: the
+// Runner, plus the counts of its reloads (admin.ReloadSource) and a
+// readiness that also fails while the last reload could not bind a route's
+// address (that route is not served).
+type configSource struct {
+	*config.Runner
+
+	mu       sync.Mutex
+	reloads  admin.ReloadStats
+	listenOK error // the last load's bind failure, or nil
+}
+
+// started records the first load's success.
+func (s *configSource) started() {
+	s.mu.Lock()
+	s.reloads.LastSuccess = time.Now()
+	s.mu.Unlock()
+}
+
+// reloaded is the Runner's OnReload.
+func (s *configSource) reloaded(r config.Reload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reloads.LastFailed = r.Err != nil
+	s.listenOK = nil
+	if r.Err != nil {
+		s.reloads.Failed++
+		if config.CannotListen(r.Err) {
+			s.listenOK = r.Err
+		}
+		return
+	}
+	s.reloads.Succeeded++
+	s.reloads.LastSuccess = time.Now()
+}
+
+// Reloads returns the reload counts (admin.ReloadSource).
+func (s *configSource) Reloads() admin.ReloadStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reloads
+}
+
+// Ready is the Runner's readiness, failing too while the last reload could
+// not bind a route's listen address.
+func (s *configSource) Ready() error {
+	if err := s.Runner.Ready(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listenOK != nil {
+		return fmt.Errorf("the last reload could not listen on a route's address, so that route is not served: %s", oneLineErr(s.listenOK))
+	}
+	return nil
+}
+
+// oneLineErr is err's text on one line.
+func oneLineErr(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
 }

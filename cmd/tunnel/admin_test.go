@@ -34,6 +34,24 @@ func adminURL(t *testing.T, p *proc) string {
 	return "http://" + p.stderr.wait(t, `msg="admin endpoint listening" addr=(127\.0\.0\.1:\d+)`)[1]
 }
 
+// waitReady polls /readyz until it answers 200 "ready", as a probe does;
+// before, it may only answer 503 with the reason before (the listeners are
+// bound a moment before the tunnel calls itself ready).
+func waitReady(t *testing.T, p *proc, base, before string) {
+	t.Helper()
+	deadline := time.Now().Add(cliTimeout)
+	for {
+		status, body := curl(t, base+"/readyz")
+		if status == 200 && body == "ready\n" {
+			return
+		}
+		if status != 503 || body != "not ready: "+before+"\n" || time.Now().After(deadline) {
+			t.Fatalf("/readyz: %d %q; stderr:\n%s", status, body, p.stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestAdminPlain: --admin in the plain mode serves the metrics of the
 // traffic, readiness and the route; SIGTERM with --drain-delay turns
 // /readyz to 503 at once while the route still accepts, and the listeners
@@ -45,9 +63,7 @@ func TestAdminPlain(t *testing.T) {
 	if status, body := curl(t, base+"/healthz"); status != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", status, body)
 	}
-	if status, body := curl(t, base+"/readyz"); status != 200 || body != "ready\n" {
-		t.Errorf("/readyz: %d %q", status, body)
-	}
+	waitReady(t, p, base, "not listening yet")
 	c := dial(t, tunnelAddr)
 	converse(t, c, "hello")
 	c.Close()
@@ -116,16 +132,7 @@ route "web" {
 	p := start(t, "--config", path)
 	base := adminURL(t, p)
 	// Ready once the Runner has applied the file, as a probe sees it.
-	deadline := time.Now().Add(cliTimeout)
-	for {
-		status, body := curl(t, base+"/readyz")
-		if status == 200 && body == "ready\n" {
-			break
-		}
-		if status != 503 || body != "not ready: no configuration is running yet\n" || time.Now().After(deadline) {
-			t.Fatalf("/readyz: %d %q; stderr:\n%s", status, body, p.stderr)
-		}
-	}
+	waitReady(t, p, base, "no configuration is running yet")
 	var cfg struct {
 		File   string
 		Routes []struct {

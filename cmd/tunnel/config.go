@@ -31,8 +31,10 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	src := &configSource{Runner: r}
+	r.OnReload = src.reloaded
 	listen, pprof, delay := adminSettings(path, o)
-	stopAdmin, err := startAdmin(listen, pprof, r, logger)
+	stopAdmin, err := startAdmin(listen, pprof, src, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
 		return 1
@@ -48,6 +50,7 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		}
 		return 1
 	}
+	src.started()
 	code := 0
 	if err := r.Run(ctx, hup); err != nil {
 		logger.Error("stopped serving the configuration", "err", err)

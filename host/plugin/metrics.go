@@ -141,16 +141,7 @@ func (r *Runtime) Metrics() []Metrics {
 	index := make(map[string]int, len(r.calls))
 	for name, m := range r.calls {
 		index[name] = len(out)
-		pm := Metrics{Plugin: name, Calls: make(map[string]map[string]uint64, numCalls), Durations: make(map[string]histo.Snapshot, numCalls)}
-		for cb := range numCalls {
-			byResult := make(map[string]uint64, numResults)
-			for res := range numResults {
-				byResult[resultNames[res]] = m.calls[cb][res].Load()
-			}
-			pm.Calls[callNames[cb]] = byResult
-			pm.Durations[callNames[cb]] = m.dur[cb].Snapshot()
-		}
-		out = append(out, pm)
+		out = append(out, m.snapshot(name))
 	}
 	plugins := make([]*Plugin, 0, len(r.plugins))
 	for p := range r.plugins {
@@ -164,4 +155,27 @@ func (r *Runtime) Metrics() []Metrics {
 	}
 	slices.SortFunc(out, func(a, b Metrics) int { return strings.Compare(a.Plugin, b.Plugin) })
 	return out
+}
+
+// Metrics returns the figures of the plugins of p's name in p's Runtime
+// (the Plugins that a reload replaced included), with p's own instances.
+func (p *Plugin) Metrics() Metrics {
+	m := p.calls.snapshot(p.opts.Name)
+	m.Instances = p.instances()
+	return m
+}
+
+// snapshot reads m as the Metrics of the plugins named name (without
+// instances).
+func (m *callMetrics) snapshot(name string) Metrics {
+	pm := Metrics{Plugin: name, Calls: make(map[string]map[string]uint64, numCalls), Durations: make(map[string]histo.Snapshot, numCalls)}
+	for cb := range numCalls {
+		byResult := make(map[string]uint64, numResults)
+		for res := range numResults {
+			byResult[resultNames[res]] = m.calls[cb][res].Load()
+		}
+		pm.Calls[callNames[cb]] = byResult
+		pm.Durations[callNames[cb]] = m.dur[cb].Snapshot()
+	}
+	return pm
 }

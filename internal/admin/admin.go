@@ -15,9 +15,11 @@
 //	GET /metrics        Prometheus text format (see below)
 //	GET /healthz        200 "ok": the process is alive and serving HTTP
 //	GET /readyz         200 "ready", or 503 with the reason: before the first
-//	                    configuration runs and from the moment a stop begins
+//	                    configuration runs, from the moment a stop begins
 //	                    (SIGINT/SIGTERM), so a load balancer stops sending
-//	                    new connections before the listeners close
+//	                    new connections before the listeners close, and
+//	                    while a route's listener is down (its accept loop
+//	                    failed, or a reload could not bind its address)
 //	GET /config         the running routes as JSON: name, listen address,
 //	                    bound address, target, the chain's links by name
 //	GET /connections    the open connections as JSON, oldest first: id,
@@ -34,10 +36,11 @@
 //
 // # Metrics
 //
-// Every tunnel metric is labelled by route name (route) and, for bytes, by
-// the peer the bytes were read from or written to (peer = "client" or
-// "server"). No label names a connection or a client address, so the number
-// of series is bounded by the number of routes ever configured.
+// Every connection metric is labelled by route name (route) and, for bytes,
+// by the peer the bytes were read from or written to (peer = "client" or
+// "server"); plugin metrics by plugin name. Reasons, callbacks and results
+// are fixed sets. No label names a connection or a client address, so the
+// number of series is bounded by the routes and plugins ever configured.
 //
 //	tunnel_connections_total{route}                connections accepted (Envoy's downstream_cx_total)
 //	tunnel_connections_active{route}               connections open now (downstream_cx_active)
@@ -46,7 +49,24 @@
 //	tunnel_idle_timeouts_total{route}              connections closed by idle_timeout (upstream_cx_idle_timeout); also counted in errors
 //	tunnel_bytes_received_total{route,peer}        bytes read from the client or the server
 //	tunnel_bytes_sent_total{route,peer}            bytes written to the client or the server
+//	tunnel_connections_closed_total{route,reason}  finished connections by the access log's reason=
+//	tunnel_connections_rejected_total{route,reason}  turned away: limit, denied (a filter refused it at open; HAProxy's denied_connections), tls, no_route
+//	tunnel_connection_duration_seconds{route}      histogram of connection lifetimes (downstream_cx_length_ms)
+//	tunnel_upstream_connect_duration_seconds{route}  histogram of successful dials (upstream_cx_connect_ms)
+//	tunnel_listener_up{route}                      1, or 0 once the route's accept loop failed
+//	tunnel_listener_at_limit{route}                1 while max_connections are open
+//	tunnel_plugin_calls_total{plugin,callback,result}  calls into plugins: callback open/data/close/timer, result ok/rejected/timeout/violation/error
+//	tunnel_plugin_call_duration_seconds{plugin,callback}  histogram of one call in 16
+//	tunnel_plugin_instances{plugin}                live instances
+//	tunnel_config_reloads_total{result}            reloads: success, failure
+//	tunnel_config_last_reload_successful           1 or 0
+//	tunnel_config_last_reload_success_timestamp_seconds  the last good load, the first one included
 //	tunnel_build_info{version,revision,goversion}  1
+//
+// The plugin and reload metrics are served when the Source runs plugins
+// (PluginSource) or reloads a file (ReloadSource). The histograms are
+// counted with atomic adds into fixed buckets (package internal/histo):
+// nothing locks or allocates per connection or per call.
 //
 // plus the standard go_* and process_* collectors. The byte counts include
 // what open connections have moved so far, so a long transfer shows as a
@@ -59,6 +79,7 @@ package admin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -66,6 +87,7 @@ import (
 	"net/http/pprof"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +146,10 @@ func NewHandler(src Source, opts Options) http.Handler {
 			text(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
 			return
 		}
+		if err := listenersDown(src); err != nil {
+			text(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
+			return
+		}
 		text(w, http.StatusOK, "ready\n")
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
@@ -155,6 +181,25 @@ func NewHandler(src Source, opts Options) http.Handler {
 		text(w, http.StatusOK, index)
 	})
 	return mux
+}
+
+// listenersDown returns an error naming every route whose listener is
+// down, when src reports its listeners; nil otherwise.
+func listenersDown(src Source) error {
+	ls, ok := src.(ListenerSource)
+	if !ok {
+		return nil
+	}
+	var down []string
+	for _, l := range ls.Listeners() {
+		if !l.Up {
+			down = append(down, fmt.Sprintf("route %q: listener on %s is down: %v", l.Route, l.Addr, l.Err))
+		}
+	}
+	if down == nil {
+		return nil
+	}
+	return errors.New(strings.Join(down, "; "))
 }
 
 func text(w http.ResponseWriter, status int, body string) {

@@ -180,7 +180,7 @@ func LoadServer(s ServerSettings) (*Loaded, error) {
 	l.Warnings = validity(s.Cert, leaf, time.Now())
 	minV, err := ParseVersion(s.MinVersion)
 	if err != nil {
-		return nil, err
+		return nil, inSetting("min_version", err)
 	}
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{pair},
@@ -190,7 +190,7 @@ func LoadServer(s ServerSettings) (*Loaded, error) {
 	}
 	if s.ClientCA == "" {
 		if !s.Allow.Empty() {
-			return nil, errors.New("tls: allow rules need client_ca: without it no client certificate is asked for")
+			return nil, inSetting("allow", errors.New("tls: allow rules need client_ca: without it no client certificate is asked for"))
 		}
 	} else {
 		pool, err := loadPool(s.ClientCA, "client_ca", &h)
@@ -204,7 +204,7 @@ func LoadServer(s ServerSettings) (*Loaded, error) {
 		}
 		check, err := s.Allow.verifier()
 		if err != nil {
-			return nil, err
+			return nil, inSetting("allow", err)
 		}
 		cfg.VerifyConnection = check
 	}
@@ -220,7 +220,7 @@ func LoadClient(s ClientSettings) (*Loaded, error) {
 	l := &Loaded{}
 	minV, err := ParseVersion(s.MinVersion)
 	if err != nil {
-		return nil, err
+		return nil, inSetting("min_version", err)
 	}
 	cfg := &tls.Config{
 		ServerName:         s.ServerName,
@@ -309,16 +309,51 @@ func describe(types []string) string {
 	return "only " + strings.Join(types, ", ")
 }
 
+// SettingError is a load error with the setting at fault: "cert", "key",
+// "client_ca", "ca", "min_version" or "allow".
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+// Error is the underlying error's text, which names the file.
+func (e *SettingError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Setting returns the setting an error of LoadServer or LoadClient is
+// about, or "".
+func Setting(err error) string {
+	var se *SettingError
+	if errors.As(err, &se) {
+		return se.Setting
+	}
+	return ""
+}
+
+func inSetting(setting string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &SettingError{Setting: setting, Err: err}
+}
+
 // loadPair reads a certificate chain and its key, with errors naming the
 // file at fault.
 func loadPair(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.Certificate, error) {
+	pair, leaf, setting, err := loadPairFiles(certPath, keyPath, h)
+	return pair, leaf, inSetting(setting, err)
+}
+
+func loadPairFiles(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.Certificate, string, error) {
 	certPEM, err := readPEMFile(certPath, "cert")
 	if err != nil {
-		return tls.Certificate{}, nil, err
+		return tls.Certificate{}, nil, "cert", err
 	}
 	keyPEM, err := readPEMFile(keyPath, "key")
 	if err != nil {
-		return tls.Certificate{}, nil, err
+		return tls.Certificate{}, nil, "key", err
 	}
 	h.add(string(certPEM), string(keyPEM))
 	certTypes, keyTypes := blockTypes(certPEM), blockTypes(keyPEM)
@@ -327,30 +362,30 @@ func loadPair(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.Certi
 		if hasKey(certTypes) {
 			hint = " (a private key: are cert and key swapped?)"
 		}
-		return tls.Certificate{}, nil, fmt.Errorf("tls: cert %s has no CERTIFICATE block, %s%s", certPath, describe(certTypes), hint)
+		return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s has no CERTIFICATE block, %s%s", certPath, describe(certTypes), hint)
 	}
 	if !hasKey(keyTypes) {
 		hint := ""
 		if contains(keyTypes, "CERTIFICATE") {
 			hint = " (a certificate: are cert and key swapped?)"
 		}
-		return tls.Certificate{}, nil, fmt.Errorf("tls: key %s has no PRIVATE KEY block, %s%s", keyPath, describe(keyTypes), hint)
+		return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s has no PRIVATE KEY block, %s%s", keyPath, describe(keyTypes), hint)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not match") {
-			return tls.Certificate{}, nil, fmt.Errorf("tls: key %s does not match the certificate in %s: %w", keyPath, certPath, err)
+			return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s does not match the certificate in %s: %w", keyPath, certPath, err)
 		}
-		return tls.Certificate{}, nil, fmt.Errorf("tls: cert %s with key %s: %w", certPath, keyPath, err)
+		return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s with key %s: %w", certPath, keyPath, err)
 	}
 	leaf := pair.Leaf
 	if leaf == nil {
 		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-			return tls.Certificate{}, nil, fmt.Errorf("tls: cert %s: %w", certPath, err)
+			return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s: %w", certPath, err)
 		}
 		pair.Leaf = leaf
 	}
-	return pair, leaf, nil
+	return pair, leaf, "", nil
 }
 
 func hasKey(types []string) bool {
@@ -373,6 +408,11 @@ func contains(list []string, s string) bool {
 
 // loadPool reads a PEM file of CA certificates.
 func loadPool(path, what string, h *hasher) (*x509.CertPool, error) {
+	pool, err := loadPoolFile(path, what, h)
+	return pool, inSetting(what, err)
+}
+
+func loadPoolFile(path, what string, h *hasher) (*x509.CertPool, error) {
 	data, err := readPEMFile(path, what)
 	if err != nil {
 		return nil, err

@@ -334,3 +334,25 @@ func TestParseSPKI(t *testing.T) {
 		}
 	}
 }
+
+// TestSetting: errors say which setting they are about.
+func TestSetting(t *testing.T) {
+	ca := testcert.NewCA(t, "CA")
+	srv := ca.Server(t)
+	other := ca.Server(t)
+	for want, s := range map[string]ServerSettings{
+		"cert":        {Cert: srv.KeyFile, Key: srv.KeyFile},
+		"key":         {Cert: srv.CertFile, Key: other.KeyFile},
+		"client_ca":   {Cert: srv.CertFile, Key: srv.KeyFile, ClientCA: srv.KeyFile, Allow: Allow{All: true}},
+		"min_version": {Cert: srv.CertFile, Key: srv.KeyFile, MinVersion: "1.0"},
+		"allow":       {Cert: srv.CertFile, Key: srv.KeyFile, ClientCA: ca.CertFile},
+	} {
+		_, err := LoadServer(s)
+		if got := Setting(err); got != want {
+			t.Errorf("%v: Setting = %q, want %q", err, got, want)
+		}
+	}
+	if _, err := LoadClient(ClientSettings{CA: srv.KeyFile}); Setting(err) != "ca" {
+		t.Errorf("client ca: %v", err)
+	}
+}

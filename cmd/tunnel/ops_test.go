@@ -1,0 +1,193 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrapeMetrics GETs /metrics and parses it with Prometheus's text parser.
+func scrapeMetrics(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	status, body := curl(t, base+"/metrics")
+	if status != 200 {
+		t.Fatalf("/metrics: %d", status)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v\n%s", err, body)
+	}
+	return fams
+}
+
+// waitMetrics scrapes until ok holds (what it waits for is counted just
+// after the log line the test saw), bounded by cliTimeout.
+func waitMetrics(t *testing.T, base string, ok func(map[string]*dto.MetricFamily) bool) map[string]*dto.MetricFamily {
+	t.Helper()
+	deadline := time.Now().Add(cliTimeout)
+	for {
+		fams := scrapeMetrics(t, base)
+		if ok(fams) || time.Now().After(deadline) {
+			return fams
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// series returns the value of the counter or gauge of family name whose
+// labels include labels (name, value pairs); -1 when there is none.
+func series(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+next:
+	for _, m := range fams[name].GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, l := range m.GetLabel() {
+				found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+			}
+			if !found {
+				continue next
+			}
+		}
+		if m.GetCounter() != nil {
+			return m.GetCounter().GetValue()
+		}
+		if m.GetHistogram() != nil {
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+		return m.GetGauge().GetValue()
+	}
+	return -1
+}
+
+// TestAdminOpsMetrics: in the config mode, /metrics counts the plugins'
+// calls by callback and result with their durations and live instances,
+// the connections' durations and connect times, and the reloads by result
+// with the time of the last good load; a reload that cannot bind a route's
+// address turns /readyz to 503 until a good one.
+func TestAdminOpsMetrics(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tunnel.hcl")
+	target := echoServer(t)
+	good := `
+admin {
+  listen = "127.0.0.1:0"
+}
+plugin "noop" {
+  builtin   = "noop"
+  instances = 2
+}
+route "web" {
+  listen = "127.0.0.1:0"
+  target = "` + target + `"
+  dump { enabled = false }
+  chain { plugin = plugin.noop }
+}
+`
+	if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "--config", path)
+	base := adminURL(t, p)
+	addr := p.stderr.wait(t, `msg=listening route=web addr=(127\.0\.0\.1:\d+)`)[1]
+	before := time.Now()
+	for range 3 {
+		c := dial(t, addr)
+		converse(t, c, "hello")
+		c.Close()
+	}
+	p.stderr.waitUntil(t, cliTimeout, "logged 3 closes", func(s string) bool { return strings.Count(s, `msg="connection closed"`) == 3 })
+	fams := scrapeMetrics(t, base)
+	if v := series(fams, "tunnel_plugin_calls_total", "plugin", "noop", "callback", "data", "result", "ok"); v < 3 {
+		t.Errorf("noop data calls ok = %v, want at least 3", v)
+	}
+	if v := series(fams, "tunnel_plugin_calls_total", "plugin", "noop", "callback", "open", "result", "error"); v != 0 {
+		t.Errorf("noop open calls error = %v, want 0", v)
+	}
+	if v := series(fams, "tunnel_plugin_instances", "plugin", "noop"); v < 1 || v > 2 {
+		t.Errorf("noop instances = %v, want 1 or 2", v)
+	}
+	if v := series(fams, "tunnel_plugin_call_duration_seconds", "plugin", "noop", "callback", "data"); v < 0 {
+		t.Errorf("no call duration histogram for noop's data calls")
+	}
+	if v := series(fams, "tunnel_connection_duration_seconds", "route", "web"); v != 3 {
+		t.Errorf("connection durations counted = %v, want 3", v)
+	}
+	if v := series(fams, "tunnel_upstream_connect_duration_seconds", "route", "web"); v != 3 {
+		t.Errorf("connect times counted = %v, want 3", v)
+	}
+	if v := series(fams, "tunnel_listener_up", "route", "web"); v != 1 {
+		t.Errorf("tunnel_listener_up = %v, want 1", v)
+	}
+	if v := series(fams, "tunnel_config_reloads_total", "result", "success"); v != 0 {
+		t.Errorf("reloads success = %v before any reload", v)
+	}
+	started := series(fams, "tunnel_config_last_reload_success_timestamp_seconds")
+	if started < float64(before.Add(-time.Minute).Unix()) || started > float64(time.Now().Unix()+1) || series(fams, "tunnel_config_last_reload_successful") != 1 {
+		t.Errorf("last good load at %v (successful %v), want the start", started, series(fams, "tunnel_config_last_reload_successful"))
+	}
+
+	// A file with an error: the running configuration stays, counted.
+	os.WriteFile(path, []byte(good+"\nroute {\n"), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.stderr.wait(t, `msg="reload failed; keeping the running configuration"`)
+	// Counted just after that line is logged.
+	fams = waitMetrics(t, base, func(f map[string]*dto.MetricFamily) bool {
+		return series(f, "tunnel_config_reloads_total", "result", "failure") == 1
+	})
+	if series(fams, "tunnel_config_reloads_total", "result", "failure") != 1 || series(fams, "tunnel_config_last_reload_successful") != 0 ||
+		series(fams, "tunnel_config_last_reload_success_timestamp_seconds") != started {
+		t.Errorf("after a bad reload: failures %v, successful %v, last good %v (want 1, 0, %v)", series(fams, "tunnel_config_reloads_total", "result", "failure"),
+			series(fams, "tunnel_config_last_reload_successful"), series(fams, "tunnel_config_last_reload_success_timestamp_seconds"), started)
+	}
+	if status, _ := curl(t, base+"/readyz"); status != 200 {
+		t.Errorf("/readyz after a reload with a syntax error: %d, want 200 (the running configuration serves)", status)
+	}
+
+	// A second route on an address in use: not served, so not ready.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	os.WriteFile(path, []byte(good+`
+route "taken" {
+  listen = "`+busy.Addr().String()+`"
+  target = "`+target+`"
+}
+`), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitMetrics(t, base, func(f map[string]*dto.MetricFamily) bool {
+		return series(f, "tunnel_config_reloads_total", "result", "failure") == 2
+	})
+	status, body := curl(t, base+"/readyz")
+	if status != 503 || !strings.Contains(body, "the last reload could not listen on a route's address") || !strings.Contains(body, busy.Addr().String()) {
+		t.Errorf("/readyz after a reload that could not bind: %d %q", status, body)
+	}
+	os.WriteFile(path, []byte(good), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.stderr.wait(t, `msg="configuration reloaded" trigger=SIGHUP`)
+	fams = waitMetrics(t, base, func(f map[string]*dto.MetricFamily) bool {
+		return series(f, "tunnel_config_reloads_total", "result", "success") == 1
+	})
+	if status, body := curl(t, base+"/readyz"); status != 200 {
+		t.Errorf("/readyz after a good reload: %d %q", status, body)
+	}
+	if series(fams, "tunnel_config_reloads_total", "result", "success") != 1 || series(fams, "tunnel_config_reloads_total", "result", "failure") != 2 ||
+		series(fams, "tunnel_config_last_reload_successful") != 1 || series(fams, "tunnel_config_last_reload_success_timestamp_seconds") < started {
+		t.Errorf("after a good reload: success %v failure %v successful %v", series(fams, "tunnel_config_reloads_total", "result", "success"),
+			series(fams, "tunnel_config_reloads_total", "result", "failure"), series(fams, "tunnel_config_last_reload_successful"))
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr)
+	}
+}
