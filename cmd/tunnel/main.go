@@ -317,6 +317,10 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 		}
 		route.Chain = append(route.Chain, host.Link{Name: "dump", Hook: hook})
 	}
+	if err := o.tls.apply(&route, logger); err != nil { // --tls-cert ... (tlsflags.go)
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 1
+	}
 	links, release, cleanup, err := loadPlainPlugins(ctx, o, stdout, stderr, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
