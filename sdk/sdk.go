@@ -192,6 +192,40 @@ type Info struct {
 	Listen string
 }
 
+// TLS describes the client's TLS session, on a route that terminates TLS
+// (and, for ServerName alone, on a route chosen by server name); every
+// field is empty otherwise.
+type TLS struct {
+	// ServerName is the name the client asked for (SNI).
+	ServerName string
+	// ALPN is the negotiated application protocol.
+	ALPN string
+	// Version is "1.2" or "1.3".
+	Version string
+	// PeerSubject is the client certificate's subject (mutual TLS), and
+	// PeerSANs its DNS and URI SANs, comma-separated.
+	PeerSubject, PeerSANs string
+	// PeerVerified is true when the client's certificate was verified.
+	PeerVerified bool
+}
+
+// TLS returns the client's TLS session details. The host is asked at each
+// call, which must come from a callback of c.
+func (c *Conn) TLS() TLS {
+	if !c.current() {
+		return TLS{}
+	}
+	in := c.inst
+	return TLS{
+		ServerName:   in.connInfo(abi.InfoServerName),
+		ALPN:         in.connInfo(abi.InfoALPN),
+		Version:      in.connInfo(abi.InfoTLSVersion),
+		PeerSubject:  in.connInfo(abi.InfoPeerSubject),
+		PeerSANs:     in.connInfo(abi.InfoPeerNames),
+		PeerVerified: in.connInfo(abi.InfoPeerVerified) == "true",
+	}
+}
+
 // ID returns the connection's id, unique within the tunnel process.
 func (c *Conn) ID() uint64 { return c.id }
 

@@ -2,8 +2,11 @@ package plugin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +81,7 @@ type wasmFilter struct {
 	bypass  bool          // the instance failed under policy bypass: forward as is
 	seen    bool          // the guest has been called for this connection
 	held    [2]*[]byte    // bytes the guest holds (ActionHold), per direction; pooled
-	infoStr [4]string     // conn_info values, made on first use
+	infoStr [10]string    // conn_info values, made on first use
 	due     time.Duration // with Options.Clock: when the guest's timer is due on it
 	defers  [2]bool       // the guest deferred the half-close of dir (defer_end) and has not ended it yet
 
@@ -465,7 +468,7 @@ func (f *wasmFilter) Close() int32 {
 
 // ConnInfo implements wasm.Host.
 func (f *wasmFilter) ConnInfo(key int32) (string, int32) {
-	if key < abi.InfoRoute || key > abi.InfoListen {
+	if key < abi.InfoRoute || key > abi.InfoPeerVerified {
 		return "", abi.StatusBadArgument
 	}
 	if f.infoStr[key] == "" {
@@ -483,6 +486,8 @@ func (f *wasmFilter) ConnInfo(key int32) (string, int32) {
 			if i.Listen != nil {
 				f.infoStr[key] = i.Listen.String()
 			}
+		default:
+			f.infoStr[key] = tlsInfo(i.TLS, key)
 		}
 	}
 	return f.infoStr[key], abi.StatusOK
@@ -685,4 +690,37 @@ func validTagKey(k []byte) bool {
 		}
 	}
 	return true
+}
+
+// tlsInfo is the conn_info value of a TLS key (abi.InfoServerName ...),
+// empty without TLS.
+func tlsInfo(t *host.TLSInfo, key int32) string {
+	if t == nil {
+		return ""
+	}
+	switch key {
+	case abi.InfoServerName:
+		return t.ServerName
+	case abi.InfoALPN:
+		return t.ALPN
+	case abi.InfoTLSVersion:
+		switch t.Version {
+		case tls.VersionTLS12:
+			return "1.2"
+		case tls.VersionTLS13:
+			return "1.3"
+		case 0:
+			return ""
+		}
+		return tls.VersionName(t.Version)
+	case abi.InfoPeerSubject:
+		return t.PeerSubject
+	case abi.InfoPeerNames:
+		return strings.Join(append(slices.Clone(t.PeerDNS), t.PeerURIs...), ",")
+	case abi.InfoPeerVerified:
+		if t.Verified {
+			return "true"
+		}
+	}
+	return ""
 }

@@ -152,6 +152,14 @@ const (
 	InfoClient = 1 // client address, host:port
 	InfoTarget = 2 // target address, host:port
 	InfoListen = 3 // local address the client connected to
+	// The client's TLS session, on a route that terminates TLS (tls block);
+	// InfoServerName also on a route chosen by server name. Empty otherwise.
+	InfoServerName   = 4 // the server name the client asked for (SNI)
+	InfoALPN         = 5 // the negotiated application protocol
+	InfoTLSVersion   = 6 // "1.2" or "1.3"
+	InfoPeerSubject  = 7 // the client certificate's subject (mutual TLS)
+	InfoPeerNames     = 8 // its DNS and URI SANs, comma-separated
+	InfoPeerVerified = 9 // "true" when a client certificate was verified
 )
 
 // Log levels for log, as in log/slog.

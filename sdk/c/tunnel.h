@@ -82,6 +82,12 @@ extern "C" {
 #define TUNNEL_INFO_CLIENT 1
 #define TUNNEL_INFO_TARGET 2
 #define TUNNEL_INFO_LISTEN 3
+#define TUNNEL_INFO_SERVER_NAME 4
+#define TUNNEL_INFO_ALPN 5
+#define TUNNEL_INFO_TLS_VERSION 6
+#define TUNNEL_INFO_PEER_SUBJECT 7
+#define TUNNEL_INFO_PEER_NAMES 8
+#define TUNNEL_INFO_PEER_VERIFIED 9
 
 /* log levels (log/slog's). */
 #define TUNNEL_LOG_DEBUG (-4)

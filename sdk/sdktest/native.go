@@ -168,6 +168,8 @@ func (p *emuPlugin) ConnInfo(key int32, b []byte) int32 {
 		}
 	case abi.InfoListen:
 		v = EmulatedListen
+	case abi.InfoServerName, abi.InfoALPN, abi.InfoTLSVersion, abi.InfoPeerSubject, abi.InfoPeerNames, abi.InfoPeerVerified:
+		// An emulated connection has no TLS.
 	default:
 		return abi.StatusBadArgument
 	}
