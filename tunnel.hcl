@@ -3,19 +3,20 @@
 # (or on SIGHUP), keeping the running configuration if the edit has errors.
 #
 # Plugins are Go programs compiled to WebAssembly. The ones in plugins/ are built into the
-# tunnel (`tunnel plugins` lists them): `builtin = "deny"` needs no file. For your own,
+# tunnel (`tunnel plugins` lists them): `builtin = "resp"` needs no file. For your own,
 # write `path = "my.wasm"` (relative to this file) instead.
 
-plugin "deny" {
-  builtin      = "deny"  # plugins/deny, compiled into the tunnel
+plugin "resp" {
+  builtin      = "resp"  # plugins/resp, compiled into the tunnel
   memory_limit = "64MiB" # per instance; a standard-Go guest needs about 3.5 MiB
   call_timeout = "100ms" # a slower call fails, and on_failure applies
   on_failure   = "close" # or "bypass": forward as if the plugin were absent
   instances    = 2       # instances shared by the connections
 }
 
-# A Redis where FLUSHALL and FLUSHDB are refused: the client gets an error reply and the
-# connection is closed; the server never sees the command.
+# A Redis where FLUSHALL, FLUSHDB and CONFIG SET are refused: the plugin parses the Redis
+# protocol (pipelined, split, inline), the client gets an error reply in the place of the
+# command's reply and keeps its connection; the server never sees the command.
 route "redis" {
   listen          = "127.0.0.1:7379"
   target          = env("REDIS_ADDR", "127.0.0.1:6379")
@@ -23,13 +24,10 @@ route "redis" {
   max_connections = 1000
 
   chain {
-    plugin = plugin.deny
+    plugin = plugin.resp # both directions: it reads the replies to put its errors in place
     config = {
-      patterns    = ["FLUSHALL", "FLUSHDB"]
-      ignore_case = true
-      reply       = "-ERR command not allowed by the tunnel\r\n"
-      action      = "close"
-      from        = "client" # search what the client sends; the server's replies pass untouched
+      block = ["FLUSHALL", "FLUSHDB", "CONFIG SET"]
+      error = "ERR command '{command}' is not allowed by the tunnel"
     }
   }
 }

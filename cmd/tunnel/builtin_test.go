@@ -18,12 +18,16 @@ import (
 func TestPluginsSubcommand(t *testing.T) {
 	code, stdout, stderr := runTunnel(t, "plugins")
 	want := `Built-in plugins (in tunnel.hcl: plugin "NAME" { builtin = "NAME" }; on the command line: --plugin builtin:NAME):
-  codec    base64 or XOR encode/decode pair between two tunnels
-  deny     blocks patterns (e.g. FLUSHALL): drop and reply, or close
-  dump     hex or text dump of every chunk to stdout or the log
-  noop     forwards everything; the baseline for benchmarks
-  replace  find/replace byte strings, also across chunk boundaries
-  toxics   network faults per direction: latency with jitter, slicer, reset after N bytes
+  codec      base64 or XOR encode/decode pair between two tunnels
+  deny       blocks patterns (e.g. FLUSHALL): drop and reply, or close
+  dump       hex or text dump of every chunk to stdout or the log
+  noop       forwards everything; the baseline for benchmarks
+  ratelimit  per client IP: connections and bytes per second (shared state), reply and close or delay
+  redact     masks card numbers (Luhn), bearer tokens and literals in either direction, across chunks
+  replace    find/replace byte strings, also across chunk boundaries
+  resp       Redis filter parsing RESP: blocks (error reply, connection kept) or renames commands
+  router     chooses the target from the first bytes: TLS SNI, HTTP Host, SSH, Redis (dial = "plugin")
+  toxics     network faults per direction: latency with jitter, slicer, reset after N bytes
 `
 	if code != 0 || stdout != want || stderr != "" {
 		t.Errorf("tunnel plugins: exit %d, stdout:\n%s\nwant:\n%s\nstderr: %q", code, stdout, want, stderr)
@@ -63,7 +67,7 @@ func TestPluginFlagBuiltin(t *testing.T) {
 
 func TestPluginFlagUnknownBuiltin(t *testing.T) {
 	code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--plugin", "builtin:dney")
-	want := `invalid value "builtin:dney" for flag -plugin: no built-in plugin "dney"; the built-in plugins are codec, deny, dump, noop, replace, toxics` + "\n"
+	want := `invalid value "builtin:dney" for flag -plugin: no built-in plugin "dney"; the built-in plugins are codec, deny, dump, noop, ratelimit, redact, replace, resp, router, toxics` + "\n"
 	if code != 2 || !strings.HasPrefix(stderr, want) {
 		t.Errorf("exit %d, stderr:\n%s\nwant it to start with:\n%s", code, stderr, want)
 	}

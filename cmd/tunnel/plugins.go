@@ -35,6 +35,7 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 		name := strings.TrimSuffix(filepath.Base(pp.path), filepath.Ext(pp.path))
 		opts := plugin.Options{
 			Name:     name,
+			Route:    "default", // runPlain's route
 			Config:   []byte(pp.config),
 			Trusted:  o.trusted,
 			FailOpen: o.failOpen,
@@ -97,7 +98,11 @@ func runPlugins(args []string, stdout, stderr io.Writer) int {
 // writeBuiltins prints the built-in plugins, one a line, and how to use them.
 func writeBuiltins(w io.Writer) {
 	fmt.Fprintln(w, "Built-in plugins (in tunnel.hcl: plugin \"NAME\" { builtin = \"NAME\" }; on the command line: --plugin builtin:NAME):")
+	width := 0
 	for _, n := range builtin.Names() {
-		fmt.Fprintf(w, "  %-8s %s\n", n, builtin.Description(n))
+		width = max(width, len(n))
+	}
+	for _, n := range builtin.Names() {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, n, builtin.Description(n))
 	}
 }

@@ -1,5 +1,6 @@
 // Package builtin is the plugins of the repository's plugins/ directory
-// (noop, dump, replace, deny, codec, toxics), compiled to WebAssembly and embedded
+// (noop, dump, replace, deny, codec, toxics, router, resp, redact,
+// ratelimit), compiled to WebAssembly and embedded
 // in every binary that imports this package, so that tunnel.hcl's
 // `builtin = "deny"` and the CLI's `--plugin builtin:deny` need no file on
 // disk.
@@ -31,12 +32,16 @@ const Prefix = "builtin:"
 // descriptions are the built-in plugins, by name: what each does, in one
 // line (as in plugins/README.md).
 var descriptions = map[string]string{
-	"noop":    "forwards everything; the baseline for benchmarks",
-	"replace": "find/replace byte strings, also across chunk boundaries",
-	"deny":    "blocks patterns (e.g. FLUSHALL): drop and reply, or close",
-	"codec":   "base64 or XOR encode/decode pair between two tunnels",
-	"dump":    "hex or text dump of every chunk to stdout or the log",
-	"toxics":  "network faults per direction: latency with jitter, slicer, reset after N bytes",
+	"noop":      "forwards everything; the baseline for benchmarks",
+	"replace":   "find/replace byte strings, also across chunk boundaries",
+	"deny":      "blocks patterns (e.g. FLUSHALL): drop and reply, or close",
+	"codec":     "base64 or XOR encode/decode pair between two tunnels",
+	"dump":      "hex or text dump of every chunk to stdout or the log",
+	"toxics":    "network faults per direction: latency with jitter, slicer, reset after N bytes",
+	"router":    "chooses the target from the first bytes: TLS SNI, HTTP Host, SSH, Redis (dial = \"plugin\")",
+	"resp":      "Redis filter parsing RESP: blocks (error reply, connection kept) or renames commands",
+	"redact":    "masks card numbers (Luhn), bearer tokens and literals in either direction, across chunks",
+	"ratelimit": "per client IP: connections and bytes per second (shared state), reply and close or delay",
 }
 
 // Names returns the names of the built-in plugins, sorted.

@@ -88,7 +88,7 @@ func TestUnknownName(t *testing.T) {
 	if !errors.As(err, &ue) || ue.Name != "dney" {
 		t.Fatalf("Wasm(dney) = %v, want an *UnknownError", err)
 	}
-	const want = `no built-in plugin "dney"; the built-in plugins are codec, deny, dump, noop, replace, toxics`
+	const want = `no built-in plugin "dney"; the built-in plugins are codec, deny, dump, noop, ratelimit, redact, replace, resp, router, toxics`
 	if err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}
