@@ -81,6 +81,18 @@ func (s *plainSource) PluginMetrics() []plugin.Metrics {
 	return out
 }
 
+// GuestMetrics reports the metrics the --plugin plugins define
+// (admin.GuestMetricsSource).
+func (s *plainSource) GuestMetrics() []plugin.GuestMetric {
+	var ps []*plugin.Plugin
+	for _, l := range s.route.Chain {
+		if p, ok := l.Hook.(*plugin.Plugin); ok {
+			ps = append(ps, p)
+		}
+	}
+	return plugin.CollectGuestMetrics(ps...)
+}
+
 func (s *plainSource) Connections() []host.ConnStats { return s.p.Connections() }
 
 // Drain makes /readyz answer 503 from now on (POST /drain, or a signal).

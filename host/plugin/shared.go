@@ -198,3 +198,22 @@ func (p *Plugin) State(key string) ([]byte, bool) { return p.shared.shared.State
 // StateSize returns the number of keys in the plugin's shared state and the
 // bytes of its keys and values, which Options.StateMaxTotal bounds.
 func (p *Plugin) StateSize() (keys, bytes int) { return p.shared.shared.State.Len() }
+
+// GuestMetrics returns the series the plugins of the Runtime defined
+// (its Registry's, [Registry.GuestMetrics]).
+func (r *Runtime) GuestMetrics() []GuestMetric { return r.reg.GuestMetrics() }
+
+// CollectGuestMetrics returns the series of plugins, each plugin's store
+// once even when several of them share it (the same plugin, route and
+// config twice), in the order of plugins.
+func CollectGuestMetrics(plugins ...*Plugin) []GuestMetric {
+	var out []GuestMetric
+	seen := map[*sharedEntry]bool{}
+	for _, p := range plugins {
+		if !seen[p.shared] {
+			seen[p.shared] = true
+			out = append(out, p.shared.metrics()...)
+		}
+	}
+	return out
+}

@@ -132,6 +132,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		&collector{src: src},
+		&guestCollector{src: src}, // pluginmetrics.go
 		buildInfo(opts.Version),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

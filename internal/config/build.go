@@ -148,6 +148,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 			}
 			opts := plugin.Options{
 				Name:        p.Name,
+				Route:       r.Name, // the identity of its shared state, its metrics' route label
 				Config:      l.Config,
 				MemoryLimit: p.MemoryLimit,
 				CallTimeout: p.CallTimeout,
