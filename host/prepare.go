@@ -36,6 +36,9 @@ func (c *conn) prepare() bool {
 		nc = &replayConn{TCPConn: c.client, pending: c.prefix}
 		c.prefix = nil
 	}
+	if c.rs.WireTap != nil {
+		nc = c.rs.WireTap(&c.info, nc)
+	}
 	if err := c.acceptTLS(nc, deadline); err != nil {
 		c.setReason(reasonTLS)
 		c.finish(err)

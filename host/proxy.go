@@ -78,6 +78,15 @@ type Route struct {
 	// ALPN); a reload gives a new Route and new connections use its config
 	// while open ones keep theirs. Such a route is never spliced.
 	TLS *tls.Config
+	// WireTap, when set on a route that terminates TLS, is given each
+	// connection's client socket before the handshake and returns what the
+	// TLS session reads and writes through instead: a wrapper that sees the
+	// ciphertext as it crossed the wire (a capture's client leg, with the
+	// session keys from tls.Config.KeyLogWriter). It is called on the
+	// connection's goroutine; the wrapper's Read and Write run on the pumps
+	// (one reader, one writer at a time) and must pass every call through.
+	// Teardown closes the socket itself, never the wrapper.
+	WireTap func(info *ConnInfo, c net.Conn) net.Conn
 	// UpstreamTLS, when set, makes the route originate TLS toward the
 	// target; ServerName defaults to the target's host.
 	UpstreamTLS *tls.Config

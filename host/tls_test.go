@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -396,4 +398,61 @@ func TestAcceptProxy(t *testing.T) {
 	p2, logs2 := tn.Proxy(t, r2)
 	expectRefused(t, p2.Addr("untrusted").String())
 	logs2.Wait(t, "connection closed", "reason=proxy_header", "peer 127.0.0.1 is not in the trusted networks")
+}
+
+// wireTap records what crosses the client socket of a TLS route.
+type wireTap struct {
+	net.Conn
+	in, out *bytes.Buffer
+	mu      *sync.Mutex
+}
+
+func (w wireTap) Read(b []byte) (int, error) {
+	n, err := w.Conn.Read(b)
+	w.mu.Lock()
+	w.in.Write(b[:n])
+	w.mu.Unlock()
+	return n, err
+}
+
+func (w wireTap) Write(b []byte) (int, error) {
+	n, err := w.Conn.Write(b)
+	w.mu.Lock()
+	w.out.Write(b[:n])
+	w.mu.Unlock()
+	return n, err
+}
+
+// Route.WireTap sees the ciphertext of a terminating route's client side:
+// a handshake record first, and none of the plaintext.
+func TestTLSWireTap(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	var mu sync.Mutex
+	in, out := &bytes.Buffer{}, &bytes.Buffer{}
+	r := terminating(t, ca, tn.Serve(t, tn.Echo).Addr())
+	tapped := make(chan *host.ConnInfo, 1)
+	r.WireTap = func(info *host.ConnInfo, c net.Conn) net.Conn {
+		tapped <- info
+		return wireTap{Conn: c, in: in, out: out, mu: &mu}
+	}
+	p, logs := tn.Proxy(t, r)
+	c := tlsClient(t, p.Addr("tls").String(), ca, "localhost")
+	secret := []byte("a secret that only the plaintext holds")
+	go func() { c.Write(secret); c.CloseWrite() }()
+	if got := tn.ReadSum(c); got.Sum != tn.Sum(secret) {
+		t.Fatalf("echo: %d bytes, %v", got.N, got.Err)
+	}
+	logs.Wait(t, "connection closed")
+	if info := <-tapped; info.Route != "tls" {
+		t.Errorf("WireTap got route %q", info.Route)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if in.Len() < 100 || in.Bytes()[0] != 0x16 || out.Len() < 100 || out.Bytes()[0] != 0x16 {
+		t.Fatalf("the tap saw %d bytes in, %d out; want TLS handshake records first", in.Len(), out.Len())
+	}
+	if bytes.Contains(in.Bytes(), secret) || bytes.Contains(out.Bytes(), secret) {
+		t.Error("the tap saw the plaintext")
+	}
 }
