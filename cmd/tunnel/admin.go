@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,7 +120,7 @@ func (s *plainSource) Ready() error {
 // reports the errors).
 func adminSettings(path string, o *options) (listen string, pprof bool, delay time.Duration) {
 	listen, delay = o.admin, o.drainDelay
-	f, diags := config.Parse(path, config.Options{})
+	f, diags := config.Parse(path, config.Options{FetchDir: fetchDir(o.cacheDir)})
 	if diags.HasErrors() || f.Admin == nil {
 		return listen, false, delay
 	}
@@ -192,4 +193,13 @@ func (s *configSource) Ready() error {
 // oneLineErr is err's text on one line.
 func oneLineErr(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// fetchDir is where plugins by URL are kept: next to the compilation cache
+// (cacheDir), or, without one, in the system's temporary directory.
+func fetchDir(cacheDir string) string {
+	if cacheDir == "" {
+		return ""
+	}
+	return filepath.Join(cacheDir, "fetched")
 }

@@ -27,6 +27,7 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		Logger:    logger,
 		AccessLog: o.accessLog,
 		Runtime:   plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
+		Options:   config.Options{FetchDir: fetchDir(o.cacheDir)},
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -90,7 +91,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	f, diags := config.Parse(path, config.Options{})
+	f, diags := config.Parse(path, config.Options{FetchDir: fetchDir(defaultCacheDir())})
 	b := &config.Builder{Logger: logger}
 	if len(f.Plugins) > 0 {
 		rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger})

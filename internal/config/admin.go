@@ -127,6 +127,10 @@ type PluginSummary struct {
 	// Path is the .wasm file; Builtin the built-in plugin run instead.
 	Path    string `json:"path,omitempty"`
 	Builtin string `json:"builtin,omitempty"`
+	// URL is where a plugin by URL was fetched from (Path is the copy),
+	// SHA256 the hash its block pins.
+	URL    string `json:"url,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // RouteSummary is one route as applied to the Proxy.
@@ -177,7 +181,7 @@ func (r *Runner) applied(f *File, routes []host.Route) {
 	sum := sha256.Sum256(src)
 	s := &Summary{File: r.Path, SHA256: hex.EncodeToString(sum[:]), Loaded: time.Now().UTC(), Plugins: []PluginSummary{}, Routes: Summarize(routes, r.proxy.Addr)}
 	for _, p := range f.Plugins {
-		s.Plugins = append(s.Plugins, PluginSummary{Name: p.Name, Path: p.Path, Builtin: p.Builtin})
+		s.Plugins = append(s.Plugins, PluginSummary{Name: p.Name, Path: p.Path, Builtin: p.Builtin, URL: p.URL, SHA256: p.SHA256})
 	}
 	r.summary.Store(s)
 	if r.state.CompareAndSwap(stateStarting, stateReady) {

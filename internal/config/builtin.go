@@ -50,7 +50,15 @@ func (d *decoder) pluginSource(pb *pluginBody, p *Plugin) {
 			d.errorf(pb.Path.Range(), "Invalid path", "path is empty; name the plugin's .wasm file, relative to this file.")
 			return
 		}
+		if isURL(path) {
+			d.pluginURL(pb, p, path)
+			return
+		}
 		p.Path = d.resolve(path)
+		d.checkLocalSHA256(pb, p)
+	}
+	if _, absent := d.absent(pb.SHA256); !absent && p.Builtin != "" {
+		d.errorf(pb.SHA256.Range(), "sha256 of a built-in plugin", "Plugin %q is built into the tunnel; sha256 checks the module of a path. Remove sha256.", pb.Name)
 	}
 }
 

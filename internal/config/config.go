@@ -139,8 +139,13 @@ func (f *File) Route(name string) *Route {
 type Plugin struct {
 	Name string
 	// Path is the .wasm file, resolved against the config file's
-	// directory; empty for a built-in plugin.
+	// directory; empty for a built-in plugin. For a plugin fetched by
+	// URL, the local copy (fetch.go).
 	Path string
+	// URL is the https:// address the module was fetched from, when path
+	// is one; SHA256 is the sha256 attribute (hex), which such a plugin
+	// requires and a local file may have.
+	URL, SHA256 string
 	// Builtin names the plugin compiled into the tunnel (package
 	// plugins/builtin) that the block runs instead of a file; PathRange
 	// is then the builtin attribute's.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -52,6 +53,12 @@ const (
 type Options struct {
 	// LookupEnv resolves env(); nil means os.LookupEnv.
 	LookupEnv func(name string) (string, bool)
+	// FetchDir keeps the plugins fetched by URL (fetch.go), named by
+	// their hash; empty means a directory in os.TempDir().
+	FetchDir string
+	// HTTPClient fetches plugins by URL; nil means http.DefaultClient
+	// (tests give one that trusts their server's certificate).
+	HTTPClient *http.Client
 }
 
 // The gohcl schema. Attributes are decoded as expressions so that every value
@@ -75,6 +82,7 @@ type pluginBody struct {
 	DeclRange   hcl.Range      `hcl:",def_range"`
 	Path        hcl.Expression `hcl:"path,optional"`
 	Builtin     hcl.Expression `hcl:"builtin,optional"`
+	SHA256      hcl.Expression `hcl:"sha256,optional"`
 	MemoryLimit hcl.Expression `hcl:"memory_limit,optional"`
 	CallTimeout hcl.Expression `hcl:"call_timeout,optional"`
 	MaxOutput   hcl.Expression `hcl:"max_output,optional"`
