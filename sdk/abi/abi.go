@@ -109,10 +109,10 @@ const (
 	StatusBadArgument = -1 // unknown direction, level or key; bad input buffer
 	StatusClosed      = -2 // that direction or the connection is already closed
 	StatusNotAllowed  = -3 // not inside a connection callback, or direction spliced
-	StatusTooLarge    = -4 // value larger than allowed, or too many of them
+	StatusTooLarge    = -4 // value larger than allowed, or too many of them (tags, state, metrics)
 	StatusNoLateDial  = -5 // set_target on a route that dials its fixed target
-	StatusAlreadySet  = -6 // set_target after the target was chosen
-	StatusNotFound    = -7 // get_tag of a tag that is not set
+	StatusAlreadySet  = -6 // set_target after the target was chosen; metric_define of a conflicting name
+	StatusNotFound    = -7 // get_tag, state_get or state_delete of what is not set
 )
 
 // Bounds of connection tags (set_tag), as the host enforces them.
