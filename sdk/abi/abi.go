@@ -158,7 +158,7 @@ const (
 	InfoALPN         = 5 // the negotiated application protocol
 	InfoTLSVersion   = 6 // "1.2" or "1.3"
 	InfoPeerSubject  = 7 // the client certificate's subject (mutual TLS)
-	InfoPeerNames     = 8 // its DNS and URI SANs, comma-separated
+	InfoPeerNames    = 8 // its DNS and URI SANs, comma-separated
 	InfoPeerVerified = 9 // "true" when a client certificate was verified
 )
 
