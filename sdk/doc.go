@@ -78,6 +78,20 @@
 // sent. [Log] writes to the tunnel's log, [Stdout] to its standard output
 // when the route grants it.
 //
+// # State and metrics shared by the instances
+//
+// Memory in a Plugin or a package variable is per instance. What every
+// connection of the route must see goes in the plugin's shared state, a
+// key-value store the host keeps outside the instances (it survives an
+// instance's failure and an unchanged reload): [StateGet], [StateSet],
+// [StateDelete], and the atomic [StateAdd] and [StateCompareAndSwap] for
+// counting and read-modify-write across instances. The plugin's own
+// metrics ([NewCounter], [NewGauge], [NewHistogram], defined in the factory
+// or at first use) are added up by the host and served on the tunnel's
+// /metrics as tunnel_plugin_<plugin>_<name>; updating them costs one host
+// call and allocates nothing. Both are emulated by sdk/sdktest
+// ([sdktest.State], [sdktest.Metric] read them in tests).
+//
 // # Testing
 //
 // The same plugin code compiles natively, where package sdk/sdktest runs it
