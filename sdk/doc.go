@@ -90,7 +90,7 @@
 // or at first use) are added up by the host and served on the tunnel's
 // /metrics as tunnel_plugin_<plugin>_<name>; updating them costs one host
 // call and allocates nothing. Both are emulated by sdk/sdktest
-// ([sdktest.State], [sdktest.Metric] read them in tests).
+// (sdktest.State and sdktest.Metric read them in tests).
 //
 // # Testing
 //
