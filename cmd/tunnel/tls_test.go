@@ -361,3 +361,95 @@ func TestAcceptProxyFlag(t *testing.T) {
 	}
 	p2.stderr.wait(t, `msg="connection closed" conn=1 route=default client=127\.0\.0\.1:\d+ .*reason=proxy_header err="PROXY header: peer 127\.0\.0\.1 is not in the trusted networks"`)
 }
+
+// TestTLSCertificateSwapUnderLoad: the certificate and key files are
+// replaced five times while two clients keep connecting; every new
+// certificate is picked up by the file watcher and served, and no
+// connection fails (a reload that reads a new cert next to the old key
+// fails and keeps the running certificate).
+func TestTLSCertificateSwapUnderLoad(t *testing.T) {
+	ca := testcert.NewCA(t, "swap CA")
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	ca.Server(t).WriteFiles(t, certPath, keyPath)
+	_, addrs := startConfig(t, dir, fmt.Sprintf(`
+route "web" {
+  listen = "127.0.0.1:0"
+  target = %q
+  tls {
+    cert = "cert.pem"
+    key  = "key.pem"
+  }
+}
+`, lineServer(t)), "web")
+	addr := addrs["web"]
+	seen := make(chan string, 1024) // serials of the certificates served
+	stop := make(chan struct{})
+	type result struct {
+		ok   int
+		errs []error
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			var r result
+			defer func() { results <- r }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := &net.Dialer{Timeout: cliTimeout}
+				c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+				if err != nil {
+					r.errs = append(r.errs, err)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(cliTimeout))
+				serial := c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+				io.WriteString(c, "ping\n")
+				b, err := io.ReadAll(c)
+				c.Close()
+				if err != nil || string(b) != "got: ping\n" {
+					r.errs = append(r.errs, fmt.Errorf("read %q: %v", b, err))
+					continue
+				}
+				r.ok++
+				select {
+				case seen <- serial:
+				default:
+				}
+			}
+		}()
+	}
+	for i := range 5 {
+		next := ca.Server(t)
+		next.WriteFiles(t, certPath, keyPath)
+		want := next.Cert.SerialNumber.String()
+		timer := time.NewTimer(cliTimeout)
+	wait:
+		for {
+			select {
+			case s := <-seen:
+				if s == want {
+					break wait
+				}
+			case <-timer.C:
+				close(stop)
+				t.Fatalf("swap %d: the new certificate was not served within %v", i+1, cliTimeout)
+			}
+		}
+		timer.Stop()
+	}
+	close(stop)
+	total := 0
+	for range 2 {
+		r := <-results
+		total += r.ok
+		for _, err := range r.errs {
+			t.Errorf("a connection failed during the swaps: %v", err)
+		}
+	}
+	t.Logf("%d connections, 5 certificate swaps, none failed", total)
+}
