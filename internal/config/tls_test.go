@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -247,4 +249,62 @@ func startIn(t *testing.T, dir, config string) *harness {
 	go func() { h.done <- h.r.Run(ctx, h.hup) }()
 	t.Cleanup(h.stop)
 	return h
+}
+
+// TestRebuildKeepsSessionTickets: because an unchanged build hands out the
+// same tls.Config, a client resumes its session across a reload; a config
+// built afresh (what the cache avoids) has new ticket keys and cannot.
+func TestRebuildKeepsSessionTickets(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := tlsFiles(t, dir)
+	src := "route \"web\" {\n  listen = \"127.0.0.1:0\"\n  target = \"127.0.0.1:8080\"\n  tls {\n    cert = \"cert.pem\"\n    key  = \"key.pem\"\n  }\n}\n"
+	var b Builder
+	defer b.Close(context.Background())
+	build := func() *tls.Config {
+		f, diags := parseString(t, dir, src)
+		set, d := b.Build(context.Background(), f, diags)
+		if set == nil {
+			t.Fatal(FormatDiagnostics(append(diags, d...), f.Files))
+		}
+		defer set.Close()
+		return set.Routes[0].TLS
+	}
+	cache := tls.NewLRUClientSessionCache(4)
+	resumed := func(srv *tls.Config) bool {
+		t.Helper()
+		c1, c2 := net.Pipe()
+		defer c1.Close()
+		defer c2.Close()
+		done := make(chan error, 1)
+		go func() {
+			s := tls.Server(c2, srv)
+			if err := s.Handshake(); err != nil {
+				done <- err
+				return
+			}
+			_, err := s.Write([]byte("x")) // the ticket travels after the handshake
+			done <- err
+		}()
+		c := tls.Client(c1, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", ClientSessionCache: cache})
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return c.ConnectionState().DidResume
+	}
+	first := build()
+	if resumed(first) {
+		t.Fatal("resumed a first session")
+	}
+	if !resumed(build()) {
+		t.Fatal("a rebuild with unchanged files lost the session tickets")
+	}
+	fresh := first.Clone()
+	fresh.SetSessionTicketKeys([][32]byte{{1}})
+	if resumed(fresh) {
+		t.Fatal("resumed against new ticket keys")
+	}
 }
