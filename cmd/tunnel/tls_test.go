@@ -185,7 +185,7 @@ route "mtls" {
 		log  string
 	}{
 		{"wrong CA", mallory, `err="tls handshake with the client: tls: failed to verify certificate: x509: certificate signed by unknown authority`},
-		{"not allowed", carol, `err="tls handshake with the client: tls: client certificate \"CN=carol,O=tunnel tests\" dns=[carol.example]: client certificate matches no allow rule (allowed: cn [\"alice\"], uri [\"spiffe://example.org/bob\"])"`},
+		{"not allowed", carol, `err="tls handshake with the client: tls: client certificate \"CN=carol,O=tunnel tests\" dns=[carol.example] matches no allow rule (allowed: cn [\"alice\"], uri [\"spiffe://example.org/bob\"])"`},
 		{"no certificate", nil, `err="tls handshake with the client: tls: client didn't provide a certificate"`},
 	} {
 		args := common

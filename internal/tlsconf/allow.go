@@ -13,7 +13,7 @@ import (
 
 // ErrNotAllowed is wrapped by the error a handshake fails with when the
 // client's certificate verified but matches no allow rule.
-var ErrNotAllowed = errors.New("client certificate matches no allow rule")
+var ErrNotAllowed = errors.New("matches no allow rule")
 
 // Check validates the rules: SPKI pins must parse and DNS patterns must be
 // names or "*.name".
@@ -56,7 +56,7 @@ func (a Allow) verifier() (func(tls.ConnectionState) error, error) {
 		if a.Match(leaf, pins) {
 			return nil
 		}
-		return fmt.Errorf("tls: client certificate %s: %w (%s)", Subject(leaf), ErrNotAllowed, a.describe())
+		return fmt.Errorf("tls: client certificate %s %w (%s)", Subject(leaf), ErrNotAllowed, a.describe())
 	}, nil
 }
 

@@ -205,7 +205,7 @@ func TestMutualTLS(t *testing.T) {
 		{"spki", Allow{SPKISHA256: []string{strings.ToUpper(bob.SPKISHA256())}}, bob, true, ""},
 		{"all", Allow{All: true}, carol, true, ""},
 		{"no rule matches", Allow{CN: []string{"alice"}, DNS: []string{"*.team.example"}, URI: []string{"spiffe://example.org/bob"}}, carol, false,
-			`tls: client certificate "CN=carol,O=tunnel tests" dns=[carol.elsewhere.example]: client certificate matches no allow rule (allowed: cn ["alice"], dns ["*.team.example"], uri ["spiffe://example.org/bob"])`},
+			`tls: client certificate "CN=carol,O=tunnel tests" dns=[carol.elsewhere.example] matches no allow rule (allowed: cn ["alice"], dns ["*.team.example"], uri ["spiffe://example.org/bob"])`},
 		{"wrong CA", Allow{CN: []string{"alice"}}, mallory, false, "certificate signed by unknown authority"},
 		{"no certificate", Allow{All: true}, nil, false, "client didn't provide a certificate"},
 	} {
