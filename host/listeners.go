@@ -1,6 +1,7 @@
 package host
 
 import (
+	"net"
 	"slices"
 	"strings"
 )
@@ -45,3 +46,16 @@ func (p *Proxy) Listeners() []ListenerState {
 // failed records that l's accept loop ended with err: Listeners reports it
 // down from now on.
 func (l *listener) failed(err error) { l.down.Store(&err) }
+
+// steer checks, for a reuse_port route's new listener, that a tunnel
+// stopping while another serves the address will not reset the clients
+// still in its accept queue: the kernel must hand them to another listener
+// of the SO_REUSEPORT group (Linux's net.ipv4.tcp_migrate_req = 1).
+// Otherwise a warning says what to set.
+func (p *Proxy) steer(r Route, _ net.Listener) {
+	if !r.ReusePort || migratesRequests() {
+		return
+	}
+	p.logger().Warn("reuse_port: a tunnel that stops while another serves this address resets the clients still in its accept queue; set sysctl net.ipv4.tcp_migrate_req=1 so that the kernel hands them over",
+		"route", r.Name)
+}

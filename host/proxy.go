@@ -401,6 +401,7 @@ func (p *Proxy) Apply(routes []Route) error {
 			bindErr = fmt.Errorf("route %q: cannot listen on %s: %w", r.Name, r.Listen, err)
 			break
 		}
+		p.steer(r, ln) // reuse_port: warn if a stop would reset queued clients (listeners.go)
 		fresh[listenKey(r)] = ln.(*net.TCPListener)
 	}
 	if bindErr != nil {

@@ -20,10 +20,13 @@ import (
 // startAdmin serves the admin endpoint (package internal/admin) for src on
 // listen, with pprof when asked; an empty listen serves nothing. A
 // non-loopback address is served, with a warning: it was written out
-// (addr.Exposed refuses one with no host). The returned stop never fails.
+// (addr.Exposed refuses one with no host). The returned stop, called when
+// the run is over, logs the final counts ("stopped") and never fails.
 func startAdmin(listen string, pprof bool, src admin.Source, logger *slog.Logger) (stop func(), err error) {
+	// The last step of a run: the counts once the connections are done.
+	stopped := func() { logger.Info("stopped", counts(src.Stats())...) }
 	if listen == "" {
-		return func() {}, nil
+		return stopped, nil
 	}
 	exposed, err := addr.Exposed(listen)
 	if err != nil {
@@ -37,19 +40,27 @@ func startAdmin(listen string, pprof bool, src admin.Source, logger *slog.Logger
 	if exposed {
 		logger.Warn("THE ADMIN ENDPOINT IS REACHABLE FROM OTHER MACHINES: anyone who can connect reads the routes, their targets and the metrics; listen on 127.0.0.1 unless a firewall keeps others out", "addr", s.Addr().String())
 	}
-	return func() { s.Close() }, nil
+	return func() { stopped(); s.Close() }, nil
+}
+
+// drainSource is what a stop drains: the admin endpoint's Source of either
+// mode.
+type drainSource interface {
+	Drain()
+	Stats() []host.RouteStats
 }
 
 // drain is the first step of a stop: src reports not ready at once, then
 // the listeners stay open for delay so that load balancers probing /readyz
 // stop sending new connections before they close. A second signal (again)
-// cuts the delay short.
-func drain(markDraining func(), delay time.Duration, again <-chan struct{}, logger *slog.Logger) {
-	markDraining()
+// cuts the delay short. Both steps are logged with the connection counts.
+func drain(src drainSource, delay time.Duration, again <-chan struct{}, logger *slog.Logger) {
+	src.Drain()
 	if delay <= 0 {
+		logger.Info("draining: not ready", append([]any{"drain_delay", "0s"}, counts(src.Stats())...)...)
 		return
 	}
-	logger.Info("draining: not ready, still accepting", "drain_delay", delay.String())
+	logger.Info("draining: not ready, still accepting", append([]any{"drain_delay", delay.String()}, counts(src.Stats())...)...)
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -57,6 +68,17 @@ func drain(markDraining func(), delay time.Duration, again <-chan struct{}, logg
 	case <-again:
 		logger.Warn("second signal: ending the drain delay now")
 	}
+	logger.Info("drain delay over: closing the listeners", counts(src.Stats())...)
+}
+
+// counts are log attributes summing stats over the routes: connections
+// accepted so far and open now.
+func counts(stats []host.RouteStats) []any {
+	var accepted, open, errs int64
+	for _, s := range stats {
+		accepted, open, errs = accepted+s.Accepted, open+s.Active, errs+s.Errors
+	}
+	return []any{"accepted", accepted, "open", open, "errors", errs}
 }
 
 // plainSource is what the admin endpoint reports in the plain mode.

@@ -60,7 +60,7 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 	// As in the plain mode: open connections get a grace period, which a
 	// second SIGINT/SIGTERM cuts short, and the wait is bounded whatever the
 	// engine does.
-	drain(r.Drain, delay, o.again, logger)
+	drain(src, delay, o.again, logger)
 	shutdown("configuration shutdown", r.Shutdown, o.grace, o.again, logger)
 	return code
 }

@@ -352,7 +352,7 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 	}
 	src.state.Store(1)
 	<-ctx.Done()
-	drain(func() { src.state.Store(2) }, o.drainDelay, o.again, logger)
+	drain(src, o.drainDelay, o.again, logger)
 	if shutdown("proxy shutdown", p.Shutdown, o.grace, o.again, logger) {
 		// Otherwise connections may still be calling the plugins:
 		// leave the runtime to the process exit.
