@@ -14,6 +14,39 @@ import (
 	"github.com/tunnelwasm/tunnel/internal/tlsconf"
 )
 
+type tlsBody struct {
+	DeclRange         hcl.Range      `hcl:",def_range"`
+	Cert              hcl.Expression `hcl:"cert,optional"`
+	Key               hcl.Expression `hcl:"key,optional"`
+	ClientCA          hcl.Expression `hcl:"client_ca,optional"`
+	RequireClientCert hcl.Expression `hcl:"require_client_cert,optional"`
+	MinVersion        hcl.Expression `hcl:"min_version,optional"`
+	ALPN              hcl.Expression `hcl:"alpn,optional"`
+	KeyLog            hcl.Expression `hcl:"key_log,optional"`
+	Allow             *allowBody     `hcl:"allow,block"`
+}
+
+type allowBody struct {
+	DeclRange  hcl.Range      `hcl:",def_range"`
+	All        hcl.Expression `hcl:"all,optional"`
+	CN         hcl.Expression `hcl:"cn,optional"`
+	DNS        hcl.Expression `hcl:"dns,optional"`
+	URI        hcl.Expression `hcl:"uri,optional"`
+	SPKISHA256 hcl.Expression `hcl:"spki_sha256,optional"`
+}
+
+type upstreamTLSBody struct {
+	DeclRange          hcl.Range      `hcl:",def_range"`
+	CA                 hcl.Expression `hcl:"ca,optional"`
+	ServerName         hcl.Expression `hcl:"server_name,optional"`
+	Cert               hcl.Expression `hcl:"cert,optional"`
+	Key                hcl.Expression `hcl:"key,optional"`
+	InsecureSkipVerify hcl.Expression `hcl:"insecure_skip_verify,optional"`
+	MinVersion         hcl.Expression `hcl:"min_version,optional"`
+	ALPN               hcl.Expression `hcl:"alpn,optional"`
+	KeyLog             hcl.Expression `hcl:"key_log,optional"`
+}
+
 // The TLS settings of a route:
 //
 //	route "web" {
@@ -53,40 +86,7 @@ import (
 // terminate TLS (a tls block): the ClientHello picks the route, whose
 // certificate then answers it. Routes sharing an address must agree on
 // accept_proxy.
-
-type tlsBody struct {
-	DeclRange         hcl.Range      `hcl:",def_range"`
-	Cert              hcl.Expression `hcl:"cert,optional"`
-	Key               hcl.Expression `hcl:"key,optional"`
-	ClientCA          hcl.Expression `hcl:"client_ca,optional"`
-	RequireClientCert hcl.Expression `hcl:"require_client_cert,optional"`
-	MinVersion        hcl.Expression `hcl:"min_version,optional"`
-	ALPN              hcl.Expression `hcl:"alpn,optional"`
-	KeyLog            hcl.Expression `hcl:"key_log,optional"`
-	Allow             *allowBody     `hcl:"allow,block"`
-}
-
-type allowBody struct {
-	DeclRange  hcl.Range      `hcl:",def_range"`
-	All        hcl.Expression `hcl:"all,optional"`
-	CN         hcl.Expression `hcl:"cn,optional"`
-	DNS        hcl.Expression `hcl:"dns,optional"`
-	URI        hcl.Expression `hcl:"uri,optional"`
-	SPKISHA256 hcl.Expression `hcl:"spki_sha256,optional"`
-}
-
-type upstreamTLSBody struct {
-	DeclRange          hcl.Range      `hcl:",def_range"`
-	CA                 hcl.Expression `hcl:"ca,optional"`
-	ServerName         hcl.Expression `hcl:"server_name,optional"`
-	Cert               hcl.Expression `hcl:"cert,optional"`
-	Key                hcl.Expression `hcl:"key,optional"`
-	InsecureSkipVerify hcl.Expression `hcl:"insecure_skip_verify,optional"`
-	MinVersion         hcl.Expression `hcl:"min_version,optional"`
-	ALPN               hcl.Expression `hcl:"alpn,optional"`
-	KeyLog             hcl.Expression `hcl:"key_log,optional"`
-}
-
+//
 // TLS is a route's tls block: the tunnel terminates TLS from clients.
 type TLS struct {
 	// Settings hold the resolved file paths and the rules; KeyLog is
