@@ -20,6 +20,11 @@
 //
 // The plugin under test is the one its package main registers with
 // sdk.Register from func init, so tests live in the plugin's package main.
+//
+// The shared state and metrics of ABI v2 (sdk.StateGet, sdk.NewCounter,
+// ...) are emulated with the host's rules and default bounds; each started
+// Plugin has a store of its own, shared by its connections. [State] and
+// [Metric] read them, natively and under host/plugintest alike.
 package sdktest
 
 import (
