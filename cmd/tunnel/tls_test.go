@@ -453,3 +453,94 @@ route "web" {
 	}
 	t.Logf("%d connections, 5 certificate swaps, none failed", total)
 }
+
+// slowConn writes in pieces of n bytes, each its own TCP segment (Nagle is
+// off on Go's TCP connections), so a ClientHello reaches the tunnel
+// fragmented.
+type slowConn struct {
+	net.Conn
+	n int
+}
+
+func (c slowConn) Write(b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		k, err := c.Conn.Write(b[done:min(len(b), done+c.n)])
+		done += k
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// TestSNIClientHelloEdges: through an SNI route, a ClientHello over 16 KiB
+// (two records) and one sent in 7-byte segments are routed and the
+// handshake with the backend completes; one declaring 100 KiB is refused
+// at once, and one that stalls is cut at handshake_timeout; both logged.
+func TestSNIClientHelloEdges(t *testing.T) {
+	ca := testcert.NewCA(t, "sni CA")
+	cert := ca.Server(t, "a.example")
+	backend := server(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(cliTimeout))
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+		if tc.Handshake() == nil {
+			io.WriteString(tc, "from A\n")
+			tc.Close()
+		}
+	})
+	p, addrs := startConfig(t, t.TempDir(), fmt.Sprintf(`
+route "a" {
+  listen            = "127.0.0.1:%d"
+  target            = %q
+  server_names      = ["a.example"]
+  handshake_timeout = "1s"
+}
+`, freePort(t), backend), "a")
+	addr := addrs["a"]
+	var protos []string
+	for i := range 80 {
+		protos = append(protos, fmt.Sprintf("p%02d-%s", i, strings.Repeat("x", 200)))
+	}
+	for _, tc := range []struct {
+		name  string
+		alpn  []string
+		piece int
+	}{{"huge", protos, 0}, {"fragmented", nil, 7}} {
+		raw, err := net.DialTimeout("tcp", addr, cliTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.SetDeadline(time.Now().Add(cliTimeout))
+		var nc net.Conn = raw
+		if tc.piece > 0 {
+			nc = slowConn{raw, tc.piece}
+		}
+		c := tls.Client(nc, &tls.Config{RootCAs: ca.Pool(), ServerName: "a.example", NextProtos: tc.alpn})
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(b) != "from A\n" {
+			t.Fatalf("%s: %q, %v", tc.name, b, err)
+		}
+	}
+	// A hello that says it is 100 KiB: refused after its first record.
+	c := dial(t, addr)
+	rec := append([]byte{22, 3, 1, 0x40, 0x00, 1, 0x01, 0x90, 0x00}, make([]byte, 16384-4)...)
+	c.Write(rec)
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Fatalf("oversized: got %q", b)
+	}
+	p.stderr.wait(t, `reason=no_route err="choosing a route by server name: ClientHello larger than the limit: the ClientHello says it is 102404 bytes, more than the 65536 allowed"`)
+	// Half a hello, then silence: cut at handshake_timeout.
+	c = dial(t, addr)
+	start := time.Now()
+	c.Write(rec[:100])
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Fatalf("stalled: got %q", b)
+	}
+	if d := time.Since(start); d < time.Second || d > cliTimeout {
+		t.Fatalf("the stalled hello was cut after %v; handshake_timeout is 1s", d)
+	}
+	p.stderr.wait(t, `reason=no_route err="choosing a route by server name: reading the ClientHello: read tcp \S+: i/o timeout"`)
+}
