@@ -35,6 +35,13 @@ const (
 	LogSuppressedEvery = time.Second
 )
 
+// CPU: each plugin's instances share a wasm.CPUGate of
+// wasm.DefaultCPUSlots() slots (GOMAXPROCS-1, at least 1): at most that many
+// of its calls compute past their first slice at once, and each such call
+// yields its P every slice and is throttled once it has run for long (see
+// host/internal/wasm/yield.go), so that a plugin that spins leaves a P and
+// most of a CPU to the other routes.
+
 // breaker is a plugin's crash-loop breaker. Failures are counted over a
 // sliding window; when TripFailures of them fall within TripWindow the
 // plugin trips: for its backoff, new connections are refused (policy close)

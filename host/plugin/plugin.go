@@ -461,6 +461,7 @@ func (m *Module) NewPlugin(ctx context.Context, opts Options) (*Plugin, error) {
 		Stdout:      stdout,
 		Stderr:      stderr,
 		Log:         p.guestLog,
+		CPU:         wasm.NewCPUGate(wasm.DefaultCPUSlots()), // contain.go
 	}
 	if opts.Trusted {
 		p.iopts.Mode = wasm.Trusted

@@ -89,12 +89,13 @@ func hostInputBuffer(in *Instance, stack []uint64) {
 	ptr, n := uint32(stack[0]), uint32(stack[1])
 	if ptr == tickPtr && n == 0 {
 		// A tick of instrumented code (see instrument.go): the place where a
-		// call past its deadline stops, and where the goroutine can be
-		// preempted.
+		// call past its deadline stops, and where a long call shares the
+		// CPU (yield.go).
 		if in.killed.Load() {
 			in.violation = ErrTimeout
 			panic(trapped{})
 		}
+		in.shareCPU() // yield.go
 		stack[0] = status(abi.StatusOK)
 		return
 	}

@@ -103,7 +103,8 @@ type Options struct {
 	Stdout      io.Writer // nil: discarded
 	Stderr      io.Writer // nil: discarded
 	Log         func(level int32, msg []byte)
-	Shared      *Shared // the plugin's state and metrics (ABI v2); nil: none
+	CPU         *CPUGate // shared by a plugin's instances (yield.go); nil: no cap
+	Shared      *Shared  // the plugin's state and metrics (ABI v2); nil: none
 }
 
 // Errors of calls. Each is wrapped with the callback's name.
@@ -184,6 +185,8 @@ type Instance struct {
 	closed   bool
 
 	alloc allocator // released by Close, after the module
+
+	cpu cpuShare // see yield.go
 }
 
 // epoch is the origin of now: a monotonic clock immune to wall-clock jumps.
@@ -291,6 +294,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		shared:     o.Shared,
 		kill:       make(chan struct{}),
 		alloc:      alloc,
+		cpu:        cpuShare{gate: o.CPU},
 	}
 	for _, w := range outs {
 		w.in = in
@@ -463,6 +467,9 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 		}
 	}
 	err = fn.CallWithStack(in, in.stack[:])
+	if in.variant == instrumented {
+		in.endCall()
+	}
 	if in.variant != plain {
 		if !in.active.CompareAndSwap(seq, 0) {
 			// The watchdog fired: whatever the call returned, it overran.
