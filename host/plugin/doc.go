@@ -1,4 +1,4 @@
-// Package plugin runs WebAssembly plugins (ABI v1, see sdk/ABI.md) in
+// Package plugin runs WebAssembly plugins (ABI v1 and v2, see sdk/ABI.md) in
 // wazero's sandbox, as hooks of a [host.Proxy].
 //
 // A [Runtime] compiles a module once ([Runtime.Compile], checked against the
@@ -19,6 +19,13 @@
 // Calls into a guest are bounded in time ([Options].CallTimeout), memory
 // and output; a guest that fails is never called again, and its
 // connections are closed or carry on without it ([Options].FailOpen).
+//
+// The ABI v2 shared state and metrics of a plugin live beside its pool, in
+// an entry of the runtime's [Registry], not in an instance: they survive
+// instance failures, and a reload that makes an identical Plugin (same
+// Options.Route, name, config, state bounds and module bytes) hands it the
+// same entry. [Plugin.State] and [Plugin.GuestMetrics] read them;
+// [Registry.GuestMetrics] lists every plugin's metrics for export.
 //
 // The runtime is its own package so that a program that imports only
 // package host, to proxy or to filter with Go hooks, does not link wazero.
