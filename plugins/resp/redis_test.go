@@ -182,3 +182,63 @@ func TestRedisClients(t *testing.T) {
 		t.Errorf("the server did not run CONFIG GET:\n%s", stats)
 	}
 }
+
+// TestRedisRateLimited chains the built-in ratelimit before resp on one
+// route in front of a real redis-server: three redis-cli connections
+// pass (the burst) and the fourth gets the limiter's reply and is closed,
+// while resp goes on refusing FLUSHALL on the connections that pass.
+func TestRedisRateLimited(t *testing.T) {
+	redis := redisServer(t)
+	path := t.TempDir() + "/tunnel.hcl"
+	src := `
+plugin "ratelimit" {
+  builtin = "ratelimit"
+}
+plugin "resp" {
+  builtin = "resp"
+}
+route "redis" {
+  listen = "127.0.0.1:0"
+  target = "` + redis + `"
+  chain {
+    plugin = plugin.ratelimit
+    config = {
+      connections_per_second = 0.001 # one per 1000 s: only the burst passes
+      connections_burst      = 3
+      reply                  = "-ERR rate limited by the tunnel\r\n"
+    }
+  }
+  chain {
+    plugin = plugin.resp
+    config = { block = ["FLUSHALL"] }
+  }
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &tconfig.Runner{
+		Path:    path,
+		Stdout:  io.Discard,
+		Logger:  slog.New(slog.DiscardHandler),
+		Runtime: hostplugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	addr := r.Addr("redis").String()
+	if got := tool(t, "redis-cli", addr, "", "PING"); got != "PONG\n" {
+		t.Fatalf("PING: %q", got)
+	}
+	if got := tool(t, "redis-cli", addr, "", "FLUSHALL"); got != "ERR command 'flushall' is not allowed by the tunnel\n\n" {
+		t.Fatalf("FLUSHALL: %q", got)
+	}
+	if got := tool(t, "redis-cli", addr, "", "SET", "k", "v"); got != "OK\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	got, stderr := toolExit(t, 0, "redis-cli", addr, "", "GET", "k")
+	if got != "ERR rate limited by the tunnel\n\n" {
+		t.Fatalf("the fourth connection: stdout %q, stderr %q", got, stderr)
+	}
+}
