@@ -258,16 +258,25 @@ func (in *Instance) metrics() *Metrics {
 	return in.shared.Metrics
 }
 
-func hostStateGet(in *Instance, stack []uint64) {
-	k := in.read(abi.ImportStateGet, uint32(stack[0]), uint32(stack[1]))
-	buf, limit := uint32(stack[2]), uint32(stack[3])
+// stateKey reads the key of a state function: the store and the key, or
+// the status to return (no store, an invalid key).
+func (in *Instance) stateKey(fn string, stack []uint64) (*State, []byte, int32) {
+	k := in.read(fn, uint32(stack[0]), uint32(stack[1]))
 	s := in.state()
 	switch {
 	case s == nil:
-		stack[0] = status(abi.StatusNotAllowed)
-		return
+		return nil, nil, abi.StatusNotAllowed
 	case !validStateKey(k):
-		stack[0] = status(abi.StatusBadArgument)
+		return nil, nil, abi.StatusBadArgument
+	}
+	return s, k, abi.StatusOK
+}
+
+func hostStateGet(in *Instance, stack []uint64) {
+	buf, limit := uint32(stack[2]), uint32(stack[3])
+	s, k, st := in.stateKey(abi.ImportStateGet, stack)
+	if st != abi.StatusOK {
+		stack[0] = status(st)
 		return
 	}
 	s.mu.Lock()
@@ -286,54 +295,36 @@ func hostStateGet(in *Instance, stack []uint64) {
 }
 
 func hostStateSet(in *Instance, stack []uint64) {
-	k := in.read(abi.ImportStateSet, uint32(stack[0]), uint32(stack[1]))
 	v := in.read(abi.ImportStateSet, uint32(stack[2]), uint32(stack[3]))
-	s := in.state()
-	switch {
-	case s == nil:
-		stack[0] = status(abi.StatusNotAllowed)
-	case !validStateKey(k):
-		stack[0] = status(abi.StatusBadArgument)
-	default:
+	s, k, st := in.stateKey(abi.ImportStateSet, stack)
+	if st == abi.StatusOK {
 		s.mu.Lock()
-		st := s.putLocked(k, v)
+		st = s.putLocked(k, v)
 		s.mu.Unlock()
-		stack[0] = status(st)
 	}
+	stack[0] = status(st)
 }
 
 func hostStateDelete(in *Instance, stack []uint64) {
-	k := in.read(abi.ImportStateDelete, uint32(stack[0]), uint32(stack[1]))
-	s := in.state()
-	switch {
-	case s == nil:
-		stack[0] = status(abi.StatusNotAllowed)
-	case !validStateKey(k):
-		stack[0] = status(abi.StatusBadArgument)
-	default:
+	s, k, st := in.stateKey(abi.ImportStateDelete, stack)
+	if st == abi.StatusOK {
 		s.mu.Lock()
-		_, ok := s.m[string(k)]
-		s.putLocked(k, nil)
-		s.mu.Unlock()
-		if ok {
-			stack[0] = status(abi.StatusOK)
+		if _, ok := s.m[string(k)]; ok {
+			s.putLocked(k, nil)
 		} else {
-			stack[0] = status(abi.StatusNotFound)
+			st = abi.StatusNotFound
 		}
+		s.mu.Unlock()
 	}
+	stack[0] = status(st)
 }
 
 func hostStateCAS(in *Instance, stack []uint64) {
-	k := in.read(abi.ImportStateCAS, uint32(stack[0]), uint32(stack[1]))
 	old := in.read(abi.ImportStateCAS, uint32(stack[2]), uint32(stack[3]))
 	nv := in.read(abi.ImportStateCAS, uint32(stack[4]), uint32(stack[5]))
-	s := in.state()
-	switch {
-	case s == nil:
-		stack[0] = status(abi.StatusNotAllowed)
-		return
-	case !validStateKey(k):
-		stack[0] = status(abi.StatusBadArgument)
+	s, k, st := in.stateKey(abi.ImportStateCAS, stack)
+	if st != abi.StatusOK {
+		stack[0] = status(st)
 		return
 	}
 	s.mu.Lock()
@@ -350,15 +341,10 @@ func hostStateCAS(in *Instance, stack []uint64) {
 }
 
 func hostStateAdd(in *Instance, stack []uint64) {
-	k := in.read(abi.ImportStateAdd, uint32(stack[0]), uint32(stack[1]))
 	delta, out := int64(stack[2]), uint32(stack[3])
-	s := in.state()
-	switch {
-	case s == nil:
-		stack[0] = status(abi.StatusNotAllowed)
-		return
-	case !validStateKey(k):
-		stack[0] = status(abi.StatusBadArgument)
+	s, k, st := in.stateKey(abi.ImportStateAdd, stack)
+	if st != abi.StatusOK {
+		stack[0] = status(st)
 		return
 	}
 	s.mu.Lock()
