@@ -185,3 +185,16 @@ func BenchmarkSharedHostFunc(b *testing.B) {
 		})
 	}
 }
+
+// The state and metric functions are ABI v2: a version-1 guest that
+// imports one fails to load, as for the other v2 functions.
+func TestSharedFunctionsAreV2(t *testing.T) {
+	for name := range stateFuncs {
+		if !v2Imports[name] || hostFuncs[name] == nil || hostSignatures[name].params == nil {
+			t.Errorf("%s: v2 %v, registered %v, signature %v", name, v2Imports[name], hostFuncs[name] != nil, hostSignatures[name])
+		}
+	}
+	if len(stateFuncs) != 9 {
+		t.Errorf("%d state and metric functions, want 9", len(stateFuncs))
+	}
+}
