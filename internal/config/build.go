@@ -130,7 +130,11 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 		// As in the plain mode: the PROXY header first, then the dump, then
 		// the plugins.
 		if r.ProxyProtocol {
-			hr.Chain = append(hr.Chain, host.Link{Name: "proxy-protocol", Hook: host.ProxyProtocol(), Directions: host.OnlyClientToServer})
+			hook := host.ProxyProtocol()
+			if r.ProxyProtocolVersion == 2 {
+				hook = host.ProxyProtocolV2()
+			}
+			hr.Chain = append(hr.Chain, host.Link{Name: "proxy-protocol", Hook: hook, Directions: host.OnlyClientToServer})
 		}
 		if r.Dump != nil {
 			format := host.DumpText

@@ -42,7 +42,7 @@
 //	  dial_timeout    = "5s"
 //	  idle_timeout    = "5m"
 //	  max_connections = 1000
-//	  proxy_protocol  = false # true: tell the target the client's address
+//	  proxy_protocol  = false # true or "v1", "v2": tell the target the client's address
 //	  dump {
 //	    enabled = true
 //	    format  = "text" # or "hex"
@@ -192,6 +192,9 @@ type Route struct {
 	// ProxyProtocol sends a PROXY protocol v1 header to the target before
 	// the client's bytes (host.ProxyProtocol).
 	ProxyProtocol bool
+	// ProxyProtocolVersion is 1 (text) or 2 (binary, with TLS TLVs, from
+	// proxy_protocol = "v2") when ProxyProtocol is set.
+	ProxyProtocolVersion int
 	// ReusePort binds the listen address with SO_REUSEPORT
 	// (host.Route.ReusePort), for an upgrade without refused connections.
 	ReusePort bool

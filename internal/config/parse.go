@@ -431,6 +431,30 @@ func (d *decoder) str(expr hcl.Expression, name string) (string, bool) {
 	return v.AsString(), true
 }
 
+// proxyProtocol reads proxy_protocol: true or "v1" (the text header), "v2"
+// (binary, with the TLS details as TLVs), or false.
+func (d *decoder) proxyProtocol(expr hcl.Expression) (bool, int) {
+	v, diags := expr.Value(d.ctx)
+	if diags.HasErrors() || v.IsNull() || !v.IsKnown() {
+		d.diags = append(d.diags, diags...)
+		return false, 0
+	}
+	if v.Type() == cty.String {
+		switch v.AsString() {
+		case "v1":
+			return true, 1
+		case "v2":
+			return true, 2
+		}
+		d.errorf(expr.Range(), "Invalid proxy_protocol", "proxy_protocol is true or \"v1\" (the text header), \"v2\" (binary, with the TLS server name, ALPN and version), or false; not %q.", v.AsString())
+		return false, 0
+	}
+	if b, ok := d.boolean(expr, "proxy_protocol"); ok && b {
+		return true, 1
+	}
+	return false, 0
+}
+
 func (d *decoder) boolean(expr hcl.Expression, name string) (bool, bool) {
 	v, ok := d.convert(expr, name, cty.Bool)
 	if !ok {
@@ -662,9 +686,7 @@ func (d *decoder) route(rb *routeBody) {
 	if v, ok := d.integer(rb.MaxConns, "max_connections", 0, MaxConnections, " (0 means no limit)"); ok {
 		r.MaxConns = int(v)
 	}
-	if v, ok := d.boolean(rb.ProxyProto, "proxy_protocol"); ok {
-		r.ProxyProtocol = v
-	}
+	r.ProxyProtocol, r.ProxyProtocolVersion = d.proxyProtocol(rb.ProxyProto)
 	if v, ok := d.boolean(rb.ReusePort, "reuse_port"); ok {
 		r.ReusePort = v
 	}

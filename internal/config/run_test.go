@@ -662,3 +662,40 @@ func TestProxyProtocol(t *testing.T) {
 		t.Fatalf("target got %q (%v), want %q", got, err, want)
 	}
 }
+
+// TestProxyProtocolV2: proxy_protocol = "v2" sends the binary header; a
+// value that is neither a bool nor "v1"/"v2" is an error naming both forms.
+func TestProxyProtocolV2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := start(t, fmt.Sprintf("route \"r\" {\n  listen = \"127.0.0.1:0\"\n  target = %q\n  proxy_protocol = \"v2\"\n}\n", ln.Addr()))
+	c := dial(t, h.addr())
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	local := c.LocalAddr().(*net.TCPAddr)
+	remote := c.RemoteAddr().(*net.TCPAddr)
+	// Signature, v2 PROXY, TCP over IPv4, 12 address bytes, then the
+	// client's bytes.
+	want := []byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x7f\x00\x00\x01\x7f\x00\x00\x01")
+	want = append(want, byte(local.Port>>8), byte(local.Port), byte(remote.Port>>8), byte(remote.Port))
+	want = append(want, "hi"...)
+	got := make([]byte, len(want))
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("target got %x (%v), want %x", got, err, want)
+	}
+
+	_, diags := ParseSource([]byte("route \"r\" {\n  listen = \"127.0.0.1:0\"\n  target = \"127.0.0.1:1\"\n  proxy_protocol = \"v3\"\n}\n"), "bad.hcl", Options{})
+	if !strings.Contains(diags.Error(), `proxy_protocol is true or "v1" (the text header), "v2" (binary, with the TLS server name, ALPN and version), or false; not "v3".`) {
+		t.Errorf("proxy_protocol = \"v3\": %v", diags)
+	}
+}
