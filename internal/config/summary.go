@@ -8,8 +8,9 @@ import (
 )
 
 // Settings describes, one line per plugin and a last line for the file,
-// the limits the plugins run under with the defaults filled in: what
-// `tunnel validate` prints for a valid file.
+// the limits the plugins run under with the defaults filled in, then a
+// line per route with TLS, server_names or accept_proxy: what `tunnel
+// validate -v` prints for a valid file.
 func (f *File) Settings() []string {
 	var out []string
 	for _, p := range f.Plugins {
@@ -32,7 +33,8 @@ func (f *File) Settings() []string {
 			orInt(p.LogRate, plugin.DefaultLogRate), orInt(p.LogBurst, plugin.DefaultLogBurst)))
 	}
 	total, limit := f.PluginMemory()
-	return append(out, fmt.Sprintf("plugin memory: %s of plugin_memory_limit %s", fmtSize(total), fmtSize(limit)))
+	out = append(out, fmt.Sprintf("plugin memory: %s of plugin_memory_limit %s", fmtSize(total), fmtSize(limit)))
+	return append(out, f.tlsSettings()...) // tls.go
 }
 
 func orInt(v, def int) int {

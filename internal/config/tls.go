@@ -553,3 +553,62 @@ func (f *File) tlsFiles() []string {
 	}
 	return files
 }
+
+// tlsSettings describes, one line per route that has any, the TLS, SNI and
+// PROXY-in settings of the routes, with each certificate's subject and
+// expiry (read from disk; a file that does not load says why): what
+// `tunnel validate -v` prints after the plugins.
+func (f *File) tlsSettings() []string {
+	var out []string
+	for _, r := range f.Routes {
+		var parts []string
+		if len(r.ServerNames) > 0 {
+			parts = append(parts, "chosen by server name "+strings.Join(r.ServerNames, ", "))
+		}
+		if t := r.TLS; t != nil {
+			s := fmt.Sprintf("terminates TLS %s+ with %s", orString(t.Settings.MinVersion, "1.2"), t.Settings.Cert)
+			if l, err := tlsconf.LoadServer(t.Settings); err != nil {
+				s += " (" + err.Error() + ")"
+			} else {
+				s += fmt.Sprintf(" (%s, expires %s)", tlsconf.Subject(l.Leaf), l.Leaf.NotAfter.UTC().Format(time.RFC3339))
+			}
+			if t.Settings.ClientCA != "" {
+				s += ", clients verified by " + t.Settings.ClientCA
+			}
+			parts = append(parts, s)
+		}
+		if u := r.UpstreamTLS; u != nil {
+			s := "originates TLS to the target"
+			switch {
+			case u.Settings.InsecureSkipVerify:
+				s += " WITHOUT verifying it"
+			case u.Settings.CA != "":
+				s += ", verified by " + u.Settings.CA
+			default:
+				s += ", verified by the system's roots"
+			}
+			if u.Settings.ServerName != "" {
+				s += " as " + u.Settings.ServerName
+			}
+			parts = append(parts, s)
+		}
+		if r.AcceptProxy {
+			nets := make([]string, len(r.TrustedProxies))
+			for i, p := range r.TrustedProxies {
+				nets[i] = p.String()
+			}
+			parts = append(parts, "PROXY headers from "+strings.Join(nets, ", "))
+		}
+		if len(parts) > 0 {
+			out = append(out, fmt.Sprintf("route %q: %s", r.Name, strings.Join(parts, "; ")))
+		}
+	}
+	return out
+}
+
+func orString(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

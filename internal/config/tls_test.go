@@ -308,3 +308,25 @@ func TestRebuildKeepsSessionTickets(t *testing.T) {
 		t.Fatal("resumed against new ticket keys")
 	}
 }
+
+// TestTLSSettings: validate -v's lines name the certificate, its subject
+// and expiry, the client CA, the upstream verification, the server names
+// and the trusted networks.
+func TestTLSSettings(t *testing.T) {
+	dir := t.TempDir()
+	_, srv := tlsFiles(t, dir)
+	f, diags := parseString(t, dir, tlsRoutes)
+	if diags.HasErrors() {
+		t.Fatal(FormatDiagnostics(diags, f.Files))
+	}
+	got := f.Settings()
+	want := []string{
+		fmt.Sprintf(`route "web": terminates TLS 1.3+ with %s ("CN=localhost,O=tunnel tests" dns=[localhost], expires %s), clients verified by %s; originates TLS to the target, verified by %s as backend.example`,
+			filepath.Join(dir, "cert.pem"), srv.Cert.NotAfter.UTC().Format(time.RFC3339), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.pem")),
+		`route "a": chosen by server name a.example, *.b.example; PROXY headers from 10.0.0.0/8, 192.0.2.7/32`,
+		`route "default": chosen by server name *; PROXY headers from 10.0.0.0/8`,
+	}
+	if len(got) < len(want) || strings.Join(got[len(got)-3:], "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Settings:\n%s\nwant it to end with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
