@@ -58,6 +58,7 @@
 //	tunnel_plugin_calls_total{plugin,callback,result}  calls into plugins: callback open/data/close/timer, result ok/rejected/timeout/violation/error
 //	tunnel_plugin_call_duration_seconds{plugin,callback}  histogram of one call in 16
 //	tunnel_plugin_instances{plugin}                live instances
+//	tunnel_plugin_<plugin>_<name>{route,...}       what a plugin defines itself (ABI v2 metric_define; pluginmetrics.go)
 //	tunnel_config_reloads_total{result}            reloads: success, failure
 //	tunnel_config_last_reload_successful           1 or 0
 //	tunnel_config_last_reload_success_timestamp_seconds  the last good load, the first one included
