@@ -157,10 +157,13 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 				MemoryLimit: p.MemoryLimit,
 				CallTimeout: p.CallTimeout,
 				MaxOutput:   p.MaxOutput,
-				Trusted:     p.Trusted,
-				FailOpen:    p.FailOpen,
-				Instances:   p.Instances,
-				Logger:      b.logger().With("route", r.Name),
+				// The shared state's bounds (ABI v2).
+				StateMaxValue: p.StateMaxValue,
+				StateMaxTotal: p.StateMaxTotal,
+				Trusted:       p.Trusted,
+				FailOpen:      p.FailOpen,
+				Instances:     p.Instances,
+				Logger:        b.logger().With("route", r.Name),
 				// Containment.
 				TripFailures:   p.TripFailures,
 				TripWindow:     p.TripWindow,

@@ -33,6 +33,8 @@
 //	  trip_max_backoff = "1m"            # tripped for 1s, then 2s, 4s ... at most this
 //	  log_rate         = 100             # guest log lines per second
 //	  log_burst        = 200
+//	  state_max_value  = "64KiB"         # one value of the plugin's shared state (ABI v2)
+//	  state_max_total  = "1MiB"          # all its keys and values, per route
 //	}
 //
 //	route "redis" {
@@ -172,6 +174,11 @@ type Plugin struct {
 	TripFailures   int
 	TripWindow     time.Duration
 	TripMaxBackoff time.Duration
+	// StateMaxValue and StateMaxTotal are state_max_value and
+	// state_max_total: the bounds of the plugin's shared state (ABI v2
+	// state_*), one value and all keys and values of one route's store
+	// (plugin.Options); zero means the defaults, "64KiB" and "1MiB".
+	StateMaxValue, StateMaxTotal int
 	// LogRate and LogBurst are log_rate and log_burst: the guest's log
 	// lines per second and burst (plugin.Options).
 	LogRate  int

@@ -94,3 +94,26 @@ func TestRunnerGuestMetricsAcrossReloads(t *testing.T) {
 	waitBlocked(t, h, "flushall", 0) // the old version's series is gone with it
 	waitBlocked(t, h, "flushdb", 0)
 }
+
+// state_max_value and state_max_total set the bounds of a plugin's shared
+// state, within 8 B to 256 MiB.
+func TestStateBoundsAttributes(t *testing.T) {
+	src := `
+plugin "rl" {
+  builtin         = "ratelimit"
+  state_max_value = "1KiB"
+  state_max_total = "2MiB"
+}
+plugin "bad" {
+  builtin         = "noop"
+  state_max_total = "4B"
+}
+`
+	f, diags := ParseSource([]byte(src), "t.hcl", Options{})
+	if len(f.Plugins) != 2 || f.Plugins[0].StateMaxValue != 1<<10 || f.Plugins[0].StateMaxTotal != 2<<20 {
+		t.Fatalf("plugins %+v", f.Plugins)
+	}
+	if got := FormatDiagnostics(diags, f.Files); !strings.Contains(got, `state_max_total = "4B" is out of range: it must be from 8B to 256MiB.`) {
+		t.Fatalf("diagnostics:\n%s", got)
+	}
+}

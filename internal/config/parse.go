@@ -39,6 +39,8 @@ const (
 	MinMaxOutput    = 64 << 10  // 64 KiB, the Go SDK's input buffer
 	MaxMaxOutput    = 256 << 20 // 256 MiB: one call's output is buffered in the tunnel
 	MaxInstances    = 1024
+	MinStateMax     = 8         // bytes: one state_add counter
+	MaxStateMax     = 256 << 20 // 256 MiB: the store is in the tunnel's memory
 	MaxDialTimeout  = 10 * time.Minute
 	MaxIdleTimeout  = 7 * 24 * time.Hour
 	MaxConnections  = 1_000_000
@@ -96,6 +98,9 @@ type pluginBody struct {
 	TripMaxBackoff hcl.Expression `hcl:"trip_max_backoff,optional"`
 	LogRate        hcl.Expression `hcl:"log_rate,optional"`
 	LogBurst       hcl.Expression `hcl:"log_burst,optional"`
+	// Shared state (ABI v2).
+	StateMaxValue hcl.Expression `hcl:"state_max_value,optional"`
+	StateMaxTotal hcl.Expression `hcl:"state_max_total,optional"`
 }
 
 type routeBody struct {
@@ -609,6 +614,12 @@ func (d *decoder) plugin(pb *pluginBody) {
 	}
 	if v, ok := d.size(pb.MaxOutput, "max_output", MinMaxOutput, MaxMaxOutput); ok {
 		p.MaxOutput = int(v)
+	}
+	if v, ok := d.size(pb.StateMaxValue, "state_max_value", MinStateMax, MaxStateMax); ok {
+		p.StateMaxValue = int(v)
+	}
+	if v, ok := d.size(pb.StateMaxTotal, "state_max_total", MinStateMax, MaxStateMax); ok {
+		p.StateMaxTotal = int(v)
 	}
 	if v, ok := d.oneOf(pb.OnFailure, "on_failure", "close", "bypass"); ok {
 		p.FailOpen = v == "bypass"
