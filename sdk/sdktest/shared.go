@@ -23,7 +23,7 @@ type Inspector interface {
 	State(key string) ([]byte, bool)
 	// Metric returns the series of the plugin's metric name (as the
 	// plugin defined it, without the host's prefix) with the given label
-	// name, value pairs.
+	// name, value pairs, in the order the plugin gave them.
 	Metric(name string, labels ...string) (MetricValue, bool)
 }
 
