@@ -3,24 +3,27 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
+	"github.com/tunnelwasm/tunnel/internal/config"
 )
 
-// plainCapture puts the capture links of --capture FILE around route's
+// plainCapture puts the capture links of --capture FILE (opts.Path) around route's
 // chain (nothing when path is empty) and starts a new file on each SIGHUP
 // until ctx ends. The returned function closes the file: call it after the
 // proxy is shut down.
-func plainCapture(ctx context.Context, path string, route *host.Route, logger *slog.Logger) (func(), error) {
+func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) (func(), error) {
+	path, logger := opts.Path, opts.Logger
 	if path == "" {
 		return func() {}, nil
 	}
-	w, err := capture.Create(capture.Options{Path: path, Logger: logger})
+	w, err := capture.Create(opts)
 	if err != nil {
 		return nil, fmt.Errorf("--capture: %w", err)
 	}
@@ -48,4 +51,21 @@ func plainCapture(ctx context.Context, path string, route *host.Route, logger *s
 			logger.Error("capture: closing", "path", path, "err", err)
 		}
 	}, nil
+}
+
+// sizeFlag is a byte size flag: a whole number with a unit (64MiB).
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := config.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	if n > math.MaxInt64 {
+		return fmt.Errorf("%q is too large", v)
+	}
+	*s = sizeFlag(n)
+	return nil
 }

@@ -90,7 +90,9 @@ type options struct {
 	proxyProto  bool
 	capture     string
 	tls         tlsFlags // --tls-cert, --upstream-tls, --accept-proxy ... (tlsflags.go)
-	dumpPackets bool // --dump packets: the client leg's synthetic packets, decoded
+	dumpPackets bool     // --dump packets: the client leg's synthetic packets, decoded
+	captureSize sizeFlag
+	captureKeep int
 
 	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
 	// which never fires, when the caller handles no signals.
@@ -119,6 +121,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
 	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
+	fs.Var(&o.captureSize, "capture-max-size", "with --capture, start a new file past this `size` (e.g. 100MiB; default: never)")
+	fs.IntVar(&o.captureKeep, "capture-max-files", 0, "with --capture, keep at most this many files, removing the oldest (0: all)")
 	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	o.tls.register(fs)
@@ -328,7 +332,7 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 	}
 	route.Chain = append(route.Chain, links...)
 	route.OnRelease = release // the Proxy closes nothing it did not make
-	closeCapture, err := plainCapture(ctx, o.capture, &route, logger)
+	closeCapture, err := plainCapture(ctx, capture.Options{Path: o.capture, MaxSize: int64(o.captureSize), MaxFiles: o.captureKeep, Logger: logger}, &route)
 	if err != nil {
 		cleanup()
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)

@@ -159,6 +159,16 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 			Got: fmt.Sprintf("%.3fx (%s vs %s)", p/t, num(p), num(t)), Value: p / t, Met: p/t >= k.want,
 			Absent: math.IsNaN(p) || math.IsNaN(t)})
 	}
+	// Capture never in the way (issue 14): the same bounds as the no-op plugin.
+	for _, k := range []struct {
+		key  string
+		want float64
+	}{{"redis1_get_rps", 0.9}, {"redis1_set_rps", 0.9}, {"redis50_get_rps", 0.9}, {"redis50_set_rps", 0.9}, {"bulk1_gbit_s", 0.5}, {"bulk8_gbit_s", 0.5}} {
+		c, t := r.median("tunnel-capture", k.key), r.median("tunnel", k.key)
+		gs = append(gs, goal{What: "capture vs no capture: " + labelOf(k.key), Want: fmt.Sprintf(">= %.1fx", k.want),
+			Got: fmt.Sprintf("%.3fx (%s vs %s)", c/t, num(c), num(t)), Value: c / t, Met: c/t >= k.want,
+			Absent: math.IsNaN(c) || math.IsNaN(t)})
+	}
 	g := goal{What: fmt.Sprintf("%d idle connections through tunnel-noop: VmRSS", idleWant), Want: "< 200 MiB", Absent: true}
 	for _, res := range idle {
 		if res.Target == "tunnel-noop" && res.Error == "" {

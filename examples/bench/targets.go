@@ -101,6 +101,11 @@ func (b *bench) newTargets() []*target {
 		{Name: "tunnel", Desc: "the tunnel, no plugin (kernel splice)",
 			Command: "tunnel --from LISTEN --to BACKEND --dump none", launch: tunnel(), pprof: true},
 	}
+	ts = append(ts, &target{Name: "tunnel-capture", Desc: "the tunnel, no plugin, capturing both legs as pcapng (256 MiB files, 2 kept, in the bench's temporary directory)",
+		Command: "tunnel --from LISTEN --to BACKEND --dump none --capture TMP/NAME.pcapng --capture-max-size 256MiB --capture-max-files 2",
+		launch: func(b *bench, name string, port int, backend string) (*proc, error) {
+			return tunnel("--capture", filepath.Join(b.tmp, name+".pcapng"), "--capture-max-size", "256MiB", "--capture-max-files", "2")(b, name, port, backend)
+		}, pprof: true})
 	if b.noopWasm != "" {
 		ts = append(ts, &target{Name: "tunnel-noop", Desc: "the tunnel, no-op WASM plugin on both directions (" + b.noopDesc + ")",
 			Command: "tunnel --from LISTEN --to BACKEND --dump none --plugin noop.wasm", launch: tunnel("--plugin", b.noopWasm), pprof: true})

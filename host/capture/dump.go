@@ -85,8 +85,7 @@ func (f *dumpFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) erro
 // data prints the packets of a chunk.
 func (f *dumpFilter) data(dir host.Direction, chunk []byte) {
 	from := side(dir)
-	b := chunk
-	f.print(record{f: f.f, kind: kindData, from: from, seq: f.next[from], ack: f.next[1-from], buf: &b})
+	f.print(record{f: f.f, kind: kindData, from: from, seq: f.next[from], ack: f.next[1-from], buf: &payload{b: chunk}, n: len(chunk)})
 	f.next[from] += uint32(len(chunk))
 }
 

@@ -58,9 +58,10 @@ type legState struct {
 type entryCall struct {
 	active   bool
 	in       []byte
-	reached  int  // bytes the exit leg saw meanwhile
-	changed  bool // and they differ from in
-	replied  int  // bytes sent back toward the sender meanwhile
+	buf      *payload // the copy of in, if it was made
+	reached  int      // bytes the exit leg saw meanwhile
+	changed  bool     // and they differ from in
+	replied  int      // bytes sent back toward the sender meanwhile
 	deferred []record
 }
 
@@ -115,7 +116,7 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 			return s.Send(dir, chunk)
 		}
 		r := st.data(f.leg, side(dir), chunk, "")
-		*e = entryCall{active: true, in: chunk, deferred: e.deferred[:0]}
+		*e = entryCall{active: true, in: chunk, buf: r.buf, deferred: e.deferred[:0]}
 		err := s.Send(dir, chunk)
 		e.active = false
 		r.comment = e.verdict(dir, len(chunk))
@@ -124,22 +125,33 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 			st.w.enqueue(d)
 		}
 		clear(e.deferred)
-		e.in = nil
+		e.in, e.buf = nil, nil
 		return err
 	}
 	// The exit leg of dir.
+	var shared *payload
+	off := 0
 	if e := &st.entry[dir]; e.active {
-		if !e.changed && e.reached+len(chunk) <= len(e.in) && bytes.Equal(e.in[e.reached:e.reached+len(chunk)], chunk) {
-			e.reached += len(chunk)
-		} else {
-			e.reached += len(chunk)
+		switch {
+		case e.changed || e.reached+len(chunk) > len(e.in):
+			e.changed = true
+		case len(chunk) > 0 && &chunk[0] == &e.in[e.reached]:
+			// The very bytes that came in (a chain that forwards them):
+			// equal, and already copied.
+			shared, off = e.buf, e.reached
+		case !bytes.Equal(e.in[e.reached:e.reached+len(chunk)], chunk):
 			e.changed = true
 		}
+		e.reached += len(chunk)
 	}
 	if e := &st.entry[dir.Reverse()]; e.active && f.leg == entryLeg(dir.Reverse()) {
 		e.replied += len(chunk)
 	}
-	st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
+	if shared != nil {
+		st.emit(f.leg, st.dataShared(f.leg, side(dir), chunk, shared, off))
+	} else {
+		st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
+	}
 	return s.Send(dir, chunk)
 }
 
@@ -262,9 +274,27 @@ func legEnds(info *host.ConnInfo, n int) (client, server netip.AddrPort, note st
 
 // data makes the record of a chunk from side `from` of leg n and advances
 // that side's sequence number.
+// The copy is made only if the queue has room for it: a Writer that is
+// behind costs the connection no copy.
 func (st *connState) data(n int, from uint8, chunk []byte, comment string) record {
 	l := st.leg(n)
-	r := record{f: l.f, kind: kindData, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), buf: getBuf(chunk), comment: comment}
+	r := record{f: l.f, kind: kindData, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), n: len(chunk), comment: comment}
+	if cost := recordOverhead + int64(len(chunk)); st.w.reserve(cost) {
+		r.buf, r.cost = getBuf(chunk), cost
+	}
+	l.next[from] += uint32(len(chunk))
+	return r
+}
+
+// dataShared is data for bytes p.b[off:off+len(chunk)] already copied (by
+// the other leg): it shares them.
+func (st *connState) dataShared(n int, from uint8, chunk []byte, p *payload, off int) record {
+	l := st.leg(n)
+	r := record{f: l.f, kind: kindData, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), n: len(chunk)}
+	if st.w.reserve(recordOverhead) {
+		p.refs.Add(1)
+		r.buf, r.off, r.cost = p, off, recordOverhead
+	}
 	l.next[from] += uint32(len(chunk))
 	return r
 }

@@ -135,7 +135,7 @@ func (w *Writer) hold(r record) bool {
 		return false
 	}
 	f.started = true
-	random, ok := clientRandom(*r.buf)
+	random, ok := clientRandom(r.data())
 	if !ok || w.recent.done(random) {
 		return false
 	}
@@ -147,11 +147,7 @@ func (w *Writer) hold(r record) bool {
 }
 
 func recordSize(r *record) int64 {
-	n := int64(recordOverhead)
-	if r.buf != nil {
-		n += int64(len(*r.buf))
-	}
-	return n
+	return recordOverhead + int64(r.n)
 }
 
 // release writes the records f held and ends its hold.

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"time"
 )
@@ -142,25 +143,34 @@ func (f *flow) appendPacket(dst []byte, from int, flags uint8, seq, ack uint32, 
 }
 
 // sum adds b to the one's complement sum s as big-endian 16-bit words (an
-// odd last byte is padded with zero).
+// odd last byte is padded with zero) and returns it folded to 16 bits. It
+// adds 64 bits at a time with end-around carry: 2^16 = 1 modulo 2^16-1,
+// which divides 2^64-1, so the 16-bit sum is the same.
 func sum(s uint32, b []byte) uint32 {
-	n := len(b) &^ 1
-	var acc uint64 = uint64(s)
-	i := 0
-	for ; i+8 <= n; i += 8 {
-		acc += uint64(binary.BigEndian.Uint16(b[i:])) + uint64(binary.BigEndian.Uint16(b[i+2:])) +
-			uint64(binary.BigEndian.Uint16(b[i+4:])) + uint64(binary.BigEndian.Uint16(b[i+6:]))
+	acc := uint64(s)
+	var c uint64
+	for len(b) >= 32 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), 0)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
+		acc += c // cannot carry again: acc <= 2^64-2 after a carry
+		b = b[32:]
 	}
-	for ; i < n; i += 2 {
-		acc += uint64(binary.BigEndian.Uint16(b[i:]))
+	for len(b) >= 8 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), 0)
+		acc += c
+		b = b[8:]
 	}
-	if len(b)&1 == 1 {
-		acc += uint64(b[len(b)-1]) << 8
+	var tail uint64
+	for i, x := range b { // up to 7 bytes, as the start of a big-endian word
+		tail |= uint64(x) << (56 - 8*i)
 	}
-	for acc>>32 != 0 {
-		acc = acc&0xffffffff + acc>>32
-	}
-	return uint32(acc)
+	acc, c = bits.Add64(acc, tail, 0)
+	acc += c
+	acc = acc>>32 + acc&0xffffffff
+	acc = acc>>32 + acc&0xffffffff
+	return uint32(fold(uint32(acc)))
 }
 
 // fold reduces a one's complement sum to 16 bits.

@@ -142,9 +142,19 @@ type record struct {
 	seq     uint32
 	ack     uint32
 	t       time.Time
-	buf     *[]byte
+	buf     *payload // a data record's bytes (shared by both legs when equal); nil when dropped
+	off, n  int      // the payload is buf.b[off:off+n]
+	cost    int64    // what it holds of the queue's bound
 	comment string
 	sync    chan struct{}
+}
+
+// data is a data record's payload.
+func (r *record) data() []byte {
+	if r.buf == nil {
+		return nil
+	}
+	return r.buf.b[r.off : r.off+r.n]
 }
 
 // Record kinds.
@@ -164,7 +174,7 @@ func (r *record) packets() int {
 	case kindOpen:
 		return 3
 	case kindData:
-		return r.f.segments(len(*r.buf)) + 1
+		return r.f.segments(r.n) + 1
 	case kindFin:
 		return 2
 	case kindRst:
@@ -173,16 +183,24 @@ func (r *record) packets() int {
 	return 0
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+// payload is a copy of a chunk, shared by the records of both legs when
+// the chain forwarded it unchanged, back in bufPool when the last is done.
+type payload struct {
+	b    []byte
+	refs atomic.Int32
+}
 
-func getBuf(b []byte) *[]byte {
-	p := bufPool.Get().(*[]byte)
-	*p = append((*p)[:0], b...)
+var bufPool = sync.Pool{New: func() any { return &payload{b: make([]byte, 0, 32<<10)} }}
+
+func getBuf(b []byte) *payload {
+	p := bufPool.Get().(*payload)
+	p.b = append(p.b[:0], b...)
+	p.refs.Store(1)
 	return p
 }
 
-func putBuf(p *[]byte) {
-	if cap(*p) > 256<<10 {
+func putBuf(p *payload) {
+	if p.refs.Add(-1) != 0 || cap(p.b) > 256<<10 {
 		return
 	}
 	bufPool.Put(p)
@@ -260,24 +278,43 @@ func newWriter(opts Options) *Writer {
 	return w
 }
 
-// enqueue hands r to the writer goroutine, or drops and counts it when the
-// queue is full. It never blocks.
-func (w *Writer) enqueue(r record) {
-	cost := int64(recordOverhead)
-	if r.buf != nil {
-		cost += int64(len(*r.buf))
+// reserve takes cost bytes of the queue's bound, or reports that the
+// queue is full (or the Writer closed).
+func (w *Writer) reserve(cost int64) bool {
+	if w.closed.Load() {
+		return false
 	}
-	if !w.closed.Load() && w.queued.Add(cost) <= w.limit {
+	if w.queued.Add(cost) > w.limit {
+		w.queued.Add(-cost)
+		return false
+	}
+	return true
+}
+
+// enqueue hands r to the writer goroutine, or drops and counts it when the
+// queue is full. It never blocks. A data record has its share of the queue
+// already (or is dropped: no payload).
+func (w *Writer) enqueue(r record) {
+	if r.kind == kindData {
+		if r.buf == nil {
+			w.drop(r)
+			return
+		}
+	} else {
+		r.cost = recordOverhead
+		if !w.reserve(r.cost) {
+			w.drop(r)
+			return
+		}
+	}
+	if !w.closed.Load() {
 		select {
 		case w.ch <- r:
 			return
 		default:
 		}
-	} else if w.closed.Load() {
-		w.drop(r)
-		return
 	}
-	w.queued.Add(-cost)
+	w.queued.Add(-r.cost)
 	w.drop(r)
 }
 
@@ -336,34 +373,59 @@ func (w *Writer) Close() error {
 // run is the writer goroutine.
 func (w *Writer) run() {
 	defer close(w.done)
+	defer lowerPriority()()
+	nap := time.NewTimer(0)
+	<-nap.C
+	woke := false
 	for {
-		w.drain()
-		// Idle: make what is written readable.
-		w.flush()
-		select {
-		case r := <-w.ch:
-			w.process(r)
-		case <-w.holdTimer():
-			w.releaseHolds(time.Now().Add(-w.opts.KeyLogWait))
-		case <-w.stop:
-			w.drain()
-			w.writeKeys()
-			w.releaseHolds(time.Time{})
-			w.closeFile()
-			w.logDrops(true)
-			return
+		if w.drain() > 0 || woke {
+			woke = false
+			// Busy: let the records gather in the queue for a moment
+			// rather than being woken for each (a wake-up costs the
+			// forwarding goroutine that sends more than the record).
+			nap.Reset(busyNap)
+			select {
+			case <-nap.C:
+				continue
+			case <-w.stop:
+				nap.Stop()
+			}
+		} else {
+			// Idle: make what is written readable, then wait.
+			w.flush()
+			select {
+			case r := <-w.ch:
+				w.process(r)
+				woke = true // more are likely to follow: gather them
+				continue
+			case <-w.holdTimer():
+				w.releaseHolds(time.Now().Add(-w.opts.KeyLogWait))
+				continue
+			case <-w.stop:
+			}
 		}
+		w.drain()
+		w.writeKeys()
+		w.releaseHolds(time.Time{})
+		w.closeFile()
+		w.logDrops(true)
+		return
 	}
 }
 
-// drain processes the records queued, without waiting for more.
-func (w *Writer) drain() {
-	for {
+// busyNap is how long the writer waits between two drains of a busy queue.
+// At a few GB/s, the queue's default 32 MiB holds many times that.
+const busyNap = 2 * time.Millisecond
+
+// drain processes the records queued, without waiting for more, and
+// returns how many it processed.
+func (w *Writer) drain() int {
+	for n := 0; ; n++ {
 		select {
 		case r := <-w.ch:
 			w.process(r)
 		default:
-			return
+			return n
 		}
 	}
 }
@@ -410,11 +472,7 @@ func (w *Writer) process(r record) {
 		close(r.sync)
 		return
 	}
-	cost := int64(recordOverhead)
-	if r.buf != nil {
-		cost += int64(len(*r.buf))
-	}
-	w.queued.Add(-cost)
+	w.queued.Add(-r.cost)
 	if w.expectKeys.Load() && w.hold(r) {
 		return
 	}
@@ -494,7 +552,7 @@ func (r *record) each(put func(from int, flags uint8, seq, ack uint32, payload [
 			}
 		}
 	case kindData:
-		b := *r.buf
+		b := r.data()
 		seq := r.seq
 		for len(b) > 0 && err == nil {
 			m := min(len(b), f.mss)
