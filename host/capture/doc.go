@@ -54,6 +54,13 @@
 // kernel capture reports its drops. Wireshark then shows "previous segment
 // not captured" where bytes are missing: the sequence numbers go on.
 //
+// The hooks copy a chunk only when the queue has room for it, and the
+// target leg shares the client leg's copy when the chain forwarded the
+// bytes unchanged. On Linux the writer's thread runs at nice 10, so when
+// the CPUs are busy the forwarding gets the time and the capture drops;
+// while busy, the writer lets records gather for a couple of milliseconds
+// rather than being woken for each.
+//
 // A route without the links pays nothing: no hook, no queue, its plain
 // directions still spliced by the kernel.
 //
