@@ -27,7 +27,7 @@ func TestPluginsSubcommand(t *testing.T) {
   replace    find/replace byte strings, also across chunk boundaries
   resp       Redis filter parsing RESP: blocks (error reply, connection kept) or renames commands
   router     chooses the target from the first bytes: TLS SNI, HTTP Host, SSH, Redis (dial = "plugin")
-  toxics     network faults per direction: latency with jitter, slicer, reset after N bytes
+  toxics     network faults per direction: latency, bandwidth, slicer, slow close, timeout, reset; by probability or trigger
 `
 	if code != 0 || stdout != want || stderr != "" {
 		t.Errorf("tunnel plugins: exit %d, stdout:\n%s\nwant:\n%s\nstderr: %q", code, stdout, want, stderr)

@@ -37,7 +37,7 @@ var descriptions = map[string]string{
 	"deny":      "blocks patterns (e.g. FLUSHALL): drop and reply, or close",
 	"codec":     "base64 or XOR encode/decode pair between two tunnels",
 	"dump":      "hex or text dump of every chunk to stdout or the log",
-	"toxics":    "network faults per direction: latency with jitter, slicer, reset after N bytes",
+	"toxics":    "network faults per direction: latency, bandwidth, slicer, slow close, timeout, reset; by probability or trigger",
 	"router":    "chooses the target from the first bytes: TLS SNI, HTTP Host, SSH, Redis (dial = \"plugin\")",
 	"resp":      "Redis filter parsing RESP: blocks (error reply, connection kept) or renames commands",
 	"redact":    "masks card numbers (Luhn), bearer tokens and literals in either direction, across chunks",

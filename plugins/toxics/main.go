@@ -1,14 +1,19 @@
 // Command toxics is the tunnel plugin that injects network faults, per
 // direction, like toxiproxy's toxics: latency with jitter (bytes are held
 // and released by a timer, in order, and the end of the stream follows
-// them), a slicer (chunks cut into small pieces, optionally spaced in
-// time) and a reset after N bytes (the connection is closed once N bytes
-// have passed). See README.md for its configuration.
+// them), bandwidth (bytes released at a rate), a slicer (chunks cut into
+// small pieces, optionally spaced in time), slow close (the half-close
+// delayed), timeout (nothing passes any more; the connection is closed
+// after a while) and a reset after N bytes (the connection is closed once
+// N bytes have passed). The toxics of a direction can apply to a share of
+// the connections (probability) and start only once a byte pattern has
+// passed (a content trigger). See README.md for its configuration.
 //
 // Build: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o toxics.wasm ./plugins/toxics
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -28,6 +33,13 @@ type dirConfig struct {
 	Slice      int    `json:"slice"`       // bytes per piece; 0: chunks as they come
 	SliceDelay string `json:"slice_delay"` // time between pieces
 	ResetAfter int64  `json:"reset_after"` // close after this many bytes; 0: never
+	Bandwidth  int64  `json:"bandwidth"`   // bytes per second; 0: unlimited
+	SlowClose  string `json:"slow_close"`  // delay of the half-close
+	Timeout    string `json:"timeout"`     // stop forwarding; close after this ("0s": never)
+
+	Probability *float64 `json:"probability"` // share of the connections the toxics apply to
+	Trigger     string   `json:"trigger"`     // the toxics start once these bytes have passed
+	TriggerOn   string   `json:"trigger_on"`  // whose bytes are watched: "client" or "server"
 }
 
 type config struct {
@@ -44,9 +56,18 @@ type toxic struct {
 	slice      int
 	sliceDelay time.Duration
 	resetAfter int64
+	bandwidth  int64
+	slowClose  time.Duration
+	timeoutOn  bool
+	timeout    time.Duration // 0 with timeoutOn: never close
+	prob       float64
+	trigger    []byte
+	triggerOn  int // direction whose bytes are watched
 }
 
-func (t *toxic) delays() bool { return t.latency > 0 || t.jitter > 0 || t.sliceDelay > 0 }
+func (t *toxic) delays() bool {
+	return t.latency > 0 || t.jitter > 0 || t.sliceDelay > 0 || t.bandwidth > 0
+}
 
 type plugin struct {
 	t   [2]toxic
@@ -64,7 +85,7 @@ func parseDur(name, s string) (time.Duration, error) {
 	return d, nil
 }
 
-func parseDir(side string, c *dirConfig) (toxic, error) {
+func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 	var t toxic
 	if c == nil {
 		return t, nil
@@ -89,8 +110,44 @@ func parseDir(side string, c *dirConfig) (toxic, error) {
 	if t.sliceDelay > 0 && c.Slice == 0 {
 		return t, wrap(errors.New(`"slice_delay" needs "slice"`))
 	}
-	t.slice, t.resetAfter = c.Slice, c.ResetAfter
-	t.on = t.delays() || t.slice > 0 || t.resetAfter > 0
+	if c.Bandwidth < 0 {
+		return t, wrap(fmt.Errorf(`"bandwidth" must be >= 0 bytes per second, not %d`, c.Bandwidth))
+	}
+	if t.slowClose, err = parseDur("slow_close", c.SlowClose); err != nil {
+		return t, wrap(err)
+	}
+	if c.Timeout != "" {
+		if t.timeout, err = parseDur("timeout", c.Timeout); err != nil {
+			return t, wrap(err)
+		}
+		t.timeoutOn = true
+	}
+	t.slice, t.resetAfter, t.bandwidth = c.Slice, c.ResetAfter, c.Bandwidth
+	t.on = t.delays() || t.slice > 0 || t.resetAfter > 0 || t.slowClose > 0 || t.timeoutOn
+	t.prob = 1
+	if c.Probability != nil {
+		if *c.Probability < 0 || *c.Probability > 1 {
+			return t, wrap(fmt.Errorf(`"probability" must be from 0 to 1, not %g`, *c.Probability))
+		}
+		t.prob = *c.Probability
+	}
+	t.trigger = []byte(c.Trigger)
+	t.triggerOn = dir
+	switch c.TriggerOn {
+	case "":
+	case "client":
+		t.triggerOn = int(sdk.ClientToServer)
+	case "server":
+		t.triggerOn = int(sdk.ServerToClient)
+	default:
+		return t, wrap(fmt.Errorf(`"trigger_on" must be "client" or "server", not %q`, c.TriggerOn))
+	}
+	if c.TriggerOn != "" && c.Trigger == "" {
+		return t, wrap(errors.New(`"trigger_on" needs "trigger"`))
+	}
+	if !t.on && (c.Probability != nil || c.Trigger != "") {
+		return t, wrap(errors.New(`"probability" and "trigger" need a toxic to apply`))
+	}
 	return t, nil
 }
 
@@ -101,10 +158,10 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	}
 	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5))}
 	var err error
-	if p.t[sdk.ClientToServer], err = parseDir("client", c.Client); err != nil {
+	if p.t[sdk.ClientToServer], err = parseDir("client", int(sdk.ClientToServer), c.Client); err != nil {
 		return nil, err
 	}
-	if p.t[sdk.ServerToClient], err = parseDir("server", c.Server); err != nil {
+	if p.t[sdk.ServerToClient], err = parseDir("server", int(sdk.ServerToClient), c.Server); err != nil {
 		return nil, err
 	}
 	if !p.t[0].on && !p.t[1].on {
@@ -124,18 +181,38 @@ type queue struct {
 	buf    []byte
 	pieces []piece
 	last   time.Duration // due time of the last piece queued: later ones are never due before it
-	ended  bool          // the source ended: half-close once drained (DeferEnd)
-	passed int64         // bytes let through so far (reset_after)
-	reset  bool          // reset_after reached: close once drained
+	busy   time.Duration // bandwidth: when the bytes queued so far are all sent
+	ended  bool          // the source ended: half-close at endAt, once drained (DeferEnd)
+	endAt  time.Duration
+	passed int64 // bytes let through so far (reset_after)
+	reset  bool  // reset_after reached: close once drained
+}
+
+// watch looks for a trigger pattern in one direction's bytes.
+type watch struct {
+	tail  []byte // the last len(pattern)-1 bytes seen
+	fired bool
 }
 
 type conn struct {
-	p     *plugin
-	q     [2]queue
-	armed time.Duration // due time of the armed timer; 0: none
+	p       *plugin
+	q       [2]queue
+	active  [2]bool // the toxics of each direction apply now
+	chosen  [2]bool // the probability drew this connection
+	w       [2]watch
+	armed   time.Duration // due time of the armed timer; 0: none
+	closeAt time.Duration // timeout: when the connection is closed; 0: never
 }
 
-func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) { return &conn{p: p}, nil }
+func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) {
+	c := &conn{p: p}
+	for d := range p.t {
+		t := &p.t[d]
+		c.chosen[d] = t.on && (t.prob >= 1 || p.rng.Float64() < t.prob)
+		c.active[d] = c.chosen[d] && len(t.trigger) == 0
+	}
+	return c, nil
+}
 
 // delay returns the latency of a chunk: latency ± jitter, not below 0.
 func (p *plugin) delay(t *toxic) time.Duration {
@@ -146,12 +223,81 @@ func (p *plugin) delay(t *toxic) time.Duration {
 	return max(d, 0)
 }
 
-func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
-	t := &c.p.t[dir&1]
-	if !t.on {
-		return sdk.Forward
+// watchTriggers looks for the trigger patterns watching direction dir in
+// data. It returns where in data the toxics of dir start: len(data) when
+// they do not (yet) apply, 0 when they already did.
+func (c *conn) watchTriggers(sc *sdk.Conn, dir sdk.Direction, data []byte) int {
+	from := len(data)
+	if c.active[dir&1] {
+		from = 0
 	}
+	for d := range c.p.t {
+		t := &c.p.t[d]
+		if !c.chosen[d] || c.active[d] || t.triggerOn != int(dir) {
+			continue
+		}
+		w := &c.w[d]
+		end := find(w.tail, data, t.trigger)
+		if end < 0 {
+			keep := len(t.trigger) - 1
+			w.tail = append(w.tail, data[max(0, len(data)-keep):]...)
+			w.tail = w.tail[:copy(w.tail, w.tail[max(0, len(w.tail)-keep):])]
+			continue
+		}
+		c.active[d], w.tail = true, nil
+		sdk.Logf(sdk.LevelInfo, "toxics: %q seen %s: toxics %s on", t.trigger, dir, sdk.Direction(d))
+		if d == int(dir) {
+			from = end
+		}
+	}
+	return from
+}
+
+// find returns the index in data just past the first occurrence of pat in
+// tail+data that ends in data, or -1.
+func find(tail, data, pat []byte) int {
+	if len(tail) > 0 {
+		// An occurrence across the boundary: in tail + the first bytes of data.
+		head := data[:min(len(data), len(pat)-1)]
+		j := bytes.Index(append(append(make([]byte, 0, len(tail)+len(head)), tail...), head...), pat)
+		if j >= 0 {
+			return j + len(pat) - len(tail)
+		}
+	}
+	if j := bytes.Index(data, pat); j >= 0 {
+		return j + len(pat)
+	}
+	return -1
+}
+
+func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	from := c.watchTriggers(sc, dir, data)
+	if !c.active[dir&1] {
+		return sdk.Forward // not (yet) toxic
+	}
+	t := &c.p.t[dir&1]
 	q := &c.q[dir&1]
+	if from > 0 {
+		// The bytes up to the trigger pass untouched.
+		send(sc, dir, data[:from])
+		data = data[from:]
+	}
+	now := sdk.Now()
+	if t.timeoutOn {
+		// Nothing passes any more; the connection closes after the timeout.
+		if t.timeout > 0 && c.closeAt == 0 {
+			c.closeAt = now + t.timeout
+			sdk.Logf(sdk.LevelInfo, "toxics: timeout %s: closing in %s", dir, t.timeout)
+		}
+		if end {
+			// Keep the destination open: no end of stream either.
+			if err := sc.DeferEnd(dir); err != nil {
+				sdk.Log(sdk.LevelWarn, "toxics: defer end "+dir.String()+": "+err.Error())
+			}
+		}
+		c.arm(sc, now)
+		return sdk.Drop
+	}
 	if q.reset {
 		return sdk.Drop
 	}
@@ -160,7 +306,7 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 		q.reset = true
 	}
 	q.passed += int64(len(data))
-	if !t.delays() && len(q.pieces) == 0 {
+	if !t.delays() && len(q.pieces) == 0 && t.slowClose == 0 {
 		// No delay: slice (or not) now.
 		if t.slice > 0 {
 			for b := data; len(b) > 0; {
@@ -176,12 +322,19 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 		}
 		return sdk.Drop
 	}
-	now := sdk.Now()
 	due := max(now+c.p.delay(t), q.last) // in order: never before the bytes ahead
+	step := t.slice
+	if t.bandwidth > 0 && step == 0 {
+		step = int(min(max(t.bandwidth/20, 1), 64<<10)) // a piece per 50 ms
+	}
 	for b := data; len(b) > 0; {
 		k := len(b)
-		if t.slice > 0 {
-			k = min(t.slice, k)
+		if step > 0 {
+			k = min(step, k)
+		}
+		if t.bandwidth > 0 {
+			due = max(due, q.busy) + time.Duration(int64(k)*int64(time.Second)/t.bandwidth)
+			q.busy = due
 		}
 		q.buf = append(q.buf, b[:k]...)
 		q.pieces = append(q.pieces, piece{due: due, n: k})
@@ -192,14 +345,15 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 		q.last = q.pieces[len(q.pieces)-1].due
 	}
 	if end || q.reset {
-		q.ended = end
-		if len(q.pieces) == 0 {
+		if len(q.pieces) == 0 && (q.reset || t.slowClose == 0) {
 			if q.reset {
 				c.resetConn(sc, dir)
 			}
 			return sdk.Drop // nothing held: the host ends dir now
 		}
 		if end {
+			q.ended = true
+			q.endAt = max(now, q.last) + t.slowClose
 			if err := sc.DeferEnd(dir); err != nil {
 				sdk.Log(sdk.LevelWarn, "toxics: defer end "+dir.String()+": "+err.Error())
 			}
@@ -217,13 +371,26 @@ func (c *conn) resetConn(sc *sdk.Conn, dir sdk.Direction) {
 	}
 }
 
-// arm sets the timer to the earliest due piece of either direction.
+// arm sets the timer to the earliest event: a due piece, a deferred
+// half-close, the timeout's close.
 func (c *conn) arm(sc *sdk.Conn, now time.Duration) {
 	next := time.Duration(-1)
-	for d := range c.q {
-		if q := &c.q[d]; len(q.pieces) > 0 && (next < 0 || q.pieces[0].due < next) {
-			next = q.pieces[0].due
+	earlier := func(t time.Duration) {
+		if next < 0 || t < next {
+			next = t
 		}
+	}
+	for d := range c.q {
+		q := &c.q[d]
+		switch {
+		case len(q.pieces) > 0:
+			earlier(q.pieces[0].due)
+		case q.ended:
+			earlier(q.endAt)
+		}
+	}
+	if c.closeAt > 0 {
+		earlier(c.closeAt)
 	}
 	if next < 0 {
 		if c.armed != 0 {
@@ -242,10 +409,19 @@ func (c *conn) arm(sc *sdk.Conn, now time.Duration) {
 }
 
 // OnTimer releases the pieces that are due, in order, then the end of a
-// drained direction that ended.
+// drained direction that ended, and closes the connection when a timeout
+// says so.
 func (c *conn) OnTimer(sc *sdk.Conn) {
 	now := sdk.Now()
 	c.armed = 0
+	if c.closeAt > 0 && c.closeAt <= now {
+		sdk.Log(sdk.LevelInfo, "toxics: timeout: closing the connection")
+		if err := sc.Close(); err != nil {
+			sdk.Log(sdk.LevelWarn, "toxics: close: "+err.Error())
+		}
+		c.closeAt = 0
+		return
+	}
 	for d := range c.q {
 		dir := sdk.Direction(d)
 		q := &c.q[d]
@@ -254,19 +430,19 @@ func (c *conn) OnTimer(sc *sdk.Conn) {
 			send(sc, dir, q.buf[off:off+q.pieces[i].n])
 			off += q.pieces[i].n
 		}
-		if i == 0 {
-			continue
+		if i > 0 {
+			q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
+			q.buf = q.buf[:copy(q.buf, q.buf[off:])]
 		}
-		q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
-		q.buf = q.buf[:copy(q.buf, q.buf[off:])]
 		if len(q.pieces) > 0 {
 			continue
 		}
-		if q.reset {
+		if q.reset && i > 0 {
 			c.resetConn(sc, dir)
 			return
 		}
-		if q.ended {
+		if q.ended && q.endAt <= now {
+			q.ended = false
 			if err := sc.CloseWrite(dir); err != nil {
 				sdk.Log(sdk.LevelWarn, "toxics: close write "+dir.String()+": "+err.Error())
 			}

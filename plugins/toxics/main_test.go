@@ -129,6 +129,126 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 		}
 		c.Wait()
 	})
+	t.Run("bandwidth: released at the rate, in 50 ms pieces", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"bandwidth": 1000}}`})
+		c := p.Open()
+		c.Write(c2s, []byte(strings.Repeat("a", 120))) // 50 + 50 + 20 bytes, due at 50, 100, 120 ms
+		c.End(c2s)
+		p.Advance(50 * time.Millisecond)
+		if got := c.Read(c2s, 50); string(got) != strings.Repeat("a", 50) {
+			t.Fatalf("server got %q at 50ms", got)
+		}
+		p.Advance(50 * time.Millisecond)
+		if got := c.Read(c2s, 50); string(got) != strings.Repeat("a", 50) {
+			t.Fatalf("server got %q at 100ms", got)
+		}
+		p.Advance(20 * time.Millisecond) // the rest, then the end
+		if got := c.ReadAll(c2s); string(got) != strings.Repeat("a", 20) {
+			t.Fatalf("server got %q at 120ms", got)
+		}
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
+	t.Run("slow close: the half-close waits", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"slow_close": "1s"}}`})
+		c := p.Open()
+		c.Write(s2c, []byte("bye"))
+		c.End(s2c)
+		if got := c.Read(s2c, 3); string(got) != "bye" { // the bytes at once
+			t.Fatalf("client got %q", got)
+		}
+		c.Write(c2s, []byte("still open")) // the other way is untouched
+		if got := c.Read(c2s, 10); string(got) != "still open" {
+			t.Fatalf("server got %q", got)
+		}
+		p.Advance(time.Second)
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q more", got)
+		}
+		c.End(c2s)
+		c.ReadAll(c2s)
+		c.Wait()
+	})
+	t.Run("timeout: nothing passes, then the connection is closed", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"timeout": "500ms"}}`})
+		c := p.Open()
+		c.Write(c2s, []byte("GET\r\n"))
+		if got := c.Read(c2s, 5); string(got) != "GET\r\n" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("reply")) // swallowed
+		p.Advance(500 * time.Millisecond)
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q", got)
+		}
+		c.Wait()
+		want := []sdktest.Log{{Level: sdk.LevelInfo, Msg: "toxics: timeout server -> client: closing in 500ms"}, {Level: sdk.LevelInfo, Msg: "toxics: timeout: closing the connection"}}
+		if logs := p.Logs(); len(logs) != 2 || logs[0] != want[0] || logs[1] != want[1] {
+			t.Fatalf("logs %q, want %q", logs, want)
+		}
+	})
+	t.Run("trigger on the client's bytes: the server's replies stop after COMMIT", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"timeout": "1s", "trigger": "COMMIT", "trigger_on": "client"}}`})
+		c := p.Open()
+		c.Write(c2s, []byte("BEGIN\r\n"))
+		c.Write(s2c, []byte("+OK\r\n"))
+		if got := c.Read(s2c, 5); string(got) != "+OK\r\n" {
+			t.Fatalf("client got %q", got)
+		}
+		c.Write(c2s, []byte("COM")) // the pattern split across chunks
+		c.Write(c2s, []byte("MIT\r\n"))
+		if got := c.Read(c2s, 15); string(got) != "BEGIN\r\nCOMMIT\r\n" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("+OK\r\n")) // the commit's reply is lost
+		c.End(s2c)                      // and so is the end of the stream
+		c.End(c2s)
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q more", got)
+		}
+		p.Advance(time.Second) // the timeout closes the connection
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q after COMMIT", got)
+		}
+		c.Wait()
+	})
+	t.Run("trigger on the same bytes: reset after N bytes past the pattern", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"trigger": "SECRET", "reset_after": 3}}`})
+		c := p.Open()
+		c.Write(c2s, []byte("abcSEC"))
+		c.Write(c2s, []byte("RETxyz123"))
+		if got := c.ReadAll(c2s); string(got) != "abcSECRETxyz" {
+			t.Fatalf("server got %q", got)
+		}
+		c.Wait()
+	})
+	t.Run("probability: a share of the connections", func(t *testing.T) {
+		for _, tc := range []struct {
+			prob     string
+			min, max int
+		}{{"0", 0, 0}, {"1", 20, 20}, {"0.5", 1, 19}} {
+			p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"reset_after": 1, "probability": ` + tc.prob + `}}`})
+			reset := 0
+			for range 20 {
+				c := p.Open()
+				c.Write(c2s, []byte("ab"))
+				if string(c.Read(c2s, 1)) != "a" {
+					t.Fatal("lost the first byte")
+				}
+				c.End(c2s)
+				if rest := c.ReadAll(c2s); len(rest) == 0 {
+					reset++
+				}
+				c.End(s2c)
+				c.ReadAll(s2c)
+				c.Wait()
+			}
+			if reset < tc.min || reset > tc.max {
+				t.Errorf("probability %s: %d of 20 connections reset, want %d to %d", tc.prob, reset, tc.min, tc.max)
+			}
+		}
+	})
 	t.Run("bad config", func(t *testing.T) {
 		for _, tc := range []struct{ config, want string }{
 			{``, `toxics: no toxic: configure "client" and/or "server", e.g. {"client": {"latency": "100ms"}}`},
@@ -138,6 +258,13 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 			{`{"client": {"slice_delay": "1ms"}}`, `toxics: client: "slice_delay" needs "slice"`},
 			{`{"client": {"reset_after": -1}}`, `toxics: client: "reset_after" must be >= 0, not -1`},
 			{`{"clients": {}}`, `toxics: config: unknown setting "clients"`},
+			{`{"client": {"bandwidth": -5}}`, `toxics: client: "bandwidth" must be >= 0 bytes per second, not -5`},
+			{`{"server": {"slow_close": "later"}}`, `toxics: server: "slow_close" must be a duration such as "100ms", not "later"`},
+			{`{"server": {"timeout": "-1s"}}`, `toxics: server: "timeout" must be a duration such as "100ms", not "-1s"`},
+			{`{"client": {"reset_after": 1, "probability": 1.5}}`, `toxics: client: "probability" must be from 0 to 1, not 1.5`},
+			{`{"client": {"reset_after": 1, "trigger_on": "server"}}`, `toxics: client: "trigger_on" needs "trigger"`},
+			{`{"client": {"reset_after": 1, "trigger": "x", "trigger_on": "both"}}`, `toxics: client: "trigger_on" must be "client" or "server", not "both"`},
+			{`{"client": {"trigger": "x"}}`, `toxics: client: "probability" and "trigger" need a toxic to apply`},
 		} {
 			_, err := start(t, sdktest.Options{Config: tc.config})
 			if err == nil || err.Error() != tc.want {
