@@ -109,6 +109,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		tunnelFlags = fs.String("tunnel-flags", "", "extra flags for every tunnel target, space-separated (e.g. --plugin-trusted)")
 		pprofDir    = fs.String("pprof-dir", "", "save CPU profiles of the tunnel targets taken during round 1 in this directory (adds --pprof to the tunnel)")
 		tlsPart     = fs.Bool("tls", true, "also measure TLS: the tunnel terminating it against haproxy and nginx, and passing it through spliced and by SNI")
+		noisyPart   = fs.Bool("noisy", true, "also measure the noisy neighbour: two routes' redis request rate with a third route's plugin idle and spinning (noisy.go)")
 		keep        = fs.Bool("keep", false, "keep the temporary directory (configs, binaries)")
 		verbose     = fs.Bool("v", false, "log every process started")
 	)
@@ -419,6 +420,23 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		}
 	}
 
+	// Noisy neighbour.
+	if *noisyPart {
+		fmt.Fprintln(stdout, "noisy neighbour (redis-benchmark GET rate of two routes, a third route's plugin idle vs spinning):")
+		rep.Noisy = b.runNoisy(ctx, *rounds, stdout)
+		if rep.Noisy.Reason != "" {
+			fmt.Fprintf(stdout, "  not available: %s\n", rep.Noisy.Reason)
+		}
+		if rep.Noisy.Error != "" {
+			msg := "noisy neighbour: " + rep.Noisy.Error
+			errs = append(errs, msg)
+			fmt.Fprintf(stdout, "  ERROR %s\n", msg)
+		}
+		if ctx.Err() != nil {
+			return fatal(context.Cause(ctx))
+		}
+	}
+
 	// Report.
 	cpuC, _ := readCPUTimes()
 	rep.Busy["run"] = busyBetween(cpuB, cpuC)
@@ -427,6 +445,9 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 	res.summarize()
 	rep.Results = res
 	rep.Goals = res.goals(rep.Idle, *idleConns)
+	if rep.Noisy != nil {
+		rep.Goals = append(rep.Goals, rep.Noisy.goals()...)
+	}
 	rep.Errors = append(rep.Errors, errs...)
 
 	fmt.Fprintf(stdout, "\nmedians of %d round(s); (x×) = median / direct's median (rates: higher is better; latencies: lower is better);\n"+

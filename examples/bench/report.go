@@ -306,6 +306,8 @@ type report struct {
 	Errors   []string                      `json:"errors"`
 	// TLS holds the figures of the TLS part (-tls), by target then key.
 	TLS results `json:"tls,omitempty"`
+	// Noisy is the noisy-neighbour part (-noisy, noisy.go).
+	Noisy *noisyResult `json:"noisy_neighbour,omitempty"`
 }
 
 // MarshalJSON writes NaN (a missing figure) as null.
@@ -393,6 +395,9 @@ func writeMarkdown(w io.Writer, rep *report, ts []*target) {
 			}
 			fmt.Fprintf(w, "| %s | %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f | %s |\n", i.Target, i.Conns, i.BaseMiB, i.RSSMiB, i.KiBPerConn, i.FDsPerConn, proj)
 		}
+	}
+	if rep.Noisy != nil {
+		writeNoisyMarkdown(w, rep.Noisy)
 	}
 	fmt.Fprintln(w, "\n| goal | want | got | |\n|---|---|---|---|")
 	for _, g := range rep.Goals {
