@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -66,14 +67,18 @@ func (c *conn) writeTo(dir Direction, b []byte) (int, error) {
 	return c.destination(dir).Write(b)
 }
 
-// closeWriteTo half-closes dir's destination: close_notify, then FIN.
+// closeWriteTo half-closes dir's destination: close_notify, then FIN. A
+// peer that is already gone (it closed and reset the socket, as a client
+// that got its answer does) leaves nothing to half-close: not an error.
 func (c *conn) closeWriteTo(dir Direction) error {
 	if tc := c.secureDestination(dir); tc != nil {
-		if err := tc.CloseWrite(); err != nil {
-			return err
-		}
+		tc.CloseWrite() // best effort: a failed alert shows in the FIN below
 	}
-	return c.destination(dir).CloseWrite()
+	err := c.destination(dir).CloseWrite()
+	if errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	return err
 }
 
 // acceptTLS runs the TLS handshake with the client (Route.TLS) over nc (the
