@@ -25,7 +25,7 @@ import (
 //     preemption;
 //   - once the call has run for throttleAfter, sleeps throttleSleep
 //     instead of yielding: a call that computes without end (it will be
-//     cut off at its deadline) takes 1/8 of a CPU rather than a whole one,
+//     cut off at its deadline) takes 1/16 of a CPU rather than a whole one,
 //     which the OS would otherwise share with the other routes' threads.
 //
 // A call shorter than cpuSlice never waits, yields nor takes a slot, and
@@ -37,8 +37,8 @@ const (
 	// throttleAfter is how long a call runs at full speed.
 	throttleAfter = 10 * time.Millisecond
 	// throttleSleep is the pause after each slice of a call past
-	// throttleAfter: seven slices, a duty cycle of 1/8.
-	throttleSleep = 7 * cpuSlice
+	// throttleAfter: fifteen slices, a duty cycle of 1/16.
+	throttleSleep = 15 * cpuSlice
 )
 
 // CPUGate caps how many long calls (calls past their first cpuSlice) of a

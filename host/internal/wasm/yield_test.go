@@ -66,7 +66,7 @@ func spinCall(t *testing.T, in *Instance) (wall, cpu time.Duration, err error) {
 }
 
 // A call that computes without end is throttled past its first
-// throttleAfter: it takes a fraction of its thread's time (about 1/8), not
+// throttleAfter: it takes a fraction of its thread's time (about 1/16), not
 // all of it, until it is cut off at its deadline; and its slot goes back
 // to the gate.
 func TestLongCallThrottled(t *testing.T) {
