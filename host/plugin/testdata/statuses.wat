@@ -25,7 +25,7 @@
     (if (i32.eqz (local.get $len)) (then (return (i32.const 0))))
     (call $rec (i32.const 4) (call $input_buffer (i32.const 0) (i32.const 4096)))     ;; a: only during init
     (call $rec (i32.const 5) (call $send (i32.const 5) (i32.const 0) (i32.const 1)))  ;; c: no direction 5
-    (call $rec (i32.const 6) (call $conn_info (i32.const 9) (i32.const 0) (i32.const 0))) ;; c: no key 9
+    (call $rec (i32.const 6) (call $conn_info (i32.const 99) (i32.const 0) (i32.const 0))) ;; c: no key 99
     (call $rec (i32.const 7) (call $send (i32.const 1) (i32.const 0) (i32.const 1)))  ;; a: spliced direction
     (call $rec (i32.const 8) (call $close_write (i32.const 0)))                       ;; d
     (call $rec (i32.const 9) (call $send (i32.const 0) (i32.const 0) (i32.const 1)))  ;; b: half-closed
