@@ -50,7 +50,8 @@
 //	tunnel_bytes_received_total{route,peer}        bytes read from the client or the server
 //	tunnel_bytes_sent_total{route,peer}            bytes written to the client or the server
 //	tunnel_connections_closed_total{route,reason}  finished connections by the access log's reason=
-//	tunnel_connections_rejected_total{route,reason}  turned away: limit, denied (a filter refused it at open; HAProxy's denied_connections), tls, no_route
+//	tunnel_connections_rejected_total{route,reason}  turned away: limit, denied (a filter refused it at open; HAProxy's denied_connections), tls, no_route;
+//	                                               limit stays 0: past max_connections clients wait in the backlog (tunnel_listener_at_limit)
 //	tunnel_connection_duration_seconds{route}      histogram of connection lifetimes (downstream_cx_length_ms)
 //	tunnel_upstream_connect_duration_seconds{route}  histogram of successful dials (upstream_cx_connect_ms)
 //	tunnel_listener_up{route}                      1, or 0 once the route's accept loop failed
