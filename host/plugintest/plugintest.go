@@ -134,8 +134,12 @@ func module(t testing.TB, dir string) *plugin.Module {
 // RuntimeOptions.CacheDir the harness uses): wazero compiles a Go guest in
 // about 3 s, and 10 times slower under -race, while loading it from the
 // cache takes milliseconds. Other tests that compile Go guests can pass it
-// to their Runtime too. By default it is a directory of this test process
-// only, so that tests are hermetic: os.TempDir()/tunnel-plugintest-PID,
+// to their Runtime too. By default it is a directory of this test run only,
+// so that tests are hermetic: when the go command started this process
+// (`go test ./...`), one directory for every test process of that go
+// command, so that a guest used by several packages is compiled once a run:
+// os.TempDir()/tunnel-plugintest-goPPID-START (the go command's pid and
+// start time); otherwise one for this process, tunnel-plugintest-PID. It is
 // made at the first call; the directories of processes that no longer run
 // are removed then. TUNNEL_PLUGINTEST_CACHE names a directory to keep and
 // share across runs instead (files are written atomically, so parallel
@@ -159,19 +163,64 @@ const cachePrefix = "tunnel-plugintest-"
 func processCacheDir() string {
 	old, _ := filepath.Glob(filepath.Join(os.TempDir(), cachePrefix+"*"))
 	for _, d := range old {
-		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), cachePrefix))
-		if err != nil || pid == os.Getpid() {
+		// tunnel-plugintest-PID or tunnel-plugintest-goPID-START
+		owner, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(filepath.Base(d), cachePrefix), "go"), "-")
+		pid, err := strconv.Atoi(owner)
+		if err != nil || pid == os.Getpid() || pid == os.Getppid() {
 			continue
 		}
-		if syscall.Kill(pid, 0) == syscall.ESRCH { // that test process has ended
+		if syscall.Kill(pid, 0) == syscall.ESRCH { // that process has ended
 			os.RemoveAll(d)
 		}
 	}
-	d := filepath.Join(os.TempDir(), cachePrefix+strconv.Itoa(os.Getpid()))
+	name := cachePrefix + strconv.Itoa(os.Getpid())
+	if start, ok := goParent(); ok {
+		name = cachePrefix + "go" + strconv.Itoa(os.Getppid()) + "-" + start
+	}
+	d := filepath.Join(os.TempDir(), name)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return ""
 	}
 	return d
+}
+
+// goParent reports whether the parent process is the go command (`go
+// test` runs each package's test binary as its child), with the parent's
+// start time (in clock ticks since boot), so that a reused pid names
+// another directory. Linux only; elsewhere each test process has its own
+// cache.
+func goParent() (start string, ok bool) {
+	ppid := strconv.Itoa(os.Getppid())
+	comm, err := os.ReadFile("/proc/" + ppid + "/comm")
+	if err != nil || strings.TrimSpace(string(comm)) != "go" {
+		return "", false
+	}
+	stat, err := os.ReadFile("/proc/" + ppid + "/stat")
+	if err != nil {
+		return "", false
+	}
+	// pid (comm) state ppid ...: field 22 is starttime; comm may hold
+	// spaces, so count from its closing parenthesis.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return "", false
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 20 {
+		return "", false
+	}
+	return fields[19], true
+}
+
+// Precompile puts the compiled code of a module (a Go guest, say) in
+// [CacheDir] when this test process runs with the race detector, which
+// slows wazero's compiler down about ten times: it compiles the module in
+// a process built without it. A [plugin.Runtime] with CacheDir then loads
+// the code instead of compiling it. Without -race it does nothing.
+func Precompile(wasm []byte) {
+	if raceEnabled {
+		precompile(wasm)
+	}
 }
 
 // precompile fills the compilation cache from an uninstrumented process

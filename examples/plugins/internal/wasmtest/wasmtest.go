@@ -17,6 +17,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 )
 
 // Timeout bounds every wait.
@@ -93,7 +94,9 @@ var (
 func runtime(t testing.TB) *plugin.Runtime {
 	t.Helper()
 	rtOnce.Do(func() {
-		rt, rtErr = plugin.NewRuntime(context.Background(), plugin.RuntimeOptions{Logger: slog.New(slog.DiscardHandler)})
+		// The Go plugins compared with are compiled once a run
+		// (plugintest's cache directory).
+		rt, rtErr = plugin.NewRuntime(context.Background(), plugin.RuntimeOptions{CacheDir: plugintest.CacheDir(), Logger: slog.New(slog.DiscardHandler)})
 	})
 	if rtErr != nil {
 		t.Fatal(rtErr)
@@ -114,6 +117,9 @@ func Module(t testing.TB, path string) *plugin.Module {
 // ModuleBytes compiles a module.
 func ModuleBytes(t testing.TB, b []byte) *plugin.Module {
 	t.Helper()
+	if len(b) > 1<<20 { // a Go guest: 30 s to compile under -race
+		plugintest.Precompile(b)
+	}
 	m, err := runtime(t).Compile(context.Background(), "test", b)
 	if err != nil {
 		t.Fatal(err)
