@@ -14,7 +14,23 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
+
+// precompileBuiltins puts the built-in plugins' compiled code in
+// plugintest's cache, which the tests' Runtime uses, from a process without
+// the race detector when the test has it (a Go guest compiles in ~3 s, ten
+// times that under -race); a no-op otherwise.
+func precompileBuiltins(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		b, err := builtin.Wasm(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plugintest.Precompile(b)
+	}
+}
 
 // TestRootTunnelHCL runs the repository's tunnel.hcl, with its listen
 // addresses moved to free ports and its targets to local servers, and
@@ -25,6 +41,11 @@ func TestRootTunnelHCL(t *testing.T) {
 	f, diags := Parse(path, Options{LookupEnv: func(string) (string, bool) { return "", false }})
 	if len(diags) > 0 {
 		t.Fatalf("tunnel.hcl:\n%s", FormatDiagnostics(diags, f.Files))
+	}
+	for _, p := range f.Plugins {
+		if p.Builtin != "" {
+			precompileBuiltins(t, p.Builtin)
+		}
 	}
 	// What the file says, before the test moves it to free ports.
 	if p := f.Plugin("resp"); p == nil || p.Builtin != "resp" || p.Path != "" {
@@ -87,6 +108,7 @@ func TestRootTunnelHCL(t *testing.T) {
 // by the tunnel, and a server reply holding "FLUSHALL" reaches the client
 // untouched.
 func TestDenyREADMEExample(t *testing.T) {
+	precompileBuiltins(t, "deny")
 	readme, err := os.ReadFile("../../plugins/deny/README.md")
 	if err != nil {
 		t.Fatal(err)
