@@ -23,8 +23,13 @@ import (
 // (addr.Exposed refuses one with no host). The returned stop, called when
 // the run is over, logs the final counts ("stopped") and never fails.
 func startAdmin(listen string, pprof bool, src admin.Source, logger *slog.Logger) (stop func(), err error) {
-	// The last step of a run: the counts once the connections are done.
-	stopped := func() { logger.Info("stopped", counts(src.Stats())...) }
+	// The last step of a stop: the counts once the connections are done
+	// (not after a failed start, whose error is the last line).
+	stopped := func() {
+		if d, ok := src.(interface{ Draining() bool }); ok && d.Draining() {
+			logger.Info("stopped", counts(src.Stats())...)
+		}
+	}
 	if listen == "" {
 		return stopped, nil
 	}
@@ -121,6 +126,9 @@ func (s *plainSource) Connections() []host.ConnStats { return s.p.Connections() 
 // Drain makes /readyz answer 503 from now on (POST /drain, or a signal).
 func (s *plainSource) Drain() { s.state.Store(2) }
 
+// Draining reports whether Drain was called.
+func (s *plainSource) Draining() bool { return s.state.Load() == 2 }
+
 func (s *plainSource) Config() any {
 	return map[string]any{"routes": config.Summarize([]host.Route{s.route}, s.p.Addr)}
 }
@@ -165,7 +173,17 @@ type configSource struct {
 	mu       sync.Mutex
 	reloads  admin.ReloadStats
 	listenOK error // the last load's bind failure, or nil
+	drained  atomic.Bool
 }
+
+// Drain is the Runner's, remembered for Draining.
+func (s *configSource) Drain() {
+	s.drained.Store(true)
+	s.Runner.Drain()
+}
+
+// Draining reports whether Drain was called.
+func (s *configSource) Draining() bool { return s.drained.Load() }
 
 // started records the first load's success.
 func (s *configSource) started() {
