@@ -16,6 +16,7 @@ import (
 func TestGoGuestManyConns(t *testing.T) {
 	const conns = 10000
 	bin := Build(t, "../../plugins/replace")
+	Precompile(bin) // under -race: compiled outside it
 	ctx := context.Background()
 	eng, err := wasm.NewEngine(CacheDir())
 	if err != nil {
