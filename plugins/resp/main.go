@@ -50,14 +50,19 @@ const defaultError = "ERR command '{command}' is not allowed by the tunnel"
 const maxName = 64
 
 type plugin struct {
-	rules    map[string]rule // lower-case "name" or "name sub"
-	sub      map[string]bool // names with a rule on a subcommand
-	allow    bool            // rules hold the allowed commands; others are blocked
-	errText  string
-	log      bool
-	untrack  map[string]bool // commands after which replies no longer follow requests one to one
-	errBuf   []byte
-	nameBuf  []byte
+	rules   map[string]rule // lower-case "name" or "name sub"
+	sub     map[string]bool // names with a rule on a subcommand
+	allow   bool            // rules hold the allowed commands; others are blocked
+	errText string
+	log     bool
+	untrack map[string]bool // commands after which replies no longer follow requests one to one
+	errBuf  []byte
+	nameBuf []byte
+	// plain[n][c]: no rule, no subcommand rule and no untracked command
+	// has a name of n bytes starting with the lower-case letter c, so such
+	// a command passes without a lookup (block mode only; names of
+	// maxPlain bytes and more are always looked up).
+	plain    [maxPlain][256]bool
 	tagBuf   []byte
 	counters blockedCounter
 }
@@ -149,6 +154,24 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		}
 		p.rules[n] = rule{verdict: rename, to: to}
 	}
+	if !p.allow {
+		for n := range p.plain {
+			for c := range p.plain[n] {
+				p.plain[n][c] = true
+			}
+		}
+		for _, m := range []map[string]rule{p.rules} {
+			for name := range m {
+				p.noPlain(name)
+			}
+		}
+		for name := range p.sub {
+			p.noPlain(name)
+		}
+		for name := range p.untrack {
+			p.noPlain(name)
+		}
+	}
 	p.counters.init(p)
 	return p, nil
 }
@@ -169,6 +192,23 @@ func (p *plugin) decide(name, sub []byte, haveSub bool) rule {
 		return rule{verdict: block}
 	}
 	return rule{verdict: pass}
+}
+
+// maxPlain bounds the name lengths of the plain table.
+const maxPlain = 24
+
+// noPlain marks the commands of name's length and first letter, in either
+// case, as needing a lookup.
+func (p *plugin) noPlain(name string) {
+	name, _, _ = strings.Cut(name, " ")
+	if len(name) >= maxPlain {
+		return
+	}
+	c := name[0]
+	p.plain[len(name)][c] = false
+	if 'a' <= c && c <= 'z' {
+		p.plain[len(name)][c-'a'+'A'] = false
+	}
 }
 
 // unknown is the rule of a command in no list (a name too long to be).

@@ -76,6 +76,24 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 			t.Errorf("logs %q, want %q", logs, wantLogs)
 		}
 	})
+	t.Run("names of the same length and letter as a blocked one", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"block": ["set", "DEL"], "log": false}`})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("SET", "a", "1")+cmd("SUN", "x")+cmd("setnx", "a", "1")+cmd("GET", "a")+cmd("dEl", "a")+cmd("DAL")))
+		want := cmd("SUN", "x") + cmd("setnx", "a", "1") + cmd("GET", "a") + cmd("DAL")
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		c.Write(s2c, []byte("-ERR unknown\r\n:1\r\n$1\r\n1\r\n-ERR unknown\r\n"))
+		want = errFor("set") + "-ERR unknown\r\n:1\r\n$1\r\n1\r\n" + errFor("del") + "-ERR unknown\r\n"
+		if got := c.Read(s2c, len(want)); string(got) != want {
+			t.Fatalf("client got %q, want %q", got, want)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
 	t.Run("nothing outstanding: the error at once", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
 		c := p.Open()

@@ -47,6 +47,15 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	for i := 0; i < len(data); {
 		switch r.st {
 		case repType:
+			if len(r.stack) == 0 {
+				if next := fastReply(data, i); next > 0 {
+					// A whole simple reply or bulk string in one go.
+					r.top = data[i]
+					i = next
+					from = h.elementDone(from, i)
+					continue
+				}
+			}
 			k := data[i]
 			i++
 			if len(r.stack) == 0 {
@@ -125,6 +134,24 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 		h.queue = h.queue[:0]
 	}
 	return w.finish(c, sdk.ServerToClient)
+}
+
+// fastReply returns the index past the reply at data[i] when it is a
+// whole simple string, error, integer or bulk string, else 0.
+func fastReply(data []byte, i int) int {
+	switch data[i] {
+	case '+', '-', ':':
+		for j := i + 1; j < len(data); j++ {
+			if data[j] == '\n' {
+				return j + 1
+			}
+		}
+	case '$':
+		if l, j := fastNum(data, i+1); l >= 0 && int64(len(data)-j) >= l+2 {
+			return j + int(l) + 2
+		}
+	}
+	return 0
 }
 
 // elementDone ends the element that ends at data[i]; when it completes a
