@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -219,5 +220,37 @@ func TestDumpPackets(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.exitCode(t); code != 0 {
 		t.Errorf("exit %d\n%s", code, p.stderr)
+	}
+}
+
+// TestCaptureRotationFlags: --capture-max-size starts a new file past the
+// size and --capture-max-files keeps the newest ones, each a valid pcapng;
+// a size that is not one is refused before anything starts.
+func TestCaptureRotationFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--capture", filepath.Join(dir, "c.pcapng"),
+		"--capture-max-size", "2KiB", "--capture-max-files", "2")
+	for i := range 6 {
+		converse(t, dial(t, addr), strings.Repeat("x", 1000))
+		p.stderr.wait(t, fmt.Sprintf(`msg="connection closed" conn=%d`, i+1))
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) != 2 {
+		t.Fatalf("files %q, want the newest 2\n%s", files, p.stderr)
+	}
+	for _, f := range files {
+		if out := tshark.Run(t, f, "-T", "fields", "-e", "frame.number"); strings.TrimSpace(out) == "" {
+			t.Errorf("%s: no packets", f)
+		}
+	}
+
+	code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--capture", filepath.Join(dir, "d.pcapng"), "--capture-max-size", "lots")
+	if code != 2 || !strings.Contains(stderr, `invalid value "lots" for flag -capture-max-size: "lots" is not a size`) {
+		t.Errorf("--capture-max-size lots: exit %d\n%s", code, stderr)
 	}
 }

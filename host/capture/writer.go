@@ -510,7 +510,7 @@ func (w *Writer) write(r record) {
 		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
 		return
 	}
-	if w.name != nil && w.opts.MaxSize > 0 && w.size.n >= w.opts.MaxSize {
+	if w.name != nil && w.opts.MaxSize > 0 && w.size.n+int64(w.bw.Buffered()) >= w.opts.MaxSize {
 		w.closeFile()
 	}
 }
