@@ -169,7 +169,7 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 			Got: fmt.Sprintf("%.3fx (%s vs %s)", c/t, num(c), num(t)), Value: c / t, Met: c/t >= k.want,
 			Absent: math.IsNaN(c) || math.IsNaN(t)})
 	}
-	gs = append(gs, r.adminGoals()...) // admin.go
+	gs = append(gs, r.adminGoals()...)
 	gs = append(gs, r.respGoals()...) // resp.go
 	g := goal{What: fmt.Sprintf("%d idle connections through tunnel-noop: VmRSS", idleWant), Want: "< 200 MiB", Absent: true}
 	for _, res := range idle {

@@ -106,7 +106,7 @@ func (b *bench) newTargets() []*target {
 		launch: func(b *bench, name string, port int, backend string) (*proc, error) {
 			return tunnel("--capture", filepath.Join(b.tmp, name+".pcapng"), "--capture-max-size", "256MiB", "--capture-max-files", "2")(b, name, port, backend)
 		}, pprof: true})
-	ts = append(ts, b.adminTarget(tunnel)) // admin.go
+	ts = append(ts, b.adminTarget(tunnel))
 	ts = append(ts, b.respTarget(tunnel)) // resp.go
 	if b.noopWasm != "" {
 		ts = append(ts, &target{Name: "tunnel-noop", Desc: "the tunnel, no-op WASM plugin on both directions (" + b.noopDesc + ")",
