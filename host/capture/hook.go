@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
@@ -44,6 +45,12 @@ type connState struct {
 	// client leg for client -> server, the target leg for server ->
 	// client), to tell what the chain did with its chunk.
 	entry [2]entryCall
+	// wire is the client leg as it crossed the wire, on a connection
+	// WireTap tapped: the client link then draws nothing itself.
+	wire *wireLeg
+	// note is the verdict on client chunks of a tapped connection that is
+	// still waiting for a target leg packet to go on.
+	note string
 }
 
 // legState is one leg's TCP state.
@@ -69,6 +76,12 @@ func (h *legHook) Open(info *host.ConnInfo) (host.Filter, error) {
 	var st *connState
 	if h.leg == LegClient {
 		st = &connState{w: h.w, info: info}
+		if v, ok := h.w.taps.LoadAndDelete(keyOf(info)); ok {
+			st.wire = v.(*wireLeg)
+			st.wire.mu.Lock()
+			st.wire.chained = true
+			st.wire.mu.Unlock()
+		}
 		h.w.conns.Store(info, st)
 	} else if v, ok := h.w.conns.LoadAndDelete(info); ok {
 		st = v.(*connState)
@@ -101,7 +114,7 @@ func side(dir host.Direction) uint8 {
 }
 
 func (f *legFilter) Opened(*host.Stream) error {
-	if f.leg == LegClient {
+	if f.leg == LegClient && f.st.wire == nil {
 		f.st.open(LegClient)
 	}
 	return nil
@@ -109,8 +122,28 @@ func (f *legFilter) Opened(*host.Stream) error {
 
 func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
 	st := f.st
+	tapped := st.wire != nil && f.leg == LegClient
 	if f.leg == entryLeg(dir) {
 		e := &st.entry[dir]
+		if tapped {
+			// The wire leg drew the ciphertext; the verdict goes on the
+			// target leg.
+			if e.active {
+				return s.Send(dir, chunk)
+			}
+			*e = entryCall{active: true, in: chunk, deferred: e.deferred[:0]}
+			err := s.Send(dir, chunk)
+			e.active = false
+			if v := e.verdict(dir, len(chunk)); v != "" {
+				st.addNote("client chunk (plaintext): " + v)
+			}
+			for _, d := range e.deferred {
+				st.out(d)
+			}
+			clear(e.deferred)
+			e.in = nil
+			return err
+		}
 		if e.active { // a filter sent back into the entry: a nested chunk
 			st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
 			return s.Send(dir, chunk)
@@ -120,9 +153,9 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		err := s.Send(dir, chunk)
 		e.active = false
 		r.comment = e.verdict(dir, len(chunk))
-		st.w.enqueue(r)
+		st.out(r)
 		for _, d := range e.deferred {
-			st.w.enqueue(d)
+			st.out(d)
 		}
 		clear(e.deferred)
 		e.in, e.buf = nil, nil
@@ -135,7 +168,7 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		switch {
 		case e.changed || e.reached+len(chunk) > len(e.in):
 			e.changed = true
-		case len(chunk) > 0 && &chunk[0] == &e.in[e.reached]:
+		case len(chunk) > 0 && e.buf != nil && &chunk[0] == &e.in[e.reached]:
 			// The very bytes that came in (a chain that forwards them):
 			// equal, and already copied.
 			shared, off = e.buf, e.reached
@@ -146,6 +179,9 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 	}
 	if e := &st.entry[dir.Reverse()]; e.active && f.leg == entryLeg(dir.Reverse()) {
 		e.replied += len(chunk)
+	}
+	if tapped {
+		return s.Send(dir, chunk) // drawn by the wire leg
 	}
 	if shared != nil {
 		st.emit(f.leg, st.dataShared(f.leg, side(dir), chunk, shared, off))
@@ -181,6 +217,14 @@ func (e *entryCall) verdict(dir host.Direction, n int) string {
 
 func (f *legFilter) End(dir host.Direction, _ *host.Stream) error {
 	st := f.st
+	if st.wire != nil && f.leg == LegClient {
+		if dir == host.ServerToClient {
+			st.wire.mu.Lock()
+			st.wire.endS2C = true
+			st.wire.mu.Unlock()
+		}
+		return nil // the wire leg draws the client's FIN as it reads it
+	}
 	l := st.leg(f.leg)
 	from := side(dir)
 	if l.fin[from] {
@@ -196,6 +240,10 @@ func (f *legFilter) Closed() {
 	st := f.st
 	if f.leg == LegClient {
 		st.w.conns.CompareAndDelete(st.info, st)
+		if st.wire != nil {
+			st.wire.end("connection closed before both directions ended (aborted, failed, or closed by a filter)")
+			return
+		}
 	}
 	l := st.leg(f.leg)
 	if l.closed {
@@ -211,7 +259,7 @@ func (f *legFilter) Closed() {
 	if f.leg == LegTarget {
 		from = 0
 	}
-	st.w.enqueue(record{f: l.f, kind: kindRst, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(),
+	st.out(record{f: l.f, kind: kindRst, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(),
 		comment: "connection closed before both directions ended (aborted, failed, or closed by a filter)"})
 }
 
@@ -301,12 +349,45 @@ func (st *connState) dataShared(n int, from uint8, chunk []byte, p *payload, off
 
 // emit queues r, after the pending entry chunk of its leg if one is in the
 // chain right now (so that a reply follows its request in the file).
+// On a tapped connection, the target leg's records of a client chunk wait
+// for its verdict too, which goes on the first of them.
 func (st *connState) emit(n int, r record) {
 	for dir := host.ClientToServer; dir <= host.ServerToClient; dir++ {
-		if e := &st.entry[dir]; e.active && entryLeg(dir) == n {
+		e := &st.entry[dir]
+		if e.active && (entryLeg(dir) == n || st.wire != nil && dir == host.ClientToServer && n == LegTarget) {
 			e.deferred = append(e.deferred, r)
 			return
 		}
+	}
+	st.out(r)
+}
+
+// maxNote bounds the verdicts waiting for a target leg packet.
+const maxNote = 1024
+
+// addNote keeps a verdict on a tapped connection's client chunk for the
+// next target leg packet.
+func (st *connState) addNote(v string) {
+	switch {
+	case st.note == "":
+		st.note = v
+	case len(st.note) < maxNote:
+		st.note += "; then " + v
+	case !strings.HasSuffix(st.note, "…"):
+		st.note += "; …"
+	}
+}
+
+// out queues r, with the verdicts waiting for a target leg packet when r
+// is one.
+func (st *connState) out(r record) {
+	if st.note != "" && r.f.leg == LegTarget {
+		if r.comment != "" {
+			r.comment = st.note + "; " + r.comment
+		} else {
+			r.comment = st.note
+		}
+		st.note = ""
 	}
 	st.w.enqueue(r)
 }

@@ -101,6 +101,7 @@ type Writer struct {
 	err       error // the first write error, read after done
 
 	conns sync.Map // *host.ConnInfo -> *connState, from the first link's Open to the last's
+	taps  sync.Map // tapKey -> *wireLeg, from WireTap to the first link's Open
 
 	// TLS key log lines added and not yet written (AddKeyLog).
 	keyMu      sync.Mutex

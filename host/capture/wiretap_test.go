@@ -1,0 +1,163 @@
+package capture_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
+	"github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testcert"
+	"github.com/tunnelwasm/tunnel/internal/tshark"
+)
+
+// rename is a plugin stand-in that changes the request path on its way to
+// the target (same length), so that the target leg differs from the
+// client's and carries a verdict.
+var rename = host.Link{Name: "rename", Hook: host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
+	if dir == host.ClientToServer {
+		return bytes.ReplaceAll(b, []byte("/secret-path"), []byte("/SECRET-PATH")), nil
+	}
+	return b, nil
+})}
+
+// TestWireTapDecrypts: a route that terminates TLS, with the capture's
+// WireTap and the route's key log going into the capture. A Go HTTPS
+// client talks to a plain HTTP target through the real Proxy. The client
+// leg (interface 0) holds only the TLS records as they crossed the wire,
+// yet tshark, in one pass and with no key log file, decrypts the request
+// and the response there; the target leg (interface 1) is the plaintext
+// after the plugin, with the verdict on its packet. TLS 1.3 and 1.2.
+func TestWireTapDecrypts(t *testing.T) {
+	t.Parallel()
+	tshark.Path(t)
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "the answer is 42 for "+r.URL.Path)
+			})}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+
+			file := filepath.Join(t.TempDir(), "c.pcapng")
+			w, err := capture.Create(capture.Options{Path: file})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Close() })
+			keyFile := &lockedBuffer{b: new(bytes.Buffer)} // stands for the key_log file
+			ca := testcert.NewCA(t, "wiretap CA")
+			first, last := capture.Links(w)
+			p, _ := testnet.Proxy(t, host.Route{
+				Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(),
+				Chain: []host.Link{first, rename, last},
+				TLS: &tls.Config{
+					Certificates: []tls.Certificate{ca.Server(t).TLS},
+					MaxVersion:   v,
+					NextProtos:   []string{"http/1.1"},
+					KeyLogWriter: io.MultiWriter(keyFile, capture.KeyLogWriter(w)),
+				},
+				WireTap: capture.WireTap(w),
+			})
+			addr := p.Addr("r").String()
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}}
+			resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/secret-path")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != "the answer is 42 for /SECRET-PATH" {
+				t.Fatalf("response %q, %v", body, err)
+			}
+			tr.CloseIdleConnections()
+			if err := p.Shutdown(testnet.Context(t)); err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(raw, []byte("/SECRET-PATH")) {
+				t.Fatal("the target leg's plaintext is not in the file")
+			}
+			if bytes.Contains(raw, []byte("/secret-path")) {
+				t.Fatal("the client's plaintext request is in the file: the client leg is not the wire")
+			}
+			if strings.Count(keyFile.String(), "\n") == 0 {
+				t.Fatal("the key log file got no lines")
+			}
+			// No packet of the client leg holds plaintext of either way.
+			if got := tshark.Fields(t, file, `frame.interface_id == 0 && (frame contains "SECRET" || frame contains "the answer")`, "frame.number"); len(got) != 0 {
+				t.Fatalf("client leg packets %v hold plaintext", got)
+			}
+			_, lport, _ := net.SplitHostPort(addr)
+			// One pass, no key log file: the secrets block decrypts.
+			out := tshark.Run(t, file, "-d", "tcp.port=="+lport+",tls", "-Y", "http", "-T", "fields",
+				"-e", "frame.interface_id", "-e", "http.request.uri", "-e", "http.file_data")
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			for _, want := range []string{
+				"0\t/secret-path\t", "0\t\tthe answer is 42 for /SECRET-PATH",
+				"1\t/SECRET-PATH\t", "1\t\tthe answer is 42 for /SECRET-PATH",
+			} {
+				found := false
+				for _, l := range lines {
+					found = found || l == want
+				}
+				if !found {
+					t.Errorf("tshark does not show %q; it shows:\n%s", want, out)
+				}
+			}
+			// Interface 0 is TLS on the wire.
+			if got := tshark.Fields(t, file, "frame.interface_id == 0 && tls.handshake.type == 1", "frame.number"); len(got) != 1 {
+				t.Errorf("client leg ClientHellos: %v, want one", got)
+			}
+			// The verdict on the client's chunk is on the target leg.
+			comments := tshark.Fields(t, file, "frame.comment", "frame.interface_id", "frame.comment")
+			found := false
+			for _, c := range comments {
+				found = found || strings.HasPrefix(c, "1\tclient chunk (plaintext): chain: replaced")
+			}
+			if !found {
+				t.Errorf("no target leg packet carries the replaced verdict; comments:\n%s", strings.Join(comments, "\n"))
+			}
+			tshark.CheckClean(t, file)
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that TLS handshakes on several
+// goroutines may write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
