@@ -197,6 +197,7 @@ func (b *Builder) Build(ctx context.Context, f *File, prior hcl.Diagnostics) (*S
 				set.capture = append(set.capture, w)
 				first, last := capture.Links(w)
 				hr.Chain = append(append([]host.Link{first}, hr.Chain...), last)
+				captureTLS(r, &hr, w)
 				release := hr.OnRelease
 				hr.OnRelease = func() {
 					if release != nil {
