@@ -222,6 +222,16 @@ func (h *conn) requests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			}
 			h.bulk, h.bulkLen = h.num.v+2, h.num.v
 			h.st = reqBulkData
+			if h.keeping && h.num.v > maxName {
+				// A name (or subcommand) longer than any in a list: decide
+				// now rather than keep its bytes.
+				if h.argIdx == 0 {
+					h.nameLong = true
+				} else {
+					h.subLong = true
+				}
+				h.decideMultibulk(c, data, keepFrom, i)
+			}
 		case reqBulkData:
 			n := int(min(int64(len(data)-i), h.bulk))
 			if h.keeping {

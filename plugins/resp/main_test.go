@@ -188,6 +188,30 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		}
 		c.Wait()
 	})
+	t.Run("a long name streams: nothing is kept", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		long := cmd(strings.Repeat("x", 200000), "a") + cmd("CONFIG", strings.Repeat("y", 100000)) + cmd("FLUSHALL")
+		want := cmd(strings.Repeat("x", 200000), "a") + cmd("CONFIG", strings.Repeat("y", 100000))
+		for b := long; len(b) > 0; {
+			k := min(3000, len(b))
+			c.Write(c2s, []byte(b[:k]))
+			b = b[k:]
+		}
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %d bytes, want %d", len(got), len(want))
+		}
+		c.End(c2s)
+		c.Write(s2c, []byte("-ERR unknown\r\n-ERR bad\r\n"))
+		want = "-ERR unknown\r\n-ERR bad\r\n" + errFor("flushall")
+		if got := c.Read(s2c, len(want)); string(got) != want {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(s2c)
+		c.ReadAll(c2s)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
 	t.Run("allow list and a custom error", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"allow": ["GET", "SET", "PING"], "error": "NOPERM {command} is off"}`})
 		c := p.Open()
