@@ -76,6 +76,30 @@
 // Options.KeyLogWait). Such a file decrypts its sessions: keep it like the
 // keys.
 //
+// # TLS as it crossed the wire
+//
+// On a route that terminates TLS (host.Route.TLS) the chain sees
+// plaintext, so the client leg would too. [WireTap] (host.Route.WireTap)
+// wraps the client's socket under the TLS session and draws the client leg
+// from what that session reads and writes: the TLS records as they crossed
+// the wire, the handshake included. With the route's KeyLogWriter feeding
+// [KeyLogWriter] of the same Writer, Wireshark and tshark decrypt that leg
+// from the file alone, in one pass; the target leg is still the plaintext
+// after the plugins. The client link then draws nothing on the client leg:
+// the client's FIN is drawn when the wire read ends, the tunnel's FIN (or a
+// RST) at the connection's teardown, since the tap does not see the
+// socket's half-close.
+//
+// The verdicts on the client's chunks ("chain: replaced", "dropped or
+// held", "replied") then go on the target leg, prefixed "client chunk
+// (plaintext):": on the first packet the chain sent the target for that
+// chunk, or, when none reached it, on the next packet of the target leg.
+// Putting them on the wire's packets would need a map from plaintext
+// chunks to TLS records that does not exist: a record adds 22 bytes (TLS
+// 1.3), a read of the wire may hold several records or part of one, and
+// the chunk is read from the session after the ciphertext was drawn.
+// Verdicts on the target's chunks stay where they are, on the target leg.
+//
 // # The sniffer's view
 //
 // [Dump] prints the client leg's packets as a raw-socket sniffer decodes

@@ -24,7 +24,9 @@ import (
 // (interface 1, "target"): the bytes the target receives, after the
 // plugins, and the bytes it sends. Both see both directions, so the route
 // is no longer spliced by the kernel; a route without them pays nothing.
-// Neither changes a byte or ever waits for the file.
+// Neither changes a byte or ever waits for the file. On a connection that
+// [WireTap] tapped, the client leg is the wire's TLS instead, and first
+// draws nothing itself.
 func Links(w *Writer) (first, last host.Link) {
 	return host.Link{Name: "capture", Hook: &legHook{w: w, leg: LegClient}},
 		host.Link{Name: "capture-target", Hook: &legHook{w: w, leg: LegTarget}}
