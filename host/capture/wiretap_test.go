@@ -3,14 +3,17 @@ package capture_test
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
@@ -160,4 +163,119 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// tlsSetup is a capturing route that terminates TLS with the wire tapped
+// and the server's key log in the capture, in front of an echo server.
+type tlsSetup struct {
+	*setup
+	ca *testcert.CA
+}
+
+func startTLS(t *testing.T, chain ...host.Link) *tlsSetup {
+	t.Helper()
+	srv := testnet.Serve(t, testnet.Echo)
+	file := filepath.Join(t.TempDir(), "c.pcapng")
+	w, err := capture.Create(capture.Options{Path: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	ca := testcert.NewCA(t, "wiretap CA")
+	first, last := capture.Links(w)
+	p, logs := testnet.Proxy(t, host.Route{
+		Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr(),
+		Chain:   append(append([]host.Link{first}, chain...), last),
+		TLS:     &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}, KeyLogWriter: capture.KeyLogWriter(w)},
+		WireTap: capture.WireTap(w),
+	})
+	return &tlsSetup{setup: &setup{p: p, addr: p.Addr("r").String(), logs: logs, w: w, file: file}, ca: ca}
+}
+
+// TestWireTapVerdicts: on a tapped connection the verdicts on the
+// client's chunks go on the target leg: a dropped chunk (answered by the
+// filter) on the target leg's next packet, with the verdict of the chunk
+// that made it; the client leg, decrypted, still shows every byte the
+// client sent and received, replies included.
+func TestWireTapVerdicts(t *testing.T) {
+	t.Parallel()
+	tshark.Path(t)
+	s := startTLS(t, deny)
+	c, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange := func(out, want string) {
+		t.Helper()
+		if _, err := c.Write([]byte(out)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Fatalf("sent %q, got %q (%v), want %q", out, got, err, want)
+		}
+	}
+	exchange("FLUSHALL\r\n", "-ERR no\r\n")
+	exchange("shout\n", "SHOUT!\n")
+	exchange("hello\n", "hello\n")
+	c.Close()
+	s.finish(t)
+
+	comments := tshark.Fields(t, s.file, "frame.comment && tcp.len > 0", "frame.interface_id", "tcp.payload", "frame.comment")
+	want := "1\t" + hexOf("SHOUT!\n") + "\tclient chunk (plaintext): chain: dropped or held (none of the 10 bytes reached the target); replied 9 bytes to the client; then client chunk (plaintext): chain: replaced (6 bytes in, 7 bytes reached the target)"
+	if strings.Join(comments, "\n") != want {
+		t.Errorf("data packets with comments:\n%s\nwant:\n%s", strings.Join(comments, "\n"), want)
+	}
+	_, lport, _ := net.SplitHostPort(s.addr)
+	decrypted := tshark.Run(t, s.file, "-d", "tcp.port=="+lport+",tls", "-q", "-z", "follow,tls,raw,0")
+	st, err := tshark.ParseFollow(decrypted)
+	if err != nil {
+		t.Fatalf("follow tls: %v\n%s", err, decrypted)
+	}
+	client, server := st.Data[0], st.Data[1]
+	if st.Nodes[0] == s.addr { // node 0 sent first: the tunnel's session ticket
+		client, server = server, client
+	}
+	if string(client) != "FLUSHALL\r\nshout\nhello\n" || string(server) != "-ERR no\r\nSHOUT!\nhello\n" {
+		t.Errorf("decrypted client leg: %q / %q", client, server)
+	}
+	tshark.CheckClean(t, s.file)
+}
+
+func hexOf(s string) string { return hex.EncodeToString([]byte(s)) }
+
+// TestWireTapFailedHandshake: a client that does not trust the tunnel's
+// certificate gives up during the handshake; the chain never opens, and
+// the wire leg (the hello, the tunnel's flight, the client's alert) still
+// ends, with a RST naming why, once the connection is gone.
+func TestWireTapFailedHandshake(t *testing.T) {
+	t.Parallel()
+	tshark.Path(t)
+	s := startTLS(t)
+	if _, err := tls.Dial("tcp", s.addr, &tls.Config{ServerName: "localhost"}); err == nil {
+		t.Fatal("a client without the CA completed the handshake")
+	}
+	deadline := time.Now().Add(time.Minute)
+	for capture.PendingTaps(s.w) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed connection's wire leg is still pending after a minute")
+		}
+		runtime.GC() // the leg ends when its wrapper is collected
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.finish(t)
+	rst := tshark.Fields(t, s.file, "tcp.flags.reset==1", "frame.interface_id", "frame.comment")
+	want := "0\tconnection ended before its plaintext reached the chain (TLS handshake failed or aborted)"
+	if strings.Join(rst, "\n") != want {
+		t.Errorf("RST packets:\n%s\nwant %q", strings.Join(rst, "\n"), want)
+	}
+	hellos := tshark.Fields(t, s.file, "tls.handshake.type == 1 || tls.handshake.type == 2", "frame.interface_id", "tls.handshake.type")
+	// The ServerHello's record may come with the (decrypted) messages after it.
+	if len(hellos) != 2 || hellos[0] != "0\t1" || !strings.HasPrefix(hellos[1], "0\t2") {
+		t.Errorf("handshake messages %q, want the ClientHello and the ServerHello on interface 0", hellos)
+	}
+	if n := len(tshark.Fields(t, s.file, "frame.interface_id == 1", "frame.number")); n != 0 {
+		t.Errorf("%d target leg packets for a connection that never reached the chain", n)
+	}
+	tshark.CheckClean(t, s.file)
 }
