@@ -30,7 +30,14 @@ import (
 //
 // A call shorter than cpuSlice never waits, yields nor takes a slot, and
 // only a tick reads the clock: calls without loops pay nothing. A call's
-// slot is given back when it returns (endCall).
+// slot is given back when it returns (endCall). The times are wall-clock
+// times since the call started (a thread's CPU clock costs a system call):
+// on a machine so busy that the OS keeps a looping call off the CPU for
+// 10 ms, the call is throttled sooner than its own computing warrants.
+//
+// The slot is waited for with the instance's and the connection's locks
+// held, as the call itself holds them; a call holding a slot needs no
+// other lock to finish, and its deadline bounds the wait.
 const (
 	// cpuSlice is how long a call computes between two yields.
 	cpuSlice = 100 * time.Microsecond
