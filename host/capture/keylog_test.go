@@ -46,21 +46,8 @@ func TestKeyLogDecrypts(t *testing.T) {
 			t.Cleanup(func() { srv.Close() })
 
 			s := start(t, "127.0.0.1:0", ln.Addr().String(), capture.Options{})
-			tr := &http.Transport{TLSClientConfig: &tls.Config{
-				RootCAs:      ca.Pool(),
-				ServerName:   "localhost",
-				KeyLogWriter: capture.KeyLogWriter(s.w),
-			}}
-			resp, err := (&http.Client{Transport: tr}).Get("https://" + s.addr + "/secret-path")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || string(body) != "the answer is 42 for /secret-path" {
-				t.Fatalf("response %q, %v", body, err)
-			}
-			tr.CloseIdleConnections()
+			httpsGet(t, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", KeyLogWriter: capture.KeyLogWriter(s.w)},
+				"https://"+s.addr+"/secret-path", "the answer is 42 for /secret-path")
 			s.finish(t)
 
 			raw, err := os.ReadFile(s.file)

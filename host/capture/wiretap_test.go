@@ -76,17 +76,7 @@ func TestWireTapDecrypts(t *testing.T) {
 				WireTap: capture.WireTap(w),
 			})
 			addr := p.Addr("r").String()
-			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}}
-			resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/secret-path")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || string(body) != "the answer is 42 for /SECRET-PATH" {
-				t.Fatalf("response %q, %v", body, err)
-			}
-			tr.CloseIdleConnections()
+			httpsGet(t, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}, "https://"+addr+"/secret-path", "the answer is 42 for /SECRET-PATH")
 			if err := p.Shutdown(testnet.Context(t)); err != nil {
 				t.Fatalf("shutdown: %v", err)
 			}
@@ -278,4 +268,21 @@ func TestWireTapFailedHandshake(t *testing.T) {
 		t.Errorf("%d target leg packets for a connection that never reached the chain", n)
 	}
 	tshark.CheckClean(t, s.file)
+}
+
+// httpsGet GETs url with a client of cfg, checks the body is want, and
+// closes the connection.
+func httpsGet(t *testing.T, cfg *tls.Config, url, want string) {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: cfg}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != want {
+		t.Fatalf("GET %s: %q, %v; want %q", url, body, err, want)
+	}
 }
