@@ -17,6 +17,8 @@ import (
 //
 // The route's tls.Config is cached across reloads (its session ticket
 // keys); this route version gets a clone whose KeyLogWriter also feeds w.
+// The clone makes its own automatic session ticket keys, so on such a
+// (debugging) route a session does not resume across a reload.
 func captureTLS(r *Route, hr *host.Route, w *capture.Writer) {
 	if hr.TLS == nil || r.TLS == nil || r.TLS.KeyLog == "" {
 		return
