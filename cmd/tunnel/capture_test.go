@@ -13,19 +13,25 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/tshark"
-	"github.com/tunnelwasm/tunnel/sdk/sdktest"
+	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
 const denyConfig = `{"pattern":"FLUSHALL\n","reply":"-ERR FLUSHALL is not allowed\n","from":"client"}`
 
-// denyWasm builds plugins/deny into the test's directory, its compiled
-// code in plugintest's cache (a -race process compiles a Go guest in
-// half a minute; the tunnel runs with --cache-dir plugintest.CacheDir()).
+// denyWasm writes the built-in deny (plugins/deny, embedded; a test of
+// plugins/builtin keeps it in step with its source) into the test's
+// directory, for --plugin FILE. The tunnels under test compile it once
+// into --cache-dir plugintest.CacheDir() and share it; a module compiled
+// by this test process would not help them (wazero keeps a cache per
+// version, and a test binary reports "dev"), so none is.
 func denyWasm(t *testing.T) string {
 	t.Helper()
-	sdktest.MustStart(t, plugintest.Wasm(t, "../../plugins/deny"), sdktest.Options{Config: denyConfig})
+	b, err := builtin.Wasm("deny")
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "deny.wasm")
-	if err := os.WriteFile(path, plugintest.Build(t, "../../plugins/deny"), 0o644); err != nil {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
