@@ -38,7 +38,7 @@ func WireTap(w *Writer) func(*host.ConnInfo, net.Conn) net.Conn {
 		isn := [2]uint32{rand.Uint32(), rand.Uint32()}
 		wl.l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
 		w.enqueue(record{f: wl.l.f, kind: kindOpen, seq: isn[0], ack: isn[1], t: time.Now(),
-			comment: note + " (the TLS records as they crossed the wire)"})
+			comment: note + " (" + WireComment + ")"})
 		w.taps.Store(wl.key, wl)
 		tc := &tapConn{Conn: c, wl: wl}
 		// The engine never closes the wrapper; a connection that ends
@@ -48,6 +48,11 @@ func WireTap(w *Writer) func(*host.ConnInfo, net.Conn) net.Conn {
 		return tc
 	}
 }
+
+// WireComment is in the comment of the SYN of a client leg drawn by
+// [WireTap]: its bytes are TLS records, not the plaintext the chain saw
+// (tunnel replay refuses such a leg).
+const WireComment = "the TLS records as they crossed the wire"
 
 // tapKey names a connection without holding it (a pointer key would keep a
 // failed connection alive for as long as its entry).

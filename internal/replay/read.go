@@ -10,12 +10,14 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/capture"
 )
 
 // Chunk is one recorded chunk: the bytes one side sent at once (the TCP
@@ -43,6 +45,7 @@ type stream struct {
 	seen   [2]bool
 	chunks []ordered
 	open   [2]int // index in chunks of the chunk being built per direction, -1 none
+	wire   bool   // a TLS client leg as it crossed the wire (capture.WireTap)
 	fin    [2]bool
 }
 
@@ -69,7 +72,7 @@ func Read(r io.Reader) ([]Conn, error) {
 	streams := map[key]*stream{}
 	var order []*stream
 	for n := 0; ; n++ {
-		data, ci, err := ng.ReadPacketData()
+		data, ci, opts, err := ng.ReadPacketDataWithOptions()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -94,6 +97,11 @@ func Read(r io.Reader) ([]Conn, error) {
 				continue // a stray ACK or RST of a connection not seen starting
 			}
 			s = &stream{iface: ci.InterfaceIndex, client: src, server: dst, open: [2]int{-1, -1}}
+			for _, c := range opts.Comments {
+				if strings.Contains(c, capture.WireComment) {
+					s.wire = true
+				}
+			}
 			if tcp.SYN && tcp.ACK { // the SYN was missed: the SYN-ACK's sender is the server
 				s.client, s.server = dst, src
 			}
@@ -137,6 +145,11 @@ func Read(r io.Reader) ([]Conn, error) {
 		if tcp.FIN {
 			s.fin[dir] = true
 			s.open[dir] = -1
+		}
+	}
+	for _, s := range order {
+		if s.wire {
+			return nil, fmt.Errorf("replay: the client leg of the connection from %s is TLS as it crossed the wire (a capture of a route with tls { key_log }): the plaintext the plugins saw is not in the file; capture that route without key_log to replay it", s.client)
 		}
 	}
 	return join(ng, order), nil

@@ -151,3 +151,36 @@ func TestReadJoinsLegs(t *testing.T) {
 		t.Errorf("verdicts %q (failed %v), want %q", verdicts, rep.Failed(), want)
 	}
 }
+
+// A capture whose client leg is TLS as it crossed the wire (a route with
+// tls { key_log }) holds no plaintext the chain saw: Read refuses it,
+// saying why and what to do.
+func TestReadRefusesWireTLS(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "w.pcapng")
+	w, err := capture.Create(capture.Options{Path: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	info := &host.ConnInfo{ID: 1, Route: "r", Client: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5555}, Listen: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443}}
+	tapped := capture.WireTap(w)(info, a)
+	go b.Write([]byte("\x16\x03\x01\x00\x05hello"))
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(tapped, buf); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = replay.Read(f)
+	if err == nil || !strings.Contains(err.Error(), "the client leg of the connection from 192.0.2.1:5555 is TLS as it crossed the wire (a capture of a route with tls { key_log })") {
+		t.Fatalf("Read: %v, want the refusal naming the connection", err)
+	}
+}
