@@ -37,6 +37,12 @@ func (p *Proxy) Listeners() []ListenerState {
 			s.Up, s.Err = false, *e
 		}
 		out = append(out, s)
+		// Routes sharing the address by server name share its listener
+		// (and its connection count).
+		for _, m := range rs.group[min(1, len(rs.group)):] {
+			s.Route = m.Name
+			out = append(out, s)
+		}
 	}
 	p.mu.Unlock()
 	slices.SortFunc(out, func(a, b ListenerState) int { return strings.Compare(a.Route, b.Route) })

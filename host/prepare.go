@@ -3,7 +3,9 @@ package host
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,6 +108,14 @@ func (c *conn) chooseRoute(deadline time.Time) bool {
 		name = h.ServerName
 		c.prefix = h.Raw
 	}
+	if h == nil && (errors.Is(err, io.EOF) || errors.Is(err, clienthello.ErrTruncated)) {
+		// Connected and left without a byte (a TCP health check): an
+		// orderly end, not a refusal.
+		c.count(primary)
+		c.setReason(reasonClientEOF)
+		c.finish(nil)
+		return false
+	}
 	var chosen *routeState
 	switch {
 	case err == nil || errors.Is(err, clienthello.ErrNotTLS):
@@ -139,9 +149,11 @@ func (c *conn) chooseRoute(deadline time.Time) bool {
 		chosen.refs.Add(-1) // acquired twice: once at accept
 	}
 	c.count(chosen)
-	c.p.mu.Lock()
-	c.info.TLS = &TLSInfo{ServerName: name}
-	c.p.mu.Unlock()
+	if err == nil { // a ClientHello, not a plaintext client on the default route
+		c.p.mu.Lock()
+		c.info.TLS = &TLSInfo{ServerName: name}
+		c.p.mu.Unlock()
+	}
 	return true
 }
 
@@ -211,8 +223,21 @@ func checkServerNames(label string, r Route, before []Route) []error {
 				}
 			}
 		}
-		if r.AcceptProxy != o.AcceptProxy {
-			errs = append(errs, fmt.Errorf("%s: routes sharing %s must agree on accept_proxy (route %q differs)", label, r.Listen, o.Name))
+		// The address's listener and the reading of the ClientHello and
+		// PROXY header are the address's, not a route's.
+		for _, s := range []struct {
+			name  string
+			agree bool
+		}{
+			{"accept_proxy", r.AcceptProxy == o.AcceptProxy},
+			{"trusted_cidrs", slices.Equal(r.TrustedProxies, o.TrustedProxies)},
+			{"max_connections", r.MaxConns == o.MaxConns},
+			{"reuse_port", r.ReusePort == o.ReusePort},
+			{"handshake_timeout", r.HandshakeTimeout == o.HandshakeTimeout},
+		} {
+			if !s.agree {
+				errs = append(errs, fmt.Errorf("%s: routes sharing %s must agree on %s (route %q differs)", label, r.Listen, s.name, o.Name))
+			}
 		}
 	}
 	return errs

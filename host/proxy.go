@@ -347,22 +347,26 @@ func newRouteState(r Route) *routeState {
 	return rs
 }
 
-// releaseGroup drops the owner's reference to a listener's route state and
-// to every route sharing its address.
-func (p *Proxy) releaseGroup(rs *routeState) {
-	if rs.group == nil {
-		p.release(rs)
+// releaseGroup drops the owner's reference to a listener's route state.
+// The first route of a shared address holds the owner's reference of the
+// others (release drops them with its last one), so a connection that
+// holds the first while it reads its ClientHello can always take the route
+// it chooses, whatever reloads happen meanwhile.
+func (p *Proxy) releaseGroup(rs *routeState) { p.release(rs) }
+
+// release drops one reference to rs; the last one calls its OnRelease, and
+// for the first route of a shared address releases the others.
+func (p *Proxy) release(rs *routeState) {
+	if rs.refs.Add(-1) != 0 {
 		return
 	}
-	for _, m := range rs.group {
-		p.release(m)
-	}
-}
-
-// release drops one reference to rs; the last one calls its OnRelease.
-func (p *Proxy) release(rs *routeState) {
-	if rs.refs.Add(-1) == 0 && rs.OnRelease != nil {
+	if rs.OnRelease != nil {
 		rs.OnRelease()
+	}
+	if len(rs.group) > 0 && rs.group[0] == rs {
+		for _, m := range rs.group[1:] {
+			p.release(m)
+		}
 	}
 }
 

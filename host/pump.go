@@ -184,9 +184,6 @@ func (c *conn) sweep() {
 		if !spliceMovable && len(c.rs.chains[d]) == 0 && c.rs.IdleTimeout == 0 {
 			continue
 		}
-		if c.secureSource(d) != nil {
-			continue // a read deadline would be the tls.Conn's error to keep
-		}
 		b := c.read[d].Load()
 		if b == c.seen[d] && b != c.born[d].Load() {
 			c.poke(d)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"time"
 )
@@ -24,8 +25,9 @@ import (
 //   - a graceful close sends close_notify from a goroutine of its own,
 //     bounded by the linger deadline and by finish, which closes the socket.
 //
-// TLS directions are never spliced (the kernel sees ciphertext) and never
-// moved by the sweeper (a read deadline is a tls.Conn's error to keep).
+// TLS directions are never spliced (the kernel sees ciphertext). The
+// sweeper moves them like other filtered directions: crypto/tls does not
+// keep a read deadline's timeout as the session's error.
 
 // secureSide returns the tls.Conn of side 0 (client) or 1 (server), or nil.
 func (c *conn) secureSide(server bool) *tls.Conn {
@@ -86,9 +88,17 @@ func (c *conn) closeWriteTo(dir Direction) error {
 // bounds it; an abort closes the socket and ends it at once.
 func (c *conn) acceptTLS(nc net.Conn, deadline time.Time) error {
 	tc := tls.Server(nc, c.rs.TLS)
+	ctx, cancel := context.WithDeadline(c.p.hardCtx, deadline)
+	defer cancel()
+	c.dlMu.Lock()
+	c.td.cancel = cancel // abort cancels it: certificate callbacks see it
+	c.dlMu.Unlock()
 	c.client.SetDeadline(deadline)
-	err := tc.Handshake()
+	err := tc.HandshakeContext(ctx)
 	c.client.SetDeadline(time.Time{})
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("tls handshake with the client: not done within %s (handshake_timeout)", c.rs.handshakeTimeout())
+	}
 	if err != nil {
 		return fmt.Errorf("tls handshake with the client: %w", err)
 	}
@@ -152,6 +162,12 @@ func (c *conn) stepTLS(dir Direction, tc *tls.Conn) (step, error) {
 		r.release()
 		c.sawEOF(dir)
 		return stepEnd, c.ch.end(dir)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, c.source(dir)):
+		// A poke (a sweep, or a timer that chose the target): crypto/tls
+		// keeps no timeout as the session's error, so the next Read goes
+		// on where this one stopped. An idle direction holds no buffer.
+		r.release()
+		return stepMove, nil
 	}
 	return stepEnd, fmt.Errorf("read %s: %w", dir, err)
 }
@@ -166,7 +182,9 @@ func (c *conn) closeWriteGracefully(s *net.TCPConn, tc *tls.Conn, deadline time.
 		return
 	}
 	s.SetWriteDeadline(deadline)
+	c.p.connWG.Add(1) // Shutdown waits for it too; finish's Close ends it
 	go func() {
+		defer c.p.connWG.Done()
 		tc.CloseWrite()
 		s.CloseWrite()
 	}()
