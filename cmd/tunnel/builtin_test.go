@@ -106,6 +106,7 @@ func TestDemo(t *testing.T) {
 	}
 	p.stderr.wait(t, `level=WARN msg="deny: blocked \\"FLUSHALL\\" from the client" plugin=deny conn=1`)
 	p.stdout.wait(t, `#1 client -> server 56 bytes\nPING\\r\\n\nSET greeting hello\\r\\n\nFLUSHALL\\r\\n\n`)
+	c.Close() // else the shutdown waits out its grace period for it
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.exitCode(t); code != 0 {
 		t.Errorf("exit %d after SIGINT; stderr:\n%s", code, p.stderr)

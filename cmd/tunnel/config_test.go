@@ -168,9 +168,12 @@ route "echo" {
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.stderr.wait(t, `msg="configuration reloaded" trigger=(SIGHUP|"file change")`)
-	echoStamped(t, dial(t, addr), "hi", `"two"hi`)
+	c2 := dial(t, addr)
+	echoStamped(t, c2, "hi", `"two"hi`)
 	echoStamped(t, c, "hi", `"one"hi`)
+	// Both closed, or the shutdown waits out its grace period for them.
 	c.Close()
+	c2.Close()
 
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.exitCode(t); code != 0 {
