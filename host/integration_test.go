@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -106,47 +106,11 @@ func TestTargetRefuses(t *testing.T) {
 	}
 }
 
-// blackHole returns a loopback address whose listener never accepts and
-// whose backlog is full: a connect(2) to it gets no answer at all.
-func blackHole(t *testing.T) string {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	// Fill the backlog until a dial goes unanswered.
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return addr
-			}
-			t.Fatalf("filling the backlog of %s: %v", addr, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if i == 8 {
-			t.Fatalf("the backlog of %s never filled up", addr)
-		}
-	}
-}
-
 // TestDialTimeout: a target that never answers is given up after the
 // route's DialTimeout; the client is closed and the log says why.
 func TestDialTimeout(t *testing.T) {
 	t.Parallel()
-	target := blackHole(t)
+	target := testkit.BlackHole(t)
 	p, logs := tn.Proxy(t, host.Route{Name: "slow", Listen: "127.0.0.1:0", Target: target, DialTimeout: 300 * time.Millisecond})
 	start := time.Now()
 	expectRefused(t, p.Addr("slow").String())
@@ -540,7 +504,7 @@ func TestReloadRetargetsAndRemoves(t *testing.T) {
 // its route's long dial timeout.
 func TestShutdownAbortsDial(t *testing.T) {
 	t.Parallel()
-	target := blackHole(t)
+	target := testkit.BlackHole(t)
 	p, logs := tn.Proxy(t, host.Route{Name: "r", Listen: "127.0.0.1:0", Target: target, DialTimeout: time.Minute})
 	c := tn.Dial(t, p.Addr("r").String())
 	logs.Wait(t, "connection opened")

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // tunnelBin is the binary under test, built by TestMain.
@@ -684,7 +686,7 @@ func TestRouteFlags(t *testing.T) {
 	t.Parallel()
 	t.Run("dial-timeout", func(t *testing.T) {
 		t.Parallel()
-		target := blackHole(t)
+		target := testkit.BlackHole(t)
 		p, addr := startPlain(t, target, "--dial-timeout", "300ms")
 		start := time.Now()
 		if c, err := net.DialTimeout("tcp", addr, cliTimeout); err == nil {
@@ -727,37 +729,4 @@ func TestRouteFlags(t *testing.T) {
 			t.Errorf("second client after the first closed: %q, %v", got, err)
 		}
 	})
-}
-
-// blackHole returns a loopback address whose listener never accepts and
-// whose backlog is full, so a connect(2) to it is never answered.
-func blackHole(t *testing.T) string {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for i := 0; i < 8; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return addr
-			}
-			t.Fatalf("filling the backlog of %s: %v", addr, err)
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	t.Fatalf("the backlog of %s never filled up", addr)
-	return ""
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/capture"
 	"github.com/tunnelwasm/tunnel/host/internal/testnet"
 	"github.com/tunnelwasm/tunnel/internal/testcert"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 	"github.com/tunnelwasm/tunnel/internal/tshark"
 )
 
@@ -61,7 +61,7 @@ func TestWireTapDecrypts(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { w.Close() })
-			keyFile := &lockedBuffer{b: new(bytes.Buffer)} // stands for the key_log file
+			keyFile := &testkit.Buffer{} // stands for the key_log file
 			ca := testcert.NewCA(t, "wiretap CA")
 			first, last := capture.Links(w)
 			p, _ := testnet.Proxy(t, host.Route{
@@ -134,25 +134,6 @@ func TestWireTapDecrypts(t *testing.T) {
 			tshark.CheckClean(t, file)
 		})
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that TLS handshakes on several
-// goroutines may write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // tlsSetup is a capturing route that terminates TLS with the wire tapped

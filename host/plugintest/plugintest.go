@@ -37,6 +37,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
 )
@@ -351,7 +352,7 @@ type wasmPlugin struct {
 	addr     string
 	accepted chan net.Conn
 	wg       sync.WaitGroup
-	stdout   syncBuffer
+	stdout   testkit.Buffer
 	logs     logCapture
 
 	clock    manualClock
@@ -567,7 +568,7 @@ func (l *closeLog) tag(t testing.TB, conn uint64, key string) (string, bool) {
 
 func (p *wasmPlugin) Logs() []sdktest.Log { return p.logs.get() }
 
-func (p *wasmPlugin) Stdout() []byte { return p.stdout.bytes() }
+func (p *wasmPlugin) Stdout() []byte { return p.stdout.Bytes() }
 
 // wasmConn is one connection through the tunnel.
 type wasmConn struct {
@@ -792,24 +793,6 @@ func (s *sink) readAll() ([]byte, error) {
 	avail := s.buf[s.off:]
 	s.off = len(s.buf)
 	return bytes.Clone(avail), nil
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.b.Bytes())
 }
 
 // logCapture is a slog.Handler that keeps the messages.

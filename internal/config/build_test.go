@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/plugstats"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 func newRuntime(t *testing.T) *plugin.Runtime {
@@ -225,7 +226,7 @@ route "close" {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tunnel.hcl")
 	writeFile(t, path, src)
-	stdout := &syncBuffer{}
+	stdout := &testkit.Buffer{}
 	r := &Runner{Path: path, Stdout: stdout, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
@@ -57,7 +58,7 @@ func TestRootTunnelHCL(t *testing.T) {
 
 	redis := echoServer(t) // stands in for Redis: what reaches it comes back
 	echo := echoServer(t)
-	stdout := &syncBuffer{}
+	stdout := &testkit.Buffer{}
 	r := &Runner{
 		Path:    path,
 		Options: Options{LookupEnv: func(string) (string, bool) { return "", false }},

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tunnelwasm/tunnel/internal/plugstats"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -129,33 +130,16 @@ type harness struct {
 	r       *Runner
 	reloads chan Reload
 	hup     chan os.Signal
-	log     *syncBuffer
+	log     *testkit.Buffer
 	cancel  context.CancelFunc
 	done    chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start writes config to a fresh directory (with stamp.wasm as plugin.wasm)
 // and runs it.
 func start(t *testing.T, config string) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), reloads: make(chan Reload, 100), hup: make(chan os.Signal, 1), log: &syncBuffer{}, done: make(chan error, 1)}
+	h := &harness{t: t, dir: t.TempDir(), reloads: make(chan Reload, 100), hup: make(chan os.Signal, 1), log: &testkit.Buffer{}, done: make(chan error, 1)}
 	h.path = filepath.Join(h.dir, "tunnel.hcl")
 	copyFile(t, "testdata/wasm/stamp.wasm", filepath.Join(h.dir, "plugin.wasm"))
 	writeFile(t, h.path, config)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/internal/testcert"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // tlsFiles writes a CA, a server pair and a client CA into dir under fixed
@@ -231,7 +232,7 @@ route "r" {
 // startIn runs config from dir, whose files (certificates) are in place.
 func startIn(t *testing.T, dir, config string) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: dir, reloads: make(chan Reload, 100), hup: make(chan os.Signal, 1), log: &syncBuffer{}, done: make(chan error, 1)}
+	h := &harness{t: t, dir: dir, reloads: make(chan Reload, 100), hup: make(chan os.Signal, 1), log: &testkit.Buffer{}, done: make(chan error, 1)}
 	h.path = filepath.Join(dir, "tunnel.hcl")
 	writeFile(t, h.path, config)
 	h.r = &Runner{
