@@ -18,7 +18,8 @@ const respConfig = `{"block":["FLUSHALL","FLUSHDB","CONFIG SET"],"log":false}`
 func (b *bench) respTarget(tunnel func(extra ...string) func(b *bench, name string, port int, backend string) (*proc, error)) *target {
 	return &target{Name: "tunnel-resp", Desc: "the tunnel, the built-in resp plugin (Redis protocol filter) on both directions, blocking commands never sent",
 		Command: "tunnel --from LISTEN --to BACKEND --dump none --plugin builtin:resp --plugin-config '" + respConfig + "'",
-		launch:  tunnel("--plugin", "builtin:resp", "--plugin-config", respConfig), pprof: true}
+		launch:  tunnel("--plugin", "builtin:resp", "--plugin-config", respConfig), pprof: true,
+		only: []string{backRedis}} // a Redis filter: iperf3's and the echo's bytes are no Redis commands
 }
 
 // respGoals: the Redis filter keeps 0.8× of the plain tunnel's request

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,10 @@ type target struct {
 	// launch starts a forwarder from 127.0.0.1:port to backend; nil for direct.
 	launch func(b *bench, name string, port int, backend string) (*proc, error)
 	fwds   map[string]*fwd // by backend name
-	pprof  bool            // launch may serve pprof (tunnel)
+	// only, when set, lists the backends the target is for (a protocol
+	// filter such as resp has nothing to do in front of iperf3).
+	only  []string
+	pprof bool // launch may serve pprof (tunnel)
 }
 
 // fwd is one forwarder (or the backend itself, for direct).
@@ -300,6 +304,9 @@ func (b *bench) startForwarders(ctx context.Context, ts []*target, backends []st
 		}
 		t.fwds = map[string]*fwd{}
 		for _, back := range backends {
+			if len(t.only) > 0 && !slices.Contains(t.only, back) {
+				continue
+			}
 			addr, ok := b.backends[back]
 			if !ok {
 				continue
