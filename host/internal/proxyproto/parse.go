@@ -105,7 +105,7 @@ func (p *parser) v1() (Header, error) {
 	case "TCP4":
 		least = len(" 1.1.1.1 1.1.1.1 1 1\r\n")
 	case "TCP6":
-		least = len(" ::1 ::1 1 1\r\n")
+		least = len(" :: :: 0 0\r\n") // "::" is the shortest IPv6 address
 	case "UNKN":
 		least = len("OWN\r\n")
 	default:
