@@ -230,8 +230,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tunnel: --access-log: %v\n", err)
 			return 2
 		}
-		defer f.Close()
-		o.accessLog = slog.New(slog.NewJSONHandler(f, nil))
+		al := newAccessLogFile(f)
+		defer al.Close()
+		o.accessLog = slog.New(slog.NewJSONHandler(al, nil))
 	}
 
 	if o.admin != "" {

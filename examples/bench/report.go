@@ -170,7 +170,8 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 			Absent: math.IsNaN(c) || math.IsNaN(t)})
 	}
 	gs = append(gs, r.adminGoals()...)
-	gs = append(gs, r.respGoals()...) // resp.go
+	gs = append(gs, r.accessLogGoals()...) // accesslog.go
+	gs = append(gs, r.respGoals()...)      // resp.go
 	g := goal{What: fmt.Sprintf("%d idle connections through tunnel-noop: VmRSS", idleWant), Want: "< 200 MiB", Absent: true}
 	for _, res := range idle {
 		if res.Target == "tunnel-noop" && res.Error == "" {

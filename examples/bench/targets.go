@@ -111,7 +111,8 @@ func (b *bench) newTargets() []*target {
 			return tunnel("--capture", filepath.Join(b.tmp, name+".pcapng"), "--capture-max-size", "256MiB", "--capture-max-files", "2")(b, name, port, backend)
 		}, pprof: true})
 	ts = append(ts, b.adminTarget(tunnel))
-	ts = append(ts, b.respTarget(tunnel)) // resp.go
+	ts = append(ts, b.accessLogTarget(tunnel)) // accesslog.go
+	ts = append(ts, b.respTarget(tunnel))      // resp.go
 	if b.noopWasm != "" {
 		ts = append(ts, &target{Name: "tunnel-noop", Desc: "the tunnel, no-op WASM plugin on both directions (" + b.noopDesc + ")",
 			Command: "tunnel --from LISTEN --to BACKEND --dump none --plugin noop.wasm", launch: tunnel("--plugin", b.noopWasm), pprof: true})
