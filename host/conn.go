@@ -92,8 +92,7 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: client.RemoteAddr(), Listen: client.LocalAddr(), Target: rs.Target}
 	c.ch.c = c
 	if rs.group == nil {
-		rs.ctr.accepted.Add(1)
-		rs.ctr.active.Add(1)
+		c.count(rs)
 	} // else counted by chooseRoute, on the route it chooses
 	p.mu.Lock()
 	p.conns[c] = struct{}{}

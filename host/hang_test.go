@@ -65,7 +65,7 @@ func deafServer(t *testing.T) *tn.Server {
 // kernel took, and returns once the writes have stalled (every buffer
 // between the client and the deaf server is full). done delivers the
 // write's error.
-func stuckWriter(t *testing.T, c *net.TCPConn) (done <-chan error) {
+func stuckWriter(t *testing.T, c io.Writer) (done <-chan error) {
 	t.Helper()
 	var written atomic.Int64
 	errc := make(chan error, 1)

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,47 +242,13 @@ func TestTLSCloseWhileWriteBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := tlsClient(t, p.Addr("tls").String(), ca, "localhost")
-	var written atomic.Int64
-	done := make(chan error, 1)
-	go func() {
-		chunk := make([]byte, 64<<10)
-		for range 50 << 20 / len(chunk) {
-			n, err := c.Write(chunk)
-			written.Add(int64(n))
-			if err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	// No event says "the buffers are full": poll the progress until it
-	// stops for a while (bounded by tn.Timeout).
-	deadline := time.Now().Add(tn.Timeout)
-	for last, still := int64(-1), 0; still < 5; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the writes never stalled (%d bytes written)", written.Load())
-		}
-		time.Sleep(40 * time.Millisecond)
-		if n := written.Load(); n == last && n > 0 {
-			still++
-		} else {
-			last, still = n, 0
-		}
-	}
+	done := stuckWriter(t, c)
 	start := time.Now()
 	p.Close()
 	if d := time.Since(start); d > teardownBound {
 		t.Errorf("Close took %s with a TLS write blocked", d)
 	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("the client's 50 MiB write completed: the server was not deaf")
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("the client's blocked write was not failed 2s after Close")
-	}
+	waitErr(t, done, teardownBound, "after Close")
 	logs.Wait(t, "connection closed", "proxy shut down")
 }
 
