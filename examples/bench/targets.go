@@ -151,21 +151,28 @@ func (b *bench) newTargets() []*target {
 }
 
 func launchHaproxy(b *bench, name string, port int, backend string) (*proc, error) {
+	return startHaproxy(b, name, port, backend, "", "")
+}
+
+// startHaproxy runs haproxy in mode tcp from port to backend; global and
+// bind are extra lines of its global section and options of its bind line
+// (the TLS target's certificate).
+func startHaproxy(b *bench, name string, port int, backend, global, bind string) (*proc, error) {
 	// haproxy refuses to start when maxconn needs more descriptors than
 	// RLIMIT_NOFILE allows (two per proxied connection).
 	cfg := fmt.Sprintf(`global
 	maxconn %d
-defaults
+%sdefaults
 	mode tcp
 	timeout connect 5s
 	timeout client 1h
 	timeout server 1h
 frontend fe
-	bind 127.0.0.1:%d
+	bind 127.0.0.1:%d%s
 	default_backend be
 backend be
 	server s1 %s
-`, max(100, (int(b.nofile)-200)/2), port, backend)
+`, max(100, (int(b.nofile)-200)/2), global, port, bind, backend)
 	path := filepath.Join(b.tmp, name+".cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("haproxy config: %w", err)
@@ -174,6 +181,13 @@ backend be
 }
 
 func launchNginx(b *bench, name string, port int, backend string) (*proc, error) {
+	return startNginx(b, name, port, backend, "", "")
+}
+
+// startNginx runs nginx's stream proxy from port to backend; listen and
+// server are extra parameters of its listen directive and extra directives
+// of its server block (the TLS target's ssl and certificate).
+func startNginx(b *bench, name string, port int, backend, listen, server string) (*proc, error) {
 	dir := filepath.Join(b.tmp, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("nginx prefix: %w", err)
@@ -196,11 +210,11 @@ error_log %s/error.log warn;
 events { worker_connections %d; }
 stream {
 	server {
-		listen 127.0.0.1:%d;
-		proxy_pass %s;
+		listen 127.0.0.1:%d%s;
+%s		proxy_pass %s;
 	}
 }
-`, load, b.nofile, dir, dir, max(1024, b.nofile-100), port, backend)
+`, load, b.nofile, dir, dir, max(1024, b.nofile-100), port, listen, server, backend)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("nginx config: %w", err)

@@ -202,61 +202,11 @@ func (b *bench) tlsTargets() []*tlsTarget {
 }
 
 func launchHaproxyTLS(b *bench, s *tlsSetup, name string, port int, backend string) (*proc, error) {
-	cfg := fmt.Sprintf(`global
-	maxconn %d
-	tune.ssl.default-dh-param 2048
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 1h
-	timeout server 1h
-frontend fe
-	bind 127.0.0.1:%d ssl crt %s
-	default_backend be
-backend be
-	server s1 %s
-`, max(100, (int(b.nofile)-200)/2), port, s.bundle, backend)
-	path := filepath.Join(b.tmp, name+".cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		return nil, fmt.Errorf("haproxy config: %w", err)
-	}
-	return b.procs.start(name, []string{b.bin["haproxy"], "-db", "-f", path}, startOpts{pidns: true})
+	return startHaproxy(b, name, port, backend, "\ttune.ssl.default-dh-param 2048\n", " ssl crt "+s.bundle)
 }
 
 func launchNginxTLS(b *bench, s *tlsSetup, name string, port int, backend string) (*proc, error) {
-	dir := filepath.Join(b.tmp, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(b.tmp, 0o755); err != nil {
-		return nil, err
-	}
-	load, err := nginxStreamModule(b.bin["nginx"])
-	if err != nil {
-		return nil, err
-	}
-	cfg := fmt.Sprintf(`%s
-worker_processes auto;
-worker_rlimit_nofile %d;
-daemon off;
-master_process on;
-pid %s/nginx.pid;
-error_log %s/error.log warn;
-events { worker_connections %d; }
-stream {
-	server {
-		listen 127.0.0.1:%d ssl;
-		ssl_certificate %s;
-		ssl_certificate_key %s;
-		proxy_pass %s;
-	}
-}
-`, load, b.nofile, dir, dir, max(1024, b.nofile-100), port, s.certFile, s.keyFile, backend)
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		return nil, err
-	}
-	return b.procs.start(name, []string{b.bin["nginx"], "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log")}, startOpts{pidns: true})
+	return startNginx(b, name, port, backend, " ssl", fmt.Sprintf("\t\tssl_certificate %s;\n\t\tssl_certificate_key %s;\n", s.certFile, s.keyFile))
 }
 
 // tlsDial connects to addr and completes a full TLS handshake (no session
