@@ -682,12 +682,34 @@ func (c *wasmConn) ReadAll(dir sdk.Direction) []byte {
 func (c *wasmConn) Wait() {
 	t := c.p.t
 	t.Helper()
+	c.hangUp()
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()
 	select {
 	case <-c.split.closed:
 	case <-timer.C:
 		t.Fatalf("plugintest: Wait: connection #%d was not closed within %s", c.id, Timeout)
+	}
+}
+
+// hangUp is what the test's client and server do once the tunnel has
+// ended both streams toward them (a filter's Close, or each direction
+// ended): like most peers that have nothing left to read, they end their
+// own side. Without it the tunnel, which after a filter's Close keeps
+// reading for a while so that the bytes it delivered are not lost to a
+// reset, would wait out that linger (2 s) before Wait sees the connection
+// gone. A connection with a stream still open toward either peer is left
+// as it is: Wait then fails as in the emulator.
+func (c *wasmConn) hangUp() {
+	for _, s := range c.out {
+		if s == nil || !s.ended() {
+			return
+		}
+	}
+	for _, dir := range []sdk.Direction{sdk.ClientToServer, sdk.ServerToClient} {
+		if s := c.src(dir); s != nil && !c.ended[dir] {
+			_ = s.CloseWrite()
+		}
 	}
 }
 
@@ -764,6 +786,13 @@ func (s *sink) wait(cond func() bool) bool {
 			return false
 		}
 	}
+}
+
+// ended reports whether the stream has ended (or the socket failed).
+func (s *sink) ended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.eof
 }
 
 func (s *sink) read(n int) ([]byte, error) {
