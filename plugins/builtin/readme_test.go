@@ -11,6 +11,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/config"
+	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
 // TestREADMEConfigs loads the tunnel.hcl block of the gallery plugins'
@@ -22,9 +23,18 @@ func TestREADMEConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Close(ctx)
+	t.Cleanup(func() { rt.Close(ctx) }) // after the parallel subtests
 	for _, name := range []string{"router", "resp", "redact", "ratelimit", "toxics"} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// The config instantiates the embedded module: under -race,
+			// compiling it here would take ~15 s; a process without the
+			// race detector compiles it into the cache instead.
+			wasm, err := builtin.Wasm(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plugintest.Precompile(wasm)
 			readme, err := os.ReadFile(filepath.Join("..", name, "README.md"))
 			if err != nil {
 				t.Fatal(err)
