@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/host/internal/park"
 )
 
 // conn is one proxied connection. Who owns what:
@@ -70,6 +72,11 @@ type conn struct {
 	seen  [2]int64   // read[dir] at the last sweep; the sweeper's own
 	dlMu  sync.Mutex // orders the read deadlines of pokes and of closeGracefully
 	poked [2]bool    // a poke's deadline is set on the source; guarded by dlMu
+	// A pump parked (see park.go): its source waits on parkedOn, under
+	// ticket, and no goroutine runs it. Guarded by dlMu.
+	parked   [2]bool
+	ticket   [2]park.Ticket
+	parkedOn [2]*park.Parker
 }
 
 // teardown is how a connection ends: at once (abort) or after the bytes
@@ -293,6 +300,7 @@ func (c *conn) closeGracefully() {
 			}
 		}
 	})
+	c.resumeParked()
 }
 
 // abort ends the connection at once; a nil cause is an orderly close. It
@@ -329,6 +337,7 @@ func (c *conn) abortCounting(cause error, counter *atomic.Int64) {
 			s.Close()
 		}
 	})
+	c.resumeParked()
 }
 
 // idleCheck runs when the idle timer fires: it aborts a connection that has

@@ -30,7 +30,11 @@ func (c *conn) pump(dir Direction) {
 		}
 	}
 	if handOff {
-		go c.pump(dir) // allocates, but only when an idle pump moves
+		// An idle pump parks its source (no goroutine at all), or moves to
+		// a fresh goroutine; either allocates, but only when a pump idles.
+		if !c.park(dir) {
+			go c.pump(dir)
+		}
 		return
 	}
 	if c.td.closing.Load() {
@@ -185,7 +189,9 @@ func (c *conn) sweep() {
 			continue
 		}
 		b := c.read[d].Load()
-		if b == c.seen[d] && b != c.born[d].Load() {
+		// Idle for a whole sweep: park it (see park.go) or, where it
+		// cannot park, move it unless its goroutine is still small.
+		if b == c.seen[d] && (c.p.parks.Load() && c.parkable(d) || b != c.born[d].Load()) {
 			c.poke(d)
 		}
 		c.seen[d] = b
@@ -198,7 +204,7 @@ func (c *conn) poke(dir Direction) {
 	c.dlMu.Lock()
 	defer c.dlMu.Unlock()
 	src := c.source(dir)
-	if c.td.closing.Load() || c.poked[dir] || src == nil {
+	if c.td.closing.Load() || c.poked[dir] || c.parked[dir] || src == nil {
 		return
 	}
 	c.poked[dir] = true

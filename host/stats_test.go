@@ -121,9 +121,7 @@ func TestStatsHistogramsAndReasons(t *testing.T) {
 				expectClosed(t, c)
 				c.Close()
 			}
-			for range 3 {
-				logs.Wait(t, "connection closed", "route=echo")
-			}
+			logs.WaitCount(t, 3, "connection closed", "route=echo")
 			expectRefused(t, p.Addr("down").String())
 			logs.Wait(t, "connection closed", "route=down")
 			expectRefused(t, p.Addr("deny").String())

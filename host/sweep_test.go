@@ -15,36 +15,67 @@ import (
 	"time"
 )
 
-// TestSweepMovesIdlePumps checks that the pumps of idle filtered connections
-// move to fresh goroutines, that this gives back the stack a filter call
-// grew (as a call into a WebAssembly guest does, by tens of KiB), and that
-// the connections forward as before.
+// TestSweepParksIdlePumps checks that the pumps of idle filtered
+// connections park (see park.go): no goroutine waits for them, which gives
+// back the stack a filter call grew (as a call into a WebAssembly guest
+// does, by tens of KiB), and the connections forward as before; and that a
+// teardown while they are parked ends them at once.
+func TestSweepParksIdlePumps(t *testing.T) {
+	swept := watchSweeps(t)
+	const conns = 100
+	p, clients := deepStackClients(t, nil, conns)
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	// A pump parks once it has been idle across a whole sweep interval.
+	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2*conns)
+	if n := pumpGoroutines(false); n != 0 {
+		t.Errorf("%d goroutines still wait in a filtered pump with every pump parked", n)
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	freed := (int64(before.StackInuse) - int64(after.StackInuse)) / conns
+	t.Logf("stack per connection given back by parking: %d bytes (stacks in use %d -> %d KiB)", freed, before.StackInuse>>10, after.StackInuse>>10)
+	if freed < 4<<10 {
+		t.Errorf("parking the pumps gave back %d bytes of stack per connection, want at least 4 KiB", freed)
+	}
+	// Bytes wake a parked pump; a burst larger than a chunk comes back whole.
+	for i, c := range clients {
+		askEcho(t, c, strings.Repeat("x", i*1000+1))
+	}
+	// Parked again, then torn down: Close returns promptly and every
+	// connection ends.
+	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2*conns)
+	start := time.Now()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v with parked pumps", d)
+	}
+	for _, c := range clients {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+			t.Fatalf("client of a closed proxy: read %v, want the connection closed", err)
+		}
+	}
+	if n := openConns(p); len(n) != 0 {
+		t.Errorf("%d connections still open after Close", len(n))
+	}
+}
+
+// TestSweepMovesIdlePumps checks the fallback where pumps cannot park (no
+// epoll, or the Parker failed): idle pumps move to fresh goroutines, which
+// gives back the stack a filter call grew, and forward as before.
 func TestSweepMovesIdlePumps(t *testing.T) {
 	swept := watchSweeps(t)
-	target := echoServer(t)
-	p := startProxy(t, nil, Route{Name: "s", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "deep", Hook: deepStack{}}}})
-
 	const conns = 100
-	clients := make([]net.Conn, conns)
-	ask := func(c net.Conn, msg string) {
-		t.Helper()
-		if _, err := io.WriteString(c, msg); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
-			t.Fatalf("echo of %q: got %q, %v", msg, got, err)
-		}
-	}
-	for i := range clients {
-		clients[i] = dialRoute(t, p, "s")
-		ask(clients[i], "ping")
-	}
+	p, clients := deepStackClients(t, &Proxy{noPark: true}, conns)
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
 	// A pump moves once it has been idle across a whole sweep interval.
-	waitMoved(t, swept, 2*conns)
+	waitSwept(t, swept, "waiting on a fresh goroutine", func() int { return pumpGoroutines(true) }, 2*conns)
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	freed := (int64(before.StackInuse) - int64(after.StackInuse)) / conns
@@ -53,8 +84,48 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 		t.Errorf("moving the pumps gave back %d bytes of stack per connection, want at least 2 KiB", freed)
 	}
 	for i, c := range clients {
-		ask(c, strings.Repeat("x", i+1))
+		askEcho(t, c, strings.Repeat("x", i+1))
 	}
+}
+
+// deepStackClients starts p (nil: a default Proxy) with a route whose filter
+// grows its pump's stack (deepStack) in front of an echo server, and opens n
+// connections through it, each of which has echoed once.
+func deepStackClients(t *testing.T, p *Proxy, n int) (*Proxy, []net.Conn) {
+	p = startProxy(t, p, Route{Name: "s", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "deep", Hook: deepStack{}}}})
+	clients := make([]net.Conn, n)
+	for i := range clients {
+		clients[i] = dialRoute(t, p, "s")
+		askEcho(t, clients[i], "ping")
+	}
+	return p, clients
+}
+
+// askEcho sends msg through an echo route and checks that it comes back.
+func askEcho(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo of %d bytes: got %d, %v", len(msg), len(got), err)
+	}
+}
+
+// parkedPumps counts p's pumps that are parked.
+func parkedPumps(p *Proxy) int {
+	n := 0
+	for _, c := range openConns(p) {
+		c.dlMu.Lock()
+		for d := range c.parked {
+			if c.parked[d] {
+				n++
+			}
+		}
+		c.dlMu.Unlock()
+	}
+	return n
 }
 
 // watchSweeps returns a channel that gets a value after sweeps.
@@ -71,17 +142,17 @@ func watchSweeps(t *testing.T) <-chan struct{} {
 	return swept
 }
 
-// waitMoved waits, sweep after sweep, until want pumps wait on goroutines
-// that a sweep started; it fails after 20 sweeps.
-func waitMoved(t *testing.T, swept <-chan struct{}, want int) {
+// waitSwept waits, sweep after sweep, until count() reaches want; it
+// fails after 20 sweeps.
+func waitSwept(t *testing.T, swept <-chan struct{}, what string, count func() int, want int) {
 	t.Helper()
 	for sweeps := 0; ; sweeps++ {
-		moved := movedPumps()
-		if moved >= want {
+		n := count()
+		if n >= want {
 			return
 		}
 		if sweeps == 20 {
-			t.Fatalf("after %d sweeps, %d of %d pumps waiting on a fresh goroutine", sweeps, moved, want)
+			t.Fatalf("after %d sweeps, %d of %d pumps %s", sweeps, n, want, what)
 		}
 		select {
 		case <-swept:
@@ -91,14 +162,14 @@ func waitMoved(t *testing.T, swept <-chan struct{}, want int) {
 	}
 }
 
-// movedPumps counts the goroutines waiting in a filtered pump that a
-// previous pump started: the ones a sweep moved.
-func movedPumps() int {
+// pumpGoroutines counts the goroutines waiting in a filtered pump; with
+// moved, only those that a previous pump started (the ones a sweep moved).
+func pumpGoroutines(moved bool) int {
 	buf := make([]byte, 8<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "host.(*conn).filtered(") && strings.Contains(g, "created by github.com/tunnelwasm/tunnel/host.(*conn).pump") {
+		if strings.Contains(g, "host.(*conn).filtered(") && (!moved || strings.Contains(g, "created by github.com/tunnelwasm/tunnel/host.(*conn).pump")) {
 			n++
 		}
 	}
@@ -159,7 +230,7 @@ func TestSweepThenFilterClose(t *testing.T) {
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
 		t.Fatalf("echo: %q, %v", got, err)
 	}
-	waitMoved(t, swept, 2)
+	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2)
 	if _, err := io.WriteString(c, "quit"); err != nil {
 		t.Fatal(err)
 	}
@@ -456,5 +527,25 @@ func TestIdleSplicedConnectionsHoldNoPipe(t *testing.T) {
 	t.Logf("descriptors per idle spliced connection (client, tunnel x2, server): %.2f", per)
 	if per > 4.5 {
 		t.Errorf("%.2f descriptors per idle connection, want 4 (no pipe held while idle)", per)
+	}
+}
+
+// TestParkedConnectionIdleTimeout checks that the idle timeout ends a
+// connection whose pumps are parked: no goroutine waits on its sockets, yet
+// the client sees it closed and the close is counted as idle.
+func TestParkedConnectionIdleTimeout(t *testing.T) {
+	swept := watchSweeps(t)
+	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
+	p := startProxy(t, nil, Route{Name: "i", Listen: "127.0.0.1:0", Target: echoServer(t), IdleTimeout: 2 * time.Second, Chain: []Link{{Name: "id", Hook: id}}})
+	c := dialRoute(t, p, "i")
+	askEcho(t, c, "ping")
+	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Fatalf("idle client: read %d, %v; want the connection closed by the idle timeout", n, err)
+	}
+	// Counted before the sockets closed (abortCounting).
+	if st := p.Stats(); len(st) != 1 || st[0].IdleTimeouts != 1 {
+		t.Fatalf("stats after the idle close: %+v, want one idle timeout", st)
 	}
 }

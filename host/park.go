@@ -1,0 +1,114 @@
+package host
+
+import (
+	"github.com/tunnelwasm/tunnel/host/internal/park"
+)
+
+// Parking: a pump that has waited a whole sweep for its source (see
+// Proxy.sweep) is poked off its read and, instead of waiting on a goroutine,
+// parks the source socket on the Proxy's Parker (host/internal/park) and
+// ends. The Parker starts a fresh pump once the source is readable, or
+// teardown does (resumeParked). An idle filtered connection then holds no
+// goroutine stack. See RATIONALE.md, "Why park idle pumps?".
+
+// parkerLocked returns the Proxy's Parker, started on first use; nil when it
+// cannot run (pumps then move to fresh goroutines instead). Called with
+// p.mu held.
+func (p *Proxy) parkerLocked() *park.Parker {
+	if p.parker == nil && !p.noPark {
+		pk, err := park.New()
+		if err != nil {
+			p.noPark = true
+			return nil
+		}
+		p.parker = pk
+		p.parks.Store(true)
+	}
+	return p.parker
+}
+
+// closeParker stops the Parker once Shutdown has ended the connections:
+// a pump that would park later runs on a goroutine instead.
+func (p *Proxy) closeParker() {
+	p.mu.Lock()
+	pk := p.parker
+	p.parker = nil
+	p.noPark = true
+	p.parks.Store(false)
+	p.mu.Unlock()
+	if pk != nil {
+		pk.Close()
+	}
+}
+
+// parkable reports whether dir's pump may park: not while a TLS session
+// reads its source (it may hold bytes the socket no longer shows).
+func (c *conn) parkable(dir Direction) bool {
+	return c.secureSource(dir) == nil
+}
+
+// park parks dir's source and reports true, or reports false when the pump
+// must go on on a goroutine (no Parker, TLS, or the connection is closing).
+func (c *conn) park(dir Direction) bool {
+	if !c.parkable(dir) {
+		return false
+	}
+	p := c.p
+	p.mu.Lock()
+	pk := p.parkerLocked()
+	p.mu.Unlock()
+	if pk == nil {
+		return false
+	}
+	rc, err := c.source(dir).SyscallConn()
+	if err != nil {
+		return false
+	}
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	select {
+	case <-c.td.closed:
+		return false // teardown has run: the pump ends on its goroutine
+	default:
+	}
+	c.parked[dir] = true
+	t, err := pk.Park(rc, func() { c.unpark(dir, nil) })
+	if err != nil {
+		c.parked[dir] = false
+		return false
+	}
+	c.ticket[dir], c.parkedOn[dir] = t, pk
+	return true
+}
+
+// unpark starts a fresh pump for dir if it is parked: from the Parker when
+// the source is readable (pk nil), or from teardown (pk the Parker, whose
+// wait it takes back). Whoever finds it parked starts the pump.
+func (c *conn) unpark(dir Direction, pk *park.Parker) {
+	c.dlMu.Lock()
+	if !c.parked[dir] {
+		c.dlMu.Unlock()
+		return
+	}
+	c.parked[dir] = false
+	t := c.ticket[dir]
+	c.parkedOn[dir] = nil
+	c.dlMu.Unlock()
+	if pk != nil {
+		pk.Unpark(t)
+	}
+	go c.pump(dir)
+}
+
+// resumeParked starts the parked pumps again, after teardown began: they
+// find the connection closing and end (or drain, after a graceful close).
+func (c *conn) resumeParked() {
+	for d := ClientToServer; d <= ServerToClient; d++ {
+		c.dlMu.Lock()
+		pk := c.parkedOn[d]
+		c.dlMu.Unlock()
+		if pk != nil {
+			c.unpark(d, pk)
+		}
+	}
+}
