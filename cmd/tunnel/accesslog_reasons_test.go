@@ -30,6 +30,7 @@ type accessRecord struct {
 // idle_timeout, filter_close (the deny plugin), shutdown (open at the end
 // of the grace period).
 func TestAccessLogReasons(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "access.jsonl")
 	echo := echoServer(t)

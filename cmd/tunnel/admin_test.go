@@ -57,6 +57,7 @@ func waitReady(t *testing.T, p *proc, base, before string) {
 // /readyz to 503 at once while the route still accepts, and the listeners
 // stop only after the delay.
 func TestAdminPlain(t *testing.T) {
+	t.Parallel()
 	const delay = 500 * time.Millisecond
 	p, tunnelAddr := startPlain(t, echoServer(t), "--dump", "none", "--admin", "127.0.0.1:0", "--drain-delay", delay.String())
 	base := adminURL(t, p)

@@ -81,6 +81,7 @@ const demoInput = `printf 'PING\r\nSET greeting hello\r\nFLUSHALL\r\nGET greetin
 // built-in server answers the rest, and greeting survives. The dump shows
 // the traffic on stdout and the block is logged.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +120,7 @@ func TestDemo(t *testing.T) {
 // binary is the one TestMain built from this checkout, so the test also
 // checks that the clone's embedded plugins are the ones it was built with.
 func TestFreshClone(t *testing.T) {
+	t.Parallel()
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
 		if os.Getenv("CI") == "true" {

@@ -314,10 +314,8 @@ route "r" {
 		}()
 	}
 	wg.Wait()
-	if !strings.Contains(p.stderr.String(), `msg="plugin failed"`) {
-		t.Errorf("stderr has no \"plugin failed\" line:\n%s", p.stderr)
-	}
-	// The log line follows the close of the sockets.
+	// The log lines follow the close of the sockets.
+	p.stderr.waitWithin(t, time.Second, `msg="plugin failed"`)
 	for conn, name := range []string{1: "A", 2: "B"} {
 		if conn > 0 {
 			closed := regexp.MustCompile(fmt.Sprintf(`msg="connection closed" conn=%d `, conn))

@@ -83,6 +83,7 @@ next:
 // with the time of the last good load; a reload that cannot bind a route's
 // address turns /readyz to 503 until a good one.
 func TestAdminOpsMetrics(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tunnel.hcl")
 	target := echoServer(t)

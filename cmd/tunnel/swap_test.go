@@ -43,6 +43,7 @@ func migrateReq() bool {
 // connections, logs its counts and exits 0. Not one connection or request
 // fails across the swap, and both tunnels served.
 func TestZeroDowntimeSwap(t *testing.T) {
+	t.Parallel()
 	if !migrateReq() {
 		if os.Getenv(swapEnv) != "" {
 			t.Fatal("net.ipv4.tcp_migrate_req is still 0 in the test's own network namespace")

@@ -486,6 +486,7 @@ func (c slowConn) Write(b []byte) (int, error) {
 // handshake with the backend completes; one declaring 100 KiB is refused
 // at once, and one that stalls is cut at handshake_timeout; both logged.
 func TestSNIClientHelloEdges(t *testing.T) {
+	t.Parallel()
 	ca := testcert.NewCA(t, "sni CA")
 	cert := ca.Server(t, "a.example")
 	backend := server(t, func(c net.Conn) {
