@@ -76,6 +76,9 @@ func TestSweepMovesIdlePumps(t *testing.T) {
 
 	// A pump moves once it has been idle across a whole sweep interval.
 	waitSwept(t, swept, "waiting on a fresh goroutine", func() int { return pumpGoroutines(true) }, 2*conns)
+	if n := parkedPumps(p); n != 0 {
+		t.Errorf("%d pumps parked on a Proxy that cannot park", n)
+	}
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	freed := (int64(before.StackInuse) - int64(after.StackInuse)) / conns
