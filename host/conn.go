@@ -59,10 +59,11 @@ type conn struct {
 	idleTimer *time.Timer     // fires the idle check; nil without an idle timeout
 
 	// The pumps: one per direction; the last to end finishes the connection.
-	// A pump that has forwarded bytes and then sat idle for a sweep (see
-	// Proxy.sweep) is poked off its wait by a read deadline in the past and
-	// moves to a fresh goroutine, so an idle connection waits on small
-	// stacks, not on the ones that the dial and the filters grew.
+	// A pump that sat idle for a sweep (see Proxy.sweep) is poked off its
+	// wait by a read deadline in the past and parks (park.go): no goroutine
+	// waits for an idle connection. Where it cannot park, a pump that has
+	// forwarded bytes moves to a fresh goroutine instead, so it waits on a
+	// small stack, not on the one the dial and the filters grew.
 	pumps atomic.Int32
 	rd    [2]reader // the filtered pumps' readers
 	// born is read[dir] when the pump's goroutine started, or -1 for the
@@ -77,6 +78,7 @@ type conn struct {
 	parked   [2]bool
 	ticket   [2]park.Ticket
 	parkedOn [2]*park.Parker
+	wake     [2]func() // unpark(dir, nil), made on the first park; the pump's own
 }
 
 // teardown is how a connection ends: at once (abort) or after the bytes
@@ -103,6 +105,7 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	} // else counted by chooseRoute, on the route it chooses
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
+	p.awake[c] = struct{}{}
 	p.connWG.Add(1)
 	p.startSweepLocked()
 	p.mu.Unlock()
@@ -210,6 +213,9 @@ func (c *conn) dial(target string) bool {
 		err = fmt.Errorf("dial %s: %w", target, err)
 	}
 	cancel()
+	c.dlMu.Lock()
+	c.td.cancel = nil // the dial is over: let its context go
+	c.dlMu.Unlock()
 	if err != nil {
 		if c.td.aborted.Load() {
 			c.finish(nil)
@@ -394,6 +400,7 @@ func (c *conn) finish(cause error) {
 	c.p.mu.Lock()
 	c.rs.ctr.bytes.add(read, written) // with the delete: Stats counts it once
 	delete(c.p.conns, c)
+	delete(c.p.awake, c)
 	c.p.mu.Unlock()
 	if l := c.p.closeLogger(); l.Enabled(context.Background(), level) {
 		attrs := []any{

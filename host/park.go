@@ -60,9 +60,15 @@ func (c *conn) park(dir Direction) bool {
 	if pk == nil {
 		return false
 	}
-	rc, err := c.source(dir).SyscallConn()
-	if err != nil {
-		return false
+	rc := c.rd[dir].rc // the filtered path's, when it has read
+	if rc == nil {
+		var err error
+		if rc, err = c.source(dir).SyscallConn(); err != nil {
+			return false
+		}
+	}
+	if c.wake[dir] == nil {
+		c.wake[dir] = func() { c.unpark(dir, nil) }
 	}
 	c.dlMu.Lock()
 	defer c.dlMu.Unlock()
@@ -72,12 +78,23 @@ func (c *conn) park(dir Direction) bool {
 	default:
 	}
 	c.parked[dir] = true
-	t, err := pk.Park(rc, func() { c.unpark(dir, nil) })
+	t, err := pk.Park(rc, c.wake[dir])
 	if err != nil {
 		c.parked[dir] = false
 		return false
 	}
 	c.ticket[dir], c.parkedOn[dir] = t, pk
+	if c.parked[dir^1] {
+		// Both pumps parked: sweeps skip the connection until one wakes.
+		// (Lock order: p.mu before dlMu, never the other way.)
+		c.dlMu.Unlock()
+		p.mu.Lock()
+		c.dlMu.Lock()
+		if c.parked[0] && c.parked[1] {
+			delete(p.awake, c)
+		}
+		p.mu.Unlock()
+	}
 	return true
 }
 
@@ -94,6 +111,12 @@ func (c *conn) unpark(dir Direction, pk *park.Parker) {
 	t := c.ticket[dir]
 	c.parkedOn[dir] = nil
 	c.dlMu.Unlock()
+	p := c.p
+	p.mu.Lock()
+	if _, open := p.conns[c]; open {
+		p.awake[c] = struct{}{}
+	}
+	p.mu.Unlock()
 	if pk != nil {
 		pk.Unpark(t)
 	}

@@ -82,7 +82,7 @@ type step uint8
 const (
 	stepMore step = iota // a chunk went through the chain
 	stepEnd              // the source ended (its End ran), or the connection is closing
-	stepMove             // a poke woke the read: move to a fresh goroutine (or look again)
+	stepMove             // a poke woke the read: park or move to a fresh goroutine (or look again)
 )
 
 // step waits for the next chunk of dir's source and runs it through the

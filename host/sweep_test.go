@@ -32,6 +32,12 @@ func TestSweepParksIdlePumps(t *testing.T) {
 	if n := pumpGoroutines(false); n != 0 {
 		t.Errorf("%d goroutines still wait in a filtered pump with every pump parked", n)
 	}
+	p.mu.Lock()
+	awake := len(p.awake)
+	p.mu.Unlock()
+	if awake != 0 {
+		t.Errorf("%d connections left for the sweeps with every pump parked, want 0", awake)
+	}
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	freed := (int64(before.StackInuse) - int64(after.StackInuse)) / conns
