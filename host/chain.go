@@ -6,10 +6,11 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // chunkSize is the size of the buffers the filtered path reads into.
-const chunkSize = 32 << 10
+const chunkSize = 64 << 10
 
 // bufPool holds chunk-sized buffers as *[]byte so Get and Put allocate nothing.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
@@ -37,6 +38,13 @@ type chain struct {
 	filters   []Filter
 	streams   []Stream
 	pend      [2]*[]byte // bytes waiting to be written toward each destination
+	// lent is a chunk queued toward a destination without a copy: a part
+	// of the chunk data is delivering (lending), which data writes before
+	// its pump reads into that buffer again. A direction has lent bytes or
+	// pend bytes, never both: what is queued after lent bytes copies them
+	// into pend first, keeping the order.
+	lent    [2][]byte
+	lending []byte // the chunk data is delivering, or nil
 	wclosed   [2]bool    // no more sends toward that destination
 	cwPending [2]bool    // CloseWrite to perform with the next writes
 	closeReq  bool
@@ -66,6 +74,7 @@ type linkTimer struct {
 type writes struct {
 	c        *conn
 	bufs     [2]*[]byte
+	lent     [2][]byte // bytes of the chunk being delivered (chain.lent)
 	cw       [2]bool
 	locked   [2]bool
 	close    bool
@@ -80,10 +89,11 @@ func (ch *chain) takeLocked() writes {
 		if d == ClientToServer && !ch.dialled {
 			continue
 		}
-		if ch.pend[d] != nil || ch.cwPending[d] {
+		if ch.pend[d] != nil || ch.lent[d] != nil || ch.cwPending[d] {
 			ch.c.wmu[d].Lock()
 			w.locked[d] = true
 			w.bufs[d], ch.pend[d] = ch.pend[d], nil
+			w.lent[d], ch.lent[d] = ch.lent[d], nil
 			w.cw[d], ch.cwPending[d] = ch.cwPending[d], false
 			if w.cw[d] {
 				w.deferred[d], ch.deferred[d] = ch.deferred[d], nil
@@ -103,15 +113,21 @@ func (w *writes) do() error {
 		if !w.locked[d] {
 			continue
 		}
-		if w.bufs[d] != nil {
+		if w.bufs[d] != nil || w.lent[d] != nil {
 			if err == nil {
-				n, werr := c.writeTo(d, *w.bufs[d])
+				b := w.lent[d]
+				if w.bufs[d] != nil {
+					b = *w.bufs[d]
+				}
+				n, werr := c.writeTo(d, b)
 				c.written[d].Add(int64(n))
 				if werr != nil {
 					err = fmt.Errorf("write %s: %w", d, werr)
 				}
 			}
-			putBuf(w.bufs[d])
+			if w.bufs[d] != nil {
+				putBuf(w.bufs[d])
+			}
 		}
 		if w.cw[d] && err == nil {
 			if cerr := c.closeWriteTo(d); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
@@ -161,22 +177,48 @@ func (ch *chain) open() (writes, error) {
 }
 
 // data runs a chunk read from dir's source through the chain and writes
-// what it produced.
+// what it produced. What the filters pass on of b itself is written from b,
+// not copied (see chain.lent): b stays the caller's until data returns.
 func (ch *chain) data(dir Direction, b []byte) error {
 	ch.mu.Lock()
+	ch.lending = b
 	var err error
 	if len(ch.c.rs.chains[dir]) == 0 {
-		err = ch.queueLocked(dir, b) // an idle-timeout route: no filter, copied
+		err = ch.queueLocked(dir, b) // an idle-timeout route: no filter
 	} else {
 		err = ch.deliverLocked(dir, 0, b)
 	}
+	ch.lending = nil
 	if err != nil {
+		ch.unlendLocked()
 		ch.mu.Unlock()
 		return err
 	}
 	w := ch.takeLocked()
+	ch.unlendLocked() // what take left (nothing goes to a server not dialled yet)
 	ch.mu.Unlock()
 	return w.do()
+}
+
+// unlendLocked copies lent bytes that were not taken into pend: b's buffer
+// is about to be read into again.
+func (ch *chain) unlendLocked() {
+	for d := range ch.lent {
+		if ch.lent[d] != nil {
+			pb := getBuf()
+			*pb = append(*pb, ch.lent[d]...)
+			ch.pend[d], ch.lent[d] = pb, nil
+		}
+	}
+}
+
+// within reports whether b is a part of in's bytes.
+func within(b, in []byte) bool {
+	if len(b) == 0 || len(in) == 0 {
+		return false
+	}
+	p, s := uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(unsafe.Pointer(unsafe.SliceData(in)))
+	return p >= s && p+uintptr(len(b)) <= s+uintptr(len(in))
 }
 
 // end runs the End callbacks of dir (its source half-closed) and passes the
@@ -246,9 +288,17 @@ func (ch *chain) queueLocked(dir Direction, b []byte) error {
 		return nil
 	}
 	pb := ch.pend[dir]
+	if pb == nil && ch.lent[dir] == nil && within(b, ch.lending) && (dir == ServerToClient || ch.dialled) {
+		ch.lent[dir] = b // written from the chunk itself: no copy
+		return nil
+	}
 	if pb == nil {
 		pb = getBuf()
 		ch.pend[dir] = pb
+		if l := ch.lent[dir]; l != nil {
+			*pb = append(*pb, l...) // first what was lent, in order
+			ch.lent[dir] = nil
+		}
 	}
 	if dir == ClientToServer && !ch.dialled && ch.c.rs.LateDial {
 		if limit := ch.c.rs.holdLimit(); len(*pb)+len(b) > limit {

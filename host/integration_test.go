@@ -932,7 +932,7 @@ func TestTwoRoutesAndConnInfo(t *testing.T) {
 }
 
 // TestIdleConnectionsHoldNoBuffers: filtered connections that have
-// exchanged a chunk and gone quiet hold no chunk buffer (32 KiB each way
+// exchanged a chunk and gone quiet hold no chunk buffer (64 KiB each way
 // on the filtered path): the heap per idle connection stays small.
 func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 	noLeaks(t)
@@ -958,7 +958,7 @@ func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
 	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / conns
 	t.Logf("live heap per idle filtered connection (tunnel + test server + client): %d bytes", per)
 	if per > 16<<10 {
-		t.Errorf("each idle connection holds %d bytes of heap; a chunk buffer is 32 KiB", per)
+		t.Errorf("each idle connection holds %d bytes of heap; a chunk buffer is 64 KiB", per)
 	}
 	for _, c := range clients {
 		c.Close()

@@ -558,3 +558,73 @@ func TestParkedConnectionIdleTimeout(t *testing.T) {
 		t.Fatalf("stats after the idle close: %+v, want one idle timeout", st)
 	}
 }
+
+// splitEcho forwards each client chunk as its first byte, a marker, then the
+// rest (parts of the chunk itself and bytes of its own, in one callback),
+// and answers the client with the chunk's last byte: what is written from
+// the chunk without a copy (chain.lent) and what is copied keep their order.
+type splitEcho struct{ PassThrough }
+
+func (splitEcho) Open(*ConnInfo) (Filter, error) { return splitEcho{}, nil }
+
+func (splitEcho) Data(dir Direction, chunk []byte, s *Stream) error {
+	if dir == ServerToClient {
+		return s.Send(dir, chunk)
+	}
+	if err := s.Send(ServerToClient, chunk[len(chunk)-1:]); err != nil {
+		return err
+	}
+	for _, part := range [][]byte{chunk[:1], []byte("|"), chunk[1:]} {
+		if err := s.Send(dir, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestLentChunksKeepTheirOrder(t *testing.T) {
+	// The server collects what it gets; the client reads its answers.
+	got := make(chan []byte, 1)
+	target := serve(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- b
+		c.Close()
+	})
+	p := startProxy(t, nil, Route{Name: "l", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "split", Hook: splitEcho{}}}})
+	c := dialRoute(t, p, "l")
+	var want, answers bytes.Buffer
+	for i := range 50 {
+		msg := fmt.Sprintf("message %d %s", i, strings.Repeat("x", i*100))
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		// One chunk per message: wait for its answer before the next.
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		answers.Write(b)
+		want.WriteString(msg[:1] + "|" + msg[1:])
+		if b[0] != msg[len(msg)-1] {
+			t.Fatalf("answer %d: %q, want %q", i, b, msg[len(msg)-1:])
+		}
+	}
+	c.CloseWrite()
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want.Bytes()) {
+			t.Fatalf("server got %d bytes, want %d; first difference at %d", len(b), want.Len(), firstDiff(b, want.Bytes()))
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("server saw no end of stream within a minute")
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
