@@ -35,18 +35,18 @@ type chain struct {
 	c  *conn
 	mu sync.Mutex
 
-	filters   []Filter
-	streams   []Stream
-	pend      [2]*[]byte // bytes waiting to be written toward each destination
+	filters []Filter
+	streams []Stream
+	pend    [2]*[]byte // bytes waiting to be written toward each destination
 	// lent is a chunk queued toward a destination without a copy: a part
 	// of the chunk data is delivering (lending), which data writes before
 	// its pump reads into that buffer again. A direction has lent bytes or
 	// pend bytes, never both: what is queued after lent bytes copies them
 	// into pend first, keeping the order.
-	lent    [2][]byte
-	lending []byte // the chunk data is delivering, or nil
-	wclosed   [2]bool    // no more sends toward that destination
-	cwPending [2]bool    // CloseWrite to perform with the next writes
+	lent      [2][]byte
+	lending   []byte  // the chunk data is delivering, or nil
+	wclosed   [2]bool // no more sends toward that destination
+	cwPending [2]bool // CloseWrite to perform with the next writes
 	closeReq  bool
 	depth     int
 	ended     [2]bool          // End already delivered for that direction
