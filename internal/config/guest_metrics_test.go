@@ -75,6 +75,7 @@ func flushall(t *testing.T, h *harness) {
 // name; an unchanged reload keeps them (the plugin's Registry entry is
 // found again), a changed config starts them again.
 func TestRunnerGuestMetricsAcrossReloads(t *testing.T) {
+	precompileBuiltins(t, "resp")
 	target := echoServer(t)
 	h := start(t, respConfig(target, `"FLUSHALL"`))
 	flushall(t, h)

@@ -20,6 +20,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/plugstats"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
@@ -148,6 +150,11 @@ func start(t *testing.T, config string) *harness {
 		Logger:   slog.New(slog.NewTextHandler(h.log, nil)),
 		OnReload: func(r Reload) { h.reloads <- r },
 		Debounce: 20 * time.Millisecond,
+		// Compiled plugins are kept in the run's cache (plugintest): a
+		// reload that builds a new plugin from the same module, or a
+		// built-in another test or package compiled, loads its code
+		// instead of compiling it again.
+		Runtime: plugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
