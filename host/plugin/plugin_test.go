@@ -649,13 +649,14 @@ func TestGoGuestMemoryDoc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Close(context.Background())
+	t.Cleanup(func() { rt.Close(context.Background()) }) // after the parallel subtests
 	for _, p := range []struct{ name, config string }{
 		{"noop", ``},
 		{"replace", `{"from":"needle","to":"pin"}`},
 		{"deny", `{"pattern":"needle","reply":"no"}`},
 	} {
 		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
 			dir := "../../plugins/" + p.name
 			start := plugintest.WasmWith(t, dir, plugintest.Options{Plugin: plugin.Options{MemoryLimit: limit}})
 			pl := sdktest.MustStart(t, start, sdktest.Options{Config: p.config})

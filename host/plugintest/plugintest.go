@@ -19,6 +19,8 @@ package plugintest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -228,9 +230,19 @@ func Precompile(wasm []byte) {
 // (see internal/precompile for why it is a
 // test binary). Failures are ignored: the test process then
 // compiles the module itself, only slower.
+//
+// Each module is precompiled once per cache: a marker named by its sha256
+// under dir/precompiled says it was, for the other test processes of the
+// run too (starting the go command for a module already in the cache
+// costs a second or two).
 func precompile(wasm []byte) {
 	dir := CacheDir()
 	if dir == "" {
+		return
+	}
+	sum := sha256.Sum256(wasm)
+	marker := filepath.Join(dir, "precompiled", hex.EncodeToString(sum[:]))
+	if _, err := os.Stat(marker); err == nil {
 		return
 	}
 	f, err := os.CreateTemp("", "plugintest-*.wasm")
@@ -245,7 +257,9 @@ func precompile(wasm []byte) {
 	cmd := exec.Command("go", "test", "-count=1", "-run", "^$", "github.com/tunnelwasm/tunnel/host/plugintest/internal/precompile")
 	cmd.Env = append(os.Environ(), "GOFLAGS=", // no -race from the environment
 		"PRECOMPILE_CACHE="+dir, "PRECOMPILE_MODULE="+f.Name())
-	_ = cmd.Run()
+	if cmd.Run() == nil && os.MkdirAll(filepath.Dir(marker), 0o755) == nil {
+		_ = os.WriteFile(marker, nil, 0o644)
+	}
 }
 
 // Options adds the host's settings to sdktest.Options.
