@@ -74,7 +74,35 @@ type build struct {
 
 var builds sync.Map // absolute dir -> *build
 
+// buildMu makes this process's builds one at a time, and buildLock those of
+// every test process of the run (a lock file in [CacheDir]): on a cold Go
+// build cache the first build compiles the standard library for wasip1
+// (about 8 s of CPU) and the next ones reuse it, where builds side by side
+// would each compile it.
+var buildMu sync.Mutex
+
+func buildLock() (unlock func()) {
+	buildMu.Lock()
+	dir := CacheDir()
+	if dir == "" {
+		return buildMu.Unlock
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return buildMu.Unlock
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX) != nil {
+		f.Close()
+		return buildMu.Unlock
+	}
+	return func() {
+		f.Close() // releases the lock
+		buildMu.Unlock()
+	}
+}
+
 func goBuild(dir string) ([]byte, error) {
+	defer buildLock()()
 	tmp, err := os.MkdirTemp("", "plugintest-")
 	if err != nil {
 		return nil, err
