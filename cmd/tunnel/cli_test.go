@@ -32,6 +32,10 @@ import (
 // tunnelBin is the binary under test, built by TestMain.
 var tunnelBin string
 
+// binaryEnv names the binary under test for a test process that the tests
+// start themselves, which then does not build it again.
+const binaryEnv = "TUNNEL_TEST_BINARY"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tunnel-cli-test")
 	if err != nil {
@@ -60,7 +64,11 @@ func TestMain(m *testing.M) {
 		os.Setenv("TUNNEL_CACHE_DIR", cache)
 	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if bin := os.Getenv(binaryEnv); bin != "" {
+		// A test re-run in a child process (TestZeroDowntimeSwap in its
+		// network namespace) uses the binary its parent built.
+		tunnelBin = bin
+	} else if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the tunnel binary:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)

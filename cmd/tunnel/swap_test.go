@@ -52,7 +52,7 @@ func TestZeroDowntimeSwap(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c",
 			`ip link set lo up && echo 1 > /proc/sys/net/ipv4/tcp_migrate_req && exec "$0" -test.run '^TestZeroDowntimeSwap$' -test.v -test.count=1`, os.Args[0])
-		cmd.Env = append(os.Environ(), swapEnv+"=1")
+		cmd.Env = append(os.Environ(), swapEnv+"=1", binaryEnv+"="+tunnelBin)
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "--- PASS: TestZeroDowntimeSwap") {
 			t.Fatalf("the swap in a network namespace of its own (needs root for unshare -n, or tcp_migrate_req=1 here): %v\n%s", err, out)
