@@ -1,6 +1,8 @@
 package host
 
 import (
+	"syscall"
+
 	"github.com/tunnelwasm/tunnel/host/internal/park"
 )
 
@@ -134,4 +136,46 @@ func (c *conn) resumeParked() {
 			c.unpark(d, pk)
 		}
 	}
+}
+
+// watchErrors returns a channel closed once dir's source socket fails or
+// hangs up (see park.Parker.ParkErrors), and the function that stops the
+// watch. The channel is nil when the socket cannot be watched.
+func (c *conn) watchErrors(dir Direction) (<-chan struct{}, func()) {
+	nothing := func() {}
+	rc := c.rd[dir].rc
+	if rc == nil || !c.parkable(dir) {
+		return nil, nothing
+	}
+	p := c.p
+	p.mu.Lock()
+	pk := p.parkerLocked()
+	p.mu.Unlock()
+	if pk == nil {
+		return nil, nothing
+	}
+	failed := make(chan struct{})
+	t, err := pk.ParkErrors(rc, func() { close(failed) })
+	if err != nil {
+		return nil, nothing
+	}
+	return failed, func() { pk.Unpark(t) }
+}
+
+// socketError returns the pending error of rc's socket (SO_ERROR), if any.
+func socketError(rc syscall.RawConn) error {
+	var soErr int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+	}); err != nil {
+		return err
+	}
+	if gerr != nil {
+		return gerr
+	}
+	if soErr != 0 {
+		return syscall.Errno(soErr)
+	}
+	return nil
 }

@@ -567,3 +567,45 @@ func (earlyDeferFilter) Data(dir host.Direction, b []byte, s *host.Stream) error
 }
 func (earlyDeferFilter) End(host.Direction, *host.Stream) error { return nil }
 func (earlyDeferFilter) Closed()                                {}
+
+// deferForever defers the client's half-close and never completes it (a
+// fault-injection filter's "timeout": the stream never ends).
+type deferForever struct{ host.PassThrough }
+
+func (deferForever) Open(*host.ConnInfo) (host.Filter, error) { return deferForever{}, nil }
+
+func (deferForever) End(dir host.Direction, s *host.Stream) error {
+	if dir == host.ClientToServer {
+		return s.DeferEnd(dir)
+	}
+	return nil
+}
+
+// TestDeferredEndThenReset: a client that half-closes while a filter holds
+// its half-close, then resets, ends the connection: nobody reads the client
+// any more, yet the reset is seen (and the server, silent, is closed too).
+func TestDeferredEndThenReset(t *testing.T) {
+	serverGone := make(chan error, 1)
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		_, err := io.Copy(io.Discard, c) // until the tunnel closes it
+		serverGone <- err
+	})
+	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "forever", Hook: deferForever{}}))
+	c := tn.Dial(t, addr)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	// The half-close is held: the tunnel keeps the connection up.
+	if line := logs.String(); strings.Contains(line, "connection closed") {
+		t.Fatalf("closed before the reset:\n%s", line)
+	}
+	c.SetLinger(0)
+	c.Close() // a reset
+	logs.Wait(t, "connection closed", "reason=reset")
+	select {
+	case <-serverGone:
+	case <-time.After(tn.Timeout):
+		t.Fatal("the server's side stayed open after the client reset")
+	}
+}

@@ -63,17 +63,38 @@ func (c *conn) filtered(dir Direction) (handOff bool, err error) {
 		case st == stepEnd:
 			if done := c.ch.endDeferred(dir); done != nil {
 				// A filter holds the half-close (Stream.DeferEnd): the
-				// connection lives until it is done or torn down.
-				select {
-				case <-done:
-				case <-c.td.closed:
-				}
+				// connection lives until it is done or torn down, or
+				// until the source, which nobody reads any more, resets.
+				return false, c.awaitDeferred(dir, done)
 			}
 			return false, nil
 		case st == stepMove:
 			return true, nil
 		}
 	}
+}
+
+// awaitDeferred waits until the half-close a filter deferred is done, the
+// connection is torn down, or dir's source fails (a peer that half-closed
+// and then reset: nothing else would notice, as nobody reads it).
+func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
+	failed, stop := c.watchErrors(dir)
+	defer stop()
+	select {
+	case <-done:
+	case <-c.td.closed:
+	case <-failed:
+		if err := socketError(c.rd[dir].rc); err != nil {
+			return fmt.Errorf("read %s: %w", dir, err)
+		}
+		// Hung up both ways without an error: a clean end, so only the
+		// filter or teardown ends the connection.
+		select {
+		case <-done:
+		case <-c.td.closed:
+		}
+	}
+	return nil
 }
 
 // step is what one read of a filtered direction led to.

@@ -69,6 +69,17 @@ func New() (*Parker, error) {
 // it typically starts a goroutine. The error says the socket could not be
 // parked (it is closed, or the Parker is): fn will never run.
 func (p *Parker) Park(rc syscall.RawConn, fn func()) (Ticket, error) {
+	return p.park(rc, events, fn)
+}
+
+// ParkErrors is Park for a socket whose peer has already ended its stream
+// (so it is always readable): fn runs once the socket has an error (a reset)
+// or has hung up both ways, not for bytes or the end of stream.
+func (p *Parker) ParkErrors(rc syscall.RawConn, fn func()) (Ticket, error) {
+	return p.park(rc, unix.EPOLLONESHOT, fn) // EPOLLERR and EPOLLHUP are always reported
+}
+
+func (p *Parker) park(rc syscall.RawConn, events uint32, fn func()) (Ticket, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

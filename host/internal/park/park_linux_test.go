@@ -234,3 +234,33 @@ func TestManyParked(t *testing.T) {
 		}
 	}
 }
+
+// TestParkErrorsWakesOnResetOnly: a socket whose peer half-closed is always
+// readable; ParkErrors ignores that and wakes when the peer resets.
+func TestParkErrorsWakesOnResetOnly(t *testing.T) {
+	p := newParker(t)
+	a, b := pair(t)
+	a.Write([]byte("x"))
+	a.CloseWrite()
+	woke := make(chan struct{})
+	if _, err := p.ParkErrors(rawConn(t, b), func() { close(woke) }); err != nil {
+		t.Fatal(err)
+	}
+	// A second socket, parked for bytes after the first, wakes first: the
+	// Parker has looked at the half-closed socket by then.
+	c, d := pair(t)
+	other := make(chan struct{})
+	if _, err := p.Park(rawConn(t, d), func() { close(other) }); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("y"))
+	fired(t, other, "second socket")
+	select {
+	case <-woke:
+		t.Fatal("ParkErrors woke for bytes and an end of stream")
+	default:
+	}
+	a.SetLinger(0)
+	a.Close() // a reset
+	fired(t, woke, "reset")
+}

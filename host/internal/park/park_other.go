@@ -16,6 +16,9 @@ func New() (*Parker, error) { return nil, ErrNotSupported }
 // Park reports ErrNotSupported.
 func (p *Parker) Park(syscall.RawConn, func()) (Ticket, error) { return 0, ErrNotSupported }
 
+// ParkErrors reports ErrNotSupported.
+func (p *Parker) ParkErrors(syscall.RawConn, func()) (Ticket, error) { return 0, ErrNotSupported }
+
 // Unpark reports false.
 func (p *Parker) Unpark(Ticket) bool { return false }
 
