@@ -25,7 +25,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
@@ -51,17 +50,9 @@ func TestMain(m *testing.M) {
 	// paths (TestShutdownBounded, TestShutdownSecondSignal).
 	build := exec.Command("go", "build", "-o", tunnelBin, ".")
 	// Plugins compiled by the tunnels under test are cached for this run
-	// only, unless TUNNEL_CACHE_DIR names a directory to keep: in the
-	// cache of the test processes of this go test run (plugintest), so
-	// that a built-in plugin compiled by the tests of another package (or
-	// by one tunnel here) is compiled once, not once per package (about
-	// 1.5 s of CPU per Go guest).
+	// only, unless TUNNEL_CACHE_DIR names a directory to keep.
 	if os.Getenv("TUNNEL_CACHE_DIR") == "" {
-		cache := plugintest.CacheDir()
-		if cache == "" {
-			cache = filepath.Join(dir, "cache")
-		}
-		os.Setenv("TUNNEL_CACHE_DIR", cache)
+		os.Setenv("TUNNEL_CACHE_DIR", filepath.Join(dir, "cache"))
 	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if bin := os.Getenv(binaryEnv); bin != "" {
