@@ -1,10 +1,16 @@
 package host
 
 import (
+	"bytes"
+	"crypto/tls"
 	"io"
+	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testcert"
 )
 
 // TestReviewCloseWhilePumpsParkAndWake closes a proxy while its pumps park
@@ -94,5 +100,142 @@ func TestReviewCloseWhilePumpsParkAndWake(t *testing.T) {
 			t.Fatalf("%d pump goroutines left 10s after Close", pumpGoroutines(false))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReviewTLSRoutesParkTheirPlainSide: on a route that terminates TLS and
+// on one that originates it, the direction whose source is the plaintext
+// socket parks and the TLS one never does (a session may hold bytes its
+// socket no longer shows); bursts of every size wake the parked side and
+// come back whole, and a Close ends the connection at once.
+func TestReviewTLSRoutesParkTheirPlainSide(t *testing.T) {
+	ca := testcert.NewCA(t, "review CA")
+	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
+	for _, tc := range []struct {
+		name  string
+		plain Direction // the direction whose source is plaintext
+	}{{"terminating", ServerToClient}, {"originating", ClientToServer}} {
+		t.Run(tc.name, func(t *testing.T) {
+			swept := watchSweeps(t)
+			r := Route{Name: "t", Listen: "127.0.0.1:0", Chain: []Link{{Name: "id", Hook: id}}}
+			if tc.plain == ServerToClient {
+				r.Target = echoServer(t)
+				r.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
+			} else {
+				ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						go func() { echo(c); c.Close() }()
+					}
+				}()
+				r.Target = ln.Addr().String()
+				r.UpstreamTLS = &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
+			}
+			p := startProxy(t, nil, r)
+			var c net.Conn = dialRoute(t, p, "t")
+			if r.TLS != nil {
+				tlc := tls.Client(c, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+				if err := tlc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				c = tlc
+			}
+			parked := func(d Direction) int {
+				n := 0
+				for _, oc := range openConns(p) {
+					oc.dlMu.Lock()
+					if oc.parked[d] {
+						n++
+					}
+					oc.dlMu.Unlock()
+				}
+				return n
+			}
+			for i, size := range []int{1, 1000, 70 << 10, 300 << 10} {
+				askEchoConcurrently(t, c, bytes.Repeat([]byte{byte('a' + i)}, size))
+				waitSwept(t, swept, "parked on the plaintext side", func() int { return parked(tc.plain) }, 1)
+				if n := parked(tc.plain ^ 1); n != 0 {
+					t.Fatalf("the direction reading a TLS session parked")
+				}
+			}
+			start := time.Now()
+			p.Close()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+				t.Fatalf("client of a closed proxy: read %v, want the connection closed", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Close took %v with a parked TLS route", d)
+			}
+		})
+	}
+}
+
+// askEchoConcurrently writes msg while reading it back (a burst larger
+// than the socket buffers would deadlock written first).
+func askEchoConcurrently(t *testing.T, c net.Conn, msg []byte) {
+	t.Helper()
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(msg); werr <- err }()
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo of %d bytes: %v, equal %v", len(msg), err, bytes.Equal(got, msg))
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lateTo chooses target with the client's first chunk, which it passes on.
+type lateTo struct {
+	PassThrough
+	target string
+	chosen bool
+}
+
+func (h *lateTo) Open(*ConnInfo) (Filter, error) { return &lateTo{target: h.target}, nil }
+
+func (h *lateTo) Data(dir Direction, chunk []byte, s *Stream) error {
+	if dir == ClientToServer && !h.chosen {
+		h.chosen = true
+		if err := s.SetTarget(h.target); err != nil {
+			return err
+		}
+	}
+	return s.Send(dir, chunk)
+}
+
+// TestReviewLateDialParks: after a late dial the goroutine that read the
+// client until the target was chosen pumps on; both directions park when
+// idle, wake for bursts (the first bytes, held for the dial, come back
+// first), and a Close ends the connection at once.
+func TestReviewLateDialParks(t *testing.T) {
+	swept := watchSweeps(t)
+	p := startProxy(t, nil, Route{Name: "l", Listen: "127.0.0.1:0", LateDial: true, Chain: []Link{{Name: "late", Hook: &lateTo{target: echoServer(t)}}}})
+	c := dialRoute(t, p, "l")
+	askEcho(t, c, "first bytes")
+	for i, size := range []int{1, 70 << 10, 200 << 10} {
+		waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2)
+		askEchoConcurrently(t, c, bytes.Repeat([]byte{byte('a' + i)}, size))
+	}
+	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2)
+	if n := pumpGoroutines(false); n != 0 {
+		t.Errorf("%d goroutines wait in a filtered pump with both pumps parked", n)
+	}
+	p.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Fatalf("client of a closed proxy: read %v, want the connection closed", err)
+	}
+	if n := len(openConns(p)); n != 0 {
+		t.Fatalf("%d connections open after Close", n)
 	}
 }
