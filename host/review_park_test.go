@@ -239,3 +239,126 @@ func TestReviewLateDialParks(t *testing.T) {
 		t.Fatalf("%d connections open after Close", n)
 	}
 }
+
+// TestReviewFilterCloseWhilePumpsParkAndWake: a filter's graceful close
+// races pumps that park and wake under a storm of pokes: every client gets
+// the answer whole, then a clean end of stream, and no connection is left.
+func TestReviewFilterCloseWhilePumpsParkAndWake(t *testing.T) {
+	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
+	stop := make(chan struct{})
+	stormDone := make(chan struct{})
+	go func() {
+		defer close(stormDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, c := range openConns(p) {
+				if c.pumps.Load() > 0 {
+					c.poke(ClientToServer)
+					c.poke(ServerToClient)
+				}
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	defer func() { close(stop); <-stormDone }()
+	const conns = 24
+	var wg sync.WaitGroup
+	for k := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", p.Addr("q").String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			b := make([]byte, 4)
+			for range k % 8 { // a few echoes, so pumps park and wake in between
+				if _, err := io.WriteString(c, "ping"); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
+					t.Errorf("echo: %q, %v", b, err)
+					return
+				}
+			}
+			if _, err := io.WriteString(c, "quit"); err != nil {
+				t.Error(err)
+				return
+			}
+			if rest, err := io.ReadAll(c); err != nil || string(rest) != "bye" {
+				t.Errorf("after quit: %q, %v; want \"bye\" and a clean end of stream", rest, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// Each connection lingers until its client closes, then finishes.
+	for deadline := time.Now().Add(30 * time.Second); len(openConns(p)) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open 30s after their clients closed", len(openConns(p)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// holdEnd defers the client's half-close forever.
+type holdEnd struct{ PassThrough }
+
+func (holdEnd) Open(*ConnInfo) (Filter, error) { return holdEnd{}, nil }
+
+func (holdEnd) End(dir Direction, s *Stream) error {
+	if dir == ClientToServer {
+		return s.DeferEnd(dir)
+	}
+	return nil
+}
+
+// TestReviewDeferredEndResetWithOtherSideParked: the client half-closes
+// while a filter holds its half-close, the silent server's direction parks,
+// then the client resets: the connection ends (the parked pump is resumed
+// by the teardown) and the server's side is closed.
+func TestReviewDeferredEndResetWithOtherSideParked(t *testing.T) {
+	swept := watchSweeps(t)
+	serverGone := make(chan struct{})
+	target := serve(t, func(c net.Conn) {
+		io.Copy(io.Discard, c) // until the tunnel closes it
+		close(serverGone)
+	})
+	p := startProxy(t, nil, Route{Name: "d", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "hold", Hook: holdEnd{}}}})
+	c := dialRoute(t, p, "d")
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	waitSwept(t, swept, "parked (server -> client)", func() int {
+		for _, oc := range openConns(p) {
+			oc.dlMu.Lock() // not with the chain's lock: the engine takes it first
+			parked := oc.parked[ServerToClient]
+			oc.dlMu.Unlock()
+			if parked && oc.ch.endDeferred(ClientToServer) != nil {
+				return 1
+			}
+		}
+		return 0
+	}, 1)
+	c.SetLinger(0)
+	c.Close() // a reset
+	select {
+	case <-serverGone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server's side stayed open 30s after the client reset")
+	}
+	for deadline := time.Now().Add(30 * time.Second); len(openConns(p)) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("connection still open 30s after the client reset")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
