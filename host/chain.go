@@ -45,6 +45,7 @@ type chain struct {
 	// into pend first, keeping the order.
 	lent      [2][]byte
 	lending   []byte  // the chunk data is delivering, or nil
+	noLend    int     // Stream.Send calls in progress: what reaches a destination meanwhile is copied
 	wclosed   [2]bool // no more sends toward that destination
 	cwPending [2]bool // CloseWrite to perform with the next writes
 	closeReq  bool
@@ -288,7 +289,7 @@ func (ch *chain) queueLocked(dir Direction, b []byte) error {
 		return nil
 	}
 	pb := ch.pend[dir]
-	if pb == nil && ch.lent[dir] == nil && within(b, ch.lending) && (dir == ServerToClient || ch.dialled) {
+	if pb == nil && ch.lent[dir] == nil && ch.noLend == 0 && within(b, ch.lending) && (dir == ServerToClient || ch.dialled) {
 		ch.lent[dir] = b // written from the chunk itself: no copy
 		return nil
 	}

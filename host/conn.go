@@ -79,6 +79,7 @@ type conn struct {
 	ticket   [2]park.Ticket
 	parkedOn [2]*park.Parker
 	wake     [2]func() // unpark(dir, nil), made on the first park; the pump's own
+	ended    [2]bool   // that direction's pump has ended for good; guarded by dlMu
 }
 
 // teardown is how a connection ends: at once (abort) or after the bytes

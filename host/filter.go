@@ -128,8 +128,9 @@ type Filter interface {
 	Opened(s *Stream) error
 	// Data is called for each chunk that reaches this filter in direction
 	// dir. The chunk is only valid during the call: keep a copy to hold it.
-	// Pass it on with s.Send(dir, chunk), rewrite it by sending other bytes,
-	// drop it by sending nothing.
+	// Pass it on with s.Forward(dir, chunk) (or s.Send, which copies it, if
+	// the filter changes the chunk afterwards), rewrite it by sending other
+	// bytes, drop it by sending nothing.
 	Data(dir Direction, chunk []byte, s *Stream) error
 	// End is called when the stream dir ends (the sender half-closed). Held
 	// bytes may still be sent. After every filter's End the write side of
@@ -147,7 +148,9 @@ type PassThrough struct{}
 func (PassThrough) Opened(*Stream) error { return nil }
 
 // Data forwards the chunk unchanged.
-func (PassThrough) Data(dir Direction, chunk []byte, s *Stream) error { return s.Send(dir, chunk) }
+func (PassThrough) Data(dir Direction, chunk []byte, s *Stream) error {
+	return s.Forward(dir, chunk)
+}
 
 // End does nothing: the host closes the destination's write side itself.
 func (PassThrough) End(Direction, *Stream) error { return nil }
@@ -180,7 +183,9 @@ func (c *chunkFilter) Data(dir Direction, chunk []byte, s *Stream) error {
 	if len(out) == 0 {
 		return nil
 	}
-	return s.Send(dir, out)
+	// The function keeps neither chunk nor out: what of chunk it returns
+	// can be written from the chunk itself.
+	return s.Forward(dir, out)
 }
 
 // Errors returned by [Stream] methods.

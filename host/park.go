@@ -73,9 +73,9 @@ func (c *conn) park(dir Direction) bool {
 		c.wake[dir] = func() { c.unpark(dir, nil) }
 	}
 	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
 	select {
 	case <-c.td.closed:
+		c.dlMu.Unlock()
 		return false // teardown has run: the pump ends on its goroutine
 	default:
 	}
@@ -83,21 +83,36 @@ func (c *conn) park(dir Direction) bool {
 	t, err := pk.Park(rc, c.wake[dir])
 	if err != nil {
 		c.parked[dir] = false
+		c.dlMu.Unlock()
 		return false
 	}
 	c.ticket[dir], c.parkedOn[dir] = t, pk
-	if c.parked[dir^1] {
-		// Both pumps parked: sweeps skip the connection until one wakes.
-		// (Lock order: p.mu before dlMu, never the other way.)
-		c.dlMu.Unlock()
-		p.mu.Lock()
-		c.dlMu.Lock()
-		if c.parked[0] && c.parked[1] {
-			delete(p.awake, c)
-		}
-		p.mu.Unlock()
+	asleep := c.asleepLocked()
+	c.dlMu.Unlock()
+	if asleep {
+		c.leaveSweeps()
 	}
 	return true
+}
+
+// asleepLocked reports whether no pump of c is awake: each is parked or
+// has ended. Called with dlMu held.
+func (c *conn) asleepLocked() bool {
+	return (c.parked[0] || c.ended[0]) && (c.parked[1] || c.ended[1])
+}
+
+// leaveSweeps takes c out of Proxy.awake when no pump of it is awake:
+// sweeps skip it until one wakes (unpark puts it back). Lock order: p.mu
+// before dlMu, never the other way.
+func (c *conn) leaveSweeps() {
+	p := c.p
+	p.mu.Lock()
+	c.dlMu.Lock()
+	if c.asleepLocked() {
+		delete(p.awake, c)
+	}
+	c.dlMu.Unlock()
+	p.mu.Unlock()
 }
 
 // unpark starts a fresh pump for dir if it is parked: from the Parker when

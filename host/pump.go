@@ -46,8 +46,14 @@ func (c *conn) pump(dir Direction) {
 		c.setReason(classify(err))
 		c.abort(err)
 	}
+	c.dlMu.Lock()
+	c.ended[dir] = true
+	asleep := c.asleepLocked()
+	c.dlMu.Unlock()
 	if c.pumps.Add(-1) == 0 {
 		c.finish(nil)
+	} else if asleep {
+		c.leaveSweeps() // the other pump is parked
 	}
 }
 
@@ -147,6 +153,7 @@ func (c *conn) step(dir Direction) (step, error) {
 	case r.err != nil:
 		return stepEnd, fmt.Errorf("read %s: %w", dir, r.err)
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, src):
+		r.release() // the pump parks or moves: it holds no buffer meanwhile
 		return stepMove, nil
 	}
 	return stepEnd, fmt.Errorf("read %s: %w", dir, err)

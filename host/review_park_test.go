@@ -362,3 +362,150 @@ func TestReviewDeferredEndResetWithOtherSideParked(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// --- Each of these failed on the first parking and lending code. ---
+
+// sendTwice forwards each client chunk, then upper-cases the chunk in place
+// (it is the filter's during the call) and forwards it again. Send promises
+// that "b is copied or consumed before Send returns" (unlike Forward), so
+// the destination must get the original bytes followed by the upper-cased
+// ones.
+type sendTwice struct{ PassThrough }
+
+func (sendTwice) Open(*ConnInfo) (Filter, error) { return sendTwice{}, nil }
+
+func (sendTwice) Data(dir Direction, chunk []byte, s *Stream) error {
+	if dir == ServerToClient {
+		return s.Send(dir, chunk)
+	}
+	if err := s.Send(dir, chunk); err != nil {
+		return err
+	}
+	copy(chunk, bytes.ToUpper(chunk))
+	return s.Send(dir, chunk)
+}
+
+// TestReviewSendThenMutateChunk: a chunk passed to Send and changed by the
+// filter afterwards reaches the destination as it was when sent.
+func TestReviewSendThenMutateChunk(t *testing.T) {
+	p := startProxy(t, nil, Route{Name: "m", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "twice", Hook: sendTwice{}}}})
+	c := dialRoute(t, p, "m")
+	if _, err := io.WriteString(c, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "abcABC" {
+		t.Fatalf("echo through a filter that sends the chunk, then changes it and sends it again: %q, want %q", got, "abcABC")
+	}
+}
+
+// gateFirst holds its first client -> server chunk until release is closed.
+type gateFirst struct {
+	PassThrough
+	entered chan struct{}
+	release chan struct{}
+	once    *sync.Once
+}
+
+func (g gateFirst) Open(*ConnInfo) (Filter, error) { return g, nil }
+
+func (g gateFirst) Data(dir Direction, chunk []byte, s *Stream) error {
+	if dir == ClientToServer {
+		g.once.Do(func() { close(g.entered); <-g.release })
+	}
+	return s.Send(dir, chunk)
+}
+
+// TestReviewParkedPumpHoldsNoBuffer: a pump poked while it was busy with a
+// chunk (a slow filter or a slow destination) parks once it is done; the
+// parked direction must not keep its 64 KiB read buffer, as an idle one
+// holds none.
+func TestReviewParkedPumpHoldsNoBuffer(t *testing.T) {
+	swept := watchSweeps(t)
+	g := gateFirst{entered: make(chan struct{}), release: make(chan struct{}), once: new(sync.Once)}
+	p := startProxy(t, nil, Route{Name: "g", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "gate", Hook: g}}})
+	c := dialRoute(t, p, "g")
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	<-g.entered
+	cs := openConns(p)
+	if len(cs) != 1 {
+		t.Fatalf("%d connections, want 1", len(cs))
+	}
+	tc := cs[0]
+	// A sweep finds the direction idle while its filter runs and pokes it.
+	waitSwept(t, swept, "poked", func() int {
+		tc.dlMu.Lock()
+		defer tc.dlMu.Unlock()
+		if tc.poked[ClientToServer] {
+			return 1
+		}
+		return 0
+	}, 1)
+	close(g.release)
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	waitSwept(t, swept, "parked", func() int {
+		tc.dlMu.Lock()
+		defer tc.dlMu.Unlock()
+		if tc.parked[ClientToServer] {
+			return 1
+		}
+		return 0
+	}, 1)
+	tc.dlMu.Lock() // the pump wrote rd before it parked, under dlMu
+	held := tc.rd[ClientToServer].buf != nil
+	tc.dlMu.Unlock()
+	if held {
+		t.Fatalf("the parked client -> server pump holds its %d KiB read buffer", chunkSize>>10)
+	}
+}
+
+// TestReviewHalfClosedParkedLeavesSweeps: a connection whose client
+// half-closed (its client -> server pump ended) and whose other pump parked
+// has no pump awake: sweeps should not keep looking at it (Proxy.awake).
+func TestReviewHalfClosedParkedLeavesSweeps(t *testing.T) {
+	swept := watchSweeps(t)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	target := serve(t, func(c net.Conn) {
+		io.WriteString(c, "hello")
+		io.Copy(io.Discard, c) // until the half-close the tunnel passes on
+		<-done                 // then stay silent, and open
+	})
+	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
+	p := startProxy(t, nil, Route{Name: "h", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "id", Hook: id}}})
+	c := dialRoute(t, p, "h")
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	waitSwept(t, swept, "parked, the other ended", func() int {
+		cs := openConns(p)
+		if len(cs) != 1 {
+			return 0
+		}
+		tc := cs[0]
+		tc.dlMu.Lock()
+		defer tc.dlMu.Unlock()
+		if tc.parked[ServerToClient] && tc.pumps.Load() == 1 {
+			return 1
+		}
+		return 0
+	}, 1)
+	<-swept
+	<-swept
+	p.mu.Lock()
+	awake := len(p.awake)
+	p.mu.Unlock()
+	if awake != 0 {
+		t.Errorf("a connection with one pump ended and the other parked is still swept (%d in Proxy.awake)", awake)
+	}
+}

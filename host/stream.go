@@ -29,6 +29,24 @@ func (s *Stream) Send(dir Direction, b []byte) error {
 	if dir > ServerToClient {
 		return fmt.Errorf("send: invalid direction %d", dir)
 	}
+	ch := &s.c.ch
+	ch.noLend++ // the caller may change b once Send returns: copy it
+	err := ch.deliverLocked(dir, s.c.rs.next[s.idx][dir], b)
+	ch.noLend--
+	return err
+}
+
+// Forward is Send for bytes the filter passes on unchanged and will not
+// change afterwards, typically the chunk of the Data call or part of it:
+// when every filter on the way forwarded them, they are written from the
+// chunk's own buffer instead of being copied (the filtered path's bulk
+// throughput depends on it). The filter must not modify b after Forward,
+// even during the same call; bytes that are not part of the chunk being
+// delivered are copied, as by Send.
+func (s *Stream) Forward(dir Direction, b []byte) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("forward: invalid direction %d", dir)
+	}
 	return s.c.ch.deliverLocked(dir, s.c.rs.next[s.idx][dir], b)
 }
 

@@ -562,7 +562,8 @@ func TestParkedConnectionIdleTimeout(t *testing.T) {
 // splitEcho forwards each client chunk as its first byte, a marker, then the
 // rest (parts of the chunk itself and bytes of its own, in one callback),
 // and answers the client with the chunk's last byte: what is written from
-// the chunk without a copy (chain.lent) and what is copied keep their order.
+// the chunk without a copy (chain.lent, Stream.Forward) and what is copied
+// keep their order.
 type splitEcho struct{ PassThrough }
 
 func (splitEcho) Open(*ConnInfo) (Filter, error) { return splitEcho{}, nil }
@@ -571,15 +572,17 @@ func (splitEcho) Data(dir Direction, chunk []byte, s *Stream) error {
 	if dir == ServerToClient {
 		return s.Send(dir, chunk)
 	}
-	if err := s.Send(ServerToClient, chunk[len(chunk)-1:]); err != nil {
+	if err := s.Forward(ServerToClient, chunk[len(chunk)-1:]); err != nil {
 		return err
 	}
-	for _, part := range [][]byte{chunk[:1], []byte("|"), chunk[1:]} {
-		if err := s.Send(dir, part); err != nil {
-			return err
-		}
+	if err := s.Forward(dir, chunk[:1]); err != nil { // written from the chunk
+		return err
 	}
-	return nil
+	if err := s.Send(dir, []byte("|")); err != nil { // copied behind it
+		return err
+	}
+	return s.Forward(dir, chunk[1:]) // behind the copy: copied too
+
 }
 
 func TestLentChunksKeepTheirOrder(t *testing.T) {

@@ -131,10 +131,10 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 			// The wire leg drew the ciphertext; the verdict goes on the
 			// target leg.
 			if e.active {
-				return s.Send(dir, chunk)
+				return s.Forward(dir, chunk)
 			}
 			*e = entryCall{active: true, in: chunk, deferred: e.deferred[:0]}
-			err := s.Send(dir, chunk)
+			err := s.Forward(dir, chunk)
 			e.active = false
 			if v := e.verdict(dir, len(chunk)); v != "" {
 				st.addNote("client chunk (plaintext): " + v)
@@ -148,11 +148,11 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		}
 		if e.active { // a filter sent back into the entry: a nested chunk
 			st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
-			return s.Send(dir, chunk)
+			return s.Forward(dir, chunk)
 		}
 		r := st.data(f.leg, side(dir), chunk, "")
 		*e = entryCall{active: true, in: chunk, buf: r.buf, deferred: e.deferred[:0]}
-		err := s.Send(dir, chunk)
+		err := s.Forward(dir, chunk)
 		e.active = false
 		r.comment = e.verdict(dir, len(chunk))
 		st.out(r)
@@ -183,14 +183,14 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		e.replied += len(chunk)
 	}
 	if tapped {
-		return s.Send(dir, chunk) // drawn by the wire leg
+		return s.Forward(dir, chunk) // drawn by the wire leg
 	}
 	if shared != nil {
 		st.emit(f.leg, st.dataShared(f.leg, side(dir), chunk, shared, off))
 	} else {
 		st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
 	}
-	return s.Send(dir, chunk)
+	return s.Forward(dir, chunk)
 }
 
 // verdict names what the chain did with an entry chunk of n bytes.

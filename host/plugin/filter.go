@@ -239,7 +239,7 @@ func (f *wasmFilter) present(dir host.Direction, chunk []byte, end bool, s *host
 	}
 	switch action {
 	case abi.ActionForward:
-		err = s.Send(dir, window)
+		err = s.Forward(dir, window) // the chunk's bytes, or held ones (then copied)
 		f.release(dir)
 	case abi.ActionDrop:
 		f.release(dir)
@@ -366,7 +366,7 @@ func (f *wasmFilter) passHeld(dir host.Direction, b []byte, s *host.Stream) erro
 			return err
 		}
 	}
-	return s.Send(dir, b)
+	return s.Forward(dir, b)
 }
 
 // deliver passes on what the guest queued during the last call, in order.
