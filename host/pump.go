@@ -11,7 +11,8 @@ import (
 )
 
 // pump forwards one direction until its source ends or the connection
-// aborts, or until a sweep moves the direction to a fresh goroutine.
+// aborts, or until a sweep parks the direction (park.go) or moves it to a
+// fresh goroutine.
 func (c *conn) pump(dir Direction) {
 	src, dst := c.source(dir), c.destination(dir)
 	var err error
@@ -59,7 +60,8 @@ func (c *conn) pump(dir Direction) {
 
 // filtered is the path of a direction with filters (or an idle timeout): read
 // a chunk, run the chain, write what it produced, again. It returns handOff
-// when a sweep poked it: pump moves the direction to a fresh goroutine.
+// when a sweep poked it: pump parks the direction or moves it to a fresh
+// goroutine.
 func (c *conn) filtered(dir Direction) (handOff bool, err error) {
 	for {
 		st, err := c.step(dir)
@@ -206,8 +208,9 @@ func (r *reader) release() {
 // aLongTimeAgo is the read deadline of a poke: a read fails at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// sweep moves the pumps that have forwarded bytes and then been idle since
-// the previous sweep onto fresh goroutines. Only the sweeper calls it.
+// sweep pokes the pumps that have been idle since the previous sweep, so
+// that they park (or, where they cannot, move to fresh goroutines if they
+// have forwarded bytes). Only the sweeper calls it.
 func (c *conn) sweep() {
 	if c.pumps.Load() == 0 {
 		return // dialling, or ended
