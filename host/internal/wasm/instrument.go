@@ -462,10 +462,12 @@ func sections(bin []byte) ([]section, error) {
 
 // layout is what the rewrite needs to know of a module besides its code.
 type layout struct {
-	params   []int // by type index: the function type's parameter count
-	tick     int   // the function index of the tick import; -1 without
-	imported int   // imported functions
-	bodyType []int // by defined function: its type index
+	params   []int  // by type index: the function type's parameter count
+	tickable []bool // by type index: the type is (i32, i32) -> i32, input_buffer's
+	tick     int    // the function index of the tick import; -1 without
+	tickType int    // the tick import's type index
+	imported int    // imported functions
+	bodyType []int  // by defined function: its type index
 }
 
 // readLayout reads the type, import and function sections.
@@ -494,14 +496,24 @@ func (l *layout) readTypes(r *reader) {
 			r.fail("type form 0x%x is not a function type", form)
 			return
 		}
+		// tickable: (i32, i32) -> i32, input_buffer's type.
+		i32s := 0
 		np := r.u32()
 		for k := np; k > 0 && r.err == nil; k-- {
+			if r.off < len(r.b) && r.b[r.off] == valI32 {
+				i32s++
+			}
 			r.valtype()
 		}
-		for k := r.u32(); k > 0 && r.err == nil; k-- {
+		nr := r.u32()
+		for k := nr; k > 0 && r.err == nil; k-- {
+			if r.off < len(r.b) && r.b[r.off] == valI32 {
+				i32s++
+			}
 			r.valtype()
 		}
 		l.params = append(l.params, int(np))
+		l.tickable = append(l.tickable, np == 2 && nr == 1 && i32s == 3)
 	}
 }
 
@@ -511,9 +523,9 @@ func (l *layout) readImports(r *reader) {
 		name := string(r.bytes(int(r.u32())))
 		switch kind := r.byte(); kind {
 		case importFunc:
-			r.u32()
+			t := int(r.u32())
 			if mod == abi.ImportModule && name == abi.ImportInputBuffer {
-				l.tick = l.imported
+				l.tick, l.tickType = l.imported, t
 			}
 			l.imported++
 		case importTable:
@@ -562,6 +574,11 @@ func instrument(bin []byte) (out []byte, err error) {
 	}
 	if l.tick < 0 {
 		return nil, fmt.Errorf("%w: no %s.%s import to tick through", errNotInstrumentable, abi.ImportModule, abi.ImportInputBuffer)
+	}
+	if l.tickType >= len(l.tickable) || !l.tickable[l.tickType] {
+		// The ABI check refuses such a module anyway; the tick's call
+		// would not even be valid code.
+		return nil, fmt.Errorf("%w: %s.%s is not imported as (i32, i32) -> i32", errNotInstrumentable, abi.ImportModule, abi.ImportInputBuffer)
 	}
 	out = append(out, magic...)
 	for _, s := range secs {
