@@ -77,9 +77,10 @@ func TestPluginFlagUnknownBuiltin(t *testing.T) {
 const demoInput = `printf 'PING\r\nSET greeting hello\r\nFLUSHALL\r\nGET greeting\r\nQUIT\r\n' | nc 127.0.0.1 7379`
 
 // TestDemo runs README.md's first command, `tunnel demo`, and sends what
-// README says to type: the deny plugin answers FLUSHALL at once, the
-// built-in server answers the rest, and greeting survives. The dump shows
-// the traffic on stdout and the block is logged.
+// README says to type: the resp plugin keeps FLUSHALL from the server and
+// puts its error in FLUSHALL's place among the replies, the built-in server
+// answers the rest, and greeting survives. The dump shows the traffic on
+// stdout and the block is logged.
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
@@ -100,12 +101,11 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := io.ReadAll(c)
-	want := "-ERR FLUSHALL and FLUSHDB are refused by the tunnel's deny plugin\r\n" +
-		"+PONG\r\n+OK\r\n$5\r\nhello\r\n+OK\r\n"
+	want := "+PONG\r\n+OK\r\n-ERR command 'flushall' is not allowed by the tunnel\r\n$5\r\nhello\r\n+OK\r\n"
 	if string(got) != want || err != nil {
 		t.Errorf("the client got %q (%v), want %q", got, err, want)
 	}
-	p.stderr.wait(t, `level=WARN msg="deny: blocked \\"FLUSHALL\\" from the client" plugin=deny conn=1`)
+	p.stderr.wait(t, `level=WARN msg="resp: blocked \\"flushall\\"" plugin=resp conn=1`)
 	p.stdout.wait(t, `#1 client -> server 56 bytes\nPING\\r\\n\nSET greeting hello\\r\\n\nFLUSHALL\\r\\n\n`)
 	c.Close() // else the shutdown waits out its grace period for it
 	p.cmd.Process.Signal(syscall.SIGINT)

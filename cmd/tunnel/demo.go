@@ -16,14 +16,16 @@ import (
 // demoListen is where `tunnel demo` listens by default.
 const demoListen = "127.0.0.1:7379"
 
-// demoDeny is the configuration of the demo's deny plugin: FLUSHALL and
-// FLUSHDB, in any case, are dropped and answered by the tunnel; the rest of
-// the line (its CRLF) reaches the server as an empty line, which it ignores.
-const demoDeny = `{"patterns":["FLUSHALL","FLUSHDB"],"ignore_case":true,"reply":"-ERR FLUSHALL and FLUSHDB are refused by the tunnel's deny plugin\r\n","from":"client"}`
+// demoResp is the configuration of the demo's resp plugin: FLUSHALL and
+// FLUSHDB never reach the server, and the client gets an error in their
+// place among the replies (the plugin reads the protocol both ways, so a
+// pipelined client gets its replies in order; the byte-matching deny
+// plugin would answer at once, ahead of the replies still due).
+const demoResp = `{"block":["FLUSHALL","FLUSHDB"]}`
 
 // runDemo implements `tunnel demo`: the plain mode in front of a built-in
 // Redis-like server on a free loopback port, with the dump as text and the
-// built-in deny plugin refusing FLUSHALL and FLUSHDB.
+// built-in resp plugin refusing FLUSHALL and FLUSHDB.
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tunnel demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,15 +36,15 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 
 Runs the tunnel on ADDR (default %s) in front of a small Redis-like
 server built into the tunnel, printing every chunk as text, with the built-in
-plugin deny refusing FLUSHALL and FLUSHDB. Then, in another terminal:
+plugin resp refusing FLUSHALL and FLUSHDB. Then, in another terminal:
 
   printf 'PING\r\nSET greeting hello\r\nFLUSHALL\r\nGET greeting\r\nQUIT\r\n' | nc 127.0.0.1 7379
 
 It is the plain mode with
-  --to (the built-in server) --dump text --plugin builtin:deny --plugin-config '%s'
+  --to (the built-in server) --dump text --plugin builtin:resp --plugin-config '%s'
 
 Flags:
-`, demoListen, demoDeny)
+`, demoListen, demoResp)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -91,7 +93,7 @@ Flags:
 		dialTimeout: host.DefaultDialTimeout,
 		grace:       defaultGrace,
 		cacheDir:    defaultCacheDir(),
-		plugins:     []plainPlugin{{path: "builtin:deny", config: demoDeny}},
+		plugins:     []plainPlugin{{path: "builtin:resp", config: demoResp}},
 		again:       again,
 	}
 	fmt.Fprintf(stderr, "tunnel demo: try, in another terminal:\n  printf 'PING\\r\\nSET greeting hello\\r\\nFLUSHALL\\r\\nGET greeting\\r\\nQUIT\\r\\n' | nc %s\n", hostPort(*listen))
