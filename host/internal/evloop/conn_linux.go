@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -111,7 +112,7 @@ type conn struct {
 
 // startConn asks the acceptor for a plan for an accepted fd and, if there is
 // one, starts dialling its target.
-func (l *Loop) startConn(fd int, peerSA unix.Sockaddr, a Acceptor) {
+func (l *Loop) startConn(fd int, peerSA syscall.Sockaddr, a Acceptor) {
 	peer := sockaddrToAddrPort(peerSA)
 	plan := a.Accepted(fd, peer)
 	if plan == nil {

@@ -688,3 +688,78 @@ func rss(t testing.TB) int64 {
 	pages, _ := strconv.ParseInt(f[1], 10, 64)
 	return pages * int64(os.Getpagesize())
 }
+
+// peerAcceptor forwards every connection to target and reports the peer
+// address the loop gave it.
+type peerAcceptor struct {
+	target netip.AddrPort
+	peers  chan netip.AddrPort
+}
+
+func (a *peerAcceptor) Admit() bool { return true }
+
+func (a *peerAcceptor) Accepted(fd int, peer netip.AddrPort) *Plan {
+	a.peers <- peer
+	return &Plan{Target: a.target, DialTimeout: testWait}
+}
+
+// TestAcceptedPeerAddress: the peer address given to Accepted is the
+// client's, on IPv4 and IPv6 listeners alike.
+func TestAcceptedPeerAddress(t *testing.T) {
+	_, target := startServer(t, echo)
+	for _, family := range []struct {
+		name string
+		af   int
+		sa   unix.Sockaddr
+	}{
+		{"ipv4", unix.AF_INET, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}},
+		{"ipv6", unix.AF_INET6, &unix.SockaddrInet6{Addr: [16]byte{15: 1}}},
+	} {
+		t.Run(family.name, func(t *testing.T) {
+			l, err := newLoop(nil, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(l.Close)
+			fd, err := unix.Socket(family.af, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Bind(fd, family.sa); err != nil {
+				unix.Close(fd)
+				t.Fatalf("bind %s loopback: %v", family.name, err)
+			}
+			if err := unix.Listen(fd, 16); err != nil {
+				unix.Close(fd)
+				t.Fatal(err)
+			}
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				unix.Close(fd)
+				t.Fatal(err)
+			}
+			a := &peerAcceptor{target: target, peers: make(chan netip.AddrPort, 1)}
+			if _, err := l.AddListener(fd, a); err != nil {
+				unix.Close(fd)
+				t.Fatal(err)
+			}
+			c := dial(t, sockaddrToAddrPort(sa).String())
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 4)
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+			want := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			select {
+			case peer := <-a.peers:
+				if peer != want {
+					t.Fatalf("Accepted got peer %v, want the client's %v", peer, want)
+				}
+			case <-time.After(testWait):
+				t.Fatal("Accepted was not called")
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -131,7 +132,11 @@ func (ln *Listener) acceptAll() {
 			ln.pause()
 			return
 		}
-		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		// The standard library's accept4, not x/sys/unix's: the latter asks
+		// the listener for its protocol (getsockopt SO_PROTOCOL) on every
+		// accept of an AF_INET socket, to tell L2TP apart: a system call
+		// per connection for nothing.
+		fd, sa, err := syscall.Accept4(ln.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
 			ln.l.startConn(fd, sa, ln.a)
@@ -153,12 +158,17 @@ func (ln *Listener) acceptAll() {
 	}
 }
 
-// sockaddrToAddrPort converts an AF_INET or AF_INET6 socket address.
-func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
+// sockaddrToAddrPort converts an AF_INET or AF_INET6 socket address, of
+// package unix or syscall.
+func sockaddrToAddrPort(sa any) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
 	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *syscall.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
