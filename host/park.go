@@ -24,7 +24,6 @@ func (p *Proxy) parkerLocked() *park.Parker {
 			return nil
 		}
 		p.parker = pk
-		p.parks.Store(true)
 	}
 	return p.parker
 }
@@ -36,7 +35,6 @@ func (p *Proxy) closeParker() {
 	pk := p.parker
 	p.parker = nil
 	p.noPark = true
-	p.parks.Store(false)
 	p.mu.Unlock()
 	if pk != nil {
 		pk.Close()

@@ -160,8 +160,7 @@ type Proxy struct {
 	// The Parker of idle pumps (park.go), started with the first park and
 	// closed by Shutdown.
 	parker *park.Parker
-	noPark bool        // the Parker could not start or is closed: pumps move instead
-	parks  atomic.Bool // the Parker runs: sweeps may park any idle pump
+	noPark bool // the Parker could not start or is closed: pumps move instead
 
 	counters map[string]*routeCounters // by route name; see Stats
 }
@@ -200,9 +199,10 @@ func (p *Proxy) sweep() {
 	for c := range p.awake {
 		cs = append(cs, c)
 	}
+	parks := p.parker != nil
 	p.mu.Unlock()
 	for _, c := range cs {
-		c.sweep()
+		c.sweep(parks)
 	}
 	clear(cs)
 	if h := sweepHook.Load(); h != nil {

@@ -211,7 +211,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 // sweep pokes the pumps that have been idle since the previous sweep, so
 // that they park (or, where they cannot, move to fresh goroutines if they
 // have forwarded bytes). Only the sweeper calls it.
-func (c *conn) sweep() {
+// With parks, the Proxy's Parker runs: any idle pump that can park is poked.
+func (c *conn) sweep(parks bool) {
 	if c.pumps.Load() == 0 {
 		return // dialling, or ended
 	}
@@ -222,7 +223,7 @@ func (c *conn) sweep() {
 		b := c.read[d].Load()
 		// Idle for a whole sweep: park it (see park.go) or, where it
 		// cannot park, move it unless its goroutine is still small.
-		if b == c.seen[d] && (c.p.parks.Load() && c.parkable(d) || b != c.born[d].Load()) {
+		if b == c.seen[d] && (parks && c.parkable(d) || b != c.born[d].Load()) {
 			c.poke(d)
 		}
 		c.seen[d] = b

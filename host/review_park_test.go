@@ -38,25 +38,7 @@ func TestReviewCloseWhilePumpsParkAndWake(t *testing.T) {
 			}
 		}()
 	}
-	stop := make(chan struct{})
-	stormDone := make(chan struct{})
-	go func() {
-		defer close(stormDone)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for _, c := range openConns(p) {
-				if c.pumps.Load() > 0 {
-					c.poke(ClientToServer)
-					c.poke(ServerToClient)
-				}
-			}
-			time.Sleep(50 * time.Microsecond)
-		}
-	}()
+	stopStorm := pokeStorm(p, 50*time.Microsecond)
 	// Let pumps park and wake a while (seen parked at 20 samples), then
 	// close while they still do.
 	for seen, deadline := 0, time.Now().Add(30*time.Second); seen < 20; {
@@ -76,8 +58,7 @@ func TestReviewCloseWhilePumpsParkAndWake(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return within 10s while pumps parked and woke")
 	}
-	close(stop)
-	<-stormDone
+	stopStorm()
 	t.Logf("Close took %v", time.Since(start))
 	clientsDone := make(chan struct{})
 	go func() { wg.Wait(); close(clientsDone) }()
@@ -245,26 +226,8 @@ func TestReviewLateDialParks(t *testing.T) {
 // the answer whole, then a clean end of stream, and no connection is left.
 func TestReviewFilterCloseWhilePumpsParkAndWake(t *testing.T) {
 	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
-	stop := make(chan struct{})
-	stormDone := make(chan struct{})
-	go func() {
-		defer close(stormDone)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for _, c := range openConns(p) {
-				if c.pumps.Load() > 0 {
-					c.poke(ClientToServer)
-					c.poke(ServerToClient)
-				}
-			}
-			time.Sleep(20 * time.Microsecond)
-		}
-	}()
-	defer func() { close(stop); <-stormDone }()
+	stopStorm := pokeStorm(p, 20*time.Microsecond)
+	defer stopStorm()
 	const conns = 24
 	var wg sync.WaitGroup
 	for k := range conns {
@@ -300,12 +263,7 @@ func TestReviewFilterCloseWhilePumpsParkAndWake(t *testing.T) {
 	}
 	wg.Wait()
 	// Each connection lingers until its client closes, then finishes.
-	for deadline := time.Now().Add(30 * time.Second); len(openConns(p)) != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open 30s after their clients closed", len(openConns(p)))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFinished(t, p, 30*time.Second, "after their clients closed")
 }
 
 // holdEnd defers the client's half-close forever.
@@ -355,12 +313,7 @@ func TestReviewDeferredEndResetWithOtherSideParked(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the server's side stayed open 30s after the client reset")
 	}
-	for deadline := time.Now().Add(30 * time.Second); len(openConns(p)) != 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("connection still open 30s after the client reset")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFinished(t, p, 30*time.Second, "after the client reset")
 }
 
 // --- Each of these failed on the first parking and lending code. ---

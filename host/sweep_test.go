@@ -110,6 +110,46 @@ func deepStackClients(t *testing.T, p *Proxy, n int) (*Proxy, []net.Conn) {
 	return p, clients
 }
 
+// pokeStorm pokes both directions of every connection of p with a pump
+// running, again every interval (a poke every few reads, not a busy loop),
+// until the function it returns is called; that function returns once the
+// storm has stopped.
+func pokeStorm(p *Proxy, interval time.Duration) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			for _, c := range openConns(p) {
+				if c.pumps.Load() > 0 {
+					c.poke(ClientToServer)
+					c.poke(ServerToClient)
+				}
+			}
+			time.Sleep(interval)
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// waitFinished waits until every connection p accepted has finished (its
+// close logged and counted), or fails after d.
+func waitFinished(t *testing.T, p *Proxy, d time.Duration, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { p.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%d connections still open %v %s", len(openConns(p)), d, what)
+	}
+}
+
 // askEcho sends msg through an echo route and checks that it comes back.
 func askEcho(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
@@ -264,25 +304,7 @@ func TestPokeStorm(t *testing.T) {
 		t.Run(r.Name, func(t *testing.T) {
 			r.Target = echoServer(t)
 			p := startProxy(t, nil, r)
-			stop := make(chan struct{})
-			stormDone := make(chan struct{})
-			go func() {
-				defer close(stormDone)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					for _, c := range openConns(p) {
-						if c.pumps.Load() > 0 {
-							c.poke(ClientToServer)
-							c.poke(ServerToClient)
-						}
-					}
-					time.Sleep(20 * time.Microsecond) // a poke every few reads, not a busy loop
-				}
-			}()
+			stopStorm := pokeStorm(p, 20*time.Microsecond)
 			var wg sync.WaitGroup
 			for k := range 4 {
 				wg.Add(1)
@@ -317,8 +339,7 @@ func TestPokeStorm(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			close(stop)
-			<-stormDone
+			stopStorm()
 		})
 	}
 }

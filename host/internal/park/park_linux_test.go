@@ -60,6 +60,19 @@ func fired(t *testing.T, ch chan struct{}, what string) {
 	}
 }
 
+// flush parks a fresh socket, sends it a byte and waits for its wake-up:
+// the Parker has handled every readiness that came before.
+func flush(t *testing.T, p *Parker) {
+	t.Helper()
+	c, d := pair(t)
+	woke := make(chan struct{})
+	if _, err := p.Park(rawConn(t, d), func() { close(woke) }); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("y"))
+	fired(t, woke, "a socket parked after the others")
+}
+
 func TestParkWakesOnData(t *testing.T) {
 	p := newParker(t)
 	a, b := pair(t)
@@ -134,16 +147,9 @@ func TestUnparkBeforeWake(t *testing.T) {
 		t.Fatal("a second Unpark reported true")
 	}
 	a.Write([]byte("x"))
-	// A second socket parked and woken after the first one's byte was
-	// sent: the Parker saw the first socket's readiness by then, had it
-	// still been in the set.
-	c, d := pair(t)
-	other := make(chan struct{})
-	if _, err := p.Park(rawConn(t, d), func() { close(other) }); err != nil {
-		t.Fatal(err)
-	}
-	c.Write([]byte("y"))
-	fired(t, other, "second socket")
+	// The Parker saw the first socket's readiness by then, had it still
+	// been in the set.
+	flush(t, p)
 	select {
 	case <-ran:
 		t.Fatal("fn of an unparked wait ran")
@@ -246,15 +252,8 @@ func TestParkErrorsWakesOnResetOnly(t *testing.T) {
 	if _, err := p.ParkErrors(rawConn(t, b), func() { close(woke) }); err != nil {
 		t.Fatal(err)
 	}
-	// A second socket, parked for bytes after the first, wakes first: the
-	// Parker has looked at the half-closed socket by then.
-	c, d := pair(t)
-	other := make(chan struct{})
-	if _, err := p.Park(rawConn(t, d), func() { close(other) }); err != nil {
-		t.Fatal(err)
-	}
-	c.Write([]byte("y"))
-	fired(t, other, "second socket")
+	// The Parker has looked at the half-closed socket by then.
+	flush(t, p)
 	select {
 	case <-woke:
 		t.Fatal("ParkErrors woke for bytes and an end of stream")
