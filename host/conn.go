@@ -73,9 +73,9 @@ type conn struct {
 	seen  [2]int64   // read[dir] at the last sweep; the sweeper's own
 	dlMu  sync.Mutex // orders the read deadlines of pokes and of closeGracefully
 	poked [2]bool    // a poke's deadline is set on the source; guarded by dlMu
-	// A pump parked (see park.go): its source waits on parkedOn, under
-	// ticket, and no goroutine runs it. Guarded by dlMu.
-	parked   [2]bool
+	// A parked pump (see park.go): its source waits on parkedOn (nil when
+	// the pump is not parked), under ticket, and no goroutine runs it.
+	// Guarded by dlMu.
 	ticket   [2]park.Ticket
 	parkedOn [2]*park.Parker
 	wake     [2]func() // unpark(dir, nil), made on the first park; the pump's own

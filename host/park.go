@@ -77,14 +77,14 @@ func (c *conn) park(dir Direction) bool {
 		return false // teardown has run: the pump ends on its goroutine
 	default:
 	}
-	c.parked[dir] = true
+	c.parkedOn[dir] = pk // before Park: its callback may run at once
 	t, err := pk.Park(rc, c.wake[dir])
 	if err != nil {
-		c.parked[dir] = false
+		c.parkedOn[dir] = nil
 		c.dlMu.Unlock()
 		return false
 	}
-	c.ticket[dir], c.parkedOn[dir] = t, pk
+	c.ticket[dir] = t
 	asleep := c.asleepLocked()
 	c.dlMu.Unlock()
 	if asleep {
@@ -96,7 +96,7 @@ func (c *conn) park(dir Direction) bool {
 // asleepLocked reports whether no pump of c is awake: each is parked or
 // has ended. Called with dlMu held.
 func (c *conn) asleepLocked() bool {
-	return (c.parked[0] || c.ended[0]) && (c.parked[1] || c.ended[1])
+	return (c.parkedOn[0] != nil || c.ended[0]) && (c.parkedOn[1] != nil || c.ended[1])
 }
 
 // leaveSweeps takes c out of Proxy.awake when no pump of it is awake:
@@ -115,14 +115,13 @@ func (c *conn) leaveSweeps() {
 
 // unpark starts a fresh pump for dir if it is parked: from the Parker when
 // the source is readable (pk nil), or from teardown (pk the Parker, whose
-// wait it takes back). Whoever finds it parked starts the pump.
+// wait it takes back). Whoever finds it parked (parkedOn set) starts the pump.
 func (c *conn) unpark(dir Direction, pk *park.Parker) {
 	c.dlMu.Lock()
-	if !c.parked[dir] {
+	if c.parkedOn[dir] == nil {
 		c.dlMu.Unlock()
 		return
 	}
-	c.parked[dir] = false
 	t := c.ticket[dir]
 	c.parkedOn[dir] = nil
 	c.dlMu.Unlock()

@@ -236,7 +236,7 @@ func (c *conn) poke(dir Direction) {
 	c.dlMu.Lock()
 	defer c.dlMu.Unlock()
 	src := c.source(dir)
-	if c.td.closing.Load() || c.poked[dir] || c.parked[dir] || src == nil {
+	if c.td.closing.Load() || c.poked[dir] || c.parkedOn[dir] != nil || src == nil {
 		return
 	}
 	c.poked[dir] = true

@@ -133,7 +133,7 @@ func TestReviewTLSRoutesParkTheirPlainSide(t *testing.T) {
 				n := 0
 				for _, oc := range openConns(p) {
 					oc.dlMu.Lock()
-					if oc.parked[d] {
+					if oc.parkedOn[d] != nil {
 						n++
 					}
 					oc.dlMu.Unlock()
@@ -298,7 +298,7 @@ func TestReviewDeferredEndResetWithOtherSideParked(t *testing.T) {
 	waitSwept(t, swept, "parked (server -> client)", func() int {
 		for _, oc := range openConns(p) {
 			oc.dlMu.Lock() // not with the chain's lock: the engine takes it first
-			parked := oc.parked[ServerToClient]
+			parked := oc.parkedOn[ServerToClient] != nil
 			oc.dlMu.Unlock()
 			if parked && oc.ch.endDeferred(ClientToServer) != nil {
 				return 1
@@ -407,7 +407,7 @@ func TestReviewParkedPumpHoldsNoBuffer(t *testing.T) {
 	waitSwept(t, swept, "parked", func() int {
 		tc.dlMu.Lock()
 		defer tc.dlMu.Unlock()
-		if tc.parked[ClientToServer] {
+		if tc.parkedOn[ClientToServer] != nil {
 			return 1
 		}
 		return 0
@@ -448,7 +448,7 @@ func TestReviewHalfClosedParkedLeavesSweeps(t *testing.T) {
 		tc := cs[0]
 		tc.dlMu.Lock()
 		defer tc.dlMu.Unlock()
-		if tc.parked[ServerToClient] && tc.pumps.Load() == 1 {
+		if tc.parkedOn[ServerToClient] != nil && tc.pumps.Load() == 1 {
 			return 1
 		}
 		return 0

@@ -167,8 +167,8 @@ func parkedPumps(p *Proxy) int {
 	n := 0
 	for _, c := range openConns(p) {
 		c.dlMu.Lock()
-		for d := range c.parked {
-			if c.parked[d] {
+		for d := range c.parkedOn {
+			if c.parkedOn[d] != nil {
 				n++
 			}
 		}
