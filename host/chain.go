@@ -181,6 +181,16 @@ func (ch *chain) open() (writes, error) {
 // what it produced. What the filters pass on of b itself is written from b,
 // not copied (see chain.lent): b stays the caller's until data returns.
 func (ch *chain) data(dir Direction, b []byte) error {
+	w, err := ch.run(dir, b)
+	if err != nil {
+		return err
+	}
+	return w.do()
+}
+
+// run runs a chunk read from dir's source through the chain and returns
+// the writes it produced, which may refer to b (see chain.lent).
+func (ch *chain) run(dir Direction, b []byte) (writes, error) {
 	ch.mu.Lock()
 	ch.lending = b
 	var err error
@@ -193,12 +203,12 @@ func (ch *chain) data(dir Direction, b []byte) error {
 	if err != nil {
 		ch.unlendLocked()
 		ch.mu.Unlock()
-		return err
+		return writes{}, err
 	}
 	w := ch.takeLocked()
 	ch.unlendLocked() // what take left (nothing goes to a server not dialled yet)
 	ch.mu.Unlock()
-	return w.do()
+	return w, nil
 }
 
 // unlendLocked copies lent bytes that were not taken into pend: b's buffer
@@ -225,15 +235,21 @@ func within(b, in []byte) bool {
 // end runs the End callbacks of dir (its source half-closed) and passes the
 // half-close on.
 func (ch *chain) end(dir Direction) error {
-	ch.mu.Lock()
-	err := ch.endLocked(dir)
+	w, err := ch.runEnd(dir)
 	if err != nil {
-		ch.mu.Unlock()
 		return err
 	}
-	w := ch.takeLocked()
-	ch.mu.Unlock()
 	return w.do()
+}
+
+// runEnd runs the End callbacks of dir and returns the writes they produced.
+func (ch *chain) runEnd(dir Direction) (writes, error) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := ch.endLocked(dir); err != nil {
+		return writes{}, err
+	}
+	return ch.takeLocked(), nil
 }
 
 // nowDialled lets the writes toward the server go and returns those the
@@ -348,6 +364,10 @@ func (ch *chain) setTimerLocked(idx int, d time.Duration) {
 	}
 	lt := &ch.timers[idx]
 	lt.due = max(time.Since(ch.c.start)+d, 1)
+	if ch.c.il.c != nil {
+		ch.c.il.armLocked() // the route's loop runs the timers
+		return
+	}
 	if lt.t == nil {
 		lt.t = time.AfterFunc(d, func() { ch.fire(idx) })
 	} else {

@@ -51,6 +51,12 @@ type conn struct {
 	ch  chain         // the filters and what they queued; see chain.go
 	wmu [2]sync.Mutex // serialises the writes toward each destination
 
+	// il is set (il.c != nil) for a connection of an inline route, which
+	// its route's event loop forwards (loop_linux.go): then the sockets,
+	// the pumps and the timers above are unused, and the loop owns the
+	// sockets.
+	il inlineChain
+
 	td teardown
 
 	read      [2]atomic.Int64 // bytes read from each direction's source
@@ -319,6 +325,10 @@ func (c *conn) abort(cause error) { c.abortCounting(cause, nil) }
 // abortCounting is abort that also adds one to counter when it does, before
 // the sockets close (and so before the close log line).
 func (c *conn) abortCounting(cause error, counter *atomic.Int64) {
+	if c.il.c != nil {
+		c.il.abort(cause, counter)
+		return
+	}
 	c.td.once.Do(func() {
 		if counter != nil {
 			counter.Add(1)
@@ -383,15 +393,24 @@ func (c *conn) finish(cause error) {
 		s.Close()
 	}
 	c.ch.close()
-	level := slog.LevelInfo
 	e := c.td.cause.Load()
-	if e != nil {
-		level = slog.LevelWarn
-	}
+	reason := c.closeReason(e != nil)
 	// The counters before the log line: who reads the line sees them.
 	c.rs.ctr.active.Add(-1)
-	c.rs.ctr.ended(c.start, c.closeReason(e != nil))
+	c.rs.ctr.ended(c.start, reason)
+	c.report(e, reason)
+	c.l.connDone()
+	c.p.release(c.rs)
+	c.p.connWG.Done()
+}
+
+// report counts a finished connection's bytes and error, forgets it, and
+// writes its close log line. cause is nil for an orderly end.
+func (c *conn) report(cause *error, reason closeReason) {
+	e := cause
+	level := slog.LevelInfo
 	if e != nil {
+		level = slog.LevelWarn
 		c.rs.ctr.errors.Add(1)
 	}
 	var read, written [2]int64
@@ -414,7 +433,7 @@ func (c *conn) finish(cause error) {
 			"bytes_from_server", c.read[ServerToClient].Load(),
 			"bytes_to_client", c.written[ServerToClient].Load(),
 			"duration", time.Since(c.start).Round(time.Microsecond).String(),
-			"reason", c.closeReason(e != nil).String(),
+			"reason", reason.String(),
 		}
 		if e != nil {
 			attrs = append(attrs, "err", (*e).Error())
@@ -428,8 +447,4 @@ func (c *conn) finish(cause error) {
 		}
 		l.Log(context.Background(), level, "connection closed", attrs...)
 	}
-
-	c.l.connDone()
-	c.p.release(c.rs)
-	c.p.connWG.Done()
 }

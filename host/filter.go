@@ -116,6 +116,23 @@ type Hook interface {
 	Open(info *ConnInfo) (Filter, error)
 }
 
+// An InlineHook is a [Hook] whose filters never block: each callback does
+// its work and returns, without waiting for I/O, for another connection,
+// or for a lock held across callbacks. Inline reports whether that holds
+// (a plugin running guests that no deadline cuts short says no).
+//
+// A route whose every link is inline, with an IP address as its target and
+// no TLS, PROXY header, server names or late dial, runs on an event loop of
+// its own: one goroutine reads, filters and writes for all of the route's
+// connections, as the loop of routes without hooks does, instead of two
+// goroutines per connection. Its filters' callbacks, timers included, then
+// run one at a time on that goroutine: a filter that blocks delays every
+// connection of its route, and no other route's.
+type InlineHook interface {
+	Hook
+	Inline() bool
+}
+
 // A Filter handles the traffic of one connection. The Proxy never calls the
 // methods of one Filter concurrently, so a Filter needs no locking of its own
 // state. A returned error aborts the connection (both sockets are closed) and

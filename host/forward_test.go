@@ -54,6 +54,16 @@ var forwardPaths = []forwardPath{
 	{"one-way", func(target string) host.Route {
 		return tn.Route("test", target, host.Link{Name: "identity", Hook: identity, Directions: host.OnlyClientToServer})
 	}},
+	// A pass-through hook that says it never blocks: the route's own event
+	// loop reads, filters and writes.
+	{"inline", func(target string) host.Route {
+		return tn.Route("test", target, host.Link{Name: "identity", Hook: inlineHook{identity}})
+	}},
+	// The same on client -> server only: the other stream spliced by the
+	// route's loop.
+	{"inline-one-way", func(target string) host.Route {
+		return tn.Route("test", target, host.Link{Name: "identity", Hook: inlineHook{identity}, Directions: host.OnlyClientToServer})
+	}},
 	// No hook, a target by name, an idle timeout: copied in user space to
 	// see activity.
 	{"idle-timeout", func(target string) host.Route {
@@ -62,6 +72,53 @@ var forwardPaths = []forwardPath{
 		return r
 	}},
 }
+
+// engine is one of the two engines a filtered route runs on: goroutines
+// (two per connection) or, when every hook is inline, the route's own event
+// loop.
+type engine struct{ inline bool }
+
+// engines runs f on both engines, in parallel.
+func engines(t *testing.T, f func(t *testing.T, eng engine)) {
+	t.Parallel()
+	for _, e := range []engine{{false}, {true}} {
+		name := "goroutines"
+		if e.inline {
+			name = "inline"
+		}
+		t.Run(name, func(t *testing.T) { t.Parallel(); f(t, e) })
+	}
+}
+
+// links returns chain with every hook made inline on the inline engine.
+func (e engine) links(chain []host.Link) []host.Link {
+	if !e.inline {
+		return chain
+	}
+	out := make([]host.Link, len(chain))
+	for i, l := range chain {
+		l.Hook = inlineHook{l.Hook}
+		out[i] = l
+	}
+	return out
+}
+
+// tunnel is tunnel on this engine.
+func (e engine) tunnel(t *testing.T, r host.Route) (string, *tn.Logs) {
+	r.Chain = e.links(r.Chain)
+	return tunnel(t, r)
+}
+
+// Tunnel is tn.Tunnel on this engine.
+func (e engine) Tunnel(t *testing.T, target string, chain ...host.Link) (string, *host.Proxy, *tn.Logs) {
+	return tn.Tunnel(t, target, e.links(chain)...)
+}
+
+// inlineHook makes a hook an InlineHook: its route runs on an event loop
+// of its own.
+type inlineHook struct{ host.Hook }
+
+func (inlineHook) Inline() bool { return true }
 
 // byName turns 127.0.0.1:port into localhost:port: a target the event loop
 // leaves to the goroutine engine.
@@ -338,266 +395,272 @@ func roundTrip(t *testing.T, c *net.TCPConn, out []byte) []byte {
 // the stream back toward the client: chunk boundaries fall anywhere, so the
 // halving filter keeps its parity across chunks.
 func TestFilterRewritesLength(t *testing.T) {
-	t.Parallel()
-	double := func(dir host.Direction, chunk []byte, s *host.Stream) error {
-		out := make([]byte, 0, 2*len(chunk))
-		for _, b := range chunk {
-			out = append(out, b, b)
-		}
-		return s.Send(dir, out)
-	}
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		odd := false
-		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-			if dir == host.ClientToServer {
-				return double(dir, chunk, s)
-			}
-			out := make([]byte, 0, len(chunk)/2+1)
+	engines(t, func(t *testing.T, eng engine) {
+		double := func(dir host.Direction, chunk []byte, s *host.Stream) error {
+			out := make([]byte, 0, 2*len(chunk))
 			for _, b := range chunk {
-				if !odd {
-					out = append(out, b)
-				}
-				odd = !odd
+				out = append(out, b, b)
 			}
 			return s.Send(dir, out)
-		}}, nil
-	})
-	serverGot := make(chan []byte, 1)
-	srv := tn.Serve(t, recordEcho(serverGot))
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "resize", Hook: hook})
+		}
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			odd := false
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if dir == host.ClientToServer {
+					return double(dir, chunk, s)
+				}
+				out := make([]byte, 0, len(chunk)/2+1)
+				for _, b := range chunk {
+					if !odd {
+						out = append(out, b)
+					}
+					odd = !odd
+				}
+				return s.Send(dir, out)
+			}}, nil
+		})
+		serverGot := make(chan []byte, 1)
+		srv := tn.Serve(t, recordEcho(serverGot))
+		addr, _, _ := eng.Tunnel(t, srv.Addr(), host.Link{Name: "resize", Hook: hook})
 
-	payload := tn.Random(7, 300<<10)
-	back := roundTrip(t, tn.Dial(t, addr), payload)
-	if tn.Sum(back) != tn.Sum(payload) {
-		t.Errorf("client got %d bytes back, want the %d sent", len(back), len(payload))
-	}
-	doubled := make([]byte, 0, 2*len(payload))
-	for _, b := range payload {
-		doubled = append(doubled, b, b)
-	}
-	if got := <-serverGot; tn.Sum(got) != tn.Sum(doubled) {
-		t.Errorf("server got %d bytes, want the %d doubled bytes", len(got), len(doubled))
-	}
+		payload := tn.Random(7, 300<<10)
+		back := roundTrip(t, tn.Dial(t, addr), payload)
+		if tn.Sum(back) != tn.Sum(payload) {
+			t.Errorf("client got %d bytes back, want the %d sent", len(back), len(payload))
+		}
+		doubled := make([]byte, 0, 2*len(payload))
+		for _, b := range payload {
+			doubled = append(doubled, b, b)
+		}
+		if got := <-serverGot; tn.Sum(got) != tn.Sum(doubled) {
+			t.Errorf("server got %d bytes, want the %d doubled bytes", len(got), len(doubled))
+		}
+	})
 }
 
 // TestFilterDrops drops the whole client -> server stream: the server sees
 // only the end of it.
 func TestFilterDrops(t *testing.T) {
-	t.Parallel()
-	drop := host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, chunk []byte) ([]byte, error) {
-		if dir == host.ClientToServer {
-			return nil, nil
-		}
-		return chunk, nil
-	})
-	serverGot := make(chan tn.Received, 1)
-	srv := tn.Serve(t, halfCloseServer([]byte("nothing came\n"), serverGot))
-	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "drop", Hook: drop})
+	engines(t, func(t *testing.T, eng engine) {
+		drop := host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, chunk []byte) ([]byte, error) {
+			if dir == host.ClientToServer {
+				return nil, nil
+			}
+			return chunk, nil
+		})
+		serverGot := make(chan tn.Received, 1)
+		srv := tn.Serve(t, halfCloseServer([]byte("nothing came\n"), serverGot))
+		addr, _, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "drop", Hook: drop})
 
-	back := roundTrip(t, tn.Dial(t, addr), tn.Random(3, 10240))
-	if string(back) != "nothing came\n" {
-		t.Errorf("client got %q", back)
-	}
-	if s := <-serverGot; s.Err != nil || s.N != 0 {
-		t.Errorf("server got %d bytes (err %v), want 0", s.N, s.Err)
-	}
-	logs.Wait(t, "connection closed", "bytes_from_client=10240 bytes_to_server=0") // dropped: read, never written
+		back := roundTrip(t, tn.Dial(t, addr), tn.Random(3, 10240))
+		if string(back) != "nothing came\n" {
+			t.Errorf("client got %q", back)
+		}
+		if s := <-serverGot; s.Err != nil || s.N != 0 {
+			t.Errorf("server got %d bytes (err %v), want 0", s.N, s.Err)
+		}
+		logs.Wait(t, "connection closed", "bytes_from_client=10240 bytes_to_server=0") // dropped: read, never written
+	})
 }
 
 // TestFilterAnswersClient answers every client chunk itself, upper-cased,
 // with Send(ServerToClient) from a client -> server callback; the server
 // gets nothing.
 func TestFilterAnswersClient(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-			if dir == host.ClientToServer {
-				return s.Send(host.ServerToClient, bytes.ToUpper(chunk))
-			}
-			return s.Send(dir, chunk)
-		}}, nil
-	})
-	serverGot := make(chan []byte, 1)
-	srv := tn.Serve(t, recordEcho(serverGot))
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "answer", Hook: hook})
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if dir == host.ClientToServer {
+					return s.Send(host.ServerToClient, bytes.ToUpper(chunk))
+				}
+				return s.Send(dir, chunk)
+			}}, nil
+		})
+		serverGot := make(chan []byte, 1)
+		srv := tn.Serve(t, recordEcho(serverGot))
+		addr, _, _ := eng.Tunnel(t, srv.Addr(), host.Link{Name: "answer", Hook: hook})
 
-	c := tn.Dial(t, addr)
-	for _, msg := range []string{"ping\n", "again\n"} {
-		if _, err := io.WriteString(c, msg); err != nil {
-			t.Fatal(err)
+		c := tn.Dial(t, addr)
+		for _, msg := range []string{"ping\n", "again\n"} {
+			if _, err := io.WriteString(c, msg); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, got); err != nil {
+				t.Fatal(err)
+			}
+			if want := bytes.ToUpper([]byte(msg)); !bytes.Equal(got, want) {
+				t.Fatalf("got %q, want %q", got, want)
+			}
 		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, got); err != nil {
-			t.Fatal(err)
+		c.CloseWrite()
+		if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+			t.Errorf("after the half-close: %q, %v; want a clean EOF", rest, err)
 		}
-		if want := bytes.ToUpper([]byte(msg)); !bytes.Equal(got, want) {
-			t.Fatalf("got %q, want %q", got, want)
+		if got := <-serverGot; len(got) != 0 {
+			t.Errorf("server got %q, want nothing", got)
 		}
-	}
-	c.CloseWrite()
-	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
-		t.Errorf("after the half-close: %q, %v; want a clean EOF", rest, err)
-	}
-	if got := <-serverGot; len(got) != 0 {
-		t.Errorf("server got %q, want nothing", got)
-	}
+	})
 }
 
 // TestFilterCloses says goodbye and closes the connection when the client
 // sends QUIT: the goodbye arrives before the end of the stream, and QUIT
 // never reaches the server.
 func TestFilterCloses(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-			if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
-				s.Close()
-				return s.Send(host.ServerToClient, []byte("bye\n"))
-			}
-			return s.Send(dir, chunk)
-		}}, nil
-	})
-	serverGot := make(chan []byte, 1)
-	srv := tn.Serve(t, recordEcho(serverGot))
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "quit", Hook: hook})
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
+					s.Close()
+					return s.Send(host.ServerToClient, []byte("bye\n"))
+				}
+				return s.Send(dir, chunk)
+			}}, nil
+		})
+		serverGot := make(chan []byte, 1)
+		srv := tn.Serve(t, recordEcho(serverGot))
+		addr, _, _ := eng.Tunnel(t, srv.Addr(), host.Link{Name: "quit", Hook: hook})
 
-	c := tn.Dial(t, addr)
-	io.WriteString(c, "hello\n")
-	got := make([]byte, 6)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello\n" {
-		t.Fatalf("echo: %q, %v", got, err)
-	}
-	io.WriteString(c, "QUIT\n")
-	rest, err := io.ReadAll(c)
-	if err != nil || string(rest) != "bye\n" {
-		t.Fatalf("after QUIT: %q, %v; want \"bye\\n\" then a clean EOF", rest, err)
-	}
-	if got := <-serverGot; string(got) != "hello\n" {
-		t.Errorf("server got %q, want only \"hello\\n\"", got)
-	}
+		c := tn.Dial(t, addr)
+		io.WriteString(c, "hello\n")
+		got := make([]byte, 6)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello\n" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		io.WriteString(c, "QUIT\n")
+		rest, err := io.ReadAll(c)
+		if err != nil || string(rest) != "bye\n" {
+			t.Fatalf("after QUIT: %q, %v; want \"bye\\n\" then a clean EOF", rest, err)
+		}
+		if got := <-serverGot; string(got) != "hello\n" {
+			t.Errorf("server got %q, want only \"hello\\n\"", got)
+		}
+	})
 }
 
 // TestFilterHoldsBytes assembles lines: a partial line is held until its
 // newline arrives, and what is left at the end of the stream is flushed by
 // End before the half-close.
 func TestFilterHoldsBytes(t *testing.T) {
-	t.Parallel()
-	held := make(chan int, 16)
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		var line []byte
-		return &testFilter{
-			data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-				if dir == host.ServerToClient {
-					return s.Send(dir, chunk)
-				}
-				line = append(line, chunk...)
-				if i := bytes.LastIndexByte(line, '\n'); i >= 0 {
-					if err := s.Send(dir, line[:i+1]); err != nil {
-						return err
+	engines(t, func(t *testing.T, eng engine) {
+		held := make(chan int, 16)
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			var line []byte
+			return &testFilter{
+				data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+					if dir == host.ServerToClient {
+						return s.Send(dir, chunk)
 					}
-					line = append(line[:0], line[i+1:]...)
-				}
-				held <- len(line)
-				return nil
-			},
-			end: func(dir host.Direction, s *host.Stream) error {
-				if dir == host.ClientToServer && len(line) > 0 {
-					return s.Send(dir, line)
-				}
-				return nil
-			},
-		}, nil
-	})
-	firstRead := make(chan string, 1)
-	serverGot := make(chan []byte, 1)
-	srv := tn.Serve(t, func(c *net.TCPConn) {
-		buf := make([]byte, 1024)
-		n, _ := c.Read(buf)
-		firstRead <- string(buf[:n])
-		rest, _ := io.ReadAll(c)
-		serverGot <- append(buf[:n], rest...)
-	})
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "lines", Hook: hook})
+					line = append(line, chunk...)
+					if i := bytes.LastIndexByte(line, '\n'); i >= 0 {
+						if err := s.Send(dir, line[:i+1]); err != nil {
+							return err
+						}
+						line = append(line[:0], line[i+1:]...)
+					}
+					held <- len(line)
+					return nil
+				},
+				end: func(dir host.Direction, s *host.Stream) error {
+					if dir == host.ClientToServer && len(line) > 0 {
+						return s.Send(dir, line)
+					}
+					return nil
+				},
+			}, nil
+		})
+		firstRead := make(chan string, 1)
+		serverGot := make(chan []byte, 1)
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			buf := make([]byte, 1024)
+			n, _ := c.Read(buf)
+			firstRead <- string(buf[:n])
+			rest, _ := io.ReadAll(c)
+			serverGot <- append(buf[:n], rest...)
+		})
+		addr, _, _ := eng.Tunnel(t, srv.Addr(), host.Link{Name: "lines", Hook: hook})
 
-	c := tn.Dial(t, addr)
-	io.WriteString(c, "hel")
-	if n := <-held; n != 3 {
-		t.Fatalf("filter holds %d bytes, want 3", n)
-	}
-	io.WriteString(c, "lo\n")
-	if first := <-firstRead; first != "hello\n" {
-		t.Fatalf("server's first read got %q, want the whole line \"hello\\n\"", first)
-	}
-	io.WriteString(c, "tail")
-	c.CloseWrite()
-	if got := <-serverGot; string(got) != "hello\ntail" {
-		t.Errorf("server got %q, want \"hello\\ntail\"", got)
-	}
+		c := tn.Dial(t, addr)
+		io.WriteString(c, "hel")
+		if n := <-held; n != 3 {
+			t.Fatalf("filter holds %d bytes, want 3", n)
+		}
+		io.WriteString(c, "lo\n")
+		if first := <-firstRead; first != "hello\n" {
+			t.Fatalf("server's first read got %q, want the whole line \"hello\\n\"", first)
+		}
+		io.WriteString(c, "tail")
+		c.CloseWrite()
+		if got := <-serverGot; string(got) != "hello\ntail" {
+			t.Errorf("server got %q, want \"hello\\ntail\"", got)
+		}
+	})
 }
 
 // TestChainOrder records every callback of a four-link chain: client ->
 // server runs first to last, server -> client last to first, and links
 // attached to one direction are skipped on the other.
 func TestChainOrder(t *testing.T) {
-	t.Parallel()
-	var mu sync.Mutex
-	var calls []string
-	record := func(s string) {
-		mu.Lock()
-		calls = append(calls, s)
-		mu.Unlock()
-	}
-	arrow := map[host.Direction]string{host.ClientToServer: ">", host.ServerToClient: "<"}
-	closedAll := make(chan struct{}, 4)
-	mk := func(name string, d host.Directions) host.Link {
-		return host.Link{Name: name, Directions: d, Hook: hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-			return &testFilter{
-				opened: func(*host.Stream) error { record(name + " opened"); return nil },
-				data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-					record(name + " data" + arrow[dir] + string(chunk))
-					return s.Send(dir, chunk)
-				},
-				end:    func(dir host.Direction, _ *host.Stream) error { record(name + " end" + arrow[dir]); return nil },
-				closed: func() { record(name + " closed"); closedAll <- struct{}{} },
-			}, nil
-		})}
-	}
-	srv := tn.Serve(t, tn.Echo)
-	addr, _, _ := tn.Tunnel(t, srv.Addr(),
-		mk("A", host.Both), mk("B", host.OnlyClientToServer), mk("C", host.Both), mk("D", host.OnlyServerToClient))
+	engines(t, func(t *testing.T, eng engine) {
+		var mu sync.Mutex
+		var calls []string
+		record := func(s string) {
+			mu.Lock()
+			calls = append(calls, s)
+			mu.Unlock()
+		}
+		arrow := map[host.Direction]string{host.ClientToServer: ">", host.ServerToClient: "<"}
+		closedAll := make(chan struct{}, 4)
+		mk := func(name string, d host.Directions) host.Link {
+			return host.Link{Name: name, Directions: d, Hook: hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+				return &testFilter{
+					opened: func(*host.Stream) error { record(name + " opened"); return nil },
+					data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+						record(name + " data" + arrow[dir] + string(chunk))
+						return s.Send(dir, chunk)
+					},
+					end:    func(dir host.Direction, _ *host.Stream) error { record(name + " end" + arrow[dir]); return nil },
+					closed: func() { record(name + " closed"); closedAll <- struct{}{} },
+				}, nil
+			})}
+		}
+		srv := tn.Serve(t, tn.Echo)
+		addr, _, _ := eng.Tunnel(t, srv.Addr(),
+			mk("A", host.Both), mk("B", host.OnlyClientToServer), mk("C", host.Both), mk("D", host.OnlyServerToClient))
 
-	if back := roundTrip(t, tn.Dial(t, addr), []byte("x")); string(back) != "x" {
-		t.Fatalf("echo: %q", back)
-	}
-	for range 4 {
-		<-closedAll
-	}
-	want := []string{
-		"A opened", "B opened", "C opened", "D opened",
-		"A data>x", "B data>x", "C data>x",
-		"A end>", "B end>", "C end>",
-		"D data<x", "C data<x", "A data<x",
-		"D end<", "C end<", "A end<",
-		"A closed", "B closed", "C closed", "D closed",
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	// The client's half-close may be read before or after the echo comes
-	// back; each direction's own order is what the chain guarantees.
-	got := map[string][]string{}
-	for _, c := range calls {
-		got[stream(c)] = append(got[stream(c)], c)
-	}
-	exp := map[string][]string{}
-	for _, c := range want {
-		exp[stream(c)] = append(exp[stream(c)], c)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(exp) {
-		t.Errorf("callbacks:\n got %q\nwant %q", calls, want)
-	}
-	if calls[0] != "A opened" || calls[len(calls)-1] != "D closed" {
-		t.Errorf("callbacks must start with the Opened calls and end with the Closed calls: %q", calls)
-	}
+		if back := roundTrip(t, tn.Dial(t, addr), []byte("x")); string(back) != "x" {
+			t.Fatalf("echo: %q", back)
+		}
+		for range 4 {
+			<-closedAll
+		}
+		want := []string{
+			"A opened", "B opened", "C opened", "D opened",
+			"A data>x", "B data>x", "C data>x",
+			"A end>", "B end>", "C end>",
+			"D data<x", "C data<x", "A data<x",
+			"D end<", "C end<", "A end<",
+			"A closed", "B closed", "C closed", "D closed",
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		// The client's half-close may be read before or after the echo comes
+		// back; each direction's own order is what the chain guarantees.
+		got := map[string][]string{}
+		for _, c := range calls {
+			got[stream(c)] = append(got[stream(c)], c)
+		}
+		exp := map[string][]string{}
+		for _, c := range want {
+			exp[stream(c)] = append(exp[stream(c)], c)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(exp) {
+			t.Errorf("callbacks:\n got %q\nwant %q", calls, want)
+		}
+		if calls[0] != "A opened" || calls[len(calls)-1] != "D closed" {
+			t.Errorf("callbacks must start with the Opened calls and end with the Closed calls: %q", calls)
+		}
+	})
 }
 
 // stream classifies a recorded callback by the stream it belongs to.
@@ -615,157 +678,163 @@ func stream(call string) string {
 // TestOpenedSends sends a banner to the client and a greeting to the server
 // from Opened, before either peer has said anything: each arrives first.
 func TestOpenedSends(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		return &testFilter{opened: func(s *host.Stream) error {
-			if err := s.Send(host.ServerToClient, []byte("banner from the tunnel\n")); err != nil {
-				return err
-			}
-			return s.Send(host.ClientToServer, []byte("HELLO\n"))
-		}}, nil
-	})
-	srv := tn.Serve(t, tn.SpeakFirst)
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "banner", Hook: hook})
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{opened: func(s *host.Stream) error {
+				if err := s.Send(host.ServerToClient, []byte("banner from the tunnel\n")); err != nil {
+					return err
+				}
+				return s.Send(host.ClientToServer, []byte("HELLO\n"))
+			}}, nil
+		})
+		srv := tn.Serve(t, tn.SpeakFirst)
+		addr, _, _ := eng.Tunnel(t, srv.Addr(), host.Link{Name: "banner", Hook: hook})
 
-	back := roundTrip(t, tn.Dial(t, addr), []byte("abc"))
-	// The banner precedes the server's welcome; the server echoes the
-	// greeting before the client's own bytes.
-	if want := "banner from the tunnel\n" + tn.Welcome + "HELLO\nabc"; string(back) != want {
-		t.Errorf("client got %q, want %q", back, want)
-	}
+		back := roundTrip(t, tn.Dial(t, addr), []byte("abc"))
+		// The banner precedes the server's welcome; the server echoes the
+		// greeting before the client's own bytes.
+		if want := "banner from the tunnel\n" + tn.Welcome + "HELLO\nabc"; string(back) != want {
+			t.Errorf("client got %q, want %q", back, want)
+		}
+	})
 }
 
 // TestFilterError aborts the connection when a filter fails, logs the
 // error with the link's name, and keeps serving other connections.
 func TestFilterError(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-			if bytes.Contains(chunk, []byte("bad")) {
-				return fmt.Errorf("forbidden word in %d bytes", len(chunk))
-			}
-			return s.Send(dir, chunk)
-		}}, nil
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if bytes.Contains(chunk, []byte("bad")) {
+					return fmt.Errorf("forbidden word in %d bytes", len(chunk))
+				}
+				return s.Send(dir, chunk)
+			}}, nil
+		})
+		srv := tn.Serve(t, tn.Echo)
+		addr, _, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "censor", Hook: hook})
+
+		c := tn.Dial(t, addr)
+		io.WriteString(c, "good\n")
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "good\n" {
+			t.Fatalf("echo: %q, %v", got, err)
+		}
+		io.WriteString(c, "bad\n")
+		rest, err := io.ReadAll(c)
+		if len(rest) != 0 || (err != nil && !tn.IsClosed(err)) {
+			t.Fatalf("after the failing chunk: %q, %v; want the connection closed", rest, err)
+		}
+		logs.Wait(t, "connection closed", "censor", "forbidden word in 4 bytes")
+
+		if back := roundTrip(t, tn.Dial(t, addr), []byte("fine")); string(back) != "fine" {
+			t.Errorf("next connection: %q", back)
+		}
 	})
-	srv := tn.Serve(t, tn.Echo)
-	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "censor", Hook: hook})
-
-	c := tn.Dial(t, addr)
-	io.WriteString(c, "good\n")
-	got := make([]byte, 5)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "good\n" {
-		t.Fatalf("echo: %q, %v", got, err)
-	}
-	io.WriteString(c, "bad\n")
-	rest, err := io.ReadAll(c)
-	if len(rest) != 0 || (err != nil && !tn.IsClosed(err)) {
-		t.Fatalf("after the failing chunk: %q, %v; want the connection closed", rest, err)
-	}
-	logs.Wait(t, "connection closed", "censor", "forbidden word in 4 bytes")
-
-	if back := roundTrip(t, tn.Dial(t, addr), []byte("fine")); string(back) != "fine" {
-		t.Errorf("next connection: %q", back)
-	}
 }
 
 // TestHookRefuses refuses connections in Open: the client is closed and
 // the target is never dialled.
 func TestHookRefuses(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(info *host.ConnInfo) (host.Filter, error) {
-		return nil, fmt.Errorf("client %s is not welcome", info.Client)
-	})
-	srv := tn.Serve(t, tn.Echo)
-	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "gate", Hook: hook})
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(info *host.ConnInfo) (host.Filter, error) {
+			return nil, fmt.Errorf("client %s is not welcome", info.Client)
+		})
+		srv := tn.Serve(t, tn.Echo)
+		addr, _, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "gate", Hook: hook})
 
-	expectRefused(t, addr)
-	logs.Wait(t, "connection closed", "refused by filter", "gate", "is not welcome")
-	if n := srv.Accepted(); n != 0 {
-		t.Errorf("target accepted %d connections, want 0", n)
-	}
+		expectRefused(t, addr)
+		logs.Wait(t, "connection closed", "refused by filter", "gate", "is not welcome")
+		if n := srv.Accepted(); n != 0 {
+			t.Errorf("target accepted %d connections, want 0", n)
+		}
+	})
 }
 
 // TestSendTowardSplicedDirection: a link attached to client -> server only
 // cannot write toward the client, whose stream is spliced by the kernel.
 func TestSendTowardSplicedDirection(t *testing.T) {
-	t.Parallel()
-	sendErr := make(chan error, 1)
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-			select {
-			case sendErr <- s.Send(host.ServerToClient, []byte("nope")):
-			default:
-			}
-			return s.Send(dir, chunk)
-		}}, nil
+	engines(t, func(t *testing.T, eng engine) {
+		sendErr := make(chan error, 1)
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				select {
+				case sendErr <- s.Send(host.ServerToClient, []byte("nope")):
+				default:
+				}
+				return s.Send(dir, chunk)
+			}}, nil
+		})
+		srv := tn.Serve(t, tn.Echo)
+		addr, _, _ := eng.Tunnel(t, srv.Addr(), host.Link{Name: "oneway", Hook: hook, Directions: host.OnlyClientToServer})
+		if back := roundTrip(t, tn.Dial(t, addr), []byte("data")); string(back) != "data" {
+			t.Errorf("echo: %q", back)
+		}
+		if err := <-sendErr; !errors.Is(err, host.ErrNotAttached) {
+			t.Errorf("Send toward the spliced direction: %v, want ErrNotAttached", err)
+		}
 	})
-	srv := tn.Serve(t, tn.Echo)
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "oneway", Hook: hook, Directions: host.OnlyClientToServer})
-	if back := roundTrip(t, tn.Dial(t, addr), []byte("data")); string(back) != "data" {
-		t.Errorf("echo: %q", back)
-	}
-	if err := <-sendErr; !errors.Is(err, host.ErrNotAttached) {
-		t.Errorf("Send toward the spliced direction: %v, want ErrNotAttached", err)
-	}
 }
 
 // TestAnswerAtEnd counts what the client sends and, when the client
 // half-closes, answers with the count itself and closes: the server never
 // sees a byte, and the answer arrives whole before the end of stream.
 func TestAnswerAtEnd(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		n := 0
-		return &testFilter{
-			data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-				if dir == host.ClientToServer {
-					n += len(chunk)
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			n := 0
+			return &testFilter{
+				data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+					if dir == host.ClientToServer {
+						n += len(chunk)
+						return nil
+					}
+					return s.Send(dir, chunk)
+				},
+				end: func(dir host.Direction, s *host.Stream) error {
+					if dir == host.ClientToServer {
+						s.Close()
+						return s.Send(host.ServerToClient, fmt.Appendf(nil, "you sent %d bytes\n", n))
+					}
 					return nil
-				}
-				return s.Send(dir, chunk)
-			},
-			end: func(dir host.Direction, s *host.Stream) error {
-				if dir == host.ClientToServer {
-					s.Close()
-					return s.Send(host.ServerToClient, fmt.Appendf(nil, "you sent %d bytes\n", n))
-				}
-				return nil
-			},
-		}, nil
+				},
+			}, nil
+		})
+		serverGot := make(chan []byte, 1)
+		srv := tn.Serve(t, recordEcho(serverGot))
+		addr, _ := eng.tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "counter", Hook: hook}))
+		back := roundTrip(t, tn.Dial(t, addr), tn.Random(5, 1<<20))
+		if string(back) != "you sent 1048576 bytes\n" {
+			t.Errorf("client got %q", back)
+		}
+		if got := <-serverGot; len(got) != 0 {
+			t.Errorf("server got %d bytes, want none", len(got))
+		}
 	})
-	serverGot := make(chan []byte, 1)
-	srv := tn.Serve(t, recordEcho(serverGot))
-	addr, _ := tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "counter", Hook: hook}))
-	back := roundTrip(t, tn.Dial(t, addr), tn.Random(5, 1<<20))
-	if string(back) != "you sent 1048576 bytes\n" {
-		t.Errorf("client got %q", back)
-	}
-	if got := <-serverGot; len(got) != 0 {
-		t.Errorf("server got %d bytes, want none", len(got))
-	}
 }
 
 // TestSendLoop: two filters that bounce every chunk back at each other
 // forever are stopped at the send depth limit; the connection is closed
 // with ErrSendDepth in the log, and the process goes on.
 func TestSendLoop(t *testing.T) {
-	t.Parallel()
-	bounce := func(to host.Direction) hookFunc {
-		return func(*host.ConnInfo) (host.Filter, error) {
-			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-				return s.Send(to, chunk)
-			}}, nil
+	engines(t, func(t *testing.T, eng engine) {
+		bounce := func(to host.Direction) hookFunc {
+			return func(*host.ConnInfo) (host.Filter, error) {
+				return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+					return s.Send(to, chunk)
+				}}, nil
+			}
 		}
-	}
-	srv := tn.Serve(t, tn.Echo)
-	// A sends everything toward the server, B everything back toward the
-	// client, which is A again.
-	addr, logs := tunnel(t, tn.Route("test", srv.Addr(),
-		link("A", bounce(host.ClientToServer)), link("B", bounce(host.ServerToClient))))
-	c := tn.Dial(t, addr)
-	io.WriteString(c, "ping")
-	expectClosed(t, c)
-	logs.Wait(t, "connection closed", host.ErrSendDepth.Error())
+		srv := tn.Serve(t, tn.Echo)
+		// A sends everything toward the server, B everything back toward the
+		// client, which is A again.
+		addr, logs := eng.tunnel(t, tn.Route("test", srv.Addr(),
+			link("A", bounce(host.ClientToServer)), link("B", bounce(host.ServerToClient))))
+		c := tn.Dial(t, addr)
+		io.WriteString(c, "ping")
+		expectClosed(t, c)
+		logs.Wait(t, "connection closed", host.ErrSendDepth.Error())
+	})
 }
 
 // countingHook counts the filters it made and how many of them were closed,
@@ -807,58 +876,59 @@ func (h *countingHook) Open(*host.ConnInfo) (host.Filter, error) {
 // however its connection ends: normally, by a client reset, a refused
 // dial, a failing Opened (of this link or the next), a failing Data.
 func TestFilterClosedOnce(t *testing.T) {
-	t.Parallel()
-	srv := tn.Serve(t, tn.Echo)
-	down := freeAddr(t)
-	for _, tc := range []struct {
-		name   string
-		target string
-		hook   *countingHook
-		next   *countingHook // a second link after the counted one
-		client func(c *net.TCPConn)
-	}{
-		{name: "normal", target: srv.Addr(), hook: &countingHook{}, client: func(c *net.TCPConn) { roundTrip(t, c, []byte("hi")) }},
-		{name: "client reset", target: srv.Addr(), hook: &countingHook{}, client: func(c *net.TCPConn) {
-			ask(t, c, "hi")
-			c.SetLinger(0)
-			c.Close()
-		}},
-		{name: "target refuses", target: down, hook: &countingHook{}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
-		{name: "Opened fails", target: srv.Addr(), hook: &countingHook{failOpened: true}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
-		{name: "next link's Opened fails", target: srv.Addr(), hook: &countingHook{}, next: &countingHook{failOpened: true}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
-		{name: "Data fails", target: srv.Addr(), hook: &countingHook{failData: true}, client: func(c *net.TCPConn) {
-			c.Write([]byte("hi"))
-			io.ReadAll(c)
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			chain := []host.Link{{Name: "counted", Hook: tc.hook}}
-			if tc.next != nil {
-				chain = append(chain, host.Link{Name: "next", Hook: tc.next})
-			}
-			p, logs := tn.Proxy(t, tn.Route("test", tc.target, chain...))
-			addr := p.Addr("test").String()
-			const conns = 5
-			for range conns {
-				if c, err := net.DialTimeout("tcp", addr, tn.Timeout); err == nil {
-					c.SetDeadline(time.Now().Add(tn.Timeout))
-					tc.client(c.(*net.TCPConn))
-					c.Close()
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		down := freeAddr(t)
+		for _, tc := range []struct {
+			name   string
+			target string
+			hook   *countingHook
+			next   *countingHook // a second link after the counted one
+			client func(c *net.TCPConn)
+		}{
+			{name: "normal", target: srv.Addr(), hook: &countingHook{}, client: func(c *net.TCPConn) { roundTrip(t, c, []byte("hi")) }},
+			{name: "client reset", target: srv.Addr(), hook: &countingHook{}, client: func(c *net.TCPConn) {
+				ask(t, c, "hi")
+				c.SetLinger(0)
+				c.Close()
+			}},
+			{name: "target refuses", target: down, hook: &countingHook{}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
+			{name: "Opened fails", target: srv.Addr(), hook: &countingHook{failOpened: true}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
+			{name: "next link's Opened fails", target: srv.Addr(), hook: &countingHook{}, next: &countingHook{failOpened: true}, client: func(c *net.TCPConn) { io.ReadAll(c) }},
+			{name: "Data fails", target: srv.Addr(), hook: &countingHook{failData: true}, client: func(c *net.TCPConn) {
+				c.Write([]byte("hi"))
+				io.ReadAll(c)
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				chain := []host.Link{{Name: "counted", Hook: tc.hook}}
+				if tc.next != nil {
+					chain = append(chain, host.Link{Name: "next", Hook: tc.next})
 				}
-			}
-			for i := 1; i <= conns; i++ {
-				logs.Wait(t, "connection closed", fmt.Sprintf("conn=%d ", i))
-			}
-			if o, c := tc.hook.opened.Load(), tc.hook.closed.Load(); o != conns || c != conns {
-				t.Errorf("%d filters made, %d closed; want %d and %d", o, c, conns, conns)
-			}
-			if tc.next != nil {
-				if o, c := tc.next.opened.Load(), tc.next.closed.Load(); o != c {
-					t.Errorf("next link: %d filters made, %d closed", o, c)
+				p, logs := tn.Proxy(t, tn.Route("test", tc.target, eng.links(chain)...))
+				addr := p.Addr("test").String()
+				const conns = 5
+				for range conns {
+					if c, err := net.DialTimeout("tcp", addr, tn.Timeout); err == nil {
+						c.SetDeadline(time.Now().Add(tn.Timeout))
+						tc.client(c.(*net.TCPConn))
+						c.Close()
+					}
 				}
-			}
-		})
-	}
+				for i := 1; i <= conns; i++ {
+					logs.Wait(t, "connection closed", fmt.Sprintf("conn=%d ", i))
+				}
+				if o, c := tc.hook.opened.Load(), tc.hook.closed.Load(); o != conns || c != conns {
+					t.Errorf("%d filters made, %d closed; want %d and %d", o, c, conns, conns)
+				}
+				if tc.next != nil {
+					if o, c := tc.next.opened.Load(), tc.next.closed.Load(); o != c {
+						t.Errorf("next link: %d filters made, %d closed", o, c)
+					}
+				}
+			})
+		}
+	})
 }
 
 // TestCloseWhilePeerKeepsSending: after a filter's Close, a client that
@@ -866,46 +936,47 @@ func TestFilterClosedOnce(t *testing.T) {
 // stream, and the tunnel lets go of the connection within its lingering
 // time instead of draining forever.
 func TestCloseWhilePeerKeepsSending(t *testing.T) {
-	t.Parallel()
-	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
-		return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
-			if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
-				s.Close()
-				return s.Send(host.ServerToClient, []byte("bye\n"))
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+				if dir == host.ClientToServer && bytes.Contains(chunk, []byte("QUIT")) {
+					s.Close()
+					return s.Send(host.ServerToClient, []byte("bye\n"))
+				}
+				return s.Send(dir, chunk)
+			}}, nil
+		})
+		srv := tn.Serve(t, tn.Echo)
+		addr, logs := eng.tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "quit", Hook: hook}))
+		c := tn.Dial(t, addr)
+		io.WriteString(c, "QUIT\n")
+		stop := make(chan struct{})
+		sent := make(chan error, 1)
+		go func() { // a client that does not listen
+			junk := make([]byte, 16<<10)
+			for {
+				select {
+				case <-stop:
+					sent <- nil
+					return
+				default:
+				}
+				if _, err := c.Write(junk); err != nil {
+					sent <- err
+					return
+				}
 			}
-			return s.Send(dir, chunk)
-		}}, nil
-	})
-	srv := tn.Serve(t, tn.Echo)
-	addr, logs := tunnel(t, tn.Route("test", srv.Addr(), host.Link{Name: "quit", Hook: hook}))
-	c := tn.Dial(t, addr)
-	io.WriteString(c, "QUIT\n")
-	stop := make(chan struct{})
-	sent := make(chan error, 1)
-	go func() { // a client that does not listen
-		junk := make([]byte, 16<<10)
-		for {
-			select {
-			case <-stop:
-				sent <- nil
-				return
-			default:
-			}
-			if _, err := c.Write(junk); err != nil {
-				sent <- err
-				return
-			}
+		}()
+		start := time.Now()
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "bye\n" {
+			t.Fatalf("client got %q, %v; want the goodbye", got, err)
 		}
-	}()
-	start := time.Now()
-	got := make([]byte, 4)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "bye\n" {
-		t.Fatalf("client got %q, %v; want the goodbye", got, err)
-	}
-	logs.Wait(t, "connection closed")
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("connection closed %v after the filter's Close; want it bounded by the lingering time", d)
-	}
-	close(stop)
-	<-sent
+		logs.Wait(t, "connection closed")
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("connection closed %v after the filter's Close; want it bounded by the lingering time", d)
+		}
+		close(stop)
+		<-sent
+	})
 }

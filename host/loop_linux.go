@@ -37,11 +37,7 @@ func (rs *routeState) loopTarget() (netip.AddrPort, bool) {
 	if len(rs.Chain) > 0 || rs.LateDial || rs.TLS != nil || rs.UpstreamTLS != nil || rs.AcceptProxy || len(rs.ServerNames) > 0 {
 		return netip.AddrPort{}, false
 	}
-	ap, err := netip.ParseAddrPort(rs.Target)
-	if err != nil || ap.Addr().Zone() != "" {
-		return netip.AddrPort{}, false // a name: resolving it would block the loop
-	}
-	return ap, true
+	return ipTarget(rs.Target)
 }
 
 // loopLocked returns the Proxy's event loop, started on first use; nil when
@@ -110,6 +106,10 @@ func (l *listener) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 	l.open.Add(1)
 	target, ok := rs.loopTarget()
 	if !ok {
+		if target, ok := rs.inlineTarget(); ok && rs.loop != nil {
+			l.adopt(rs, fd, peer, target)
+			return nil
+		}
 		f := os.NewFile(uintptr(fd), "")
 		nc, err := net.FileConn(f)
 		f.Close()
@@ -186,10 +186,11 @@ func (lc *loopConn) done(st evloop.Stats) {
 		lg.Log(context.Background(), level, "connection closed", attrs...)
 	}
 	lc.l.connDone()
-	if lc.rs.refs.Add(-1) == 0 && lc.rs.OnRelease != nil {
-		// The owner's code never runs on the loop.
+	if lc.rs.refs.Add(-1) == 0 {
+		// The owner's code, and the close of a route's loop, never run on
+		// the loop.
 		go func() {
-			lc.rs.OnRelease()
+			p.released(lc.rs)
 			p.connWG.Done()
 		}()
 		return

@@ -2,6 +2,8 @@
 
 package host
 
+import "sync/atomic"
+
 // Without epoll every listener accepts on a goroutine (see loop_linux.go).
 
 type (
@@ -19,3 +21,13 @@ func (p *Proxy) abortLoop(error)                                               {
 func (p *Proxy) closeLoop()                                                    {}
 func (p *Proxy) eachLoopConn(start func(), _ func(*routeCounters, byteCounts)) { start() }
 func (p *Proxy) eachLoopConnStats(func(ConnStats))                             {}
+
+// inlineChain is the loop's side of an inline route's connection
+// (inline_linux.go); without epoll no route is inline.
+type inlineChain struct{ c *conn }
+
+func (ic *inlineChain) armLocked()                 {}
+func (ic *inlineChain) abort(error, *atomic.Int64) {}
+func (p *Proxy) startRouteLoopLocked(*routeState)  {}
+func (p *Proxy) closeRouteLoop(*routeState)        {}
+func (p *Proxy) abortRouteLoops(error)             {}

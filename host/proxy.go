@@ -156,6 +156,9 @@ type Proxy struct {
 	// first plain listener and closed by Shutdown.
 	loop   *eventLoop
 	noLoop bool // the loop could not start: accept on goroutines
+	// The loops of inline routes (inline_linux.go), one per route state:
+	// Shutdown aborts their connections.
+	rloops map[*eventLoop]struct{}
 
 	// The Parker of idle pumps (park.go), started with the first park and
 	// closed by Shutdown.
@@ -235,6 +238,9 @@ type routeState struct {
 	// configuration order; the first is the listener's. Nil for a route
 	// with a listener of its own and no ServerNames.
 	group []*routeState
+	// loop is the route's own event loop when its chain is inline
+	// (inline_linux.go); nil otherwise. Closed by released.
+	loop *eventLoop
 }
 
 // listener accepts a route's connections: on the event loop (lh set; see
@@ -377,6 +383,13 @@ func (p *Proxy) release(rs *routeState) {
 	if rs.refs.Add(-1) != 0 {
 		return
 	}
+	p.released(rs)
+}
+
+// released ends what rs holds once its last reference is gone: its loop,
+// then its owner's OnRelease. Never called on an event loop.
+func (p *Proxy) released(rs *routeState) {
+	p.closeRouteLoop(rs)
 	if rs.OnRelease != nil {
 		rs.OnRelease()
 	}
@@ -441,6 +454,7 @@ func (p *Proxy) Apply(routes []Route) error {
 		key := listenKey(r)
 		rs := newRouteState(r)
 		rs.ctr = p.countersLocked(r.Name)
+		p.startRouteLoopLocked(rs)
 		if groups[key] == nil {
 			order = append(order, key)
 		}
@@ -466,7 +480,7 @@ func (p *Proxy) Apply(routes []Route) error {
 		for _, m := range g {
 			p.logger().Info("listening", "route", m.Name, "addr", l.ln.Addr().String(), "target", m.Target)
 		}
-		if _, plain := rs.loopTarget(); plain {
+		if _, plain := rs.loopTarget(); plain || rs.loop != nil {
 			if loop := p.loopLocked(); loop != nil {
 				if err := l.serveOnLoop(loop); err == nil {
 					continue
@@ -584,6 +598,7 @@ func (p *Proxy) abortAll() {
 		c.abort(cause)
 	}
 	p.abortLoop(cause)
+	p.abortRouteLoops(cause)
 	p.hardStop() // and the dials of connections accepted meanwhile
 }
 

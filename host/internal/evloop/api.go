@@ -3,6 +3,7 @@ package evloop
 import (
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +50,40 @@ type Plan struct {
 	// Owner is opaque to the loop: [Loop.Each] gives it back with the
 	// connection's figures so far.
 	Owner any
+	// Chain, when set, sees the bytes of the directions Filtered names (see
+	// [Chain]); the other directions are forwarded as without it.
+	Chain Chain
+	// Filtered names the directions (index 0: client -> server) whose
+	// chunks go through Chain. Without a Chain it is ignored.
+	Filtered [2]bool
+	// Read and Written, when set, are kept equal to the connection's
+	// Stats.Read and Stats.Written as bytes move (atomic adds), so another
+	// goroutine can read the figures of an open connection.
+	Read, Written *[2]atomic.Int64
+}
+
+// Chain is what a connection's filters do, called on the loop thread: it
+// is given the bytes read and says what to write, through the connection's
+// [Output]. Its methods must return promptly (every connection of the loop
+// waits meanwhile) and must not call the Loop's waiting methods. An error
+// ends the connection with a reset and becomes Stats.Err.
+type Chain interface {
+	// Open is called once, when the connection is accepted, before the
+	// dial. Writes toward the client go at once; the Chain must not write
+	// toward the server before Connected. If it calls Output.Close the
+	// target is never dialled.
+	Open(o *Output) error
+	// Connected is called once the target is connected.
+	Connected(o *Output) error
+	// Data is called with each chunk read from side from (0: the client),
+	// in a filtered direction. b is the loop's buffer: valid only during
+	// the call.
+	Data(from int, b []byte, o *Output) error
+	// End is called when side from half-closed, in a filtered direction.
+	// The FIN is not passed on by itself: Output.CloseWrite does that.
+	End(from int, o *Output) error
+	// Timer is called when the timer armed by Output.SetTimer fires.
+	Timer(o *Output) error
 }
 
 // Reason says how a connection ended.

@@ -5,6 +5,7 @@ package evloop
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -106,8 +107,19 @@ type conn struct {
 	queued     bool  // in the loop's run queue
 	slot       int   // index in l.conns
 	lastActive int64 // loop clock of the last byte moved
-	timer      timer // dial deadline, then idle deadline
+	timer      timer // dial deadline, then idle deadline (linger deadline once closing)
 	dialAt     int64 // loop clock when the dial began (Stats.ConnectTime)
+
+	// With a Chain (chain_linux.go).
+	out       Output
+	q         [2]outq // bytes waiting for each socket, indexed by side
+	shut      [2]bool // that socket was half-closed (SHUT_WR)
+	srcEOF    [2]bool // that socket sent its FIN (filtered directions, and lingering)
+	closing   bool    // Output.Close was called
+	lingering bool    // closing: the FINs are out, peers' bytes are dropped
+	feeding   int     // the side whose chunk the Chain is handling, or -1
+	werr      error   // a write failed inside a Chain callback
+	ftimer    timer   // the Chain's timer
 }
 
 // startConn asks the acceptor for a plan for an accepted fd and, if there is
@@ -118,7 +130,13 @@ func (l *Loop) startConn(fd int, peerSA syscall.Sockaddr, a Acceptor) {
 	if plan == nil {
 		return // the caller took the fd
 	}
-	c := &conn{l: l, plan: *plan, slot: len(l.conns), timer: timer{index: -1}}
+	l.startPlanned(fd, peer, plan)
+}
+
+// startPlanned starts forwarding fd by plan: runs its Chain's Open, if any,
+// and dials the target.
+func (l *Loop) startPlanned(fd int, peer netip.AddrPort, plan *Plan) {
+	c := &conn{l: l, plan: *plan, slot: len(l.conns), timer: timer{index: -1}, ftimer: timer{index: -1}}
 	c.timer.fire = c.onTimer
 	c.ep[client] = endpoint{c: c, fd: fd, side: client}
 	c.ep[server] = endpoint{c: c, fd: -1, side: server}
@@ -132,6 +150,9 @@ func (l *Loop) startConn(fd int, peerSA syscall.Sockaddr, a Acceptor) {
 		return
 	}
 	setNoDelay(fd)
+	if c.plan.Chain != nil && !c.startChain() {
+		return
+	}
 	if err := c.dial(); err != nil {
 		c.finish(fmt.Errorf("dial %s: %w", c.plan.Target, err))
 	}
@@ -185,6 +206,12 @@ func (c *conn) completeDial() {
 	} else {
 		c.l.timers.remove(&c.timer)
 	}
+	if c.plan.Chain != nil {
+		if err := c.chainConnected(); err != nil {
+			c.finish(err)
+			return
+		}
+	}
 	c.run()
 }
 
@@ -209,6 +236,8 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 			c.completeDial()
 		case events&unix.EPOLLERR != 0:
 			c.finish(ioError(client, "socket", socketError(e.fd)))
+		case c.plan.Chain != nil:
+			c.runChain() // what Open wrote toward the client
 		}
 		return
 	}
@@ -228,6 +257,10 @@ func (c *conn) onTimer() {
 	case dialing:
 		c.finish(&timeoutError{fmt.Sprintf("dial %s: i/o timeout (after %v)", c.plan.Target, c.plan.DialTimeout)})
 	case connected:
+		if c.lingering {
+			c.finish(nil) // the peers did not end within lingerTime
+			return
+		}
 		deadline := c.lastActive + int64(c.plan.IdleTimeout)
 		if c.l.now < deadline {
 			c.l.timers.set(&c.timer, deadline) // bytes moved since it was armed
@@ -240,6 +273,10 @@ func (c *conn) onTimer() {
 // run pumps both directions and finishes the connection when both have
 // ended or one failed.
 func (c *conn) run() {
+	if c.plan.Chain != nil {
+		c.runChain()
+		return
+	}
 	if c.state != connected {
 		return
 	}
@@ -273,7 +310,7 @@ func (c *conn) pump(from side) error {
 				}
 				return ioError(dst.side, "write", err)
 			}
-			c.stats.Written[from] += int64(n)
+			c.wrote(from, n)
 			c.lastActive = c.l.now
 			continue
 		}
@@ -305,6 +342,9 @@ func (c *conn) pump(from side) error {
 		default:
 			moved += n
 			c.stats.Read[from] += int64(n)
+			if c.plan.Read != nil {
+				c.plan.Read[from].Add(int64(n))
+			}
 			c.lastActive = c.l.now
 		}
 	}
@@ -333,6 +373,8 @@ func (c *conn) finish(err error) {
 	c.stats.Err = err
 	l := c.l
 	l.timers.remove(&c.timer)
+	l.timers.remove(&c.ftimer)
+	c.q = [2]outq{}
 	if err != nil {
 		for s := range c.ep {
 			if fd := c.ep[s].fd; fd >= 0 {

@@ -30,3 +30,6 @@ func (ln *Listener) Resume() {}
 
 // Close does nothing on this platform.
 func (ln *Listener) Close() {}
+
+// Output is a connection's writer for its Chain; it cannot exist on this platform.
+type Output struct{}
