@@ -117,60 +117,72 @@ func waitErr(t *testing.T, done <-chan error, bound time.Duration, what string) 
 	}
 }
 
+// pathsAtOnce runs f as a subtest per engine path, all at the same time:
+// each waits out a timer (an idle timeout, a deadline) rather than using the
+// CPU, so they need not take turns for -test.parallel's slots, and the test
+// takes one wait instead of four.
+func pathsAtOnce(t *testing.T, f func(t *testing.T, path enginePath)) {
+	var wg sync.WaitGroup
+	for _, path := range enginePaths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(path.name, func(t *testing.T) { f(t, path) })
+		}()
+	}
+	wg.Wait()
+}
+
 // TestShutdownWhileServerStopsReading: a client's write is blocked because
 // the server stopped reading; Shutdown must still return by its deadline
 // and close the connection.
 func TestShutdownWhileServerStopsReading(t *testing.T) {
-	for _, path := range enginePaths {
-		t.Run(path.name, func(t *testing.T) {
-			srv := deafServer(t)
-			logs := tn.NewLogs()
-			p := &host.Proxy{Logger: logs.Logger()}
-			if err := p.Apply([]host.Route{path.route(t, "r", srv.Addr())}); err != nil {
-				t.Fatal(err)
-			}
-			c := tn.Dial(t, p.Addr("r").String())
-			done := stuckWriter(t, c)
+	pathsAtOnce(t, func(t *testing.T, path enginePath) {
+		srv := deafServer(t)
+		logs := tn.NewLogs()
+		p := &host.Proxy{Logger: logs.Logger()}
+		if err := p.Apply([]host.Route{path.route(t, "r", srv.Addr())}); err != nil {
+			t.Fatal(err)
+		}
+		c := tn.Dial(t, p.Addr("r").String())
+		done := stuckWriter(t, c)
 
-			const grace = 300 * time.Millisecond
-			ctx, cancel := context.WithTimeout(context.Background(), grace)
-			defer cancel()
-			start := time.Now()
-			returned := make(chan error, 1)
-			go func() { returned <- p.Shutdown(ctx) }()
-			select {
-			case err := <-returned:
-				if !errors.Is(err, context.DeadlineExceeded) {
-					t.Errorf("Shutdown: %v, want the deadline's error", err)
-				}
-			case <-time.After(grace + teardownBound):
-				t.Fatalf("Shutdown did not return %s after its %s deadline", teardownBound, grace)
+		const grace = 300 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		start := time.Now()
+		returned := make(chan error, 1)
+		go func() { returned <- p.Shutdown(ctx) }()
+		select {
+		case err := <-returned:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown: %v, want the deadline's error", err)
 			}
-			t.Logf("Shutdown returned after %s", time.Since(start).Round(time.Millisecond))
-			waitErr(t, done, teardownBound, "after Shutdown")
-			logs.Wait(t, "connection closed", "proxy shut down")
-		})
-	}
+		case <-time.After(grace + teardownBound):
+			t.Fatalf("Shutdown did not return %s after its %s deadline", teardownBound, grace)
+		}
+		t.Logf("Shutdown returned after %s", time.Since(start).Round(time.Millisecond))
+		waitErr(t, done, teardownBound, "after Shutdown")
+		logs.Wait(t, "connection closed", "proxy shut down")
+	})
 }
 
 // TestIdleTimeoutClosesStuckConnection: a connection whose server stopped
 // reading carries no bytes, so the idle timeout closes it.
 func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
-	for _, path := range enginePaths {
-		t.Run(path.name, func(t *testing.T) {
-			srv := deafServer(t)
-			r := path.route(t, "r", srv.Addr())
-			// Longer than stuckWriter needs to see the stall on a busy
-			// machine: the connection must still be open when it returns.
-			const idle = 2 * time.Second
-			r.IdleTimeout = idle
-			p, logs := tn.Proxy(t, r)
-			c := tn.Dial(t, p.Addr("r").String())
-			done := stuckWriter(t, c)
-			waitErr(t, done, idle+teardownBound, "idle timeout")
-			logs.Wait(t, "connection closed", "idle for 2s")
-		})
-	}
+	pathsAtOnce(t, func(t *testing.T, path enginePath) {
+		srv := deafServer(t)
+		r := path.route(t, "r", srv.Addr())
+		// Longer than stuckWriter needs to see the stall on a busy
+		// machine: the connection must still be open when it returns.
+		const idle = 2 * time.Second
+		r.IdleTimeout = idle
+		p, logs := tn.Proxy(t, r)
+		c := tn.Dial(t, p.Addr("r").String())
+		done := stuckWriter(t, c)
+		waitErr(t, done, idle+teardownBound, "idle timeout")
+		logs.Wait(t, "connection closed", "idle for 2s")
+	})
 }
 
 // TestPluginFailureClosesOthersOnItsInstance: connection A makes the only
