@@ -74,6 +74,10 @@ type entryCall struct {
 	deferred []record
 }
 
+// Inline implements [host.InlineHook]: a capture link never waits (the
+// writer drops what it cannot queue).
+func (h *legHook) Inline() bool { return true }
+
 func (h *legHook) Open(info *host.ConnInfo) (host.Filter, error) {
 	var st *connState
 	if h.leg == LegClient {

@@ -590,6 +590,12 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	return &instance{id: id, w: w, conns: map[*wasmFilter]struct{}{}}, nil
 }
 
+// Inline implements [host.InlineHook]: a sandboxed guest's calls are cut
+// off at the call timeout, so a route whose links are such plugins can run
+// on an event loop of its own; a trusted guest's calls have no deadline,
+// and its routes run on goroutines.
+func (p *Plugin) Inline() bool { return !p.opts.Trusted }
+
 // Open implements [host.Hook]: it pins the connection to the least loaded
 // instance, making a new one while the pool is below its size and every
 // instance already has a connection.

@@ -4,6 +4,7 @@ package evloop
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -29,10 +30,17 @@ import (
 // the peers.
 const lingerTime = 2 * time.Second
 
+// maxQueued bounds the bytes queued for one socket. Sources stop being
+// read while their output waits, so only a Chain that makes much from
+// little (or writes from its timer toward a peer that does not read) comes
+// near it; past it the connection ends with an error that says so.
+const maxQueued = 64 << 20
+
 // outq is the bytes waiting to be written to one socket of a connection.
 type outq struct {
 	bufs     [][]byte // owned by the queue
 	off      int      // bytes of bufs[0] already written
+	queued   int      // bytes in bufs, written ones included (at most maxQueued)
 	feeders  uint8    // bit s: bytes read from side s produced some of these
 	shutWant bool     // CloseWrite was asked: shut the socket once the queue is empty
 }
@@ -67,6 +75,11 @@ func (o *Output) Write(to int, b []byte) {
 		b = b[n:]
 	}
 	if len(b) > 0 {
+		if q.queued+len(b) > maxQueued {
+			c.fail(fmt.Errorf("%d bytes queued for the %s, which does not read them: over the limit of %d", q.queued+len(b), side(to), maxQueued))
+			return
+		}
+		q.queued += len(b)
 		q.bufs = append(q.bufs, append([]byte(nil), b...))
 		if c.feeding >= 0 {
 			q.feeders |= 1 << c.feeding
@@ -357,6 +370,7 @@ func (c *conn) flushQueue(to side) error {
 			q.off += n
 			return nil
 		}
+		q.queued -= len(q.bufs[0])
 		q.bufs[0] = nil
 		q.bufs = q.bufs[1:]
 		q.off = 0
