@@ -540,9 +540,11 @@ route "a" {
 		t.Fatalf("oversized: got %q", b)
 	}
 	p.stderr.wait(t, `reason=no_route err="choosing a route by server name: ClientHello larger than the limit: the ClientHello says it is 102404 bytes, more than the 65536 allowed"`)
-	// Half a hello, then silence: cut at handshake_timeout.
-	c = dial(t, addr)
+	// Half a hello, then silence: cut at handshake_timeout. Timed from
+	// before the dial: the tunnel's clock starts when it accepts, which
+	// may be before dial returns here.
 	start := time.Now()
+	c = dial(t, addr)
 	c.Write(rec[:100])
 	if b, _ := io.ReadAll(c); len(b) != 0 {
 		t.Fatalf("stalled: got %q", b)
