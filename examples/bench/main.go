@@ -137,7 +137,10 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		}
 		def("rounds", func() { *rounds = 1 })
 		def("bulk-time", func() { *bulkTime = time.Second })
-		def("conn-time", func() { *connTime = 300 * time.Millisecond })
+		// Long enough for a hundred or so connections through the
+		// slowest target (socat, about 1,000 a second), which is all a
+		// positive figure needs.
+		def("conn-time", func() { *connTime = 100 * time.Millisecond })
 		def("idle-conns", func() { *idleConns = 200 })
 		def("idle-targets", func() { *idleTargets = "tunnel-noop,tunnel" })
 		def("json", func() { *jsonPath = "" })
