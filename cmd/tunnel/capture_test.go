@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/tshark"
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
@@ -21,9 +20,10 @@ const denyConfig = `{"pattern":"FLUSHALL\n","reply":"-ERR FLUSHALL is not allowe
 // denyWasm writes the built-in deny (plugins/deny, embedded; a test of
 // plugins/builtin keeps it in step with its source) into the test's
 // directory, for --plugin FILE. The tunnels under test compile it once
-// into --cache-dir plugintest.CacheDir() and share it; a module compiled
-// by this test process would not help them (wazero keeps a cache per
-// version, and a test binary reports "dev"), so none is.
+// into the cache of every tunnel of the run (TUNNEL_CACHE_DIR, set by
+// TestMain), where the other tests' deny is too; a module compiled by this
+// test process would not help them (wazero keeps a cache per version, and
+// a test binary reports "dev"), so none is.
 func denyWasm(t *testing.T) string {
 	t.Helper()
 	b, err := builtin.Wasm("deny")
@@ -47,7 +47,7 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 	deny := denyWasm(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "c.pcapng")
-	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--capture", file, "--cache-dir", plugintest.CacheDir(), "--plugin", deny, "--plugin-config", denyConfig)
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--capture", file, "--plugin", deny, "--plugin-config", denyConfig)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("tunnel stderr:\n%s", p.stderr)
@@ -102,7 +102,7 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 	}
 
 	// Replay the first file through deny: the same verdicts.
-	code, stdout, stderr := runTunnel(t, "replay", file, "--cache-dir", plugintest.CacheDir(), "--plugin", deny, "--plugin-config", denyConfig, "--format", "json")
+	code, stdout, stderr := runTunnel(t, "replay", file, "--plugin", deny, "--plugin-config", denyConfig, "--format", "json")
 	if code != 0 {
 		t.Fatalf("replay: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -136,7 +136,7 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 
 	// The text report, and a new capture of the replay.
 	out := filepath.Join(dir, "replayed.pcapng")
-	code, stdout, stderr = runTunnel(t, "replay", file, "--cache-dir", plugintest.CacheDir(), "--plugin", deny, "--plugin-config", denyConfig, "--out", out)
+	code, stdout, stderr = runTunnel(t, "replay", file, "--plugin", deny, "--plugin-config", denyConfig, "--out", out)
 	if code != 0 || !strings.Contains(stdout, "#1 client -> server 9 bytes: dropped or held; replied 29 bytes\nFLUSHALL\\n\n#1   replied 29 bytes\n-ERR FLUSHALL is not allowed\\n\n") {
 		t.Errorf("replay text: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -146,7 +146,7 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 
 	// A plugin that fails makes the exit status 1.
 	crash := filepath.Join("..", "..", "host", "plugin", "testdata", "crash.wasm")
-	code, stdout, stderr = runTunnel(t, "replay", filepath.Join(dir, "c-1.pcapng"), "--cache-dir", plugintest.CacheDir(), "--plugin", crash)
+	code, stdout, stderr = runTunnel(t, "replay", filepath.Join(dir, "c-1.pcapng"), "--plugin", crash)
 	if code != 1 || !strings.Contains(stdout, "#1 closed with an error: ") {
 		t.Errorf("replay through crash: exit %d, want 1\n%s\n%s", code, stdout, stderr)
 	}
