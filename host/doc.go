@@ -9,11 +9,15 @@
 // forwards every accepted connection to its target. A route with no hook
 // and an IP target is served, on Linux, by one epoll event loop that
 // accepts, dials and moves bytes itself, with no goroutine, buffer or pipe
-// per idle connection. Any other connection runs on two goroutines, one
-// per direction: a direction with no hook is forwarded by the kernel
-// (splice(2) through a pipe held only while bytes are in flight; io.Copy
-// elsewhere), and with hooks every chunk read from one side goes through
-// the chain, and what the chain sends on is written to the other side.
+// per idle connection. A route whose hooks are all [InlineHook]s (the
+// sandboxed plugins and the capture are) gets an event loop of its own,
+// which also runs the chain: one goroutine per route, not per connection,
+// and a filter that stalls delays only its own route. Any other connection
+// runs on two goroutines, one per direction. On either engine a direction
+// with no hook is forwarded by the kernel (splice(2) through a pipe held
+// only while bytes are in flight; io.Copy elsewhere), and with hooks every
+// chunk read from one side goes through the chain, and what the chain
+// sends on is written to the other side.
 //
 // A [Hook] makes one [Filter] per connection. A filter sees the connection
 // open, every chunk of each direction, the end of each direction (the
