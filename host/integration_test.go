@@ -526,7 +526,11 @@ func TestShutdownAbortsDial(t *testing.T) {
 // notes any use after its Close.
 type genHook struct {
 	opens, filtersClosed, closes, lateUse atomic.Int64
+	inline                                bool // an InlineHook: its route runs on a loop of its own
 }
+
+// Inline implements host.InlineHook.
+func (h *genHook) Inline() bool { return h.inline }
 
 func (h *genHook) Open(*host.ConnInfo) (host.Filter, error) {
 	if h.closes.Load() != 0 {
@@ -554,81 +558,82 @@ func (h *genHook) Close() error {
 // hook is used after its Close, and in the end every hook has been closed
 // exactly once and every filter it made has been closed.
 func TestReloadStress(t *testing.T) {
-	t.Parallel()
-	srv := tn.Serve(t, tn.Echo)
-	hooks := []*genHook{{}}
-	var o owner
-	p, _ := tn.Proxy(t, o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: hooks[0]})))
-	addr := p.Addr("r").String()
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		hooks := []*genHook{{inline: eng.inline}}
+		var o owner
+		p, _ := tn.Proxy(t, o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: hooks[0]})))
+		addr := p.Addr("r").String()
 
-	stop := make(chan struct{})
-	progress := make(chan struct{}, 64)
-	errs := make(chan error, 8)
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
+		stop := make(chan struct{})
+		progress := make(chan struct{}, 64)
+		errs := make(chan error, 8)
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; ; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+					if err != nil {
+						errs <- fmt.Errorf("client %d, connection %d: %w", i, n, err)
+						return
+					}
+					c.SetDeadline(time.Now().Add(tn.Timeout))
+					msg := fmt.Sprintf("client %d message %d", i, n)
+					io.WriteString(c, msg)
+					got := make([]byte, len(msg))
+					_, err = io.ReadFull(c, got)
+					if n%2 == 0 { // half of them hang up with a reset
+						c.(*net.TCPConn).SetLinger(0)
+					}
+					c.Close()
+					if err != nil || string(got) != msg {
+						errs <- fmt.Errorf("client %d, connection %d: %q, %v", i, n, got, err)
+						return
+					}
+					select {
+					case progress <- struct{}{}:
+					default:
+					}
 				}
-				c, err := net.DialTimeout("tcp", addr, tn.Timeout)
-				if err != nil {
-					errs <- fmt.Errorf("client %d, connection %d: %w", i, n, err)
-					return
-				}
-				c.SetDeadline(time.Now().Add(tn.Timeout))
-				msg := fmt.Sprintf("client %d message %d", i, n)
-				io.WriteString(c, msg)
-				got := make([]byte, len(msg))
-				_, err = io.ReadFull(c, got)
-				if n%2 == 0 { // half of them hang up with a reset
-					c.(*net.TCPConn).SetLinger(0)
-				}
-				c.Close()
-				if err != nil || string(got) != msg {
-					errs <- fmt.Errorf("client %d, connection %d: %q, %v", i, n, got, err)
-					return
-				}
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
-	for range 30 {
-		h := &genHook{}
-		hooks = append(hooks, h)
-		if err := p.Apply([]host.Route{o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: h}))}); err != nil {
-			t.Fatal(err)
+			}()
 		}
-		for range 3 {
-			select {
-			case <-progress:
-			case err := <-errs:
+		for range 30 {
+			h := &genHook{inline: eng.inline}
+			hooks = append(hooks, h)
+			if err := p.Apply([]host.Route{o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: h}))}); err != nil {
 				t.Fatal(err)
 			}
+			for range 3 {
+				select {
+				case <-progress:
+				case err := <-errs:
+					t.Fatal(err)
+				}
+			}
 		}
-	}
-	close(stop)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for i, h := range hooks {
-		if h.closes.Load() != 1 || h.lateUse.Load() != 0 || h.opens.Load() != h.filtersClosed.Load() {
-			t.Errorf("generation %d: closed %d times, used %d times after Close, %d filters made and %d closed",
-				i, h.closes.Load(), h.lateUse.Load(), h.opens.Load(), h.filtersClosed.Load())
+		close(stop)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
 		}
-	}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for i, h := range hooks {
+			if h.closes.Load() != 1 || h.lateUse.Load() != 0 || h.opens.Load() != h.filtersClosed.Load() {
+				t.Errorf("generation %d: closed %d times, used %d times after Close, %d filters made and %d closed",
+					i, h.closes.Load(), h.lateUse.Load(), h.opens.Load(), h.filtersClosed.Load())
+			}
+		}
+	})
 }
 
 // TestApplyPortInUse: an Apply that cannot bind one of its addresses
