@@ -34,7 +34,8 @@ func benchTransfer(b *testing.B, addr string, size int) {
 
 // BenchmarkForward measures one-way bulk throughput: straight to the server
 // (the baseline), through the tunnel with no hook (splice), and through the
-// tunnel with a pass-through hook on both directions (the filtered path).
+// tunnel with a pass-through hook on both directions (the filtered path, on
+// goroutines and on the route's own loop).
 // Compare the MB/s columns of one run:
 //
 //	go test -run '^$' -bench Forward -benchmem ./host
@@ -50,6 +51,7 @@ func BenchmarkForward(b *testing.B) {
 	err = p.Apply([]host.Route{
 		{Name: "splice", Listen: "127.0.0.1:0", Target: ln.Addr().String()},
 		{Name: "filtered", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []host.Link{{Name: "pass", Hook: passHook{}}}},
+		{Name: "inline", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []host.Link{{Name: "pass", Hook: inlineHook{passHook{}}}}},
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -60,6 +62,7 @@ func BenchmarkForward(b *testing.B) {
 		b.Run("direct/"+sizeName(size), func(b *testing.B) { benchTransfer(b, ln.Addr().String(), size) })
 		b.Run("splice/"+sizeName(size), func(b *testing.B) { benchTransfer(b, p.Addr("splice").String(), size) })
 		b.Run("filtered/"+sizeName(size), func(b *testing.B) { benchTransfer(b, p.Addr("filtered").String(), size) })
+		b.Run("inline/"+sizeName(size), func(b *testing.B) { benchTransfer(b, p.Addr("inline").String(), size) })
 	}
 }
 
@@ -80,7 +83,13 @@ func itoa(n int) string {
 // TestFilteredPathAllocations checks that the filtered path allocates
 // nothing per chunk in steady state: the process-wide allocation count over
 // many chunks stays far below one per chunk.
+// It runs on both engines, one after the other (the count is the process's).
 func TestFilteredPathAllocations(t *testing.T) {
+	t.Run("goroutines", func(t *testing.T) { filteredAllocations(t, passHook{}) })
+	t.Run("inline", func(t *testing.T) { filteredAllocations(t, inlineHook{passHook{}}) })
+}
+
+func filteredAllocations(t *testing.T, hook host.Hook) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +107,7 @@ func TestFilteredPathAllocations(t *testing.T) {
 		done <- n
 	}()
 	p := &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
-	if err := p.Apply([]host.Route{{Name: "f", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []host.Link{{Name: "pass", Hook: passHook{}}}}}); err != nil {
+	if err := p.Apply([]host.Route{{Name: "f", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []host.Link{{Name: "pass", Hook: hook}}}}); err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
