@@ -300,6 +300,15 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	if e == nil && st.Err != nil {
 		e = &st.Err
 	}
+	select {
+	case <-c.td.closed:
+		// Aborted (before Open, which then fails the connection while it
+		// is dialling): not a failed dial, as on the goroutine engine.
+		if st.Reason == evloop.DialFailed {
+			st.Reason = evloop.Aborted
+		}
+	default:
+	}
 	reason := closeReason(c.td.reason.Load())
 	if reason == reasonUnset {
 		reason = loopReason(st)

@@ -63,6 +63,9 @@ func (o *Output) Write(to int, b []byte) {
 	}
 	q, e := &c.q[to], &c.ep[to]
 	if c.shut[to] {
+		if c.closing {
+			return // Close sent the FIN: a Timer's late bytes are dropped
+		}
 		c.fail(ioError(side(to), "write", unix.EPIPE))
 		return
 	}
@@ -118,9 +121,10 @@ func (o *Output) SetTimer(d time.Duration) {
 // StopTimer disarms the connection's timer.
 func (o *Output) StopTimer() { o.c.l.timers.remove(&o.c.ftimer) }
 
-// Abort ends the connection with a reset and cause as Stats.Err, from any
-// goroutine and without waiting: it is done on the loop's next turn (at
-// once by Loop.Close). A connection already finished is left alone.
+// Abort ends the connection with a reset, Reason Aborted and cause as
+// Stats.Err, from any goroutine and without waiting: it is done on the
+// loop's next turn (at once by Loop.Close). A connection already finished
+// is left alone.
 func (o *Output) Abort(cause error) {
 	if cause == nil {
 		cause = errAborted
@@ -128,7 +132,9 @@ func (o *Output) Abort(cause error) {
 	c := o.c
 	c.l.post(func() {
 		if c.state != finished {
+			c.l.aborting = true // Reason Aborted, as Loop.Abort: not a failed dial
 			c.finish(cause)
+			c.l.aborting = false
 			c.l.flush()
 		}
 	})
@@ -176,6 +182,7 @@ func (c *conn) startChain() bool {
 		err = c.werr
 	}
 	if err != nil {
+		c.state = connected // the Chain failed, no dial did: Reason Failed
 		c.finish(err)
 		return false
 	}
@@ -319,7 +326,7 @@ func (c *conn) pumpChain(from side) error {
 		case n == 0:
 			c.l.putBuf(buf)
 			c.srcEOF[from] = true
-			if from == server && !c.srcEOF[client] {
+			if from == server && !c.srcEOF[client] && !c.half[client].eof { // a plain client direction sets half.eof
 				c.stats.ServerFINFirst = true
 			}
 			c.feeding = int(from)

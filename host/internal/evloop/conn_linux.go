@@ -336,7 +336,7 @@ func (c *conn) pump(from side) error {
 			return ioError(src.side, "read", err)
 		case n == 0:
 			h.eof = true
-			if from == server && !c.half[client].eof {
+			if from == server && !c.half[client].eof && !c.srcEOF[client] { // a filtered client direction sets srcEOF
 				c.stats.ServerFINFirst = true
 			}
 		default:

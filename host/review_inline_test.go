@@ -1,0 +1,202 @@
+//go:build linux
+
+package host_test
+
+// Review of the inline engine (a route of InlineHooks on a loop of its
+// own): each test compares it with the goroutine engine on a case the
+// engine got wrong.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+)
+
+// stuckTarget returns the address of a loopback listener whose backlog is
+// full: a connect to it neither succeeds nor fails (the SYN is dropped and
+// retried), so a connection dialling it stays in its dial.
+func stuckTarget(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*unix.SockaddrInet4).Port))
+	// A backlog of 0 holds one connection: fill it.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		if i > 8 {
+			t.Skip("the kernel accepts every connect into a backlog of 0")
+		}
+	}
+	return addr
+}
+
+// TestReviewAbortWhileDialling: a connection aborted while its target's
+// dial is in progress (the Proxy shuts down, or a filter aborts it from
+// another goroutine as a failed plugin instance does) is not a dial
+// failure: DialFailures stays 0 and its reason is the abort's, as on the
+// goroutine engine. The inline engine counted it as a failed dial.
+func TestReviewAbortWhileDialling(t *testing.T) {
+	for _, how := range []string{"shutdown", "stream-abort"} {
+		t.Run(how, func(t *testing.T) {
+			engines(t, func(t *testing.T, eng engine) {
+				target := stuckTarget(t)
+				opened := make(chan *host.Stream, 1)
+				hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+					return &testFilter{opened: func(s *host.Stream) error { opened <- s; return nil }}, nil
+				})
+				r := tn.Route("r", target, eng.links([]host.Link{{Name: "f", Hook: hook}})...)
+				r.DialTimeout = time.Minute
+				p, logs := tn.Proxy(t, r)
+				c := tn.Dial(t, p.Addr("r").String())
+				defer c.Close()
+				s := <-opened
+				want := "shutdown"
+				switch how {
+				case "shutdown":
+					p.Close()
+				default:
+					s.Abort(errors.New("instance failed")) // from this goroutine, not a callback
+					want = "filter_error"
+				}
+				logs.Wait(t, "connection closed", "reason="+want)
+				st := routeStats(t, p, "r")
+				if st.DialFailures != 0 || st.Closed["dial_failed"] != 0 || st.Closed[want] != 1 {
+					t.Errorf("DialFailures=%d closed=%v; want no dial failure and one %s", st.DialFailures, st.Closed, want)
+				}
+			})
+		})
+	}
+}
+
+// TestReviewRefusedIsNotDialFailure: a connection a hook refuses (Open or
+// Opened fails) is counted as refused, not as a failed dial: the target
+// is never dialled. The inline engine ended it as a failed dial (the loop
+// was "dialling" while the chain opened).
+func TestReviewRefusedIsNotDialFailure(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{opened: func(*host.Stream) error { return errors.New("not welcome") }}, nil
+		})
+		srv := tn.Serve(t, tn.Echo)
+		addr, p, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "gate", Hook: hook})
+		expectRefused(t, addr)
+		logs.Wait(t, "connection closed", "reason=refused")
+		st := routeStats(t, p, "test")
+		if st.DialFailures != 0 || st.Closed["refused"] != 1 || st.Rejected["denied"] != 1 {
+			t.Errorf("DialFailures=%d closed=%v rejected=%v; want no dial failure, one refused and denied", st.DialFailures, st.Closed, st.Rejected)
+		}
+	})
+}
+
+// TestReviewOneWayChainCloseReason: with a link on one direction only (the
+// other spliced), a client that half-closes first ends the connection as
+// client_eof, as on the goroutine engine. The inline engine looked at the
+// filtered direction's EOF only, so it named the server.
+func TestReviewOneWayChainCloseReason(t *testing.T) {
+	for _, dirs := range []host.Directions{host.OnlyClientToServer, host.OnlyServerToClient} {
+		t.Run(dirs.String(), func(t *testing.T) {
+			engines(t, func(t *testing.T, eng engine) {
+				reply := []byte("bye\n")
+				got := make(chan tn.Received, 1)
+				srv := tn.Serve(t, halfCloseServer(reply, got))
+				hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) { return &testFilter{}, nil })
+				addr, _, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "one-way", Hook: hook, Directions: dirs})
+				c := tn.Dial(t, addr)
+				defer c.Close()
+				if got := roundTrip(t, c, []byte("hello\n")); string(got) != string(reply) {
+					t.Fatalf("client got %q, want %q", got, reply)
+				}
+				if r := <-got; r.Err != nil || r.N != 6 {
+					t.Fatalf("server got %d bytes, %v", r.N, r.Err)
+				}
+				line := logs.Wait(t, "connection closed")
+				if !strings.Contains(line, "reason=client_eof") {
+					t.Errorf("close line %q; want reason=client_eof (the client half-closed first)", line)
+				}
+			})
+		})
+	}
+}
+
+// timerFilter is a testFilter with a timer.
+type timerFilter struct {
+	testFilter
+	timer func(s *host.Stream) error
+}
+
+func (f *timerFilter) Timer(s *host.Stream) error { return f.timer(s) }
+
+// TestReviewSendAfterClose: a filter that answers, closes the connection,
+// and sends again from its timer while the connection lingers: the late
+// bytes are dropped and the close stays an orderly filter_close with no
+// error (the goroutine engine's behaviour). The inline engine turned the
+// late write into a broken pipe: a reset and an error.
+func TestReviewSendAfterClose(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		fired := make(chan struct{})
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			f := &timerFilter{}
+			f.data = func(dir host.Direction, _ []byte, s *host.Stream) error {
+				if dir != host.ClientToServer {
+					return nil
+				}
+				if err := s.Send(host.ServerToClient, []byte("reply\n")); err != nil {
+					return err
+				}
+				s.Close()
+				return s.SetTimer(50 * time.Millisecond)
+			}
+			f.timer = func(s *host.Stream) error {
+				defer close(fired)
+				s.Send(host.ServerToClient, []byte("late\n")) // the connection is closing: dropped
+				return nil
+			}
+			return f, nil
+		})
+		addr, p, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "closer", Hook: hook})
+		c := tn.Dial(t, addr)
+		defer c.Close()
+		if _, err := c.Write([]byte("hi\n")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "reply\n" {
+			t.Fatalf("client got %q, %v; want the reply and a clean EOF", got, err)
+		}
+		<-fired // the client keeps its side open: the tunnel lingers meanwhile
+		line := logs.Wait(t, "connection closed")
+		if !strings.Contains(line, "reason=filter_close") || strings.Contains(line, "err=") {
+			t.Errorf("close line %q; want reason=filter_close and no error", line)
+		}
+		if st := routeStats(t, p, "test"); st.Errors != 0 {
+			t.Errorf("Errors=%d, want 0", st.Errors)
+		}
+	})
+}
