@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +26,14 @@ import (
 // full: a connect to it neither succeeds nor fails (the SYN is dropped and
 // retried), so a connection dialling it stays in its dial.
 func stuckTarget(t *testing.T) string {
+	_, addr := stuckListener(t)
+	return addr
+}
+
+// stuckListener is stuckTarget that also returns the listening socket:
+// accepting its first connection (which fills the backlog) makes room, and
+// the next SYN of a connect in progress (about a second later) connects.
+func stuckListener(t *testing.T) (int, string) {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -53,7 +62,7 @@ func stuckTarget(t *testing.T) string {
 			t.Skip("the kernel accepts every connect into a backlog of 0")
 		}
 	}
-	return addr
+	return fd, addr
 }
 
 // TestReviewAbortWhileDialling: a connection aborted while its target's
@@ -198,5 +207,104 @@ func TestReviewSendAfterClose(t *testing.T) {
 		if st := routeStats(t, p, "test"); st.Errors != 0 {
 			t.Errorf("Errors=%d, want 0", st.Errors)
 		}
+	})
+}
+
+// TestReviewCloseBeforeDialIdle: a filter that answers a long banner and
+// closes before the dial, toward a client that never reads it: the route's
+// idle timeout still ends the connection. On the inline engine no timer
+// was armed (the idle timer starts with a completed dial), so it never
+// ended. (The goroutine engine blocks in the banner's write: it hangs too,
+// see the report; this test runs on the inline engine.)
+func TestReviewCloseBeforeDialIdle(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	big := make([]byte, 32<<20) // more than the sockets' buffers hold
+	hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+		return &testFilter{opened: func(s *host.Stream) error {
+			if err := s.Send(host.ServerToClient, big); err != nil {
+				return err
+			}
+			s.Close()
+			return nil
+		}}, nil
+	})
+	r := tn.Route("r", srv.Addr(), host.Link{Name: "banner", Hook: inlineHook{hook}})
+	r.IdleTimeout = 300 * time.Millisecond
+	p, logs := tn.Proxy(t, r)
+	c := tn.Dial(t, p.Addr("r").String())
+	defer c.Close()
+	line := logs.Wait(t, "connection closed") // fails after tn.Timeout
+	if !strings.Contains(line, "idle for") {
+		t.Errorf("close line %q; want the idle timeout's error", line)
+	}
+	if st := routeStats(t, p, "r"); st.IdleTimeouts != 1 {
+		t.Errorf("IdleTimeouts=%d, want 1", st.IdleTimeouts)
+	}
+	if n := srv.Accepted(); n != 0 {
+		t.Errorf("the target got %d connections, want none", n)
+	}
+}
+
+// TestReviewCloseWhileDialling: a filter that closes the connection from
+// its timer while the target's dial is still in progress: what it sent
+// toward the target before the dial is dropped (Stream.Close), and the
+// filters see no more callbacks. The inline engine, once the dial
+// completed, ran Connected and wrote the held bytes to the target.
+func TestReviewCloseWhileDialling(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		lfd, target := stuckListener(t)
+		closed := make(chan struct{})
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			f := &timerFilter{}
+			f.opened = func(s *host.Stream) error {
+				if err := s.Send(host.ClientToServer, []byte("HELLO")); err != nil {
+					return err
+				}
+				return s.SetTimer(10 * time.Millisecond)
+			}
+			f.timer = func(s *host.Stream) error {
+				s.Close()
+				close(closed)
+				return nil
+			}
+			return f, nil
+		})
+		r := tn.Route("r", target, eng.links([]host.Link{{Name: "closer", Hook: hook}})...)
+		r.DialTimeout = tn.Timeout
+		p, logs := tn.Proxy(t, r)
+		c := tn.Dial(t, p.Addr("r").String())
+		defer c.Close()
+		<-closed
+		// Make room in the backlog: the tunnel's connect completes on its
+		// next SYN.
+		tv := unix.NsecToTimeval(int64(tn.Timeout)) // accept fails, not hangs, if no connect comes
+		if err := unix.SetsockoptTimeval(lfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			t.Fatal(err)
+		}
+		filler, _, err := unix.Accept(lfd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(filler)
+		sfd, _, err := unix.Accept(lfd) // blocking: the tunnel's connection
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := net.FileConn(os.NewFile(uintptr(sfd), "server"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		sc.SetDeadline(time.Now().Add(tn.Timeout))
+		got, err := io.ReadAll(sc)
+		if err != nil || len(got) != 0 {
+			t.Errorf("the target got %q, %v; want nothing and a FIN", got, err)
+		}
+		sc.Close()
+		if got, err := io.ReadAll(c); err != nil || len(got) != 0 {
+			t.Errorf("the client got %q, %v; want a clean EOF", got, err)
+		}
+		logs.Wait(t, "connection closed", "reason=filter_close")
 	})
 }

@@ -191,6 +191,11 @@ func (c *conn) startChain() bool {
 		c.state = connected
 		c.srcEOF[server], c.shut[server] = true, true
 		c.half[server].done, c.half[client].done = true, true
+		c.lastActive = c.l.now
+		if c.plan.IdleTimeout > 0 {
+			// What Open wrote may wait for a client that never reads.
+			c.l.timers.set(&c.timer, c.lastActive+int64(c.plan.IdleTimeout))
+		}
 		c.runChain()
 		return false
 	}

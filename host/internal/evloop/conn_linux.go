@@ -206,7 +206,7 @@ func (c *conn) completeDial() {
 	} else {
 		c.l.timers.remove(&c.timer)
 	}
-	if c.plan.Chain != nil {
+	if c.plan.Chain != nil && !c.closing { // closed by a Timer meanwhile: not called again
 		if err := c.chainConnected(); err != nil {
 			c.finish(err)
 			return
