@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,5 +307,47 @@ func TestReviewCloseWhileDialling(t *testing.T) {
 			t.Errorf("the client got %q, %v; want a clean EOF", got, err)
 		}
 		logs.Wait(t, "connection closed", "reason=filter_close")
+	})
+}
+
+// TestReviewTimerZeroRearm: a filter whose Timer re-arms SetTimer(0) (a
+// deadline already passed) must not take the route's loop for itself: the
+// route's other connections are served, and Close ends the connection.
+// The inline loop ran that timer over and over within one turn.
+func TestReviewTimerZeroRearm(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		var stop atomic.Bool // lets the loop go if the test fails, for cleanup
+		t.Cleanup(func() { stop.Store(true) })
+		armed := make(chan struct{})
+		var first atomic.Bool
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			f := &timerFilter{}
+			if first.CompareAndSwap(false, true) {
+				f.opened = func(s *host.Stream) error { close(armed); return s.SetTimer(0) }
+			}
+			f.timer = func(s *host.Stream) error {
+				if stop.Load() {
+					return nil
+				}
+				return s.SetTimer(0)
+			}
+			return f, nil
+		})
+		addr, p, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "spinner", Hook: hook})
+		busy := tn.Dial(t, addr)
+		defer busy.Close()
+		<-armed
+		other := tn.Dial(t, addr)
+		defer other.Close()
+		other.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(other, "ping\n")
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(other, got); err != nil || string(got) != "ping\n" {
+			stop.Store(true)
+			t.Fatalf("another connection of the route: %q, %v; want its echo", got, err)
+		}
+		p.Close()
+		logs.WaitCount(t, 2, "connection closed")
 	})
 }

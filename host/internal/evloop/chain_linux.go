@@ -114,7 +114,10 @@ func (o *Output) Close() {
 func (o *Output) SetTimer(d time.Duration) {
 	c := o.c
 	if c.state != finished {
-		c.l.timers.set(&c.ftimer, c.l.now+int64(max(d, 0)))
+		// At least 1ns past this turn's clock: a timer re-armed from its
+		// own callback fires on the next turn, not again in this one (the
+		// loop would never get back to its events and inbox).
+		c.l.timers.set(&c.ftimer, c.l.now+int64(max(d, 1)))
 	}
 }
 

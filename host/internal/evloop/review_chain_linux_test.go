@@ -4,8 +4,10 @@ package evloop
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,4 +80,64 @@ func TestReviewOpenFails(t *testing.T) {
 	if s := a.waitDone(t); s.Reason != Failed || s.Err != refused || s.Connected {
 		t.Errorf("Done: %v, %v, connected %v; want Failed with Open's error", s.Reason, s.Err, s.Connected)
 	}
+}
+
+// TestReviewTimerZeroRearm: a Chain whose Timer re-arms itself with 0 (a
+// deadline already passed, "again as soon as possible") must not keep the
+// loop in its timers: the loop still serves its inbox (Abort) and its
+// other connections. It ran the timer over and over inside one turn.
+func TestReviewTimerZeroRearm(t *testing.T) {
+	checkFDs(t)
+	_, target := startServer(t, echo)
+	var fires atomic.Int64
+	var stop atomic.Bool // lets the loop go if the test fails, for cleanup
+	outs := make(chan *Output, 2)
+	var made atomic.Int64
+	a, addr := startChained(t, target, func() Chain {
+		first := made.Add(1) == 1
+		return &funcChain{
+			open: func(o *Output) error {
+				if first {
+					o.SetTimer(0)
+					outs <- o
+				}
+				return nil
+			},
+			timer: func(o *Output) error {
+				if fires.Add(1); !stop.Load() {
+					o.SetTimer(0)
+				}
+				return nil
+			},
+		}
+	})
+	c := dial(t, addr)
+	defer c.Close()
+	o := <-outs
+	deadline := time.Now().Add(testWait)
+	for fires.Load() < 10 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	// Another connection of the loop is served meanwhile.
+	other := dial(t, addr)
+	defer other.Close()
+	other.SetDeadline(time.Now().Add(testWait))
+	io.WriteString(other, "ping")
+	got := make([]byte, 4)
+	_, err := io.ReadFull(other, got)
+	if err != nil || string(got) != "ping" {
+		stop.Store(true)
+		t.Fatalf("another connection of the loop: %q, %v; want its echo", got, err)
+	}
+	o.Abort(errors.New("test abort"))
+	select {
+	case s := <-a.done:
+		if s.Reason != Aborted {
+			t.Errorf("Done: %v, %v; want Aborted", s.Reason, s.Err)
+		}
+	case <-time.After(testWait):
+		stop.Store(true)
+		t.Fatal("Abort not done: the loop never left its timers")
+	}
+	stop.Store(true)
 }
