@@ -137,13 +137,8 @@ func (l *listener) adopt(rs *routeState, fd int, peer, target netip.AddrPort) {
 func (ic *inlineChain) Open(o *evloop.Output) error {
 	c := ic.c
 	ic.out.Store(o)
-	select {
-	case <-c.td.closed: // aborted before the loop took it (see abort)
-		if e := c.td.cause.Load(); e != nil {
-			return *e
-		}
-		return errors.New("connection aborted")
-	default:
+	if err := ic.aborted(); err != nil {
+		return err // aborted before the loop took it (see abort)
 	}
 	c.p.mu.Lock()
 	c.p.conns[c] = struct{}{}
@@ -237,10 +232,27 @@ func (ic *inlineChain) armLocked() {
 	o.SetTimer(next - time.Since(ic.c.start))
 }
 
+// aborted returns the cause of an abort (abort ran), or nil.
+func (ic *inlineChain) aborted() error {
+	c := ic.c
+	select {
+	case <-c.td.closed:
+		if e := c.td.cause.Load(); e != nil {
+			return *e
+		}
+		return errors.New("connection aborted")
+	default:
+		return nil
+	}
+}
+
 // put hands what the chain queued to the loop: the bytes toward each
-// socket, the half-closes, the close.
+// socket, the half-closes, the close. Once the connection is aborted (a
+// filter's Stream.Abort, even from the callback that produced w) nothing
+// goes out: the abort's cause is returned and ends the connection now.
 func (ic *inlineChain) put(o *evloop.Output, w writes) error {
 	c := ic.c
+	abort := ic.aborted()
 	for d := ClientToServer; d <= ServerToClient; d++ {
 		if !w.locked[d] {
 			continue
@@ -250,17 +262,22 @@ func (ic *inlineChain) put(o *evloop.Output, w writes) error {
 		if w.bufs[d] != nil {
 			b = *w.bufs[d]
 		}
-		o.Write(to, b)
+		if abort == nil {
+			o.Write(to, b)
+		}
 		if w.bufs[d] != nil {
 			putBuf(w.bufs[d])
 		}
-		if w.cw[d] {
+		if w.cw[d] && abort == nil {
 			o.CloseWrite(to)
 		}
 		if w.deferred[d] != nil {
 			close(w.deferred[d])
 		}
 		c.wmu[d].Unlock()
+	}
+	if abort != nil {
+		return abort
 	}
 	if w.close {
 		c.setReason(reasonFilterClose)

@@ -351,3 +351,37 @@ func TestReviewTimerZeroRearm(t *testing.T) {
 		logs.WaitCount(t, 2, "connection closed")
 	})
 }
+
+// TestReviewNothingAfterAbort: a filter that aborts its own connection
+// from a callback (Stream.Abort: "closes the connection at once") and goes
+// on sending: nothing sent after the abort reaches the server. The inline
+// engine only posted the abort for the loop's next turn and wrote what the
+// callback sent meanwhile.
+func TestReviewNothingAfterAbort(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		got := make(chan []byte, 1)
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			b, _ := io.ReadAll(c) // until the reset or EOF
+			got <- b
+		})
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{data: func(dir host.Direction, b []byte, s *host.Stream) error {
+				if dir == host.ClientToServer && strings.Contains(string(b), "BAD") {
+					s.Abort(errors.New("bad request"))
+					return s.Send(dir, []byte("LEAK")) // too late: the connection is aborted
+				}
+				return s.Send(dir, b)
+			}}, nil
+		})
+		addr, _, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "waf", Hook: hook})
+		c := tn.Dial(t, addr)
+		defer c.Close()
+		if _, err := c.Write([]byte("BAD\n")); err != nil {
+			t.Fatal(err)
+		}
+		logs.Wait(t, "connection closed", "reason=filter_error", "bad request")
+		if b := <-got; strings.Contains(string(b), "LEAK") {
+			t.Errorf("the server got %q: bytes sent after the abort", b)
+		}
+	})
+}
