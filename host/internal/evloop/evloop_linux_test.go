@@ -404,13 +404,16 @@ func TestTeardownNeverWaits(t *testing.T) {
 // is reset after the idle timeout.
 func TestIdleTimeout(t *testing.T) {
 	checkFDs(t)
-	const idle = 200 * time.Millisecond
+	// A byte every idle/10: a late wake-up of up to 9/10 of the timeout on
+	// a busy machine still keeps the connection active.
+	const idle = 500 * time.Millisecond
 	_, target := startServer(t, echo)
 	_, _, a, addr := startForwarder(t, target, fwdOptions{idleTimeout: idle})
 	c := dial(t, addr)
 	buf := make([]byte, 1)
-	for range 8 { // 8 x idle/2: twice the timeout in total
-		time.Sleep(idle / 2) // pacing of the trickle, not a wait
+	const trickle = 20 // 20 x idle/10: twice the timeout in total
+	for range trickle {
+		time.Sleep(idle / 10) // pacing of the trickle, not a wait
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
@@ -425,7 +428,7 @@ func TestIdleTimeout(t *testing.T) {
 	if took := time.Since(quiet); took < idle || took > idle+2*time.Second {
 		t.Errorf("reset after %v of quiet, want about %v", took, idle)
 	}
-	if s := a.waitDone(t); !errors.Is(s.Err, os.ErrDeadlineExceeded) || s.Read[0] != 8 {
+	if s := a.waitDone(t); !errors.Is(s.Err, os.ErrDeadlineExceeded) || s.Read[0] != trickle {
 		t.Errorf("stats %+v", s)
 	}
 }
