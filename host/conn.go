@@ -103,6 +103,12 @@ type teardown struct {
 }
 
 func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
+	p.connWG.Add(1)
+	p.openConn(l, rs, client)
+}
+
+// openConn is startConn for a connection already added to p.connWG.
+func (p *Proxy) openConn(l *listener, rs *routeState, client *net.TCPConn) {
 	c := &conn{p: p, l: l, rs: rs, client: client, start: time.Now()}
 	c.td.closed = make(chan struct{})
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: client.RemoteAddr(), Listen: client.LocalAddr(), Target: rs.Target}
@@ -113,7 +119,6 @@ func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.awake[c] = struct{}{}
-	p.connWG.Add(1)
 	p.startSweepLocked()
 	p.mu.Unlock()
 	go c.run()

@@ -197,6 +197,9 @@ func TestPluginFailureClosesOthersOnItsInstance(t *testing.T) {
 	p, logs := tn.Proxy(t, tn.Route("r", srv.Addr(), host.Link{Name: "loop", Hook: loop}))
 	addr := p.Addr("r").String()
 	a, b := tn.Dial(t, addr), tn.Dial(t, addr)
+	// Both pinned to the one instance before A spins: on an inline route
+	// the loop opens B only between A's calls.
+	logs.WaitCount(t, 2, "connection opened")
 	if _, err := a.Write([]byte("a")); err != nil {
 		t.Fatal(err)
 	}

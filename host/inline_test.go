@@ -9,9 +9,11 @@ package host_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
@@ -135,5 +137,70 @@ func TestInlineReload(t *testing.T) {
 	p.Close()
 	if v := <-released; v != "v2\n" {
 		t.Errorf("released %q, want v2", v)
+	}
+}
+
+// TestApplyWhileLoopHandsOff: Apply adds listeners to the Proxy's loop
+// while holding the Proxy's lock; meanwhile the loop hands connections of a
+// route a reload made filtered (not inline) to goroutines. The hand-off
+// used to take the same lock on the loop: both waited forever.
+func TestApplyWhileLoopHandsOff(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	a := tn.Route("a", srv.Addr())
+	a.Listen = freeAddr(t)
+	// Not tn.Proxy: its cleanup would wait forever for a deadlocked lock.
+	p := &host.Proxy{Logger: tn.NewLogs().Logger()}
+	if err := p.Apply([]host.Route{a}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		closed := make(chan struct{})
+		go func() { p.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(tn.Timeout):
+			t.Error("Close did not return")
+		}
+	})
+	addr := p.Addr("a").String()
+	a2 := tn.Route("a", srv.Addr(), host.Link{Name: "f", Hook: hookFunc(func(*host.ConnInfo) (host.Filter, error) { return &testFilter{}, nil })})
+	a2.Listen = addr
+	b := tn.Route("b", srv.Addr()) // a new listener on the loop every other Apply
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c, err := net.DialTimeout("tcp", addr, tn.Timeout); err == nil {
+					c.Close()
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	deadline := time.Now().Add(2 * time.Second)
+	for n := 0; n < 400 && time.Now().Before(deadline); n++ {
+		routes := []host.Route{a2}
+		if n%2 == 0 {
+			routes = append(routes, b)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Apply(routes) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(tn.Timeout):
+			t.Fatalf("Apply %d did not return within %s: deadlocked with the loop", n, tn.Timeout)
+		}
 	}
 }

@@ -119,7 +119,10 @@ func (l *listener) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 			p.release(rs)
 			return nil
 		}
-		p.startConn(l, rs, nc.(*net.TCPConn))
+		// Not on the loop: openConn takes p.mu, which Apply holds while
+		// it waits for the loop to add a listener.
+		p.connWG.Add(1)
+		go p.openConn(l, rs, nc.(*net.TCPConn))
 		return nil
 	}
 	lc := &loopConn{l: l, rs: rs, id: p.nextID.Add(1), client: peer, start: time.Now()}

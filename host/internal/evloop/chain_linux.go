@@ -437,12 +437,18 @@ func (c *conn) runClosing() {
 		}
 		c.l.timers.set(&c.timer, c.l.now+int64(lingerTime))
 	}
+	dropped := 0
 	for s := client; s <= server; s++ {
 		e := &c.ep[s]
 		for e.fd >= 0 && !c.srcEOF[s] && e.readable {
+			if dropped >= pumpBudget {
+				c.l.enqueue(c) // a peer that never runs dry must not hold the loop
+				return
+			}
 			buf := c.l.takeBuf()
 			n, err := unix.Read(e.fd, buf)
 			c.l.putBuf(buf)
+			dropped += max(n, 0)
 			switch {
 			case errors.Is(err, unix.EINTR):
 			case errors.Is(err, unix.EAGAIN):
