@@ -7,11 +7,31 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
 	"github.com/tunnelwasm/tunnel/plugins/builtin/internal/wasmbuild"
 )
+
+// unpackedModules holds what builtin.Wasm returned for each name, for the
+// tests of this binary that look at the same modules: unpacking one takes
+// about 0.5 s under -race. They only read the bytes.
+var unpackedModules sync.Map // name -> []byte
+
+// unpacked is builtin.Wasm(name), unpacked once per test binary.
+func unpacked(t *testing.T, name string) []byte {
+	t.Helper()
+	if b, ok := unpackedModules.Load(name); ok {
+		return b.([]byte)
+	}
+	b, err := builtin.Wasm(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpackedModules.Store(name, b)
+	return b
+}
 
 // TestEmbeddedModulesMatchSources rebuilds every built-in plugin from its
 // Go sources and fails when the embedded module differs: a change to
@@ -46,10 +66,7 @@ func TestEmbeddedModulesMatchSources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			embedded, err := builtin.Wasm(name)
-			if err != nil {
-				t.Fatal(err)
-			}
+			embedded := unpacked(t, name)
 			if !bytes.Equal(fresh, embedded) {
 				t.Errorf("wasm/%s.wasm.gz (%d bytes unpacked) is stale: plugins/%s builds to %d other bytes; run `go generate ./plugins/builtin` and commit plugins/builtin/wasm", name, len(embedded), name, len(fresh))
 			}
@@ -101,10 +118,7 @@ func TestUnknownName(t *testing.T) {
 
 func TestWasmIsAModule(t *testing.T) {
 	for _, name := range builtin.Names() {
-		b, err := builtin.Wasm(name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := unpacked(t, name)
 		if !bytes.HasPrefix(b, []byte("\x00asm\x01\x00\x00\x00")) {
 			t.Errorf("%s: %q… is not a WebAssembly module", name, b[:8])
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/config"
-	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
 
 // TestREADMEConfigs loads the tunnel.hcl block of the gallery plugins'
@@ -30,11 +29,7 @@ func TestREADMEConfigs(t *testing.T) {
 			// The config instantiates the embedded module: under -race,
 			// compiling it here would take ~15 s; a process without the
 			// race detector compiles it into the cache instead.
-			wasm, err := builtin.Wasm(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			plugintest.Precompile(wasm)
+			plugintest.Precompile(unpacked(t, name))
 			readme, err := os.ReadFile(filepath.Join("..", name, "README.md"))
 			if err != nil {
 				t.Fatal(err)
