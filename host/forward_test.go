@@ -90,6 +90,12 @@ func engines(t *testing.T, f func(t *testing.T, eng engine)) {
 	}
 }
 
+// enginesSeq runs f on both engines, one after the other.
+func enginesSeq(t *testing.T, f func(t *testing.T, eng engine)) {
+	t.Run("goroutines", func(t *testing.T) { f(t, engine{false}) })
+	t.Run("inline", func(t *testing.T) { f(t, engine{true}) })
+}
+
 // links returns chain with every hook made inline on the inline engine.
 func (e engine) links(chain []host.Link) []host.Link {
 	if !e.inline {

@@ -74,35 +74,37 @@ func (f *lineFilter) End(dir host.Direction, s *host.Stream) error {
 // full line at once, on a route where the other direction is filtered or
 // spliced.
 func TestTimerFlushesHeldBytes(t *testing.T) {
-	for _, dirs := range []host.Directions{host.Both, host.OnlyClientToServer} {
-		t.Run(dirs.String(), func(t *testing.T) {
-			srv := tn.Serve(t, tn.Echo)
-			h := &lineHook{wait: 50 * time.Millisecond}
-			addr, _ := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "line", Hook: h, Directions: dirs}))
-			c := tn.Dial(t, addr)
-			if _, err := c.Write([]byte("partial")); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, len("partial"))
-			if _, err := io.ReadFull(c, got); err != nil || string(got) != "partial" {
-				t.Fatalf("read %q, %v; want the held bytes once the timer fired", got, err)
-			}
-			if h.fired.Load() != 1 {
-				t.Fatalf("the echo came back with the timer fired %d times: the bytes were not held", h.fired.Load())
-			}
-			// A whole line goes at once; a later stale timer flushes nothing.
-			if _, err := c.Write([]byte("line\n")); err != nil {
-				t.Fatal(err)
-			}
-			got = make([]byte, len("line\n"))
-			if _, err := io.ReadFull(c, got); err != nil || string(got) != "line\n" {
-				t.Fatalf("read %q, %v", got, err)
-			}
-			if n := h.fired.Load(); n != 1 {
-				t.Fatalf("timer flushed %d times, want 1", n)
-			}
-		})
-	}
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		for _, dirs := range []host.Directions{host.Both, host.OnlyClientToServer} {
+			t.Run(dirs.String(), func(t *testing.T) {
+				srv := tn.Serve(t, tn.Echo)
+				h := &lineHook{wait: 50 * time.Millisecond}
+				addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "line", Hook: h, Directions: dirs}))
+				c := tn.Dial(t, addr)
+				if _, err := c.Write([]byte("partial")); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len("partial"))
+				if _, err := io.ReadFull(c, got); err != nil || string(got) != "partial" {
+					t.Fatalf("read %q, %v; want the held bytes once the timer fired", got, err)
+				}
+				if h.fired.Load() != 1 {
+					t.Fatalf("the echo came back with the timer fired %d times: the bytes were not held", h.fired.Load())
+				}
+				// A whole line goes at once; a later stale timer flushes nothing.
+				if _, err := c.Write([]byte("line\n")); err != nil {
+					t.Fatal(err)
+				}
+				got = make([]byte, len("line\n"))
+				if _, err := io.ReadFull(c, got); err != nil || string(got) != "line\n" {
+					t.Fatalf("read %q, %v", got, err)
+				}
+				if n := h.fired.Load(); n != 1 {
+					t.Fatalf("timer flushed %d times, want 1", n)
+				}
+			})
+		}
+	})
 }
 
 // byeHook's filters greet, then close the connection from a timer.
@@ -137,19 +139,21 @@ func (f *byeFilter) Closed() { f.h.closedAfterTimer.Store(f.fired) }
 // TestTimerSendsAndCloses: a timer callback can answer the client and close
 // the connection gracefully (the bytes arrive, then EOF).
 func TestTimerSendsAndCloses(t *testing.T) {
-	srv := tn.Serve(t, tn.Echo)
-	h := &byeHook{}
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "bye", Hook: h}))
-	c := tn.Dial(t, addr)
-	got, err := io.ReadAll(c)
-	if err != nil || string(got) != "closing in 20ms\nbye\n" {
-		t.Fatalf("read %q, %v; want both lines then EOF", got, err)
-	}
-	c.Close() // or the tunnel lingers, reading, for lingerTime
-	logs.Wait(t, "connection closed")
-	if !h.closedAfterTimer.Load() {
-		t.Fatal("Closed ran before the timer fired")
-	}
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		h := &byeHook{}
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "bye", Hook: h}))
+		c := tn.Dial(t, addr)
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "closing in 20ms\nbye\n" {
+			t.Fatalf("read %q, %v; want both lines then EOF", got, err)
+		}
+		c.Close() // or the tunnel lingers, reading, for lingerTime
+		logs.Wait(t, "connection closed")
+		if !h.closedAfterTimer.Load() {
+			t.Fatal("Closed ran before the timer fired")
+		}
+	})
 }
 
 // sloppyHook arms a timer without implementing TimerFilter.
@@ -162,10 +166,12 @@ type sloppyFilter struct{ host.PassThrough }
 func (sloppyFilter) Opened(s *host.Stream) error { return s.SetTimer(time.Millisecond) }
 
 func TestSetTimerNeedsTimerFilter(t *testing.T) {
-	srv := tn.Serve(t, tn.Echo)
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "sloppy", Hook: sloppyHook{}}))
-	expectRefused(t, addr)
-	logs.Wait(t, "connection closed", "sloppy", host.ErrNoTimer.Error())
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "sloppy", Hook: sloppyHook{}}))
+		expectRefused(t, addr)
+		logs.Wait(t, "connection closed", "sloppy", host.ErrNoTimer.Error())
+	})
 }
 
 // lateTimerHook arms a timer that would fire after the connection is gone.
@@ -193,17 +199,19 @@ func (f *lateTimerFilter) Closed() { f.closed = true }
 // TestTimerStopsAtClose: a timer still pending when the connection ends
 // never calls the filter after Closed.
 func TestTimerStopsAtClose(t *testing.T) {
-	srv := tn.Serve(t, tn.Echo)
-	h := &lateTimerHook{}
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "late", Hook: h}))
-	c := tn.Dial(t, addr)
-	c.Close()
-	logs.Wait(t, "connection closed")
-	// Wait out the timer: the only way to see that a callback does not come.
-	time.Sleep(200 * time.Millisecond)
-	if n := h.after.Load(); n != 0 {
-		t.Fatalf("Timer ran %d times after Closed", n)
-	}
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		h := &lateTimerHook{}
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "late", Hook: h}))
+		c := tn.Dial(t, addr)
+		c.Close()
+		logs.Wait(t, "connection closed")
+		// Wait out the timer: the only way to see that a callback does not come.
+		time.Sleep(200 * time.Millisecond)
+		if n := h.after.Load(); n != 0 {
+			t.Fatalf("Timer ran %d times after Closed", n)
+		}
+	})
 }
 
 // routerHook's filters read "GO <addr>\n" from the client, then dial addr
@@ -382,14 +390,16 @@ var amplifier = host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []by
 // TestCountersShowWhatFiltersDid: the close log counts the bytes read from
 // and written to each peer, so a rewrite is visible to an operator.
 func TestCountersShowWhatFiltersDid(t *testing.T) {
-	srv := tn.Serve(t, tn.Echo)
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "x2", Hook: amplifier}))
-	c := tn.Dial(t, addr)
-	got := tn.Exchange(c, []byte("abc"))
-	if got.Err != nil || got.N != 6 {
-		t.Fatalf("client got %d bytes, %v; want the 6 the amplifier sent", got.N, got.Err)
-	}
-	logs.Wait(t, "connection closed", "bytes_from_client=3 bytes_to_server=6 bytes_from_server=6 bytes_to_client=6")
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "x2", Hook: amplifier}))
+		c := tn.Dial(t, addr)
+		got := tn.Exchange(c, []byte("abc"))
+		if got.Err != nil || got.N != 6 {
+			t.Fatalf("client got %d bytes, %v; want the 6 the amplifier sent", got.N, got.Err)
+		}
+		logs.Wait(t, "connection closed", "bytes_from_client=3 bytes_to_server=6 bytes_from_server=6 bytes_to_client=6")
+	})
 }
 
 // taggers: the first link tags what the client's first chunk starts with,
@@ -436,32 +446,34 @@ func (f *verdictFilter) Data(dir host.Direction, b []byte, s *host.Stream) error
 // TestTags: a later link reads a tag an earlier one set, the close log
 // line shows them all, and bad tags are refused with a clear error.
 func TestTags(t *testing.T) {
-	srv := tn.Serve(t, tn.Echo)
-	seen := make(chan string, 1)
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(),
-		host.Link{Name: "first", Hook: firstWordTagger{}},
-		host.Link{Name: "verdict", Hook: verdictTagger{seen: seen}}))
-	c := tn.Dial(t, addr)
-	if got := tn.Exchange(c, []byte("GET key")); got.Err != nil || got.N != 7 {
-		t.Fatalf("echo: %+v", got)
-	}
-	if cmd := <-seen; cmd != "GET" {
-		t.Errorf("the second link read proto.command=%q, want GET", cmd)
-	}
-	logs.Wait(t, "connection closed", "tag.proto.command=GET tag.verdict=allowed")
-
-	for _, tc := range []struct{ key, value, want string }{
-		{"has space", "v", `tag key "has space": want 1 to 64 letters, digits, '.', '_' or '-'`},
-		{"k", strings.Repeat("v", 257), `tag "k": value of 257 bytes is over the limit of 256`},
-	} {
-		errc := make(chan error, 1)
-		h := tagHook{key: tc.key, value: tc.value, errc: errc}
-		addr, _ := tunnel(t, tn.Route("bad", srv.Addr(), host.Link{Name: "bad", Hook: h}))
-		tn.Dial(t, addr)
-		if err := <-errc; err == nil || err.Error() != tc.want {
-			t.Errorf("SetTag(%q, %d bytes): %v, want %q", tc.key, len(tc.value), err, tc.want)
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		seen := make(chan string, 1)
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(),
+			host.Link{Name: "first", Hook: firstWordTagger{}},
+			host.Link{Name: "verdict", Hook: verdictTagger{seen: seen}}))
+		c := tn.Dial(t, addr)
+		if got := tn.Exchange(c, []byte("GET key")); got.Err != nil || got.N != 7 {
+			t.Fatalf("echo: %+v", got)
 		}
-	}
+		if cmd := <-seen; cmd != "GET" {
+			t.Errorf("the second link read proto.command=%q, want GET", cmd)
+		}
+		logs.Wait(t, "connection closed", "tag.proto.command=GET tag.verdict=allowed")
+
+		for _, tc := range []struct{ key, value, want string }{
+			{"has space", "v", `tag key "has space": want 1 to 64 letters, digits, '.', '_' or '-'`},
+			{"k", strings.Repeat("v", 257), `tag "k": value of 257 bytes is over the limit of 256`},
+		} {
+			errc := make(chan error, 1)
+			h := tagHook{key: tc.key, value: tc.value, errc: errc}
+			addr, _ := eng.tunnel(t, tn.Route("bad", srv.Addr(), host.Link{Name: "bad", Hook: h}))
+			tn.Dial(t, addr)
+			if err := <-errc; err == nil || err.Error() != tc.want {
+				t.Errorf("SetTag(%q, %d bytes): %v, want %q", tc.key, len(tc.value), err, tc.want)
+			}
+		}
+	})
 }
 
 // tagHook's filters set one tag when the connection opens and report the error.
@@ -521,35 +533,39 @@ func (f *lagFilter) Timer(s *host.Stream) error {
 // TestDeferEnd: bytes a timer sends after the client half-closed still
 // reach the server, before the half-close; the server's answer comes back.
 func TestDeferEnd(t *testing.T) {
-	serverGot := make(chan tn.Received, 1)
-	srv := tn.Serve(t, func(c *net.TCPConn) {
-		got := tn.ReadSum(c) // to EOF: the half-close must come after the bytes
-		serverGot <- got
-		c.Write([]byte("done"))
-		c.CloseWrite()
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		serverGot := make(chan tn.Received, 1)
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			got := tn.ReadSum(c) // to EOF: the half-close must come after the bytes
+			serverGot <- got
+			c.Write([]byte("done"))
+			c.CloseWrite()
+		})
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "lag", Hook: lagHook{}}))
+		c := tn.Dial(t, addr)
+		payload := tn.Random(7, 100<<10)
+		got := tn.Exchange(c, payload)
+		if got.Err != nil || got.N != 4 {
+			t.Fatalf("client got %d bytes, %v; want the server's 4-byte answer", got.N, got.Err)
+		}
+		if s := <-serverGot; s.N != int64(len(payload)) || s.Sum != tn.Sum(payload) {
+			t.Fatalf("server got %d bytes (%v), want all %d before the half-close", s.N, s.Err, len(payload))
+		}
+		logs.Wait(t, "connection closed", "bytes_from_client=102400 bytes_to_server=102400")
 	})
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "lag", Hook: lagHook{}}))
-	c := tn.Dial(t, addr)
-	payload := tn.Random(7, 100<<10)
-	got := tn.Exchange(c, payload)
-	if got.Err != nil || got.N != 4 {
-		t.Fatalf("client got %d bytes, %v; want the server's 4-byte answer", got.N, got.Err)
-	}
-	if s := <-serverGot; s.N != int64(len(payload)) || s.Sum != tn.Sum(payload) {
-		t.Fatalf("server got %d bytes (%v), want all %d before the half-close", s.N, s.Err, len(payload))
-	}
-	logs.Wait(t, "connection closed", "bytes_from_client=102400 bytes_to_server=102400")
 }
 
 // TestDeferEndOnlyFromEnd: DeferEnd outside End is refused.
 func TestDeferEndOnlyFromEnd(t *testing.T) {
-	srv := tn.Serve(t, tn.Echo)
-	errc := make(chan error, 1)
-	addr, _ := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "early", Hook: earlyDefer{errc}}))
-	tn.Dial(t, addr)
-	if err := <-errc; err == nil || err.Error() != "defer end: only from the End callback of that direction" {
-		t.Fatalf("DeferEnd in Opened: %v", err)
-	}
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		errc := make(chan error, 1)
+		addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "early", Hook: earlyDefer{errc}}))
+		tn.Dial(t, addr)
+		if err := <-errc; err == nil || err.Error() != "defer end: only from the End callback of that direction" {
+			t.Fatalf("DeferEnd in Opened: %v", err)
+		}
+	})
 }
 
 type earlyDefer struct{ errc chan error }
@@ -570,13 +586,21 @@ func (earlyDeferFilter) Closed()                                {}
 
 // deferForever defers the client's half-close and never completes it (a
 // fault-injection filter's "timeout": the stream never ends).
-type deferForever struct{ host.PassThrough }
+// ended, if set, is told once the half-close is deferred.
+type deferForever struct {
+	host.PassThrough
+	ended chan<- struct{}
+}
 
-func (deferForever) Open(*host.ConnInfo) (host.Filter, error) { return deferForever{}, nil }
+func (d deferForever) Open(*host.ConnInfo) (host.Filter, error) { return d, nil }
 
-func (deferForever) End(dir host.Direction, s *host.Stream) error {
+func (d deferForever) End(dir host.Direction, s *host.Stream) error {
 	if dir == host.ClientToServer {
-		return s.DeferEnd(dir)
+		err := s.DeferEnd(dir)
+		if d.ended != nil {
+			d.ended <- struct{}{}
+		}
+		return err
 	}
 	return nil
 }
@@ -585,27 +609,35 @@ func (deferForever) End(dir host.Direction, s *host.Stream) error {
 // its half-close, then resets, ends the connection: nobody reads the client
 // any more, yet the reset is seen (and the server, silent, is closed too).
 func TestDeferredEndThenReset(t *testing.T) {
-	serverGone := make(chan error, 1)
-	srv := tn.Serve(t, func(c *net.TCPConn) {
-		_, err := io.Copy(io.Discard, c) // until the tunnel closes it
-		serverGone <- err
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		serverGone := make(chan error, 1)
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			_, err := io.Copy(io.Discard, c) // until the tunnel closes it
+			serverGone <- err
+		})
+		ended := make(chan struct{}, 1)
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "forever", Hook: deferForever{ended: ended}}))
+		c := tn.Dial(t, addr)
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		c.CloseWrite()
+		select {
+		case <-ended:
+		case <-time.After(tn.Timeout):
+			t.Fatal("the filter never saw the client's half-close")
+		}
+		// The half-close is held: the tunnel keeps the connection up.
+		if line := logs.String(); strings.Contains(line, "connection closed") {
+			t.Fatalf("closed before the reset:\n%s", line)
+		}
+		c.SetLinger(0)
+		c.Close() // a reset
+		logs.Wait(t, "connection closed", "reason=reset")
+		select {
+		case <-serverGone:
+		case <-time.After(tn.Timeout):
+			t.Fatal("the server's side stayed open after the client reset")
+		}
 	})
-	addr, logs := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "forever", Hook: deferForever{}}))
-	c := tn.Dial(t, addr)
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	c.CloseWrite()
-	// The half-close is held: the tunnel keeps the connection up.
-	if line := logs.String(); strings.Contains(line, "connection closed") {
-		t.Fatalf("closed before the reset:\n%s", line)
-	}
-	c.SetLinger(0)
-	c.Close() // a reset
-	logs.Wait(t, "connection closed", "reason=reset")
-	select {
-	case <-serverGone:
-	case <-time.After(tn.Timeout):
-		t.Fatal("the server's side stayed open after the client reset")
-	}
 }

@@ -119,7 +119,9 @@ type conn struct {
 	lingering bool    // closing: the FINs are out, peers' bytes are dropped
 	feeding   int     // the side whose chunk the Chain is handling, or -1
 	werr      error   // a write failed inside a Chain callback
-	ftimer    timer   // the Chain's timer
+
+	clientFailed bool  // the client's socket failed while dialling: not a dial failure
+	ftimer       timer // the Chain's timer
 }
 
 // startConn asks the acceptor for a plan for an accepted fd and, if there is
@@ -235,6 +237,7 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 		case e.side == server:
 			c.completeDial()
 		case events&unix.EPOLLERR != 0:
+			c.clientFailed = true // the client's fault, not the dial's
 			c.finish(ioError(client, "socket", socketError(e.fd)))
 		case c.plan.Chain != nil:
 			c.runChain() // what Open wrote toward the client
@@ -362,7 +365,7 @@ func (c *conn) finish(err error) {
 		c.stats.Reason = Ended
 	case c.l.aborting:
 		c.stats.Reason = Aborted
-	case c.state == dialing:
+	case c.state == dialing && !c.clientFailed:
 		c.stats.Reason = DialFailed
 	case errors.As(err, new(*timeoutError)):
 		c.stats.Reason = IdleTimeout

@@ -141,3 +141,20 @@ func TestReviewTimerZeroRearm(t *testing.T) {
 	}
 	stop.Store(true)
 }
+
+// TestClientResetWhileDialling: a client that resets while its target is
+// still being dialled ends the connection as Failed, not as a failed dial
+// (the close line said dial_failed, and the route counted a dial failure).
+func TestClientResetWhileDialling(t *testing.T) {
+	checkFDs(t)
+	target := stuckTarget(t)
+	l, _, a, addr := startForwarder(t, target, fwdOptions{})
+	c := dial(t, addr)
+	waitFor(t, l, "the dial to start", func() bool { return a.accepted.Load() == 1 })
+	c.SetLinger(0)
+	c.Close()
+	s := a.waitDone(t)
+	if s.Reason != Failed || s.Connected {
+		t.Errorf("end: %v (connected %v), %v; want Failed without a connection", s.Reason, s.Connected, s.Err)
+	}
+}
