@@ -92,6 +92,10 @@ func TestWasmCrashLoopTrips(t *testing.T) {
 			if s := plugstats.BreakerOf(p); s != (plugstats.Breaker{Trips: 1, Tripped: true, Probation: true}) {
 				t.Errorf("after the trip: %+v", s)
 			}
+			// The two failed connections were dialled before their chunk
+			// crashed the guest; the server may accept them later than
+			// the tunnel connected (its Accept runs on a goroutine).
+			srv.WaitAccepted(t, 2)
 			accepted := srv.Accepted()
 			exchange("a", "") // tripped: no instance, no plugin
 			if n := plugstats.Instances(p); n != 0 {
