@@ -142,3 +142,48 @@ func serveOnce(handle func(net.Conn)) net.Listener {
 	}()
 	return ln
 }
+
+// upperHook upper-cases what the client sends. Its filters only compute
+// and call their Stream, so it says it never blocks (InlineHook).
+type upperHook struct{}
+
+func (upperHook) Open(*host.ConnInfo) (host.Filter, error) { return upperFilter{}, nil }
+
+type upperFilter struct{ host.PassThrough }
+
+func (upperFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir == host.ClientToServer {
+		return s.Send(dir, bytes.ToUpper(b))
+	}
+	return s.Forward(dir, b)
+}
+
+// Inline implements host.InlineHook.
+func (upperHook) Inline() bool { return true }
+
+// An inline hook: the route's connections run on an event loop of the
+// route's own, which calls the filters itself, with no goroutine per
+// connection.
+func ExampleInlineHook() {
+	echo := serveOnce(func(c net.Conn) { io.Copy(c, c) })
+	defer echo.Close()
+	p := &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
+	err := p.Apply([]host.Route{{
+		Name:   "upper",
+		Listen: "127.0.0.1:0",
+		Target: echo.Addr().String(), // an IP address: the loop never resolves names
+		Chain:  []host.Link{{Name: "upper", Hook: upperHook{}}},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	c, _ := net.Dial("tcp", p.Addr("upper").String())
+	defer c.Close()
+	c.Write([]byte("hello"))
+	reply := make([]byte, 5)
+	io.ReadFull(c, reply)
+	fmt.Printf("%s\n", reply)
+	// Output: HELLO
+}
