@@ -151,6 +151,15 @@ func (c *conn) fail(err error) {
 	}
 }
 
+// chainErr is what a Chain callback that returned err leaves the
+// connection with: its own error, else the first failed write it made.
+func (c *conn) chainErr(err error) error {
+	if err != nil {
+		return err
+	}
+	return c.werr
+}
+
 // writeOut writes as much of b to e as the socket takes now.
 func (c *conn) writeOut(e *endpoint, b []byte) (int, error) {
 	done := 0
@@ -180,11 +189,7 @@ func (c *conn) startChain() bool {
 	c.out.c = c
 	c.feeding = -1
 	c.ftimer = timer{index: -1, fire: c.onChainTimer}
-	err := c.plan.Chain.Open(&c.out)
-	if err == nil {
-		err = c.werr
-	}
-	if err != nil {
+	if err := c.chainErr(c.plan.Chain.Open(&c.out)); err != nil {
 		c.state = connected // the Chain failed, no dial did: Reason Failed
 		c.finish(err)
 		return false
@@ -207,11 +212,7 @@ func (c *conn) startChain() bool {
 
 // chainConnected runs Chain.Connected once the target is connected.
 func (c *conn) chainConnected() error {
-	err := c.plan.Chain.Connected(&c.out)
-	if err == nil {
-		err = c.werr
-	}
-	return err
+	return c.chainErr(c.plan.Chain.Connected(&c.out))
 }
 
 // onChainTimer runs Chain.Timer when the connection's timer fires.
@@ -219,11 +220,7 @@ func (c *conn) onChainTimer() {
 	if c.state == finished {
 		return
 	}
-	err := c.plan.Chain.Timer(&c.out)
-	if err == nil {
-		err = c.werr
-	}
-	if err != nil {
+	if err := c.chainErr(c.plan.Chain.Timer(&c.out)); err != nil {
 		c.finish(err)
 		return
 	}
@@ -244,11 +241,9 @@ func (c *conn) runChain() {
 		}
 		return
 	}
-	for s := client; s <= server; s++ {
-		if err := c.flushQueue(s); err != nil {
-			c.finish(err)
-			return
-		}
+	if err := c.flushQueues(); err != nil {
+		c.finish(err)
+		return
 	}
 	if c.closing {
 		c.runClosing()
@@ -261,10 +256,7 @@ func (c *conn) runChain() {
 		} else {
 			err = c.pump(s)
 		}
-		if err == nil {
-			err = c.werr
-		}
-		if err != nil {
+		if err = c.chainErr(err); err != nil {
 			c.finish(err)
 			return
 		}
@@ -275,11 +267,9 @@ func (c *conn) runChain() {
 	}
 	// What the chunks produced may have gone out already: flush again so
 	// that a half-close asked for after the bytes is done now.
-	for s := client; s <= server; s++ {
-		if err := c.flushQueue(s); err != nil {
-			c.finish(err)
-			return
-		}
+	if err := c.flushQueues(); err != nil {
+		c.finish(err)
+		return
 	}
 	if c.chainDone() {
 		c.finish(nil)
@@ -342,11 +332,7 @@ func (c *conn) pumpChain(from side) error {
 			c.feeding = -1
 			return err
 		}
-		c.stats.Read[from] += int64(n)
-		if c.plan.Read != nil {
-			c.plan.Read[from].Add(int64(n))
-		}
-		c.lastActive = c.l.now
+		c.gotRead(from, n)
 		moved += n
 		if n < len(buf) && !src.peerFIN {
 			src.readable = false // drained: the next byte brings an edge
@@ -355,11 +341,18 @@ func (c *conn) pumpChain(from side) error {
 		err = c.plan.Chain.Data(int(from), buf[:n], &c.out)
 		c.feeding = -1
 		c.l.putBuf(buf)
-		if err != nil {
+		if err = c.chainErr(err); err != nil {
 			return err
 		}
-		if c.werr != nil {
-			return c.werr
+	}
+	return nil
+}
+
+// flushQueues flushes the queues of both sockets.
+func (c *conn) flushQueues() error {
+	for s := client; s <= server; s++ {
+		if err := c.flushQueue(s); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -481,6 +474,15 @@ func (l *Loop) putBuf(b []byte) {
 	}
 }
 
+// gotRead counts n bytes read from side from, which is activity.
+func (c *conn) gotRead(from side, n int) {
+	c.stats.Read[from] += int64(n)
+	if c.plan.Read != nil {
+		c.plan.Read[from].Add(int64(n))
+	}
+	c.lastActive = c.l.now
+}
+
 // wrote counts n bytes written in direction dir (0: to the server).
 func (c *conn) wrote(dir side, n int) {
 	c.stats.Written[dir] += int64(n)
@@ -514,8 +516,5 @@ func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
-	l.post(func() {
-		l.finishAll(cause)
-		l.flush()
-	})
+	l.post(func() { l.abortNow(cause) })
 }

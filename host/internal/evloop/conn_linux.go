@@ -344,11 +344,7 @@ func (c *conn) pump(from side) error {
 			}
 		default:
 			moved += n
-			c.stats.Read[from] += int64(n)
-			if c.plan.Read != nil {
-				c.plan.Read[from].Add(int64(n))
-			}
-			c.lastActive = c.l.now
+			c.gotRead(from, n)
 		}
 	}
 	return nil
@@ -426,13 +422,7 @@ func (l *Loop) fill(h *half, src *endpoint) (int, error) {
 		return int(n), nil
 	}
 	if h.buf == nil {
-		if k := len(l.freeBufs); k > 0 {
-			h.buf = l.freeBufs[k-1]
-			l.freeBufs[k-1] = nil
-			l.freeBufs = l.freeBufs[:k-1]
-		} else {
-			h.buf = make([]byte, bufferSize)
-		}
+		h.buf = l.takeBuf()
 	}
 	n, err := unix.Read(src.fd, h.buf)
 	for errors.Is(err, unix.EINTR) {
@@ -514,9 +504,7 @@ func (l *Loop) release(h *half) {
 		h.hasPipe = false
 	}
 	if h.buf != nil {
-		if len(l.freeBufs) < maxFreeBuffers && !l.stopping {
-			l.freeBufs = append(l.freeBufs, h.buf)
-		}
+		l.putBuf(h.buf)
 		h.buf = nil
 	}
 	h.off, h.pending = 0, 0

@@ -127,10 +127,14 @@ func (l *Loop) Abort(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
-	l.call(func() {
-		l.finishAll(cause)
-		l.flush()
-	})
+	l.call(func() { l.abortNow(cause) })
+}
+
+// abortNow finishes every connection with cause and closes their fds, on
+// the loop thread.
+func (l *Loop) abortNow(cause error) {
+	l.finishAll(cause)
+	l.flush()
 }
 
 // Conns returns the number of open connections (accepted with a plan and
