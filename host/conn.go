@@ -102,6 +102,19 @@ type teardown struct {
 	eof     atomic.Uint32      // 1 + the direction whose source ended first, or 0
 }
 
+// record is the start of an abort, run once under td.once: it counts it,
+// keeps its cause (nil: an orderly close) and marks the connection closed.
+func (td *teardown) record(cause error, counter *atomic.Int64) {
+	if counter != nil {
+		counter.Add(1)
+	}
+	if cause != nil {
+		td.aborted.Store(true)
+		td.cause.Store(&cause)
+	}
+	close(td.closed)
+}
+
 func (p *Proxy) startConn(l *listener, rs *routeState, client *net.TCPConn) {
 	p.connWG.Add(1)
 	p.openConn(l, rs, client)
@@ -195,11 +208,7 @@ func (c *conn) run() {
 // dial connects to target and delivers what the filters queued for it. It
 // reports false when the connection is finished instead.
 func (c *conn) dial(target string) bool {
-	timeout := c.rs.DialTimeout
-	if timeout == 0 {
-		timeout = DefaultDialTimeout
-	}
-	ctx, cancel := context.WithTimeout(c.p.hardCtx, timeout)
+	ctx, cancel := context.WithTimeout(c.p.hardCtx, c.rs.dialTimeout())
 	c.dlMu.Lock()
 	c.td.cancel = cancel
 	c.dlMu.Unlock()
@@ -335,14 +344,7 @@ func (c *conn) abortCounting(cause error, counter *atomic.Int64) {
 		return
 	}
 	c.td.once.Do(func() {
-		if counter != nil {
-			counter.Add(1)
-		}
-		if cause != nil {
-			c.td.aborted.Store(true)
-			c.td.cause.Store(&cause)
-		}
-		close(c.td.closed)
+		c.td.record(cause, counter)
 		c.dlMu.Lock()
 		cancel := c.td.cancel
 		c.dlMu.Unlock()

@@ -113,13 +113,9 @@ func (l *listener) adopt(rs *routeState, fd int, peer, target netip.AddrPort) {
 	c.il.c = c
 	c.count(rs)
 	p.connWG.Add(1)
-	timeout := rs.DialTimeout
-	if timeout == 0 {
-		timeout = DefaultDialTimeout
-	}
 	plan := &evloop.Plan{
 		Target:      target,
-		DialTimeout: timeout,
+		DialTimeout: rs.dialTimeout(),
 		IdleTimeout: rs.IdleTimeout,
 		Done:        c.il.done,
 		Chain:       &c.il,
@@ -292,14 +288,7 @@ func (ic *inlineChain) put(o *evloop.Output, w writes) error {
 func (ic *inlineChain) abort(cause error, counter *atomic.Int64) {
 	c := ic.c
 	c.td.once.Do(func() {
-		if counter != nil {
-			counter.Add(1)
-		}
-		if cause != nil {
-			c.td.aborted.Store(true)
-			c.td.cause.Store(&cause)
-		}
-		close(c.td.closed)
+		c.td.record(cause, counter)
 		if o := ic.out.Load(); o != nil {
 			o.Abort(cause)
 		}
@@ -311,43 +300,22 @@ func (ic *inlineChain) abort(cause error, counter *atomic.Int64) {
 // follow as on the goroutine engine.
 func (ic *inlineChain) done(st evloop.Stats) {
 	c := ic.c
-	p := c.p
 	c.ch.close()
 	e := c.td.cause.Load()
 	if e == nil && st.Err != nil {
 		e = &st.Err
 	}
-	select {
-	case <-c.td.closed:
+	if st.Reason == evloop.DialFailed && ic.aborted() != nil {
 		// Aborted (before Open, which then fails the connection while it
 		// is dialling): not a failed dial, as on the goroutine engine.
-		if st.Reason == evloop.DialFailed {
-			st.Reason = evloop.Aborted
-		}
-	default:
+		st.Reason = evloop.Aborted
 	}
 	reason := closeReason(c.td.reason.Load())
 	if reason == reasonUnset {
 		reason = loopReason(st)
 	}
-	switch st.Reason {
-	case evloop.DialFailed:
-		c.rs.ctr.dialFailures.Add(1)
-	case evloop.IdleTimeout:
-		c.rs.ctr.idleTimeouts.Add(1)
-	}
-	c.rs.ctr.active.Add(-1)
 	c.rs.ctr.loopEnded(c.start, reason, st)
 	c.report(e, reason)
 	c.l.connDone()
-	if c.rs.refs.Add(-1) == 0 {
-		// The last connection of a state a reload replaced: its owner's
-		// code and the close of this loop never run on the loop.
-		go func() {
-			p.released(c.rs)
-			p.connWG.Done()
-		}()
-		return
-	}
-	p.connWG.Done()
+	c.p.doneOnLoop(c.rs)
 }

@@ -132,11 +132,7 @@ func (l *listener) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 	if lg := p.logger(); lg.Enabled(context.Background(), slog.LevelDebug) {
 		lg.Debug("connection opened", "conn", lc.id, "route", rs.Name, "client", peer.String(), "target", rs.Target)
 	}
-	timeout := rs.DialTimeout
-	if timeout == 0 {
-		timeout = DefaultDialTimeout
-	}
-	return &evloop.Plan{Target: target, DialTimeout: timeout, IdleTimeout: rs.IdleTimeout, Done: lc.done, Owner: lc}
+	return &evloop.Plan{Target: target, DialTimeout: rs.dialTimeout(), IdleTimeout: rs.IdleTimeout, Done: lc.done, Owner: lc}
 }
 
 // loopConn is what the Proxy keeps of a connection the loop forwards: what
@@ -154,14 +150,7 @@ type loopConn struct {
 func (lc *loopConn) done(st evloop.Stats) {
 	p := lc.l.p
 	ctr := lc.rs.ctr
-	ctr.active.Add(-1)
 	ctr.loopEnded(lc.start, loopReason(st), st)
-	switch st.Reason {
-	case evloop.DialFailed:
-		ctr.dialFailures.Add(1)
-	case evloop.IdleTimeout:
-		ctr.idleTimeouts.Add(1)
-	}
 	if st.Err != nil {
 		ctr.errors.Add(1)
 	}
@@ -189,11 +178,16 @@ func (lc *loopConn) done(st evloop.Stats) {
 		lg.Log(context.Background(), level, "connection closed", attrs...)
 	}
 	lc.l.connDone()
-	if lc.rs.refs.Add(-1) == 0 {
-		// The owner's code, and the close of a route's loop, never run on
-		// the loop.
+	p.doneOnLoop(lc.rs)
+}
+
+// doneOnLoop drops a finished loop connection's reference to rs and its
+// count in connWG. The last reference's release (the owner's OnRelease,
+// the close of a route's loop) never runs on a loop: on a goroutine.
+func (p *Proxy) doneOnLoop(rs *routeState) {
+	if rs.refs.Add(-1) == 0 {
 		go func() {
-			p.released(lc.rs)
+			p.released(rs)
 			p.connWG.Done()
 		}()
 		return

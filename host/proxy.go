@@ -29,6 +29,14 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 )
 
+// dialTimeout is DialTimeout or its default.
+func (r *Route) dialTimeout() time.Duration {
+	if r.DialTimeout > 0 {
+		return r.DialTimeout
+	}
+	return DefaultDialTimeout
+}
+
 // holdLimit is HoldLimit or its default.
 func (r *Route) holdLimit() int {
 	if r.HoldLimit > 0 {

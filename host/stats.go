@@ -104,9 +104,17 @@ func (rc *routeCounters) ended(start time.Time, r closeReason) {
 	}
 }
 
-// loopEnded is ended for a connection of the event loop, whose dial time
-// comes with its figures.
+// loopEnded is ended for a connection of an event loop, whose dial time,
+// failed dial or idle timeout come with its figures; it is no longer
+// active.
 func (rc *routeCounters) loopEnded(start time.Time, r closeReason, st evloop.Stats) {
+	rc.active.Add(-1)
+	switch st.Reason {
+	case evloop.DialFailed:
+		rc.dialFailures.Add(1)
+	case evloop.IdleTimeout:
+		rc.idleTimeouts.Add(1)
+	}
 	if st.Connected {
 		rc.connect.Observe(st.ConnectTime)
 	}
