@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,50 +20,8 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
-
-// stuckTarget returns the address of a loopback listener whose backlog is
-// full: a connect to it neither succeeds nor fails (the SYN is dropped and
-// retried), so a connection dialling it stays in its dial.
-func stuckTarget(t *testing.T) string {
-	_, addr := stuckListener(t)
-	return addr
-}
-
-// stuckListener is stuckTarget that also returns the listening socket:
-// accepting its first connection (which fills the backlog) makes room, and
-// the next SYN of a connect in progress (about a second later) connects.
-func stuckListener(t *testing.T) (int, string) {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*unix.SockaddrInet4).Port))
-	// A backlog of 0 holds one connection: fill it.
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-		if err != nil {
-			break
-		}
-		t.Cleanup(func() { c.Close() })
-		if i > 8 {
-			t.Skip("the kernel accepts every connect into a backlog of 0")
-		}
-	}
-	return fd, addr
-}
 
 // TestReviewAbortWhileDialling: a connection aborted while its target's
 // dial is in progress (the Proxy shuts down, or a filter aborts it from
@@ -75,7 +32,7 @@ func TestReviewAbortWhileDialling(t *testing.T) {
 	for _, how := range []string{"shutdown", "stream-abort"} {
 		t.Run(how, func(t *testing.T) {
 			engines(t, func(t *testing.T, eng engine) {
-				target := stuckTarget(t)
+				target := testkit.BlackHole(t)
 				opened := make(chan *host.Stream, 1)
 				hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
 					return &testFilter{opened: func(s *host.Stream) error { opened <- s; return nil }}, nil
@@ -254,7 +211,7 @@ func TestReviewCloseBeforeDialIdle(t *testing.T) {
 // completed, ran Connected and wrote the held bytes to the target.
 func TestReviewCloseWhileDialling(t *testing.T) {
 	engines(t, func(t *testing.T, eng engine) {
-		lfd, target := stuckListener(t)
+		lfd, target := testkit.BlackHoleListener(t)
 		closed := make(chan struct{})
 		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
 			f := &timerFilter{}

@@ -49,6 +49,15 @@ func (b *Buffer) Bytes() []byte {
 // target of a dial-timeout test.
 func BlackHole(t testing.TB) string {
 	t.Helper()
+	_, addr := BlackHoleListener(t)
+	return addr
+}
+
+// BlackHoleListener is BlackHole that also returns the listening socket:
+// accepting from it makes room in the backlog, and the next SYN of a
+// connect in progress (about a second later) connects. Cleanup closes it.
+func BlackHoleListener(t testing.TB) (fd int, addr string) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -64,19 +73,19 @@ func BlackHole(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 	// Fill the backlog until a dial goes unanswered.
 	for range 8 {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return addr
+				return fd, addr
 			}
 			t.Fatalf("filling the backlog of %s: %v", addr, err)
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Fatalf("the backlog of %s never filled up", addr)
-	return ""
+	return -1, ""
 }

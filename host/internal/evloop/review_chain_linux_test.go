@@ -11,40 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
-// stuckTarget returns a loopback address whose listener's backlog is full:
-// a connect to it stays in progress (the SYN is dropped and retried).
+// stuckTarget is a loopback address a connect(2) gets no answer from: a
+// dial stays in progress.
 func stuckTarget(t *testing.T) netip.AddrPort {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
-	for i := 0; ; i++ { // a backlog of 0 holds one connection: fill it
-		c, err := net.DialTimeout("tcp", ap.String(), 300*time.Millisecond)
-		if err != nil {
-			break
-		}
-		t.Cleanup(func() { c.Close() })
-		if i > 8 {
-			t.Skip("the kernel accepts every connect into a backlog of 0")
-		}
-	}
-	return ap
+	return netip.MustParseAddrPort(testkit.BlackHole(t))
 }
 
 // TestReviewAbortWhileDialling: Output.Abort during the dial ends the
