@@ -66,6 +66,7 @@ func TestReviewTimerZeroRearm(t *testing.T) {
 	var stop atomic.Bool // lets the loop go if the test fails, for cleanup
 	outs := make(chan *Output, 2)
 	var made atomic.Int64
+	tenth := make(chan struct{}) // the timer has fired ten times
 	a, addr := startChained(t, target, func() Chain {
 		first := made.Add(1) == 1
 		return &funcChain{
@@ -77,7 +78,10 @@ func TestReviewTimerZeroRearm(t *testing.T) {
 				return nil
 			},
 			timer: func(o *Output) error {
-				if fires.Add(1); !stop.Load() {
+				if fires.Add(1) == 10 {
+					close(tenth)
+				}
+				if !stop.Load() {
 					o.SetTimer(0)
 				}
 				return nil
@@ -87,9 +91,11 @@ func TestReviewTimerZeroRearm(t *testing.T) {
 	c := dial(t, addr)
 	defer c.Close()
 	o := <-outs
-	deadline := time.Now().Add(testWait)
-	for fires.Load() < 10 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	select {
+	case <-tenth:
+	case <-time.After(testWait):
+		stop.Store(true)
+		t.Fatalf("the timer fired %d times, want it again and again", fires.Load())
 	}
 	// Another connection of the loop is served meanwhile.
 	other := dial(t, addr)
