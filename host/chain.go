@@ -82,6 +82,14 @@ type writes struct {
 	deferred [2]chan struct{} // closed once the half-close is done (Stream.DeferEnd)
 }
 
+// bytes returns what w writes toward d's destination: copied or lent.
+func (w *writes) bytes(d Direction) []byte {
+	if w.bufs[d] != nil {
+		return *w.bufs[d]
+	}
+	return w.lent[d]
+}
+
 // takeLocked moves what is pending into a writes. Called with mu held.
 // Nothing toward the server is taken before it is dialled.
 func (ch *chain) takeLocked() writes {
@@ -116,11 +124,7 @@ func (w *writes) do() error {
 		}
 		if w.bufs[d] != nil || w.lent[d] != nil {
 			if err == nil {
-				b := w.lent[d]
-				if w.bufs[d] != nil {
-					b = *w.bufs[d]
-				}
-				n, werr := c.writeTo(d, b)
+				n, werr := c.writeTo(d, w.bytes(d))
 				c.written[d].Add(int64(n))
 				if werr != nil {
 					err = fmt.Errorf("write %s: %w", d, werr)

@@ -254,12 +254,8 @@ func (ic *inlineChain) put(o *evloop.Output, w writes) error {
 			continue
 		}
 		to := 1 - int(d) // the destination side of d: 1 is the server
-		b := w.lent[d]
-		if w.bufs[d] != nil {
-			b = *w.bufs[d]
-		}
 		if abort == nil {
-			o.Write(to, b)
+			o.Write(to, w.bytes(d))
 		}
 		if w.bufs[d] != nil {
 			putBuf(w.bufs[d])
