@@ -19,11 +19,9 @@ const denyConfig = `{"pattern":"FLUSHALL\n","reply":"-ERR FLUSHALL is not allowe
 
 // denyWasm writes the built-in deny (plugins/deny, embedded; a test of
 // plugins/builtin keeps it in step with its source) into the test's
-// directory, for --plugin FILE. The tunnels under test compile it once
-// into the cache of every tunnel of the run (TUNNEL_CACHE_DIR, set by
-// TestMain), where the other tests' deny is too; a module compiled by this
-// test process would not help them (wazero keeps a cache per version, and
-// a test binary reports "dev"), so none is.
+// directory, for --plugin FILE. The first tunnel of the run to load deny
+// compiles it into the run's cache (TUNNEL_CACHE_DIR, set by TestMain),
+// where the other tunnels, and plugins/deny's tests, find it.
 func denyWasm(t *testing.T) string {
 	t.Helper()
 	b, err := builtin.Wasm("deny")

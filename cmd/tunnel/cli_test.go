@@ -11,11 +11,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,11 +27,22 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // tunnelBin is the binary under test, built by TestMain.
 var tunnelBin string
+
+// wazeroVersionVar is the variable wazero names its compilation cache
+// directory by (github.com/tetratelabs/wazero/internal/version), and
+// testWazeroVersion what it holds in a test binary (version.Default): the
+// binary under test is built with it, so that its tunnels and the test
+// processes share one cache (TestCacheSharedWithTestProcesses).
+const (
+	wazeroVersionVar  = "github.com/tetratelabs/wazero/internal/version.version"
+	testWazeroVersion = "dev"
+)
 
 // binaryEnv names the binary under test for a test process that the tests
 // start themselves, which then does not build it again.
@@ -48,11 +61,23 @@ func TestMain(m *testing.M) {
 	// plugin runtime, the config runner) is tested in-process with -race
 	// by its own packages; so are this package's signal and shutdown
 	// paths (TestShutdownBounded, TestShutdownSecondSignal).
-	build := exec.Command("go", "build", "-o", tunnelBin, ".")
-	// Plugins compiled by the tunnels under test are cached for this run
-	// only, unless TUNNEL_CACHE_DIR names a directory to keep.
+	//
+	// Plugins compiled by the tunnels under test are cached in the run's
+	// plugintest directory (unless TUNNEL_CACHE_DIR names a directory to
+	// keep), the one the test processes of every package compile their Go
+	// guests into: deny, replace, resp and noop, compiled here by the
+	// tunnels (about 2.4 CPU-s each), are then loaded, not compiled again,
+	// by the plugins' own tests. wazero keeps its cache per version, which
+	// the other packages' test binaries report as "dev" (no module versions
+	// in their build info) and `go build` as go.mod's; the binary under test
+	// says "dev" too, which changes nothing else it does.
+	build := exec.Command("go", "build", "-ldflags=-X "+wazeroVersionVar+"="+testWazeroVersion, "-o", tunnelBin, ".")
 	if os.Getenv("TUNNEL_CACHE_DIR") == "" {
-		os.Setenv("TUNNEL_CACHE_DIR", filepath.Join(dir, "cache"))
+		if d := plugintest.CacheDir(); d != "" {
+			os.Setenv("TUNNEL_CACHE_DIR", d)
+		} else {
+			os.Setenv("TUNNEL_CACHE_DIR", filepath.Join(dir, "cache"))
+		}
 	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if bin := os.Getenv(binaryEnv); bin != "" {
@@ -429,6 +454,63 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("%q: stdout: %q", tc.args, stdout)
 		}
 	}
+}
+
+// TestCacheSharedWithTestProcesses: the binary under test keeps compiled
+// plugins in the directory wazero names by its version in the test
+// processes of the other packages ("dev": a test binary of a library, or
+// of a main package that does not itself import wazero, has no module
+// versions in its build info), so that what they compiled it loads, and
+// the reverse: what TestMain's -ldflags are for. If wazero renames the
+// variable, -X sets nothing, the tunnel names the directory by go.mod's
+// version, and this fails. (This package's own test binary, a main
+// package that imports wazero, would say go.mod's version: it compiles no
+// plugin itself.)
+func TestCacheSharedWithTestProcesses(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	conf := filepath.Join(dir, "tunnel.hcl")
+	noop, err := filepath.Abs("../../host/plugin/testdata/noop.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf(`plugin "noop" {
+  path = %q
+}
+route "r" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  chain { plugin = plugin.noop }
+}
+`, noop)), 0o644)
+	cmd := exec.Command(tunnelBin, "validate", conf)
+	cmd.Env = append(os.Environ(), "TUNNEL_CACHE_DIR="+cache)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "valid (1 route(s), 1 plugin(s)") {
+		t.Fatalf("tunnel validate: %v\n%s", err, out)
+	}
+	files := cacheFiles(t, cache)
+	want := "wazero-" + testWazeroVersion + "-" + runtime.GOARCH + "-" + runtime.GOOS + "/"
+	if len(files) != 1 || !strings.HasPrefix(files[0], want) {
+		t.Errorf("the tunnel's compilation cache holds %q, want one file under %s", files, want)
+	}
+}
+
+// cacheFiles lists the files under dir, relative to it.
+func cacheFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, path)
+			files = append(files, rel)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 // TestMissingPluginFileHint: a --plugin file that does not exist gets the
