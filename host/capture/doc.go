@@ -25,8 +25,10 @@
 //
 // Each leg starts with SYN, SYN-ACK and ACK (the SYNs announce an MSS of
 // 1460, 1440 over IPv6, and window scaling), carries each chunk split at
-// the MSS with correct sequence and acknowledgement numbers and the peer's
-// ACK after it, a FIN (and its ACK) for each direction when it ends, and a
+// the MSS with correct sequence and acknowledgement numbers, acknowledged
+// by the peer: by its next packet when that is a reply (as a delayed ACK
+// is), else by a pure ACK written before the sender's next packet or when
+// the writer flushes; a FIN (and its ACK) for each direction when it ends, and a
 // RST when the connection is torn down before both directions ended (an
 // abort, a failed plugin, a filter's Close). Frames are Ethernet with
 // locally administered addresses (02:00:00:00:LEG:SIDE), IPv4 or IPv6 and

@@ -48,6 +48,11 @@ type flow struct {
 	random  [32]byte
 	since   time.Time
 	held    []record
+
+	// The writer goroutine's: the ACK the last data record left owed, and
+	// whether f is in the Writer's list of flows that owe one.
+	owe   owedAck
+	owing bool
 }
 
 // newFlow draws a leg between a and b. Both must be of one family.

@@ -130,6 +130,8 @@ type Writer struct {
 	failed    error   // the current file failed: drop until the next one
 	fileKeys  []byte  // the key log lines written so far, for the next file
 	holds     []*flow // the flows holding packets until their keys come, oldest first
+	owing     []*flow // the flows that may owe an ACK (writeRecord)
+	lastT     time.Time
 	heldBytes int64
 	timer     *time.Timer
 	recent    recentRandoms // client randoms of the key lines written lately
@@ -438,6 +440,7 @@ func (w *Writer) fail(err error) {
 }
 
 func (w *Writer) flush() {
+	w.payOwed()
 	if !w.dirty || w.ng == nil {
 		return
 	}
@@ -517,30 +520,117 @@ func (w *Writer) write(r record) {
 }
 
 // writeRecord writes r's packets and returns how many it wrote.
+//
+// A data record's closing ACK is not written at once but owed (see
+// [owedAck]): when the flow's next packet comes from the peer and
+// acknowledges the same bytes, as a reply does, it carries the ACK and the
+// pure ACK is never written. Request and reply then make two packets a
+// leg instead of four, which halves the writer's work with many small
+// requests.
 func (w *Writer) writeRecord(r *record) (int, error) {
 	f := r.f
 	n := 0
+	if f.owe.set {
+		if !f.owe.coveredBy(r) {
+			if err := w.writeOwed(f, r.t); err != nil {
+				return 0, err
+			}
+		}
+		f.owe.set = false
+	}
 	var opts pcapgo.NgPacketOptions
 	if r.comment != "" {
 		opts.Comments = []string{r.comment}
 	}
-	err := r.each(func(from int, flags uint8, seq, ack uint32, payload []byte) error {
-		w.pkt = f.appendPacket(w.pkt[:0], from, flags, seq, ack, payload)
-		ci := gopacket.CaptureInfo{Timestamp: r.t, CaptureLength: len(w.pkt), Length: len(w.pkt), InterfaceIndex: f.leg}
-		err := w.ng.WritePacketWithOptions(ci, w.pkt, opts)
+	err := r.packetsOf(r.kind != kindData, func(from int, flags uint8, seq, ack uint32, payload []byte) error {
+		err := w.writePacket(f, r.t, from, flags, seq, ack, payload, opts)
 		opts.Comments = nil // on the first packet only
 		if err == nil {
 			n++
 		}
 		return err
 	})
+	if err == nil && r.kind == kindData {
+		f.owe = owedAck{set: true, from: 1 - r.from, seq: r.ack, ack: r.seq + uint32(r.n), t: r.t}
+		if !f.owing {
+			f.owing = true
+			w.owing = append(w.owing, f)
+		}
+	}
+	if r.t.After(w.lastT) {
+		w.lastT = r.t
+	}
 	return n, err
+}
+
+// writePacket writes one packet of f.
+func (w *Writer) writePacket(f *flow, t time.Time, from int, flags uint8, seq, ack uint32, payload []byte, opts pcapgo.NgPacketOptions) error {
+	w.pkt = f.appendPacket(w.pkt[:0], from, flags, seq, ack, payload)
+	ci := gopacket.CaptureInfo{Timestamp: t, CaptureLength: len(w.pkt), Length: len(w.pkt), InterfaceIndex: f.leg}
+	return w.ng.WritePacketWithOptions(ci, w.pkt, opts)
+}
+
+// owedAck is the pure ACK that closes a data record's packets, not yet
+// written: the peer's next packet on the flow usually carries it.
+type owedAck struct {
+	set      bool
+	from     uint8 // the acknowledging side
+	seq, ack uint32
+	t        time.Time // the data's time
+}
+
+// coveredBy reports whether r's first packet acknowledges what the owed
+// ACK would: the acknowledging side's data, FIN or RST with the same
+// acknowledgement number.
+func (o *owedAck) coveredBy(r *record) bool {
+	return (r.kind == kindData || r.kind == kindFin || r.kind == kindRst) && r.from == o.from && r.seq == o.seq && r.ack == o.ack
+}
+
+// writeOwed writes f's owed ACK, stamped at the later of its data's time
+// and t (it is sent after the data, just before what comes next).
+func (w *Writer) writeOwed(f *flow, t time.Time) error {
+	o := &f.owe
+	if t.Before(o.t) {
+		t = o.t
+	}
+	err := w.writePacket(f, t, int(o.from), flagACK, o.seq, o.ack, nil, pcapgo.NgPacketOptions{})
+	if err == nil {
+		w.written[f.leg].Add(1)
+	} else {
+		w.dropped[f.leg].Add(1)
+	}
+	return err
+}
+
+// payOwed writes every owed ACK (before a flush: the file then shows each
+// data record acknowledged), or forgets them when there is no file to
+// write them to.
+func (w *Writer) payOwed() {
+	for _, f := range w.owing {
+		if f.owe.set && w.ng != nil && w.failed == nil {
+			if err := w.writeOwed(f, w.lastT); err != nil {
+				w.failed = err
+				w.fail(err)
+				w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+			}
+			w.dirty = true
+		}
+		f.owe.set, f.owing = false, false
+	}
+	clear(w.owing)
+	w.owing = w.owing[:0]
 }
 
 // each calls put for each packet of r, in order, with the side that sends
 // it, its TCP flags, sequence and acknowledgement numbers and payload,
 // until put fails.
 func (r *record) each(put func(from int, flags uint8, seq, ack uint32, payload []byte) error) error {
+	return r.packetsOf(true, put)
+}
+
+// packetsOf is each, leaving out a data record's closing ACK unless
+// dataAck is set.
+func (r *record) packetsOf(dataAck bool, put func(from int, flags uint8, seq, ack uint32, payload []byte) error) error {
 	f := r.f
 	from := int(r.from)
 	var err error
@@ -565,7 +655,7 @@ func (r *record) each(put func(from int, flags uint8, seq, ack uint32, payload [
 			seq += uint32(m)
 			b = b[m:]
 		}
-		if err == nil {
+		if err == nil && dataAck {
 			err = put(1-from, flagACK, r.ack, seq, nil)
 		}
 	case kindFin:
@@ -666,6 +756,7 @@ func legInterface(leg int) pcapgo.NgInterface {
 // closeFile writes the interface statistics, flushes and closes the current
 // file. The next packet starts a new one.
 func (w *Writer) closeFile() {
+	w.payOwed()
 	if w.ng == nil {
 		w.failed = nil
 		return
