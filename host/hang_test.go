@@ -137,6 +137,7 @@ func pathsAtOnce(t *testing.T, f func(t *testing.T, path enginePath)) {
 // the server stopped reading; Shutdown must still return by its deadline
 // and close the connection.
 func TestShutdownWhileServerStopsReading(t *testing.T) {
+	t.Parallel()
 	pathsAtOnce(t, func(t *testing.T, path enginePath) {
 		srv := deafServer(t)
 		logs := tn.NewLogs()
@@ -170,6 +171,7 @@ func TestShutdownWhileServerStopsReading(t *testing.T) {
 // TestIdleTimeoutClosesStuckConnection: a connection whose server stopped
 // reading carries no bytes, so the idle timeout closes it.
 func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
+	t.Parallel()
 	pathsAtOnce(t, func(t *testing.T, path enginePath) {
 		srv := deafServer(t)
 		r := path.route(t, "r", srv.Addr())
