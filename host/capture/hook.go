@@ -67,11 +67,25 @@ type legState struct {
 type entryCall struct {
 	active   bool
 	in       []byte
-	buf      *payload // the copy of in, if it was made
-	reached  int      // bytes the exit leg saw meanwhile
-	changed  bool     // and they differ from in
-	replied  int      // bytes sent back toward the sender meanwhile
+	buf      *payload  // the copy of in, if it was made
+	reached  int       // bytes the exit leg saw meanwhile
+	changed  bool      // and they differ from in
+	replied  int       // bytes sent back toward the sender meanwhile
+	t        time.Time // the entry record's time
 	deferred []record
+	// twin is the exit leg's copy of the whole chunk when the chain
+	// forwarded it unchanged in one piece: it goes in the entry leg's
+	// record (one record, one queue slot, one clock read for both legs)
+	// unless the verdict needs it on its own.
+	twin twinData
+}
+
+// twinData is where a chunk's bytes went on the other leg: that leg's flow,
+// the sending side and its sequence and acknowledgement numbers.
+type twinData struct {
+	f        *flow
+	from     uint8
+	seq, ack uint32
 }
 
 // Inline implements [host.InlineHook]: a capture link never waits (the
@@ -155,10 +169,17 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 			return s.Forward(dir, chunk)
 		}
 		r := st.data(f.leg, side(dir), chunk, "")
-		*e = entryCall{active: true, in: chunk, buf: r.buf, deferred: e.deferred[:0]}
+		*e = entryCall{active: true, in: chunk, buf: r.buf, t: r.t, deferred: e.deferred[:0]}
 		err := s.Forward(dir, chunk)
 		e.active = false
 		r.comment = e.verdict(dir, len(chunk))
+		if e.twin.f != nil {
+			if r.comment == "" {
+				r.twin, e.twin = e.twin, twinData{}
+			} else {
+				st.outTwin(e) // where it would have gone: before r
+			}
+		}
 		st.out(r)
 		for _, d := range e.deferred {
 			st.out(d)
@@ -190,6 +211,15 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		return s.Forward(dir, chunk) // drawn by the wire leg
 	}
 	if shared != nil {
+		if e := &st.entry[dir]; off == 0 && len(chunk) == len(e.in) && e.twin.f == nil && !st.entry[dir.Reverse()].active {
+			// The whole chunk, unchanged, in one piece, outside any
+			// other call: it rides on the entry leg's record.
+			l := st.leg(f.leg)
+			from := side(dir)
+			e.twin = twinData{f: l.f, from: from, seq: l.next[from], ack: l.next[1-from]}
+			l.next[from] += uint32(len(chunk))
+			return s.Forward(dir, chunk)
+		}
 		st.emit(f.leg, st.dataShared(f.leg, side(dir), chunk, shared, off))
 	} else {
 		st.emit(f.leg, st.data(f.leg, side(dir), chunk, ""))
@@ -353,6 +383,20 @@ func (st *connState) dataShared(n int, from uint8, chunk []byte, p *payload, off
 	return r
 }
 
+// outTwin queues e's twin as a record of its own, sharing the entry
+// record's copy of the bytes: when the verdict goes on the entry record, or
+// another packet of the exit leg comes first.
+func (st *connState) outTwin(e *entryCall) {
+	tw := e.twin
+	e.twin = twinData{}
+	r := record{f: tw.f, kind: kindData, from: tw.from, seq: tw.seq, ack: tw.ack, t: e.t, n: len(e.in)}
+	if e.buf != nil && st.w.reserve(recordOverhead) {
+		e.buf.refs.Add(1)
+		r.buf, r.cost = e.buf, recordOverhead
+	}
+	st.w.enqueue(r)
+}
+
 // emit queues r, after the pending entry chunk of its leg if one is in the
 // chain right now (so that a reply follows its request in the file).
 // On a tapped connection, the target leg's records of a client chunk wait
@@ -387,6 +431,11 @@ func (st *connState) addNote(v string) {
 // out queues r, with the verdicts waiting for a target leg packet when r
 // is one.
 func (st *connState) out(r record) {
+	for i := range st.entry {
+		if e := &st.entry[i]; e.twin.f == r.f && r.f != nil {
+			st.outTwin(e) // the exit leg's packets stay in order
+		}
+	}
 	if st.note != "" && r.f.leg == LegTarget {
 		if r.comment != "" {
 			r.comment = st.note + "; " + r.comment

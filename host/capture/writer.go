@@ -150,6 +150,21 @@ type record struct {
 	cost    int64    // what it holds of the queue's bound
 	comment string
 	sync    chan struct{}
+	// twin, when set, is the same bytes on the other leg (the chain
+	// forwarded the chunk unchanged): a second data record in this one.
+	twin twinData
+}
+
+// split returns r's twin as a record of its own, sharing r's bytes, and r
+// without it.
+func (r record) split() (first, twin record) {
+	tw := r.twin
+	r.twin = twinData{}
+	twin = record{f: tw.f, kind: kindData, from: tw.from, seq: tw.seq, ack: tw.ack, t: r.t, n: r.n, buf: r.buf, off: r.off}
+	if r.buf != nil {
+		r.buf.refs.Add(1)
+	}
+	return r, twin
 }
 
 // data is a data record's payload.
@@ -322,6 +337,12 @@ func (w *Writer) enqueue(r record) {
 }
 
 func (w *Writer) drop(r record) {
+	if r.twin.f != nil {
+		first, twin := r.split()
+		w.drop(first)
+		w.drop(twin)
+		return
+	}
 	w.dropped[r.f.leg].Add(uint64(r.packets()))
 	if r.buf != nil {
 		putBuf(r.buf)
@@ -477,6 +498,18 @@ func (w *Writer) process(r record) {
 		return
 	}
 	w.queued.Add(-r.cost)
+	if r.twin.f != nil {
+		first, twin := r.split()
+		w.processData(first)
+		w.processData(twin)
+		return
+	}
+	w.processData(r)
+}
+
+// processData writes or holds the packets of a record that is not a
+// signal, its share of the queue already given back.
+func (w *Writer) processData(r record) {
 	if w.expectKeys.Load() && w.hold(r) {
 		return
 	}
