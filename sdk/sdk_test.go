@@ -226,3 +226,63 @@ func TestDecodeConfig(t *testing.T) {
 		}
 	}
 }
+
+// idHandler sends its connection's ID on every chunk, so a test sees which
+// connection a call reached.
+type idHandler struct{ DefaultHandler }
+
+func (idHandler) OnData(c *Conn, dir Direction, data []byte, end bool) Action {
+	_ = c.Send(dir, []byte{byte(c.ID() >> 8), byte(c.ID())})
+	return Drop
+}
+
+// TestConnLookupAcrossSlots: connections whose IDs share a slot of the
+// lookup cache (IDs connSlots apart) each get their own calls, before and
+// after one of them closes, and a closed ID reaches no handler.
+func TestConnLookupAcrossSlots(t *testing.T) {
+	withFactory(t, func([]byte) (Plugin, error) { return Shared(idHandler{}), nil })
+	h := &recordingHost{}
+	in := newInstance(h)
+	if rc := in.Init(); rc != abi.OK {
+		t.Fatalf("init %d: %s", rc, h.lastErr)
+	}
+	ids := []int64{1, 1 + connSlots, 1 + 2*connSlots, 2}
+	for _, id := range ids {
+		if rc := in.OnOpen(id); rc != abi.OK {
+			t.Fatalf("open %d: %d", id, rc)
+		}
+	}
+	call := func(id int64) (int32, int64) {
+		h.last = -1
+		a := in.OnData(id, abi.DirClientToServer, 1, 0)
+		return a, h.last
+	}
+	for _, id := range ids {
+		if a, got := call(id); a != abi.ActionDrop || got != id {
+			t.Errorf("conn %d: action %d, handled by conn %d", id, a, got)
+		}
+	}
+	in.OnClose(1 + 2*connSlots) // the one in the shared slot
+	in.OnClose(1)
+	for _, id := range []int64{1 + connSlots, 2} {
+		if a, got := call(id); a != abi.ActionDrop || got != id {
+			t.Errorf("after closes, conn %d: action %d, handled by conn %d", id, a, got)
+		}
+	}
+	for _, id := range []int64{1, 1 + 2*connSlots} {
+		if a, got := call(id); a != abi.ActionForward || got != -1 {
+			t.Errorf("closed conn %d: action %d, handled by conn %d; want forward, no handler", id, a, got)
+		}
+	}
+}
+
+// recordingHost is a fakeHost that keeps the ID the last Send carried.
+type recordingHost struct {
+	fakeHost
+	last int64
+}
+
+func (h *recordingHost) Send(dir int32, b []byte) int32 {
+	h.last = int64(b[0])<<8 | int64(b[1])
+	return abi.StatusOK
+}
