@@ -101,3 +101,29 @@ func TestOwedACKWrittenBeforeMoreOrAFlush(t *testing.T) {
 	w.closeFile()
 	tshark.CheckClean(t, path)
 }
+
+// TestOwingStaysBounded: a writer that never goes idle (no flush) keeps no
+// trace of the flows whose ACKs were carried: 10,000 conversations, each
+// a request, a reply and a FIN each way, leave the list of flows that may
+// owe an ACK near its compaction threshold, not 10,000 long.
+func TestOwingStaysBounded(t *testing.T) {
+	w, _, _ := ackWriter(t)
+	for i := range 10000 {
+		f := newFlow(LegClient, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1024+i%60000)), netip.MustParseAddrPort("127.0.0.1:6379"))
+		w.write(record{f: f, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
+		next := [2]uint32{1001, 5001}
+		talk(w, f, &next, 0, "PING\r\n")
+		talk(w, f, &next, 1, "+PONG\r\n")
+		for from := range 2 {
+			w.write(record{f: f, kind: kindFin, from: uint8(from), seq: next[from], ack: next[1-from], t: time.Now()})
+			next[from]++
+		}
+	}
+	if n := len(w.owing); n > 2*minOwingCompact {
+		t.Errorf("%d flows listed as owing after 10,000 ended conversations; want at most %d", n, 2*minOwingCompact)
+	}
+	w.closeFile()
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+}

@@ -586,6 +586,9 @@ func (w *Writer) writeRecord(r *record) (int, error) {
 	if err == nil && r.kind == kindData {
 		f.owe = owedAck{set: true, from: 1 - r.from, seq: r.ack, ack: r.seq + uint32(r.n), t: r.t}
 		if !f.owing {
+			if len(w.owing) >= minOwingCompact && len(w.owing) == cap(w.owing) {
+				w.compactOwing()
+			}
 			f.owing = true
 			w.owing = append(w.owing, f)
 		}
@@ -633,6 +636,27 @@ func (w *Writer) writeOwed(f *flow, t time.Time) error {
 		w.dropped[f.leg].Add(1)
 	}
 	return err
+}
+
+// minOwingCompact is the length of Writer.owing from which it is
+// compacted before it grows: a busy writer may not flush for a long time,
+// and the flows of ended connections must not pile up in it.
+const minOwingCompact = 1024
+
+// compactOwing drops from w.owing the flows that owe nothing now (their
+// ACK was carried or written since): it keeps the flows that do, so its
+// length stays near the number of flows with a chunk not yet acknowledged.
+func (w *Writer) compactOwing() {
+	kept := w.owing[:0]
+	for _, f := range w.owing {
+		if f.owe.set {
+			kept = append(kept, f)
+		} else {
+			f.owing = false
+		}
+	}
+	clear(w.owing[len(kept):])
+	w.owing = kept
 }
 
 // payOwed writes every owed ACK (before a flush: the file then shows each
