@@ -282,7 +282,14 @@ func TestBulkBothWays(t *testing.T) {
 // the same route: it must block neither the accept loop nor the others.
 func TestManyConnections(t *testing.T) {
 	t.Parallel()
+	// At most two paths at a time (as under -parallel 2): with the eight
+	// at once that TestMain's -parallel 8 would allow, 1,600 connections
+	// and their splice pipes (the echo's, freed only by a later GC) once
+	// ran a loaded machine's test process out of its 20,000 descriptors.
+	slots := make(chan struct{}, 2)
 	paths(t, func(t *testing.T, route func(string) host.Route) {
+		slots <- struct{}{}
+		defer func() { <-slots }()
 		const conns = 200
 		srv := tn.Serve(t, tn.Echo)
 		addr, _ := tunnel(t, route(srv.Addr()))
