@@ -202,26 +202,44 @@ func (r *record) packets() int {
 }
 
 // payload is a copy of a chunk, shared by the records of both legs when
-// the chain forwarded it unchanged, back in bufPool when the last is done.
+// the chain forwarded it unchanged, back in its pool when the last is done.
 type payload struct {
 	b    []byte
 	refs atomic.Int32
 }
 
-var bufPool = sync.Pool{New: func() any { return &payload{b: make([]byte, 0, 32<<10)} }}
+// Payload copies come in two sizes: requests and replies are mostly a few
+// dozen bytes, and a copy that small in a 32 KiB buffer touches a cold
+// buffer per chunk, hundreds of them cycling through the queue between two
+// drains; small copies share a pool of small buffers instead.
+const smallPayload = 512
+
+var (
+	smallPool = sync.Pool{New: func() any { return &payload{b: make([]byte, 0, smallPayload)} }}
+	bufPool   = sync.Pool{New: func() any { return &payload{b: make([]byte, 0, 32<<10)} }}
+)
 
 func getBuf(b []byte) *payload {
-	p := bufPool.Get().(*payload)
+	pool := &bufPool
+	if len(b) <= smallPayload {
+		pool = &smallPool
+	}
+	p := pool.Get().(*payload)
 	p.b = append(p.b[:0], b...)
 	p.refs.Store(1)
 	return p
 }
 
 func putBuf(p *payload) {
-	if p.refs.Add(-1) != 0 || cap(p.b) > 256<<10 {
+	if p.refs.Add(-1) != 0 {
 		return
 	}
-	bufPool.Put(p)
+	switch c := cap(p.b); {
+	case c == smallPayload:
+		smallPool.Put(p)
+	case c > smallPayload && c <= 256<<10:
+		bufPool.Put(p)
+	}
 }
 
 // Create returns a Writer to the files opts.Path names. The directory must
