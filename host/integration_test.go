@@ -8,7 +8,6 @@ package host_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -31,12 +30,7 @@ func TestMain(m *testing.M) {
 	// that never answers, an idle timeout): about 23 s of them took 12 s
 	// two at a time. Eight at a time unless -parallel says otherwise; their
 	// bounds are on what the tunnel does, never on how fast the machine is.
-	flag.Parse()
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		flag.Set("test.parallel", "8")
-	}
+	testkit.DefaultParallel(8)
 	goleak.VerifyTestMain(m)
 }
 

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -95,12 +94,7 @@ func TestMain(m *testing.M) {
 	// says otherwise (four: 15.5 s for the package, eight: 12.0 s, on a
 	// shared machine). Their bounds are on what each tunnel does, never on
 	// how fast the machine is.
-	flag.Parse()
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		flag.Set("test.parallel", "8")
-	}
+	testkit.DefaultParallel(8)
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {

@@ -7,6 +7,7 @@ package testkit
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"sync"
@@ -14,6 +15,20 @@ import (
 	"testing"
 	"time"
 )
+
+// DefaultParallel sets -test.parallel to n unless the command line set it,
+// for a package whose parallel tests mostly wait (on timeouts, lingers,
+// child processes) rather than compute, so that they need not take turns
+// for one slot per core. Call it from TestMain before m.Run; it parses the
+// flags.
+func DefaultParallel(n int) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", fmt.Sprint(n))
+	}
+}
 
 // Buffer is a bytes.Buffer safe for concurrent use: a log, a process's
 // output or a key log that several goroutines write while a test reads it.
