@@ -302,8 +302,9 @@ func (ic *inlineChain) done(st evloop.Stats) {
 		e = &st.Err
 	}
 	if st.Reason == evloop.DialFailed && ic.aborted() != nil {
-		// Aborted (before Open, which then fails the connection while it
-		// is dialling): not a failed dial, as on the goroutine engine.
+		// Aborted from another goroutine while the dial failed on the
+		// loop, before the posted Output.Abort ran: counted as the abort
+		// it already is, not also as a failed dial.
 		st.Reason = evloop.Aborted
 	}
 	reason := closeReason(c.td.reason.Load())

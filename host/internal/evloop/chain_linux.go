@@ -135,9 +135,7 @@ func (o *Output) Abort(cause error) {
 	c := o.c
 	c.l.post(func() {
 		if c.state != finished {
-			c.l.aborting = true // Reason Aborted, as Loop.Abort: not a failed dial
-			c.finish(cause)
-			c.l.aborting = false
+			c.abort(cause)
 			c.l.flush()
 		}
 	})
@@ -324,7 +322,7 @@ func (c *conn) pumpChain(from side) error {
 		case n == 0:
 			c.l.putBuf(buf)
 			c.srcEOF[from] = true
-			if from == server && !c.srcEOF[client] && !c.half[client].eof { // a plain client direction sets half.eof
+			if from == server && !c.clientEnded() {
 				c.stats.ServerFINFirst = true
 			}
 			c.feeding = int(from)

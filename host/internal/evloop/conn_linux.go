@@ -121,6 +121,7 @@ type conn struct {
 	werr      error   // a write failed inside a Chain callback
 
 	clientFailed bool  // the client's socket failed while dialling: not a dial failure
+	aborted      bool  // ended by abort: Reason Aborted, whatever the state
 	ftimer       timer // the Chain's timer
 }
 
@@ -339,7 +340,7 @@ func (c *conn) pump(from side) error {
 			return ioError(src.side, "read", err)
 		case n == 0:
 			h.eof = true
-			if from == server && !c.half[client].eof && !c.srcEOF[client] { // a filtered client direction sets srcEOF
+			if from == server && !c.clientEnded() {
 				c.stats.ServerFINFirst = true
 			}
 		default:
@@ -348,6 +349,17 @@ func (c *conn) pump(from side) error {
 		}
 	}
 	return nil
+}
+
+// clientEnded reports whether the client's FIN was read: by pump (a plain
+// client direction) or by pumpChain (a filtered one).
+func (c *conn) clientEnded() bool { return c.half[client].eof || c.srcEOF[client] }
+
+// abort finishes the connection with Reason Aborted (Loop.Abort,
+// Output.Abort): not a failed dial even while dialling.
+func (c *conn) abort(cause error) {
+	c.aborted = true
+	c.finish(cause)
 }
 
 // finish ends the connection: with a reset if err != nil. Its fds are
@@ -359,7 +371,7 @@ func (c *conn) finish(err error) {
 	switch {
 	case err == nil:
 		c.stats.Reason = Ended
-	case c.l.aborting:
+	case c.aborted:
 		c.stats.Reason = Aborted
 	case c.state == dialing && !c.clientFailed:
 		c.stats.Reason = DialFailed

@@ -53,7 +53,6 @@ type Loop struct {
 	epoch     time.Time
 	now       int64 // loop clock (ns since epoch), refreshed after each wait
 	stopping  bool
-	aborting  bool      // finishAll is running: the end's Reason is Aborted
 	handlers  []handler // indexed by fd
 	conns     []*conn   // open connections; conn.slot is the index
 	listeners map[*Listener]struct{}
@@ -313,11 +312,9 @@ func (l *Loop) flush() {
 
 // finishAll finishes every open connection with cause (Reason Aborted).
 func (l *Loop) finishAll(cause error) {
-	l.aborting = true
 	for len(l.conns) > 0 {
-		l.conns[len(l.conns)-1].finish(cause)
+		l.conns[len(l.conns)-1].abort(cause)
 	}
-	l.aborting = false
 }
 
 // Each runs start and then f with the Owner and the figures so far of every
