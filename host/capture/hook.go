@@ -88,6 +88,12 @@ type twinData struct {
 	seq, ack uint32
 }
 
+// record is the data record of n bytes at t that tw describes, without
+// its payload.
+func (tw twinData) record(t time.Time, n int) record {
+	return record{f: tw.f, kind: kindData, from: tw.from, seq: tw.seq, ack: tw.ack, t: t, n: n}
+}
+
 // Inline implements [host.InlineHook]: a capture link never waits (the
 // writer drops what it cannot queue).
 func (h *legHook) Inline() bool { return true }
@@ -389,7 +395,7 @@ func (st *connState) dataShared(n int, from uint8, chunk []byte, p *payload, off
 func (st *connState) outTwin(e *entryCall) {
 	tw := e.twin
 	e.twin = twinData{}
-	r := record{f: tw.f, kind: kindData, from: tw.from, seq: tw.seq, ack: tw.ack, t: e.t, n: len(e.in)}
+	r := tw.record(e.t, len(e.in))
 	if e.buf != nil && st.w.reserve(recordOverhead) {
 		e.buf.refs.Add(1)
 		r.buf, r.cost = e.buf, recordOverhead

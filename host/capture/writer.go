@@ -160,7 +160,8 @@ type record struct {
 func (r record) split() (first, twin record) {
 	tw := r.twin
 	r.twin = twinData{}
-	twin = record{f: tw.f, kind: kindData, from: tw.from, seq: tw.seq, ack: tw.ack, t: r.t, n: r.n, buf: r.buf, off: r.off}
+	twin = tw.record(r.t, r.n)
+	twin.buf, twin.off = r.buf, r.off
 	if r.buf != nil {
 		r.buf.refs.Add(1)
 	}
