@@ -384,53 +384,29 @@ func TestReloadKeepsListener(t *testing.T) {
 	p, _ := tn.Proxy(t, route("127.0.0.1:0", srv.Addr()))
 	addr := p.Addr("r").String()
 
-	stop := make(chan struct{})
-	served := make(chan struct{}, 1024)
-	errs := make(chan error, 1)
-	go func() {
-		defer close(errs)
-		for n := 0; ; n++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			c, err := net.DialTimeout("tcp", addr, tn.Timeout)
-			if err != nil {
-				errs <- fmt.Errorf("after %d good connections: %w", n, err)
-				return
-			}
-			c.SetDeadline(time.Now().Add(tn.Timeout))
-			io.WriteString(c, "k")
-			_, err = io.ReadFull(c, make([]byte, 1))
-			c.Close()
-			if err != nil {
-				errs <- fmt.Errorf("after %d good connections: %w", n, err)
-				return
-			}
-			select {
-			case served <- struct{}{}:
-			default:
-			}
+	load := testkit.StartLoad(1, func(_, n int) error {
+		c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+		if err != nil {
+			return fmt.Errorf("client during reload, after %d good connections: %w", n, err)
 		}
-	}()
+		c.SetDeadline(time.Now().Add(tn.Timeout))
+		io.WriteString(c, "k")
+		_, err = io.ReadFull(c, make([]byte, 1))
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("client during reload, after %d good connections: %w", n, err)
+		}
+		return nil
+	})
 	for i := range 20 {
 		key := byte(i % 2)
 		if err := p.Apply([]host.Route{route("127.0.0.1:0", srv.Addr(), host.Link{Name: "x", Hook: newXorHook(key)})}); err != nil {
 			t.Fatal(err)
 		}
-		// Let two connections through each generation.
-		for range 2 {
-			select {
-			case <-served:
-			case err := <-errs:
-				t.Fatalf("client during reload %d: %v", i, err)
-			}
-		}
+		load.Wait(t, 2, tn.Timeout) // two connections through each generation
 	}
-	close(stop)
-	if err := <-errs; err != nil {
-		t.Fatalf("client during reload: %v", err)
+	for _, err := range load.Stop() {
+		t.Fatal(err)
 	}
 	if got := p.Addr("r").String(); got != addr {
 		t.Errorf("listener moved from %s to %s", addr, got)
@@ -608,63 +584,34 @@ func TestReloadStress(t *testing.T) {
 		p, _ := tn.Proxy(t, o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: hooks[0]})))
 		addr := p.Addr("r").String()
 
-		stop := make(chan struct{})
-		progress := make(chan struct{}, 64)
-		errs := make(chan error, 8)
-		var wg sync.WaitGroup
-		for i := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for n := 0; ; n++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					c, err := net.DialTimeout("tcp", addr, tn.Timeout)
-					if err != nil {
-						errs <- fmt.Errorf("client %d, connection %d: %w", i, n, err)
-						return
-					}
-					c.SetDeadline(time.Now().Add(tn.Timeout))
-					msg := fmt.Sprintf("client %d message %d", i, n)
-					io.WriteString(c, msg)
-					got := make([]byte, len(msg))
-					_, err = io.ReadFull(c, got)
-					if n%2 == 0 { // half of them hang up with a reset
-						c.(*net.TCPConn).SetLinger(0)
-					}
-					c.Close()
-					if err != nil || string(got) != msg {
-						errs <- fmt.Errorf("client %d, connection %d: %q, %v", i, n, got, err)
-						return
-					}
-					select {
-					case progress <- struct{}{}:
-					default:
-					}
-				}
-			}()
-		}
+		load := testkit.StartLoad(8, func(i, n int) error {
+			c, err := net.DialTimeout("tcp", addr, tn.Timeout)
+			if err != nil {
+				return fmt.Errorf("client %d, connection %d: %w", i, n, err)
+			}
+			c.SetDeadline(time.Now().Add(tn.Timeout))
+			msg := fmt.Sprintf("client %d message %d", i, n)
+			io.WriteString(c, msg)
+			got := make([]byte, len(msg))
+			_, err = io.ReadFull(c, got)
+			if n%2 == 0 { // half of them hang up with a reset
+				c.(*net.TCPConn).SetLinger(0)
+			}
+			c.Close()
+			if err != nil || string(got) != msg {
+				return fmt.Errorf("client %d, connection %d: %q, %v", i, n, got, err)
+			}
+			return nil
+		})
 		for range 30 {
 			h := &genHook{inline: eng.inline}
 			hooks = append(hooks, h)
 			if err := p.Apply([]host.Route{o.own(route("127.0.0.1:0", srv.Addr(), host.Link{Name: "gen", Hook: h}))}); err != nil {
 				t.Fatal(err)
 			}
-			for range 3 {
-				select {
-				case <-progress:
-				case err := <-errs:
-					t.Fatal(err)
-				}
-			}
+			load.Wait(t, 3, tn.Timeout)
 		}
-		close(stop)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
+		for _, err := range load.Stop() {
 			t.Fatal(err)
 		}
 		if err := p.Close(); err != nil {

@@ -344,54 +344,17 @@ func TestReloadUnderLoad(t *testing.T) {
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "0"))
 	addr := h.addr()
-	stop := make(chan struct{})
-	errs := make(chan error, 8)
-	progress := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := exchange(addr, fmt.Sprintf("w%d-%d", w, n)); err != nil {
-					errs <- err
-					return
-				}
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
+	load := testkit.StartLoad(4, func(w, n int) error { return exchange(addr, fmt.Sprintf("w%d-%d", w, n)) })
 	for i := 1; i <= 20; i++ {
 		h.hup <- os.Interrupt
 		if r := h.waitReload(); r.Err != nil {
 			t.Fatalf("reload %d: %v", i, r.Err)
 		}
 		// Forget exchanges counted before, then see a few more complete.
-		for len(progress) > 0 {
-			<-progress
-		}
-		for k := 0; k < 4; k++ {
-			select {
-			case <-progress:
-			case err := <-errs:
-				t.Fatal(err)
-			case <-time.After(20 * time.Second):
-				t.Fatal("no exchange completed after a reload")
-			}
-		}
+		load.Forget()
+		load.Wait(t, 4, 20*time.Second)
 	}
-	close(stop)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range load.Stop() {
 		t.Error(err)
 	}
 }
