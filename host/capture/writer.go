@@ -22,6 +22,10 @@ import (
 // writer goroutine (Options.QueueBytes).
 const DefaultQueueBytes = 32 << 20
 
+// DefaultCloseWait is the default of Options.CloseWait: enough to write a
+// full default queue at a few MB/s.
+const DefaultCloseWait = 10 * time.Second
+
 // queueRecords bounds the number of events waiting, whatever their size.
 const queueRecords = 8192
 
@@ -63,6 +67,10 @@ type Options struct {
 	// key log lines when a key log is expected (see [KeyLogWriter];
 	// default DefaultKeyLogWait).
 	KeyLogWait time.Duration
+	// CloseWait bounds how long Close waits for the queued packets to be
+	// written (default DefaultCloseWait): past it, a file that takes no
+	// more bytes (a hung disk) is abandoned and Close returns an error.
+	CloseWait time.Duration
 	// Logger receives the Writer's problems: a file it cannot write,
 	// packets dropped. Nil means slog.Default().
 	Logger *slog.Logger
@@ -312,6 +320,9 @@ func newWriter(opts Options) *Writer {
 	if w.opts.KeyLogWait <= 0 {
 		w.opts.KeyLogWait = DefaultKeyLogWait
 	}
+	if w.opts.CloseWait <= 0 {
+		w.opts.CloseWait = DefaultCloseWait
+	}
 	return w
 }
 
@@ -403,14 +414,22 @@ func (w *Writer) signal(kind uint8) {
 
 // Close writes what is queued, the interface statistics, flushes and closes
 // the current file. Packets of connections still open are dropped from
-// then on. It returns the first error writing a file met.
+// then on. It returns the first error writing a file met. A writer stuck
+// in a write for longer than Options.CloseWait is left behind: Close
+// returns an error saying so, and teardown goes on.
 func (w *Writer) Close() error {
 	w.closeOnce.Do(func() {
 		w.closed.Store(true)
 		close(w.stop)
 	})
-	<-w.done
-	return w.err
+	t := time.NewTimer(w.opts.CloseWait)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return w.err
+	case <-t.C:
+		return fmt.Errorf("capture: the queued packets were not written within %v (a write is stuck); the file is left as it is", w.opts.CloseWait)
+	}
 }
 
 // run is the writer goroutine.
