@@ -698,17 +698,21 @@ func (w *Writer) compactOwing() {
 }
 
 // payOwed writes every owed ACK (before a flush: the file then shows each
-// data record acknowledged), or forgets them when there is no file to
-// write them to.
+// data record acknowledged), or, when there is no file to write them to
+// (it failed), drops and counts them as any other packet.
 func (w *Writer) payOwed() {
 	for _, f := range w.owing {
-		if f.owe.set && w.ng != nil && w.failed == nil {
+		switch {
+		case !f.owe.set:
+		case w.ng != nil && w.failed == nil:
 			if err := w.writeOwed(f, w.lastT); err != nil {
 				w.failed = err
 				w.fail(err)
 				w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
 			}
 			w.dirty = true
+		default:
+			w.dropped[f.leg].Add(1)
 		}
 		f.owe.set, f.owing = false, false
 	}
