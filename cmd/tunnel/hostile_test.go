@@ -21,9 +21,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // hostile is a running two-route tunnel with a hostile plugin on route B.
@@ -118,23 +121,23 @@ route "b" {
 	h := &hostile{p: p, a: addrs["a"], a2: addrs["a2"], b: addrs["b"], req: redisPing, rep: reply}
 	// Warm up both A routes: what their first connections make lazily
 	// (the benign plugin's instances) is not a leak.
-	h.requests(t, h.a, 50*time.Millisecond)
-	h.requests(t, h.a2, 50*time.Millisecond)
+	h.warm(t, h.a)
+	h.warm(t, h.a2)
 	return h
 }
 
-// requests runs 10 clients on addr for d, each sending a request and
-// reading its reply in turn on one connection, and returns the requests
-// per second. Every error fails the test: route A must lose nothing.
-func (h *hostile) requests(t *testing.T, addr string, d time.Duration) float64 {
-	t.Helper()
-	const clients, maxPerClient = 10, 1_000_000
+// aClients is how many clients the A routes' helpers run at once.
+const aClients = 10
+
+// clients runs aClients clients on addr, each sending a request and
+// reading its reply in turn on one connection as long as more(n) holds for
+// the n requests it has made so far, and returns each one's count and
+// their errors once all have ended.
+func (h *hostile) clients(addr string, more func(n int) bool) ([]int, error) {
 	var wg sync.WaitGroup
-	counts := make([]int, clients)
-	errs := make([]error, clients)
-	start := time.Now()
-	end := start.Add(d)
-	for i := range clients {
+	counts := make([]int, aClients)
+	errs := make([]error, aClients)
+	for i := range aClients {
 		wg.Go(func() {
 			c, err := net.DialTimeout("tcp", addr, cliTimeout)
 			if err != nil {
@@ -142,9 +145,9 @@ func (h *hostile) requests(t *testing.T, addr string, d time.Duration) float64 {
 				return
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(cliTimeout))
+			c.SetDeadline(time.Now().Add(2 * cliTimeout))
 			got := make([]byte, len(h.rep))
-			for n := 0; n < maxPerClient && time.Now().Before(end); n++ {
+			for n := 0; more(n); n++ {
 				if _, err := io.WriteString(c, h.req); err != nil {
 					errs[i] = fmt.Errorf("request %d: %w", n, err)
 					return
@@ -158,10 +161,34 @@ func (h *hostile) requests(t *testing.T, addr string, d time.Duration) float64 {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	return counts, errors.Join(errs...)
+}
+
+// lost fails the test when route addr lost a request.
+func (h *hostile) lost(t *testing.T, addr string, err error) {
+	t.Helper()
+	if err != nil {
 		t.Fatalf("route %s lost requests:\n%v\nstderr:\n%s", addr, err, h.p.stderr)
 	}
+}
+
+// warm makes 10 requests on each of the aClients connections to addr.
+func (h *hostile) warm(t *testing.T, addr string) {
+	t.Helper()
+	_, err := h.clients(addr, func(n int) bool { return n < 10 })
+	h.lost(t, addr, err)
+}
+
+// requests runs aClients clients on addr for d and returns the requests
+// per second. Every error fails the test: route A must lose nothing.
+func (h *hostile) requests(t *testing.T, addr string, d time.Duration) float64 {
+	t.Helper()
+	const maxPerClient = 1_000_000
+	start := time.Now()
+	end := start.Add(d)
+	counts, err := h.clients(addr, func(n int) bool { return n < maxPerClient && time.Now().Before(end) })
+	elapsed := time.Since(start)
+	h.lost(t, addr, err)
 	total := 0
 	for _, n := range counts {
 		total += n
@@ -169,49 +196,102 @@ func (h *hostile) requests(t *testing.T, addr string, d time.Duration) float64 {
 	return float64(total) / elapsed.Seconds()
 }
 
-// load runs clients on route B, each connecting again and again and
-// conversing with conv, until the returned stop is called; stop waits for
-// the connections to end and returns how many there were and the first
-// errors conv returned. With closing, B is expected to close connections:
-// a reset before connect returns is no error.
-func (h *hostile) load(t *testing.T, clients int, closing bool, conv func(c *net.TCPConn) error) (stop func() (int, []error)) {
+// minBusy is how many requests each of busy's clients makes at least.
+const minBusy = 100
+
+// busy starts aClients clients on addr (as requests does) that work until
+// the returned end is called, while the test waits for what route B's
+// plugin does. end lets each client finish at least minBusy requests,
+// stops them, fails the test at any error (route A must lose nothing) and
+// returns how many requests they made. The clients stop by themselves
+// 2 × cliTimeout after the start (or at the end of the test) whatever
+// happens.
+func (h *hostile) busy(t *testing.T, addr string) (end func() int) {
 	t.Helper()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns int
-	var errs []error
-	for range clients {
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				c, err := net.DialTimeout("tcp", h.b, cliTimeout)
-				if err != nil && closing && errors.Is(err, syscall.ECONNRESET) {
-					// Refused by a tripped plugin before connect returned.
-					err = nil
-				} else if err == nil {
-					c.SetDeadline(time.Now().Add(cliTimeout))
-					err = conv(c.(*net.TCPConn))
-					c.Close()
-				}
-				mu.Lock()
-				conns++
-				if err != nil && len(errs) < 5 {
-					errs = append(errs, err)
-				}
-				mu.Unlock()
+	stop := make(chan struct{})
+	bound := time.Now().Add(2 * cliTimeout)
+	type result struct {
+		counts []int
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		counts, err := h.clients(addr, func(n int) bool {
+			if time.Now().After(bound) {
+				return false
+			}
+			select {
+			case <-stop:
+				return n < minBusy
+			default:
+				return true
 			}
 		})
+		done <- result{counts, err}
+	}()
+	var once sync.Once
+	var r result
+	finish := func() {
+		once.Do(func() {
+			close(stop)
+			r = <-done
+		})
 	}
-	return func() (int, []error) {
-		close(done)
-		wg.Wait()
-		return conns, errs
+	t.Cleanup(finish)
+	return func() int {
+		t.Helper()
+		finish()
+		h.lost(t, addr, r.err)
+		total := 0
+		for i, n := range r.counts {
+			if n < minBusy {
+				t.Fatalf("route %s: client %d made %d requests, want at least %d", addr, i, n, minBusy)
+			}
+			total += n
+		}
+		return total
 	}
+}
+
+// bLoad is clients on route B, each connecting again and again.
+type bLoad struct {
+	*testkit.Load
+	conns atomic.Int64 // connections made (or refused) so far
+}
+
+// load starts clients on route B, each connecting again and again and
+// conversing with conv, until Stop; Wait waits for connections to end
+// (each a step), and a client's first error ends it and is reported by
+// Wait or Stop. With closing, B is expected to close connections: a reset
+// before connect returns is no error.
+func (h *hostile) load(clients int, closing bool, conv func(c *net.TCPConn) error) *bLoad {
+	l := &bLoad{}
+	l.Load = testkit.StartLoad(clients, func(_, n int) error {
+		c, err := net.DialTimeout("tcp", h.b, cliTimeout)
+		if err != nil && closing && errors.Is(err, syscall.ECONNRESET) {
+			// Refused by a tripped plugin before connect returned.
+			err = nil
+		} else if err == nil {
+			c.SetDeadline(time.Now().Add(cliTimeout))
+			err = conv(c.(*net.TCPConn))
+			c.Close()
+		}
+		l.conns.Add(1)
+		if err != nil {
+			return fmt.Errorf("route B, connection %d: %w", n, err)
+		}
+		return nil
+	})
+	return l
+}
+
+// stop stops the load and fails the test at its clients' errors.
+func (l *bLoad) stop(t *testing.T) int {
+	t.Helper()
+	if errs := l.Stop(); len(errs) > 0 {
+		t.Fatalf("route B's clients (%d connections): %v", l.conns.Load(), errors.Join(errs...))
+	}
+	return int(l.conns.Load())
 }
 
 // closedSilently sends a byte and expects the tunnel to close the
@@ -283,6 +363,9 @@ func (h *hostile) finish(t *testing.T, fds0 int) {
 // sharing the benign plugin's route keeps about 0.02.
 const spinBound = 0.5
 
+// spinPhase is how long each of TestHostileSpin's rates is measured.
+const spinPhase = 250 * time.Millisecond
+
 // TestHostileSpin: B's plugin computes without end on every call (the
 // breaker off, so that it never stops). Route A and A2 keep at least
 // spinBound of the rate they have with B idle, in the same run, and lose
@@ -294,21 +377,16 @@ func TestHostileSpin(t *testing.T) {
   instances = 2
   trip_failures = 0`)
 	fds0 := h.fds(t)
-	const phase = 500 * time.Millisecond
 	best := map[string]float64{}
 	var report []string
 	conns := 0
 	for round := 1; round <= 3; round++ {
-		idleA, idleA2 := h.requests(t, h.a, phase), h.requests(t, h.a2, phase)
-		stop := h.load(t, 4, true, closedSilently)
+		idleA, idleA2 := h.requests(t, h.a, spinPhase), h.requests(t, h.a2, spinPhase)
+		b := h.load(4, true, closedSilently)
 		// Let the first calls spin past their first slices.
 		time.Sleep(50 * time.Millisecond)
-		spinA, spinA2 := h.requests(t, h.a, phase), h.requests(t, h.a2, phase)
-		n, errs := stop()
-		conns += n
-		if len(errs) > 0 {
-			t.Fatalf("route B's clients: %v", errors.Join(errs...))
-		}
+		spinA, spinA2 := h.requests(t, h.a, spinPhase), h.requests(t, h.a2, spinPhase)
+		conns += b.stop(t)
 		best["a"] = max(best["a"], spinA/idleA)
 		best["a2"] = max(best["a2"], spinA2/idleA2)
 		report = append(report, fmt.Sprintf("round %d: A %.0f -> %.0f req/s (%.2f), A2 %.0f -> %.0f req/s (%.2f)",
@@ -331,31 +409,28 @@ func TestHostileSpin(t *testing.T) {
 
 // TestHostileMemoryBomb: B's plugin takes all the memory it may on every
 // call and traps (2 instances of 32 MiB, the breaker off, so instances are
-// made and dropped as fast as clients come). The tunnel's peak RSS stays
-// within its RSS before the load plus the plugin's 64 MiB (and a margin
-// for the host's own buffers), and the memory goes back to the OS once the
-// instances are gone.
+// made and dropped as fast as clients come). Route A works until 16 bombs
+// went off. The tunnel's peak RSS stays within its RSS before the load
+// plus the plugin's 64 MiB (and a margin for the host's own buffers), and
+// the memory goes back to the OS once the instances are gone.
 func TestHostileMemoryBomb(t *testing.T) {
 	t.Parallel()
-	const limit, instances = 32 << 20, 2
+	const limit, instances, bombs = 32 << 20, 2, 16
 	h := startHostile(t, "bomb.wasm", fmt.Sprintf(`memory_limit = "32MiB"
   instances = %d
   trip_failures = 0`, instances))
 	fds0 := h.fds(t)
 	rss0, _ := h.memory(t)
-	stop := h.load(t, 4, true, closedSilently)
-	h.requests(t, h.a, 1500*time.Millisecond)
-	conns, errs := stop()
-	if len(errs) > 0 {
-		t.Fatalf("route B's clients: %v", errors.Join(errs...))
-	}
-	failed := strings.Count(h.p.stderr.String(), `msg="plugin failed" route=b plugin=hostile callback=tunnel_on_data cause="wasm error: unreachable`)
-	if failed < 4 {
-		t.Fatalf("%d bombs went off in %d connections, want several; stderr:\n%s", failed, conns, h.p.stderr)
-	}
+	const bomb = `msg="plugin failed" route=b plugin=hostile callback=tunnel_on_data cause="wasm error: unreachable`
+	b := h.load(4, true, closedSilently)
+	end := h.busy(t, h.a)
+	h.p.stderr.waitUntil(t, cliTimeout, fmt.Sprintf("logged %d bombs", bombs), func(s string) bool { return strings.Count(s, bomb) >= bombs })
+	requests := end()
+	conns := b.stop(t)
+	failed := strings.Count(h.p.stderr.String(), bomb)
 	const margin = 32 << 20
 	rss, hwm := h.memory(t)
-	t.Logf("%d connections, %d bombs: RSS %d MiB before, %d MiB after, peak %d MiB", conns, failed, rss0>>20, rss>>20, hwm>>20)
+	t.Logf("%d connections, %d bombs, %d requests on A: RSS %d MiB before, %d MiB after, peak %d MiB", conns, failed, requests, rss0>>20, rss>>20, hwm>>20)
 	if hwm > rss0+instances*limit+margin {
 		t.Errorf("peak RSS %d MiB, more than %d MiB before the load + %d × %d MiB + %d MiB", hwm>>20, rss0>>20, instances, limit>>20, margin>>20)
 	}
@@ -374,18 +449,20 @@ func TestHostileMemoryBomb(t *testing.T) {
 // TestHostileOutOfBounds: B's plugin passes send a pointer outside its
 // memory. Every B connection is closed without a byte (the breaker's
 // default settings trip it after 5 failures: later connections are
-// refused the same way), and the log says why.
+// refused the same way, 20 of them), and the log says why; route A works
+// throughout.
 func TestHostileOutOfBounds(t *testing.T) {
 	t.Parallel()
 	h := startHostile(t, "oob.wasm", `memory_limit = "1MiB"`)
 	fds0 := h.fds(t)
-	stop := h.load(t, 4, true, closedSilently)
-	h.requests(t, h.a, time.Second)
-	if _, errs := stop(); len(errs) > 0 {
-		t.Fatalf("route B's clients: %v", errors.Join(errs...))
-	}
+	b := h.load(4, true, closedSilently)
+	end := h.busy(t, h.a)
 	h.p.stderr.wait(t, `msg="plugin failed" route=b plugin=hostile callback=tunnel_on_data cause="ABI violation: send: range \[2147418112, 2147418128\) is outside the guest's memory`)
 	h.p.stderr.wait(t, `msg="plugin tripped" route=b plugin=hostile policy=close failures=5`)
+	b.Forget()
+	b.Wait(t, 20, cliTimeout)
+	end()
+	b.stop(t)
 	h.finish(t, fds0)
 }
 
@@ -399,7 +476,7 @@ func TestHostileAmplifier(t *testing.T) {
 	fds0 := h.fds(t)
 	const msg = "0123456789"
 	want := strings.Repeat(msg, 100)
-	stop := h.load(t, 4, false, func(c *net.TCPConn) error {
+	b := h.load(4, false, func(c *net.TCPConn) error {
 		if _, err := io.WriteString(c, msg); err != nil {
 			return err
 		}
@@ -414,25 +491,26 @@ func TestHostileAmplifier(t *testing.T) {
 		}
 		return nil
 	})
-	h.requests(t, h.a, time.Second)
-	conns, errs := stop()
-	if len(errs) > 0 {
-		t.Fatalf("route B's clients (%d connections): %v", conns, errors.Join(errs...))
-	}
+	end := h.busy(t, h.a)
 	h.p.stderr.wait(t, `msg="connection closed" conn=\d+ route=b .*bytes_from_client=10 bytes_to_server=1000 bytes_from_server=1000 bytes_to_client=1000`)
+	b.Wait(t, 20, cliTimeout)
+	end()
+	b.stop(t)
 	h.finish(t, fds0)
 }
 
 // TestHostileTrap1000: B's plugin (one instance) traps on the 1000th
 // client chunk it sees. The B client gets 999 echoes, then its connection
-// is closed; the next connection gets a new instance and works.
+// is closed; the next connection gets a new instance and works. Route A
+// works throughout.
 func TestHostileTrap1000(t *testing.T) {
 	t.Parallel()
 	h := startHostile(t, "trap1000.wasm", `memory_limit = "1MiB"
   instances = 1`)
 	fds0 := h.fds(t)
 	c := dial(t, h.b)
-	done := make(chan int)
+	done := make(chan int, 1)
+	end := h.busy(t, h.a)
 	go func() {
 		echoed := 0
 		b := make([]byte, 1)
@@ -447,8 +525,8 @@ func TestHostileTrap1000(t *testing.T) {
 		c.Close()
 		done <- echoed
 	}()
-	h.requests(t, h.a, time.Second)
 	echoed := <-done
+	end()
 	if echoed != 999 {
 		t.Errorf("%d chunks echoed before the connection was closed, want 999", echoed)
 	}
@@ -460,12 +538,14 @@ func TestHostileTrap1000(t *testing.T) {
 // TestHostileLogFlood: B's plugin logs 1,000 lines per chunk. The log gets
 // at most the plugin's burst (200) plus its rate (100 per second) of them,
 // and a line counting the suppressed ones; B's chunks are still forwarded.
+// Route A works until the burst is used up.
 func TestHostileLogFlood(t *testing.T) {
 	t.Parallel()
 	h := startHostile(t, "logflood.wasm", `memory_limit = "1MiB"`)
 	fds0 := h.fds(t)
+	const flood = `msg=flood route=b plugin=hostile`
 	start := time.Now()
-	stop := h.load(t, 2, false, func(c *net.TCPConn) error {
+	b := h.load(2, false, func(c *net.TCPConn) error {
 		for range 3 {
 			if _, err := c.Write([]byte("ping\n")); err != nil {
 				return err
@@ -477,14 +557,15 @@ func TestHostileLogFlood(t *testing.T) {
 		}
 		return nil
 	})
-	h.requests(t, h.a, time.Second)
-	conns, errs := stop()
+	end := h.busy(t, h.a)
+	// Each chunk logs 1,000 lines: the burst is gone after the first.
+	h.p.stderr.waitUntil(t, cliTimeout, "logged the burst of flood lines", func(s string) bool { return strings.Count(s, flood) >= 200 })
+	b.Wait(t, 4, cliTimeout)
+	end()
+	conns := b.stop(t)
 	elapsed := time.Since(start)
-	if len(errs) > 0 {
-		t.Fatalf("route B's clients: %v", errors.Join(errs...))
-	}
 	h.p.stderr.wait(t, `msg="plugin hostile: \d+ log lines suppressed" route=b plugin=hostile suppressed=\d+ log_rate=100 log_burst=200`)
-	lines := strings.Count(h.p.stderr.String(), `msg=flood route=b plugin=hostile`)
+	lines := strings.Count(h.p.stderr.String(), flood)
 	if limit := 200 + int(100*elapsed.Seconds()) + 100; lines == 0 || lines > limit {
 		t.Errorf("%d flood lines logged in %s (%d connections, %d chunks × 1,000 lines), want 1 to %d",
 			lines, elapsed.Round(time.Millisecond), conns, 3*conns, limit)
