@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -38,10 +39,12 @@ func migrateReq() bool {
 // TestZeroDowntimeSwap: under steady load (clients that connect, PING
 // redis-server through the tunnel and hang up, in a loop, plus
 // redis-benchmark reconnecting for every request), tunnel B starts on the
-// address tunnel A serves, then A gets SIGTERM: /readyz turns 503 at once,
-// A keeps accepting for drain_delay, closes its listeners, finishes its
-// connections, logs its counts and exits 0. Not one connection or request
-// fails across the swap, and both tunnels served.
+// address tunnel A serves, then A gets SIGTERM: /readyz turns 503 at once
+// (before the drain delay is over), A keeps accepting for drain_delay,
+// closes its listeners, finishes its connections, logs its counts and
+// exits 0. Not one connection or request fails across the swap, and both
+// tunnels served. The drain delay is 1 s: the load runs at full CPU
+// throughout, and nothing the test asserts needs a longer one.
 func TestZeroDowntimeSwap(t *testing.T) {
 	t.Parallel()
 	if !migrateReq() {
@@ -67,7 +70,7 @@ func TestZeroDowntimeSwap(t *testing.T) {
 	redisAddr := startRedis(t)
 	addr := freeLoopback(t)
 	path := filepath.Join(t.TempDir(), "tunnel.hcl")
-	const drainDelay = 2 * time.Second
+	const drainDelay = time.Second
 	os.WriteFile(path, []byte(`
 admin {
   listen      = "127.0.0.1:0"
@@ -134,19 +137,22 @@ route "redis" {
 
 	signalled := time.Now()
 	a.cmd.Process.Signal(syscall.SIGTERM)
-	// /readyz turns 503 at once: before the drain delay is over.
+	// /readyz turns 503 at once: before the drain delay is over, which A
+	// logs (a bound that does not depend on how busy the machine is).
+	const over = `msg="drain delay over: closing the listeners"`
 	for {
+		wasOver := strings.Contains(a.stderr.String(), over)
 		status, body := curl(t, adminA+"/readyz")
 		if status == 503 && body == "not ready: shutting down\n" {
 			break
 		}
-		if time.Since(signalled) > drainDelay {
-			t.Fatalf("/readyz still %d %q %v after SIGTERM, the whole drain delay", status, body, time.Since(signalled))
+		if wasOver {
+			t.Fatalf("/readyz still %d %q %v after SIGTERM, after the drain delay", status, body, time.Since(signalled))
 		}
 	}
 	notReady := time.Since(signalled)
-	a.stderr.wait(t, `msg="draining: not ready, still accepting" drain_delay=2s accepted=\d+ open=\d+ errors=0`)
-	a.stderr.wait(t, `msg="drain delay over: closing the listeners"`)
+	a.stderr.wait(t, `msg="draining: not ready, still accepting" drain_delay=1s accepted=\d+ open=\d+ errors=0`)
+	a.stderr.wait(t, over)
 	closing := time.Since(signalled)
 	if code := a.exitCode(t); code != 0 {
 		t.Fatalf("A exited %d; stderr:\n%s", code, a.stderr)
@@ -209,8 +215,9 @@ func ping(addr string) error {
 }
 
 // redisBenchmark runs redis-benchmark against addr, a new connection for
-// every request (-k 0), again and again until stop or the deadline, and
-// returns the first run that failed or printed an error.
+// every request (-k 0), again and again until stop (which kills the run in
+// progress: its output so far is checked) or the deadline, and returns the
+// first run that failed or printed an error.
 func redisBenchmark(addr string, stop <-chan struct{}, deadline time.Time, runs, requests *atomic.Int64) error {
 	host, port, _ := net.SplitHostPort(addr)
 	for time.Now().Before(deadline) {
@@ -220,13 +227,30 @@ func redisBenchmark(addr string, stop <-chan struct{}, deadline time.Time, runs,
 		default:
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		stopped := make(chan struct{})
+		go func() {
+			select {
+			case <-stop:
+				close(stopped) // before the kill that it explains
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		out, err := exec.CommandContext(ctx, "redis-benchmark", "-h", host, "-p", port, "-c", "4", "-n", "2000", "-k", "0", "-t", "ping", "-q").CombinedOutput()
 		cancel()
-		if err != nil {
+		if lower := bytes.ToLower(out); bytes.Contains(lower, []byte("error")) || bytes.Contains(lower, []byte("could not connect")) {
 			return fmt.Errorf("%v: %s", err, out)
 		}
-		if bytes.Contains(bytes.ToLower(out), []byte("error")) {
-			return fmt.Errorf("%s", out)
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && !exit.Exited() {
+			select {
+			case <-stopped:
+				return nil // killed at stop
+			default:
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
 		}
 		runs.Add(1)
 		requests.Add(2 * 2000) // PING_INLINE and PING_MBULK
