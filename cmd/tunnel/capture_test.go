@@ -73,28 +73,31 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, p.stderr)
 	}
 
-	clientLeg := tshark.Follow(t, file, client, addr)
+	f := tshark.Open(t, file)
+	clientLeg := f.Follow(client, addr)
 	if got, want := string(clientLeg.Data[0]), "SET a 1\nFLUSHALL\nGET a\n"; got != want {
 		t.Errorf("client leg, client: %q, want %q", got, want)
 	}
 	if got, want := string(clientLeg.Data[1]), "SET a 1\n"+reply+"GET a\n"; got != want {
 		t.Errorf("client leg, to the client: %q, want %q", got, want)
 	}
-	target := tshark.Fields(t, file, "frame.interface_id==1 && tcp.flags.syn==1 && tcp.flags.ack==0", "ip.dst", "tcp.dstport")
+	target := f.Fields(func(p tshark.Packet) bool {
+		return p.Is("frame.interface_id", "1") && p.Is("tcp.flags.syn", "1") && p.Is("tcp.flags.ack", "0")
+	}, "ip.dst", "tcp.dstport")
 	if len(target) != 1 {
 		t.Fatalf("target leg SYNs: %q", target)
 	}
-	targetLeg := tshark.Follow(t, file, client, strings.Replace(target[0], "\t", ":", 1))
+	targetLeg := f.Follow(client, strings.Replace(target[0], "\t", ":", 1))
 	if got, want := string(targetLeg.Data[0]), "SET a 1\nGET a\n"; got != want {
 		t.Errorf("target leg, to the target: %q, want %q", got, want)
 	}
-	comments := tshark.Fields(t, file, "frame.comment contains \"chain:\"", "frame.interface_id", "frame.comment")
+	comments := f.Fields(func(p tshark.Packet) bool { return strings.Contains(p.Get("frame.comment"), "chain:") }, "frame.interface_id", "frame.comment")
 	live := []string{"0\tchain: dropped or held (none of the 9 bytes reached the target); replied 29 bytes to the client"}
 	if strings.Join(comments, "\n") != strings.Join(live, "\n") {
 		t.Errorf("verdict comments %q, want %q", comments, live)
 	}
-	tshark.CheckClean(t, file)
-	second := tshark.Fields(t, filepath.Join(dir, "c-1.pcapng"), "tcp.len>0", "tcp.payload")
+	f.CheckClean()
+	second := tshark.Open(t, filepath.Join(dir, "c-1.pcapng"), "tcp.payload").Fields(func(p tshark.Packet) bool { return p.Int("tcp.len") > 0 }, "tcp.payload")
 	if len(second) != 4 {
 		t.Errorf("the file after SIGHUP has %d data packets, want PING and its echo on each leg: %q", len(second), second)
 	}

@@ -28,9 +28,10 @@ func TestChatCapture(t *testing.T) {
 	_, locals := chat(t, tunnel, out)
 	w.Sync()
 
+	f := tshark.Open(t, file)
 	for leg := range 2 {
 		streams := map[string]bool{}
-		for _, s := range tshark.Fields(t, file, fmt.Sprintf("frame.interface_id==%d", leg), "tcp.stream") {
+		for _, s := range f.Fields(tshark.Interface(leg), "tcp.stream") {
 			streams[s] = true
 		}
 		if len(streams) != 3 {
@@ -38,7 +39,7 @@ func TestChatCapture(t *testing.T) {
 		}
 	}
 	for i, local := range locals {
-		s := tshark.Follow(t, file, local, tunnel)
+		s := f.Follow(local, tunnel)
 		if got, want := string(s.Data[0]), fmt.Sprintf("hello from client %d\r\n", i); got != want {
 			t.Errorf("client %d sent %q, want %q", i, got, want)
 		}

@@ -60,7 +60,8 @@ func TestRepliesCarryTheACK(t *testing.T) {
 		t.Fatal(w.err)
 	}
 
-	flags := tshark.Fields(t, path, "", "tcp.flags.str", "tcp.len")
+	ts := tshark.Open(t, path)
+	flags := ts.Fields(nil, "tcp.flags.str", "tcp.len")
 	// SYN, SYN-ACK, ACK; 20 data packets; FIN, its ACK, FIN, its ACK.
 	if len(flags) != 27 {
 		t.Fatalf("%d packets, want 27 (no pure ACK between a request and its reply):\n%s", len(flags), strings.Join(flags, "\n"))
@@ -73,8 +74,8 @@ func TestRepliesCarryTheACK(t *testing.T) {
 	if w.Stats().Written[LegClient] != 27 {
 		t.Errorf("written %d packets, want 27", w.Stats().Written[LegClient])
 	}
-	tshark.CheckClean(t, path)
-	got := tshark.FollowIndex(t, path, 0)
+	ts.CheckClean()
+	got := ts.FollowIndex(0)
 	if string(got.Data[0]) != sent[0].String() || string(got.Data[1]) != sent[1].String() {
 		t.Errorf("followed %q / %q, want %q / %q", got.Data[0], got.Data[1], sent[0].String(), sent[1].String())
 	}
@@ -94,12 +95,15 @@ func TestOwedACKWrittenBeforeMoreOrAFlush(t *testing.T) {
 		t.Fatal(w.err)
 	}
 	// What a reader sees after the flush, before the file is closed.
-	acks := tshark.Fields(t, path, "tcp.len == 0 && tcp.flags.ack == 1 && tcp.flags.syn == 0 && ip.src == 127.0.0.1 && tcp.srcport == 6379", "tcp.ack")
+	acks := tshark.Open(t, path).Fields(func(p tshark.Packet) bool {
+		return p.Has("tcp.len") && p.Int("tcp.len") == 0 && p.Is("tcp.flags.ack", "1") && p.Is("tcp.flags.syn", "0") &&
+			p.Is("ip.src", "127.0.0.1") && p.Is("tcp.srcport", "6379")
+	}, "tcp.ack")
 	if strings.Join(acks, " ") != "4 7 12" {
 		t.Errorf("the target's pure ACKs acknowledge %q (relative), want 4 7 12: one per chunk", acks)
 	}
 	w.closeFile()
-	tshark.CheckClean(t, path)
+	tshark.Open(t, path).CheckClean() // the file as closed, read again
 }
 
 // TestOwingStaysBounded: a writer that never goes idle (no flush) keeps no

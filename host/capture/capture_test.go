@@ -108,10 +108,13 @@ func TestFollowBothLegs(t *testing.T) {
 			s.finish(t)
 
 			client, listen := c.LocalAddr().String(), c.RemoteAddr().String()
-			wantStream(t, tshark.Follow(t, s.file, client, listen), client, listen, sent, want)
-			wantStream(t, tshark.Follow(t, s.file, client, srv.Addr()), client, srv.Addr(), want, want)
-			tshark.CheckClean(t, s.file)
-			flags := tshark.Fields(t, s.file, "tcp.flags.syn==1 || tcp.flags.fin==1 || tcp.flags.reset==1", "frame.interface_id", "tcp.flags.str")
+			f := tshark.Open(t, s.file)
+			wantStream(t, f.Follow(client, listen), client, listen, sent, want)
+			wantStream(t, f.Follow(client, srv.Addr()), client, srv.Addr(), want, want)
+			f.CheckClean()
+			flags := f.Fields(func(p tshark.Packet) bool {
+				return p.Is("tcp.flags.syn", "1") || p.Is("tcp.flags.fin", "1") || p.Is("tcp.flags.reset", "1")
+			}, "frame.interface_id", "tcp.flags.str")
 			if n := len(flags); n != 8 {
 				t.Errorf("%d SYN/FIN/RST packets, want 8 (SYN, SYN-ACK, 2 FINs per leg): %q", n, flags)
 			}
@@ -152,7 +155,8 @@ func TestAbortIsReset(t *testing.T) {
 		}
 	}
 	s.finish(t)
-	rst := tshark.Fields(t, s.file, "tcp.flags.reset==1", "frame.interface_id", "frame.comment")
+	f := tshark.Open(t, s.file)
+	rst := f.Fields(func(p tshark.Packet) bool { return p.Is("tcp.flags.reset", "1") }, "frame.interface_id", "frame.comment")
 	want := []string{
 		"0\tconnection closed before both directions ended (aborted, failed, or closed by a filter)",
 		"1\tconnection closed before both directions ended (aborted, failed, or closed by a filter)",
@@ -161,7 +165,7 @@ func TestAbortIsReset(t *testing.T) {
 		t.Errorf("RST packets:\n%s\nwant:\n%s", strings.Join(rst, "\n"), strings.Join(want, "\n"))
 	}
 	client := c.LocalAddr().String()
-	got := tshark.Follow(t, s.file, client, s.addr)
+	got := f.Follow(client, s.addr)
 	if string(got.Data[0]) != "hello\nboom\n" || string(got.Data[1]) != "hello\n" {
 		t.Errorf("client leg: %q / %q", got.Data[0], got.Data[1])
 	}
@@ -218,7 +222,8 @@ func TestVerdictComments(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.finish(t)
-	got := tshark.Fields(t, s.file, "frame.interface_id==0 && tcp.len>0", "tcp.payload", "frame.comment")
+	f := tshark.Open(t, s.file, "tcp.payload")
+	got := f.Fields(func(p tshark.Packet) bool { return p.Is("frame.interface_id", "0") && p.Int("tcp.len") > 0 }, "tcp.payload", "frame.comment")
 	hexs := func(s string) string { return fmt.Sprintf("%x", s) }
 	want := []string{
 		hexs("SET a 1\n") + "\t",
@@ -232,7 +237,7 @@ func TestVerdictComments(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("client leg:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	tshark.CheckClean(t, s.file)
+	f.CheckClean()
 }
 
 // blocking is a slow disk: every Write waits until release is closed.
@@ -351,7 +356,7 @@ func TestValidWhileOpen(t *testing.T) {
 	s.logs.Wait(t, "connection closed")
 	s.w.Sync()
 	client := c.LocalAddr().String()
-	if f := tshark.Follow(t, s.file, client, s.addr); string(f.Data[0]) != "hello\n" || string(f.Data[1]) != "hello\n" {
+	if f := tshark.Open(t, s.file).Follow(client, s.addr); string(f.Data[0]) != "hello\n" || string(f.Data[1]) != "hello\n" {
 		t.Errorf("client leg before Close: %q", f.Data)
 	}
 }

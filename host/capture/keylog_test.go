@@ -80,11 +80,12 @@ func TestKeyLogDecrypts(t *testing.T) {
 			}
 			// One pass, as tshark reads by default: the application data
 			// follows the secrets block, so it decrypts too.
-			one := tshark.Run(t, s.file, append(decode, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri")...)
-			if strings.Count(one, "/secret-path") != 2 {
+			f := tshark.OpenWith(t, s.file, tshark.Options{Args: decode, Fields: []string{"http.request", "http.request.uri"}})
+			one := f.Fields(func(p tshark.Packet) bool { return p.Has("http.request") }, "http.request.uri")
+			if strings.Count(strings.Join(one, "\n"), "/secret-path") != 2 {
 				t.Errorf("one pass: %q, want the request on both legs", one)
 			}
-			tshark.CheckClean(t, s.file)
+			f.CheckClean()
 		})
 	}
 }

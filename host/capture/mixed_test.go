@@ -108,14 +108,15 @@ func TestMixedTwinsAndOwedACKs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.finish(t)
+	f := tshark.Open(t, s.file)
 	for _, r := range res {
-		wantStream(t, tshark.Follow(t, s.file, r.client, s.addr), r.client, s.addr, r.sent, r.got)
-		wantStream(t, tshark.Follow(t, s.file, r.client, srv.Addr()), r.client, srv.Addr(), r.echo, r.echo)
+		wantStream(t, f.Follow(r.client, s.addr), r.client, s.addr, r.sent, r.got)
+		wantStream(t, f.Follow(r.client, srv.Addr()), r.client, srv.Addr(), r.echo, r.echo)
 	}
-	tshark.CheckClean(t, s.file)
+	f.CheckClean()
 	st := s.w.Stats()
 	for leg := range 2 {
-		n := len(tshark.Fields(t, s.file, fmt.Sprintf("frame.interface_id==%d", leg), "frame.number"))
+		n := len(f.Fields(tshark.Interface(leg), "frame.number"))
 		if st.Dropped[leg] != 0 || st.Written[leg] != uint64(n) {
 			t.Errorf("leg %d: stats written %d dropped %d; the file has %d packets", leg, st.Written[leg], st.Dropped[leg], n)
 		}

@@ -64,9 +64,17 @@ func TestRedisDissected(t *testing.T) {
 	s.finish(t)
 	_, lport, _ := net.SplitHostPort(s.addr)
 	_, rport, _ := net.SplitHostPort(redis)
-	for leg, port := range []string{lport, rport} {
-		got := tshark.Run(t, s.file, "-d", "tcp.port=="+port+",resp", "-Y", fmt.Sprintf("resp && frame.interface_id==%d", leg),
-			"-T", "fields", "-e", "resp.bulk_string.value", "-e", "resp.string")
+	// Each leg's port decodes as RESP: the tunnel's on the client leg, the
+	// target's on the target leg.
+	f := tshark.OpenWith(t, s.file, tshark.Options{
+		Args:   []string{"-d", "tcp.port==" + lport + ",resp", "-d", "tcp.port==" + rport + ",resp"},
+		Fields: []string{"resp", "resp.bulk_string.value", "resp.string"},
+	})
+	for leg := range 2 {
+		var got string
+		for _, l := range f.Fields(func(p tshark.Packet) bool { return p.Has("resp") && tshark.Interface(leg)(p) }, "resp.bulk_string.value", "resp.string") {
+			got += l + "\n"
+		}
 		want := "534554,6672756974,6170706c65\t\n\tOK\n474554,6672756974\t\n6170706c65\t\n"
 		if got != want {
 			t.Errorf("leg %d: RESP fields %q, want %q", leg, got, want)

@@ -64,14 +64,17 @@ func TestUnchangedChunkThenMore(t *testing.T) {
 
 	client := c.LocalAddr().String()
 	sent, echoed := []byte("hello\nbye\n"), []byte("hello\nbye\n!")
-	wantStream(t, tshark.Follow(t, s.file, client, c.RemoteAddr().String()), client, c.RemoteAddr().String(), sent, echoed)
-	wantStream(t, tshark.Follow(t, s.file, client, srv.Addr()), client, srv.Addr(), echoed, echoed)
+	f := tshark.Open(t, s.file)
+	wantStream(t, f.Follow(client, c.RemoteAddr().String()), client, c.RemoteAddr().String(), sent, echoed)
+	wantStream(t, f.Follow(client, srv.Addr()), client, srv.Addr(), echoed, echoed)
 	// The client side of the target leg: the two chunks, the "!", then
 	// the FIN, in this order.
 	_, port, _ := strings.Cut(client, ":")
-	got := tshark.Fields(t, s.file, "frame.interface_id==1 && tcp.srcport=="+port+" && (tcp.len>0 || tcp.flags.fin==1)", "tcp.len", "tcp.flags.fin")
+	got := f.Fields(func(p tshark.Packet) bool {
+		return p.Is("frame.interface_id", "1") && p.Is("tcp.srcport", port) && (p.Int("tcp.len") > 0 || p.Is("tcp.flags.fin", "1"))
+	}, "tcp.len", "tcp.flags.fin")
 	if strings.Join(got, " ") != "6\t0 4\t0 1\t0 0\t1" {
 		t.Errorf("target leg, client side: %q; want the 6 and 4 byte chunks, the 1 byte one, then the FIN", got)
 	}
-	tshark.CheckClean(t, s.file)
+	f.CheckClean()
 }

@@ -97,15 +97,22 @@ func TestWireTapDecrypts(t *testing.T) {
 			if strings.Count(keyFile.String(), "\n") == 0 {
 				t.Fatal("the key log file got no lines")
 			}
+			// One pass (tshark's default), no key log file: the secrets
+			// block decrypts.
+			_, lport, _ := net.SplitHostPort(addr)
+			f := tshark.OpenWith(t, file, tshark.Options{
+				Args:   []string{"-d", "tcp.port==" + lport + ",tls"},
+				Fields: []string{"tcp.payload", "http", "http.request.uri", "http.file_data"},
+			})
 			// No packet of the client leg holds plaintext of either way.
-			if got := tshark.Fields(t, file, `frame.interface_id == 0 && (frame contains "SECRET" || frame contains "the answer")`, "frame.number"); len(got) != 0 {
+			if got := f.Fields(func(p tshark.Packet) bool {
+				b := p.Bytes("tcp.payload")
+				return p.Is("frame.interface_id", "0") && (bytes.Contains(b, []byte("SECRET")) || bytes.Contains(b, []byte("the answer")))
+			}, "frame.number"); len(got) != 0 {
 				t.Fatalf("client leg packets %v hold plaintext", got)
 			}
-			_, lport, _ := net.SplitHostPort(addr)
-			// One pass, no key log file: the secrets block decrypts.
-			out := tshark.Run(t, file, "-d", "tcp.port=="+lport+",tls", "-Y", "http", "-T", "fields",
-				"-e", "frame.interface_id", "-e", "http.request.uri", "-e", "http.file_data")
-			lines := strings.Split(strings.TrimSpace(out), "\n")
+			lines := f.Fields(func(p tshark.Packet) bool { return p.Has("http") }, "frame.interface_id", "http.request.uri", "http.file_data")
+			out := strings.Join(lines, "\n")
 			for _, want := range []string{
 				"0\t/secret-path\t", "0\t\tthe answer is 42 for /SECRET-PATH",
 				"1\t/SECRET-PATH\t", "1\t\tthe answer is 42 for /SECRET-PATH",
@@ -119,11 +126,11 @@ func TestWireTapDecrypts(t *testing.T) {
 				}
 			}
 			// Interface 0 is TLS on the wire.
-			if got := tshark.Fields(t, file, "frame.interface_id == 0 && tls.handshake.type == 1", "frame.number"); len(got) != 1 {
+			if got := f.Fields(func(p tshark.Packet) bool { return p.Is("frame.interface_id", "0") && p.Is("tls.handshake.type", "1") }, "frame.number"); len(got) != 1 {
 				t.Errorf("client leg ClientHellos: %v, want one", got)
 			}
 			// The verdict on the client's chunk is on the target leg.
-			comments := tshark.Fields(t, file, "frame.comment", "frame.interface_id", "frame.comment")
+			comments := f.Fields(func(p tshark.Packet) bool { return p.Has("frame.comment") }, "frame.interface_id", "frame.comment")
 			found := false
 			for _, c := range comments {
 				found = found || strings.HasPrefix(c, "1\tclient chunk (plaintext): chain: replaced")
@@ -131,7 +138,7 @@ func TestWireTapDecrypts(t *testing.T) {
 			if !found {
 				t.Errorf("no target leg packet carries the replaced verdict; comments:\n%s", strings.Join(comments, "\n"))
 			}
-			tshark.CheckClean(t, file)
+			f.CheckClean()
 		})
 	}
 }
@@ -192,7 +199,8 @@ func TestWireTapVerdicts(t *testing.T) {
 	c.Close()
 	s.finish(t)
 
-	comments := tshark.Fields(t, s.file, "frame.comment && tcp.len > 0", "frame.interface_id", "tcp.payload", "frame.comment")
+	f := tshark.Open(t, s.file, "tcp.payload")
+	comments := f.Fields(func(p tshark.Packet) bool { return p.Has("frame.comment") && p.Int("tcp.len") > 0 }, "frame.interface_id", "tcp.payload", "frame.comment")
 	want := "1\t" + hexOf("SHOUT!\n") + "\tclient chunk (plaintext): chain: dropped or held (none of the 10 bytes reached the target); replied 9 bytes to the client; then client chunk (plaintext): chain: replaced (6 bytes in, 7 bytes reached the target)"
 	if strings.Join(comments, "\n") != want {
 		t.Errorf("data packets with comments:\n%s\nwant:\n%s", strings.Join(comments, "\n"), want)
@@ -210,7 +218,7 @@ func TestWireTapVerdicts(t *testing.T) {
 	if string(client) != "FLUSHALL\r\nshout\nhello\n" || string(server) != "-ERR no\r\nSHOUT!\nhello\n" {
 		t.Errorf("decrypted client leg: %q / %q", client, server)
 	}
-	tshark.CheckClean(t, s.file)
+	f.CheckClean()
 }
 
 func hexOf(s string) string { return hex.EncodeToString([]byte(s)) }
@@ -235,20 +243,21 @@ func TestWireTapFailedHandshake(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.finish(t)
-	rst := tshark.Fields(t, s.file, "tcp.flags.reset==1", "frame.interface_id", "frame.comment")
+	f := tshark.Open(t, s.file)
+	rst := f.Fields(func(p tshark.Packet) bool { return p.Is("tcp.flags.reset", "1") }, "frame.interface_id", "frame.comment")
 	want := "0\tconnection ended before its plaintext reached the chain (TLS handshake failed or aborted)"
 	if strings.Join(rst, "\n") != want {
 		t.Errorf("RST packets:\n%s\nwant %q", strings.Join(rst, "\n"), want)
 	}
-	hellos := tshark.Fields(t, s.file, "tls.handshake.type == 1 || tls.handshake.type == 2", "frame.interface_id", "tls.handshake.type")
+	hellos := f.Fields(func(p tshark.Packet) bool { return p.Is("tls.handshake.type", "1") || p.Is("tls.handshake.type", "2") }, "frame.interface_id", "tls.handshake.type")
 	// The ServerHello's record may come with the (decrypted) messages after it.
 	if len(hellos) != 2 || hellos[0] != "0\t1" || !strings.HasPrefix(hellos[1], "0\t2") {
 		t.Errorf("handshake messages %q, want the ClientHello and the ServerHello on interface 0", hellos)
 	}
-	if n := len(tshark.Fields(t, s.file, "frame.interface_id == 1", "frame.number")); n != 0 {
+	if n := len(f.Fields(tshark.Interface(1), "frame.number")); n != 0 {
 		t.Errorf("%d target leg packets for a connection that never reached the chain", n)
 	}
-	tshark.CheckClean(t, s.file)
+	f.CheckClean()
 }
 
 // httpsGet GETs url with a client of cfg, checks the body is want, and

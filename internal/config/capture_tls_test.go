@@ -71,11 +71,18 @@ route "r" {
 			h.stop() // closes the capture
 
 			file := filepath.Join(dir, "c.pcapng")
-			wire := tshark.Fields(t, file, `frame.interface_id == 0 && frame contains "secret-path"`, "frame.number")
 			_, lport, _ := net.SplitHostPort(addr)
-			decode := []string{"-d", "tcp.port==" + lport + ",tls", "-Y", "http", "-T", "fields",
-				"-e", "frame.interface_id", "-e", "http.request.uri", "-e", "http.file_data"}
-			out := tshark.Run(t, file, decode...)
+			f := tshark.OpenWith(t, file, tshark.Options{
+				Args:   []string{"-d", "tcp.port==" + lport + ",tls"},
+				Fields: []string{"tcp.payload", "http", "http.request.uri", "http.file_data"},
+			})
+			wire := f.Fields(func(p tshark.Packet) bool {
+				return p.Is("frame.interface_id", "0") && bytes.Contains(p.Bytes("tcp.payload"), []byte("secret-path"))
+			}, "frame.number")
+			var out string
+			for _, l := range f.Fields(func(p tshark.Packet) bool { return p.Has("http") }, "frame.interface_id", "http.request.uri", "http.file_data") {
+				out += l + "\n"
+			}
 			for _, want := range []string{
 				"0\t/secret-path\t", "0\t\tthe answer is 42 for /secret-path",
 				"1\t/secret-path\t", "1\t\tthe answer is 42 for /secret-path",
@@ -84,7 +91,7 @@ route "r" {
 					t.Errorf("tshark does not show %q; it shows:\n%s", want, out)
 				}
 			}
-			tls0 := tshark.Fields(t, file, "frame.interface_id == 0 && tls.handshake.type == 1", "frame.number")
+			tls0 := f.Fields(func(p tshark.Packet) bool { return p.Is("frame.interface_id", "0") && p.Is("tls.handshake.type", "1") }, "frame.number")
 			if keyLog {
 				if len(wire) != 0 {
 					t.Errorf("client leg packets %v hold the plaintext request", wire)
@@ -99,7 +106,7 @@ route "r" {
 			} else if len(wire) != 2 || len(tls0) != 0 { // the request and the response
 				t.Errorf("without key_log the client leg is not the plaintext: %v packets with the request, %v hellos", wire, tls0)
 			}
-			tshark.CheckClean(t, file)
+			f.CheckClean()
 		})
 	}
 }

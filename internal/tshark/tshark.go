@@ -49,29 +49,6 @@ type Stream struct {
 	Data  [2][]byte
 }
 
-// Follow returns the TCP stream between a and b ("ip:port" each; IPv6 as
-// "[::1]:80").
-func Follow(t testing.TB, file, a, b string) Stream {
-	t.Helper()
-	out := Run(t, file, "-q", "-z", "follow,tcp,raw,"+a+","+b)
-	s, err := ParseFollow(out)
-	if err != nil {
-		t.Fatalf("tshark follow %s %s: %v\n%s", a, b, err, out)
-	}
-	return s
-}
-
-// FollowIndex returns the TCP stream number n (tcp.stream eq n).
-func FollowIndex(t testing.TB, file string, n int) Stream {
-	t.Helper()
-	out := Run(t, file, "-q", "-z", fmt.Sprintf("follow,tcp,raw,%d", n))
-	s, err := ParseFollow(out)
-	if err != nil {
-		t.Fatalf("tshark follow %d: %v\n%s", n, err, out)
-	}
-	return s
-}
-
 // ParseFollow parses the output of -z follow,tcp,raw: hex lines, those of
 // node 1 indented by a tab.
 func ParseFollow(out string) (Stream, error) {
@@ -120,18 +97,4 @@ func Fields(t testing.TB, file, filter string, fields ...string) []string {
 		return nil
 	}
 	return strings.Split(out, "\n")
-}
-
-// CheckClean fails t when tshark, validating checksums, finds a bad IP or
-// TCP checksum, or flags any TCP analysis problem (lost or out-of-order
-// segments, bad ACKs, window trouble) in file.
-func CheckClean(t testing.TB, file string) {
-	t.Helper()
-	out := strings.TrimSpace(Run(t, file, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
-		"-Y", "(ip && ip.checksum.status != 1) || tcp.checksum.status != 1 || tcp.analysis.flags",
-		"-T", "fields", "-e", "frame.number", "-e", "_ws.expert.message"))
-	if out != "" {
-		lines := strings.Split(out, "\n")
-		t.Errorf("tshark flags %d packet(s) of %s, the first: %q", len(lines), file, lines[:min(5, len(lines))])
-	}
 }
