@@ -106,7 +106,7 @@ func TestWireTapDecrypts(t *testing.T) {
 			})
 			// No packet of the client leg holds plaintext of either way.
 			if got := f.Fields(func(p tshark.Packet) bool {
-				b := p.Bytes("tcp.payload")
+				b := p.Payload()
 				return p.Is("frame.interface_id", "0") && (bytes.Contains(b, []byte("SECRET")) || bytes.Contains(b, []byte("the answer")))
 			}, "frame.number"); len(got) != 0 {
 				t.Fatalf("client leg packets %v hold plaintext", got)

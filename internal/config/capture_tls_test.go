@@ -77,7 +77,7 @@ route "r" {
 				Fields: []string{"tcp.payload", "http", "http.request.uri", "http.file_data"},
 			})
 			wire := f.Fields(func(p tshark.Packet) bool {
-				return p.Is("frame.interface_id", "0") && bytes.Contains(p.Bytes("tcp.payload"), []byte("secret-path"))
+				return p.Is("frame.interface_id", "0") && bytes.Contains(p.Payload(), []byte("secret-path"))
 			}, "frame.number")
 			var out string
 			for _, l := range f.Fields(func(p tshark.Packet) bool { return p.Has("http") }, "frame.interface_id", "http.request.uri", "http.file_data") {

@@ -135,6 +135,19 @@ func (p Packet) Bytes(field string) []byte {
 	return b
 }
 
+// Payload returns the bytes of the packet's TCP segment (tcp.payload,
+// which the File must be opened with), nil when it has none; a segment
+// whose tcp.payload is missing or shorter than tcp.len fails the test,
+// so that a search of every packet's payload misses no byte.
+func (p Packet) Payload() []byte {
+	p.f.t.Helper()
+	b, n := p.Bytes("tcp.payload"), p.Int("tcp.len")
+	if len(b) != n {
+		p.f.t.Fatalf("tshark: frame %s in %s has tcp.len %d and %d bytes of tcp.payload", p.Get("frame.number"), p.f.path, n, len(b))
+	}
+	return b
+}
+
 // Int returns field as a number, 0 when the packet does not have it; a
 // value that is not one number fails the test.
 func (p Packet) Int(field string) int {

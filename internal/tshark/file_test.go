@@ -138,6 +138,15 @@ func TestFile(t *testing.T) {
 	if want := []string{fmt.Sprintf("%x", "request 3\n"), fmt.Sprintf("%x", "reply 3\n")}; strings.Join(data, " ") != strings.Join(want, " ") {
 		t.Errorf("stream 3 payloads %q, want %q", data, want)
 	}
+	var stream3 []byte
+	for _, p := range f.Packets() {
+		if p.Is("tcp.stream", "3") {
+			stream3 = append(stream3, p.Payload()...)
+		}
+	}
+	if string(stream3) != "request 3\nreply 3\n" {
+		t.Errorf("stream 3 payloads %q", stream3)
+	}
 	for _, i := range []int{0, 15, 19, 16} { // 16 and 19 come from the second run
 		c, s := endpoints(i)
 		st := f.Follow(c.String(), s.String())
@@ -161,32 +170,28 @@ func (e *recorder) Errorf(format string, args ...any) {
 }
 
 // TestCheckCleanFlags: CheckClean reports a bad TCP checksum and a lost
-// segment, as the display filter it stands for selects them.
+// segment (one conversation each, in one file), the same packets as the
+// display filter it stands for selects.
 func TestCheckCleanFlags(t *testing.T) {
 	Path(t)
 	c, s := endpoints(0)
-	for _, tc := range []struct {
-		name string
-		edit func([]pkt) []pkt
-		want string
-	}{
-		{"bad checksum", func(ps []pkt) []pkt { ps[3].badTCPCsum = true; return ps }, "tshark flags 1 packet(s)"},
-		{"lost segment", func(ps []pkt) []pkt { return append(ps[:3:3], ps[4:]...) }, "ACKed segment that wasn't captured"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := &recorder{TB: t}
-			file := writePcap(t, tc.edit(conversation(c, s, "request\n", "reply\n")))
-			f := Open(e, file)
-			f.CheckClean()
-			if len(e.got) != 1 || !strings.Contains(e.got[0], tc.want) {
-				t.Errorf("CheckClean reports %q, want one error with %q", e.got, tc.want)
-			}
-			// The same packets as tshark's own display filter.
-			filtered := strings.Split(strings.TrimSpace(Run(t, file, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
-				"-Y", uncleanFilter, "-T", "fields", "-e", "frame.number", "-e", "_ws.expert.message")), "\n")
-			if strings.Join(f.unclean(), "\n") != strings.Join(filtered, "\n") {
-				t.Errorf("CheckClean selects %q; tshark -Y %q: %q", f.unclean(), uncleanFilter, filtered)
-			}
-		})
+	bad := conversation(c, s, "request\n", "reply\n")
+	bad[3].badTCPCsum = true
+	c, s = endpoints(1)
+	lost := conversation(c, s, "request\n", "reply\n")
+	file := writePcap(t, append(bad, append(lost[:3:3], lost[4:]...)...))
+	e := &recorder{TB: t}
+	f := Open(e, file)
+	f.CheckClean()
+	// The bad checksum; the lost segment's absence: its ACK, and the FINs
+	// after the gap.
+	if len(e.got) != 1 || !strings.Contains(e.got[0], "tshark flags 4 packet(s)") || !strings.Contains(e.got[0], `"4\tBad checksum`) ||
+		!strings.Contains(e.got[0], `"12\tACKed segment that wasn't captured`) {
+		t.Errorf("CheckClean reports %q, want one error for the bad checksum (frame 4) and the lost segment (frames 12 to 14)", e.got)
+	}
+	filtered := strings.Split(strings.TrimSpace(Run(t, file, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+		"-Y", uncleanFilter, "-T", "fields", "-e", "frame.number", "-e", "_ws.expert.message")), "\n")
+	if strings.Join(f.unclean(), "\n") != strings.Join(filtered, "\n") {
+		t.Errorf("CheckClean selects %q; tshark -Y %q: %q", f.unclean(), uncleanFilter, filtered)
 	}
 }
