@@ -50,7 +50,9 @@ var Timeout = 20 * time.Second
 
 // Build compiles the Go package in dir (a plugin's package main) to a .wasm
 // file and returns its bytes. Builds are cached per directory for the life
-// of the test process, and by the Go build cache across runs.
+// of the test process, shared with the other test processes of the run
+// (in [CacheDir]), and spared their compilation by the Go build cache
+// across runs.
 func Build(t testing.TB, dir string) []byte {
 	t.Helper()
 	abs, err := filepath.Abs(dir)
@@ -103,6 +105,12 @@ func buildLock() (unlock func()) {
 
 func goBuild(dir string) ([]byte, error) {
 	defer buildLock()()
+	shared := sharedBuild(dir)
+	if shared != "" {
+		if b, err := os.ReadFile(shared); err == nil {
+			return b, nil
+		}
+	}
 	tmp, err := os.MkdirTemp("", "plugintest-")
 	if err != nil {
 		return nil, err
@@ -118,7 +126,33 @@ func goBuild(dir string) ([]byte, error) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("plugintest: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared in %s: %v\n%s", dir, err, msg)
 	}
-	return os.ReadFile(out)
+	b, err := os.ReadFile(out)
+	if err == nil && shared != "" && os.MkdirAll(filepath.Dir(shared), 0o755) == nil {
+		// Renamed into place: a process that finds the file finds all of it.
+		if os.WriteFile(out+".tmp", b, 0o644) == nil {
+			_ = os.Rename(out+".tmp", shared)
+		}
+	}
+	return b, err
+}
+
+// sharedBuild is where the module built from dir is kept for the other
+// test processes of this run (a plugin's own tests, the built-in
+// plugins' staleness test and the CLI's tests each want the same
+// module; linking one takes about a second of CPU), or "" when builds are
+// not shared: with a TUNNEL_PLUGINTEST_CACHE kept across runs, whose
+// sources may have changed since (the Go build cache still spares their
+// compilation).
+func sharedBuild(dir string) string {
+	if os.Getenv("TUNNEL_PLUGINTEST_CACHE") != "" {
+		return ""
+	}
+	d := CacheDir()
+	if d == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(d, "builds", hex.EncodeToString(sum[:8])+".wasm")
 }
 
 // The runtime and compiled modules are shared by every test of the process:
