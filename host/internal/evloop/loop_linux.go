@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,7 @@ type Loop struct {
 	freeBufs  [][]byte
 	events    []unix.EpollEvent
 	wakeBuf   [eventfdSize]byte
+	yielded   int64 // loop clock at the last pass through the scheduler (run)
 }
 
 // New creates a loop and starts its goroutine. A nil logger discards logs.
@@ -196,6 +198,10 @@ func (l *Loop) run() {
 			break
 		}
 		l.now = int64(time.Since(l.epoch))
+		if l.now-l.yielded >= int64(yieldEvery) {
+			l.yielded = l.now
+			runtime.Gosched()
+		}
 		woken := false
 		for i := range n {
 			ev := &l.events[i]
@@ -217,6 +223,19 @@ func (l *Loop) run() {
 	}
 	l.shutdown(cause)
 }
+
+// yieldEvery is how often the loop goroutine passes through the Go
+// scheduler (runtime.Gosched, a few hundred nanoseconds). Blocking in
+// epoll_wait through system calls, it would otherwise never enter the
+// scheduler, and the runtime's monitor thread (sysmon) takes a goroutine
+// whose scheduling tick has not moved for 10 ms for one that runs without
+// end: it asks it to yield, retakes its P while it sits in a system call
+// and hands the P to another thread, and keeps polling at its fastest
+// (every 20 µs) instead of backing off to 10 ms. Measured through
+// examples/bench (RATIONALE.md, "Why does the event loop yield to the Go
+// scheduler every 2 ms?"): the tunnel's CPU per request with one client
+// 1.17-1.20x nginx's without, 0.97-0.99x with.
+const yieldEvery = 2 * time.Millisecond
 
 // wait returns the number of events in l.events: at once if connections
 // wait for another turn, else once an event comes or the next timer is due
