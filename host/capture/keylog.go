@@ -74,9 +74,7 @@ func (w *Writer) writeKeys() {
 	}
 	if w.ng != nil && w.failed == nil {
 		if err := w.ng.WriteDecryptionSecretsBlock(pcapgo.DSB_SECRETS_TYPE_TLS, lines); err != nil {
-			w.failed = err
-			w.fail(err)
-			w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+			w.fileFailed(err)
 		}
 		w.dirty = true
 	}

@@ -498,6 +498,14 @@ func (w *Writer) fail(err error) {
 	}
 }
 
+// fileFailed records that writing the current file failed with err: the
+// Writer drops packets until the next file, and Close reports err.
+func (w *Writer) fileFailed(err error) {
+	w.failed = err
+	w.fail(err)
+	w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+}
+
 func (w *Writer) flush() {
 	w.payOwed()
 	if !w.dirty || w.ng == nil {
@@ -505,9 +513,7 @@ func (w *Writer) flush() {
 	}
 	w.dirty = false
 	if err := w.ng.Flush(); err != nil && w.failed == nil {
-		w.failed = err
-		w.fail(err)
-		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+		w.fileFailed(err)
 	}
 }
 
@@ -579,10 +585,8 @@ func (w *Writer) write(r record) {
 	}
 	w.dirty = true
 	if err != nil {
-		w.failed = err
-		w.fail(err)
 		w.dropped[r.f.leg].Add(uint64(r.packets() - n))
-		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+		w.fileFailed(err)
 		return
 	}
 	if w.name != nil && w.opts.MaxSize > 0 && w.size.n+int64(w.bw.Buffered()) >= w.opts.MaxSize {
@@ -706,9 +710,7 @@ func (w *Writer) payOwed() {
 		case !f.owe.set:
 		case w.ng != nil && w.failed == nil:
 			if err := w.writeOwed(f, w.lastT); err != nil {
-				w.failed = err
-				w.fail(err)
-				w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+				w.fileFailed(err)
 			}
 			w.dirty = true
 		default:
