@@ -171,16 +171,25 @@ func TestAbortIsReset(t *testing.T) {
 	}
 }
 
+// dataLink is a chain link whose filters keep no state: data handles every
+// chunk, and the rest passes through.
+func dataLink(name string, data dataHook) host.Link { return host.Link{Name: name, Hook: data} }
+
+type dataHook func(dir host.Direction, b []byte, s *host.Stream) error
+
+func (h dataHook) Open(*host.ConnInfo) (host.Filter, error) { return dataFilter{data: h}, nil }
+
+type dataFilter struct {
+	host.PassThrough
+	data dataHook
+}
+
+func (f dataFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	return f.data(dir, b, s)
+}
+
 // deny drops a chunk holding "FLUSHALL" and answers the client instead.
-var deny = host.Link{Name: "deny", Hook: denyHook{}}
-
-type denyHook struct{}
-
-func (denyHook) Open(*host.ConnInfo) (host.Filter, error) { return denyFilter{}, nil }
-
-type denyFilter struct{ host.PassThrough }
-
-func (denyFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+var deny = dataLink("deny", func(dir host.Direction, b []byte, s *host.Stream) error {
 	if dir == host.ClientToServer && bytes.Contains(b, []byte("FLUSHALL")) {
 		return s.Send(host.ServerToClient, []byte("-ERR no\r\n"))
 	}
@@ -191,7 +200,7 @@ func (denyFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
 		return s.Send(dir, []byte("SHOUT!\n"))
 	}
 	return s.Send(dir, b)
-}
+})
 
 // TestVerdictComments: the client leg's packets name what the chain did
 // with them: dropped, replaced, replied; a reply follows its request.

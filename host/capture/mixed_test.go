@@ -17,15 +17,7 @@ import (
 // chatty forwards every chunk unchanged; toward the target it also answers
 // a chunk holding "r" with "ok\n" to the client (same call, after the
 // forward) and follows a chunk holding "x" with "+\n" to the target.
-var chatty = host.Link{Name: "chatty", Hook: chattyHook{}}
-
-type chattyHook struct{}
-
-func (chattyHook) Open(*host.ConnInfo) (host.Filter, error) { return chattyFilter{}, nil }
-
-type chattyFilter struct{ host.PassThrough }
-
-func (chattyFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+var chatty = dataLink("chatty", func(dir host.Direction, b []byte, s *host.Stream) error {
 	if err := s.Forward(dir, b); err != nil {
 		return err
 	}
@@ -41,7 +33,7 @@ func (chattyFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
 		return s.Send(dir, []byte("+\n"))
 	}
 	return nil
-}
+})
 
 // TestMixedTwinsAndOwedACKs: six connections at once, each mixing chunks
 // forwarded unchanged (twin records), chunks answered by the chain in the

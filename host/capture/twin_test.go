@@ -15,15 +15,7 @@ import (
 // lastWord forwards what the client sends unchanged and, after a chunk
 // holding "bye", sends "!" and ends the stream toward the target, in the
 // same call.
-var lastWord = host.Link{Name: "last-word", Hook: lastWordHook{}}
-
-type lastWordHook struct{}
-
-func (lastWordHook) Open(*host.ConnInfo) (host.Filter, error) { return lastWordFilter{}, nil }
-
-type lastWordFilter struct{ host.PassThrough }
-
-func (lastWordFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+var lastWord = dataLink("last-word", func(dir host.Direction, b []byte, s *host.Stream) error {
 	if err := s.Forward(dir, b); err != nil {
 		return err
 	}
@@ -34,7 +26,7 @@ func (lastWordFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
 		return s.CloseWrite(dir)
 	}
 	return nil
-}
+})
 
 // TestUnchangedChunkThenMore: a chunk the chain forwards unchanged is one
 // record for both legs; bytes and a FIN the chain sends toward the target
