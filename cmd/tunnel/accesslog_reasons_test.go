@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // accessRecord is one line of the access log.
@@ -41,7 +42,7 @@ func TestAccessLogReasons(t *testing.T) {
 		io.Copy(io.Discard, c)
 		c.Close()
 	})
-	down := refusingAddr(t)
+	down := testkit.Refusing(t)
 	path := filepath.Join(dir, "tunnel.hcl")
 	os.WriteFile(path, []byte(`
 plugin "deny" {
@@ -201,27 +202,6 @@ route "deny" {
 	for reason := range wants {
 		t.Errorf("no record with reason %s", reason)
 	}
-}
-
-// refusingAddr returns a loopback address that refuses connections: a
-// socket bound to it that does not listen, kept until the test ends so
-// that no other test's listener can take the port (a port merely free a
-// moment ago was, and the route "to nowhere" then reached a server).
-func refusingAddr(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // exchange sends msg and reads its echo, leaving the connection open.

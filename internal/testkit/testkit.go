@@ -59,6 +59,35 @@ func (b *Buffer) Bytes() []byte {
 	return bytes.Clone(b.b.Bytes())
 }
 
+// Refusing returns a loopback address that refuses connections: a socket
+// bound to it that does not listen, kept until the test ends, so that no
+// other test's listener can take the port (as one can take a port that
+// was merely free a moment ago).
+func Refusing(t testing.TB) string {
+	t.Helper()
+	_, addr := boundSocket(t)
+	return addr
+}
+
+// boundSocket returns a TCP socket bound to a free port of 127.0.0.1 and
+// its address; Cleanup closes it.
+func boundSocket(t testing.TB) (fd int, addr string) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd, fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
+
 // BlackHole returns a loopback address whose listener never accepts and
 // whose backlog is full, so a connect(2) to it gets no answer at all: the
 // target of a dial-timeout test.
@@ -73,22 +102,10 @@ func BlackHole(t testing.TB) string {
 // connect in progress (about a second later) connects. Cleanup closes it.
 func BlackHoleListener(t testing.TB) (fd int, addr string) {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
+	fd, addr = boundSocket(t)
 	if err := syscall.Listen(fd, 0); err != nil {
 		t.Fatal(err)
 	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 	// Fill the backlog until a dial goes unanswered.
 	for range 8 {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
