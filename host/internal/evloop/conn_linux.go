@@ -319,8 +319,15 @@ func (c *conn) pump(from side) error {
 			continue
 		}
 		if h.eof {
-			if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil {
-				return ioError(dst.side, "shutdown", err)
+			// When the other direction is over too (dst's FIN read, its
+			// bytes written), the connection finishes in this turn and
+			// closing dst sends the FIN: its receive queue is empty, so
+			// close(2) ends it as gracefully as shutdown(2) would, and
+			// the last half-close costs no system call of its own.
+			if !c.half[1-from].done {
+				if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil {
+					return ioError(dst.side, "shutdown", err)
+				}
 			}
 			h.done = true
 			return nil
