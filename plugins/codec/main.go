@@ -11,10 +11,10 @@ import (
 	"bytes"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
-	"fmt"
+	"strconv"
 
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -50,7 +50,7 @@ type conn struct {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("codec: %w", err)
+		return nil, nofmt.Wrap("codec", err)
 	}
 	p := &plugin{}
 	switch c.Mode {
@@ -61,7 +61,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "":
 		return nil, errors.New(`codec: "mode" is missing: "encode" (encode toward the server, decode the replies) or "decode" (the other end of the pair)`)
 	default:
-		return nil, fmt.Errorf(`codec: "mode" must be "encode" or "decode", not %q`, c.Mode)
+		return nil, errors.New(`codec: "mode" must be "encode" or "decode", not ` + strconv.Quote(c.Mode))
 	}
 	switch c.Codec {
 	case "base64":
@@ -76,9 +76,9 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		case c.Key != nil:
 			p.key = []byte(*c.Key)
 		case c.KeyHex != nil:
-			k, err := hex.DecodeString(*c.KeyHex)
+			k, err := nofmt.DecodeHex(*c.KeyHex)
 			if err != nil {
-				return nil, fmt.Errorf(`codec: "key_hex" is not hex: %v`, err)
+				return nil, errors.New(`codec: "key_hex" is not hex: ` + err.Error())
 			}
 			p.key = k
 		}
@@ -92,7 +92,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "":
 		return nil, errors.New(`codec: "codec" is missing: "base64" or "xor"`)
 	default:
-		return nil, fmt.Errorf(`codec: "codec" must be "base64" or "xor", not %q`, c.Codec)
+		return nil, errors.New(`codec: "codec" must be "base64" or "xor", not ` + strconv.Quote(c.Codec))
 	}
 	return p, nil
 }
@@ -193,12 +193,12 @@ func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) 
 	}
 	out, err := base64.StdEncoding.AppendDecode(p.out[:0], in[:whole])
 	if err != nil {
-		return nil, fmt.Errorf("invalid base64: %w", err)
+		return nil, nofmt.Wrap("invalid base64", err)
 	}
 	n := copy(c.rem[d][:], in[whole:])
 	c.n[d] = n
 	if end && n > 0 {
-		return nil, fmt.Errorf("base64 stream ends with %d stray characters", n)
+		return nil, errors.New("base64 stream ends with " + strconv.Itoa(n) + " stray characters")
 	}
 	p.out = out
 	return out, nil

@@ -6,11 +6,11 @@
 package main
 
 import (
-	"encoding/hex"
 	"errors"
-	"fmt"
+	"strconv"
 
 	"github.com/tunnelwasm/tunnel/plugins/internal/match"
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -49,7 +49,7 @@ type conn struct {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("replace: %w", err)
+		return nil, nofmt.Wrap("replace", err)
 	}
 	rules := c.Rules
 	one := rule{From: c.From, To: c.To, FromHex: c.FromHex, ToHex: c.ToHex}
@@ -67,7 +67,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	for i, r := range rules {
 		where := "replace: "
 		if !single {
-			where = fmt.Sprintf("replace: rule %d: ", i+1)
+			where = "replace: rule " + strconv.Itoa(i+1) + ": "
 		}
 		from, err := pick(r.From, r.FromHex, "from")
 		if err != nil {
@@ -82,7 +82,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		}
 		for j, prev := range pats {
 			if string(prev) == string(from) || c.IgnoreCase && equalFold(prev, from) {
-				return nil, fmt.Errorf(`%s"from" %q is the same as in rule %d, which always wins`, where, from, j+1)
+				return nil, errors.New(where + `"from" ` + strconv.Quote(string(from)) + " is the same as in rule " + strconv.Itoa(j+1) + ", which always wins")
 			}
 		}
 		pats = append(pats, from)
@@ -96,11 +96,11 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 func pick(text, hexText *string, name string) ([]byte, error) {
 	switch {
 	case text != nil && hexText != nil:
-		return nil, fmt.Errorf("give %q or %q, not both", name, name+"_hex")
+		return nil, errors.New("give " + strconv.Quote(name) + " or " + strconv.Quote(name+"_hex") + ", not both")
 	case hexText != nil:
-		b, err := hex.DecodeString(*hexText)
+		b, err := nofmt.DecodeHex(*hexText)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not hex: %v", name+"_hex", err)
+			return nil, errors.New(strconv.Quote(name+"_hex") + " is not hex: " + err.Error())
 		}
 		return b, nil
 	case text != nil:
@@ -109,7 +109,7 @@ func pick(text, hexText *string, name string) ([]byte, error) {
 	if name == "to" {
 		return nil, nil // no "to": delete the match
 	}
-	return nil, fmt.Errorf("%q is missing", name)
+	return nil, errors.New(strconv.Quote(name) + " is missing")
 }
 
 func equalFold(a, b []byte) bool {
