@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"testing"
 )
 
@@ -62,5 +63,22 @@ func TestWrap(t *testing.T) {
 	}
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Error("Wrap does not unwrap to the cause")
+	}
+}
+
+// SplitHostPort accepts what net.SplitHostPort accepts, with the same host
+// and port, and rejects the rest.
+func TestSplitHostPortMatchesNet(t *testing.T) {
+	inputs := []string{
+		"127.0.0.1:80", "[::1]:443", "[fe80::1%eth0]:22", "example.com:8080", "host:", ":80", ":", "",
+		"127.0.0.1", "::1", "[::1]", "[::1]80", "[::1]:80:", "[::1", "::1]:80", "a:b:c", "[a]:b]:c",
+		"[a[b]:1", "a[b:1", "a]b:1", "[a]b:1", "[]:1", "[a]]:1", "[[a]:1", "x:[1", "x:1]", "日本:1",
+	}
+	for _, in := range inputs {
+		wantHost, wantPort, err := net.SplitHostPort(in)
+		host, port, ok := SplitHostPort(in)
+		if ok != (err == nil) || host != wantHost || port != wantPort {
+			t.Errorf("%q: %q %q %v, net says %q %q %v", in, host, port, ok, wantHost, wantPort, err)
+		}
 	}
 }
