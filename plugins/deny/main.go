@@ -8,10 +8,10 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/tunnelwasm/tunnel/plugins/internal/match"
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -45,7 +45,7 @@ type conn struct {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("deny: %w", err)
+		return nil, nofmt.Wrap("deny", err)
 	}
 	pats := c.Patterns
 	switch {
@@ -59,7 +59,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var bs [][]byte
 	for i, s := range pats {
 		if s == "" {
-			return nil, fmt.Errorf(`deny: pattern %d is empty`, i+1)
+			return nil, errors.New("deny: pattern " + strconv.Itoa(i+1) + " is empty")
 		}
 		bs = append(bs, []byte(s))
 	}
@@ -69,7 +69,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "close":
 		p.close = true
 	default:
-		return nil, fmt.Errorf(`deny: "action" must be "drop" or "close", not %q`, c.Action)
+		return nil, errors.New(`deny: "action" must be "drop" or "close", not ` + strconv.Quote(c.Action))
 	}
 	switch c.From {
 	case "", "both":
@@ -79,7 +79,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "server":
 		p.scan[sdk.ServerToClient] = true
 	default:
-		return nil, fmt.Errorf(`deny: "from" must be "client", "server" or "both", not %q`, c.From)
+		return nil, errors.New(`deny: "from" must be "client", "server" or "both", not ` + strconv.Quote(c.From))
 	}
 	return p, nil
 }

@@ -7,9 +7,11 @@
 package main
 
 import (
-	"fmt"
+	"errors"
+	"strconv"
 
 	"github.com/tunnelwasm/tunnel/internal/hexdump"
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -32,7 +34,7 @@ type plugin struct {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("dump: %w", err)
+		return nil, nofmt.Wrap("dump", err)
 	}
 	p := &plugin{}
 	switch c.Format {
@@ -40,14 +42,14 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "text":
 		p.text = true
 	default:
-		return nil, fmt.Errorf(`dump: "format" must be "hex" or "text", not %q`, c.Format)
+		return nil, errors.New(`dump: "format" must be "hex" or "text", not ` + strconv.Quote(c.Format))
 	}
 	switch c.Output {
 	case "", "stdout":
 	case "log":
 		p.toLog = true
 	default:
-		return nil, fmt.Errorf(`dump: "output" must be "stdout" or "log", not %q`, c.Output)
+		return nil, errors.New(`dump: "output" must be "stdout" or "log", not ` + strconv.Quote(c.Output))
 	}
 	return sdk.Shared(p), nil
 }

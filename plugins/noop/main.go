@@ -5,8 +5,7 @@
 package main
 
 import (
-	"fmt"
-
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -17,7 +16,7 @@ func main() {}
 func newPlugin(config []byte) (sdk.Plugin, error) {
 	var none struct{}
 	if err := sdk.DecodeConfig(config, &none); err != nil {
-		return nil, fmt.Errorf("noop: takes no settings: %w", err)
+		return nil, nofmt.Wrap("noop: takes no settings", err)
 	}
 	return sdk.Shared(sdk.DefaultHandler{}), nil
 }
