@@ -12,11 +12,11 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"math"
-	"net"
+	"strconv"
 	"time"
 
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -75,7 +75,7 @@ type plugin struct {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("ratelimit: %w", err)
+		return nil, nofmt.Wrap("ratelimit", err)
 	}
 	if c.ConnectionsPerSecond < 0 || c.BytesPerSecond < 0 || c.ConnectionsBurst < 0 || c.BytesBurst < 0 || c.MaxDelayed < 0 {
 		return nil, errors.New("ratelimit: rates, bursts and max_delayed must not be negative")
@@ -112,14 +112,14 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "both":
 		p.dirs = [2]bool{true, true}
 	default:
-		return nil, fmt.Errorf(`ratelimit: "bytes_from" must be "client", "server" or "both", not %q`, c.BytesFrom)
+		return nil, errors.New(`ratelimit: "bytes_from" must be "client", "server" or "both", not ` + strconv.Quote(c.BytesFrom))
 	}
 	switch c.OnBytes {
 	case "", onDelay:
 	case onClose:
 		p.close = true
 	default:
-		return nil, fmt.Errorf(`ratelimit: "on_bytes" must be "delay" or "close", not %q`, c.OnBytes)
+		return nil, errors.New(`ratelimit: "on_bytes" must be "delay" or "close", not ` + strconv.Quote(c.OnBytes))
 	}
 	if c.MaxDelayed > 0 {
 		p.maxDelayed = c.MaxDelayed
@@ -181,7 +181,7 @@ func release(key string) {
 // clientIP is the host of the client's address.
 func clientIP(c *sdk.Conn) string {
 	addr := c.Info().Client
-	if host, _, err := net.SplitHostPort(addr); err == nil {
+	if host, _, ok := nofmt.SplitHostPort(addr); ok {
 		return host
 	}
 	return addr
@@ -202,7 +202,7 @@ func (p *plugin) NewConn(c *sdk.Conn) (sdk.Handler, error) {
 	if p.bytes.on {
 		for d := range p.dirs {
 			if p.dirs[d] {
-				h.keys[d] = fmt.Sprintf("b%d:%s", d, ip)
+				h.keys[d] = "b" + strconv.Itoa(d) + ":" + ip
 			}
 		}
 	}
@@ -261,7 +261,7 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		wait, ok := h.p.take(key, &h.p.bytes, int64(len(data)), !h.p.close)
 		if !ok {
 			h.p.limitedBytes.Inc()
-			sdk.Logf(sdk.LevelWarn, "ratelimit: %s: over the byte rate %s: closing", h.ip, dir)
+			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": over the byte rate "+dir.String()+": closing")
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}
@@ -270,7 +270,7 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		}
 		if int64(len(q.buf)+len(data)) > h.p.maxDelayed {
 			h.p.limitedBytes.Inc()
-			sdk.Logf(sdk.LevelWarn, "ratelimit: %s: more than %d bytes delayed %s: closing", h.ip, h.p.maxDelayed, dir)
+			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": more than "+strconv.FormatInt(h.p.maxDelayed, 10)+" bytes delayed "+dir.String()+": closing")
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}

@@ -15,9 +15,9 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -58,7 +58,7 @@ type plugin struct {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("redact: %w", err)
+		return nil, nofmt.Wrap("redact", err)
 	}
 	p := &plugin{cards: c.Cards, keepLast: c.CardKeepLast, mask: '*', preserve: true}
 	switch c.From {
@@ -69,17 +69,17 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	case "server":
 		p.dirs[sdk.ServerToClient] = true
 	default:
-		return nil, fmt.Errorf(`redact: "from" must be "client", "server" or "both", not %q`, c.From)
+		return nil, errors.New(`redact: "from" must be "client", "server" or "both", not ` + strconv.Quote(c.From))
 	}
 	if c.CardKeepLast < 0 || c.CardKeepLast > 6 {
-		return nil, fmt.Errorf(`redact: "card_keep_last" must be from 0 to 6, not %d`, c.CardKeepLast)
+		return nil, errors.New(`redact: "card_keep_last" must be from 0 to 6, not ` + strconv.Itoa(c.CardKeepLast))
 	}
 	if c.CardKeepLast > 0 && !c.Cards {
 		return nil, errors.New(`redact: "card_keep_last" needs "cards": true`)
 	}
 	if c.Mask != "" {
 		if len(c.Mask) != 1 {
-			return nil, fmt.Errorf(`redact: "mask" must be one byte, not %q`, c.Mask)
+			return nil, errors.New(`redact: "mask" must be one byte, not ` + strconv.Quote(c.Mask))
 		}
 		p.mask = c.Mask[0]
 	}
@@ -88,10 +88,10 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	}
 	add := func(kind string, i int, s string, prefix, fold bool) error {
 		if s == "" {
-			return fmt.Errorf("redact: %s %d is empty", kind, i+1)
+			return errors.New("redact: " + kind + " " + strconv.Itoa(i+1) + " is empty")
 		}
 		if len(s) > 256 {
-			return fmt.Errorf("redact: %s %d is longer than 256 bytes", kind, i+1)
+			return errors.New("redact: " + kind + " " + strconv.Itoa(i+1) + " is longer than 256 bytes")
 		}
 		b := []byte(s)
 		if fold {
