@@ -493,7 +493,7 @@ func (h *conn) refuse(c *sdk.Conn, name, sub []byte, haveSub bool) {
 	h.blocked++
 	h.p.counters.inc(shown)
 	if h.p.log {
-		sdk.Logf(sdk.LevelWarn, "resp: blocked %q", shown)
+		sdk.Log(sdk.LevelWarn, "resp: blocked "+strconv.Quote(string(shown)))
 	}
 	if err := c.SetTag("resp.blocked", strconv.FormatInt(h.blocked, 10)); err != nil {
 		sdk.Log(sdk.LevelWarn, "resp: tag: "+err.Error())

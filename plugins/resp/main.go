@@ -12,10 +12,11 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -72,11 +73,11 @@ type plugin struct {
 func normName(where, s string) (string, error) {
 	f := strings.Fields(strings.ToLower(s))
 	if len(f) == 0 || len(f) > 2 || strings.ContainsAny(s, "\r\n") {
-		return "", fmt.Errorf(`%s: %q must be a command name, or a command and a subcommand ("CONFIG SET")`, where, s)
+		return "", errors.New(where + ": " + strconv.Quote(s) + ` must be a command name, or a command and a subcommand ("CONFIG SET")`)
 	}
 	for _, w := range f {
 		if len(w) > maxName {
-			return "", fmt.Errorf("%s: %q is longer than %d bytes", where, s, maxName)
+			return "", errors.New(where + ": " + strconv.Quote(s) + " is longer than " + strconv.Itoa(maxName) + " bytes")
 		}
 	}
 	return strings.Join(f, " "), nil
@@ -85,7 +86,7 @@ func normName(where, s string) (string, error) {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("resp: %w", err)
+		return nil, nofmt.Wrap("resp", err)
 	}
 	if len(c.Block) == 0 && len(c.Allow) == 0 && len(c.Rename) == 0 {
 		return nil, errors.New(`resp: nothing to do: configure "block", "allow" or "rename", e.g. {"block": ["FLUSHALL", "FLUSHDB"]}`)
@@ -111,7 +112,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 			return err
 		}
 		if _, dup := p.rules[n]; dup {
-			return fmt.Errorf("%s: %q is listed twice", list, s)
+			return errors.New(list + ": " + strconv.Quote(s) + " is listed twice")
 		}
 		p.rules[n] = r
 		if a, _, ok := strings.Cut(n, " "); ok {
@@ -140,17 +141,17 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	for _, from := range names {
 		to := c.Rename[from]
 		if to == "" || strings.ContainsAny(to, " \t\r\n\"'") || len(to) > 512 {
-			return nil, fmt.Errorf("resp: rename %q: the new name %q must be one word", from, to)
+			return nil, errors.New("resp: rename " + strconv.Quote(from) + ": the new name " + strconv.Quote(to) + " must be one word")
 		}
 		n, err := normName("resp: rename", from)
 		if err != nil {
 			return nil, err
 		}
 		if strings.Contains(n, " ") {
-			return nil, fmt.Errorf("resp: rename %q: only a command's name can be renamed, not a subcommand", from)
+			return nil, errors.New("resp: rename " + strconv.Quote(from) + ": only a command's name can be renamed, not a subcommand")
 		}
 		if r, dup := p.rules[n]; dup && r.verdict == block {
-			return nil, fmt.Errorf("resp: %q is both blocked and renamed", from)
+			return nil, errors.New("resp: " + strconv.Quote(from) + " is both blocked and renamed")
 		}
 		p.rules[n] = rule{verdict: rename, to: to}
 	}
