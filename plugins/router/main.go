@@ -10,12 +10,11 @@ package main
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -72,12 +71,12 @@ type plugin struct {
 }
 
 func checkTarget(where, addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return fmt.Errorf(`%s: target must be "host:port", not %q`, where, addr)
+	host, port, ok := nofmt.SplitHostPort(addr)
+	if !ok || host == "" {
+		return errors.New(where + `: target must be "host:port", not ` + strconv.Quote(addr))
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%s: target %q: the port must be a number from 1 to 65535", where, addr)
+		return errors.New(where + ": target " + strconv.Quote(addr) + ": the port must be a number from 1 to 65535")
 	}
 	return nil
 }
@@ -85,17 +84,17 @@ func checkTarget(where, addr string) error {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("router: %w", err)
+		return nil, nofmt.Wrap("router", err)
 	}
 	if len(c.Rules) == 0 && c.Default == "" {
 		return nil, errors.New(`router: no rules and no default: configure e.g. {"rules": [{"protocol": "ssh", "target": "127.0.0.1:22"}], "default": "127.0.0.1:8080"}`)
 	}
 	p := &plugin{def: c.Default, maxBytes: defaultMaxBytes, timeout: defaultTimeout}
 	for i, rc := range c.Rules {
-		where := fmt.Sprintf("router: rule %d", i+1)
+		where := "router: rule " + strconv.Itoa(i+1)
 		r := rule{proto: rc.Protocol, target: rc.Target}
 		if r.proto != "" && !contains(protocols, r.proto) {
-			return nil, fmt.Errorf("%s: unknown protocol %q; use one of %s", where, r.proto, strings.Join(protocols, ", "))
+			return nil, errors.New(where + ": unknown protocol " + strconv.Quote(r.proto) + "; use one of " + strings.Join(protocols, ", "))
 		}
 		name := strings.ToLower(strings.TrimSuffix(rc.Name, "."))
 		switch {
@@ -103,12 +102,12 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		case strings.HasPrefix(name, "*."):
 			r.suffix = name[1:]
 		case strings.Contains(name, "*"):
-			return nil, fmt.Errorf(`%s: name %q: a wildcard is only allowed as "*.suffix"`, where, rc.Name)
+			return nil, errors.New(where + ": name " + strconv.Quote(rc.Name) + `: a wildcard is only allowed as "*.suffix"`)
 		default:
 			r.name = name
 		}
 		if (r.name != "" || r.suffix != "") && r.proto != protoTLS && r.proto != protoHTTP {
-			return nil, fmt.Errorf(`%s: a name needs protocol "tls" (the SNI) or "http" (the Host header)`, where)
+			return nil, errors.New(where + `: a name needs protocol "tls" (the SNI) or "http" (the Host header)`)
 		}
 		if err := checkTarget(where, r.target); err != nil {
 			return nil, err
@@ -122,14 +121,14 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	}
 	if c.MaxBytes != 0 {
 		if c.MaxBytes < 64 || c.MaxBytes > maxMaxBytes {
-			return nil, fmt.Errorf(`router: "max_bytes" must be from 64 to %d, not %d`, maxMaxBytes, c.MaxBytes)
+			return nil, errors.New(`router: "max_bytes" must be from 64 to ` + strconv.Itoa(maxMaxBytes) + ", not " + strconv.Itoa(c.MaxBytes))
 		}
 		p.maxBytes = c.MaxBytes
 	}
 	if c.Timeout != "" {
 		d, err := time.ParseDuration(c.Timeout)
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf(`router: "timeout" must be a positive duration such as "2s", not %q`, c.Timeout)
+			return nil, errors.New(`router: "timeout" must be a positive duration such as "2s", not ` + strconv.Quote(c.Timeout))
 		}
 		p.timeout = d
 	}
@@ -193,7 +192,7 @@ type conn struct {
 func (p *plugin) NewConn(c *sdk.Conn) (sdk.Handler, error) {
 	h := &conn{p: p}
 	if err := c.SetTimer(p.timeout); err != nil {
-		return nil, fmt.Errorf("router: set timer: %w", err)
+		return nil, nofmt.Wrap("router: set timer", err)
 	}
 	return h, nil
 }
@@ -268,9 +267,9 @@ func (h *conn) decide(c *sdk.Conn, proto, name string) {
 	}
 	if target == "" {
 		if name != "" {
-			sdk.Logf(sdk.LevelWarn, "router: no target for %s %q and no default: closing", proto, name)
+			sdk.Log(sdk.LevelWarn, "router: no target for "+proto+" "+strconv.Quote(name)+" and no default: closing")
 		} else {
-			sdk.Logf(sdk.LevelWarn, "router: no target for %s and no default: closing", proto)
+			sdk.Log(sdk.LevelWarn, "router: no target for "+proto+" and no default: closing")
 		}
 		h.buf = nil
 		if err := c.Close(); err != nil {
@@ -280,7 +279,7 @@ func (h *conn) decide(c *sdk.Conn, proto, name string) {
 	}
 	setTag(c, "router.target", target)
 	if err := c.SetTarget(target); err != nil {
-		sdk.Logf(sdk.LevelWarn, "router: set target %s: %v", target, err)
+		sdk.Log(sdk.LevelWarn, "router: set target "+target+": "+err.Error())
 	}
 }
 
@@ -289,7 +288,7 @@ func setTag(c *sdk.Conn, k, v string) {
 		v = v[:256]
 	}
 	if err := c.SetTag(k, v); err != nil {
-		sdk.Logf(sdk.LevelWarn, "router: tag %s: %v", k, err)
+		sdk.Log(sdk.LevelWarn, "router: tag "+k+": "+err.Error())
 	}
 }
 

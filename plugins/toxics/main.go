@@ -15,10 +15,11 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
+	"github.com/tunnelwasm/tunnel/plugins/internal/nofmt"
 	"github.com/tunnelwasm/tunnel/sdk"
 )
 
@@ -80,7 +81,7 @@ func parseDur(name, s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf(`%q must be a duration such as "100ms", not %q`, name, s)
+		return 0, errors.New(strconv.Quote(name) + ` must be a duration such as "100ms", not ` + strconv.Quote(s))
 	}
 	return d, nil
 }
@@ -91,7 +92,7 @@ func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 		return t, nil
 	}
 	var err error
-	wrap := func(e error) error { return fmt.Errorf("toxics: %s: %w", side, e) }
+	wrap := func(e error) error { return nofmt.Wrap("toxics: "+side, e) }
 	if t.latency, err = parseDur("latency", c.Latency); err != nil {
 		return t, wrap(err)
 	}
@@ -102,16 +103,16 @@ func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 		return t, wrap(err)
 	}
 	if c.Slice < 0 {
-		return t, wrap(fmt.Errorf(`"slice" must be >= 0, not %d`, c.Slice))
+		return t, wrap(errors.New(`"slice" must be >= 0, not ` + strconv.Itoa(c.Slice)))
 	}
 	if c.ResetAfter < 0 {
-		return t, wrap(fmt.Errorf(`"reset_after" must be >= 0, not %d`, c.ResetAfter))
+		return t, wrap(errors.New(`"reset_after" must be >= 0, not ` + strconv.FormatInt(c.ResetAfter, 10)))
 	}
 	if t.sliceDelay > 0 && c.Slice == 0 {
 		return t, wrap(errors.New(`"slice_delay" needs "slice"`))
 	}
 	if c.Bandwidth < 0 {
-		return t, wrap(fmt.Errorf(`"bandwidth" must be >= 0 bytes per second, not %d`, c.Bandwidth))
+		return t, wrap(errors.New(`"bandwidth" must be >= 0 bytes per second, not ` + strconv.FormatInt(c.Bandwidth, 10)))
 	}
 	if t.slowClose, err = parseDur("slow_close", c.SlowClose); err != nil {
 		return t, wrap(err)
@@ -127,7 +128,7 @@ func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 	t.prob = 1
 	if c.Probability != nil {
 		if *c.Probability < 0 || *c.Probability > 1 {
-			return t, wrap(fmt.Errorf(`"probability" must be from 0 to 1, not %g`, *c.Probability))
+			return t, wrap(errors.New(`"probability" must be from 0 to 1, not ` + strconv.FormatFloat(*c.Probability, 'g', -1, 64)))
 		}
 		t.prob = *c.Probability
 	}
@@ -140,7 +141,7 @@ func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 	case "server":
 		t.triggerOn = int(sdk.ServerToClient)
 	default:
-		return t, wrap(fmt.Errorf(`"trigger_on" must be "client" or "server", not %q`, c.TriggerOn))
+		return t, wrap(errors.New(`"trigger_on" must be "client" or "server", not ` + strconv.Quote(c.TriggerOn)))
 	}
 	if c.TriggerOn != "" && c.Trigger == "" {
 		return t, wrap(errors.New(`"trigger_on" needs "trigger"`))
@@ -154,7 +155,7 @@ func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
-		return nil, fmt.Errorf("toxics: %w", err)
+		return nil, nofmt.Wrap("toxics", err)
 	}
 	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5))}
 	var err error
@@ -245,7 +246,7 @@ func (c *conn) watchTriggers(sc *sdk.Conn, dir sdk.Direction, data []byte) int {
 			continue
 		}
 		c.active[d], w.tail = true, nil
-		sdk.Logf(sdk.LevelInfo, "toxics: %q seen %s: toxics %s on", t.trigger, dir, sdk.Direction(d))
+		sdk.Log(sdk.LevelInfo, "toxics: "+strconv.Quote(string(t.trigger))+" seen "+dir.String()+": toxics "+sdk.Direction(d).String()+" on")
 		if d == int(dir) {
 			from = end
 		}
@@ -287,7 +288,7 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 		// Nothing passes any more; the connection closes after the timeout.
 		if t.timeout > 0 && c.closeAt == 0 {
 			c.closeAt = now + t.timeout
-			sdk.Logf(sdk.LevelInfo, "toxics: timeout %s: closing in %s", dir, t.timeout)
+			sdk.Log(sdk.LevelInfo, "toxics: timeout "+dir.String()+": closing in "+t.timeout.String())
 		}
 		if end {
 			// Keep the destination open: no end of stream either.
@@ -365,7 +366,7 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 
 // resetConn closes the connection once reset_after bytes went out.
 func (c *conn) resetConn(sc *sdk.Conn, dir sdk.Direction) {
-	sdk.Logf(sdk.LevelInfo, "toxics: reset after %d bytes %s", c.p.t[dir&1].resetAfter, dir)
+	sdk.Log(sdk.LevelInfo, "toxics: reset after "+strconv.FormatInt(c.p.t[dir&1].resetAfter, 10)+" bytes "+dir.String())
 	if err := sc.Close(); err != nil {
 		sdk.Log(sdk.LevelWarn, "toxics: close: "+err.Error())
 	}
