@@ -2,10 +2,11 @@ package sdk
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
+	"reflect"
+	"strconv"
+	"strings"
 )
 
 // DecodeConfig decodes the JSON configuration into v strictly: an unknown
@@ -20,40 +21,108 @@ import (
 //	if err := sdk.DecodeConfig(raw, &c); err != nil {
 //		return nil, fmt.Errorf("replace: %w", err)
 //	}
+//
+// It follows the rules of encoding/json's Unmarshal (json tags, fields
+// matched ignoring case, json.Unmarshaler and encoding.TextUnmarshaler
+// types), without linking encoding/json and fmt into the plugin.
 func DecodeConfig(config []byte, v any) error {
 	if len(bytes.TrimSpace(config)) == 0 {
 		return nil
 	}
-	d := json.NewDecoder(bytes.NewReader(config))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
+	n, err := scanValue(config)
+	if err != nil {
 		return configErr(err)
 	}
-	if _, err := d.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("config: unexpected data after the JSON object")
+	if err := unmarshal(config[:n], v); err != nil {
+		return configErr(err)
+	}
+	for _, c := range config[n:] {
+		if !isSpace(c) {
+			return errors.New("config: unexpected data after the JSON object")
+		}
 	}
 	return nil
 }
 
+// configError is a decoding error in the words of a config file, wrapping
+// the error it describes.
+type configError struct {
+	msg string
+	err error
+}
+
+func (e *configError) Error() string { return e.msg }
+func (e *configError) Unwrap() error { return e.err }
+
 func configErr(err error) error {
-	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
-	switch {
-	case errors.As(err, &te):
-		field := te.Field
-		if field == "" {
-			return fmt.Errorf("config: must be %s, got a JSON %s", goTypeName(te.Type.String()), te.Value)
+	var te *typeError
+	if errors.As(err, &te) {
+		return typeErr(te.field, te.typ, te.value)
+	}
+	// encoding/json's own errors, from a type's UnmarshalJSON.
+	if e := findError(err, "UnmarshalTypeError"); e.IsValid() {
+		if t, _ := e.FieldByName("Type").Interface().(reflect.Type); t != nil {
+			return typeErr(e.FieldByName("Field").String(), t, e.FieldByName("Value").String())
 		}
-		return fmt.Errorf("config: %q must be %s, got a JSON %s", field, goTypeName(te.Type.String()), te.Value)
-	case errors.As(err, &se):
-		return fmt.Errorf("config: invalid JSON at byte %d: %w", se.Offset, err)
-	case errors.Is(err, io.ErrUnexpectedEOF):
+	}
+	var se *syntaxError
+	if errors.As(err, &se) && se != errEndsEarly {
+		return &configError{"config: invalid JSON at byte " + strconv.FormatInt(se.offset, 10) + ": " + err.Error(), err}
+	}
+	if e := findError(err, "SyntaxError"); e.IsValid() {
+		return &configError{"config: invalid JSON at byte " + strconv.FormatInt(e.FieldByName("Offset").Int(), 10) + ": " + err.Error(), err}
+	}
+	if err == errEndsEarly || errors.Is(err, io.ErrUnexpectedEOF) {
 		return errors.New("config: invalid JSON: it ends too early")
 	}
-	if msg, ok := bytes.CutPrefix([]byte(err.Error()), []byte("json: unknown field ")); ok {
-		return fmt.Errorf("config: unknown setting %s", msg)
+	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return &configError{"config: unknown setting " + msg, err}
 	}
-	return fmt.Errorf("config: %w", err)
+	return &configError{"config: " + err.Error(), err}
+}
+
+func typeErr(field string, t reflect.Type, value string) error {
+	if field == "" {
+		return errors.New("config: must be " + goTypeName(t.String()) + ", got a JSON " + value)
+	}
+	return errors.New("config: " + strconv.Quote(field) + " must be " + goTypeName(t.String()) + ", got a JSON " + value)
+}
+
+// findError returns the struct that the first error of type *json.name in
+// err's tree points to (as errors.As would find it), or the zero Value.
+func findError(err error, name string) reflect.Value {
+	for err != nil {
+		if v := jsonError(err, name); v.IsValid() {
+			return v
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if v := findError(e, name); v.IsValid() {
+					return v
+				}
+			}
+			return reflect.Value{}
+		default:
+			return reflect.Value{}
+		}
+	}
+	return reflect.Value{}
+}
+
+// jsonError returns the struct that err points to if err is a
+// *json.name of encoding/json, or the zero Value.
+func jsonError(err error, name string) reflect.Value {
+	v := reflect.ValueOf(err)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return reflect.Value{}
+	}
+	if t := v.Type().Elem(); t.Kind() != reflect.Struct || t.Name() != name || t.PkgPath() != "encoding/json" {
+		return reflect.Value{}
+	}
+	return v.Elem()
 }
 
 func goTypeName(t string) string {
