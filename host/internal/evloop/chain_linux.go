@@ -307,9 +307,13 @@ func (c *conn) pumpChain(from side) error {
 			return nil
 		}
 		buf := c.l.takeBuf()
-		n, err := unix.Read(src.fd, buf)
-		for errors.Is(err, unix.EINTR) {
+		var n int
+		var err error
+		if !src.finNext { // else the read would return 0: end of stream
 			n, err = unix.Read(src.fd, buf)
+			for errors.Is(err, unix.EINTR) {
+				n, err = unix.Read(src.fd, buf)
+			}
 		}
 		switch {
 		case errors.Is(err, unix.EAGAIN):
@@ -332,8 +336,13 @@ func (c *conn) pumpChain(from side) error {
 		}
 		c.gotRead(from, n)
 		moved += n
-		if n < len(buf) && !src.peerFIN {
-			src.readable = false // drained: the next byte brings an edge
+		if n < len(buf) {
+			switch {
+			case src.cleanFIN:
+				src.finNext = true // drained up to the FIN
+			case !src.peerFIN:
+				src.readable = false // drained: the next byte brings an edge
+			}
 		}
 		c.feeding = int(from)
 		err = c.plan.Chain.Data(int(from), buf[:n], &c.out)

@@ -78,6 +78,14 @@ type endpoint struct {
 	readable bool // no EAGAIN seen since the last EPOLLIN edge
 	writable bool // no EAGAIN seen since the last EPOLLOUT edge
 	peerFIN  bool // EPOLLRDHUP seen: the FIN may sit behind the data
+	// cleanFIN: an EPOLLRDHUP came without EPOLLERR, so it was the peer's
+	// FIN, not a reset (a reset reports both). Once the FIN is in, a read
+	// returns 0 after the data, even if a reset follows.
+	cleanFIN bool
+	// finNext: a read that did not fill its buffer after cleanFIN drained
+	// the socket up to the FIN (no byte follows a FIN), so the next read
+	// would return 0: it is not made.
+	finNext bool
 }
 
 func (e *endpoint) onEvent(events uint32) { e.c.onEvent(e, events) }
@@ -231,6 +239,9 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 	}
 	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
 		e.peerFIN = true
+		if events&unix.EPOLLERR == 0 {
+			e.cleanFIN = true
+		}
 	}
 	if c.state == dialing {
 		// Client bytes stay in the client socket until the dial completes.
@@ -339,7 +350,11 @@ func (c *conn) pump(from side) error {
 			c.l.enqueue(c)
 			return nil
 		}
-		n, err := c.l.fill(h, src)
+		var n int
+		var err error
+		if !src.finNext { // else the read would return 0: end of stream
+			n, err = c.l.fill(h, src)
+		}
 		switch {
 		case err != nil && errors.Is(err, unix.EAGAIN):
 			src.readable = false
@@ -454,11 +469,17 @@ func (l *Loop) fill(h *half, src *endpoint) (int, error) {
 	if n == len(h.buf) {
 		h.bulk = true
 	}
-	if n < len(h.buf) && !src.peerFIN {
+	if n < len(h.buf) {
 		// A short read drained the socket: the next byte or the FIN brings
-		// an edge. (A FIN that already arrived brought no new edge, hence
-		// peerFIN: then the next read returns 0.)
-		src.readable = false
+		// an edge. A FIN that already arrived brought no new edge, hence
+		// peerFIN: then it is the next thing to read (finNext, when it was
+		// not a reset).
+		switch {
+		case src.cleanFIN:
+			src.finNext = true
+		case !src.peerFIN:
+			src.readable = false
+		}
 	}
 	h.off, h.pending = 0, n
 	return n, nil

@@ -84,9 +84,9 @@ func (ln *Listener) Close() {
 	ln.l.call(ln.close)
 }
 
-// onEvent accepts the pending connections.
+// onEvent accepts a pending connection.
 func (ln *Listener) onEvent(uint32) {
-	ln.acceptAll()
+	ln.accept()
 }
 
 // resume polls the listener again and accepts what waits in the backlog.
@@ -100,7 +100,7 @@ func (ln *Listener) resume() {
 		return
 	}
 	ln.paused = false
-	ln.acceptAll()
+	ln.accept()
 }
 
 // pause stops polling the listener.
@@ -124,9 +124,12 @@ func (ln *Listener) close() {
 	delete(ln.l.listeners, ln)
 }
 
-// acceptAll accepts until the backlog is empty (the registration is
-// edge-triggered) or Admit says no.
-func (ln *Listener) acceptAll() {
+// accept accepts one connection, unless Admit says no. The registration
+// is level-triggered: while the backlog holds more, the next epoll_wait
+// reports the listener again, so accept is never called only to learn
+// that the backlog is empty (nginx's multi_accept off: one connection at a
+// time costs one accept4 instead of two).
+func (ln *Listener) accept() {
 	for !ln.closed && !ln.paused && !ln.l.stopping {
 		if !ln.a.Admit() {
 			ln.pause()
@@ -140,6 +143,7 @@ func (ln *Listener) acceptAll() {
 		switch {
 		case err == nil:
 			ln.l.startConn(fd, sa, ln.a)
+			return
 		case errors.Is(err, unix.EAGAIN):
 			return
 		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):

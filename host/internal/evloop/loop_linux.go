@@ -21,7 +21,8 @@ const (
 	// socketEvents is the fixed, edge-triggered interest of every socket.
 	socketEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	// listenEvents is the interest of a listener that is accepting.
-	listenEvents = unix.EPOLLIN | unix.EPOLLET
+	// Level-triggered: Listener.accept takes one connection per event.
+	listenEvents = unix.EPOLLIN
 	// pausedEvents is the interest of a listener paused by Admit: nothing.
 	pausedEvents = 0
 	// eventfdSize is the size of an eventfd counter.
