@@ -26,17 +26,22 @@
 //
 // # Readiness
 //
-// Every socket is registered once, edge-triggered, for
+// Every connected socket is registered once, edge-triggered, for
 // EPOLLIN|EPOLLOUT|EPOLLRDHUP, and never modified afterwards: the loop
 // records "readable" and "writable" flags from the events and clears a flag
-// when a system call returns EAGAIN (or a read comes back short). Compared
+// when a system call returns EAGAIN (or a read comes back short; a short
+// read after an EPOLLRDHUP that was not a reset reached the FIN, so the end
+// of stream is taken without the read that would return 0). Compared
 // with level-triggered polling this needs no epoll_ctl on every change of
 // backpressure and cannot spin on a half-closed socket. Backpressure is
 // expressed by not reading: when the destination's send buffer is full the
 // loop stops reading the source (its bytes stay in the kernel) until an
 // EPOLLOUT edge arrives on the destination. Listeners are the exception:
-// a listener paused by [Acceptor.Admit] is modified to an empty event mask so
-// the loop is not woken for clients waiting in the backlog.
+// level-triggered, one accept4 per event (while the backlog holds more, the
+// next epoll_wait reports it again, so no accept4 is made only to return
+// EAGAIN, as with nginx's multi_accept off), and a listener paused by
+// [Acceptor.Admit] is modified to an empty event mask so the loop is not
+// woken for clients waiting in the backlog.
 //
 // # Memory
 //
