@@ -112,7 +112,7 @@ func typeFields(t reflect.Type) *structFields {
 	}
 
 	// Sort by name, then depth, then tagged first, then index sequence.
-	slices.SortFunc(fields, func(a, b field) int {
+	sortFields(fields, func(a, b *field) int {
 		if c := strings.Compare(a.name, b.name); c != 0 {
 			return c
 		}
@@ -149,7 +149,7 @@ func typeFields(t reflect.Type) *structFields {
 		}
 	}
 	fields = out
-	slices.SortFunc(fields, func(a, b field) int { return slices.Compare(a.index, b.index) })
+	sortFields(fields, func(a, b *field) int { return slices.Compare(a.index, b.index) })
 
 	sf := &structFields{
 		byExactName:  make(map[string]*field, len(fields)),
@@ -165,6 +165,16 @@ func typeFields(t reflect.Type) *structFields {
 		}
 	}
 	return sf
+}
+
+// sortFields sorts fs by cmp. A struct has few fields: an insertion sort
+// does, and links less into the plugin than slices.SortFunc.
+func sortFields(fs []field, cmp func(a, b *field) int) {
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && cmp(&fs[j-1], &fs[j]) > 0; j-- {
+			fs[j-1], fs[j] = fs[j], fs[j-1]
+		}
+	}
 }
 
 // tagHas reports whether the comma-separated options hold name.
