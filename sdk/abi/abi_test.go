@@ -1,42 +1,29 @@
 package abi
 
 import (
-	"go/ast"
 	"go/constant"
-	"go/parser"
-	"go/token"
-	"go/types"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // constants returns every constant declared in abi.go with its value as
 // written in ABI.md: strings unquoted, numbers in decimal.
 func constants(t *testing.T) map[string]string {
 	t.Helper()
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "abi.go", nil, 0)
+	consts, err := testkit.Constants("abi.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := types.Config{}
-	info := &types.Info{Defs: map[*ast.Ident]types.Object{}}
-	if _, err := conf.Check("abi", fset, []*ast.File{f}, info); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for id, obj := range info.Defs {
-		c, ok := obj.(*types.Const)
-		if !ok || obj.Parent() != obj.Pkg().Scope() {
-			continue
-		}
-		v := c.Val()
+	for name, v := range consts {
 		if v.Kind() == constant.String {
-			out[id.Name] = constant.StringVal(v)
+			out[name] = constant.StringVal(v)
 		} else {
-			out[id.Name] = v.ExactString()
+			out[name] = v.ExactString()
 		}
 	}
 	return out

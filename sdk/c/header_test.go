@@ -4,42 +4,31 @@
 package c
 
 import (
-	"go/ast"
 	"go/constant"
-	"go/parser"
-	"go/token"
-	"go/types"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // abiConstants returns sdk/abi's constants by Go name: strings quoted as C
 // writes them, numbers in decimal.
 func abiConstants(t *testing.T) map[string]string {
 	t.Helper()
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "../abi/abi.go", nil, 0)
+	consts, err := testkit.Constants("../abi/abi.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := &types.Info{Defs: map[*ast.Ident]types.Object{}}
-	if _, err := (&types.Config{}).Check("abi", fset, []*ast.File{f}, info); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for id, obj := range info.Defs {
-		c, ok := obj.(*types.Const)
-		if !ok || obj.Parent() != obj.Pkg().Scope() {
-			continue
-		}
-		if v := c.Val(); v.Kind() == constant.String {
-			out[id.Name] = strconv.Quote(constant.StringVal(v))
+	for name, v := range consts {
+		if v.Kind() == constant.String {
+			out[name] = strconv.Quote(constant.StringVal(v))
 		} else {
-			out[id.Name] = v.ExactString()
+			out[name] = v.ExactString()
 		}
 	}
 	return out
