@@ -14,6 +14,15 @@ import (
 
 // decodeConfigJSON is DecodeConfig as it was, on encoding/json: the
 // reference the decoder of this package is held to, error texts included.
+//
+// Deliberate differences, which no test here can see in a text or a value:
+//   - a syntax error wraps sdk's own error type, so errors.As no longer
+//     finds a *json.SyntaxError in it (its text and offset are the same);
+//   - a *json.UnmarshalTypeError that a type's UnmarshalJSON returns gets
+//     its Field completed as encoding/json does, but not its Struct, which
+//     the config error does not show;
+//   - UnmarshalJSON is handed a slice of the config itself, not of a copy
+//     (json.Unmarshaler's contract already says to copy what is kept).
 func decodeConfigJSON(config []byte, v any) error {
 	if len(bytes.TrimSpace(config)) == 0 {
 		return nil
@@ -114,11 +123,17 @@ type fzUnexported struct {
 	U1 int `json:"u1"`
 }
 
+// fzHiddenPtr is embedded through a pointer that cannot be allocated.
+type fzHiddenPtr struct {
+	H1 int `json:"h1"`
+}
+
 // fzConfig has a field of every kind DecodeConfig supports.
 type fzConfig struct {
 	FzEmbedded
 	*FzPtrEmbedded
 	fzUnexported
+	*fzHiddenPtr
 
 	Name   string `json:"name"`
 	Shadow int    `json:"shadow"`
@@ -240,7 +255,7 @@ var fuzzSeeds = []string{
 	`{"Num":1.5}`, `{"Num":"1.5"}`, `{"Num":"x"}`, `{"Num":true}`, `{"Raw":{"a":[1, 2]}}`, `{"Raw":null}`,
 	`{"Str":"s"}`, `{"Str":1}`, `{"Str":null}`, `{"Str":{}}`, `{"Ch":1}`, `{"Cx":1}`, `{"hidden":1}`,
 	`{"e1":1,"shadow":2,"Shadow":3}`, `{"p1":"x"}`, `{"Both":1}`, `{"u1":1}`, `{"FzEmbedded":{}}`,
-	`{"FZEMBEDDED":1}`, `{"fzUnexported":1}`,
+	`{"FZEMBEDDED":1}`, `{"fzUnexported":1}`, `{"h1":1}`, `{"h1":1,"I":"s"}`, `{"I":"s","h1":1}`,
 	`{"name":"\u00e9\ud83d\ude00\ud800x\\\"\/\b\f\n\r\t"}`, "{\"name\":\"\xff\xfe\"}", "{\"n\xffame\":1}",
 	`{"name":"\ud800\u0041"}`, `{"\u006eame":"a"}`, `{"ſ":1}`, `{"K":1}`, `{"\u212a":1}`,
 	`"str"`, `1`, `[1]`, `true`, `[]`, `{"name":"a"}x`, `{"name":"a"} {}`, `{"name":"a"}}`, `1 2`, `"a"x`,
@@ -262,6 +277,10 @@ func FuzzDecodeConfigMatchesEncodingJSON(f *testing.F) {
 	f.Add([]byte(`{"List":[],"items":[{}],"M":null,"pinner":null,"Any":null,"inner":{"y":null}}`), true)
 	f.Fuzz(func(t *testing.T, in []byte, prefill bool) {
 		decodeBoth(t, in, prefill)
+		if prefill {
+			decodeBothAny(t, string(in), func() any { return new(any) })
+			decodeBothAny(t, string(in), func() any { return &map[fzKey][]int{"A": {1}} })
+		}
 	})
 }
 
@@ -400,6 +419,9 @@ func decodeBothAny(t *testing.T, in string, newV func() any) {
 	err, refErr := DecodeConfig([]byte(in), ours), decodeConfigJSON([]byte(in), ref)
 	if fmt.Sprint(err) != fmt.Sprint(refErr) {
 		t.Fatalf("DecodeConfig(%q) = %v, encoding/json: %v", in, err, refErr)
+	}
+	if err == nil && !reflect.DeepEqual(ours, ref) {
+		t.Fatalf("DecodeConfig(%q):\n got %#v\nwant %#v", in, ours, ref)
 	}
 }
 
