@@ -14,6 +14,7 @@ import (
 // TestCloseReasons: the close log line says who closed and why, on every
 // engine path.
 func TestCloseReasons(t *testing.T) {
+	t.Parallel()
 	for _, path := range enginePaths[:3] { // loop, goroutines (spliced), filtered
 		t.Run(path.name, func(t *testing.T) {
 			echo := tn.Serve(t, tn.Echo)

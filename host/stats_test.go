@@ -56,6 +56,7 @@ func waitStats(t *testing.T, p *host.Proxy, want host.RouteStats, what string) {
 // connections counted while they live, and failed dials and idle timeouts
 // counted apart.
 func TestStats(t *testing.T) {
+	t.Parallel()
 	for _, path := range enginePaths[:3] { // loop, goroutines (spliced), filtered
 		t.Run(path.name, func(t *testing.T) {
 			srv := tn.Serve(t, tn.Echo)
