@@ -277,6 +277,9 @@ func FuzzDecodeConfigMatchesEncodingJSON(f *testing.F) {
 	f.Add([]byte(`{"List":[],"items":[{}],"M":null,"pinner":null,"Any":null,"inner":{"y":null}}`), true)
 	f.Fuzz(func(t *testing.T, in []byte, prefill bool) {
 		decodeBoth(t, in, prefill)
+		// The decoding pass alone, on input the syntax check has not
+		// seen, must not panic or loop either.
+		_ = unmarshal(in, newFz(prefill))
 		if prefill {
 			decodeBothAny(t, string(in), func() any { return new(any) })
 			decodeBothAny(t, string(in), func() any { return &map[fzKey][]int{"A": {1}} })
@@ -432,5 +435,19 @@ func TestDecodeConfigUnwraps(t *testing.T) {
 	err := DecodeConfig([]byte(`{"T":"bad"}`), &c)
 	if err == nil || err.Error() != "config: text: bad" || errors.Unwrap(err) == nil || errors.Unwrap(err).Error() != "text: bad" {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestDecodeUncheckedPrefixes runs the decoding pass, without the syntax
+// check, on every prefix of the short seeds: it must return, not panic.
+func TestDecodeUncheckedPrefixes(t *testing.T) {
+	for _, s := range fuzzSeeds {
+		if len(s) > 300 {
+			continue
+		}
+		for i := range len(s) + 1 {
+			_ = unmarshal([]byte(s[:i]), newFz(i%2 == 0))
+			_ = unmarshal([]byte(s[:i]), new(any))
+		}
 	}
 }

@@ -515,10 +515,12 @@ func (sf *structFields) lookup(key []byte) *field {
 // valueQuoted decodes the value of a ",string" field: a string holding the
 // literal, or null.
 func (d *decoder) valueQuoted(v reflect.Value) error {
-	c := d.next()
-	if c == '{' || c == '[' {
+	switch d.next() {
+	case 0:
+		return errOutOfSync
+	case '{', '[':
 		d.skip()
-	} else {
+	default:
 		item := d.literal()
 		switch item[0] {
 		case 'n':
