@@ -902,20 +902,9 @@ func unquoteBytes(s []byte) (t []byte, ok bool) {
 			case '"', '\\', '/', '\'':
 				b = append(b, s[r])
 				r++
-			case 'b':
-				b = append(b, '\b')
-				r++
-			case 'f':
-				b = append(b, '\f')
-				r++
-			case 'n':
-				b = append(b, '\n')
-				r++
-			case 'r':
-				b = append(b, '\r')
-				r++
-			case 't':
-				b = append(b, '\t')
+			case 'b', 'f', 'n', 'r', 't':
+				// \b, \f, \n, \r or \t: the control character of the letter.
+				b = append(b, "\b\f\n\r\t"[strings.IndexByte("bfnrt", s[r])])
 				r++
 			case 'u':
 				r--
