@@ -1,3 +1,7 @@
+// Portions of this file are adapted from Go's encoding/json, Copyright 2010
+// The Go Authors. All rights reserved. Use of that source code is governed
+// by a BSD-style license that can be found in the LICENSE-go file.
+
 package sdk
 
 import (
