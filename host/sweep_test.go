@@ -566,7 +566,7 @@ func TestIdleSplicedConnectionsHoldNoPipe(t *testing.T) {
 func TestParkedConnectionIdleTimeout(t *testing.T) {
 	swept := watchSweeps(t)
 	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
-	p := startProxy(t, nil, Route{Name: "i", Listen: "127.0.0.1:0", Target: echoServer(t), IdleTimeout: 2 * time.Second, Chain: []Link{{Name: "id", Hook: id}}})
+	p := startProxy(t, nil, Route{Name: "i", Listen: "127.0.0.1:0", Target: echoServer(t), IdleTimeout: time.Second, Chain: []Link{{Name: "id", Hook: id}}})
 	c := dialRoute(t, p, "i")
 	askEcho(t, c, "ping")
 	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2)
