@@ -76,35 +76,60 @@ type build struct {
 
 var builds sync.Map // absolute dir -> *build
 
-// buildMu makes this process's builds one at a time, and buildLock those of
-// every test process of the run (a lock file in [CacheDir]): on a cold Go
-// build cache the first build compiles the standard library for wasip1
-// (about 8 s of CPU) and the next ones reuse it, where builds side by side
-// would each compile it.
+// buildMu and buildLock make the builds of the run one at a time (in this
+// process, and across every test process of the run through a lock file in
+// [CacheDir]) until one has succeeded: on a cold Go build cache the first
+// build compiles the standard library for wasip1 (about 8 s of CPU), which
+// builds side by side would each compile. After that (a marker in
+// CacheDir says so), builds of different plugins run side by side, about a
+// second of linking each, and only builds of the same plugin wait for each
+// other (a lock file per plugin), so that each is built once a run.
 var buildMu sync.Mutex
 
-func buildLock() (unlock func()) {
-	buildMu.Lock()
+func buildLock(name string) (unlock func(), cold bool) {
 	dir := CacheDir()
 	if dir == "" {
-		return buildMu.Unlock
+		buildMu.Lock()
+		return buildMu.Unlock, false
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return buildMu.Unlock
-	}
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX) != nil {
-		f.Close()
-		return buildMu.Unlock
-	}
-	return func() {
-		f.Close() // releases the lock
+	warm := filepath.Join(dir, "build.warm")
+	if _, err := os.Stat(warm); err != nil {
+		buildMu.Lock()
+		all := lockFile(filepath.Join(dir, "build.lock"))
+		if _, err := os.Stat(warm); err != nil {
+			return func() { all(); buildMu.Unlock() }, true
+		}
+		all()
 		buildMu.Unlock()
+	}
+	return lockFile(filepath.Join(dir, "build-"+name+".lock")), false
+}
+
+// markWarm records that a build of the run succeeded (see buildLock).
+func markWarm() {
+	if dir := CacheDir(); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, "build.warm"), nil, 0o644)
 	}
 }
 
+// lockFile takes an exclusive flock on path and returns its release; when
+// the lock cannot be had, builds may run twice, which costs only time.
+func lockFile(path string) (unlock func()) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return func() {}
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX) != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() { f.Close() } // releases the lock
+}
+
 func goBuild(dir string) ([]byte, error) {
-	defer buildLock()()
+	sum := sha256.Sum256([]byte(dir))
+	unlock, cold := buildLock(hex.EncodeToString(sum[:8]))
+	defer unlock()
 	shared := sharedBuild(dir)
 	if shared != "" {
 		if b, err := os.ReadFile(shared); err == nil {
@@ -125,6 +150,9 @@ func goBuild(dir string) ([]byte, error) {
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("plugintest: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared in %s: %v\n%s", dir, err, msg)
+	}
+	if cold {
+		markWarm()
 	}
 	b, err := os.ReadFile(out)
 	if err == nil && shared != "" && os.MkdirAll(filepath.Dir(shared), 0o755) == nil {
