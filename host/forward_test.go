@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // identity is the filtered path with nothing changed: every chunk is read
@@ -891,7 +892,7 @@ func (h *countingHook) Open(*host.ConnInfo) (host.Filter, error) {
 func TestFilterClosedOnce(t *testing.T) {
 	engines(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
-		down := freeAddr(t)
+		down := testkit.Refusing(t)
 		for _, tc := range []struct {
 			name   string
 			target string

@@ -48,7 +48,9 @@ func seqPaths(t *testing.T, f func(t *testing.T, route func(target string) host.
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on.
+// freeAddr returns a loopback address nothing listens on, for a test's
+// own listener (a target that must refuse is testkit.Refusing: a port that
+// is merely free may be taken by another test's listener meanwhile).
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +93,7 @@ func expectClosed(t *testing.T, c net.Conn) {
 // serving once the target is back.
 func TestTargetRefuses(t *testing.T) {
 	t.Parallel()
-	target := freeAddr(t)
+	target := freeAddr(t) // the target comes back on this port below
 	addr, _, logs := tn.Tunnel(t, target)
 
 	start := time.Now()

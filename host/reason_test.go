@@ -9,6 +9,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestCloseReasons: the close log line says who closed and why, on every
@@ -22,7 +23,7 @@ func TestCloseReasons(t *testing.T) {
 			idle := path.route(t, "idle", echo.Addr())
 			idle.IdleTimeout = 100 * time.Millisecond
 			p, logs := tn.Proxy(t, path.route(t, "echo", echo.Addr()), path.route(t, "bye", bye.Addr()),
-				path.route(t, "down", freeAddr(t)), idle)
+				path.route(t, "down", testkit.Refusing(t)), idle)
 
 			tn.Exchange(tn.Dial(t, p.Addr("echo").String()), []byte("hi"))
 			logs.Wait(t, "connection closed", "route=echo", "reason=client_eof")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // routeStats returns the counters of the route named name.
@@ -60,7 +61,7 @@ func TestStats(t *testing.T) {
 	for _, path := range enginePaths[:3] { // loop, goroutines (spliced), filtered
 		t.Run(path.name, func(t *testing.T) {
 			srv := tn.Serve(t, tn.Echo)
-			down := freeAddr(t)
+			down := testkit.Refusing(t)
 			idle := path.route(t, "idle", srv.Addr())
 			idle.Listen = "127.0.0.1:0"
 			idle.IdleTimeout = 200 * time.Millisecond
@@ -110,7 +111,7 @@ func TestStatsHistogramsAndReasons(t *testing.T) {
 			refuse := hookFunc(func(*host.ConnInfo) (host.Filter, error) { return nil, errors.New("not you") })
 			deny := tn.Route("deny", srv.Addr(), host.Link{Name: "refuse", Hook: refuse})
 			deny.Listen = "127.0.0.1:0"
-			p, logs := tn.Proxy(t, path.route(t, "echo", srv.Addr()), path.route(t, "down", freeAddr(t)), deny)
+			p, logs := tn.Proxy(t, path.route(t, "echo", srv.Addr()), path.route(t, "down", testkit.Refusing(t)), deny)
 
 			for range 3 {
 				c := tn.Dial(t, p.Addr("echo").String())

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/internal/admin"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -120,18 +121,6 @@ func echo(t *testing.T) string {
 		}
 	})
 	return ln.Addr().String()
-}
-
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
 }
 
 // serve starts the handler on 127.0.0.1:0 and returns its base URL.
@@ -257,7 +246,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	routes := []host.Route{
 		{Name: "plain", Listen: "127.0.0.1:0", Target: target},
 		{Name: "dumped", Listen: "127.0.0.1:0", Target: target, Chain: []host.Link{{Name: "dump", Hook: host.Dump(io.Discard, host.DumpHex)}}},
-		{Name: "down", Listen: "127.0.0.1:0", Target: closedAddr(t)},
+		{Name: "down", Listen: "127.0.0.1:0", Target: testkit.Refusing(t)},
 		{Name: "idle", Listen: "127.0.0.1:0", Target: target, IdleTimeout: 50 * time.Millisecond},
 	}
 	if err := p.Apply(routes); err != nil {

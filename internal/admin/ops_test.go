@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/admin"
 	"github.com/tunnelwasm/tunnel/internal/histo"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // opsSource is a source that also reports listeners, plugins and reloads,
@@ -73,7 +74,7 @@ func TestMetricsHistogramsReasons(t *testing.T) {
 		{Name: "plain", Listen: "127.0.0.1:0", Target: target},
 		{Name: "dumped", Listen: "127.0.0.1:0", Target: target, Chain: []host.Link{{Name: "dump", Hook: host.Dump(io.Discard, host.DumpHex)}}},
 		{Name: "refused", Listen: "127.0.0.1:0", Target: target, Chain: []host.Link{{Name: "gate", Hook: refuser{}}}},
-		{Name: "down", Listen: "127.0.0.1:0", Target: closedAddr(t)},
+		{Name: "down", Listen: "127.0.0.1:0", Target: testkit.Refusing(t)},
 	}
 	if err := p.Apply(routes); err != nil {
 		t.Fatal(err)
