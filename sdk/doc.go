@@ -104,7 +104,7 @@
 // # Resources
 //
 // The input buffer is [DefaultBufferSize] (64 KiB) unless [SetBufferSize]
-// says otherwise. A Go guest starts with about 2.8 MiB of linear memory; a
+// says otherwise. A Go guest starts with about 2.6 MiB of linear memory; a
 // plugin that allocates nothing per chunk runs within a 4 MiB limit. The SDK
 // allocates nothing per chunk: keep OnData allocation-free too (reuse
 // buffers across calls) and the guest's garbage collector stays idle.

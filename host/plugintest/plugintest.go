@@ -363,7 +363,7 @@ type Options struct {
 
 // DefaultMemoryLimit is the memory limit plugins are tested with, a quarter
 // of the host's default: a plugin that passes its tests here has room to
-// spare in production. A Go guest starts with about 2.8 MiB of linear
+// spare in production. A Go guest starts with about 2.6 MiB of linear
 // memory; one that allocates nothing per chunk runs in 4 MiB, one that
 // allocates 30 KiB per call needs 8 MiB.
 const DefaultMemoryLimit = 16 << 20

@@ -66,7 +66,7 @@ func (e *UnknownError) Error() string {
 }
 
 // Wasm returns the WebAssembly module of the built-in plugin name, a fresh
-// copy the caller may keep (about 3.5 MB; decompressing it takes about
+// copy the caller may keep (about 3 MB; decompressing it takes about
 // 10 ms). An unknown name gives an *UnknownError.
 func Wasm(name string) ([]byte, error) {
 	if _, ok := descriptions[name]; !ok {
