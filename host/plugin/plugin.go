@@ -267,7 +267,7 @@ type Options struct {
 	// MemoryLimit caps each instance's linear memory, in bytes (rounded
 	// down to 64 KiB pages). Zero means DefaultMemoryLimit. A
 	// standard-Go guest needs about 3.5 MiB to start (its initial memory
-	// is 2.7 MiB, and its runtime grows it at start), plus what it
+	// is about 2.6 MiB, and its runtime grows it at start), plus what it
 	// allocates: the built-in plugins run in 3.5 MiB (noop, replace, deny)
 	// to 6 MiB (dump, given 1 MiB chunks).
 	MemoryLimit uint64
