@@ -4,10 +4,12 @@ package evloop
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -16,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -764,5 +767,55 @@ func TestAcceptedPeerAddress(t *testing.T) {
 				t.Fatal("Accepted was not called")
 			}
 		})
+	}
+}
+
+// acceptErrors counts the loop's "evloop: accept" error records and
+// signals the first.
+type acceptErrors struct {
+	n     atomic.Int64
+	first chan struct{}
+}
+
+func (h *acceptErrors) Enabled(context.Context, slog.Level) bool { return true }
+func (h *acceptErrors) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *acceptErrors) WithGroup(string) slog.Handler            { return h }
+func (h *acceptErrors) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "evloop: accept") && h.n.Add(1) == 1 {
+		close(h.first)
+	}
+	return nil
+}
+
+// TestListenerErrorDoesNotSpin: a listener whose accept4 keeps failing
+// while epoll keeps reporting it (here shut down under the loop, so it is
+// readable and accept4 says EINVAL) must not turn the level-triggered loop
+// into a busy loop: it rests acceptRetryDelay between tries, as it does
+// when out of file descriptors.
+func TestListenerErrorDoesNotSpin(t *testing.T) {
+	h := &acceptErrors{first: make(chan struct{})}
+	l, err := newLoop(slog.New(h), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	fd, _ := listenFD(t)
+	if _, err := l.AddListener(fd, &testAcceptor{}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if err := unix.Shutdown(fd, unix.SHUT_RD); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.first:
+	case <-time.After(testWait):
+		t.Fatal("no accept error logged for a listener that was shut down")
+	}
+	// A busy loop logs thousands in this time; resting, about five.
+	const watch = 500 * time.Millisecond
+	time.Sleep(watch)
+	if n := h.n.Load(); n > int64(2*watch/acceptRetryDelay)+2 {
+		t.Errorf("%d accept errors logged within %v of the first: the loop spins on the failing listener", n, watch)
 	}
 }

@@ -156,7 +156,13 @@ func (ln *Listener) accept() {
 			ln.l.timers.set(&ln.retry, ln.l.now+int64(acceptRetryDelay))
 			return
 		default:
-			ln.l.logger.Error("evloop: accept", "err", err)
+			// Level-triggered, a listener that stays readable while
+			// accept4 keeps failing (e.g. EINVAL once it was shut down)
+			// would be reported at every epoll_wait: rest it as above
+			// rather than spin the loop.
+			ln.l.logger.Error("evloop: accept failed, pausing listener", "err", err, "retry", acceptRetryDelay)
+			ln.pause()
+			ln.l.timers.set(&ln.retry, ln.l.now+int64(acceptRetryDelay))
 			return
 		}
 	}
