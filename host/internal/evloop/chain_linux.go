@@ -338,6 +338,7 @@ func (c *conn) pumpChain(from side) error {
 		moved += n
 		if n < len(buf) {
 			switch {
+			case src.urgent:
 			case src.cleanFIN:
 				src.finNext = true // drained up to the FIN
 			case !src.peerFIN:

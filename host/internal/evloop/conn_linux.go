@@ -86,6 +86,13 @@ type endpoint struct {
 	// the socket up to the FIN (no byte follows a FIN), so the next read
 	// would return 0: it is not made.
 	finNext bool
+	// urgent: the peer sent urgent (MSG_OOB) data, seen by EPOLLPRI or by
+	// a splice that stopped at its mark. A read stops short at the mark
+	// with bytes behind it, and a splice returns 0 there: from then on a
+	// short read neither means "drained" nor "the FIN is next", and the
+	// socket is not spliced. (The urgent byte itself, out of band, is not
+	// forwarded.)
+	urgent bool
 }
 
 func (e *endpoint) onEvent(events uint32) { e.c.onEvent(e, events) }
@@ -236,6 +243,9 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 	}
 	if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		e.writable = true
+	}
+	if events&unix.EPOLLPRI != 0 {
+		e.urgent = true
 	}
 	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
 		e.peerFIN = true
@@ -439,21 +449,28 @@ func (c *conn) finish(err error) {
 // smallChunk switches it back. (A splice cannot tell a drained socket from
 // a full pipe, so it costs an extra call that returns EAGAIN per burst.)
 func (l *Loop) fill(h *half, src *endpoint) (int, error) {
-	if l.useSplice && h.bulk && l.takePipe(h) {
+	spliceZero := false
+	if l.useSplice && h.bulk && !src.urgent && l.takePipe(h) {
 		// The pipe is empty, so EAGAIN can only mean "no data in the socket".
 		n, err := unix.Splice(src.fd, nil, h.pipe.w, nil, pipeCapacity, spliceFlags)
 		for errors.Is(err, unix.EINTR) {
 			n, err = unix.Splice(src.fd, nil, h.pipe.w, nil, pipeCapacity, spliceFlags)
 		}
-		if n <= 0 || err != nil {
-			l.release(h)
+		if n > 0 && err == nil {
+			if n < smallChunk {
+				h.bulk = false
+			}
+			h.pending = int(n)
+			return int(n), nil
+		}
+		l.release(h)
+		if err != nil {
 			return 0, err
 		}
-		if n < smallChunk {
-			h.bulk = false
-		}
-		h.pending = int(n)
-		return int(n), nil
+		// 0: the end of stream, or an urgent mark that arrived after the
+		// last event (splice stops at the mark, read(2) goes past it): the
+		// read below tells which, once per direction's end.
+		spliceZero = true
 	}
 	if h.buf == nil {
 		h.buf = l.takeBuf()
@@ -466,6 +483,9 @@ func (l *Loop) fill(h *half, src *endpoint) (int, error) {
 		l.release(h)
 		return 0, err
 	}
+	if spliceZero {
+		src.urgent = true // no more splice, nor finNext, on this socket
+	}
 	if n == len(h.buf) {
 		h.bulk = true
 	}
@@ -475,6 +495,7 @@ func (l *Loop) fill(h *half, src *endpoint) (int, error) {
 		// peerFIN: then it is the next thing to read (finNext, when it was
 		// not a reset).
 		switch {
+		case src.urgent:
 		case src.cleanFIN:
 			src.finNext = true
 		case !src.peerFIN:

@@ -19,12 +19,15 @@ const (
 	// maxEvents is the size of the epoll_wait batch.
 	maxEvents = 256
 	// socketEvents is the fixed, edge-triggered interest of every socket.
-	socketEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	socketEvents = unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	// listenEvents is the interest of a listener that is accepting.
 	// Level-triggered: Listener.accept takes one connection per event.
 	listenEvents = unix.EPOLLIN
-	// pausedEvents is the interest of a listener paused by Admit: nothing.
-	pausedEvents = 0
+	// pausedEvents is the interest of a paused listener: nothing, but
+	// epoll reports EPOLLHUP and EPOLLERR whatever the mask, so it is
+	// edge-triggered: a listener shut down under the loop is reported
+	// once, not at every epoll_wait.
+	pausedEvents = unix.EPOLLET
 	// eventfdSize is the size of an eventfd counter.
 	eventfdSize = 8
 )
@@ -37,6 +40,7 @@ type handler interface {
 // Loop is one epoll loop, run by one goroutine. It owns every fd given to
 // it, and every pipe, buffer and timer it uses.
 type Loop struct {
+	turns  uint64 // epoll_waits made (loop thread; read by tests through call)
 	logger *slog.Logger
 	epfd   int
 	wakefd int
@@ -192,6 +196,7 @@ func (l *Loop) run() {
 	defer close(l.done)
 	cause := ErrClosed
 	for !l.stopping {
+		l.turns++
 		n, err := l.wait()
 		if err != nil {
 			cause = fmt.Errorf("evloop: epoll_wait: %w", err)
