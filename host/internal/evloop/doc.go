@@ -39,9 +39,11 @@
 // EPOLLOUT edge arrives on the destination. Listeners are the exception:
 // level-triggered, one accept4 per event (while the backlog holds more, the
 // next epoll_wait reports it again, so no accept4 is made only to return
-// EAGAIN, as with nginx's multi_accept off), and a listener paused by
-// [Acceptor.Admit] is modified to an empty event mask so the loop is not
-// woken for clients waiting in the backlog.
+// EAGAIN, as with nginx's multi_accept off; up to 16 when it was reported
+// in the previous turn too), and a listener paused by [Acceptor.Admit] is
+// modified to an empty, edge-triggered event mask so the loop is not woken
+// for clients waiting in the backlog (epoll reports a hang-up whatever the
+// mask: edge-triggered, once).
 //
 // # Memory
 //
@@ -64,7 +66,8 @@
 // (SO_LINGER 0, then close) and never wait on a peer. An orderly close needs
 // a FIN in both directions: a FIN from one side is forwarded with
 // shutdown(SHUT_WR) once the pending bytes are written, while the other
-// direction keeps flowing.
+// direction keeps flowing; the last one, when the other direction is over,
+// by the close(2) that ends the connection (the same FIN, one call less).
 //
 // The package works on Linux only; elsewhere [New] returns [ErrNotSupported].
 package evloop

@@ -829,3 +829,48 @@ func TestListenerErrorDoesNotSpin(t *testing.T) {
 		t.Errorf("%d accept errors logged within %v of the first, want one per retry", n, watch)
 	}
 }
+
+// TestAcceptBurst: a backlog that builds up is taken acceptBurst at a time
+// once the listener is reported in consecutive turns, not one connection
+// per turn of the loop (turns that bulk transfers can make long).
+func TestAcceptBurst(t *testing.T) {
+	l, err := newLoop(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	const conns = 2*acceptBurst + 4
+	fd, addr := listenFD(t)
+	for range conns { // completed by the kernel, waiting in the backlog
+		dial(t, addr.String())
+	}
+	var first, last uint64
+	taken := 0
+	all := make(chan struct{})
+	a := &testAcceptor{take: func(fd int) bool { // on the loop thread
+		if taken == 0 {
+			first = l.turns
+		}
+		last = l.turns
+		unix.Close(fd)
+		if taken++; taken == conns {
+			close(all)
+		}
+		return true
+	}}
+	if _, err := l.AddListener(fd, a); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-time.After(testWait):
+		t.Fatalf("accepted %d of %d connections", a.accepted.Load(), conns)
+	}
+	var spread uint64
+	l.call(func() { spread = last - first })
+	// One at the first event, then acceptBurst a turn: four turns.
+	if spread > 4 {
+		t.Errorf("%d connections waiting in the backlog took %d turns of the loop to accept, want at most 4", conns, spread+1)
+	}
+}

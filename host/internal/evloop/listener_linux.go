@@ -14,8 +14,19 @@ import (
 )
 
 // acceptRetryDelay is how long a listener rests after accept4 failed for
-// lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), like nginx does.
-const acceptRetryDelay = 100 * time.Millisecond
+// lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), like nginx does, or
+// for a reason that does not go away by itself (then the rest doubles at
+// each failure in a row, up to maxAcceptRetryDelay).
+const (
+	acceptRetryDelay    = 100 * time.Millisecond
+	maxAcceptRetryDelay = 5 * time.Second
+)
+
+// acceptBurst is how many connections a listener takes at one event when
+// it was reported in the previous turn of the loop as well: a backlog is
+// building up (a burst of clients, or turns made long by bulk transfers),
+// and one accept per turn would let it grow.
+const acceptBurst = 16
 
 // Listener is a listening socket driven by a Loop.
 type Listener struct {
@@ -26,9 +37,11 @@ type Listener struct {
 	resumeQueued atomic.Bool // a Resume is posted and not yet run
 
 	// Loop-thread state.
-	paused bool // not polled: Admit said no, or accept4 ran out of resources
-	closed bool
-	retry  timer
+	paused   bool // not polled: Admit said no, or accept4 ran out of resources
+	closed   bool
+	retry    timer
+	lastTurn uint64        // the loop's turn of the last accept
+	failRest time.Duration // the rest after the last failure in a row (0: none)
 }
 
 // AddListener makes the loop accept on fd, a bound, listening socket (it is
@@ -124,12 +137,18 @@ func (ln *Listener) close() {
 	delete(ln.l.listeners, ln)
 }
 
-// accept accepts one connection, unless Admit says no. The registration
-// is level-triggered: while the backlog holds more, the next epoll_wait
-// reports the listener again, so accept is never called only to learn
-// that the backlog is empty (nginx's multi_accept off: one connection at a
-// time costs one accept4 instead of two).
+// accept accepts one connection, unless Admit says no, or up to
+// acceptBurst when the listener was reported in the previous turn too. The
+// registration is level-triggered: while the backlog holds more, the next
+// epoll_wait reports the listener again, so accept is not called only to
+// learn that the backlog is empty (nginx's multi_accept off: one connection
+// at a time costs one accept4 instead of two).
 func (ln *Listener) accept() {
+	burst := 1
+	if ln.lastTurn+1 >= ln.l.turns {
+		burst = acceptBurst
+	}
+	ln.lastTurn = ln.l.turns
 	for !ln.closed && !ln.paused && !ln.l.stopping {
 		if !ln.a.Admit() {
 			ln.pause()
@@ -142,11 +161,21 @@ func (ln *Listener) accept() {
 		fd, sa, err := syscall.Accept4(ln.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
+			ln.failRest = 0
 			ln.l.startConn(fd, sa, ln.a)
-			return
+			if burst--; burst == 0 {
+				return
+			}
 		case errors.Is(err, unix.EAGAIN):
 			return
-		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED),
+			// Linux hands a pending connection's network error to accept4
+			// (accept(2): "treat them like EAGAIN by retrying"); that
+			// connection is gone, the next may be fine.
+			errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.EPROTO),
+			errors.Is(err, unix.ENOPROTOOPT), errors.Is(err, unix.EHOSTDOWN),
+			errors.Is(err, unix.ENONET), errors.Is(err, unix.EHOSTUNREACH),
+			errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENETUNREACH):
 			continue
 		case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE),
 			errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
@@ -160,9 +189,10 @@ func (ln *Listener) accept() {
 			// accept4 keeps failing (e.g. EINVAL once it was shut down)
 			// would be reported at every epoll_wait: rest it as above
 			// rather than spin the loop.
-			ln.l.logger.Error("evloop: accept failed, pausing listener", "err", err, "retry", acceptRetryDelay)
+			ln.failRest = min(max(2*ln.failRest, acceptRetryDelay), maxAcceptRetryDelay)
+			ln.l.logger.Error("evloop: accept failed, pausing listener", "err", err, "retry", ln.failRest)
 			ln.pause()
-			ln.l.timers.set(&ln.retry, ln.l.now+int64(acceptRetryDelay))
+			ln.l.timers.set(&ln.retry, ln.l.now+int64(ln.failRest))
 			return
 		}
 	}
