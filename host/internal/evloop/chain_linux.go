@@ -337,13 +337,7 @@ func (c *conn) pumpChain(from side) error {
 		c.gotRead(from, n)
 		moved += n
 		if n < len(buf) {
-			switch {
-			case src.urgent:
-			case src.cleanFIN:
-				src.finNext = true // drained up to the FIN
-			case !src.peerFIN:
-				src.readable = false // drained: the next byte brings an edge
-			}
+			src.readShort()
 		}
 		c.feeding = int(from)
 		err = c.plan.Chain.Data(int(from), buf[:n], &c.out)

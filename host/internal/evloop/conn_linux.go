@@ -97,6 +97,21 @@ type endpoint struct {
 
 func (e *endpoint) onEvent(events uint32) { e.c.onEvent(e, events) }
 
+// readShort records a read that did not fill its buffer (fill, pumpChain).
+// It drained the socket: the next byte or the FIN brings an edge. A FIN
+// that already arrived brought no new edge, hence peerFIN: then it is the
+// next thing to read (finNext, when it was not a reset). After urgent data
+// a short read proves neither: the socket stays readable.
+func (e *endpoint) readShort() {
+	switch {
+	case e.urgent:
+	case e.cleanFIN:
+		e.finNext = true
+	case !e.peerFIN:
+		e.readable = false
+	}
+}
+
 // half is one direction of a connection: bytes read from one endpoint and
 // not yet written to the other sit in its pipe or buffer, which it holds
 // only while pending > 0.
@@ -490,17 +505,7 @@ func (l *Loop) fill(h *half, src *endpoint) (int, error) {
 		h.bulk = true
 	}
 	if n < len(h.buf) {
-		// A short read drained the socket: the next byte or the FIN brings
-		// an edge. A FIN that already arrived brought no new edge, hence
-		// peerFIN: then it is the next thing to read (finNext, when it was
-		// not a reset).
-		switch {
-		case src.urgent:
-		case src.cleanFIN:
-			src.finNext = true
-		case !src.peerFIN:
-			src.readable = false
-		}
+		src.readShort()
 	}
 	h.off, h.pending = 0, n
 	return n, nil

@@ -116,6 +116,12 @@ func (ln *Listener) resume() {
 	ln.accept()
 }
 
+// rest pauses the listener for d, then resumes it.
+func (ln *Listener) rest(d time.Duration) {
+	ln.pause()
+	ln.l.timers.set(&ln.retry, ln.l.now+int64(d))
+}
+
 // pause stops polling the listener.
 func (ln *Listener) pause() {
 	if err := ln.l.modify(ln.fd, pausedEvents); err != nil {
@@ -181,8 +187,7 @@ func (ln *Listener) accept() {
 			errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
 			ln.l.logger.Warn("evloop: accept: out of resources, pausing listener",
 				"err", err, "retry", acceptRetryDelay)
-			ln.pause()
-			ln.l.timers.set(&ln.retry, ln.l.now+int64(acceptRetryDelay))
+			ln.rest(acceptRetryDelay)
 			return
 		default:
 			// Level-triggered, a listener that stays readable while
@@ -191,8 +196,7 @@ func (ln *Listener) accept() {
 			// rather than spin the loop.
 			ln.failRest = min(max(2*ln.failRest, acceptRetryDelay), maxAcceptRetryDelay)
 			ln.l.logger.Error("evloop: accept failed, pausing listener", "err", err, "retry", ln.failRest)
-			ln.pause()
-			ln.l.timers.set(&ln.retry, ln.l.now+int64(ln.failRest))
+			ln.rest(ln.failRest)
 			return
 		}
 	}
