@@ -127,8 +127,7 @@ func lockFile(path string) (unlock func()) {
 }
 
 func goBuild(dir string) ([]byte, error) {
-	sum := sha256.Sum256([]byte(dir))
-	unlock, cold := buildLock(hex.EncodeToString(sum[:8]))
+	unlock, cold := buildLock(buildKey(dir))
 	defer unlock()
 	shared := sharedBuild(dir)
 	if shared != "" {
@@ -179,8 +178,13 @@ func sharedBuild(dir string) string {
 	if d == "" {
 		return ""
 	}
+	return filepath.Join(d, "builds", buildKey(dir)+".wasm")
+}
+
+// buildKey names dir's build in CacheDir (its lock and shared module).
+func buildKey(dir string) string {
 	sum := sha256.Sum256([]byte(dir))
-	return filepath.Join(d, "builds", hex.EncodeToString(sum[:8])+".wasm")
+	return hex.EncodeToString(sum[:8])
 }
 
 // The runtime and compiled modules are shared by every test of the process:
