@@ -478,24 +478,12 @@ func (d *decoder) object(v reflect.Value) error {
 				case reflect.String:
 					kv = reflect.New(kt).Elem()
 					kv.SetString(string(key))
-				case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-					s := string(key)
-					n, err := strconv.ParseInt(s, 10, 64)
-					if err != nil || kt.OverflowInt(n) {
-						d.saveError(&typeError{value: "number " + s, typ: kt})
-						break
-					}
+				default: // an integer
 					kv = reflect.New(kt).Elem()
-					kv.SetInt(n)
-				default: // unsigned
-					s := string(key)
-					n, err := strconv.ParseUint(s, 10, 64)
-					if err != nil || kt.OverflowUint(n) {
-						d.saveError(&typeError{value: "number " + s, typ: kt})
-						break
+					if !setInteger(kv, string(key)) {
+						d.saveError(&typeError{value: "number " + string(key), typ: kt})
+						kv = reflect.Value{}
 					}
-					kv = reflect.New(kt).Elem()
-					kv.SetUint(n)
 				}
 			}
 			if kv.IsValid() {
@@ -696,20 +684,11 @@ func (d *decoder) literalStore(item []byte, v reflect.Value, fromQuoted bool) er
 				break
 			}
 			v.Set(reflect.ValueOf(n))
-		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-			n, err := strconv.ParseInt(string(item), 10, 64)
-			if err != nil || v.OverflowInt(n) {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+			if !setInteger(v, string(item)) {
 				d.saveError(&typeError{value: "number " + string(item), typ: v.Type()})
-				break
 			}
-			v.SetInt(n)
-		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-			n, err := strconv.ParseUint(string(item), 10, 64)
-			if err != nil || v.OverflowUint(n) {
-				d.saveError(&typeError{value: "number " + string(item), typ: v.Type()})
-				break
-			}
-			v.SetUint(n)
 		case reflect.Float32, reflect.Float64:
 			n, err := strconv.ParseFloat(string(item), v.Type().Bits())
 			if err != nil || v.OverflowFloat(n) {
@@ -720,6 +699,25 @@ func (d *decoder) literalStore(item []byte, v reflect.Value, fromQuoted bool) er
 		}
 	}
 	return nil
+}
+
+// setInteger sets v, of a signed or unsigned integer kind, to the decimal
+// integer s; false, leaving v alone, if s is not one or does not fit.
+func setInteger(v reflect.Value, s string) bool {
+	if v.CanInt() {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v.OverflowInt(n) {
+			return false
+		}
+		v.SetInt(n)
+		return true
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v.OverflowUint(n) {
+		return false
+	}
+	v.SetUint(n)
+	return true
 }
 
 // The interface routines build the value an any holds: map[string]any,
