@@ -125,6 +125,8 @@ func jsonError(err error, name string) reflect.Value {
 	return v.Elem()
 }
 
+// goTypeName names, in the words of a config file, the Go type whose
+// reflect String is t.
 func goTypeName(t string) string {
 	switch t {
 	case "string":
@@ -136,11 +138,8 @@ func goTypeName(t string) string {
 	case "float32", "float64":
 		return "a number"
 	}
-	if len(t) > 2 && t[:2] == "[]" {
+	if strings.HasPrefix(t, "[]") {
 		return "a list"
 	}
-	if len(t) > 4 && t[:4] == "map[" {
-		return "an object"
-	}
-	return "an object"
+	return "an object" // a map, a struct, or any other type
 }
