@@ -50,7 +50,8 @@ const (
 // the guarded fallback; made on first use) and the compilation cache they
 // share.
 type Engine struct {
-	cache wazero.CompilationCache
+	cache    wazero.CompilationCache
+	cacheDir string // "" when the cache is in memory
 
 	mu     sync.Mutex
 	rts    [2]wazero.Runtime // [0] plain, [1] guarded
@@ -62,7 +63,7 @@ type Engine struct {
 // NewEngine returns an engine whose compiled code is cached in memory, or in
 // cacheDir when it is not empty (so a restart skips compilation).
 func NewEngine(cacheDir string) (*Engine, error) {
-	e := &Engine{}
+	e := &Engine{cacheDir: cacheDir}
 	if cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
 		if err != nil {
@@ -237,7 +238,7 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 	if c.sandboxed == instrumented {
 		src = c.ibin
 	}
-	cm, err := rt.CompileModule(ctx, src)
+	cm, err := e.compile(ctx, rt, src)
 	if err != nil && c.sandboxed == instrumented {
 		// Not expected: the instrumented form of a module that is itself
 		// invalid. Let the original's error speak.
@@ -245,7 +246,7 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 		if rt, err = e.runtime(ctx, guarded); err != nil {
 			return nil, err
 		}
-		cm, err = rt.CompileModule(ctx, bin)
+		cm, err = e.compile(ctx, rt, bin)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("not a valid WebAssembly module: %w", err)
@@ -358,7 +359,7 @@ func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, w
 	if v == instrumented {
 		src = c.ibin
 	}
-	cm, err := rt.CompileModule(ctx, src)
+	cm, err := c.e.compile(ctx, rt, src)
 	if err != nil {
 		return nil, nil, v, fmt.Errorf("compile: %w", err)
 	}

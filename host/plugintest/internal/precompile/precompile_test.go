@@ -26,7 +26,7 @@ func TestInto(t *testing.T) {
 	if err := Into(dir, "../../../plugin/testdata/noop.wasm"); err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "wazero-*", "*"))
 	if len(files) != 1 {
 		t.Fatalf("cache holds %q, want one compiled module", files)
 	}

@@ -1,0 +1,124 @@
+//go:build unix
+
+package wasm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// holdCompileLock takes bin's compile lock in dir as another process
+// would (flock on a file description of its own) and returns its release.
+func holdCompileLock(t *testing.T, dir string, bin []byte) (release func()) {
+	t.Helper()
+	sum := sha256.Sum256(bin)
+	path := filepath.Join(dir, lockDirName, hex.EncodeToString(sum[:16])+".lock")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { f.Close() }) }
+	t.Cleanup(release)
+	return release
+}
+
+// waitingForLock makes compile signal the returned channel when it finds
+// its lock taken.
+func waitingForLock(t *testing.T) <-chan struct{} {
+	waiting := make(chan struct{})
+	var once sync.Once
+	lockWaiting = func() { once.Do(func() { close(waiting) }) }
+	t.Cleanup(func() { lockWaiting = nil })
+	return waiting
+}
+
+// compileWhileLocked starts Compile of a test guest on an engine with a
+// cache directory whose lock for the module another process holds, and
+// returns Compile's result, the lock's release and a channel closed when
+// Compile finds the lock taken.
+func compileWhileLocked(ctx context.Context, t *testing.T) (done <-chan error, release func(), waiting <-chan struct{}) {
+	t.Helper()
+	dir := t.TempDir()
+	e, err := NewEngine(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	bin, err := os.ReadFile("../../plugin/testdata/v2_shared.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ibin, err := instrument(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release = holdCompileLock(t, dir, ibin) // Compile compiles the instrumented form
+	waiting = waitingForLock(t)
+	res := make(chan error, 1)
+	go func() {
+		_, err := e.Compile(ctx, bin)
+		res <- err
+	}()
+	return res, release, waiting
+}
+
+// A module another process is compiling into the same cache directory is
+// waited for, not compiled side by side; once that process is done, the
+// compile goes on.
+func TestCompileWaitsForOtherProcessesCompile(t *testing.T) {
+	done, release, waiting := compileWhileLocked(context.Background(), t)
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("Compile returned (%v) while another process held the module's lock", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Compile neither waited for the lock nor returned in 20 s")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Compile returned (%v) while another process held the module's lock", err)
+	default:
+	}
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Compile after the lock was released: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Compile still waiting 20 s after the lock was released")
+	}
+}
+
+// A caller that gives up (its context done) stops waiting for the lock:
+// Compile returns instead of hanging on another process.
+func TestCompileLockWaitEndsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done, _, waiting := compileWhileLocked(ctx, t)
+	select {
+	case <-waiting:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Compile did not wait for the lock")
+	}
+	cancel()
+	select {
+	case <-done: // compiled without the lock, or failed for ctx: either way, not stuck
+	case <-time.After(20 * time.Second):
+		t.Fatal("Compile still waiting for the lock 20 s after its context was cancelled")
+	}
+}
