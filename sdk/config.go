@@ -83,9 +83,9 @@ func configErr(err error) error {
 
 func typeErr(field string, t reflect.Type, value string) error {
 	if field == "" {
-		return errors.New("config: must be " + goTypeName(t.String()) + ", got a JSON " + value)
+		return errors.New("config: must be " + goTypeName(t) + ", got a JSON " + value)
 	}
-	return errors.New("config: " + strconv.Quote(field) + " must be " + goTypeName(t.String()) + ", got a JSON " + value)
+	return errors.New("config: " + strconv.Quote(field) + " must be " + goTypeName(t) + ", got a JSON " + value)
 }
 
 // findError returns the struct that the first error of type *json.name in
@@ -125,20 +125,28 @@ func jsonError(err error, name string) reflect.Value {
 	return v.Elem()
 }
 
-// goTypeName names, in the words of a config file, the Go type whose
-// reflect String is t.
-func goTypeName(t string) string {
-	switch t {
-	case "string":
-		return "a string"
-	case "bool":
-		return "true or false"
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
-		return "a whole number"
-	case "float32", "float64":
-		return "a number"
+// goTypeName names, in the words of a config file, the Go type t, by its
+// kind: a named type (type level int) is what it is made of, a pointer what
+// it points to, and a type that decodes itself from text (an
+// encoding.TextUnmarshaler) a string.
+func goTypeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	if strings.HasPrefix(t, "[]") {
+	if reflect.PointerTo(t).Implements(textUnmarshalerType) {
+		return "a string"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
 		return "a list"
 	}
 	return "an object" // a map, a struct, or any other type

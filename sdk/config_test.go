@@ -44,9 +44,9 @@ func configErrJSON(err error) error {
 	switch {
 	case errors.As(err, &te):
 		if te.Field == "" {
-			return fmt.Errorf("config: must be %s, got a JSON %s", goTypeName(te.Type.String()), te.Value)
+			return fmt.Errorf("config: must be %s, got a JSON %s", goTypeName(te.Type), te.Value)
 		}
-		return fmt.Errorf("config: %q must be %s, got a JSON %s", te.Field, goTypeName(te.Type.String()), te.Value)
+		return fmt.Errorf("config: %q must be %s, got a JSON %s", te.Field, goTypeName(te.Type), te.Value)
 	case errors.As(err, &se):
 		return fmt.Errorf("config: invalid JSON at byte %d: %w", se.Offset, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -287,6 +287,13 @@ func FuzzDecodeConfigMatchesEncodingJSON(f *testing.F) {
 	})
 }
 
+// Named types of the kinds a config is made of: errors name the kind.
+type (
+	fzLevel int
+	fzMode  string
+	fzTags  []string
+)
+
 func TestDecodeConfigErrors(t *testing.T) {
 	type cfg struct {
 		Name  string            `json:"name"`
@@ -300,8 +307,12 @@ func TestDecodeConfigErrors(t *testing.T) {
 		Inner struct {
 			X float64 `json:"x"`
 		} `json:"inner"`
-		Text fzText `json:"text"`
-		Dur  fzDur  `json:"dur"`
+		Text fzText  `json:"text"`
+		Dur  fzDur   `json:"dur"`
+		Lvl  fzLevel `json:"lvl"`
+		Mode fzMode  `json:"mode"`
+		Ptr  *int    `json:"ptr"`
+		Tags fzTags  `json:"tags"`
 	}
 	for _, tc := range []struct{ in, want string }{
 		{`{"nmae":"a"}`, `config: unknown setting "nmae"`},
@@ -320,7 +331,11 @@ func TestDecodeConfigErrors(t *testing.T) {
 		{`{"inner":{"x":"y"}}`, `config: "inner.x" must be a number, got a JSON string`},
 		{`{"inner":{"q":1}}`, `config: unknown setting "q"`},
 		{`{"text":"bad"}`, `config: text: bad`},
-		{`{"text":1}`, `config: "text" must be an object, got a JSON number`},
+		{`{"text":1}`, `config: "text" must be a string, got a JSON number`},
+		{`{"lvl":"debug"}`, `config: "lvl" must be a whole number, got a JSON string`},
+		{`{"mode":true}`, `config: "mode" must be a string, got a JSON bool`},
+		{`{"ptr":"1"}`, `config: "ptr" must be a whole number, got a JSON string`},
+		{`{"tags":{}}`, `config: "tags" must be a list, got a JSON object`},
 		{`{"dur":1}`, `config: "dur" must be a string, got a JSON number`},
 		{`"str"`, `config: must be an object, got a JSON string`},
 		{`[1]`, `config: must be an object, got a JSON array`},
