@@ -55,10 +55,18 @@ type Output struct {
 
 // Write writes b toward side to (0: the client, 1: the server) after what
 // is already queued for it: at once as far as the socket takes it, the rest
-// copied into the socket's queue. b is not kept.
+// copied into the socket's queue. b is not kept. The direction toward to
+// must be one of Plan.Filtered: the bytes of the other are forwarded
+// without the Chain, and the Chain's would be neither ordered with them
+// nor waited for at the end, so writing toward it ends the connection with
+// an error that says so.
 func (o *Output) Write(to int, b []byte) {
 	c := o.c
 	if len(b) == 0 || c.state == finished || to < 0 || to > 1 {
+		return
+	}
+	if !c.plan.Filtered[1-to] {
+		c.fail(notFiltered("Write", side(to)))
 		return
 	}
 	q, e := &c.q[to], &c.ep[to]
@@ -91,11 +99,23 @@ func (o *Output) Write(to int, b []byte) {
 }
 
 // CloseWrite half-closes side to (shutdown SHUT_WR) once what is queued for
-// it is written.
+// it is written. As for Write, the direction toward to must be filtered.
 func (o *Output) CloseWrite(to int) {
-	if c := o.c; c.state != finished && to >= 0 && to <= 1 {
-		c.q[to].shutWant = true
+	c := o.c
+	if c.state == finished || to < 0 || to > 1 {
+		return
 	}
+	if !c.plan.Filtered[1-to] {
+		c.fail(notFiltered("CloseWrite", side(to)))
+		return
+	}
+	c.q[to].shutWant = true
+}
+
+// notFiltered is the error of an Output call toward the destination of a
+// direction the Chain does not filter.
+func notFiltered(call string, to side) error {
+	return fmt.Errorf("evloop: Chain called Output.%s toward the %s, but the direction toward it is not filtered (Plan.Filtered[%d] is false): its bytes are forwarded without the Chain", call, to, 1-int(to))
 }
 
 // Close closes the connection gracefully: once the queued bytes are

@@ -61,6 +61,7 @@ func (f *funcChain) Timer(o *Output) error {
 type chainAcceptor struct {
 	target   netip.AddrPort
 	chain    func() Chain
+	filtered [2]bool         // Plan.Filtered
 	read     [2]atomic.Int64 // Plan.Read of the last connection
 	done     chan Stats
 	accepted atomic.Int64
@@ -70,7 +71,7 @@ func (a *chainAcceptor) Admit() bool { return true }
 
 func (a *chainAcceptor) Accepted(fd int, peer netip.AddrPort) *Plan {
 	a.accepted.Add(1)
-	return &Plan{Target: a.target, DialTimeout: testWait, Chain: a.chain(), Filtered: [2]bool{true, true},
+	return &Plan{Target: a.target, DialTimeout: testWait, Chain: a.chain(), Filtered: a.filtered,
 		Read: &a.read, Done: func(s Stats) { a.done <- s }}
 }
 
@@ -78,12 +79,19 @@ func (a *chainAcceptor) Accepted(fd int, peer netip.AddrPort) *Plan {
 // the chains made by chain.
 func startChained(t *testing.T, target netip.AddrPort, chain func() Chain) (*chainAcceptor, string) {
 	t.Helper()
+	return startFiltered(t, target, [2]bool{true, true}, chain)
+}
+
+// startFiltered is startChained with the chain filtering only the
+// directions filtered names.
+func startFiltered(t *testing.T, target netip.AddrPort, filtered [2]bool, chain func() Chain) (*chainAcceptor, string) {
+	t.Helper()
 	l, err := New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Close)
-	a := &chainAcceptor{target: target, chain: chain, done: make(chan Stats, 100)}
+	a := &chainAcceptor{target: target, chain: chain, filtered: filtered, done: make(chan Stats, 100)}
 	fd, addr := listenFD(t)
 	if _, err := l.AddListener(fd, a); err != nil {
 		unix.Close(fd)
@@ -255,5 +263,42 @@ func TestChainTimerHoldsAndDefersFIN(t *testing.T) {
 	}
 	if s := a.waitDone(t); s.Reason != Ended || s.Err != nil {
 		t.Errorf("end: %v, %v; want Ended", s.Reason, s.Err)
+	}
+}
+
+// TestChainWriteTowardPlainDirection: a Chain that filters only client ->
+// server and writes toward the client (whose bytes the loop forwards
+// without it) ends the connection with an error that says so, instead of
+// bytes out of order with the server's or dropped at the end. The host
+// never does it (Stream.Send toward a direction no filter sees is
+// ErrNotAttached); the loop enforces it.
+func TestChainWriteTowardPlainDirection(t *testing.T) {
+	for _, call := range []string{"Write", "CloseWrite"} {
+		t.Run(call, func(t *testing.T) {
+			checkFDs(t)
+			_, target := startServer(t, echo)
+			a, addr := startFiltered(t, target, [2]bool{true, false}, func() Chain {
+				return &funcChain{data: func(from int, b []byte, o *Output) error {
+					if call == "Write" {
+						o.Write(int(client), []byte("+"))
+					} else {
+						o.CloseWrite(int(client))
+					}
+					o.Write(1-from, b)
+					return nil
+				}}
+			})
+			c := dial(t, addr)
+			c.SetDeadline(time.Now().Add(testWait))
+			io.WriteString(c, "abc")
+			if got, err := io.ReadAll(c); len(got) != 0 || err == nil {
+				t.Errorf("client got %q, %v; want nothing and a reset", got, err)
+			}
+			s := a.waitDone(t)
+			want := "evloop: Chain called Output." + call + " toward the client, but the direction toward it is not filtered (Plan.Filtered[1] is false): its bytes are forwarded without the Chain"
+			if s.Reason != Failed || s.Err == nil || s.Err.Error() != want {
+				t.Errorf("end: %v, %v; want Failed with %q", s.Reason, s.Err, want)
+			}
+		})
 	}
 }
