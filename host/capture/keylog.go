@@ -39,10 +39,7 @@ func (w *Writer) AddKeyLog(lines []byte) {
 	w.keyMu.Unlock()
 	// Wake the writer, unless it is busy anyway: it writes pending keys
 	// before its next record.
-	select {
-	case w.ch <- record{kind: kindKeys}:
-	default:
-	}
+	w.q.put(record{kind: kindKeys}, queueRecords)
 }
 
 // KeyLogWriter returns an io.Writer for tls.Config.KeyLogWriter that adds

@@ -94,7 +94,7 @@ type Stats struct {
 type Writer struct {
 	opts  Options
 	log   *slog.Logger
-	ch    chan record
+	q     *recQueue
 	limit int64
 
 	queued  atomic.Int64
@@ -118,6 +118,7 @@ type Writer struct {
 	expectKeys atomic.Bool // KeyLogWriter was called: hold TLS handshakes for their keys
 
 	// The writer goroutine's state.
+	batch     []record  // the records drain took last (recQueue.take)
 	out       io.Writer // New's writer, or nil for files
 	name      *pattern  // Create's path
 	file      *os.File
@@ -306,7 +307,7 @@ func newWriter(opts Options) *Writer {
 	w := &Writer{
 		opts:  opts,
 		log:   opts.Logger,
-		ch:    make(chan record, queueRecords),
+		q:     newRecQueue(),
 		limit: opts.QueueBytes,
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -355,12 +356,8 @@ func (w *Writer) enqueue(r record) {
 			return
 		}
 	}
-	if !w.closed.Load() {
-		select {
-		case w.ch <- r:
-			return
-		default:
-		}
+	if !w.closed.Load() && w.q.put(r, queueRecords) {
+		return
 	}
 	w.queued.Add(-r.cost)
 	w.drop(r)
@@ -401,11 +398,7 @@ func (w *Writer) Rotate() { w.signal(kindRotate) }
 
 func (w *Writer) signal(kind uint8) {
 	ch := make(chan struct{})
-	select {
-	case w.ch <- record{kind: kind, sync: ch}:
-	case <-w.done:
-		return
-	}
+	w.q.put(record{kind: kind, sync: ch}, -1) // a signal is never dropped
 	select {
 	case <-ch:
 	case <-w.done:
@@ -455,9 +448,11 @@ func (w *Writer) run() {
 		} else {
 			// Idle: make what is written readable, then wait.
 			w.flush()
+			if !w.q.idle() {
+				continue // records came in meanwhile
+			}
 			select {
-			case r := <-w.ch:
-				w.process(r)
+			case <-w.q.wake:
 				woke = true // more are likely to follow: gather them
 				continue
 			case <-w.holdTimer():
@@ -466,7 +461,8 @@ func (w *Writer) run() {
 			case <-w.stop:
 			}
 		}
-		w.drain()
+		for w.drain() > 0 {
+		}
 		w.writeKeys()
 		w.releaseHolds(time.Time{})
 		w.closeFile()
@@ -482,14 +478,12 @@ const busyNap = 2 * time.Millisecond
 // drain processes the records queued, without waiting for more, and
 // returns how many it processed.
 func (w *Writer) drain() int {
-	for n := 0; ; n++ {
-		select {
-		case r := <-w.ch:
-			w.process(r)
-		default:
-			return n
-		}
+	b := w.q.take(w.batch)
+	for i := range b {
+		w.process(b[i])
 	}
+	w.batch = b
+	return len(b)
 }
 
 func (w *Writer) fail(err error) {
