@@ -30,7 +30,7 @@ func BenchmarkHandoff(b *testing.B) {
 		from := i & 1
 		r := record{f: f, kind: kindData, from: uint8(from), seq: next[from], ack: next[1-from], t: time.Now(), n: len(chunk)}
 		if cost := recordOverhead + int64(len(chunk)); w.reserve(cost) {
-			r.buf, r.cost = getBuf(chunk), cost
+			r.buf, r.cost = w.q.getBuf(chunk), cost
 		}
 		next[from] += uint32(len(chunk))
 		w.enqueue(r)

@@ -370,7 +370,7 @@ func (st *connState) data(n int, from uint8, chunk []byte, comment string) recor
 	l := st.leg(n)
 	r := record{f: l.f, kind: kindData, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), n: len(chunk), comment: comment}
 	if cost := recordOverhead + int64(len(chunk)); st.w.reserve(cost) {
-		r.buf, r.cost = getBuf(chunk), cost
+		r.buf, r.cost = st.w.q.getBuf(chunk), cost
 	}
 	l.next[from] += uint32(len(chunk))
 	return r

@@ -95,7 +95,7 @@ func (wl *wireLeg) data(from uint8, b []byte) {
 	l := &wl.l
 	r := record{f: l.f, kind: kindData, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), n: len(b)}
 	if cost := recordOverhead + int64(len(b)); wl.w.reserve(cost) {
-		r.buf, r.cost = getBuf(b), cost
+		r.buf, r.cost = wl.w.q.getBuf(b), cost
 	}
 	l.next[from] += uint32(len(b))
 	wl.w.enqueue(r)

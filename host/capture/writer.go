@@ -118,9 +118,10 @@ type Writer struct {
 	expectKeys atomic.Bool // KeyLogWriter was called: hold TLS handshakes for their keys
 
 	// The writer goroutine's state.
-	batch     []record  // the records drain took last (recQueue.take)
-	out       io.Writer // New's writer, or nil for files
-	name      *pattern  // Create's path
+	batch     []record   // the records drain took last (recQueue.take)
+	freed     []*payload // small payloads written since, for the free list
+	out       io.Writer  // New's writer, or nil for files
+	name      *pattern   // Create's path
 	file      *os.File
 	fileName  string
 	fileBase  string // the expansion of the path the file was started for
@@ -240,10 +241,28 @@ func getBuf(b []byte) *payload {
 	return p
 }
 
+// recycle is putBuf on the writer goroutine: a small payload goes to the
+// hooks' free list at the next take (recQueue.take).
+func (w *Writer) recycle(p *payload) {
+	if p.refs.Add(-1) != 0 {
+		return
+	}
+	if cap(p.b) == smallPayload {
+		w.freed = append(w.freed, p)
+		return
+	}
+	poolPut(p)
+}
+
 func putBuf(p *payload) {
 	if p.refs.Add(-1) != 0 {
 		return
 	}
+	poolPut(p)
+}
+
+// poolPut puts p, which no record holds, back in its pool.
+func poolPut(p *payload) {
 	switch c := cap(p.b); {
 	case c == smallPayload:
 		smallPool.Put(p)
@@ -478,7 +497,7 @@ const busyNap = 2 * time.Millisecond
 // drain processes the records queued, without waiting for more, and
 // returns how many it processed.
 func (w *Writer) drain() int {
-	b := w.q.take(w.batch)
+	b := w.q.take(w.batch, &w.freed)
 	for i := range b {
 		w.process(b[i])
 	}
@@ -575,7 +594,7 @@ func (w *Writer) write(r record) {
 	n, err := w.writeRecord(&r)
 	w.written[r.f.leg].Add(uint64(n))
 	if r.buf != nil {
-		putBuf(r.buf)
+		w.recycle(r.buf)
 	}
 	w.dirty = true
 	if err != nil {
