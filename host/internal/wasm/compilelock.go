@@ -4,10 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
 	"time"
-
-	"github.com/tetratelabs/wazero"
 )
 
 // Processes that share a compilation cache directory (the CLI's
@@ -15,9 +14,9 @@ import (
 // processes of one `go test ./...`) each compile a module that is not in
 // it yet: wazero's file cache has no lock, so two that start at once both
 // spend the compile (a Go guest: about a second of CPU) and one writes
-// what the other wrote. compile takes a lock file per module in the
-// directory first: the second process waits for the first, then loads
-// its code from the cache.
+// what the other wrote. A compile takes a lock file per module in the
+// directory first (compileLock): the second process waits for the first,
+// then loads its code from the cache.
 
 // lockDirName is the directory of the lock files, in the cache directory
 // beside wazero's own.
@@ -31,21 +30,31 @@ const maxLockWait = 2 * time.Minute
 // lockPoll is how often a busy lock is tried again.
 const lockPoll = 20 * time.Millisecond
 
-// lockWaiting, when set (by tests), is called once when compile finds the
-// lock taken and starts waiting.
+// lockWaiting, when set (by tests), is called once when compileLock finds
+// the lock taken and starts waiting.
 var lockWaiting func()
 
-// compile compiles src in rt, first taking src's lock in the cache
-// directory when there is one. A lock that cannot be had (no directory,
-// a file system without locks, ctx done, maxLockWait passed) only means
-// the module may be compiled twice.
-func (e *Engine) compile(ctx context.Context, rt wazero.Runtime, src []byte) (wazero.CompiledModule, error) {
-	if e.cacheDir != "" {
-		sum := sha256.Sum256(src)
-		path := filepath.Join(e.cacheDir, lockDirName, hex.EncodeToString(sum[:16])+".lock")
-		if unlock := lockFile(ctx, path); unlock != nil {
-			defer unlock()
-		}
+// compileLock takes src's lock in the cache directory, when there is
+// one, and returns its release (a no-op when there is no lock to take: no
+// directory, a file system without locks, maxLockWait passed; the module
+// may then be compiled twice). When ctx ends while it waits it returns
+// ctx's error: the caller gave up, and wazero's compiler would not stop
+// for it.
+func (e *Engine) compileLock(ctx context.Context, src []byte) (unlock func(), err error) {
+	if e.cacheDir == "" {
+		return func() {}, nil
 	}
-	return rt.CompileModule(ctx, src)
+	sum := sha256.Sum256(src)
+	path := filepath.Join(e.cacheDir, lockDirName, hex.EncodeToString(sum[:16])+".lock")
+	unlock = lockFile(ctx, path)
+	if err := ctx.Err(); err != nil {
+		if unlock != nil {
+			unlock()
+		}
+		return nil, fmt.Errorf("waiting for another process to compile the module into %s: %w", e.cacheDir, err)
+	}
+	if unlock == nil {
+		return func() {}, nil
+	}
+	return unlock, nil
 }

@@ -13,13 +13,13 @@ import (
 
 // lockFile takes an exclusive flock(2) on path (made if needed), waiting
 // while another process holds it, and returns its release; nil when it
-// cannot be had (see compile). The lock goes with the process, so a
+// cannot be had (see compileLock). The lock goes with the process, so a
 // process that dies holding it holds nothing.
 func lockFile(ctx context.Context, path string) (unlock func()) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o644) // flock needs no write access
 	if err != nil {
 		return nil
 	}

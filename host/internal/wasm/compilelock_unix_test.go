@@ -6,8 +6,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -104,8 +106,9 @@ func TestCompileWaitsForOtherProcessesCompile(t *testing.T) {
 	}
 }
 
-// A caller that gives up (its context done) stops waiting for the lock:
-// Compile returns instead of hanging on another process.
+// A caller that gives up (its context done) stops waiting for the lock and
+// returns its context's error, instead of hanging on another process or
+// spending a compile of its own (wazero's compiler ignores ctx).
 func TestCompileLockWaitEndsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -117,8 +120,65 @@ func TestCompileLockWaitEndsWithContext(t *testing.T) {
 	}
 	cancel()
 	select {
-	case <-done: // compiled without the lock, or failed for ctx: either way, not stuck
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for another process to compile the module") {
+			t.Errorf("Compile after its context was cancelled while waiting: %v; want the wait's context.Canceled (and no compile of its own)", err)
+		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Compile still waiting for the lock 20 s after its context was cancelled")
+	}
+}
+
+// A variant compiled on first use (Trusted code here) that waits for
+// another process's compile does not hold the module: Close returns at
+// once, and the waiting call then finds it closed.
+func TestCloseDoesNotWaitForOtherProcessesCompile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e, err := NewEngine(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	bin, err := os.ReadFile("../../plugin/testdata/v2_shared.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.Compile(ctx, bin) // the Sandboxed code only
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdCompileLock(t, dir, bin) // Trusted code is bin as is
+	waiting := waitingForLock(t)
+	done := make(chan error, 1)
+	go func() {
+		_, _, _, err := c.module(ctx, Trusted)
+		done <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("the Trusted compile returned (%v) while another process held its lock", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the Trusted compile did not wait for the lock")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waited for another process's compile")
+	}
+	release()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("the Trusted compile after Close: %v; want ErrClosed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the Trusted compile still waiting 20 s after the lock was released")
 	}
 }

@@ -238,7 +238,12 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 	if c.sandboxed == instrumented {
 		src = c.ibin
 	}
-	cm, err := e.compile(ctx, rt, src)
+	unlock, err := e.compileLock(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := rt.CompileModule(ctx, src)
+	unlock()
 	if err != nil && c.sandboxed == instrumented {
 		// Not expected: the instrumented form of a module that is itself
 		// invalid. Let the original's error speak.
@@ -246,7 +251,7 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 		if rt, err = e.runtime(ctx, guarded); err != nil {
 			return nil, err
 		}
-		cm, err = e.compile(ctx, rt, bin)
+		cm, err = rt.CompileModule(ctx, bin)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("not a valid WebAssembly module: %w", err)
@@ -348,18 +353,35 @@ func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, w
 		return nil, nil, v, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil, nil, v, ErrClosed
 	}
 	if cm := c.mods[v]; cm != nil {
+		c.mu.Unlock()
 		return cm, rt, v, nil
 	}
 	src := c.bin
 	if v == instrumented {
 		src = c.ibin
 	}
-	cm, err := c.e.compile(ctx, rt, src)
+	c.mu.Unlock()
+	// Another process may be compiling the same code into the cache:
+	// wait for it without c.mu, which Close takes.
+	unlock, err := c.e.compileLock(ctx, src)
+	if err != nil {
+		return nil, nil, v, fmt.Errorf("compile: %w", err)
+	}
+	defer unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, v, ErrClosed
+	}
+	if cm := c.mods[v]; cm != nil {
+		return cm, rt, v, nil // compiled meanwhile, by another call
+	}
+	cm, err := rt.CompileModule(ctx, src)
 	if err != nil {
 		return nil, nil, v, fmt.Errorf("compile: %w", err)
 	}
