@@ -70,9 +70,11 @@ func (q *recQueue) take(spare []record, freed *[]*payload) []record {
 	return b
 }
 
-// maxFree bounds the free list: as many small payloads as records may
-// wait.
-const maxFree = queueRecords
+// maxFree bounds the free list (about 0.6 MiB of payloads a Writer keeps
+// for good; more go to sync.Pool, which the GC drains): a busy writer's
+// batch of 2 ms holds a few hundred small chunks at 100k requests a
+// second.
+const maxFree = 1024
 
 // getBuf is getBuf taking a small payload from the free list when it has
 // one.

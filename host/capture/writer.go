@@ -416,6 +416,11 @@ func (w *Writer) Sync() { w.signal(kindSync) }
 func (w *Writer) Rotate() { w.signal(kindRotate) }
 
 func (w *Writer) signal(kind uint8) {
+	select {
+	case <-w.done:
+		return // the writer is gone: nothing would take the signal
+	default:
+	}
 	ch := make(chan struct{})
 	w.q.put(record{kind: kind, sync: ch}, -1) // a signal is never dropped
 	select {
