@@ -62,8 +62,8 @@ type Output struct {
 // an error that says so.
 func (o *Output) Write(to int, b []byte) {
 	c := o.c
-	if len(b) == 0 || c.state == finished || to < 0 || to > 1 {
-		return
+	if len(b) == 0 || c.state == finished || c.werr != nil || to < 0 || to > 1 {
+		return // (after a failure nothing more goes out: the connection resets)
 	}
 	if !c.plan.Filtered[1-to] {
 		c.fail(notFiltered("Write", side(to)))
@@ -102,7 +102,7 @@ func (o *Output) Write(to int, b []byte) {
 // it is written. As for Write, the direction toward to must be filtered.
 func (o *Output) CloseWrite(to int) {
 	c := o.c
-	if c.state == finished || to < 0 || to > 1 {
+	if c.state == finished || c.werr != nil || to < 0 || to > 1 {
 		return
 	}
 	if !c.plan.Filtered[1-to] {
