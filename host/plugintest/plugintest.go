@@ -790,9 +790,23 @@ func (c *wasmConn) ReadAll(dir sdk.Direction) []byte {
 func (c *wasmConn) Wait() {
 	t := c.p.t
 	t.Helper()
-	c.hangUp()
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()
+	if c.out[sdk.ClientToServer] != nil && c.out[sdk.ServerToClient] != nil {
+		// Hang up once both streams toward the peers have ended, which
+		// may be a moment after the tunnel ended them (their readers
+		// see the FINs on goroutines of their own).
+		for _, s := range c.out {
+			select {
+			case <-s.eofCh:
+			case <-c.split.closed:
+				return
+			case <-timer.C:
+				t.Fatalf("plugintest: Wait: connection #%d was not closed within %s", c.id, Timeout)
+			}
+		}
+		c.hangUp()
+	}
 	select {
 	case <-c.split.closed:
 	case <-timer.C:
