@@ -90,51 +90,76 @@ func TestRecQueueFreeList(t *testing.T) {
 }
 
 // Several forwarding threads feed one Writer at once (routes on
-// goroutines, or several routes' loops), with Syncs among their records:
-// every record is written, none dropped, none twice. Each flow sends from
-// one side only, so each data record is its packet and the pure ACK the
-// next one does not carry.
+// goroutines, or several routes' loops), in rounds: each round starts with
+// the writer asleep, so the round's first records must wake it. Every
+// record is written, none dropped, none twice. Each flow sends from one
+// side only, so each data record is its packet and the pure ACK the next
+// one does not carry.
 func TestWriterManyProducers(t *testing.T) {
 	w, err := New(io.Discard, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	const producers, records = 4, 3000
-	var wg sync.WaitGroup
-	for i := range producers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f := newFlow(LegClient, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(40000+i)), netip.MustParseAddrPort("127.0.0.1:6379"))
-			w.enqueue(record{f: f, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
-			seq := uint32(1001)
-			chunk := []byte("SET key value\r\n")
-			for j := range records {
-				r := record{f: f, kind: kindData, seq: seq, ack: 5001, t: time.Now(), n: len(chunk)}
-				if cost := recordOverhead + int64(len(chunk)); w.reserve(cost) {
-					r.buf, r.cost = w.q.getBuf(chunk), cost
-				}
-				seq += uint32(len(chunk))
-				w.enqueue(r)
-				if j%500 == 499 {
-					w.Sync() // and stay under the queue's bound of records
-				}
-			}
-		}()
+	const producers, rounds, perRound = 4, 6, 500
+	flows := make([]*flow, producers)
+	seqs := make([]uint32, producers)
+	for i := range flows {
+		flows[i] = newFlow(LegClient, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(40000+i)), netip.MustParseAddrPort("127.0.0.1:6379"))
+		w.enqueue(record{f: flows[i], kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
+		seqs[i] = 1001
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("producers still in Sync after 20 s: the writer slept with records queued")
+	chunk := []byte("SET key value\r\n")
+	for round := range rounds {
+		waitAsleep(t, w)
+		var wg sync.WaitGroup
+		for i := range producers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range perRound {
+					r := record{f: flows[i], kind: kindData, seq: seqs[i], ack: 5001, t: time.Now(), n: len(chunk)}
+					if cost := recordOverhead + int64(len(chunk)); w.reserve(cost) {
+						r.buf, r.cost = w.q.getBuf(chunk), cost
+					}
+					seqs[i] += uint32(len(chunk))
+					w.enqueue(r)
+				}
+			}()
+		}
+		wg.Wait()
+		synced := make(chan struct{})
+		go func() { w.Sync(); close(synced) }()
+		select {
+		case <-synced:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: Sync still waiting after 20 s: the writer slept with records queued", round)
+		}
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s := w.Stats()
-	want := uint64(producers * (3 + 2*records))
+	want := uint64(producers * (3 + 2*rounds*perRound))
 	if s.Written[LegClient] != want || s.Dropped != ([2]uint64{}) {
 		t.Errorf("written %d, dropped %v; want %d written (3 for each handshake, 2 for each record), none dropped", s.Written[LegClient], s.Dropped, want)
+	}
+}
+
+// waitAsleep waits until w's writer sleeps with nothing queued (it does
+// once a Sync returned and nothing else came).
+func waitAsleep(t *testing.T, w *Writer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		w.q.mu.Lock()
+		asleep := w.q.sleeping && len(w.q.recs) == 0
+		w.q.mu.Unlock()
+		if asleep {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer did not go to sleep within 20 s")
+		}
+		time.Sleep(100 * time.Microsecond) // polling the writer's flag: no event says it
 	}
 }
