@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
+
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
 	"github.com/tunnelwasm/tunnel/host/internal/testnet"
@@ -76,6 +78,46 @@ func (s *setup) finish(t *testing.T) {
 	}
 }
 
+// wantTimes checks that every packet of the file is stamped with the wall
+// clock between from and to, and that each interface's stamps never go
+// back.
+func wantTimes(t *testing.T, file string, from, to time.Time) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[int]time.Time{}
+	n := 0
+	for {
+		_, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		ts := ci.Timestamp
+		// pcapng keeps microseconds: allow for the truncation.
+		if ts.Before(from.Truncate(time.Microsecond)) || ts.After(to) {
+			t.Fatalf("packet %d stamped %v, outside the test's %v to %v", n, ts, from, to)
+		}
+		if ts.Before(last[ci.InterfaceIndex]) {
+			t.Errorf("packet %d on interface %d stamped %v, before the one ahead of it (%v)", n, ci.InterfaceIndex, ts, last[ci.InterfaceIndex])
+		}
+		last[ci.InterfaceIndex] = ts
+	}
+	if n == 0 {
+		t.Fatal("no packets")
+	}
+}
+
 func wantStream(t *testing.T, got tshark.Stream, a, b string, fromA, fromB []byte) {
 	t.Helper()
 	if got.Nodes != [2]string{a, b} {
@@ -93,6 +135,7 @@ func TestFollowBothLegs(t *testing.T) {
 	for _, tc := range []struct{ name, listen string }{{"ipv4", "127.0.0.1:0"}, {"ipv6", "[::1]:0"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			before := time.Now()
 			srv := testnet.ServeAt(t, tc.listen, testnet.Echo)
 			s := start(t, tc.listen, srv.Addr(), capture.Options{}, upper)
 			c := testnet.Dial(t, s.addr)
@@ -106,6 +149,7 @@ func TestFollowBothLegs(t *testing.T) {
 				t.Fatal("the echo differs")
 			}
 			s.finish(t)
+			wantTimes(t, s.file, before, time.Now())
 
 			client, listen := c.LocalAddr().String(), c.RemoteAddr().String()
 			f := tshark.Open(t, s.file)
