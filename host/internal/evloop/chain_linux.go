@@ -410,6 +410,13 @@ func (c *conn) flushQueue(to side) error {
 	q.feeders = 0
 	if q.shutWant && !c.shut[to] {
 		c.shut[to] = true
+		if !c.closing && c.chainDone() {
+			// The last half-close: runChain finishes the connection in
+			// this turn, and closing the socket sends the same FIN, its
+			// own stream having ended (nothing unread in it), as on the
+			// plain path (pump); one system call less.
+			return nil
+		}
 		if err := unix.Shutdown(e.fd, unix.SHUT_WR); err != nil {
 			return ioError(to, "shutdown", err)
 		}
