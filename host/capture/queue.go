@@ -28,11 +28,11 @@ func newRecQueue() *recQueue {
 	return &recQueue{wake: make(chan struct{}, 1)}
 }
 
-// put appends r unless max records are waiting (max < 0: no bound) and
-// wakes the writer if it sleeps. It never blocks on the writer.
-func (q *recQueue) put(r record, max int) bool {
+// put appends r unless bound records are waiting (bound < 0: no bound)
+// and wakes the writer if it sleeps. It never blocks on the writer.
+func (q *recQueue) put(r record, bound int) bool {
 	q.mu.Lock()
-	if max >= 0 && len(q.recs) >= max {
+	if bound >= 0 && len(q.recs) >= bound {
 		q.mu.Unlock()
 		return false
 	}
