@@ -415,8 +415,14 @@ func TestIdleTimeout(t *testing.T) {
 	c := dial(t, addr)
 	buf := make([]byte, 1)
 	const trickle = 20 // 20 x idle/10: twice the timeout in total
+	var quiet time.Time
 	for range trickle {
 		time.Sleep(idle / 10) // pacing of the trickle, not a wait
+		// The quiet starts no earlier than this write: the loop's last
+		// activity (reading it, writing the echo) comes after it. Stamped
+		// after the echo arrived instead, it could be a few ms late, and a
+		// timely reset look early.
+		quiet = time.Now()
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +430,6 @@ func TestIdleTimeout(t *testing.T) {
 			t.Fatalf("closed while active: %v", err)
 		}
 	}
-	quiet := time.Now()
 	if _, err := io.ReadAll(c); !isReset(err) {
 		t.Errorf("client got %v, want a reset", err)
 	}
