@@ -22,6 +22,9 @@ type recQueue struct {
 	// by the put that wakes it).
 	sleeping bool
 	wake     chan struct{} // capacity 1
+	// asleep, when set (tests), gets a token whenever idle marks the
+	// writer sleeping.
+	asleep chan struct{}
 }
 
 func newRecQueue() *recQueue {
@@ -107,5 +110,11 @@ func (q *recQueue) idle() bool {
 		q.sleeping = true
 	}
 	q.mu.Unlock()
+	if empty && q.asleep != nil {
+		select {
+		case q.asleep <- struct{}{}:
+		default:
+		}
+	}
 	return empty
 }
