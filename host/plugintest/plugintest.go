@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/host/internal/flock"
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 	"github.com/tunnelwasm/tunnel/sdk"
@@ -112,19 +113,19 @@ func markWarm() {
 	}
 }
 
-// lockFile takes an exclusive flock on path and returns its release; when
-// the lock cannot be had, builds may run twice, which costs only time.
+// lockFile takes an exclusive lock on path and returns its release; when
+// the lock cannot be had (or another process holds it past maxBuildWait),
+// builds may run twice, which costs only time.
 func lockFile(path string) (unlock func()) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return func() {}
+	if unlock := flock.Lock(context.Background(), path, maxBuildWait, nil); unlock != nil {
+		return unlock
 	}
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX) != nil {
-		f.Close()
-		return func() {}
-	}
-	return func() { f.Close() } // releases the lock
+	return func() {}
 }
+
+// maxBuildWait bounds the wait for another test process's build: a cold
+// build under a loaded -race run takes a minute at most.
+const maxBuildWait = 5 * time.Minute
 
 func goBuild(dir string) ([]byte, error) {
 	unlock, cold := buildLock(buildKey(dir))

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/host/internal/flock"
 )
 
 // Processes that share a compilation cache directory (the CLI's
@@ -27,9 +29,6 @@ const lockDirName = "tunnel-compile-locks"
 // is compiled here too, as without the lock.
 const maxLockWait = 2 * time.Minute
 
-// lockPoll is how often a busy lock is tried again.
-const lockPoll = 20 * time.Millisecond
-
 // lockWaiting, when set (by tests), is called once when compileLock finds
 // the lock taken and starts waiting.
 var lockWaiting func()
@@ -46,7 +45,7 @@ func (e *Engine) compileLock(ctx context.Context, src []byte) (unlock func(), er
 	}
 	sum := sha256.Sum256(src)
 	path := filepath.Join(e.cacheDir, lockDirName, hex.EncodeToString(sum[:16])+".lock")
-	unlock = lockFile(ctx, path)
+	unlock = flock.Lock(ctx, path, maxLockWait, lockWaiting)
 	if err := ctx.Err(); err != nil {
 		if unlock != nil {
 			unlock()

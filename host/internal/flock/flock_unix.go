@@ -1,6 +1,6 @@
 //go:build unix
 
-package wasm
+package flock
 
 import (
 	"context"
@@ -11,11 +11,12 @@ import (
 	"time"
 )
 
-// lockFile takes an exclusive flock(2) on path (made if needed), waiting
-// while another process holds it, and returns its release; nil when it
-// cannot be had (see compileLock). The lock goes with the process, so a
-// process that dies holding it holds nothing.
-func lockFile(ctx context.Context, path string) (unlock func()) {
+// Lock takes an exclusive flock(2) on path (made, with its directory, if
+// needed), waiting while another process holds it, and returns its
+// release. It returns nil when the lock cannot be had: the file cannot be
+// made or locked (a file system without locks), ctx ended, or maxWait
+// passed. waiting, when not nil, is called once if the lock is found taken.
+func Lock(ctx context.Context, path string, maxWait time.Duration, waiting func()) (unlock func()) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil
 	}
@@ -23,7 +24,7 @@ func lockFile(ctx context.Context, path string) (unlock func()) {
 	if err != nil {
 		return nil
 	}
-	deadline := time.Now().Add(maxLockWait)
+	deadline := time.Now().Add(maxWait)
 	for waited := false; ; waited = true {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -33,14 +34,14 @@ func lockFile(ctx context.Context, path string) (unlock func()) {
 			f.Close()
 			return nil
 		}
-		if !waited && lockWaiting != nil {
-			lockWaiting()
+		if !waited && waiting != nil {
+			waiting()
 		}
 		if time.Now().After(deadline) {
 			f.Close()
 			return nil
 		}
-		t := time.NewTimer(lockPoll)
+		t := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
