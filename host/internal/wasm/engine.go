@@ -234,10 +234,7 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := bin
-	if c.sandboxed == instrumented {
-		src = c.ibin
-	}
+	src := c.code(c.sandboxed)
 	unlock, err := e.compileLock(ctx, src)
 	if err != nil {
 		return nil, err
@@ -353,19 +350,12 @@ func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, w
 		return nil, nil, v, err
 	}
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, nil, v, ErrClosed
-	}
-	if cm := c.mods[v]; cm != nil {
-		c.mu.Unlock()
-		return cm, rt, v, nil
-	}
-	src := c.bin
-	if v == instrumented {
-		src = c.ibin
-	}
+	cm, err := c.compiledLocked(v)
+	src := c.code(v)
 	c.mu.Unlock()
+	if cm != nil || err != nil {
+		return cm, rt, v, err
+	}
 	// Another process may be compiling the same code into the cache:
 	// wait for it without c.mu, which Close takes.
 	unlock, err := c.e.compileLock(ctx, src)
@@ -375,18 +365,33 @@ func (c *Compiled) module(ctx context.Context, m Mode) (wazero.CompiledModule, w
 	defer unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, nil, v, ErrClosed
+	if cm, err := c.compiledLocked(v); cm != nil || err != nil {
+		return cm, rt, v, err // closed, or compiled meanwhile by another call
 	}
-	if cm := c.mods[v]; cm != nil {
-		return cm, rt, v, nil // compiled meanwhile, by another call
-	}
-	cm, err := rt.CompileModule(ctx, src)
+	cm, err = rt.CompileModule(ctx, src)
 	if err != nil {
 		return nil, nil, v, fmt.Errorf("compile: %w", err)
 	}
 	c.mods[v] = cm
 	return cm, rt, v, nil
+}
+
+// compiledLocked returns variant v's code when it is compiled (nil when
+// not yet), or ErrClosed. Called with c.mu held.
+func (c *Compiled) compiledLocked(v variant) (wazero.CompiledModule, error) {
+	if c.closed {
+		return nil, ErrClosed
+	}
+	return c.mods[v], nil
+}
+
+// code is the binary variant v is compiled from: the instrumented one, or
+// the module as given.
+func (c *Compiled) code(v variant) []byte {
+	if v == instrumented {
+		return c.ibin
+	}
+	return c.bin
 }
 
 // Close releases the compiled code. Instances made from it must be closed
