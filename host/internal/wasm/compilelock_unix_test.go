@@ -78,31 +78,45 @@ func compileWhileLocked(ctx context.Context, t *testing.T) (done <-chan error, r
 	return res, release, waiting
 }
 
+// waitsForLock fails the test unless the compile (what) finds the lock
+// taken and waits, neither returning (done) nor taking 20 s to get there.
+func waitsForLock(t *testing.T, waiting <-chan struct{}, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("%s returned (%v) while another process held the module's lock", what, err)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s neither waited for the lock nor returned in 20 s", what)
+	}
+}
+
+// result is the compile's outcome (what, after what happened), within 20 s.
+func result(t *testing.T, done <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s still waiting after 20 s", what)
+		return nil
+	}
+}
+
 // A module another process is compiling into the same cache directory is
 // waited for, not compiled side by side; once that process is done, the
 // compile goes on.
 func TestCompileWaitsForOtherProcessesCompile(t *testing.T) {
 	done, release, waiting := compileWhileLocked(context.Background(), t)
-	select {
-	case <-waiting:
-	case err := <-done:
-		t.Fatalf("Compile returned (%v) while another process held the module's lock", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Compile neither waited for the lock nor returned in 20 s")
-	}
+	waitsForLock(t, waiting, done, "Compile")
 	select {
 	case err := <-done:
 		t.Fatalf("Compile returned (%v) while another process held the module's lock", err)
 	default:
 	}
 	release()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Compile after the lock was released: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Compile still waiting 20 s after the lock was released")
+	if err := result(t, done, "Compile, the lock released,"); err != nil {
+		t.Fatalf("Compile after the lock was released: %v", err)
 	}
 }
 
@@ -113,19 +127,10 @@ func TestCompileLockWaitEndsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done, _, waiting := compileWhileLocked(ctx, t)
-	select {
-	case <-waiting:
-	case <-time.After(20 * time.Second):
-		t.Fatal("Compile did not wait for the lock")
-	}
+	waitsForLock(t, waiting, done, "Compile")
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for another process to compile the module") {
-			t.Errorf("Compile after its context was cancelled while waiting: %v; want the wait's context.Canceled (and no compile of its own)", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Compile still waiting for the lock 20 s after its context was cancelled")
+	if err := result(t, done, "Compile, its context cancelled,"); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for another process to compile the module") {
+		t.Errorf("Compile after its context was cancelled while waiting: %v; want the wait's context.Canceled (and no compile of its own)", err)
 	}
 }
 
@@ -155,13 +160,7 @@ func TestCloseDoesNotWaitForOtherProcessesCompile(t *testing.T) {
 		_, _, _, err := c.module(ctx, Trusted)
 		done <- err
 	}()
-	select {
-	case <-waiting:
-	case err := <-done:
-		t.Fatalf("the Trusted compile returned (%v) while another process held its lock", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the Trusted compile did not wait for the lock")
-	}
+	waitsForLock(t, waiting, done, "the Trusted compile")
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close(ctx) }()
 	select {
@@ -173,12 +172,7 @@ func TestCloseDoesNotWaitForOtherProcessesCompile(t *testing.T) {
 		t.Fatal("Close waited for another process's compile")
 	}
 	release()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
-			t.Errorf("the Trusted compile after Close: %v; want ErrClosed", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the Trusted compile still waiting 20 s after the lock was released")
+	if err := result(t, done, "the Trusted compile, the lock released,"); !errors.Is(err, ErrClosed) {
+		t.Errorf("the Trusted compile after Close: %v; want ErrClosed", err)
 	}
 }
