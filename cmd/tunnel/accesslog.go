@@ -1,81 +1,68 @@
 package main
 
 import (
-	"bytes"
+	"io"
+	"log/slog"
 	"os"
-	"sync"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/logsink"
 )
 
-// accessLogFlush is how often the access log's buffer is written to its
-// file; accessLogMax is how much it holds before a record writes it at once.
+// The log on stderr and the --access-log file are written through a
+// logsink.Writer: a connection's end is logged on the goroutine that
+// forwarded it, often the event loop of every connection of its route,
+// and a write(2) there would both cost a system call per connection and,
+// when the output stalls (a pipe nobody reads, a terminal paused with
+// Ctrl-S, a stuck disk), stall every connection of the loop. The writer
+// keeps lines in memory, writes them in batches, and drops (and then
+// reports) what does not fit.
 const (
+	// stderrDelay is how late a line may reach stderr; stderrMax is what
+	// stderr may hold back before lines are dropped (about 4,000 lines).
+	stderrDelay = 10 * time.Millisecond
+	stderrMax   = 1 << 20
+	// accessLogFlush is how often the access log's lines are written to
+	// its file (a crash loses at most that much, as nginx's access_log
+	// buffer= does); accessLogMax is what it may hold back (about 15,000
+	// lines, written at once from half of it).
 	accessLogFlush = 200 * time.Millisecond
-	accessLogMax   = 64 << 10
+	accessLogMax   = 4 << 20
+	// closeWait bounds how long exit waits for an output to take the last
+	// lines: an output that never does must not keep the process.
+	closeWait = 250 * time.Millisecond
 )
 
-// accessLogFile is the --access-log file behind a buffer: slog's handler
-// writes each record with one Write, which here only appends to memory,
-// and whole records reach the file every accessLogFlush (or when the buffer
-// fills), in one write(2) for many connections. A connection's end on the
-// event loop no longer waits for a system call of its own (it cost 7-10 %
-// of the connection rate, measured with examples/bench's tunnel-accesslog).
-// Close writes what is left; a crash loses at most accessLogFlush of lines,
-// as nginx's access_log buffer= does.
-type accessLogFile struct {
-	f    *os.File
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	stop chan struct{}
-	done chan struct{}
+// logOutput puts stderr behind a logsink.Writer. Everything the command
+// writes to stderr from then on goes through it, so that its own messages
+// and the log's lines stay in order; done writes out what is left.
+func logOutput(stderr io.Writer) (io.Writer, func()) {
+	w := logsink.New(stderr, logsink.Options{Delay: stderrDelay, Max: stderrMax, Name: "stderr"})
+	return w, func() { w.Close(closeWait) }
 }
 
-func newAccessLogFile(f *os.File) *accessLogFile {
-	a := &accessLogFile{f: f, stop: make(chan struct{}), done: make(chan struct{})}
-	go a.flusher()
-	return a
+// accessLog is the --access-log file behind a logsink.Writer.
+type accessLog struct {
+	*logsink.Writer
+	f *os.File
 }
 
-// Write appends one record.
-func (a *accessLogFile) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.buf.Write(p)
-	if a.buf.Len() >= accessLogMax {
-		a.flushLocked()
+// openAccessLog opens the file at path for appending; lines that the file
+// does not take in time are reported through logger, not in the file, whose
+// readers expect JSON.
+func openAccessLog(path string, logger *slog.Logger) (*accessLog, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
 	}
-	return len(p), nil
-}
-
-func (a *accessLogFile) flushLocked() {
-	if a.buf.Len() > 0 {
-		a.f.Write(a.buf.Bytes())
-		a.buf.Reset()
+	dropped := func(lines, bytes int) {
+		logger.Warn("access log lines dropped", "lines", lines, "bytes", bytes, "file", path, "why", "the file did not take bytes as fast as they came")
 	}
+	return &accessLog{logsink.New(f, logsink.Options{Delay: accessLogFlush, Max: accessLogMax, Dropped: dropped}), f}, nil
 }
 
-func (a *accessLogFile) flusher() {
-	defer close(a.done)
-	t := time.NewTicker(accessLogFlush)
-	defer t.Stop()
-	for {
-		select {
-		case <-a.stop:
-			return
-		case <-t.C:
-			a.mu.Lock()
-			a.flushLocked()
-			a.mu.Unlock()
-		}
-	}
-}
-
-// Close stops the flusher, writes what is buffered and closes the file.
-func (a *accessLogFile) Close() error {
-	close(a.stop)
-	<-a.done
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.flushLocked()
+// Close writes out what is buffered and closes the file.
+func (a *accessLog) Close() error {
+	a.Writer.Close(closeWait)
 	return a.f.Close()
 }

@@ -201,6 +201,14 @@ func startWith(t *testing.T, stdout *output, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(tunnelBin, args...), stdout: stdout, stderr: newOutput(), exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.start(t)
+	return p
+}
+
+// start starts p.cmd, whose outputs are set, and kills it when the test
+// ends if it is still running.
+func (p *proc) start(t *testing.T) {
+	t.Helper()
 	// The race runtime otherwise sleeps a second before a clean exit.
 	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	if err := p.cmd.Start(); err != nil {
@@ -215,7 +223,6 @@ func startWith(t *testing.T, stdout *output, args ...string) *proc {
 			<-p.exited
 		}
 	})
-	return p
 }
 
 // startPlain runs the plain mode from 127.0.0.1:0 to target and returns

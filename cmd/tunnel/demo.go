@@ -66,6 +66,8 @@ Flags:
 		fmt.Fprintf(stderr, "tunnel demo: --log-level %q: want debug, info, warn or error\n", *logLevel)
 		return 2
 	}
+	stderr, closeStderr := logOutput(stderr)
+	defer closeStderr()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

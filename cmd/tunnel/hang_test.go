@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,4 +443,87 @@ func hungStop(t *testing.T) (stop func(context.Context) error, release func()) {
 	release = func() { once.Do(func() { close(unblock) }) }
 	t.Cleanup(release)
 	return func(context.Context) error { <-unblock; return nil }, release
+}
+
+// TestStderrNotReadDoesNotStall: the log's reader stops reading (a pipe
+// whose reader is busy, a terminal paused with Ctrl-S). The tunnel logs a
+// line per connection on the goroutine that forwards it, and a pipe holds
+// 64 KiB, about 280 such lines: once it was full, a write(2) to stderr
+// blocked the loop and every connection with it. Now lines that stderr
+// does not take are dropped and counted, forwarding goes on, and once
+// stderr is read again a line says how many went missing. On the spliced
+// and the filtered path.
+func TestStderrNotReadDoesNotStall(t *testing.T) {
+	t.Parallel()
+	const conns = 6000 // more lines than the pipe (64 KiB) and the held-back log (1 MiB) take
+	for _, path := range []struct {
+		name string
+		args []string
+	}{
+		{"spliced", []string{"--dump", "none"}},
+		{"plugin", []string{"--dump", "none", "--plugin", "../../host/plugin/testdata/noop.wasm"}},
+	} {
+		t.Run(path.name, func(t *testing.T) {
+			t.Parallel()
+			target := echoServer(t)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			p := &proc{cmd: exec.Command(tunnelBin, append([]string{"--from", "127.0.0.1:0", "--to", target}, path.args...)...), stdout: newDiscard(), stderr: newOutput(), exited: make(chan struct{})}
+			p.cmd.Stdout, p.cmd.Stderr = p.stdout, w
+			p.start(t)
+			w.Close()
+			// Read stderr up to the listening line, then no more.
+			var head []byte
+			rx := regexp.MustCompile(`msg=listening .*addr=(127\.0\.0\.1:\d+)`)
+			r.SetReadDeadline(time.Now().Add(cliTimeout))
+			var m [][]byte
+			for m == nil {
+				buf := make([]byte, 512)
+				n, err := r.Read(buf)
+				head = append(head, buf[:n]...)
+				if err != nil {
+					t.Fatalf("reading the tunnel's stderr: %v; so far:\n%s", err, head)
+				}
+				m = rx.FindSubmatch(head)
+			}
+			addr := string(m[1])
+			for i := range conns {
+				c := dial(t, addr)
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				msg := []byte("hello")
+				if _, err := c.Write(msg); err != nil {
+					t.Fatalf("connection %d of %d: write: %v (stderr unread: the tunnel stalled on its log?)", i+1, conns, err)
+				}
+				c.CloseWrite()
+				if got, err := io.ReadAll(c); string(got) != "hello" || err != nil {
+					t.Fatalf("connection %d of %d: echo %q, %v (stderr unread: the tunnel stalled on its log?)", i+1, conns, got, err)
+				}
+				c.Close()
+			}
+			// Read stderr again: what was held back arrives, with the count
+			// of what was not; the exit writes out the rest.
+			r.SetReadDeadline(time.Time{})
+			copied := make(chan struct{})
+			go func() { io.Copy(p.stderr, r); close(copied) }()
+			p.stderr.wait(t, `msg="log output dropped"`)
+			p.cmd.Process.Signal(syscall.SIGINT)
+			if code := p.exitCode(t); code != 0 {
+				t.Fatalf("exit %d; stderr:\n%s", code, p.stderr)
+			}
+			<-copied // EOF: the tunnel has exited, its stderr is all here
+			text := string(head) + p.stderr.String()
+			closed := strings.Count(text, `msg="connection closed"`)
+			dropped := 0
+			for _, d := range regexp.MustCompile(`msg="log output dropped" writes=(\d+) `).FindAllStringSubmatch(text, -1) {
+				n, _ := strconv.Atoi(d[1])
+				dropped += n
+			}
+			if dropped == 0 || closed+dropped != conns {
+				t.Errorf("%d connections: %d close lines on stderr and %d reported dropped, want them to add up, some dropped", conns, closed, dropped)
+			}
+		})
+	}
 }

@@ -223,14 +223,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tunnel: --log-level %q: want debug, info, warn or error\n", o.logLevel)
 		return 2
 	}
+	stderr, closeStderr := logOutput(stderr)
+	defer closeStderr()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if o.accessLogTo != "" {
-		f, err := os.OpenFile(o.accessLogTo, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		al, err := openAccessLog(o.accessLogTo, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "tunnel: --access-log: %v\n", err)
 			return 2
 		}
-		al := newAccessLogFile(f)
 		defer al.Close()
 		o.accessLog = slog.New(slog.NewJSONHandler(al, nil))
 	}
