@@ -136,11 +136,17 @@ type Route struct {
 // first use.
 type Proxy struct {
 	// Logger receives the operational log (listeners, connections, errors).
-	// Nil means slog.Default().
+	// Nil means slog.Default(). Its handler runs on the goroutine that
+	// forwards the connection it logs about, which may be the event loop
+	// of every connection of a route: a handler that blocks (writing to a
+	// pipe nobody reads) stalls them all. Give it an output that never
+	// blocks, such as a buffer that drops what does not fit (the tunnel
+	// command's stderr is one).
 	Logger *slog.Logger
 	// AccessLog, when set, receives the "connection closed" record of every
 	// connection (who, where, bytes each way, duration, reason, tags)
 	// instead of Logger: give it a JSON handler on a file for an access log.
+	// What Logger's doc says of blocking holds for it too.
 	AccessLog *slog.Logger
 
 	mu        sync.Mutex
