@@ -205,6 +205,40 @@ func TestGoals(t *testing.T) {
 	if g := byWhat["10000 idle connections through tunnel-noop: VmRSS"]; g.Value != 81 || !strings.Contains(g.Got, "81.0 MiB projected to 10000") {
 		t.Errorf("idle goal uses the projection: %+v", g)
 	}
+	// One sample each: nothing to pair.
+	if g := byWhat["tunnel vs nginx: redis GET, 1 client"]; strings.Contains(g.Got, "per round") {
+		t.Errorf("per-round ratios from one round: %+v", g)
+	}
+}
+
+// TestGoalsPerRound: with a sample from every round, a goal's text gives
+// the per-round ratios' range and median, pairing samples of the same
+// round; with unequal counts (a failed round) it gives none.
+func TestGoalsPerRound(t *testing.T) {
+	r := results{}
+	for _, s := range []struct {
+		target, key string
+		v           float64
+	}{
+		{"nginx", "redis50_get_rps", 100}, {"tunnel", "redis50_get_rps", 90},
+		{"nginx", "redis50_get_rps", 80}, {"tunnel", "redis50_get_rps", 88},
+		{"nginx", "redis50_get_rps", 120}, {"tunnel", "redis50_get_rps", 120},
+		{"tunnel-capture", "redis50_get_rps", 90}, {"tunnel-capture", "redis50_get_rps", 80},
+	} {
+		r.add(s.target, s.key, s.v)
+	}
+	r.summarize()
+	byWhat := map[string]goal{}
+	for _, g := range r.goals(nil, 10000) {
+		byWhat[g.What] = g
+	}
+	// Rounds: 0.90, 1.10, 1.00; the medians' ratio is 90/100.
+	if g := byWhat["tunnel vs nginx: redis GET, 50 clients"]; g.Met || !strings.HasSuffix(g.Got, "; per round 0.90–1.10, median 1.00") {
+		t.Errorf("tunnel vs nginx: %+v", g)
+	}
+	if g := byWhat["capture vs no capture: redis GET, 50 clients"]; strings.Contains(g.Got, "per round") {
+		t.Errorf("two samples against three were paired: %+v", g)
+	}
 }
 
 func TestProcParsing(t *testing.T) {
