@@ -69,6 +69,7 @@ Flags:
 	stderr, closeStderr := logOutput(stderr)
 	defer closeStderr()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	stdout = guardStdout(stdout, logger)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"context"
 	"errors"
 	"fmt"
@@ -525,5 +526,46 @@ func TestStderrNotReadDoesNotStall(t *testing.T) {
 				t.Errorf("%d connections: %d close lines on stderr and %d reported dropped, want them to add up, some dropped", conns, closed, dropped)
 			}
 		})
+	}
+}
+
+// TestStdoutClosedDoesNotKill: the reader of the traffic dump goes away
+// (`tunnel … | head`). A Go program dies of SIGPIPE on a write to a closed
+// stdout, which cut every open connection mid-transfer; now the dump stops,
+// the log says so once, and every byte is still forwarded.
+func TestStdoutClosedDoesNotKill(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: exec.Command(tunnelBin, "--from", "127.0.0.1:0", "--to", target, "--dump", "hex"), stderr: newOutput(), exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = w, p.stderr
+	p.start(t)
+	w.Close()
+	r.Close() // nobody reads the dump: its first write gets EPIPE
+	addr := p.stderr.wait(t, `msg=listening .*addr=(127\.0\.0\.1:\d+)`)[1]
+	payload := make([]byte, 1<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	want := sha256.Sum256(payload)
+	for i := range 3 {
+		c := dial(t, addr)
+		c.SetDeadline(time.Now().Add(cliTimeout))
+		go func() { c.Write(payload); c.CloseWrite() }()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || sha256.Sum256(got) != want {
+			t.Fatalf("connection %d: %d bytes back (sha256 match %v), %v; the tunnel exited: %v; stderr:\n%s", i+1, len(got), sha256.Sum256(got) == want, err, p.exitedWithin(0), p.stderr)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d (%v); stderr:\n%s", code, p.err, p.stderr)
+	}
+	if n := strings.Count(p.stderr.String(), `msg="stdout closed: the traffic dump and plugin output stop here; forwarding goes on"`); n != 1 {
+		t.Errorf("%d warnings about the closed stdout, want 1; stderr:\n%s", n, p.stderr)
 	}
 }

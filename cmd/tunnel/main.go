@@ -34,6 +34,7 @@ import (
 )
 
 func main() {
+	keepOnBrokenPipe()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -226,6 +227,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	stderr, closeStderr := logOutput(stderr)
 	defer closeStderr()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	stdout = guardStdout(stdout, logger)
 	if o.accessLogTo != "" {
 		al, err := openAccessLog(o.accessLogTo, logger)
 		if err != nil {
