@@ -69,6 +69,7 @@ Flags:
 	stderr, closeStderr := logOutput(stderr)
 	defer closeStderr()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	keepOnBrokenPipe()
 	stdout = guardStdout(stdout, logger)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -34,7 +34,6 @@ import (
 )
 
 func main() {
-	keepOnBrokenPipe()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -227,6 +226,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	stderr, closeStderr := logOutput(stderr)
 	defer closeStderr()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	keepOnBrokenPipe()
 	stdout = guardStdout(stdout, logger)
 	if o.accessLogTo != "" {
 		al, err := openAccessLog(o.accessLogTo, logger)

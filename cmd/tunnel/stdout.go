@@ -17,7 +17,8 @@ import (
 // connection, bytes in flight lost, over a copy of the traffic the user
 // only watched. Asking for SIGPIPE (and never reading it) is how the
 // runtime is told so; unlike ignoring it, it is not inherited by child
-// processes.
+// processes. Only the modes that forward call it: `tunnel plugins | head`
+// still ends as a filter should.
 func keepOnBrokenPipe() {
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }
