@@ -534,6 +534,7 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 			}
 			return
 		}
+		setNoDelay(fd) // not accepted by a listener of this loop
 		l.startPlanned(fd, peer, plan)
 	})
 }

@@ -182,7 +182,8 @@ func (l *Loop) startPlanned(fd int, peer netip.AddrPort, plan *Plan) {
 		c.finish(fmt.Errorf("client: %w", err))
 		return
 	}
-	setNoDelay(fd)
+	// TCP_NODELAY: inherited from the listener (AddListener), or set by
+	// Adopt.
 	if c.plan.Chain != nil && !c.startChain() {
 		return
 	}
@@ -216,16 +217,21 @@ func (c *conn) dial() error {
 }
 
 // completeDial checks the outcome of the connect once the server socket
-// reports an event.
-func (c *conn) completeDial() {
+// reports events. A connect that failed sets the socket's error, which
+// epoll reports as EPOLLERR (with EPOLLHUP once it is closed): only then
+// is SO_ERROR read; EPOLLOUT alone is a connect that succeeded, and needs
+// no system call to say so.
+func (c *conn) completeDial(events uint32) {
 	e := &c.ep[server]
-	soErr, err := unix.GetsockoptInt(e.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && soErr != 0 {
-		err = unix.Errno(soErr)
-	}
-	if err != nil {
-		c.finish(fmt.Errorf("dial %s: %w", c.plan.Target, err))
-		return
+	if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		soErr, err := unix.GetsockoptInt(e.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soErr != 0 {
+			err = unix.Errno(soErr)
+		}
+		if err != nil {
+			c.finish(fmt.Errorf("dial %s: %w", c.plan.Target, err))
+			return
+		}
 	}
 	if !e.writable {
 		return // still in progress
@@ -272,7 +278,7 @@ func (c *conn) onEvent(e *endpoint, events uint32) {
 		// Client bytes stay in the client socket until the dial completes.
 		switch {
 		case e.side == server:
-			c.completeDial()
+			c.completeDial(events)
 		case events&unix.EPOLLERR != 0:
 			c.clientFailed = true // the client's fault, not the dial's
 			c.finish(ioError(client, "socket", socketError(e.fd)))

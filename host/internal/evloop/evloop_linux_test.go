@@ -879,3 +879,33 @@ func TestAcceptBurst(t *testing.T) {
 		t.Errorf("%d connections waiting in the backlog took %d turns of the loop to accept, want at most 4", conns, spread+1)
 	}
 }
+
+// TestAcceptedSocketsNoDelay: a connection the loop accepts has Nagle's
+// algorithm off without a system call of its own: AddListener sets
+// TCP_NODELAY on the listener, whose accepted sockets inherit it (the
+// listener here is a raw socket that never had it).
+func TestAcceptedSocketsNoDelay(t *testing.T) {
+	_, target := startServer(t, echo)
+	nodelay := make(chan int, 1)
+	_, _, a, addr := startForwarder(t, target, fwdOptions{take: func(fd int) bool {
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		if err != nil {
+			v = -1
+		}
+		nodelay <- v
+		return false
+	}})
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	if got, err := io.ReadAll(c); string(got) != "ping" || err != nil {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	c.Close()
+	a.waitDone(t)
+	if v := <-nodelay; v != 1 {
+		t.Errorf("TCP_NODELAY of the accepted socket: %d, want 1", v)
+	}
+}

@@ -63,6 +63,9 @@ func (l *Loop) AddListener(fd int, a Acceptor) (*Listener, error) {
 			err = fmt.Errorf("set non-blocking: %w", err)
 			return
 		}
+		// Accepted sockets inherit TCP_NODELAY from their listener: one
+		// system call per listener instead of one per connection.
+		setNoDelay(fd)
 		if err = l.register(fd, listenEvents, ln); err != nil {
 			return
 		}
