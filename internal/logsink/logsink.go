@@ -93,7 +93,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.closed || len(w.buf)+len(p) > w.max {
 		w.dropped++
 		w.dropB += len(p)
+		// A write larger than Max with nothing waiting: no batch is due
+		// to carry the report, so start one (it holds only the report).
+		kick := !w.closed && !w.armed
+		w.armed = w.armed || kick
 		w.mu.Unlock()
+		if kick {
+			select {
+			case w.kick <- struct{}{}:
+			default:
+			}
+		}
 		return len(p), nil
 	}
 	w.buf = append(w.buf, p...)

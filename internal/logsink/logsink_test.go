@@ -244,3 +244,18 @@ func TestCloseDoesNotWaitForABlockedOutput(t *testing.T) {
 		t.Error("a second Close, after the goroutine ended, reported a timeout")
 	}
 }
+
+// TestOversizedWriteReported: a single write larger than Max, arriving
+// while nothing else waits, is dropped, and the line that reports it goes
+// out after about Delay, without waiting for another write or for Close.
+func TestOversizedWriteReported(t *testing.T) {
+	o := newOut(false)
+	w := New(o, Options{Delay: time.Millisecond, Max: 100, Name: "stderr"})
+	defer w.Close(10 * time.Second)
+	w.Write(bytes.Repeat([]byte("x"), 101))
+	o.waitWrite(t)
+	m := droppedLine.FindStringSubmatch(o.String())
+	if m == nil || m[1] != "1" || m[2] != "101" {
+		t.Errorf("output %q: want the report of one write of 101 bytes dropped", o.String())
+	}
+}
