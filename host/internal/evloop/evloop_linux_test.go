@@ -909,3 +909,31 @@ func TestAcceptedSocketsNoDelay(t *testing.T) {
 		t.Errorf("TCP_NODELAY of the accepted socket: %d, want 1", v)
 	}
 }
+
+// TestDialRefusedIPv6: a connect over IPv6 to a port nothing listens on
+// fails as over IPv4: the refusal comes back as EPOLLERR, the one event
+// on which completeDial reads SO_ERROR, and Done names it; the client is
+// reset and the dial is not counted as connected.
+func TestDialRefusedIPv6(t *testing.T) {
+	checkFDs(t)
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("IPv6 loopback: %v", err)
+	}
+	target := ln.Addr().(*net.TCPAddr).AddrPort()
+	ln.Close() // nothing listens there any more
+	_, _, a, addr := startForwarder(t, target, fwdOptions{})
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		defer c.Close()
+		if _, err := io.ReadAll(c); !isReset(err) {
+			t.Errorf("client got %v, want a reset", err)
+		}
+	} else if !isReset(err) {
+		t.Fatal(err)
+	}
+	s := a.waitDone(t)
+	if !errors.Is(s.Err, unix.ECONNREFUSED) || !strings.Contains(s.Err.Error(), "dial "+target.String()) || s.Connected {
+		t.Errorf("Done: err %v, connected %v; want ECONNREFUSED naming %s, not connected", s.Err, s.Connected, target)
+	}
+}
