@@ -27,7 +27,9 @@ type Options struct {
 	Delay time.Duration
 	// Max bounds the bytes waiting in memory (default 1 MiB); a write that
 	// would go past it is dropped whole and counted. A batch is written
-	// at once, before its Delay, when it holds half of Max.
+	// at once, before its Delay, when it holds half of Max. The batch the
+	// output is taking is not counted: with an output that blocks, the
+	// Writer holds up to about twice Max.
 	Max int
 	// Name names the output in the line that reports dropped writes, e.g.
 	// "stderr" (default "output").
@@ -191,7 +193,8 @@ func (w *Writer) flush(spare []byte) []byte {
 // Close writes out what is waiting and stops the goroutine, waiting at
 // most timeout for the output to take it (an output that blocks for good
 // keeps the goroutine, which the process's exit ends). It reports whether
-// everything was written. Writes after Close are dropped.
+// everything was handed to the output (whose errors are ignored). Writes
+// after Close are dropped, and not reported.
 func (w *Writer) Close(timeout time.Duration) bool {
 	w.mu.Lock()
 	if !w.closed {
