@@ -440,10 +440,7 @@ func (p *Proxy) Apply(routes []Route) error {
 		if _, ok := fresh[listenKey(r)]; ok {
 			continue // a route sharing the address by server name
 		}
-		lc := net.ListenConfig{}
-		if r.ReusePort {
-			lc.Control = reusePort
-		}
+		lc := net.ListenConfig{Control: listenControl(r.ReusePort)}
 		ln, err := lc.Listen(context.Background(), "tcp", r.Listen)
 		if err != nil {
 			bindErr = fmt.Errorf("route %q: cannot listen on %s: %w", r.Name, r.Listen, err)

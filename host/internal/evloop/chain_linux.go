@@ -522,7 +522,9 @@ func (c *conn) wrote(dir side, n int) {
 
 // Adopt makes the loop forward fd, a connected, non-blocking, close-on-exec
 // socket accepted elsewhere (another loop's listener), by plan; peer is its
-// address. It does not wait. The loop owns fd from here on; false means the
+// address. Like the sockets a Loop's listener accepts, fd is expected to
+// have TCP_NODELAY already (a Loop's listeners have it, and their sockets
+// inherit it); the loop does not set it. It does not wait. The loop owns fd from here on; false means the
 // loop has stopped, and the caller still owns fd (plan.Done is not called).
 func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 	return l.post(func() {
@@ -534,7 +536,6 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 			}
 			return
 		}
-		setNoDelay(fd) // not accepted by a listener of this loop
 		l.startPlanned(fd, peer, plan)
 	})
 }

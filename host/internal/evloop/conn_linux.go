@@ -182,8 +182,8 @@ func (l *Loop) startPlanned(fd int, peer netip.AddrPort, plan *Plan) {
 		c.finish(fmt.Errorf("client: %w", err))
 		return
 	}
-	// TCP_NODELAY: inherited from the listener (AddListener), or set by
-	// Adopt.
+	// TCP_NODELAY: inherited from the listener (AddListener sets it; a
+	// Proxy's listeners have it from before they listen), as for Adopt's.
 	if c.plan.Chain != nil && !c.startChain() {
 		return
 	}
