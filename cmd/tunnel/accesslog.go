@@ -29,8 +29,9 @@ const (
 	accessLogFlush = 200 * time.Millisecond
 	accessLogMax   = 4 << 20
 	// closeWait bounds how long exit waits for an output to take the last
-	// lines: an output that never does must not keep the process.
-	closeWait = 250 * time.Millisecond
+	// lines: an output that never does must not keep the process (the
+	// access log's, then stderr's: stopWaitAfterGrace leaves room for both).
+	closeWait = 100 * time.Millisecond
 )
 
 // logOutput puts stderr behind a logsink.Writer. Everything the command

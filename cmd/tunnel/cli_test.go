@@ -449,8 +449,10 @@ func TestBadFlags(t *testing.T) {
 		if code != 2 {
 			t.Errorf("%q: exit status %d, want 2", tc.args, code)
 		}
-		if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "Usage:") {
-			t.Errorf("%q: stderr does not contain %q and the usage:\n%s", tc.args, tc.want, stderr)
+		// The reason first, then the usage (the reason goes through the
+		// log's buffered stderr once that is set up: so must the usage).
+		if i := strings.Index(stderr, tc.want); i < 0 || !strings.Contains(stderr[i:], "Usage:") {
+			t.Errorf("%q: stderr does not contain %q followed by the usage:\n%s", tc.args, tc.want, stderr)
 		}
 		if stdout != "" {
 			t.Errorf("%q: stdout: %q", tc.args, stdout)

@@ -68,6 +68,7 @@ Flags:
 	}
 	stderr, closeStderr := logOutput(stderr)
 	defer closeStderr()
+	fs.SetOutput(stderr)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	keepOnBrokenPipe()
 	stdout = guardStdout(stdout, logger)

@@ -127,7 +127,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	o.tls.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage:
+		fmt.Fprintf(fs.Output(), `Usage:
   tunnel --from ADDR --to ADDR [flags]   forward and print every chunk (plain mode)
   tunnel [--config FILE]                 run the routes of an HCL file (default ./tunnel.hcl)
   tunnel validate [FILE]                 check an HCL file; exit 1 on errors
@@ -225,6 +225,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	stderr, closeStderr := logOutput(stderr)
 	defer closeStderr()
+	fs.SetOutput(stderr) // a later fs.Usage() stays after the error it follows
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	keepOnBrokenPipe()
 	stdout = guardStdout(stdout, logger)
@@ -249,7 +250,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	o.again = again
 
 	if o.pprof != "" {
-		srv := &http.Server{Addr: o.pprof, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: o.pprof, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("pprof server", "addr", o.pprof, "err", err)
@@ -406,8 +407,10 @@ func notifyStop() (ctx context.Context, again <-chan struct{}, stop func()) {
 // How long shutdown waits for the proxy once it has told it to close the
 // remaining connections: after the grace period, and after a second signal.
 // Past that the process exits anyway: the kernel closes what is left.
+// Then the log's outputs get closeWait each to take their last lines, so
+// that the process is gone within grace + 1 s whatever they do.
 const (
-	stopWaitAfterGrace  = time.Second
+	stopWaitAfterGrace  = time.Second - 2*closeWait
 	stopWaitAfterSecond = 300 * time.Millisecond
 )
 
