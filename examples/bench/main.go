@@ -360,7 +360,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 				}
 				fmt.Fprintf(stdout, "  %-16s %-7s %s\n", t.Name, tt.key, brief(vals))
 				for key, v := range vals {
-					res.add(t.Name, tt.key+"_"+key, v)
+					res.addRound(t.Name, tt.key+"_"+key, round, v)
 				}
 			}
 		}

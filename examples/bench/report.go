@@ -63,14 +63,29 @@ var metrics = []metric{
 // and the median's ratio to direct's median.
 type figure struct {
 	Samples []float64 `json:"samples"`
-	Median  float64   `json:"median"`
-	Ratio   float64   `json:"ratio_to_direct,omitempty"`
+	// Rounds is the round of each sample (0-based), when known: a
+	// measurement that failed leaves its round out.
+	Rounds []int   `json:"rounds,omitempty"`
+	Median float64 `json:"median"`
+	Ratio  float64 `json:"ratio_to_direct,omitempty"`
 }
 
 // results holds every sample, by target then metric key.
 type results map[string]map[string]*figure
 
 func (r results) add(target, key string, v float64) {
+	r.fig(target, key).Samples = append(r.fig(target, key).Samples, v)
+}
+
+// addRound is add for a sample of a known round.
+func (r results) addRound(target, key string, round int, v float64) {
+	f := r.fig(target, key)
+	f.Samples = append(f.Samples, v)
+	f.Rounds = append(f.Rounds, round)
+}
+
+// fig returns target's figure for key, made if need be.
+func (r results) fig(target, key string) *figure {
 	if r[target] == nil {
 		r[target] = map[string]*figure{}
 	}
@@ -79,7 +94,7 @@ func (r results) add(target, key string, v float64) {
 		f = &figure{}
 		r[target][key] = f
 	}
-	f.Samples = append(f.Samples, v)
+	return f
 }
 
 // summarize computes every median, then every ratio to direct.
@@ -187,22 +202,29 @@ func (r results) goals(idle []idleResult, idleWant int) []goal {
 	return append(gs, g)
 }
 
-// perRound describes a's figure over b's round by round, when both have a
-// sample from every round (samples are kept in round order, and a round
-// that failed for one of them leaves the counts unequal): the lowest and
-// highest of the per-round ratios and their median. Two targets measured in
-// the same round are minutes apart at most, rounds up to an hour, so the
-// machine's drift moves the median of these ratios less than the ratio of
-// the medians; the goal is still judged by the latter. "" when there is
-// nothing to pair.
+// perRound describes a's figure over b's round by round, pairing the
+// samples of the rounds both have (a round whose measurement failed for
+// either is left out): the lowest and highest of the per-round ratios and
+// their median. Two targets measured in the same round are minutes apart at
+// most, rounds up to an hour, so the machine's drift moves the median of
+// these ratios less than the ratio of the medians; the goal is still judged
+// by the latter. "" when fewer than two rounds pair up.
 func (r results) perRound(a, b, key string) string {
 	fa, fb := r[a][key], r[b][key]
-	if fa == nil || fb == nil || len(fa.Samples) != len(fb.Samples) || len(fa.Samples) < 2 {
+	if fa == nil || fb == nil || len(fa.Rounds) != len(fa.Samples) || len(fb.Rounds) != len(fb.Samples) {
 		return ""
 	}
+	byRound := map[int]float64{}
+	for i, round := range fb.Rounds {
+		byRound[round] = fb.Samples[i]
+	}
 	var rs []float64
-	for i := range fa.Samples {
-		if x := ratio(fa.Samples[i], fb.Samples[i]); !math.IsNaN(x) && !math.IsInf(x, 0) {
+	for i, round := range fa.Rounds {
+		base, ok := byRound[round]
+		if !ok {
+			continue
+		}
+		if x := ratio(fa.Samples[i], base); !math.IsNaN(x) && !math.IsInf(x, 0) {
 			rs = append(rs, x)
 		}
 	}
