@@ -166,10 +166,12 @@ type Proxy struct {
 	sweepBuf   []*conn // the callback's own
 	noSweep    bool    // tests: never sweep, so a pump that waits wrongly stays stuck
 
-	// The event loop of plain routes (loop_linux.go), started with the
-	// first plain listener and closed by Shutdown.
-	loop   *eventLoop
-	noLoop bool // the loop could not start: accept on goroutines
+	// The event loops of plain routes (loop_linux.go; how many: loopsFor),
+	// started with the first plain listener and closed by Shutdown; each
+	// polls every plain listener.
+	loops     []*eventLoop
+	noLoop    bool // the loops could not start: accept on goroutines
+	loopCount int  // tests: how many loops to start (0: loopsFor's choice)
 	// The loops of inline routes (inline_linux.go), one per route state:
 	// Shutdown aborts their connections.
 	rloops map[*eventLoop]struct{}
@@ -261,8 +263,8 @@ type routeState struct {
 // loop_linux.go) or on a goroutine of its own (serve).
 type listener struct {
 	p      *Proxy
-	ln     *net.TCPListener             // closed at once when the loop accepts
-	lh     atomic.Pointer[loopListener] // the loop's side of the listener, or nil
+	ln     *net.TCPListener                // closed at once when the loop accepts
+	lh     atomic.Pointer[[]*loopListener] // the loops' sides of the listener, or nil
 	state  atomic.Pointer[routeState]
 	done   chan struct{} // closed when the listener stops accepting
 	exit   chan struct{} // closed when the accept loop has returned
@@ -492,8 +494,8 @@ func (p *Proxy) Apply(routes []Route) error {
 			p.logger().Info("listening", "route", m.Name, "addr", l.ln.Addr().String(), "target", m.Target)
 		}
 		if _, plain := rs.loopTarget(); plain || rs.loop != nil {
-			if loop := p.loopLocked(); loop != nil {
-				if err := l.serveOnLoop(loop); err == nil {
+			if loops := p.loopsLocked(); loops != nil {
+				if err := l.serveOnLoops(loops); err == nil {
 					continue
 				} else {
 					p.logger().Warn("event loop refused the listener; accepting on a goroutine", "route", r.Name, "err", err)
@@ -614,8 +616,10 @@ func (p *Proxy) abortAll() {
 }
 
 func (l *listener) stop() {
-	if h := l.lh.Load(); h != nil {
-		h.Close()
+	if hs := l.lh.Load(); hs != nil {
+		for _, h := range *hs {
+			h.Close()
+		}
 	}
 	select {
 	case <-l.done:
@@ -696,9 +700,11 @@ func (l *listener) connDone() {
 
 // wake makes an accept loop waiting at the connection cap check it again.
 func (l *listener) wake() {
-	if h := l.lh.Load(); h != nil {
+	if hs := l.lh.Load(); hs != nil {
 		if l.paused.CompareAndSwap(true, false) {
-			h.Resume() // the loop asks Admit again
+			for _, h := range *hs {
+				h.Resume() // the loop asks Admit again
+			}
 		}
 		return
 	}

@@ -136,14 +136,14 @@ func (rc *routeCounters) dial(ctx context.Context, d *net.Dialer, target string)
 // The bytes of finished connections are kept in two places so that a read
 // adds up exactly, with no connection counted twice or missed: those of the
 // goroutine engine's connections (bytes, updated and read under Proxy.mu,
-// with Proxy.conns) and those of the event loop's (loopBytes, updated and
-// read on the loop, with its open connections).
+// with Proxy.conns) and those of the event loops' (loopBytes, one per loop,
+// updated and read on that loop, with its open connections).
 type routeCounters struct {
 	name                               string
 	accepted, active                   atomic.Int64
 	errors, dialFailures, idleTimeouts atomic.Int64
-	bytes                              byteCounts // guarded by Proxy.mu
-	loopBytes                          byteCounts // the loop's own
+	bytes                              byteCounts           // guarded by Proxy.mu
+	loopBytes                          [maxLoops]byteCounts // each loop's own, by its index
 	closed                             [numReasons]atomic.Int64
 	rejected                           [numRejectReasons]atomic.Int64
 	duration, connect                  *histo.Histogram
@@ -216,9 +216,9 @@ func (p *Proxy) Stats() []RouteStats {
 		b.addTo(&out[index[c.rs.ctr]])
 	}
 	p.mu.Unlock()
-	p.eachLoopConn(func() {
+	p.eachLoopConn(func(loop int) {
 		for rc, i := range index {
-			rc.loopBytes.addTo(&out[i])
+			rc.loopBytes[loop].addTo(&out[i])
 		}
 	}, func(rc *routeCounters, b byteCounts) {
 		if i, ok := index[rc]; ok {

@@ -937,3 +937,68 @@ func TestDialRefusedIPv6(t *testing.T) {
 		t.Errorf("Done: err %v, connected %v; want ECONNREFUSED naming %s, not connected", s.Err, s.Connected, target)
 	}
 }
+
+// TestTwoLoopsOneListener: two loops poll one listening socket, each with
+// a descriptor of its own (as the Proxy's loops do, one per CPU): every
+// connection is accepted by one of them and forwarded. When one loop closes
+// its side, the other accepts everything that follows, and the first is not
+// woken for them: epoll keeps a registration until every descriptor of the
+// socket is closed, so a close without EPOLL_CTL_DEL left the loop hearing
+// of the listener, level-triggered, under a closed number, turn after turn.
+func TestTwoLoopsOneListener(t *testing.T) {
+	_, target := startServer(t, echo)
+	fd, addr := listenFD(t)
+	fd2, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loops [2]*Loop
+	var accs [2]*testAcceptor
+	var lns [2]*Listener
+	for i, f := range []int{fd, fd2} {
+		l, err := newLoop(nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Close)
+		accs[i] = &testAcceptor{target: target, dialTimeout: testWait, done: make(chan Stats, 1000)}
+		if lns[i], err = l.AddListener(f, accs[i]); err != nil {
+			t.Fatal(err)
+		}
+		loops[i] = l
+	}
+	echoes := func(n int) {
+		t.Helper()
+		for i := range n {
+			c := dial(t, addr.String())
+			c.SetDeadline(time.Now().Add(testWait))
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			c.CloseWrite()
+			if got, err := io.ReadAll(c); string(got) != "ping" || err != nil {
+				t.Fatalf("connection %d: echo %q, %v", i, got, err)
+			}
+			c.Close()
+		}
+	}
+	echoes(100)
+	if n := accs[0].accepted.Load() + accs[1].accepted.Load(); n != 100 {
+		t.Fatalf("the loops accepted %d connections, want 100", n)
+	}
+	lns[0].Close()
+	before0 := accs[0].accepted.Load()
+	var turns0 uint64
+	inspect(t, loops[0], func() { turns0 = loops[0].turns })
+	echoes(100)
+	var turns1 uint64
+	inspect(t, loops[0], func() { turns1 = loops[0].turns })
+	if n := accs[0].accepted.Load(); n != before0 {
+		t.Errorf("the loop whose listener is closed accepted %d more connections", n-before0)
+	}
+	// Its connections of the first round ending, and the inspect calls,
+	// make a few turns; being woken for the listener made hundreds.
+	if d := turns1 - turns0; d > 50 {
+		t.Errorf("the loop whose listener is closed made %d turns while 100 clients connected to the other", d)
+	}
+}

@@ -66,9 +66,10 @@ func (l *Loop) AddListener(fd int, a Acceptor) (*Listener, error) {
 		// Accepted sockets inherit TCP_NODELAY from their listener: one
 		// system call per listener instead of one per connection.
 		setNoDelay(fd)
-		if err = l.register(fd, listenEvents, ln); err != nil {
+		if err = ln.poll(); err != nil {
 			return
 		}
+		l.setHandler(fd, ln)
 		l.listeners[ln] = struct{}{}
 	})
 	if !ok {
@@ -111,12 +112,27 @@ func (ln *Listener) resume() {
 		return
 	}
 	ln.l.timers.remove(&ln.retry)
-	if err := ln.l.modify(ln.fd, listenEvents); err != nil {
+	if err := ln.poll(); err != nil {
 		ln.l.logger.Error("evloop: resume listener", "err", err)
 		return
 	}
 	ln.paused = false
 	ln.accept()
+}
+
+// poll adds the listener to the loop's epoll set, exclusively where the
+// kernel knows how (Linux 4.5 and later).
+func (ln *Listener) poll() error {
+	ev := unix.EpollEvent{Events: listenEvents, Fd: int32(ln.fd)}
+	err := unix.EpollCtl(ln.l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev)
+	if errors.Is(err, unix.EINVAL) {
+		ev.Events &^= unix.EPOLLEXCLUSIVE
+		err = unix.EpollCtl(ln.l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev)
+	}
+	if err != nil {
+		return fmt.Errorf("epoll_ctl add fd %d: %w", ln.fd, err)
+	}
+	return nil
 }
 
 // rest pauses the listener for d, then resumes it.
@@ -127,7 +143,7 @@ func (ln *Listener) rest(d time.Duration) {
 
 // pause stops polling the listener.
 func (ln *Listener) pause() {
-	if err := ln.l.modify(ln.fd, pausedEvents); err != nil {
+	if err := unix.EpollCtl(ln.l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil); err != nil {
 		ln.l.logger.Error("evloop: pause listener", "err", err)
 		return
 	}
@@ -141,6 +157,14 @@ func (ln *Listener) close() {
 	}
 	ln.closed = true
 	ln.l.timers.remove(&ln.retry)
+	if !ln.paused {
+		// Before the close: other loops may hold descriptors of the same
+		// socket, and epoll forgets a registration at close only when no
+		// descriptor of the socket is left, so this loop would go on
+		// hearing of the listener under a number it may give to another
+		// socket.
+		unix.EpollCtl(ln.l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
+	}
 	ln.l.setHandler(ln.fd, nil)
 	unix.Close(ln.fd)
 	delete(ln.l.listeners, ln)

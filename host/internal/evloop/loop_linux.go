@@ -22,12 +22,11 @@ const (
 	socketEvents = unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	// listenEvents is the interest of a listener that is accepting.
 	// Level-triggered: Listener.accept takes one connection per event.
-	listenEvents = unix.EPOLLIN
-	// pausedEvents is the interest of a paused listener: nothing, but
-	// epoll reports EPOLLHUP and EPOLLERR whatever the mask, so it is
-	// edge-triggered: a listener shut down under the loop is reported
-	// once, not at every epoll_wait.
-	pausedEvents = unix.EPOLLET
+	// Exclusive: when several loops poll one listening socket (one per
+	// CPU, each with its own descriptor of it), a new connection wakes
+	// one of them, not all. A paused listener is taken out of the epoll
+	// set (EPOLL_CTL_MOD cannot change an exclusive registration).
+	listenEvents = unix.EPOLLIN | unix.EPOLLEXCLUSIVE
 	// eventfdSize is the size of an eventfd counter.
 	eventfdSize = 8
 )
@@ -406,14 +405,5 @@ func (l *Loop) register(fd int, events uint32, h handler) error {
 		return fmt.Errorf("epoll_ctl add fd %d: %w", fd, err)
 	}
 	l.setHandler(fd, h)
-	return nil
-}
-
-// modify changes the interest of a registered fd.
-func (l *Loop) modify(fd int, events uint32) error {
-	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
-		return fmt.Errorf("epoll_ctl mod fd %d: %w", fd, err)
-	}
 	return nil
 }

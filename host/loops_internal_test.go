@@ -1,0 +1,131 @@
+//go:build linux
+
+package host
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestLoopsFor: one loop on one or two CPUs, then one per CPU but one, at
+// most maxLoops.
+func TestLoopsFor(t *testing.T) {
+	for procs, want := range map[int]int{1: 1, 2: 1, 3: 2, 4: 3, 9: 8, 64: maxLoops} {
+		if got := loopsFor(procs); got != want {
+			t.Errorf("loopsFor(%d) = %d, want %d", procs, got, want)
+		}
+	}
+}
+
+// TestTwoLoops: plain routes served by two loops, as on a machine with
+// three CPUs or more (this one may have two): every connection is
+// forwarded byte for byte by one of them, a connection cap pauses and
+// resumes both loops' sides of the listener, the statistics add up each
+// loop's finished connections exactly, and Shutdown ends them all.
+func TestTwoLoops(t *testing.T) {
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+				c.Close()
+			}()
+		}
+	}()
+	const clients, size = 32, 256 << 10
+	closed := &closedCounter{want: clients, all: make(chan struct{})}
+	p := &Proxy{Logger: slog.New(closed), loopCount: 2}
+	defer p.Close()
+	if err := p.Apply([]Route{{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String(), MaxConns: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	n := len(p.loops)
+	p.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d loops started, want 2", n)
+	}
+	addr := p.Addr("r").String()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	want := sha256.Sum256(payload)
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			go func() { c.Write(payload); c.(*net.TCPConn).CloseWrite() }()
+			got, err := io.ReadAll(c)
+			if err != nil || sha256.Sum256(got) != want {
+				errs <- fmt.Errorf("client %d: %d bytes back, %v", i, len(got), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// The last connections end on their loops after their clients saw
+	// EOF: wait for every close line.
+	select {
+	case <-closed.all:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not every connection was logged closed within 10 s")
+	}
+	s := p.Stats()[0]
+	total := int64(clients * size)
+	if s.Accepted != clients || s.Active != 0 || s.BytesFromClient != total || s.BytesToServer != total || s.BytesFromServer != total || s.BytesToClient != total {
+		t.Errorf("stats %+v, want %d accepted, none active, %d bytes each way", s, clients, total)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// closedCounter is a slog.Handler that closes all once it has seen want
+// "connection closed" records.
+type closedCounter struct {
+	mu   sync.Mutex
+	n    int
+	want int
+	all  chan struct{}
+}
+
+func (h *closedCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *closedCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *closedCounter) WithGroup(string) slog.Handler            { return h }
+func (h *closedCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "connection closed" {
+		h.mu.Lock()
+		if h.n++; h.n == h.want {
+			close(h.all)
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
