@@ -129,3 +129,88 @@ func (h *closedCounter) Handle(_ context.Context, r slog.Record) error {
 	}
 	return nil
 }
+
+// TestTwoLoopsMaxConnsExact: with two loops, MaxConns still bounds the
+// connections a route holds open. Clients wait in the backlog while every
+// open one is held by the target; each round raises the cap by one with
+// Apply, whose wake resumes both loops' sides of the listener at once: one
+// more client may be let in, never two. (Admit checks open, and accepted
+// counts the connection only after accept4: two loops admitting at once
+// both see room for one.)
+func TestTwoLoopsMaxConnsExact(t *testing.T) {
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var held sync.Mutex
+	var targets []net.Conn
+	defer func() {
+		held.Lock()
+		for _, c := range targets {
+			c.Close()
+		}
+		held.Unlock()
+	}()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			held.Lock()
+			targets = append(targets, c) // held open until the test ends
+			held.Unlock()
+		}
+	}()
+	const rounds = 60
+	p := &Proxy{Logger: slog.New(slog.DiscardHandler), loopCount: 2}
+	defer p.Close()
+	r := Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String(), MaxConns: 1}
+	if err := p.Apply([]Route{r}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	var l *listener
+	for _, x := range p.listeners {
+		l = x
+	}
+	loops := p.loops
+	p.mu.Unlock()
+	if len(loops) != 2 {
+		t.Fatalf("%d loops started, want 2", len(loops))
+	}
+	addr := p.Addr("r").String()
+	for range rounds + 4 { // all but the first wait in the backlog
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	// barrier: each loop has finished the turn it was in.
+	barrier := func() {
+		p.eachLoopConnStats(func(ConnStats) {})
+	}
+	for m := 1; m <= rounds; m++ {
+		if m > 1 {
+			r.MaxConns = m
+			if err := p.Apply([]Route{r}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for l.open.Load() < int64(m) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d connections open after 10 s, want %d", m, l.open.Load(), m)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		barrier()
+		barrier()
+		if n := l.open.Load(); n > int64(m) {
+			t.Errorf("round %d: %d connections open, over MaxConns %d", m, n, m)
+			return
+		}
+	}
+}
