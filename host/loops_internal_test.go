@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/host/internal/evloop"
 )
 
 // TestLoopsFor: one loop on one or two CPUs, then one per CPU but one, at
@@ -212,5 +214,90 @@ func TestTwoLoopsMaxConnsExact(t *testing.T) {
 			t.Errorf("round %d: %d connections open, over MaxConns %d", m, n, m)
 			return
 		}
+	}
+}
+
+// TestTwoLoopsStatsLoopStopped: the bytes of a loop's finished
+// connections stay in Stats once that loop has stopped while the Proxy
+// still lists it: as a Stats sees it when Shutdown's closeLoop stops the
+// loops between its loopsNow and that loop's Each, or for good when a loop
+// ends on an epoll_wait error. (Each on a stopped loop runs nothing, not
+// even start, so that loop's loopBytes were left out.)
+func TestTwoLoopsStatsLoopStopped(t *testing.T) {
+	srv, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	p := &Proxy{Logger: slog.New(slog.DiscardHandler), loopCount: 2}
+	defer p.Close()
+	if err := p.Apply([]Route{{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	loops := p.loops
+	rc := p.countersLocked("r")
+	p.mu.Unlock()
+	addr := p.Addr("r").String()
+	// Bursts of concurrent connections until loop 1 has forwarded some
+	// (the kernel wakes loop 0 when it waits, loop 1 when loop 0 is busy),
+	// each burst finished on its loops before the next.
+	const burst = 16
+	var sent, onLoop1 int64
+	for n := 0; onLoop1 == 0; n++ {
+		if n == 100 {
+			t.Fatal("100 bursts of connections, none forwarded by loop 1")
+		}
+		errs := make(chan error, burst)
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Go(func() {
+				c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				c.Write([]byte("ping"))
+				c.(*net.TCPConn).CloseWrite()
+				if got, err := io.ReadAll(c); string(got) != "ping" || err != nil {
+					errs <- fmt.Errorf("echo %q, %v", got, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		sent += 4 * burst
+		deadline := time.Now().Add(10 * time.Second)
+		for p.Stats()[0].Active != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("a connection still active 10 s after its client saw EOF")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		loops[1].Each(func() { onLoop1 = rc.loopBytes[1].read[ClientToServer] }, func(any, evloop.Stats) {})
+	}
+	if got := p.Stats()[0].BytesFromClient; got != sent {
+		t.Fatalf("%d bytes from clients, want %d", got, sent)
+	}
+	loops[1].Close()
+	if got := p.Stats()[0].BytesFromClient; got != sent {
+		t.Errorf("with loop 1 stopped, Stats counts %d bytes from clients, want %d (loop 1 forwarded %d)", got, sent, onLoop1)
 	}
 }
