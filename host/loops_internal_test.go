@@ -165,7 +165,7 @@ func TestTwoLoopsMaxConnsExact(t *testing.T) {
 			held.Unlock()
 		}
 	}()
-	const rounds = 60
+	const rounds = 200
 	p := &Proxy{Logger: slog.New(slog.DiscardHandler), loopCount: 2}
 	defer p.Close()
 	r := Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String(), MaxConns: 1}
