@@ -137,28 +137,48 @@ func (a loopAcceptor) Accepted(fd int, peer netip.AddrPort) *evloop.Plan {
 	return a.listener.accepted(fd, peer, a.loop)
 }
 
-// Admit implements evloop.Acceptor: the connection cap.
+// Admit implements evloop.Acceptor: the connection cap. It takes the slot
+// of the connection about to be accepted (Unadmit gives it back if none
+// is): with several loops, a check now and a count after accept4 let two
+// loops both take the last slot.
 func (l *listener) Admit() bool {
-	rs := l.state.Load()
-	if rs.MaxConns == 0 || l.open.Load() < int64(rs.MaxConns) {
-		return true
+	for {
+		rs := l.state.Load()
+		if l.takeSlot(rs.MaxConns) {
+			return true
+		}
+		l.paused.Store(true)
+		// A connection that ended between the check and the store saw no
+		// pause to lift: look again, unless another loop lifted it.
+		if l.open.Load() >= int64(rs.MaxConns) || !l.paused.CompareAndSwap(true, false) {
+			return false
+		}
 	}
-	l.paused.Store(true)
-	// A connection that ended between the check and the store saw no
-	// pause to lift: look again.
-	if l.open.Load() < int64(rs.MaxConns) && l.paused.CompareAndSwap(true, false) {
-		return true
-	}
-	return false
 }
+
+// takeSlot counts one more open connection unless max (0: no cap) are.
+func (l *listener) takeSlot(max int) bool {
+	for {
+		n := l.open.Load()
+		if max > 0 && n >= int64(max) {
+			return false
+		}
+		if l.open.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Unadmit implements evloop.Unadmitter: accept4 found no connection for
+// the slot Admit took.
+func (l *listener) Unadmit() { l.connDone() }
 
 // accepted is the evloop.Acceptor's Accepted of the loop at index loop:
 // the loop forwards the connection when the route is plain; otherwise it
 // goes to the goroutine engine. The loops call it concurrently.
 func (l *listener) accepted(fd int, peer netip.AddrPort, loop int) *evloop.Plan {
 	p := l.p
-	rs := l.acquire()
-	l.open.Add(1)
+	rs := l.acquire() // the slot in l.open: taken by Admit
 	target, ok := rs.loopTarget()
 	if !ok {
 		if target, ok := rs.inlineTarget(); ok && rs.loop != nil {
@@ -311,9 +331,16 @@ func (p *Proxy) eachLoopConn(start func(loop int), f func(rc *routeCounters, b b
 		return
 	}
 	for i, loop := range loops {
-		loop.Each(func() { start(i) }, func(owner any, s evloop.Stats) {
+		ran := false
+		loop.Each(func() { ran = true; start(i) }, func(owner any, s evloop.Stats) {
 			f(owner.(*loopConn).rs.ctr, byteCounts{read: s.Read, written: s.Written})
 		})
+		if !ran {
+			// The loop has stopped (closeLoop meanwhile, or an epoll
+			// error): it runs nothing more, its counts are final, and the
+			// stop, seen under its lock, came after its last write.
+			start(i)
+		}
 	}
 }
 

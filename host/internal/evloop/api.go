@@ -32,6 +32,13 @@ type Acceptor interface {
 	Accepted(fd int, peer netip.AddrPort) *Plan
 }
 
+// Unadmitter is an Acceptor whose Admit takes something (a slot under a
+// connection cap) that must be given back when the accept that followed
+// found no connection: the loop then calls Unadmit once.
+type Unadmitter interface {
+	Unadmit()
+}
+
 // Plan says how the loop forwards one connection.
 type Plan struct {
 	// Target is dialled with a non-blocking connect (IPv4 or IPv6; an

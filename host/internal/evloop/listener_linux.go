@@ -192,6 +192,11 @@ func (ln *Listener) accept() {
 		// accept of an AF_INET socket, to tell L2TP apart: a system call
 		// per connection for nothing.
 		fd, sa, err := syscall.Accept4(ln.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		if err != nil {
+			if u, ok := ln.a.(Unadmitter); ok {
+				u.Unadmit()
+			}
+		}
 		switch {
 		case err == nil:
 			ln.failRest = 0
