@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The tunnel-accesslog target: the tunnel writing its access log, a JSON

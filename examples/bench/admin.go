@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The tunnel-admin target: the tunnel with its admin endpoint on and

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The loads: iperf3 (bulk throughput), redis-benchmark (request rate and

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures the tunnel against a direct connection and against
 // socat, haproxy and nginx, on loopback, and prints the medians of several
 // rounds as a table (and writes them as JSON).

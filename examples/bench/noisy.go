@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The noisy-neighbour part (-noisy): what a plugin that computes without

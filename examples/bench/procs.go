@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Every external process the benchmark starts goes through a procs registry:

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Results: the metric catalogue, medians and ratios, the goals, and the

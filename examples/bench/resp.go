@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The tunnel-resp target: the tunnel with the built-in resp plugin (the

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The pure parts of the benchmark: parsing the tools' outputs and the

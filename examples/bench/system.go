@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Reading the machine: /proc for CPU time, memory and listening sockets;

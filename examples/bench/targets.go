@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The forwarders under test and the backends behind them. Every forwarder

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The TLS part of the run (-tls): TLS terminated by the tunnel, HAProxy

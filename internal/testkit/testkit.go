@@ -73,7 +73,14 @@ func Refusing(t testing.TB) string {
 // its address; Cleanup closes it.
 func boundSocket(t testing.TB) (fd int, addr string) {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// SOCK_CLOEXEC is Linux's; this builds on every Unix (the fork lock
+	// keeps a child started meanwhile from inheriting the socket).
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		t.Fatal(err)
 	}
