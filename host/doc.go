@@ -7,9 +7,10 @@
 //
 // A [Proxy] serves a set of [Route]s. Each route listens on one address and
 // forwards every accepted connection to its target. A route with no hook
-// and an IP target is served, on Linux, by one epoll event loop that
-// accepts, dials and moves bytes itself, with no goroutine, buffer or pipe
-// per idle connection. A route whose hooks are all [InlineHook]s (the
+// and an IP target is served, on Linux, by epoll event loops (one per CPU
+// but one: one on two CPUs) that each accept from every such route's
+// listener, dial and move bytes themselves, with no goroutine, buffer or
+// pipe per idle connection. A route whose hooks are all [InlineHook]s (the
 // sandboxed plugins and the capture are) gets an event loop of its own,
 // which also runs the chain: one goroutine per route, not per connection,
 // and a filter that stalls delays only its own route. Any other connection

@@ -17,10 +17,11 @@ import (
 	"github.com/tunnelwasm/tunnel/host/internal/evloop"
 )
 
-// The event loop: a listener whose route is plain when it is bound (no
-// filter, no late dial, an IP target) is served by the Proxy's one event
-// loop (host/internal/evloop): it accepts, dials and forwards without a
-// goroutine per connection. A connection that the route's current state
+// The event loops: a listener whose route is plain when it is bound (no
+// filter, no late dial, an IP target) is served by the Proxy's event loops
+// (host/internal/evloop; how many: loopsFor), each polling it: the one the
+// kernel wakes accepts, dials and forwards, without a goroutine per
+// connection. A connection that the route's current state
 // does not let the loop forward (a reload added a filter) is handed over to
 // the goroutine engine. See RATIONALE.md, "Why an event loop for plain
 // routes?".
