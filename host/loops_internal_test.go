@@ -33,37 +33,8 @@ func TestLoopsFor(t *testing.T) {
 // resumes both loops' sides of the listener, the statistics add up each
 // loop's finished connections exactly, and Shutdown ends them all.
 func TestTwoLoops(t *testing.T) {
-	srv, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		for {
-			c, err := srv.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
 	const clients, size = 32, 256 << 10
-	closed := &closedCounter{want: clients, all: make(chan struct{})}
-	p := &Proxy{Logger: slog.New(closed), loopCount: 2}
-	defer p.Close()
-	if err := p.Apply([]Route{{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String(), MaxConns: 4}}); err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	n := len(p.loops)
-	p.mu.Unlock()
-	if n != 2 {
-		t.Fatalf("%d loops started, want 2", n)
-	}
+	p, ev := twoLoops(t, Route{Name: "r", Listen: "127.0.0.1:0", Target: echoServer(t), MaxConns: 4})
 	addr := p.Addr("r").String()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
 	want := sha256.Sum256(payload)
@@ -92,11 +63,7 @@ func TestTwoLoops(t *testing.T) {
 	}
 	// The last connections end on their loops after their clients saw
 	// EOF: wait for every close line.
-	select {
-	case <-closed.all:
-	case <-time.After(10 * time.Second):
-		t.Fatal("not every connection was logged closed within 10 s")
-	}
+	ev.wait(t, ev.closed, clients, "connections closed")
 	s := p.Stats()[0]
 	total := int64(clients * size)
 	if s.Accepted != clients || s.Active != 0 || s.BytesFromClient != total || s.BytesToServer != total || s.BytesFromServer != total || s.BytesToClient != total {
@@ -109,27 +76,54 @@ func TestTwoLoops(t *testing.T) {
 	}
 }
 
-// closedCounter is a slog.Handler that closes all once it has seen want
-// "connection closed" records.
-type closedCounter struct {
-	mu   sync.Mutex
-	n    int
-	want int
-	all  chan struct{}
+// twoLoops starts a Proxy serving routes on two loops, closed when the
+// test ends, and returns it with the events of its log.
+func twoLoops(t *testing.T, routes ...Route) (*Proxy, *logEvents) {
+	t.Helper()
+	ev := &logEvents{opened: make(chan struct{}, 4096), closed: make(chan struct{}, 4096)}
+	p := &Proxy{Logger: slog.New(ev), loopCount: 2}
+	if err := p.Apply(routes); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	p.mu.Lock()
+	n := len(p.loops)
+	p.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d loops started, want 2", n)
+	}
+	return p, ev
 }
 
-func (h *closedCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h *closedCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *closedCounter) WithGroup(string) slog.Handler            { return h }
-func (h *closedCounter) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "connection closed" {
-		h.mu.Lock()
-		if h.n++; h.n == h.want {
-			close(h.all)
-		}
-		h.mu.Unlock()
+// logEvents is a slog.Handler that puts a token in opened for every
+// "connection opened" record (a debug one, logged when a loop has taken
+// the connection's slot) and in closed for every "connection closed"
+// (logged once the connection's bytes are counted).
+type logEvents struct{ opened, closed chan struct{} }
+
+func (h *logEvents) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logEvents) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logEvents) WithGroup(string) slog.Handler            { return h }
+func (h *logEvents) Handle(_ context.Context, r slog.Record) error {
+	switch r.Message {
+	case "connection opened":
+		h.opened <- struct{}{}
+	case "connection closed":
+		h.closed <- struct{}{}
 	}
 	return nil
+}
+
+// wait takes n tokens from ch, each within 10 s.
+func (h *logEvents) wait(t *testing.T, ch chan struct{}, n int, what string) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d %s, then none for 10 s", i, n, what)
+		}
+	}
 }
 
 // TestTwoLoopsMaxConnsExact: with two loops, MaxConns still bounds the
@@ -140,48 +134,18 @@ func (h *closedCounter) Handle(_ context.Context, r slog.Record) error {
 // counts the connection only after accept4: two loops admitting at once
 // both see room for one.)
 func TestTwoLoopsMaxConnsExact(t *testing.T) {
-	srv, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var held sync.Mutex
-	var targets []net.Conn
-	defer func() {
-		held.Lock()
-		for _, c := range targets {
-			c.Close()
-		}
-		held.Unlock()
-	}()
-	go func() {
-		for {
-			c, err := srv.Accept()
-			if err != nil {
-				return
-			}
-			held.Lock()
-			targets = append(targets, c) // held open until the test ends
-			held.Unlock()
-		}
-	}()
+	release := make(chan struct{})
+	target := serve(t, func(net.Conn) { <-release }) // held open until the test ends
+	t.Cleanup(func() { close(release) })
 	const rounds = 200
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler), loopCount: 2}
-	defer p.Close()
-	r := Route{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String(), MaxConns: 1}
-	if err := p.Apply([]Route{r}); err != nil {
-		t.Fatal(err)
-	}
+	r := Route{Name: "r", Listen: "127.0.0.1:0", Target: target, MaxConns: 1}
+	p, ev := twoLoops(t, r)
 	p.mu.Lock()
 	var l *listener
 	for _, x := range p.listeners {
 		l = x
 	}
-	loops := p.loops
 	p.mu.Unlock()
-	if len(loops) != 2 {
-		t.Fatalf("%d loops started, want 2", len(loops))
-	}
 	addr := p.Addr("r").String()
 	for range rounds + 4 { // all but the first wait in the backlog
 		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -201,13 +165,7 @@ func TestTwoLoopsMaxConnsExact(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for l.open.Load() < int64(m) {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: %d connections open after 10 s, want %d", m, l.open.Load(), m)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		ev.wait(t, ev.opened, 1, fmt.Sprintf("connections let in at round %d", m))
 		barrier()
 		barrier()
 		if n := l.open.Load(); n > int64(m) {
@@ -224,28 +182,7 @@ func TestTwoLoopsMaxConnsExact(t *testing.T) {
 // ends on an epoll_wait error. (Each on a stopped loop runs nothing, not
 // even start, so that loop's loopBytes were left out.)
 func TestTwoLoopsStatsLoopStopped(t *testing.T) {
-	srv, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		for {
-			c, err := srv.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, c)
-				c.Close()
-			}()
-		}
-	}()
-	p := &Proxy{Logger: slog.New(slog.DiscardHandler), loopCount: 2}
-	defer p.Close()
-	if err := p.Apply([]Route{{Name: "r", Listen: "127.0.0.1:0", Target: srv.Addr().String()}}); err != nil {
-		t.Fatal(err)
-	}
+	p, ev := twoLoops(t, Route{Name: "r", Listen: "127.0.0.1:0", Target: echoServer(t)})
 	p.mu.Lock()
 	loops := p.loops
 	rc := p.countersLocked("r")
@@ -284,13 +221,7 @@ func TestTwoLoopsStatsLoopStopped(t *testing.T) {
 			t.Fatal(err)
 		}
 		sent += 4 * burst
-		deadline := time.Now().Add(10 * time.Second)
-		for p.Stats()[0].Active != 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("a connection still active 10 s after its client saw EOF")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		ev.wait(t, ev.closed, burst, "connections of the burst closed")
 		loops[1].Each(func() { onLoop1 = rc.loopBytes[1].read[ClientToServer] }, func(any, evloop.Stats) {})
 	}
 	if got := p.Stats()[0].BytesFromClient; got != sent {
