@@ -66,12 +66,8 @@ Flags:
 		fmt.Fprintf(stderr, "tunnel demo: --log-level %q: want debug, info, warn or error\n", *logLevel)
 		return 2
 	}
-	stderr, closeStderr := logOutput(stderr)
+	stdout, stderr, logger, closeStderr := forwardingOutputs(fs, stdout, stderr, level)
 	defer closeStderr()
-	fs.SetOutput(stderr)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	keepOnBrokenPipe()
-	stdout = guardStdout(stdout, logger)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -223,12 +223,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tunnel: --log-level %q: want debug, info, warn or error\n", o.logLevel)
 		return 2
 	}
-	stderr, closeStderr := logOutput(stderr)
+	stdout, stderr, logger, closeStderr := forwardingOutputs(fs, stdout, stderr, level)
 	defer closeStderr()
-	fs.SetOutput(stderr) // a later fs.Usage() stays after the error it follows
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	keepOnBrokenPipe()
-	stdout = guardStdout(stdout, logger)
 	if o.accessLogTo != "" {
 		al, err := openAccessLog(o.accessLogTo, logger)
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -9,6 +10,19 @@ import (
 	"sync/atomic"
 	"syscall"
 )
+
+// forwardingOutputs sets up the outputs of a mode that forwards (plain,
+// config, demo): stderr behind the log's buffer (logOutput), with fs's
+// usage going through it too so that it stays after the error it follows,
+// the logger at level on it, and stdout kept from killing the process or
+// stalling on a reader that went away. done writes out what stderr holds.
+func forwardingOutputs(fs *flag.FlagSet, stdout, stderr io.Writer, level slog.Level) (io.Writer, io.Writer, *slog.Logger, func()) {
+	stderr, done := logOutput(stderr)
+	fs.SetOutput(stderr)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	keepOnBrokenPipe()
+	return guardStdout(stdout, logger), stderr, logger, done
+}
 
 // keepOnBrokenPipe makes a write to a closed pipe on stdout or stderr
 // fail with EPIPE instead of killing the process. By default a Go program
