@@ -92,40 +92,35 @@ func New(out io.Writer, o Options) *Writer {
 // record's caller has nothing better to do with an error.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	if w.closed || len(w.buf)+len(p) > w.max {
+	keep := !w.closed && len(w.buf)+len(p) <= w.max
+	if keep {
+		w.buf = append(w.buf, p...)
+	} else {
 		w.dropped++
 		w.dropB += len(p)
-		// A write larger than Max with nothing waiting: no batch is due
-		// to carry the report, so start one (it holds only the report).
-		kick := !w.closed && !w.armed
-		w.armed = w.armed || kick
-		w.mu.Unlock()
-		if kick {
-			select {
-			case w.kick <- struct{}{}:
-			default:
-			}
-		}
-		return len(p), nil
 	}
-	w.buf = append(w.buf, p...)
-	kick := !w.armed
-	w.armed = true
-	urgent := len(w.buf) >= w.max/2
+	// The first write of a batch starts it, kept or dropped: a dropped
+	// one (larger than Max with nothing waiting) so that its report goes
+	// out.
+	kick := !w.closed && !w.armed
+	w.armed = w.armed || kick
+	urgent := keep && len(w.buf) >= w.max/2
 	w.mu.Unlock()
 	if kick {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
+		signal(w.kick)
 	}
 	if urgent {
-		select {
-		case w.urgent <- struct{}{}:
-		default:
-		}
+		signal(w.urgent)
 	}
 	return len(p), nil
+}
+
+// signal puts a token in c, a channel of capacity 1, unless one is there.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // run is the writer goroutine: woken by the first write of a batch, it
@@ -172,9 +167,11 @@ func (w *Writer) flush(spare []byte) []byte {
 	dropped, dropB := w.dropped, w.dropB
 	w.dropped, w.dropB = 0, 0
 	w.mu.Unlock()
-	if dropped > 0 && w.onDrop != nil {
+	switch {
+	case dropped == 0:
+	case w.onDrop != nil:
 		w.onDrop(dropped, dropB)
-	} else if dropped > 0 {
+	default:
 		// Before the batch: the drops happened while older bytes were
 		// waiting, and the batch is what came after them.
 		var r bytes.Buffer
