@@ -466,44 +466,8 @@ func TestStderrNotReadDoesNotStall(t *testing.T) {
 	} {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
-			target := echoServer(t)
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			p := &proc{cmd: exec.Command(tunnelBin, append([]string{"--from", "127.0.0.1:0", "--to", target}, path.args...)...), stdout: newDiscard(), stderr: newOutput(), exited: make(chan struct{})}
-			p.cmd.Stdout, p.cmd.Stderr = p.stdout, w
-			p.start(t)
-			w.Close()
-			// Read stderr up to the listening line, then no more.
-			var head []byte
-			rx := regexp.MustCompile(`msg=listening .*addr=(127\.0\.0\.1:\d+)`)
-			r.SetReadDeadline(time.Now().Add(cliTimeout))
-			var m [][]byte
-			for m == nil {
-				buf := make([]byte, 512)
-				n, err := r.Read(buf)
-				head = append(head, buf[:n]...)
-				if err != nil {
-					t.Fatalf("reading the tunnel's stderr: %v; so far:\n%s", err, head)
-				}
-				m = rx.FindSubmatch(head)
-			}
-			addr := string(m[1])
-			for i := range conns {
-				c := dial(t, addr)
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				msg := []byte("hello")
-				if _, err := c.Write(msg); err != nil {
-					t.Fatalf("connection %d of %d: write: %v (stderr unread: the tunnel stalled on its log?)", i+1, conns, err)
-				}
-				c.CloseWrite()
-				if got, err := io.ReadAll(c); string(got) != "hello" || err != nil {
-					t.Fatalf("connection %d of %d: echo %q, %v (stderr unread: the tunnel stalled on its log?)", i+1, conns, got, err)
-				}
-				c.Close()
-			}
+			p, r, head, addr := startStderrUnread(t, path.args...)
+			echoMany(t, addr, conns)
 			// Read stderr again: what was held back arrives, with the count
 			// of what was not; the exit writes out the rest.
 			r.SetReadDeadline(time.Time{})
@@ -567,5 +531,72 @@ func TestStdoutClosedDoesNotKill(t *testing.T) {
 	}
 	if n := strings.Count(p.stderr.String(), `msg="stdout closed: the traffic dump and plugin output stop here; forwarding goes on"`); n != 1 {
 		t.Errorf("%d warnings about the closed stdout, want 1; stderr:\n%s", n, p.stderr)
+	}
+}
+
+// startStderrUnread starts the plain mode toward an echo server with its
+// stderr a pipe that the test reads up to the listening line and then no
+// more; it returns the pipe's read end, what was read, and the address.
+func startStderrUnread(t *testing.T, args ...string) (p *proc, r *os.File, head []byte, addr string) {
+	t.Helper()
+	target := echoServer(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	p = &proc{cmd: exec.Command(tunnelBin, append([]string{"--from", "127.0.0.1:0", "--to", target}, args...)...), stdout: newDiscard(), stderr: newOutput(), exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, w
+	p.start(t)
+	w.Close()
+	rx := regexp.MustCompile(`msg=listening .*addr=(127\.0\.0\.1:\d+)`)
+	r.SetReadDeadline(time.Now().Add(cliTimeout))
+	var m [][]byte
+	for m == nil {
+		buf := make([]byte, 512)
+		n, err := r.Read(buf)
+		head = append(head, buf[:n]...)
+		if err != nil {
+			t.Fatalf("reading the tunnel's stderr: %v; so far:\n%s", err, head)
+		}
+		m = rx.FindSubmatch(head)
+	}
+	return p, r, head, string(m[1])
+}
+
+// echoMany makes n connections to addr one after the other, each echoing
+// a word; it fails the test at the first that does not come back.
+func echoMany(t *testing.T, addr string, n int) {
+	t.Helper()
+	for i := range n {
+		c := dial(t, addr)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := []byte("hello")
+		if _, err := c.Write(msg); err != nil {
+			t.Fatalf("connection %d of %d: write: %v (stderr unread: the tunnel stalled on its log?)", i+1, n, err)
+		}
+		c.CloseWrite()
+		if got, err := io.ReadAll(c); string(got) != "hello" || err != nil {
+			t.Fatalf("connection %d of %d: echo %q, %v (stderr unread: the tunnel stalled on its log?)", i+1, n, got, err)
+		}
+		c.Close()
+	}
+}
+
+// TestExitWhileStderrBlocked: teardown while the log's write is blocked.
+// stderr is never read again once the pipe is full, so the log's last
+// lines can never be written; SIGINT must still end the process within
+// grace + 1 s (the wait for stderr is bounded), not hang on the write.
+func TestExitWhileStderrBlocked(t *testing.T) {
+	t.Parallel()
+	p, _, _, addr := startStderrUnread(t, "--dump", "none", "--grace", "1s")
+	echoMany(t, addr, 600) // about 140 KB of close lines: more than the pipe holds
+	p.cmd.Process.Signal(syscall.SIGINT)
+	// grace + 1 s, and a second more for a loaded machine.
+	if !p.exitedWithin(3 * time.Second) {
+		t.Fatal("the tunnel did not exit within 3 s of SIGINT with its stderr blocked")
+	}
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit %d", code)
 	}
 }
