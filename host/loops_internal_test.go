@@ -232,3 +232,49 @@ func TestTwoLoopsStatsLoopStopped(t *testing.T) {
 		t.Errorf("with loop 1 stopped, Stats counts %d bytes from clients, want %d (loop 1 forwarded %d)", got, sent, onLoop1)
 	}
 }
+
+// TestTwoLoopsShutdownWhileServerStopsReading: teardown while writes are
+// blocked, with two loops: clients pour bytes into a target that never
+// reads, so their connections' writes toward it cannot proceed (on
+// whichever loop the kernel handed each to). Shutdown with a short grace
+// aborts them all and returns within its deadline (plus the abort), and
+// every client's write ends.
+func TestTwoLoopsShutdownWhileServerStopsReading(t *testing.T) {
+	release := make(chan struct{})
+	target := serve(t, func(net.Conn) { <-release }) // accepts, never reads
+	t.Cleanup(func() { close(release) })
+	p, ev := twoLoops(t, Route{Name: "r", Listen: "127.0.0.1:0", Target: target})
+	const clients = 8
+	chunk := make([]byte, 64<<10)
+	ended := make(chan error, clients)
+	for range clients {
+		c, err := net.DialTimeout("tcp", p.Addr("r").String(), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					ended <- err
+					return
+				}
+			}
+		}()
+	}
+	ev.wait(t, ev.opened, clients, "connections opened")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	p.Shutdown(ctx)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Shutdown took %v with a grace of 200ms", d)
+	}
+	for i := range clients {
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d clients' writes still blocked 10 s after Shutdown", clients-i, clients)
+		}
+	}
+}
