@@ -759,9 +759,26 @@ func (c *wasmConn) End(dir sdk.Direction) {
 	if dir == sdk.ServerToClient {
 		c.serverSide()
 	}
-	if s := c.src(dir); s != nil {
-		_ = s.CloseWrite()
+	s := c.src(dir)
+	if s == nil {
+		return
 	}
+	if s.CloseWrite() != nil {
+		return // the tunnel closed the connection
+	}
+	// Like the emulator's, End returns once the plugin has seen the end
+	// (or the connection is gone), so that an Advance after it moves the
+	// clock after the plugin saw it (OnData with end set): a delay the plugin arms there counts
+	// from before the Advance. A connection the plugin closed (a reset, a
+	// timeout) ends the stream toward dir's destination without showing
+	// the plugin this end: that ends the wait too.
+	var delivered <-chan struct{}
+	if out := c.out[dir]; out != nil {
+		delivered = out.eofCh
+	}
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	c.split.awaitEnd(dir, delivered, timer.C)
 }
 
 func (c *wasmConn) Read(dir sdk.Direction, n int) []byte {

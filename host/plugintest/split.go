@@ -38,26 +38,55 @@ type splitState struct {
 	seenMu  sync.Mutex
 	written [2]int64
 	seen    [2]int64
-	changed chan struct{} // closed and replaced when seen grows
+	ended   [2]bool       // the plugin was shown the end of the direction
+	changed chan struct{} // closed and replaced when seen or ended grows
 }
 
 // shown records that the plugin was shown n bytes of dir.
 func (s *splitState) shown(dir host.Direction, n int) {
 	s.seenMu.Lock()
 	s.seen[dir] += int64(n)
+	s.wake()
+	s.seenMu.Unlock()
+}
+
+// endShown records that the plugin was shown the end of dir.
+func (s *splitState) endShown(dir host.Direction) {
+	s.seenMu.Lock()
+	s.ended[dir] = true
+	s.wake()
+	s.seenMu.Unlock()
+}
+
+// wake tells the waiters that seen or ended changed. Called with seenMu held.
+func (s *splitState) wake() {
 	if s.changed != nil {
 		close(s.changed)
 		s.changed = nil
 	}
-	s.seenMu.Unlock()
 }
 
 // awaitShown waits until the plugin has been shown every byte written
 // toward dir, the connection is closed, or timeout.
 func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) {
+	s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] })
+}
+
+// awaitEnd waits until the plugin has been shown the end of dir, the
+// connection is closed, the stream toward dir's destination has ended
+// (closed by channel delivered: the plugin or the tunnel ended the
+// direction first, as a filter's close does, and will not be shown the
+// end), or timeout.
+func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) {
+	s.await(delivered, timeout, func() bool { return s.ended[dir] })
+}
+
+// await waits until done (called with seenMu held) holds, the connection is
+// closed, stop is closed, or timeout.
+func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done func() bool) {
 	for {
 		s.seenMu.Lock()
-		if s.seen[dir] >= s.written[dir] {
+		if done() {
 			s.seenMu.Unlock()
 			return
 		}
@@ -69,6 +98,8 @@ func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) {
 		select {
 		case <-ch:
 		case <-s.closed:
+			return
+		case <-stop:
 			return
 		case <-timeout:
 			return
@@ -197,6 +228,15 @@ func (f *watchFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) err
 	err := f.Filter.Data(dir, chunk, s)
 	if f.st != nil {
 		f.st.shown(dir, len(chunk))
+	}
+	return err
+}
+
+// End shows the end of dir to the plugin and records that it did.
+func (f *watchFilter) End(dir host.Direction, s *host.Stream) error {
+	err := f.Filter.End(dir, s)
+	if f.st != nil {
+		f.st.endShown(dir)
 	}
 	return err
 }

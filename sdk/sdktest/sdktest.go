@@ -99,6 +99,9 @@ type Conn interface {
 	// clock after OnData ran. Writing to a closed connection does nothing.
 	Write(dir sdk.Direction, b []byte)
 	// End half-closes the source of dir: the plugin sees end of stream.
+	// Like Write, it returns once the plugin has been shown the end (or
+	// the connection is closed), so an Advance that follows moves the
+	// clock after the OnData that carries the end.
 	End(dir sdk.Direction)
 	// Read returns the next n bytes that arrived at the destination of dir
 	// (the server for ClientToServer; for ServerToClient the client, which

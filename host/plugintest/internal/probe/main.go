@@ -17,7 +17,8 @@
 //	!panic        panic (the instance dies; the host's failure policy applies)
 //
 // Anything else is forwarded. Config: {"greet": "..."} is sent to the client
-// when a connection opens; {"refuse": true} refuses every connection.
+// when a connection opens; {"refuse": true} refuses every connection;
+// {"log_end": true} logs "end D" when the end of direction D is shown.
 package main
 
 import (
@@ -34,6 +35,7 @@ func main() {}
 type config struct {
 	Greet  string `json:"greet"`
 	Refuse bool   `json:"refuse"`
+	LogEnd bool   `json:"log_end"`
 }
 
 type plugin struct {
@@ -84,6 +86,9 @@ func logErr(what string, err error) {
 }
 
 func (h *handler) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	if end && h.p.cfg.LogEnd {
+		sdk.Log(sdk.LevelInfo, "end "+dir.String())
+	}
 	if dir != sdk.ClientToServer || len(data) == 0 || data[0] != '!' {
 		return sdk.Forward
 	}

@@ -61,6 +61,29 @@ func expectLogs(t *testing.T, p sdktest.Plugin, want ...string) {
 }
 
 func testSDK(t *testing.T, start sdktest.Starter) {
+	// End, like Write, returns once the plugin has been shown the end, so
+	// that a test's Advance after it counts from after the plugin's OnData
+	// (a delay armed at the end, like toxics' slow_close, would otherwise
+	// now and then be armed after the Advance, and never fire).
+	t.Run("End returns once the plugin saw the end", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"log_end": true}`})
+		c := p.Open()
+		c.Write(s2c, []byte("bye"))
+		c.End(s2c)
+		expectLogs(t, p, "probe: configured", "end server -> client")
+		c.End(c2s)
+		// Both streams ended: "closed" may follow at once.
+		if got := msgs(p.Logs()); len(got) < 3 || got[2] != "end client -> server" {
+			t.Fatalf("logs after End(%s): %q", c2s, got)
+		}
+		if got := c.ReadAll(s2c); string(got) != "bye" {
+			t.Fatalf("client got %q", got)
+		}
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q", got)
+		}
+		c.Wait()
+	})
 	t.Run("greet, info, reply, upper, close", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"greet":"hello\n"}`, Route: "r1"})
 		c := p.Open()
