@@ -1,10 +1,6 @@
 package host
 
-import (
-	"syscall"
-
-	"github.com/tunnelwasm/tunnel/host/internal/park"
-)
+import "github.com/tunnelwasm/tunnel/host/internal/park"
 
 // Parking: a pump that has waited a whole sweep for its source (see
 // Proxy.sweep) is poked off its read and, instead of waiting on a goroutine,
@@ -172,22 +168,4 @@ func (c *conn) watchErrors(dir Direction) (<-chan struct{}, func()) {
 		return nil, nothing
 	}
 	return failed, func() { pk.Unpark(t) }
-}
-
-// socketError returns the pending error of rc's socket (SO_ERROR), if any.
-func socketError(rc syscall.RawConn) error {
-	var soErr int
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
-	}); err != nil {
-		return err
-	}
-	if gerr != nil {
-		return gerr
-	}
-	if soErr != 0 {
-		return syscall.Errno(soErr)
-	}
-	return nil
 }

@@ -128,16 +128,8 @@ func (c *conn) step(dir Direction) (step, error) {
 		return c.stepTLS(dir, tc)
 	}
 	src := c.source(dir)
-	if r.rc == nil {
-		rc, err := src.SyscallConn()
-		if err != nil {
-			return stepEnd, fmt.Errorf("read %s: %w", dir, err)
-		}
-		r.rc = rc
-		r.fn = r.readFD
-	}
 	r.n, r.err = 0, nil
-	err := r.rc.Read(r.fn)
+	err := r.read(src)
 	switch {
 	case c.td.closing.Load():
 		return stepEnd, nil // a filter closed the connection: pump drains the rest
@@ -161,41 +153,14 @@ func (c *conn) step(dir Direction) (step, error) {
 	return stepEnd, fmt.Errorf("read %s: %w", dir, err)
 }
 
-// reader reads a filtered direction's source, one chunk per Read of its
-// RawConn: the callback makes the read system call and nothing else, so a
-// Close of the socket from another goroutine never waits for it. A buffer
-// is taken from the pool only when bytes are ready and given back when the
-// source has none, so an idle connection holds none.
+// reader reads a filtered direction's source, one chunk per read (see
+// read: rawread_unix.go, rawread_other.go).
 type reader struct {
-	rc  syscall.RawConn
-	fn  func(fd uintptr) bool
+	rc  syscall.RawConn       // src's, once the first read asked for it (Unix)
+	fn  func(fd uintptr) bool // readFD, made once (Unix)
 	buf *[]byte
 	n   int   // bytes of the last read
 	err error // the last read failed, or io.EOF
-}
-
-func (r *reader) readFD(fd uintptr) bool {
-	if r.buf == nil {
-		r.buf = getBuf()
-	}
-	b := (*r.buf)[:cap(*r.buf)]
-	for {
-		n, err := syscall.Read(int(fd), b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			r.release()
-			return false // wait for the next readiness event
-		case err != nil:
-			r.err = err
-		case n == 0:
-			r.err = io.EOF
-		default:
-			r.n = n
-		}
-		return true
-	}
 }
 
 func (r *reader) release() {

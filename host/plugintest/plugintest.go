@@ -267,7 +267,7 @@ func processCacheDir() string {
 		if err != nil || pid == os.Getpid() || pid == os.Getppid() {
 			continue
 		}
-		if syscall.Kill(pid, 0) == syscall.ESRCH { // that process has ended
+		if processEnded(pid) {
 			os.RemoveAll(d)
 		}
 	}

@@ -1,0 +1,38 @@
+//go:build !unix
+
+package host
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+)
+
+// read makes one read of src. Off Unix a RawConn gives no read that
+// returns when nothing is ready, so the read holds its buffer while it
+// waits: an idle filtered direction costs one buffer here. The outcome is
+// in r.n and r.err; the error returned is the socket's (a deadline, a
+// closed socket).
+func (r *reader) read(src *net.TCPConn) error {
+	if r.buf == nil {
+		r.buf = getBuf()
+	}
+	for {
+		n, err := src.Read((*r.buf)[:cap(*r.buf)])
+		switch {
+		case n > 0:
+			r.n = n // an error with the bytes comes again at the next read
+			return nil
+		case errors.Is(err, io.EOF):
+			r.err = io.EOF
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// socketError reports no pending error: off Unix no Parker watches a
+// socket for errors (park.New fails), so it is never asked.
+func socketError(syscall.RawConn) error { return nil }
