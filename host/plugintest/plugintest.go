@@ -768,17 +768,21 @@ func (c *wasmConn) End(dir sdk.Direction) {
 	}
 	// Like the emulator's, End returns once the plugin has seen the end
 	// (or the connection is gone), so that an Advance after it moves the
-	// clock after the plugin saw it (OnData with end set): a delay the plugin arms there counts
-	// from before the Advance. A connection the plugin closed (a reset, a
-	// timeout) ends the stream toward dir's destination without showing
-	// the plugin this end: that ends the wait too.
-	var delivered <-chan struct{}
-	if out := c.out[dir]; out != nil {
-		delivered = out.eofCh
-	}
+	// clock after the plugin saw it (OnData with end set): a delay the
+	// plugin arms there counts from before the Advance. A filter's close (a
+	// reset, a timeout) ends both streams toward the peers without showing
+	// the plugin this end: that ends the wait too. One stream ending is not
+	// enough: a plugin that half-closed dir itself is still shown its end.
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()
-	c.split.awaitEnd(dir, delivered, timer.C)
+	for _, out := range c.out {
+		if out == nil {
+			continue // not dialled (late dial): nothing to wait for there
+		}
+		if !c.split.awaitEnd(dir, out.eofCh, timer.C) {
+			return // shown, closed, or Timeout
+		}
+	}
 }
 
 func (c *wasmConn) Read(dir sdk.Direction, n int) []byte {

@@ -73,22 +73,21 @@ func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) {
 }
 
 // awaitEnd waits until the plugin has been shown the end of dir, the
-// connection is closed, the stream toward dir's destination has ended
-// (closed by channel delivered: the plugin or the tunnel ended the
-// direction first, as a filter's close does, and will not be shown the
-// end), or timeout.
-func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) {
-	s.await(delivered, timeout, func() bool { return s.ended[dir] })
+// connection is closed, delivered is closed (a stream toward a peer ended:
+// the caller tells whether that means the plugin will not be shown the
+// end) or timeout. It reports whether delivered ended the wait.
+func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) bool {
+	return s.await(delivered, timeout, func() bool { return s.ended[dir] })
 }
 
 // await waits until done (called with seenMu held) holds, the connection is
-// closed, stop is closed, or timeout.
-func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done func() bool) {
+// closed, stop is closed, or timeout, and reports whether stop ended it.
+func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done func() bool) (stopped bool) {
 	for {
 		s.seenMu.Lock()
 		if done() {
 			s.seenMu.Unlock()
-			return
+			return false
 		}
 		if s.changed == nil {
 			s.changed = make(chan struct{})
@@ -98,11 +97,11 @@ func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done 
 		select {
 		case <-ch:
 		case <-s.closed:
-			return
+			return false
 		case <-stop:
-			return
+			return true
 		case <-timeout:
-			return
+			return false
 		}
 	}
 }

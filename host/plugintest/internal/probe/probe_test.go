@@ -84,6 +84,24 @@ func testSDK(t *testing.T, start sdktest.Starter) {
 		}
 		c.Wait()
 	})
+	// A plugin that half-closed a direction itself is still shown its
+	// end; End waits for that too (not only for the stream to end).
+	t.Run("End after the plugin half-closed the direction", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"log_end": true}`})
+		c := p.Open()
+		c.Write(c2s, []byte("!closewrite"))
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q", got)
+		}
+		c.End(c2s)
+		got := msgs(p.Logs())
+		if len(got) == 0 || got[len(got)-1] != "end client -> server" {
+			t.Fatalf("logs after End(%s): %q, want the end last", c2s, got)
+		}
+		c.End(s2c)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
 	t.Run("greet, info, reply, upper, close", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"greet":"hello\n"}`, Route: "r1"})
 		c := p.Open()
