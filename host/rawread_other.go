@@ -9,11 +9,12 @@ import (
 	"syscall"
 )
 
-// read makes one read of src. Off Unix a RawConn gives no read that
-// returns when nothing is ready, so the read holds its buffer while it
-// waits: an idle filtered direction costs one buffer here. The outcome is
-// in r.n and r.err; the error returned is the socket's (a deadline, a
-// closed socket).
+// read makes one read of src. Off Unix (Windows) Go keeps sockets
+// blocking, so a read inside a RawConn callback would block there; this
+// read holds its buffer while it waits, and an idle filtered direction
+// costs one buffer (RATIONALE.md, "Why read through syscall.RawConn…?").
+// The outcome is in r.n and r.err; the error returned is the socket's (a
+// deadline, a closed socket).
 func (r *reader) read(src *net.TCPConn) error {
 	if r.buf == nil {
 		r.buf = getBuf()
