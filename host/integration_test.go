@@ -858,7 +858,7 @@ func TestApplyValidates(t *testing.T) {
 		{Name: "a", Listen: "127.0.0.1:7002", Target: "127.0.0.1:8080"},
 		{Name: "b", Listen: "7003", Target: "127.0.0.1:8080"},
 		{Name: "c", Listen: "127.0.0.1:7004", Target: "host:http"},
-		{Name: "d", Listen: "127.0.0.1:7005", Target: "", DialTimeout: -time.Second},
+		{Name: "d", Listen: "127.0.0.1:7005", Target: "", DialTimeout: -time.Second, MaxConns: -5},
 		{Name: "e", Listen: "127.0.0.1:7006", Target: "127.0.0.1:8080", Chain: []host.Link{
 			{Name: "missing"}, {Name: "odd", Hook: ok, Directions: 7},
 		}},
@@ -872,7 +872,7 @@ func TestApplyValidates(t *testing.T) {
 		`route "b": listen: address "7003" is not host:port: address 7003: missing port in address`,
 		`route "c": target: address "host:http": port "http" is not a number from 0 to 65535`,
 		`route "d": target: address is empty (want host:port, e.g. 127.0.0.1:8080)`,
-		`route "d": timeouts, limits and max connections must not be negative`,
+		`route "d": DialTimeout -1s, MaxConns -5 must not be negative`,
 		`route "e": link 1 ("missing") has no hook`,
 		`route "e": link 2 ("odd") has invalid directions 7`,
 	}

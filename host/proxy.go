@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -330,8 +331,8 @@ func validateRoutes(routes []Route) error {
 				errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
 			}
 		}
-		if r.DialTimeout < 0 || r.IdleTimeout < 0 || r.MaxConns < 0 || r.HoldLimit < 0 || r.TargetWait < 0 || r.HandshakeTimeout < 0 {
-			errs = append(errs, fmt.Errorf("%s: timeouts, limits and max connections must not be negative", label))
+		if neg := negativeFields(&r); neg != "" {
+			errs = append(errs, fmt.Errorf("%s: %s must not be negative", label, neg))
 		}
 		for j, l := range r.Chain {
 			if l.Hook == nil {
@@ -712,4 +713,26 @@ func (l *listener) wake() {
 	case l.slot <- struct{}{}:
 	default:
 	}
+}
+
+// negativeFields names the fields of r that must not be negative and are,
+// with their values ("MaxConns -5, DialTimeout -1s"), or returns "".
+func negativeFields(r *Route) string {
+	var b strings.Builder
+	add := func(name string, bad bool, v any) {
+		if !bad {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %v", name, v)
+	}
+	add("DialTimeout", r.DialTimeout < 0, r.DialTimeout)
+	add("IdleTimeout", r.IdleTimeout < 0, r.IdleTimeout)
+	add("HandshakeTimeout", r.HandshakeTimeout < 0, r.HandshakeTimeout)
+	add("TargetWait", r.TargetWait < 0, r.TargetWait)
+	add("MaxConns", r.MaxConns < 0, r.MaxConns)
+	add("HoldLimit", r.HoldLimit < 0, r.HoldLimit)
+	return b.String()
 }

@@ -444,6 +444,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--dial-timeout", "0"}, `invalid value "0" for flag -dial-timeout: must be from 1ms to 10m0s`},
 		{[]string{"--idle-timeout", "-1s"}, `invalid value "-1s" for flag -idle-timeout: must not be negative`},
 		{[]string{"--grace", "2h"}, `invalid value "2h" for flag -grace: must be from 0s to 1h0m0s`},
+		{[]string{"--max-conns", "-5"}, `invalid value "-5" for flag -max-conns: must not be negative`},
+		{[]string{"--capture-max-files", "two"}, `invalid value "two" for flag -capture-max-files: not a whole number`},
 	} {
 		code, stdout, stderr := runTunnel(t, tc.args...)
 		if code != 2 {

@@ -109,7 +109,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	o.dialTimeout, o.grace = host.DefaultDialTimeout, defaultGrace
 	fs.Var(durationFlag{&o.dialTimeout, time.Millisecond, config.MaxDialTimeout}, "dial-timeout", "give up dialling the target after this `duration` (1ms to 10m)")
 	fs.Var(durationFlag{&o.idleTimeout, 0, config.MaxIdleTimeout}, "idle-timeout", "close a connection idle this `duration` in both directions (0: never)")
-	fs.IntVar(&o.maxConns, "max-conns", 0, "open connections at most; more wait in the backlog (0: no cap)")
+	fs.Var(countFlag{&o.maxConns}, "max-conns", "open connections at most; more wait in the backlog (0: no cap)")
 	fs.Var(durationFlag{&o.grace, 0, maxGrace}, "grace", "on SIGINT/SIGTERM, let open connections finish for this `duration`")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	fs.StringVar(&o.accessLogTo, "access-log", "", "append a JSON line per connection when it ends to this `file` (who, where, bytes each way, duration, reason, tags) instead of the log on stderr")
@@ -122,7 +122,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
 	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
 	fs.Var(&o.captureSize, "capture-max-size", "with --capture, start a new file past this `size` (e.g. 100MiB; default: never)")
-	fs.IntVar(&o.captureKeep, "capture-max-files", 0, "with --capture, keep at most this many files, removing the oldest (0: all)")
+	fs.Var(countFlag{&o.captureKeep}, "capture-max-files", "with --capture, keep at most this many files, removing the oldest (0: all)")
 	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	o.tls.register(fs)
@@ -146,6 +146,28 @@ const defaultGrace = 10 * time.Second
 
 // maxGrace bounds --grace and --drain-delay.
 const maxGrace = time.Hour
+
+// countFlag is an int flag that must not be negative.
+type countFlag struct{ n *int }
+
+func (f countFlag) String() string {
+	if f.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*f.n)
+}
+
+func (f countFlag) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	if v < 0 {
+		return errors.New("must not be negative")
+	}
+	*f.n = v
+	return nil
+}
 
 // durationFlag is a duration flag within [min, max] whose errors say what
 // is wrong (the flag package's own says "parse error" for "5").
