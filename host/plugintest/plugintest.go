@@ -745,7 +745,9 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 	// moves the clock after the plugin's OnData.
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()
-	c.split.awaitShown(dir, timer.C)
+	if c.split.awaitShown(dir, timer.C) == waitTimeout {
+		t.Logf("plugintest: Write(%s): the plugin was not shown the bytes within %s", dir, Timeout)
+	}
 }
 
 func (c *wasmConn) End(dir sdk.Direction) {
@@ -779,8 +781,12 @@ func (c *wasmConn) End(dir sdk.Direction) {
 		if out == nil {
 			continue // not dialled (late dial): nothing to wait for there
 		}
-		if !c.split.awaitEnd(dir, out.eofCh, timer.C) {
-			return // shown, closed, or Timeout
+		switch c.split.awaitEnd(dir, out.eofCh, timer.C) {
+		case waitTimeout:
+			t.Logf("plugintest: End(%s): the plugin was not shown the end within %s", dir, Timeout)
+			return
+		case waitDone, waitClosed:
+			return
 		}
 	}
 }

@@ -66,28 +66,38 @@ func (s *splitState) wake() {
 	}
 }
 
+// waited is how a wait of Write or End ended.
+type waited uint8
+
+const (
+	waitDone    waited = iota // the plugin was shown the bytes or the end
+	waitClosed                // the connection closed
+	waitStopped               // the caller's stop channel closed
+	waitTimeout               // Timeout passed
+)
+
 // awaitShown waits until the plugin has been shown every byte written
 // toward dir, the connection is closed, or timeout.
-func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) {
-	s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] })
+func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) waited {
+	return s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] })
 }
 
 // awaitEnd waits until the plugin has been shown the end of dir, the
 // connection is closed, delivered is closed (a stream toward a peer ended:
 // the caller tells whether that means the plugin will not be shown the
-// end) or timeout. It reports whether delivered ended the wait.
-func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) bool {
+// end) or timeout.
+func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) waited {
 	return s.await(delivered, timeout, func() bool { return s.ended[dir] })
 }
 
 // await waits until done (called with seenMu held) holds, the connection is
-// closed, stop is closed, or timeout, and reports whether stop ended it.
-func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done func() bool) (stopped bool) {
+// closed, stop is closed, or timeout.
+func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done func() bool) waited {
 	for {
 		s.seenMu.Lock()
 		if done() {
 			s.seenMu.Unlock()
-			return false
+			return waitDone
 		}
 		if s.changed == nil {
 			s.changed = make(chan struct{})
@@ -97,11 +107,11 @@ func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done 
 		select {
 		case <-ch:
 		case <-s.closed:
-			return false
+			return waitClosed
 		case <-stop:
-			return true
+			return waitStopped
 		case <-timeout:
-			return false
+			return waitTimeout
 		}
 	}
 }
