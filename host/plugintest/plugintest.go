@@ -611,9 +611,9 @@ func (m *manualClock) Now() time.Duration { return time.Duration(m.d.Load()) }
 // closeLog keeps the tags of the proxy's "connection closed" lines, by
 // connection id.
 type closeLog struct {
-	mu      sync.Mutex
-	tags    map[uint64]map[string]string
-	changed chan struct{}
+	mu     sync.Mutex
+	tags   map[uint64]map[string]string
+	notify notifier // of tags
 }
 
 func (l *closeLog) Enabled(context.Context, slog.Level) bool { return true }
@@ -642,10 +642,7 @@ func (l *closeLog) Handle(_ context.Context, r slog.Record) error {
 		l.tags = map[uint64]map[string]string{}
 	}
 	l.tags[id] = tags
-	if l.changed != nil {
-		close(l.changed)
-		l.changed = nil
-	}
+	l.notify.changed()
 	l.mu.Unlock()
 	return nil
 }
@@ -658,10 +655,7 @@ func (l *closeLog) tag(t testing.TB, conn uint64, key string) (string, bool) {
 	for {
 		l.mu.Lock()
 		tags, ok := l.tags[conn]
-		if !ok && l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		ch := l.changed
+		ch := l.notify.next()
 		l.mu.Unlock()
 		if ok {
 			v, set := tags[key]
@@ -874,18 +868,18 @@ func (c *wasmConn) shut() {
 
 // sink collects what arrives on one socket.
 type sink struct {
-	mu      sync.Mutex
-	buf     []byte
-	off     int // bytes already returned by read
-	eof     bool
-	err     error
-	changed chan struct{} // closed and replaced at every change
-	eofCh   chan struct{}
-	conn    net.Conn
+	mu     sync.Mutex
+	buf    []byte
+	off    int // bytes already returned by read
+	eof    bool
+	err    error
+	notify notifier // of buf, eof and err
+	eofCh  chan struct{}
+	conn   net.Conn
 }
 
 func newSink(c net.Conn) *sink {
-	return &sink{conn: c, changed: make(chan struct{}), eofCh: make(chan struct{})}
+	return &sink{conn: c, eofCh: make(chan struct{})}
 }
 
 func closedSink() *sink {
@@ -909,8 +903,7 @@ func (s *sink) run(wg *sync.WaitGroup) {
 			}
 			close(s.eofCh)
 		}
-		close(s.changed)
-		s.changed = make(chan struct{})
+		s.notify.changed()
 		s.mu.Unlock()
 		if err != nil {
 			return
@@ -925,7 +918,7 @@ func (s *sink) wait(cond func() bool) bool {
 	for {
 		s.mu.Lock()
 		ok := cond()
-		ch := s.changed
+		ch := s.notify.next()
 		s.mu.Unlock()
 		if ok {
 			return true

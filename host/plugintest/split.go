@@ -38,15 +38,15 @@ type splitState struct {
 	seenMu  sync.Mutex
 	written [2]int64
 	seen    [2]int64
-	ended   [2]bool       // the plugin was shown the end of the direction
-	changed chan struct{} // closed and replaced when seen or ended grows
+	ended   [2]bool  // the plugin was shown the end of the direction
+	notify  notifier // of seen and ended
 }
 
 // shown records that the plugin was shown n bytes of dir.
 func (s *splitState) shown(dir host.Direction, n int) {
 	s.seenMu.Lock()
 	s.seen[dir] += int64(n)
-	s.wake()
+	s.notify.changed()
 	s.seenMu.Unlock()
 }
 
@@ -54,16 +54,8 @@ func (s *splitState) shown(dir host.Direction, n int) {
 func (s *splitState) endShown(dir host.Direction) {
 	s.seenMu.Lock()
 	s.ended[dir] = true
-	s.wake()
+	s.notify.changed()
 	s.seenMu.Unlock()
-}
-
-// wake tells the waiters that seen or ended changed. Called with seenMu held.
-func (s *splitState) wake() {
-	if s.changed != nil {
-		close(s.changed)
-		s.changed = nil
-	}
 }
 
 // waited is how a wait of Write or End ended.
@@ -99,10 +91,7 @@ func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done 
 			s.seenMu.Unlock()
 			return waitDone
 		}
-		if s.changed == nil {
-			s.changed = make(chan struct{})
-		}
-		ch := s.changed
+		ch := s.notify.next()
 		s.seenMu.Unlock()
 		select {
 		case <-ch:
