@@ -84,25 +84,58 @@ func (c *conn) filtered(dir Direction) (handOff bool, err error) {
 
 // awaitDeferred waits until the half-close a filter deferred is done, the
 // connection is torn down, or dir's source fails (a peer that half-closed
-// and then reset: nothing else would notice, as nobody reads it).
+// and then reset: nothing else would notice, as nobody reads it). The
+// Parker watches the source for that where it can; elsewhere (no Parker
+// off Linux, a TLS source, the portable read) the source's pending error
+// is looked at every deferredPoll.
 func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
 	failed, stop := c.watchErrors(dir)
 	defer stop()
-	select {
-	case <-done:
-	case <-c.td.closed:
-	case <-failed:
-		if err := socketError(c.rd[dir].rc); err != nil {
-			return fmt.Errorf("read %s: %w", dir, err)
-		}
-		// Hung up both ways without an error: a clean end, so only the
-		// filter or teardown ends the connection.
+	var poll <-chan time.Time
+	if failed == nil {
+		t := time.NewTicker(deferredPoll)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
 		select {
 		case <-done:
+			return nil
 		case <-c.td.closed:
+			return nil
+		case <-poll:
+			if err := c.sourceError(dir); err != nil {
+				return fmt.Errorf("read %s: %w", dir, err)
+			}
+		case <-failed:
+			if err := socketError(c.rd[dir].rc); err != nil {
+				return fmt.Errorf("read %s: %w", dir, err)
+			}
+			// Hung up both ways without an error: a clean end, so only the
+			// filter or teardown ends the connection.
+			failed = nil
 		}
 	}
-	return nil
+}
+
+// deferredPoll is how often awaitDeferred looks at the source's pending
+// error when nothing watches the socket for it.
+const deferredPoll = 250 * time.Millisecond
+
+// sourceError returns the pending error of dir's source socket, if any.
+func (c *conn) sourceError(dir Direction) error {
+	rc := c.rd[dir].rc
+	if rc == nil {
+		src := c.source(dir)
+		if src == nil {
+			return nil
+		}
+		var err error
+		if rc, err = src.SyscallConn(); err != nil {
+			return nil // closed: teardown ends the wait
+		}
+	}
+	return socketError(rc)
 }
 
 // step is what one read of a filtered direction led to.

@@ -1,4 +1,7 @@
-//go:build !unix
+//go:build !unix || portableread
+
+// The portableread tag builds this read on Linux too, so that the tests of
+// package host run it there: go test -tags portableread ./host (.ci/run).
 
 package host
 
@@ -6,8 +9,10 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 )
+
+// readHoldsBuffer: an idle direction holds its chunk buffer (see read).
+const readHoldsBuffer = true
 
 // read makes one read of src. Off Unix (Windows) Go keeps sockets
 // blocking, so a read inside a RawConn callback would block there; this
@@ -33,7 +38,3 @@ func (r *reader) read(src *net.TCPConn) error {
 		}
 	}
 }
-
-// socketError reports no pending error: off Unix no Parker watches a
-// socket for errors (park.New fails), so it is never asked.
-func socketError(syscall.RawConn) error { return nil }

@@ -1,4 +1,4 @@
-//go:build unix
+//go:build unix && !portableread
 
 package host
 
@@ -7,6 +7,9 @@ import (
 	"net"
 	"syscall"
 )
+
+// readHoldsBuffer: an idle direction holds no chunk buffer (see read).
+const readHoldsBuffer = false
 
 // read makes one read of src through its RawConn: the callback makes the
 // read system call and nothing else, so a Close of the socket from another
@@ -48,22 +51,4 @@ func (r *reader) readFD(fd uintptr) bool {
 		}
 		return true
 	}
-}
-
-// socketError returns the pending error of rc's socket (SO_ERROR), if any.
-func socketError(rc syscall.RawConn) error {
-	var soErr int
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
-	}); err != nil {
-		return err
-	}
-	if gerr != nil {
-		return gerr
-	}
-	if soErr != 0 {
-		return syscall.Errno(soErr)
-	}
-	return nil
 }
