@@ -86,56 +86,62 @@ func (c *conn) filtered(dir Direction) (handOff bool, err error) {
 // connection is torn down, or dir's source fails (a peer that half-closed
 // and then reset: nothing else would notice, as nobody reads it). The
 // Parker watches the source for that where it can; elsewhere (no Parker
-// off Linux, a TLS source, the portable read) the source's pending error
-// is looked at every deferredPoll.
+// off Linux, a TLS source, the portable read) the source is looked at
+// every deferredPoll, as the Parker would see it (socketState).
 func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
 	failed, stop := c.watchErrors(dir)
 	defer stop()
 	var poll <-chan time.Time
-	if failed == nil {
+	if failed == nil && pollsSockets {
 		t := time.NewTicker(deferredPoll)
 		defer t.Stop()
 		poll = t.C
 	}
 	for {
+		watched := false
 		select {
 		case <-done:
 			return nil
 		case <-c.td.closed:
 			return nil
 		case <-poll:
-			if err := c.sourceError(dir); err != nil {
-				return fmt.Errorf("read %s: %w", dir, err)
-			}
 		case <-failed:
-			if err := socketError(c.rd[dir].rc); err != nil {
-				return fmt.Errorf("read %s: %w", dir, err)
-			}
+			watched = true // the Parker's watch fires once
+		}
+		hup, err := c.sourceState(dir)
+		select {
+		case <-c.td.closed:
+			return nil // torn down meanwhile: whatever the socket says is teardown's
+		default:
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", dir, err)
+		}
+		if hup || watched {
 			// Hung up both ways without an error: a clean end, so only the
 			// filter or teardown ends the connection.
-			failed = nil
+			failed, poll = nil, nil
 		}
 	}
 }
 
-// deferredPoll is how often awaitDeferred looks at the source's pending
-// error when nothing watches the socket for it.
+// deferredPoll is how often awaitDeferred looks at the source when nothing
+// watches the socket for it.
 const deferredPoll = 250 * time.Millisecond
 
-// sourceError returns the pending error of dir's source socket, if any.
-func (c *conn) sourceError(dir Direction) error {
+// sourceState is socketState of dir's source socket.
+func (c *conn) sourceState(dir Direction) (hup bool, err error) {
 	rc := c.rd[dir].rc
 	if rc == nil {
 		src := c.source(dir)
 		if src == nil {
-			return nil
+			return false, nil
 		}
-		var err error
 		if rc, err = src.SyscallConn(); err != nil {
-			return nil // closed: teardown ends the wait
+			return false, nil // teardown ends the wait
 		}
 	}
-	return socketError(rc)
+	return socketState(rc)
 }
 
 // step is what one read of a filtered direction led to.

@@ -4,7 +4,10 @@ package host
 
 import "syscall"
 
-// socketError reports no pending error: off Unix the socket's SO_ERROR is
-// not read, so a deferred half-close whose peer then resets is noticed
-// only when the filter finishes it or teardown runs.
-func socketError(syscall.RawConn) error { return nil }
+// pollsSockets: socketState cannot tell a failed socket off Unix, so a
+// deferred half-close whose peer then resets is noticed only when the
+// filter finishes it or teardown runs.
+const pollsSockets = false
+
+// socketState reports nothing (see pollsSockets).
+func socketState(syscall.RawConn) (hup bool, err error) { return false, nil }

@@ -1,0 +1,196 @@
+package host
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestSocketStateIgnoresSoftErrors: an ICMP "host unreachable" for a
+// healthy connection leaves Linux's SO_ERROR set (a soft error TCP retries
+// past) without failing the socket. socketState, which decides whether a
+// deferred half-close's source has failed, must not take that for a
+// failure: it reads SO_ERROR only on POLLERR, as the Parker's watch does.
+// The ICMP message needs raw sockets, so root (CI runs as root).
+func TestSocketStateIgnoresSoftErrors(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root for raw sockets, and CI runs as root")
+		}
+		t.Skip("needs root for raw sockets")
+	}
+	// Sniff loopback before the connection exists, to learn its sequence
+	// numbers (an ICMP error is taken only for a sequence number in the
+	// send window).
+	sniff, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sniff)
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(sniff, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: lo.Index}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval(int64(5 * time.Second))
+	if err := unix.SetsockoptTimeval(sniff, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	server := sc.(*net.TCPConn)
+	// The source of a deferred half-close: its peer has half-closed.
+	if err := client.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	sport := uint16(server.LocalAddr().(*net.TCPAddr).Port)
+	cport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
+	next := sentUpTo(t, sniff, sport, cport) // the server's next sequence number
+	buf := make([]byte, 5)
+	if _, err := client.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+
+	// ICMP destination unreachable (host) quoting a segment of the server
+	// toward the client at its next sequence number.
+	inner := make([]byte, 28)
+	inner[0], inner[8], inner[9] = 0x45, 64, unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(inner[2:], 40)
+	copy(inner[12:], net.IPv4(127, 0, 0, 1).To4())
+	copy(inner[16:], net.IPv4(127, 0, 0, 1).To4())
+	binary.BigEndian.PutUint16(inner[10:], checksum(inner[:20]))
+	binary.BigEndian.PutUint16(inner[20:], sport)
+	binary.BigEndian.PutUint16(inner[22:], cport)
+	binary.BigEndian.PutUint32(inner[24:], next)
+	icmp := append([]byte{3, 1, 0, 0, 0, 0, 0, 0}, inner...)
+	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
+	raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(raw)
+	rc, err := server.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// On loopback the message is handled within the sender's system call,
+	// unless the kernel defers it to a thread of its own under load: then
+	// SO_ERROR (read after socketState, as reading clears it) is still 0,
+	// and the message goes again.
+	for attempt := 1; ; attempt++ {
+		if err := unix.Sendto(raw, icmp, 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		hup, serr := socketState(rc)
+		soErr := 0
+		rc.Control(func(fd uintptr) {
+			soErr, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+		})
+		if hup || serr != nil {
+			t.Fatalf("socketState of a healthy socket with a soft error: hup %v, err %v; want neither", hup, serr)
+		}
+		if soErr == int(syscall.EHOSTUNREACH) {
+			break
+		}
+		if soErr != 0 || attempt == 50 {
+			t.Fatalf("SO_ERROR after the ICMP message (attempt %d): %d, want EHOSTUNREACH (%d)", attempt, soErr, syscall.EHOSTUNREACH)
+		}
+		time.Sleep(10 * time.Millisecond) // the kernel's deferred work: no event to wait on
+	}
+	// And the socket is healthy.
+	if _, err := server.Write([]byte("still")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Read(buf); err != nil || string(buf) != "still" {
+		t.Fatalf("after the ICMP message the client read %q, %v", buf, err)
+	}
+
+	// A real failure: the peer resets. socketState reports its error
+	// (EPIPE: Linux's for a reset after the peer's FIN, in CLOSE_WAIT).
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	var hup bool
+	var serr error
+	for {
+		hup, serr = socketState(rc)
+		if serr != nil || hup || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond) // the RST is handled in the client's close on loopback
+	}
+	if !errors.Is(serr, syscall.EPIPE) && !errors.Is(serr, syscall.ECONNRESET) {
+		t.Fatalf("socketState after the peer's reset: hup %v, err %v; want EPIPE or ECONNRESET", hup, serr)
+	}
+}
+
+// sentUpTo reads the sniffer until a data segment from sport to dport and
+// returns the sequence number after it.
+func sentUpTo(t *testing.T, sniff int, sport, dport uint16) uint32 {
+	t.Helper()
+	b := make([]byte, 65536)
+	for {
+		n, _, err := unix.Recvfrom(sniff, b, 0)
+		if err != nil {
+			t.Fatalf("sniffing loopback for the data segment: %v", err)
+		}
+		if n < 14+20 {
+			continue
+		}
+		ip := b[14:n] // after lo's Ethernet header
+		if len(ip) < 20 || ip[9] != unix.IPPROTO_TCP {
+			continue
+		}
+		ihl := int(ip[0]&15) * 4
+		tcp := ip[ihl:]
+		if len(tcp) < 20 || binary.BigEndian.Uint16(tcp) != sport || binary.BigEndian.Uint16(tcp[2:]) != dport {
+			continue
+		}
+		payload := int(binary.BigEndian.Uint16(ip[2:])) - ihl - int(tcp[12]>>4)*4
+		if payload > 0 {
+			return binary.BigEndian.Uint32(tcp[4:]) + uint32(payload)
+		}
+	}
+}
+
+// checksum is the Internet checksum of b.
+func checksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
