@@ -3,6 +3,7 @@ package host
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -17,33 +18,14 @@ import (
 // past) without failing the socket. socketState, which decides whether a
 // deferred half-close's source has failed, must not take that for a
 // failure: it reads SO_ERROR only on POLLERR, as the Parker's watch does.
-// The ICMP message needs raw sockets, so root (CI runs as root).
+// The ICMP message needs a raw socket, and its sequence number the socket's
+// repair mode: root (CI runs as root).
 func TestSocketStateIgnoresSoftErrors(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root for raw sockets, and CI runs as root")
-		}
-		t.Skip("needs root for raw sockets")
-	}
-	// Sniff loopback before the connection exists, to learn its sequence
-	// numbers (an ICMP error is taken only for a sequence number in the
-	// send window).
-	sniff, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+	raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	if err != nil {
-		t.Fatal(err)
+		needPrivilege(t, "a raw ICMP socket (CAP_NET_RAW)", err)
 	}
-	defer unix.Close(sniff)
-	lo, err := net.InterfaceByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(sniff, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: lo.Index}); err != nil {
-		t.Fatal(err)
-	}
-	tv := unix.NsecToTimeval(int64(5 * time.Second))
-	if err := unix.SetsockoptTimeval(sniff, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
+	defer unix.Close(raw)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,13 +50,19 @@ func TestSocketStateIgnoresSoftErrors(t *testing.T) {
 	if _, err := server.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	sport := uint16(server.LocalAddr().(*net.TCPAddr).Port)
-	cport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
-	next := sentUpTo(t, sniff, sport, cport) // the server's next sequence number
 	buf := make([]byte, 5)
-	if _, err := client.Read(buf); err != nil {
+	if _, err := io.ReadFull(client, buf); err != nil {
 		t.Fatal(err)
 	}
+	sport := uint16(server.LocalAddr().(*net.TCPAddr).Port)
+	cport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
+	rc, err := server.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An ICMP error is taken only for a sequence number in the send
+	// window: the server's next one is.
+	next := nextSendSeq(t, rc)
 
 	// ICMP destination unreachable (host) quoting a segment of the server
 	// toward the client at its next sequence number.
@@ -89,15 +77,6 @@ func TestSocketStateIgnoresSoftErrors(t *testing.T) {
 	binary.BigEndian.PutUint32(inner[24:], next)
 	icmp := append([]byte{3, 1, 0, 0, 0, 0, 0, 0}, inner...)
 	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
-	raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(raw)
-	rc, err := server.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// On loopback the message is handled within the sender's system call,
 	// unless the kernel defers it to a thread of its own under load: then
 	// SO_ERROR (read after socketState, as reading clears it) is still 0,
@@ -149,33 +128,38 @@ func TestSocketStateIgnoresSoftErrors(t *testing.T) {
 	}
 }
 
-// sentUpTo reads the sniffer until a data segment from sport to dport and
-// returns the sequence number after it.
-func sentUpTo(t *testing.T, sniff int, sport, dport uint16) uint32 {
+// nextSendSeq returns the sequence number of the next byte rc's socket
+// sends, read in repair mode (TCP_REPAIR, CAP_NET_ADMIN), which is left at
+// once.
+func nextSendSeq(t *testing.T, rc syscall.RawConn) uint32 {
 	t.Helper()
-	b := make([]byte, 65536)
-	for {
-		n, _, err := unix.Recvfrom(sniff, b, 0)
-		if err != nil {
-			t.Fatalf("sniffing loopback for the data segment: %v", err)
+	const tcpSendQueue = 2 // TCP_SEND_QUEUE of linux/tcp.h
+	var seq int
+	var err error
+	rc.Control(func(fd uintptr) {
+		if err = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+			return
 		}
-		if n < 14+20 {
-			continue
+		defer unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF)
+		if err = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
+			return
 		}
-		ip := b[14:n] // after lo's Ethernet header
-		if len(ip) < 20 || ip[9] != unix.IPPROTO_TCP {
-			continue
-		}
-		ihl := int(ip[0]&15) * 4
-		tcp := ip[ihl:]
-		if len(tcp) < 20 || binary.BigEndian.Uint16(tcp) != sport || binary.BigEndian.Uint16(tcp[2:]) != dport {
-			continue
-		}
-		payload := int(binary.BigEndian.Uint16(ip[2:])) - ihl - int(tcp[12]>>4)*4
-		if payload > 0 {
-			return binary.BigEndian.Uint32(tcp[4:]) + uint32(payload)
-		}
+		seq, err = unix.GetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_QUEUE_SEQ)
+	})
+	if err != nil {
+		needPrivilege(t, "TCP_REPAIR (CAP_NET_ADMIN)", err)
 	}
+	return uint32(seq)
+}
+
+// needPrivilege ends the test when err is for want of a privilege: skipped
+// on a developer's machine, failed under CI, which runs as root.
+func needPrivilege(t *testing.T, what string, err error) {
+	t.Helper()
+	if errors.Is(err, unix.EPERM) && os.Getenv("CI") != "true" {
+		t.Skipf("needs %s: %v", what, err)
+	}
+	t.Fatalf("%s: %v", what, err)
 }
 
 // checksum is the Internet checksum of b.
@@ -192,5 +176,3 @@ func checksum(b []byte) uint16 {
 	}
 	return ^uint16(s)
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -1,46 +1,31 @@
-//go:build unix
+//go:build unix && !linux
 
 package host
 
-import (
-	"syscall"
-
-	"golang.org/x/sys/unix"
-)
+import "syscall"
 
 // pollsSockets: socketState can tell a failed socket here, so a deferred
 // half-close nothing else watches is polled (awaitDeferred).
 const pollsSockets = true
 
-// socketState tells, without blocking, what the Parker's watch of rc's
-// socket would: failed (POLLERR) with its pending error, or hung up both
-// ways (POLLHUP) without one. An error is read only on POLLERR: Linux's
-// SO_ERROR also reports a soft error (an ICMP unreachable TCP retries
-// past) on a healthy socket, which must not end a connection. A closed
-// socket reports neither: teardown ends whatever waits on it.
+// socketState tells, without blocking, whether rc's socket has failed: its
+// pending error (SO_ERROR), which BSD-derived kernels set for hard errors
+// only (soft ones stay out of so_error; Linux differs, sockerr_linux.go).
+// It never reports a hang-up. A closed socket reports nothing: teardown
+// ends whatever waits on it.
 func socketState(rc syscall.RawConn) (hup bool, err error) {
-	var revents int16
 	var soErr int
 	var gerr error
 	if cerr := rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd)}}
-		for {
-			if _, perr := unix.Poll(fds, 0); perr != unix.EINTR {
-				break
-			}
-		}
-		revents = fds[0].Revents
-		if revents&unix.POLLERR != 0 {
-			soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
-		}
+		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
 	}); cerr != nil {
 		return false, nil
 	}
 	switch {
 	case gerr != nil:
-		return true, gerr
+		return false, gerr
 	case soErr != 0:
-		return true, syscall.Errno(soErr)
+		return false, syscall.Errno(soErr)
 	}
-	return revents&(unix.POLLHUP|unix.POLLERR) != 0, nil
+	return false, nil
 }
