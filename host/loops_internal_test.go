@@ -5,7 +5,6 @@ package host
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,28 +36,7 @@ func TestTwoLoops(t *testing.T) {
 	p, ev := twoLoops(t, Route{Name: "r", Listen: "127.0.0.1:0", Target: echoServer(t), MaxConns: 4})
 	addr := p.Addr("r").String()
 	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
-	want := sha256.Sum256(payload)
-	errs := make(chan error, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Go(func() {
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			go func() { c.Write(payload); c.(*net.TCPConn).CloseWrite() }()
-			got, err := io.ReadAll(c)
-			if err != nil || sha256.Sum256(got) != want {
-				errs <- fmt.Errorf("client %d: %d bytes back, %v", i, len(got), err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range echoClients(addr, clients, payload) {
 		t.Error(err)
 	}
 	// The last connections end on their loops after their clients saw
@@ -74,6 +52,35 @@ func TestTwoLoops(t *testing.T) {
 	if err := p.Shutdown(ctx); err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
+}
+
+// echoClients has n clients at once send payload to addr, half-close and
+// read the echo back, and returns what went wrong.
+func echoClients(addr string, n int, payload []byte) []error {
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			go func() { c.Write(payload); c.(*net.TCPConn).CloseWrite() }()
+			if got, err := io.ReadAll(c); err != nil || !bytes.Equal(got, payload) {
+				errs <- fmt.Errorf("client %d: %d of %d bytes back, %v", i, len(got), len(payload), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return all
 }
 
 // twoLoops starts a Proxy serving routes on two loops, closed when the
@@ -197,28 +204,8 @@ func TestTwoLoopsStatsLoopStopped(t *testing.T) {
 		if n == 100 {
 			t.Fatal("100 bursts of connections, none forwarded by loop 1")
 		}
-		errs := make(chan error, burst)
-		var wg sync.WaitGroup
-		for range burst {
-			wg.Go(func() {
-				c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				c.Write([]byte("ping"))
-				c.(*net.TCPConn).CloseWrite()
-				if got, err := io.ReadAll(c); string(got) != "ping" || err != nil {
-					errs <- fmt.Errorf("echo %q, %v", got, err)
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
+		if errs := echoClients(addr, burst, []byte("ping")); len(errs) > 0 {
+			t.Fatal(errs[0])
 		}
 		sent += 4 * burst
 		ev.wait(t, ev.closed, burst, "connections of the burst closed")
