@@ -6,20 +6,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pollsSockets: socketState can tell a failed socket here, so a deferred
-// half-close nothing else watches is polled (awaitDeferred).
-const pollsSockets = true
-
 // socketState tells, without blocking, what the Parker's watch of rc's
-// socket would (Linux): failed (POLLERR) with its pending error, or hung up both
-// ways (POLLHUP) without one. An error is read only on POLLERR: Linux's
+// socket would (Linux): failed (POLLERR) with its pending error, or hung
+// up both ways (POLLHUP) without one. An error is read only on POLLERR: Linux's
 // SO_ERROR also reports a soft error (an ICMP unreachable TCP retries
 // past) on a healthy socket, which must not end a connection. A closed
 // socket reports neither: teardown ends whatever waits on it.
 func socketState(rc syscall.RawConn) (hup bool, err error) {
 	var revents int16
-	var soErr int
-	var gerr error
 	if cerr := rc.Control(func(fd uintptr) {
 		fds := []unix.PollFd{{Fd: int32(fd)}}
 		for {
@@ -29,16 +23,10 @@ func socketState(rc syscall.RawConn) (hup bool, err error) {
 		}
 		revents = fds[0].Revents
 		if revents&unix.POLLERR != 0 {
-			soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+			err = pendingError(fd)
 		}
 	}); cerr != nil {
 		return false, nil
 	}
-	switch {
-	case gerr != nil:
-		return true, gerr
-	case soErr != 0:
-		return true, syscall.Errno(soErr)
-	}
-	return revents&(unix.POLLHUP|unix.POLLERR) != 0, nil
+	return revents&(unix.POLLHUP|unix.POLLERR) != 0, err
 }

@@ -1,4 +1,4 @@
-//go:build unix && !linux
+//go:build unix
 
 package host
 
@@ -8,24 +8,15 @@ import "syscall"
 // half-close nothing else watches is polled (awaitDeferred).
 const pollsSockets = true
 
-// socketState tells, without blocking, whether rc's socket has failed: its
-// pending error (SO_ERROR), which BSD-derived kernels set for hard errors
-// only (soft ones stay out of so_error; Linux differs, sockerr_linux.go).
-// It never reports a hang-up. A closed socket reports nothing: teardown
-// ends whatever waits on it.
-func socketState(rc syscall.RawConn) (hup bool, err error) {
-	var soErr int
-	var gerr error
-	if cerr := rc.Control(func(fd uintptr) {
-		soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
-	}); cerr != nil {
-		return false, nil
-	}
+// pendingError returns the pending error of socket fd (SO_ERROR), if any;
+// reading it clears it.
+func pendingError(fd uintptr) error {
+	soErr, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
 	switch {
-	case gerr != nil:
-		return false, gerr
+	case err != nil:
+		return err
 	case soErr != 0:
-		return false, syscall.Errno(soErr)
+		return syscall.Errno(soErr)
 	}
-	return false, nil
+	return nil
 }
