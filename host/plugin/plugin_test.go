@@ -231,45 +231,110 @@ func TestWasmTimeoutCutsOffLoopAndGCRuns(t *testing.T) {
 	}
 	timeout := min(max(1500*time.Millisecond, 20*baseline), 30*time.Second)
 	t.Logf("baseline GC %v: call timeout %v", baseline, timeout)
+	// loop spins in a loop; recurse makes 2^40 calls and has no loop, so
+	// only the check at each function's entry can cut it off.
+	for _, guest := range []string{"loop", "recurse"} {
+		t.Run(guest, func(t *testing.T) {
+			t.Parallel()
+			rt, logs := wasmRuntime(t)
+			p := wasmPlugin(t, rt, guest, plugin.Options{CallTimeout: timeout})
+			srv := tn.Serve(t, tn.Echo)
+			addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: guest, Hook: p})
+			c := tn.Dial(t, addr)
+			start := time.Now()
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			logs.Wait(t, "spinning")
+			gcDone := make(chan time.Duration, 1)
+			go func() {
+				s := time.Now()
+				runtime.GC()
+				gcDone <- time.Since(s)
+			}()
+			select {
+			case d := <-gcDone:
+				if logs.Count("plugin failed") != 0 {
+					t.Errorf("runtime.GC only returned (after %s) once the spinning call was cut off at %s; a GC took %s before the guest spun", d, timeout, baseline)
+				} else {
+					t.Logf("GC while the guest spins: %v", d)
+				}
+			case <-time.After(timeout + tn.Timeout):
+				t.Fatal("runtime.GC did not return while the guest spun")
+			}
+			logs.Wait(t, "plugin failed", "callback=tunnel_on_data", "call exceeded its time limit")
+			// The first call comes right after the init calls, which get at
+			// least 10 s: it is still cut off at its own limit.
+			if d := time.Since(start); d < timeout || d > timeout+5*time.Second {
+				t.Errorf("cut off after %s, want about the %s timeout", d, timeout)
+			}
+			b, closed := wasmReadAll(c)
+			if !closed || len(b) != 0 {
+				t.Errorf("client read %q (closed %v), want the connection closed with nothing", b, closed)
+			}
+			if plugstats.Instances(p) != 0 {
+				t.Errorf("%d instances live after the failure, want 0 (replaced lazily)", plugstats.Instances(p))
+			}
+		})
+	}
+}
+
+// TestWasmBytesTowardAClosedDirection: after the guest half-closed server
+// -> client, the server's answers it FORWARDs have nowhere to go and are
+// dropped, while client -> server carries on (they once closed the whole
+// connection as a filter error); after the guest's close, its send returns
+// StatusClosed and nothing more reaches the client.
+func TestWasmBytesTowardAClosedDirection(t *testing.T) {
+	t.Parallel()
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "loop", plugin.Options{CallTimeout: timeout})
-	srv := tn.Serve(t, tn.Echo)
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "loop", Hook: p})
-	c := tn.Dial(t, addr)
-	start := time.Now()
-	if _, err := c.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	logs.Wait(t, "spinning")
-	gcDone := make(chan time.Duration, 1)
-	go func() {
-		s := time.Now()
-		runtime.GC()
-		gcDone <- time.Since(s)
-	}()
-	select {
-	case d := <-gcDone:
-		if logs.Count("plugin failed") != 0 {
-			t.Errorf("runtime.GC only returned (after %s) once the spinning call was cut off at %s; a GC took %s before the guest spun", d, timeout, baseline)
-		} else {
-			t.Logf("GC while the guest spins: %v", d)
+	p := wasmPlugin(t, rt, "closedsend", plugin.Options{})
+	received := make(chan []byte, 2)
+	srv := tn.Serve(t, func(c *net.TCPConn) {
+		var all []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			all = append(all, buf[:n]...)
+			c.Write(buf[:n]) // echoed: answers toward the client
+			if err != nil {
+				break
+			}
 		}
-	case <-time.After(timeout + tn.Timeout):
-		t.Fatal("runtime.GC did not return while the guest spun")
-	}
-	logs.Wait(t, "plugin failed", "callback=tunnel_on_data", "call exceeded its time limit")
-	// The first call comes right after the init calls, which get at least
-	// 10 s: it is still cut off at its own limit.
-	if d := time.Since(start); d < timeout || d > timeout+5*time.Second {
-		t.Errorf("cut off after %s, want about the %s timeout", d, timeout)
-	}
-	b, closed := wasmReadAll(c)
-	if !closed || len(b) != 0 {
-		t.Errorf("client read %q (closed %v), want the connection closed with nothing", b, closed)
-	}
-	if plugstats.Instances(p) != 0 {
-		t.Errorf("%d instances live after the failure, want 0 (replaced lazily)", plugstats.Instances(p))
-	}
+		received <- all
+	})
+	addr, _, plogs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "closedsend", Hook: p})
+
+	t.Run("half-closed", func(t *testing.T) {
+		c := tn.Dial(t, addr)
+		if _, err := c.Write([]byte("w1")); err != nil {
+			t.Fatal(err)
+		}
+		if b, closed := wasmReadAll(c); !closed || string(b) != "BYE\n" {
+			t.Fatalf("client read %q (closed %v), want BYE then the end", b, closed)
+		}
+		if _, err := c.Write([]byte("more")); err != nil {
+			t.Fatalf("client -> server after the guest half-closed the other way: %v", err)
+		}
+		c.CloseWrite()
+		if got := <-received; string(got) != "w1more" {
+			t.Errorf("the server received %q, want w1more", got)
+		}
+		c.Close() // or the tunnel lingers, reading, for lingerTime
+		plogs.Wait(t, "connection closed")
+		if n := plogs.Count("filter_error"); n != 0 {
+			t.Errorf("%d filter errors: forwarding toward the closed direction was fatal\n%s", n, plogs)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		c := tn.Dial(t, addr)
+		if _, err := c.Write([]byte("c")); err != nil {
+			t.Fatal(err)
+		}
+		if b, closed := wasmReadAll(c); !closed || len(b) != 0 {
+			t.Fatalf("client read %q (closed %v), want the end and nothing sent after close", b, closed)
+		}
+		logs.Wait(t, "send refused")
+	})
 }
 
 func TestWasmOutOfBoundsSend(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 )
 
 func instance(t *testing.T, file string, timeout time.Duration) *Instance {
@@ -130,16 +132,22 @@ func TestInstrumentTestGuests(t *testing.T) {
 	}
 }
 
-// The rewrite adds one i32 local per body and the check after each loop,
-// and nothing else.
+// The rewrite adds one i32 local and the entry check per body, the check
+// after each loop and the call counter's global, and nothing else.
 func TestInstrumentShape(t *testing.T) {
 	bin, _ := os.ReadFile("../../plugin/testdata/noop.wasm")
 	out, err := instrument(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// noop has 3 bodies and no loop: each gains a local group (count 1, i32).
-	if got, want := len(out)-len(bin), 3*2; got != want {
+	// noop has 3 bodies, no loop and no global: each body gains a local
+	// group (count 1, i32) and the 26-byte entry check on global 0; the
+	// module gains a global section (id, size, 1 global: i32 mut
+	// i32.const 0 end).
+	if !bytes.Contains(out, []byte{0x23, 0x00, 0x41, 0x01, 0x6a, 0x22, 0x00, 0x24, 0x00, 0x20, 0x00, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
+		t.Errorf("no entry check on global 0 in %x", out)
+	}
+	if got, want := len(out)-len(bin), 3*(2+26)+8; got != want {
 		t.Errorf("noop grew by %d bytes, want %d", got, want)
 	}
 	loop, _ := os.ReadFile("../../plugin/testdata/loop.wasm")
@@ -150,6 +158,33 @@ func TestInstrumentShape(t *testing.T) {
 	// tunnel_on_data has 4 params: the counter is local 4.
 	if !bytes.Contains(out, []byte{0x03, 0x40, 0x20, 0x04, 0x41, 0x01, 0x6a, 0x22, 0x04, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
 		t.Errorf("no counter check after the loop opcode in %x", out)
+	}
+	// With an imported global and a defined one, the counter is global 2;
+	// global.set on either of the others (immutable) would not validate.
+	globals := append([]byte{}, magic...)
+	globals = appendSection(globals, 1, []byte{2, 0x60, 2, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0})
+	globals = appendSection(globals, 2, append(append([]byte{2, 6}, "tunnel\x0cinput_buffer\x00\x00"...), "\x03env\x01g\x03\x7f\x00"...))
+	globals = appendSection(globals, 3, []byte{1, 1})
+	globals = appendSection(globals, 6, []byte{1, 0x7f, 0, 0x41, 5, 0x0b})
+	globals = appendSection(globals, 10, []byte{1, 5, 0, 0x03, 0x40, 0x0b, 0x0b})
+	out, err = instrument(globals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRewrite(globals, out); err != nil {
+		t.Error(err)
+	}
+	if !bytes.Contains(out, []byte{0x23, 0x02, 0x41, 0x01, 0x6a, 0x22, 0x00, 0x24, 0x02}) {
+		t.Errorf("no entry check on global 2 in %x", out)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	if _, err := rt.CompileModule(ctx, globals); err != nil {
+		t.Fatalf("the hand-made module: %v", err)
+	}
+	if _, err := rt.CompileModule(ctx, out); err != nil {
+		t.Errorf("instrumented: %v", err)
 	}
 	// DWARF (offsets into the code) is dropped; other custom sections stay.
 	custom := func(name string) []byte {

@@ -13,21 +13,34 @@ import (
 // wazero's WithCloseOnContextDone makes every loop iteration exit to Go to
 // check whether the module was closed, and starts a goroutine per call to
 // watch the call's context. Instead, the module is rewritten before it is
-// compiled (without that option): every function gets one more i32 local, a
-// counter incremented at the head of every loop of the function, and every
-// fuelPeriod iterations the guest calls the host ("tick") through its own
-// input_buffer import with the reserved arguments (-1, 0). The tick is where
-// a call that ran past its deadline is cut off, and, being Go code, where the
-// goroutine can be preempted, so the garbage collector is never stalled by a
-// spinning guest. Any endless computation has a loop that iterates without
-// end in some frame (recursion ends in a stack overflow), and that frame's
-// counter ticks. The counter lives in a local (a register), so a loop
-// iteration pays an add, an and and a branch.
+// compiled (without that option) so that the guest calls the host ("tick")
+// through its own input_buffer import with the reserved arguments (-1, 0)
+// at least once every fuelPeriod loop iterations of a frame and every
+// fuelPeriod function calls. The tick is where a call that ran past its
+// deadline is cut off, and, being Go code, where the goroutine can be
+// preempted, so the garbage collector is never stalled by a spinning guest.
 //
-// The rewrite adds no import, function or global, so no index changes: only
-// the code section is rewritten (one local per body, the check after each
-// loop opcode). Anything the decoder does not know makes instrument fail,
-// and the module then runs under wazero's own mechanism.
+// Endless computation needs a loop that iterates without end in some
+// frame, or calls without end: recursion (which a stack overflow ends only
+// when it goes deep; a function that calls itself twice, 40 deep, makes
+// 2^40 calls in 41 frames) or a fan-out of calls through many functions.
+// So there are two counters:
+//   - every function gets one more i32 local, incremented at the head of
+//     every loop of the function, in a register: a loop iteration pays an
+//     add, an and and a branch;
+//   - the module gets one more mutable i32 global, incremented at the
+//     entry of every function, whatever it calls or is called by.
+//
+// Between two ticks a guest therefore runs at most fuelPeriod calls or
+// fuelPeriod iterations of one frame's loops, each as long as the straight
+// code of one body: bounded by the module's size.
+//
+// The rewrite adds no import, function or type, and the global comes after
+// every existing one, so no index changes: only the code section is
+// rewritten (one local per body, the entry check, the check after each loop
+// opcode) and the global section gains one entry (or is added). Anything
+// the decoder does not know makes instrument fail, and the module then runs
+// under wazero's own mechanism.
 
 // fuelPeriod is how many loop iterations of one frame run between two
 // ticks; a power of two.
@@ -177,7 +190,13 @@ const (
 	secType     = 1
 	secImport   = 2
 	secFunction = 3
+	secGlobal   = 6
+	secExport   = 7
+	secStart    = 8
+	secElement  = 9
 	secCode     = 10
+	secData     = 11
+	secDataCnt  = 12
 )
 
 // Import kinds.
@@ -468,6 +487,7 @@ type layout struct {
 	tickType int    // the tick import's type index
 	imported int    // imported functions
 	bodyType []int  // by defined function: its type index
+	globals  int    // imported and defined globals: the index of the call counter
 }
 
 // readLayout reads the type, import and function sections.
@@ -482,6 +502,8 @@ func readLayout(secs []section) (*layout, error) {
 			l.readImports(r)
 		case secFunction:
 			l.readFunctions(r)
+		case secGlobal:
+			l.globals += int(r.u32())
 		}
 		if r.err != nil {
 			return nil, r.err
@@ -536,6 +558,7 @@ func (l *layout) readImports(r *reader) {
 		case importGlobal:
 			r.valtype()
 			r.byte() // mutability
+			l.globals++
 		case importTag:
 			r.byte() // attribute
 			r.u32()
@@ -581,7 +604,16 @@ func instrument(bin []byte) (out []byte, err error) {
 		return nil, fmt.Errorf("%w: %s.%s is not imported as (i32, i32) -> i32", errNotInstrumentable, abi.ImportModule, abi.ImportInputBuffer)
 	}
 	out = append(out, magic...)
+	added := false
 	for _, s := range secs {
+		switch {
+		case s.id == secGlobal:
+			s.payload = appendCounterGlobal(s.payload)
+			added = true
+		case !added && followsGlobals(s.id):
+			out = appendSection(out, secGlobal, appendCounterGlobal(nil))
+			added = true
+		}
 		switch {
 		case s.id == secCode:
 			if s.payload, err = instrumentCode(s.payload, l); err != nil {
@@ -593,11 +625,45 @@ func instrument(bin []byte) (out []byte, err error) {
 			// section is by index and stays.)
 			continue
 		}
-		out = append(out, s.id)
-		out = appendULEB(out, uint64(len(s.payload)))
-		out = append(out, s.payload...)
+		out = appendSection(out, s.id, s.payload)
+	}
+	if !added {
+		out = appendSection(out, secGlobal, appendCounterGlobal(nil))
 	}
 	return out, nil
+}
+
+// appendSection appends a section with its id and size.
+func appendSection(out []byte, id byte, payload []byte) []byte {
+	out = append(out, id)
+	out = appendULEB(out, uint64(len(payload)))
+	return append(out, payload...)
+}
+
+// followsGlobals reports whether a section of this id comes after the
+// global section in a module (the export, start, element, data count,
+// code and data sections; custom sections go anywhere).
+func followsGlobals(id byte) bool {
+	switch id {
+	case secExport, secStart, secElement, secDataCnt, secCode, secData:
+		return true
+	}
+	return false
+}
+
+// appendCounterGlobal returns the payload of a global section (nil: none
+// yet) with the call counter appended: (global (mut i32) (i32.const 0)),
+// after every existing global.
+func appendCounterGlobal(payload []byte) []byte {
+	counter := []byte{valI32, 1, opI32Const, 0, opEnd}
+	if payload == nil {
+		return append([]byte{1}, counter...)
+	}
+	r := &reader{b: payload}
+	n := r.u32()
+	out := appendULEB(nil, uint64(n)+1)
+	out = append(out, payload[r.off:]...)
+	return append(out, counter...)
 }
 
 // check returns the code inserted after a loop's block type, for the
@@ -611,6 +677,34 @@ func check(dst []byte, l, tick uint32) []byte {
 	dst = appendULEB(dst, uint64(l))
 	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
 	dst = appendULEB(dst, uint64(l))
+	return tickIfDue(dst, tick)
+}
+
+// entryCheck returns the code inserted at the head of every body, for the
+// call counter in global g (l, the loop counter, is its scratch; where the
+// loop counter starts does not matter):
+//
+//	global.get g; i32.const 1; i32.add; local.tee l; global.set g
+//	local.get l
+//	i32.const fuelPeriod-1; i32.and; i32.eqz
+//	if; i32.const -1; i32.const 0; call tick; drop; end
+func entryCheck(dst []byte, g, l, tick uint32) []byte {
+	dst = append(dst, opGlobalGet)
+	dst = appendULEB(dst, uint64(g))
+	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
+	dst = appendULEB(dst, uint64(l))
+	dst = append(dst, opGlobalSet)
+	dst = appendULEB(dst, uint64(g))
+	dst = append(dst, opLocalGet)
+	dst = appendULEB(dst, uint64(l))
+	return tickIfDue(dst, tick)
+}
+
+// tickIfDue appends, for the counter's value on the stack:
+//
+//	i32.const fuelPeriod-1; i32.and; i32.eqz
+//	if; i32.const -1; i32.const 0; call tick; drop; end
+func tickIfDue(dst []byte, tick uint32) []byte {
 	dst = append(dst, opI32Const)
 	dst = appendSLEB(dst, fuelPeriod-1)
 	dst = append(dst, opI32And, opI32Eqz, opIf, blockEmpty, opI32Const)
@@ -636,7 +730,7 @@ func instrumentCode(payload []byte, l *layout) ([]byte, error) {
 			break
 		}
 		var err error
-		body, err = instrumentBody(body[:0], fb, l.params[l.bodyType[i]], uint32(l.tick))
+		body, err = instrumentBody(body[:0], fb, l.params[l.bodyType[i]], uint32(l.globals), uint32(l.tick))
 		if err != nil {
 			return nil, err
 		}
@@ -668,8 +762,9 @@ func (r *reader) localDecls(groups uint32, nparams int) uint32 {
 }
 
 // instrumentBody copies one function body with one more i32 local (the
-// loop counter) and the check after each loop.
-func instrumentBody(out, fb []byte, nparams int, tick uint32) ([]byte, error) {
+// loop counter), the entry check on the call counter in global g, and the
+// check after each loop.
+func instrumentBody(out, fb []byte, nparams int, g, tick uint32) ([]byte, error) {
 	r := &reader{b: fb}
 	groups := r.u32()
 	decls := r.off
@@ -680,6 +775,7 @@ func instrumentBody(out, fb []byte, nparams int, tick uint32) ([]byte, error) {
 	out = appendULEB(out, uint64(groups)+1)
 	out = append(out, fb[decls:r.off]...)
 	out = append(out, 1, valI32) // (local i32)
+	out = entryCheck(out, g, counter, tick)
 	var chk []byte
 	for r.off < len(r.b) {
 		start := r.off

@@ -38,10 +38,11 @@ func instrumentSeeds(t testing.TB) map[string][]byte {
 }
 
 // FuzzInstrument: instrument never panics; whatever it accepts is
-// rewritten exactly as promised (checkRewrite: a check after every loop,
-// one more local, nothing else changed, so no function, global, type or
-// local index moves); and when wazero accepts the input, it accepts the
-// output too, with the same imports and exports at the same indexes. Seeds
+// rewritten exactly as promised (checkRewrite: a check at every function's
+// entry and after every loop, one more local, one more global after the
+// others, nothing else changed, so no function, global, type or local
+// index moves); and when wazero accepts the input, it accepts the output
+// too, with the same imports and exports at the same indexes. Seeds
 // are the test guests and example plugins; `go test` runs just them, `go
 // test -fuzz FuzzInstrument` explores (.ci/run does, briefly).
 func FuzzInstrument(f *testing.F) {
@@ -134,12 +135,16 @@ func TestInstrumentSeeds(t *testing.T) {
 
 // checkRewrite decodes the module before (in) and after (out) the rewrite
 // and reports any difference but the promised ones: every section but the
-// code and DWARF sections is byte for byte the same (no import, function,
-// global, table or type is added, so no index moves); each body declares
-// the same locals plus one i32 (the counter, after every existing local,
-// so no local index moves); its instructions are the same, byte for byte,
-// and every loop's block type is followed by the check on that counter,
-// which calls the tunnel.input_buffer import with the tick arguments.
+// global, code and DWARF sections is byte for byte the same (no import,
+// function, table or type is added); the global section has one more
+// global after the others, a mutable i32 starting at 0 (the call counter;
+// the section is added, just before the first section that must follow
+// it, if the module had none), so no global index moves; each body
+// declares the same locals plus one i32 (the loop counter, after every
+// existing local, so no local index moves), begins with the entry check on
+// the call counter, and has the same instructions, byte for byte, every
+// loop's block type followed by the check on the loop counter; both checks
+// call the tunnel.input_buffer import with the tick arguments.
 func checkRewrite(in, out []byte) error {
 	inSecs, err := sections(in)
 	if err != nil {
@@ -154,10 +159,24 @@ func checkRewrite(in, out []byte) error {
 		return err
 	}
 	var kept []section
+	hasGlobals := false
 	for _, s := range inSecs {
 		if s.id != secCustom || !isDWARF(s.payload) {
 			kept = append(kept, s)
 		}
+		hasGlobals = hasGlobals || s.id == secGlobal
+	}
+	if !hasGlobals {
+		// Where the rewrite must add it: before the export, start,
+		// element, data count, code or data section, else at the end.
+		at := len(kept)
+		for i, s := range kept {
+			if s.id >= 7 && s.id <= 12 {
+				at = i
+				break
+			}
+		}
+		kept = append(kept[:at], append([]section{{id: secGlobal}}, kept[at:]...)...)
 	}
 	if len(kept) != len(outSecs) {
 		return fmt.Errorf("%d sections, want %d", len(outSecs), len(kept))
@@ -171,9 +190,32 @@ func checkRewrite(in, out []byte) error {
 			if err := checkCode(s.payload, o.payload, l); err != nil {
 				return err
 			}
+		case s.id == secGlobal:
+			if err := checkGlobals(s.payload, o.payload); err != nil {
+				return err
+			}
 		case !bytes.Equal(s.payload, o.payload):
 			return fmt.Errorf("section %d (id %d) changed", i, s.id)
 		}
+	}
+	return nil
+}
+
+// checkGlobals: out is the global section in (nil: none) with one more
+// global at the end, (mut i32) initialized by i32.const 0.
+func checkGlobals(in, out []byte) error {
+	var n uint32
+	var rest []byte
+	if in != nil {
+		r := &reader{b: in}
+		n = r.u32()
+		rest = in[r.off:]
+	}
+	want := appendULEB(nil, uint64(n)+1)
+	want = append(want, rest...)
+	want = append(want, 0x7f, 0x01, 0x41, 0x00, 0x0b) // i32 mut (i32.const 0) end
+	if !bytes.Equal(out, want) {
+		return fmt.Errorf("global section %x, want %x (the %d globals, then the counter)", out, want, n)
 	}
 	return nil
 }
@@ -190,7 +232,7 @@ func checkCode(in, out []byte, l *layout) error {
 		if ir.err != nil || or.err != nil {
 			return fmt.Errorf("body %d: %v / %v", i, ir.err, or.err)
 		}
-		if err := checkBody(ib, ob, l.params[l.bodyType[i]], uint32(l.tick)); err != nil {
+		if err := checkBody(ib, ob, l.params[l.bodyType[i]], uint32(l.globals), uint32(l.tick)); err != nil {
 			return fmt.Errorf("body %d: %w", i, err)
 		}
 	}
@@ -200,7 +242,7 @@ func checkCode(in, out []byte, l *layout) error {
 	return nil
 }
 
-func checkBody(in, out []byte, nparams int, tick uint32) error {
+func checkBody(in, out []byte, nparams int, global, tick uint32) error {
 	ir, or := &reader{b: in}, &reader{b: out}
 	groups := ir.u32()
 	decls := ir.off
@@ -212,6 +254,10 @@ func checkBody(in, out []byte, nparams int, tick uint32) error {
 	wantDecls := append(append([]byte{}, inDecls...), 1, valI32)
 	if got := or.bytes(len(wantDecls)); !bytes.Equal(got, wantDecls) {
 		return fmt.Errorf("locals %x, want %x (the old ones, then one i32)", got, wantDecls)
+	}
+	entry := wantEntryCheck(global, counter, tick)
+	if got := or.bytes(len(entry)); !bytes.Equal(got, entry) {
+		return fmt.Errorf("the body begins with %x, want the entry check %x", got, entry)
 	}
 	tickCheck := wantCheck(counter, tick)
 	for ir.off < len(in) {
@@ -243,9 +289,27 @@ func wantCheck(counter, tick uint32) []byte {
 	b = appendULEB(b, uint64(counter))
 	b = append(b, 0x41, 0x01, 0x6a, 0x22) // i32.const 1; i32.add; local.tee
 	b = appendULEB(b, uint64(counter))
+	return wantTickIfDue(b, tick)
+}
+
+// wantEntryCheck is the check at a body's head as the package doc
+// describes it, spelled out independently of entryCheck().
+func wantEntryCheck(global, counter, tick uint32) []byte {
+	b := []byte{0x23} // global.get
+	b = appendULEB(b, uint64(global))
+	b = append(b, 0x41, 0x01, 0x6a, 0x22) // i32.const 1; i32.add; local.tee
+	b = appendULEB(b, uint64(counter))
+	b = append(b, 0x24) // global.set
+	b = appendULEB(b, uint64(global))
+	b = append(b, 0x20) // local.get
+	b = appendULEB(b, uint64(counter))
+	return wantTickIfDue(b, tick)
+}
+
+func wantTickIfDue(b []byte, tick uint32) []byte {
 	b = append(b, 0x41, 0xff, 0x1f) // i32.const 4095
 	if fuelPeriod != 4096 {
-		panic("fuelPeriod changed: update wantCheck")
+		panic("fuelPeriod changed: update wantTickIfDue")
 	}
 	b = append(b, 0x71, 0x45, 0x04, 0x40)       // i32.and; i32.eqz; if (no result)
 	b = append(b, 0x41, 0x7f, 0x41, 0x00, 0x10) // i32.const -1; i32.const 0; call
