@@ -91,6 +91,7 @@ type wasmFilter struct {
 	canSend bool
 	ending  int8    // 1 + the direction of a tunnel_on_data call with end=1, else 0
 	cw      [2]bool // close_write queued during this call
+	closing bool    // close queued during this call
 	q       *outQueue
 }
 
@@ -239,7 +240,12 @@ func (f *wasmFilter) present(dir host.Direction, chunk []byte, end bool, s *host
 	}
 	switch action {
 	case abi.ActionForward:
-		err = s.Forward(dir, window) // the chunk's bytes, or held ones (then copied)
+		// The chunk's bytes, or held ones (then copied). Into a direction
+		// the guest half-closed, or of a connection it closed, they have
+		// nowhere to go: dropped, as a send there would be (StatusClosed).
+		if err = s.Forward(dir, window); errors.Is(err, host.ErrWriteClosed) {
+			err = nil
+		}
 		f.release(dir)
 	case abi.ActionDrop:
 		f.release(dir)
@@ -310,6 +316,7 @@ func (f *wasmFilter) begin() {
 	f.start = f.p.calls.clock(f)
 	f.canSend = true
 	f.cw = [2]bool{}
+	f.closing = false
 }
 
 // afterFailure decides what the failed connection does: policy close
@@ -424,7 +431,7 @@ func (f *wasmFilter) Send(dir int32, b []byte) int32 {
 	switch err := s.CanSend(d); {
 	case errors.Is(err, host.ErrNotAttached):
 		return abi.StatusNotAllowed
-	case err != nil || f.cw[d]:
+	case err != nil || f.cw[d] || f.closing:
 		return abi.StatusClosed
 	}
 	if len(b) == 0 {
@@ -461,6 +468,7 @@ func (f *wasmFilter) Close() int32 {
 	if !f.canSend || f.s.Load() == nil {
 		return abi.StatusNotAllowed
 	}
+	f.closing = true
 	q := f.queue()
 	q.ops = append(q.ops, outOp{kind: opClose})
 	return abi.StatusOK

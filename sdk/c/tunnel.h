@@ -40,7 +40,8 @@ extern "C" {
 #define TUNNEL_ACTION_DROP 1
 #define TUNNEL_ACTION_HOLD 2
 
-/* tunnel_init, tunnel_on_open and tunnel_on_timer results. */
+/* tunnel_init and tunnel_on_open results; tunnel_on_timer returns
+ * TUNNEL_OK only (anything else is an ABI violation). */
 #define TUNNEL_OK 0
 #define TUNNEL_REJECT 1
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -78,6 +79,10 @@ func FuzzHostFunctions(f *testing.F) {
 			fuzzInput(cbData, fnIndex(abi.ImportConfig), 0, []uint64{fzScratch + 300, 100})},
 		{fuzzInput(cbInit, fnIndex(abi.ImportConnInfo), 0, []uint64{0, fzScratch, 16}),
 			fuzzInput(cbData, fnIndex(abi.ImportStateAdd), 0, []uint64{fzScratch, 4, 5, fzScratch + 200})},
+		// A counter, then an add whose sum would land past memory: it
+		// traps and must not count.
+		{fuzzInput(cbData, fnIndex(abi.ImportStateAdd), 0, []uint64{fzScratch, 4, 5, fzScratch + 200}),
+			fuzzInput(cbData, fnIndex(abi.ImportStateAdd), 0, []uint64{fzScratch, 4, 5, 65532})},
 	} {
 		f.Add(append(slices.Clone(pair[0]), pair[1]...))
 	}
@@ -89,27 +94,35 @@ func FuzzHostFunctions(f *testing.F) {
 			initRec, steps = steps[0].record, steps[1:]
 		}
 		h := &fuzzHost{conn: fzConn}
-		in, err := fuzzInstance(ctx, c, initRec, h)
+		// The store outlives the instances, as the plugin's does.
+		sh := &Shared{State: NewState(256, 4<<10), Metrics: NewMetrics()}
+		in, err := fuzzInstance(ctx, c, initRec, h, sh)
 		if err != nil {
 			if _, ok := errors.AsType[*Violation](err); !ok {
 				t.Fatalf("tunnel_init calling %s: %v: neither a status nor a trap", describe(names, initRec), err)
 			}
-			if in, err = fuzzInstance(ctx, c, nil, h); err != nil {
+			if in, err = fuzzInstance(ctx, c, nil, h, sh); err != nil {
 				t.Fatal(err)
 			}
 		}
 		defer func() { in.Close(ctx) }()
 		for _, s := range steps {
 			before := memory(t, in)
+			stored := stateOf(sh.State)
 			err := s.run(in, h)
 			if err != nil {
 				_, violation := errors.AsType[*Violation](err)
 				if !violation && !errors.Is(err, ErrTimeout) {
 					t.Fatalf("%s calling %s: %v: neither a status nor a trap", s.name(), describe(names, s.record), err)
 				}
+				// A trapped call changes nothing in the store: a guest
+				// that retries must not count twice.
+				if now := stateOf(sh.State); !maps.EqualFunc(stored, now, bytes.Equal) {
+					t.Fatalf("%s calling %s trapped (%v) and changed the shared state from %q to %q", s.name(), describe(names, s.record), err, stored, now)
+				}
 				// A trapped instance is done; the host makes a new one.
 				in.Close(ctx)
-				if in, err = fuzzInstance(ctx, c, nil, h); err != nil {
+				if in, err = fuzzInstance(ctx, c, nil, h, sh); err != nil {
 					t.Fatal(err)
 				}
 				continue
@@ -233,7 +246,7 @@ func describe(names []string, rec []byte) string {
 	return fmt.Sprintf("%s(%s)", names[rec[0]], fmt.Sprint(args))
 }
 
-func fuzzInstance(ctx context.Context, c *Compiled, initRec []byte, h *fuzzHost) (*Instance, error) {
+func fuzzInstance(ctx context.Context, c *Compiled, initRec []byte, h *fuzzHost, sh *Shared) (*Instance, error) {
 	return c.Instantiate(ctx, Options{
 		Mode:        Sandboxed,
 		MemoryLimit: 1 << 20,
@@ -242,8 +255,19 @@ func fuzzInstance(ctx context.Context, c *Compiled, initRec []byte, h *fuzzHost)
 		MaxOutput:   64 << 10,
 		Config:      initRec,
 		Log:         h.Log,
-		Shared:      &Shared{State: NewState(256, 4<<10), Metrics: NewMetrics()},
+		Shared:      sh,
 	})
+}
+
+// stateOf copies the shared state's keys and values.
+func stateOf(s *State) map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string][]byte, len(s.m))
+	for k, v := range s.m {
+		m[k] = slices.Clone(v)
+	}
+	return m
 }
 
 func memory(t *testing.T, in *Instance) []byte {

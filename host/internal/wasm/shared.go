@@ -347,6 +347,11 @@ func hostStateAdd(in *Instance, stack []uint64) {
 		stack[0] = status(st)
 		return
 	}
+	// The sum's place is checked before the store changes: a trapped call
+	// changes nothing, so a guest that retries does not count twice.
+	if uint64(out)+8 > uint64(in.mem.Size()) {
+		in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportStateAdd, out, uint64(out)+8)
+	}
 	s.mu.Lock()
 	cur, ok := s.m[string(k)]
 	var sum uint64
@@ -369,9 +374,7 @@ func hostStateAdd(in *Instance, stack []uint64) {
 		}
 	}
 	s.mu.Unlock()
-	if !in.mem.WriteUint64Le(out, sum) {
-		in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportStateAdd, out, uint64(out)+8)
-	}
+	in.mem.WriteUint64Le(out, sum) // inside memory: checked above
 	stack[0] = status(abi.StatusOK)
 }
 
