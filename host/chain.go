@@ -3,6 +3,7 @@ package host
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -367,7 +368,14 @@ func (ch *chain) setTimerLocked(idx int, d time.Duration) {
 		ch.timers = make([]linkTimer, len(ch.filters))
 	}
 	lt := &ch.timers[idx]
-	lt.due = max(time.Since(ch.c.start)+d, 1)
+	// Saturated: a timer at the end of time must not wrap to one that is
+	// due at once.
+	lt.due = max(time.Since(ch.c.start), 1)
+	if d > math.MaxInt64-lt.due {
+		lt.due = math.MaxInt64
+	} else {
+		lt.due += d
+	}
 	if ch.c.il.c != nil {
 		ch.c.il.armLocked() // the route's loop runs the timers
 		return

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -152,6 +153,44 @@ func TestTimerSendsAndCloses(t *testing.T) {
 		logs.Wait(t, "connection closed")
 		if !h.closedAfterTimer.Load() {
 			t.Fatal("Closed ran before the timer fired")
+		}
+	})
+}
+
+// farHook's filters arm their timer at the end of time (the largest
+// duration, as a plugin's set_timer may ask) and count its firings.
+type farHook struct{ fired atomic.Int32 }
+
+func (h *farHook) Open(*host.ConnInfo) (host.Filter, error) { return &farFilter{h: h}, nil }
+
+type farFilter struct {
+	host.PassThrough
+	h *farHook
+}
+
+func (f *farFilter) Opened(s *host.Stream) error { return s.SetTimer(math.MaxInt64) }
+func (f *farFilter) Timer(*host.Stream) error {
+	f.h.fired.Add(1)
+	return nil
+}
+
+// TestTimerAtTheEndOfTime: a timer armed for the largest duration does not
+// fire (it once wrapped around to a time in the past, and fired at once)
+// while a 20 ms timer beside it does its job.
+func TestTimerAtTheEndOfTime(t *testing.T) {
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		far, bye := &farHook{}, &byeHook{}
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "far", Hook: far}, host.Link{Name: "bye", Hook: bye}))
+		c := tn.Dial(t, addr)
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "closing in 20ms\nbye\n" {
+			t.Fatalf("read %q, %v; want both lines then EOF", got, err)
+		}
+		c.Close()
+		logs.Wait(t, "connection closed")
+		if n := far.fired.Load(); n != 0 {
+			t.Fatalf("the timer at the end of time fired %d times", n)
 		}
 	})
 }

@@ -137,7 +137,7 @@ func (o *Output) SetTimer(d time.Duration) {
 		// At least 1ns past this turn's clock: a timer re-armed from its
 		// own callback fires on the next turn, not again in this one (the
 		// loop would never get back to its events and inbox).
-		c.l.timers.set(&c.ftimer, c.l.now+int64(max(d, 1)))
+		c.l.timers.set(&c.ftimer, addSat(c.l.now, int64(max(d, 1))))
 	}
 }
 
@@ -220,7 +220,7 @@ func (c *conn) startChain() bool {
 		c.lastActive = c.l.now
 		if c.plan.IdleTimeout > 0 {
 			// What Open wrote may wait for a client that never reads.
-			c.l.timers.set(&c.timer, c.lastActive+int64(c.plan.IdleTimeout))
+			c.l.timers.set(&c.timer, addSat(c.lastActive, int64(c.plan.IdleTimeout)))
 		}
 		c.runChain()
 		return false

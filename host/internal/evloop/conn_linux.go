@@ -212,7 +212,7 @@ func (c *conn) dial() error {
 	if err := c.l.register(fd, socketEvents, &c.ep[server]); err != nil {
 		return err
 	}
-	c.l.timers.set(&c.timer, c.l.now+int64(c.plan.DialTimeout))
+	c.l.timers.set(&c.timer, addSat(c.l.now, int64(c.plan.DialTimeout)))
 	return nil
 }
 
@@ -241,7 +241,7 @@ func (c *conn) completeDial(events uint32) {
 	c.stats.Connected, c.stats.ConnectTime = true, time.Duration(c.l.now-c.dialAt)
 	c.lastActive = c.l.now
 	if c.plan.IdleTimeout > 0 {
-		c.l.timers.set(&c.timer, c.lastActive+int64(c.plan.IdleTimeout))
+		c.l.timers.set(&c.timer, addSat(c.lastActive, int64(c.plan.IdleTimeout)))
 	} else {
 		c.l.timers.remove(&c.timer)
 	}
@@ -307,7 +307,7 @@ func (c *conn) onTimer() {
 			c.finish(nil) // the peers did not end within lingerTime
 			return
 		}
-		deadline := c.lastActive + int64(c.plan.IdleTimeout)
+		deadline := addSat(c.lastActive, int64(c.plan.IdleTimeout))
 		if c.l.now < deadline {
 			c.l.timers.set(&c.timer, deadline) // bytes moved since it was armed
 			return

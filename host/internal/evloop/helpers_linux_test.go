@@ -5,6 +5,7 @@ package evloop
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -269,4 +270,38 @@ func waitFor(t testing.TB, l *Loop, what string, cond func() bool) {
 // isReset reports whether err is what a peer sees after a reset.
 func isReset(err error) bool {
 	return errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE)
+}
+
+// TestTimerArithmetic: a deadline past the end of time saturates instead of
+// wrapping into the past, and epoll_wait's timeout (a C int of
+// milliseconds) is rounded up and bounded, whatever the deadline.
+func TestTimerArithmetic(t *testing.T) {
+	for _, c := range []struct{ t, d, want int64 }{
+		{5, 10, 15},
+		{5, math.MaxInt64, math.MaxInt64},
+		{math.MaxInt64 - 1, 1, math.MaxInt64},
+		{math.MaxInt64 - 1, 2, math.MaxInt64},
+	} {
+		if got := addSat(c.t, c.d); got != c.want {
+			t.Errorf("addSat(%d, %d) = %d, want %d", c.t, c.d, got, c.want)
+		}
+	}
+	hour := int(time.Hour / time.Millisecond)
+	for _, c := range []struct {
+		when, now int64
+		want      int
+	}{
+		{100, 100, 0},
+		{100, 200, 0},
+		{1, 0, 1},
+		{int64(1500 * time.Microsecond), 0, 2},
+		{int64(2 * time.Millisecond), 0, 2},
+		{int64(30 * 24 * time.Hour), 0, hour}, // past a C int's 24.8 days
+		{math.MaxInt64, 0, hour},
+		{math.MaxInt64, 500, hour}, // d + 999999 would overflow
+	} {
+		if got := waitMillis(c.when, c.now); got != c.want {
+			t.Errorf("waitMillis(%d, %d) = %d, want %d", c.when, c.now, got, c.want)
+		}
+	}
 }

@@ -250,10 +250,7 @@ func (l *Loop) wait() (int, error) {
 	if len(l.runq) > 0 {
 		timeout = 0
 	} else if when, ok := l.timers.next(); ok {
-		timeout = 0
-		if now := int64(time.Since(l.epoch)); when > now {
-			timeout = int((when - now + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-		}
+		timeout = waitMillis(when, int64(time.Since(l.epoch)))
 	}
 	for {
 		n, err := unix.EpollWait(l.epfd, l.events, timeout)
@@ -262,6 +259,25 @@ func (l *Loop) wait() (int, error) {
 		}
 		return n, err
 	}
+}
+
+// maxWait bounds one epoll_wait: its timeout is a C int of milliseconds
+// (24.8 days at most), and a timer further away (a 30-day idle timeout, a
+// plugin's timer at the end of time) is waited for in turns of an hour.
+const maxWait = time.Hour
+
+// waitMillis is epoll_wait's timeout for a timer due at when, at now (loop
+// clock, ns): 0 when due, else the milliseconds to it rounded up, at most
+// maxWait's.
+func waitMillis(when, now int64) int {
+	d := when - now // no overflow: both are >= 0
+	switch {
+	case d <= 0:
+		return 0
+	case d >= int64(maxWait):
+		return int(maxWait / time.Millisecond)
+	}
+	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
 }
 
 // runTimers fires the timers that are due.

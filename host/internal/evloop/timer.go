@@ -1,5 +1,7 @@
 package evloop
 
+import "math"
+
 // timer is one deadline in a timerHeap. It is embedded in the object it
 // belongs to (a connection or a listener) so arming it never allocates.
 type timer struct {
@@ -100,4 +102,14 @@ func (h timerHeap) down(i int) bool {
 		i = child
 	}
 	return i > start
+}
+
+// addSat is t+d for a time t >= 0 on the loop's clock and a duration
+// d >= 0, saturated at the end of time rather than wrapped to a time in
+// the past (a timer set "never" must not fire at once).
+func addSat(t, d int64) int64 {
+	if d > math.MaxInt64-t {
+		return math.MaxInt64
+	}
+	return t + d
 }
