@@ -98,6 +98,8 @@ func TestWasmLoadErrors(t *testing.T) {
 		}},
 		{"start", []string{`plugin "start": module has a start function (a "start" section), which would run unbounded at instantiation`}},
 		{"command", []string{`plugin "command": module is a WASI command (it exports "_start"), not a reactor: build it with -buildmode=c-shared`}},
+		// Compile returns: its tunnel_init (2^40 calls) never runs.
+		{"no_tick", []string{`plugin "no_tick": the module cannot be given its per-call time limit (module cannot be instrumented: no tunnel.input_buffer import to tick through); the host runs no plugin without one`}},
 	}
 	for _, c := range cases {
 		_, err := rt.Compile(ctx, c.guest, wasmGuest(t, c.guest))

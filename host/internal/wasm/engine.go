@@ -30,7 +30,8 @@ const (
 	// Sandboxed code can be cut off at its call's deadline, and a spinning
 	// guest never stalls Go's garbage collector. The module is instrumented
 	// (see instrument.go); a module the instrumentation does not understand
-	// is compiled with wazero's CloseOnContextDone instead (slower calls).
+	// is refused by Compile (wazero's CloseOnContextDone, which tests can
+	// still choose, checks at loop heads only: calls alone would escape).
 	Sandboxed Mode = 0
 	// Trusted code runs as it is: no time limit, and a guest that never
 	// returns hangs its caller for good.
@@ -227,7 +228,8 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 		return nil, errors.New(`module has a start function (a "start" section), which would run unbounded at instantiation: initialise in tunnel_init (or the WASI reactor's _initialize) instead`)
 	}
 	c := &Compiled{e: e, bin: bin, sandboxed: guarded}
-	if ibin, err := instrument(bin); err == nil && !e.noInstrument {
+	ibin, unsandboxable := instrument(bin)
+	if unsandboxable == nil && !e.noInstrument {
 		c.ibin, c.sandboxed = ibin, instrumented
 	}
 	rt, err := e.runtime(ctx, c.sandboxed)
@@ -242,13 +244,16 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 	cm, err := rt.CompileModule(ctx, src)
 	unlock()
 	if err != nil && c.sandboxed == instrumented {
-		// Not expected: the instrumented form of a module that is itself
-		// invalid. Let the original's error speak.
+		// The instrumented form of a module that is itself invalid, we
+		// expect: let the original's error speak.
+		ierr := err
 		c.ibin, c.sandboxed = nil, guarded
 		if rt, err = e.runtime(ctx, guarded); err != nil {
 			return nil, err
 		}
-		cm, err = rt.CompileModule(ctx, bin)
+		if cm, err = rt.CompileModule(ctx, bin); err == nil {
+			unsandboxable = fmt.Errorf("its instrumented form does not compile: %w", ierr)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("not a valid WebAssembly module: %w", err)
@@ -256,6 +261,14 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 	if err := c.check(cm); err != nil {
 		cm.Close(ctx)
 		return nil, err
+	}
+	if unsandboxable != nil && !e.noInstrument {
+		// wazero's own guard (CloseOnContextDone) checks at loop heads
+		// only: a guest that spins by calls alone (recursion, fan-out)
+		// would never be cut off, and would stall the garbage collector,
+		// hence the whole process. Refused rather than run unbounded.
+		cm.Close(ctx)
+		return nil, fmt.Errorf("the module cannot be given its per-call time limit (%w); the host runs no plugin without one", unsandboxable)
 	}
 	c.mods[c.sandboxed] = cm
 	return c, nil

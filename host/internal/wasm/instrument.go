@@ -39,8 +39,9 @@ import (
 // every existing one, so no index changes: only the code section is
 // rewritten (one local per body, the entry check, the check after each loop
 // opcode) and the global section gains one entry (or is added). Anything
-// the decoder does not know makes instrument fail, and the module then runs
-// under wazero's own mechanism.
+// the decoder does not know makes instrument fail, and Compile then refuses
+// the module: wazero's own mechanism (CloseOnContextDone) checks at loop
+// heads only.
 
 // fuelPeriod is how many loop iterations of one frame run between two
 // ticks; a power of two.
