@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -229,6 +230,14 @@ func bounded(funcs map[string]function.Function, b *evalBudget) map[string]funct
 				if b.spent > maxEvalElements {
 					return cty.NilVal, fmt.Errorf("the functions of this file have produced more than %d elements in all; simplify the file", maxEvalElements)
 				}
+				// Checked before the call too: the string functions
+				// allocate their whole result first (replace of a 1,000
+				// byte string by itself asks for a terabyte at once).
+				if est, ok := resultBytes[name]; ok {
+					if n := est(args); n > maxStringBytes {
+						return cty.NilVal, fmt.Errorf("the result of %s would be a string of about %d bytes, more than the %d a configuration value may have", name, n, maxStringBytes)
+					}
+				}
 				v, err := fn.Call(args)
 				if err != nil {
 					return v, err
@@ -247,4 +256,92 @@ func bounded(funcs map[string]function.Function, b *evalBudget) map[string]funct
 		out[name] = function.New(spec)
 	}
 	return out
+}
+
+// maxStringBytes is the longest string a function may return: what
+// MaxValueElements allows (one element per 64 bytes).
+const maxStringBytes = 64 * MaxValueElements
+
+// resultBytes estimates, before the call, the length of the string a
+// function returns from its arguments, for the functions whose result can
+// be much larger than their arguments; at least the true length, in
+// int64 so that it cannot wrap.
+var resultBytes = map[string]func(args []cty.Value) int64{
+	"replace": func(args []cty.Value) int64 {
+		if len(args) != 3 || !knownStrings(args...) {
+			return 0
+		}
+		str, old, repl := args[0].AsString(), args[1].AsString(), args[2].AsString()
+		n := int64(len(str)) + 1 // an empty old matches before every rune and at the end
+		if old != "" {
+			n = int64(strings.Count(str, old))
+		}
+		return int64(len(str)) + n*max(int64(len(repl))-int64(len(old)), 0)
+	},
+	"join": func(args []cty.Value) int64 {
+		if len(args) < 1 || !knownStrings(args[0]) {
+			return 0
+		}
+		sep := int64(len(args[0].AsString()))
+		var total, elems int64
+		for _, l := range args[1:] {
+			if !l.IsWhollyKnown() || l.IsNull() || !l.CanIterateElements() {
+				continue
+			}
+			for it := l.ElementIterator(); it.Next(); {
+				_, e := it.Element()
+				if knownStrings(e) {
+					total += int64(len(e.AsString()))
+				}
+				elems++
+			}
+		}
+		return total + elems*sep
+	},
+	"format": func(args []cty.Value) int64 {
+		if len(args) < 1 || !knownStrings(args[0]) {
+			return 0
+		}
+		f := args[0].AsString()
+		n := int64(len(f)) + formatWidths(f)
+		for _, a := range args[1:] {
+			n += int64(valueSize(a, MaxValueElements)+1) * 64
+		}
+		return n
+	},
+}
+
+// knownStrings reports whether every v is a known, non-null string.
+func knownStrings(vs ...cty.Value) bool {
+	for _, v := range vs {
+		if !v.IsKnown() || v.IsNull() || v.Type() != cty.String {
+			return false
+		}
+	}
+	return true
+}
+
+// formatWidths sums the numbers (widths, precisions, argument indexes)
+// inside the verbs of a format string: "%9999999d" pads to that width.
+func formatWidths(f string) int64 {
+	var sum int64
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			continue
+		}
+		var num int64
+		for i++; i < len(f); i++ {
+			c := f[i]
+			if c >= '0' && c <= '9' {
+				num = min(num*10+int64(c-'0'), 1<<40)
+				continue
+			}
+			sum, num = sum+num, 0
+			if strings.IndexByte("+-# .[]", c) < 0 {
+				break // the verb, or "%%"
+			}
+		}
+		sum += num
+	}
+	return sum
 }

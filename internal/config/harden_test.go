@@ -49,6 +49,12 @@ func TestParseHostileFiles(t *testing.T) {
 		{"nested for", "locals {\n  l = [1, 2]\n  x = [for a in local.l : [for b in local.l : b]]\n}\n", "3:27: error: Nested for expression"},
 		{"interpolation", "locals {\n  x = \"${" + strings.Repeat("(", 2000) + "1" + strings.Repeat(")", 2000) + "}\"\n}\n", fmt.Sprintf("2:%d: error: Nested too deeply", 8+MaxNesting)},
 		{"large", "# " + strings.Repeat("x", MaxConfigFile) + "\n", "1:1: error: Configuration file too large"},
+		// Results that are allocated whole before any size check after
+		// the call could see them: a terabyte (the process died of it), a
+		// gigabyte of padding, a separator repeated.
+		{"replace", "locals {\n  s = \"" + strings.Repeat("x", 1000) + "\"\n  s2 = replace(local.s, \"x\", local.s)\n  s3 = replace(local.s2, \"x\", local.s2)\n}\n", "4:8: error: Error in function call"},
+		{"format width", "locals {\n  s = format(\"%999999999d\", 1)\n}\n", "2:7: error: Error in function call"},
+		{"join", "locals {\n  sep = format(\"%0200000d\", 1)\n  l = [" + strings.Repeat("\"a\", ", 40) + "\"a\"]\n  j = join(local.sep, local.l)\n}\n", "4:7: error: Error in function call"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -76,6 +82,10 @@ func TestParseHostileFiles(t *testing.T) {
 	_, diags := ParseSource([]byte(doublingFile(20)), "hostile.hcl", Options{})
 	if len(diags) != 1 || !strings.Contains(diags[0].Detail, `Call to function "concat" failed: the result of concat has more than 100000 elements, more than a configuration value may have.`) {
 		t.Errorf("doubling: %v", diags)
+	}
+	_, diags = ParseSource([]byte("locals {\n  s = \""+strings.Repeat("x", 1000)+"\"\n  s2 = replace(local.s, \"x\", local.s)\n  s3 = replace(local.s2, \"x\", local.s2)\n}\n"), "hostile.hcl", Options{})
+	if len(diags) != 1 || !strings.Contains(diags[0].Detail, `the result of replace would be a string of about 1000000000000 bytes, more than the 6400000 a configuration value may have`) {
+		t.Errorf("replace: %v", diags)
 	}
 	// Nesting up to the bound still parses.
 	if _, diags := ParseSource([]byte(deepFile(MaxNesting-1)), "ok.hcl", Options{}); diags.HasErrors() {
