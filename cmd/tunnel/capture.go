@@ -16,19 +16,21 @@ import (
 
 // plainCapture puts the capture links of --capture FILE (opts.Path) around route's
 // chain (nothing when path is empty) and starts a new file on each SIGHUP
-// until ctx ends. The returned function closes the file: call it after the
-// proxy is shut down.
+// until ctx ends. Without a capture, a SIGHUP is logged and ignored: the
+// plain mode has nothing to reload, and the signal's default action would
+// kill the process and every connection with it. The returned function
+// closes the file: call it after the proxy is shut down.
 func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) (func(), error) {
 	path, logger := opts.Path, opts.Logger
-	if path == "" {
-		return func() {}, nil
+	var w *capture.Writer
+	if path != "" {
+		var err error
+		if w, err = capture.Create(opts); err != nil {
+			return nil, fmt.Errorf("--capture: %w", err)
+		}
+		first, last := capture.Links(w)
+		route.Chain = append(append([]host.Link{first}, route.Chain...), last)
 	}
-	w, err := capture.Create(opts)
-	if err != nil {
-		return nil, fmt.Errorf("--capture: %w", err)
-	}
-	first, last := capture.Links(w)
-	route.Chain = append(append([]host.Link{first}, route.Chain...), last)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -37,6 +39,10 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 		for {
 			select {
 			case <-hup:
+				if w == nil {
+					logger.Info("SIGHUP ignored: the plain mode has no configuration to reload (see --config) and no capture file to start anew (see --capture)")
+					continue
+				}
 				w.Rotate()
 				logger.Info("capture: SIGHUP: started a new file", "path", path)
 			case <-ctx.Done():
@@ -47,6 +53,9 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 	return func() {
 		signal.Stop(hup)
 		<-done
+		if w == nil {
+			return
+		}
 		if err := w.Close(); err != nil {
 			logger.Error("capture: closing", "path", path, "err", err)
 		}

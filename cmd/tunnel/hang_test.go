@@ -600,3 +600,33 @@ func TestExitWhileStderrBlocked(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// TestPlainSIGHUPIgnored: SIGHUP is the reload signal, and a user sends it
+// to every tunnel alike. The plain mode has nothing to reload: without a
+// handler the signal's default action killed it and every open connection
+// (exit 129); now it is logged and the connection carries on.
+func TestPlainSIGHUPIgnored(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none")
+	c := dial(t, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(cliTimeout))
+	roundTrip := func(b string) {
+		t.Helper()
+		got := make([]byte, len(b))
+		if _, err := c.Write([]byte(b)); err != nil {
+			t.Fatalf("write %q: %v; stderr:\n%s", b, err, p.stderr)
+		}
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != b {
+			t.Fatalf("read %q, %v; want %q; stderr:\n%s", got, err, b, p.stderr)
+		}
+	}
+	roundTrip("before")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.stderr.wait(t, `msg="SIGHUP ignored: the plain mode has no configuration to reload`)
+	roundTrip("after")
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr)
+	}
+}
