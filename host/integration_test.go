@@ -864,6 +864,7 @@ func TestApplyValidates(t *testing.T) {
 		}},
 		{Name: "f", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"},
 		{Name: "g", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"}, // ":0" twice is two ports
+		{Name: "h", Listen: "0.0.0.0:7007", Target: "127.0.0.1:7007"},
 	}
 	want := []string{
 		`route #1: name is empty`,
@@ -875,6 +876,7 @@ func TestApplyValidates(t *testing.T) {
 		`route "d": DialTimeout -1s, MaxConns -5 must not be negative`,
 		`route "e": link 1 ("missing") has no hook`,
 		`route "e": link 2 ("odd") has invalid directions 7`,
+		`route "h": target 127.0.0.1:7007 is the route's own listen address 0.0.0.0:7007: every connection would dial the tunnel itself, until no file descriptor is left`,
 	}
 	p := &host.Proxy{Logger: tn.NewLogs().Logger()}
 	defer p.Close()

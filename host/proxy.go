@@ -329,6 +329,8 @@ func validateRoutes(routes []Route) error {
 		if r.Target != "" || !r.LateDial {
 			if err := addr.Check(r.Target); err != nil {
 				errs = append(errs, fmt.Errorf("%s: target: %w", label, err))
+			} else if addr.Loops(r.Listen, r.Target) {
+				errs = append(errs, fmt.Errorf("%s: target %s is the route's own listen address %s: every connection would dial the tunnel itself, until no file descriptor is left", label, r.Target, r.Listen))
 			}
 		}
 		if neg := negativeFields(&r); neg != "" {

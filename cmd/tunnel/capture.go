@@ -33,7 +33,7 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
+	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
@@ -47,11 +47,14 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 				logger.Info("capture: SIGHUP: started a new file", "path", path)
 			case <-ctx.Done():
 				return
+			case <-quit: // the tunnel ended on its own (it could not listen)
+				return
 			}
 		}
 	}()
 	return func() {
 		signal.Stop(hup)
+		close(quit)
 		<-done
 		if w == nil {
 			return

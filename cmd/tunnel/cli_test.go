@@ -559,6 +559,11 @@ func TestMalformedAddress(t *testing.T) {
 	}{
 		{[]string{"--from", "127.0.0.1", "--to", "127.0.0.1:8080"}, `tunnel: --from: address "127.0.0.1" is not host:port: `},
 		{[]string{"--from", "127.0.0.1:9090", "--to", "localhost:99999"}, `tunnel: --to: address "localhost:99999": port "99999" is not a number from 0 to 65535`},
+		{[]string{"--from", "127.0.0.1:9090", "--to", "127.0.0.1:0"}, `tunnel: --to 127.0.0.1:0 has port 0; name the port the server listens on`},
+		// A loop: every connection dialled another, 9,994 in 2 s, until
+		// accept failed with "too many open files".
+		{[]string{"--from", "127.0.0.1:9090", "--to", "127.0.0.1:9090"}, `tunnel: --to 127.0.0.1:9090 is where --from 127.0.0.1:9090 listens: every connection would dial the tunnel itself`},
+		{[]string{"--from", ":9090", "--to", "localhost:9090"}, `tunnel: --to localhost:9090 is where --from :9090 listens`},
 	} {
 		code, _, stderr := runTunnel(t, tc.args...)
 		if code != 2 {
@@ -572,7 +577,8 @@ func TestMalformedAddress(t *testing.T) {
 }
 
 // TestPortInUse: a listen address that is taken ends the tunnel with
-// status 1 and a line naming the address and the cause.
+// status 1 and a line naming the address and the cause, with a capture
+// file open too (whose SIGHUP watcher once kept the process waiting).
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -580,15 +586,17 @@ func TestPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	code, _, stderr := runTunnel(t, "--from", busy.Addr().String(), "--to", "127.0.0.1:1")
-	if code != 1 {
-		t.Errorf("exit status %d, want 1", code)
-	}
-	want := fmt.Sprintf("tunnel: route %q: cannot listen on %s: ", "default", busy.Addr())
-	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
-	last := lines[len(lines)-1]
-	if !strings.HasPrefix(last, want) || !strings.HasSuffix(last, "address already in use") {
-		t.Errorf("last line of stderr %q, want %q...address already in use; stderr:\n%s", last, want, stderr)
+	for _, extra := range [][]string{nil, {"--capture", filepath.Join(t.TempDir(), "c.pcapng")}} {
+		code, _, stderr := runTunnel(t, append([]string{"--from", busy.Addr().String(), "--to", "127.0.0.1:1"}, extra...)...)
+		if code != 1 {
+			t.Errorf("%q: exit status %d, want 1", extra, code)
+		}
+		want := fmt.Sprintf("tunnel: route %q: cannot listen on %s: ", "default", busy.Addr())
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		last := lines[len(lines)-1]
+		if !strings.HasPrefix(last, want) || !strings.HasSuffix(last, "address already in use") {
+			t.Errorf("%q: last line of stderr %q, want %q...address already in use; stderr:\n%s", extra, last, want, stderr)
+		}
 	}
 }
 

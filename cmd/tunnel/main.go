@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with --pprof
 	"os"
@@ -302,6 +303,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tunnel: %s: %v\n", a.flag, err)
 			return 2
 		}
+	}
+	if _, port, _ := net.SplitHostPort(o.to); port == "0" {
+		fmt.Fprintf(stderr, "tunnel: --to %s has port 0; name the port the server listens on\n", o.to)
+		return 2
+	}
+	if addr.Loops(o.from, o.to) {
+		fmt.Fprintf(stderr, "tunnel: --to %s is where --from %s listens: every connection would dial the tunnel itself, until no file descriptor is left\n", o.to, o.from)
+		return 2
 	}
 	if err := o.tls.check(); err != nil {
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)

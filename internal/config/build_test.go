@@ -61,7 +61,7 @@ route "a" {
 }
 route "b" {
   listen = "127.0.0.1:1"
-  target = "127.0.0.1:1"
+  target = "127.0.0.1:2"
   chain {
     plugin = plugin.s
     config = "b"

@@ -684,6 +684,8 @@ func (d *decoder) route(rb *routeBody) {
 			d.errorf(rb.Target.Range(), "Invalid target address", "%v.", err)
 		} else if _, port, _ := net.SplitHostPort(v); port == "0" {
 			d.errorf(rb.Target.Range(), "Invalid target address", "target %q has port 0; name the port the server listens on.", v)
+		} else if addr.Loops(r.Listen, v) {
+			d.errorf(rb.Target.Range(), "Invalid target address", "target %q is the route's own listen address %q: every connection would dial the tunnel itself, until no file descriptor is left; name the server's address.", v, r.Listen)
 		} else {
 			r.Target = v
 		}
@@ -929,10 +931,12 @@ func (d *decoder) checkListens() {
 		}
 		h, port, _ := net.SplitHostPort(r.Listen)
 		for _, b := range seen {
-			same := r.Listen == b.r.Listen
-			if same && shared[r] && shared[b.r] {
+			if r.Listen == b.r.Listen && shared[r] && shared[b.r] {
 				continue
 			}
+			// The same address however written ([::1] and [0:0::1],
+			// localhost and 127.0.0.1): the second bind would fail.
+			same := r.Listen == b.r.Listen || port == b.port && port != "0" && addr.SameHost(h, b.host)
 			// Port 0 picks a free port for each listener; otherwise a
 			// wildcard host overlaps every host on the same port.
 			overlap := port != "0" && port == b.port && (wildcard(h) || wildcard(b.host))

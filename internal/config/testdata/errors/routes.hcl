@@ -54,3 +54,28 @@ route "f" {
   listen = "127.0.0.1:0" # ERROR: Duplicate listen address
   target = "127.0.0.1:8080"
 }
+
+route "g" {
+  listen = "[::1]:9096"
+  target = "127.0.0.1:8080"
+}
+
+route "g2" {
+  listen = "[0:0::1]:9096" # ERROR: Duplicate listen address
+  target = "127.0.0.1:8080"
+}
+
+route "h" {
+  listen = "localhost:9094"
+  target = "127.0.0.1:8080"
+}
+
+route "i" {
+  listen = "127.0.0.1:9094" # ERROR: Duplicate listen address
+  target = "127.0.0.1:8080"
+}
+
+route "j" {
+  listen = "0.0.0.0:9095"
+  target = "localhost:9095" # ERROR: Invalid target address
+}

@@ -1,0 +1,70 @@
+package addr
+
+import (
+	"net"
+	"strings"
+)
+
+// Loops reports whether dialling target from a tunnel listening on listen
+// would reach that same listener: the same port, and the same host, or a
+// listener on every interface (no host, 0.0.0.0, ::) and a target on this
+// machine (a loopback address, localhost, or an address of one of its
+// interfaces). Each connection would then dial another through the tunnel
+// until the descriptors run out. A port 0 listener never loops (its port is
+// chosen at bind time); a target named by another host name is not
+// resolved, so such a loop goes unnoticed.
+func Loops(listen, target string) bool {
+	lh, lp, err1 := net.SplitHostPort(listen)
+	th, tp, err2 := net.SplitHostPort(target)
+	if err1 != nil || err2 != nil || lp != tp || lp == "0" {
+		return false
+	}
+	if SameHost(lh, th) {
+		return true
+	}
+	if lip := net.ParseIP(lh); lh != "" && (lip == nil || !lip.IsUnspecified()) {
+		return false
+	}
+	return local(th)
+}
+
+// SameHost reports whether two hosts of addresses name the same address
+// to listen on or dial: equal names, or equal IPs however written
+// ("::1" and "0:0::1"); "localhost" is 127.0.0.1, where Go listens for it.
+func SameHost(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	ip := func(h string) net.IP {
+		if strings.EqualFold(h, "localhost") {
+			return net.IPv4(127, 0, 0, 1)
+		}
+		return net.ParseIP(h)
+	}
+	ai, bi := ip(a), ip(b)
+	return ai != nil && bi != nil && ai.Equal(bi)
+}
+
+// local reports whether host names this machine.
+func local(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
