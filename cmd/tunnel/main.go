@@ -115,7 +115,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	fs.StringVar(&o.accessLogTo, "access-log", "", "append a JSON line per connection when it ends to this `file` (who, where, bytes each way, duration, reason, tags) instead of the log on stderr")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (for profiling)")
-	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz, /readyz and /config on this `address`, e.g. 127.0.0.1:9901 (off by default)")
+	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz, /readyz, /config, /connections and POST /drain on this `address`, e.g. 127.0.0.1:9901 (off by default)")
 	fs.Var(durationFlag{&o.drainDelay, 0, maxGrace}, "drain-delay", "on SIGINT/SIGTERM, answer 503 on /readyz for this `duration` before the listeners stop")
 	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` (or builtin:NAME, see tunnel plugins) on both directions (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
@@ -134,6 +134,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
   tunnel validate [FILE]                 check an HCL file; exit 1 on errors
   tunnel plugins                         list the built-in plugins
   tunnel demo [--listen ADDR]            a tunnel in front of a built-in Redis-like server
+  tunnel replay FILE.pcapng [flags]      feed a capture's connections through a chain (--help)
 
 Flags:
 `)

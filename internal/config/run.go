@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -165,6 +166,19 @@ func (r *Runner) load(ctx context.Context) error {
 	r.lastSeen = fingerprint(src, r.files)
 	if r.Edit != nil && !diags.HasErrors() {
 		r.Edit(f)
+	}
+	if r.started && r.routes > 0 && len(f.Routes) == 0 && !diags.HasErrors() {
+		// An empty file on reload is more often a save caught halfway (an
+		// editor truncates, then writes) than a wish to stop serving. The
+		// parser's warning of the same name becomes this error.
+		diags = slices.DeleteFunc(diags, func(d *hcl.Diagnostic) bool { return d.Summary == "No routes" })
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "No routes",
+			Detail:   fmt.Sprintf("The file declares no route block; applied, it would stop all %d running routes. To stop serving, stop the tunnel.", r.routes),
+			Subject:  &hcl.Range{Filename: r.Path, Start: hcl.InitialPos, End: hcl.InitialPos},
+		})
+		return &LoadError{Diags: diags, Files: f.Files}
 	}
 	if !diags.HasErrors() {
 		// The plugins of the running configuration that have open

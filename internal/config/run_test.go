@@ -593,6 +593,34 @@ func TestReloadAddsAndRemovesRoutes(t *testing.T) {
 	roundTrip(t, dial(t, addr), "c", "c")
 }
 
+// TestReloadEmptyFileRefused: a file emptied while the tunnel runs (an
+// editor that truncates, then writes, caught halfway) once stopped every
+// listener; it is refused, the routes keep serving, and a file with routes
+// again applies.
+func TestReloadEmptyFileRefused(t *testing.T) {
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "ok"))
+	addr := h.addr()
+	writeFile(t, h.path, "")
+	r := h.waitReload()
+	var le *LoadError
+	if !errors.As(r.Err, &le) {
+		t.Fatalf("reload = %+v, want a *LoadError", r)
+	}
+	if got := gotDiags(le.Diags); strings.Join(got, ",") != "1: error: No routes" {
+		t.Fatalf("diagnostics %v\n%s", got, le)
+	}
+	if !strings.Contains(le.Error(), "applied, it would stop all 1 running routes") {
+		t.Errorf("error %q", le)
+	}
+	roundTrip(t, dial(t, addr), "1", `"ok"1`)
+	writeFile(t, h.path, stampConfig(target, "back"))
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+	roundTrip(t, dial(t, addr), "2", `"back"2`)
+}
+
 // TestReloadBrokenPluginFile: a .wasm replaced by something that is not a
 // plugin is reported at the plugin's path and changes nothing.
 func TestReloadBrokenPluginFile(t *testing.T) {
