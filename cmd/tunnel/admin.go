@@ -138,7 +138,7 @@ func (s *plainSource) Ready() error {
 	case 1:
 		return nil
 	case 2:
-		return errors.New("shutting down")
+		return errors.New("draining: POST /drain or a shutdown asked new connections to go elsewhere")
 	}
 	return errors.New("not listening yet")
 }

@@ -94,7 +94,7 @@ func TestAdminPlain(t *testing.T) {
 	signalled := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.stderr.wait(t, `msg="draining: not ready, still accepting"`)
-	if status, body := curl(t, base+"/readyz"); status != 503 || body != "not ready: shutting down\n" {
+	if status, body := curl(t, base+"/readyz"); status != 503 || body != "not ready: draining: POST /drain or a shutdown asked new connections to go elsewhere\n" {
 		t.Errorf("/readyz while draining: %d %q", status, body)
 	}
 	c = dial(t, tunnelAddr) // still accepting

@@ -80,14 +80,21 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if fs.NArg() > 1 {
-		fmt.Fprintf(stderr, "tunnel validate: one file at most, got %d\n", fs.NArg())
-		fs.Usage()
-		return 2
-	}
 	path := "tunnel.hcl"
-	if fs.NArg() == 1 {
+	if fs.NArg() >= 1 {
 		path = fs.Arg(0)
+		// Flags after the file too: tunnel validate tunnel.hcl -v.
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "tunnel validate: one file at most, got %s and %q\n", path, fs.Args())
+			fs.Usage()
+			return 2
+		}
 	}
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -97,8 +97,13 @@ func TestValidateValid(t *testing.T) {
 
 func TestValidateUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := runValidate([]string{"a.hcl", "b.hcl"}, &stdout, &stderr); code != 2 {
-		t.Errorf("two files: exit code %d, want 2", code)
+	if code := runValidate([]string{"a.hcl", "b.hcl"}, &stdout, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), `tunnel validate: one file at most, got a.hcl and ["b.hcl"]`) {
+		t.Errorf("two files: exit code %d, want 2; stderr %q", code, stderr.String())
+	}
+	stderr.Reset()
+	// A directory: the hint names the mistake, not "create it".
+	if code := runValidate([]string{t.TempDir()}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "is a directory: name the configuration file, not its directory.") {
+		t.Errorf("directory: exit code %d, want 1; stderr %q", code, stderr.String())
 	}
 	stderr.Reset()
 	missing := filepath.Join(t.TempDir(), "tunnel.hcl")

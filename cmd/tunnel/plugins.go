@@ -27,7 +27,7 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 	}
 	rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("plugin runtime: %w", err)
+		return nil, nil, nil, err // "plugin runtime: ..."
 	}
 	cleanup = func() { rt.Close(context.Background()) }
 	var plugins []*plugin.Plugin

@@ -153,7 +153,7 @@ func replayConfigChain(ctx context.Context, path, name, cacheDir string, stderr 
 	if len(f.Plugins) > 0 {
 		var err error
 		if rt, err = plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: cacheDir, Logger: logger}); err != nil {
-			return nil, nil, fmt.Errorf("plugin runtime: %w", err)
+			return nil, nil, err // "plugin runtime: ..."
 		}
 		b.Runtime = rt
 	}

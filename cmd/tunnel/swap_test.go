@@ -143,7 +143,7 @@ route "redis" {
 	for {
 		wasOver := strings.Contains(a.stderr.String(), over)
 		status, body := curl(t, adminA+"/readyz")
-		if status == 503 && body == "not ready: shutting down\n" {
+		if status == 503 && body == "not ready: draining: POST /drain or a shutdown asked new connections to go elsewhere\n" {
 			break
 		}
 		if wasOver {

@@ -226,7 +226,7 @@ func (r *Runner) Ready() error {
 	case stateReady:
 		return nil
 	case stateDraining:
-		return errors.New("shutting down")
+		return errors.New("draining: POST /drain or a shutdown asked new connections to go elsewhere")
 	}
 	return errors.New("no configuration is running yet")
 }

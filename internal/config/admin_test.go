@@ -120,7 +120,7 @@ route "r" {
 	}
 
 	h.r.Drain()
-	if err := h.r.Ready(); err == nil || err.Error() != "shutting down" {
+	if err := h.r.Ready(); err == nil || err.Error() != "draining: POST /drain or a shutdown asked new connections to go elsewhere" {
 		t.Errorf("Ready after Drain: %v", err)
 	}
 	roundTrip(t, c, "still", `"s:"still`) // draining stops nothing

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/big"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -146,6 +148,17 @@ type chainBody struct {
 	Config     hcl.Expression `hcl:"config,optional"`
 }
 
+// readHint is the detail of a configuration file that cannot be read.
+func readHint(err error) string {
+	if errors.Is(err, syscall.EISDIR) {
+		return fmt.Sprintf("%v: name the configuration file, not its directory.", err)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Sprintf("%v. Create it, or name another file (tunnel --config FILE).", err)
+	}
+	return fmt.Sprintf("%v.", err)
+}
+
 // Parse reads and checks the file at path. The File is returned even when
 // there are errors (as far as it could be decoded), together with every
 // diagnostic found.
@@ -156,7 +169,7 @@ func Parse(path string, opts Options) (*File, hcl.Diagnostics) {
 		return f, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Cannot read configuration file",
-			Detail:   fmt.Sprintf("%v. Create it, or name another file (tunnel --config FILE).", err),
+			Detail:   readHint(err),
 		}}
 	}
 	return ParseSource(src, path, opts)
@@ -539,7 +552,7 @@ func ParseSize(s string) (uint64, error) {
 			return n * u.mult, nil
 		}
 	}
-	return 0, fmt.Errorf("%q is not a size; write a whole number with a unit, for example \"64MiB\" or \"512KiB\"", s)
+	return 0, fmt.Errorf("%q is not a size; write a whole number with one of the units B, KiB, MiB, GiB, KB, MB or GB, for example \"64MiB\" or \"512KiB\"", s)
 }
 
 func fmtSize(n uint64) string {
