@@ -42,8 +42,9 @@ func main() {
 type pluginFlag struct{ list *[]plainPlugin }
 
 type plainPlugin struct {
-	path   string
-	config string
+	path       string
+	config     string
+	configured bool // a --plugin-config was given for it
 }
 
 func (p pluginFlag) String() string { return "" }
@@ -65,7 +66,11 @@ func (p pluginConfigFlag) Set(v string) error {
 	if len(*p.list) == 0 {
 		return errors.New("--plugin-config must follow the --plugin it configures")
 	}
-	(*p.list)[len(*p.list)-1].config = v
+	last := &(*p.list)[len(*p.list)-1]
+	if last.configured {
+		return fmt.Errorf("--plugin %s has a --plugin-config already: give one per --plugin", last.path)
+	}
+	last.config, last.configured = v, true
 	return nil
 }
 
