@@ -601,6 +601,22 @@ func TestPortInUse(t *testing.T) {
 	}
 }
 
+// TestPprofPortInUse: --pprof on an address in use ends the tunnel at
+// start with status 1, as --admin does (it once logged an error and ran on
+// without the profiler).
+func TestPprofPortInUse(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--pprof", busy.Addr().String())
+	if want := "tunnel: --pprof: listen tcp " + busy.Addr().String() + ": bind: address already in use"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("exit status %d, want 1 and %q; stderr:\n%s", code, want, stderr)
+	}
+}
+
 // TestSignalGrace: on SIGTERM the tunnel stops accepting at once, lets the
 // open connection finish, and exits 0 as soon as it has.
 func TestSignalGrace(t *testing.T) {

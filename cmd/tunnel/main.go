@@ -275,9 +275,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	o.again = again
 
 	if o.pprof != "" {
-		srv := &http.Server{Addr: o.pprof, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		// Bound first, as --admin is: an address in use is an error at
+		// start, not a log line while the tunnel runs without it.
+		ln, err := net.Listen("tcp", o.pprof)
+		if err != nil {
+			fmt.Fprintf(stderr, "tunnel: --pprof: %v\n", err)
+			return 1
+		}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("pprof server", "addr", o.pprof, "err", err)
 			}
 		}()
