@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,6 +186,16 @@ func TestInstrumentShape(t *testing.T) {
 	}
 	if _, err := rt.CompileModule(ctx, out); err != nil {
 		t.Errorf("instrumented: %v", err)
+	}
+	// A global section after the export section (invalid) would have had
+	// a second global section inserted before it: refused.
+	misplaced := append([]byte{}, magic...)
+	misplaced = appendSection(misplaced, 1, []byte{2, 0x60, 2, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0})
+	misplaced = appendSection(misplaced, 2, append([]byte{1, 6}, "tunnel\x0cinput_buffer\x00\x00"...))
+	misplaced = appendSection(misplaced, 7, []byte{0})
+	misplaced = appendSection(misplaced, 6, []byte{1, 0x7f, 0, 0x41, 5, 0x0b})
+	if _, err := instrument(misplaced); err == nil || !strings.Contains(err.Error(), "the global section is out of place") {
+		t.Errorf("a global section after the exports: %v", err)
 	}
 	// DWARF (offsets into the code) is dropped; other custom sections stay.
 	custom := func(name string) []byte {

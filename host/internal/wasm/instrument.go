@@ -608,6 +608,11 @@ func instrument(bin []byte) (out []byte, err error) {
 	added := false
 	for _, s := range secs {
 		switch {
+		case s.id == secGlobal && added:
+			// A second global section, or one after a section that must
+			// follow it: not a valid module, and the counter's index
+			// would be wrong.
+			return nil, fmt.Errorf("%w: the global section is out of place", errNotInstrumentable)
 		case s.id == secGlobal:
 			s.payload = appendCounterGlobal(s.payload)
 			added = true
