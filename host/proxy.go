@@ -150,6 +150,7 @@ type Proxy struct {
 	// What Logger's doc says of blocking holds for it too.
 	AccessLog *slog.Logger
 
+	applyMu   sync.Mutex // one Apply at a time, from its first bind to its last listener stopped
 	mu        sync.Mutex
 	listeners map[string]*listener // by listenKey
 	conns     map[*conn]struct{}
@@ -424,11 +425,15 @@ func (p *Proxy) released(rs *routeState) {
 // listen address is already bound keeps its listener, so no connection is
 // refused during the swap; routes that disappear stop accepting. Connections
 // already open finish with the route settings and hooks they started with.
-// On error nothing changes.
+// On error nothing changes. Concurrent calls apply one after the other.
 func (p *Proxy) Apply(routes []Route) error {
 	if err := validateRoutes(routes); err != nil {
 		return err
 	}
+	// The listeners an Apply drops are closed after p.mu is released: an
+	// Apply in between would find their addresses still bound.
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
 	p.mu.Lock()
 	p.init()
 	if p.closed {

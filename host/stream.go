@@ -88,7 +88,9 @@ func (s *Stream) CloseWrite(dir Direction) error {
 }
 
 // Close closes the connection once the bytes already sent are written, with
-// a FIN toward both peers. Bytes sent toward a target not dialled yet are
+// a FIN toward both peers. It takes effect when the callback returns: what
+// the filters send during that callback, before or after Close (a goodbye,
+// say), is written first. Bytes sent toward a target not dialled yet are
 // dropped.
 func (s *Stream) Close() { s.c.ch.closeReq = true }
 
@@ -140,6 +142,11 @@ var ErrNoTimer = errors.New("the filter does not implement TimerFilter, so its t
 // timer per connection. The filter must implement [TimerFilter].
 func (s *Stream) SetTimer(d time.Duration) error {
 	ch := &s.c.ch
+	if s.idx >= len(ch.filters) {
+		// Only a Stream kept past its callback gets here (not allowed):
+		// the connection is gone.
+		return fmt.Errorf("set timer: %w", ErrWriteClosed)
+	}
 	if _, ok := ch.filters[s.idx].(TimerFilter); !ok {
 		return fmt.Errorf("%s: %w", s.c.rs.Chain[s.idx].Name, ErrNoTimer)
 	}
