@@ -274,8 +274,9 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 	return c, nil
 }
 
-// Instrumented reports whether Sandboxed code runs instrumented (else
-// under wazero's CloseOnContextDone).
+// Instrumented reports whether Sandboxed code runs instrumented: always,
+// but for the guarded variant tests and benchmarks choose (wazero's
+// CloseOnContextDone).
 func (c *Compiled) Instrumented() bool { return c.sandboxed == instrumented }
 
 func (c *Compiled) check(cm wazero.CompiledModule) error {

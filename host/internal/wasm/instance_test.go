@@ -133,22 +133,24 @@ func TestInstrumentTestGuests(t *testing.T) {
 	}
 }
 
-// The rewrite adds one i32 local and the entry check per body, the check
-// after each loop and the call counter's global, and nothing else.
+// The rewrite adds one i32 local and the step check per body, the check
+// after each loop and the step counter's global, and nothing else; code
+// that names the new local or global is refused.
 func TestInstrumentShape(t *testing.T) {
 	bin, _ := os.ReadFile("../../plugin/testdata/noop.wasm")
 	out, err := instrument(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// noop has 3 bodies, no loop and no global: each body gains a local
-	// group (count 1, i32) and the 26-byte entry check on global 0; the
-	// module gains a global section (id, size, 1 global: i32 mut
-	// i32.const 0 end).
-	if !bytes.Contains(out, []byte{0x23, 0x00, 0x41, 0x01, 0x6a, 0x22, 0x00, 0x24, 0x00, 0x20, 0x00, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
-		t.Errorf("no entry check on global 0 in %x", out)
+	// noop has 3 bodies, no loop, one call and no global: each body gains
+	// a local group (count 1, i32), the 22-byte entry code on global 0 and
+	// the 4-byte save before its final end; the call a save before and a
+	// 4-byte load after; the module a global section (id, size, 1 global:
+	// i32 mut i32.const 0 end).
+	if !bytes.Contains(out, []byte{0x23, 0x00, 0x41, 0x01, 0x6a, 0x22, 0x00, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
+		t.Errorf("no entry code on global 0 in %x", out)
 	}
-	if got, want := len(out)-len(bin), 3*(2+26)+8; got != want {
+	if got, want := len(out)-len(bin), 3*(2+22+4)+(4+4)+8; got != want {
 		t.Errorf("noop grew by %d bytes, want %d", got, want)
 	}
 	loop, _ := os.ReadFile("../../plugin/testdata/loop.wasm")
@@ -156,9 +158,10 @@ func TestInstrumentShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// tunnel_on_data has 4 params: the counter is local 4.
+	// tunnel_on_data has 4 params: the scratch is local 4, the counter
+	// global 0.
 	if !bytes.Contains(out, []byte{0x03, 0x40, 0x20, 0x04, 0x41, 0x01, 0x6a, 0x22, 0x04, 0x41, 0xff, 0x1f, 0x71, 0x45}) {
-		t.Errorf("no counter check after the loop opcode in %x", out)
+		t.Errorf("no step code after the loop opcode in %x", out)
 	}
 	// With an imported global and a defined one, the counter is global 2;
 	// global.set on either of the others (immutable) would not validate.
@@ -175,8 +178,8 @@ func TestInstrumentShape(t *testing.T) {
 	if err := checkRewrite(globals, out); err != nil {
 		t.Error(err)
 	}
-	if !bytes.Contains(out, []byte{0x23, 0x02, 0x41, 0x01, 0x6a, 0x22, 0x00, 0x24, 0x02}) {
-		t.Errorf("no entry check on global 2 in %x", out)
+	if !bytes.Contains(out, []byte{0x23, 0x02, 0x41, 0x01, 0x6a, 0x22, 0x00, 0x41, 0xff, 0x1f}) {
+		t.Errorf("no entry code on global 2 in %x", out)
 	}
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
@@ -186,6 +189,22 @@ func TestInstrumentShape(t *testing.T) {
 	}
 	if _, err := rt.CompileModule(ctx, out); err != nil {
 		t.Errorf("instrumented: %v", err)
+	}
+	// Code that names the new local or global (invalid as written, valid
+	// once rewritten) could reset the counter: refused. The hand-made
+	// module's body is "loop end"; these write local 0 (the scratch: the
+	// function has no params or locals) or global 2 (the counter).
+	for _, code := range [][]byte{{0x41, 1, 0x21, 0}, {0x41, 1, 0x24, 2}} {
+		body := append(append([]byte{0}, code...), 0x0b)
+		bad := append([]byte{}, magic...)
+		bad = appendSection(bad, 1, []byte{2, 0x60, 2, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0})
+		bad = appendSection(bad, 2, append(append([]byte{2, 6}, "tunnel\x0cinput_buffer\x00\x00"...), "\x03env\x01g\x03\x7f\x00"...))
+		bad = appendSection(bad, 3, []byte{1, 1})
+		bad = appendSection(bad, 6, []byte{1, 0x7f, 0, 0x41, 5, 0x0b})
+		bad = appendSection(bad, 10, append([]byte{1, byte(len(body))}, body...))
+		if _, err := instrument(bad); err == nil || !strings.Contains(err.Error(), "past the function's locals or the module's globals") {
+			t.Errorf("code %x: %v", code, err)
+		}
 	}
 	// A global section after the export section (invalid) would have had
 	// a second global section inserted before it: refused.

@@ -15,36 +15,42 @@ import (
 // watch the call's context. Instead, the module is rewritten before it is
 // compiled (without that option) so that the guest calls the host ("tick")
 // through its own input_buffer import with the reserved arguments (-1, 0)
-// at least once every fuelPeriod loop iterations of a frame and every
-// fuelPeriod function calls. The tick is where a call that ran past its
-// deadline is cut off, and, being Go code, where the goroutine can be
-// preempted, so the garbage collector is never stalled by a spinning guest.
+// once every fuelPeriod steps, a step being a function entry or a loop
+// iteration, in whatever frames they happen. The tick is where a call that
+// ran past its deadline is cut off, and, being Go code, where the goroutine
+// can be preempted, so the garbage collector is never stalled by a spinning
+// guest.
 //
-// Endless computation needs a loop that iterates without end in some
-// frame, or calls without end: recursion (which a stack overflow ends only
-// when it goes deep; a function that calls itself twice, 40 deep, makes
-// 2^40 calls in 41 frames) or a fan-out of calls through many functions.
-// So there are two counters:
-//   - every function gets one more i32 local, incremented at the head of
-//     every loop of the function, in a register: a loop iteration pays an
-//     add, an and and a branch;
-//   - the module gets one more mutable i32 global, incremented at the
-//     entry of every function, whatever it calls or is called by.
-//
-// Between two ticks a guest therefore runs at most fuelPeriod calls or
-// fuelPeriod iterations of one frame's loops, each as long as the straight
-// code of one body: bounded by the module's size.
+// Endless computation needs a loop that iterates without end or calls
+// without end: recursion (which a stack overflow ends only when it goes
+// deep: a function that calls itself twice, 40 deep, makes 2^40 calls in 41
+// frames) or calls fanning out. And counting per frame is not enough: a
+// loop that calls a function whose own loop runs fewer than fuelPeriod
+// times per call would multiply the two. So there is one step counter for
+// the whole instance, incremented at the entry of every function and the
+// head of every loop, whatever the frame. It lives in one more mutable i32
+// global, and in a frame in one more i32 local (a register: a loop
+// iteration pays an add, an and and a branch): the local is loaded from the
+// global at the function's entry and after each call, and stored back
+// before each call and wherever the function may return (return, a branch
+// to the function's own label, its final end). Between two ticks a guest
+// runs at most fuelPeriod steps, each as long as the straight code of one
+// body: bounded by the module's size.
 //
 // The rewrite adds no import, function or type, and the global comes after
 // every existing one, so no index changes: only the code section is
-// rewritten (one local per body, the entry check, the check after each loop
-// opcode) and the global section gains one entry (or is added). Anything
-// the decoder does not know makes instrument fail, and Compile then refuses
-// the module: wazero's own mechanism (CloseOnContextDone) checks at loop
-// heads only.
+// rewritten (one local per body, the checks and the loads and stores of
+// the counter) and the global section gains one entry (or is added). A
+// module whose code already names the new local or global (invalid as
+// written, valid once rewritten, and then able to reset its own counter)
+// is refused, as is anything the decoder does not know, and the control
+// instructions of proposals the engine does not enable (exceptions, tail
+// calls, typed function references), whose exits it does not follow.
+// Compile then refuses the module: wazero's own mechanism
+// (CloseOnContextDone) checks at loop heads only.
 
-// fuelPeriod is how many loop iterations of one frame run between two
-// ticks; a power of two.
+// fuelPeriod is how many steps (function entries and loop iterations) run
+// between two ticks; a power of two.
 const fuelPeriod = 4096
 
 // tickPtr is the reserved input_buffer pointer argument of a tick.
@@ -580,8 +586,8 @@ func (l *layout) readFunctions(r *reader) {
 	}
 }
 
-// instrument returns bin with the fuel check at the head of every loop (see
-// above). It fails on anything it does not fully understand.
+// instrument returns bin with the step counter (see above). It fails on
+// anything it does not fully understand.
 func instrument(bin []byte) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -672,13 +678,23 @@ func appendCounterGlobal(payload []byte) []byte {
 	return append(out, counter...)
 }
 
-// check returns the code inserted after a loop's block type, for the
-// counter in local l:
+// The code the rewrite inserts, for the step counter in global g and its
+// scratch local l:
 //
-//	local.get l; i32.const 1; i32.add; local.tee l
-//	i32.const fuelPeriod-1; i32.and; i32.eqz
-//	if; i32.const -1; i32.const 0; call tick; drop; end
-func check(dst []byte, l, tick uint32) []byte {
+//	entry (at a body's head):  global.get g; i32.const 1; i32.add; local.tee l; tick if due
+//	step (after a loop's type): local.get l; i32.const 1; i32.add; local.tee l; tick if due
+//	save (before a call or an exit): local.get l; global.set g
+//	load (after a call):             global.get g; local.set l
+
+func entryCode(dst []byte, g, l, tick uint32) []byte {
+	dst = append(dst, opGlobalGet)
+	dst = appendULEB(dst, uint64(g))
+	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
+	dst = appendULEB(dst, uint64(l))
+	return tickIfDue(dst, tick)
+}
+
+func stepCode(dst []byte, l, tick uint32) []byte {
 	dst = append(dst, opLocalGet)
 	dst = appendULEB(dst, uint64(l))
 	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
@@ -686,24 +702,18 @@ func check(dst []byte, l, tick uint32) []byte {
 	return tickIfDue(dst, tick)
 }
 
-// entryCheck returns the code inserted at the head of every body, for the
-// call counter in global g (l, the loop counter, is its scratch; where the
-// loop counter starts does not matter):
-//
-//	global.get g; i32.const 1; i32.add; local.tee l; global.set g
-//	local.get l
-//	i32.const fuelPeriod-1; i32.and; i32.eqz
-//	if; i32.const -1; i32.const 0; call tick; drop; end
-func entryCheck(dst []byte, g, l, tick uint32) []byte {
-	dst = append(dst, opGlobalGet)
-	dst = appendULEB(dst, uint64(g))
-	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
-	dst = appendULEB(dst, uint64(l))
-	dst = append(dst, opGlobalSet)
-	dst = appendULEB(dst, uint64(g))
+func saveCode(dst []byte, g, l uint32) []byte {
 	dst = append(dst, opLocalGet)
 	dst = appendULEB(dst, uint64(l))
-	return tickIfDue(dst, tick)
+	dst = append(dst, opGlobalSet)
+	return appendULEB(dst, uint64(g))
+}
+
+func loadCode(dst []byte, g, l uint32) []byte {
+	dst = append(dst, opGlobalGet)
+	dst = appendULEB(dst, uint64(g))
+	dst = append(dst, opLocalSet)
+	return appendULEB(dst, uint64(l))
 }
 
 // tickIfDue appends, for the counter's value on the stack:
@@ -768,36 +778,86 @@ func (r *reader) localDecls(groups uint32, nparams int) uint32 {
 }
 
 // instrumentBody copies one function body with one more i32 local (the
-// loop counter), the entry check on the call counter in global g, and the
-// check after each loop.
+// step counter's scratch) and the entry, step, save and load code (see
+// entryCode). Code that names the new local or global fails, as do the
+// control instructions whose exits it does not follow.
 func instrumentBody(out, fb []byte, nparams int, g, tick uint32) ([]byte, error) {
 	r := &reader{b: fb}
 	groups := r.u32()
 	decls := r.off
-	counter := r.localDecls(groups, nparams)
+	l := r.localDecls(groups, nparams)
 	if r.err != nil {
 		return nil, r.err
 	}
 	out = appendULEB(out, uint64(groups)+1)
 	out = append(out, fb[decls:r.off]...)
 	out = append(out, 1, valI32) // (local i32)
-	out = entryCheck(out, g, counter, tick)
-	var chk []byte
+	out = entryCode(out, g, l, tick)
+	step, save, load := stepCode(nil, l, tick), saveCode(nil, g, l), loadCode(nil, g, l)
+	depth := uint32(0) // blocks open: a branch to label depth leaves the function
 	for r.off < len(r.b) {
 		start := r.off
 		op := r.instr()
 		if r.err != nil {
 			break
 		}
-		out = append(out, fb[start:r.off]...)
-		if op == opLoop {
-			if chk == nil {
-				chk = check(nil, counter, tick)
+		in := fb[start:r.off]
+		switch op {
+		case opBlock, opIf:
+			depth++
+		case opLoop:
+			depth++
+			out = append(append(out, in...), step...)
+			continue
+		case opEnd:
+			if depth == 0 { // the function's own end
+				out = append(out, save...)
 			}
-			out = append(out, chk...)
+			depth--
+		case opReturn:
+			out = append(out, save...)
+		case opBr, opBrIf, opBrTable:
+			if branchesTo(in, depth) {
+				out = append(out, save...)
+			}
+		case opCall, opCallIndirect:
+			out = append(append(append(out, save...), in...), load...)
+			continue
+		case opTry, opCatch, opCatchAll, opDelegate, opThrow, opRethrow, opThrowRef, opTryTable,
+			opReturnCall, opReturnCallIndirect, opCallRef, opReturnCallRef, opBrOnNull, opBrOnNonNull:
+			r.off = start
+			r.fail("opcode 0x%x (exceptions, tail calls or typed function references) is not supported in a sandboxed plugin", op)
+			continue
+		case opLocalGet, opLocalSet, opLocalTee, opGlobalGet, opGlobalSet:
+			ir := &reader{b: in[1:]}
+			idx, limit := ir.u32(), l
+			if op == opGlobalGet || op == opGlobalSet {
+				limit = g
+			}
+			if idx >= limit {
+				r.off = start
+				r.fail("opcode 0x%x names index %d, past the function's locals or the module's globals", op, idx)
+				continue
+			}
 		}
+		out = append(out, in...)
 	}
 	return out, r.err
+}
+
+// branchesTo reports whether the br, br_if or br_table instruction in may
+// branch to label depth (counted from the innermost block).
+func branchesTo(in []byte, depth uint32) bool {
+	r := &reader{b: in[1:]}
+	if in[0] != opBrTable {
+		return r.u32() == depth
+	}
+	for k := r.u32() + 1; k > 0 && r.err == nil; k-- { // the labels, then the default
+		if r.u32() == depth {
+			return true
+		}
+	}
+	return false
 }
 
 // isDWARF reports whether a custom section's payload is a DWARF section

@@ -137,14 +137,14 @@ func TestInstrumentSeeds(t *testing.T) {
 // and reports any difference but the promised ones: every section but the
 // global, code and DWARF sections is byte for byte the same (no import,
 // function, table or type is added); the global section has one more
-// global after the others, a mutable i32 starting at 0 (the call counter;
+// global after the others, a mutable i32 starting at 0 (the step counter;
 // the section is added, just before the first section that must follow
 // it, if the module had none), so no global index moves; each body
-// declares the same locals plus one i32 (the loop counter, after every
-// existing local, so no local index moves), begins with the entry check on
-// the call counter, and has the same instructions, byte for byte, every
-// loop's block type followed by the check on the loop counter; both checks
-// call the tunnel.input_buffer import with the tick arguments.
+// declares the same locals plus one i32 (the counter's scratch, after every
+// existing local, so no local index moves) and has the same
+// instructions, byte for byte, with the counter's code around them
+// (checkBody), whose checks call the tunnel.input_buffer import with the
+// tick arguments.
 func checkRewrite(in, out []byte) error {
 	inSecs, err := sections(in)
 	if err != nil {
@@ -255,53 +255,80 @@ func checkBody(in, out []byte, nparams int, global, tick uint32) error {
 	if got := or.bytes(len(wantDecls)); !bytes.Equal(got, wantDecls) {
 		return fmt.Errorf("locals %x, want %x (the old ones, then one i32)", got, wantDecls)
 	}
-	entry := wantEntryCheck(global, counter, tick)
-	if got := or.bytes(len(entry)); !bytes.Equal(got, entry) {
-		return fmt.Errorf("the body begins with %x, want the entry check %x", got, entry)
-	}
-	tickCheck := wantCheck(counter, tick)
+	// What the package doc promises, instruction by instruction: the entry
+	// code first; the step code after each loop's block type; the save
+	// code before a call and before every way out of the function (return,
+	// a branch to its label, its final end); the load code after a call.
+	want := wantEntry(global, counter, tick)
+	save := []byte{0x20} // local.get counter; global.set global
+	save = appendULEB(save, uint64(counter))
+	save = appendULEB(append(save, 0x24), uint64(global))
+	load := []byte{0x23} // global.get global; local.set counter
+	load = appendULEB(load, uint64(global))
+	load = appendULEB(append(load, 0x21), uint64(counter))
+	depth := uint32(0)
 	for ir.off < len(in) {
-		start, ostart := ir.off, or.off
+		start := ir.off
 		op := ir.instr()
 		if ir.err != nil {
 			return ir.err
 		}
-		if got := or.bytes(ir.off - start); !bytes.Equal(got, in[start:ir.off]) {
-			return fmt.Errorf("instruction at %d is %x, was %x", ostart, got, in[start:ir.off])
+		raw := in[start:ir.off]
+		var pre, post []byte
+		switch op {
+		case 0x02, 0x04: // block, if
+			depth++
+		case 0x03: // loop
+			depth++
+			post = wantStep(counter, tick)
+		case 0x0b: // end
+			if depth == 0 {
+				pre = save
+			}
+			depth--
+		case 0x0f: // return
+			pre = save
+		case 0x0c, 0x0d, 0x0e: // br, br_if, br_table
+			lr := &reader{b: raw[1:]}
+			n := uint32(1)
+			if op == 0x0e {
+				n = lr.u32() + 1
+			}
+			for ; n > 0; n-- {
+				if lr.u32() == depth {
+					pre = save
+				}
+			}
+		case 0x10, 0x11: // call, call_indirect
+			pre, post = save, load
 		}
-		if op != opLoop {
-			continue
-		}
-		if got := or.bytes(len(tickCheck)); !bytes.Equal(got, tickCheck) {
-			return fmt.Errorf("the loop at %d is followed by %x, want the check %x", ostart, got, tickCheck)
-		}
+		want = append(append(append(want, pre...), raw...), post...)
 	}
-	if or.err != nil || or.off != len(out) {
-		return fmt.Errorf("%d more bytes in the body (%v)", len(out)-or.off, or.err)
+	got := out[or.off:]
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		return fmt.Errorf("the body differs from the promised rewrite at byte %d of %d (want %d): got %x, want %x", i, len(got), len(want), got[i:min(len(got), i+24)], want[i:min(len(want), i+24)])
 	}
 	return nil
 }
 
-// wantCheck is the check after a loop as the package doc describes it,
-// spelled out independently of check().
-func wantCheck(counter, tick uint32) []byte {
-	b := []byte{0x20} // local.get
-	b = appendULEB(b, uint64(counter))
+// wantEntry and wantStep are the entry and step code as the package doc
+// describes them, spelled out independently of entryCode and stepCode.
+func wantEntry(global, counter, tick uint32) []byte {
+	b := []byte{0x23} // global.get
+	b = appendULEB(b, uint64(global))
 	b = append(b, 0x41, 0x01, 0x6a, 0x22) // i32.const 1; i32.add; local.tee
 	b = appendULEB(b, uint64(counter))
 	return wantTickIfDue(b, tick)
 }
 
-// wantEntryCheck is the check at a body's head as the package doc
-// describes it, spelled out independently of entryCheck().
-func wantEntryCheck(global, counter, tick uint32) []byte {
-	b := []byte{0x23} // global.get
-	b = appendULEB(b, uint64(global))
-	b = append(b, 0x41, 0x01, 0x6a, 0x22) // i32.const 1; i32.add; local.tee
+func wantStep(counter, tick uint32) []byte {
+	b := []byte{0x20} // local.get
 	b = appendULEB(b, uint64(counter))
-	b = append(b, 0x24) // global.set
-	b = appendULEB(b, uint64(global))
-	b = append(b, 0x20) // local.get
+	b = append(b, 0x41, 0x01, 0x6a, 0x22) // i32.const 1; i32.add; local.tee
 	b = appendULEB(b, uint64(counter))
 	return wantTickIfDue(b, tick)
 }
@@ -366,4 +393,61 @@ func definitions(cm wazero.CompiledModule) []string {
 	}
 	sort.Strings(ds)
 	return ds
+}
+
+// TestInstrumentCountsStepsAcrossFrames: a loop that calls a function
+// whose own loop runs 100 times per call, 1000 times, makes about 102,000
+// steps (1,000 outer iterations, 1,000 calls, 100,000 inner iterations)
+// and must tick once per fuelPeriod of them. Counting per frame, as the
+// rewrite once did, it never ticked: no frame reached fuelPeriod, and
+// with heavier bodies a hostile guest ran 20 s past a 50 ms limit.
+func TestInstrumentCountsStepsAcrossFrames(t *testing.T) {
+	bin := append([]byte{}, magic...)
+	bin = appendSection(bin, 1, []byte{2, 0x60, 2, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0})
+	bin = appendSection(bin, 2, append([]byte{1, 6}, "tunnel\x0cinput_buffer\x00\x00"...))
+	bin = appendSection(bin, 3, []byte{2, 1, 1})
+	bin = appendSection(bin, 7, []byte{1, 3, 'r', 'u', 'n', 0, 2})
+	// count(n) is: loop; local.get 0; i32.const 1; i32.add; local.tee 0;
+	// i32.const n; i32.lt_u; br_if 0; end
+	count := func(n []byte, call bool) []byte {
+		b := []byte{1, 1, 0x7f, 0x03, 0x40}
+		if call {
+			b = append(b, 0x10, 1) // call $inner
+		}
+		b = append(b, 0x20, 0, 0x41, 1, 0x6a, 0x22, 0, 0x41)
+		b = append(b, n...)
+		return append(b, 0x49, 0x0d, 0, 0x0b, 0x0b)
+	}
+	inner, outer := count([]byte{0xe4, 0x00}, false), count([]byte{0xe8, 0x07}, true) // 100, 1000
+	code := []byte{2, byte(len(inner))}
+	code = append(append(code, inner...), byte(len(outer)))
+	bin = appendSection(bin, 10, append(code, outer...))
+	out, err := instrument(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	ticks := 0
+	if _, err := rt.NewHostModuleBuilder("tunnel").NewFunctionBuilder().
+		WithFunc(func(ptr, n uint32) uint32 {
+			if ptr == tickPtr && n == 0 {
+				ticks++
+			}
+			return 0
+		}).Export("input_buffer").Instantiate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.Instantiate(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mod.ExportedFunction("run").Call(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const steps = 1 + 1000 + 1000 + 1000*100 // run's entry, its iterations, the calls, theirs
+	if want := steps / fuelPeriod; ticks < want || ticks > want+1 {
+		t.Errorf("%d ticks for %d steps, want %d", ticks, steps, want)
+	}
 }
