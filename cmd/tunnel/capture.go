@@ -53,6 +53,10 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 		}
 	}()
 	return func() {
+		// Ignored, not back to its default action (which kills): the
+		// process is draining or exiting, and a SIGHUP now must not cut
+		// that short.
+		signal.Ignore(syscall.SIGHUP)
 		signal.Stop(hup)
 		close(quit)
 		<-done

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -406,8 +407,8 @@ func (o *Options) normalize(m *Module, r *Runtime) error {
 	if o.LogRate == 0 {
 		o.LogRate = DefaultLogRate
 	}
-	if o.LogRate < 0 {
-		errs = append(errs, fmt.Errorf("log rate %g must not be negative", o.LogRate))
+	if o.LogRate < 0 || math.IsNaN(o.LogRate) || math.IsInf(o.LogRate, 0) {
+		errs = append(errs, fmt.Errorf("log rate %g must be a finite number, not negative", o.LogRate))
 	}
 	if o.LogBurst == 0 {
 		o.LogBurst = DefaultLogBurst

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"regexp"
@@ -121,7 +122,8 @@ func TestWasmLoadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
-	for _, o := range []plugin.Options{{MemoryLimit: 1000}, {CallTimeout: -time.Second}, {Instances: -1}, {Instances: plugin.MaxInstances + 1}} {
+	// A NaN log rate once passed and silenced the plugin's log.
+	for _, o := range []plugin.Options{{MemoryLimit: 1000}, {CallTimeout: -time.Second}, {Instances: -1}, {Instances: plugin.MaxInstances + 1}, {LogRate: math.NaN()}, {LogRate: math.Inf(1)}} {
 		if _, err := m.NewPlugin(ctx, o); err == nil {
 			t.Errorf("options %+v accepted", o)
 		}

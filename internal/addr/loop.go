@@ -7,12 +7,13 @@ import (
 
 // Loops reports whether dialling target from a tunnel listening on listen
 // would reach that same listener: the same port, and the same host, or a
-// listener on every interface (no host, 0.0.0.0, ::) and a target on this
-// machine (a loopback address, localhost, or an address of one of its
-// interfaces). Each connection would then dial another through the tunnel
-// until the descriptors run out. A port 0 listener never loops (its port is
-// chosen at bind time); a target named by another host name is not
-// resolved, so such a loop goes unnoticed.
+// listener on every interface (no host, 0.0.0.0, ::) and a loopback,
+// localhost or unspecified target. Each connection would then dial another
+// through the tunnel until the descriptors run out. A port 0 listener never
+// loops (its port is chosen at bind time). Other addresses of the machine
+// are not counted: one on an interface may still be forwarded elsewhere
+// (a Kubernetes Service address on kube-ipvs0), and a target named by
+// another host name is not resolved; such loops go unnoticed.
 func Loops(listen, target string) bool {
 	lh, lp, err1 := net.SplitHostPort(listen)
 	th, tp, err2 := net.SplitHostPort(target)
@@ -54,17 +55,5 @@ func local(host string) bool {
 	if ip == nil {
 		return false
 	}
-	if ip.IsLoopback() || ip.IsUnspecified() {
-		return true
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
-			return true
-		}
-	}
-	return false
+	return ip.IsLoopback() || ip.IsUnspecified()
 }

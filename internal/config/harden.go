@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 
@@ -305,10 +306,39 @@ var resultBytes = map[string]func(args []cty.Value) int64{
 		f := args[0].AsString()
 		n := int64(len(f)) + formatWidths(f)
 		for _, a := range args[1:] {
-			n += int64(valueSize(a, MaxValueElements)+1) * 64
+			n += int64(valueSize(a, MaxValueElements)+1)*64 + numberDigits(a)
 		}
 		return n
 	},
+	"jsonencode": func(args []cty.Value) int64 {
+		if len(args) != 1 {
+			return 0
+		}
+		return int64(valueSize(args[0], MaxValueElements)+1)*64 + numberDigits(args[0])
+	},
+}
+
+// numberDigits bounds the decimal digits the numbers in v print as: a
+// number is a big float, and 1e10000000 prints ten million digits (a
+// 40-byte file made format and jsonencode allocate for seconds).
+func numberDigits(v cty.Value) int64 {
+	if !v.IsKnown() || v.IsNull() {
+		return 0
+	}
+	ty := v.Type()
+	switch {
+	case ty == cty.Number:
+		exp := v.AsBigFloat().MantExp(nil) // v = mant × 2^exp
+		return int64(math.Abs(float64(exp)))*30103/100000 + 64
+	case ty.IsListType() || ty.IsSetType() || ty.IsTupleType() || ty.IsMapType() || ty.IsObjectType():
+		var n int64
+		for it := v.ElementIterator(); it.Next() && n <= maxStringBytes; {
+			_, e := it.Element()
+			n += numberDigits(e)
+		}
+		return n
+	}
+	return 0
 }
 
 // knownStrings reports whether every v is a known, non-null string.

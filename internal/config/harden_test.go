@@ -54,6 +54,7 @@ func TestParseHostileFiles(t *testing.T) {
 		// gigabyte of padding, a separator repeated.
 		{"replace", "locals {\n  s = \"" + strings.Repeat("x", 1000) + "\"\n  s2 = replace(local.s, \"x\", local.s)\n  s3 = replace(local.s2, \"x\", local.s2)\n}\n", "4:8: error: Error in function call"},
 		{"format width", "locals {\n  s = format(\"%999999999d\", 1)\n}\n", "2:7: error: Error in function call"},
+		{"number", "locals {\n  s = format(\"%f\", 1e10000000)\n}\n", "2:7: error: Error in function call"},
 		{"join", "locals {\n  sep = format(\"%0200000d\", 1)\n  l = [" + strings.Repeat("\"a\", ", 40) + "\"a\"]\n  j = join(local.sep, local.l)\n}\n", "4:7: error: Error in function call"},
 	}
 	for _, c := range cases {

@@ -957,8 +957,11 @@ func (d *decoder) checkListens() {
 				continue
 			}
 			hint := "give each route its own port"
-			if port == "0" {
+			switch {
+			case port == "0":
 				hint = "routes are told apart by their listen address, so give one of them a port"
+			case r.Listen != b.r.Listen && shared[r] && shared[b.r]:
+				hint = "routes that share an address by server_names must write it the same way"
 			}
 			d.errorf(r.ListenRange, "Duplicate listen address", "Route %q listens on %s, which route %q (%s) already uses; %s.", r.Name, r.Listen, b.r.Name, shortRange(b.r.ListenRange), hint)
 			break

@@ -349,7 +349,7 @@ func hostStateAdd(in *Instance, stack []uint64) {
 	}
 	// The sum's place is checked before the store changes: a trapped call
 	// changes nothing, so a guest that retries does not count twice.
-	if uint64(out)+8 > uint64(in.mem.Size()) {
+	if _, ok := in.mem.Read(out, 8); !ok { // not Size(): it wraps to 0 at 4 GiB
 		in.fail("%s: range [%d, %d) is outside the guest's memory", abi.ImportStateAdd, out, uint64(out)+8)
 	}
 	s.mu.Lock()
