@@ -161,7 +161,7 @@ func (ch *chain) open() (writes, error) {
 	filters := make([]Filter, 0, n)
 	streams := make([]Stream, n)
 	for i, l := range c.rs.Chain {
-		f, err := l.Hook.Open(&c.info)
+		f, err := c.callOpen(l.Hook)
 		if err != nil {
 			ch.mu.Lock()
 			ch.filters = filters
@@ -175,7 +175,7 @@ func (ch *chain) open() (writes, error) {
 	defer ch.mu.Unlock()
 	ch.filters, ch.streams = filters, streams
 	for i, f := range ch.filters {
-		if err := f.Opened(&ch.streams[i]); err != nil {
+		if err := c.callOpened(f, &ch.streams[i]); err != nil {
 			return writes{}, fmt.Errorf("%s: %w", c.rs.Chain[i].Name, err)
 		}
 	}
@@ -293,7 +293,7 @@ func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
 	}
 	ch.depth++
 	i := order[pos]
-	err := ch.filters[i].Data(dir, b, &ch.streams[i])
+	err := c.callData(ch.filters[i], dir, b, &ch.streams[i])
 	ch.depth--
 	if err != nil {
 		return fmt.Errorf("%s (%s): %w", c.rs.Chain[i].Name, dir, err)
@@ -341,7 +341,7 @@ func (ch *chain) endLocked(dir Direction) error {
 	c := ch.c
 	ch.ending[dir] = true
 	for _, i := range c.rs.chains[dir] {
-		if err := ch.filters[i].End(dir, &ch.streams[i]); err != nil {
+		if err := ch.c.callEnd(ch.filters[i], dir, &ch.streams[i]); err != nil {
 			ch.ending[dir] = false
 			return fmt.Errorf("%s (%s end): %w", c.rs.Chain[i].Name, dir, err)
 		}
@@ -402,7 +402,7 @@ func (ch *chain) fire(idx int) {
 	lt.due = 0
 	c := ch.c
 	ch.firing = true
-	err := ch.filters[idx].(TimerFilter).Timer(&ch.streams[idx])
+	err := c.callTimer(ch.filters[idx].(TimerFilter), &ch.streams[idx])
 	ch.firing = false
 	if err != nil {
 		ch.mu.Unlock()
@@ -428,7 +428,7 @@ func (ch *chain) close() {
 		}
 	}
 	for _, f := range ch.filters {
-		f.Closed()
+		ch.c.callClosed(f)
 	}
 	ch.filters = nil
 	for d := range ch.pend {

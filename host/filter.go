@@ -113,6 +113,8 @@ type TLSInfo struct {
 type Hook interface {
 	// Open returns the filter for one connection. An error refuses the
 	// connection: the client is closed and the target is never dialled.
+	// So does a nil Filter with a nil error (return PassThrough{} to leave
+	// a connection alone) and a panic (see [PanicError]).
 	Open(info *ConnInfo) (Filter, error)
 }
 
@@ -136,7 +138,9 @@ type InlineHook interface {
 // A Filter handles the traffic of one connection. The Proxy never calls the
 // methods of one Filter concurrently, so a Filter needs no locking of its own
 // state. A returned error aborts the connection (both sockets are closed) and
-// is logged with the connection.
+// is logged with the connection; so does a panic in any method, recovered
+// as a [*PanicError] and logged with its stack: one filter's bug ends its
+// own connection, not the process.
 //
 // Embed [PassThrough] to get defaults that forward everything unchanged.
 type Filter interface {

@@ -194,7 +194,7 @@ func (ic *inlineChain) Timer(o *evloop.Output) error {
 		}
 		lt.due = 0
 		ch.firing = true
-		err := ch.filters[idx].(TimerFilter).Timer(&ch.streams[idx])
+		err := c.callTimer(ch.filters[idx].(TimerFilter), &ch.streams[idx])
 		ch.firing = false
 		if err != nil {
 			ch.mu.Unlock()
