@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +49,49 @@ func TestOwedACKDroppedWhenTheFileFails(t *testing.T) {
 	}
 	if err := w.err; err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Errorf("the writer's error is %v, want the file's", err)
+	}
+}
+
+// TestFileFailureRetried: a file that cannot be started (its directory is
+// gone) dropped every packet until a SIGHUP or a reload; the Writer now
+// tries a new file once retryEvery has passed, and logs that it writes
+// again.
+func TestFileFailureRetried(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "caps")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pat, err := checkPath(filepath.Join(dir, "x.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	w := newWriter(Options{Logger: slog.New(slog.NewTextHandler(&log, nil)), retryEvery: time.Nanosecond})
+	w.name = pat
+	a := newFlow(LegClient, netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:6379"))
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	w.write(record{f: a, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
+	if w.failed == nil || w.Stats().Dropped[LegClient] == 0 {
+		t.Fatalf("with the directory gone: failed %v, dropped %d; want a failure and drops", w.failed, w.Stats().Dropped[LegClient])
+	}
+	w.write(record{f: a, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()}) // still gone: retried, not logged again
+	if n := strings.Count(log.String(), "cannot start a file"); n != 1 {
+		t.Errorf("%d lines about the failure, want 1:\n%s", n, log.String())
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.write(record{f: a, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
+	if w.failed != nil || w.ng == nil {
+		t.Fatalf("with the directory back: failed %v, file open %v; want a new file", w.failed, w.ng != nil)
+	}
+	w.closeFile()
+	if files, _ := filepath.Glob(filepath.Join(dir, "x*.pcapng")); len(files) != 1 {
+		t.Errorf("files %q, want one", files)
+	}
+	if !strings.Contains(log.String(), "capture: writing again after a failure") {
+		t.Errorf("no line says the capture writes again:\n%s", log.String())
 	}
 }

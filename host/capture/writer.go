@@ -74,7 +74,13 @@ type Options struct {
 	// Logger receives the Writer's problems: a file it cannot write,
 	// packets dropped. Nil means slog.Default().
 	Logger *slog.Logger
+
+	retryEvery time.Duration // tests: failRetry otherwise
 }
+
+// failRetry is how long a Writer whose file failed (a directory that
+// refuses it, a full disk) drops packets before it starts a new file.
+const failRetry = 5 * time.Second
 
 // Stats counts what a Writer did, per leg ([LegClient], [LegTarget]).
 type Stats struct {
@@ -118,33 +124,36 @@ type Writer struct {
 	expectKeys atomic.Bool // KeyLogWriter was called: hold TLS handshakes for their keys
 
 	// The writer goroutine's state.
-	batch     []record   // the records drain took last (recQueue.take)
-	freed     []*payload // small payloads written since, for the free list
-	out       io.Writer  // New's writer, or nil for files
-	name      *pattern   // Create's path
-	file      *os.File
-	fileName  string
-	fileBase  string // the expansion of the path the file was started for
-	checked   int64  // the Unix second the expansion was last checked
-	counter   int
-	size      countingWriter
-	bw        *bufio.Writer
-	ng        *pcapgo.NgWriter
-	start     time.Time
-	baseDrop  [2]uint64
-	baseWrite [2]uint64
-	dirty     bool
-	pkt       []byte
-	loggedAt  time.Time
-	logged    uint64
-	failed    error   // the current file failed: drop until the next one
-	fileKeys  []byte  // the key log lines written so far, for the next file
-	holds     []*flow // the flows holding packets until their keys come, oldest first
-	owing     []*flow // the flows that may owe an ACK (writeRecord)
-	lastT     time.Time
-	heldBytes int64
-	timer     *time.Timer
-	recent    recentRandoms // client randoms of the key lines written lately
+	batch      []record   // the records drain took last (recQueue.take)
+	freed      []*payload // small payloads written since, for the free list
+	out        io.Writer  // New's writer, or nil for files
+	name       *pattern   // Create's path
+	file       *os.File
+	fileName   string
+	fileBase   string // the expansion of the path the file was started for
+	checked    int64  // the Unix second the expansion was last checked
+	counter    int
+	size       countingWriter
+	bw         *bufio.Writer
+	ng         *pcapgo.NgWriter
+	start      time.Time
+	baseDrop   [2]uint64
+	baseWrite  [2]uint64
+	dirty      bool
+	pkt        []byte
+	loggedAt   time.Time
+	logged     uint64
+	failed     error     // the current file failed: drop until the next one
+	retryAt    time.Time // when to start a next one after a failure
+	retrying   bool      // since the last failure; the first of a run is logged
+	retryEvery time.Duration
+	fileKeys   []byte  // the key log lines written so far, for the next file
+	holds      []*flow // the flows holding packets until their keys come, oldest first
+	owing      []*flow // the flows that may owe an ACK (writeRecord)
+	lastT      time.Time
+	heldBytes  int64
+	timer      *time.Timer
+	recent     recentRandoms // client randoms of the key lines written lately
 }
 
 // record is one event of one leg, queued by a hook for the writer.
@@ -272,12 +281,22 @@ func poolPut(p *payload) {
 }
 
 // Create returns a Writer to the files opts.Path names. The directory must
-// exist; the first file is created when the first packet is written.
+// exist and take files; the first file is created when the first packet is
+// written. A file that fails (the directory refuses it, the disk is full)
+// drops packets, counted, and a new file is tried 5 s later.
 func Create(opts Options) (*Writer, error) {
 	pat, err := checkPath(opts.Path)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
+	// A directory that refuses files is said now, not at the first
+	// packet (which would drop every packet until a retry succeeds).
+	probe, err := os.CreateTemp(pat.dir, ".tunnel-capture-*")
+	if err != nil {
+		return nil, fmt.Errorf("capture: directory %s does not take files: %w", pat.dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
 	w := newWriter(opts)
 	w.name = pat
 	go w.run()
@@ -333,6 +352,9 @@ func newWriter(opts Options) *Writer {
 	}
 	if w.log == nil {
 		w.log = slog.Default()
+	}
+	if w.retryEvery = opts.retryEvery; w.retryEvery <= 0 {
+		w.retryEvery = failRetry
 	}
 	if w.limit <= 0 {
 		w.limit = DefaultQueueBytes
@@ -521,7 +543,8 @@ func (w *Writer) fail(err error) {
 func (w *Writer) fileFailed(err error) {
 	w.failed = err
 	w.fail(err)
-	w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err)
+	w.retryAt = time.Now().Add(w.retryEvery)
+	w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err, "retry_in", w.retryEvery.String())
 }
 
 func (w *Writer) flush() {
@@ -585,11 +608,27 @@ func (w *Writer) write(r record) {
 	if w.name != nil {
 		w.checkName(r.t)
 	}
+	if w.failed != nil && w.name != nil && !time.Now().Before(w.retryAt) {
+		// Try a new file: the disk may have room again, the directory
+		// may take files again. (A Writer to New's writer has no next
+		// one.)
+		if w.ng != nil {
+			w.closeFile()
+		}
+		w.failed = nil
+		w.retrying = true
+	}
 	if w.ng == nil && w.failed == nil {
 		if err := w.openFile(r.t); err != nil {
 			w.failed = err
 			w.fail(err)
-			w.log.Error("capture: cannot start a file; dropping packets", "path", w.opts.Path, "err", err)
+			w.retryAt = time.Now().Add(w.retryEvery)
+			if !w.retrying {
+				w.log.Error("capture: cannot start a file; dropping packets", "path", w.opts.Path, "err", err, "retry_in", w.retryEvery.String())
+			}
+		} else if w.retrying {
+			w.retrying = false
+			w.log.Info("capture: writing again after a failure", "file", w.fileName)
 		}
 	}
 	if w.failed != nil {
@@ -929,7 +968,11 @@ func (w *Writer) logDrops(final bool) {
 	if !final && w.logged != 0 && time.Since(w.loggedAt) < dropLogEvery {
 		return
 	}
-	w.log.Warn("capture: the writer fell behind; packets dropped", "path", w.opts.Path, "dropped", total, "since_last_report", total-w.logged)
+	why := "the writer fell behind"
+	if w.failed != nil {
+		why = "the file failed"
+	}
+	w.log.Warn("capture: packets dropped", "why", why, "path", w.opts.Path, "dropped", total, "since_last_report", total-w.logged)
 	w.logged, w.loggedAt = total, time.Now()
 }
 
