@@ -261,3 +261,22 @@ func TestCaptureRotationFlags(t *testing.T) {
 		t.Errorf("--capture-max-size lots: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestReplayJSONKeepsBytes: replay's JSON once carried every chunk as a
+// JSON string, which turns bytes that are not UTF-8 into U+FFFD (429,318
+// of a megabyte of random bytes); those go in base64 now.
+func TestReplayJSONKeepsBytes(t *testing.T) {
+	for _, tc := range []struct {
+		in        []byte
+		text, b64 string
+	}{
+		{[]byte("GET k\r\n"), "GET k\r\n", ""},
+		{[]byte("héllo"), "héllo", ""},
+		{[]byte{0xff, 0x00, 'a'}, "", "/wBh"},
+		{nil, "", ""},
+	} {
+		if text, b64 := jsonBytes(tc.in); text != tc.text || b64 != tc.b64 {
+			t.Errorf("jsonBytes(%q) = %q, %q; want %q, %q", tc.in, text, b64, tc.text, tc.b64)
+		}
+	}
+}

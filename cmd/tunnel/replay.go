@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"unicode/utf8"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
@@ -86,7 +88,10 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	conns, err := replay.Read(f)
 	f.Close()
-	if err != nil {
+	var cut *replay.TruncatedError
+	if errors.As(err, &cut) {
+		fmt.Fprintf(stderr, "tunnel replay: %s: warning: %v\n", file, err)
+	} else if err != nil {
 		fmt.Fprintf(stderr, "tunnel replay: %s: %v\n", file, err)
 		return 1
 	}
@@ -184,12 +189,17 @@ func replayConfigChain(ctx context.Context, path, name, cacheDir string, stderr 
 // chain did, then how the connection ended.
 func printReplay(w io.Writer, rep *replay.Report, format string) {
 	if format == "json" {
+		// Bytes that are not UTF-8 text go as base64 in the *_base64
+		// field instead (a JSON string would turn them into U+FFFD).
 		type step struct {
-			Dir       string `json:"dir"`
-			In        string `json:"in"`
-			Forwarded string `json:"forwarded"`
-			Replied   string `json:"replied,omitempty"`
-			Verdict   string `json:"verdict"`
+			Dir             string `json:"dir"`
+			In              string `json:"in"`
+			InBase64        string `json:"in_base64,omitempty"`
+			Forwarded       string `json:"forwarded"`
+			ForwardedBase64 string `json:"forwarded_base64,omitempty"`
+			Replied         string `json:"replied,omitempty"`
+			RepliedBase64   string `json:"replied_base64,omitempty"`
+			Verdict         string `json:"verdict"`
 		}
 		type conn struct {
 			Conn   int    `json:"conn"`
@@ -197,6 +207,7 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			Server string `json:"server"`
 			Steps  []step `json:"steps"`
 			Err    string `json:"err,omitempty"`
+			Cut    bool   `json:"cut,omitempty"`
 		}
 		var out struct {
 			Conns  []conn   `json:"conns"`
@@ -204,9 +215,13 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			Failed bool     `json:"failed"`
 		}
 		for i, c := range rep.Conns {
-			jc := conn{Conn: i + 1, Client: c.Conn.Client.String(), Server: c.Conn.Server.String(), Err: c.Err, Steps: []step{}}
+			jc := conn{Conn: i + 1, Client: c.Conn.Client.String(), Server: c.Conn.Server.String(), Err: c.Err, Cut: c.Cut, Steps: []step{}}
 			for _, s := range c.Steps {
-				jc.Steps = append(jc.Steps, step{Dir: s.Dir.String(), In: string(s.In), Forwarded: string(s.Forwarded), Replied: string(s.Replied), Verdict: s.Verdict()})
+				js := step{Dir: s.Dir.String(), Verdict: s.Verdict()}
+				js.In, js.InBase64 = jsonBytes(s.In)
+				js.Forwarded, js.ForwardedBase64 = jsonBytes(s.Forwarded)
+				js.Replied, js.RepliedBase64 = jsonBytes(s.Replied)
+				jc.Steps = append(jc.Steps, js)
 			}
 			out.Conns = append(out.Conns, jc)
 		}
@@ -245,9 +260,12 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 				body(late)
 			}
 		}
-		if c.Err != "" {
+		switch {
+		case c.Err != "":
 			b = fmt.Appendf(b, "#%d closed with an error: %s\n", id, c.Err)
-		} else {
+		case c.Cut:
+			b = fmt.Appendf(b, "#%d closed: the recording ends before the connection did\n", id)
+		default:
 			b = fmt.Appendf(b, "#%d closed\n", id)
 		}
 		w.Write(b)
@@ -255,4 +273,13 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
+}
+
+// jsonBytes returns b as a JSON string field, or as base64 in the other
+// field when it is not UTF-8.
+func jsonBytes(b []byte) (text, b64 string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return "", base64.StdEncoding.EncodeToString(b)
 }

@@ -53,6 +53,9 @@ type flow struct {
 	// whether f is in the Writer's list of flows that owe one.
 	owe   owedAck
 	owing bool
+	// The file (Writer.files when it started) f last wrote to: a flow
+	// first seen in a file gets a synthetic handshake there.
+	file int64
 }
 
 // newFlow draws a leg between a and b. Both must be of one family.

@@ -662,6 +662,24 @@ func (w *Writer) write(r record) {
 func (w *Writer) writeRecord(r *record) (int, error) {
 	f := r.f
 	n := 0
+	if file := w.files.Load(); f.file != file {
+		f.file = file
+		if r.kind != kindOpen {
+			// The connection began before this file (a rotation): a
+			// handshake first, so that the file says who connected
+			// (Wireshark, tunnel replay) and its numbers follow on.
+			c, s := r.seq, r.ack
+			if r.from == 1 {
+				c, s = s, c
+			}
+			// Its packets are not r's: they count neither as written nor
+			// as dropped.
+			open := record{f: f, kind: kindOpen, seq: c - 1, ack: s - 1, t: r.t, comment: "synthetic handshake: the connection began before this file"}
+			if _, err := w.writeRecord(&open); err != nil {
+				return 0, err
+			}
+		}
+	}
 	if f.owe.set {
 		if !f.owe.coveredBy(r) {
 			if err := w.writeOwed(f, r.t); err != nil {

@@ -63,7 +63,9 @@ type key struct {
 // started. In a file written by package host/capture (interfaces "client"
 // and "target"), each connection's two legs are joined: the client's bytes
 // from the client leg, as it sent them, and the server's from the target
-// leg, as the server sent them. Retransmitted bytes are skipped.
+// leg, as the server sent them. Retransmitted bytes are skipped. A file cut
+// short in a packet gives the connections read so far and a
+// *TruncatedError.
 func Read(r io.Reader) ([]Conn, error) {
 	ng, err := pcapgo.NewNgReader(r, pcapgo.DefaultNgReaderOptions)
 	if err != nil {
@@ -71,9 +73,16 @@ func Read(r io.Reader) ([]Conn, error) {
 	}
 	streams := map[key]*stream{}
 	var order []*stream
+	var truncated *TruncatedError
 	for n := 0; ; n++ {
 		data, ci, opts, err := ng.ReadPacketDataWithOptions()
 		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// Cut short (a full disk, a copy in progress): what was
+			// whole is replayed, as tshark reads it.
+			truncated = &TruncatedError{Packets: n}
 			break
 		}
 		if err != nil {
@@ -102,7 +111,14 @@ func Read(r io.Reader) ([]Conn, error) {
 					s.wire = true
 				}
 			}
-			if tcp.SYN && tcp.ACK { // the SYN was missed: the SYN-ACK's sender is the server
+			switch {
+			case tcp.SYN && tcp.ACK: // the SYN was missed: the SYN-ACK's sender is the server
+				s.client, s.server = dst, src
+			case !tcp.SYN && ephemeral(dst.Port()) && !ephemeral(src.Port()):
+				// Begun before the file (a capture rotated while it was
+				// open): no handshake says who connected, and the first
+				// to speak may be the server. The client is the side
+				// whose port the kernel picked.
 				s.client, s.server = dst, src
 			}
 			streams[k] = s
@@ -152,7 +168,18 @@ func Read(r io.Reader) ([]Conn, error) {
 			return nil, fmt.Errorf("replay: the client leg of the connection from %s is TLS as it crossed the wire (a capture of a route with tls { key_log }): the plaintext the plugins saw is not in the file; capture that route without key_log to replay it", s.client)
 		}
 	}
+	if truncated != nil {
+		return join(ng, order), truncated
+	}
 	return join(ng, order), nil
+}
+
+// A TruncatedError is the error of Read, beside the connections, when the
+// file ends in the middle of a packet: the packets before it were read.
+type TruncatedError struct{ Packets int }
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("replay: the file ends in the middle of packet %d (cut short); the %d whole packets before it are replayed", e.Packets+1, e.Packets)
 }
 
 // join makes the Conns: host/capture's two legs as one connection, any
@@ -206,6 +233,10 @@ func join(ng *pcapgo.NgReader, order []*stream) []Conn {
 	}
 	return conns
 }
+
+// ephemeral reports whether port is in the range kernels pick client ports
+// from (Linux 32768-60999, Windows and the BSDs 49152-65535).
+func ephemeral(port uint16) bool { return port >= 32768 }
 
 func cmpAddrPort(a, b netip.AddrPort) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {

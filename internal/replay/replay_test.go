@@ -3,6 +3,7 @@ package replay_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -182,5 +183,115 @@ func TestReadRefusesWireTLS(t *testing.T) {
 	_, err = replay.Read(f)
 	if err == nil || !strings.Contains(err.Error(), "the client leg of the connection from 192.0.2.1:5555 is TLS as it crossed the wire (a capture of a route with tls { key_log })") {
 		t.Fatalf("Read: %v, want the refusal naming the connection", err)
+	}
+}
+
+// TestReadAcrossRotation: a file started while a connection was open (a
+// rotation) has no handshake for it, and its first bytes may be the
+// server's (a reply that was pending). Read once took their sender for the
+// client, so the replay fed the server's bytes to the plugins as the
+// client's; it now takes the side with the kernel-picked port. The file
+// before the rotation ends without FINs: its replay is Cut, not an error.
+func TestReadAcrossRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := capture.Create(capture.Options{Path: filepath.Join(dir, "c.pcapng")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, last := capture.Links(w)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	push, waited := make(chan struct{}), make(chan struct{})
+	go func() { // a server that answers "wait" later, unasked, then echoes
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		close(waited) // its packets were queued before the tunnel sent them
+		<-push
+		io.WriteString(c, "pushed\n")
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	p := &host.Proxy{}
+	defer p.Close()
+	if err := p.Apply([]host.Route{{Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []host.Link{first, last}}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.Addr("r").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "wait\n")
+	<-waited
+	w.Rotate() // "wait" is in the first file
+	close(push)
+	say(t, c, "", "pushed\n")
+	say(t, c, "bye\n", "bye\n")
+	c.(*net.TCPConn).CloseWrite()
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []replay.Conn {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		conns, err := replay.Read(f)
+		if err != nil || len(conns) != 1 {
+			t.Fatalf("%s: %d conns, %v", name, len(conns), err)
+		}
+		return conns
+	}
+	after := read("c-1.pcapng")
+	if got := after[0].Client.String(); got != c.LocalAddr().String() {
+		t.Errorf("after the rotation the client is %s, want %s", got, c.LocalAddr())
+	}
+	if ch := after[0].Chunks; len(ch) == 0 || ch[0].Dir != host.ServerToClient || string(ch[0].Data) != "pushed\n" {
+		t.Errorf("after the rotation the chunks are %+v, want the server's push first", ch)
+	}
+	before := read("c.pcapng")
+	rep, err := replay.Run(ctx, before, replay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() || !rep.Conns[0].Cut {
+		t.Errorf("the file before the rotation replays as failed %v (err %q), cut %v; want cut, not failed", rep.Failed(), rep.Conns[0].Err, rep.Conns[0].Cut)
+	}
+}
+
+// TestReadTruncated: a file cut short in a packet (a full disk) gives the
+// connections read so far, and a *TruncatedError.
+func TestReadTruncated(t *testing.T) {
+	t.Parallel()
+	file := record(t, nil, func(c io.ReadWriter) { say(t, c, "one\n", "one\n") })
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, err := replay.Read(bytes.NewReader(b[:len(b)-10]))
+	var cut *replay.TruncatedError
+	if !errors.As(err, &cut) || len(conns) != 1 {
+		t.Fatalf("Read of a file cut short: %d conns, %v; want the connection and a *TruncatedError", len(conns), err)
 	}
 }

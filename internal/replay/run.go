@@ -55,6 +55,10 @@ type Result struct {
 	// Err is why the connection ended with an error ("" when it ended
 	// cleanly): a filter's or plugin's failure, an abort.
 	Err string
+	// Cut is set when the recording ends before the connection did (no
+	// FIN each way: a reset, or the capture file was rotated or stopped)
+	// and the replay closed it likewise; that close is not an Err.
+	Cut bool
 }
 
 // Options configure Run.
@@ -111,7 +115,7 @@ func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
 	if opts.Wrap != nil {
 		chain = opts.Wrap(chain)
 	}
-	errs := &errorLog{conns: map[uint64]string{}}
+	errs := &errorLog{conns: map[uint64]closeLine{}}
 	logger := slog.New(errs.handler(opts.Logger))
 	p := &host.Proxy{Logger: logger}
 	defer p.Close()
@@ -127,7 +131,11 @@ func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
 			rep.Conns = rep.Conns[:i+1]
 			return rep, err
 		}
-		res.Err = errs.wait(uint64(i+1), opts.Timeout)
+		msg, reason := errs.wait(uint64(i+1), opts.Timeout)
+		if res.Conn.Ended != [2]bool{true, true} && reason != "filter_error" && reason != "refused" {
+			res.Cut, msg = true, ""
+		}
+		res.Err = msg
 	}
 	errs.mu.Lock()
 	rep.Errors = errs.errors
@@ -284,11 +292,14 @@ func (o *observer) replay(ctx context.Context, addr string, ln net.Listener, res
 	return err
 }
 
+// closeLine is what a connection's close log line says of how it ended.
+type closeLine struct{ msg, reason string }
+
 // errorLog collects the error each connection ended with, from the
 // proxy's "connection closed" log line, and passes every record on.
 type errorLog struct {
 	mu      sync.Mutex
-	conns   map[uint64]string
+	conns   map[uint64]closeLine
 	changed chan struct{}
 	errors  []string
 }
@@ -301,12 +312,13 @@ func (e *errorLog) handler(next *slog.Logger) slog.Handler {
 	return &errHandler{e: e, next: h}
 }
 
-// wait returns the error conn id ended with, once its close is logged.
-func (e *errorLog) wait(id uint64, timeout time.Duration) string {
+// wait returns the error conn id ended with and the reason, once its
+// close is logged.
+func (e *errorLog) wait(id uint64, timeout time.Duration) (msg, reason string) {
 	deadline := time.Now().Add(timeout)
 	for {
 		e.mu.Lock()
-		msg, ok := e.conns[id]
+		c, ok := e.conns[id]
 		ch := e.changed
 		if ch == nil {
 			ch = make(chan struct{})
@@ -314,12 +326,12 @@ func (e *errorLog) wait(id uint64, timeout time.Duration) string {
 		}
 		e.mu.Unlock()
 		if ok {
-			return msg
+			return c.msg, c.reason
 		}
 		select {
 		case <-ch:
 		case <-time.After(time.Until(deadline)):
-			return "replay: the connection's close was never logged"
+			return "replay: the connection's close was never logged", ""
 		}
 	}
 }
@@ -337,7 +349,7 @@ func (h *errHandler) Enabled(ctx context.Context, l slog.Level) bool {
 func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "connection closed" {
 		var id uint64
-		msg := ""
+		msg, reason := "", ""
 		r.Attrs(func(a slog.Attr) bool {
 			switch a.Key {
 			case "conn":
@@ -347,11 +359,13 @@ func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
 				}
 			case "err":
 				msg = a.Value.String()
+			case "reason":
+				reason = a.Value.String()
 			}
 			return true
 		})
 		h.e.mu.Lock()
-		h.e.conns[id] = msg
+		h.e.conns[id] = closeLine{msg, reason}
 		if h.e.changed != nil {
 			close(h.e.changed)
 			h.e.changed = nil
