@@ -73,9 +73,11 @@ type ConnInfo struct {
 	ID uint64
 	// Route is the name of the route that accepted the connection.
 	Route string
-	// Client is the client's address, as the listener saw it.
+	// Client is the client's address, as the listener saw it, or as a
+	// trusted PROXY header names it (Route.AcceptProxy).
 	Client net.Addr
-	// Listen is the local address the client connected to.
+	// Listen is the local address the client connected to, or the
+	// destination a trusted PROXY header names.
 	Listen net.Addr
 	// Target is the address the tunnel dials for this connection.
 	Target string

@@ -83,6 +83,11 @@ func (c *conn) acceptProxy(deadline time.Time) bool {
 	if h.Command == proxyproto.Proxy && h.Source.IsValid() {
 		c.p.mu.Lock() // Connections reads info under p.mu
 		c.info.Client = net.TCPAddrFromAddrPort(h.Source)
+		if h.Destination.IsValid() {
+			// What the client connected to, as the proxy in front saw
+			// it: passed on in our own PROXY header, as HAProxy does.
+			c.info.Listen = net.TCPAddrFromAddrPort(h.Destination)
+		}
 		c.p.mu.Unlock()
 	}
 	return true

@@ -1,6 +1,7 @@
 package host_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"io"
@@ -362,6 +363,24 @@ func TestAcceptProxy(t *testing.T) {
 	p2, logs2 := tn.Proxy(t, r2)
 	expectRefused(t, p2.Addr("untrusted").String())
 	logs2.Wait(t, "connection closed", "reason=proxy_header", "peer 127.0.0.1 is not in the trusted networks")
+
+	// A PROXY header passed on: the source and the destination are the
+	// received header's, as HAProxy passes them (the destination was once
+	// the tunnel's own listen address).
+	headers := make(chan string, 1)
+	hsrv := tn.Serve(t, func(c *net.TCPConn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		headers <- line
+	})
+	r3 := tn.Route("chained", hsrv.Addr(), host.Link{Name: "proxy", Hook: host.ProxyProtocol(), Directions: host.OnlyClientToServer})
+	r3.AcceptProxy = true
+	r3.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	p3, _ := tn.Proxy(t, r3)
+	c3 := tn.Dial(t, p3.Addr("chained").String())
+	c3.Write([]byte("PROXY TCP4 192.0.2.7 198.51.100.1 5555 443\r\nhi"))
+	if got, want := <-headers, "PROXY TCP4 192.0.2.7 198.51.100.1 5555 443\r\n"; got != want {
+		t.Errorf("header passed on %q, want %q", got, want)
+	}
 }
 
 // wireTap records what crosses the client socket of a TLS route.
