@@ -37,7 +37,7 @@ func startAdmin(listen string, pprof bool, src admin.Source, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	s, err := admin.Listen(listen, admin.NewHandler(src, admin.Options{Pprof: pprof}), logger)
+	s, err := admin.Listen(listen, admin.NewHandler(src, admin.Options{Pprof: pprof, Logger: logger}), logger)
 	if err != nil {
 		return nil, err
 	}

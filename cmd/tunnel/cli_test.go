@@ -446,6 +446,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--grace", "2h"}, `invalid value "2h" for flag -grace: must be from 0s to 1h0m0s`},
 		{[]string{"--max-conns", "-5"}, `invalid value "-5" for flag -max-conns: must not be negative`},
 		{[]string{"--capture-max-files", "two"}, `invalid value "two" for flag -capture-max-files: not a whole number`},
+		{[]string{"--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--capture-max-files", "3"}, "tunnel: --capture-max-size and --capture-max-files go with --capture FILE"},
 		{[]string{"--plugin", "builtin:noop", "--plugin-config", "{}", "--plugin-config", `{"x":1}`}, `invalid value "{\"x\":1}" for flag -plugin-config: --plugin builtin:noop has a --plugin-config already: give one per --plugin`},
 	} {
 		code, stdout, stderr := runTunnel(t, tc.args...)

@@ -311,6 +311,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	if o.capture == "" && (o.captureSize != 0 || o.captureKeep != 0) {
+		fmt.Fprintln(stderr, "tunnel: --capture-max-size and --capture-max-files go with --capture FILE")
+		fs.Usage()
+		return 2
+	}
 	for _, a := range []struct{ flag, addr string }{{"--from", o.from}, {"--to", o.to}} {
 		if err := addr.Check(a.addr); err != nil {
 			fmt.Fprintf(stderr, "tunnel: %s: %v\n", a.flag, err)

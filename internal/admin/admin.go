@@ -84,6 +84,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/pprof"
@@ -126,6 +127,8 @@ type Options struct {
 	// Version is tunnel_build_info's version label; empty means the main
 	// module's version from the binary's build information.
 	Version string
+	// Logger gets a line for each POST /drain (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // NewHandler returns the admin endpoint's handler. It uses a registry of its
@@ -167,8 +170,13 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, r *http.Request) {
 		serveConnections(w, r, src.Connections())
 	})
-	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
 		src.Drain()
+		logger := opts.Logger
+		if logger == nil {
+			logger = slog.Default()
+		}
+		logger.Info("draining: /readyz answers 503 from now on; the routes keep accepting until SIGTERM", "from", r.RemoteAddr)
 		text(w, http.StatusAccepted, "draining: /readyz answers 503 from now on; the routes keep accepting until SIGTERM\n")
 	})
 	index := "/metrics\n/healthz\n/readyz\n/config\n/connections\n"

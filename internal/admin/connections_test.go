@@ -5,11 +5,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/internal/admin"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestConnections: /connections lists the open connections of both
@@ -80,10 +82,12 @@ func TestConnections(t *testing.T) {
 	}
 }
 
-// TestDrain: POST /drain turns /readyz to 503 and leaves the routes serving.
+// TestDrain: POST /drain turns /readyz to 503, says so in the log (an
+// operator's test found it silent), and leaves the routes serving.
 func TestDrain(t *testing.T) {
 	src := &source{p: &host.Proxy{}}
-	base := serve(t, src, admin.Options{})
+	var log testkit.Buffer
+	base := serve(t, src, admin.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if status, _, _ := get(t, "GET", base+"/readyz"); status != 200 {
 		t.Fatalf("/readyz before: %d", status)
 	}
@@ -92,5 +96,8 @@ func TestDrain(t *testing.T) {
 	}
 	if status, _, body := get(t, "GET", base+"/readyz"); status != 503 || body != "not ready: draining\n" {
 		t.Fatalf("/readyz after: %d %q", status, body)
+	}
+	if !strings.Contains(log.String(), `msg="draining: /readyz answers 503 from now on; the routes keep accepting until SIGTERM" from=127.0.0.1:`) {
+		t.Errorf("log: %q", log.String())
 	}
 }
