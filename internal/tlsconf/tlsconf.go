@@ -374,7 +374,11 @@ func loadPairFiles(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not match") {
-			return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s does not match the certificate in %s: %w", keyPath, certPath, err)
+			hint := ""
+			if n := countOf(certTypes, "CERTIFICATE"); n > 1 {
+				hint = fmt.Sprintf(" (%s holds %d certificates: the key's own, the leaf, must come first, then its chain)", certPath, n)
+			}
+			return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s does not match the certificate in %s%s: %w", keyPath, certPath, hint, err)
 		}
 		return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s with key %s: %w", certPath, keyPath, err)
 	}
@@ -468,4 +472,15 @@ func ParseSPKI(s string) ([sha256.Size]byte, error) {
 		return sum, nil
 	}
 	return sum, fmt.Errorf("spki_sha256 %q is not a SHA-256 in hex (64 digits) or base64 (44 characters); compute it with: openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | sha256sum", s)
+}
+
+// countOf counts the blocks of type t in types.
+func countOf(types []string, t string) int {
+	n := 0
+	for _, x := range types {
+		if x == t {
+			n++
+		}
+	}
+	return n
 }

@@ -119,6 +119,11 @@ func TestFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	junk := filepath.Join(dir, "junk.pem")
 	os.WriteFile(junk, []byte("hello\n"), 0o600)
+	// A chain file with the CA first: the key matches the second block.
+	caFirst := filepath.Join(dir, "ca-first.pem")
+	caPEM, _ := os.ReadFile(ca.CertFile)
+	leafPEM, _ := os.ReadFile(srv.CertFile)
+	os.WriteFile(caFirst, append(caPEM, leafPEM...), 0o600)
 	for _, tc := range []struct {
 		name string
 		s    ServerSettings
@@ -127,6 +132,7 @@ func TestFileErrors(t *testing.T) {
 		{"missing cert", ServerSettings{Cert: filepath.Join(dir, "nope.pem"), Key: srv.KeyFile}, []string{"cert", "nope.pem", "does not exist"}},
 		{"missing key", ServerSettings{Cert: srv.CertFile, Key: filepath.Join(dir, "nokey.pem")}, []string{"key", "nokey.pem", "does not exist"}},
 		{"mismatch", ServerSettings{Cert: srv.CertFile, Key: other.KeyFile}, []string{"key " + other.KeyFile + " does not match the certificate in " + srv.CertFile}},
+		{"chain order", ServerSettings{Cert: caFirst, Key: srv.KeyFile}, []string{"does not match the certificate in " + caFirst + " (" + caFirst + " holds 2 certificates: the key's own, the leaf, must come first, then its chain)"}},
 		{"swapped", ServerSettings{Cert: srv.KeyFile, Key: srv.CertFile}, []string{"cert " + srv.KeyFile + " has no CERTIFICATE block, only PRIVATE KEY", "swapped"}},
 		{"no pem", ServerSettings{Cert: junk, Key: srv.KeyFile}, []string{"cert " + junk + " has no CERTIFICATE block, no PEM block at all"}},
 		{"bad ca", ServerSettings{Cert: srv.CertFile, Key: srv.KeyFile, ClientCA: srv.KeyFile, Allow: Allow{All: true}}, []string{"client_ca " + srv.KeyFile + " has no CERTIFICATE block"}},
