@@ -320,3 +320,22 @@ func TestShutdownAbandonsBlockedFilter(t *testing.T) {
 	close(h.release)
 	logs.Wait(t, "connection closed", "proxy shut down")
 }
+
+// TestShutdownNothingOpen: a Shutdown whose context has already ended (a
+// grace of 0) with no connection open has nothing to cut short, so it
+// returns nil; it once raced its own bookkeeping and reported the
+// deadline, and the CLI logged "grace period over; closed the remaining
+// connections" with none open.
+func TestShutdownNothingOpen(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	for range 20 {
+		p, _ := tn.Proxy(t, tn.Route("r", srv.Addr()))
+		ctx, cancel := context.WithTimeout(context.Background(), 0)
+		err := p.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Shutdown with nothing open: %v", err)
+		}
+	}
+}

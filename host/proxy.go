@@ -155,7 +155,7 @@ type Proxy struct {
 	listeners map[string]*listener // by listenKey
 	conns     map[*conn]struct{}
 	awake     map[*conn]struct{} // conns with a pump not parked: what sweeps look at
-	connWG    sync.WaitGroup
+	connWG    liveGroup
 	nextID    atomic.Uint64
 	closed    bool
 	hardCtx   context.Context // cancelled when the grace period ends: abort dials
@@ -574,6 +574,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		if p.connWG.Len() == 0 {
+			return nil // nothing was open (a grace of 0 with no connection)
+		}
 	}
 	p.abortAll()
 	// Aborting closes every socket, which wakes every pump at once; only a
@@ -747,3 +750,14 @@ func negativeFields(r *Route) string {
 	add("HoldLimit", r.HoldLimit < 0, r.HoldLimit)
 	return b.String()
 }
+
+// liveGroup is a WaitGroup that also tells how many it waits for.
+type liveGroup struct {
+	wg sync.WaitGroup
+	n  atomic.Int64
+}
+
+func (g *liveGroup) Add(d int)  { g.n.Add(int64(d)); g.wg.Add(d) }
+func (g *liveGroup) Done()      { g.n.Add(-1); g.wg.Done() }
+func (g *liveGroup) Wait()      { g.wg.Wait() }
+func (g *liveGroup) Len() int64 { return g.n.Load() }
