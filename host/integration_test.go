@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"strings"
@@ -638,14 +639,22 @@ func TestReloadStress(t *testing.T) {
 func TestConcurrentApply(t *testing.T) {
 	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
+	// Two free ports below the kernel's ephemeral range (32768 and up on
+	// Linux): a port from 127.0.0.1:0, once closed, may be handed to
+	// another test's socket while this one moves the route away from it.
 	var ports [2]string
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for i := 0; i < len(ports); {
+		at := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if i == 1 && at == ports[0] {
+			continue
 		}
-		ports[i] = ln.Addr().String()
+		ln, err := net.Listen("tcp", at)
+		if err != nil {
+			continue // another test's port
+		}
 		ln.Close()
+		ports[i] = at
+		i++
 	}
 	p, _ := tn.Proxy(t)
 	var wg sync.WaitGroup
