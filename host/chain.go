@@ -197,6 +197,14 @@ func (ch *chain) data(dir Direction, b []byte) error {
 // the writes it produced, which may refer to b (see chain.lent).
 func (ch *chain) run(dir Direction, b []byte) (writes, error) {
 	ch.mu.Lock()
+	if ch.closeReq {
+		// A filter closed the connection: what either pump read since is
+		// dropped, as the pumps drain the rest once the close is under
+		// way. Forwarded, a chunk the other pump had just read would go
+		// after the goodbye the filter sent with its Close.
+		ch.mu.Unlock()
+		return writes{}, nil
+	}
 	ch.lending = b
 	var err error
 	if len(ch.c.rs.chains[dir]) == 0 {
