@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -338,4 +339,37 @@ func TestShutdownNothingOpen(t *testing.T) {
 			t.Fatalf("Shutdown with nothing open: %v", err)
 		}
 	}
+}
+
+// TestShutdownEndsSocketsWhileFilterBlocks: Shutdown's deadline passes
+// while a filter call blocks (a guest running to its time limit, a Go
+// filter that waits). The client sees its connection end then, on both
+// engines: on an event loop the abort used to wait on the loop, busy in
+// the call, so the sockets stayed open until it returned.
+func TestShutdownEndsSocketsWhileFilterBlocks(t *testing.T) {
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		h := &blockingHook{entered: make(chan struct{}, 1), release: make(chan struct{})}
+		defer close(h.release) // after the check: the call returns, the connection finishes
+		r := tn.Route("r", srv.Addr(), host.Link{Name: "blocking", Hook: h})
+		r.Chain = eng.links(r.Chain)
+		p := &host.Proxy{Logger: tn.NewLogs().Logger()}
+		if err := p.Apply([]host.Route{r}); err != nil {
+			t.Fatal(err)
+		}
+		c := tn.Dial(t, p.Addr("r").String())
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		<-h.entered
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		go p.Shutdown(ctx)
+		// While the filter still blocks, the client's read ends (EOF or a
+		// reset); before, it waited for the release below.
+		c.SetReadDeadline(time.Now().Add(tn.Timeout))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("client read while the filter call blocks: %v; want the connection ended", err)
+		}
+	})
 }

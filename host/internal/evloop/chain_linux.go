@@ -541,11 +541,16 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 }
 
 // AbortAll is Abort without the wait: every connection of the loop is
-// finished with cause on its next turn. Safe from any goroutine, loop
-// callbacks included.
+// finished with cause on its next turn, and its sockets are shut down at
+// once, so that their peers see the end even while the loop is busy
+// inside a filter call. Safe from any goroutine, loop callbacks included.
 func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
+	l.aborting.CompareAndSwap(nil, &cause)
 	l.post(func() { l.abortNow(cause) })
+	// The loop may be inside a filter call (a guest running to its time
+	// limit): the sockets end now, not when it returns.
+	l.shutdownLive()
 }

@@ -173,6 +173,7 @@ func (l *Loop) startPlanned(fd int, peer netip.AddrPort, plan *Plan) {
 	c.timer.fire = c.onTimer
 	c.ep[client] = endpoint{c: c, fd: fd, side: client}
 	c.ep[server] = endpoint{c: c, fd: -1, side: server}
+	l.addLive(fd)
 	if c.plan.DialTimeout <= 0 {
 		c.plan.DialTimeout = defaultDialTimeout
 	}
@@ -204,6 +205,7 @@ func (c *conn) dial() error {
 		return fmt.Errorf("socket: %w", err)
 	}
 	c.ep[server].fd = fd
+	c.l.addLive(fd)
 	c.dialAt = c.l.now
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return err
@@ -420,6 +422,9 @@ func (c *conn) abort(cause error) {
 func (c *conn) finish(err error) {
 	if c.state == finished {
 		return
+	}
+	if cause := c.l.aborting.Load(); cause != nil {
+		err, c.aborted = *cause, true // however it noticed (AbortAll)
 	}
 	switch {
 	case err == nil:

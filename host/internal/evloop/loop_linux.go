@@ -53,6 +53,18 @@ type Loop struct {
 	stopped     bool // the loop no longer takes posts
 	closeOnce   sync.Once
 
+	// The connections' socket fds, for AbortAll to shut them down from
+	// another goroutine while the loop is busy (inside a filter call): an
+	// fd is added when a connection gets it and removed when the loop
+	// closes it, both under fdMu, so AbortAll never touches a closed or
+	// reused number.
+	fdMu sync.Mutex
+	live map[int]struct{}
+	// aborting is AbortAll's cause, once it was called: a connection that
+	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
+	// aborted with it.
+	aborting atomic.Pointer[error]
+
 	// Loop-thread state below; never touched by another goroutine.
 	useSplice bool
 	epoch     time.Time
@@ -108,6 +120,7 @@ func newLoop(logger *slog.Logger, useSplice bool) (*Loop, error) {
 		epoch:     time.Now(),
 		listeners: make(map[*Listener]struct{}),
 		events:    make([]unix.EpollEvent, maxEvents),
+		live:      make(map[int]struct{}),
 	}
 	go l.run()
 	return l, nil
@@ -338,7 +351,7 @@ func (l *Loop) flush() {
 		for s := range c.ep {
 			if fd := c.ep[s].fd; fd >= 0 {
 				l.setHandler(fd, nil)
-				unix.Close(fd)
+				l.closeLive(fd)
 				c.ep[s].fd = -1
 			}
 		}
@@ -422,4 +435,30 @@ func (l *Loop) register(fd int, events uint32, h handler) error {
 	}
 	l.setHandler(fd, h)
 	return nil
+}
+
+// addLive records a connection's socket fd (see Loop.live).
+func (l *Loop) addLive(fd int) {
+	l.fdMu.Lock()
+	l.live[fd] = struct{}{}
+	l.fdMu.Unlock()
+}
+
+// closeLive closes a connection's socket fd and forgets it.
+func (l *Loop) closeLive(fd int) {
+	l.fdMu.Lock()
+	delete(l.live, fd)
+	unix.Close(fd)
+	l.fdMu.Unlock()
+}
+
+// shutdownLive shuts down every connection socket of the loop, from any
+// goroutine: the peers see the end at once, and the loop, once back from
+// whatever it is doing, finds its sockets ended and finishes them.
+func (l *Loop) shutdownLive() {
+	l.fdMu.Lock()
+	for fd := range l.live {
+		unix.Shutdown(fd, unix.SHUT_RDWR)
+	}
+	l.fdMu.Unlock()
 }
