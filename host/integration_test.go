@@ -636,8 +636,12 @@ func TestReloadStress(t *testing.T) {
 // dropped were closed after it released the proxy's lock, so the other
 // Apply found their ports still bound (391 of 1000 failed with EADDRINUSE
 // in an embedder's test).
+//
+// Not parallel: a process another test starts (go list, in
+// TestNoPluginRuntimeDeps) holds a copy of every descriptor between its
+// fork and its exec, a listener just closed included, and a bind in that
+// window fails (it did, once in CI, on a port no kernel hands out).
 func TestConcurrentApply(t *testing.T) {
-	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	// Two free ports below the kernel's ephemeral range (32768 and up on
 	// Linux): a port from 127.0.0.1:0, once closed, may be handed to
