@@ -373,3 +373,48 @@ func TestShutdownEndsSocketsWhileFilterBlocks(t *testing.T) {
 		}
 	})
 }
+
+// streamHook's filters hand their Stream to the test, then block in Data
+// until released.
+type streamHook struct {
+	streams chan *host.Stream
+	release chan struct{}
+}
+
+func (h *streamHook) Open(*host.ConnInfo) (host.Filter, error) { return streamFilter{h}, nil }
+
+type streamFilter struct{ h *streamHook }
+
+func (f streamFilter) Opened(*host.Stream) error { return nil }
+func (f streamFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	f.h.streams <- s
+	<-f.h.release
+	return s.Send(dir, b)
+}
+func (f streamFilter) End(host.Direction, *host.Stream) error { return nil }
+func (f streamFilter) Closed()                                {}
+
+// TestAbortEndsSocketsWhileFilterBlocks: Stream.Abort, from another
+// goroutine while the connection's filter call blocks, ends the client's
+// connection then, on both engines (on an event loop it used to wait for
+// the call to return).
+func TestAbortEndsSocketsWhileFilterBlocks(t *testing.T) {
+	enginesSeq(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		h := &streamHook{streams: make(chan *host.Stream, 1), release: make(chan struct{})}
+		release := sync.OnceFunc(func() { close(h.release) })
+		defer release()
+		addr, logs := eng.tunnel(t, tn.Route("r", srv.Addr(), host.Link{Name: "blocking", Hook: h}))
+		c := tn.Dial(t, addr)
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		(<-h.streams).Abort(errors.New("aborted by the test"))
+		c.SetReadDeadline(time.Now().Add(tn.Timeout))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("client read while the filter call blocks: %v; want the connection ended", err)
+		}
+		release()
+		logs.Wait(t, "connection closed", "aborted by the test")
+	})
+}

@@ -146,19 +146,27 @@ func (o *Output) StopTimer() { o.c.l.timers.remove(&o.c.ftimer) }
 
 // Abort ends the connection with a reset, Reason Aborted and cause as
 // Stats.Err, from any goroutine and without waiting: it is done on the
-// loop's next turn (at once by Loop.Close). A connection already finished
-// is left alone.
+// loop's next turn (at once by Loop.Close), and when the loop is inside a
+// filter call, which may last, the connection's sockets are shut down at
+// once (a FIN, not a reset). A connection already finished is left alone.
 func (o *Output) Abort(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
 	c := o.c
+	c.abortCause.CompareAndSwap(nil, &cause)
 	c.l.post(func() {
 		if c.state != finished {
 			c.abort(cause)
 			c.l.flush()
 		}
 	})
+	// Inside a filter call, the loop would end them only once the call
+	// returns (a guest running to its time limit): the sockets end now,
+	// with a FIN. Otherwise the loop's next turn resets them.
+	if c.l.inChain.Load() {
+		c.l.shutdownLive(c)
+	}
 }
 
 // fail records the first error of a write made inside a Chain callback;
@@ -207,7 +215,10 @@ func (c *conn) startChain() bool {
 	c.out.c = c
 	c.feeding = -1
 	c.ftimer = timer{index: -1, fire: c.onChainTimer}
-	if err := c.chainErr(c.plan.Chain.Open(&c.out)); err != nil {
+	c.l.inChain.Store(true)
+	err := c.plan.Chain.Open(&c.out)
+	c.l.inChain.Store(false)
+	if err := c.chainErr(err); err != nil {
 		c.state = connected // the Chain failed, no dial did: Reason Failed
 		c.finish(err)
 		return false
@@ -230,7 +241,10 @@ func (c *conn) startChain() bool {
 
 // chainConnected runs Chain.Connected once the target is connected.
 func (c *conn) chainConnected() error {
-	return c.chainErr(c.plan.Chain.Connected(&c.out))
+	c.l.inChain.Store(true)
+	err := c.plan.Chain.Connected(&c.out)
+	c.l.inChain.Store(false)
+	return c.chainErr(err)
 }
 
 // onChainTimer runs Chain.Timer when the connection's timer fires.
@@ -238,7 +252,10 @@ func (c *conn) onChainTimer() {
 	if c.state == finished {
 		return
 	}
-	if err := c.chainErr(c.plan.Chain.Timer(&c.out)); err != nil {
+	c.l.inChain.Store(true)
+	err := c.plan.Chain.Timer(&c.out)
+	c.l.inChain.Store(false)
+	if err := c.chainErr(err); err != nil {
 		c.finish(err)
 		return
 	}
@@ -350,7 +367,9 @@ func (c *conn) pumpChain(from side) error {
 				c.stats.ServerFINFirst = true
 			}
 			c.feeding = int(from)
+			c.l.inChain.Store(true)
 			err = c.plan.Chain.End(int(from), &c.out)
+			c.l.inChain.Store(false)
 			c.feeding = -1
 			return err
 		}
@@ -360,7 +379,9 @@ func (c *conn) pumpChain(from side) error {
 			src.readShort()
 		}
 		c.feeding = int(from)
+		c.l.inChain.Store(true)
 		err = c.plan.Chain.Data(int(from), buf[:n], &c.out)
+		c.l.inChain.Store(false)
 		c.feeding = -1
 		c.l.putBuf(buf)
 		if err = c.chainErr(err); err != nil {
@@ -541,16 +562,19 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 }
 
 // AbortAll is Abort without the wait: every connection of the loop is
-// finished with cause on its next turn, and its sockets are shut down at
-// once, so that their peers see the end even while the loop is busy
-// inside a filter call. Safe from any goroutine, loop callbacks included.
+// finished with cause on its next turn; when the loop is inside a filter
+// call, which may last, their sockets are shut down at once (a FIN, not a
+// reset). Safe from any goroutine, loop callbacks included.
 func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
 	l.aborting.CompareAndSwap(nil, &cause)
 	l.post(func() { l.abortNow(cause) })
-	// The loop may be inside a filter call (a guest running to its time
-	// limit): the sockets end now, not when it returns.
-	l.shutdownLive()
+	// Inside a filter call, the loop would end them only once the call
+	// returns (a guest running to its time limit): the sockets end now,
+	// with a FIN. Otherwise the loop's next turn resets them.
+	if l.inChain.Load() {
+		l.shutdownLive(nil)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -128,6 +129,7 @@ type half struct {
 
 // conn is one forwarded connection. It is touched only on the loop thread.
 type conn struct {
+	abortCause atomic.Pointer[error] // Output.Abort's, from any goroutine
 	l          *Loop
 	ep         [2]endpoint // indexed by side
 	half       [2]half     // indexed by the side it reads from
@@ -173,7 +175,7 @@ func (l *Loop) startPlanned(fd int, peer netip.AddrPort, plan *Plan) {
 	c.timer.fire = c.onTimer
 	c.ep[client] = endpoint{c: c, fd: fd, side: client}
 	c.ep[server] = endpoint{c: c, fd: -1, side: server}
-	l.addLive(fd)
+	l.addLive(fd, c)
 	if c.plan.DialTimeout <= 0 {
 		c.plan.DialTimeout = defaultDialTimeout
 	}
@@ -205,7 +207,7 @@ func (c *conn) dial() error {
 		return fmt.Errorf("socket: %w", err)
 	}
 	c.ep[server].fd = fd
-	c.l.addLive(fd)
+	c.l.addLive(fd, c)
 	c.dialAt = c.l.now
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return err
@@ -425,6 +427,8 @@ func (c *conn) finish(err error) {
 	}
 	if cause := c.l.aborting.Load(); cause != nil {
 		err, c.aborted = *cause, true // however it noticed (AbortAll)
+	} else if cause := c.abortCause.Load(); cause != nil {
+		err, c.aborted = *cause, true // however it noticed (Output.Abort)
 	}
 	switch {
 	case err == nil:

@@ -59,11 +59,14 @@ type Loop struct {
 	// closes it, both under fdMu, so AbortAll never touches a closed or
 	// reused number.
 	fdMu sync.Mutex
-	live map[int]struct{}
+	live map[int]*conn // fd -> the connection it belongs to
 	// aborting is AbortAll's cause, once it was called: a connection that
 	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
 	// aborted with it.
 	aborting atomic.Pointer[error]
+	// inChain is set while the loop runs a Chain callback (filter code,
+	// perhaps a guest running to its time limit).
+	inChain atomic.Bool
 
 	// Loop-thread state below; never touched by another goroutine.
 	useSplice bool
@@ -120,7 +123,7 @@ func newLoop(logger *slog.Logger, useSplice bool) (*Loop, error) {
 		epoch:     time.Now(),
 		listeners: make(map[*Listener]struct{}),
 		events:    make([]unix.EpollEvent, maxEvents),
-		live:      make(map[int]struct{}),
+		live:      make(map[int]*conn),
 	}
 	go l.run()
 	return l, nil
@@ -438,9 +441,9 @@ func (l *Loop) register(fd int, events uint32, h handler) error {
 }
 
 // addLive records a connection's socket fd (see Loop.live).
-func (l *Loop) addLive(fd int) {
+func (l *Loop) addLive(fd int, c *conn) {
 	l.fdMu.Lock()
-	l.live[fd] = struct{}{}
+	l.live[fd] = c
 	l.fdMu.Unlock()
 }
 
@@ -452,13 +455,16 @@ func (l *Loop) closeLive(fd int) {
 	l.fdMu.Unlock()
 }
 
-// shutdownLive shuts down every connection socket of the loop, from any
-// goroutine: the peers see the end at once, and the loop, once back from
-// whatever it is doing, finds its sockets ended and finishes them.
-func (l *Loop) shutdownLive() {
+// shutdownLive shuts down every connection socket of the loop (or only
+// those of one connection), from any goroutine: the peers see the end at
+// once, and the loop, once back from whatever it is doing, finds its
+// sockets ended and finishes them.
+func (l *Loop) shutdownLive(only *conn) {
 	l.fdMu.Lock()
-	for fd := range l.live {
-		unix.Shutdown(fd, unix.SHUT_RDWR)
+	for fd, c := range l.live {
+		if only == nil || c == only {
+			unix.Shutdown(fd, unix.SHUT_RDWR)
+		}
 	}
 	l.fdMu.Unlock()
 }
