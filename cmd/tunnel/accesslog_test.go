@@ -62,3 +62,15 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("the close record also went to stderr:\n%s", p.stderr)
 	}
 }
+
+// TestAccessLogUnwritable: an access log that cannot be opened ends the
+// tunnel at start with status 1 (the flag was right, the file is not), as
+// a --capture file does; it used to exit 2, the status of a usage error.
+func TestAccessLogUnwritable(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "missing", "access.log")
+	code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--access-log", path)
+	if code != 1 || !strings.Contains(stderr, "tunnel: --access-log: ") {
+		t.Errorf("exit %d, stderr:\n%s\nwant 1 and the --access-log error", code, stderr)
+	}
+}

@@ -258,7 +258,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		al, err := openAccessLog(o.accessLogTo, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "tunnel: --access-log: %v\n", err)
-			return 2
+			return 1 // the flag is right; the file is not (as --capture's)
 		}
 		defer al.Close()
 		o.accessLog = slog.New(slog.NewJSONHandler(al, nil))
