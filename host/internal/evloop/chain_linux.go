@@ -146,9 +146,10 @@ func (o *Output) StopTimer() { o.c.l.timers.remove(&o.c.ftimer) }
 
 // Abort ends the connection with a reset, Reason Aborted and cause as
 // Stats.Err, from any goroutine and without waiting: it is done on the
-// loop's next turn (at once by Loop.Close), and when the loop is inside a
-// filter call, which may last, the connection's sockets are shut down at
-// once (a FIN, not a reset). A connection already finished is left alone.
+// loop's next turn (at once by Loop.Close); if the loop is still inside a
+// filter call busyGrace later (a guest running to its time limit), the
+// connection's sockets are shut down then (a FIN, not a reset). A
+// connection already finished is left alone.
 func (o *Output) Abort(cause error) {
 	if cause == nil {
 		cause = errAborted
@@ -161,12 +162,7 @@ func (o *Output) Abort(cause error) {
 			c.l.flush()
 		}
 	})
-	// Inside a filter call, the loop would end them only once the call
-	// returns (a guest running to its time limit): the sockets end now,
-	// with a FIN. Otherwise the loop's next turn resets them.
-	if c.l.inChain.Load() {
-		c.l.shutdownLive(c)
-	}
+	c.l.shutdownIfBusy(c)
 }
 
 // fail records the first error of a write made inside a Chain callback;
@@ -562,19 +558,14 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 }
 
 // AbortAll is Abort without the wait: every connection of the loop is
-// finished with cause on its next turn; when the loop is inside a filter
-// call, which may last, their sockets are shut down at once (a FIN, not a
-// reset). Safe from any goroutine, loop callbacks included.
+// finished with cause on its next turn; if the loop is still inside a
+// filter call busyGrace later, their sockets are shut down then (a FIN,
+// not a reset). Safe from any goroutine, loop callbacks included.
 func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
 	l.aborting.CompareAndSwap(nil, &cause)
 	l.post(func() { l.abortNow(cause) })
-	// Inside a filter call, the loop would end them only once the call
-	// returns (a guest running to its time limit): the sockets end now,
-	// with a FIN. Otherwise the loop's next turn resets them.
-	if l.inChain.Load() {
-		l.shutdownLive(nil)
-	}
+	l.shutdownIfBusy(nil)
 }

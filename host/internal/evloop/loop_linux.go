@@ -468,3 +468,21 @@ func (l *Loop) shutdownLive(only *conn) {
 	}
 	l.fdMu.Unlock()
 }
+
+// busyGrace is how long an abort leaves the loop to end the sockets itself
+// (with a reset, on its next turn) before shutting them down from outside
+// because the loop is still inside a filter call. An abort from within a
+// callback (a plugin's failure closing its connections) is done by the
+// loop well within it, so its peers see the reset they always did.
+const busyGrace = 20 * time.Millisecond
+
+// shutdownIfBusy shuts down only's sockets (all, when nil) if, busyGrace
+// from now, the loop is inside a filter call. What the loop has closed by
+// then is no longer in l.live, so only what it could not reach is touched.
+func (l *Loop) shutdownIfBusy(only *conn) {
+	time.AfterFunc(busyGrace, func() {
+		if l.inChain.Load() {
+			l.shutdownLive(only)
+		}
+	})
+}
