@@ -20,9 +20,14 @@ func Exposed(a string) (bool, error) {
 	if host == "" {
 		return false, fmt.Errorf("address %q has no host, which listens on every interface; write 127.0.0.1:%s for this machine only, or 0.0.0.0:%s to expose it on purpose", a, port, port)
 	}
+	return !loopback(host), nil
+}
+
+// loopback reports whether host is localhost or a loopback address.
+func loopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
-		return false, nil
+		return true
 	}
 	ip := net.ParseIP(host)
-	return ip == nil || !ip.IsLoopback(), nil
+	return ip != nil && ip.IsLoopback()
 }

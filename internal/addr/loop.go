@@ -46,14 +46,9 @@ func SameHost(a, b string) bool {
 	return ai != nil && bi != nil && ai.Equal(bi)
 }
 
-// local reports whether host names this machine.
+// local reports whether host names this machine: a loopback host, or the
+// unspecified address (which connects to this machine).
 func local(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
 	ip := net.ParseIP(host)
-	if ip == nil {
-		return false
-	}
-	return ip.IsLoopback() || ip.IsUnspecified()
+	return loopback(host) || ip != nil && ip.IsUnspecified()
 }
