@@ -686,17 +686,15 @@ func appendCounterGlobal(payload []byte) []byte {
 //	save (before a call or an exit): local.get l; global.set g
 //	load (after a call):             global.get g; local.set l
 
-func entryCode(dst []byte, g, l, tick uint32) []byte {
-	dst = append(dst, opGlobalGet)
-	dst = appendULEB(dst, uint64(g))
-	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
-	dst = appendULEB(dst, uint64(l))
-	return tickIfDue(dst, tick)
-}
+func entryCode(dst []byte, g, l, tick uint32) []byte { return countStep(dst, opGlobalGet, g, l, tick) }
 
-func stepCode(dst []byte, l, tick uint32) []byte {
-	dst = append(dst, opLocalGet)
-	dst = appendULEB(dst, uint64(l))
+func stepCode(dst []byte, l, tick uint32) []byte { return countStep(dst, opLocalGet, l, l, tick) }
+
+// countStep appends one step: the counter read by get (global.get or
+// local.get) from index from, plus one, kept in local l, tick if due.
+func countStep(dst []byte, get byte, from, l, tick uint32) []byte {
+	dst = append(dst, get)
+	dst = appendULEB(dst, uint64(from))
 	dst = append(dst, opI32Const, 1, opI32Add, opLocalTee)
 	dst = appendULEB(dst, uint64(l))
 	return tickIfDue(dst, tick)
