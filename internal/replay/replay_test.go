@@ -22,6 +22,15 @@ import (
 func record(t *testing.T, chain []host.Link, session func(c io.ReadWriter)) string {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "c.pcapng")
+	recordWith(t, file, chain, func(c net.Conn) { io.Copy(c, c) }, func(c io.ReadWriter, _ *capture.Writer) { session(c) })
+	return file
+}
+
+// recordWith captures one session through chain into file (and the files
+// a rotation starts): serve answers the connection before its half-close
+// (its end is sent after), session runs the client, with the Writer.
+func recordWith(t *testing.T, file string, chain []host.Link, serve func(c net.Conn), session func(c io.ReadWriter, w *capture.Writer)) {
+	t.Helper()
 	w, err := capture.Create(capture.Options{Path: file})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +47,7 @@ func record(t *testing.T, chain []host.Link, session func(c io.ReadWriter)) stri
 			return
 		}
 		defer c.Close()
-		io.Copy(c, c)
+		serve(c)
 		c.(*net.TCPConn).CloseWrite()
 	}()
 	p := &host.Proxy{}
@@ -52,7 +61,7 @@ func record(t *testing.T, chain []host.Link, session func(c io.ReadWriter)) stri
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	session(c)
+	session(c, w)
 	c.(*net.TCPConn).CloseWrite()
 	if _, err := io.ReadAll(c); err != nil {
 		t.Fatal(err)
@@ -65,7 +74,6 @@ func record(t *testing.T, chain []host.Link, session func(c io.ReadWriter)) stri
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return file
 }
 
 func say(t *testing.T, c io.ReadWriter, msg, want string) {
@@ -195,62 +203,26 @@ func TestReadRefusesWireTLS(t *testing.T) {
 func TestReadAcrossRotation(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	w, err := capture.Create(capture.Options{Path: filepath.Join(dir, "c.pcapng")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, last := capture.Links(w)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	push, waited := make(chan struct{}), make(chan struct{})
-	go func() { // a server that answers "wait" later, unasked, then echoes
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 5)
-		if _, err := io.ReadFull(c, buf); err != nil {
+	var client string
+	// The server answers "wait" later, unasked, then echoes.
+	recordWith(t, filepath.Join(dir, "c.pcapng"), nil, func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 			return
 		}
 		close(waited) // its packets were queued before the tunnel sent them
 		<-push
 		io.WriteString(c, "pushed\n")
 		io.Copy(c, c)
-		c.(*net.TCPConn).CloseWrite()
-	}()
-	p := &host.Proxy{}
-	defer p.Close()
-	if err := p.Apply([]host.Route{{Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: []host.Link{first, last}}}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp", p.Addr("r").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	io.WriteString(c, "wait\n")
-	<-waited
-	w.Rotate() // "wait" is in the first file
-	close(push)
-	say(t, c, "", "pushed\n")
-	say(t, c, "bye\n", "bye\n")
-	c.(*net.TCPConn).CloseWrite()
-	if _, err := io.ReadAll(c); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	}, func(c io.ReadWriter, w *capture.Writer) {
+		client = c.(net.Conn).LocalAddr().String()
+		io.WriteString(c, "wait\n")
+		<-waited
+		w.Rotate() // "wait" is in the first file
+		close(push)
+		say(t, c, "", "pushed\n")
+		say(t, c, "bye\n", "bye\n")
+	})
 	read := func(name string) []replay.Conn {
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
@@ -264,14 +236,14 @@ func TestReadAcrossRotation(t *testing.T) {
 		return conns
 	}
 	after := read("c-1.pcapng")
-	if got := after[0].Client.String(); got != c.LocalAddr().String() {
-		t.Errorf("after the rotation the client is %s, want %s", got, c.LocalAddr())
+	if got := after[0].Client.String(); got != client {
+		t.Errorf("after the rotation the client is %s, want %s", got, client)
 	}
 	if ch := after[0].Chunks; len(ch) == 0 || ch[0].Dir != host.ServerToClient || string(ch[0].Data) != "pushed\n" {
 		t.Errorf("after the rotation the chunks are %+v, want the server's push first", ch)
 	}
 	before := read("c.pcapng")
-	rep, err := replay.Run(ctx, before, replay.Options{})
+	rep, err := replay.Run(context.Background(), before, replay.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
