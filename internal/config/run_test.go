@@ -195,6 +195,22 @@ func (h *harness) waitReload() Reload {
 	return Reload{}
 }
 
+// waitRefused waits for the next reload and checks that it failed with a
+// *LoadError of exactly the diagnostics want ("line: severity: summary",
+// comma-separated), which it returns.
+func (h *harness) waitRefused(want string) *LoadError {
+	h.t.Helper()
+	r := h.waitReload()
+	var le *LoadError
+	if !errors.As(r.Err, &le) {
+		h.t.Fatalf("reload = %+v, want a *LoadError", r)
+	}
+	if got := gotDiags(le.Diags); strings.Join(got, ",") != want {
+		h.t.Fatalf("diagnostics %v, want %s\n%s", got, want, le)
+	}
+	return le
+}
+
 func (h *harness) addr() string {
 	h.t.Helper()
 	a := h.r.Addr("r")
@@ -307,14 +323,7 @@ func TestReloadBrokenEditChangesNothing(t *testing.T) {
 
 	broken := strings.Replace(stampConfig(target, "bad!"), `listen = "127.0.0.1:0"`, `listen = "127.0.0.1"`, 1)
 	writeFile(t, h.path, broken)
-	r := h.waitReload()
-	var le *LoadError
-	if !errors.As(r.Err, &le) {
-		t.Fatalf("reload = %+v, want a *LoadError", r)
-	}
-	if got := gotDiags(le.Diags); strings.Join(got, ",") != "10: error: Plugin rejected its config,6: error: Invalid listen address" {
-		t.Fatalf("diagnostics %v\n%s", got, le)
-	}
+	h.waitRefused("10: error: Plugin rejected its config,6: error: Invalid listen address")
 	log := h.log.String()
 	for _, want := range []string{
 		`level=ERROR msg="configuration error" at=` + h.path + `:6:12 summary="Invalid listen address"`,
@@ -602,14 +611,7 @@ func TestReloadEmptyFileRefused(t *testing.T) {
 	h := start(t, stampConfig(target, "ok"))
 	addr := h.addr()
 	writeFile(t, h.path, "")
-	r := h.waitReload()
-	var le *LoadError
-	if !errors.As(r.Err, &le) {
-		t.Fatalf("reload = %+v, want a *LoadError", r)
-	}
-	if got := gotDiags(le.Diags); strings.Join(got, ",") != "1: error: No routes" {
-		t.Fatalf("diagnostics %v\n%s", got, le)
-	}
+	le := h.waitRefused("1: error: No routes")
 	if !strings.Contains(le.Error(), "applied, it would stop all 1 running routes") {
 		t.Errorf("error %q", le)
 	}
@@ -627,11 +629,7 @@ func TestReloadBrokenPluginFile(t *testing.T) {
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "s"))
 	copyFile(t, "testdata/wasm/garbage.wasm", filepath.Join(h.dir, "plugin.wasm"))
-	r := h.waitReload()
-	var le *LoadError
-	if !errors.As(r.Err, &le) || strings.Join(gotDiags(le.Diags), ",") != "3: error: Invalid plugin module" {
-		t.Fatalf("reload = %+v", r)
-	}
+	h.waitRefused("3: error: Invalid plugin module")
 	roundTrip(t, dial(t, h.addr()), "x", `"s"x`)
 }
 
