@@ -146,10 +146,10 @@ func (o *Output) StopTimer() { o.c.l.timers.remove(&o.c.ftimer) }
 
 // Abort ends the connection with a reset, Reason Aborted and cause as
 // Stats.Err, from any goroutine and without waiting: it is done on the
-// loop's next turn (at once by Loop.Close); if the loop is still inside a
-// filter call busyGrace later (a guest running to its time limit), the
-// connection's sockets are shut down then (a FIN, not a reset). A
-// connection already finished is left alone.
+// loop's next turn (at once by Loop.Close); if that turn has not come
+// busyGrace later (the loop is inside a filter call, a guest running to
+// its time limit), the connection's sockets are shut down then (a FIN, not
+// a reset). A connection already finished is left alone.
 func (o *Output) Abort(cause error) {
 	if cause == nil {
 		cause = errAborted
@@ -211,10 +211,7 @@ func (c *conn) startChain() bool {
 	c.out.c = c
 	c.feeding = -1
 	c.ftimer = timer{index: -1, fire: c.onChainTimer}
-	c.l.inChain.Store(true)
-	err := c.plan.Chain.Open(&c.out)
-	c.l.inChain.Store(false)
-	if err := c.chainErr(err); err != nil {
+	if err := c.chainErr(c.plan.Chain.Open(&c.out)); err != nil {
 		c.state = connected // the Chain failed, no dial did: Reason Failed
 		c.finish(err)
 		return false
@@ -237,10 +234,7 @@ func (c *conn) startChain() bool {
 
 // chainConnected runs Chain.Connected once the target is connected.
 func (c *conn) chainConnected() error {
-	c.l.inChain.Store(true)
-	err := c.plan.Chain.Connected(&c.out)
-	c.l.inChain.Store(false)
-	return c.chainErr(err)
+	return c.chainErr(c.plan.Chain.Connected(&c.out))
 }
 
 // onChainTimer runs Chain.Timer when the connection's timer fires.
@@ -248,10 +242,7 @@ func (c *conn) onChainTimer() {
 	if c.state == finished {
 		return
 	}
-	c.l.inChain.Store(true)
-	err := c.plan.Chain.Timer(&c.out)
-	c.l.inChain.Store(false)
-	if err := c.chainErr(err); err != nil {
+	if err := c.chainErr(c.plan.Chain.Timer(&c.out)); err != nil {
 		c.finish(err)
 		return
 	}
@@ -363,9 +354,7 @@ func (c *conn) pumpChain(from side) error {
 				c.stats.ServerFINFirst = true
 			}
 			c.feeding = int(from)
-			c.l.inChain.Store(true)
 			err = c.plan.Chain.End(int(from), &c.out)
-			c.l.inChain.Store(false)
 			c.feeding = -1
 			return err
 		}
@@ -375,9 +364,7 @@ func (c *conn) pumpChain(from side) error {
 			src.readShort()
 		}
 		c.feeding = int(from)
-		c.l.inChain.Store(true)
 		err = c.plan.Chain.Data(int(from), buf[:n], &c.out)
-		c.l.inChain.Store(false)
 		c.feeding = -1
 		c.l.putBuf(buf)
 		if err = c.chainErr(err); err != nil {
@@ -558,9 +545,8 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 }
 
 // AbortAll is Abort without the wait: every connection of the loop is
-// finished with cause on its next turn; if the loop is still inside a
-// filter call busyGrace later, their sockets are shut down then (a FIN,
-// not a reset). Safe from any goroutine, loop callbacks included.
+// finished with cause on its next turn; if that turn has not come
+// busyGrace later, their sockets are shut down then (a FIN, not a reset). Safe from any goroutine, loop callbacks included.
 func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted

@@ -64,9 +64,9 @@ type Loop struct {
 	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
 	// aborted with it.
 	aborting atomic.Pointer[error]
-	// inChain is set while the loop runs a Chain callback (filter code,
-	// perhaps a guest running to its time limit).
-	inChain atomic.Bool
+	// turnsSeen is turns, published once per turn for shutdownIfBusy: a
+	// loop whose turn does not end is inside a filter call that lasts.
+	turnsSeen atomic.Uint64
 
 	// Loop-thread state below; never touched by another goroutine.
 	useSplice bool
@@ -212,6 +212,7 @@ func (l *Loop) run() {
 	cause := ErrClosed
 	for !l.stopping {
 		l.turns++
+		l.turnsSeen.Store(l.turns)
 		n, err := l.wait()
 		if err != nil {
 			cause = fmt.Errorf("evloop: epoll_wait: %w", err)
@@ -470,18 +471,21 @@ func (l *Loop) shutdownLive(only *conn) {
 }
 
 // busyGrace is how long an abort leaves the loop to end the sockets itself
-// (with a reset, on its next turn) before shutting them down from outside
-// because the loop is still inside a filter call. An abort from within a
-// callback (a plugin's failure closing its connections) is done by the
-// loop well within it, so its peers see the reset they always did.
+// (with a reset, on its next turn) before shutting them down from outside,
+// the loop being stuck in a turn (inside a filter call, a guest running to
+// its time limit). An abort from within a callback (a plugin's failure
+// closing its connections) is done by the loop well within it, so its
+// peers see the reset they always did.
 const busyGrace = 20 * time.Millisecond
 
 // shutdownIfBusy shuts down only's sockets (all, when nil) if, busyGrace
-// from now, the loop is inside a filter call. What the loop has closed by
-// then is no longer in l.live, so only what it could not reach is touched.
+// from now, the loop has not begun another turn. What the loop has closed
+// by then is no longer in l.live, so only what it could not reach is
+// touched; an idle loop is woken by the abort's post and turns at once.
 func (l *Loop) shutdownIfBusy(only *conn) {
+	turn := l.turnsSeen.Load()
 	time.AfterFunc(busyGrace, func() {
-		if l.inChain.Load() {
+		if l.turnsSeen.Load() == turn {
 			l.shutdownLive(only)
 		}
 	})
