@@ -124,36 +124,35 @@ type Writer struct {
 	expectKeys atomic.Bool // KeyLogWriter was called: hold TLS handshakes for their keys
 
 	// The writer goroutine's state.
-	batch      []record   // the records drain took last (recQueue.take)
-	freed      []*payload // small payloads written since, for the free list
-	out        io.Writer  // New's writer, or nil for files
-	name       *pattern   // Create's path
-	file       *os.File
-	fileName   string
-	fileBase   string // the expansion of the path the file was started for
-	checked    int64  // the Unix second the expansion was last checked
-	counter    int
-	size       countingWriter
-	bw         *bufio.Writer
-	ng         *pcapgo.NgWriter
-	start      time.Time
-	baseDrop   [2]uint64
-	baseWrite  [2]uint64
-	dirty      bool
-	pkt        []byte
-	loggedAt   time.Time
-	logged     uint64
-	failed     error     // the current file failed: drop until the next one
-	retryAt    time.Time // when to start a next one after a failure
-	retrying   bool      // since the last failure; the first of a run is logged
-	retryEvery time.Duration
-	fileKeys   []byte  // the key log lines written so far, for the next file
-	holds      []*flow // the flows holding packets until their keys come, oldest first
-	owing      []*flow // the flows that may owe an ACK (writeRecord)
-	lastT      time.Time
-	heldBytes  int64
-	timer      *time.Timer
-	recent     recentRandoms // client randoms of the key lines written lately
+	batch     []record   // the records drain took last (recQueue.take)
+	freed     []*payload // small payloads written since, for the free list
+	out       io.Writer  // New's writer, or nil for files
+	name      *pattern   // Create's path
+	file      *os.File
+	fileName  string
+	fileBase  string // the expansion of the path the file was started for
+	checked   int64  // the Unix second the expansion was last checked
+	counter   int
+	size      countingWriter
+	bw        *bufio.Writer
+	ng        *pcapgo.NgWriter
+	start     time.Time
+	baseDrop  [2]uint64
+	baseWrite [2]uint64
+	dirty     bool
+	pkt       []byte
+	loggedAt  time.Time
+	logged    uint64
+	failed    error     // the current file failed: drop until the next one
+	retryAt   time.Time // when to start a next one after a failure
+	retrying  bool      // since the last failure; the first of a run is logged
+	fileKeys  []byte    // the key log lines written so far, for the next file
+	holds     []*flow   // the flows holding packets until their keys come, oldest first
+	owing     []*flow   // the flows that may owe an ACK (writeRecord)
+	lastT     time.Time
+	heldBytes int64
+	timer     *time.Timer
+	recent    recentRandoms // client randoms of the key lines written lately
 }
 
 // record is one event of one leg, queued by a hook for the writer.
@@ -353,9 +352,6 @@ func newWriter(opts Options) *Writer {
 	if w.log == nil {
 		w.log = slog.Default()
 	}
-	if w.retryEvery = opts.retryEvery; w.retryEvery <= 0 {
-		w.retryEvery = failRetry
-	}
 	if w.limit <= 0 {
 		w.limit = DefaultQueueBytes
 	}
@@ -541,10 +537,24 @@ func (w *Writer) fail(err error) {
 // fileFailed records that writing the current file failed with err: the
 // Writer drops packets until the next file, and Close reports err.
 func (w *Writer) fileFailed(err error) {
+	w.setFailed(err)
+	w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err, "retry_in", w.retryDelay().String())
+}
+
+// setFailed records that the current file (or the start of one) failed
+// with err: packets are dropped until a new file is tried, retryDelay on.
+func (w *Writer) setFailed(err error) {
 	w.failed = err
 	w.fail(err)
-	w.retryAt = time.Now().Add(w.retryEvery)
-	w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err, "retry_in", w.retryEvery.String())
+	w.retryAt = time.Now().Add(w.retryDelay())
+}
+
+// retryDelay is how long a failed file drops packets before the next try.
+func (w *Writer) retryDelay() time.Duration {
+	if d := w.opts.retryEvery; d > 0 {
+		return d
+	}
+	return failRetry
 }
 
 func (w *Writer) flush() {
@@ -620,11 +630,9 @@ func (w *Writer) write(r record) {
 	}
 	if w.ng == nil && w.failed == nil {
 		if err := w.openFile(r.t); err != nil {
-			w.failed = err
-			w.fail(err)
-			w.retryAt = time.Now().Add(w.retryEvery)
+			w.setFailed(err)
 			if !w.retrying {
-				w.log.Error("capture: cannot start a file; dropping packets", "path", w.opts.Path, "err", err, "retry_in", w.retryEvery.String())
+				w.log.Error("capture: cannot start a file; dropping packets", "path", w.opts.Path, "err", err, "retry_in", w.retryDelay().String())
 			}
 		} else if w.retrying {
 			w.retrying = false
