@@ -625,6 +625,8 @@ func TestPlainSIGHUPIgnored(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.stderr.wait(t, `msg="SIGHUP ignored: the plain mode has no configuration to reload`)
 	roundTrip("after")
+	// Closed first: an open connection would hold the exit for the grace.
+	c.Close()
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.exitCode(t); code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr)
