@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -69,7 +68,9 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 	}, nil
 }
 
-// sizeFlag is a byte size flag: a whole number with a unit (64MiB).
+// sizeFlag is --capture-max-size: a byte size with a unit (64MiB), in the
+// range a capture block's max_size takes, so that the flag and the file
+// accept the same values.
 type sizeFlag int64
 
 func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
@@ -79,8 +80,8 @@ func (s *sizeFlag) Set(v string) error {
 	if err != nil {
 		return err
 	}
-	if n > math.MaxInt64 {
-		return fmt.Errorf("%q is too large", v)
+	if n < config.MinCaptureSize || n > config.MaxCaptureSize {
+		return fmt.Errorf("%q is out of range: it must be from %s to %s", v, config.FormatSize(config.MinCaptureSize), config.FormatSize(config.MaxCaptureSize))
 	}
 	*s = sizeFlag(n)
 	return nil

@@ -237,9 +237,17 @@ func TestCaptureRotationFlags(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--capture", filepath.Join(dir, "c.pcapng"),
-		"--capture-max-size", "2KiB", "--capture-max-files", "2")
+		"--capture-max-size", "1MiB", "--capture-max-files", "2")
+	// 256 KiB each way on both legs: a new file every conversation or two.
+	msg := strings.Repeat("x", 256<<10)
 	for i := range 6 {
-		converse(t, dial(t, addr), strings.Repeat("x", 1000))
+		c := dial(t, addr)
+		go io.WriteString(c, msg) // the echo comes back while it is sent
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("conversation %d: the echo differs (%v)", i+1, err)
+		}
+		c.Close()
 		p.stderr.wait(t, fmt.Sprintf(`msg="connection closed" conn=%d`, i+1))
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -256,9 +264,15 @@ func TestCaptureRotationFlags(t *testing.T) {
 		}
 	}
 
-	code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--capture", filepath.Join(dir, "d.pcapng"), "--capture-max-size", "lots")
-	if code != 2 || !strings.Contains(stderr, `invalid value "lots" for flag -capture-max-size: "lots" is not a size`) {
-		t.Errorf("--capture-max-size lots: exit %d\n%s", code, stderr)
+	for _, c := range []struct{ size, want string }{
+		{"lots", `invalid value "lots" for flag -capture-max-size: "lots" is not a size`},
+		// The range of a capture block's max_size.
+		{"2KiB", `invalid value "2KiB" for flag -capture-max-size: "2KiB" is out of range: it must be from 1MiB to 1024GiB`},
+	} {
+		code, _, stderr := runTunnel(t, "--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--capture", filepath.Join(dir, "d.pcapng"), "--capture-max-size", c.size)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("--capture-max-size %s: exit %d, want 2 and %q\n%s", c.size, code, c.want, stderr)
+		}
 	}
 }
 

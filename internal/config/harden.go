@@ -53,7 +53,7 @@ func checkSource(src []byte, filename string) hcl.Diagnostics {
 		return hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Configuration file too large",
-			Detail:   fmt.Sprintf("%s is more than %d bytes (%s), the most a configuration file may have.", filename, MaxConfigFile, fmtSize(MaxConfigFile)),
+			Detail:   fmt.Sprintf("%s is more than %d bytes (%s), the most a configuration file may have.", filename, MaxConfigFile, FormatSize(MaxConfigFile)),
 			Subject:  &hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos},
 		}}
 	}

@@ -110,21 +110,21 @@ func checkMemory(f *File, held []plugstats.Held) *hcl.Diagnostic {
 				continue
 			}
 			n, m := linkMemory(p)
-			parts = append(parts, fmt.Sprintf("route %q plugin %q %d × %s", r.Name, p.Name, n, fmtSize(m)))
+			parts = append(parts, fmt.Sprintf("route %q plugin %q %d × %s", r.Name, p.Name, n, FormatSize(m)))
 			if uint64(n)*m > largestMem {
 				largest, largestMem = p, uint64(n)*m
 			}
 		}
 	}
-	detail := fmt.Sprintf("The plugins may take %s (%s)", fmtSize(total), strings.Join(parts, ", "))
+	detail := fmt.Sprintf("The plugins may take %s (%s)", FormatSize(total), strings.Join(parts, ", "))
 	if kept > 0 {
 		var hs []string
 		for _, h := range held {
-			hs = append(hs, fmt.Sprintf("plugin %q %d × %s for %d connection(s)", h.Name, h.Instances, fmtSize(h.MemoryLimit), h.Conns))
+			hs = append(hs, fmt.Sprintf("plugin %q %d × %s for %d connection(s)", h.Name, h.Instances, FormatSize(h.MemoryLimit), h.Conns))
 		}
-		detail += fmt.Sprintf(", and the running configuration's plugins keep %s until their connections end (%s): %s in all", fmtSize(kept), strings.Join(hs, ", "), fmtSize(total+kept))
+		detail += fmt.Sprintf(", and the running configuration's plugins keep %s until their connections end (%s): %s in all", FormatSize(kept), strings.Join(hs, ", "), FormatSize(total+kept))
 	}
-	detail += fmt.Sprintf(", more than plugin_memory_limit = %q. Lower memory_limit or instances, or raise plugin_memory_limit.", fmtSize(limit))
+	detail += fmt.Sprintf(", more than plugin_memory_limit = %q. Lower memory_limit or instances, or raise plugin_memory_limit.", FormatSize(limit))
 	rng := hcl.Range{Filename: f.Path, Start: hcl.InitialPos, End: hcl.InitialPos}
 	switch {
 	case f.PluginMemoryLimitRange != nil:

@@ -555,7 +555,9 @@ func ParseSize(s string) (uint64, error) {
 	return 0, fmt.Errorf("%q is not a size; write a whole number with one of the units B, KiB, MiB, GiB, KB, MB or GB, for example \"64MiB\" or \"512KiB\"", s)
 }
 
-func fmtSize(n uint64) string {
+// FormatSize writes a byte size as ParseSize reads it, in the largest
+// binary unit that divides it (1MiB, 1536KiB, 7B).
+func FormatSize(n uint64) string {
 	switch {
 	case n%(1<<30) == 0:
 		return strconv.FormatUint(n>>30, 10) + "GiB"
@@ -578,7 +580,7 @@ func (d *decoder) size(expr hcl.Expression, name string, lo, hi uint64) (uint64,
 		return 0, false
 	}
 	if n < lo || n > hi {
-		d.errorf(expr.Range(), "Value out of range", "%s = %q is out of range: it must be from %s to %s.", name, s, fmtSize(lo), fmtSize(hi))
+		d.errorf(expr.Range(), "Value out of range", "%s = %q is out of range: it must be from %s to %s.", name, s, FormatSize(lo), FormatSize(hi))
 		return 0, false
 	}
 	return n, true

@@ -29,11 +29,11 @@ func (f *File) Settings() []string {
 		if p.TripFailures < 0 {
 			trip = "never trips"
 		}
-		out = append(out, fmt.Sprintf("plugin %q: %d × %s, %s, on_failure %s, %s, logs %d/s (burst %d)", p.Name, n, fmtSize(m), timeout, policy, trip,
+		out = append(out, fmt.Sprintf("plugin %q: %d × %s, %s, on_failure %s, %s, logs %d/s (burst %d)", p.Name, n, FormatSize(m), timeout, policy, trip,
 			orInt(p.LogRate, plugin.DefaultLogRate), orInt(p.LogBurst, plugin.DefaultLogBurst)))
 	}
 	total, limit := f.PluginMemory()
-	out = append(out, fmt.Sprintf("plugin memory: %s of plugin_memory_limit %s", fmtSize(total), fmtSize(limit)))
+	out = append(out, fmt.Sprintf("plugin memory: %s of plugin_memory_limit %s", FormatSize(total), FormatSize(limit)))
 	return append(out, f.tlsSettings()...) // tls.go
 }
 
