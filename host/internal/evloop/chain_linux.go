@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -145,24 +146,27 @@ func (o *Output) SetTimer(d time.Duration) {
 func (o *Output) StopTimer() { o.c.l.timers.remove(&o.c.ftimer) }
 
 // Abort ends the connection with a reset, Reason Aborted and cause as
-// Stats.Err, from any goroutine and without waiting: it is done on the
-// loop's next turn (at once by Loop.Close); if that turn has not come
-// busyGrace later (the loop is inside a filter call, a guest running to
-// its time limit), the connection's sockets are shut down then (a FIN, not
-// a reset). A connection already finished is left alone.
+// Stats.Err, from any goroutine and without waiting: it is done by the
+// loop as soon as it takes its inbox (at once by Loop.Close); if the loop
+// stands still before it for busyGrace (inside a filter call, a guest
+// running to its time limit), the connection's sockets are shut down from
+// outside then (a FIN, not a reset). A connection already finished is left
+// alone.
 func (o *Output) Abort(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
 	c := o.c
 	c.abortCause.CompareAndSwap(nil, &cause)
+	reached := new(atomic.Bool)
 	c.l.post(func() {
+		reached.Store(true)
 		if c.state != finished {
 			c.abort(cause)
 			c.l.flush()
 		}
 	})
-	c.l.shutdownIfBusy(c)
+	c.l.shutdownIfBusy(reached, c)
 }
 
 // fail records the first error of a write made inside a Chain callback;
@@ -544,14 +548,16 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 	})
 }
 
-// AbortAll is Abort without the wait: every connection of the loop is
-// finished with cause on its next turn; if that turn has not come
-// busyGrace later, their sockets are shut down then (a FIN, not a reset). Safe from any goroutine, loop callbacks included.
+// AbortAll is Abort for every connection of the loop, finished with cause
+// as soon as the loop takes its inbox; if the loop stands still before
+// that for busyGrace, their sockets are shut down from outside then (a
+// FIN, not a reset). Safe from any goroutine, loop callbacks included.
 func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted
 	}
 	l.aborting.CompareAndSwap(nil, &cause)
-	l.post(func() { l.abortNow(cause) })
-	l.shutdownIfBusy(nil)
+	reached := new(atomic.Bool)
+	l.post(func() { reached.Store(true); l.abortNow(cause) })
+	l.shutdownIfBusy(reached, nil)
 }

@@ -86,18 +86,26 @@ func startChained(t *testing.T, target netip.AddrPort, chain func() Chain) (*cha
 // directions filtered names.
 func startFiltered(t *testing.T, target netip.AddrPort, filtered [2]bool, chain func() Chain) (*chainAcceptor, string) {
 	t.Helper()
+	a := &chainAcceptor{target: target, chain: chain, filtered: filtered, done: make(chan Stats, 100)}
+	_, addr := startAccepting(t, a)
+	return a, addr
+}
+
+// startAccepting starts a loop serving a new listener with a, and returns
+// the loop and the listener's address.
+func startAccepting(t *testing.T, a Acceptor) (*Loop, string) {
+	t.Helper()
 	l, err := New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Close)
-	a := &chainAcceptor{target: target, chain: chain, filtered: filtered, done: make(chan Stats, 100)}
 	fd, addr := listenFD(t)
 	if _, err := l.AddListener(fd, a); err != nil {
 		unix.Close(fd)
 		t.Fatal(err)
 	}
-	return a, addr.String()
+	return l, addr.String()
 }
 
 func (a *chainAcceptor) waitDone(t *testing.T) Stats {

@@ -130,6 +130,9 @@ type half struct {
 // conn is one forwarded connection. It is touched only on the loop thread.
 type conn struct {
 	abortCause atomic.Pointer[error] // Output.Abort's, from any goroutine
+	// live is the socket fds the loop has not closed yet, by side (-1:
+	// none), under l.fdMu: what Output.Abort shuts down from outside.
+	live       [2]int
 	l          *Loop
 	ep         [2]endpoint // indexed by side
 	half       [2]half     // indexed by the side it reads from
@@ -171,11 +174,11 @@ func (l *Loop) startConn(fd int, peerSA syscall.Sockaddr, a Acceptor) {
 // startPlanned starts forwarding fd by plan: runs its Chain's Open, if any,
 // and dials the target.
 func (l *Loop) startPlanned(fd int, peer netip.AddrPort, plan *Plan) {
-	c := &conn{l: l, plan: *plan, slot: len(l.conns), timer: timer{index: -1}, ftimer: timer{index: -1}}
+	c := &conn{l: l, plan: *plan, slot: len(l.conns), timer: timer{index: -1}, ftimer: timer{index: -1}, live: [2]int{-1, -1}}
 	c.timer.fire = c.onTimer
 	c.ep[client] = endpoint{c: c, fd: fd, side: client}
 	c.ep[server] = endpoint{c: c, fd: -1, side: server}
-	l.addLive(fd, c)
+	l.addLive(c, client, fd)
 	if c.plan.DialTimeout <= 0 {
 		c.plan.DialTimeout = defaultDialTimeout
 	}
@@ -207,7 +210,7 @@ func (c *conn) dial() error {
 		return fmt.Errorf("socket: %w", err)
 	}
 	c.ep[server].fd = fd
-	c.l.addLive(fd, c)
+	c.l.addLive(c, server, fd)
 	c.dialAt = c.l.now
 	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return err

@@ -40,6 +40,7 @@ type handler interface {
 // it, and every pipe, buffer and timer it uses.
 type Loop struct {
 	turns  uint64 // epoll_waits made (loop thread; read by tests through call)
+	steps  uint64 // turns plus inbox functions run (loop thread), for progress
 	logger *slog.Logger
 	epfd   int
 	wakefd int
@@ -57,16 +58,18 @@ type Loop struct {
 	// another goroutine while the loop is busy (inside a filter call): an
 	// fd is added when a connection gets it and removed when the loop
 	// closes it, both under fdMu, so AbortAll never touches a closed or
-	// reused number.
+	// reused number. Each conn keeps its own in conn.live, under fdMu too,
+	// for Output.Abort's.
 	fdMu sync.Mutex
 	live map[int]*conn // fd -> the connection it belongs to
 	// aborting is AbortAll's cause, once it was called: a connection that
 	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
 	// aborted with it.
 	aborting atomic.Pointer[error]
-	// turnsSeen is turns, published once per turn for shutdownIfBusy: a
-	// loop whose turn does not end is inside a filter call that lasts.
-	turnsSeen atomic.Uint64
+	// progress is steps, published at each turn and after each inbox
+	// function, for shutdownIfBusy: a loop whose progress stands still is
+	// inside a call that lasts (a filter's, a guest's).
+	progress atomic.Uint64
 
 	// Loop-thread state below; never touched by another goroutine.
 	useSplice bool
@@ -212,7 +215,8 @@ func (l *Loop) run() {
 	cause := ErrClosed
 	for !l.stopping {
 		l.turns++
-		l.turnsSeen.Store(l.turns)
+		l.steps++
+		l.progress.Store(l.steps)
 		n, err := l.wait()
 		if err != nil {
 			cause = fmt.Errorf("evloop: epoll_wait: %w", err)
@@ -342,24 +346,32 @@ func (l *Loop) drainInbox() {
 	for i, f := range box {
 		f()
 		box[i] = nil
+		// One store per post, none per chunk: a function that lasts
+		// (an Apply's Open, say) stops it as a stuck turn does.
+		l.steps++
+		l.progress.Store(l.steps)
 	}
 	l.spareBox = box[:0]
 }
 
 // flush closes the fds of the connections finished during this turn and
-// calls their Done. Closing is deferred to the end of the turn so that a
-// stale event of the same epoll batch never reaches a reused fd number.
+// then calls their Done. Closing is deferred to the end of the turn so that
+// a stale event of the same epoll batch never reaches a reused fd number;
+// every fd is closed before the first Done, which runs the host's and the
+// filters' code, so that a Done that lasts holds back no peer's end.
 func (l *Loop) flush() {
-	for i, c := range l.finished {
-		l.finished[i] = nil
+	for _, c := range l.finished {
 		for s := range c.ep {
 			if fd := c.ep[s].fd; fd >= 0 {
 				l.setHandler(fd, nil)
-				l.closeLive(fd)
+				l.closeLive(c, side(s))
 				c.ep[s].fd = -1
 			}
 		}
 		l.open.Add(-1)
+	}
+	for i, c := range l.finished {
+		l.finished[i] = nil
 		if c.plan.Done != nil {
 			c.plan.Done(c.stats)
 		}
@@ -441,17 +453,20 @@ func (l *Loop) register(fd int, events uint32, h handler) error {
 	return nil
 }
 
-// addLive records a connection's socket fd (see Loop.live).
-func (l *Loop) addLive(fd int, c *conn) {
+// addLive records fd as c's socket on side s (see Loop.live, conn.live).
+func (l *Loop) addLive(c *conn, s side, fd int) {
 	l.fdMu.Lock()
 	l.live[fd] = c
+	c.live[s] = fd
 	l.fdMu.Unlock()
 }
 
-// closeLive closes a connection's socket fd and forgets it.
-func (l *Loop) closeLive(fd int) {
+// closeLive closes c's socket on side s and forgets it.
+func (l *Loop) closeLive(c *conn, s side) {
 	l.fdMu.Lock()
+	fd := c.live[s]
 	delete(l.live, fd)
+	c.live[s] = -1
 	unix.Close(fd)
 	l.fdMu.Unlock()
 }
@@ -462,31 +477,50 @@ func (l *Loop) closeLive(fd int) {
 // sockets ended and finishes them.
 func (l *Loop) shutdownLive(only *conn) {
 	l.fdMu.Lock()
-	for fd, c := range l.live {
-		if only == nil || c == only {
-			unix.Shutdown(fd, unix.SHUT_RDWR)
+	defer l.fdMu.Unlock()
+	if only != nil {
+		for _, fd := range only.live {
+			if fd >= 0 {
+				unix.Shutdown(fd, unix.SHUT_RDWR)
+			}
 		}
+		return
 	}
-	l.fdMu.Unlock()
+	for fd := range l.live {
+		unix.Shutdown(fd, unix.SHUT_RDWR)
+	}
 }
 
 // busyGrace is how long an abort leaves the loop to end the sockets itself
-// (with a reset, on its next turn) before shutting them down from outside,
-// the loop being stuck in a turn (inside a filter call, a guest running to
+// (with a reset) while it makes no progress, before shutting them down from
+// outside, the loop being stuck (inside a filter call, a guest running to
 // its time limit). An abort from within a callback (a plugin's failure
 // closing its connections) is done by the loop well within it, so its
 // peers see the reset they always did.
 const busyGrace = 20 * time.Millisecond
 
-// shutdownIfBusy shuts down only's sockets (all, when nil) if, busyGrace
-// from now, the loop has not begun another turn. What the loop has closed
-// by then is no longer in l.live, so only what it could not reach is
-// touched; an idle loop is woken by the abort's post and turns at once.
-func (l *Loop) shutdownIfBusy(only *conn) {
-	turn := l.turnsSeen.Load()
-	time.AfterFunc(busyGrace, func() {
-		if l.turnsSeen.Load() == turn {
+// shutdownIfBusy shuts down only's sockets (all, when nil) unless the
+// loop reaches the abort it was just posted (reached is set by the posted
+// function first thing: from there on the loop closes the sockets itself,
+// running no filter code before it has closed them all) or keeps making
+// progress toward it. It looks every busyGrace: a loop that progressed
+// since the last look is given another, one that stood still is stuck
+// before the abort, and its sockets are shut down. An idle loop is woken by
+// the post and reaches it at once; a busy one that closes thousands of
+// connections in the abort's turn has reached it, and each of them gets
+// its reset.
+func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
+	seen := l.progress.Load()
+	var look func()
+	look = func() {
+		switch now := l.progress.Load(); {
+		case reached.Load():
+		case now != seen:
+			seen = now
+			time.AfterFunc(busyGrace, look)
+		default:
 			l.shutdownLive(only)
 		}
-	})
+	}
+	time.AfterFunc(busyGrace, look)
 }

@@ -1,0 +1,146 @@
+//go:build linux
+
+package evloop
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestAbortAllStuckInTheNextTurn: AbortAll comes while a turn runs; that
+// turn ends at once, and the next one gets stuck in a filter call (a Chain
+// timer, as a guest running to its time limit) before it reaches the
+// abort in its inbox. The loop has begun a turn since the abort, but made
+// no progress toward it: the sockets are shut down from outside within a
+// few busyGraces, not when the call returns.
+func TestAbortAllStuckInTheNextTurn(t *testing.T) {
+	_, target := startServer(t, echo)
+	const stuck = 600 * time.Millisecond
+	inData := make(chan struct{})
+	aborted := make(chan struct{})
+	a := &chainAcceptor{target: target, filtered: [2]bool{true, true}, done: make(chan Stats, 1)}
+	a.chain = func() Chain {
+		return &funcChain{
+			data: func(from int, b []byte, o *Output) error {
+				if string(b) != "go" {
+					o.Write(1-from, b)
+					return nil
+				}
+				inData <- struct{}{}
+				<-aborted     // AbortAll was called during this turn
+				o.SetTimer(1) // fires in the next turn, before its inbox
+				return nil
+			},
+			timer: func(o *Output) error {
+				time.Sleep(stuck)
+				return nil
+			},
+		}
+	}
+	l, addr := startAccepting(t, a)
+	c := dial(t, addr)
+	buf := make([]byte, 16)
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf[:2]); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("go"))
+	<-inData
+	start := time.Now()
+	l.AbortAll(errors.New("shutdown"))
+	close(aborted)
+	c.SetReadDeadline(time.Now().Add(testWait))
+	_, err := c.Read(buf)
+	// Four busyGraces: the stuck turn is seen on the second look; a loaded
+	// machine may run the looks late, never as late as the call's end.
+	if took := time.Since(start); err == nil || took > stuck/2 {
+		t.Errorf("the client read %v %v after AbortAll; want its end within about 2 × busyGrace (%v), long before the stuck call's end (%v)", err, took, busyGrace, stuck)
+	}
+	if s := a.waitDone(t); s.Reason != Aborted {
+		t.Errorf("Reason %v, want Aborted", s.Reason)
+	}
+}
+
+// TestAbortAllResetsWhileDoneBlocks: AbortAll on a plain loop whose first
+// Done does not return (the host's close hooks run there, and a filter's
+// close may run to its time limit). Every connection gets its reset all
+// the same: the abort's turn closes every socket before it calls a Done,
+// and having reached the abort, the loop is not taken for a stuck one and
+// its sockets are not shut down from outside with a FIN.
+func TestAbortAllResetsWhileDoneBlocks(t *testing.T) {
+	_, target := startServer(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	const n = 20
+	// Done sends on an unbuffered channel: it blocks until the test takes.
+	a := &chainAcceptor{target: target, chain: func() Chain { return nil }, done: make(chan Stats)}
+	l, addr := startAccepting(t, a)
+	errs := abortConnected(t, l, addr, n) // the first Done still blocked
+	for i, err := range errs {
+		if !isReset(err) {
+			t.Errorf("connection %d: read %v, want a reset", i, err)
+		}
+	}
+	for range n {
+		if s := a.waitDone(t); s.Reason != Aborted {
+			t.Errorf("Reason %v, want Aborted", s.Reason)
+		}
+	}
+}
+
+// TestAbortAllManyResets: AbortAll on a plain loop with many connections,
+// whose abort turn (a setsockopt and two closes each) outlasts busyGrace
+// on a slow machine: the loop has reached the abort, so every connection
+// still gets its reset, none a FIN from a shutdown from outside.
+func TestAbortAllManyResets(t *testing.T) {
+	_, target := startServer(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	const n = 1500
+	l, _, a, addr := startForwarder(t, target, fwdOptions{})
+	errs := abortConnected(t, l, addr, n)
+	fins := 0
+	for _, err := range errs {
+		if !isReset(err) {
+			fins++
+		}
+	}
+	if fins > 0 {
+		t.Errorf("%d of %d aborted connections did not end with a reset (a FIN: shut down from outside, the loop taken for a stuck one)", fins, n)
+	}
+	for range n {
+		a.waitDone(t)
+	}
+}
+
+// abortConnected makes n connections to addr, waits until l has connected
+// them all to the target, calls AbortAll and returns what a read on each
+// client socket then gets.
+func abortConnected(t *testing.T, l *Loop, addr string, n int) []error {
+	t.Helper()
+	cs := make([]*net.TCPConn, n)
+	for i := range cs {
+		cs[i] = dial(t, addr)
+	}
+	waitFor(t, l, "connected", func() bool {
+		for _, c := range l.conns {
+			if c.state != connected {
+				return false
+			}
+		}
+		return len(l.conns) == n
+	})
+	l.AbortAll(errors.New("shutdown"))
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, c := range cs {
+		wg.Go(func() {
+			c.SetReadDeadline(time.Now().Add(testWait))
+			_, errs[i] = c.Read(make([]byte, 1))
+		})
+	}
+	wg.Wait()
+	return errs
+}
