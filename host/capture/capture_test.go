@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -344,6 +345,60 @@ func TestSlowDiskDropsNotStalls(t *testing.T) {
 }
 
 // TestRotation: max_size starts new files, max_files keeps the newest,
+// TestReloadKeepsTheReplacedWritersFile: a reload starts a new Writer on
+// the same path pattern while the connections that began under the old
+// one still write to its file. The new Writer's first file, with
+// max_files = 1, must not remove that file from under them: the old
+// connection's whole recording would go with it.
+func TestReloadKeepsTheReplacedWritersFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := capture.Options{Path: filepath.Join(dir, "r.pcapng"), MaxFiles: 1}
+	srv := testnet.Serve(t, testnet.Echo)
+	echo := func(c *net.TCPConn, msg string) {
+		t.Helper()
+		got := make([]byte, len(msg))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q: %q, %v", msg, got, err)
+		}
+	}
+	once := func(addr, msg string) {
+		t.Helper()
+		c := testnet.Dial(t, addr)
+		echo(c, msg)
+		c.Close()
+	}
+	old := start(t, "127.0.0.1:0", srv.Addr(), opts)
+	c := testnet.Dial(t, old.addr)
+	echo(c, "before the reload")
+	old.w.Sync()
+	replaced := filepath.Join(dir, "r.pcapng")
+	if _, err := os.Stat(replaced); err != nil {
+		t.Fatalf("the first Writer's file: %v", err)
+	}
+	next := start(t, "127.0.0.1:0", srv.Addr(), opts)
+	once(next.addr, "after the reload")
+	next.w.Sync()
+	echo(c, "still open")
+	c.Close()
+	old.finish(t)
+	next.finish(t)
+	out := tshark.Run(t, replaced, "-q", "-z", "follow,tcp,ascii,0")
+	if !strings.Contains(out, "still open") {
+		t.Errorf("%s lost the replaced Writer's connection; follow stream 0:\n%s", replaced, out)
+	}
+	// Once both are closed, the next Writer's rotation prunes as before.
+	third := start(t, "127.0.0.1:0", srv.Addr(), opts)
+	once(third.addr, "later")
+	third.finish(t)
+	if names, _ := filepath.Glob(filepath.Join(dir, "*")); len(names) != 1 {
+		t.Errorf("files %q, want the newest one only (max_files = 1)", names)
+	}
+}
+
 // and every file left is valid pcapng with its own handshake-less part.
 func TestRotation(t *testing.T) {
 	t.Parallel()

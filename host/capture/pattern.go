@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -161,8 +162,8 @@ func (w *Writer) prune() {
 			continue
 		}
 		name := filepath.Join(w.name.dir, e.Name())
-		if name == w.fileName {
-			continue
+		if name == w.fileName || inUse.has(name) {
+			continue // ours, or another Writer's (the one a reload replaced)
 		}
 		info, err := e.Info()
 		if err != nil {
@@ -182,4 +183,46 @@ func (w *Writer) prune() {
 		}
 		files = files[1:]
 	}
+}
+
+// inUse is the capture files the Writers of this process have open. A
+// reload starts a new Writer on the same path pattern while the one it
+// replaces still writes the connections that began under it; the new
+// Writer's prune must not remove that file from under them (their whole
+// recording would go with it).
+var inUse = openNames{names: map[string]int{}}
+
+type openNames struct {
+	mu    sync.Mutex
+	names map[string]int // absolute path -> Writers that have it open
+}
+
+func (o *openNames) key(name string) string {
+	if abs, err := filepath.Abs(name); err == nil {
+		return abs
+	}
+	return name
+}
+
+func (o *openNames) add(name string) {
+	k := o.key(name)
+	o.mu.Lock()
+	o.names[k]++
+	o.mu.Unlock()
+}
+
+func (o *openNames) remove(name string) {
+	k := o.key(name)
+	o.mu.Lock()
+	if o.names[k]--; o.names[k] <= 0 {
+		delete(o.names, k)
+	}
+	o.mu.Unlock()
+}
+
+func (o *openNames) has(name string) bool {
+	k := o.key(name)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.names[k] > 0
 }

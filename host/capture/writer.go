@@ -108,6 +108,10 @@ type Writer struct {
 	dropped [2]atomic.Uint64
 	written [2]atomic.Uint64
 	files   atomic.Int64
+	// rotated is the file the last Rotate closed: written by the writer
+	// goroutine before it signals Rotate's record done, read by Rotate
+	// after.
+	rotated string
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -430,8 +434,14 @@ func (w *Writer) Sync() { w.signal(kindSync) }
 
 // Rotate closes the current file (with its statistics) once the packets
 // queued before the call are written, and waits for that: the next packet
-// starts a new file. On a Writer made by [New] it only flushes.
-func (w *Writer) Rotate() { w.signal(kindRotate) }
+// starts a new file. It returns the name of the file it closed ("" when no
+// file was open, or on a Writer made by [New], where it only flushes).
+// Calls of Rotate must not overlap.
+func (w *Writer) Rotate() (closed string) {
+	w.rotated = ""
+	w.signal(kindRotate)
+	return w.rotated
+}
 
 func (w *Writer) signal(kind uint8) {
 	select {
@@ -585,6 +595,9 @@ func (w *Writer) process(r record) {
 	case kindRotate:
 		w.releaseHolds(time.Time{})
 		if w.name != nil {
+			if w.file != nil {
+				w.rotated = w.fileName // read by Rotate after r.sync closes
+			}
 			w.closeFile()
 		} else {
 			w.flush()
@@ -882,6 +895,7 @@ func (w *Writer) openFile(t time.Time) error {
 			return err
 		}
 		w.file, w.fileName, w.fileBase, w.counter = f, name, base, n+1
+		inUse.add(name)
 		w.size = countingWriter{w: f}
 		out = &w.size
 		w.prune()
@@ -977,6 +991,7 @@ func (w *Writer) closeOut() {
 		if err := w.file.Close(); err != nil {
 			w.fail(fmt.Errorf("closing %s: %w", w.fileName, err))
 		}
+		inUse.remove(w.fileName)
 		w.file = nil
 	}
 }
