@@ -42,8 +42,11 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 					logger.Info("SIGHUP ignored: the plain mode has no configuration to reload (see --config) and no capture file to start anew (see --capture)")
 					continue
 				}
-				w.Rotate()
-				logger.Info("capture: SIGHUP: started a new file", "path", path)
+				if closed := w.Rotate(); closed != "" {
+					logger.Info("capture: SIGHUP: closed the file; the next packet starts a new one", "file", closed)
+				} else {
+					logger.Info("capture: SIGHUP: no file open; the next packet starts one", "path", path)
+				}
 			case <-ctx.Done():
 				return
 			case <-quit: // the tunnel ended on its own (it could not listen)

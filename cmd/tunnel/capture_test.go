@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,7 +64,7 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 	}
 	p.stderr.wait(t, `msg="connection closed"`)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.stderr.wait(t, `capture: SIGHUP: started a new file`)
+	p.stderr.wait(t, `capture: SIGHUP: closed the file; the next packet starts a new one" file=`+regexp.QuoteMeta(file))
 	c2 := dial(t, addr)
 	converse(t, c2, "!PING\n") // crash.wasm traps on a chunk starting with "!"
 	c2.Close()
