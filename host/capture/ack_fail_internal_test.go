@@ -2,13 +2,18 @@ package capture
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/tshark"
 )
 
 // failingOut is a file whose every write fails, as a full disk's would.
@@ -93,5 +98,83 @@ func TestFileFailureRetried(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "capture: writing again after a failure") {
 		t.Errorf("no line says the capture writes again:\n%s", log.String())
+	}
+}
+
+// fillingDisk fails every write with ENOSPC while full is set.
+type fillingDisk struct {
+	out  io.Writer
+	full *bool
+}
+
+func (d fillingDisk) Write(p []byte) (int, error) {
+	if *d.full {
+		return 0, syscall.ENOSPC
+	}
+	return d.out.Write(p)
+}
+
+// TestFullDiskKeepsTheFileWithPackets: the disk fills up while a file is
+// written, and stays full through several retries. Each retry's file gets
+// not one byte to disk; it is removed (it is no valid pcapng), and it does
+// not count against MaxFiles: the file with the packets stays. The
+// failure is logged once, the recovery once (when a file's bytes land,
+// not when it is created), and the drops say the file failed.
+func TestFullDiskKeepsTheFileWithPackets(t *testing.T) {
+	dir := t.TempDir()
+	pat, err := checkPath(filepath.Join(dir, "x.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	full := false
+	w := newWriter(Options{MaxFiles: 2, Logger: slog.New(slog.NewTextHandler(&log, nil)), retryEvery: time.Nanosecond,
+		disk: func(f io.Writer) io.Writer { return fillingDisk{f, &full} }})
+	w.name = pat
+	a := newFlow(LegClient, netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:6379"))
+	w.write(record{f: a, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
+	next := [2]uint32{1001, 5001}
+	talk(w, a, &next, 0, "GET k")
+	w.flush()
+	first := filepath.Join(dir, "x.pcapng")
+	full = true
+	big := strings.Repeat("x", 300<<10) // past the buffer: written, and failing
+	w.write(record{f: a, kind: kindData, from: 0, seq: next[0], ack: next[1], t: time.Now(), n: len(big), buf: getBuf([]byte(big))})
+	if w.failed == nil {
+		t.Fatal("the write on the full disk did not fail")
+	}
+	for range 3 { // retried, on a disk still full
+		talk(w, a, &next, 1, "$1\r\nv\r\n")
+		w.flush()
+	}
+	names := func() []string {
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		return files
+	}
+	if got := names(); len(got) != 1 || got[0] != first {
+		t.Errorf("files on the full disk: %q, want only %s (the retries' files removed)", got, first)
+	}
+	full = false
+	talk(w, a, &next, 0, "GET k")
+	w.flush()
+	w.closeFile()
+	w.logDrops(true)
+	if got := names(); len(got) != 2 || !slices.Contains(got, first) {
+		t.Errorf("files after the disk has room again: %q, want %s and the new one", got, first)
+	}
+	for _, want := range []struct {
+		line string
+		n    int
+	}{
+		{"capture: writing failed", 1},
+		{"capture: writing again after a failure", 1},
+		{`why="the file failed"`, 1},
+	} {
+		if n := strings.Count(log.String(), want.line); n != want.n {
+			t.Errorf("%d lines with %q, want %d:\n%s", n, want.line, want.n, log.String())
+		}
+	}
+	for _, f := range names() {
+		tshark.Open(t, f).CheckClean()
 	}
 }

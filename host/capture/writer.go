@@ -76,6 +76,9 @@ type Options struct {
 	Logger *slog.Logger
 
 	retryEvery time.Duration // tests: failRetry otherwise
+	// disk, when set (tests), stands between the Writer and each file it
+	// writes, as a disk that fills up would.
+	disk func(io.Writer) io.Writer
 }
 
 // failRetry is how long a Writer whose file failed (a directory that
@@ -147,6 +150,15 @@ type Writer struct {
 	pkt       []byte
 	loggedAt  time.Time
 	logged    uint64
+	// failDrops is the packets dropped because a file failed (the rest
+	// of dropped: the queue was full), loggedFails its value at the last
+	// report, so that the report says why.
+	failDrops   uint64
+	loggedFails uint64
+	// landed says the current file got its first bytes to disk whole
+	// (size.wrote, seen after a flush or a record): only then are old
+	// files pruned for it and a recovery logged.
+	landed    bool
 	failed    error     // the current file failed: drop until the next one
 	retryAt   time.Time // when to start a next one after a failure
 	retrying  bool      // since the last failure; the first of a run is logged
@@ -548,7 +560,18 @@ func (w *Writer) fail(err error) {
 // Writer drops packets until the next file, and Close reports err.
 func (w *Writer) fileFailed(err error) {
 	w.setFailed(err)
-	w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err, "retry_in", w.retryDelay().String())
+	if !w.retrying {
+		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err, "retry_in", w.retryDelay().String())
+	}
+	if w.file != nil && !w.size.wrote {
+		// Not one write of it reached the disk whole: it is no valid
+		// pcapng, and kept it would count against MaxFiles in place of
+		// one with packets. The next try starts another. (Its owed ACKs
+		// are dropped by the next payOwed, the file having failed.)
+		w.ng = nil
+		w.closeOut()
+		os.Remove(w.fileName)
+	}
 }
 
 // setFailed records that the current file (or the start of one) failed
@@ -573,8 +596,28 @@ func (w *Writer) flush() {
 		return
 	}
 	w.dirty = false
-	if err := w.ng.Flush(); err != nil && w.failed == nil {
-		w.fileFailed(err)
+	if err := w.ng.Flush(); err != nil {
+		if w.failed == nil {
+			w.fileFailed(err)
+		}
+		return
+	}
+	w.land()
+}
+
+// land records that the current file's bytes reached its disk: the first
+// time, the old files past MaxFiles are pruned for it, and a recovery from
+// a failure is logged (not before: a file that starts on a full disk fails
+// at its first flush).
+func (w *Writer) land() {
+	if w.landed || w.failed != nil || w.file == nil || !w.size.wrote {
+		return
+	}
+	w.landed = true
+	w.prune()
+	if w.retrying {
+		w.retrying = false
+		w.log.Info("capture: writing again after a failure", "file", w.fileName)
 	}
 }
 
@@ -647,12 +690,10 @@ func (w *Writer) write(r record) {
 			if !w.retrying {
 				w.log.Error("capture: cannot start a file; dropping packets", "path", w.opts.Path, "err", err, "retry_in", w.retryDelay().String())
 			}
-		} else if w.retrying {
-			w.retrying = false
-			w.log.Info("capture: writing again after a failure", "file", w.fileName)
 		}
 	}
 	if w.failed != nil {
+		w.failDrops += uint64(r.packets())
 		w.drop(r)
 		return
 	}
@@ -664,8 +705,12 @@ func (w *Writer) write(r record) {
 	w.dirty = true
 	if err != nil {
 		w.dropped[r.f.leg].Add(uint64(r.packets() - n))
+		w.failDrops += uint64(r.packets() - n)
 		w.fileFailed(err)
 		return
+	}
+	if !w.landed {
+		w.land() // if the buffer went to disk
 	}
 	if w.name != nil && w.opts.MaxSize > 0 && w.size.n+int64(w.bw.Buffered()) >= w.opts.MaxSize {
 		w.closeFile()
@@ -811,6 +856,7 @@ func (w *Writer) payOwed() {
 			w.dirty = true
 		default:
 			w.dropped[f.leg].Add(1)
+			w.failDrops++
 		}
 		f.owe.set, f.owing = false, false
 	}
@@ -897,8 +943,11 @@ func (w *Writer) openFile(t time.Time) error {
 		w.file, w.fileName, w.fileBase, w.counter = f, name, base, n+1
 		inUse.add(name)
 		w.size = countingWriter{w: f}
+		if w.opts.disk != nil {
+			w.size.w = w.opts.disk(f)
+		}
 		out = &w.size
-		w.prune()
+		w.landed = false // pruned for once its first flush lands
 	} else if w.files.Load() > 0 {
 		return errors.New("capture: the writer's section is closed")
 	}
@@ -979,6 +1028,8 @@ func (w *Writer) closeFile() {
 	}
 	if w.failed != nil {
 		w.fail(w.failed)
+	} else {
+		w.land()
 	}
 	w.ng = nil
 	w.closeOut()
@@ -1010,20 +1061,25 @@ func (w *Writer) logDrops(final bool) {
 		return
 	}
 	why := "the writer fell behind"
-	if w.failed != nil {
+	switch fails := w.failDrops - w.loggedFails; {
+	case fails == total-w.logged:
 		why = "the file failed"
+	case fails > 0:
+		why = "the file failed, and the writer fell behind"
 	}
 	w.log.Warn("capture: packets dropped", "why", why, "path", w.opts.Path, "dropped", total, "since_last_report", total-w.logged)
-	w.logged, w.loggedAt = total, time.Now()
+	w.logged, w.loggedAt, w.loggedFails = total, time.Now(), w.failDrops
 }
 
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w     io.Writer
+	n     int64
+	wrote bool // a Write went through whole
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	c.wrote = c.wrote || err == nil
 	return n, err
 }
