@@ -295,3 +295,47 @@ func TestReplayJSONKeepsBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayBypassFails: a plugin that fails under --plugin-bypass was
+// logged but replayed as exit 0, "failed": false. It counts as a failure
+// now, the output says the policy bypassed it, and the chunks after it are
+// labelled as passing the failed plugin by.
+func TestReplayBypassFails(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "c.pcapng")
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--capture", file)
+	c := dial(t, addr)
+	say(t, c, "a\n", "a\n")
+	say(t, c, "!\n", "!\n")
+	say(t, c, "b\n", "b\n")
+	c.CloseWrite()
+	io.ReadAll(c)
+	c.Close()
+	p.stderr.wait(t, `msg="connection closed"`)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr)
+	}
+	crash := filepath.Join("..", "..", "host", "plugin", "testdata", "crash.wasm")
+	code, stdout, stderr := runTunnel(t, "replay", file, "--plugin", crash, "--plugin-bypass", "--format", "json")
+	var out struct {
+		Conns []struct {
+			Steps []struct {
+				In, Verdict string
+			}
+			PluginFailure string `json:"plugin_failure"`
+		}
+		Failed bool
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil || len(out.Conns) != 1 {
+		t.Fatalf("replay: %v\n%s\n%s", err, stdout, stderr)
+	}
+	var got []string
+	for _, s := range out.Conns[0].Steps {
+		got = append(got, fmt.Sprintf("%q: %s", s.In, s.Verdict))
+	}
+	want := []string{`"a\n": replaced`, `"a\n": replaced`, `"!\n": plugin failed on it, bypassed: forwarded`, `"!\n": forwarded, bypassing the failed plugin`, `"b\n": forwarded, bypassing the failed plugin`, `"b\n": forwarded, bypassing the failed plugin`}
+	if code != 1 || !out.Failed || !strings.Contains(out.Conns[0].PluginFailure, "policy bypass: the chain went on without it") || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("replay --plugin-bypass through crash: exit %d, failed %v, failure %q, verdicts:\n%s\nwant exit 1, failed, the policy named, verdicts:\n%s", code, out.Failed, out.Conns[0].PluginFailure, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

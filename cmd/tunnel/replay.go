@@ -95,6 +95,15 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tunnel replay: %s: %v\n", file, err)
 		return 1
 	}
+	for i, c := range conns {
+		for _, g := range c.Gaps {
+			fmt.Fprintf(stderr, "tunnel replay: %s: warning: connection #%d (%s -> %s): %v (packets not captured); the bytes after the gap are replayed as if they followed\n", file, i+1, c.Client, c.Server, g)
+		}
+	}
+	// The plugins log through the replay's log, so that it sees their
+	// failures, those that --plugin-bypass hides from the connection too.
+	lg := replay.NewLog(logger)
+	logger = lg.Logger()
 
 	var chain []host.Link
 	if o.config != "" {
@@ -117,7 +126,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		}
 		chain = links
 	}
-	opts := replay.Options{Chain: chain, Logger: logger}
+	opts := replay.Options{Chain: chain, Log: lg}
 	if out != "" {
 		w, err := capture.Create(capture.Options{Path: out, Logger: logger})
 		if err != nil {
@@ -200,6 +209,12 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			Replied         string `json:"replied,omitempty"`
 			RepliedBase64   string `json:"replied_base64,omitempty"`
 			Verdict         string `json:"verdict"`
+			Failure         string `json:"plugin_failure,omitempty"`
+		}
+		type gap struct {
+			Dir    string `json:"dir"`
+			Offset int64  `json:"offset"`
+			Bytes  int    `json:"missing_bytes"`
 		}
 		type conn struct {
 			Conn   int    `json:"conn"`
@@ -208,6 +223,10 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			Steps  []step `json:"steps"`
 			Err    string `json:"err,omitempty"`
 			Cut    bool   `json:"cut,omitempty"`
+			Reset  string `json:"reset,omitempty"`
+			Gaps   []gap  `json:"gaps,omitempty"`
+			// PluginFailure: a plugin failed, whatever its policy.
+			PluginFailure string `json:"plugin_failure,omitempty"`
 		}
 		var out struct {
 			Conns  []conn   `json:"conns"`
@@ -215,9 +234,12 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			Failed bool     `json:"failed"`
 		}
 		for i, c := range rep.Conns {
-			jc := conn{Conn: i + 1, Client: c.Conn.Client.String(), Server: c.Conn.Server.String(), Err: c.Err, Cut: c.Cut, Steps: []step{}}
+			jc := conn{Conn: i + 1, Client: c.Conn.Client.String(), Server: c.Conn.Server.String(), Err: c.Err, Cut: c.Cut, Reset: c.Conn.Reset, PluginFailure: c.Failure, Steps: []step{}}
+			for _, g := range c.Conn.Gaps {
+				jc.Gaps = append(jc.Gaps, gap{g.Dir.String(), g.Offset, g.Bytes})
+			}
 			for _, s := range c.Steps {
-				js := step{Dir: s.Dir.String(), Verdict: s.Verdict()}
+				js := step{Dir: s.Dir.String(), Verdict: s.Verdict(), Failure: s.Failure}
 				js.In, js.InBase64 = jsonBytes(s.In)
 				js.Forwarded, js.ForwardedBase64 = jsonBytes(s.Forwarded)
 				js.Replied, js.RepliedBase64 = jsonBytes(s.Replied)
@@ -242,8 +264,14 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 	for i, c := range rep.Conns {
 		id := i + 1
 		b = fmt.Appendf(b[:0], "#%d %s -> %s: %d chunk(s) recorded\n", id, c.Conn.Client, c.Conn.Server, len(c.Conn.Chunks))
+		for _, g := range c.Conn.Gaps {
+			b = fmt.Appendf(b, "#%d warning: %v (packets not captured); the bytes after the gap are replayed as if they followed\n", id, g)
+		}
 		for _, s := range c.Steps {
 			b = fmt.Appendf(b, "#%d %s %d bytes: %s\n", id, s.Dir, len(s.In), s.Verdict())
+			if s.Failure != "" {
+				b = fmt.Appendf(b, "#%d   %s\n", id, s.Failure)
+			}
 			body(s.In)
 			if len(s.Forwarded) > 0 && s.Verdict() != "forwarded" {
 				b = fmt.Appendf(b, "#%d   forwarded %d bytes\n", id, len(s.Forwarded))
@@ -260,9 +288,14 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 				body(late)
 			}
 		}
+		if c.Failure != "" {
+			b = fmt.Appendf(b, "#%d failed: %s\n", id, c.Failure)
+		}
 		switch {
 		case c.Err != "":
 			b = fmt.Appendf(b, "#%d closed with an error: %s\n", id, c.Err)
+		case c.Cut && c.Conn.Reset != "":
+			b = fmt.Appendf(b, "#%d closed: the recording ends with a reset: %s\n", id, c.Conn.Reset)
 		case c.Cut:
 			b = fmt.Appendf(b, "#%d closed: the recording ends before the connection did\n", id)
 		default:

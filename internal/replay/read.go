@@ -4,11 +4,13 @@
 package replay
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -34,7 +36,35 @@ type Conn struct {
 	Chunks         []Chunk
 	// Ended says which directions were half-closed (a FIN) in the capture.
 	Ended [2]bool
+	// Reset is set when the recording has a RST for the connection: who
+	// sent it, toward whom, and the packet's comment if it has one.
+	Reset string
+	// Gaps are the bytes of the connection missing from the recording
+	// (packets a capture dropped when its disk fell behind, or a sniffer
+	// missed), in the order found. The chunk after a gap starts anew: its
+	// bytes are replayed as if they followed the ones before the gap.
+	Gaps []Gap
 }
+
+// A Gap is a run of bytes of one direction missing from the recording.
+type Gap struct {
+	Dir host.Direction
+	// Offset is how many bytes of the direction came before the gap.
+	Offset int64
+	// Bytes is how many are missing.
+	Bytes int
+}
+
+func (g Gap) String() string {
+	return fmt.Sprintf("%d bytes %s missing from the recording at offset %d", g.Bytes, g.Dir, g.Offset)
+}
+
+// MaxHeld is how many bytes of one direction of a connection Read holds
+// while it waits for a segment that is missing (one recorded out of
+// order): when more came after the hole, the missing bytes are taken for
+// lost, reported as a Gap, and a segment that arrives later still is
+// skipped as a retransmission.
+const MaxHeld = 4 << 20
 
 // stream is one TCP connection of one interface, as read.
 type stream struct {
@@ -47,6 +77,21 @@ type stream struct {
 	open   [2]int // index in chunks of the chunk being built per direction, -1 none
 	wire   bool   // a TLS client leg as it crossed the wire (capture.WireTap)
 	fin    [2]bool
+	tag    string // `conn #N route "r"` of host/capture's first SYN comment
+	rst    [2]bool
+	note   string       // the RST's comment
+	pend   [2][]segment // segments ahead of next, by sequence number
+	held   [2]int       // their bytes
+	off    [2]int64     // bytes taken per direction
+	gaps   []Gap
+}
+
+// segment is one TCP segment with data or a FIN.
+type segment struct {
+	seq      uint32
+	data     []byte
+	psh, fin bool
+	at       int
 }
 
 type ordered struct {
@@ -63,9 +108,11 @@ type key struct {
 // started. In a file written by package host/capture (interfaces "client"
 // and "target"), each connection's two legs are joined: the client's bytes
 // from the client leg, as it sent them, and the server's from the target
-// leg, as the server sent them. Retransmitted bytes are skipped. A file cut
-// short in a packet gives the connections read so far and a
-// *TruncatedError.
+// leg, as the server sent them. Segments are put back in sequence order
+// (holding at most MaxHeld bytes per direction ahead of a missing one);
+// retransmitted bytes are skipped; bytes missing from the file are
+// reported in Conn.Gaps. A file cut short in a packet gives the
+// connections read so far and a *TruncatedError.
 func Read(r io.Reader) ([]Conn, error) {
 	ng, err := pcapgo.NewNgReader(r, pcapgo.DefaultNgReaderOptions)
 	if err != nil {
@@ -110,6 +157,9 @@ func Read(r io.Reader) ([]Conn, error) {
 				if strings.Contains(c, capture.WireComment) {
 					s.wire = true
 				}
+				if m := legTag.FindString(c); m != "" && tcp.SYN {
+					s.tag = m
+				}
 			}
 			switch {
 			case tcp.SYN && tcp.ACK: // the SYN was missed: the SYN-ACK's sender is the server
@@ -133,34 +183,25 @@ func Read(r io.Reader) ([]Conn, error) {
 			s.next[dir], s.seen[dir] = seq+1, true
 			continue
 		}
+		if tcp.RST {
+			s.rst[dir] = true
+			if len(opts.Comments) > 0 && s.note == "" {
+				s.note = strings.Join(opts.Comments, "; ")
+			}
+			continue
+		}
 		if !s.seen[dir] {
 			s.next[dir], s.seen[dir] = seq, true
 		}
-		if p := tcp.Payload; len(p) > 0 {
-			// Skip what was already seen (a retransmission).
-			if d := int32(s.next[dir] - seq); d > 0 {
-				if int(d) >= len(p) {
-					p = nil
-				} else {
-					p = p[d:]
-				}
-			}
-			if len(p) > 0 {
-				s.next[dir] = seq + uint32(len(tcp.Payload))
-				if s.open[dir] < 0 {
-					s.chunks = append(s.chunks, ordered{Chunk{Dir: dir}, n})
-					s.open[dir] = len(s.chunks) - 1
-				}
-				c := &s.chunks[s.open[dir]]
-				c.Data = append(c.Data, p...)
-			}
-			if tcp.PSH {
-				s.open[dir] = -1
-			}
+		if len(tcp.Payload) > 0 || tcp.FIN {
+			s.add(dir, segment{seq: seq, data: tcp.Payload, psh: tcp.PSH, fin: tcp.FIN, at: n})
 		}
-		if tcp.FIN {
-			s.fin[dir] = true
-			s.open[dir] = -1
+	}
+	for _, s := range order {
+		for d := range s.pend {
+			for len(s.pend[d]) > 0 {
+				s.skipGap(host.Direction(d)) // never filled
+			}
 		}
 	}
 	for _, s := range order {
@@ -172,6 +213,78 @@ func Read(r io.Reader) ([]Conn, error) {
 		return join(ng, order), truncated
 	}
 	return join(ng, order), nil
+}
+
+// legTag matches the start of the comment of host/capture's first SYN of
+// a leg, which names the connection: both legs of one connection have it.
+var legTag = regexp.MustCompile(`^conn #[0-9]+ route "(?:[^"\\]|\\.)*"`)
+
+// add takes a segment of direction dir: in sequence, it is appended, with
+// the held ones it lets follow; ahead of the sequence (one before it is
+// missing), it is held until the hole is filled, or taken for lost.
+func (s *stream) add(dir host.Direction, g segment) {
+	if int32(g.seq-s.next[dir]) > 0 {
+		g.data = bytes.Clone(g.data) // the reader's buffer is not ours to keep
+		i, _ := slices.BinarySearchFunc(s.pend[dir], g, func(a, b segment) int {
+			return cmp.Compare(int32(a.seq-s.next[dir]), int32(b.seq-s.next[dir]))
+		})
+		s.pend[dir] = slices.Insert(s.pend[dir], i, g)
+		s.held[dir] += len(g.data)
+		for s.held[dir] > MaxHeld {
+			s.skipGap(dir)
+		}
+		return
+	}
+	s.take(dir, g)
+	s.drain(dir)
+}
+
+// take appends the part of g not yet seen (the rest is a retransmission).
+func (s *stream) take(dir host.Direction, g segment) {
+	p := g.data
+	if d := int32(s.next[dir] - g.seq); d > 0 {
+		if int(d) >= len(p) {
+			p = nil
+		} else {
+			p = p[d:]
+		}
+	}
+	if len(p) > 0 {
+		s.next[dir] = g.seq + uint32(len(g.data))
+		s.off[dir] += int64(len(p))
+		if s.open[dir] < 0 {
+			s.chunks = append(s.chunks, ordered{Chunk{Dir: dir}, g.at})
+			s.open[dir] = len(s.chunks) - 1
+		}
+		c := &s.chunks[s.open[dir]]
+		c.Data = append(c.Data, p...)
+	}
+	if g.psh && len(g.data) > 0 || g.fin {
+		s.open[dir] = -1
+	}
+	if g.fin {
+		s.fin[dir] = true
+	}
+}
+
+// drain takes the held segments that now follow.
+func (s *stream) drain(dir host.Direction) {
+	for len(s.pend[dir]) > 0 && int32(s.pend[dir][0].seq-s.next[dir]) <= 0 {
+		g := s.pend[dir][0]
+		s.pend[dir] = s.pend[dir][1:]
+		s.held[dir] -= len(g.data)
+		s.take(dir, g)
+	}
+}
+
+// skipGap takes the bytes before the first held segment for lost: it
+// records the gap and takes what follows, as a new chunk.
+func (s *stream) skipGap(dir host.Direction) {
+	g := s.pend[dir][0]
+	s.gaps = append(s.gaps, Gap{Dir: dir, Offset: s.off[dir], Bytes: int(g.seq - s.next[dir])})
+	s.open[dir] = -1
+	s.next[dir] = g.seq
+	s.drain(dir)
 }
 
 // A TruncatedError is the error of Read, beside the connections, when the
@@ -191,47 +304,151 @@ func join(ng *pcapgo.NgReader, order []*stream) []Conn {
 		b, _ := ng.Interface(1)
 		legs = a.Name == "client" && b.Name == "target"
 	}
-	targets := map[netip.AddrPort][]*stream{}
+	var pair pairer
 	if legs {
-		for _, s := range order {
-			if s.iface == 1 {
-				targets[s.client] = append(targets[s.client], s)
-			}
-		}
+		pair = newPairer(order)
 	}
 	var conns []Conn
 	for _, s := range order {
 		if legs && s.iface == 1 {
 			continue
 		}
-		c := Conn{Client: s.client, Server: s.server, Ended: s.fin}
+		c := Conn{Client: s.client, Server: s.server, Ended: s.fin, Gaps: s.gaps}
 		all := s.chunks
+		var t *stream
 		if legs {
-			if ts := targets[s.client]; len(ts) > 0 {
-				t := ts[0]
-				targets[s.client] = ts[1:]
-				c.Server = t.server
-				c.Ended[host.ServerToClient] = t.fin[host.ServerToClient]
-				all = nil
-				for _, ch := range s.chunks {
-					if ch.Dir == host.ClientToServer {
-						all = append(all, ch)
-					}
-				}
-				for _, ch := range t.chunks {
-					if ch.Dir == host.ServerToClient {
-						all = append(all, ch)
-					}
-				}
-				slices.SortStableFunc(all, func(a, b ordered) int { return cmp.Compare(a.at, b.at) })
-			}
+			t = pair.target(s)
 		}
+		if t != nil {
+			c.Server = t.server
+			c.Ended[host.ServerToClient] = t.fin[host.ServerToClient]
+			// The client's bytes from the client leg, the server's from
+			// the target leg: the gaps of those.
+			c.Gaps = nil
+			for _, g := range s.gaps {
+				if g.Dir == host.ClientToServer {
+					c.Gaps = append(c.Gaps, g)
+				}
+			}
+			for _, g := range t.gaps {
+				if g.Dir == host.ServerToClient {
+					c.Gaps = append(c.Gaps, g)
+				}
+			}
+			all = nil
+			for _, ch := range s.chunks {
+				if ch.Dir == host.ClientToServer {
+					all = append(all, ch)
+				}
+			}
+			for _, ch := range t.chunks {
+				if ch.Dir == host.ServerToClient {
+					all = append(all, ch)
+				}
+			}
+			slices.SortStableFunc(all, func(a, b ordered) int { return cmp.Compare(a.at, b.at) })
+		}
+		c.Reset = resetOf(s, t, legs)
 		for _, ch := range all {
 			c.Chunks = append(c.Chunks, ch.Chunk)
 		}
 		conns = append(conns, c)
 	}
 	return conns
+}
+
+// resetOf says who reset the connection of stream s (and its target leg
+// t, if any), "" when no RST was recorded.
+func resetOf(s, t *stream, legs bool) string {
+	var who []string
+	note := s.note
+	if legs {
+		// host/capture draws the tunnel's RSTs: to the client on the
+		// client leg, to the target on the target leg.
+		if s.rst[host.ServerToClient] {
+			who = append(who, "the tunnel reset the client")
+		}
+		if s.rst[host.ClientToServer] {
+			who = append(who, fmt.Sprintf("the client %s reset the tunnel", s.client))
+		}
+		if t != nil {
+			if t.rst[host.ClientToServer] {
+				who = append(who, "the tunnel reset the target")
+			}
+			if t.rst[host.ServerToClient] {
+				who = append(who, fmt.Sprintf("the target %s reset the tunnel", t.server))
+			}
+			if note == "" {
+				note = t.note
+			}
+		}
+	} else {
+		if s.rst[host.ClientToServer] {
+			who = append(who, fmt.Sprintf("the client %s reset the connection", s.client))
+		}
+		if s.rst[host.ServerToClient] {
+			who = append(who, fmt.Sprintf("the server %s reset the connection", s.server))
+		}
+	}
+	if len(who) == 0 {
+		return ""
+	}
+	r := strings.Join(who, "; ")
+	if note != "" {
+		r += fmt.Sprintf(" (%q)", note)
+	}
+	return r
+}
+
+// pairer finds the target leg of each client leg of a host/capture file.
+type pairer struct {
+	byTag  map[string][]*stream
+	byPort map[uint16][]*stream
+	used   map[*stream]bool
+}
+
+func newPairer(order []*stream) pairer {
+	p := pairer{byTag: map[string][]*stream{}, byPort: map[uint16][]*stream{}, used: map[*stream]bool{}}
+	for _, s := range order {
+		if s.iface != 1 {
+			continue
+		}
+		if s.tag != "" {
+			p.byTag[s.tag] = append(p.byTag[s.tag], s)
+		}
+		p.byPort[s.client.Port()] = append(p.byPort[s.client.Port()], s)
+	}
+	return p
+}
+
+// target returns the target leg of client leg s, nil if none is found.
+// The legs' first SYNs name the connection; without them (a connection
+// begun before the file) the target leg is the first one from the
+// client's address and port (both legs share them), or, when the client
+// and the target are of different IP families, from the client's port on
+// the unspecified address or the listen address of the target's family,
+// which host/capture draws instead.
+func (p pairer) target(s *stream) *stream {
+	if s.tag != "" {
+		for _, t := range p.byTag[s.tag] {
+			if !p.used[t] {
+				p.used[t] = true
+				return t
+			}
+		}
+	}
+	for _, t := range p.byPort[s.client.Port()] {
+		if p.used[t] || t.tag != "" && s.tag != "" && t.tag != s.tag {
+			continue
+		}
+		a := t.client.Addr()
+		mixed := a.Is4() != s.client.Addr().Is4() && (a.IsUnspecified() || a == s.server.Addr())
+		if a == s.client.Addr() || mixed {
+			p.used[t] = true
+			return t
+		}
+	}
+	return nil
 }
 
 // ephemeral reports whether port is in the range kernels pick client ports

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,17 +25,38 @@ type Step struct {
 	Forwarded []byte
 	// Replied is what the chain sent back to the chunk's sender meanwhile.
 	Replied []byte
+	// Failure is set when a plugin failed on this chunk: the plugin, the
+	// cause and the policy applied.
+	Failure string
+	// AfterFailure says a plugin had failed on an earlier chunk of the
+	// connection: it did not run on this one.
+	AfterFailure bool
 }
 
 // Verdict names what happened to the chunk: "forwarded", "replaced",
-// "dropped or held", with "; replied N bytes" when the chain answered.
+// "dropped or held"; "plugin failed on it" (", bypassed: forwarded" when
+// the policy bypassed the plugin); after a plugin failure, "not run: a
+// plugin had failed" (the connection was being closed) or "forwarded,
+// bypassing the failed plugin"; with "; replied N bytes" when the chain
+// answered.
 func (s *Step) Verdict() string {
 	v := "forwarded"
+	none := len(s.Forwarded) == 0 && len(s.In) > 0
 	switch {
-	case len(s.Forwarded) == 0 && len(s.In) > 0:
+	case none:
 		v = "dropped or held"
 	case !bytes.Equal(s.Forwarded, s.In):
 		v = "replaced"
+	}
+	switch {
+	case s.Failure != "" && none:
+		v = "plugin failed on it"
+	case s.Failure != "":
+		v = "plugin failed on it, bypassed: " + v
+	case s.AfterFailure && none:
+		v = "not run: a plugin had failed"
+	case s.AfterFailure:
+		v += ", bypassing the failed plugin"
 	}
 	if len(s.Replied) > 0 {
 		v += fmt.Sprintf("; replied %d bytes", len(s.Replied))
@@ -56,9 +78,14 @@ type Result struct {
 	// cleanly): a filter's or plugin's failure, an abort.
 	Err string
 	// Cut is set when the recording ends before the connection did (no
-	// FIN each way: a reset, or the capture file was rotated or stopped)
-	// and the replay closed it likewise; that close is not an Err.
+	// FIN each way: a reset, see Conn.Reset, or the capture file was
+	// rotated or stopped) and the replay closed it likewise; that close is
+	// not an Err.
 	Cut bool
+	// Failure is set when a plugin failed on the connection, whatever its
+	// policy: the plugin, the cause and the policy ("bypass": the chain
+	// went on without the plugin, the connection was not closed).
+	Failure string
 }
 
 // Options configure Run.
@@ -73,14 +100,34 @@ type Options struct {
 	Logger *slog.Logger
 	// Timeout bounds the wait for the chain to take one chunk (default 10s).
 	Timeout time.Duration
+	// Log, when set, is the log the proxy logs to, made by NewLog with
+	// the Logger given to the plugins of Chain: through it Run sees the
+	// plugins' failures, those that a bypass policy hides from the
+	// connection too. Nil: a NewLog(Logger), which sees only the proxy's.
+	Log *Log
 }
+
+// A Log passes log records on and collects what Run reports from them:
+// the errors, and the plugin failures per connection.
+type Log struct{ e *errorLog }
+
+// NewLog returns a Log that passes its records on to next (nil: discards
+// them).
+func NewLog(next *slog.Logger) *Log {
+	e := &errorLog{conns: map[uint64]closeLine{}}
+	e.logger = slog.New(e.handler(next))
+	return &Log{e}
+}
+
+// Logger returns the logger of l, for the plugins and the proxy.
+func (l *Log) Logger() *slog.Logger { return l.e.logger }
 
 // Report is the replay of a capture.
 type Report struct {
 	Conns []Result
 	// Errors are the messages logged at level ERROR during the replay: a
-	// plugin that failed (even one whose failures are bypassed), or
-	// failed to start.
+	// plugin that failed (even one whose failures are bypassed, when its
+	// log is Options.Log), or failed to start.
 	Errors []string
 }
 
@@ -90,7 +137,7 @@ func (r *Report) Failed() bool {
 		return true
 	}
 	for _, c := range r.Conns {
-		if c.Err != "" {
+		if c.Err != "" || c.Failure != "" {
 			return true
 		}
 	}
@@ -115,9 +162,20 @@ func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
 	if opts.Wrap != nil {
 		chain = opts.Wrap(chain)
 	}
-	errs := &errorLog{conns: map[uint64]closeLine{}}
-	logger := slog.New(errs.handler(opts.Logger))
-	p := &host.Proxy{Logger: logger}
+	lg := opts.Log
+	if lg == nil {
+		lg = NewLog(opts.Logger)
+	}
+	errs := lg.e
+	errs.mu.Lock()
+	errs.failed = obs.failed
+	errs.mu.Unlock()
+	defer func() {
+		errs.mu.Lock()
+		errs.failed = nil
+		errs.mu.Unlock()
+	}()
+	p := &host.Proxy{Logger: errs.logger}
 	defer p.Close()
 	if err := p.Apply([]host.Route{{Name: "replay", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: chain}}); err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
@@ -127,7 +185,7 @@ func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
 	for i := range conns {
 		res := &rep.Conns[i]
 		res.Conn = &conns[i]
-		if err := obs.replay(ctx, addr, ln, res, opts.Timeout); err != nil {
+		if err := obs.replay(ctx, uint64(i+1), addr, ln, res, opts.Timeout); err != nil {
 			rep.Conns = rep.Conns[:i+1]
 			return rep, err
 		}
@@ -152,6 +210,25 @@ type observer struct {
 	closed  bool
 	step    *Step // the chunk being fed
 	late    *[2][]byte
+	conn    uint64  // the proxy's number of the connection replayed
+	res     *Result // its result
+}
+
+// failed records a plugin's failure on connection id.
+func (o *observer) failed(id uint64, msg string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if id != o.conn || o.res == nil {
+		return
+	}
+	if o.res.Failure == "" {
+		o.res.Failure = msg
+	} else {
+		o.res.Failure += "; " + msg
+	}
+	if o.step != nil && o.step.Failure == "" && !o.step.AfterFailure {
+		o.step.Failure = msg
+	}
 }
 
 func (o *observer) hook(leg int) host.Hook { return &obsHook{o: o, leg: leg} }
@@ -230,9 +307,9 @@ func (o *observer) waitFor(ctx context.Context, timeout time.Duration, cond func
 }
 
 // replay plays one connection.
-func (o *observer) replay(ctx context.Context, addr string, ln net.Listener, res *Result, timeout time.Duration) error {
+func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Listener, res *Result, timeout time.Duration) error {
 	o.mu.Lock()
-	o.entered, o.closed, o.step, o.late = [2]int{}, false, nil, nil
+	o.entered, o.closed, o.step, o.late, o.conn, o.res = [2]int{}, false, nil, nil, id, res
 	o.mu.Unlock()
 	client, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -256,6 +333,7 @@ func (o *observer) replay(ctx context.Context, addr string, ln net.Listener, res
 		st := &res.Steps[len(res.Steps)-1]
 		o.mu.Lock()
 		closed := o.closed
+		st.AfterFailure = res.Failure != ""
 		o.step = st
 		want := o.entered[ch.Dir] + len(ch.Data)
 		o.mu.Unlock()
@@ -298,10 +376,12 @@ type closeLine struct{ msg, reason string }
 // errorLog collects the error each connection ended with, from the
 // proxy's "connection closed" log line, and passes every record on.
 type errorLog struct {
+	logger  *slog.Logger
 	mu      sync.Mutex
 	conns   map[uint64]closeLine
 	changed chan struct{}
 	errors  []string
+	failed  func(conn uint64, msg string) // a plugin failed on conn
 }
 
 func (e *errorLog) handler(next *slog.Logger) slog.Handler {
@@ -342,21 +422,65 @@ type errHandler struct {
 	attrs []slog.Attr
 }
 
+// connID reads a log record's conn attribute (the proxy logs a uint64;
+// an int64 is read too).
+func connID(v slog.Value) uint64 {
+	switch v.Kind() {
+	case slog.KindUint64:
+		return v.Uint64()
+	case slog.KindInt64:
+		return uint64(v.Int64())
+	}
+	return 0
+}
+
 func (h *errHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return true
 }
 
 func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "plugin failed" {
+		var id uint64
+		name, cause, callback, policy := "", "", "", ""
+		attr := func(a slog.Attr) bool {
+			switch a.Key {
+			case "conn":
+				id = connID(a.Value)
+			case "plugin":
+				name = a.Value.String()
+			case "cause":
+				cause = a.Value.String()
+			case "callback":
+				callback = a.Value.String()
+			case "policy":
+				policy = a.Value.String()
+			}
+			return true
+		}
+		for _, a := range h.attrs {
+			attr(a)
+		}
+		r.Attrs(attr)
+		msg := fmt.Sprintf("plugin %q failed in %s: %s", name, callback, cause)
+		if policy == "bypass" {
+			msg += "; policy bypass: the chain went on without it"
+		} else if policy != "" {
+			msg += "; policy " + policy
+		}
+		h.e.mu.Lock()
+		failed := h.e.failed
+		h.e.mu.Unlock()
+		if failed != nil {
+			failed(id, msg)
+		}
+	}
 	if r.Message == "connection closed" {
 		var id uint64
 		msg, reason := "", ""
 		r.Attrs(func(a slog.Attr) bool {
 			switch a.Key {
 			case "conn":
-				id = a.Value.Uint64()
-				if a.Value.Kind() == slog.KindInt64 {
-					id = uint64(a.Value.Int64())
-				}
+				id = connID(a.Value)
 			case "err":
 				msg = a.Value.String()
 			case "reason":
@@ -375,6 +499,9 @@ func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level >= slog.LevelError {
 		var b bytes.Buffer
 		b.WriteString(r.Message)
+		for _, a := range h.attrs {
+			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+		}
 		r.Attrs(func(a slog.Attr) bool {
 			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
 			return true
@@ -390,9 +517,9 @@ func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *errHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &errHandler{e: h.e, next: h.next.WithAttrs(as)}
+	return &errHandler{e: h.e, next: h.next.WithAttrs(as), attrs: append(slices.Clip(h.attrs), as...)}
 }
 
 func (h *errHandler) WithGroup(name string) slog.Handler {
-	return &errHandler{e: h.e, next: h.next.WithGroup(name)}
+	return &errHandler{e: h.e, next: h.next.WithGroup(name), attrs: h.attrs}
 }
