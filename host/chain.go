@@ -128,7 +128,7 @@ func (w *writes) do() error {
 				n, werr := c.writeTo(d, w.bytes(d))
 				c.written[d].Add(int64(n))
 				if werr != nil {
-					err = fmt.Errorf("write %s: %w", d, werr)
+					err = &peerError{"write", d, werr}
 				}
 			}
 			if w.bufs[d] != nil {
@@ -424,9 +424,10 @@ func (ch *chain) fire(idx int) {
 	}
 }
 
-// close stops the timers, runs every filter's Closed callback and frees
-// what is still queued. Runs once, from conn.finish.
-func (ch *chain) close() {
+// close stops the timers, runs every filter's Closed callback (ClosedWith
+// e, for an EndFilter) and frees what is still queued. Runs once, from
+// conn.finish.
+func (ch *chain) close(e End) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.done = true
@@ -436,7 +437,7 @@ func (ch *chain) close() {
 		}
 	}
 	for _, f := range ch.filters {
-		ch.c.callClosed(f)
+		ch.c.callClosed(f, e)
 	}
 	ch.filters = nil
 	for d := range ch.pend {

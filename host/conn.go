@@ -399,9 +399,9 @@ func (c *conn) finish(cause error) {
 	if s := c.server.Load(); s != nil {
 		s.Close()
 	}
-	c.ch.close()
 	e := c.td.cause.Load()
 	reason := c.closeReason(e != nil)
+	c.ch.close(end(reason, e))
 	// The counters before the log line: who reads the line sees them.
 	c.rs.ctr.active.Add(-1)
 	c.rs.ctr.ended(c.start, reason)

@@ -163,6 +163,30 @@ type Filter interface {
 	Closed()
 }
 
+// An EndFilter is a Filter told how its connection ended: the host calls
+// ClosedWith in place of Closed. A capture draws a reset from the peer that
+// sent it, say, or a filter counts its connections by reason.
+type EndFilter interface {
+	Filter
+	// ClosedWith is called once when the connection is gone, with how it
+	// ended; nothing can be sent.
+	ClosedWith(e End)
+}
+
+// End is how a connection ended, as [EndFilter.ClosedWith] is told.
+type End struct {
+	// Reason is the reason of the connection's close log line:
+	// "client_eof", "server_eof", "filter_close", "filter_error",
+	// "refused", "dial_failed", "idle_timeout", "reset", "shutdown", ...
+	Reason string
+	// Err is what ended the connection; nil for an orderly end.
+	Err error
+	// ClientFailed and TargetFailed say which socket failed when Reason is
+	// "reset": a read or write on it failed, most often because that peer
+	// reset the connection.
+	ClientFailed, TargetFailed bool
+}
+
 // PassThrough is a Filter that forwards everything unchanged. Embed it in a
 // filter and override only the methods you need.
 type PassThrough struct{}

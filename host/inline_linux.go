@@ -296,7 +296,6 @@ func (ic *inlineChain) abort(cause error, counter *atomic.Int64) {
 // follow as on the goroutine engine.
 func (ic *inlineChain) done(st evloop.Stats) {
 	c := ic.c
-	c.ch.close()
 	e := c.td.cause.Load()
 	if e == nil && st.Err != nil {
 		e = &st.Err
@@ -311,6 +310,7 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	if reason == reasonUnset {
 		reason = loopReason(st)
 	}
+	c.ch.close(end(reason, e))
 	c.rs.ctr.loopEnded(c.start, reason, st)
 	c.report(e, reason)
 	c.l.connDone()

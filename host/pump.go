@@ -2,7 +2,6 @@ package host
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -115,7 +114,7 @@ func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
 		default:
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", dir, err)
+			return &peerError{"read", dir, err}
 		}
 		if hup || watched {
 			// Hung up both ways without an error: a clean end, so only the
@@ -184,12 +183,12 @@ func (c *conn) step(dir Direction) (step, error) {
 		c.sawEOF(dir)
 		return stepEnd, c.ch.end(dir)
 	case r.err != nil:
-		return stepEnd, fmt.Errorf("read %s: %w", dir, r.err)
+		return stepEnd, &peerError{"read", dir, r.err}
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.unpoke(dir, src):
 		r.release() // the pump parks or moves: it holds no buffer meanwhile
 		return stepMove, nil
 	}
-	return stepEnd, fmt.Errorf("read %s: %w", dir, err)
+	return stepEnd, &peerError{"read", dir, err}
 }
 
 // reader reads a filtered direction's source, one chunk per read (see

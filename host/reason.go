@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"syscall"
+
+	"github.com/tunnelwasm/tunnel/host/internal/evloop"
 )
 
 // closeReason says why a connection ended, in its close log line
@@ -64,6 +66,45 @@ func (c *conn) closeReason(failed bool) closeReason {
 		return reasonServerEOF
 	}
 	return reasonClientEOF
+}
+
+// peerError is a failed read of dir's source or write to its destination,
+// as the connection's error: "read client -> server: connection reset by
+// peer".
+type peerError struct {
+	op  string // "read" or "write"
+	dir Direction
+	err error
+}
+
+func (e *peerError) Error() string { return e.op + " " + e.dir.String() + ": " + e.err.Error() }
+
+func (e *peerError) Unwrap() error { return e.err }
+
+// failedPeers tells which of a connection's sockets err says failed.
+func failedPeers(err error) (client, target bool) {
+	var pe *peerError
+	var le *evloop.PeerError
+	switch {
+	case errors.As(err, &pe):
+		client = (pe.op == "read") == (pe.dir == ClientToServer)
+		return client, !client
+	case errors.As(err, &le):
+		return le.Client, !le.Client
+	}
+	return false, false
+}
+
+// end is the End a connection's filters are closed with.
+func end(reason closeReason, cause *error) End {
+	e := End{Reason: reason.String()}
+	if cause != nil {
+		e.Err = *cause
+		if reason == reasonReset {
+			e.ClientFailed, e.TargetFailed = failedPeers(e.Err)
+		}
+	}
+	return e
 }
 
 // classify names the cause of a pump's error: a failed system call on a

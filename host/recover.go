@@ -59,8 +59,12 @@ func (c *conn) callTimer(f TimerFilter, s *Stream) (err error) {
 	return f.Timer(s)
 }
 
-func (c *conn) callClosed(f Filter) {
+func (c *conn) callClosed(f Filter, e End) {
 	var err error
 	defer c.recovered("Closed", &err) // logged; the connection is ending anyway
+	if ef, ok := f.(EndFilter); ok {
+		ef.ClosedWith(e)
+		return
+	}
 	f.Closed()
 }

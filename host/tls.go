@@ -169,7 +169,7 @@ func (c *conn) stepTLS(dir Direction, tc *tls.Conn) (step, error) {
 		r.release()
 		return stepMove, nil
 	}
-	return stepEnd, fmt.Errorf("read %s: %w", dir, err)
+	return stepEnd, &peerError{"read", dir, err}
 }
 
 // closeWriteGracefully is closeGracefully's half-close of one side: a FIN,
@@ -216,7 +216,7 @@ func (c *conn) writePrefix(dst *net.TCPConn) error {
 	n, err := dst.Write(b)
 	c.written[ClientToServer].Add(int64(n))
 	if err != nil {
-		return fmt.Errorf("write %s: %w", ClientToServer, err)
+		return &peerError{"write", ClientToServer, err}
 	}
 	return nil
 }

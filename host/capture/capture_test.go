@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -170,6 +171,87 @@ func TestFollowBothLegs(t *testing.T) {
 	}
 }
 
+// TestClientResetDrawnFromTheClient: a client that resets its connection
+// (SO_LINGER 0) is drawn sending the RST on the client leg, and the tunnel
+// resetting the target on the other; it was drawn as the tunnel resetting
+// the client, which a reader learning TCP from the file takes at its word.
+func TestClientResetDrawnFromTheClient(t *testing.T) {
+	t.Parallel()
+	srv := testnet.Serve(t, testnet.Echo)
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{})
+	c := testnet.Dial(t, s.addr)
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 6)); err != nil {
+		t.Fatal(err)
+	}
+	client := c.LocalAddr().(*net.TCPAddr)
+	c.SetLinger(0)
+	c.Close()
+	s.logs.Wait(t, "connection closed", "reason=reset")
+	s.finish(t)
+	f := tshark.Open(t, s.file)
+	rst := f.Fields(func(p tshark.Packet) bool { return p.Is("tcp.flags.reset", "1") }, "frame.interface_id", "tcp.srcport", "frame.comment")
+	port := strconv.Itoa(client.Port)
+	want := []string{
+		"0\t" + port + "\tthe client reset the connection (connection reset by peer)",
+		"1\t" + port + "\tthe tunnel resets the target: the client reset the connection",
+	}
+	if strings.Join(rst, "\n") != strings.Join(want, "\n") {
+		t.Errorf("RST packets (interface, source port, comment):\n%s\nwant (the client leg's from the client, port %s):\n%s", strings.Join(rst, "\n"), port, strings.Join(want, "\n"))
+	}
+	f.CheckClean()
+}
+
+// TestFilterCloseIsFIN: a filter's Close ends both sides with the tunnel's
+// FIN (it lingers, the peers are not reset): it was drawn as a RST when
+// the connection went.
+func TestFilterCloseIsFIN(t *testing.T) {
+	t.Parallel()
+	srv := testnet.Serve(t, testnet.Echo)
+	closer := host.Link{Name: "closer", Hook: closeOnBye{}}
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{}, closer)
+	c := testnet.Dial(t, s.addr)
+	if _, err := c.Write([]byte("bye\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("after the filter's Close: %v, want EOF (a FIN)", err)
+	}
+	c.Close()
+	s.logs.Wait(t, "connection closed", "reason=filter_close")
+	s.finish(t)
+	f := tshark.Open(t, s.file)
+	if rst := f.Fields(func(p tshark.Packet) bool { return p.Is("tcp.flags.reset", "1") }, "frame.interface_id", "frame.comment"); len(rst) != 0 {
+		t.Errorf("RST packets %q, want none", rst)
+	}
+	fins := f.Fields(func(p tshark.Packet) bool {
+		return p.Is("tcp.flags.fin", "1") && strings.Contains(p.Get("frame.comment"), "a filter closed")
+	}, "frame.interface_id", "tcp.srcport")
+	_, listen, _ := net.SplitHostPort(s.addr)
+	client := strconv.Itoa(c.LocalAddr().(*net.TCPAddr).Port)
+	// The tunnel's side: the listen port on the client leg; on the target
+	// leg, drawn as a transparent proxy, the client's port.
+	if want := []string{"0\t" + listen, "1\t" + client}; strings.Join(fins, " ") != strings.Join(want, " ") {
+		t.Errorf("the tunnel's FINs (interface, source port): %q, want %q", fins, want)
+	}
+	f.CheckClean()
+}
+
+// closeOnBye is an inline hook whose filters close their connection at
+// the first chunk.
+type closeOnBye struct{ host.PassThrough }
+
+func (closeOnBye) Inline() bool { return true }
+
+func (closeOnBye) Open(*host.ConnInfo) (host.Filter, error) { return closeOnBye{}, nil }
+
+func (closeOnBye) Data(_ host.Direction, _ []byte, s *host.Stream) error {
+	s.Close()
+	return nil
+}
+
 // TestAbortIsReset: a connection a filter aborts ends with a RST on both
 // legs, with a comment.
 func TestAbortIsReset(t *testing.T) {
@@ -203,8 +285,8 @@ func TestAbortIsReset(t *testing.T) {
 	f := tshark.Open(t, s.file)
 	rst := f.Fields(func(p tshark.Packet) bool { return p.Is("tcp.flags.reset", "1") }, "frame.interface_id", "frame.comment")
 	want := []string{
-		"0\tconnection closed before both directions ended (aborted, failed, or closed by a filter)",
-		"1\tconnection closed before both directions ended (aborted, failed, or closed by a filter)",
+		"0\tconnection closed before both directions ended (a filter or plugin failed, or aborted it)",
+		"1\tconnection closed before both directions ended (a filter or plugin failed, or aborted it)",
 	}
 	if strings.Join(rst, "\n") != strings.Join(want, "\n") {
 		t.Errorf("RST packets:\n%s\nwant:\n%s", strings.Join(rst, "\n"), strings.Join(want, "\n"))

@@ -28,9 +28,12 @@
 // the MSS with correct sequence and acknowledgement numbers, acknowledged
 // by the peer: by its next packet when that is a reply (as a delayed ACK
 // is), else by a pure ACK written before the sender's next packet or when
-// the writer flushes; a FIN (and its ACK) for each direction when it ends, and a
-// RST when the connection is torn down before both directions ended (an
-// abort, a failed plugin, a filter's Close). Frames are Ethernet with
+// the writer flushes; a FIN (and its ACK) for each direction when it ends;
+// when the connection ends before both directions did, a RST from the peer
+// whose socket failed (a client that reset it: the client's RST on the
+// client leg, the tunnel's on the target leg), else from the tunnel (an
+// abort, a failed plugin, a shutdown), or after a filter's Close the
+// tunnel's FIN on each leg (host.EndFilter tells the hooks which). Frames are Ethernet with
 // locally administered addresses (02:00:00:00:LEG:SIDE), IPv4 or IPv6 and
 // TCP headers with valid checksums. The client leg runs between the
 // client's address and the listen address; the target leg between the

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -278,12 +279,19 @@ func (f *legFilter) End(dir host.Direction, _ *host.Stream) error {
 	return nil
 }
 
-func (f *legFilter) Closed() {
+// Closed is ClosedWith without knowing how the connection ended (a host
+// that does not say).
+func (f *legFilter) Closed() { f.ClosedWith(host.End{}) }
+
+// ClosedWith draws the end of a leg that was not over (a FIN each way) when
+// the connection went: a reset from the peer whose socket failed, else
+// from the tunnel; after a filter's Close, the tunnel's FIN.
+func (f *legFilter) ClosedWith(e host.End) {
 	st := f.st
 	if f.leg == LegClient {
 		st.w.conns.CompareAndDelete(st.info, st)
 		if st.wire != nil {
-			st.wire.end("connection closed before both directions ended (aborted, failed, or closed by a filter)")
+			st.wire.end(unfinished(e))
 			return
 		}
 	}
@@ -295,14 +303,63 @@ func (f *legFilter) Closed() {
 	if l.fin[0] && l.fin[1] {
 		return
 	}
-	// Torn down before both sides finished: the tunnel reset its peer on
-	// this leg (the client on the client leg, the target on the other).
-	from := uint8(1)
+	// On each leg side 0 connects (the client; the tunnel toward the
+	// target) and side 1 accepts (the tunnel; the target).
+	tunnel := uint8(1)
 	if f.leg == LegTarget {
-		from = 0
+		tunnel = 0
 	}
-	st.out(record{f: l.f, kind: kindRst, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(),
-		comment: "connection closed before both directions ended (aborted, failed, or closed by a filter)"})
+	if e.Reason == "filter_close" {
+		// The tunnel half-closes both sides and lingers: its FIN, not
+		// a reset, whatever the peer does next.
+		if !l.fin[tunnel] {
+			l.fin[tunnel] = true
+			st.out(record{f: l.f, kind: kindFin, from: tunnel, seq: l.next[tunnel], ack: l.next[1-tunnel], t: time.Now(),
+				comment: "a filter closed the connection: the tunnel ends this side with a FIN"})
+			l.next[tunnel]++
+		}
+		return
+	}
+	from, comment := tunnel, unfinished(e)
+	failed := e.ClientFailed
+	if f.leg == LegTarget {
+		failed = e.TargetFailed
+	}
+	switch {
+	case failed:
+		from = 1 - tunnel
+		cause := e.Err
+		if u := errors.Unwrap(cause); u != nil {
+			cause = u // the socket's error, without the engine's words
+		}
+		comment = "the " + legPeer[f.leg] + " reset the connection (" + cause.Error() + ")"
+	case e.ClientFailed || e.TargetFailed:
+		comment = "the tunnel resets the " + legPeer[f.leg] + ": the " + legPeer[1-f.leg] + " reset the connection"
+	}
+	st.out(record{f: l.f, kind: kindRst, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), comment: comment})
+}
+
+// legPeer names the tunnel's peer on each leg.
+var legPeer = [2]string{LegClient: "client", LegTarget: "target"}
+
+// unfinished is the comment of the reset drawn from the tunnel when a
+// connection ended before both directions did.
+func unfinished(e host.End) string {
+	why := "aborted, failed, or closed by a filter"
+	switch e.Reason {
+	case "":
+	case "filter_error":
+		why = "a filter or plugin failed, or aborted it"
+	case "shutdown":
+		why = "the tunnel shut down"
+	case "idle_timeout":
+		why = "idle timeout"
+	case "refused":
+		why = "a filter refused it"
+	default:
+		why = e.Reason
+	}
+	return "connection closed before both directions ended (" + why + ")"
 }
 
 // leg returns leg n's state, drawing its handshake first if needed.

@@ -233,7 +233,7 @@ func TestReadReset(t *testing.T) {
 		io.Copy(io.Discard, c)
 	})
 	c := readOne(t, b)
-	const want = `the tunnel reset the client; the tunnel reset the target ("connection closed before both directions ended (aborted, failed, or closed by a filter)")`
+	const want = `the tunnel reset the client; the tunnel reset the target ("connection closed before both directions ended (a filter or plugin failed, or aborted it)")`
 	if c.Reset != want {
 		t.Errorf("Reset %q, want %q", c.Reset, want)
 	}

@@ -17,6 +17,27 @@ var ErrNotSupported = errors.New("evloop: not supported on this platform")
 // errAborted is the cause used by [Loop.Abort] when it is given none.
 var errAborted = errors.New("connection aborted")
 
+// PeerError is a failed operation on one of a connection's sockets (a
+// reset by that peer, most often), as Stats.Err reports it.
+type PeerError struct {
+	// Client is true for the client's socket, false for the target's.
+	Client bool
+	// Op is the operation: "read", "write", "shutdown" or "socket" (an
+	// error the socket reported by itself).
+	Op  string
+	Err error
+}
+
+func (e *PeerError) Error() string {
+	peer := "server"
+	if e.Client {
+		peer = "client"
+	}
+	return peer + " " + e.Op + ": " + e.Err.Error()
+}
+
+func (e *PeerError) Unwrap() error { return e.Err }
+
 // Acceptor is implemented by the caller, one per listener. Its methods run
 // on the loop thread and must not block.
 type Acceptor interface {

@@ -618,7 +618,7 @@ func ioError(s side, op string, err error) error {
 	if err == nil {
 		err = unix.ECONNRESET
 	}
-	return fmt.Errorf("%s %s: %w", s, op, err)
+	return &PeerError{Client: s == client, Op: op, Err: err}
 }
 
 // setNoDelay disables Nagle's algorithm, as a forwarder must not add delay.
