@@ -318,6 +318,12 @@ func TestReplayBypassFails(t *testing.T) {
 	}
 	crash := filepath.Join("..", "..", "host", "plugin", "testdata", "crash.wasm")
 	code, stdout, stderr := runTunnel(t, "replay", file, "--plugin", crash, "--plugin-bypass", "--format", "json")
+	if !strings.Contains(stdout, `"client -> server"`) {
+		t.Errorf("the JSON does not spell \"client -> server\" as is (HTML-escaped?):\n%s", stdout)
+	}
+	if strings.Contains(stderr, `msg="connection closed"`) {
+		t.Errorf("the replay's own proxy logged its connections (loopback ports, not the recording's):\n%s", stderr)
+	}
 	var out struct {
 		Conns []struct {
 			Steps []struct {

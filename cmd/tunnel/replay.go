@@ -250,6 +250,7 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 		out.Errors, out.Failed = rep.Errors, rep.Failed()
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // "client -> server", not "client -\u003e server"
 		enc.Encode(out)
 		return
 	}
