@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"sync"
@@ -43,11 +42,11 @@ import (
 // client receives after them. It changes nothing; writes to w are
 // serialised, all the packets of one chunk in one Write.
 func Dump(w io.Writer) host.Hook {
-	return &dumpHook{w: w, isn: func(int) uint32 { return rand.Uint32() }}
+	return &dumpHook{w: w, isn: func(id uint64, side int) uint32 { return initialISN(id, LegClient, side) }}
 }
 
 type dumpHook struct {
-	isn func(side int) uint32
+	isn func(id uint64, side int) uint32
 	mu  sync.Mutex
 	w   io.Writer
 	buf []byte
@@ -56,7 +55,7 @@ type dumpHook struct {
 func (d *dumpHook) Open(info *host.ConnInfo) (host.Filter, error) {
 	client, server, _ := legEnds(info, LegClient)
 	f := &dumpFilter{d: d, id: info.ID, f: newFlow(LegClient, client, server)}
-	f.isn = [2]uint32{d.isn(0), d.isn(1)}
+	f.isn = [2]uint32{d.isn(info.ID, 0), d.isn(info.ID, 1)}
 	f.next = [2]uint32{f.isn[0] + 1, f.isn[1] + 1}
 	return f, nil
 }

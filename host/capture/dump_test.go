@@ -16,7 +16,7 @@ func dumpExchange(t *testing.T, client, listen string) string {
 	t.Helper()
 	var out bytes.Buffer
 	d := Dump(&out).(*dumpHook)
-	d.isn = func(side int) uint32 { return []uint32{1000, 5000}[side] }
+	d.isn = func(_ uint64, side int) uint32 { return []uint32{1000, 5000}[side] }
 	info := &host.ConnInfo{ID: 1, Route: "r", Client: tcpAddr(t, client), Listen: tcpAddr(t, listen), Target: "127.0.0.1:6379"}
 	flt, err := d.Open(info)
 	if err != nil {

@@ -2,9 +2,10 @@ package capture
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"strings"
@@ -362,6 +363,20 @@ func unfinished(e host.End) string {
 	return "connection closed before both directions ended (" + why + ")"
 }
 
+// isnSeed keys initialISN: one per process, so that two runs' files do
+// not share sequence numbers, and the same for the dump and the capture
+// of one run, so that both show the same numbers for the same connection.
+var isnSeed = maphash.MakeSeed()
+
+// initialISN is the initial sequence number of side's stream on leg of
+// connection id.
+func initialISN(id uint64, leg, side int) uint32 {
+	var b [10]byte
+	binary.LittleEndian.PutUint64(b[:], id)
+	b[8], b[9] = byte(leg), byte(side)
+	return uint32(maphash.Bytes(isnSeed, b[:]))
+}
+
 // leg returns leg n's state, drawing its handshake first if needed.
 func (st *connState) leg(n int) *legState {
 	l := &st.legs[n]
@@ -379,7 +394,7 @@ func (st *connState) open(n int) {
 	}
 	client, server, note := legEnds(st.info, n)
 	l.f = newFlow(n, client, server)
-	isn := [2]uint32{rand.Uint32(), rand.Uint32()}
+	isn := [2]uint32{initialISN(st.info.ID, n, 0), initialISN(st.info.ID, n, 1)}
 	l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
 	st.w.enqueue(record{f: l.f, kind: kindOpen, seq: isn[0], ack: isn[1], t: time.Now(), comment: note})
 }
