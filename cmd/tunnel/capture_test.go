@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/tunnelwasm/tunnel/internal/tshark"
 	"github.com/tunnelwasm/tunnel/plugins/builtin"
 )
@@ -185,6 +188,18 @@ func TestReplayUsage(t *testing.T) {
 	code, _, stderr := runTunnel(t, "replay", "/nonexistent.pcapng")
 	if code != 1 || stderr != "tunnel replay: open /nonexistent.pcapng: no such file or directory\n" {
 		t.Errorf("missing file: exit %d, %q", code, stderr)
+	}
+	// A pcapng with no TCP connection in it (here no packet at all) is
+	// said to be one, not replayed as an empty success.
+	empty := filepath.Join(t.TempDir(), "empty.pcapng")
+	var b bytes.Buffer
+	ng, err := pcapgo.NewNgWriter(&b, layers.LinkTypeEthernet)
+	if err != nil || ng.Flush() != nil || os.WriteFile(empty, b.Bytes(), 0o644) != nil {
+		t.Fatal("writing an empty pcapng:", err)
+	}
+	code, _, stderr = runTunnel(t, "replay", empty)
+	if want := "tunnel replay: " + empty + ": no TCP connection to replay in it"; code != 1 || !strings.HasPrefix(stderr, want) {
+		t.Errorf("a file without connections: exit %d, %q; want 1 and %q", code, stderr, want)
 	}
 }
 

@@ -95,6 +95,10 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tunnel replay: %s: %v\n", file, err)
 		return 1
 	}
+	if len(conns) == 0 {
+		fmt.Fprintf(stderr, "tunnel replay: %s: no TCP connection to replay in it (its packets are not TCP over IPv4 or IPv6, or of a link type replay does not read: it reads Ethernet, raw IP and Linux cooked captures)\n", file)
+		return 1
+	}
 	for i, c := range conns {
 		for _, g := range c.Gaps {
 			fmt.Fprintf(stderr, "tunnel replay: %s: warning: connection #%d (%s -> %s): %v (packets not captured); the bytes after the gap are replayed as if they followed\n", file, i+1, c.Client, c.Server, g)
