@@ -84,6 +84,10 @@ type stream struct {
 	held   [2]int       // their bytes
 	off    [2]int64     // bytes taken per direction
 	gaps   []Gap
+	// lastAt is the at of the direction's last chunk: a chunk of held
+	// bytes, released by a later packet that filled the hole before them,
+	// is placed after the bytes it follows, not at its own first packet.
+	lastAt [2]int
 }
 
 // segment is one TCP segment with data or a FIN.
@@ -180,7 +184,9 @@ func Read(r io.Reader) ([]Conn, error) {
 		}
 		seq := tcp.Seq
 		if tcp.SYN {
-			s.next[dir], s.seen[dir] = seq+1, true
+			if !s.seen[dir] { // a duplicate SYN (a retransmission) moves nothing
+				s.next[dir], s.seen[dir] = seq+1, true
+			}
 			continue
 		}
 		if tcp.RST {
@@ -253,7 +259,8 @@ func (s *stream) take(dir host.Direction, g segment) {
 		s.next[dir] = g.seq + uint32(len(g.data))
 		s.off[dir] += int64(len(p))
 		if s.open[dir] < 0 {
-			s.chunks = append(s.chunks, ordered{Chunk{Dir: dir}, g.at})
+			s.lastAt[dir] = max(s.lastAt[dir], g.at)
+			s.chunks = append(s.chunks, ordered{Chunk{Dir: dir}, s.lastAt[dir]})
 			s.open[dir] = len(s.chunks) - 1
 		}
 		c := &s.chunks[s.open[dir]]
@@ -346,8 +353,11 @@ func join(ng *pcapgo.NgReader, order []*stream) []Conn {
 					all = append(all, ch)
 				}
 			}
-			slices.SortStableFunc(all, func(a, b ordered) int { return cmp.Compare(a.at, b.at) })
 		}
+		// In capture order, the two directions interleaved by their first
+		// packets: bytes held behind a hole until the end of the file are
+		// put back where they were captured.
+		slices.SortStableFunc(all, func(a, b ordered) int { return cmp.Compare(a.at, b.at) })
 		c.Reset = resetOf(s, t, legs)
 		for _, ch := range all {
 			c.Chunks = append(c.Chunks, ch.Chunk)

@@ -108,7 +108,8 @@ type Options struct {
 }
 
 // A Log passes log records on and collects what Run reports from them:
-// the errors, and the plugin failures per connection.
+// the errors, and the plugin failures per connection. It serves one Run at
+// a time; a Run starts it afresh.
 type Log struct{ e *errorLog }
 
 // NewLog returns a Log that passes its records on to next (nil: discards
@@ -169,6 +170,11 @@ func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
 	errs := lg.e
 	errs.mu.Lock()
 	errs.failed = obs.failed
+	// A Log kept across Runs: each Run's proxy numbers its connections
+	// from 1 again, so what the last Run collected must not answer for
+	// this one's.
+	clear(errs.conns)
+	errs.errors = nil
 	errs.mu.Unlock()
 	defer func() {
 		errs.mu.Lock()
