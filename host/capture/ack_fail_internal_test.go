@@ -178,3 +178,48 @@ func TestFullDiskKeepsTheFileWithPackets(t *testing.T) {
 		tshark.Open(t, f).CheckClean()
 	}
 }
+
+// shortDisk takes room bytes, then fails: the write that crosses it is
+// partial (n < len(p)) with ENOSPC, as a file's write on a filling disk.
+type shortDisk struct {
+	out  io.Writer
+	room *int
+}
+
+func (d shortDisk) Write(p []byte) (int, error) {
+	if len(p) <= *d.room {
+		*d.room -= len(p)
+		return d.out.Write(p)
+	}
+	n, _ := d.out.Write(p[:*d.room])
+	*d.room = 0
+	return n, syscall.ENOSPC
+}
+
+// TestPartialFirstWriteKept: the disk fills during a file's first buffer
+// write: the header and 200 KiB of packets reach the file, then ENOSPC.
+// That file is a pcapng cut short, which readers take (replay does): it is
+// kept, where a file whose header did not reach the disk is removed.
+func TestPartialFirstWriteKept(t *testing.T) {
+	dir := t.TempDir()
+	pat, err := checkPath(filepath.Join(dir, "x.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := 200 << 10
+	w := newWriter(Options{Logger: slog.New(slog.DiscardHandler), retryEvery: time.Hour,
+		disk: func(f io.Writer) io.Writer { return shortDisk{f, &room} }})
+	w.name = pat
+	a := newFlow(LegClient, netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:6379"))
+	w.write(record{f: a, kind: kindOpen, seq: 1000, ack: 5000, t: time.Now()})
+	next := [2]uint32{1001, 5001}
+	for i := 0; w.failed == nil && i < 1000; i++ {
+		talk(w, a, &next, i%2, strings.Repeat("x", 1000))
+	}
+	if w.failed == nil {
+		t.Fatal("the disk never filled")
+	}
+	if st, err := os.Stat(filepath.Join(dir, "x.pcapng")); err != nil || st.Size() != 200<<10 {
+		t.Errorf("the file with 200 KiB on disk: %v, %v; want it kept", st, err)
+	}
+}

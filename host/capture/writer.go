@@ -155,10 +155,11 @@ type Writer struct {
 	// report, so that the report says why.
 	failDrops   uint64
 	loggedFails uint64
-	// landed says the current file got its first bytes to disk whole
-	// (size.wrote, seen after a flush or a record): only then are old
-	// files pruned for it and a recovery logged.
+	// landed says the current file got its header to disk (seen after a
+	// flush or a record): only then are old files pruned for it and a
+	// recovery logged. header is the size of that header.
 	landed    bool
+	header    int64
 	failed    error     // the current file failed: drop until the next one
 	retryAt   time.Time // when to start a next one after a failure
 	retrying  bool      // since the last failure; the first of a run is logged
@@ -563,11 +564,12 @@ func (w *Writer) fileFailed(err error) {
 	if !w.retrying {
 		w.log.Error("capture: writing failed; dropping packets until the next file", "file", w.fileName, "err", err, "retry_in", w.retryDelay().String())
 	}
-	if w.file != nil && !w.size.wrote {
-		// Not one write of it reached the disk whole: it is no valid
-		// pcapng, and kept it would count against MaxFiles in place of
-		// one with packets. The next try starts another. (Its owed ACKs
-		// are dropped by the next payOwed, the file having failed.)
+	if w.file != nil && w.size.n < w.header {
+		// Not even its header reached the disk: it is no valid pcapng,
+		// and kept it would count against MaxFiles in place of one with
+		// packets. The next try starts another. (Its owed ACKs are
+		// dropped by the next payOwed, the file having failed.) A file
+		// with more is a pcapng cut short, which readers take.
 		w.ng = nil
 		w.closeOut()
 		os.Remove(w.fileName)
@@ -610,7 +612,7 @@ func (w *Writer) flush() {
 // a failure is logged (not before: a file that starts on a full disk fails
 // at its first flush).
 func (w *Writer) land() {
-	if w.landed || w.failed != nil || w.file == nil || !w.size.wrote {
+	if w.landed || w.failed != nil || w.file == nil || w.size.n < w.header {
 		return
 	}
 	w.landed = true
@@ -974,6 +976,7 @@ func (w *Writer) openFile(t time.Time) error {
 		}
 	}
 	w.ng = ng
+	w.header = w.size.n + int64(w.bw.Buffered()) // no packet is written yet
 	w.start = t
 	w.dirty = true
 	for i := range 2 {
@@ -1072,14 +1075,12 @@ func (w *Writer) logDrops(final bool) {
 }
 
 type countingWriter struct {
-	w     io.Writer
-	n     int64
-	wrote bool // a Write went through whole
+	w io.Writer
+	n int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
-	c.wrote = c.wrote || err == nil
 	return n, err
 }
