@@ -167,6 +167,7 @@ type Writer struct {
 	holds     []*flow   // the flows holding packets until their keys come, oldest first
 	owing     []*flow   // the flows that may owe an ACK (writeRecord)
 	lastT     time.Time
+	lastPkt   time.Time // the time of the last packet written
 	heldBytes int64
 	timer     *time.Timer
 	recent    recentRandoms // client randoms of the key lines written lately
@@ -786,6 +787,15 @@ func (w *Writer) writeRecord(r *record) (int, error) {
 
 // writePacket writes one packet of f.
 func (w *Writer) writePacket(f *flow, t time.Time, from int, flags uint8, seq, ack uint32, payload []byte, opts pcapgo.NgPacketOptions) error {
+	// Never back in time: a chunk read before its target was dialled
+	// is stamped with its read, yet its target-leg packets follow the
+	// handshake drawn at the dial's end. Each packet takes at least the
+	// last one's time, so that the file is in strict time order (Wireshark's
+	// deltas, capinfos) at the cost of a few microseconds.
+	if t.Before(w.lastPkt) {
+		t = w.lastPkt
+	}
+	w.lastPkt = t
 	w.pkt = f.appendPacket(w.pkt[:0], from, flags, seq, ack, payload)
 	ci := gopacket.CaptureInfo{Timestamp: t, CaptureLength: len(w.pkt), Length: len(w.pkt), InterfaceIndex: f.leg}
 	return w.ng.WritePacketWithOptions(ci, w.pkt, opts)
