@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host/internal/park"
+	"github.com/tunnelwasm/tunnel/host/internal/sockq"
 )
 
 // conn is one proxied connection. Who owns what:
@@ -375,9 +376,16 @@ func (c *conn) idleCheck() {
 	idle := c.rs.IdleTimeout
 	since := time.Since(time.Unix(0, c.lastIO.Load()))
 	if since >= idle {
-		c.setReason(reasonIdle)
-		c.abortCounting(fmt.Errorf("idle for %s", idle), &c.rs.ctr.idleTimeouts)
-		return
+		// The pumps moved nothing for the timeout; the kernel may still
+		// be sending what the sockets hold to a peer that takes it (a slow
+		// reader of a download): idle counts from the last of that.
+		quiet, ok := c.quiet()
+		if !ok || quiet >= idle {
+			c.setReason(reasonIdle)
+			c.abortCounting(fmt.Errorf("idle for %s", idle), &c.rs.ctr.idleTimeouts)
+			return
+		}
+		since = quiet
 	}
 	c.idleTimer.Reset(idle - since)
 	select {
@@ -385,6 +393,26 @@ func (c *conn) idleCheck() {
 		c.idleTimer.Stop()
 	default:
 	}
+}
+
+// quiet is sockq.Quiet of the connection's sockets, each read inside its
+// RawConn.Control (one system call) so that its fd stays open meanwhile.
+func (c *conn) quiet() (q time.Duration, ok bool) {
+	for _, s := range [2]*net.TCPConn{c.client, c.server.Load()} {
+		if s == nil {
+			continue
+		}
+		rc, err := s.SyscallConn()
+		if err != nil {
+			continue
+		}
+		rc.Control(func(fd uintptr) {
+			if sq, sok := sockq.Quiet(int(fd)); sok && (!ok || sq < q) {
+				q, ok = sq, true
+			}
+		})
+	}
+	return q, ok
 }
 
 // finish releases everything the connection holds. Runs once: in run when

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunnelwasm/tunnel/host/internal/sockq"
 )
 
 const (
@@ -314,12 +316,20 @@ func (c *conn) onTimer() {
 			c.finish(nil) // the peers did not end within lingerTime
 			return
 		}
-		deadline := addSat(c.lastActive, int64(c.plan.IdleTimeout))
+		idle := c.plan.IdleTimeout
+		deadline := addSat(c.lastActive, int64(idle))
 		if c.l.now < deadline {
 			c.l.timers.set(&c.timer, deadline) // bytes moved since it was armed
 			return
 		}
-		c.finish(&timeoutError{fmt.Sprintf("idle for %v", c.plan.IdleTimeout)})
+		// The loop moved nothing for the timeout; the kernel may still be
+		// sending what the sockets hold to a peer that takes it (a slow
+		// reader of a download): idle counts from the last of that.
+		if quiet, ok := sockq.Quiet(c.ep[client].fd, c.ep[server].fd); ok && quiet < idle {
+			c.l.timers.set(&c.timer, addSat(c.l.now, int64(idle-quiet)))
+			return
+		}
+		c.finish(&timeoutError{fmt.Sprintf("idle for %v", idle)})
 	}
 }
 
