@@ -71,7 +71,8 @@ func drain(src drainSource, delay time.Duration, again <-chan struct{}, logger *
 	select {
 	case <-t.C:
 	case <-again:
-		logger.Warn("second signal: ending the drain delay now")
+		// The same signal cuts the grace period short (shutdown sees it too).
+		logger.Warn("second signal: ending the drain delay now, and the grace period after it")
 	}
 	logger.Info("drain delay over: closing the listeners", counts(src.Stats())...)
 }
