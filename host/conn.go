@@ -178,8 +178,10 @@ func (c *conn) run() {
 	}
 	if c.td.closing.Load() {
 		// A filter closed the connection before it was dialled (a "busy"
-		// banner, a refused protocol): the client got what was sent toward
-		// it; read what it still sends until it closes or lingerTime.
+		// banner, a refused protocol, a rate limit): the client got what
+		// was sent toward it; read what it still sends until it closes or
+		// lingerTime. Turned away by a filter: a rejection ("denied").
+		c.rs.ctr.reject(rejectDenied)
 		io.Copy(io.Discard, c.client)
 		c.finish(nil)
 		return

@@ -310,6 +310,12 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	if reason == reasonUnset {
 		reason = loopReason(st)
 	}
+	if reason == reasonFilterClose && !st.Connected && st.Reason != evloop.DialFailed {
+		// A filter closed it before the target was dialled (a "busy"
+		// banner, a rate limit): turned away, as the goroutine engine
+		// counts it.
+		c.rs.ctr.reject(rejectDenied)
+	}
 	c.ch.close(end(reason, e))
 	c.rs.ctr.loopEnded(c.start, reason, st)
 	c.report(e, reason)

@@ -58,7 +58,7 @@ type rejectReason uint8
 
 const (
 	rejectLimit   rejectReason = iota // over a connection limit
-	rejectDenied                      // a filter refused it when it opened
+	rejectDenied                      // a filter refused it when it opened, or closed it before the dial
 	rejectTLS                         // the TLS handshake failed
 	rejectNoRoute                     // no route for the name the client asked for (SNI)
 	numRejectReasons

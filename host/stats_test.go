@@ -111,7 +111,16 @@ func TestStatsHistogramsAndReasons(t *testing.T) {
 			refuse := hookFunc(func(*host.ConnInfo) (host.Filter, error) { return nil, errors.New("not you") })
 			deny := tn.Route("deny", srv.Addr(), host.Link{Name: "refuse", Hook: refuse})
 			deny.Listen = "127.0.0.1:0"
-			p, logs := tn.Proxy(t, path.route(t, "echo", srv.Addr()), path.route(t, "down", testkit.Refusing(t)), deny)
+			// A filter that answers and closes before the dial (a "busy"
+			// banner, a rate limit) turns the client away too: inline on
+			// the loop, on goroutines elsewhere.
+			var banner host.Hook = busyHook{}
+			if path.name == "loop" {
+				banner = inlineHook{banner}
+			}
+			busy := path.route(t, "busy", srv.Addr())
+			busy.Chain = append(busy.Chain, host.Link{Name: "busy", Hook: banner})
+			p, logs := tn.Proxy(t, path.route(t, "echo", srv.Addr()), path.route(t, "down", testkit.Refusing(t)), deny, busy)
 
 			for range 3 {
 				c := tn.Dial(t, p.Addr("echo").String())
@@ -128,6 +137,12 @@ func TestStatsHistogramsAndReasons(t *testing.T) {
 			logs.Wait(t, "connection closed", "route=down")
 			expectRefused(t, p.Addr("deny").String())
 			logs.Wait(t, "connection closed", "route=deny")
+			c := tn.Dial(t, p.Addr("busy").String())
+			if got, err := io.ReadAll(c); string(got) != "busy, try later\n" || err != nil {
+				t.Fatalf("busy route: %q, %v; want the banner and the end", got, err)
+			}
+			c.Close()
+			logs.Wait(t, "connection closed", "route=busy")
 
 			echo := routeStats(t, p, "echo")
 			if echo.Duration.Count != 3 || echo.Connect.Count != 3 || echo.Closed["client_eof"] != 3 {
@@ -151,6 +166,9 @@ func TestStatsHistogramsAndReasons(t *testing.T) {
 			denied := routeStats(t, p, "deny")
 			if denied.Rejected["denied"] != 1 || denied.Closed["refused"] != 1 || denied.Connect.Count != 0 {
 				t.Errorf("deny: rejected %v, closed %v, %d connect times; want denied 1, refused 1, 0", denied.Rejected, denied.Closed, denied.Connect.Count)
+			}
+			if b := routeStats(t, p, "busy"); b.Rejected["denied"] != 1 || b.Closed["filter_close"] != 1 || b.Connect.Count != 0 {
+				t.Errorf("busy: rejected %v, closed %v, %d connect times; want denied 1, filter_close 1, 0", b.Rejected, b.Closed, b.Connect.Count)
 			}
 		})
 	}

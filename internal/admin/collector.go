@@ -29,7 +29,7 @@ var (
 	descClosed = prometheus.NewDesc("tunnel_connections_closed_total",
 		"Connections finished, by the close reason of the access log (reason=).", []string{"route", "reason"}, nil)
 	descRejected = prometheus.NewDesc("tunnel_connections_rejected_total",
-		"Connections turned away: limit, denied (a filter refused it at open), tls (failed handshake), no_route (no route for its SNI name).", []string{"route", "reason"}, nil)
+		"Connections turned away: limit, denied (a filter refused it at open, or closed it before the target was dialled), tls (failed handshake), no_route (no route for its SNI name).", []string{"route", "reason"}, nil)
 	descDuration = prometheus.NewDesc("tunnel_connection_duration_seconds",
 		"Lifetime of finished connections, accept to close.", []string{"route"}, nil)
 	descConnect = prometheus.NewDesc("tunnel_upstream_connect_duration_seconds",
