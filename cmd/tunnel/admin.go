@@ -2,10 +2,8 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,10 +169,9 @@ func adminSettings(path string, o *options) (listen string, pprof bool, delay ti
 type configSource struct {
 	*config.Runner
 
-	mu       sync.Mutex
-	reloads  admin.ReloadStats
-	listenOK error // the last load's bind failure, or nil
-	drained  atomic.Bool
+	mu      sync.Mutex
+	reloads admin.ReloadStats
+	drained atomic.Bool
 }
 
 // Drain is the Runner's, remembered for Draining.
@@ -198,12 +195,8 @@ func (s *configSource) reloaded(r config.Reload) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reloads.LastFailed = r.Err != nil
-	s.listenOK = nil
 	if r.Err != nil {
 		s.reloads.Failed++
-		if config.CannotListen(r.Err) {
-			s.listenOK = r.Err
-		}
 		return
 	}
 	s.reloads.Succeeded++
@@ -215,25 +208,6 @@ func (s *configSource) Reloads() admin.ReloadStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reloads
-}
-
-// Ready is the Runner's readiness, failing too while the last reload could
-// not bind a route's listen address.
-func (s *configSource) Ready() error {
-	if err := s.Runner.Ready(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listenOK != nil {
-		return fmt.Errorf("the last reload could not listen on a route's address, so that route is not served: %s", oneLineErr(s.listenOK))
-	}
-	return nil
-}
-
-// oneLineErr is err's text on one line.
-func oneLineErr(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 // fetchDir is where plugins by URL are kept: next to the compilation cache

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"errors"
-
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
 )
@@ -22,20 +20,4 @@ func (r *Runner) PluginMetrics() []plugin.Metrics {
 		return nil
 	}
 	return rt.Metrics()
-}
-
-// CannotListen reports whether err, a load's error, is a route that could
-// not bind its listen address.
-func CannotListen(err error) bool {
-	var le *LoadError
-	if !errors.As(err, &le) {
-		return false
-	}
-	for _, d := range le.Diags {
-		if d.Summary == "Cannot listen" { // applyError's diagnostic
-
-			return true
-		}
-	}
-	return false
 }
