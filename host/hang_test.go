@@ -189,7 +189,7 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 	})
 }
 
-// TestIdleTimeoutSparesASlowReader: the server sends 2 MiB and closes;
+// TestIdleTimeoutSparesASlowReader: the server sends 4 MiB and closes;
 // the tunnel writes it into its socket toward the client within
 // milliseconds and then moves nothing itself, while the client reads 16
 // KiB every 20 ms (a small receive buffer: the bytes wait in the tunnel's
@@ -199,14 +199,17 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 // byte counted as sent.
 func TestIdleTimeoutSparesASlowReader(t *testing.T) {
 	t.Parallel()
-	payload := tn.Random(9, 2<<20) // 2.6 s at the client's pace
+	// 5 s at the client's pace; the tunnel's own I/O stops when the rest
+	// fits its socket's send buffer, seconds before the end. A timeout of
+	// 2 s: a loaded machine's stalls of the reader stay well short of it.
+	payload := tn.Random(9, 4<<20)
 	pathsAtOnce(t, func(t *testing.T, path enginePath) {
 		srv := tn.Serve(t, func(c *net.TCPConn) {
 			c.Write(payload)
 			c.Close()
 		})
 		r := path.route(t, "r", srv.Addr())
-		r.IdleTimeout = time.Second
+		r.IdleTimeout = 2 * time.Second
 		p, _ := tn.Proxy(t, r)
 		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 			return rc.Control(func(fd uintptr) {

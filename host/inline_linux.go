@@ -310,7 +310,7 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	if reason == reasonUnset {
 		reason = loopReason(st)
 	}
-	if reason == reasonFilterClose && !st.Connected && st.Reason != evloop.DialFailed {
+	if reason == reasonFilterClose && !st.Connected && st.Reason == evloop.Ended {
 		// A filter closed it before the target was dialled (a "busy"
 		// banner, a rate limit): turned away, as the goroutine engine
 		// counts it.

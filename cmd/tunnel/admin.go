@@ -163,9 +163,9 @@ func adminSettings(path string, o *options) (listen string, pprof bool, delay ti
 }
 
 // configSource is what the admin endpoint reports in the config mode: the
-// Runner, plus the counts of its reloads (admin.ReloadSource) and a
-// readiness that also fails while the last reload could not bind a route's
-// address (that route is not served).
+// Runner (its readiness included: a failed reload, even one that could not
+// bind a route's address, keeps the running configuration and leaves it
+// as it was), plus the counts of its reloads (admin.ReloadSource).
 type configSource struct {
 	*config.Runner
 

@@ -18,8 +18,9 @@
 //	                    configuration runs, from the moment a stop begins
 //	                    (SIGINT/SIGTERM), so a load balancer stops sending
 //	                    new connections before the listeners close, and
-//	                    while a route's listener is down (its accept loop
-//	                    failed, or a reload could not bind its address)
+//	                    while a running route's listener is down (its
+//	                    accept loop failed; a reload that cannot bind a
+//	                    new address is refused whole and changes nothing)
 //	GET /config         the running routes as JSON: name, listen address,
 //	                    bound address, target, the chain's links by name
 //	GET /connections    the open connections as JSON, oldest first: id,
