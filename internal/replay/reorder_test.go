@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
@@ -121,46 +120,17 @@ func TestReadReordered(t *testing.T) {
 
 // recordRoute captures one session through chain on a route from listen
 // to a server on target, which serve answers; session runs the client
-// (whose errors are its own business).
+// recordRoute captures one session through chain on a route from listen
+// to a server on target, which serve answers; session runs the client,
+// which is then closed (whatever it got is its own business), and returns
+// the file.
 func recordRoute(t *testing.T, listen, target string, chain []host.Link, serve func(c net.Conn), session func(c net.Conn)) []byte {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "c.pcapng")
-	w, err := capture.Create(capture.Options{Path: file})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, last := capture.Links(w)
-	ln, err := net.Listen("tcp", target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		serve(c)
-	}()
-	p := &host.Proxy{}
-	defer p.Close()
-	if err := p.Apply([]host.Route{{Name: "r", Listen: listen, Target: ln.Addr().String(), Chain: append(append([]host.Link{first}, chain...), last)}}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp", p.Addr("r").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	session(c)
-	c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p.Shutdown(ctx)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	recordAt(t, listen, target, file, chain, serve, func(c *net.TCPConn, _ *capture.Writer) {
+		session(c)
+		c.Close()
+	})
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)

@@ -28,15 +28,30 @@ func record(t *testing.T, chain []host.Link, session func(c io.ReadWriter)) stri
 
 // recordWith captures one session through chain into file (and the files
 // a rotation starts): serve answers the connection before its half-close
-// (its end is sent after), session runs the client, with the Writer.
+// (its end is sent after), session runs the client, with the Writer; then
+// the client half-closes and reads to the end.
 func recordWith(t *testing.T, file string, chain []host.Link, serve func(c net.Conn), session func(c io.ReadWriter, w *capture.Writer)) {
+	t.Helper()
+	recordAt(t, "127.0.0.1:0", "127.0.0.1:0", file, chain, serve, func(c *net.TCPConn, w *capture.Writer) {
+		session(c, w)
+		c.CloseWrite()
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// recordAt captures one session through chain into file, on a route from
+// listen to a server on target: serve answers the connection (its end is
+// sent after), session runs the client and ends its side as it will.
+func recordAt(t *testing.T, listen, target, file string, chain []host.Link, serve func(c net.Conn), session func(c *net.TCPConn, w *capture.Writer)) {
 	t.Helper()
 	w, err := capture.Create(capture.Options{Path: file})
 	if err != nil {
 		t.Fatal(err)
 	}
 	first, last := capture.Links(w)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +67,7 @@ func recordWith(t *testing.T, file string, chain []host.Link, serve func(c net.C
 	}()
 	p := &host.Proxy{}
 	defer p.Close()
-	if err := p.Apply([]host.Route{{Name: "r", Listen: "127.0.0.1:0", Target: ln.Addr().String(), Chain: append(append([]host.Link{first}, chain...), last)}}); err != nil {
+	if err := p.Apply([]host.Route{{Name: "r", Listen: listen, Target: ln.Addr().String(), Chain: append(append([]host.Link{first}, chain...), last)}}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := net.Dial("tcp", p.Addr("r").String())
@@ -61,11 +76,7 @@ func recordWith(t *testing.T, file string, chain []host.Link, serve func(c net.C
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	session(c, w)
-	c.(*net.TCPConn).CloseWrite()
-	if _, err := io.ReadAll(c); err != nil {
-		t.Fatal(err)
-	}
+	session(c.(*net.TCPConn), w)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil {
