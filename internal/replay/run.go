@@ -445,30 +445,21 @@ func (h *errHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "plugin failed" {
-		var id uint64
-		name, cause, callback, policy := "", "", "", ""
-		attr := func(a slog.Attr) bool {
-			switch a.Key {
-			case "conn":
-				id = connID(a.Value)
-			case "plugin":
-				name = a.Value.String()
-			case "cause":
-				cause = a.Value.String()
-			case "callback":
-				callback = a.Value.String()
-			case "policy":
-				policy = a.Value.String()
+	// The handler's attributes (WithAttrs) first, then the record's.
+	attrs := slices.Clone(h.attrs)
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	get := func(key string) slog.Value {
+		for _, a := range attrs {
+			if a.Key == key {
+				return a.Value
 			}
-			return true
 		}
-		for _, a := range h.attrs {
-			attr(a)
-		}
-		r.Attrs(attr)
-		msg := fmt.Sprintf("plugin %q failed in %s: %s", name, callback, cause)
-		if policy == "bypass" {
+		return slog.StringValue("") // absent: "" as a string, 0 as conn
+	}
+	switch r.Message {
+	case "plugin failed":
+		msg := fmt.Sprintf("plugin %q failed in %s: %s", get("plugin").String(), get("callback").String(), get("cause").String())
+		if policy := get("policy").String(); policy == "bypass" {
 			msg += "; policy bypass: the chain went on without it"
 		} else if policy != "" {
 			msg += "; policy " + policy
@@ -477,25 +468,11 @@ func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
 		failed := h.e.failed
 		h.e.mu.Unlock()
 		if failed != nil {
-			failed(id, msg)
+			failed(connID(get("conn")), msg)
 		}
-	}
-	if r.Message == "connection closed" {
-		var id uint64
-		msg, reason := "", ""
-		r.Attrs(func(a slog.Attr) bool {
-			switch a.Key {
-			case "conn":
-				id = connID(a.Value)
-			case "err":
-				msg = a.Value.String()
-			case "reason":
-				reason = a.Value.String()
-			}
-			return true
-		})
+	case "connection closed":
 		h.e.mu.Lock()
-		h.e.conns[id] = closeLine{msg, reason}
+		h.e.conns[connID(get("conn"))] = closeLine{get("err").String(), get("reason").String()}
 		if h.e.changed != nil {
 			close(h.e.changed)
 			h.e.changed = nil
@@ -505,13 +482,9 @@ func (h *errHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level >= slog.LevelError {
 		var b bytes.Buffer
 		b.WriteString(r.Message)
-		for _, a := range h.attrs {
+		for _, a := range attrs {
 			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
 		}
-		r.Attrs(func(a slog.Attr) bool {
-			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
-			return true
-		})
 		h.e.mu.Lock()
 		h.e.errors = append(h.e.errors, b.String())
 		h.e.mu.Unlock()
