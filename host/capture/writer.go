@@ -166,7 +166,6 @@ type Writer struct {
 	fileKeys  []byte    // the key log lines written so far, for the next file
 	holds     []*flow   // the flows holding packets until their keys come, oldest first
 	owing     []*flow   // the flows that may owe an ACK (writeRecord)
-	lastT     time.Time
 	lastPkt   time.Time // the time of the last packet written
 	heldBytes int64
 	timer     *time.Timer
@@ -779,9 +778,6 @@ func (w *Writer) writeRecord(r *record) (int, error) {
 			w.owing = append(w.owing, f)
 		}
 	}
-	if r.t.After(w.lastT) {
-		w.lastT = r.t
-	}
 	return n, err
 }
 
@@ -862,7 +858,7 @@ func (w *Writer) payOwed() {
 		switch {
 		case !f.owe.set:
 		case w.ng != nil && w.failed == nil:
-			if err := w.writeOwed(f, w.lastT); err != nil {
+			if err := w.writeOwed(f, w.lastPkt); err != nil {
 				w.fileFailed(err)
 			}
 			w.dirty = true
