@@ -162,7 +162,7 @@ func (w *Writer) prune() {
 			continue
 		}
 		name := filepath.Join(w.name.dir, e.Name())
-		if name == w.fileName || inUse.has(name) {
+		if inUse.has(name) {
 			continue // ours, or another Writer's (the one a reload replaced)
 		}
 		info, err := e.Info()
@@ -185,16 +185,17 @@ func (w *Writer) prune() {
 	}
 }
 
-// inUse is the capture files the Writers of this process have open. A
-// reload starts a new Writer on the same path pattern while the one it
-// replaces still writes the connections that began under it; the new
-// Writer's prune must not remove that file from under them (their whole
-// recording would go with it).
-var inUse = openNames{names: map[string]int{}}
+// inUse is the capture files the Writers of this process have open (by
+// absolute path). A reload starts a new Writer on the same path pattern
+// while the one it replaces still writes the connections that began under
+// it; the new Writer's prune must not remove that file from under them
+// (their whole recording would go with it). A file is one Writer's: each
+// creates its own (O_EXCL).
+var inUse = openNames{names: map[string]bool{}}
 
 type openNames struct {
 	mu    sync.Mutex
-	names map[string]int // absolute path -> Writers that have it open
+	names map[string]bool
 }
 
 func (o *openNames) key(name string) string {
@@ -207,16 +208,14 @@ func (o *openNames) key(name string) string {
 func (o *openNames) add(name string) {
 	k := o.key(name)
 	o.mu.Lock()
-	o.names[k]++
+	o.names[k] = true
 	o.mu.Unlock()
 }
 
 func (o *openNames) remove(name string) {
 	k := o.key(name)
 	o.mu.Lock()
-	if o.names[k]--; o.names[k] <= 0 {
-		delete(o.names, k)
-	}
+	delete(o.names, k)
 	o.mu.Unlock()
 }
 
@@ -224,5 +223,5 @@ func (o *openNames) has(name string) bool {
 	k := o.key(name)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.names[k] > 0
+	return o.names[k]
 }
