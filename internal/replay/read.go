@@ -330,27 +330,18 @@ func join(ng *pcapgo.NgReader, order []*stream) []Conn {
 			c.Server = t.server
 			c.Ended[host.ServerToClient] = t.fin[host.ServerToClient]
 			// The client's bytes from the client leg, the server's from
-			// the target leg: the gaps of those.
-			c.Gaps = nil
-			for _, g := range s.gaps {
-				if g.Dir == host.ClientToServer {
-					c.Gaps = append(c.Gaps, g)
+			// the target leg, with the gaps of those.
+			c.Gaps, all = nil, nil
+			for dir, leg := range [2]*stream{s, t} {
+				for _, g := range leg.gaps {
+					if g.Dir == host.Direction(dir) {
+						c.Gaps = append(c.Gaps, g)
+					}
 				}
-			}
-			for _, g := range t.gaps {
-				if g.Dir == host.ServerToClient {
-					c.Gaps = append(c.Gaps, g)
-				}
-			}
-			all = nil
-			for _, ch := range s.chunks {
-				if ch.Dir == host.ClientToServer {
-					all = append(all, ch)
-				}
-			}
-			for _, ch := range t.chunks {
-				if ch.Dir == host.ServerToClient {
-					all = append(all, ch)
+				for _, ch := range leg.chunks {
+					if ch.Dir == host.Direction(dir) {
+						all = append(all, ch)
+					}
 				}
 			}
 		}
