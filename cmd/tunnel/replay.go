@@ -101,7 +101,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	for i, c := range conns {
 		for _, g := range c.Gaps {
-			fmt.Fprintf(stderr, "tunnel replay: %s: warning: connection #%d (%s -> %s): %v (packets not captured); the bytes after the gap are replayed as if they followed\n", file, i+1, c.Client, c.Server, g)
+			fmt.Fprintf(stderr, "tunnel replay: %s: warning: connection #%d (%s -> %s): %v%s\n", file, i+1, c.Client, c.Server, g, gapNote)
 		}
 	}
 	// The plugins log through the replay's log, so that it sees their
@@ -270,7 +270,7 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 		id := i + 1
 		b = fmt.Appendf(b[:0], "#%d %s -> %s: %d chunk(s) recorded\n", id, c.Conn.Client, c.Conn.Server, len(c.Conn.Chunks))
 		for _, g := range c.Conn.Gaps {
-			b = fmt.Appendf(b, "#%d warning: %v (packets not captured); the bytes after the gap are replayed as if they followed\n", id, g)
+			b = fmt.Appendf(b, "#%d warning: %v%s\n", id, g, gapNote)
 		}
 		for _, s := range c.Steps {
 			b = fmt.Appendf(b, "#%d %s %d bytes: %s\n", id, s.Dir, len(s.In), s.Verdict())
@@ -312,6 +312,9 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
 }
+
+// gapNote follows a Gap in a warning.
+const gapNote = " (packets not captured); the bytes after the gap are replayed as if they followed"
 
 // jsonBytes returns b as a JSON string field, or as base64 in the other
 // field when it is not UTF-8.
