@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	_ "unsafe" // go:linkname wazeroVersion
 
 	"go.uber.org/goleak"
 
@@ -30,47 +31,62 @@ import (
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
-// tunnelBin is the binary under test, built by TestMain.
+// tunnelBin is the binary under test, set up by TestMain.
 var tunnelBin string
 
-// wazeroVersionVar is the variable wazero names its compilation cache
-// directory by (github.com/tetratelabs/wazero/internal/version), and
-// testWazeroVersion what it holds in a test binary (version.Default): the
-// binary under test is built with it, so that its tunnels and the test
-// processes share one cache (TestCacheSharedWithTestProcesses).
-const (
-	wazeroVersionVar  = "github.com/tetratelabs/wazero/internal/version.version"
-	testWazeroVersion = "dev"
-)
+// cliName is the name the binary under test is started by: a test binary
+// started under it is the CLI (see TestMain).
+const cliName = "tunnel"
+
+// wazeroVersion is the variable wazero names its compilation cache
+// directory by, and testWazeroVersion what it holds in the test binaries
+// of the other packages (version.Default: a test binary of a library has
+// no module versions in its build info). This package's test binary, a
+// main package that imports wazero, would say go.mod's version; TestMain
+// sets it to testWazeroVersion, so that the tunnels under test and the
+// test processes share one cache (TestCacheSharedWithTestProcesses).
+//
+//go:linkname wazeroVersion github.com/tetratelabs/wazero/internal/version.version
+var wazeroVersion string
+
+const testWazeroVersion = "dev"
 
 // binaryEnv names the binary under test for a test process that the tests
-// start themselves, which then does not build it again.
+// start themselves, which then does not set it up again.
 const binaryEnv = "TUNNEL_TEST_BINARY"
 
 func TestMain(m *testing.M) {
+	// In the binary under test and in this process's own plugin runtimes
+	// (tunnel validate run in-process) alike.
+	wazeroVersion = testWazeroVersion
+	if filepath.Base(os.Args[0]) == cliName {
+		// Started by a test as the binary under test: be the CLI.
+		main()
+	}
 	dir, err := os.MkdirTemp("", "tunnel-cli-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tunnelBin = filepath.Join(dir, "tunnel")
-	// Never with -race, even when the tests are: in a race-built binary
-	// wazero's compiler takes ~20 s for one Go guest (2.4 s without), past
-	// the tests' waits, and the code it would check (the engine, the
-	// plugin runtime, the config runner) is tested in-process with -race
-	// by its own packages; so are this package's signal and shutdown
-	// paths (TestShutdownBounded, TestShutdownSecondSignal).
+	tunnelBin = filepath.Join(dir, cliName)
+	// The binary under test is this test binary itself, started under the
+	// name cliName (a symbolic link): it holds the CLI's main and all of
+	// its code, and building a second binary would cost a cold run about
+	// 3 s of compiling and linking before the first test. Never with
+	// -race, even when the tests are: in a race-built binary wazero's
+	// compiler takes ~20 s for one Go guest (2.4 s without), past the
+	// tests' waits, so a race-built test binary builds the CLI without
+	// it. The code it would check (the engine, the plugin runtime, the
+	// config runner) is tested in-process with -race by its own packages;
+	// so are this package's signal and shutdown paths
+	// (TestShutdownBounded, TestShutdownSecondSignal).
 	//
 	// Plugins compiled by the tunnels under test are cached in the run's
 	// plugintest directory (unless TUNNEL_CACHE_DIR names a directory to
 	// keep), the one the test processes of every package compile their Go
 	// guests into: deny, replace, resp and noop, compiled here by the
-	// tunnels (about 2.4 CPU-s each), are then loaded, not compiled again,
-	// by the plugins' own tests. wazero keeps its cache per version, which
-	// the other packages' test binaries report as "dev" (no module versions
-	// in their build info) and `go build` as go.mod's; the binary under test
-	// says "dev" too, which changes nothing else it does.
-	build := exec.Command("go", "build", "-ldflags=-X "+wazeroVersionVar+"="+testWazeroVersion, "-o", tunnelBin, ".")
+	// tunnels (about 1 CPU-s each), are then loaded, not compiled again, by
+	// the plugins' own tests.
 	if os.Getenv("TUNNEL_CACHE_DIR") == "" {
 		if d := plugintest.CacheDir(); d != "" {
 			os.Setenv("TUNNEL_CACHE_DIR", d)
@@ -78,13 +94,8 @@ func TestMain(m *testing.M) {
 			os.Setenv("TUNNEL_CACHE_DIR", filepath.Join(dir, "cache"))
 		}
 	}
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if bin := os.Getenv(binaryEnv); bin != "" {
-		// A test re-run in a child process (TestZeroDowntimeSwap in its
-		// network namespace) uses the binary its parent built.
-		tunnelBin = bin
-	} else if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the tunnel binary:", err)
+	if err := setUpBinary(); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up the tunnel binary:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -105,6 +116,26 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// setUpBinary makes tunnelBin the binary under test (see TestMain).
+func setUpBinary() error {
+	if bin := os.Getenv(binaryEnv); bin != "" {
+		// A test re-run in a child process (TestZeroDowntimeSwap in its
+		// network namespace) uses the binary its parent set up.
+		tunnelBin = bin
+		return nil
+	}
+	if !testkit.Race {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		return os.Symlink(self, tunnelBin)
+	}
+	build := exec.Command("go", "build", "-ldflags=-X github.com/tetratelabs/wazero/internal/version.version="+testWazeroVersion, "-o", tunnelBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	return build.Run()
 }
 
 // cliTimeout bounds every wait on the child process.
@@ -469,11 +500,10 @@ func TestBadFlags(t *testing.T) {
 // processes of the other packages ("dev": a test binary of a library, or
 // of a main package that does not itself import wazero, has no module
 // versions in its build info), so that what they compiled it loads, and
-// the reverse: what TestMain's -ldflags are for. If wazero renames the
-// variable, -X sets nothing, the tunnel names the directory by go.mod's
-// version, and this fails. (This package's own test binary, a main
-// package that imports wazero, would say go.mod's version: it compiles no
-// plugin itself.)
+// the reverse: what TestMain's wazeroVersion is for. If wazero renames
+// the variable, the link name (or -X, for a race-built test binary) sets
+// nothing, the tunnel names the directory by go.mod's version, and this
+// fails.
 func TestCacheSharedWithTestProcesses(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -217,7 +217,7 @@ func module(t testing.TB, dir string) *plugin.Module {
 	if m := modules[abs]; m != nil {
 		return m
 	}
-	if raceEnabled {
+	if testkit.Race {
 		precompile(wasm)
 	}
 	m, err := rt.Compile(context.Background(), filepath.Base(abs), wasm)
@@ -316,7 +316,7 @@ func goParent() (start string, ok bool) {
 // a process built without it. A [plugin.Runtime] with CacheDir then loads
 // the code instead of compiling it. Without -race it does nothing.
 func Precompile(wasm []byte) {
-	if raceEnabled {
+	if testkit.Race {
 		precompile(wasm)
 	}
 }
