@@ -29,6 +29,7 @@ func (busyHook) Open(*host.ConnInfo) (host.Filter, error) { return busyFilter{},
 // A filter that closes while opening still delivers what it sent to the
 // client, and the target is never dialled.
 func TestCloseWhileOpeningDeliversTheAnswerAndNeverDials(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

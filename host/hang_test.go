@@ -189,9 +189,9 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 	})
 }
 
-// TestIdleTimeoutSparesASlowReader: the server sends 4 MiB and closes;
+// TestIdleTimeoutSparesASlowReader: the server sends 1 MiB and closes;
 // the tunnel writes it into its socket toward the client within
-// milliseconds and then moves nothing itself, while the client reads 16
+// milliseconds and then moves nothing itself, while the client reads 8
 // KiB every 20 ms (a small receive buffer: the bytes wait in the tunnel's
 // socket, not the client's). Bytes move toward the client the whole
 // time, so the connection is not idle: it was reset at the first idle
@@ -199,10 +199,17 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 // byte counted as sent.
 func TestIdleTimeoutSparesASlowReader(t *testing.T) {
 	t.Parallel()
-	// 5 s at the client's pace; the tunnel's own I/O stops when the rest
-	// fits its socket's send buffer, seconds before the end. A timeout of
-	// 2 s: a loaded machine's stalls of the reader stay well short of it.
-	payload := tn.Random(9, 4<<20)
+	// The whole megabyte fits the tunnel's socket toward the client (its
+	// send buffer grows to 4 MiB on loopback; ss -tmi shows it all there,
+	// written within 10 ms). 128 reads of at most 8 KiB, 20 ms apart,
+	// cannot take it in less than 2.56 s, so the tunnel's own I/O stops
+	// more than half a second before the end: without the kernel's view
+	// (sockq.Quiet reporting nothing), the 2 s idle timeout resets every
+	// path with about 240 KiB still queued.
+	// A timeout of 2 s: a loaded machine's stalls of the reader (no read,
+	// so nothing sent) stay well short of it.
+	const read = 8 << 10
+	payload := tn.Random(9, 1<<20)
 	pathsAtOnce(t, func(t *testing.T, path enginePath) {
 		srv := tn.Serve(t, func(c *net.TCPConn) {
 			c.Write(payload)
@@ -223,7 +230,7 @@ func TestIdleTimeoutSparesASlowReader(t *testing.T) {
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(30 * time.Second))
 		var got []byte
-		buf := make([]byte, 16<<10)
+		buf := make([]byte, read)
 		for {
 			n, err := conn.Read(buf)
 			got = append(got, buf[:n]...)
@@ -248,6 +255,7 @@ func TestIdleTimeoutSparesASlowReader(t *testing.T) {
 // off, both close within the call timeout plus a margin, and the proxy
 // closes at once.
 func TestPluginFailureClosesOthersOnItsInstance(t *testing.T) {
+	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	rt, rlogs := wasmRuntime(t)
 	const callTimeout = 300 * time.Millisecond
@@ -293,6 +301,7 @@ func TestPluginFailureClosesOthersOnItsInstance(t *testing.T) {
 // TestHalfCloseThenNeverRead: clients that send, half-close and then go
 // away without reading the echo are all closed by the tunnel.
 func TestHalfCloseThenNeverRead(t *testing.T) {
+	t.Parallel()
 	for _, path := range enginePaths {
 		t.Run(path.name, func(t *testing.T) {
 			srv := tn.Serve(t, tn.Echo)
@@ -348,6 +357,7 @@ func (f blockingFilter) Closed()                                {}
 // while a filter call never returns; the connection is abandoned, and
 // finishes once the call returns.
 func TestShutdownAbandonsBlockedFilter(t *testing.T) {
+	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	h := &blockingHook{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	logs := tn.NewLogs()
@@ -402,6 +412,7 @@ func TestShutdownNothingOpen(t *testing.T) {
 // engines: on an event loop the abort used to wait on the loop, busy in
 // the call, so the sockets stayed open until it returned.
 func TestShutdownEndsSocketsWhileFilterBlocks(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		h := &blockingHook{entered: make(chan struct{}, 1), release: make(chan struct{})}
@@ -454,6 +465,7 @@ func (f streamFilter) Closed()                                {}
 // connection then, on both engines (on an event loop it used to wait for
 // the call to return).
 func TestAbortEndsSocketsWhileFilterBlocks(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		h := &streamHook{streams: make(chan *host.Stream, 1), release: make(chan struct{})}

@@ -15,6 +15,7 @@ import (
 // one whose handshake completed before the event loop took the listener
 // (the loop sets it on the listener too, but only from then on).
 func TestListenControlNoDelay(t *testing.T) {
+	t.Parallel()
 	for _, reuse := range []bool{false, true} {
 		lc := net.ListenConfig{Control: listenControl(reuse)}
 		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")

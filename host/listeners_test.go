@@ -26,6 +26,7 @@ func (passFilter) Closed()                            {}
 // error is reported down with the error, the others stay up; a listener at
 // its connection cap says so.
 func TestListenersDownAndAtLimit(t *testing.T) {
+	t.Parallel()
 	target, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

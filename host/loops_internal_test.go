@@ -19,6 +19,7 @@ import (
 // TestLoopsFor: one loop on one or two CPUs, then one per CPU but one, at
 // most maxLoops.
 func TestLoopsFor(t *testing.T) {
+	t.Parallel()
 	for procs, want := range map[int]int{1: 1, 2: 1, 3: 2, 4: 3, 9: 8, 64: maxLoops} {
 		if got := loopsFor(procs); got != want {
 			t.Errorf("loopsFor(%d) = %d, want %d", procs, got, want)
@@ -32,6 +33,7 @@ func TestLoopsFor(t *testing.T) {
 // resumes both loops' sides of the listener, the statistics add up each
 // loop's finished connections exactly, and Shutdown ends them all.
 func TestTwoLoops(t *testing.T) {
+	t.Parallel()
 	const clients, size = 32, 256 << 10
 	p, ev := twoLoops(t, Route{Name: "r", Listen: "127.0.0.1:0", Target: echoServer(t), MaxConns: 4})
 	addr := p.Addr("r").String()
@@ -141,6 +143,7 @@ func (h *logEvents) wait(t *testing.T, ch chan struct{}, n int, what string) {
 // counts the connection only after accept4: two loops admitting at once
 // both see room for one.)
 func TestTwoLoopsMaxConnsExact(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	target := serve(t, func(net.Conn) { <-release }) // held open until the test ends
 	t.Cleanup(func() { close(release) })
@@ -189,6 +192,7 @@ func TestTwoLoopsMaxConnsExact(t *testing.T) {
 // ends on an epoll_wait error. (Each on a stopped loop runs nothing, not
 // even start, so that loop's loopBytes were left out.)
 func TestTwoLoopsStatsLoopStopped(t *testing.T) {
+	t.Parallel()
 	p, ev := twoLoops(t, Route{Name: "r", Listen: "127.0.0.1:0", Target: echoServer(t)})
 	p.mu.Lock()
 	loops := p.loops
@@ -227,6 +231,7 @@ func TestTwoLoopsStatsLoopStopped(t *testing.T) {
 // aborts them all and returns within its deadline (plus the abort), and
 // every client's write ends.
 func TestTwoLoopsShutdownWhileServerStopsReading(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	target := serve(t, func(net.Conn) { <-release }) // accepts, never reads
 	t.Cleanup(func() { close(release) })

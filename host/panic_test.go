@@ -54,6 +54,7 @@ func (f panicFilter) End(host.Direction, *host.Stream) error {
 // connection with it; it closes its own connection as a filter error,
 // logged with its stack, and the next connection of the route works.
 func TestFilterPanicClosesItsConnection(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		for _, in := range []string{"Open", "nil", "Opened", "Data", "End"} {
 			t.Run(in, func(t *testing.T) {

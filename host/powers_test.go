@@ -75,6 +75,7 @@ func (f *lineFilter) End(dir host.Direction, s *host.Stream) error {
 // full line at once, on a route where the other direction is filtered or
 // spliced.
 func TestTimerFlushesHeldBytes(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		for _, dirs := range []host.Directions{host.Both, host.OnlyClientToServer} {
 			t.Run(dirs.String(), func(t *testing.T) {
@@ -140,6 +141,7 @@ func (f *byeFilter) Closed() { f.h.closedAfterTimer.Store(f.fired) }
 // TestTimerSendsAndCloses: a timer callback can answer the client and close
 // the connection gracefully (the bytes arrive, then EOF).
 func TestTimerSendsAndCloses(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		h := &byeHook{}
@@ -178,6 +180,7 @@ func (f *farFilter) Timer(*host.Stream) error {
 // fire (it once wrapped around to a time in the past, and fired at once)
 // while a 20 ms timer beside it does its job.
 func TestTimerAtTheEndOfTime(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		far, bye := &farHook{}, &byeHook{}
@@ -205,6 +208,7 @@ type sloppyFilter struct{ host.PassThrough }
 func (sloppyFilter) Opened(s *host.Stream) error { return s.SetTimer(time.Millisecond) }
 
 func TestSetTimerNeedsTimerFilter(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "sloppy", Hook: sloppyHook{}}))
@@ -238,6 +242,7 @@ func (f *lateTimerFilter) Closed() { f.closed = true }
 // TestTimerStopsAtClose: a timer still pending when the connection ends
 // never calls the filter after Closed.
 func TestTimerStopsAtClose(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		h := &lateTimerHook{}
@@ -320,6 +325,7 @@ func lateRoute(chain ...host.Link) host.Route {
 // client's first line; the bytes after it reach the chosen server, with the
 // other direction filtered or spliced.
 func TestLateDialRoutesByFirstBytes(t *testing.T) {
+	t.Parallel()
 	for _, dirs := range []host.Directions{host.Both, host.OnlyClientToServer} {
 		t.Run(dirs.String(), func(t *testing.T) {
 			a, b := namedEcho(t, "A:"), namedEcho(t, "B:")
@@ -351,6 +357,7 @@ func TestLateDialRoutesByFirstBytes(t *testing.T) {
 // TestLateDialFromTimer: a timer chooses the target while the client sends
 // nothing; the server that speaks first is heard.
 func TestLateDialFromTimer(t *testing.T) {
+	t.Parallel()
 	srv := tn.Serve(t, tn.SpeakFirst)
 	addr, _ := tunnel(t, lateRoute(host.Link{Name: "router", Hook: &routerHook{def: srv.Addr(), fromTimer: true}}))
 	c := tn.Dial(t, addr)
@@ -364,6 +371,7 @@ func TestLateDialFromTimer(t *testing.T) {
 // time waited for it, are bounded; past either the client is closed and
 // the log says why. So is a client that ends before any choice.
 func TestLateDialBounds(t *testing.T) {
+	t.Parallel()
 	never := &routerHook{} // waits for a line that never comes
 	t.Run("wait", func(t *testing.T) {
 		r := lateRoute(host.Link{Name: "router", Hook: never})
@@ -406,6 +414,7 @@ func expectClosedAfterBytes(t *testing.T, c net.Conn) {
 // TestLateDialHoldLimitCountsForwarded: bytes a filter passes on toward a
 // target not dialled yet count against the hold limit.
 func TestLateDialHoldLimitCountsForwarded(t *testing.T) {
+	t.Parallel()
 	chooser := host.ChunkFunc(func(info *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
 		return b, nil // forwards, never chooses
 	})
@@ -429,6 +438,7 @@ var amplifier = host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []by
 // TestCountersShowWhatFiltersDid: the close log counts the bytes read from
 // and written to each peer, so a rewrite is visible to an operator.
 func TestCountersShowWhatFiltersDid(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "x2", Hook: amplifier}))
@@ -485,6 +495,7 @@ func (f *verdictFilter) Data(dir host.Direction, b []byte, s *host.Stream) error
 // TestTags: a later link reads a tag an earlier one set, the close log
 // line shows them all, and bad tags are refused with a clear error.
 func TestTags(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		seen := make(chan string, 1)
@@ -572,6 +583,7 @@ func (f *lagFilter) Timer(s *host.Stream) error {
 // TestDeferEnd: bytes a timer sends after the client half-closed still
 // reach the server, before the half-close; the server's answer comes back.
 func TestDeferEnd(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		serverGot := make(chan tn.Received, 1)
 		srv := tn.Serve(t, func(c *net.TCPConn) {
@@ -596,6 +608,7 @@ func TestDeferEnd(t *testing.T) {
 
 // TestDeferEndOnlyFromEnd: DeferEnd outside End is refused.
 func TestDeferEndOnlyFromEnd(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		errc := make(chan error, 1)
@@ -648,6 +661,7 @@ func (d deferForever) End(dir host.Direction, s *host.Stream) error {
 // its half-close, then resets, ends the connection: nobody reads the client
 // any more, yet the reset is seen (and the server, silent, is closed too).
 func TestDeferredEndThenReset(t *testing.T) {
+	t.Parallel()
 	enginesSeq(t, func(t *testing.T, eng engine) {
 		serverGone := make(chan error, 1)
 		srv := tn.Serve(t, func(c *net.TCPConn) {

@@ -14,6 +14,7 @@ import (
 // The server behind the tunnel learns the client's real address from the
 // PROXY header, then reads the client's bytes unchanged.
 func TestProxyProtocolTellsTheServerWhoTheClientIs(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

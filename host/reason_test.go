@@ -59,6 +59,7 @@ func TestCloseReasons(t *testing.T) {
 
 // TestCloseReasonsOfFilters: a filter's close, error and refusal.
 func TestCloseReasonsOfFilters(t *testing.T) {
+	t.Parallel()
 	echo := tn.Serve(t, tn.Echo)
 	failing := host.ChunkFunc(func(*host.ConnInfo, host.Direction, []byte) ([]byte, error) {
 		return nil, errors.New("no thanks")

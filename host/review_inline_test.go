@@ -29,6 +29,7 @@ import (
 // failure: DialFailures stays 0 and its reason is the abort's, as on the
 // goroutine engine. The inline engine counted it as a failed dial.
 func TestReviewAbortWhileDialling(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"shutdown", "stream-abort"} {
 		t.Run(how, func(t *testing.T) {
 			engines(t, func(t *testing.T, eng engine) {
@@ -86,6 +87,7 @@ func TestReviewRefusedIsNotDialFailure(t *testing.T) {
 // client_eof, as on the goroutine engine. The inline engine looked at the
 // filtered direction's EOF only, so it named the server.
 func TestReviewOneWayChainCloseReason(t *testing.T) {
+	t.Parallel()
 	for _, dirs := range []host.Directions{host.OnlyClientToServer, host.OnlyServerToClient} {
 		t.Run(dirs.String(), func(t *testing.T) {
 			engines(t, func(t *testing.T, eng engine) {

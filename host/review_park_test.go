@@ -225,6 +225,7 @@ func TestReviewLateDialParks(t *testing.T) {
 // races pumps that park and wake under a storm of pokes: every client gets
 // the answer whole, then a clean end of stream, and no connection is left.
 func TestReviewFilterCloseWhilePumpsParkAndWake(t *testing.T) {
+	t.Parallel()
 	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
 	stopStorm := pokeStorm(p, 20*time.Microsecond)
 	defer stopStorm()
@@ -341,6 +342,7 @@ func (sendTwice) Data(dir Direction, chunk []byte, s *Stream) error {
 // TestReviewSendThenMutateChunk: a chunk passed to Send and changed by the
 // filter afterwards reaches the destination as it was when sent.
 func TestReviewSendThenMutateChunk(t *testing.T) {
+	t.Parallel()
 	p := startProxy(t, nil, Route{Name: "m", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "twice", Hook: sendTwice{}}}})
 	c := dialRoute(t, p, "m")
 	if _, err := io.WriteString(c, "abc"); err != nil {

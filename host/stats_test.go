@@ -105,6 +105,7 @@ func TestStats(t *testing.T) {
 // open is a rejection ("denied"). Every reason name is present, at 0 when
 // nothing ended that way.
 func TestStatsHistogramsAndReasons(t *testing.T) {
+	t.Parallel()
 	for _, path := range enginePaths[:3] {
 		t.Run(path.name, func(t *testing.T) {
 			srv := tn.Serve(t, tn.Echo)

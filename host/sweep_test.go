@@ -295,6 +295,7 @@ func TestSweepThenFilterClose(t *testing.T) {
 // spliced one: every byte comes back, in order, and no connection is
 // aborted.
 func TestPokeStorm(t *testing.T) {
+	t.Parallel()
 	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
 	for _, r := range []Route{
 		{Name: "filtered", Listen: "127.0.0.1:0", Chain: []Link{{Name: "id", Hook: id}}},
@@ -348,6 +349,7 @@ func TestPokeStorm(t *testing.T) {
 // a filter's lingering close short: once the connection is closing, a poke
 // sets no deadline, and the client still gets the answer and a clean end.
 func TestPokeAfterCloseIsIgnored(t *testing.T) {
+	t.Parallel()
 	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
 	c := dialRoute(t, p, "q")
 	if _, err := io.WriteString(c, "quit"); err != nil {
@@ -459,6 +461,7 @@ func (h holdOpen) Opened(*Stream) error { <-h.release; return nil }
 // event of its own, so a pump that waited for one after a short read would
 // hang (here, with no sweep to rescue it, until the test's deadline).
 func TestBytesAndFINInOneRead(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		dirs Directions
@@ -607,6 +610,7 @@ func (splitEcho) Data(dir Direction, chunk []byte, s *Stream) error {
 }
 
 func TestLentChunksKeepTheirOrder(t *testing.T) {
+	t.Parallel()
 	// The server collects what it gets; the client reads its answers.
 	got := make(chan []byte, 1)
 	target := serve(t, func(c net.Conn) {

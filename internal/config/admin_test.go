@@ -14,6 +14,7 @@ import (
 // TestParseAdmin: the admin block's values and defaults; no block, no
 // endpoint.
 func TestParseAdmin(t *testing.T) {
+	t.Parallel()
 	route := "route \"r\" {\n  listen = \"127.0.0.1:9000\"\n  target = \"127.0.0.1:8080\"\n}\n"
 	for _, tc := range []struct {
 		src  string
@@ -45,6 +46,7 @@ func TestParseAdmin(t *testing.T) {
 // counters of its Proxy, and the admin block of the first load kept across
 // a reload that changes it.
 func TestRunnerAdminView(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	src := func(pprof bool) string {
 		return `

@@ -42,6 +42,7 @@ func parseString(t *testing.T, dir, src string) (*File, hcl.Diagnostics) {
 // it and however often the file is built; Retain lets go of files no longer
 // named; plugins of an unapplied Set are released by Close.
 func TestBuildReusesModules(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	rt := newRuntime(t)
 	dir := t.TempDir()
@@ -134,6 +135,7 @@ route "b" {
 // TestBuildDumpFirst: a dump block puts the dump first in the chain, nearest
 // the client.
 func TestBuildDumpFirst(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	copyFile(t, "testdata/wasm/noop.wasm", filepath.Join(dir, "noop.wasm"))
@@ -173,6 +175,7 @@ route "a" {
 // and call_timeout with on_failure decide what a looping guest does to its
 // connection.
 func TestPluginSettingsApply(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	guests, err := filepath.Abs("../../host/plugin/testdata")
 	if err != nil {
@@ -273,6 +276,7 @@ route "close" {
 // past max_output = "64KiB" the call fails and on_failure = "close" closes
 // the connection.
 func TestMaxOutputApplies(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	wasm, err := filepath.Abs("testdata/wasm/burst.wasm")
 	if err != nil {

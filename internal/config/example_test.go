@@ -21,7 +21,10 @@ import (
 // precompileBuiltins puts the built-in plugins' compiled code in
 // plugintest's cache, which the tests' Runtime uses, from a process without
 // the race detector when the test has it (a Go guest compiles in ~3 s, ten
-// times that under -race); a no-op otherwise.
+// times that under -race), once per built-in for the tests of the process:
+// tests running in parallel that use the same built-in would each compile
+// it, none finding it in the cache yet; the first compiles it, the others
+// wait for it and then load it.
 func precompileBuiltins(t *testing.T, names ...string) {
 	t.Helper()
 	for _, name := range names {
@@ -29,7 +32,33 @@ func precompileBuiltins(t *testing.T, names ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plugintest.Precompile(b)
+		once, _ := builtinsCompiled.LoadOrStore(name, new(sync.Once))
+		once.(*sync.Once).Do(func() { compileBuiltin(name, b) })
+	}
+}
+
+// builtinsCompiled holds a *sync.Once for each built-in precompileBuiltins
+// was asked for.
+var builtinsCompiled sync.Map
+
+// compileBuiltin compiles wasm into plugintest's cache: from a process
+// without the race detector under -race (plugintest.Precompile), by a
+// Runtime of its own otherwise. Failures are ignored: the test's Runtime
+// then compiles the module itself.
+func compileBuiltin(name string, wasm []byte) {
+	plugintest.Precompile(wasm)
+	dir := plugintest.CacheDir()
+	if dir == "" {
+		return
+	}
+	ctx := context.Background()
+	rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return
+	}
+	defer rt.Close(ctx)
+	if m, err := rt.Compile(ctx, name, wasm); err == nil {
+		m.Close(ctx)
 	}
 }
 
@@ -38,6 +67,7 @@ func precompileBuiltins(t *testing.T, names ...string) {
 // checks what each route promises; its deny is the built-in one, as for a
 // user.
 func TestRootTunnelHCL(t *testing.T) {
+	t.Parallel()
 	const path = "../../tunnel.hcl"
 	f, diags := Parse(path, Options{LookupEnv: func(string) (string, bool) { return "", false }})
 	if len(diags) > 0 {
@@ -109,6 +139,7 @@ func TestRootTunnelHCL(t *testing.T) {
 // by the tunnel, and a server reply holding "FLUSHALL" reaches the client
 // untouched.
 func TestDenyREADMEExample(t *testing.T) {
+	t.Parallel()
 	precompileBuiltins(t, "deny")
 	readme, err := os.ReadFile("../../plugins/deny/README.md")
 	if err != nil {

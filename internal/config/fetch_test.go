@@ -69,6 +69,7 @@ func diagWith(diags hcl.Diagnostics, summary string) *hcl.Diagnostic {
 // a second parse (a reload, another replica) reads the copy. Then it
 // compiles and runs like a local one.
 func TestPluginByURL(t *testing.T) {
+	t.Parallel()
 	wasm, err := os.ReadFile("testdata/wasm/stamp.wasm")
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +130,7 @@ route "a" {
 // client's timeout and a certificate the client does not trust are errors
 // that say so.
 func TestPluginByURLErrors(t *testing.T) {
+	t.Parallel()
 	wasm := []byte("\x00asm\x01\x00\x00\x00")
 	url, client, hits := wasmServer(t, wasm)
 	good := hashOf(wasm)
@@ -204,6 +206,7 @@ func TestPluginByURLErrors(t *testing.T) {
 // TestPluginLocalSHA256: sha256 pins a local file too; a built-in plugin
 // has none to pin.
 func TestPluginLocalSHA256(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	copyFile(t, "testdata/wasm/stamp.wasm", filepath.Join(dir, "stamp.wasm"))
 	b, _ := os.ReadFile(filepath.Join(dir, "stamp.wasm"))

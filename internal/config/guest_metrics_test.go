@@ -75,6 +75,7 @@ func flushall(t *testing.T, h *harness) {
 // name; an unchanged reload keeps them (the plugin's Registry entry is
 // found again), a changed config starts them again.
 func TestRunnerGuestMetricsAcrossReloads(t *testing.T) {
+	t.Parallel()
 	precompileBuiltins(t, "resp")
 	target := echoServer(t)
 	h := start(t, respConfig(target, `"FLUSHALL"`))
@@ -99,6 +100,7 @@ func TestRunnerGuestMetricsAcrossReloads(t *testing.T) {
 // state_max_value and state_max_total set the bounds of a plugin's shared
 // state, within 8 B to 256 MiB.
 func TestStateBoundsAttributes(t *testing.T) {
+	t.Parallel()
 	src := `
 plugin "rl" {
   builtin         = "ratelimit"

@@ -102,6 +102,7 @@ func TestParseHostileFiles(t *testing.T) {
 // A running tunnel that live-reloads one of those files keeps its running
 // configuration (and its process).
 func TestReloadHostileFileKeepsRunning(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "ok"))
 	addr := h.addr()

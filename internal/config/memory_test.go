@@ -82,6 +82,7 @@ route "a" {
 // take it over the limit (and the running configuration stays), and
 // applied once they have ended.
 func TestReloadCountsDrainingPlugins(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, memConfig(target, "v1:", "160MiB"))
 	addr := h.addr()

@@ -96,6 +96,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestParseValid(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "reply.txt"), []byte("-ERR no\r\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -190,6 +191,7 @@ route "r2" {
 }
 
 func TestParseMissingFile(t *testing.T) {
+	t.Parallel()
 	f, diags := Parse(filepath.Join(t.TempDir(), "none.hcl"), Options{})
 	if len(diags) != 1 || diags[0].Summary != "Cannot read configuration file" || f == nil {
 		t.Fatalf("diags = %v", diags)
@@ -197,6 +199,7 @@ func TestParseMissingFile(t *testing.T) {
 }
 
 func TestParseSize(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]uint64{"1B": 1, "64MiB": 64 << 20, "64 MiB": 64 << 20, "2GiB": 2 << 30, "10KB": 10000, "3KiB": 3072, "1GB": 1e9} {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
@@ -211,6 +214,7 @@ func TestParseSize(t *testing.T) {
 
 // TestDiagnosticFormat pins the exact text layout of a diagnostic.
 func TestDiagnosticFormat(t *testing.T) {
+	t.Parallel()
 	src := "route \"a\" {\n\tlisten = \"127.0.0.1\"\n  target = \"127.0.0.1:8080\"\n  colour = 1\n}\n"
 	f, diags := ParseSource([]byte(src), "dir/t.hcl", Options{})
 	got := FormatDiagnostics(diags, f.Files)

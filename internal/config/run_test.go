@@ -26,7 +26,16 @@ import (
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
+// Most tests run in parallel: each has its own Runner (runtime, watcher,
+// temporary directory, loopback ports). They mostly wait (debounced file
+// events, reloads, loopback round trips), so more of them than the two
+// cores run at once. Serial: TestReloadNoGrowth (counts the process's
+// goroutines), TestParseErrors (t.Setenv), TestReloadNotStarvedByNeighbour
+// (bounds a reload's latency) and TestReloadUnderLoad (its clients run flat
+// out until its reloads are done: slowed down by the others, it burns the
+// CPU they need).
 func TestMain(m *testing.M) {
+	testkit.DefaultParallel(8)
 	goleak.VerifyTestMain(m)
 }
 
@@ -250,6 +259,7 @@ func dial(t *testing.T, addr string) net.Conn {
 // its chain byte-exact; one opened after sees the new config; the listener is
 // the same socket.
 func TestReloadKeepsOpenConnections(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "v1:"))
 	addr := h.addr()
@@ -283,6 +293,7 @@ func TestReloadKeepsOpenConnections(t *testing.T) {
 
 // TestReloadOnSIGHUP: the hup channel reloads even when no file changed.
 func TestReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "a"))
 	h.hup <- os.Interrupt // any signal value on the channel means SIGHUP
@@ -297,6 +308,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 // TestReloadPluginFileReplaced: replacing the .wasm (not the config) reloads,
 // and connections opened afterwards run the new code.
 func TestReloadPluginFileReplaced(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "s"))
 	addr := h.addr()
@@ -315,6 +327,7 @@ func TestReloadPluginFileReplaced(t *testing.T) {
 // position and the running configuration keeps serving, old and new
 // connections alike; fixing the file applies it.
 func TestReloadBrokenEditChangesNothing(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "ok"))
 	addr := h.addr()
@@ -456,6 +469,7 @@ func settledGoroutines(want int) int {
 
 // TestStartInvalid: an invalid file listens on nothing and says why.
 func TestStartInvalid(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tunnel.hcl")
 	writeFile(t, path, `route "r" {
@@ -491,6 +505,7 @@ func TestStartInvalid(t *testing.T) {
 // file reloaded) keeps its chain: every byte comes back exactly, while a
 // connection opened after the reload is stamped.
 func TestLongConnectionSurvivesReload(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "new"))
 	copyFile(t, "testdata/wasm/noop.wasm", filepath.Join(h.dir, "plugin.wasm"))
@@ -539,6 +554,7 @@ func TestLongConnectionSurvivesReload(t *testing.T) {
 // symlink; no event names tunnel.hcl, yet the content changed and the file
 // is reloaded.
 func TestReloadSymlinkSwap(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "v1"))
 	version := func(name, stamp string) {
@@ -575,6 +591,7 @@ func TestReloadSymlinkSwap(t *testing.T) {
 // TestReloadAddsAndRemovesRoutes: a route that leaves the file stops
 // listening, one that appears starts, the one that stays keeps its socket.
 func TestReloadAddsAndRemovesRoutes(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	route := func(name, listen string) string {
 		return fmt.Sprintf("route %q {\n  listen = %q\n  target = %q\n}\n", name, listen, target)
@@ -607,6 +624,7 @@ func TestReloadAddsAndRemovesRoutes(t *testing.T) {
 // listener; it is refused, the routes keep serving, and a file with routes
 // again applies.
 func TestReloadEmptyFileRefused(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "ok"))
 	addr := h.addr()
@@ -626,6 +644,7 @@ func TestReloadEmptyFileRefused(t *testing.T) {
 // TestReloadBrokenPluginFile: a .wasm replaced by something that is not a
 // plugin is reported at the plugin's path and changes nothing.
 func TestReloadBrokenPluginFile(t *testing.T) {
+	t.Parallel()
 	target := echoServer(t)
 	h := start(t, stampConfig(target, "s"))
 	copyFile(t, "testdata/wasm/garbage.wasm", filepath.Join(h.dir, "plugin.wasm"))
@@ -636,6 +655,7 @@ func TestReloadBrokenPluginFile(t *testing.T) {
 // TestProxyProtocol: proxy_protocol = true makes the target receive a PROXY
 // v1 header naming the client before the client's bytes.
 func TestProxyProtocol(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -663,6 +683,7 @@ func TestProxyProtocol(t *testing.T) {
 // TestProxyProtocolV2: proxy_protocol = "v2" sends the binary header; a
 // value that is neither a bool nor "v1"/"v2" is an error naming both forms.
 func TestProxyProtocolV2(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -75,6 +75,7 @@ route "default" {
 // ALPN, version, the upstream side, SNI names and trusted networks; one
 // key log file is shared by both sides.
 func TestBuildTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, srv := tlsFiles(t, dir)
 	f, diags := parseString(t, dir, tlsRoutes)
@@ -126,6 +127,7 @@ func TestBuildTLS(t *testing.T) {
 // gives a new one; a broken one fails the build with a diagnostic at the
 // attribute naming the file; an expired one warns.
 func TestBuildTLSReload(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca, _ := tlsFiles(t, dir)
 	src := `
@@ -193,6 +195,7 @@ route "web" {
 // replaced by junk fails the reload (naming the file) and keeps the running
 // route; a good new one is then picked up by the file watcher.
 func TestReloadBrokenCertificate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca, _ := tlsFiles(t, dir)
 	h := startIn(t, dir, `
@@ -256,6 +259,7 @@ func startIn(t *testing.T, dir, config string) *harness {
 // same tls.Config, a client resumes its session across a reload; a config
 // built afresh (what the cache avoids) has new ticket keys and cannot.
 func TestRebuildKeepsSessionTickets(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca, _ := tlsFiles(t, dir)
 	src := "route \"web\" {\n  listen = \"127.0.0.1:0\"\n  target = \"127.0.0.1:8080\"\n  tls {\n    cert = \"cert.pem\"\n    key  = \"key.pem\"\n  }\n}\n"
@@ -314,6 +318,7 @@ func TestRebuildKeepsSessionTickets(t *testing.T) {
 // and expiry, the client CA, the upstream verification, the server names
 // and the trusted networks.
 func TestTLSSettings(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, srv := tlsFiles(t, dir)
 	f, diags := parseString(t, dir, tlsRoutes)

@@ -717,6 +717,7 @@ func (a *peerAcceptor) Accepted(fd int, peer netip.AddrPort) *Plan {
 // TestAcceptedPeerAddress: the peer address given to Accepted is the
 // client's, on IPv4 and IPv6 listeners alike.
 func TestAcceptedPeerAddress(t *testing.T) {
+	t.Parallel()
 	_, target := startServer(t, echo)
 	for _, family := range []struct {
 		name string
@@ -798,6 +799,7 @@ func (h *acceptErrors) Handle(_ context.Context, r slog.Record) error {
 // into a busy loop: it rests acceptRetryDelay between tries, as it does
 // when out of file descriptors.
 func TestListenerErrorDoesNotSpin(t *testing.T) {
+	t.Parallel()
 	h := &acceptErrors{first: make(chan struct{})}
 	l, err := newLoop(slog.New(h), true)
 	if err != nil {
@@ -839,6 +841,7 @@ func TestListenerErrorDoesNotSpin(t *testing.T) {
 // once the listener is reported in consecutive turns, not one connection
 // per turn of the loop (turns that bulk transfers can make long).
 func TestAcceptBurst(t *testing.T) {
+	t.Parallel()
 	l, err := newLoop(nil, true)
 	if err != nil {
 		t.Fatal(err)
@@ -885,6 +888,7 @@ func TestAcceptBurst(t *testing.T) {
 // TCP_NODELAY on the listener, whose accepted sockets inherit it (the
 // listener here is a raw socket that never had it).
 func TestAcceptedSocketsNoDelay(t *testing.T) {
+	t.Parallel()
 	_, target := startServer(t, echo)
 	nodelay := make(chan int, 1)
 	_, _, a, addr := startForwarder(t, target, fwdOptions{take: func(fd int) bool {
@@ -946,6 +950,7 @@ func TestDialRefusedIPv6(t *testing.T) {
 // socket is closed, so a close without EPOLL_CTL_DEL left the loop hearing
 // of the listener, level-triggered, under a closed number, turn after turn.
 func TestTwoLoopsOneListener(t *testing.T) {
+	t.Parallel()
 	_, target := startServer(t, echo)
 	fd, addr := listenFD(t)
 	fd2, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)

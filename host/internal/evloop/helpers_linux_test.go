@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 const (
@@ -28,7 +30,14 @@ const (
 	listenBacklog = 4096
 )
 
+// Tests that call checkFDs stay serial: it counts the process's fds, which
+// any test running alongside opens and closes. So does
+// TestAbortAllManyResets, which needs its loop to get the CPU promptly. The others (their own loop,
+// listener and servers; turn and error counts of their own loop only) run
+// in parallel, after the serial ones, mostly waiting, so more of them than
+// the two cores run at once.
 func TestMain(m *testing.M) {
+	testkit.DefaultParallel(8)
 	// Make the runtime open its own netpoll fds before any fd count.
 	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		ln.Close()
@@ -276,6 +285,7 @@ func isReset(err error) bool {
 // wrapping into the past, and epoll_wait's timeout (a C int of
 // milliseconds) is rounded up and bounded, whatever the deadline.
 func TestTimerArithmetic(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ t, d, want int64 }{
 		{5, 10, 15},
 		{5, math.MaxInt64, math.MaxInt64},

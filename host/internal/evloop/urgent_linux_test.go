@@ -19,6 +19,7 @@ import (
 // stream. Every in-band byte reaches the server (the urgent byte, out of
 // band, is not forwarded), and a FIN ends it cleanly.
 func TestUrgentData(t *testing.T) {
+	t.Parallel()
 	bulk := bytes.Repeat([]byte("a"), bufferSize) // fills a read: the direction splices
 	for _, tc := range []struct {
 		name   string
