@@ -967,13 +967,18 @@ func TestCloseWhilePeerKeepsSending(t *testing.T) {
 		stop := make(chan struct{})
 		sent := make(chan error, 1)
 		go func() { // a client that does not listen
+			// 16 KiB a millisecond: it never stops, which is all the
+			// tunnel's draining sees (flat out, the writes took 1.5 s of
+			// CPU per engine for the lingering time).
 			junk := make([]byte, 16<<10)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
 			for {
 				select {
 				case <-stop:
 					sent <- nil
 					return
-				default:
+				case <-tick.C:
 				}
 				if _, err := c.Write(junk); err != nil {
 					sent <- err
