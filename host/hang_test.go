@@ -189,9 +189,9 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 	})
 }
 
-// TestIdleTimeoutSparesASlowReader: the server sends 1 MiB and closes;
+// TestIdleTimeoutSparesASlowReader: the server sends 512 KiB and closes;
 // the tunnel writes it into its socket toward the client within
-// milliseconds and then moves nothing itself, while the client reads 8
+// milliseconds and then moves nothing itself, while the client reads 4
 // KiB every 20 ms (a small receive buffer: the bytes wait in the tunnel's
 // socket, not the client's). Bytes move toward the client the whole
 // time, so the connection is not idle: it was reset at the first idle
@@ -199,17 +199,18 @@ func TestIdleTimeoutClosesStuckConnection(t *testing.T) {
 // byte counted as sent.
 func TestIdleTimeoutSparesASlowReader(t *testing.T) {
 	t.Parallel()
-	// The whole megabyte fits the tunnel's socket toward the client (its
-	// send buffer grows to 4 MiB on loopback; ss -tmi shows it all there,
-	// written within 10 ms). 128 reads of at most 8 KiB, 20 ms apart,
-	// cannot take it in less than 2.56 s, so the tunnel's own I/O stops
-	// more than half a second before the end: without the kernel's view
-	// (sockq.Quiet reporting nothing), the 2 s idle timeout resets every
-	// path with about 240 KiB still queued.
+	// The whole payload fits the tunnel's socket toward the client (its
+	// send buffer grows to 4 MiB on loopback by default; half a megabyte
+	// is there within milliseconds even where tcp_wmem allows only
+	// 1 MiB). 128 reads of at most 4 KiB, 20 ms apart, cannot take it in
+	// less than 2.56 s, so the tunnel's own I/O stops more than half a
+	// second before the end: without the kernel's view (sockq.Quiet
+	// reporting nothing), the 2 s idle timeout resets every path with
+	// bytes still queued.
 	// A timeout of 2 s: a loaded machine's stalls of the reader (no read,
 	// so nothing sent) stay well short of it.
-	const read = 8 << 10
-	payload := tn.Random(9, 1<<20)
+	const read = 4 << 10
+	payload := tn.Random(9, 512<<10)
 	pathsAtOnce(t, func(t *testing.T, path enginePath) {
 		srv := tn.Serve(t, func(c *net.TCPConn) {
 			c.Write(payload)

@@ -60,8 +60,10 @@ func TestMain(m *testing.M) {
 	// (tunnel validate run in-process) alike.
 	wazeroVersion = testWazeroVersion
 	if filepath.Base(os.Args[0]) == cliName {
-		// Started by a test as the binary under test: be the CLI.
+		// Started by a test as the binary under test: be the CLI (main
+		// exits with the CLI's status; never run the tests in its place).
 		main()
+		os.Exit(0)
 	}
 	dir, err := os.MkdirTemp("", "tunnel-cli-test")
 	if err != nil {
@@ -130,6 +132,15 @@ func setUpBinary() error {
 		self, err := os.Executable()
 		if err != nil {
 			return err
+		}
+		if testing.CoverMode() != "" && os.Getenv("GOCOVERDIR") == "" {
+			// A coverage-built test binary run by hand (go test sets
+			// GOCOVERDIR): without it, each tunnel would warn on stderr
+			// at exit that it emits no coverage data.
+			os.Setenv("GOCOVERDIR", filepath.Join(filepath.Dir(tunnelBin), "cover"))
+			if err := os.Mkdir(os.Getenv("GOCOVERDIR"), 0o755); err != nil {
+				return err
+			}
 		}
 		return os.Symlink(self, tunnelBin)
 	}

@@ -31,8 +31,7 @@ const (
 )
 
 // Tests that call checkFDs stay serial: it counts the process's fds, which
-// any test running alongside opens and closes. So does
-// TestAbortAllManyResets, which needs its loop to get the CPU promptly. The others (their own loop,
+// any test running alongside opens and closes. The others (their own loop,
 // listener and servers; turn and error counts of their own loop only) run
 // in parallel, after the serial ones, mostly waiting, so more of them than
 // the two cores run at once.
