@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,9 @@ type conn struct {
 
 	client *net.TCPConn
 	server atomic.Pointer[net.TCPConn] // nil until dialled
-	target atomic.Pointer[string]      // the target a filter chose (late dial); set once, under the chain's lock
+	// dialled is the target's address once connected (Stream.TargetAddr).
+	dialled atomic.Pointer[netip.AddrPort]
+	target  atomic.Pointer[string] // the target a filter chose (late dial); set once, under the chain's lock
 
 	// The TLS sessions, when the route terminates or originates TLS (see
 	// tls.go): clientTLS is set by run before the filters open, serverTLS
@@ -251,6 +254,11 @@ func (c *conn) dial(target string) bool {
 		return false
 	}
 	c.server.Store(sc)
+	if ta, ok := sc.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		c.dialled.Store(&ap)
+	}
 	select {
 	case <-c.td.closed: // aborted while dialling: teardown saw no server
 		sc.Close()

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -997,5 +999,39 @@ func TestCloseWhilePeerKeepsSending(t *testing.T) {
 		}
 		close(stop)
 		<-sent
+	})
+}
+
+// TestTargetAddr: Stream.TargetAddr is zero in Opened (before the dial)
+// and the target's address once connected, a host name resolved, on both
+// engines (the inline one takes IP targets only).
+func TestTargetAddr(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		want := netip.MustParseAddrPort(srv.Addr())
+		target := srv.Addr()
+		if !eng.inline {
+			target = net.JoinHostPort("localhost", strconv.Itoa(int(want.Port())))
+		}
+		got := make(chan [2]netip.AddrPort, 1)
+		var atOpen netip.AddrPort
+		hook := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{
+				opened: func(s *host.Stream) error { atOpen = s.TargetAddr(); return nil },
+				data: func(dir host.Direction, chunk []byte, s *host.Stream) error {
+					select {
+					case got <- [2]netip.AddrPort{atOpen, s.TargetAddr()}:
+					default:
+					}
+					return s.Send(dir, chunk)
+				},
+			}, nil
+		})
+		addr, _ := eng.tunnel(t, tn.Route("r", target, host.Link{Name: "f", Hook: hook}))
+		c := tn.Dial(t, addr)
+		io.WriteString(c, "x")
+		if g := <-got; g[0].IsValid() || g[1] != want {
+			t.Errorf("TargetAddr in Opened %v, in Data %v; want none, then %v", g[0], g[1], want)
+		}
 	})
 }

@@ -29,8 +29,9 @@ import (
 
 // inlineChain runs a connection's chain for the route's loop.
 type inlineChain struct {
-	c   *conn
-	out atomic.Pointer[evloop.Output] // set by Open, on the loop
+	c      *conn
+	out    atomic.Pointer[evloop.Output] // set by Open, on the loop
+	target netip.AddrPort                // what the loop dials; set before it is adopted
 }
 
 // inlineTarget returns the address a connection of rs is dialled to by the
@@ -111,6 +112,7 @@ func (l *listener) adopt(rs *routeState, fd int, peer, target netip.AddrPort) {
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: net.TCPAddrFromAddrPort(peer), Listen: l.ln.Addr(), Target: rs.Target}
 	c.ch.c = c
 	c.il.c = c
+	c.il.target = target
 	c.count(rs)
 	p.connWG.Add(1)
 	plan := &evloop.Plan{
@@ -153,6 +155,7 @@ func (ic *inlineChain) Open(o *evloop.Output) error {
 // Connected implements evloop.Chain: what the filters sent toward the
 // server before the dial goes now.
 func (ic *inlineChain) Connected(o *evloop.Output) error {
+	ic.c.dialled.Store(&ic.target)
 	return ic.put(o, ic.c.ch.nowDialled())
 }
 

@@ -3,6 +3,7 @@ package host
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,18 @@ type Stream struct {
 
 // Info describes the connection.
 func (s *Stream) Info() *ConnInfo { return &s.c.info }
+
+// TargetAddr returns the address of the target the tunnel connected to
+// (ConnInfo.Target with a host name resolved, an IPv4-mapped address
+// unmapped), or the zero AddrPort while it is not connected: before the
+// dial, before a late dial's target is chosen, after a dial that failed.
+// It may be called from any goroutine.
+func (s *Stream) TargetAddr() netip.AddrPort {
+	if ap := s.c.dialled.Load(); ap != nil {
+		return *ap
+	}
+	return netip.AddrPort{}
+}
 
 // Send passes b on in direction dir from this filter's place in the chain: to
 // the next filter of that direction, or to the destination socket when there

@@ -132,6 +132,33 @@ func wantStream(t *testing.T, got tshark.Stream, a, b string, fromA, fromB []byt
 	}
 }
 
+// TestHostNameTargetDrawnResolved: a target given as a host name is drawn
+// at the address the tunnel connected to (it used to be 0.0.0.0), and its
+// first SYN still names it as configured.
+func TestHostNameTargetDrawnResolved(t *testing.T) {
+	t.Parallel()
+	srv := testnet.ServeAt(t, "127.0.0.1:0", testnet.Echo)
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	target := "localhost:" + port
+	s := start(t, "127.0.0.1:0", target, capture.Options{})
+	c := testnet.Dial(t, s.addr)
+	sent := []byte("hello, resolved target\n")
+	if got := testnet.Exchange(c, sent); got.Err != nil || got.Sum != testnet.Sum(sent) {
+		t.Fatalf("echo: %v (sha256 match %v)", got.Err, got.Sum == testnet.Sum(sent))
+	}
+	s.finish(t)
+	client := c.LocalAddr().String()
+	f := tshark.Open(t, s.file)
+	wantStream(t, f.Follow(client, srv.Addr()), client, srv.Addr(), sent, sent)
+	f.CheckClean()
+	syn := f.Fields(func(p tshark.Packet) bool {
+		return p.Is("frame.interface_id", "1") && p.Is("tcp.flags.syn", "1") && p.Is("tcp.flags.ack", "0")
+	}, "frame.comment")
+	if len(syn) != 1 || !strings.Contains(syn[0], "target leg ("+target+")") {
+		t.Errorf("the target leg's SYN comments %q, want one naming %s", syn, target)
+	}
+}
+
 // TestFollowBothLegs: Wireshark follows each leg of a connection, IPv4 and
 // IPv6, with the bytes the client and the target each sent, and finds no
 // bad checksum, lost segment or bad ACK.

@@ -40,7 +40,9 @@
 // client's address and the target's, as a transparent proxy would (the
 // tunnel's own ephemeral port is not known to the hooks), so both legs of
 // one connection share the client's port. A target given as a host name
-// is drawn as 0.0.0.0 (or ::) with the name in the SYN's comment.
+// is drawn at the address the tunnel connected to (host.Stream.TargetAddr),
+// with the name in the SYN's comment; only a leg drawn before the dial (a
+// filter sending toward the target from Opened) shows 0.0.0.0 (or ::).
 //
 // Packet comments say what the chain did with a chunk when it did not just
 // forward it: "chain: dropped or held", "chain: replaced (N bytes in, M

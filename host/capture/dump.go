@@ -53,7 +53,7 @@ type dumpHook struct {
 }
 
 func (d *dumpHook) Open(info *host.ConnInfo) (host.Filter, error) {
-	client, server, _ := legEnds(info, LegClient)
+	client, server, _ := legEnds(info, LegClient, netip.AddrPort{})
 	f := &dumpFilter{d: d, id: info.ID, f: newFlow(LegClient, client, server)}
 	f.isn = [2]uint32{d.isn(info.ID, 0), d.isn(info.ID, 1)}
 	f.next = [2]uint32{f.isn[0] + 1, f.isn[1] + 1}

@@ -55,6 +55,9 @@ type connState struct {
 	// note is the verdict on client chunks of a tapped connection that is
 	// still waiting for a target leg packet to go on.
 	note string
+	// target is the target link's stream, set when it opens: it knows the
+	// address the tunnel connected to (a host name resolved).
+	target *host.Stream
 }
 
 // legState is one leg's TCP state.
@@ -141,9 +144,12 @@ func side(dir host.Direction) uint8 {
 	return 1
 }
 
-func (f *legFilter) Opened(*host.Stream) error {
+func (f *legFilter) Opened(s *host.Stream) error {
 	if f.leg == LegClient && f.st.wire == nil {
 		f.st.open(LegClient)
+	}
+	if f.leg == LegTarget {
+		f.st.target = s
 	}
 	return nil
 }
@@ -392,7 +398,11 @@ func (st *connState) open(n int) {
 	if l.f != nil {
 		return
 	}
-	client, server, note := legEnds(st.info, n)
+	var dialled netip.AddrPort
+	if st.target != nil {
+		dialled = st.target.TargetAddr()
+	}
+	client, server, note := legEnds(st.info, n, dialled)
 	l.f = newFlow(n, client, server)
 	isn := [2]uint32{initialISN(st.info.ID, n, 0), initialISN(st.info.ID, n, 1)}
 	l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
@@ -400,8 +410,9 @@ func (st *connState) open(n int) {
 }
 
 // legEnds returns the two ends of leg n of a connection (the connecting
-// side first, both of one family) and the comment of its first SYN.
-func legEnds(info *host.ConnInfo, n int) (client, server netip.AddrPort, note string) {
+// side first, both of one family) and the comment of its first SYN;
+// dialled is the address the tunnel connected to, if it has.
+func legEnds(info *host.ConnInfo, n int, dialled netip.AddrPort) (client, server netip.AddrPort, note string) {
 	client = addrPort(info.Client)
 	if n == LegClient {
 		server = addrPort(info.Listen)
@@ -409,8 +420,13 @@ func legEnds(info *host.ConnInfo, n int) (client, server netip.AddrPort, note st
 	} else {
 		server, _ = netip.ParseAddrPort(info.Target)
 		server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
-		if !server.IsValid() {
-			// A host name: no lookup here; the name goes in the comment.
+		if !server.IsValid() && dialled.IsValid() {
+			// A host name, as the tunnel resolved it.
+			server = dialled
+		} else if !server.IsValid() {
+			// A host name, before the target is connected (a filter
+			// sending toward it from Opened): no lookup here; the name
+			// goes in the comment.
 			_, port, _ := net.SplitHostPort(info.Target)
 			p, _ := netip.ParseAddrPort("0.0.0.0:" + port)
 			server = p

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"time"
@@ -33,7 +34,7 @@ import (
 func WireTap(w *Writer) func(*host.ConnInfo, net.Conn) net.Conn {
 	return func(info *host.ConnInfo, c net.Conn) net.Conn {
 		wl := &wireLeg{w: w, key: keyOf(info)}
-		client, server, note := legEnds(info, LegClient)
+		client, server, note := legEnds(info, LegClient, netip.AddrPort{})
 		wl.l.f = newFlow(LegClient, client, server)
 		isn := [2]uint32{rand.Uint32(), rand.Uint32()}
 		wl.l.next = [2]uint32{isn[0] + 1, isn[1] + 1}
