@@ -107,6 +107,12 @@ func (s *Stream) CloseWrite(dir Direction) error {
 // dropped.
 func (s *Stream) Close() { s.c.ch.closeReq = true }
 
+// Closing reports whether a filter of the connection has called Close:
+// the connection then ends once the callback in progress returns and what
+// was sent is written. A filter that passes a chunk on learns, when Send
+// or Forward returns, whether the filters after it closed the connection.
+func (s *Stream) Closing() bool { return s.c.ch.closeReq }
+
 // Abort closes the connection at once: both peers see a reset, and cause is
 // logged with the connection. Unlike the other methods it may be called
 // from any goroutine, at any time (for example by a hook whose shared state

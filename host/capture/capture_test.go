@@ -293,6 +293,47 @@ func TestFilterCloseIsFIN(t *testing.T) {
 	f.CheckClean()
 }
 
+// TestFilterCloseDrawnWhenItHappens: the tunnel's FINs after a filter's
+// Close are in the file while the client still holds the connection open
+// (they were drawn only once the connection went: up to the lingering
+// time later), on both engines.
+func TestFilterCloseDrawnWhenItHappens(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		closer host.Hook
+	}{{"inline", closeOnBye{}}, {"goroutines", goroutineCloser{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := testnet.Serve(t, testnet.Echo)
+			s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{}, host.Link{Name: "closer", Hook: tc.closer})
+			c := testnet.Dial(t, s.addr)
+			if _, err := c.Write([]byte("bye\n")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadAll(c); err != nil {
+				t.Fatalf("after the filter's Close: %v, want EOF (a FIN)", err)
+			}
+			// The client has the tunnel's FIN and keeps its side open.
+			s.w.Sync()
+			f := tshark.Open(t, s.file)
+			fins := f.Fields(func(p tshark.Packet) bool {
+				return p.Is("tcp.flags.fin", "1") && strings.Contains(p.Get("frame.comment"), "a filter closed")
+			}, "frame.interface_id")
+			if strings.Join(fins, " ") != "0 1" {
+				t.Errorf("the tunnel's FINs in the file (interfaces) while the client is still connected: %q, want one per leg", fins)
+			}
+			c.Close()
+			s.logs.Wait(t, "connection closed", "reason=filter_close")
+		})
+	}
+}
+
+// goroutineCloser is closeOnBye on the goroutine engine (not inline).
+type goroutineCloser struct{ host.PassThrough }
+
+func (goroutineCloser) Open(*host.ConnInfo) (host.Filter, error) { return closeOnBye{}, nil }
+
 // closeOnBye is an inline hook whose filters close their connection at
 // the first chunk.
 type closeOnBye struct{ host.PassThrough }

@@ -32,8 +32,10 @@
 // when the connection ends before both directions did, a RST from the peer
 // whose socket failed (a client that reset it: the client's RST on the
 // client leg, the tunnel's on the target leg), else from the tunnel (an
-// abort, a failed plugin, a shutdown), or after a filter's Close the
-// tunnel's FIN on each leg (host.EndFilter tells the hooks which). Frames are Ethernet with
+// abort, a failed plugin, a shutdown) (host.EndFilter tells the hooks
+// which). A filter's Close is the tunnel's FIN on each leg, drawn when the
+// chunk's call that closed returns (host.Stream.Closing), or when the
+// connection goes for a close from a timer. Frames are Ethernet with
 // locally administered addresses (02:00:00:00:LEG:SIDE), IPv4 or IPv6 and
 // TCP headers with valid checksums. The client leg runs between the
 // client's address and the listen address; the target leg between the

@@ -200,6 +200,9 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		}
 		clear(e.deferred)
 		e.in, e.buf = nil, nil
+		if s.Closing() {
+			st.closing()
+		}
 		return err
 	}
 	// The exit leg of dir.
@@ -322,7 +325,7 @@ func (f *legFilter) ClosedWith(e host.End) {
 		if !l.fin[tunnel] {
 			l.fin[tunnel] = true
 			st.out(record{f: l.f, kind: kindFin, from: tunnel, seq: l.next[tunnel], ack: l.next[1-tunnel], t: time.Now(),
-				comment: "a filter closed the connection: the tunnel ends this side with a FIN"})
+				comment: filterCloseComment})
 			l.next[tunnel]++
 		}
 		return
@@ -345,6 +348,36 @@ func (f *legFilter) ClosedWith(e host.End) {
 	}
 	st.out(record{f: l.f, kind: kindRst, from: from, seq: l.next[from], ack: l.next[1-from], t: time.Now(), comment: comment})
 }
+
+// closing draws the tunnel's FIN on each leg (the target's once it is
+// connected) when a filter after an entry link closed the connection
+// during the chunk's call: the tunnel half-closes both sides once the call
+// returns, after the bytes the call sent (drawn already). A close the hooks
+// do not see happen (from a timer, an End) is drawn when the connection
+// goes (ClosedWith).
+func (st *connState) closing() {
+	for n := range st.legs {
+		l := &st.legs[n]
+		tunnel := uint8(1)
+		if n == LegTarget {
+			tunnel = 0
+			if l.f == nil && st.target != nil && st.target.TargetAddr().IsValid() {
+				st.open(n) // connected, nothing sent yet: its handshake first
+			}
+		}
+		if l.f == nil || l.closed || l.fin[tunnel] {
+			continue
+		}
+		l.fin[tunnel] = true
+		st.out(record{f: l.f, kind: kindFin, from: tunnel, seq: l.next[tunnel], ack: l.next[1-tunnel], t: time.Now(),
+			comment: filterCloseComment})
+		l.next[tunnel]++
+	}
+}
+
+// filterCloseComment is the comment of the tunnel's FIN after a filter's
+// Close.
+const filterCloseComment = "a filter closed the connection: the tunnel ends this side with a FIN"
 
 // legPeer names the tunnel's peer on each leg.
 var legPeer = [2]string{LegClient: "client", LegTarget: "target"}
