@@ -1003,15 +1003,17 @@ func TestCloseWhilePeerKeepsSending(t *testing.T) {
 }
 
 // TestTargetAddr: Stream.TargetAddr is zero in Opened (before the dial)
-// and the target's address once connected, a host name resolved, on both
-// engines (the inline one takes IP targets only).
+// and the target's address once connected, a host name resolved, an
+// IPv4-mapped address unmapped, on both engines (the inline one takes IP
+// targets only).
 func TestTargetAddr(t *testing.T) {
 	engines(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
 		want := netip.MustParseAddrPort(srv.Addr())
-		target := srv.Addr()
-		if !eng.inline {
-			target = net.JoinHostPort("localhost", strconv.Itoa(int(want.Port())))
+		port := strconv.Itoa(int(want.Port()))
+		target := net.JoinHostPort("localhost", port)
+		if eng.inline {
+			target = net.JoinHostPort("::ffff:127.0.0.1", port)
 		}
 		got := make(chan [2]netip.AddrPort, 1)
 		var atOpen netip.AddrPort

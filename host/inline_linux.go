@@ -112,7 +112,7 @@ func (l *listener) adopt(rs *routeState, fd int, peer, target netip.AddrPort) {
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: net.TCPAddrFromAddrPort(peer), Listen: l.ln.Addr(), Target: rs.Target}
 	c.ch.c = c
 	c.il.c = c
-	c.il.target = target
+	c.il.target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	c.count(rs)
 	p.connWG.Add(1)
 	plan := &evloop.Plan{

@@ -329,6 +329,92 @@ func TestFilterCloseDrawnWhenItHappens(t *testing.T) {
 	}
 }
 
+// TestFilterCloseThenTimerSends: bytes a filter's timer sends after its
+// Close reach no peer and are not drawn (they were drawn after the
+// tunnel's FIN); a Close followed by an error in the same call is a reset,
+// drawn without the FINs of a Close. Both engines.
+func TestFilterCloseThenTimerSends(t *testing.T) {
+	t.Parallel()
+	for _, inline := range []bool{true, false} {
+		t.Run(map[bool]string{true: "inline", false: "goroutines"}[inline], func(t *testing.T) {
+			t.Parallel()
+			for _, fail := range []bool{false, true} {
+				srv := testnet.Serve(t, testnet.Echo)
+				h := &lateCloser{inline: inline, fail: fail, fired: make(chan struct{})}
+				s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{}, host.Link{Name: "late", Hook: h})
+				c := testnet.Dial(t, s.addr)
+				if _, err := c.Write([]byte("hi\n")); err != nil {
+					t.Fatal(err)
+				}
+				io.ReadAll(c)
+				if !fail {
+					<-h.fired // while the tunnel lingers
+				}
+				c.Close()
+				s.logs.Wait(t, "connection closed")
+				s.finish(t)
+				f := tshark.Open(t, s.file, "tcp.len", "tcp.stream", "ip.src")
+				fin := map[string]bool{}
+				var bad []string
+				for _, p := range f.Packets() {
+					k := p.Get("frame.interface_id") + " " + p.Get("tcp.stream") + " " + p.Get("ip.src") + ":" + p.Get("tcp.srcport")
+					if fin[k] && p.Get("tcp.len") != "0" {
+						bad = append(bad, k+": "+p.Get("tcp.len")+" bytes after its FIN ("+p.Get("frame.comment")+")")
+					}
+					if p.Is("tcp.flags.fin", "1") {
+						fin[k] = true
+					}
+				}
+				if len(bad) > 0 {
+					t.Errorf("fail=%v: %q", fail, bad)
+				}
+				closeFINs := f.Fields(func(p tshark.Packet) bool {
+					return p.Is("tcp.flags.fin", "1") && strings.Contains(p.Get("frame.comment"), "a filter closed")
+				}, "frame.interface_id")
+				if want := map[bool]int{false: 2, true: 0}[fail]; len(closeFINs) != want {
+					t.Errorf("fail=%v: %d FINs of a filter's Close, want %d", fail, len(closeFINs), want)
+				}
+				f.CheckClean()
+			}
+		})
+	}
+}
+
+// lateCloser closes at the first chunk and then, from a timer, sends
+// toward both peers; with fail, it returns an error after the Close.
+type lateCloser struct {
+	host.PassThrough
+	inline, fail bool
+	fired        chan struct{}
+}
+
+func (h *lateCloser) Inline() bool { return h.inline }
+
+func (h *lateCloser) Open(*host.ConnInfo) (host.Filter, error) { return &lateCloserFilter{h: h}, nil }
+
+type lateCloserFilter struct {
+	host.PassThrough
+	h *lateCloser
+}
+
+func (f *lateCloserFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if err := s.Forward(dir, b); err != nil {
+		return err
+	}
+	s.Close()
+	if f.h.fail {
+		return errors.New("failed after its Close")
+	}
+	return s.SetTimer(time.Millisecond)
+}
+
+func (f *lateCloserFilter) Timer(s *host.Stream) error {
+	s.Send(host.ServerToClient, []byte("late, to the client\n"))
+	s.Send(host.ClientToServer, []byte("late, to the target\n"))
+	close(f.h.fired)
+	return nil
+}
+
 // goroutineCloser is closeOnBye on the goroutine engine (not inline).
 type goroutineCloser struct{ host.PassThrough }
 

@@ -35,7 +35,9 @@
 // abort, a failed plugin, a shutdown) (host.EndFilter tells the hooks
 // which). A filter's Close is the tunnel's FIN on each leg, drawn when the
 // chunk's call that closed returns (host.Stream.Closing), or when the
-// connection goes for a close from a timer. Frames are Ethernet with
+// connection goes for a close from a timer, an End or, on a WireTap
+// connection, a client chunk; bytes a filter sends after it (from a timer)
+// reach no peer and are not drawn. Frames are Ethernet with
 // locally administered addresses (02:00:00:00:LEG:SIDE), IPv4 or IPv6 and
 // TCP headers with valid checksums. The client leg runs between the
 // client's address and the listen address; the target leg between the
@@ -44,7 +46,8 @@
 // one connection share the client's port. A target given as a host name
 // is drawn at the address the tunnel connected to (host.Stream.TargetAddr),
 // with the name in the SYN's comment; only a leg drawn before the dial (a
-// filter sending toward the target from Opened) shows 0.0.0.0 (or ::).
+// filter sending toward the target from Opened, the bytes a late-dial
+// route holds until its chain names the target) shows 0.0.0.0 (or ::).
 //
 // Packet comments say what the chain did with a chunk when it did not just
 // forward it: "chain: dropped or held", "chain: replaced (N bytes in, M

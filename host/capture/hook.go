@@ -200,7 +200,9 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 		}
 		clear(e.deferred)
 		e.in, e.buf = nil, nil
-		if s.Closing() {
+		if err == nil && s.Closing() {
+			// An error (this link's or a later filter's) resets the
+			// connection instead: ClosedWith draws that.
 			st.closing()
 		}
 		return err
@@ -226,6 +228,12 @@ func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error
 	}
 	if tapped {
 		return s.Forward(dir, chunk) // drawn by the wire leg
+	}
+	if l := &st.legs[f.leg]; l.fin[side(dir)] {
+		// After the tunnel's FIN on this side (a filter's Close, then its
+		// timer sending): the engine writes it to no peer, and drawn it
+		// would follow the FIN.
+		return s.Forward(dir, chunk)
 	}
 	if shared != nil {
 		if e := &st.entry[dir]; off == 0 && len(chunk) == len(e.in) && e.twin.f == nil && !st.entry[dir.Reverse()].active {
