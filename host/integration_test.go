@@ -52,15 +52,7 @@ func seqPaths(t *testing.T, f func(t *testing.T, route func(target string) host.
 // freeAddr returns a loopback address nothing listens on, for a test's
 // own listener (a target that must refuse is testkit.Refusing: a port that
 // is merely free may be taken by another test's listener meanwhile).
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
 
 // expectRefused dials addr and fails unless the tunnel closes the
 // connection without sending anything. The tunnel may reset it so fast that

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // The zero-downtime upgrade: a second tunnel binds the same address
@@ -290,12 +292,4 @@ func startRedis(t *testing.T) string {
 }
 
 // freeLoopback returns a loopback address that was free a moment ago.
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeLoopback(t *testing.T) string { return testkit.FreeAddr(t) }

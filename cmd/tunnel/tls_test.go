@@ -15,11 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/internal/testcert"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // These tests run real TLS clients (openssl s_client, curl) and servers
@@ -308,12 +310,9 @@ route "b" {
 // to a port-0 one).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(testkit.FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // TestTLSFlagErrors: TLS flags that do not go together, or in the config

@@ -7,8 +7,13 @@ package testkit
 import (
 	"bytes"
 	"flag"
+	"math/rand/v2"
+	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"testing"
 )
 
 // DefaultParallel sets -test.parallel to n unless the command line set it,
@@ -52,4 +57,38 @@ func (b *Buffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Clone(b.b.Bytes())
+}
+
+// FreeAddr returns a loopback address ("127.0.0.1:PORT") whose port was
+// free a moment ago, for a test that must name a fixed port (two routes
+// sharing it, a config file). The port is drawn below the kernel's
+// ephemeral range (ip_local_port_range), so that the ports the kernel
+// hands out meanwhile, to other tests' port-0 listeners and outgoing
+// connections, cannot take it: one taken from that range was, once in a
+// CI run with the tests in parallel ("bind: address already in use").
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if from := max(low-12000, 1024); from < low {
+		for range 50 {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(from+rand.IntN(low-from)))
+			if ln, err := net.Listen("tcp", addr); err == nil {
+				ln.Close()
+				return addr
+			}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
