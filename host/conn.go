@@ -38,9 +38,11 @@ type conn struct {
 
 	client *net.TCPConn
 	server atomic.Pointer[net.TCPConn] // nil until dialled
-	// dialled is the target's address once connected (Stream.TargetAddr).
-	dialled atomic.Pointer[netip.AddrPort]
-	target  atomic.Pointer[string] // the target a filter chose (late dial); set once, under the chain's lock
+	// dialledAddr is the target's address once connected, written once
+	// before dialled is set (Stream.TargetAddr).
+	dialledAddr netip.AddrPort
+	dialled     atomic.Bool
+	target      atomic.Pointer[string] // the target a filter chose (late dial); set once, under the chain's lock
 
 	// The TLS sessions, when the route terminates or originates TLS (see
 	// tls.go): clientTLS is set by run before the filters open, serverTLS
@@ -211,6 +213,13 @@ func (c *conn) run() {
 	c.pump(ServerToClient)
 }
 
+// setDialled records the address the target was connected at, unmapped,
+// for Stream.TargetAddr; once per connection, before it is read.
+func (c *conn) setDialled(ap netip.AddrPort) {
+	c.dialledAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	c.dialled.Store(true)
+}
+
 // dial connects to target and delivers what the filters queued for it. It
 // reports false when the connection is finished instead.
 func (c *conn) dial(target string) bool {
@@ -255,9 +264,7 @@ func (c *conn) dial(target string) bool {
 	}
 	c.server.Store(sc)
 	if ta, ok := sc.RemoteAddr().(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		c.dialled.Store(&ap)
+		c.setDialled(ta.AddrPort())
 	}
 	select {
 	case <-c.td.closed: // aborted while dialling: teardown saw no server

@@ -112,7 +112,7 @@ func (l *listener) adopt(rs *routeState, fd int, peer, target netip.AddrPort) {
 	c.info = ConnInfo{ID: p.nextID.Add(1), Route: rs.Name, Client: net.TCPAddrFromAddrPort(peer), Listen: l.ln.Addr(), Target: rs.Target}
 	c.ch.c = c
 	c.il.c = c
-	c.il.target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
+	c.il.target = target
 	c.count(rs)
 	p.connWG.Add(1)
 	plan := &evloop.Plan{
@@ -155,7 +155,7 @@ func (ic *inlineChain) Open(o *evloop.Output) error {
 // Connected implements evloop.Chain: what the filters sent toward the
 // server before the dial goes now.
 func (ic *inlineChain) Connected(o *evloop.Output) error {
-	ic.c.dialled.Store(&ic.target)
+	ic.c.setDialled(ic.target)
 	return ic.put(o, ic.c.ch.nowDialled())
 }
 

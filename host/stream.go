@@ -28,8 +28,8 @@ func (s *Stream) Info() *ConnInfo { return &s.c.info }
 // dial, before a late dial's target is chosen, after a dial that failed.
 // It may be called from any goroutine.
 func (s *Stream) TargetAddr() netip.AddrPort {
-	if ap := s.c.dialled.Load(); ap != nil {
-		return *ap
+	if s.c.dialled.Load() {
+		return s.c.dialledAddr
 	}
 	return netip.AddrPort{}
 }

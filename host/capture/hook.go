@@ -321,23 +321,13 @@ func (f *legFilter) ClosedWith(e host.End) {
 	if l.fin[0] && l.fin[1] {
 		return
 	}
-	// On each leg side 0 connects (the client; the tunnel toward the
-	// target) and side 1 accepts (the tunnel; the target).
-	tunnel := uint8(1)
-	if f.leg == LegTarget {
-		tunnel = 0
-	}
 	if e.Reason == "filter_close" {
 		// The tunnel half-closes both sides and lingers: its FIN, not
 		// a reset, whatever the peer does next.
-		if !l.fin[tunnel] {
-			l.fin[tunnel] = true
-			st.out(record{f: l.f, kind: kindFin, from: tunnel, seq: l.next[tunnel], ack: l.next[1-tunnel], t: time.Now(),
-				comment: filterCloseComment})
-			l.next[tunnel]++
-		}
+		st.tunnelFIN(f.leg)
 		return
 	}
+	tunnel := tunnelSide(f.leg)
 	from, comment := tunnel, unfinished(e)
 	failed := e.ClientFailed
 	if f.leg == LegTarget {
@@ -366,26 +356,38 @@ func (f *legFilter) ClosedWith(e host.End) {
 func (st *connState) closing() {
 	for n := range st.legs {
 		l := &st.legs[n]
-		tunnel := uint8(1)
-		if n == LegTarget {
-			tunnel = 0
-			if l.f == nil && st.target != nil && st.target.TargetAddr().IsValid() {
-				st.open(n) // connected, nothing sent yet: its handshake first
-			}
+		if n == LegTarget && l.f == nil && st.target != nil && st.target.TargetAddr().IsValid() {
+			st.open(n) // connected, nothing sent yet: its handshake first
 		}
-		if l.f == nil || l.closed || l.fin[tunnel] {
-			continue
+		if l.f != nil && !l.closed {
+			st.tunnelFIN(n)
 		}
-		l.fin[tunnel] = true
-		st.out(record{f: l.f, kind: kindFin, from: tunnel, seq: l.next[tunnel], ack: l.next[1-tunnel], t: time.Now(),
-			comment: filterCloseComment})
-		l.next[tunnel]++
 	}
 }
 
-// filterCloseComment is the comment of the tunnel's FIN after a filter's
-// Close.
-const filterCloseComment = "a filter closed the connection: the tunnel ends this side with a FIN"
+// tunnelFIN draws the tunnel's FIN after a filter's Close on leg n, unless
+// it is drawn already.
+func (st *connState) tunnelFIN(n int) {
+	l := &st.legs[n]
+	tunnel := tunnelSide(n)
+	if l.fin[tunnel] {
+		return
+	}
+	l.fin[tunnel] = true
+	st.out(record{f: l.f, kind: kindFin, from: tunnel, seq: l.next[tunnel], ack: l.next[1-tunnel], t: time.Now(),
+		comment: "a filter closed the connection: the tunnel ends this side with a FIN"})
+	l.next[tunnel]++
+}
+
+// tunnelSide is the tunnel's side of leg n: on each leg side 0 connects
+// (the client; the tunnel toward the target) and side 1 accepts (the
+// tunnel; the target).
+func tunnelSide(n int) uint8 {
+	if n == LegTarget {
+		return 0
+	}
+	return 1
+}
 
 // legPeer names the tunnel's peer on each leg.
 var legPeer = [2]string{LegClient: "client", LegTarget: "target"}
