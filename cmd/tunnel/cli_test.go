@@ -137,10 +137,11 @@ func setUpBinary() error {
 			// A coverage-built test binary run by hand (go test sets
 			// GOCOVERDIR): without it, each tunnel would warn on stderr
 			// at exit that it emits no coverage data.
-			os.Setenv("GOCOVERDIR", filepath.Join(filepath.Dir(tunnelBin), "cover"))
-			if err := os.Mkdir(os.Getenv("GOCOVERDIR"), 0o755); err != nil {
+			cover := filepath.Join(filepath.Dir(tunnelBin), "cover")
+			if err := os.Mkdir(cover, 0o755); err != nil {
 				return err
 			}
+			os.Setenv("GOCOVERDIR", cover)
 		}
 		return os.Symlink(self, tunnelBin)
 	}
