@@ -735,7 +735,7 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 		return
 	}
 	// Like the emulator's, Write returns once the plugin has seen the
-	// bytes (or the connection is gone), so that an Advance after it
+	// bytes (or the connection is gone or closing), so that an Advance after it
 	// moves the clock after the plugin's OnData.
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()

@@ -39,7 +39,8 @@ type splitState struct {
 	written [2]int64
 	seen    [2]int64
 	ended   [2]bool  // the plugin was shown the end of the direction
-	notify  notifier // of seen and ended
+	closing bool     // the plugin closed the connection: it is shown nothing more
+	notify  notifier // of seen, ended and closing
 }
 
 // shown records that the plugin was shown n bytes of dir.
@@ -58,18 +59,33 @@ func (s *splitState) endShown(dir host.Direction) {
 	s.seenMu.Unlock()
 }
 
+// noteClosing records, after a call into the plugin, whether it closed the
+// connection (Stream.Close). The tunnel then reads and drops what the peers
+// still send for a while (a lingering close) without showing it to the
+// plugin, so waits for the plugin to be shown bytes or an end are over.
+func (s *splitState) noteClosing(stream *host.Stream) {
+	if !stream.Closing() {
+		return
+	}
+	s.seenMu.Lock()
+	s.closing = true
+	s.notify.changed()
+	s.seenMu.Unlock()
+}
+
 // waited is how a wait of Write or End ended.
 type waited uint8
 
 const (
 	waitDone    waited = iota // the plugin was shown the bytes or the end
-	waitClosed                // the connection closed
+	waitClosed                // the connection closed, or the plugin closed it
 	waitStopped               // the caller's stop channel closed
 	waitTimeout               // Timeout passed
 )
 
 // awaitShown waits until the plugin has been shown every byte written
-// toward dir, the connection is closed, or timeout.
+// toward dir, the connection is closed (or the plugin closed it), or
+// timeout.
 func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) waited {
 	return s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] })
 }
@@ -83,13 +99,17 @@ func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, time
 }
 
 // await waits until done (called with seenMu held) holds, the connection is
-// closed, stop is closed, or timeout.
+// closed or closing, stop is closed, or timeout.
 func (s *splitState) await(stop <-chan struct{}, timeout <-chan time.Time, done func() bool) waited {
 	for {
 		s.seenMu.Lock()
 		if done() {
 			s.seenMu.Unlock()
 			return waitDone
+		}
+		if s.closing {
+			s.seenMu.Unlock()
+			return waitClosed
 		}
 		ch := s.notify.next()
 		s.seenMu.Unlock()
@@ -226,6 +246,7 @@ func (f *watchFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) err
 	err := f.Filter.Data(dir, chunk, s)
 	if f.st != nil {
 		f.st.shown(dir, len(chunk))
+		f.st.noteClosing(s)
 	}
 	return err
 }
@@ -235,6 +256,7 @@ func (f *watchFilter) End(dir host.Direction, s *host.Stream) error {
 	err := f.Filter.End(dir, s)
 	if f.st != nil {
 		f.st.endShown(dir)
+		f.st.noteClosing(s)
 	}
 	return err
 }
@@ -248,8 +270,13 @@ func (f *watchFilter) Closed() {
 
 // Timer passes the host's timer on to the plugin's filter (a [host.TimerFilter]).
 func (f *watchFilter) Timer(s *host.Stream) error {
-	if t, ok := f.Filter.(host.TimerFilter); ok {
-		return t.Timer(s)
+	t, ok := f.Filter.(host.TimerFilter)
+	if !ok {
+		return nil
 	}
-	return nil
+	err := t.Timer(s)
+	if f.st != nil {
+		f.st.noteClosing(s)
+	}
+	return err
 }

@@ -95,8 +95,9 @@ type Conn interface {
 	// Write sends b from the source of dir (the client for ClientToServer)
 	// as one chunk: the plugin sees it in one OnData call unless it is
 	// larger than the input buffer or bytes are held. It returns once the
-	// plugin has been shown the bytes, so an Advance that follows moves the
-	// clock after OnData ran. Writing to a closed connection does nothing.
+	// plugin has been shown the bytes (or never will be: the connection is
+	// closed or closing), so an Advance that follows moves the clock after
+	// OnData ran. Writing to a closed connection does nothing.
 	Write(dir sdk.Direction, b []byte)
 	// End half-closes the source of dir: the plugin sees end of stream.
 	// Like Write, it returns once the plugin has been shown the end (or

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
@@ -138,7 +139,14 @@ func testSDK(t *testing.T, start sdktest.Starter) {
 		if got := c.ReadAll(c2s); len(got) != 0 {
 			t.Fatalf("server got %q", got)
 		}
-		c.Write(c2s, []byte("after close")) // lost, not an error
+		// Lost, not an error, and not waited for: the plugin closed the
+		// connection, so it will not be shown these bytes, which the
+		// tunnel reads and drops for up to 2 s (its lingering close).
+		start := time.Now()
+		c.Write(c2s, []byte("after close"))
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("Write after the plugin's close took %s, want it to return at once", d)
+		}
 		c.Wait()
 		expectLogs(t, p, "probe: configured", "info: ok", "reply: ok", "upper: ok", "bye: ok", "close: ok",
 			"closed #1", "send in OnClose: "+sdk.ErrNotAllowed.Error())
