@@ -251,7 +251,9 @@ func TestReviewCloseWhileDialling(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc, err := net.FileConn(os.NewFile(uintptr(sfd), "server"))
+		f := os.NewFile(uintptr(sfd), "server")
+		sc, err := net.FileConn(f) // a dup: closing sc alone would send no FIN
+		f.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -265,6 +267,7 @@ func TestReviewCloseWhileDialling(t *testing.T) {
 		if got, err := io.ReadAll(c); err != nil || len(got) != 0 {
 			t.Errorf("the client got %q, %v; want a clean EOF", got, err)
 		}
+		c.Close() // both peers gone: the tunnel's lingering close ends
 		logs.Wait(t, "connection closed", "reason=filter_close")
 	})
 }
