@@ -122,10 +122,66 @@ func TestAbortAllManyResets(t *testing.T) {
 	}
 }
 
+// TestAbortAllDescheduledMidTurn: AbortAll while the loop stands still in
+// the middle of a turn, in its own code rather than in a call out of it (a
+// loaded machine gave its thread no CPU there for 5 busyGraces). The loop
+// is not stuck: it reaches the abort, and every connection gets its reset.
+// It was taken for a stuck one, and its sockets shut down from outside
+// with a FIN.
+func TestAbortAllDescheduledMidTurn(t *testing.T) {
+	t.Parallel()
+	_, target := startServer(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	const n = 20
+	l, _, a, addr := startForwarder(t, target, fwdOptions{})
+	aborting := make(chan struct{})
+	var once sync.Once
+	if !l.call(func() {
+		l.midTurn = func() {
+			select {
+			case <-aborting:
+				once.Do(func() { time.Sleep(5 * busyGrace) })
+			default:
+			}
+		}
+	}) {
+		t.Fatal("loop stopped")
+	}
+	cs := dialConnected(t, l, addr, n)
+	close(aborting) // the next turn, the abort's at the latest, stands still
+	l.AbortAll(errors.New("shutdown"))
+	for i, c := range cs {
+		c.SetReadDeadline(time.Now().Add(testWait))
+		if _, err := c.Read(make([]byte, 1)); !isReset(err) {
+			t.Errorf("connection %d: read %v after AbortAll, want a reset (a FIN: shut down from outside, the loop taken for a stuck one)", i, err)
+		}
+	}
+	for range n {
+		a.waitDone(t)
+	}
+}
+
 // abortConnected makes n connections to addr, waits until l has connected
 // them all to the target, calls AbortAll and returns what a read on each
 // client socket then gets.
 func abortConnected(t *testing.T, l *Loop, addr string, n int) []error {
+	t.Helper()
+	cs := dialConnected(t, l, addr, n)
+	l.AbortAll(errors.New("shutdown"))
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, c := range cs {
+		wg.Go(func() {
+			c.SetReadDeadline(time.Now().Add(testWait))
+			_, errs[i] = c.Read(make([]byte, 1))
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// dialConnected makes n connections to addr and waits until l has
+// connected them all to the target.
+func dialConnected(t *testing.T, l *Loop, addr string, n int) []*net.TCPConn {
 	t.Helper()
 	cs := make([]*net.TCPConn, n)
 	for i := range cs {
@@ -139,15 +195,5 @@ func abortConnected(t *testing.T, l *Loop, addr string, n int) []error {
 		}
 		return len(l.conns) == n
 	})
-	l.AbortAll(errors.New("shutdown"))
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i, c := range cs {
-		wg.Go(func() {
-			c.SetReadDeadline(time.Now().Add(testWait))
-			_, errs[i] = c.Read(make([]byte, 1))
-		})
-	}
-	wg.Wait()
-	return errs
+	return cs
 }

@@ -215,7 +215,10 @@ func (c *conn) startChain() bool {
 	c.out.c = c
 	c.feeding = -1
 	c.ftimer = timer{index: -1, fire: c.onChainTimer}
-	if err := c.chainErr(c.plan.Chain.Open(&c.out)); err != nil {
+	c.l.callOut()
+	err := c.plan.Chain.Open(&c.out)
+	c.l.callBack()
+	if err := c.chainErr(err); err != nil {
 		c.state = connected // the Chain failed, no dial did: Reason Failed
 		c.finish(err)
 		return false
@@ -238,7 +241,10 @@ func (c *conn) startChain() bool {
 
 // chainConnected runs Chain.Connected once the target is connected.
 func (c *conn) chainConnected() error {
-	return c.chainErr(c.plan.Chain.Connected(&c.out))
+	c.l.callOut()
+	err := c.plan.Chain.Connected(&c.out)
+	c.l.callBack()
+	return c.chainErr(err)
 }
 
 // onChainTimer runs Chain.Timer when the connection's timer fires.
@@ -246,7 +252,10 @@ func (c *conn) onChainTimer() {
 	if c.state == finished {
 		return
 	}
-	if err := c.chainErr(c.plan.Chain.Timer(&c.out)); err != nil {
+	c.l.callOut()
+	err := c.plan.Chain.Timer(&c.out)
+	c.l.callBack()
+	if err := c.chainErr(err); err != nil {
 		c.finish(err)
 		return
 	}
@@ -358,7 +367,9 @@ func (c *conn) pumpChain(from side) error {
 				c.stats.ServerFINFirst = true
 			}
 			c.feeding = int(from)
+			c.l.callOut()
 			err = c.plan.Chain.End(int(from), &c.out)
+			c.l.callBack()
 			c.feeding = -1
 			return err
 		}
@@ -368,7 +379,9 @@ func (c *conn) pumpChain(from side) error {
 			src.readShort()
 		}
 		c.feeding = int(from)
+		c.l.callOut()
 		err = c.plan.Chain.Data(int(from), buf[:n], &c.out)
+		c.l.callBack()
 		c.feeding = -1
 		c.l.putBuf(buf)
 		if err = c.chainErr(err); err != nil {

@@ -166,7 +166,9 @@ type conn struct {
 // one, starts dialling its target.
 func (l *Loop) startConn(fd int, peerSA syscall.Sockaddr, a Acceptor) {
 	peer := sockaddrToAddrPort(peerSA)
+	l.callOut()
 	plan := a.Accepted(fd, peer)
+	l.callBack()
 	if plan == nil {
 		return // the caller took the fd
 	}

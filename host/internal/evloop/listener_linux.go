@@ -183,7 +183,10 @@ func (ln *Listener) accept() {
 	}
 	ln.lastTurn = ln.l.turns
 	for !ln.closed && !ln.paused && !ln.l.stopping {
-		if !ln.a.Admit() {
+		ln.l.callOut()
+		admit := ln.a.Admit()
+		ln.l.callBack()
+		if !admit {
 			ln.pause()
 			return
 		}
@@ -194,7 +197,9 @@ func (ln *Listener) accept() {
 		fd, sa, err := syscall.Accept4(ln.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		if err != nil {
 			if u, ok := ln.a.(Unadmitter); ok {
+				ln.l.callOut()
 				u.Unadmit()
+				ln.l.callBack()
 			}
 		}
 		switch {

@@ -67,16 +67,23 @@ type Loop struct {
 	// aborted with it.
 	aborting atomic.Pointer[error]
 	// progress is steps, published at each turn and after each inbox
-	// function, for shutdownIfBusy: a loop whose progress stands still is
-	// inside a call that lasts (a filter's, a guest's).
+	// function, for shutdownIfBusy: a loop whose progress stands still
+	// while calling is set is inside a call that lasts (a filter's, a
+	// guest's).
 	progress atomic.Uint64
-	// waiting is set while the loop is in epoll_wait (from the turn's
-	// start until the call has returned and the loop has yielded, if it
-	// does): a loop whose progress stands still there has not resumed
-	// yet, which is waiting for a CPU, not being stuck in a call.
-	waiting atomic.Bool
+	// calling is set while the loop runs code that is not the engine's
+	// own (see callOut): a Chain method, a Done, an Acceptor method, a
+	// posted function. The engine's code between them is bounded; a loop
+	// whose progress stands still there is waiting in epoll_wait or for a
+	// CPU (a loaded machine descheduled it mid-turn), not stuck.
+	calling   atomic.Bool
+	callDepth int // nested callOuts (loop thread)
 
 	// Loop-thread state below; never touched by another goroutine.
+
+	// midTurn, when a test sets it, runs in each turn after epoll_wait, as
+	// the engine's own code: a loop descheduled mid-turn.
+	midTurn   func()
 	useSplice bool
 	epoch     time.Time
 	now       int64 // loop clock (ns since epoch), refreshed after each wait
@@ -222,10 +229,8 @@ func (l *Loop) run() {
 		l.turns++
 		l.steps++
 		l.progress.Store(l.steps)
-		l.waiting.Store(true)
 		n, err := l.wait()
 		if err != nil {
-			l.waiting.Store(false)
 			cause = fmt.Errorf("evloop: epoll_wait: %w", err)
 			l.logger.Error("evloop: loop stopped", "err", err)
 			break
@@ -235,9 +240,9 @@ func (l *Loop) run() {
 			l.yielded = l.now
 			runtime.Gosched()
 		}
-		// Past the yield too: the other goroutines it let run may hold
-		// the CPU for a while.
-		l.waiting.Store(false)
+		if l.midTurn != nil {
+			l.midTurn()
+		}
 		woken := false
 		for i := range n {
 			ev := &l.events[i]
@@ -354,7 +359,9 @@ func (l *Loop) drainInbox() {
 	l.wakePending = false
 	l.mu.Unlock()
 	for i, f := range box {
+		l.callOut()
 		f()
+		l.callBack()
 		box[i] = nil
 		// One store per post, none per chunk: a function that lasts
 		// (an Apply's Open, say) stops it as a stuck turn does.
@@ -383,7 +390,9 @@ func (l *Loop) flush() {
 	for i, c := range l.finished {
 		l.finished[i] = nil
 		if c.plan.Done != nil {
+			l.callOut()
 			c.plan.Done(c.stats)
+			l.callBack()
 		}
 	}
 	l.finished = l.finished[:0]
@@ -423,7 +432,9 @@ func (l *Loop) shutdown(cause error) {
 	l.inbox = nil
 	l.mu.Unlock()
 	for _, f := range box {
+		l.callOut()
 		f()
+		l.callBack()
 	}
 	l.finishAll(cause) // in case a late post created one (it cannot: AddListener refuses)
 	l.flush()
@@ -501,6 +512,23 @@ func (l *Loop) shutdownLive(only *conn) {
 	}
 }
 
+// callOut marks the start of a call out of the engine (see calling), and
+// callBack its end; calls nest (a posted function that opens a Chain).
+// Two atomic stores a call, none when nested.
+func (l *Loop) callOut() {
+	if l.callDepth == 0 {
+		l.calling.Store(true)
+	}
+	l.callDepth++
+}
+
+func (l *Loop) callBack() {
+	l.callDepth--
+	if l.callDepth == 0 {
+		l.calling.Store(false)
+	}
+}
+
 // busyGrace is how long an abort leaves the loop to end the sockets itself
 // (with a reset) while it makes no progress, before shutting them down from
 // outside, the loop being stuck (inside a filter call, a guest running to
@@ -514,21 +542,22 @@ const busyGrace = 20 * time.Millisecond
 // function first thing: from there on the loop closes the sockets itself,
 // running no filter code before it has closed them all) or keeps making
 // progress toward it. It looks every busyGrace: a loop that progressed
-// since the last look is given another, and so is one that has not yet
-// returned from epoll_wait (the post woke it; a loaded machine has not
-// run it yet: with 1,500 connections and tests in parallel under -race,
-// an idle loop woken by the post was still there 20 ms later in 1 run in
-// 5). One that stood still inside a turn is stuck before the abort, and
-// its sockets are shut down. A busy loop that closes thousands of
-// connections in the abort's turn has reached it, and each of them gets
-// its reset.
+// since the last look is given another, and so is one that is not inside
+// a call out of the engine (calling): it is in epoll_wait, which the post
+// woke it from, or in the engine's own bounded code, and a loaded machine
+// has not given it a CPU yet (with 1,500 connections and tests in
+// parallel under -race, an idle loop woken by the post was still in
+// epoll_wait 20 ms later in 1 run in 5). One that stood still inside a
+// call is stuck before the abort, and its sockets are shut down. A busy
+// loop that closes thousands of connections in the abort's turn has
+// reached it, and each of them gets its reset.
 func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 	seen := l.progress.Load()
 	var look func()
 	look = func() {
 		switch now := l.progress.Load(); {
 		case reached.Load():
-		case now != seen || l.waiting.Load():
+		case now != seen || !l.calling.Load():
 			seen = now
 			time.AfterFunc(busyGrace, look)
 		default:
