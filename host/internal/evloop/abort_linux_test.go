@@ -3,12 +3,17 @@
 package evloop
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestAbortAllStuckInTheNextTurn: AbortAll comes while a turn runs; that
@@ -158,6 +163,75 @@ func TestAbortAllDescheduledMidTurn(t *testing.T) {
 	for range n {
 		a.waitDone(t)
 	}
+}
+
+// TestAbortAllStuckInTheLogger: the loop logs (a listener's accept
+// failed) through the caller's logger, whose handler blocks, as one
+// writing to a pipe nobody reads does. That is a call out of the engine
+// like a filter's: AbortAll shuts the loop's sockets down from outside
+// rather than wait for the handler.
+func TestAbortAllStuckInTheLogger(t *testing.T) {
+	t.Parallel()
+	_, target := startServer(t, echo)
+	h := &blockingHandler{entered: make(chan struct{}), release: make(chan struct{})}
+	l, err := newLoop(slog.New(h), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	t.Cleanup(h.unblock) // before Close: the loop must return from the handler
+	a := &testAcceptor{target: target, dialTimeout: testWait, done: make(chan Stats, 1)}
+	fd, addr := listenFD(t)
+	if _, err := l.AddListener(fd, a); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	cs := dialConnected(t, l, addr.String(), 1)
+	// A second listener whose accept fails: shut down, it reports an
+	// event and accept4 fails with EINVAL, which the loop logs.
+	fd2, _ := listenFD(t)
+	if _, err := l.AddListener(fd2, a); err != nil {
+		unix.Close(fd2)
+		t.Fatal(err)
+	}
+	unix.Shutdown(fd2, unix.SHUT_RD)
+	select {
+	case <-h.entered:
+	case <-time.After(testWait):
+		t.Fatal("the loop did not log the failed accept")
+	}
+	start := time.Now()
+	l.AbortAll(errors.New("shutdown"))
+	cs[0].SetReadDeadline(time.Now().Add(testWait))
+	_, err = cs[0].Read(make([]byte, 1))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client's connection was not ended within %v of AbortAll while the loop was in its logger", testWait)
+	}
+	t.Logf("ended after %v: %v", time.Since(start), err)
+	h.unblock()
+	if s := a.waitDone(t); s.Reason != Aborted {
+		t.Errorf("Reason %v, want Aborted", s.Reason)
+	}
+}
+
+// blockingHandler is a slog.Handler whose first record blocks until
+// unblock.
+type blockingHandler struct {
+	once, unblockOnce sync.Once
+	entered, release  chan struct{}
+}
+
+func (h *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *blockingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *blockingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *blockingHandler) unblock()                                 { h.unblockOnce.Do(func() { close(h.release) }) }
+
+func (h *blockingHandler) Handle(context.Context, slog.Record) error {
+	h.once.Do(func() {
+		close(h.entered)
+		<-h.release
+	})
+	return nil
 }
 
 // abortConnected makes n connections to addr, waits until l has connected

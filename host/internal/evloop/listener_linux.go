@@ -5,6 +5,7 @@ package evloop
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
@@ -113,7 +114,7 @@ func (ln *Listener) resume() {
 	}
 	ln.l.timers.remove(&ln.retry)
 	if err := ln.poll(); err != nil {
-		ln.l.logger.Error("evloop: resume listener", "err", err)
+		ln.l.log(slog.LevelError, "evloop: resume listener", "err", err)
 		return
 	}
 	ln.paused = false
@@ -144,7 +145,7 @@ func (ln *Listener) rest(d time.Duration) {
 // pause stops polling the listener.
 func (ln *Listener) pause() {
 	if err := unix.EpollCtl(ln.l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil); err != nil {
-		ln.l.logger.Error("evloop: pause listener", "err", err)
+		ln.l.log(slog.LevelError, "evloop: pause listener", "err", err)
 		return
 	}
 	ln.paused = true
@@ -222,7 +223,7 @@ func (ln *Listener) accept() {
 			continue
 		case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE),
 			errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
-			ln.l.logger.Warn("evloop: accept: out of resources, pausing listener",
+			ln.l.log(slog.LevelWarn, "evloop: accept: out of resources, pausing listener",
 				"err", err, "retry", acceptRetryDelay)
 			ln.rest(acceptRetryDelay)
 			return
@@ -232,7 +233,7 @@ func (ln *Listener) accept() {
 			// would be reported at every epoll_wait: rest it as above
 			// rather than spin the loop.
 			ln.failRest = min(max(2*ln.failRest, acceptRetryDelay), maxAcceptRetryDelay)
-			ln.l.logger.Error("evloop: accept failed, pausing listener", "err", err, "retry", ln.failRest)
+			ln.l.log(slog.LevelError, "evloop: accept failed, pausing listener", "err", err, "retry", ln.failRest)
 			ln.rest(ln.failRest)
 			return
 		}

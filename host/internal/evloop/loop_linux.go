@@ -3,6 +3,7 @@
 package evloop
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,7 +41,6 @@ type handler interface {
 // it, and every pipe, buffer and timer it uses.
 type Loop struct {
 	turns  uint64 // epoll_waits made (loop thread; read by tests through call)
-	steps  uint64 // turns plus inbox functions run (loop thread), for progress
 	logger *slog.Logger
 	epfd   int
 	wakefd int
@@ -66,18 +66,16 @@ type Loop struct {
 	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
 	// aborted with it.
 	aborting atomic.Pointer[error]
-	// progress is steps, published at each turn and after each inbox
-	// function, for shutdownIfBusy: a loop whose progress stands still
-	// while calling is set is inside a call that lasts (a filter's, a
-	// guest's).
-	progress atomic.Uint64
-	// calling is set while the loop runs code that is not the engine's
-	// own (see callOut): a Chain method, a Done, an Acceptor method, a
-	// posted function. The engine's code between them is bounded; a loop
-	// whose progress stands still there is waiting in epoll_wait or for a
-	// CPU (a loaded machine descheduled it mid-turn), not stuck.
-	calling   atomic.Bool
-	callDepth int // nested callOuts (loop thread)
+	// calls is callSeq, published at the start and at the end of each
+	// call out of the engine (see callOut): a Chain method, a Done, an
+	// Acceptor method, a log record, a posted function. It is odd inside
+	// a call. shutdownIfBusy takes a loop that shows the same odd value at
+	// two looks for one stuck in that call (a filter's, a guest's); the
+	// engine's code between calls is bounded, and a loop that stands
+	// still there is waiting in epoll_wait or for a CPU, not stuck.
+	calls     atomic.Uint64
+	callSeq   uint64 // loop thread
+	callDepth int    // nested callOuts (loop thread)
 
 	// Loop-thread state below; never touched by another goroutine.
 
@@ -227,12 +225,10 @@ func (l *Loop) run() {
 	cause := ErrClosed
 	for !l.stopping {
 		l.turns++
-		l.steps++
-		l.progress.Store(l.steps)
 		n, err := l.wait()
 		if err != nil {
 			cause = fmt.Errorf("evloop: epoll_wait: %w", err)
-			l.logger.Error("evloop: loop stopped", "err", err)
+			l.log(slog.LevelError, "evloop: loop stopped", "err", err)
 			break
 		}
 		l.now = int64(time.Since(l.epoch))
@@ -351,7 +347,7 @@ func (l *Loop) drainInbox() {
 	// Reset the eventfd before taking the inbox: a post that comes later
 	// writes it again.
 	if _, err := unix.Read(l.wakefd, l.wakeBuf[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
-		l.logger.Error("evloop: read eventfd", "err", err)
+		l.log(slog.LevelError, "evloop: read eventfd", "err", err)
 	}
 	l.mu.Lock()
 	box := l.inbox
@@ -363,10 +359,6 @@ func (l *Loop) drainInbox() {
 		f()
 		l.callBack()
 		box[i] = nil
-		// One store per post, none per chunk: a function that lasts
-		// (an Apply's Open, say) stops it as a stuck turn does.
-		l.steps++
-		l.progress.Store(l.steps)
 	}
 	l.spareBox = box[:0]
 }
@@ -512,12 +504,13 @@ func (l *Loop) shutdownLive(only *conn) {
 	}
 }
 
-// callOut marks the start of a call out of the engine (see calling), and
-// callBack its end; calls nest (a posted function that opens a Chain).
-// Two atomic stores a call, none when nested.
+// callOut marks the start of a call out of the engine (see calls), and
+// callBack its end; calls nest (a posted function that opens a Chain) and
+// count as one. Two atomic stores a call, none when nested.
 func (l *Loop) callOut() {
 	if l.callDepth == 0 {
-		l.calling.Store(true)
+		l.callSeq++
+		l.calls.Store(l.callSeq)
 	}
 	l.callDepth++
 }
@@ -525,39 +518,40 @@ func (l *Loop) callOut() {
 func (l *Loop) callBack() {
 	l.callDepth--
 	if l.callDepth == 0 {
-		l.calling.Store(false)
+		l.callSeq++
+		l.calls.Store(l.callSeq)
 	}
 }
 
 // busyGrace is how long an abort leaves the loop to end the sockets itself
-// (with a reset) while it makes no progress, before shutting them down from
-// outside, the loop being stuck (inside a filter call, a guest running to
-// its time limit). An abort from within a callback (a plugin's failure
-// closing its connections) is done by the loop well within it, so its
-// peers see the reset they always did.
+// (with a reset) while it stays inside one call out of the engine, before
+// shutting them down from outside, the loop being stuck (inside a filter
+// call, a guest running to its time limit). An abort from within a
+// callback (a plugin's failure closing its connections) is done by the
+// loop well within it, so its peers see the reset they always did.
 const busyGrace = 20 * time.Millisecond
 
 // shutdownIfBusy shuts down only's sockets (all, when nil) unless the
 // loop reaches the abort it was just posted (reached is set by the posted
 // function first thing: from there on the loop closes the sockets itself,
-// running no filter code before it has closed them all) or keeps making
-// progress toward it. It looks every busyGrace: a loop that progressed
-// since the last look is given another, and so is one that is not inside
-// a call out of the engine (calling): it is in epoll_wait, which the post
-// woke it from, or in the engine's own bounded code, and a loaded machine
-// has not given it a CPU yet (with 1,500 connections and tests in
-// parallel under -race, an idle loop woken by the post was still in
-// epoll_wait 20 ms later in 1 run in 5). One that stood still inside a
-// call is stuck before the abort, and its sockets are shut down. A busy
+// running no filter code before it has closed them all) or keeps moving
+// toward it. It looks every busyGrace: a loop found inside the same call
+// out of the engine as at the last look (calls odd and unchanged) is stuck
+// before the abort, and its sockets are shut down. Any other loop is given
+// another look: one that made or ended calls since, and one outside any
+// call, which is in epoll_wait (the post woke it) or in the engine's own
+// bounded code, and which a loaded machine has not given a CPU yet (with
+// 1,500 connections and tests in parallel under -race, an idle loop woken
+// by the post was still in epoll_wait 20 ms later in 1 run in 5). A busy
 // loop that closes thousands of connections in the abort's turn has
 // reached it, and each of them gets its reset.
 func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
-	seen := l.progress.Load()
+	seen := l.calls.Load()
 	var look func()
 	look = func() {
-		switch now := l.progress.Load(); {
+		switch now := l.calls.Load(); {
 		case reached.Load():
-		case now != seen || !l.calling.Load():
+		case now != seen || now%2 == 0:
 			seen = now
 			time.AfterFunc(busyGrace, look)
 		default:
@@ -565,4 +559,11 @@ func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 		}
 	}
 	time.AfterFunc(busyGrace, look)
+}
+
+// log logs on the loop thread: the logger is the caller's, a call out.
+func (l *Loop) log(level slog.Level, msg string, args ...any) {
+	l.callOut()
+	defer l.callBack()
+	l.logger.Log(context.Background(), level, msg, args...)
 }
