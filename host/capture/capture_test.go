@@ -170,7 +170,7 @@ func TestFollowBothLegs(t *testing.T) {
 			srv := testnet.ServeAt(t, tc.listen, testnet.Echo)
 			s := start(t, tc.listen, srv.Addr(), capture.Options{}, upper)
 			c := testnet.Dial(t, s.addr)
-			sent := testnet.Random(1, 1<<20)
+			sent := testnet.Random(1, 256<<10)
 			got := testnet.Exchange(c, sent)
 			if got.Err != nil {
 				t.Fatal(got.Err)
