@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -270,4 +271,35 @@ func dialConnected(t *testing.T, l *Loop, addr string, n int) []*net.TCPConn {
 		return len(l.conns) == n
 	})
 	return cs
+}
+
+// TestAbortOnAStoppedLoopLeavesNothing: AbortAll and Output.Abort after the
+// loop stopped have nothing to end (the loop ended every connection). They
+// armed a look at the loop every busyGrace that never stopped, since the
+// abort posted to the stopped loop was never reached: the loop stayed
+// reachable from the timer for the life of the process.
+func TestAbortOnAStoppedLoopLeavesNothing(t *testing.T) {
+	t.Parallel()
+	collected := make(chan struct{})
+	func() {
+		l, err := newLoop(nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.AddCleanup(l, func(ch chan struct{}) { close(ch) }, collected)
+		l.Close()
+		l.AbortAll(errors.New("late"))
+	}()
+	deadline := time.Now().Add(testWait)
+	for {
+		runtime.GC()
+		select {
+		case <-collected:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stopped loop was never collected: something (a look at it after the abort) still holds it")
+		}
+	}
 }

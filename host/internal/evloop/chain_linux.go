@@ -159,13 +159,15 @@ func (o *Output) Abort(cause error) {
 	c := o.c
 	c.abortCause.CompareAndSwap(nil, &cause)
 	reached := new(atomic.Bool)
-	c.l.post(func() {
+	if !c.l.post(func() {
 		reached.Store(true)
 		if c.state != finished {
 			c.abort(cause)
 			c.l.flush()
 		}
-	})
+	}) {
+		return // the loop has stopped: it ended every connection
+	}
 	c.l.shutdownIfBusy(reached, c)
 }
 
@@ -571,6 +573,8 @@ func (l *Loop) AbortAll(cause error) {
 	}
 	l.aborting.CompareAndSwap(nil, &cause)
 	reached := new(atomic.Bool)
-	l.post(func() { reached.Store(true); l.abortNow(cause) })
+	if !l.post(func() { reached.Store(true); l.abortNow(cause) }) {
+		return // the loop has stopped: it ended every connection
+	}
 	l.shutdownIfBusy(reached, nil)
 }

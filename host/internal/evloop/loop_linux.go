@@ -181,19 +181,26 @@ func (l *Loop) Conns() int {
 // false if the loop has stopped (f will never run).
 func (l *Loop) post(f func()) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.stopped {
+		l.mu.Unlock()
 		return false
 	}
 	l.inbox = append(l.inbox, f)
+	var err error
 	if !l.wakePending {
 		l.wakePending = true
 		// Written under the lock so the loop cannot close wakefd meanwhile.
 		one := [eventfdSize]byte{}
 		binary.NativeEndian.PutUint64(one[:], 1)
-		if _, err := unix.Write(l.wakefd, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
-			l.logger.Error("evloop: wake loop", "err", err)
+		if _, err = unix.Write(l.wakefd, one[:]); errors.Is(err, unix.EAGAIN) {
+			err = nil
 		}
+	}
+	l.mu.Unlock()
+	if err != nil {
+		// Logged after the unlock: a handler that blocks must not hold the
+		// loop, which takes l.mu for its inbox.
+		l.logger.Error("evloop: wake loop", "err", err)
 	}
 	return true
 }
@@ -505,22 +512,28 @@ func (l *Loop) shutdownLive(only *conn) {
 }
 
 // callOut marks the start of a call out of the engine (see calls), and
-// callBack its end; calls nest (a posted function that opens a Chain) and
-// count as one. Two atomic stores a call, none when nested.
+// callBack its end: the outermost call makes calls odd and its end even
+// again; a call nested in it (a posted function's Done calls, the Chain it
+// opens) moves calls by two, so a posted function that runs many short
+// calls is not taken for one that stands still. Two atomic stores a call.
 func (l *Loop) callOut() {
 	if l.callDepth == 0 {
 		l.callSeq++
-		l.calls.Store(l.callSeq)
+	} else {
+		l.callSeq += 2
 	}
 	l.callDepth++
+	l.calls.Store(l.callSeq)
 }
 
 func (l *Loop) callBack() {
 	l.callDepth--
 	if l.callDepth == 0 {
 		l.callSeq++
-		l.calls.Store(l.callSeq)
+	} else {
+		l.callSeq += 2
 	}
+	l.calls.Store(l.callSeq)
 }
 
 // busyGrace is how long an abort leaves the loop to end the sockets itself
@@ -550,7 +563,8 @@ func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 	var look func()
 	look = func() {
 		switch now := l.calls.Load(); {
-		case reached.Load():
+		case reached.Load(), l.isDone():
+			// Reached, or the loop has returned: it closed every socket.
 		case now != seen || now%2 == 0:
 			seen = now
 			time.AfterFunc(busyGrace, look)
@@ -559,6 +573,16 @@ func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 		}
 	}
 	time.AfterFunc(busyGrace, look)
+}
+
+// isDone reports whether the loop goroutine has returned.
+func (l *Loop) isDone() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // log logs on the loop thread: the logger is the caller's, a call out.
