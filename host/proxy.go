@@ -164,9 +164,10 @@ type Proxy struct {
 	// The sweeper: a timer, armed while connections are open, whose
 	// callback moves idle filtered pumps to fresh goroutines (conn.sweep).
 	sweepTimer *time.Timer
-	sweeping   bool    // the timer is armed or its callback is running
-	sweepBuf   []*conn // the callback's own
-	noSweep    bool    // tests: never sweep, so a pump that waits wrongly stays stuck
+	sweeping   bool                   // the timer is armed or its callback is running
+	sweepBuf   []*conn                // the callback's own
+	noSweep    bool                   // tests: never sweep, so a pump that waits wrongly stays stuck
+	sweepHook  atomic.Pointer[func()] // tests: runs after every sweep
 
 	// The event loops of plain routes (loop_linux.go; how many: loopsFor),
 	// started with the first plain listener and closed by Shutdown; each
@@ -226,7 +227,7 @@ func (p *Proxy) sweep() {
 		c.sweep(parks)
 	}
 	clear(cs)
-	if h := sweepHook.Load(); h != nil {
+	if h := p.sweepHook.Load(); h != nil {
 		(*h)() // before re-arming: sweeps never overlap
 	}
 	p.mu.Lock()
@@ -238,9 +239,6 @@ func (p *Proxy) sweep() {
 	}
 	p.mu.Unlock()
 }
-
-// sweepHook, when set (by tests), runs after every sweep.
-var sweepHook atomic.Pointer[func()]
 
 // routeState is one applied version of a route. Connections keep the state
 // they were accepted with; refs counts the owner (the listener, while the

@@ -90,6 +90,7 @@ func TestReviewCloseWhilePumpsParkAndWake(t *testing.T) {
 // socket no longer shows); bursts of every size wake the parked side and
 // come back whole, and a Close ends the connection at once.
 func TestReviewTLSRoutesParkTheirPlainSide(t *testing.T) {
+	t.Parallel()
 	ca := testcert.NewCA(t, "review CA")
 	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
 	for _, tc := range []struct {
@@ -97,7 +98,6 @@ func TestReviewTLSRoutesParkTheirPlainSide(t *testing.T) {
 		plain Direction // the direction whose source is plaintext
 	}{{"terminating", ServerToClient}, {"originating", ClientToServer}} {
 		t.Run(tc.name, func(t *testing.T) {
-			swept := watchSweeps(t)
 			r := Route{Name: "t", Listen: "127.0.0.1:0", Chain: []Link{{Name: "id", Hook: id}}}
 			if tc.plain == ServerToClient {
 				r.Target = echoServer(t)
@@ -121,6 +121,7 @@ func TestReviewTLSRoutesParkTheirPlainSide(t *testing.T) {
 				r.UpstreamTLS = &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
 			}
 			p := startProxy(t, nil, r)
+			swept := watchSweeps(p)
 			var c net.Conn = dialRoute(t, p, "t")
 			if r.TLS != nil {
 				tlc := tls.Client(c, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
@@ -199,8 +200,9 @@ func (h *lateTo) Data(dir Direction, chunk []byte, s *Stream) error {
 // idle, wake for bursts (the first bytes, held for the dial, come back
 // first), and a Close ends the connection at once.
 func TestReviewLateDialParks(t *testing.T) {
-	swept := watchSweeps(t)
+	// Not parallel: it counts the process's pump goroutines.
 	p := startProxy(t, nil, Route{Name: "l", Listen: "127.0.0.1:0", LateDial: true, Chain: []Link{{Name: "late", Hook: &lateTo{target: echoServer(t)}}}})
+	swept := watchSweeps(p)
 	c := dialRoute(t, p, "l")
 	askEcho(t, c, "first bytes")
 	for i, size := range []int{1, 70 << 10, 200 << 10} {
@@ -284,13 +286,14 @@ func (holdEnd) End(dir Direction, s *Stream) error {
 // then the client resets: the connection ends (the parked pump is resumed
 // by the teardown) and the server's side is closed.
 func TestReviewDeferredEndResetWithOtherSideParked(t *testing.T) {
-	swept := watchSweeps(t)
+	t.Parallel()
 	serverGone := make(chan struct{})
 	target := serve(t, func(c net.Conn) {
 		io.Copy(io.Discard, c) // until the tunnel closes it
 		close(serverGone)
 	})
 	p := startProxy(t, nil, Route{Name: "d", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "hold", Hook: holdEnd{}}}})
+	swept := watchSweeps(p)
 	c := dialRoute(t, p, "d")
 	if _, err := io.WriteString(c, "ping"); err != nil {
 		t.Fatal(err)
@@ -379,9 +382,10 @@ func (g gateFirst) Data(dir Direction, chunk []byte, s *Stream) error {
 // parked direction must not keep its 64 KiB read buffer, as an idle one
 // holds none.
 func TestReviewParkedPumpHoldsNoBuffer(t *testing.T) {
-	swept := watchSweeps(t)
+	t.Parallel()
 	g := gateFirst{entered: make(chan struct{}), release: make(chan struct{}), once: new(sync.Once)}
 	p := startProxy(t, nil, Route{Name: "g", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "gate", Hook: g}}})
+	swept := watchSweeps(p)
 	c := dialRoute(t, p, "g")
 	if _, err := io.WriteString(c, "ping"); err != nil {
 		t.Fatal(err)
@@ -426,7 +430,7 @@ func TestReviewParkedPumpHoldsNoBuffer(t *testing.T) {
 // half-closed (its client -> server pump ended) and whose other pump parked
 // has no pump awake: sweeps should not keep looking at it (Proxy.awake).
 func TestReviewHalfClosedParkedLeavesSweeps(t *testing.T) {
-	swept := watchSweeps(t)
+	t.Parallel()
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	target := serve(t, func(c net.Conn) {
@@ -436,6 +440,7 @@ func TestReviewHalfClosedParkedLeavesSweeps(t *testing.T) {
 	})
 	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
 	p := startProxy(t, nil, Route{Name: "h", Listen: "127.0.0.1:0", Target: target, Chain: []Link{{Name: "id", Hook: id}}})
+	swept := watchSweeps(p)
 	c := dialRoute(t, p, "h")
 	got := make([]byte, 5)
 	if _, err := io.ReadFull(c, got); err != nil {

@@ -21,9 +21,9 @@ import (
 // does, by tens of KiB), and the connections forward as before; and that a
 // teardown while they are parked ends them at once.
 func TestSweepParksIdlePumps(t *testing.T) {
-	swept := watchSweeps(t)
 	const conns = 100
 	p, clients := deepStackClients(t, nil, conns)
+	swept := watchSweeps(p)
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
@@ -74,9 +74,9 @@ func TestSweepParksIdlePumps(t *testing.T) {
 // epoll, or the Parker failed): idle pumps move to fresh goroutines, which
 // gives back the stack a filter call grew, and forward as before.
 func TestSweepMovesIdlePumps(t *testing.T) {
-	swept := watchSweeps(t)
 	const conns = 100
 	p, clients := deepStackClients(t, &Proxy{noPark: true}, conns)
+	swept := watchSweeps(p)
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
@@ -177,8 +177,10 @@ func parkedPumps(p *Proxy) int {
 	return n
 }
 
-// watchSweeps returns a channel that gets a value after sweeps.
-func watchSweeps(t *testing.T) <-chan struct{} {
+// watchSweeps returns a channel that gets a value after p's sweeps. Each
+// Proxy has its hook: tests that watch their own Proxy's sweeps run side
+// by side.
+func watchSweeps(p *Proxy) <-chan struct{} {
 	swept := make(chan struct{}, 1)
 	hook := func() {
 		select {
@@ -186,8 +188,7 @@ func watchSweeps(t *testing.T) <-chan struct{} {
 		default:
 		}
 	}
-	sweepHook.Store(&hook)
-	t.Cleanup(func() { sweepHook.Store(nil) })
+	p.sweepHook.Store(&hook)
 	return swept
 }
 
@@ -269,8 +270,9 @@ func (quitFilter) Data(dir Direction, chunk []byte, s *Stream) error {
 // still closes gracefully when a filter asks: the answer arrives whole,
 // followed by a clean end of stream, not a reset.
 func TestSweepThenFilterClose(t *testing.T) {
-	swept := watchSweeps(t)
+	t.Parallel()
 	p := startProxy(t, nil, Route{Name: "q", Listen: "127.0.0.1:0", Target: echoServer(t), Chain: []Link{{Name: "quit", Hook: quitFilter{}}}})
+	swept := watchSweeps(p)
 	c := dialRoute(t, p, "q")
 	if _, err := io.WriteString(c, "ping"); err != nil {
 		t.Fatal(err)
@@ -573,9 +575,10 @@ func TestIdleSplicedConnectionsHoldNoPipe(t *testing.T) {
 // connection whose pumps are parked: no goroutine waits on its sockets, yet
 // the client sees it closed and the close is counted as idle.
 func TestParkedConnectionIdleTimeout(t *testing.T) {
-	swept := watchSweeps(t)
+	t.Parallel()
 	id := ChunkFunc(func(_ *ConnInfo, _ Direction, b []byte) ([]byte, error) { return b, nil })
 	p := startProxy(t, nil, Route{Name: "i", Listen: "127.0.0.1:0", Target: echoServer(t), IdleTimeout: time.Second, Chain: []Link{{Name: "id", Hook: id}}})
+	swept := watchSweeps(p)
 	c := dialRoute(t, p, "i")
 	askEcho(t, c, "ping")
 	waitSwept(t, swept, "parked", func() int { return parkedPumps(p) }, 2)
