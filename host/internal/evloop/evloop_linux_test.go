@@ -414,7 +414,7 @@ func TestIdleTimeout(t *testing.T) {
 	_, _, a, addr := startForwarder(t, target, fwdOptions{idleTimeout: idle})
 	c := dial(t, addr)
 	buf := make([]byte, 1)
-	const trickle = 20 // 20 x idle/10: twice the timeout in total
+	const trickle = 12 // 12 x idle/10: longer than the timeout in total
 	var quiet time.Time
 	for range trickle {
 		time.Sleep(idle / 10) // pacing of the trickle, not a wait
