@@ -566,7 +566,13 @@ func (f *lagFilter) End(dir host.Direction, s *host.Stream) error {
 		return nil
 	}
 	f.ended = true
-	return s.DeferEnd(dir) // the FIN goes after the delayed bytes
+	if err := s.DeferEnd(dir); err != nil { // the FIN goes after the delayed bytes
+		return err
+	}
+	// Re-armed: the timer may have fired (and sent what it held) before
+	// the end came, a loaded machine having delayed the FIN's read by
+	// 30 ms; nothing else would then send the FIN.
+	return s.SetTimer(30 * time.Millisecond)
 }
 
 func (f *lagFilter) Timer(s *host.Stream) error {
