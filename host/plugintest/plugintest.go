@@ -735,8 +735,8 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 		return
 	}
 	// Like the emulator's, Write returns once the plugin has seen the
-	// bytes (or the connection is gone or closing), so that an Advance after it
-	// moves the clock after the plugin's OnData.
+	// bytes (or the connection is gone or closing), so that an Advance
+	// after it moves the clock after the plugin's OnData.
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()
 	if c.split.awaitShown(dir, timer.C) == waitTimeout {

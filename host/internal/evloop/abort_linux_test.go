@@ -273,11 +273,11 @@ func dialConnected(t *testing.T, l *Loop, addr string, n int) []*net.TCPConn {
 	return cs
 }
 
-// TestAbortOnAStoppedLoopLeavesNothing: AbortAll and Output.Abort after the
-// loop stopped have nothing to end (the loop ended every connection). They
-// armed a look at the loop every busyGrace that never stopped, since the
-// abort posted to the stopped loop was never reached: the loop stayed
-// reachable from the timer for the life of the process.
+// TestAbortOnAStoppedLoopLeavesNothing: AbortAll after the loop stopped has
+// nothing to end (the loop ended every connection). It armed a look at the
+// loop every busyGrace that never stopped, since the abort posted to the
+// stopped loop was never reached: the loop stayed reachable from the timer
+// for the life of the process. (Output.Abort has the same guard.)
 func TestAbortOnAStoppedLoopLeavesNothing(t *testing.T) {
 	t.Parallel()
 	collected := make(chan struct{})
