@@ -17,6 +17,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // goroutineID returns the calling goroutine's number (runtime.Stack's
@@ -148,7 +149,7 @@ func TestApplyWhileLoopHandsOff(t *testing.T) {
 	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	a := tn.Route("a", srv.Addr())
-	a.Listen = freeAddr(t)
+	a.Listen = testkit.FreeAddr(t)
 	// Not tn.Proxy: its cleanup would wait forever for a deadlocked lock.
 	p := &host.Proxy{Logger: tn.NewLogs().Logger()}
 	if err := p.Apply([]host.Route{a}); err != nil {

@@ -49,11 +49,6 @@ func seqPaths(t *testing.T, f func(t *testing.T, route func(target string) host.
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on, for a test's
-// own listener (a target that must refuse is testkit.Refusing: a port that
-// is merely free may be taken by another test's listener meanwhile).
-func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
-
 // expectRefused dials addr and fails unless the tunnel closes the
 // connection without sending anything. The tunnel may reset it so fast that
 // the reset reaches the client before its connect(2) returns.
@@ -86,7 +81,7 @@ func expectClosed(t *testing.T, c net.Conn) {
 // serving once the target is back.
 func TestTargetRefuses(t *testing.T) {
 	t.Parallel()
-	target := freeAddr(t) // the target comes back on this port below
+	target := testkit.FreeAddr(t) // the target comes back on this port below
 	addr, _, logs := tn.Tunnel(t, target)
 
 	start := time.Now()

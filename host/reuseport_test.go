@@ -7,6 +7,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestReusePort: two proxies bind one address with ReusePort, both serve
@@ -14,7 +15,7 @@ import (
 // the upgrade path. Without ReusePort the second bind fails.
 func TestReusePort(t *testing.T) {
 	echo := tn.Serve(t, tn.Echo)
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	route := host.Route{Name: "r", Listen: addr, Target: echo.Addr(), ReusePort: true}
 	old, _ := tn.Proxy(t, route)
 

@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
 	"github.com/tunnelwasm/tunnel/internal/testcert"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // tlsClient dials addr and runs a TLS handshake trusting ca for name.
@@ -254,7 +255,7 @@ func TestTLSCloseWhileWriteBlocked(t *testing.T) {
 func TestServerNameRouting(t *testing.T) {
 	t.Parallel()
 	ca := testcert.NewCA(t, "test CA")
-	listen := freeAddr(t)
+	listen := testkit.FreeAddr(t)
 	route := func(name, target string, names ...string) host.Route {
 		return host.Route{Name: name, Listen: listen, Target: target, ServerNames: names}
 	}
@@ -447,7 +448,7 @@ func TestTLSWireTap(t *testing.T) {
 func TestServerNameRoutingAcrossReload(t *testing.T) {
 	t.Parallel()
 	ca := testcert.NewCA(t, "test CA")
-	listen := freeAddr(t)
+	listen := testkit.FreeAddr(t)
 	route := func(name, target string, names ...string) host.Route {
 		return host.Route{Name: name, Listen: listen, Target: target, ServerNames: names}
 	}
@@ -490,7 +491,7 @@ func TestServerNameRoutingAcrossReload(t *testing.T) {
 // A plaintext client on the default route has no ConnInfo.TLS.
 func TestServerNameDefaultPlaintext(t *testing.T) {
 	t.Parallel()
-	listen := freeAddr(t)
+	listen := testkit.FreeAddr(t)
 	seen := make(chan *host.TLSInfo, 1)
 	watch := link("watch", func(info *host.ConnInfo) (host.Filter, error) {
 		seen <- info.TLS

@@ -70,7 +70,7 @@ func TestZeroDowntimeSwap(t *testing.T) {
 		return
 	}
 	redisAddr := startRedis(t)
-	addr := freeLoopback(t)
+	addr := testkit.FreeAddr(t)
 	path := filepath.Join(t.TempDir(), "tunnel.hcl")
 	const drainDelay = time.Second
 	os.WriteFile(path, []byte(`
@@ -276,7 +276,7 @@ func waitCount(t *testing.T, n *atomic.Int64, want int64, what string) {
 // ends and returns its address once it answers.
 func startRedis(t *testing.T) string {
 	t.Helper()
-	addr := freeLoopback(t)
+	addr := testkit.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000")
 	if err := cmd.Start(); err != nil {
@@ -290,6 +290,3 @@ func startRedis(t *testing.T) string {
 	}
 	return addr
 }
-
-// freeLoopback returns a loopback address that was free a moment ago.
-func freeLoopback(t *testing.T) string { return testkit.FreeAddr(t) }

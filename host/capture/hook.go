@@ -463,10 +463,11 @@ func legEnds(info *host.ConnInfo, n int, dialled netip.AddrPort) (client, server
 	} else {
 		server, _ = netip.ParseAddrPort(info.Target)
 		server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
-		if !server.IsValid() && dialled.IsValid() {
-			// A host name, as the tunnel resolved it.
-			server = dialled
-		} else if !server.IsValid() {
+		switch {
+		case server.IsValid():
+		case dialled.IsValid():
+			server = dialled // a host name, as the tunnel resolved it
+		default:
 			// A host name, before the target is connected (a filter
 			// sending toward it from Opened): no lookup here; the name
 			// goes in the comment.

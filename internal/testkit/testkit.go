@@ -66,6 +66,8 @@ func (b *Buffer) Bytes() []byte {
 // hands out meanwhile, to other tests' port-0 listeners and outgoing
 // connections, cannot take it: one taken from that range was, once in a
 // CI run with the tests in parallel ("bind: address already in use").
+// A target that must refuse connections is Refusing: a port that is merely
+// free may be taken by another test's listener meanwhile.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	low := 32768

@@ -66,15 +66,14 @@ type Loop struct {
 	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
 	// aborted with it.
 	aborting atomic.Pointer[error]
-	// calls is callSeq, published at the start and at the end of each
-	// call out of the engine (see callOut): a Chain method, a Done, an
-	// Acceptor method, a log record, a posted function. It is odd inside
-	// a call. shutdownIfBusy takes a loop that shows the same odd value at
+	// calls is published at the start and at the end of each call out of
+	// the engine (see callOut): a Chain method, a Done, an Acceptor method,
+	// a log record, a posted function. It is odd inside a call. shutdownIfBusy takes a loop that shows the same odd value at
 	// two looks for one stuck in that call (a filter's, a guest's); the
 	// engine's code between calls is bounded, and a loop that stands
 	// still there is waiting in epoll_wait or for a CPU, not stuck.
 	calls     atomic.Uint64
-	callSeq   uint64 // loop thread
+	callSeq   uint64 // boundaries so far, times two (loop thread)
 	callDepth int    // nested callOuts (loop thread)
 
 	// Loop-thread state below; never touched by another goroutine.
@@ -512,28 +511,24 @@ func (l *Loop) shutdownLive(only *conn) {
 }
 
 // callOut marks the start of a call out of the engine (see calls), and
-// callBack its end: the outermost call makes calls odd and its end even
-// again; a call nested in it (a posted function's Done calls, the Chain it
-// opens) moves calls by two, so a posted function that runs many short
-// calls is not taken for one that stands still. Two atomic stores a call.
+// callBack its end. Every boundary moves calls, and its low bit says
+// whether the loop is inside a call: a call nested in another (a posted
+// function's Done calls, the Chain it opens) moves it too, so a posted
+// function that runs many short calls is not taken for one that stands
+// still. One atomic store a boundary.
 func (l *Loop) callOut() {
-	if l.callDepth == 0 {
-		l.callSeq++
-	} else {
-		l.callSeq += 2
-	}
 	l.callDepth++
-	l.calls.Store(l.callSeq)
+	l.publishCalls()
 }
 
 func (l *Loop) callBack() {
 	l.callDepth--
-	if l.callDepth == 0 {
-		l.callSeq++
-	} else {
-		l.callSeq += 2
-	}
-	l.calls.Store(l.callSeq)
+	l.publishCalls()
+}
+
+func (l *Loop) publishCalls() {
+	l.callSeq += 2
+	l.calls.Store(l.callSeq | uint64(min(l.callDepth, 1)))
 }
 
 // busyGrace is how long an abort leaves the loop to end the sockets itself
@@ -557,14 +552,15 @@ const busyGrace = 20 * time.Millisecond
 // 1,500 connections and tests in parallel under -race, an idle loop woken
 // by the post was still in epoll_wait 20 ms later in 1 run in 5). A busy
 // loop that closes thousands of connections in the abort's turn has
-// reached it, and each of them gets its reset.
+// reached it, and each of them gets its reset. Called only once the post
+// succeeded: a loop runs every function posted to it (its shutdown runs
+// what is left), so the looks end.
 func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 	seen := l.calls.Load()
 	var look func()
 	look = func() {
 		switch now := l.calls.Load(); {
-		case reached.Load(), l.isDone():
-			// Reached, or the loop has returned: it closed every socket.
+		case reached.Load():
 		case now != seen || now%2 == 0:
 			seen = now
 			time.AfterFunc(busyGrace, look)
@@ -573,16 +569,6 @@ func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 		}
 	}
 	time.AfterFunc(busyGrace, look)
-}
-
-// isDone reports whether the loop goroutine has returned.
-func (l *Loop) isDone() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // log logs on the loop thread: the logger is the caller's, a call out.
