@@ -15,13 +15,13 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // teardownBound is how long past its trigger (a deadline, a timeout) a
@@ -219,11 +219,7 @@ func TestIdleTimeoutSparesASlowReader(t *testing.T) {
 		r := path.route(t, "r", srv.Addr())
 		r.IdleTimeout = 2 * time.Second
 		p, _ := tn.Proxy(t, r)
-		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) {
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
-			})
-		}}
+		d := net.Dialer{Control: testkit.ReceiveBuffer(16 << 10)}
 		conn, err := d.Dial("tcp", p.Addr("r").String())
 		if err != nil {
 			t.Fatal(err)

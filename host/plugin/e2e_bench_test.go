@@ -5,13 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
 	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // BenchmarkWasmPingPong is request/response traffic over loopback sockets:
@@ -79,7 +78,7 @@ func BenchmarkWasmPingPong(b *testing.B) {
 			}
 			defer c.Close()
 			buf := make([]byte, 64)
-			cpu0 := cpuTime()
+			cpu0 := testkit.ProcessCPU()
 			n := 0
 			for b.Loop() {
 				if _, err := c.Write(buf); err != nil {
@@ -90,16 +89,9 @@ func BenchmarkWasmPingPong(b *testing.B) {
 				}
 				n++
 			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/op")
+			b.ReportMetric(float64(testkit.ProcessCPU()-cpu0)/float64(n), "cpu-ns/op")
 		})
 	}
-}
-
-// cpuTime is the process's user + system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkWasmBulk is one-way bulk transfer over loopback (32 KiB writes to
@@ -149,7 +141,7 @@ func BenchmarkWasmBulk(b *testing.B) {
 			defer c.Close()
 			buf := make([]byte, 32<<10)
 			b.SetBytes(int64(len(buf)))
-			cpu0 := cpuTime()
+			cpu0 := testkit.ProcessCPU()
 			n := 0
 			for b.Loop() {
 				if _, err := c.Write(buf); err != nil {
@@ -157,7 +149,7 @@ func BenchmarkWasmBulk(b *testing.B) {
 				}
 				n++
 			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/op")
+			b.ReportMetric(float64(testkit.ProcessCPU()-cpu0)/float64(n), "cpu-ns/op")
 		})
 	}
 }

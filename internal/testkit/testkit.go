@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -93,4 +94,18 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// ReceiveBuffer is a net.Dialer or net.ListenConfig Control that sets the
+// socket's receive buffer (SO_RCVBUF) to n bytes before it connects, so
+// that the window it advertises is small from the first segment: a
+// slow reader whose kernel holds little on its behalf.
+func ReceiveBuffer(n int) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = setReceiveBuffer(fd, n) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}
 }

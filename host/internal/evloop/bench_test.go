@@ -7,9 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 const (
@@ -82,21 +82,14 @@ func goroutineForwarder(b *testing.B, target netip.AddrPort) string {
 	return ln.Addr().String()
 }
 
-// processCPU is the user+system CPU time of the process.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // measure runs the timed part and reports CPU per op.
 func measure(b *testing.B, run func()) {
-	cpu0 := processCPU()
+	cpu0 := testkit.ProcessCPU()
 	b.ReportAllocs()
 	b.ResetTimer()
 	run()
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testkit.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkPingPong: each op is one 32-byte request and its 32-byte echo

@@ -3,9 +3,10 @@ package wasm
 import (
 	"context"
 	"os"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 func benchInstance(b *testing.B, file string, v variant) *Instance {
@@ -110,12 +111,6 @@ func BenchmarkLoop(b *testing.B) {
 // per-call goroutine runs on another one), which a busy machine disturbs
 // less than wall time. Use as: defer cpuPerOp(b)().
 func cpuPerOp(b *testing.B) func() {
-	start := cpuTime()
-	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	start := testkit.ProcessCPU()
+	return func() { b.ReportMetric(float64(testkit.ProcessCPU()-start)/float64(b.N), "cpu-ns/op") }
 }
