@@ -547,11 +547,12 @@ func (p *Proxy) Addr(name string) net.Addr {
 }
 
 // Shutdown stops accepting on every route and waits for open connections to
-// finish. When ctx ends first, the remaining connections are closed and
-// ctx's error is returned, at most 100 ms after ctx ended whatever peers and
-// filters do: that long, aborted connections get to finish a filter call,
-// and one still inside it then is abandoned (it ends when the call
-// returns). The connections keep their whole grace period up to ctx's end.
+// finish. When ctx ends first, the remaining connections are reset (their
+// peers see a cut stream, never an orderly end) and ctx's error is
+// returned, at most 100 ms after ctx ended whatever peers and filters do:
+// that long, aborted connections get to finish a filter call, and one
+// still inside it then is abandoned (its sockets reset, it ends when the
+// call returns). The connections keep their whole grace period up to ctx's end.
 // Once Shutdown has been called, Apply fails.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()

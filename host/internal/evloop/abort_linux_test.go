@@ -21,8 +21,8 @@ import (
 // turn ends at once, and the next one gets stuck in a filter call (a Chain
 // timer, as a guest running to its time limit) before it reaches the
 // abort in its inbox. The loop has begun a turn since the abort, but made
-// no progress toward it: the sockets are shut down from outside within a
-// few busyGraces, not when the call returns.
+// no progress toward it: the sockets are reset from outside within a few
+// busyGraces, not when the call returns.
 func TestAbortAllStuckInTheNextTurn(t *testing.T) {
 	t.Parallel()
 	_, target := startServer(t, echo)
@@ -66,11 +66,14 @@ func TestAbortAllStuckInTheNextTurn(t *testing.T) {
 	_, err := c.Read(buf)
 	// Four busyGraces: the stuck turn is seen on the second look; a loaded
 	// machine may run the looks late, never as late as the call's end.
-	if took := time.Since(start); err == nil || took > stuck/2 {
-		t.Errorf("the client read %v %v after AbortAll; want its end within about 2 × busyGrace (%v), long before the stuck call's end (%v)", err, took, busyGrace, stuck)
+	if took := time.Since(start); !isReset(err) || took > stuck/2 {
+		t.Errorf("the client read %v %v after AbortAll; want a reset within about 2 × busyGrace (%v), long before the stuck call's end (%v)", err, took, busyGrace, stuck)
 	}
 	if s := a.waitDone(t); s.Reason != Aborted {
 		t.Errorf("Reason %v, want Aborted", s.Reason)
+	}
+	if l.outsideResets.Load() == 0 {
+		t.Error("no socket was reset from outside; the client's reset came from the loop, after the stuck call")
 	}
 }
 
@@ -78,8 +81,8 @@ func TestAbortAllStuckInTheNextTurn(t *testing.T) {
 // Done does not return (the host's close hooks run there, and a filter's
 // close may run to its time limit). Every connection gets its reset all
 // the same: the abort's turn closes every socket before it calls a Done,
-// and having reached the abort, the loop is not taken for a stuck one and
-// its sockets are not shut down from outside with a FIN.
+// and having reached the abort, the loop is not taken for a stuck one: no
+// socket is reset from outside.
 func TestAbortAllResetsWhileDoneBlocks(t *testing.T) {
 	t.Parallel()
 	_, target := startServer(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
@@ -98,17 +101,19 @@ func TestAbortAllResetsWhileDoneBlocks(t *testing.T) {
 			t.Errorf("Reason %v, want Aborted", s.Reason)
 		}
 	}
+	wantReachedAbort(t, l)
 }
 
 // TestAbortAllManyResets: AbortAll on a plain loop with many connections,
 // whose abort turn (a setsockopt and two closes each) outlasts busyGrace
-// on a slow machine: the loop has reached the abort, so every connection
-// still gets its reset, none a FIN from a shutdown from outside.
+// on a slow machine: the loop has reached the abort, so it ends every
+// connection itself, none is reset from outside.
 func TestAbortAllManyResets(t *testing.T) {
 	// In parallel with the other tests: under -race and load, they kept
 	// the loop woken by the abort's post from running within busyGrace
-	// (all 1500 connections ended with a FIN, 5 runs in 10) until the
-	// abort took a loop still in epoll_wait for a waiting one.
+	// (all 1500 connections shut down from outside, with a FIN then, 5
+	// runs in 10) until the abort took a loop still in epoll_wait for a
+	// waiting one.
 	t.Parallel()
 	_, target := startServer(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
 	const n = 1500
@@ -121,19 +126,20 @@ func TestAbortAllManyResets(t *testing.T) {
 		}
 	}
 	if fins > 0 {
-		t.Errorf("%d of %d aborted connections did not end with a reset (a FIN: shut down from outside, the loop taken for a stuck one)", fins, n)
+		t.Errorf("%d of %d aborted connections did not end with a reset", fins, n)
 	}
 	for range n {
 		a.waitDone(t)
 	}
+	wantReachedAbort(t, l)
 }
 
 // TestAbortAllDescheduledMidTurn: AbortAll while the loop stands still in
 // the middle of a turn, in its own code rather than in a call out of it (a
 // loaded machine gave its thread no CPU there for 5 busyGraces). The loop
-// is not stuck: it reaches the abort, and every connection gets its reset.
+// is not stuck: it reaches the abort, and ends every connection itself.
 // It was taken for a stuck one, and its sockets shut down from outside
-// with a FIN.
+// (with a FIN then).
 func TestAbortAllDescheduledMidTurn(t *testing.T) {
 	t.Parallel()
 	_, target := startServer(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
@@ -158,19 +164,30 @@ func TestAbortAllDescheduledMidTurn(t *testing.T) {
 	for i, c := range cs {
 		c.SetReadDeadline(time.Now().Add(testWait))
 		if _, err := c.Read(make([]byte, 1)); !isReset(err) {
-			t.Errorf("connection %d: read %v after AbortAll, want a reset (a FIN: shut down from outside, the loop taken for a stuck one)", i, err)
+			t.Errorf("connection %d: read %v after AbortAll, want a reset", i, err)
 		}
 	}
 	for range n {
 		a.waitDone(t)
+	}
+	wantReachedAbort(t, l)
+}
+
+// wantReachedAbort fails t if l's sockets were reset from outside: the
+// loop was taken for one stuck in a call out of the engine. (The peers
+// cannot tell: either way they get a reset.)
+func wantReachedAbort(t *testing.T, l *Loop) {
+	t.Helper()
+	if n := l.outsideResets.Load(); n != 0 {
+		t.Errorf("%d sockets reset from outside: the loop was taken for a stuck one", n)
 	}
 }
 
 // TestAbortAllStuckInTheLogger: the loop logs (a listener's accept
 // failed) through the caller's logger, whose handler blocks, as one
 // writing to a pipe nobody reads does. That is a call out of the engine
-// like a filter's: AbortAll shuts the loop's sockets down from outside
-// rather than wait for the handler.
+// like a filter's: AbortAll resets the loop's sockets from outside rather
+// than wait for the handler.
 func TestAbortAllStuckInTheLogger(t *testing.T) {
 	t.Parallel()
 	_, target := startServer(t, echo)
@@ -209,6 +226,9 @@ func TestAbortAllStuckInTheLogger(t *testing.T) {
 		t.Fatalf("the client's connection was not ended within %v of AbortAll while the loop was in its logger", testWait)
 	}
 	t.Logf("ended after %v: %v", time.Since(start), err)
+	if !isReset(err) {
+		t.Errorf("client read %v; want a reset", err)
+	}
 	h.unblock()
 	if s := a.waitDone(t); s.Reason != Aborted {
 		t.Errorf("Reason %v, want Aborted", s.Reason)

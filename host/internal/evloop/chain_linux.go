@@ -149,8 +149,8 @@ func (o *Output) StopTimer() { o.c.l.timers.remove(&o.c.ftimer) }
 // Stats.Err, from any goroutine and without waiting: it is done by the
 // loop as soon as it takes its inbox (at once by Loop.Close); if the loop
 // stands still before it for busyGrace (inside a filter call, a guest
-// running to its time limit), the connection's sockets are shut down from
-// outside then (a FIN, not a reset). A connection already finished is left
+// running to its time limit), the connection's sockets are reset from
+// outside then (resetFromOutside). A connection already finished is left
 // alone.
 func (o *Output) Abort(cause error) {
 	if cause == nil {
@@ -168,7 +168,7 @@ func (o *Output) Abort(cause error) {
 	}) {
 		return // the loop has stopped: it ended every connection
 	}
-	c.l.shutdownIfBusy(reached, c)
+	c.l.resetIfStuck(reached, c)
 }
 
 // fail records the first error of a write made inside a Chain callback;
@@ -565,8 +565,8 @@ func (l *Loop) Adopt(fd int, peer netip.AddrPort, plan *Plan) bool {
 
 // AbortAll is Abort for every connection of the loop, finished with cause
 // as soon as the loop takes its inbox; if the loop stands still before
-// that for busyGrace, their sockets are shut down from outside then (a
-// FIN, not a reset). Safe from any goroutine, loop callbacks included.
+// that for busyGrace, their sockets are reset from outside then
+// (resetFromOutside). Safe from any goroutine, loop callbacks included.
 func (l *Loop) AbortAll(cause error) {
 	if cause == nil {
 		cause = errAborted
@@ -576,5 +576,5 @@ func (l *Loop) AbortAll(cause error) {
 	if !l.post(func() { reached.Store(true); l.abortNow(cause) }) {
 		return // the loop has stopped: it ended every connection
 	}
-	l.shutdownIfBusy(reached, nil)
+	l.resetIfStuck(reached, nil)
 }

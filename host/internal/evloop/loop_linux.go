@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +55,7 @@ type Loop struct {
 	stopped     bool // the loop no longer takes posts
 	closeOnce   sync.Once
 
-	// The connections' socket fds, for AbortAll to shut them down from
+	// The connections' socket fds, for AbortAll to reset them from
 	// another goroutine while the loop is busy (inside a filter call): an
 	// fd is added when a connection gets it and removed when the loop
 	// closes it, both under fdMu, so AbortAll never touches a closed or
@@ -62,16 +63,21 @@ type Loop struct {
 	// for Output.Abort's.
 	fdMu sync.Mutex
 	live map[int]*conn // fd -> the connection it belongs to
+	// outsideResets counts the sockets reset from another goroutine
+	// (resetLive): tests tell by it a loop taken for a stuck one, the
+	// peers' resets being the same either way.
+	outsideResets atomic.Uint64
 	// aborting is AbortAll's cause, once it was called: a connection that
-	// ends afterwards, of the socket AbortAll shut down or otherwise, ends
+	// ends afterwards, of a socket AbortAll reset or otherwise, ends
 	// aborted with it.
 	aborting atomic.Pointer[error]
 	// calls is published at the start and at the end of each call out of
 	// the engine (see callOut): a Chain method, a Done, an Acceptor method,
-	// a log record, a posted function. It is odd inside a call. shutdownIfBusy takes a loop that shows the same odd value at
-	// two looks for one stuck in that call (a filter's, a guest's); the
-	// engine's code between calls is bounded, and a loop that stands
-	// still there is waiting in epoll_wait or for a CPU, not stuck.
+	// a log record, a posted function. It is odd inside a call.
+	// resetIfStuck takes a loop that shows the same odd value at two looks
+	// for one stuck in that call (a filter's, a guest's); the engine's code
+	// between calls is bounded, and a loop that stands still there is
+	// waiting in epoll_wait or for a CPU, not stuck.
 	calls     atomic.Uint64
 	callSeq   uint64 // boundaries so far, times two (loop thread)
 	callDepth int    // nested callOuts (loop thread)
@@ -490,24 +496,42 @@ func (l *Loop) closeLive(c *conn, s side) {
 	l.fdMu.Unlock()
 }
 
-// shutdownLive shuts down every connection socket of the loop (or only
-// those of one connection), from any goroutine: the peers see the end at
-// once, and the loop, once back from whatever it is doing, finds its
-// sockets ended and finishes them.
-func (l *Loop) shutdownLive(only *conn) {
+// resetLive resets every connection socket of the loop (or only those of
+// one connection), from any goroutine: the peers see the reset an abort
+// promises at once, and the loop, once back from whatever it is doing,
+// finds its sockets ended and finishes them.
+func (l *Loop) resetLive(only *conn) {
 	l.fdMu.Lock()
 	defer l.fdMu.Unlock()
 	if only != nil {
 		for _, fd := range only.live {
 			if fd >= 0 {
-				unix.Shutdown(fd, unix.SHUT_RDWR)
+				l.resetFromOutside(fd)
 			}
 		}
 		return
 	}
 	for fd := range l.live {
+		l.resetFromOutside(fd)
+	}
+}
+
+// resetFromOutside ends the connection of socket fd with a reset without
+// closing the descriptor, which is the loop's to close: connect(2) to an
+// AF_UNSPEC address disconnects a TCP socket (Linux's tcp_disconnect),
+// which sends a RST to the peer of a connected one, drops what is queued,
+// and wakes the loop's epoll with EPOLLERR|EPOLLHUP; the loop's next read
+// gets ECONNRESET, a write EPIPE. (close(2) with SO_LINGER 0 would reset
+// too, but would free the number while the loop holds it; shutdown(2),
+// used before, sends a FIN, so a client took the cut stream for a whole
+// one.) Should the disconnect fail, shutdown(2) still ends the
+// connection. Called with fdMu held, so fd is still the loop's.
+func (l *Loop) resetFromOutside(fd int) {
+	var unspec [unix.SizeofSockaddrInet6]byte // sa_family 0: AF_UNSPEC
+	if _, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&unspec[0])), uintptr(len(unspec))); errno != 0 {
 		unix.Shutdown(fd, unix.SHUT_RDWR)
 	}
+	l.outsideResets.Add(1)
 }
 
 // callOut marks the start of a call out of the engine (see calls), and
@@ -533,19 +557,19 @@ func (l *Loop) publishCalls() {
 
 // busyGrace is how long an abort leaves the loop to end the sockets itself
 // (with a reset) while it stays inside one call out of the engine, before
-// shutting them down from outside, the loop being stuck (inside a filter
+// resetting them from outside, the loop being stuck (inside a filter
 // call, a guest running to its time limit). An abort from within a
 // callback (a plugin's failure closing its connections) is done by the
 // loop well within it, so its peers see the reset they always did.
 const busyGrace = 20 * time.Millisecond
 
-// shutdownIfBusy shuts down only's sockets (all, when nil) unless the
+// resetIfStuck resets only's sockets (all, when nil) from outside unless the
 // loop reaches the abort it was just posted (reached is set by the posted
 // function first thing: from there on the loop closes the sockets itself,
 // running no filter code before it has closed them all) or keeps moving
 // toward it. It looks every busyGrace: a loop found inside the same call
 // out of the engine as at the last look (calls odd and unchanged) is stuck
-// before the abort, and its sockets are shut down. Any other loop is given
+// before the abort, and its sockets are reset. Any other loop is given
 // another look: one that made or ended calls since, and one outside any
 // call, which is in epoll_wait (the post woke it) or in the engine's own
 // bounded code, and which a loaded machine has not given a CPU yet (with
@@ -555,7 +579,7 @@ const busyGrace = 20 * time.Millisecond
 // reached it, and each of them gets its reset. Called only once the post
 // succeeded: a loop runs every function posted to it (its shutdown runs
 // what is left), so the looks end.
-func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
+func (l *Loop) resetIfStuck(reached *atomic.Bool, only *conn) {
 	seen := l.calls.Load()
 	var look func()
 	look = func() {
@@ -565,7 +589,7 @@ func (l *Loop) shutdownIfBusy(reached *atomic.Bool, only *conn) {
 			seen = now
 			time.AfterFunc(busyGrace, look)
 		default:
-			l.shutdownLive(only)
+			l.resetLive(only)
 		}
 	}
 	time.AfterFunc(busyGrace, look)

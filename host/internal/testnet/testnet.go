@@ -350,10 +350,12 @@ func Exchange(c *net.TCPConn, out []byte) Received {
 // IsClosed reports whether err is what a reader sees when the peer closed
 // or reset the connection.
 func IsClosed(err error) bool {
-	return err == io.EOF || errors.Is(err, net.ErrClosed) || isReset(err)
+	return err == io.EOF || errors.Is(err, net.ErrClosed) || IsReset(err)
 }
 
-func isReset(err error) bool {
+// IsReset reports whether err is what a reader or writer sees when the
+// peer reset the connection (a RST, not a FIN).
+func IsReset(err error) bool {
 	var op *net.OpError
 	if !errors.As(err, &op) {
 		return false
