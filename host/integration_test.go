@@ -906,6 +906,8 @@ func TestApplyValidates(t *testing.T) {
 		{Name: "f", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"},
 		{Name: "g", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"}, // ":0" twice is two ports
 		{Name: "h", Listen: "0.0.0.0:7007", Target: "127.0.0.1:7007"},
+		{Name: "i", Listen: "127.0.0.1:7008", Target: "127.0.0.1:7009"},
+		{Name: "j", Listen: "127.0.0.1:7009", Target: "localhost:7008"}, // i and j forward to each other
 	}
 	want := []string{
 		`route #1: name is empty`,
@@ -918,6 +920,7 @@ func TestApplyValidates(t *testing.T) {
 		`route "e": link 1 ("missing") has no hook`,
 		`route "e": link 2 ("odd") has invalid directions 7`,
 		`route "h": target 127.0.0.1:7007 is the route's own listen address 0.0.0.0:7007: every connection would dial the tunnel itself, until no file descriptor is left`,
+		`routes forward to each other: "i" dials 127.0.0.1:7009 ("j"), which dials localhost:7008 ("i"); every connection would go round through the tunnel until no file descriptor is left`,
 	}
 	p := &host.Proxy{Logger: tn.NewLogs().Logger()}
 	defer p.Close()

@@ -300,7 +300,8 @@ func (p *Proxy) init() {
 
 // validateRoutes checks a configuration without binding anything: names and
 // addresses present and well formed, no two routes on one name or listen
-// address, hooks not nil. Every problem is reported, joined.
+// address, no routes that forward to each other, hooks not nil. Every
+// problem is reported, joined.
 func validateRoutes(routes []Route) error {
 	var errs []error
 	names := map[string]bool{}
@@ -343,6 +344,14 @@ func validateRoutes(routes []Route) error {
 				errs = append(errs, fmt.Errorf("%s: link %d (%q) has invalid directions %d", label, j+1, l.Name, l.Directions))
 			}
 		}
+	}
+	hops := make([]addr.Hop, len(routes))
+	for i, r := range routes {
+		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, Shared: len(r.ServerNames) > 0}
+	}
+	if c := addr.Cycle(hops); c != nil {
+		errs = append(errs, fmt.Errorf("routes forward to each other: %s; every connection would go round through the tunnel until no file descriptor is left",
+			addr.CyclePath(hops, c, func(i int) string { return routes[i].Name })))
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,9 @@
 package addr
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestLoops(t *testing.T) {
 	for _, tc := range []struct {
@@ -27,5 +30,40 @@ func TestLoops(t *testing.T) {
 		if got := Loops(tc.listen, tc.target); got != tc.loops {
 			t.Errorf("Loops(%q, %q) = %v, want %v", tc.listen, tc.target, got, tc.loops)
 		}
+	}
+}
+
+func TestCycle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hops []Hop
+		want []int
+	}{
+		{"none", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:8080"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}, nil},
+		{"two", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}, []int{0, 1}},
+		{"three, listed out of order", []Hop{
+			{Listen: "127.0.0.1:9000", Target: "127.0.0.1:6379"},
+			{Listen: ":9003", Target: "localhost:9002"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"},
+			{Listen: "127.0.0.1:9001", Target: "[::ffff:127.0.0.1]:9003"},
+		}, []int{1, 2, 3}},
+		{"a self-loop alone is Loops'", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9001"}}, nil},
+		{"a late dial reaches nothing", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002"}}, nil},
+		{"server names decide", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", Shared: true}}, nil},
+		{"port 0 never loops", []Hop{{Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}}, nil},
+	} {
+		got := Cycle(tc.hops)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: Cycle = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCyclePath(t *testing.T) {
+	hops := []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}
+	names := []string{"a", "b"}
+	got := CyclePath(hops, Cycle(hops), func(i int) string { return names[i] })
+	if want := `"a" dials 127.0.0.1:9002 ("b"), which dials 127.0.0.1:9001 ("a")`; got != want {
+		t.Errorf("CyclePath = %s, want %s", got, want)
 	}
 }

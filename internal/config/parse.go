@@ -206,6 +206,7 @@ func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnost
 	d.admin(body.Admin)
 	d.checkNames(body)
 	d.checkListens()
+	d.checkForwardLoops()
 	d.checkUnused()
 	d.pluginMemory(body.PluginMemoryLimit)
 	if len(body.Routes) == 0 && !diags.HasErrors() && !d.diags.HasErrors() {
@@ -929,6 +930,24 @@ func (d *decoder) checkNames(body fileBody) {
 		}
 		seen[rb.Name] = rb.DeclRange
 	}
+}
+
+// checkForwardLoops reports routes that forward to each other (a's target
+// is b's listen address, and b's a's): each connection would go round
+// through the tunnel until no descriptor is left. A route whose target is
+// its own listener is reported where its target is decoded.
+func (d *decoder) checkForwardLoops() {
+	routes := d.file.Routes
+	hops := make([]addr.Hop, len(routes))
+	for i, r := range routes {
+		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, Shared: len(r.ServerNames) > 0}
+	}
+	c := addr.Cycle(hops)
+	if c == nil {
+		return
+	}
+	path := addr.CyclePath(hops, c, func(i int) string { return routes[i].Name })
+	d.errorf(routes[c[0]].TargetRange, "Routes forward to each other", "Route %s: every connection would go round through the tunnel until no file descriptor is left; name a server's address as one of these targets.", path)
 }
 
 // checkListens reports two routes that would listen on one port: the same

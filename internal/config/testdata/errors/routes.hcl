@@ -79,3 +79,13 @@ route "j" {
   listen = "0.0.0.0:9095"
   target = "localhost:9095" # ERROR: Invalid target address
 }
+
+route "k" {
+  listen = "127.0.0.1:9097"
+  target = "127.0.0.1:9098" # ERROR: Routes forward to each other
+}
+
+route "l" {
+  listen = "127.0.0.1:9098"
+  target = "[::ffff:127.0.0.1]:9097"
+}
