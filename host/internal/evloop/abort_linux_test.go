@@ -11,10 +11,13 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestAbortAllStuckInTheNextTurn: AbortAll comes while a turn runs; that
@@ -321,5 +324,105 @@ func TestAbortOnAStoppedLoopLeavesNothing(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the stopped loop was never collected: something (a look at it after the abort) still holds it")
 		}
+	}
+}
+
+// TestAbortAllStuckSparesAnEndedConnection: a connection ends cleanly (its
+// reply written into the client's socket, where the client has not read
+// it yet, and both FINs forwarded) in the turn where the loop then gets
+// stuck, before its end-of-turn close; AbortAll comes meanwhile. The
+// reset from outside is for the connections still open: it would drop the
+// ended one's queued reply, whose Stats already say Ended with every byte
+// written. That one keeps its bytes and its FIN; an open one beside it is
+// reset.
+func TestAbortAllStuckSparesAnEndedConnection(t *testing.T) {
+	t.Parallel()
+	const reply = 256 << 10
+	var first atomic.Bool
+	_, target := startServer(t, func(c *net.TCPConn) {
+		if first.CompareAndSwap(false, true) {
+			c.Write(make([]byte, reply))
+			c.CloseWrite()
+		}
+		io.Copy(io.Discard, c)
+	})
+	l, err := newLoop(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	a := &testAcceptor{target: target, dialTimeout: testWait, done: make(chan Stats, 2)}
+	fd, addr := listenFD(t)
+	// Accepted sockets inherit the listener's send buffer: room for the
+	// whole reply, which the client (a 4 KiB receive buffer) leaves there.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+	if _, err := l.AddListener(fd, a); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	d := net.Dialer{Control: testkit.ReceiveBuffer(4 << 10)}
+	dial := func() *net.TCPConn {
+		c, err := d.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.TCPConn)
+	}
+	ended := dial()
+	waitFor(t, l, "the reply written and the server's FIN forwarded", func() bool {
+		return len(l.conns) == 1 && l.conns[0].half[server].done
+	})
+	open := dial()
+	waitFor(t, l, "the second connection connected", func() bool {
+		return len(l.conns) == 2 && l.conns[1].state == connected
+	})
+	// Hold the loop until the client's FIN is in its socket, so that the
+	// next turn reads it (the connection ends) and then runs the stuck
+	// function posted meanwhile, before its end-of-turn close.
+	held, hold := make(chan struct{}), make(chan struct{})
+	l.post(func() {
+		close(held)
+		pfd := []unix.PollFd{{Fd: int32(l.conns[0].ep[client].fd), Events: unix.POLLRDHUP}}
+		unix.Poll(pfd, int(testWait/time.Millisecond))
+		<-hold
+	})
+	<-held
+	ended.CloseWrite()
+	stuck, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	l.post(func() { close(stuck); <-release })
+	close(hold)
+	<-stuck
+	l.AbortAll(errors.New("shutdown"))
+	// The open connection's two sockets are reset from outside.
+	deadline := time.Now().Add(testWait)
+	for l.outsideResets.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := open.Read(make([]byte, 1)); !isReset(err) {
+		t.Errorf("the open connection's client read %v; want a reset", err)
+	}
+	close(release)
+	reasons := map[Reason]Stats{}
+	for range 2 {
+		s := a.waitDone(t)
+		reasons[s.Reason] = s
+	}
+	if s, ok := reasons[Ended]; !ok || s.Written[1] != reply { // index 1: server to client
+		t.Fatalf("Done reasons %v; want one Ended with the %d reply bytes written, one Aborted", reasons, reply)
+	}
+	got, err := io.Copy(io.Discard, ended)
+	if got != reply || err != nil {
+		t.Errorf("the ended connection's client read %d of %d bytes, then %v; want all of them and its FIN", got, reply, err)
+	}
+	if n := l.outsideResets.Load(); n != 2 {
+		t.Errorf("%d sockets reset from outside; want the open connection's 2", n)
 	}
 }

@@ -100,7 +100,7 @@ func measure(b *testing.B, run func()) {
 // forwarder: each hop wakes a goroutine, and while the loop sleeps in
 // epoll_wait as a system call, the P it holds is lent to them only when the
 // runtime's monitor takes it back. On 2 CPUs (2026-12-07): direct 13.6 µs
-// per op, goroutines 27 µs, the loop 71–75 µs (282 µs with GOMAXPROCS=1,
+// per op, goroutines 27 µs, the loop 71–81 µs (282–363 µs with GOMAXPROCS=1,
 // 55 µs with 3). With 50 clients the loop is level (12.9 against 13.8 µs).
 // The tunnel's own figures, with clients and servers in their own
 // processes, are examples/bench's: there the loop costs what nginx does.

@@ -133,8 +133,14 @@ type half struct {
 type conn struct {
 	abortCause atomic.Pointer[error] // Output.Abort's, from any goroutine
 	// live is the socket fds the loop has not closed yet, by side (-1:
-	// none), under l.fdMu: what Output.Abort shuts down from outside.
-	live       [2]int
+	// none), under l.fdMu: what an abort resets from outside.
+	live [2]int
+	// ended is set, under l.fdMu, when the connection finished without an
+	// error: both directions ended with their FINs, and what is queued in
+	// its sockets is the peers' to read. An abort from outside leaves it
+	// alone (its reset would drop that), as the loop's own close at the end
+	// of the turn does.
+	ended      bool
 	l          *Loop
 	ep         [2]endpoint // indexed by side
 	half       [2]half     // indexed by the side it reads from
@@ -448,6 +454,9 @@ func (c *conn) finish(err error) {
 	switch {
 	case err == nil:
 		c.stats.Reason = Ended
+		c.l.fdMu.Lock()
+		c.ended = true
+		c.l.fdMu.Unlock()
 	case c.aborted:
 		c.stats.Reason = Aborted
 	case c.state == dialing && !c.clientFailed:

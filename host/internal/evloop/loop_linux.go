@@ -64,8 +64,9 @@ type Loop struct {
 	fdMu sync.Mutex
 	live map[int]*conn // fd -> the connection it belongs to
 	// outsideResets counts the sockets reset from another goroutine
-	// (resetLive): tests tell by it a loop taken for a stuck one, the
-	// peers' resets being the same either way.
+	// (resetLive; not those only shut down, the disconnect having failed):
+	// tests tell by it a loop taken for a stuck one, the peers' resets
+	// being the same either way.
 	outsideResets atomic.Uint64
 	// aborting is AbortAll's cause, once it was called: a connection that
 	// ends afterwards, of a socket AbortAll reset or otherwise, ends
@@ -497,22 +498,35 @@ func (l *Loop) closeLive(c *conn, s side) {
 }
 
 // resetLive resets every connection socket of the loop (or only those of
-// one connection), from any goroutine: the peers see the reset an abort
-// promises at once, and the loop, once back from whatever it is doing,
-// finds its sockets ended and finishes them.
-func (l *Loop) resetLive(only *conn) {
+// one connection), from any goroutine, unless the loop has reached the
+// abort meanwhile: the peers see the reset an abort promises at once, and
+// the loop, once back from whatever it is doing, finds its sockets ended
+// and finishes them. A connection that ended cleanly in the turn the loop
+// is stuck in is left alone: its FINs are sent, and a reset would drop
+// what its peers have still to read.
+func (l *Loop) resetLive(reached *atomic.Bool, only *conn) {
 	l.fdMu.Lock()
 	defer l.fdMu.Unlock()
+	if reached.Load() {
+		// The loop got to the abort since the look (it sets reached
+		// before it closes anything): the sockets are its own to end,
+		// and those it has closed may have new owners already.
+		return
+	}
 	if only != nil {
-		for _, fd := range only.live {
-			if fd >= 0 {
-				l.resetFromOutside(fd)
+		if !only.ended {
+			for _, fd := range only.live {
+				if fd >= 0 {
+					l.resetFromOutside(fd)
+				}
 			}
 		}
 		return
 	}
-	for fd := range l.live {
-		l.resetFromOutside(fd)
+	for fd, c := range l.live {
+		if !c.ended {
+			l.resetFromOutside(fd)
+		}
 	}
 }
 
@@ -530,6 +544,7 @@ func (l *Loop) resetFromOutside(fd int) {
 	var unspec [unix.SizeofSockaddrInet6]byte // sa_family 0: AF_UNSPEC
 	if _, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&unspec[0])), uintptr(len(unspec))); errno != 0 {
 		unix.Shutdown(fd, unix.SHUT_RDWR)
+		return
 	}
 	l.outsideResets.Add(1)
 }
@@ -589,7 +604,7 @@ func (l *Loop) resetIfStuck(reached *atomic.Bool, only *conn) {
 			seen = now
 			time.AfterFunc(busyGrace, look)
 		default:
-			l.resetLive(only)
+			l.resetLive(reached, only)
 		}
 	}
 	time.AfterFunc(busyGrace, look)
