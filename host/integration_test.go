@@ -906,6 +906,9 @@ func TestApplyValidates(t *testing.T) {
 		{Name: "f", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"},
 		{Name: "g", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"}, // ":0" twice is two ports
 		{Name: "h", Listen: "0.0.0.0:7007", Target: "127.0.0.1:7007"},
+		// A late dial never dials its Target: f2 and f3 do not loop.
+		{Name: "f2", Listen: "127.0.0.1:7010", Target: "127.0.0.1:7011", LateDial: true, Chain: []host.Link{{Name: "router", Hook: ok}}},
+		{Name: "f3", Listen: "127.0.0.1:7011", Target: "127.0.0.1:7010"},
 		{Name: "i", Listen: "127.0.0.1:7008", Target: "127.0.0.1:7009"},
 		{Name: "j", Listen: "127.0.0.1:7009", Target: "localhost:7008"}, // i and j forward to each other
 	}

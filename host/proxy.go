@@ -347,11 +347,20 @@ func validateRoutes(routes []Route) error {
 	}
 	hops := make([]addr.Hop, len(routes))
 	for i, r := range routes {
-		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, Shared: len(r.ServerNames) > 0}
+		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, ServerNames: r.ServerNames}
+		if r.LateDial {
+			hops[i].Target = "" // never dialled: only what logs show before the choice
+		}
+		switch {
+		case r.UpstreamTLS != nil:
+			hops[i].Renames, hops[i].OutName = true, addr.UpstreamName(r.UpstreamTLS.ServerName, r.Target, r.UpstreamTLS.InsecureSkipVerify)
+		case r.TLS != nil:
+			hops[i].Renames = true // plaintext toward the target
+		}
 	}
 	if c := addr.Cycle(hops); c != nil {
-		errs = append(errs, fmt.Errorf("routes forward to each other: %s; every connection would go round through the tunnel until no file descriptor is left",
-			addr.CyclePath(hops, c, func(i int) string { return routes[i].Name })))
+		errs = append(errs, fmt.Errorf("routes forward to each other: %s; %s would go round through the tunnel until no file descriptor is left",
+			addr.CyclePath(hops, c, func(i int) string { return routes[i].Name }), c.Who()))
 	}
 	return errors.Join(errs...)
 }

@@ -35,35 +35,78 @@ func TestLoops(t *testing.T) {
 
 func TestCycle(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		hops []Hop
-		want []int
+		name   string
+		hops   []Hop
+		want   []int
+		byName string // the name that goes round, when names choose
 	}{
-		{"none", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:8080"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}, nil},
-		{"two", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}, []int{0, 1}},
+		{"none", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:8080"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}, nil, ""},
+		{"two", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}, []int{0, 1}, ""},
 		{"three, listed out of order", []Hop{
 			{Listen: "127.0.0.1:9000", Target: "127.0.0.1:6379"},
 			{Listen: ":9003", Target: "localhost:9002"},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"},
 			{Listen: "127.0.0.1:9001", Target: "[::ffff:127.0.0.1]:9003"},
-		}, []int{1, 2, 3}},
-		{"a self-loop alone is Loops'", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9001"}}, nil},
-		{"a late dial reaches nothing", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002"}}, nil},
-		{"server names decide", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", Shared: true}}, nil},
-		{"port 0 never loops", []Hop{{Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}}, nil},
+		}, []int{1, 2, 3}, ""},
+		{"a self-loop alone is Loops'", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9001"}}, nil, ""},
+		{"a late dial reaches nothing", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002"}}, nil, ""},
+		{"port 0 never loops", []Hop{{Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}}, nil, ""},
+		{"the server name goes round", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:8443", ServerNames: []string{"*"}},
+		}, []int{0, 1}, "b.example"},
+		{"the default goes round", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:8443", ServerNames: []string{"b.example"}},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*"}},
+		}, []int{0, 2}, ""},
+		{"a wildcard goes round", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*.example"}},
+		}, []int{0, 1}, "tunnel-loop-check.example"},
+		{"names that never meet", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", ServerNames: []string{"a.example"}},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
+		}, nil, ""},
+		{"an exact name shadows the wildcard", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", ServerNames: []string{"a.example"}},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*.example"}},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:8443", ServerNames: []string{"a.example"}},
+		}, nil, ""},
+		{"terminated TLS leaves in plaintext, which only the default takes", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", Renames: true},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
+		}, nil, ""},
+		{"originated TLS carries its own name round", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", Renames: true, OutName: "b.example"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
+		}, []int{0, 1}, "b.example"},
 	} {
 		got := Cycle(tc.hops)
-		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("%s: Cycle = %v, want %v", tc.name, got, tc.want)
+		var routes []int
+		name := ""
+		if got != nil {
+			routes = got.Routes
+			if got.ByName {
+				name = got.Name
+			}
+		}
+		if fmt.Sprint(routes) != fmt.Sprint(tc.want) || name != tc.byName {
+			t.Errorf("%s: Cycle = %v carrying %q, want %v carrying %q", tc.name, routes, name, tc.want, tc.byName)
 		}
 	}
 }
 
 func TestCyclePath(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	name := func(i int) string { return names[i] }
 	hops := []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}
-	names := []string{"a", "b"}
-	got := CyclePath(hops, Cycle(hops), func(i int) string { return names[i] })
-	if want := `"a" dials 127.0.0.1:9002 ("b"), which dials 127.0.0.1:9001 ("a")`; got != want {
+	if got, want := CyclePath(hops, Cycle(hops), name), `"a" dials 127.0.0.1:9002 ("b"), which dials 127.0.0.1:9001 ("a")`; got != want {
 		t.Errorf("CyclePath = %s, want %s", got, want)
+	}
+	hops = []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*.example"}}}
+	if got, want := Cycle(hops).Who(), `every connection that carries a server name matching "*.example"`; got != want {
+		t.Errorf("Who = %s, want %s", got, want)
 	}
 }

@@ -940,14 +940,24 @@ func (d *decoder) checkForwardLoops() {
 	routes := d.file.Routes
 	hops := make([]addr.Hop, len(routes))
 	for i, r := range routes {
-		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, Shared: len(r.ServerNames) > 0}
+		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, ServerNames: r.ServerNames}
+		if r.LateDial {
+			hops[i].Target = "" // never dialled: the plugin chooses
+		}
+		switch {
+		case r.UpstreamTLS != nil:
+			u := r.UpstreamTLS.Settings
+			hops[i].Renames, hops[i].OutName = true, addr.UpstreamName(u.ServerName, r.Target, u.InsecureSkipVerify)
+		case r.TLS != nil:
+			hops[i].Renames = true // plaintext toward the target
+		}
 	}
 	c := addr.Cycle(hops)
 	if c == nil {
 		return
 	}
 	path := addr.CyclePath(hops, c, func(i int) string { return routes[i].Name })
-	d.errorf(routes[c[0]].TargetRange, "Routes forward to each other", "Route %s: every connection would go round through the tunnel until no file descriptor is left; name a server's address as one of these targets.", path)
+	d.errorf(routes[c.Routes[0]].TargetRange, "Routes forward to each other", "Route %s: %s would go round through the tunnel until no file descriptor is left; name a server's address as one of these targets.", path, c.Who())
 }
 
 // checkListens reports two routes that would listen on one port: the same
