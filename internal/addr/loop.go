@@ -98,8 +98,9 @@ type ForwardLoop struct {
 func Cycle(hops []Hop) *ForwardLoop {
 	// The names worth trying: one of each kind a route can tell apart.
 	type candidate struct{ name, described string }
-	cands := []candidate{{"", "no server name (or plaintext)"}}
-	seen := map[string]bool{"": true}
+	var cands []candidate
+	seen := map[string]bool{"": true} // none: added last, the narrowest
+
 	add := func(name, described string) {
 		if !seen[strings.ToLower(name)] {
 			seen[strings.ToLower(name)] = true
@@ -112,7 +113,7 @@ func Cycle(hops []Hop) *ForwardLoop {
 			shared = true
 			switch suffix, wild := strings.CutPrefix(p, "*."); {
 			case p == "*":
-				add("tunnel-loop-check.invalid", "any server name another route there does not take")
+				add("tunnel-loop-check.invalid", "a server name no other route there takes (or none)")
 			case wild:
 				add("tunnel-loop-check."+suffix, fmt.Sprintf("a server name matching %q", p))
 			default:
@@ -124,8 +125,9 @@ func Cycle(hops []Hop) *ForwardLoop {
 		}
 	}
 	if !shared {
-		cands = cands[:1] // names choose nothing: one pass
+		cands = cands[:0] // names choose nothing: one pass, with none
 	}
+	cands = append(cands, candidate{"", "no server name (or plaintext)"})
 	index := map[string]int{}
 	for k, c := range cands {
 		index[strings.ToLower(c.name)] = k

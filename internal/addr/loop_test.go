@@ -60,7 +60,7 @@ func TestCycle(t *testing.T) {
 			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:8443", ServerNames: []string{"b.example"}},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*"}},
-		}, []int{0, 2}, ""},
+		}, []int{0, 2}, "tunnel-loop-check.invalid"},
 		{"a wildcard goes round", []Hop{
 			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*.example"}},
