@@ -351,11 +351,12 @@ func validateRoutes(routes []Route) error {
 		if r.LateDial {
 			hops[i].Target = "" // never dialled: only what logs show before the choice
 		}
+		hops[i].TLS = r.TLS != nil
 		switch {
 		case r.UpstreamTLS != nil:
-			hops[i].Renames, hops[i].OutName = true, addr.UpstreamName(r.UpstreamTLS.ServerName, r.Target, r.UpstreamTLS.InsecureSkipVerify)
+			hops[i].Out, hops[i].OutName = addr.OutNamed, addr.UpstreamName(r.UpstreamTLS.ServerName, r.Target, r.UpstreamTLS.InsecureSkipVerify)
 		case r.TLS != nil:
-			hops[i].Renames = true // plaintext toward the target
+			hops[i].Out = addr.OutPlain
 		}
 	}
 	if c := addr.Cycle(hops); c != nil {

@@ -12,7 +12,8 @@ import (
 // Loops reports whether dialling target from a tunnel listening on listen
 // would reach that same listener: the same port, and the same host, or a
 // listener on every interface (no host, 0.0.0.0, ::) and a loopback,
-// localhost or unspecified target. Each connection would then dial another
+// localhost or unspecified target, or a loopback listener and the
+// unspecified target of its family (which Linux dials as loopback). Each connection would then dial another
 // through the tunnel until the descriptors run out. A port 0 listener never
 // loops (its port is chosen at bind time). Other addresses of the machine
 // are not counted: one on an interface may still be forwarded elsewhere
@@ -26,6 +27,13 @@ func Loops(listen, target string) bool {
 	}
 	if SameHost(lh, th) {
 		return true
+	}
+	if tip := net.ParseIP(th); tip != nil && tip.IsUnspecified() {
+		// Linux connects a dial to the unspecified address to loopback:
+		// 0.0.0.0 to 127.0.0.1, :: to ::1.
+		if tip.To4() != nil && SameHost(lh, "127.0.0.1") || tip.To4() == nil && SameHost(lh, "::1") {
+			return true
+		}
 	}
 	if lip := net.ParseIP(lh); lh != "" && (lip == nil || !lip.IsUnspecified()) {
 		return false
@@ -67,22 +75,36 @@ type Hop struct {
 	// ServerNames tell the route apart from the others on its address by
 	// the client's TLS server name (clienthello.MatchName patterns).
 	ServerNames []string
-	// Renames is set when the route's connections leave it with another
-	// server name than they came with, OutName: "" for a route that
-	// terminates TLS and dials in plaintext, the upstream name for one
-	// that originates TLS. Otherwise the bytes, and the name, pass through.
-	Renames bool
+	// TLS is set for a route that terminates TLS: a plaintext connection
+	// fails its handshake, and goes no further.
+	TLS bool
+	// Out says what the route's connections carry to its target: OutAsIs
+	// for the bytes they came with, OutPlain for plaintext (TLS
+	// terminated), OutName for a TLS connection it originates, with server
+	// name OutName ("" for none).
+	Out     Out
 	OutName string
 }
+
+// Out is what a Hop sends on (see Hop.Out).
+type Out int
+
+// The kinds of Out.
+const (
+	OutAsIs Out = iota
+	OutPlain
+	OutNamed
+)
 
 // ForwardLoop is a cycle of routes that forward to each other (Cycle).
 type ForwardLoop struct {
 	// Routes are indexes into the hops, in the order a connection goes
 	// round, from the lowest index.
 	Routes []int
-	// ByName is set when a route of the cycle is chosen by server name:
-	// only connections that carry Name into Routes[0] go round ("" for
-	// none, or plaintext); Described says it for a message.
+	// ByName is set when not every connection into Routes[0] goes round,
+	// routes of the cycle being chosen by server name or terminating TLS:
+	// those carrying Name do (one of a kind; "" for none), as Described
+	// says for a message.
 	ByName    bool
 	Name      string
 	Described string
@@ -96,44 +118,42 @@ type ForwardLoop struct {
 // tunnel until the descriptors run out, as with a route whose target is
 // its own listener (Loops; not reported here). Nil when there is none.
 func Cycle(hops []Hop) *ForwardLoop {
-	// The names worth trying: one of each kind a route can tell apart.
-	type candidate struct{ name, described string }
-	var cands []candidate
-	seen := map[string]bool{"": true} // none: added last, the narrowest
-
+	// What a connection can carry, one of each kind a route tells apart:
+	// each exact name, one name matching each wildcard, one that only a
+	// "*" default takes, each name a route originates TLS with, none (TLS
+	// without a name), and plaintext. The last two are the narrowest, and
+	// tried last.
+	type carried struct {
+		name      string
+		plain     bool
+		described string
+	}
+	var cands []carried
+	index := map[string]int{}
 	add := func(name, described string) {
-		if !seen[strings.ToLower(name)] {
-			seen[strings.ToLower(name)] = true
-			cands = append(cands, candidate{name, described})
+		if _, ok := index[strings.ToLower(name)]; !ok && name != "" {
+			index[strings.ToLower(name)] = len(cands)
+			cands = append(cands, carried{name: name, described: described})
 		}
 	}
-	shared := false
 	for _, h := range hops {
 		for _, p := range h.ServerNames {
-			shared = true
 			switch suffix, wild := strings.CutPrefix(p, "*."); {
 			case p == "*":
-				add("tunnel-loop-check.invalid", "a server name no other route there takes (or none)")
+				add("tunnel-loop-check.invalid", "every connection that carries a server name no other route there takes, or none,")
 			case wild:
-				add("tunnel-loop-check."+suffix, fmt.Sprintf("a server name matching %q", p))
+				add("tunnel-loop-check."+suffix, fmt.Sprintf("every connection that carries a server name matching %q", p))
 			default:
-				add(p, fmt.Sprintf("the server name %q", p))
+				add(p, fmt.Sprintf("every connection that carries the server name %q", p))
 			}
 		}
-		if h.Renames && h.OutName != "" {
-			add(h.OutName, fmt.Sprintf("the server name %q", h.OutName))
+		if h.Out == OutNamed {
+			add(h.OutName, fmt.Sprintf("every connection that carries the server name %q", h.OutName))
 		}
 	}
-	if !shared {
-		cands = cands[:0] // names choose nothing: one pass, with none
-	}
-	cands = append(cands, candidate{"", "no server name (or plaintext)"})
-	index := map[string]int{}
-	for k, c := range cands {
-		index[strings.ToLower(c.name)] = k
-	}
-	// Who listens where, and who dials whom, once: the search below asks
-	// for each (route, name) pair.
+	none, plain := len(cands), len(cands)+1
+	cands = append(cands, carried{described: "every TLS connection without a server name"}, carried{plain: true, described: "every plaintext connection"})
+
 	groups := map[string][]int{} // listen address -> routes told apart there by name
 	for j, h := range hops {
 		if len(h.ServerNames) > 0 {
@@ -142,29 +162,56 @@ func Cycle(hops []Hop) *ForwardLoop {
 	}
 	dials := routeDials(hops)
 	onCycles := trimAcyclic(dials)
-	reaches := func(j int, name string) bool {
-		if len(hops[j].ServerNames) == 0 {
+	// out is what route i sends on for a connection that came carrying k.
+	out := func(i, k int) int {
+		switch hops[i].Out {
+		case OutPlain:
+			return plain
+		case OutNamed:
+			if hops[i].OutName == "" {
+				return none
+			}
+			return index[strings.ToLower(hops[i].OutName)]
+		}
+		return k
+	}
+	type pickKey struct {
+		listen string
+		k      int
+	}
+	picked := map[pickKey]int{}
+	// reaches: a connection carrying k to route j's address gets to j.
+	reaches := func(j, k int) bool {
+		h := hops[j]
+		if h.TLS && cands[k].plain {
+			return false
+		}
+		if len(h.ServerNames) == 0 {
 			return true
 		}
-		return pickByName(hops, groups[hops[j].Listen], name) == j
+		key := pickKey{h.Listen, k}
+		v, ok := picked[key]
+		if !ok {
+			v = pickByName(hops, groups[h.Listen], cands[k].name) // plaintext: "", the default
+			picked[key] = v
+		}
+		return v == j
 	}
+	nexts := map[state][]state{}
 	next := func(s state) []state {
-		h := hops[s.route]
-		if h.Target == "" {
-			return nil
+		k := out(s.route, s.cand)
+		key := state{s.route, k}
+		if n, ok := nexts[key]; ok {
+			return n
 		}
-		name := cands[s.cand].name
-		if h.Renames {
-			name = h.OutName
-		}
-		k := index[strings.ToLower(name)]
-		var out []state
+		var n []state
 		for _, j := range dials[s.route] {
-			if onCycles[j] && reaches(j, name) {
-				out = append(out, state{j, k})
+			if onCycles[j] && reaches(j, k) {
+				n = append(n, state{j, k})
 			}
 		}
-		return out
+		nexts[key] = n
+		return n
 	}
 	const (
 		unseen = iota
@@ -172,8 +219,7 @@ func Cycle(hops []Hop) *ForwardLoop {
 		done
 	)
 	mark := map[state]int{}
-	var path []state
-	var found []state
+	var path, found []state
 	var visit func(s state) bool
 	visit = func(s state) bool {
 		mark[s] = onPath
@@ -181,12 +227,8 @@ func Cycle(hops []Hop) *ForwardLoop {
 		for _, t := range next(s) {
 			switch mark[t] {
 			case onPath:
-				for k, p := range path {
-					if p == t {
-						found = append([]state(nil), path[k:]...)
-						return true
-					}
-				}
+				found = append([]state(nil), path[slices.Index(path, t):]...)
+				return true
 			case unseen:
 				if visit(t) {
 					return true
@@ -201,13 +243,45 @@ func Cycle(hops []Hop) *ForwardLoop {
 		if !onCycles[i] {
 			continue
 		}
-		for k, c := range cands {
-			if s := (state{i, k}); mark[s] == unseen && reaches(i, c.name) && visit(s) {
-				return loopOf(hops, found, func(k int) (string, string) { return cands[k].name, cands[k].described })
+		for k := range cands {
+			if s := (state{i, k}); mark[s] == unseen && reaches(i, k) && visit(s) {
+				return loopOf(found, func(cycle []state) (string, string) {
+					// Which connections entering the first route go
+					// round: say all, or all TLS ones, when every kind
+					// does.
+					all, allTLS := true, true
+					for k := range cands {
+						if !walks(cycle, k, reaches, out) {
+							all, allTLS = false, allTLS && cands[k].plain
+						}
+					}
+					switch {
+					case all:
+						return "", ""
+					case allTLS:
+						return "", "every TLS connection"
+					}
+					return cands[cycle[0].cand].name, cands[cycle[0].cand].described
+				})
 			}
 		}
 	}
 	return nil
+}
+
+// walks reports whether a connection entering cycle's first route
+// carrying k follows the cycle round twice (by then what it carries has
+// settled).
+func walks(cycle []state, k int, reaches func(j, k int) bool, out func(i, k int) int) bool {
+	for range 2 {
+		for _, s := range cycle {
+			if !reaches(s.route, k) {
+				return false
+			}
+			k = out(s.route, k)
+		}
+	}
+	return true
 }
 
 // routeDials returns, for each route, the routes whose listener its target
@@ -288,8 +362,9 @@ func trimAcyclic(dials [][]int) []bool {
 type state struct{ route, cand int }
 
 // loopOf makes the ForwardLoop of a cycle of states, rotated to start at
-// its lowest route index.
-func loopOf(hops []Hop, cycle []state, cand func(int) (string, string)) *ForwardLoop {
+// its lowest route index; carried says what the connections that go round
+// carry into that route ("" described: any connection).
+func loopOf(cycle []state, carried func(cycle []state) (name, described string)) *ForwardLoop {
 	m := 0
 	for k := range cycle {
 		if cycle[k].route < cycle[m].route {
@@ -300,11 +375,9 @@ func loopOf(hops []Hop, cycle []state, cand func(int) (string, string)) *Forward
 	l := &ForwardLoop{}
 	for _, st := range cycle {
 		l.Routes = append(l.Routes, st.route)
-		if len(hops[st.route].ServerNames) > 0 {
-			l.ByName = true
-		}
 	}
-	l.Name, l.Described = cand(cycle[0].cand)
+	l.Name, l.Described = carried(cycle)
+	l.ByName = l.Described != ""
 	return l
 }
 
@@ -347,11 +420,11 @@ func CyclePath(hops []Hop, l *ForwardLoop, name func(i int) string) string {
 	return b.String()
 }
 
-// Who says which connections go round, for a message: "every connection",
-// or, when server names choose the routes, those that carry the name.
+// Who says which connections go round, for a message: "every
+// connection", or those that carry a name, or TLS.
 func (l *ForwardLoop) Who() string {
 	if l.ByName {
-		return "every connection that carries " + l.Described
+		return l.Described
 	}
 	return "every connection"
 }

@@ -26,6 +26,11 @@ func TestLoops(t *testing.T) {
 		{"localhost:9090", "127.0.0.1:9090", true},
 		{"[::1]:9090", "localhost:9090", false}, // Go listens on 127.0.0.1 for localhost
 		{"127.0.0.1:9090", "[::ffff:127.0.0.1]:9090", true},
+		{"127.0.0.1:9090", "0.0.0.0:9090", true}, // Linux dials 0.0.0.0 as 127.0.0.1
+		{"localhost:9090", "0.0.0.0:9090", true},
+		{"[::1]:9090", "[::]:9090", true},
+		{"[::1]:9090", "0.0.0.0:9090", false},
+		{"127.0.0.2:9090", "0.0.0.0:9090", false},
 	} {
 		if got := Loops(tc.listen, tc.target); got != tc.loops {
 			t.Errorf("Loops(%q, %q) = %v, want %v", tc.listen, tc.target, got, tc.loops)
@@ -75,13 +80,26 @@ func TestCycle(t *testing.T) {
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:8443", ServerNames: []string{"a.example"}},
 		}, nil, ""},
 		{"terminated TLS leaves in plaintext, which only the default takes", []Hop{
-			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", Renames: true},
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutPlain},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
 		}, nil, ""},
 		{"originated TLS carries its own name round", []Hop{
-			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", Renames: true, OutName: "b.example"},
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", Out: OutNamed, OutName: "b.example"},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
-		}, []int{0, 1}, "b.example"},
+		}, []int{0, 1}, ""}, // every connection: A names it b.example
+		{"plaintext fails a TLS route's handshake", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutPlain},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"},
+		}, nil, ""},
+		{"a TLS route re-originating TLS goes round", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutNamed, OutName: "a.example"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"},
+		}, []int{0, 1}, ""}, // every TLS connection: plaintext fails the handshake
+		{"renamed in the middle of three", []Hop{
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9003", ServerNames: []string{"*"}, Out: OutNamed, OutName: "c.example"},
+			{Listen: "127.0.0.1:9003", Target: "127.0.0.1:9001", ServerNames: []string{"c.example"}},
+		}, []int{0, 1, 2}, ""},
 	} {
 		got := Cycle(tc.hops)
 		var routes []int
@@ -107,6 +125,10 @@ func TestCyclePath(t *testing.T) {
 	}
 	hops = []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"*.example"}}}
 	if got, want := Cycle(hops).Who(), `every connection that carries a server name matching "*.example"`; got != want {
+		t.Errorf("Who = %s, want %s", got, want)
+	}
+	hops = []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutNamed}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}
+	if got, want := Cycle(hops).Who(), `every TLS connection`; got != want {
 		t.Errorf("Who = %s, want %s", got, want)
 	}
 }

@@ -944,12 +944,13 @@ func (d *decoder) checkForwardLoops() {
 		if r.LateDial {
 			hops[i].Target = "" // never dialled: the plugin chooses
 		}
+		hops[i].TLS = r.TLS != nil
 		switch {
 		case r.UpstreamTLS != nil:
 			u := r.UpstreamTLS.Settings
-			hops[i].Renames, hops[i].OutName = true, addr.UpstreamName(u.ServerName, r.Target, u.InsecureSkipVerify)
+			hops[i].Out, hops[i].OutName = addr.OutNamed, addr.UpstreamName(u.ServerName, r.Target, u.InsecureSkipVerify)
 		case r.TLS != nil:
-			hops[i].Renames = true // plaintext toward the target
+			hops[i].Out = addr.OutPlain
 		}
 	}
 	c := addr.Cycle(hops)

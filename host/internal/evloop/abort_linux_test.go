@@ -403,9 +403,13 @@ func TestAbortAllStuckSparesAnEndedConnection(t *testing.T) {
 	l.AbortAll(errors.New("shutdown"))
 	// The open connection's two sockets are reset from outside.
 	deadline := time.Now().Add(testWait)
-	for l.outsideResets.Load() < 2 && time.Now().Before(deadline) {
+	for l.outsideResets.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sockets reset from outside %v after AbortAll; want the open connection's 2", l.outsideResets.Load(), testWait)
+		}
 		time.Sleep(time.Millisecond)
 	}
+	open.SetReadDeadline(time.Now().Add(testWait))
 	if _, err := open.Read(make([]byte, 1)); !isReset(err) {
 		t.Errorf("the open connection's client read %v; want a reset", err)
 	}
