@@ -536,6 +536,19 @@ func (p *wasmPlugin) Open() sdktest.Conn {
 		t.Fatalf("plugintest: the tunnel did not open the connection within %s", Timeout)
 	}
 	c.id = c.split.id
+	// The plugin's Opened (tunnel_on_open) has returned, or the
+	// connection ends without it (a plugin that refuses it).
+	var ended <-chan struct{}
+	if c.out[sdk.ServerToClient] != nil {
+		ended = c.out[sdk.ServerToClient].eofCh
+	}
+	select {
+	case <-c.split.opened:
+	case <-c.split.closed:
+	case <-ended:
+	case <-timer.C:
+		t.Fatalf("plugintest: the plugin's Opened did not return within %s", Timeout)
+	}
 	if !p.lateDial {
 		c.awaitServer(timer.C)
 	}

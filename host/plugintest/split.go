@@ -22,9 +22,14 @@ type splitHook struct {
 // splitState is the plan of one connection: the sizes of the chunks the
 // test wrote, per direction, not yet re-cut.
 type splitState struct {
-	id      uint64
-	closed  chan struct{} // closed after the plugin's Closed returned
-	watched bool          // the plugin's filter exists (guarded by splitHook.mu)
+	id     uint64
+	closed chan struct{} // closed after the plugin's Closed returned
+	// opened is closed once the plugin's Opened has returned (the
+	// server-side link's Opened comes after it): Open waits for it, so
+	// that a test's Advance right after Open moves the clock after the
+	// plugin read it to arm a timer in tunnel_on_open.
+	opened  chan struct{}
+	watched bool // the plugin's filter exists (guarded by splitHook.mu)
 	mu      sync.Mutex
 	sizes   [2][]int
 	pending [2][]byte
@@ -143,7 +148,7 @@ func (h *splitHook) Open(info *host.ConnInfo) (host.Filter, error) {
 	st := h.byID[info.ID]
 	if st == nil {
 		// The client-side link opens first.
-		st = &splitState{id: info.ID, closed: make(chan struct{})}
+		st = &splitState{id: info.ID, closed: make(chan struct{}), opened: make(chan struct{})}
 		h.byID[info.ID] = st
 		// Tell the waiting Open which connection this is.
 		select {
@@ -179,6 +184,15 @@ func (f *splitFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) err
 			return err
 		}
 		st.pending[d] = st.pending[d][n:]
+	}
+	return nil
+}
+
+// Opened of the server-side link runs after the plugin's: it ends Open's
+// wait.
+func (f *splitFilter) Opened(*host.Stream) error {
+	if f.dir == host.ServerToClient {
+		close(f.st.opened)
 	}
 	return nil
 }
