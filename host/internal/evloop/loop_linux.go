@@ -534,8 +534,9 @@ func (l *Loop) resetLive(reached *atomic.Bool, only *conn) {
 // closing the descriptor, which is the loop's to close: connect(2) to an
 // AF_UNSPEC address disconnects a TCP socket (Linux's tcp_disconnect),
 // which sends a RST to the peer of a connected one, drops what is queued,
-// and wakes the loop's epoll with EPOLLERR|EPOLLHUP; the loop's next read
-// gets ECONNRESET, a write EPIPE. (close(2) with SO_LINGER 0 would reset
+// and wakes the loop's epoll with EPOLLERR|EPOLLHUP; the loop's first
+// call on it (a read, a write, SO_ERROR) gets ECONNRESET, later ones
+// ENOTCONN or EPIPE. (close(2) with SO_LINGER 0 would reset
 // too, but would free the number while the loop holds it; shutdown(2),
 // used before, sends a FIN, so a client took the cut stream for a whole
 // one.) Should the disconnect fail, shutdown(2) still ends the
