@@ -2,24 +2,14 @@
 
 package testkit
 
-import (
-	"net"
-	"testing"
-)
+import "testing"
 
 // Refusing returns a loopback address that refuses connections. Off Unix
-// it is a port whose listener was just closed, which another test's
-// listener may take meanwhile (on Unix a socket stays bound to it, see
-// sockets_unix.go).
+// it is a free port (FreeAddr), which another test's listener may take
+// meanwhile (on Unix a socket stays bound to it, see sockets_unix.go).
 func Refusing(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return FreeAddr(t)
 }
 
 // BlackHole returns a loopback address whose connect(2) gets no answer.

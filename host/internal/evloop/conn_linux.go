@@ -135,12 +135,12 @@ type conn struct {
 	// live is the socket fds the loop has not closed yet, by side (-1:
 	// none), under l.fdMu: what an abort resets from outside.
 	live [2]int
-	// ended is set, under l.fdMu, when the connection finished without an
-	// error: both directions ended with their FINs, and what is queued in
+	// ended is set when the connection finished without an error (read
+	// by an abort from outside, under l.fdMu): both directions ended with their FINs, and what is queued in
 	// its sockets is the peers' to read. An abort from outside leaves it
 	// alone (its reset would drop that), as the loop's own close at the end
 	// of the turn does.
-	ended      bool
+	ended      atomic.Bool
 	l          *Loop
 	ep         [2]endpoint // indexed by side
 	half       [2]half     // indexed by the side it reads from
@@ -454,9 +454,7 @@ func (c *conn) finish(err error) {
 	switch {
 	case err == nil:
 		c.stats.Reason = Ended
-		c.l.fdMu.Lock()
-		c.ended = true
-		c.l.fdMu.Unlock()
+		c.ended.Store(true)
 	case c.aborted:
 		c.stats.Reason = Aborted
 	case c.state == dialing && !c.clientFailed:

@@ -502,7 +502,7 @@ func (l *Loop) closeLive(c *conn, s side) {
 // abort meanwhile: the peers see the reset an abort promises at once, and
 // the loop, once back from whatever it is doing, finds its sockets ended
 // and finishes them. A connection that ended cleanly in the turn the loop
-// is stuck in is left alone: its FINs are sent, and a reset would drop
+// is stuck in (conn.ended) is left alone: its FINs are sent, and a reset would drop
 // what its peers have still to read.
 func (l *Loop) resetLive(reached *atomic.Bool, only *conn) {
 	l.fdMu.Lock()
@@ -514,7 +514,7 @@ func (l *Loop) resetLive(reached *atomic.Bool, only *conn) {
 		return
 	}
 	if only != nil {
-		if !only.ended {
+		if !only.ended.Load() {
 			for _, fd := range only.live {
 				if fd >= 0 {
 					l.resetFromOutside(fd)
@@ -524,7 +524,7 @@ func (l *Loop) resetLive(reached *atomic.Bool, only *conn) {
 		return
 	}
 	for fd, c := range l.live {
-		if !c.ended {
+		if !c.ended.Load() {
 			l.resetFromOutside(fd)
 		}
 	}
