@@ -347,16 +347,9 @@ func validateRoutes(routes []Route) error {
 	}
 	hops := make([]addr.Hop, len(routes))
 	for i, r := range routes {
-		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, ServerNames: r.ServerNames}
-		if r.LateDial {
-			hops[i].Target = "" // never dialled: only what logs show before the choice
-		}
-		hops[i].TLS = r.TLS != nil
-		switch {
-		case r.UpstreamTLS != nil:
-			hops[i].Out, hops[i].OutName = addr.OutNamed, addr.UpstreamName(r.UpstreamTLS.ServerName, r.Target, r.UpstreamTLS.InsecureSkipVerify)
-		case r.TLS != nil:
-			hops[i].Out = addr.OutPlain
+		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, LateDial: r.LateDial, ServerNames: r.ServerNames, TLS: r.TLS != nil}
+		if u := r.UpstreamTLS; u != nil {
+			hops[i].UpstreamTLS, hops[i].UpstreamServerName, hops[i].UpstreamInsecure = true, u.ServerName, u.InsecureSkipVerify
 		}
 	}
 	if c := addr.Cycle(hops); c != nil {

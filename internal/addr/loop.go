@@ -65,36 +65,57 @@ func local(host string) bool {
 	return loopback(host) || ip != nil && ip.IsUnspecified()
 }
 
-// Hop is a route as Cycle sees it: where it listens, what it dials, and
-// what TLS server name its connections carry there.
+// Hop is a route as Cycle sees it, its fields as configured: where it
+// listens, what it dials, and what it does with TLS.
 type Hop struct {
 	Listen string
-	// Target is "" when the route dials no fixed address (its plugin
-	// chooses).
+	// Target is "" when the route dials no fixed address.
 	Target string
+	// LateDial: the route's plugin chooses the target; Target is never
+	// dialled.
+	LateDial bool
 	// ServerNames tell the route apart from the others on its address by
 	// the client's TLS server name (clienthello.MatchName patterns).
 	ServerNames []string
 	// TLS is set for a route that terminates TLS: a plaintext connection
 	// fails its handshake, and goes no further.
 	TLS bool
-	// Out says what the route's connections carry to its target: OutAsIs
-	// for the bytes they came with, OutPlain for plaintext (TLS
-	// terminated), OutName for a TLS connection it originates, with server
-	// name OutName ("" for none).
-	Out     Out
-	OutName string
+	// UpstreamTLS is set for a route that originates TLS toward Target,
+	// with UpstreamServerName as the server name, else Target's host
+	// unless UpstreamInsecure (as the host dials).
+	UpstreamTLS        bool
+	UpstreamServerName string
+	UpstreamInsecure   bool
 }
 
-// Out is what a Hop sends on (see Hop.Out).
-type Out int
+// dials is the address the route dials, "" for none.
+func (h Hop) dials() string {
+	if h.LateDial {
+		return ""
+	}
+	return h.Target
+}
 
-// The kinds of Out.
+// sent is what a route's connections carry to its target.
+type sent int
+
 const (
-	OutAsIs Out = iota
-	OutPlain
-	OutNamed
+	asIs  sent = iota // the bytes they came with
+	plain             // plaintext: the route terminates TLS
+	named             // TLS the route originates, with outName
 )
+
+// sends says what h's connections carry to its target, and the server
+// name when it originates TLS ("" for none).
+func (h Hop) sends() (sent, string) {
+	switch {
+	case h.UpstreamTLS:
+		return named, upstreamName(h.UpstreamServerName, h.Target, h.UpstreamInsecure)
+	case h.TLS:
+		return plain, ""
+	}
+	return asIs, ""
+}
 
 // ForwardLoop is a cycle of routes that forward to each other (Cycle).
 type ForwardLoop struct {
@@ -147,11 +168,11 @@ func Cycle(hops []Hop) *ForwardLoop {
 				add(p, fmt.Sprintf("every connection that carries the server name %q", p))
 			}
 		}
-		if h.Out == OutNamed {
-			add(h.OutName, fmt.Sprintf("every connection that carries the server name %q", h.OutName))
+		if out, name := h.sends(); out == named {
+			add(name, fmt.Sprintf("every connection that carries the server name %q", name))
 		}
 	}
-	none, plain := len(cands), len(cands)+1
+	noName, plaintext := len(cands), len(cands)+1
 	cands = append(cands, carried{described: "every TLS connection without a server name"}, carried{plain: true, described: "every plaintext connection"})
 
 	groups := map[string][]int{} // listen address -> routes told apart there by name
@@ -164,14 +185,14 @@ func Cycle(hops []Hop) *ForwardLoop {
 	onCycles := trimAcyclic(dials)
 	// out is what route i sends on for a connection that came carrying k.
 	out := func(i, k int) int {
-		switch hops[i].Out {
-		case OutPlain:
-			return plain
-		case OutNamed:
-			if hops[i].OutName == "" {
-				return none
+		switch kind, name := hops[i].sends(); kind {
+		case plain:
+			return plaintext
+		case named:
+			if name == "" {
+				return noName
 			}
-			return index[strings.ToLower(hops[i].OutName)]
+			return index[strings.ToLower(name)]
 		}
 		return k
 	}
@@ -296,15 +317,16 @@ func routeDials(hops []Hop) [][]int {
 	}
 	dials := make([][]int, len(hops))
 	for i, h := range hops {
-		if h.Target == "" {
+		target := h.dials()
+		if target == "" {
 			continue
 		}
-		_, port, err := net.SplitHostPort(h.Target)
+		_, port, err := net.SplitHostPort(target)
 		if err != nil {
 			continue
 		}
 		for _, j := range byPort[port] {
-			if j != i && Loops(hops[j].Listen, h.Target) {
+			if j != i && Loops(hops[j].Listen, target) {
 				dials[i] = append(dials[i], j)
 			}
 		}
@@ -429,10 +451,10 @@ func (l *ForwardLoop) Who() string {
 	return "every connection"
 }
 
-// UpstreamName is the server name a route that originates TLS sends toward
-// target (a Hop's OutName): serverName, else, unless verification is off,
+// upstreamName is the server name a route that originates TLS sends toward
+// target: serverName, else, unless verification is off,
 // target's host; none for an IP address, which crypto/tls does not send.
-func UpstreamName(serverName, target string, insecure bool) string {
+func upstreamName(serverName, target string, insecure bool) string {
 	name := serverName
 	if name == "" && !insecure {
 		name, _, _ = net.SplitHostPort(target)

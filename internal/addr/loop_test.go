@@ -55,6 +55,7 @@ func TestCycle(t *testing.T) {
 		}, []int{1, 2, 3}, ""},
 		{"a self-loop alone is Loops'", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9001"}}, nil, ""},
 		{"a late dial reaches nothing", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002"}}, nil, ""},
+		{"a late dial's target is never dialled", []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", LateDial: true}}, nil, ""},
 		{"port 0 never loops", []Hop{{Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", Target: "127.0.0.1:0"}}, nil, ""},
 		{"the server name goes round", []Hop{
 			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
@@ -80,24 +81,24 @@ func TestCycle(t *testing.T) {
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:8443", ServerNames: []string{"a.example"}},
 		}, nil, ""},
 		{"terminated TLS leaves in plaintext, which only the default takes", []Hop{
-			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutPlain},
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
 		}, nil, ""},
 		{"originated TLS carries its own name round", []Hop{
-			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", Out: OutNamed, OutName: "b.example"},
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", UpstreamTLS: true, UpstreamServerName: "b.example"},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001", ServerNames: []string{"b.example"}},
 		}, []int{0, 1}, ""}, // every connection: A names it b.example
 		{"plaintext fails a TLS route's handshake", []Hop{
-			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutPlain},
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"},
 		}, nil, ""},
 		{"a TLS route re-originating TLS goes round", []Hop{
-			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutNamed, OutName: "a.example"},
+			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, UpstreamTLS: true, UpstreamServerName: "a.example"},
 			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"},
 		}, []int{0, 1}, ""}, // every TLS connection: plaintext fails the handshake
 		{"renamed in the middle of three", []Hop{
 			{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002"},
-			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9003", ServerNames: []string{"*"}, Out: OutNamed, OutName: "c.example"},
+			{Listen: "127.0.0.1:9002", Target: "127.0.0.1:9003", ServerNames: []string{"*"}, UpstreamTLS: true, UpstreamServerName: "c.example"},
 			{Listen: "127.0.0.1:9003", Target: "127.0.0.1:9001", ServerNames: []string{"c.example"}},
 		}, []int{0, 1, 2}, ""},
 	} {
@@ -127,7 +128,7 @@ func TestCyclePath(t *testing.T) {
 	if got, want := Cycle(hops).Who(), `every connection that carries a server name matching "*.example"`; got != want {
 		t.Errorf("Who = %s, want %s", got, want)
 	}
-	hops = []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, Out: OutNamed}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}
+	hops = []Hop{{Listen: "127.0.0.1:9001", Target: "127.0.0.1:9002", TLS: true, UpstreamTLS: true}, {Listen: "127.0.0.1:9002", Target: "127.0.0.1:9001"}}
 	if got, want := Cycle(hops).Who(), `every TLS connection`; got != want {
 		t.Errorf("Who = %s, want %s", got, want)
 	}

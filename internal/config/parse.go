@@ -940,17 +940,9 @@ func (d *decoder) checkForwardLoops() {
 	routes := d.file.Routes
 	hops := make([]addr.Hop, len(routes))
 	for i, r := range routes {
-		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, ServerNames: r.ServerNames}
-		if r.LateDial {
-			hops[i].Target = "" // never dialled: the plugin chooses
-		}
-		hops[i].TLS = r.TLS != nil
-		switch {
-		case r.UpstreamTLS != nil:
-			u := r.UpstreamTLS.Settings
-			hops[i].Out, hops[i].OutName = addr.OutNamed, addr.UpstreamName(u.ServerName, r.Target, u.InsecureSkipVerify)
-		case r.TLS != nil:
-			hops[i].Out = addr.OutPlain
+		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, LateDial: r.LateDial, ServerNames: r.ServerNames, TLS: r.TLS != nil}
+		if u := r.UpstreamTLS; u != nil {
+			hops[i].UpstreamTLS, hops[i].UpstreamServerName, hops[i].UpstreamInsecure = true, u.Settings.ServerName, u.Settings.InsecureSkipVerify
 		}
 	}
 	c := addr.Cycle(hops)
