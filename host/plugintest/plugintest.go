@@ -538,14 +538,10 @@ func (p *wasmPlugin) Open() sdktest.Conn {
 	c.id = c.split.id
 	// The plugin's Opened (tunnel_on_open) has returned, or the
 	// connection ends without it (a plugin that refuses it).
-	var ended <-chan struct{}
-	if c.out[sdk.ServerToClient] != nil {
-		ended = c.out[sdk.ServerToClient].eofCh
-	}
 	select {
 	case <-c.split.opened:
 	case <-c.split.closed:
-	case <-ended:
+	case <-c.out[sdk.ServerToClient].eofCh:
 	case <-timer.C:
 		t.Fatalf("plugintest: the plugin's Opened did not return within %s", Timeout)
 	}
