@@ -174,12 +174,27 @@ func (ch *chain) open() (writes, error) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.filters, ch.streams = filters, streams
-	for i, f := range ch.filters {
-		if err := c.callOpened(f, &ch.streams[i]); err != nil {
-			return writes{}, fmt.Errorf("%s: %w", c.rs.Chain[i].Name, err)
+	for i := range ch.filters {
+		if err := ch.openLocked(i); err != nil {
+			return writes{}, err
 		}
 	}
 	return ch.takeLocked(), nil
+}
+
+// openLocked runs link i's Opened callback, once: in chain order, or
+// earlier when bytes reach link i from another link's Opened, so that a
+// filter sees Opened before its first Data.
+func (ch *chain) openLocked(i int) error {
+	s := &ch.streams[i]
+	if s.opened {
+		return nil
+	}
+	s.opened = true
+	if err := ch.c.callOpened(ch.filters[i], s); err != nil {
+		return fmt.Errorf("%s: %w", ch.c.rs.Chain[i].Name, err)
+	}
+	return nil
 }
 
 // data runs a chunk read from dir's source through the chain and writes
@@ -290,6 +305,11 @@ func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
 	if len(order) == 0 {
 		return ErrNotAttached
 	}
+	if ch.done {
+		// From a Closed callback, or a Stream kept past its callback (not
+		// allowed): the filters are gone.
+		return ErrWriteClosed
+	}
 	if pos >= len(order) {
 		return ch.queueLocked(dir, b)
 	}
@@ -301,7 +321,12 @@ func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
 	}
 	ch.depth++
 	i := order[pos]
-	err := c.callData(ch.filters[i], dir, b, &ch.streams[i])
+	err := ch.openLocked(i)
+	if err != nil {
+		ch.depth--
+		return err
+	}
+	err = c.callData(ch.filters[i], dir, b, &ch.streams[i])
 	ch.depth--
 	if err != nil {
 		return fmt.Errorf("%s (%s): %w", c.rs.Chain[i].Name, dir, err)
@@ -414,6 +439,7 @@ func (ch *chain) fire(idx int) {
 	ch.firing = false
 	if err != nil {
 		ch.mu.Unlock()
+		c.setReason(reasonFilterError)
 		c.abort(fmt.Errorf("%s (timer): %w", c.rs.Chain[idx].Name, err))
 		return
 	}

@@ -312,6 +312,11 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	reason := closeReason(c.td.reason.Load())
 	if reason == reasonUnset {
 		reason = loopReason(st)
+		if st.Reason == evloop.Failed && !errors.As(st.Err, new(*evloop.PeerError)) {
+			// Not the sockets: the filters' output, e.g. more queued for
+			// a peer than it reads (a Timer sends without backpressure).
+			reason = reasonFilterError
+		}
 	}
 	if reason == reasonFilterClose && !st.Connected && st.Reason == evloop.Ended {
 		// A filter closed it before the target was dialled (a "busy"

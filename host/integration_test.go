@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -905,7 +906,9 @@ func TestApplyValidates(t *testing.T) {
 		}},
 		{Name: "f", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"},
 		{Name: "g", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"}, // ":0" twice is two ports
+		{Name: "g", Listen: "127.0.0.1:0", Target: "127.0.0.1:8080"}, // a name twice is said once
 		{Name: "h", Listen: "0.0.0.0:7007", Target: "127.0.0.1:7007"},
+		{Name: "k", Listen: "127.0.0.1:7012", Target: "127.0.0.1:8080", TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), {}}},
 		// A late dial never dials its Target: f2 and f3 do not loop.
 		{Name: "f2", Listen: "127.0.0.1:7010", Target: "127.0.0.1:7011", LateDial: true, Chain: []host.Link{{Name: "router", Hook: ok}}},
 		{Name: "f3", Listen: "127.0.0.1:7011", Target: "127.0.0.1:7010"},
@@ -915,14 +918,15 @@ func TestApplyValidates(t *testing.T) {
 	want := []string{
 		`route #1: name is empty`,
 		`route "a": name used by two routes`,
-		`route "a": listen address 127.0.0.1:7002 is already used by route "a" (routes share an address only when each gives server_names)`,
 		`route "b": listen: address "7003" is not host:port: address 7003: missing port in address`,
 		`route "c": target: address "host:http": port "http" is not a number from 0 to 65535`,
 		`route "d": target: address is empty (want host:port, e.g. 127.0.0.1:8080)`,
 		`route "d": DialTimeout -1s, MaxConns -5 must not be negative`,
 		`route "e": link 1 ("missing") has no hook`,
 		`route "e": link 2 ("odd") has invalid directions 7`,
+		`route "g": name used by two routes`,
 		`route "h": target 127.0.0.1:7007 is the route's own listen address 0.0.0.0:7007: every connection would dial the tunnel itself, until no file descriptor is left`,
+		`route "k": trusted proxy network #2 is not a valid prefix`,
 		`routes forward to each other: "i" dials 127.0.0.1:7009 ("j"), which dials localhost:7008 ("i"); every connection would go round through the tunnel until no file descriptor is left`,
 	}
 	p := &host.Proxy{Logger: tn.NewLogs().Logger()}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,7 @@ type Route struct {
 	// refused and logged.
 	AcceptProxy bool
 	// TrustedProxies lists the networks whose PROXY headers are believed.
+	// It is used only with AcceptProxy; each must be a valid prefix.
 	TrustedProxies []netip.Prefix
 	// Chain is the ordered list of hooks. On the client -> server stream the
 	// chain runs first to last; on server -> client it runs last to first, so
@@ -128,7 +130,10 @@ type Route struct {
 	// held) when this applied version of the route is no longer used: a
 	// later Apply replaced or removed it, or Shutdown/Close ran, and its
 	// last connection has finished. Owners close the hooks they made there
-	// (e.g. plugins): the Proxy closes nothing it did not create.
+	// (e.g. plugins): the Proxy closes nothing it did not create. When no
+	// connection is open it runs inside that Apply, Shutdown or Close call,
+	// after its locks are released, so the call returns after it; it may
+	// call Apply or Shutdown itself. A panic is recovered and logged.
 	OnRelease func()
 }
 
@@ -317,7 +322,7 @@ func validateRoutes(routes []Route) error {
 		names[r.Name] = true
 		if err := addr.Check(r.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("%s: listen: %w", label, err))
-		} else if other, dup := listens[listenKey(r)]; dup && (len(r.ServerNames) == 0 || len(other.ServerNames) == 0) {
+		} else if other, dup := listens[listenKey(r)]; dup && other.Name != r.Name && (len(r.ServerNames) == 0 || len(other.ServerNames) == 0) {
 			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q (routes share an address only when each gives server_names)", label, r.Listen, other.Name))
 		} else if !dup {
 			listens[listenKey(r)] = r
@@ -325,6 +330,11 @@ func validateRoutes(routes []Route) error {
 		errs = append(errs, checkServerNames(label, r, routes[:i])...)
 		if r.AcceptProxy && len(r.TrustedProxies) == 0 {
 			errs = append(errs, fmt.Errorf("%s: accept_proxy needs the networks trusted to send PROXY headers (trusted_proxies)", label))
+		}
+		for j, pfx := range r.TrustedProxies {
+			if !pfx.IsValid() {
+				errs = append(errs, fmt.Errorf("%s: trusted proxy network #%d is not a valid prefix", label, j+1))
+			}
 		}
 		if r.Target != "" || !r.LateDial {
 			if err := addr.Check(r.Target); err != nil {
@@ -417,17 +427,29 @@ func (p *Proxy) release(rs *routeState) {
 }
 
 // released ends what rs holds once its last reference is gone: its loop,
-// then its owner's OnRelease. Never called on an event loop.
+// then its owner's OnRelease. Never called on an event loop, nor with a
+// lock of the Proxy held.
 func (p *Proxy) released(rs *routeState) {
 	p.closeRouteLoop(rs)
 	if rs.OnRelease != nil {
-		rs.OnRelease()
+		p.callOnRelease(rs)
 	}
 	if len(rs.group) > 0 && rs.group[0] == rs {
 		for _, m := range rs.group[1:] {
 			p.release(m)
 		}
 	}
+}
+
+// callOnRelease runs rs's OnRelease, recovering a panic: it is logged,
+// and the routes released with it are still released.
+func (p *Proxy) callOnRelease(rs *routeState) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.logger().Error("panic in a route's OnRelease", "route", rs.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	rs.OnRelease()
 }
 
 // Apply makes routes the running configuration, atomically: it validates
@@ -440,15 +462,28 @@ func (p *Proxy) Apply(routes []Route) error {
 	if err := validateRoutes(routes); err != nil {
 		return err
 	}
-	// The listeners an Apply drops are closed after p.mu is released: an
-	// Apply in between would find their addresses still bound.
+	old, err := p.apply(routes)
+	// The versions replaced are released once no lock is held: an
+	// OnRelease may call Apply or Shutdown.
+	for _, rs := range old {
+		p.releaseGroup(rs)
+	}
+	return err
+}
+
+// apply swaps routes in and returns the route versions that are no longer
+// served, for Apply to release.
+func (p *Proxy) apply(routes []Route) (old []*routeState, err error) {
+	// The listeners an Apply drops are closed after p.mu is released, but
+	// under applyMu: an Apply in between would find their addresses still
+	// bound.
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
 	p.init()
 	if p.closed {
 		p.mu.Unlock()
-		return errors.New("proxy is shut down")
+		return nil, errors.New("proxy is shut down")
 	}
 	// Bind what is new first; undo on failure.
 	fresh := map[string]*net.TCPListener{}
@@ -474,9 +509,8 @@ func (p *Proxy) Apply(routes []Route) error {
 			ln.Close()
 		}
 		p.mu.Unlock()
-		return bindErr
+		return nil, bindErr
 	}
-	var old []*routeState
 	var stopped []*listener
 	keep := map[string]bool{}
 	groups := map[string][]*routeState{}
@@ -532,15 +566,14 @@ func (p *Proxy) Apply(routes []Route) error {
 	for _, l := range stopped {
 		l.stop()
 		p.logger().Info("stopped listening", "route", l.state.Load().Name, "addr", l.ln.Addr().String())
-		p.releaseGroup(l.state.Load())
+		old = append(old, l.state.Load())
 	}
-	for _, rs := range old {
-		p.releaseGroup(rs)
-	}
-	return nil
+	return old, nil
 }
 
-// Addr returns the bound address of the route named name, or nil.
+// Addr returns the bound address of the route named name, or nil when no
+// listener serves it (never applied, removed, or Shutdown or Close called,
+// even while connections are still being served).
 func (p *Proxy) Addr(name string) net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -611,7 +644,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // connections are aborted, for them to finish before it returns anyway.
 const abandonWait = 100 * time.Millisecond
 
-// Close stops every listener and closes every connection at once.
+// Close stops every listener and resets every connection at once: it is
+// Shutdown with a context already done, so it returns within about 100 ms
+// even while a filter call blocks.
 func (p *Proxy) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -35,9 +35,11 @@ type RouteStats struct {
 	// "idle_timeout", "reset", "shutdown", ...); every name is present.
 	Closed map[string]int64
 	// Rejected counts the connections turned away by reason: "limit",
-	// "denied" (a filter refused it when it opened: close reason
-	// "refused"), "tls" (a failed handshake), "no_route" (no route for its
-	// SNI name); every name is present. They are counted in Closed too.
+	// "denied" (a filter refused it when it opened, close reason
+	// "refused", or closed it before its target was dialled, close reason
+	// "filter_close"), "tls" (a failed handshake), "no_route" (no route
+	// for its SNI name); every name is present. They are counted in Closed
+	// too.
 	Rejected map[string]int64
 	// Duration is the lifetime of finished connections, accept to close.
 	Duration Histogram

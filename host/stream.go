@@ -3,8 +3,10 @@ package host
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,8 +17,9 @@ import (
 // Its methods may only be called from inside the filter's callbacks (Opened,
 // Data, End, Timer), except Abort, which any goroutine may call.
 type Stream struct {
-	c   *conn
-	idx int // the filter's link index
+	c      *conn
+	idx    int  // the filter's link index
+	opened bool // its Opened callback has run (chain.openLocked)
 }
 
 // Info describes the connection.
@@ -148,6 +151,14 @@ func (s *Stream) DeferEnd(dir Direction) error {
 // error aborts the connection. Use it for what is not a reaction to bytes:
 // a delay (latency injection), "hold until a full line or 50 ms", a
 // keep-alive, a rate limit's refill.
+//
+// What a Timer sends is not paced by the peer it goes to, as bytes passed
+// on from Data are (the source is not read while they wait): on a route
+// whose hooks are all inline ([InlineHook]) it is queued, up to 64 MiB per
+// socket, past which the connection ends with Reason filter_error; on the
+// other routes the Timer call waits while the peer's socket is full, as a
+// Data call does. A timer that keeps sending should check how much it has
+// sent against what its peer can take.
 type TimerFilter interface {
 	Filter
 	Timer(s *Stream) error
@@ -161,9 +172,9 @@ var ErrNoTimer = errors.New("the filter does not implement TimerFilter, so its t
 // timer per connection. The filter must implement [TimerFilter].
 func (s *Stream) SetTimer(d time.Duration) error {
 	ch := &s.c.ch
-	if s.idx >= len(ch.filters) {
-		// Only a Stream kept past its callback gets here (not allowed):
-		// the connection is gone.
+	if ch.done || s.idx >= len(ch.filters) {
+		// From a Closed callback, or a Stream kept past its callback (not
+		// allowed): the connection is gone.
 		return fmt.Errorf("set timer: %w", ErrWriteClosed)
 	}
 	if _, ok := ch.filters[s.idx].(TimerFilter); !ok {
@@ -249,7 +260,9 @@ var (
 // with [Route.LateDial]: the dial waits until a filter calls it (from
 // Opened, Data, End or Timer), and the client's bytes the chain sends on
 // until then are held and delivered once the target is connected. Only the
-// first call counts.
+// first call counts. A target that is the route's own listen address (as
+// Route.Target may not be) is refused: each connection it makes would
+// choose it again.
 func (s *Stream) SetTarget(target string) error {
 	c := s.c
 	if !c.rs.LateDial {
@@ -261,6 +274,9 @@ func (s *Stream) SetTarget(target string) error {
 	if err := addr.Check(target); err != nil {
 		return fmt.Errorf("set target: %w", err)
 	}
+	if l := c.selfListen(target); l != "" {
+		return fmt.Errorf("set target: %s is the route's own listen address %s: the connection would dial the tunnel itself, and so would that one", target, l)
+	}
 	c.info.Target = target
 	c.target.Store(&target)
 	if c.ch.firing {
@@ -269,4 +285,21 @@ func (s *Stream) SetTarget(target string) error {
 		c.poke(ClientToServer)
 	}
 	return nil
+}
+
+// selfListen returns the route's listen address if dialling target would
+// reach it (addr.Loops), with a port 0 listener's bound port; else "".
+func (c *conn) selfListen(target string) string {
+	listen := c.rs.Listen
+	if h, port, err := net.SplitHostPort(listen); err == nil && port == "0" && !c.rs.AcceptProxy {
+		// info.Listen is then the socket's own address, not a PROXY
+		// header's.
+		if la, ok := c.info.Listen.(*net.TCPAddr); ok {
+			listen = net.JoinHostPort(h, strconv.Itoa(la.Port))
+		}
+	}
+	if addr.Loops(listen, target) {
+		return listen
+	}
+	return ""
 }

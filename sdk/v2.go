@@ -70,7 +70,8 @@ func (c *Conn) StopTimer() error {
 // NewConn, OnData or OnTimer) before it dials, and holds the bytes the
 // chain passes toward the server until then. The first choice wins:
 // later calls return [ErrAlreadySet]; on a route with a fixed target,
-// [ErrNoLateDial]; an invalid address, [ErrBadArgument].
+// [ErrNoLateDial]; an invalid address, or the route's own listen
+// address (the tunnel would dial itself), [ErrBadArgument].
 func (c *Conn) SetTarget(addr string) error {
 	if !c.current() {
 		return ErrNotAllowed

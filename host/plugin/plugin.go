@@ -285,7 +285,10 @@ type Options struct {
 	// garbage collector. Only for code you wrote.
 	Trusted bool
 	// FailOpen chooses the failure policy "bypass": when an instance fails,
-	// its connections carry on as if the plugin were not in the chain. The
+	// its connections carry on as if the plugin were not in the chain from
+	// then on: what the guest sent before it failed, in the failing call
+	// too, is passed on, then the chunk of that call and the bytes it held,
+	// unchanged (sdk/ABI.md, "What the host does when a guest fails"). The
 	// default (false) is "close": they are closed.
 	FailOpen bool
 	// Instances is the most instances the plugin runs at once; connections

@@ -126,7 +126,10 @@ const (
 	IdleTimeout
 	// Aborted: Loop.Abort or Loop.Close.
 	Aborted
-	// Failed: a socket error or a reset from either peer.
+	// Failed: a socket error or a reset from either peer (Err is a
+	// *PeerError), or the Chain failed: a callback's error, or an Output
+	// it misused or overfilled (more than maxQueued bytes for a peer that
+	// does not read them).
 	Failed
 )
 
