@@ -68,10 +68,9 @@ func (c *Conn) StopTimer() error {
 // SetTarget chooses the address, host:port, the connection is dialled to,
 // on a route with dial = "plugin": the tunnel waits for this choice (from
 // NewConn, OnData or OnTimer) before it dials, and holds the bytes the
-// chain passes toward the server until then. The first choice wins:
-// later calls return [ErrAlreadySet]; on a route with a fixed target,
-// [ErrNoLateDial]; an invalid address, or the route's own listen
-// address (the tunnel would dial itself), [ErrBadArgument].
+// chain passes toward the server until then. The first choice wins: later
+// calls return [ErrAlreadySet]; with a fixed target, [ErrNoLateDial]; an
+// invalid address or the route's own (a loop), [ErrBadArgument].
 func (c *Conn) SetTarget(addr string) error {
 	if !c.current() {
 		return ErrNotAllowed

@@ -52,6 +52,9 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		return 1
 	}
 	src.started()
+	if o.serving != nil {
+		o.serving()
+	}
 	code := 0
 	if err := r.Run(ctx, hup); err != nil {
 		logger.Error("stopped serving the configuration", "err", err)

@@ -88,7 +88,10 @@ Flags:
 
 	ctx, again, stop := notifyStop()
 	defer stop()
+	serving, returned := exitOnStopWhileStarting(ctx, stderr, closeStderr)
+	defer returned()
 	o := options{
+		serving:     serving,
 		from:        *listen,
 		to:          ln.Addr().String(),
 		dialTimeout: host.DefaultDialTimeout,

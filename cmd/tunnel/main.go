@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -103,6 +104,9 @@ type options struct {
 	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
 	// which never fires, when the caller handles no signals.
 	again <-chan struct{}
+	// serving, if set, is called once the tunnel serves: until then a
+	// stop signal ends the process at once (see exitOnStopWhileStarting).
+	serving func()
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -273,6 +277,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, again, stop := notifyStop()
 	defer stop()
 	o.again = again
+	var returned func()
+	o.serving, returned = exitOnStopWhileStarting(ctx, stderr, closeStderr)
+	defer returned()
 
 	if o.pprof != "" {
 		// Bound first, as --admin is: an address in use is an error at
@@ -405,6 +412,9 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 		return 1
 	}
 	src.state.Store(1)
+	if o.serving != nil {
+		o.serving()
+	}
 	<-ctx.Done()
 	drain(src, o.drainDelay, o.again, logger)
 	if shutdown("proxy shutdown", p.Shutdown, o.grace, o.again, logger) {
@@ -413,6 +423,34 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 		cleanup()
 	}
 	return 0
+}
+
+// exitOnStopWhileStarting makes a stop signal (ctx done) that comes before
+// serving is called end the process at once, with status 0 as any stop
+// does: loading a configuration compiles its plugins, which nothing
+// interrupts (a large module takes seconds), and nothing is served yet,
+// so there is nothing to drain. Call returned when the caller returns
+// without serving (an error), before ctx is cancelled. flush writes out
+// what stderr buffers.
+func exitOnStopWhileStarting(ctx context.Context, stderr io.Writer, flush func()) (serving, returned func()) {
+	up, gone := make(chan struct{}), make(chan struct{})
+	go func() {
+		select {
+		case <-up:
+		case <-gone:
+		case <-ctx.Done():
+			select {
+			case <-up:
+			case <-gone:
+			default:
+				fmt.Fprintln(stderr, "tunnel: stop signal while starting (loading the configuration and its plugins): exiting without serving")
+				flush()
+				os.Exit(0)
+			}
+		}
+	}()
+	var upOnce, goneOnce sync.Once
+	return func() { upOnce.Do(func() { close(up) }) }, func() { goneOnce.Do(func() { close(gone) }) }
 }
 
 // notifyStop returns a context that ends at the first SIGINT/SIGTERM and a

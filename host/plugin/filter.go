@@ -243,8 +243,12 @@ func (f *wasmFilter) present(dir host.Direction, chunk []byte, end bool, s *host
 		// The chunk's bytes, or held ones (then copied). Into a direction
 		// the guest half-closed, or of a connection it closed, they have
 		// nowhere to go: dropped, as a send there would be (StatusClosed).
-		if err = s.Forward(dir, window); errors.Is(err, host.ErrWriteClosed) {
-			err = nil
+		// The guest's close is only queued on the host's side (a Go
+		// filter's goodbye after Close still goes): checked here.
+		if !f.cw[dir] && !f.closing {
+			if err = s.Forward(dir, window); errors.Is(err, host.ErrWriteClosed) {
+				err = nil
+			}
 		}
 		f.release(dir)
 	case abi.ActionDrop:

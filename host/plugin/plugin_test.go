@@ -287,12 +287,14 @@ func TestWasmTimeoutCutsOffLoopAndGCRuns(t *testing.T) {
 // -> client, the server's answers it FORWARDs have nowhere to go and are
 // dropped, while client -> server carries on (they once closed the whole
 // connection as a filter error); after the guest's close, its send returns
-// StatusClosed and nothing more reaches the client.
+// StatusClosed and nothing more reaches the client, and the chunk it
+// FORWARDs does not reach the server (it once did: a deny plugin that
+// replied, closed and returned the default FORWARD let the command by).
 func TestWasmBytesTowardAClosedDirection(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
 	p := wasmPlugin(t, rt, "closedsend", plugin.Options{})
-	received := make(chan []byte, 2)
+	received := make(chan []byte, 3)
 	srv := tn.Serve(t, func(c *net.TCPConn) {
 		var all []byte
 		buf := make([]byte, 4096)
@@ -338,6 +340,21 @@ func TestWasmBytesTowardAClosedDirection(t *testing.T) {
 			t.Fatalf("client read %q (closed %v), want the end and nothing sent after close", b, closed)
 		}
 		logs.Wait(t, "send refused")
+		if got := <-received; len(got) != 0 {
+			t.Errorf("the server received %q, want nothing", got)
+		}
+	})
+	t.Run("closed then FORWARD", func(t *testing.T) {
+		c := tn.Dial(t, addr)
+		if _, err := c.Write([]byte("fLUSHALL\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if b, closed := wasmReadAll(c); !closed || string(b) != "BYE\n" {
+			t.Fatalf("client read %q (closed %v), want BYE then the end", b, closed)
+		}
+		if got := <-received; len(got) != 0 {
+			t.Errorf("the server received %q, want nothing: the guest closed the connection before it returned FORWARD", got)
+		}
 	})
 }
 

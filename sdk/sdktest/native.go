@@ -302,7 +302,7 @@ func (c *emuConn) present(dir sdk.Direction, data []byte, end bool) {
 }
 
 func (c *emuConn) forward(dir sdk.Direction, b []byte) {
-	if !c.closed && !c.writeClosed[dir] {
+	if !c.closed && !c.closeReq && !c.writeClosed[dir] {
 		c.out[dir] = append(c.out[dir], b...)
 	}
 }

@@ -227,6 +227,9 @@ func (e *Engine) Compile(ctx context.Context, bin []byte) (*Compiled, error) {
 		// It would run at instantiation, before any time limit applies.
 		return nil, errors.New(`module has a start function (a "start" section), which would run unbounded at instantiation: initialise in tunnel_init (or the WASI reactor's _initialize) instead`)
 	}
+	if err := checkCompileWork(bin); err != nil {
+		return nil, err
+	}
 	c := &Compiled{e: e, bin: bin, sandboxed: guarded}
 	ibin, unsandboxable := instrument(bin)
 	if unsandboxable == nil && !e.noInstrument {

@@ -3,8 +3,10 @@
 ;; server -> client and is forwarded; the server's answers are then
 ;; FORWARDed into the closed direction (dropped). A client chunk starting
 ;; with "c" closes the connection, then sends "late" to the client and logs
-;; "send refused" when that returns StatusClosed (-2); it is dropped. Other
-;; chunks are forwarded.
+;; "send refused" when that returns StatusClosed (-2); it is dropped. A
+;; client chunk starting with "f" sends "BYE\n" to the client, closes the
+;; connection and returns FORWARD: the chunk is dropped, as the deny
+;; plugin of a C or WAT author returns it. Other chunks are forwarded.
 (module
   (import "tunnel" "input_buffer" (func $input_buffer (param i32 i32) (result i32)))
   (import "tunnel" "send" (func $send (param i32 i32 i32) (result i32)))
@@ -32,4 +34,9 @@
         (if (i32.eq (call $send (i32.const 1) (i32.const 8200) (i32.const 4)) (i32.const -2))
           (then (call $log (i32.const 0) (i32.const 8208) (i32.const 12))))
         (return (i32.const 1))))
+    (if (i32.eq (i32.load8_u (i32.const 0)) (i32.const 102)) ;; "f"
+      (then
+        (drop (call $send (i32.const 1) (i32.const 8192) (i32.const 4)))
+        (drop (call $close))
+        (return (i32.const 0))))
     (i32.const 0)))
