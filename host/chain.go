@@ -329,6 +329,11 @@ func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
 	err = c.callData(ch.filters[i], dir, b, &ch.streams[i])
 	ch.depth--
 	if err != nil {
+		if err != ErrSendDepth && errors.Is(err, ErrSendDepth) {
+			// Named once, by the link that hit the bound: the 64 levels
+			// above it would each add their name.
+			return err
+		}
 		return fmt.Errorf("%s (%s): %w", c.rs.Chain[i].Name, dir, err)
 	}
 	return nil

@@ -849,7 +849,12 @@ func TestSendLoop(t *testing.T) {
 		c := tn.Dial(t, addr)
 		io.WriteString(c, "ping")
 		expectClosed(t, c)
-		logs.Wait(t, "connection closed", host.ErrSendDepth.Error())
+		line := logs.Wait(t, "connection closed", host.ErrSendDepth.Error())
+		// Named by the link that hit the bound, not by each of the 64
+		// levels above it (a 3 KB error once).
+		if n := strings.Count(line, " -> "); n > 1 {
+			t.Errorf("the error names %d links' directions, want one:\n%s", n, line)
+		}
 	})
 }
 

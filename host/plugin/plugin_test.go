@@ -564,6 +564,28 @@ func TestWasmStdoutOnlyWhenGranted(t *testing.T) {
 	q.Close()
 }
 
+// TestWasmLogsWhileInitialising: a guest may log from the WASI reactor's
+// _initialize and from tunnel_abi_version (a C constructor, a Go init that
+// prints): the lines reach the log once an instance runs them. The load's
+// throwaway instance once had no output budget, and such a guest failed to
+// load ("the call produced more than its output budget of 0 bytes").
+func TestWasmLogsWhileInitialising(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "initlog", plugin.Options{})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "initlog", Hook: p})
+	c := tn.Dial(t, addr)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if got := make([]byte, 4); func() error { _, err := io.ReadFull(c, got); return err }() != nil || string(got) != "ping" {
+		t.Fatalf("read %q through the plugin, want ping", got)
+	}
+	logs.Wait(t, "hello from _initialize")
+	logs.Wait(t, "hello from the handshake")
+}
+
 // A plugin closed from the OnRelease of the route that uses it is closed
 // once that route is replaced and its last connection has ended, and the
 // module's code is released with its last plugin.

@@ -2,6 +2,9 @@ package wasm
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"unicode"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -127,7 +130,25 @@ func hostConfigError(in *Instance, stack []uint64) {
 	if len(b) > maxText {
 		b = b[:maxText]
 	}
-	in.cfgErr = string(b)
+	in.cfgErr = printable(b)
+}
+
+// printable is guest text made safe for a terminal and a log line: control
+// characters (escape sequences, newlines that would forge a line, NULs)
+// written as \xNN or \uNNNN, invalid UTF-8 as U+FFFD.
+func printable(b []byte) string {
+	var sb strings.Builder
+	for _, r := range strings.ToValidUTF8(string(b), "\uFFFD") {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&sb, "\\x%02x", r)
+		case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r):
+			fmt.Fprintf(&sb, "\\u%04x", r)
+		default:
+			sb.WriteRune(r)
+		}
+	}
+	return sb.String()
 }
 
 func hostConnInfo(in *Instance, stack []uint64) {

@@ -352,6 +352,9 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 // probeMemory caps the memory of CheckVersion's throwaway instance.
 const probeMemory = 64 << 20
 
+// probeOutput bounds what CheckVersion's instance may log (and drop).
+const probeOutput = 64 << 20
+
 // CheckVersion instantiates a throwaway instance, runs _initialize and the
 // version handshake, and closes it.
 func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err error) {
@@ -369,7 +372,10 @@ func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err
 		alloc.release()
 		return fmt.Errorf("instantiate: %w", err)
 	}
-	in := &Instance{mod: mod, mem: mod.Memory(), variant: v, timeout: timeout, kill: make(chan struct{}), alloc: alloc}
+	// What _initialize and the handshake log is dropped (the instances
+	// made later log it), within a budget: a C constructor or a Go init
+	// that prints is no violation.
+	in := &Instance{mod: mod, mem: mod.Memory(), variant: v, timeout: timeout, maxOutput: probeOutput, kill: make(chan struct{}), alloc: alloc}
 	in.timer = time.AfterFunc(time.Hour, in.expire)
 	in.timer.Stop()
 	defer in.Close(ctx)

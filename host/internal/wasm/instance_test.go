@@ -234,3 +234,14 @@ func TestInstrumentShape(t *testing.T) {
 		t.Error("an unknown opcode was accepted")
 	}
 }
+
+// TestConfigErrorIsPrintable: a guest's config_error text reaches a
+// terminal and the log without its control characters: an escape
+// sequence, a newline that would forge a log line, NULs, invalid UTF-8.
+func TestConfigErrorIsPrintable(t *testing.T) {
+	got := printable([]byte("bad \x1b[31mred\x1b[0m\nlevel=ERROR forged\x00 \u202eevil\xff ünïcode"))
+	const want = `bad \x1b[31mred\x1b[0m\x0alevel=ERROR forged\x00 \u202eevil` + "\uFFFD ünïcode"
+	if got != want {
+		t.Errorf("printable = %q\nwant        %q", got, want)
+	}
+}

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"math"
 	"os"
 	"testing"
 	"time"
@@ -41,6 +42,9 @@ func TestMetricDefineRules(t *testing.T) {
 		{"decreasing bounds", def(abi.MetricHistogram, "h", "", 2, 1), abi.StatusBadArgument},
 		{"histogram", def(abi.MetricHistogram, "h", "", 1, 2), 2},
 		{"other bounds", def(abi.MetricHistogram, "h", "", 1, 3), abi.StatusAlreadySet},
+		// The exporter joins a series' values with NUL: two series would
+		// be one, or one lost.
+		{"NUL in a value", def(abi.MetricCounter, "x", "a=b\x00c"), abi.StatusBadArgument},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d, want %d", c.name, c.got, c.want)
@@ -53,6 +57,31 @@ func TestMetricDefineRules(t *testing.T) {
 	}
 	if st := def(abi.MetricGauge, "g", "i=overflow"); st != abi.StatusTooLarge {
 		t.Fatalf("series %d: %d, want StatusTooLarge", abi.MaxMetrics+1, st)
+	}
+}
+
+// TestMetricObserveFiniteOnly: NaN and ±Inf are refused and change
+// nothing; an infinite value once made the histogram's sum infinite, or
+// NaN, for good.
+func TestMetricObserveFiniteOnly(t *testing.T) {
+	m := NewMetrics()
+	id := m.define(abi.MetricHistogram, []byte("h"), nil, []float64{1, 2})
+	in := &Instance{shared: &Shared{Metrics: m}}
+	observe := func(v float64) int32 {
+		stack := []uint64{uint64(id), math.Float64bits(v)}
+		hostMetricObserve(in, stack)
+		return int32(stack[0])
+	}
+	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		if st := observe(v); st != abi.StatusBadArgument {
+			t.Errorf("observe(%v) = %d, want StatusBadArgument", v, st)
+		}
+	}
+	if st := observe(1.5); st != abi.StatusOK {
+		t.Fatalf("observe(1.5) = %d", st)
+	}
+	if v := m.Series()[0].Load(); v.Count != 1 || v.Sum != 1.5 {
+		t.Errorf("after the refused values and 1.5: count %d, sum %v; want 1 and 1.5", v.Count, v.Sum)
 	}
 }
 
