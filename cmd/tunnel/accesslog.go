@@ -59,7 +59,10 @@ func openAccessLog(path string, logger *slog.Logger) (*accessLog, error) {
 	dropped := func(lines, bytes int) {
 		logger.Warn("access log lines dropped", "lines", lines, "bytes", bytes, "file", path, "why", "the file did not take bytes as fast as they came")
 	}
-	return &accessLog{logsink.New(f, logsink.Options{Delay: accessLogFlush, Max: accessLogMax, Dropped: dropped}), f}, nil
+	failed := func(err error, bytes int) {
+		logger.Warn("access log lines lost", "bytes", bytes, "file", path, "err", err, "why", "writing the file failed; said again every "+logsink.FailReport.String()+" while it fails")
+	}
+	return &accessLog{logsink.New(f, logsink.Options{Delay: accessLogFlush, Max: accessLogMax, Dropped: dropped, Failed: failed}), f}, nil
 }
 
 // Close writes out what is buffered and closes the file.

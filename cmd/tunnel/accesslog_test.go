@@ -74,3 +74,14 @@ func TestAccessLogUnwritable(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant 1 and the --access-log error", code, stderr)
 	}
 }
+
+// TestAccessLogWriteFails: lines the access log's file does not take (a
+// full disk: /dev/full) are said lost on stderr, with the error; they
+// were lost without a word.
+func TestAccessLogWriteFails(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none", "--access-log", "/dev/full")
+	c := dial(t, addr)
+	c.Close()
+	p.stderr.wait(t, `msg="access log lines lost" bytes=\d+ file=/dev/full err=.*no space left on device`)
+}

@@ -131,8 +131,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
 	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
-	fs.Var(&o.captureSize, "capture-max-size", "with --capture, start a new file past this `size` (e.g. 100MiB; default: never)")
-	fs.Var(countFlag{&o.captureKeep}, "capture-max-files", "with --capture, keep at most this many files, removing the oldest (0: all)")
+	fs.Var(&o.captureSize, "capture-max-size", "with --capture, start a new file past this `size` (1MiB to 1024GiB, e.g. 100MiB; default: never)")
+	fs.Var(countFlag{&o.captureKeep}, "capture-max-files", "with --capture, keep at most this many files, removing the oldest (0: all; at most 100000)")
 	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	o.tls.register(fs)
@@ -140,7 +140,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 		fmt.Fprintf(fs.Output(), `Usage:
   tunnel --from ADDR --to ADDR [flags]   forward and print every chunk (plain mode)
   tunnel [--config FILE]                 run the routes of an HCL file (default ./tunnel.hcl)
-  tunnel validate [FILE]                 check an HCL file; exit 1 on errors
+  tunnel validate [-v] [FILE]            check an HCL file; exit 1 on errors; -v: each plugin's limits
   tunnel plugins                         list the built-in plugins
   tunnel demo [--listen ADDR]            a tunnel in front of a built-in Redis-like server
   tunnel replay FILE.pcapng [flags]      feed a capture's connections through a chain (--help)

@@ -707,6 +707,10 @@ func TestRotation(t *testing.T) {
 		if !strings.HasPrefix(n, "c-"+day) {
 			t.Errorf("file %q does not match c-%s[-N].pcapng", n, day)
 		}
+		// Its owner's alone: a TLS route's capture holds the secrets.
+		if st, err := os.Stat(filepath.Join(dir, n)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want mode 0600", n, st.Mode(), err)
+		}
 		if out := tshark.Run(t, filepath.Join(dir, n), "-T", "fields", "-e", "frame.number"); out == "" {
 			t.Errorf("%s has no packet", n)
 		}

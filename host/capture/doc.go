@@ -86,7 +86,7 @@
 // expected the writer holds the packets that follow a ClientHello until
 // the session's secrets are written ahead of them (at most
 // Options.KeyLogWait). Such a file decrypts its sessions: keep it like the
-// keys.
+// keys. Files are created with mode 0600 for that reason.
 //
 // # TLS as it crossed the wire
 //

@@ -309,7 +309,11 @@ func (f *legFilter) ClosedWith(e host.End) {
 	if f.leg == LegClient {
 		st.w.conns.CompareAndDelete(st.info, st)
 		if st.wire != nil {
-			st.wire.end(unfinished(e))
+			if e.Err == nil && (e.Reason == "client_eof" || e.Reason == "server_eof") {
+				st.wire.endOrderly()
+			} else {
+				st.wire.end(unfinished(e))
+			}
 			return
 		}
 	}

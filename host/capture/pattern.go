@@ -126,11 +126,16 @@ func (p *pattern) withCounter(name string, n int) string {
 	return stem + "-" + strconv.Itoa(n) + p.ext
 }
 
+// fileMode is a capture file's: its owner's alone, as a key log's. It holds
+// the traffic, and a TLS route's with key_log holds the secrets that
+// decrypt it (which arrive after the file is made).
+const fileMode = 0o600
+
 // create makes a new file for base, with the first free counter from n on.
 func (p *pattern) create(base string, n int) (*os.File, string, int, error) {
 	for ; n < maxCounter; n++ {
 		name := filepath.Join(p.dir, p.withCounter(base, n))
-		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 		if err == nil {
 			return f, name, n, nil
 		}

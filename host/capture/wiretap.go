@@ -138,6 +138,22 @@ func (wl *wireLeg) end(comment string) {
 	wl.w.enqueue(record{f: l.f, kind: kindRst, from: 1, seq: l.next[1], ack: l.next[0], t: time.Now(), comment: comment})
 }
 
+// endOrderly draws the end of a connection whose two directions ended in
+// order: the client's FIN, unless already drawn, then the tunnel's. After
+// the client's close_notify crypto/tls reads no more of the socket, so
+// the FIN that follows it was never read, and the leg once ended with a
+// RST that no one sent.
+func (wl *wireLeg) endOrderly() {
+	wl.mu.Lock()
+	defer wl.mu.Unlock()
+	if wl.ended {
+		return
+	}
+	wl.finLocked(0)
+	wl.finLocked(1)
+	wl.ended = true
+}
+
 // gone runs when the tap's wrapper is collected: a connection the chain
 // never opened (its handshake failed, or it was aborted during it) ends
 // here.

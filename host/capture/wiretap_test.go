@@ -276,3 +276,41 @@ func httpsGet(t *testing.T, cfg *tls.Config, url, want string) {
 		t.Fatalf("GET %s: %q, %v; want %q", url, body, err, want)
 	}
 }
+
+// TestWireTapOrderlyEnd: a client that ends its session in order
+// (close_notify, then its FIN) leaves a client leg that ends with a FIN
+// each way. After close_notify crypto/tls reads no more of the socket, so
+// the leg never saw that FIN and ended with a RST nobody sent.
+func TestWireTapOrderlyEnd(t *testing.T) {
+	t.Parallel()
+	tshark.Path(t)
+	s := startTLS(t)
+	c, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := make([]byte, 5); func() error { _, err := io.ReadFull(c, got); return err }() != nil || string(got) != "ping\n" {
+		t.Fatalf("echo: %q", got)
+	}
+	if err := c.CloseWrite(); err != nil { // close_notify
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after close_notify: %q, %v; want the tunnel's orderly end", rest, err)
+	}
+	c.Close() // the client's FIN
+	s.logs.Wait(t, "connection closed", "reason=client_eof")
+	s.finish(t)
+	f := tshark.Open(t, s.file)
+	ends := f.Fields(func(p tshark.Packet) bool {
+		return p.Is("frame.interface_id", "0") && (p.Is("tcp.flags.fin", "1") || p.Is("tcp.flags.reset", "1"))
+	}, "tcp.srcport", "tcp.flags.fin", "tcp.flags.reset")
+	_, lport, _ := net.SplitHostPort(s.addr)
+	if len(ends) != 2 || strings.HasPrefix(ends[0], lport+"\t") || ends[0][strings.IndexByte(ends[0], '\t'):] != "\t1\t0" || ends[1] != lport+"\t1\t0" {
+		t.Errorf("client leg ends with %q (source port, FIN, RST); want the client's FIN, then the tunnel's from port %s", ends, lport)
+	}
+	f.CheckClean()
+}

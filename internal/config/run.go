@@ -189,6 +189,10 @@ func (r *Runner) load(ctx context.Context) error {
 	}
 	set, bdiags := r.builder.Build(ctx, f, diags)
 	diags = append(diags, bdiags...)
+	if set != nil && r.started && refuseExpired(diags) {
+		set.Close()
+		set = nil
+	}
 	if set == nil {
 		return &LoadError{Diags: diags, Files: f.Files}
 	}
@@ -203,6 +207,24 @@ func (r *Runner) load(ctx context.Context) error {
 	r.routes = len(set.Routes)
 	r.applied(f, set.Routes)
 	return nil
+}
+
+// refuseExpired turns the warnings about expired certificates into errors,
+// and reports whether there was one. At a start an expired certificate is
+// a warning (clients decide, and a test bed may want one); on a reload it
+// would replace one that works by one that clients refuse, most often a
+// file copied by mistake, so the running configuration stays.
+func refuseExpired(diags hcl.Diagnostics) bool {
+	found := false
+	for _, d := range diags {
+		if d.Severity == hcl.DiagWarning && d.Summary == certNotValidNow && strings.Contains(d.Detail, " expired on ") {
+			d.Severity = hcl.DiagError
+			d.Summary = "Expired certificate"
+			d.Detail += " A reload keeps the running certificate rather than serve one that clients refuse; restart the tunnel to use it anyway."
+			found = true
+		}
+	}
+	return found
 }
 
 // applyError turns a failure of Proxy.Apply into a diagnostic at the listen

@@ -21,6 +21,9 @@ type tlsCache struct {
 	mu      sync.Mutex
 	configs map[string]*cachedTLS // by route name and side
 	keyLogs map[string]*tlsconf.KeyLog
+	// replaced are key logs whose paths were opened anew (the file was
+	// removed or replaced); retain closes them.
+	replaced []*tlsconf.KeyLog
 }
 
 type cachedTLS struct {
@@ -94,11 +97,15 @@ func tlsDiag(err error, ranges map[string]hcl.Range, fallback hcl.Range) *hcl.Di
 	}
 }
 
+// certNotValidNow is the summary of the warning about a certificate
+// expired or not yet valid (refuseExpired reads it).
+const certNotValidNow = "Certificate not valid now"
+
 func tlsWarnings(warnings []string, rng hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for _, w := range warnings {
 		r := rng
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Certificate not valid now", Detail: upperFirst(w) + ".", Subject: &r})
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: certNotValidNow, Detail: upperFirst(w) + ".", Subject: &r})
 	}
 	return diags
 }
@@ -110,12 +117,12 @@ func upperFirst(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// reuse returns the config cached under key when its sum is l's (nothing
-// changed), else caches and returns l's.
+// reuse returns the config cached under key when its sum is l's and it
+// writes the same key log (nothing changed), else caches and returns l's.
 func (c *tlsCache) reuse(key string, l *tlsconf.Loaded) *tls.Config {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.configs[key]; old != nil && old.sum == l.Sum {
+	if old := c.configs[key]; old != nil && old.sum == l.Sum && old.cfg.KeyLogWriter == l.Config.KeyLogWriter {
 		return old.cfg
 	}
 	if c.configs == nil {
@@ -125,22 +132,39 @@ func (c *tlsCache) reuse(key string, l *tlsconf.Loaded) *tls.Config {
 	return l.Config
 }
 
-// keyLog opens the key log at path once, then shares it.
+// keyLog opens the key log at path once, then shares it. Each build checks
+// the path again, as validate would: a file now readable by others is an
+// error, and one removed or replaced is opened anew (created if missing);
+// the one it replaces is closed by the next retain, once no applied route
+// uses it.
 func (c *tlsCache) keyLog(path string, rng hcl.Range) (*tlsconf.KeyLog, hcl.Diagnostics) {
 	if path == "" {
 		return nil, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if kl := c.keyLogs[path]; kl != nil {
-		return kl, nil
+	diag := func(err error) hcl.Diagnostics {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot open key_log", Detail: upperFirst(strings.TrimPrefix(err.Error(), "tls: ")) + ".", Subject: &rng}}
+	}
+	old := c.keyLogs[path]
+	if old != nil {
+		moved, err := old.Recheck()
+		if err != nil {
+			return nil, diag(err)
+		}
+		if !moved {
+			return old, nil
+		}
 	}
 	kl, err := tlsconf.OpenKeyLog(path)
 	if err != nil {
-		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot open key_log", Detail: upperFirst(strings.TrimPrefix(err.Error(), "tls: ")) + ".", Subject: &rng}}
+		return nil, diag(err)
 	}
 	if c.keyLogs == nil {
 		c.keyLogs = map[string]*tlsconf.KeyLog{}
+	}
+	if old != nil {
+		c.replaced = append(c.replaced, old)
 	}
 	c.keyLogs[path] = kl
 	return kl, nil
@@ -172,6 +196,20 @@ func (c *tlsCache) retain(f *File, logger *slog.Logger) {
 			c.closeKeyLog(p, kl, logger)
 		}
 	}
+	c.closeReplaced(logger)
+}
+
+// closeReplaced closes the key logs whose paths name other files now.
+func (c *tlsCache) closeReplaced(logger *slog.Logger) {
+	for _, kl := range c.replaced {
+		if err := kl.Err(); err != nil {
+			logger.Warn("key_log lost lines", "path", kl.Path(), "err", err)
+		}
+		if err := kl.Close(); err != nil {
+			logger.Warn("closing key_log", "path", kl.Path(), "err", err)
+		}
+	}
+	c.replaced = nil
 }
 
 // close closes every key log.
@@ -181,6 +219,7 @@ func (c *tlsCache) close(logger *slog.Logger) {
 	for p, kl := range c.keyLogs {
 		c.closeKeyLog(p, kl, logger)
 	}
+	c.closeReplaced(logger)
 	c.configs = nil
 }
 

@@ -336,3 +336,122 @@ func TestTLSSettings(t *testing.T) {
 		t.Fatalf("Settings:\n%s\nwant it to end with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestBuildKeyLogRechecked: each build checks the key_log path again, as
+// validate does. A reload once kept writing secrets to the file it had
+// opened at start, deleted or replaced since, and accepted a key_log that
+// others could read, which validate and a start refuse.
+func TestBuildKeyLogRechecked(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	src := `
+route "web" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:8080"
+  tls {
+    cert    = "cert.pem"
+    key     = "key.pem"
+    key_log = "keys.log"
+  }
+}
+`
+	keys := filepath.Join(dir, "keys.log")
+	var b Builder
+	defer b.Close(context.Background())
+	build := func() (*Set, string) {
+		t.Helper()
+		f, diags := parseString(t, dir, src)
+		set, diags := b.Build(context.Background(), f, diags)
+		if set == nil {
+			return nil, FormatDiagnostics(diags, f.Files)
+		}
+		b.Retain(context.Background(), f)
+		return set, ""
+	}
+	write := func(set *Set, line string) {
+		t.Helper()
+		if _, err := set.Routes[0].TLS.KeyLogWriter.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, msg := build()
+	if first == nil {
+		t.Fatal(msg)
+	}
+	defer first.Close()
+	write(first, "one\n")
+
+	if err := os.Remove(keys); err != nil {
+		t.Fatal(err)
+	}
+	second, msg := build()
+	if second == nil {
+		t.Fatalf("rebuild after keys.log was removed: %s", msg)
+	}
+	defer second.Close()
+	write(second, "two\n")
+	if b, err := os.ReadFile(keys); err != nil || string(b) != "two\n" {
+		t.Fatalf("keys.log after a rebuild that followed its removal: %q, %v; want the new secrets in a new file", b, err)
+	}
+	if st, err := os.Stat(keys); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the new keys.log: %v, %v; want mode 0600", st, err)
+	}
+
+	if err := os.Chmod(keys, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if set, msg := build(); set != nil || !strings.Contains(msg, "Cannot open key_log") || !strings.Contains(msg, "has mode 0644, readable by others") {
+		t.Fatalf("rebuild with keys.log readable by others: built %v; diagnostics:\n%s", set != nil, msg)
+	}
+	os.Remove(keys)
+	if err := os.WriteFile(keys, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if set, msg := build(); set != nil || !strings.Contains(msg, "has mode 0644, readable by others") {
+		t.Fatalf("rebuild with keys.log replaced by a file others can read: built %v; diagnostics:\n%s", set != nil, msg)
+	}
+}
+
+// TestReloadRefusesExpiredCertificate: a reload onto an expired
+// certificate (a file copied by mistake) fails and the running one keeps
+// serving; at a start it is only a warning. The reload once applied it,
+// and every new client got a certificate it refuses.
+func TestReloadRefusesExpiredCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, srv := tlsFiles(t, dir)
+	h := startIn(t, dir, `
+route "r" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  tls {
+    cert = "cert.pem"
+    key  = "key.pem"
+  }
+}
+`)
+	old := ca.Issue(t, testcert.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	old.WriteFiles(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	var r Reload
+	for {
+		r = h.waitReload()
+		// The key may be read before it is rewritten: a mismatch, then
+		// another reload.
+		if r.Err == nil || !strings.Contains(r.Err.Error(), "does not match") {
+			break
+		}
+	}
+	var le *LoadError
+	if !errors.As(r.Err, &le) || !strings.Contains(le.Error(), "error: Expired certificate") || !strings.Contains(le.Error(), "restart the tunnel to use it anyway") {
+		t.Fatalf("reload onto an expired certificate = %v, want it refused", r.Err)
+	}
+	c, err := tls.Dial("tcp", h.r.Addr("r").String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("the running certificate after the refused reload: %v", err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(srv.Cert.SerialNumber) != 0 {
+		t.Errorf("serves serial %v, want the running certificate's %v", got, srv.Cert.SerialNumber)
+	}
+}

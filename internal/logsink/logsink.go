@@ -39,7 +39,17 @@ type Options struct {
 	// whose readers expect only its own format. It runs on the Writer's
 	// goroutine, before the batch that follows the drops is written.
 	Dropped func(writes, bytes int)
+	// Failed, when set, is told when the output's Write fails (a full
+	// disk, /dev/full): at the first failure, then at most every
+	// FailReport while it keeps failing, with the bytes lost since the
+	// last call. It runs on the Writer's goroutine. Without it failures
+	// are not reported (stderr has nowhere to say so).
+	Failed func(err error, bytes int)
 }
+
+// FailReport is how often Options.Failed hears of an output that keeps
+// failing.
+const FailReport = 10 * time.Second
 
 // Writer is a non-blocking, bounded, batching io.Writer in front of an
 // output. Its methods are safe for concurrent use. Each Write is kept or
@@ -51,6 +61,12 @@ type Writer struct {
 	max    int
 	name   string
 	onDrop func(writes, bytes int)
+	onFail func(err error, bytes int)
+
+	// Of the writer goroutine: the output failed at failedAt, and lost
+	// lostB bytes since the last report.
+	failedAt time.Time
+	lostB    int
 
 	mu      sync.Mutex
 	buf     []byte // waiting for the writer goroutine
@@ -78,7 +94,7 @@ func New(out io.Writer, o Options) *Writer {
 		o.Name = "output"
 	}
 	w := &Writer{
-		out: out, delay: o.Delay, max: o.Max, name: o.Name, onDrop: o.Dropped,
+		out: out, delay: o.Delay, max: o.Max, name: o.Name, onDrop: o.Dropped, onFail: o.Failed,
 		kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -179,12 +195,30 @@ func (w *Writer) flush(spare []byte) []byte {
 		b = append(r.Bytes(), b...)
 	}
 	if len(b) > 0 {
-		_, _ = w.out.Write(b)
+		if _, err := w.out.Write(b); err != nil {
+			w.failed(err, len(b))
+		} else {
+			w.failedAt = time.Time{}
+		}
 	}
 	if cap(b) > w.max { // the report made it grow past the bound: let it go
 		return nil
 	}
 	return b
+}
+
+// failed reports a failed Write of n bytes to onFail, at the first of a
+// run of failures and then every FailReport.
+func (w *Writer) failed(err error, n int) {
+	if w.onFail == nil {
+		return
+	}
+	w.lostB += n
+	if now := time.Now(); w.failedAt.IsZero() || now.Sub(w.failedAt) >= FailReport {
+		w.failedAt = now
+		w.onFail(err, w.lostB)
+		w.lostB = 0
+	}
 }
 
 // Close writes out what is waiting and stops the goroutine, waiting at

@@ -2,6 +2,7 @@ package logsink
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -257,5 +258,34 @@ func TestOversizedWriteReported(t *testing.T) {
 	m := droppedLine.FindStringSubmatch(o.String())
 	if m == nil || m[1] != "1" || m[2] != "101" {
 		t.Errorf("output %q: want the report of one write of 101 bytes dropped", o.String())
+	}
+}
+
+// failingOut fails every Write, as /dev/full does.
+type failingOut struct{}
+
+func (failingOut) Write(p []byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestFailedHook: an output whose writes fail is reported through Failed,
+// with the bytes lost, once for a run of failures within FailReport. Its
+// errors were ignored: an access log on a full disk lost every line
+// without a word.
+func TestFailedHook(t *testing.T) {
+	var mu sync.Mutex
+	var calls, lost int
+	var last error
+	w := New(failingOut{}, Options{Delay: time.Millisecond, Failed: func(err error, b int) {
+		mu.Lock()
+		calls++
+		lost += b
+		last = err
+		mu.Unlock()
+	}})
+	w.Write([]byte("0123456789"))
+	w.Close(10 * time.Second) // written out: the failure is reported
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 || lost != 10 || last == nil || last.Error() != "no space left on device" {
+		t.Errorf("Failed called %d times, %d bytes lost, last error %v; want once, 10 bytes, the output's error", calls, lost, last)
 	}
 }

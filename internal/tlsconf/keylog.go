@@ -35,11 +35,41 @@ func OpenKeyLog(path string) (*KeyLog, error) {
 		f.Close()
 		return nil, fmt.Errorf("tls: key_log %s is not a regular file", path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	if err := checkMode(path, st); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("tls: key_log %s has mode %04o, readable by others, and it holds session secrets; chmod 600 it", path, perm)
+		return nil, err
 	}
 	return &KeyLog{path: path, f: f}, nil
+}
+
+// checkMode refuses a key log others can read.
+func checkMode(path string, st os.FileInfo) error {
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("tls: key_log %s has mode %04o, readable by others, and it holds session secrets; chmod 600 it", path, perm)
+	}
+	return nil
+}
+
+// Recheck looks at the key log's path again, as a reload must: moved is
+// true when the path no longer names the open file (removed, or replaced
+// by another), which the caller then opens anew; err is the mode check of
+// OpenKeyLog on the file still open.
+func (k *KeyLog) Recheck() (moved bool, err error) {
+	k.mu.Lock()
+	f := k.f
+	k.mu.Unlock()
+	if f == nil {
+		return true, nil
+	}
+	st, err := os.Stat(k.path)
+	if err != nil {
+		return true, nil
+	}
+	open, err := f.Stat()
+	if err != nil || !os.SameFile(st, open) {
+		return true, nil
+	}
+	return false, checkMode(k.path, st)
 }
 
 // Path is the file's path.
