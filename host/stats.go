@@ -23,7 +23,8 @@ type RouteStats struct {
 	// Accepted counts the connections accepted; Active is how many are open.
 	Accepted, Active int64
 	// Errors counts the connections that ended with an error (a reset, a
-	// failed dial, an idle timeout, a filter's error, a shutdown's abort);
+	// failed dial, an idle timeout, a filter's error, a failed TLS
+	// handshake or a name no route serves, a shutdown's abort);
 	// DialFailures and IdleTimeouts count two kinds of them.
 	Errors, DialFailures, IdleTimeouts int64
 	// Bytes read from and written to each peer. A filter that drops,

@@ -45,7 +45,7 @@
 //
 //	tunnel_connections_total{route}                connections accepted (Envoy's downstream_cx_total)
 //	tunnel_connections_active{route}               connections open now (downstream_cx_active)
-//	tunnel_connection_errors_total{route}          connections that ended with an error: reset, failed dial, idle timeout, a filter's error, a shutdown's abort
+//	tunnel_connection_errors_total{route}          connections that ended with an error: reset, failed dial, idle timeout, a filter's error, a TLS or no-route refusal, a shutdown's abort
 //	tunnel_upstream_connect_failures_total{route}  dials of the target that failed (upstream_cx_connect_fail); also counted in errors
 //	tunnel_idle_timeouts_total{route}              connections closed by idle_timeout (upstream_cx_idle_timeout); also counted in errors
 //	tunnel_bytes_received_total{route,peer}        bytes read from the client or the server

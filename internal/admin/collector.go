@@ -17,7 +17,7 @@ var (
 	descActive = prometheus.NewDesc("tunnel_connections_active",
 		"Connections open now.", []string{"route"}, nil)
 	descErrors = prometheus.NewDesc("tunnel_connection_errors_total",
-		"Connections that ended with an error (reset, failed dial, idle timeout, filter error, shutdown abort).", []string{"route"}, nil)
+		"Connections that ended with an error (reset, failed dial, idle timeout, filter error, TLS or no-route refusal, shutdown abort).", []string{"route"}, nil)
 	descDialFailures = prometheus.NewDesc("tunnel_upstream_connect_failures_total",
 		"Dials of the target that failed.", []string{"route"}, nil)
 	descIdle = prometheus.NewDesc("tunnel_idle_timeouts_total",
