@@ -129,7 +129,13 @@ func (c *conn) chooseRoute(deadline time.Time) bool {
 	}
 	if chosen == nil || !chosen.acquire() {
 		c.count(primary)
-		c.setReason(reasonNoRoute)
+		if err != nil && !errors.Is(err, clienthello.ErrNotTLS) {
+			// A ClientHello cut off, malformed or too large (a scanner, a
+			// slow client): a failed handshake, not a question of routing.
+			c.setReason(reasonTLS)
+		} else {
+			c.setReason(reasonNoRoute)
+		}
 		switch {
 		case err != nil:
 			err = fmt.Errorf("choosing a route by server name: %w", err)

@@ -23,8 +23,8 @@ const (
 	reasonIdle                    // the idle timeout
 	reasonReset                   // a read or write failed: a peer reset it
 	reasonShutdown                // the Proxy shut down
-	reasonTLS                     // the TLS handshake with the client failed
-	reasonNoRoute                 // no route for the client's SNI name, or no ClientHello
+	reasonTLS                     // the TLS handshake with the client failed, or its ClientHello could not be read
+	reasonNoRoute                 // no route for the client's SNI name, or for a client that does not speak TLS
 	reasonProxyHeader             // a PROXY header missing, malformed or from an untrusted peer
 )
 

@@ -38,9 +38,11 @@ type RouteStats struct {
 	// Rejected counts the connections turned away by reason: "limit",
 	// "denied" (a filter refused it when it opened, close reason
 	// "refused", or closed it before its target was dialled, close reason
-	// "filter_close"), "tls" (a failed handshake), "no_route" (no route
-	// for its SNI name); every name is present. They are counted in Closed
-	// too.
+	// "filter_close"), "tls" (a failed handshake, or a ClientHello that
+	// could not be read), "no_route" (no route for its SNI name, or for a
+	// client that does not speak TLS); every name is present. They are
+	// counted in Closed too. On an address routes share by server name,
+	// a connection no route takes counts under the address's first route.
 	Rejected map[string]int64
 	// Duration is the lifetime of finished connections, accept to close.
 	Duration Histogram

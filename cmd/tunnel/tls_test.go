@@ -538,7 +538,7 @@ route "a" {
 	if b, _ := io.ReadAll(c); len(b) != 0 {
 		t.Fatalf("oversized: got %q", b)
 	}
-	p.stderr.wait(t, `reason=no_route err="choosing a route by server name: ClientHello larger than the limit: the ClientHello says it is 102404 bytes, more than the 65536 allowed"`)
+	p.stderr.wait(t, `reason=tls err="choosing a route by server name: ClientHello larger than the limit: the ClientHello says it is 102404 bytes, more than the 65536 allowed"`)
 	// Half a hello, then silence: cut at handshake_timeout. Timed from
 	// before the dial: the tunnel's clock starts when it accepts, which
 	// may be before dial returns here.
@@ -551,5 +551,5 @@ route "a" {
 	if d := time.Since(start); d < time.Second || d > cliTimeout {
 		t.Fatalf("the stalled hello was cut after %v; handshake_timeout is 1s", d)
 	}
-	p.stderr.wait(t, `reason=no_route err="choosing a route by server name: reading the ClientHello: read tcp \S+: i/o timeout"`)
+	p.stderr.wait(t, `reason=tls err="choosing a route by server name: reading the ClientHello: read tcp \S+: i/o timeout"`)
 }
