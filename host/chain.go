@@ -59,6 +59,7 @@ type chain struct {
 	tags      []Tag            // set by the filters (Stream.SetTag); in the close log line
 	ending    [2]bool          // the End callbacks of that direction are running
 	deferred  [2]chan struct{} // a filter deferred the half-close (Stream.DeferEnd); closed once done
+	openErr   error            // the first Opened that failed (chain.openLocked)
 }
 
 // linkTimer is a filter's one timer. due is when it should fire, as time
@@ -179,6 +180,11 @@ func (ch *chain) open() (writes, error) {
 			return writes{}, err
 		}
 	}
+	if ch.openErr != nil {
+		// A link opened early failed, and the link whose send opened it
+		// went on regardless: the connection is refused all the same.
+		return writes{}, ch.openErr
+	}
 	return ch.takeLocked(), nil
 }
 
@@ -192,7 +198,11 @@ func (ch *chain) openLocked(i int) error {
 	}
 	s.opened = true
 	if err := ch.c.callOpened(ch.filters[i], s); err != nil {
-		return fmt.Errorf("%s: %w", ch.c.rs.Chain[i].Name, err)
+		err = fmt.Errorf("%s: %w", ch.c.rs.Chain[i].Name, err)
+		if ch.openErr == nil {
+			ch.openErr = err
+		}
+		return err
 	}
 	return nil
 }

@@ -319,3 +319,36 @@ func TestStreamAfterCloseFailsCleanly(t *testing.T) {
 		}
 	})
 }
+
+// sendIgnoringHook's filters send from Opened and ignore what Send says.
+type sendIgnoringHook struct{}
+
+func (sendIgnoringHook) Open(*host.ConnInfo) (host.Filter, error) { return sendIgnoring{}, nil }
+
+type sendIgnoring struct{ host.PassThrough }
+
+func (sendIgnoring) Opened(s *host.Stream) error {
+	s.Send(host.ClientToServer, []byte("hello\n")) // its error ignored
+	return nil
+}
+
+// failOpenedHook's filters fail in Opened.
+type failOpenedHook struct{}
+
+func (failOpenedHook) Open(*host.ConnInfo) (host.Filter, error) { return failOpened{}, nil }
+
+type failOpened struct{ host.PassThrough }
+
+func (failOpened) Opened(*host.Stream) error { return errors.New("cannot open") }
+
+// TestOpenedFailureNotSwallowed: a link whose Opened runs early (bytes
+// from an earlier link's Opened reach it) and fails refuses the
+// connection, even when the sender ignores its Send's error.
+func TestOpenedFailureNotSwallowed(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), hostLink("ignoring", sendIgnoringHook{}), hostLink("failing", failOpenedHook{})))
+		expectRefused(t, addr)
+		logs.Wait(t, "connection closed", "reason=refused", "failing: cannot open")
+	})
+}
