@@ -179,11 +179,12 @@ func (ch *chain) open() (writes, error) {
 		if err := ch.openLocked(i); err != nil {
 			return writes{}, err
 		}
-	}
-	if ch.openErr != nil {
-		// A link opened early failed, and the link whose send opened it
-		// went on regardless: the connection is refused all the same.
-		return writes{}, ch.openErr
+		if ch.openErr != nil {
+			// A link opened early failed, and the link whose send opened
+			// it went on regardless: the connection is refused all the
+			// same, and no link after it opens.
+			return writes{}, ch.openErr
+		}
 	}
 	return ch.takeLocked(), nil
 }
@@ -320,6 +321,9 @@ func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
 		// allowed): the filters are gone.
 		return ErrWriteClosed
 	}
+	if ch.openErr != nil {
+		return ch.openErr // a link failed to open: nothing more is delivered
+	}
 	if pos >= len(order) {
 		return ch.queueLocked(dir, b)
 	}
@@ -438,9 +442,9 @@ func (ch *chain) setTimerLocked(idx int, d time.Duration) {
 // fire runs link idx's Timer callback when its timer is due.
 func (ch *chain) fire(idx int) {
 	ch.mu.Lock()
-	if ch.done {
+	if ch.done || ch.openErr != nil {
 		ch.mu.Unlock()
-		return
+		return // (a link failed to open: the connection is being refused)
 	}
 	lt := &ch.timers[idx]
 	if lt.due == 0 || time.Since(ch.c.start) < lt.due {

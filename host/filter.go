@@ -146,11 +146,13 @@ type InlineHook interface {
 //
 // Embed [PassThrough] to get defaults that forward everything unchanged.
 type Filter interface {
-	// Opened is called once, before the target is dialled, and before any
-	// other method: the links' Opened run in chain order, except that a
-	// link reached by bytes an earlier link sends from its own Opened has
-	// its Opened called first. Bytes sent here are delivered once the
-	// connection is up.
+	// Opened is called once, before the target is dialled, and before the
+	// filter's first Data: the links' Opened run in chain order, except
+	// that a link reached by bytes an earlier link sends from its own
+	// Opened has its Opened called first (so a filter that sends from
+	// Opened may get Data, re-entrantly, before its Opened returns). If
+	// one fails, the connection is refused and no later link opens. Bytes
+	// sent here are delivered once the connection is up.
 	Opened(s *Stream) error
 	// Data is called for each chunk that reaches this filter in direction
 	// dir. The chunk is only valid during the call: keep a copy to hold it.

@@ -185,7 +185,7 @@ func (ic *inlineChain) Timer(o *evloop.Output) error {
 	c := ic.c
 	ch := &c.ch
 	ch.mu.Lock()
-	if ch.done || ch.timers == nil {
+	if ch.done || ch.timers == nil || ch.openErr != nil {
 		ch.mu.Unlock()
 		return nil
 	}

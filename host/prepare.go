@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host/internal/proxyproto"
@@ -129,11 +130,14 @@ func (c *conn) chooseRoute(deadline time.Time) bool {
 	}
 	if chosen == nil || !chosen.acquire() {
 		c.count(primary)
-		if err != nil && !errors.Is(err, clienthello.ErrNotTLS) {
+		switch {
+		case errors.Is(err, syscall.ECONNRESET):
+			c.setReason(reasonReset) // (a health check that resets)
+		case err != nil && !errors.Is(err, clienthello.ErrNotTLS):
 			// A ClientHello cut off, malformed or too large (a scanner, a
 			// slow client): a failed handshake, not a question of routing.
 			c.setReason(reasonTLS)
-		} else {
+		default:
 			c.setReason(reasonNoRoute)
 		}
 		switch {

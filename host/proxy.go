@@ -132,8 +132,11 @@ type Route struct {
 	// last connection has finished. Owners close the hooks they made there
 	// (e.g. plugins): the Proxy closes nothing it did not create. When no
 	// connection is open it runs inside that Apply, Shutdown or Close call,
-	// after its locks are released, so the call returns after it; it may
-	// call Apply or Shutdown itself. A panic is recovered and logged.
+	// after its locks are released, so the call returns after it; else on
+	// the goroutine of the last connection, before Shutdown counts that
+	// connection as finished. It may call Apply, and Shutdown with a
+	// context that ends (one that never ends would wait for the very
+	// connection that runs it). A panic is recovered and logged.
 	OnRelease func()
 }
 

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,23 +333,40 @@ func (sendIgnoring) Opened(s *host.Stream) error {
 	return nil
 }
 
-// failOpenedHook's filters fail in Opened.
-type failOpenedHook struct{}
+// failOpenedHook's filters fail in Opened, and count the Data calls they
+// get all the same.
+type failOpenedHook struct{ data atomic.Int32 }
 
-func (failOpenedHook) Open(*host.ConnInfo) (host.Filter, error) { return failOpened{}, nil }
+func (h *failOpenedHook) Open(*host.ConnInfo) (host.Filter, error) { return &failOpened{h: h}, nil }
 
-type failOpened struct{ host.PassThrough }
+type failOpened struct {
+	host.PassThrough
+	h *failOpenedHook
+}
 
-func (failOpened) Opened(*host.Stream) error { return errors.New("cannot open") }
+func (*failOpened) Opened(*host.Stream) error { return errors.New("cannot open") }
+
+func (f *failOpened) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	f.h.data.Add(1)
+	return s.Forward(dir, b)
+}
 
 // TestOpenedFailureNotSwallowed: a link whose Opened runs early (bytes
 // from an earlier link's Opened reach it) and fails refuses the
-// connection, even when the sender ignores its Send's error.
+// connection, even when the sender ignores its Send's error; it gets no
+// Data, and the links after it never open.
 func TestOpenedFailureNotSwallowed(t *testing.T) {
 	engines(t, func(t *testing.T, eng engine) {
 		srv := tn.Serve(t, tn.Echo)
-		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), hostLink("ignoring", sendIgnoringHook{}), hostLink("failing", failOpenedHook{})))
+		failing, after := &failOpenedHook{}, &callsHook{got: make(chan []string, 1)}
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), hostLink("ignoring", sendIgnoringHook{}), hostLink("ignoring2", sendIgnoringHook{}), hostLink("failing", failing), hostLink("after", after)))
 		expectRefused(t, addr)
 		logs.Wait(t, "connection closed", "reason=refused", "failing: cannot open")
+		if n := failing.data.Load(); n != 0 {
+			t.Errorf("the link whose Opened failed got %d Data calls", n)
+		}
+		if rec := <-after.got; len(rec) != 0 {
+			t.Errorf("the link after the failed one: %q; want no call but Closed", rec)
+		}
 	})
 }

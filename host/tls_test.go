@@ -284,6 +284,19 @@ func TestServerNameRouting(t *testing.T) {
 		t.Fatalf("unknown name: handshake gave %v, want the unrecognized_name alert", err)
 	}
 	logs.Wait(t, "connection closed", "reason=no_route", `no route for server name \"nobody.example\"`)
+	// Half a ClientHello, then a reset (a scanner, a health check that
+	// resets): a reset, not a routing question; half a hello then the
+	// client's end: a failed handshake.
+	rst := tn.Dial(t, listen)
+	rst.Write([]byte{22, 3, 1, 0, 200, 1})
+	rst.SetLinger(0)
+	rst.Close()
+	logs.Wait(t, "connection closed", "route=a", "reason=reset", "choosing a route by server name")
+	half := tn.Dial(t, listen)
+	half.Write([]byte{22, 3, 1, 0, 200, 1})
+	half.CloseWrite()
+	logs.Wait(t, "connection closed", "route=a", "reason=tls", "choosing a route by server name")
+	half.Close()
 	stats := p.Stats()
 	if !slices.ContainsFunc(stats, func(s host.RouteStats) bool { return s.Route == "a" }) {
 		t.Errorf("no stats for route a: %+v", stats)

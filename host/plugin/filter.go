@@ -158,6 +158,13 @@ func (f *wasmFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) erro
 		if err != nil {
 			return err
 		}
+		if f.closing || f.cw[dir] {
+			// The guest closed the connection, or this direction: the
+			// rest of the chunk has nowhere to go, and is not presented
+			// (a deny filter's close would not hold past its input
+			// buffer's size).
+			return nil
+		}
 	}
 	return nil
 }

@@ -294,7 +294,7 @@ func TestWasmBytesTowardAClosedDirection(t *testing.T) {
 	t.Parallel()
 	rt, logs := wasmRuntime(t)
 	p := wasmPlugin(t, rt, "closedsend", plugin.Options{})
-	received := make(chan []byte, 3)
+	received := make(chan []byte, 4)
 	srv := tn.Serve(t, func(c *net.TCPConn) {
 		var all []byte
 		buf := make([]byte, 4096)
@@ -354,6 +354,20 @@ func TestWasmBytesTowardAClosedDirection(t *testing.T) {
 		}
 		if got := <-received; len(got) != 0 {
 			t.Errorf("the server received %q, want nothing: the guest closed the connection before it returned FORWARD", got)
+		}
+	})
+	t.Run("closed then FORWARD, past the input buffer", func(t *testing.T) {
+		// One chunk longer than the guest's 4096-byte input buffer: its
+		// second piece was presented again after the close, and FORWARDed.
+		c := tn.Dial(t, addr)
+		if _, err := c.Write([]byte("f" + strings.Repeat("X", 4095) + "SECRET-AFTER-CLOSE")); err != nil {
+			t.Fatal(err)
+		}
+		if b, closed := wasmReadAll(c); !closed || string(b) != "BYE\n" {
+			t.Fatalf("client read %q (closed %v), want BYE then the end", b, closed)
+		}
+		if got := <-received; len(got) != 0 {
+			t.Errorf("the server received %d bytes (%q…), want nothing after the guest's close", len(got), got[:min(len(got), 20)])
 		}
 	})
 }

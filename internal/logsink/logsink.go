@@ -63,10 +63,11 @@ type Writer struct {
 	onDrop func(writes, bytes int)
 	onFail func(err error, bytes int)
 
-	// Of the writer goroutine: the output failed at failedAt, and lost
-	// lostB bytes since the last report.
+	// Of the writer goroutine: the output failed at failedAt (lastErr),
+	// and lost lostB bytes since the last report.
 	failedAt time.Time
 	lostB    int
+	lastErr  error
 
 	mu      sync.Mutex
 	buf     []byte // waiting for the writer goroutine
@@ -167,6 +168,9 @@ func (w *Writer) run() {
 		}
 		spare = w.flush(spare)
 		if stopping {
+			if w.lostB > 0 && w.onFail != nil {
+				w.onFail(w.lastErr, w.lostB) // lost since the last report
+			}
 			return
 		}
 	}
@@ -197,8 +201,8 @@ func (w *Writer) flush(spare []byte) []byte {
 	if len(b) > 0 {
 		if _, err := w.out.Write(b); err != nil {
 			w.failed(err, len(b))
-		} else {
-			w.failedAt = time.Time{}
+		} else if !w.failedAt.IsZero() {
+			w.recovered()
 		}
 	}
 	if cap(b) > w.max { // the report made it grow past the bound: let it go
@@ -214,11 +218,21 @@ func (w *Writer) failed(err error, n int) {
 		return
 	}
 	w.lostB += n
+	w.lastErr = err
 	if now := time.Now(); w.failedAt.IsZero() || now.Sub(w.failedAt) >= FailReport {
 		w.failedAt = now
 		w.onFail(err, w.lostB)
 		w.lostB = 0
 	}
+}
+
+// recovered ends a run of failures: the bytes lost since the last report
+// are reported now, not with the next failure.
+func (w *Writer) recovered() {
+	if w.lostB > 0 && w.onFail != nil {
+		w.onFail(w.lastErr, w.lostB)
+	}
+	w.failedAt, w.lostB, w.lastErr = time.Time{}, 0, nil
 }
 
 // Close writes out what is waiting and stops the goroutine, waiting at

@@ -10,8 +10,9 @@ import "fmt"
 // bounded before it is compiled?"). A plugin loads at start and at every
 // reload, and nothing interrupts a compile: a small hostile or generated
 // module would hold a core for minutes. So the load estimates that work
-// first and refuses a module over a budget twelve times what the largest
-// Go guest needs.
+// first and refuses a module over a budget that grows with its size (so
+// that large Go guests of ordinary functions pass) but not with the
+// square of its control structure.
 
 // Weights of a function's compile work, calibrated to the times measured:
 // per block (block, loop, if, try) squared 1, per nesting depth squared 6,
@@ -22,10 +23,16 @@ const (
 	labelDiv    = 10
 )
 
-// maxCompileWork bounds the sum of the functions' compile work: about 1 s
-// of the superlinear part at worst. The standard-Go built-ins come to
-// 2.4e7 to 2.5e7 (resp; 549 blocks deep, 799 blocks in one function).
-const maxCompileWork = 300_000_000
+// maxCompileWork and workPerByte bound the sum of the functions' compile
+// work: 3e8 (about 1 s of the superlinear part at worst) plus 50 per byte
+// of the module, so that a large module of ordinary functions passes
+// (standard-Go modules come to about 9 per byte: the built-ins 2.4e7 to
+// 2.5e7 for 3 MB, a 17.7 MB one of many standard packages 1.57e8) while a
+// small one whose work is concentrated does not.
+const (
+	maxCompileWork = 300_000_000
+	workPerByte    = 50
+)
 
 // funcShape is what compileWork counts of one function body.
 type funcShape struct {
@@ -48,6 +55,7 @@ func checkCompileWork(bin []byte) error {
 	if l, err := readLayout(secs); err == nil {
 		imported = l.imported // for the function index in the error
 	}
+	limit := maxCompileWork + workPerByte*uint64(len(bin))
 	for _, s := range secs {
 		if s.id != secCode {
 			continue
@@ -70,8 +78,8 @@ func checkCompileWork(bin []byte) error {
 			if worstAt < 0 || sh.work() > worst.work() {
 				worst, worstAt = sh, imported+i
 			}
-			if total > maxCompileWork {
-				return fmt.Errorf("module too complex to compile in bounded time: its functions' blocks, loops, nesting and br_table labels come to more than the limit of %d units of compile work (function %d alone: %d blocks, %d of them loops, nested %d deep, %d br_table labels: %d units); the compile time grows with the square of each, so split such functions", maxCompileWork, worstAt, worst.blocks, worst.loops, worst.depth, worst.labels, worst.work())
+			if total > limit {
+				return fmt.Errorf("module too complex to compile in bounded time: its functions' blocks, loops, nesting and br_table labels come to more than the limit of %d units of compile work for its %d bytes (function %d alone: %d blocks, %d of them loops, nested %d deep, %d br_table labels: %d units); the compile time grows with the square of each, so split such functions", limit, len(bin), worstAt, worst.blocks, worst.loops, worst.depth, worst.labels, worst.work())
 			}
 		}
 	}

@@ -73,8 +73,8 @@ func TestCompileWorkOfTheBuiltIns(t *testing.T) {
 				work += sh.work()
 			}
 		}
-		if work == 0 || work > maxCompileWork/10 {
-			t.Errorf("%s: %d units of compile work; want some, and at most a tenth of the bound %d", filepath.Base(f), work, maxCompileWork)
+		if work == 0 || work > maxCompileWork/10 || work > 10*uint64(len(bin)) {
+			t.Errorf("%s: %d units of compile work for %d bytes; want some, at most a tenth of the bound %d and 10 per byte", filepath.Base(f), work, len(bin), maxCompileWork)
 		}
 	}
 }
