@@ -307,6 +307,20 @@ func (h *xorHook) Close() error {
 type owner struct {
 	mu   sync.Mutex
 	refs map[io.Closer]int
+	// pending counts the route versions not released yet.
+	pending sync.WaitGroup
+}
+
+// waitReleased waits until every route version it owns is released.
+func (o *owner) waitReleased(t *testing.T) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { o.pending.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(tn.Timeout):
+		t.Fatalf("route versions not released %v after Close", tn.Timeout)
+	}
 }
 
 // own returns r with an OnRelease that drops its references.
@@ -324,10 +338,12 @@ func (o *owner) own(r host.Route) host.Route {
 	}
 	o.mu.Unlock()
 	var released atomic.Bool
+	o.pending.Add(1)
 	r.OnRelease = func() {
 		if released.Swap(true) {
 			panic("OnRelease called twice for one route version")
 		}
+		defer o.pending.Done()
 		for _, c := range hooks {
 			o.mu.Lock()
 			o.refs[c]--
@@ -608,6 +624,9 @@ func TestReloadStress(t *testing.T) {
 		if err := p.Close(); err != nil {
 			t.Fatal(err)
 		}
+		// Close returns within 100 ms whatever the connections do; on a
+		// loaded machine one may end (and release its version) after that.
+		o.waitReleased(t)
 		for i, h := range hooks {
 			if h.closes.Load() != 1 || h.lateUse.Load() != 0 || h.opens.Load() != h.filtersClosed.Load() {
 				t.Errorf("generation %d: closed %d times, used %d times after Close, %d filters made and %d closed",
