@@ -333,14 +333,14 @@ func (ch *chain) deliverLocked(dir Direction, pos int, b []byte) error {
 	if ch.depth >= 64 {
 		return ErrSendDepth
 	}
-	ch.depth++
 	i := order[pos]
-	err := ch.openLocked(i)
-	if err != nil {
-		ch.depth--
-		return err
+	if !ch.streams[i].opened { // only while the chain opens
+		if err := ch.openLocked(i); err != nil {
+			return err
+		}
 	}
-	err = c.callData(ch.filters[i], dir, b, &ch.streams[i])
+	ch.depth++
+	err := c.callData(ch.filters[i], dir, b, &ch.streams[i])
 	ch.depth--
 	if err != nil {
 		if err != ErrSendDepth && errors.Is(err, ErrSendDepth) {

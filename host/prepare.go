@@ -197,23 +197,11 @@ func (rs *routeState) acquire() bool {
 // wildcards, then the "*" default (the only one a non-TLS client or a hello
 // without a name can get).
 func matchRoute(group []*routeState, name string, isTLS bool) *routeState {
-	if isTLS && name != "" {
-		for _, wild := range []bool{false, true} {
-			for _, rs := range group {
-				for _, pat := range rs.ServerNames {
-					if pat != "*" && strings.HasPrefix(pat, "*.") == wild && clienthello.MatchName(pat, name) {
-						return rs
-					}
-				}
-			}
-		}
+	if !isTLS {
+		name = "" // plaintext: the "*" route alone
 	}
-	for _, rs := range group {
-		for _, pat := range rs.ServerNames {
-			if pat == "*" {
-				return rs
-			}
-		}
+	if i := clienthello.Pick(len(group), func(i int) []string { return group[i].ServerNames }, name); i >= 0 {
+		return group[i]
 	}
 	return nil
 }

@@ -404,25 +404,11 @@ func loopOf(cycle []state, carried func(cycle []state) (name, described string))
 }
 
 // pickByName returns the route among group (those told apart by server
-// name on one address) that a connection carrying name reaches: an exact
-// name, else a wildcard, else the "*" default (the only one for no name);
-// -1 for none.
+// name on one address) that a connection carrying name reaches, as the
+// engine picks it (clienthello.Pick); -1 for none.
 func pickByName(hops []Hop, group []int, name string) int {
-	if name != "" {
-		for _, wild := range []bool{false, true} {
-			for _, j := range group {
-				for _, p := range hops[j].ServerNames {
-					if p != "*" && strings.HasPrefix(p, "*.") == wild && clienthello.MatchName(p, name) {
-						return j
-					}
-				}
-			}
-		}
-	}
-	for _, j := range group {
-		if slices.Contains(hops[j].ServerNames, "*") {
-			return j
-		}
+	if i := clienthello.Pick(len(group), func(i int) []string { return hops[group[i]].ServerNames }, name); i >= 0 {
+		return group[i]
 	}
 	return -1
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -348,6 +349,32 @@ func MatchName(pattern, name string) bool {
 		return found && label != "" && strings.EqualFold(rest, suffix)
 	}
 	return strings.EqualFold(pattern, name)
+}
+
+// Pick returns which of n routes sharing an address, route i serving the
+// server_names patterns(i), takes a connection asking for name: the first
+// with the exact name, else the first with a matching "*.suffix", else the
+// one with "*"; -1 for none. An empty name (plaintext, or TLS without a
+// server name) goes to the "*" route alone. The engine routes by it, and
+// the configuration's loop check predicts the engine with it.
+func Pick(n int, patterns func(i int) []string, name string) int {
+	if name != "" {
+		for _, wild := range []bool{false, true} {
+			for i := range n {
+				for _, p := range patterns(i) {
+					if p != "*" && strings.HasPrefix(p, "*.") == wild && MatchName(p, name) {
+						return i
+					}
+				}
+			}
+		}
+	}
+	for i := range n {
+		if slices.Contains(patterns(i), "*") {
+			return i
+		}
+	}
+	return -1
 }
 
 // CheckPattern validates a server_names entry: "*", "*.name" or a name,

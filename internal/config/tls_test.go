@@ -198,16 +198,7 @@ func TestReloadBrokenCertificate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ca, _ := tlsFiles(t, dir)
-	h := startIn(t, dir, `
-route "r" {
-  listen = "127.0.0.1:0"
-  target = "127.0.0.1:1"
-  tls {
-    cert = "cert.pem"
-    key  = "key.pem"
-  }
-}
-`)
+	h := startIn(t, dir, certRoute)
 	certPath := filepath.Join(dir, "cert.pem")
 	writeFile(t, certPath, "not a certificate\n")
 	r := h.waitReload()
@@ -219,15 +210,32 @@ route "r" {
 		t.Fatal("the running route is gone")
 	}
 	ca.Server(t, "new.example").WriteFiles(t, certPath, filepath.Join(dir, "key.pem"))
+	if r = h.waitCertReload(); r.Err != nil {
+		t.Fatalf("reload = %v", r.Err)
+	}
+}
+
+// certRoute terminates TLS with dir's cert.pem and key.pem (tlsFiles).
+const certRoute = `
+route "r" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:1"
+  tls {
+    cert = "cert.pem"
+    key  = "key.pem"
+  }
+}
+`
+
+// waitCertReload waits for the reload that follows new certificate and
+// key files: the key may be read before it is rewritten, a mismatch, and
+// then there is another reload.
+func (h *harness) waitCertReload() Reload {
+	h.t.Helper()
 	for {
-		r = h.waitReload()
-		if r.Err == nil {
-			break
-		}
-		// The key may be read before it is rewritten: a mismatch, then
-		// another reload.
-		if !strings.Contains(r.Err.Error(), "does not match") {
-			t.Fatalf("reload = %v", r.Err)
+		r := h.waitReload()
+		if r.Err == nil || !strings.Contains(r.Err.Error(), "does not match") {
+			return r
 		}
 	}
 }
@@ -421,27 +429,10 @@ func TestReloadRefusesExpiredCertificate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ca, srv := tlsFiles(t, dir)
-	h := startIn(t, dir, `
-route "r" {
-  listen = "127.0.0.1:0"
-  target = "127.0.0.1:1"
-  tls {
-    cert = "cert.pem"
-    key  = "key.pem"
-  }
-}
-`)
+	h := startIn(t, dir, certRoute)
 	old := ca.Issue(t, testcert.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	old.WriteFiles(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	var r Reload
-	for {
-		r = h.waitReload()
-		// The key may be read before it is rewritten: a mismatch, then
-		// another reload.
-		if r.Err == nil || !strings.Contains(r.Err.Error(), "does not match") {
-			break
-		}
-	}
+	r := h.waitCertReload()
 	var le *LoadError
 	if !errors.As(r.Err, &le) || !strings.Contains(le.Error(), "error: Expired certificate") || !strings.Contains(le.Error(), "restart the tunnel to use it anyway") {
 		t.Fatalf("reload onto an expired certificate = %v, want it refused", r.Err)
