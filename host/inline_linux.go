@@ -311,12 +311,7 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	}
 	reason := closeReason(c.td.reason.Load())
 	if reason == reasonUnset {
-		reason = loopReason(st)
-		if st.Reason == evloop.Failed && !errors.As(st.Err, new(*evloop.PeerError)) {
-			// Not the sockets: the filters' output, e.g. more queued for
-			// a peer than it reads (a Timer sends without backpressure).
-			reason = reasonFilterError
-		}
+		reason = inlineReason(st)
 	}
 	if reason == reasonFilterClose && !st.Connected && st.Reason == evloop.Ended {
 		// A filter closed it before the target was dialled (a "busy"
@@ -329,4 +324,17 @@ func (ic *inlineChain) done(st evloop.Stats) {
 	c.report(e, reason)
 	c.l.connDone()
 	c.p.doneOnLoop(c.rs)
+}
+
+// inlineReason is the reason of an inline connection that ended with st
+// and recorded none: as loopReason, except that a failure that is neither a
+// peer's nor a system call's (epoll_ctl out of memory is the loop's
+// resource, counted as reset, as classify counts the goroutine engine's)
+// came from the filters' output, e.g. more queued for a peer than it reads
+// (a Timer sends without backpressure).
+func inlineReason(st evloop.Stats) closeReason {
+	if st.Reason == evloop.Failed && !errors.As(st.Err, new(*evloop.PeerError)) {
+		return classify(st.Err)
+	}
+	return loopReason(st)
 }
