@@ -28,6 +28,8 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		AccessLog: o.accessLog,
 		Runtime:   plugin.RuntimeOptions{CacheDir: o.cacheDir, Logger: logger},
 		Options:   config.Options{FetchDir: fetchDir(o.cacheDir)},
+		// From here a stop signal drains what the first Apply opens.
+		BeforeServe: o.serving,
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -52,9 +54,6 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		return 1
 	}
 	src.started()
-	if o.serving != nil {
-		o.serving()
-	}
 	code := 0
 	if err := r.Run(ctx, hup); err != nil {
 		logger.Error("stopped serving the configuration", "err", err)

@@ -104,7 +104,7 @@ type options struct {
 	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
 	// which never fires, when the caller handles no signals.
 	again <-chan struct{}
-	// serving, if set, is called once the tunnel serves: until then a
+	// serving, if set, is called right before the routes are applied: until then a
 	// stop signal ends the process at once (see exitOnStopWhileStarting).
 	serving func()
 }
@@ -406,15 +406,15 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 		return 1
 	}
 	defer stopAdmin()
+	if o.serving != nil {
+		o.serving() // from here a stop signal drains what Apply opens
+	}
 	if err := p.Apply([]host.Route{route}); err != nil {
 		cleanup()
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)
 		return 1
 	}
 	src.state.Store(1)
-	if o.serving != nil {
-		o.serving()
-	}
 	<-ctx.Done()
 	drain(src, o.drainDelay, o.again, logger)
 	if shutdown("proxy shutdown", p.Shutdown, o.grace, o.again, logger) {
@@ -429,28 +429,37 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 // serving is called end the process at once, with status 0 as any stop
 // does: loading a configuration compiles its plugins, which nothing
 // interrupts (a large module takes seconds), and nothing is served yet,
-// so there is nothing to drain. Call returned when the caller returns
-// without serving (an error), before ctx is cancelled. flush writes out
-// what stderr buffers.
+// so there is nothing to drain. Call serving right before the routes are
+// applied (their listeners opened): once it has returned the process no
+// longer exits by itself, so no listener is ever open when it does, and a
+// stop signal after it is a normal stop (drain, grace). Call returned
+// when the caller returns without serving (an error), before ctx is
+// cancelled. flush writes out what stderr buffers.
 func exitOnStopWhileStarting(ctx context.Context, stderr io.Writer, flush func()) (serving, returned func()) {
-	up, gone := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex // held by the exit, which never releases it
+	starting := true
+	gone := make(chan struct{})
 	go func() {
 		select {
-		case <-up:
 		case <-gone:
 		case <-ctx.Done():
-			select {
-			case <-up:
-			case <-gone:
-			default:
-				fmt.Fprintln(stderr, "tunnel: stop signal while starting (loading the configuration and its plugins): exiting without serving")
-				flush()
-				os.Exit(0)
+			mu.Lock()
+			if !starting {
+				mu.Unlock()
+				return
 			}
+			fmt.Fprintln(stderr, "tunnel: stop signal while starting (loading the configuration and its plugins): exiting without serving")
+			flush()
+			os.Exit(0)
 		}
 	}()
-	var upOnce, goneOnce sync.Once
-	return func() { upOnce.Do(func() { close(up) }) }, func() { goneOnce.Do(func() { close(gone) }) }
+	var goneOnce sync.Once
+	serving = func() {
+		mu.Lock()
+		starting = false
+		mu.Unlock()
+	}
+	return serving, func() { goneOnce.Do(func() { close(gone) }) }
 }
 
 // notifyStop returns a context that ends at the first SIGINT/SIGTERM and a

@@ -88,6 +88,10 @@ type Runner struct {
 	// Debounce is how long file changes must settle before a reload; zero
 	// means DefaultDebounce.
 	Debounce time.Duration
+	// BeforeServe, when set, is called once by Start, after every plugin
+	// of the first load compiled and right before its routes are applied
+	// (their listeners opened); not when the load fails before that.
+	BeforeServe func()
 
 	mu       sync.Mutex // serialises loads
 	proxy    host.Proxy
@@ -198,6 +202,9 @@ func (r *Runner) load(ctx context.Context) error {
 	}
 	for _, d := range diags { // warnings only
 		r.logDiag(slog.LevelWarn, d)
+	}
+	if !r.started && r.BeforeServe != nil {
+		r.BeforeServe()
 	}
 	if err := r.proxy.Apply(set.Routes); err != nil {
 		set.Close()

@@ -717,3 +717,56 @@ func TestProxyProtocolV2(t *testing.T) {
 		t.Errorf("proxy_protocol = \"v3\": %v", diags)
 	}
 }
+
+// TestBeforeServe: Start calls BeforeServe once, after the first load
+// built its plugins and before a listener is open (the CLI stops exiting at
+// once on a stop signal then, so that no connection it accepted is cut);
+// not for a file with errors, and not for reloads.
+func TestBeforeServe(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tunnel.hcl")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	conf := fmt.Sprintf("route \"r\" {\n  listen = %q\n  target = %q\n}\n", addr, echoServer(t))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	writeFile(t, path, "route \"r\" {\n  listen = \n}\n")
+	calls := 0
+	r := &Runner{Path: path, Logger: quiet, BeforeServe: func() { calls++ }}
+	if err := r.Start(context.Background()); err == nil {
+		r.Close()
+		t.Fatal("a file with errors started")
+	}
+	if calls != 0 {
+		t.Fatalf("BeforeServe called %d times for a file with errors", calls)
+	}
+
+	writeFile(t, path, conf)
+	var dialErr error
+	r = &Runner{Path: path, Logger: quiet, BeforeServe: func() {
+		calls++
+		var c net.Conn
+		if c, dialErr = net.Dial("tcp", addr); dialErr == nil {
+			c.Close()
+		}
+	}}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if calls != 1 || dialErr == nil {
+		t.Fatalf("BeforeServe called %d times (want 1); dialling the route from it: %v (want refused)", calls, dialErr)
+	}
+	roundTrip(t, dial(t, addr), "x", "x")
+	if err := r.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Errorf("BeforeServe called %d times after a reload, want 1", calls)
+	}
+}
