@@ -490,6 +490,9 @@ func (c *conn) report(cause *error, reason closeReason) {
 		if e != nil {
 			attrs = append(attrs, "err", (*e).Error())
 		}
+		if t := c.info.TLS; t != nil {
+			attrs = append(attrs, tlsAttrs(t))
+		}
 		if len(c.ch.tags) > 0 { // read after chain.close, which locked the chain
 			tags := make([]any, len(c.ch.tags))
 			for i, t := range c.ch.tags {
@@ -499,4 +502,27 @@ func (c *conn) report(cause *error, reason closeReason) {
 		}
 		l.Log(context.Background(), level, "connection closed", attrs...)
 	}
+}
+
+// tlsAttrs is the close record's "tls" group: what the client's TLS
+// session established (only the name on a route chosen by ServerNames).
+// Empty fields are left out.
+func tlsAttrs(t *TLSInfo) slog.Attr {
+	var a []any
+	if t.ServerName != "" {
+		a = append(a, "sni", t.ServerName)
+	}
+	if t.ALPN != "" {
+		a = append(a, "alpn", t.ALPN)
+	}
+	if t.Version != 0 {
+		a = append(a, "version", tls.VersionName(t.Version))
+	}
+	if t.PeerSubject != "" {
+		a = append(a, "client_subject", t.PeerSubject)
+	}
+	if t.Verified {
+		a = append(a, "client_verified", true)
+	}
+	return slog.Group("tls", a...)
 }

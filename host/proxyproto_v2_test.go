@@ -80,7 +80,7 @@ func TestProxyProtocolV2TLS(t *testing.T) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 	}
-	p, _ := tn.Proxy(t, r)
+	p, logs := tn.Proxy(t, r)
 	raw := tn.Dial(t, p.Addr("pp2tls").String())
 	c := tls.Client(raw, &tls.Config{RootCAs: ca.Pool(), ServerName: "pp.example", NextProtos: []string{"h2"},
 		Certificates: []tls.Certificate{ca.Client(t, "alice").TLS}})
@@ -101,6 +101,9 @@ func TestProxyProtocolV2TLS(t *testing.T) {
 	if h.Authority != "pp.example" || h.ALPN != "h2" || h.SSL == nil || fmt.Sprint(*h.SSL) != fmt.Sprint(wantSSL) {
 		t.Fatalf("TLVs: authority %q alpn %q ssl %+v; want pp.example, h2, %+v", h.Authority, h.ALPN, h.SSL, wantSSL)
 	}
+	// The close record says the same to the operator.
+	c.Close()
+	logs.Wait(t, "connection closed", `tls.sni=pp.example tls.alpn=h2 tls.version="TLS 1.3" tls.client_subject="CN=alice,O=tunnel tests" tls.client_verified=true`)
 }
 
 // A server behind the tunnel reads the client's real address from the v2

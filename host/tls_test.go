@@ -70,7 +70,7 @@ func TestTLSTerminates(t *testing.T) {
 	if info.TLS == nil || info.TLS.ServerName != "localhost" || info.TLS.Version != tls.VersionTLS13 || info.TLS.Verified {
 		t.Errorf("ConnInfo.TLS = %+v, want server name localhost, TLS 1.3, no client certificate", info.TLS)
 	}
-	logs.Wait(t, "connection closed", "bytes_from_client=1048576 bytes_to_server=1048576 bytes_from_server=1048576 bytes_to_client=1048576", "reason=client_eof")
+	logs.Wait(t, "connection closed", "bytes_from_client=1048576 bytes_to_server=1048576 bytes_from_server=1048576 bytes_to_client=1048576", `reason=client_eof tls.sni=localhost tls.version="TLS 1.3"`)
 }
 
 // firstChunk records a copy of the first chunk toward the server.
