@@ -2,6 +2,8 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"net"
@@ -144,6 +146,54 @@ type RouteSummary struct {
 	// side first: the plugins and the tunnel's own ("dump",
 	// "proxy-protocol", ...).
 	Chain []string `json:"chain"`
+	// DialTimeout and IdleTimeout are the route's timeouts (Go durations),
+	// MaxConns its connection cap; left out when unset (the defaults).
+	DialTimeout string `json:"dial_timeout,omitempty"`
+	IdleTimeout string `json:"idle_timeout,omitempty"`
+	MaxConns    int    `json:"max_connections,omitempty"`
+	// ServerNames are the SNI names that choose the route on a shared
+	// listen address.
+	ServerNames []string `json:"server_names,omitempty"`
+	// TLS describes the TLS the route terminates; UpstreamTLS the TLS it
+	// speaks to its target.
+	TLS         *TLSSummary         `json:"tls,omitempty"`
+	UpstreamTLS *UpstreamTLSSummary `json:"upstream_tls,omitempty"`
+	// AcceptProxy: the route reads a PROXY header from the peers in
+	// TrustedProxies.
+	AcceptProxy    bool     `json:"accept_proxy,omitempty"`
+	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+	// Capture: the route's connections are written to a capture file.
+	Capture bool `json:"capture,omitempty"`
+}
+
+// TLSSummary is the TLS a route terminates.
+type TLSSummary struct {
+	// Certificates are the ones it presents.
+	Certificates []CertSummary `json:"certificates"`
+	// ClientAuth is the client certificate policy (crypto/tls's name,
+	// e.g. "RequireAndVerifyClientCert"), MinVersion the oldest version
+	// accepted and ALPN the protocols offered.
+	ClientAuth string   `json:"client_auth"`
+	MinVersion string   `json:"min_version,omitempty"`
+	ALPN       []string `json:"alpn,omitempty"`
+}
+
+// UpstreamTLSSummary is the TLS a route speaks to its target.
+type UpstreamTLSSummary struct {
+	// ServerName is the name verified in the target's certificate (and
+	// sent as SNI); Verify is false when verification is off.
+	ServerName string `json:"server_name,omitempty"`
+	Verify     bool   `json:"verify"`
+	// Certificate is the client certificate it presents, if any.
+	Certificate *CertSummary `json:"certificate,omitempty"`
+}
+
+// CertSummary names a certificate and says until when it is valid, so
+// that an operator sees what a reload put in place and what expires.
+type CertSummary struct {
+	Subject  string    `json:"subject"`
+	DNSNames []string  `json:"dns_names,omitempty"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Summarize describes routes as applied to a Proxy; bound returns a route's
@@ -158,7 +208,51 @@ func Summarize(routes []host.Route, bound func(name string) net.Addr) []RouteSum
 		for _, l := range r.Chain {
 			s.Chain = append(s.Chain, l.Name)
 		}
+		if r.DialTimeout > 0 {
+			s.DialTimeout = r.DialTimeout.String()
+		}
+		if r.IdleTimeout > 0 {
+			s.IdleTimeout = r.IdleTimeout.String()
+		}
+		s.MaxConns = r.MaxConns
+		s.ServerNames = r.ServerNames
+		if c := r.TLS; c != nil {
+			t := &TLSSummary{Certificates: certSummaries(c.Certificates), ClientAuth: c.ClientAuth.String(), ALPN: c.NextProtos}
+			if c.MinVersion != 0 {
+				t.MinVersion = tls.VersionName(c.MinVersion)
+			}
+			s.TLS = t
+		}
+		if c := r.UpstreamTLS; c != nil {
+			u := &UpstreamTLSSummary{ServerName: c.ServerName, Verify: !c.InsecureSkipVerify}
+			if cs := certSummaries(c.Certificates); len(cs) > 0 {
+				u.Certificate = &cs[0]
+			}
+			s.UpstreamTLS = u
+		}
+		s.AcceptProxy = r.AcceptProxy
+		for _, p := range r.TrustedProxies {
+			s.TrustedProxies = append(s.TrustedProxies, p.String())
+		}
+		s.Capture = r.WireTap != nil
 		out = append(out, s)
+	}
+	return out
+}
+
+// certSummaries describes certs by their leaves (parsed when a leaf is not
+// kept).
+func certSummaries(certs []tls.Certificate) []CertSummary {
+	out := []CertSummary{}
+	for _, c := range certs {
+		leaf := c.Leaf
+		if leaf == nil && len(c.Certificate) > 0 {
+			leaf, _ = x509.ParseCertificate(c.Certificate[0])
+		}
+		if leaf == nil {
+			continue
+		}
+		out = append(out, CertSummary{Subject: leaf.Subject.String(), DNSNames: leaf.DNSNames, NotAfter: leaf.NotAfter.UTC()})
 	}
 	return out
 }

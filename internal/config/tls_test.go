@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -118,6 +119,22 @@ func TestBuildTLS(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	if !a.AcceptProxy || fmt.Sprint(a.TrustedProxies) != fmt.Sprint(want) {
 		t.Fatalf("accept proxy %v %v", a.AcceptProxy, a.TrustedProxies)
+	}
+	// What the admin endpoint's /config shows of them.
+	sums := Summarize(set.Routes, func(string) net.Addr { return nil })
+	notAfter := srv.Cert.NotAfter.UTC().Format(time.RFC3339)
+	for i, want := range []string{
+		`{"name":"web","listen":"127.0.0.1:0","target":"127.0.0.1:8080","chain":[],` +
+			`"tls":{"certificates":[{"subject":"CN=localhost,O=tunnel tests","dns_names":["localhost"],"not_after":"` + notAfter + `"}],` +
+			`"client_auth":"RequireAndVerifyClientCert","min_version":"TLS 1.3","alpn":["h2","http/1.1"]},` +
+			`"upstream_tls":{"server_name":"backend.example","verify":true}}`,
+		`{"name":"a","listen":"127.0.0.1:9443","target":"127.0.0.1:8001","chain":[],"server_names":["a.example","*.b.example"],` +
+			`"accept_proxy":true,"trusted_proxies":["10.0.0.0/8","192.0.2.7/32"]}`,
+	} {
+		b, err := json.Marshal(sums[i])
+		if err != nil || string(b) != want {
+			t.Errorf("summary of route %d:\n%s %v\nwant\n%s", i, b, err, want)
+		}
 	}
 	set.Close()
 }
