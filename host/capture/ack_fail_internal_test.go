@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
+
 	"github.com/tunnelwasm/tunnel/internal/tshark"
 )
 
@@ -93,12 +95,48 @@ func TestFileFailureRetried(t *testing.T) {
 		t.Fatalf("with the directory back: failed %v, file open %v; want a new file", w.failed, w.ng != nil)
 	}
 	w.closeFile()
-	if files, _ := filepath.Glob(filepath.Join(dir, "x*.pcapng")); len(files) != 1 {
-		t.Errorf("files %q, want one", files)
+	files, _ := filepath.Glob(filepath.Join(dir, "x*.pcapng"))
+	if len(files) != 1 {
+		t.Fatalf("files %q, want one", files)
 	}
 	if !strings.Contains(log.String(), "capture: writing again after a failure") {
 		t.Errorf("no line says the capture writes again:\n%s", log.String())
 	}
+	// The packets dropped while no file could be written are counted by
+	// the file that came next, where Wireshark shows them; and the
+	// failure, recovered from, is not an error at the end.
+	if got, want := fileDrops(t, files[0]), w.Stats().Dropped[LegClient]; got != want || want == 0 {
+		t.Errorf("the file's statistics count %d packets dropped on the client leg, want %d", got, want)
+	}
+	if w.err != nil {
+		t.Errorf("Close would report %v, from a failure the writer recovered from", w.err)
+	}
+}
+
+// fileDrops is the packets a pcapng file's statistics say the client leg
+// dropped.
+func fileDrops(t *testing.T, path string) uint64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var drops uint64
+	r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{StatisticsCallback: func(intf int, s pcapgo.NgInterfaceStatistics) {
+		if intf == LegClient {
+			drops = s.PacketsDropped
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, _, err := r.ReadPacketData(); err != nil {
+			break
+		}
+	}
+	return drops
 }
 
 // fillingDisk fails every write with ENOSPC while full is set.

@@ -63,7 +63,9 @@
 // capture, never throughput in the tunnel. Dropped packets are counted
 // ([Writer.Stats]), logged (at once, then at most every 10 s, and at
 // Close), and written in each file's interface statistics (ifdrop), as a
-// kernel capture reports its drops. Wireshark then shows "previous segment
+// kernel capture reports its drops; packets dropped while no file could be
+// written (its directory gone, a full disk) are counted by the next file
+// that is. Wireshark then shows "previous segment
 // not captured" where bytes are missing: the sequence numbers go on.
 //
 // The hooks copy a chunk only when the queue has room for it, and the

@@ -131,20 +131,25 @@ type Writer struct {
 	expectKeys atomic.Bool // KeyLogWriter was called: hold TLS handshakes for their keys
 
 	// The writer goroutine's state.
-	batch     []record   // the records drain took last (recQueue.take)
-	freed     []*payload // small payloads written since, for the free list
-	out       io.Writer  // New's writer, or nil for files
-	name      *pattern   // Create's path
-	file      *os.File
-	fileName  string
-	fileBase  string // the expansion of the path the file was started for
-	checked   int64  // the Unix second the expansion was last checked
-	counter   int
-	size      countingWriter
-	bw        *bufio.Writer
-	ng        *pcapgo.NgWriter
-	start     time.Time
-	baseDrop  [2]uint64
+	batch    []record   // the records drain took last (recQueue.take)
+	freed    []*payload // small payloads written since, for the free list
+	out      io.Writer  // New's writer, or nil for files
+	name     *pattern   // Create's path
+	file     *os.File
+	fileName string
+	fileBase string // the expansion of the path the file was started for
+	checked  int64  // the Unix second the expansion was last checked
+	counter  int
+	size     countingWriter
+	bw       *bufio.Writer
+	ng       *pcapgo.NgWriter
+	start    time.Time
+	baseDrop [2]uint64
+	// reported is, per leg, the drops counted by some file's interface
+	// statistics: a file's count starts there, so that packets dropped
+	// while no file could be written (a missing directory, a full disk)
+	// are counted by the next file that can.
+	reported  [2]uint64
 	baseWrite [2]uint64
 	dirty     bool
 	pkt       []byte
@@ -472,7 +477,10 @@ func (w *Writer) signal(kind uint8) {
 
 // Close writes what is queued, the interface statistics, flushes and closes
 // the current file. Packets of connections still open are dropped from
-// then on. It returns the first error writing a file met. A writer stuck
+// then on. It returns the first error writing a file met since the Writer
+// last recovered from a failure (a later file's bytes reached the disk,
+// which is logged, as the failure was): an error says the capture was
+// failing when it ended. A writer stuck
 // in a write for longer than Options.CloseWait is left behind: Close
 // returns an error saying so, and teardown goes on.
 func (w *Writer) Close() error {
@@ -619,6 +627,7 @@ func (w *Writer) land() {
 	w.prune()
 	if w.retrying {
 		w.retrying = false
+		w.err = nil // recovered: Close reports only a failure that lasts
 		w.log.Info("capture: writing again after a failure", "file", w.fileName)
 	}
 }
@@ -986,7 +995,7 @@ func (w *Writer) openFile(t time.Time) error {
 	w.start = t
 	w.dirty = true
 	for i := range 2 {
-		w.baseDrop[i] = w.dropped[i].Load()
+		w.baseDrop[i] = w.reported[i]
 		w.baseWrite[i] = w.written[i].Load()
 	}
 	w.files.Add(1)
@@ -1018,8 +1027,10 @@ func (w *Writer) closeFile() {
 		return
 	}
 	now := time.Now()
+	var dropped [2]uint64
 	for i := range 2 {
-		drop := w.dropped[i].Load() - w.baseDrop[i]
+		dropped[i] = w.dropped[i].Load()
+		drop := dropped[i] - w.baseDrop[i]
 		wrote := w.written[i].Load() - w.baseWrite[i]
 		err := w.ng.WriteInterfaceStats(i, pcapgo.NgInterfaceStatistics{
 			LastUpdate:      now,
@@ -1038,6 +1049,7 @@ func (w *Writer) closeFile() {
 	if w.failed != nil {
 		w.fail(w.failed)
 	} else {
+		w.reported = dropped
 		w.land()
 	}
 	w.ng = nil
