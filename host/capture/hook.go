@@ -317,6 +317,12 @@ func (f *legFilter) ClosedWith(e host.End) {
 			return
 		}
 	}
+	if f.leg == LegTarget && st.legs[LegTarget].f == nil && (st.target == nil || !st.target.TargetAddr().IsValid()) {
+		// The target was never connected (a failed dial, a filter that
+		// closed or refused before the dial) and nothing was sent
+		// toward it: no packet crossed this leg, so none is drawn.
+		return
+	}
 	l := st.leg(f.leg)
 	if l.closed {
 		return

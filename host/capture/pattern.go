@@ -3,6 +3,7 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -170,6 +171,9 @@ func (w *Writer) prune() {
 		if inUse.has(name) {
 			continue // ours, or another Writer's (the one a reload replaced)
 		}
+		if !isPcapng(name) {
+			continue // a file of the same name's shape that no capture wrote
+		}
 		info, err := e.Info()
 		if err != nil {
 			continue
@@ -183,11 +187,27 @@ func (w *Writer) prune() {
 		return strings.Compare(a.name, b.name)
 	})
 	for len(files)+1 > w.opts.MaxFiles && len(files) > 0 {
-		if err := os.Remove(files[0].name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(files[0].name); err == nil {
+			w.log.Info("capture: removed an old file", "file", files[0].name, "max_files", w.opts.MaxFiles)
+		} else if !errors.Is(err, fs.ErrNotExist) {
 			w.log.Warn("capture: removing an old file", "file", files[0].name, "err", err)
 		}
 		files = files[1:]
 	}
+}
+
+// isPcapng reports whether the file at name starts as a pcapng file does
+// (a Section Header Block): max_files removes only files a capture wrote,
+// not a user's file whose name happens to match the pattern.
+func isPcapng(name string) bool {
+	f, err := os.Open(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var magic [4]byte
+	_, err = io.ReadFull(f, magic[:])
+	return err == nil && string(magic[:]) == "\x0a\x0d\x0d\x0a"
 }
 
 // inUse is the capture files the Writers of this process have open (by

@@ -629,6 +629,10 @@ func (w *Writer) land() {
 		w.retrying = false
 		w.err = nil // recovered: Close reports only a failure that lasts
 		w.log.Info("capture: writing again after a failure", "file", w.fileName)
+	} else {
+		// The name may not be the one asked for (a taken name gets a
+		// counter, directives expand): say which file to open.
+		w.log.Info("capture: writing", "file", w.fileName)
 	}
 }
 
