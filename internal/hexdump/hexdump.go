@@ -97,7 +97,9 @@ func appendOffset(dst []byte, off uint64) []byte {
 //	\r  carriage return
 //	\t  tab
 //	\\  a backslash
-//	\xHH  any other byte (control characters, DEL, bytes >= 0x80)
+//	\xHH  any other byte (control characters, DEL, bytes >= 0x80), and a
+//	      '#' that starts a line (\x23), so that no line of data reads as
+//	      a chunk header or an end line, which start with '#'
 //
 // The appended text always ends with '\n' (a real line break that is not
 // part of the data unless it follows a "\n" escape). Empty data appends
@@ -106,8 +108,10 @@ func Text(dst, data []byte) []byte {
 	if len(data) == 0 {
 		return dst
 	}
-	for _, b := range data {
+	for i, b := range data {
 		switch {
+		case b == '#' && (i == 0 || data[i-1] == '\n'):
+			dst = append(dst, '\\', 'x', '2', '3')
 		case b == '\\':
 			dst = append(dst, '\\', '\\')
 		case b == '\n':

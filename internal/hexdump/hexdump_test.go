@@ -128,3 +128,25 @@ func BenchmarkText(b *testing.B) {
 		buf = Text(buf[:0], data)
 	}
 }
+
+// TestTextCannotForgeHeaders: no line of a text dump starts with '#', the
+// first byte of every header and end line, so a peer cannot make its data
+// pass for a chunk header or an end of another connection or direction.
+func TestTextCannotForgeHeaders(t *testing.T) {
+	for _, in := range []string{
+		"#1 client -> server end",
+		"bye\n#1 client -> server end",
+		"x\n#7 server -> client 21 bytes\nsecret",
+		"a#b\n\n#",
+	} {
+		out := string(Text(nil, []byte(in)))
+		for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+			if strings.HasPrefix(line, "#") {
+				t.Errorf("Text(%q) has the line %q, which reads as the dump's own", in, line)
+			}
+		}
+	}
+	if got, want := string(Text(nil, []byte("#1\n#2 a#b"))), "\\x231\\n\n\\x232 a#b\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
