@@ -4,6 +4,7 @@
 package replay
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"errors"
@@ -116,17 +117,18 @@ type key struct {
 // (holding at most MaxHeld bytes per direction ahead of a missing one);
 // retransmitted bytes are skipped; bytes missing from the file are
 // reported in Conn.Gaps. A file cut short in a packet gives the
-// connections read so far and a *TruncatedError.
+// connections read so far and a *TruncatedError. A classic pcap file
+// (tcpdump's default) is read too, as one interface without comments.
 func Read(r io.Reader) ([]Conn, error) {
-	ng, err := pcapgo.NewNgReader(r, pcapgo.DefaultNgReaderOptions)
+	src, err := packets(r)
 	if err != nil {
-		return nil, fmt.Errorf("replay: not a pcapng file: %w", err)
+		return nil, err
 	}
 	streams := map[key]*stream{}
 	var order []*stream
 	var truncated *TruncatedError
 	for n := 0; ; n++ {
-		data, ci, opts, err := ng.ReadPacketDataWithOptions()
+		data, ci, p, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -139,11 +141,7 @@ func Read(r io.Reader) ([]Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("replay: packet %d: %w", n+1, err)
 		}
-		intf, err := ng.Interface(ci.InterfaceIndex)
-		if err != nil {
-			return nil, fmt.Errorf("replay: packet %d: %w", n+1, err)
-		}
-		src, dst, tcp, ok := decode(data, intf.LinkType)
+		src, dst, tcp, ok := decode(data, p.link)
 		if !ok {
 			continue
 		}
@@ -157,7 +155,7 @@ func Read(r io.Reader) ([]Conn, error) {
 				continue // a stray ACK or RST of a connection not seen starting
 			}
 			s = &stream{iface: ci.InterfaceIndex, client: src, server: dst, open: [2]int{-1, -1}}
-			for _, c := range opts.Comments {
+			for _, c := range p.comments {
 				if strings.Contains(c, capture.WireComment) {
 					s.wire = true
 				}
@@ -191,8 +189,8 @@ func Read(r io.Reader) ([]Conn, error) {
 		}
 		if tcp.RST {
 			s.rst[dir] = true
-			if len(opts.Comments) > 0 && s.note == "" {
-				s.note = strings.Join(opts.Comments, "; ")
+			if len(p.comments) > 0 && s.note == "" {
+				s.note = strings.Join(p.comments, "; ")
 			}
 			continue
 		}
@@ -216,9 +214,9 @@ func Read(r io.Reader) ([]Conn, error) {
 		}
 	}
 	if truncated != nil {
-		return join(ng, order), truncated
+		return join(src.legs(), order), truncated
 	}
-	return join(ng, order), nil
+	return join(src.legs(), order), nil
 }
 
 // legTag matches the start of the comment of host/capture's first SYN of
@@ -304,13 +302,7 @@ func (e *TruncatedError) Error() string {
 
 // join makes the Conns: host/capture's two legs as one connection, any
 // other stream as it is.
-func join(ng *pcapgo.NgReader, order []*stream) []Conn {
-	legs := false
-	if ng.NInterfaces() == 2 {
-		a, _ := ng.Interface(0)
-		b, _ := ng.Interface(1)
-		legs = a.Name == "client" && b.Name == "target"
-	}
+func join(legs bool, order []*stream) []Conn {
 	var pair pairer
 	if legs {
 		pair = newPairer(order)
@@ -490,4 +482,66 @@ func decode(data []byte, lt layers.LinkType) (src, dst netip.AddrPort, tcp *laye
 		return src, dst, nil, false
 	}
 	return netip.AddrPortFrom(sa, uint16(t.SrcPort)), netip.AddrPortFrom(da, uint16(t.DstPort)), t, true
+}
+
+// packetInfo is what Read needs of a packet besides its bytes and capture
+// info: its interface's link type and its comments.
+type packetInfo struct {
+	link     layers.LinkType
+	comments []string
+}
+
+// source reads a capture file's packets.
+type source struct {
+	next func() ([]byte, gopacket.CaptureInfo, packetInfo, error)
+	// legs reports whether the file is host/capture's: two interfaces,
+	// "client" and "target", whose connections join in pairs.
+	legs func() bool
+}
+
+// packets returns the source of r's packets, pcapng or classic pcap by
+// the file's first bytes.
+func packets(r io.Reader) (*source, error) {
+	br := bufio.NewReader(r)
+	magic, _ := br.Peek(4)
+	switch string(magic) {
+	case "\xa1\xb2\xc3\xd4", "\xd4\xc3\xb2\xa1", "\xa1\xb2\x3c\x4d", "\x4d\x3c\xb2\xa1":
+		pr, err := pcapgo.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("replay: a pcap file, but: %w", err)
+		}
+		p := packetInfo{link: pr.LinkType()}
+		return &source{
+			next: func() ([]byte, gopacket.CaptureInfo, packetInfo, error) {
+				data, ci, err := pr.ReadPacketData()
+				return data, ci, p, err
+			},
+			legs: func() bool { return false },
+		}, nil
+	}
+	ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		return nil, fmt.Errorf("replay: not a pcapng or pcap file: %w", err)
+	}
+	return &source{
+		next: func() ([]byte, gopacket.CaptureInfo, packetInfo, error) {
+			data, ci, opts, err := ng.ReadPacketDataWithOptions()
+			if err != nil {
+				return nil, ci, packetInfo{}, err
+			}
+			intf, err := ng.Interface(ci.InterfaceIndex)
+			if err != nil {
+				return nil, ci, packetInfo{}, err
+			}
+			return data, ci, packetInfo{link: intf.LinkType, comments: opts.Comments}, nil
+		},
+		legs: func() bool {
+			if ng.NInterfaces() != 2 {
+				return false
+			}
+			a, _ := ng.Interface(0)
+			b, _ := ng.Interface(1)
+			return a.Name == "client" && b.Name == "target"
+		},
+	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,29 +50,7 @@ func mkfile(t *testing.T, legs bool, ps []pkt) []byte {
 		}
 	}
 	for i, p := range ps {
-		s, d := netip.MustParseAddrPort(p.src), netip.MustParseAddrPort(p.dst)
-		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IP(s.Addr().AsSlice()), DstIP: net.IP(d.Addr().AsSlice())}
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), Seq: p.seq, Window: 65535}
-		for _, f := range p.flags {
-			switch f {
-			case 'S':
-				tcp.SYN = true
-			case 'A':
-				tcp.ACK = true
-			case 'P':
-				tcp.PSH = true
-			case 'F':
-				tcp.FIN = true
-			case 'R':
-				tcp.RST = true
-			}
-		}
-		tcp.SetNetworkLayerForChecksum(ip)
-		sb := gopacket.NewSerializeBuffer()
-		if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(p.data)); err != nil {
-			t.Fatal(err)
-		}
-		b := sb.Bytes()
+		b := p.bytes(t)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)*1000), CaptureLength: len(b), Length: len(b), InterfaceIndex: p.iface}
 		var o pcapgo.NgPacketOptions
 		if p.comment != "" {
@@ -83,6 +62,53 @@ func mkfile(t *testing.T, legs bool, ps []pkt) []byte {
 	}
 	w.Flush()
 	return buf.Bytes()
+}
+
+// mkpcap writes ps as a classic pcap (tcpdump's format) of raw IPv4
+// packets; it has no interfaces or comments.
+func mkpcap(t *testing.T, ps []pkt) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := pcapgo.NewWriterNanos(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeRaw); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		b := p.bytes(t)
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)*1000), CaptureLength: len(b), Length: len(b)}
+		if err := w.WritePacket(ci, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+// bytes is the IPv4 packet of p.
+func (p pkt) bytes(t *testing.T) []byte {
+	t.Helper()
+	s, d := netip.MustParseAddrPort(p.src), netip.MustParseAddrPort(p.dst)
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IP(s.Addr().AsSlice()), DstIP: net.IP(d.Addr().AsSlice())}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), Seq: p.seq, Window: 65535}
+	for _, f := range p.flags {
+		switch f {
+		case 'S':
+			tcp.SYN = true
+		case 'A':
+			tcp.ACK = true
+		case 'P':
+			tcp.PSH = true
+		case 'F':
+			tcp.FIN = true
+		case 'R':
+			tcp.RST = true
+		}
+	}
+	tcp.SetNetworkLayerForChecksum(ip)
+	sb := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(p.data)); err != nil {
+		t.Fatal(err)
+	}
+	return sb.Bytes()
 }
 
 // show spells c's chunks (> to the server, < to the client) and ends.
@@ -108,6 +134,28 @@ func readAll(t *testing.T, b []byte) []replay.Conn {
 		t.Fatal(err)
 	}
 	return conns
+}
+
+// TestReadClassicPcap: a classic pcap file (tcpdump -w's default format)
+// is read as a pcapng of one interface is.
+func TestReadClassicPcap(t *testing.T) {
+	ps := []pkt{
+		{0, cl, sv, "S", 100, "", ""},
+		{0, sv, cl, "SA", 500, "", ""},
+		{0, cl, sv, "A", 101, "", ""},
+		{0, cl, sv, "AP", 101, "PING\r\n", ""},
+		{0, sv, cl, "AP", 501, "+PONG\r\n", ""},
+		{0, cl, sv, "AF", 107, "", ""},
+		{0, sv, cl, "AF", 508, "", ""},
+	}
+	want := show(readAll(t, mkfile(t, false, ps))[0])
+	conns := readAll(t, mkpcap(t, ps))
+	if len(conns) != 1 || show(conns[0]) != want {
+		t.Fatalf("from the pcap: %d connections, %v; want %s", len(conns), conns, want)
+	}
+	if _, err := replay.Read(bytes.NewReader([]byte("not a capture at all"))); err == nil || !strings.Contains(err.Error(), "not a pcapng or pcap file") {
+		t.Errorf("a file that is neither: %v", err)
+	}
 }
 
 // TestReadWrapsSequenceNumbers: a swap of two segments across 2^32 is
