@@ -48,6 +48,10 @@
 // with the name in the SYN's comment; only a leg drawn before the dial (a
 // filter sending toward the target from Opened, the bytes a late-dial
 // route holds until its chain names the target) shows 0.0.0.0 (or ::).
+// A leg has one address family: an IPv4 client of an IPv6 target is drawn
+// on the target leg at its IPv4-mapped address (::ffff:a.b.c.d); an IPv6
+// client of an IPv4 target at the listen address if it is IPv4, else
+// 0.0.0.0.
 //
 // Packet comments say what the chain did with a chunk when it did not just
 // forward it: "chain: dropped or held", "chain: replaced (N bytes in, M

@@ -491,9 +491,13 @@ func legEnds(info *host.ConnInfo, n int, dialled netip.AddrPort) (client, server
 		note = fmt.Sprintf("conn #%d route %q: target leg (%s), as the target received and sent it, after the chain", info.ID, info.Route, info.Target)
 	}
 	if client.Addr().Is4() != server.Addr().Is4() {
-		// One family per leg: the other end takes the listen address, or
-		// the unspecified address, of the server's family.
-		if l := addrPort(info.Listen); l.Addr().Is4() == server.Addr().Is4() {
+		// One family per leg. An IPv4 client of an IPv6 target is drawn
+		// at its IPv4-mapped address, which still names it; an IPv6
+		// client of an IPv4 target takes the listen address, or the
+		// unspecified address, of the server's family.
+		if client.Addr().Is4() {
+			client = netip.AddrPortFrom(netip.AddrFrom16(client.Addr().As16()), client.Port())
+		} else if l := addrPort(info.Listen); l.Addr().Is4() == server.Addr().Is4() {
 			client = netip.AddrPortFrom(l.Addr(), client.Port())
 		} else if server.Addr().Is4() {
 			client = netip.AddrPortFrom(netip.IPv4Unspecified(), client.Port())

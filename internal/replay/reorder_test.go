@@ -8,11 +8,16 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
@@ -145,6 +150,18 @@ func recordRoute(t *testing.T, listen, target string, chain []host.Link, serve f
 // (after the chain) as the server's.
 func TestReadMixedFamilies(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct{ name, listen, target string }{
+		{"IPv6 client, IPv4 target", "[::1]:0", "127.0.0.1:0"},
+		{"IPv4 client, IPv6 target", "127.0.0.1:0", "[::1]:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testMixedFamilies(t, tc.listen, tc.target)
+		})
+	}
+}
+
+func testMixedFamilies(t *testing.T, listen, targetAddr string) {
 	pang := host.Link{Name: "pang", Hook: host.ChunkFunc(func(_ *host.ConnInfo, dir host.Direction, b []byte) ([]byte, error) {
 		if dir == host.ServerToClient {
 			return bytes.ReplaceAll(b, []byte("PONG"), []byte("PANG")), nil
@@ -152,7 +169,8 @@ func TestReadMixedFamilies(t *testing.T) {
 		return b, nil
 	})}
 	var target string
-	b := recordRoute(t, "[::1]:0", "127.0.0.1:0", []host.Link{pang}, func(c net.Conn) {
+	var client string
+	b := recordRoute(t, listen, targetAddr, []host.Link{pang}, func(c net.Conn) {
 		target = c.LocalAddr().String()
 		buf := make([]byte, 5)
 		if _, err := io.ReadFull(c, buf); err == nil {
@@ -161,6 +179,7 @@ func TestReadMixedFamilies(t *testing.T) {
 		c.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, c)
 	}, func(c net.Conn) {
+		client = c.LocalAddr().String()
 		io.WriteString(c, "PING\n")
 		got := make([]byte, 7)
 		if _, err := io.ReadFull(c, got); err != nil || string(got) != "+PANG\r\n" {
@@ -174,14 +193,47 @@ func TestReadMixedFamilies(t *testing.T) {
 		t.Fatalf("Read: %d conns, %v; want 1", len(conns), err)
 	}
 	c := conns[0]
-	if c.Server.String() != target || !c.Client.Addr().Is6() {
-		t.Errorf("connection %s -> %s, want an IPv6 client to the target %s", c.Client, c.Server, target)
+	if c.Server.String() != target || c.Client.String() != client {
+		t.Errorf("connection %s -> %s, want the client %s to the target %s", c.Client, c.Server, client, target)
+	}
+	// The target leg names an IPv4 client by its IPv4-mapped address.
+	if ca := netip.MustParseAddrPort(client); ca.Addr().Is4() {
+		if got, want := targetLegSource(t, b), netip.AddrPortFrom(netip.AddrFrom16(ca.Addr().As16()), ca.Port()); got != want {
+			t.Errorf("the target leg's SYN comes from %s, want %s", got, want)
+		}
 	}
 	if got := string(dirBytes(c, host.ServerToClient)); got != "+PONG\r\n" {
 		t.Errorf("server -> client %q, want the target's \"+PONG\\r\\n\"", got)
 	}
 	if got := string(dirBytes(c, host.ClientToServer)); got != "PING\n" {
 		t.Errorf("client -> server %q", got)
+	}
+}
+
+// targetLegSource is the source address of the first packet of the target
+// leg (interface 1) of host/capture's file b.
+func targetLegSource(t *testing.T, b []byte) netip.AddrPort {
+	t.Helper()
+	r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			t.Fatalf("no packet on the target leg: %v", err)
+		}
+		if ci.InterfaceIndex != 1 {
+			continue
+		}
+		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
+		ip, _ := p.NetworkLayer().(*layers.IPv6)
+		tcp, _ := p.TransportLayer().(*layers.TCP)
+		if ip == nil || tcp == nil {
+			t.Fatalf("the target leg's first packet is not TCP over IPv6: %v", p)
+		}
+		a, _ := netip.AddrFromSlice(ip.SrcIP)
+		return netip.AddrPortFrom(a, uint16(tcp.SrcPort))
 	}
 }
 
