@@ -134,6 +134,8 @@ func TestCaptureAndReplayDeny(t *testing.T) {
 		"client -> server FLUSHALL: dropped or held; replied 29 bytes",
 		"client -> server GET a: forwarded",
 		"server -> client GET a: forwarded",
+		"client -> server : half-closed",
+		"server -> client : half-closed",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("replay verdicts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -355,7 +357,8 @@ func TestReplayBypassFails(t *testing.T) {
 	for _, s := range out.Conns[0].Steps {
 		got = append(got, fmt.Sprintf("%q: %s", s.In, s.Verdict))
 	}
-	want := []string{`"a\n": replaced`, `"a\n": replaced`, `"!\n": plugin failed on it, bypassed: forwarded`, `"!\n": forwarded, bypassing the failed plugin`, `"b\n": forwarded, bypassing the failed plugin`, `"b\n": forwarded, bypassing the failed plugin`}
+	want := []string{`"a\n": replaced`, `"a\n": replaced`, `"!\n": plugin failed on it, bypassed: forwarded`, `"!\n": forwarded, bypassing the failed plugin`, `"b\n": forwarded, bypassing the failed plugin`, `"b\n": forwarded, bypassing the failed plugin`,
+		`"": half-closed, bypassing the failed plugin`, `"": half-closed, bypassing the failed plugin`}
 	if code != 1 || !out.Failed || !strings.Contains(out.Conns[0].PluginFailure, "policy bypass: the chain went on without it") || strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("replay --plugin-bypass through crash: exit %d, failed %v, failure %q, verdicts:\n%s\nwant exit 1, failed, the policy named, verdicts:\n%s", code, out.Failed, out.Conns[0].PluginFailure, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}

@@ -205,7 +205,10 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 		// Bytes that are not UTF-8 text go as base64 in the *_base64
 		// field instead (a JSON string would turn them into U+FFFD).
 		type step struct {
-			Dir             string `json:"dir"`
+			Dir string `json:"dir"`
+			// End: the direction's half-close (FIN), where it was
+			// recorded; In is empty.
+			End             bool   `json:"end,omitempty"`
 			In              string `json:"in"`
 			InBase64        string `json:"in_base64,omitempty"`
 			Forwarded       string `json:"forwarded"`
@@ -243,7 +246,7 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 				jc.Gaps = append(jc.Gaps, gap{g.Dir.String(), g.Offset, g.Bytes})
 			}
 			for _, s := range c.Steps {
-				js := step{Dir: s.Dir.String(), Verdict: s.Verdict(), Failure: s.Failure}
+				js := step{Dir: s.Dir.String(), End: s.End, Verdict: s.Verdict(), Failure: s.Failure}
 				js.In, js.InBase64 = jsonBytes(s.In)
 				js.Forwarded, js.ForwardedBase64 = jsonBytes(s.Forwarded)
 				js.Replied, js.RepliedBase64 = jsonBytes(s.Replied)
@@ -273,12 +276,16 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			b = fmt.Appendf(b, "#%d warning: %v%s\n", id, g, gapNote)
 		}
 		for _, s := range c.Steps {
-			b = fmt.Appendf(b, "#%d %s %d bytes: %s\n", id, s.Dir, len(s.In), s.Verdict())
+			if s.End {
+				b = fmt.Appendf(b, "#%d %s end (FIN): %s\n", id, s.Dir, s.Verdict())
+			} else {
+				b = fmt.Appendf(b, "#%d %s %d bytes: %s\n", id, s.Dir, len(s.In), s.Verdict())
+			}
 			if s.Failure != "" {
 				b = fmt.Appendf(b, "#%d   %s\n", id, s.Failure)
 			}
 			body(s.In)
-			if len(s.Forwarded) > 0 && s.Verdict() != "forwarded" {
+			if len(s.Forwarded) > 0 && (s.End || s.Verdict() != "forwarded") {
 				b = fmt.Appendf(b, "#%d   forwarded %d bytes\n", id, len(s.Forwarded))
 				body(s.Forwarded)
 			}

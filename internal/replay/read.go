@@ -37,6 +37,12 @@ type Conn struct {
 	Chunks         []Chunk
 	// Ended says which directions were half-closed (a FIN) in the capture.
 	Ended [2]bool
+	// AfterEnd says, for each direction that Ended, how many of Chunks
+	// were captured after its FIN (0: it came last): the replay
+	// half-closes it where it was recorded, so that a server that answers
+	// only at the client's FIN (the half-close exchanges) is replayed in
+	// its order.
+	AfterEnd [2]int
 	// Reset is set when the recording has a RST for the connection: who
 	// sent it, toward whom, and the packet's comment if it has one.
 	Reset string
@@ -78,6 +84,7 @@ type stream struct {
 	open   [2]int // index in chunks of the chunk being built per direction, -1 none
 	wire   bool   // a TLS client leg as it crossed the wire (capture.WireTap)
 	fin    [2]bool
+	finAt  [2]int // the packet number of each direction's FIN
 	tag    string // `conn #N route "r"` of host/capture's first SYN comment
 	rst    [2]bool
 	note   string       // the RST's comment
@@ -267,8 +274,8 @@ func (s *stream) take(dir host.Direction, g segment) {
 	if g.psh && len(g.data) > 0 || g.fin {
 		s.open[dir] = -1
 	}
-	if g.fin {
-		s.fin[dir] = true
+	if g.fin && !s.fin[dir] {
+		s.fin[dir], s.finAt[dir] = true, g.at
 	}
 }
 
@@ -313,6 +320,7 @@ func join(legs bool, order []*stream) []Conn {
 			continue
 		}
 		c := Conn{Client: s.client, Server: s.server, Ended: s.fin, Gaps: s.gaps}
+		finAt := s.finAt
 		all := s.chunks
 		var t *stream
 		if legs {
@@ -321,6 +329,7 @@ func join(legs bool, order []*stream) []Conn {
 		if t != nil {
 			c.Server = t.server
 			c.Ended[host.ServerToClient] = t.fin[host.ServerToClient]
+			finAt[host.ServerToClient] = t.finAt[host.ServerToClient]
 			// The client's bytes from the client leg, the server's from
 			// the target leg, with the gaps of those.
 			c.Gaps, all = nil, nil
@@ -344,6 +353,13 @@ func join(legs bool, order []*stream) []Conn {
 		c.Reset = resetOf(s, t, legs)
 		for _, ch := range all {
 			c.Chunks = append(c.Chunks, ch.Chunk)
+		}
+		for d := range c.AfterEnd {
+			for _, ch := range all {
+				if c.Ended[d] && ch.at > finAt[d] {
+					c.AfterEnd[d]++
+				}
+			}
 		}
 		conns = append(conns, c)
 	}

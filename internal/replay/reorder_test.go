@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -124,8 +126,6 @@ func TestReadReordered(t *testing.T) {
 }
 
 // recordRoute captures one session through chain on a route from listen
-// to a server on target, which serve answers; session runs the client
-// recordRoute captures one session through chain on a route from listen
 // to a server on target, which serve answers; session runs the client,
 // which is then closed (whatever it got is its own business), and returns
 // the file.
@@ -207,6 +207,75 @@ func testMixedFamilies(t *testing.T, listen, targetAddr string) {
 	}
 	if got := string(dirBytes(c, host.ClientToServer)); got != "PING\n" {
 		t.Errorf("client -> server %q", got)
+	}
+}
+
+// events records the calls a chain's filter gets, in order.
+type events struct {
+	host.PassThrough
+	mu  *sync.Mutex
+	log *[]string
+}
+
+func (e events) Open(*host.ConnInfo) (host.Filter, error) { return e, nil }
+
+func (e events) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	e.mu.Lock()
+	*e.log = append(*e.log, fmt.Sprintf("%s %q", dir, b))
+	e.mu.Unlock()
+	return s.Forward(dir, b)
+}
+
+func (e events) End(dir host.Direction, _ *host.Stream) error {
+	e.mu.Lock()
+	*e.log = append(*e.log, dir.String()+" end")
+	e.mu.Unlock()
+	return nil
+}
+
+// TestReplayHalfCloseInOrder: the seeds' half-close exchange, where the
+// server answers only once the client has half-closed. The replay feeds
+// the client's FIN where it was recorded, before the server's answer, as
+// the chain saw it live; it used to feed both FINs after every chunk, so
+// the chain saw the answer before the end it answers.
+func TestReplayHalfCloseInOrder(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var live []string
+	b := recordRoute(t, "127.0.0.1:0", "127.0.0.1:0", []host.Link{{Name: "events", Hook: events{mu: &mu, log: &live}}}, func(c net.Conn) {
+		got, _ := io.ReadAll(c) // until the client's FIN
+		io.WriteString(c, "Hello "+string(got))
+		c.(*net.TCPConn).CloseWrite()
+	}, func(c net.Conn) {
+		io.WriteString(c, "abc")
+		c.(*net.TCPConn).CloseWrite()
+		io.ReadAll(c)
+	})
+	c := readOne(t, b)
+	if c.AfterEnd != [2]int{1, 0} {
+		t.Errorf("chunks after each FIN: %v, want [1 0] (the answer after the client's FIN)", c.AfterEnd)
+	}
+	var replayed []string
+	rep, err := replay.Run(context.Background(), []replay.Conn{c}, replay.Options{Chain: []host.Link{{Name: "events", Hook: events{mu: &mu, log: &replayed}}}})
+	if err != nil || rep.Failed() {
+		t.Fatalf("replay: %v, failed %v", err, rep.Failed())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{`client -> server "abc"`, "client -> server end", `server -> client "Hello abc"`, "server -> client end"}
+	if strings.Join(live, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("live, the chain saw %q, want %q", live, want)
+	}
+	if strings.Join(replayed, "\n") != strings.Join(want, "\n") {
+		t.Errorf("replayed, the chain saw %q, want %q as live", replayed, want)
+	}
+	var steps []string
+	for _, s := range rep.Conns[0].Steps {
+		steps = append(steps, fmt.Sprintf("%s %q: %s", s.Dir, s.In, s.Verdict()))
+	}
+	wantSteps := []string{`client -> server "abc": forwarded`, `client -> server "": half-closed`, `server -> client "Hello abc": forwarded`, `server -> client "": half-closed`}
+	if strings.Join(steps, "\n") != strings.Join(wantSteps, "\n") {
+		t.Errorf("steps %q, want %q", steps, wantSteps)
 	}
 }
 

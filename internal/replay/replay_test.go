@@ -166,7 +166,8 @@ func TestReadJoinsLegs(t *testing.T) {
 			verdicts = append(verdicts, s.Dir.String()+" "+strings.TrimSpace(string(s.In))+": "+s.Verdict())
 		}
 	}
-	want := []string{"client -> server one: forwarded", "server -> client one: forwarded", "client -> server BAD: dropped or held"}
+	want := []string{"client -> server one: forwarded", "server -> client one: forwarded", "client -> server BAD: dropped or held",
+		"client -> server : half-closed", "server -> client : half-closed"}
 	if strings.Join(verdicts, "\n") != strings.Join(want, "\n") || rep.Failed() {
 		t.Errorf("verdicts %q (failed %v), want %q", verdicts, rep.Failed(), want)
 	}

@@ -19,6 +19,9 @@ import (
 type Step struct {
 	// Dir is the direction the chunk was recorded in.
 	Dir host.Direction
+	// End: the step is Dir's half-close (its FIN), fed where it was
+	// recorded, not a chunk; In is empty.
+	End bool
 	// In is the chunk fed to the chain.
 	In []byte
 	// Forwarded is what reached the chunk's destination meanwhile.
@@ -34,7 +37,9 @@ type Step struct {
 }
 
 // Verdict names what happened to the chunk: "forwarded", "replaced",
-// "dropped or held"; "plugin failed on it" (", bypassed: forwarded" when
+// "forwarded N of the bytes, the rest held", "dropped or held"; for an
+// End step "half-closed" (", after forwarding N held bytes" when the
+// chain let go of bytes it held); "plugin failed on it" (", bypassed: forwarded" when
 // the policy bypassed the plugin); after a plugin failure, "not run: a
 // plugin had failed" (the connection was being closed) or "forwarded,
 // bypassing the failed plugin"; with "; replied N bytes" when the chain
@@ -43,8 +48,14 @@ func (s *Step) Verdict() string {
 	v := "forwarded"
 	none := len(s.Forwarded) == 0 && len(s.In) > 0
 	switch {
+	case s.End && len(s.Forwarded) > 0:
+		v = fmt.Sprintf("half-closed, after forwarding %d held bytes", len(s.Forwarded))
+	case s.End:
+		v = "half-closed"
 	case none:
 		v = "dropped or held"
+	case len(s.Forwarded) < len(s.In) && bytes.HasPrefix(s.In, s.Forwarded):
+		v = fmt.Sprintf("forwarded %d of the bytes, the rest held", len(s.Forwarded))
 	case !bytes.Equal(s.Forwarded, s.In):
 		v = "replaced"
 	}
@@ -212,7 +223,8 @@ func Run(ctx context.Context, conns []Conn, opts Options) (*Report, error) {
 type observer struct {
 	mu      sync.Mutex
 	changed chan struct{}
-	entered [2]int // bytes the chain took, per direction
+	entered [2]int  // bytes the chain took, per direction
+	ended   [2]bool // the chain passed on each direction's end
 	closed  bool
 	step    *Step // the chunk being fed
 	late    *[2][]byte
@@ -275,6 +287,19 @@ func (f *obsFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
 	return s.Send(dir, b)
 }
 
+// End records, at the exit of the chain, that every filter before has
+// taken dir's end (and sent what it held): the chain is done with it.
+func (f *obsFilter) End(dir host.Direction, s *host.Stream) error {
+	if entry := (dir == host.ClientToServer) == (f.h.leg == 0); !entry {
+		o := f.h.o
+		o.mu.Lock()
+		o.ended[dir] = true
+		o.notifyLocked()
+		o.mu.Unlock()
+	}
+	return nil
+}
+
 func (f *obsFilter) Closed() {
 	if f.h.leg != 0 {
 		return
@@ -315,7 +340,7 @@ func (o *observer) waitFor(ctx context.Context, timeout time.Duration, cond func
 // replay plays one connection.
 func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Listener, res *Result, timeout time.Duration) error {
 	o.mu.Lock()
-	o.entered, o.closed, o.step, o.late, o.conn, o.res = [2]int{}, false, nil, nil, id, res
+	o.entered, o.ended, o.closed, o.step, o.late, o.conn, o.res = [2]int{}, [2]bool{}, false, nil, nil, id, res
 	o.mu.Unlock()
 	client, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -334,7 +359,39 @@ func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Li
 		go func() { defer wg.Done(); io.Copy(io.Discard, c) }()
 	}
 	srcs := [2]net.Conn{client, server} // the sender of each direction
-	for _, ch := range res.Conn.Chunks {
+	var finned [2]bool
+	// endsBefore feeds the half-closes recorded before chunk i; false when
+	// the chain closed the connection.
+	endsBefore := func(i int) (bool, error) {
+		for d := range srcs {
+			if !res.Conn.Ended[d] || finned[d] || len(res.Conn.Chunks)-res.Conn.AfterEnd[d] > i {
+				continue
+			}
+			finned[d] = true
+			res.Steps = append(res.Steps, Step{Dir: host.Direction(d), End: true})
+			st := &res.Steps[len(res.Steps)-1]
+			o.mu.Lock()
+			closed := o.closed
+			st.AfterFailure = res.Failure != ""
+			o.step = st
+			o.mu.Unlock()
+			if closed {
+				res.Steps = res.Steps[:len(res.Steps)-1]
+				return false, nil
+			}
+			srcs[d].(*net.TCPConn).CloseWrite()
+			if err := o.waitFor(ctx, timeout, func() bool { return o.ended[d] }); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	for i, ch := range res.Conn.Chunks {
+		if more, err := endsBefore(i); err != nil {
+			return err
+		} else if !more {
+			break
+		}
 		res.Steps = append(res.Steps, Step{Dir: ch.Dir, In: ch.Data})
 		st := &res.Steps[len(res.Steps)-1]
 		o.mu.Lock()
@@ -354,15 +411,13 @@ func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Li
 			return err
 		}
 	}
+	if _, err := endsBefore(len(res.Conn.Chunks)); err != nil {
+		return err
+	}
 	o.mu.Lock()
 	o.step = nil
 	o.late = &res.Late
 	o.mu.Unlock()
-	for d, c := range srcs {
-		if res.Conn.Ended[d] {
-			c.(*net.TCPConn).CloseWrite()
-		}
-	}
 	if res.Conn.Ended != [2]bool{true, true} {
 		// The recording ended without both FINs (a reset, or the capture
 		// stopped): end the connection the same way.
