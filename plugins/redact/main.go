@@ -42,6 +42,9 @@ type pattern struct {
 	b      []byte // lower-cased when fold
 	fold   bool
 	prefix bool // the token after it is masked; the prefix itself stays
+	// spaces: spaces and tabs between the prefix and its token stay (an
+	// HTTP credential is "auth-scheme 1*SP token68": "Bearer  abc" too).
+	spaces bool
 }
 
 type plugin struct {
@@ -87,22 +90,10 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		p.preserve, p.repl = false, []byte(*c.Replacement)
 	}
 	add := func(kind string, i int, s string, prefix, fold bool) error {
-		if s == "" {
-			return errors.New("redact: " + kind + " " + strconv.Itoa(i+1) + " is empty")
-		}
-		if len(s) > 256 {
-			return errors.New("redact: " + kind + " " + strconv.Itoa(i+1) + " is longer than 256 bytes")
-		}
-		b := []byte(s)
-		if fold {
-			b = lower(b)
-		}
-		p.pats = append(p.pats, pattern{b: b, fold: fold, prefix: prefix})
-		p.maxPat = max(p.maxPat, len(b))
-		return nil
+		return p.add(kind, i, s, prefix, fold, false)
 	}
 	if c.Bearer {
-		_ = add("prefix", 0, "bearer ", true, true)
+		_ = p.add("prefix", 0, "bearer ", true, true, true)
 	}
 	for i, s := range c.Prefixes {
 		if err := add("prefix", i, s, true, c.IgnoreCase); err != nil {
@@ -118,6 +109,23 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		return nil, errors.New(`redact: nothing to redact: set "cards", "bearer", "prefixes" or "literals", e.g. {"cards": true, "bearer": true}`)
 	}
 	return p, nil
+}
+
+// add adds a prefix or literal pattern.
+func (p *plugin) add(kind string, i int, s string, prefix, fold, spaces bool) error {
+	if s == "" {
+		return errors.New("redact: " + kind + " " + strconv.Itoa(i+1) + " is empty")
+	}
+	if len(s) > 256 {
+		return errors.New("redact: " + kind + " " + strconv.Itoa(i+1) + " is longer than 256 bytes")
+	}
+	b := []byte(s)
+	if fold {
+		b = lower(b)
+	}
+	p.pats = append(p.pats, pattern{b: b, fold: fold, prefix: prefix, spaces: spaces})
+	p.maxPat = max(p.maxPat, len(b))
+	return nil
 }
 
 func lower(b []byte) []byte {
@@ -140,6 +148,7 @@ type stream struct {
 	pend     []byte // bytes held back: they may start a secret
 	prev     byte   // the byte before pend (or before the next chunk)
 	inToken  bool   // masking the token after a prefix
+	spaces   bool   // inToken, before the token: spaces and tabs stay
 	replaced bool   // the token's replacement was sent (replacement mode)
 }
 

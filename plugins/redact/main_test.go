@@ -40,6 +40,24 @@ const replaced = "POST /pay HTTP/1.1\r\nAuthorization: Bearer [redacted]\r\n" +
 const allConfig = `{"cards": true, "card_keep_last": 4, "bearer": true, "prefixes": ["sk_live_"], "literals": ["hunter2"]}`
 
 func testRedact(t *testing.T, start sdktest.Starter, step int) {
+	t.Run("bearer: more than one space before the token", func(t *testing.T) {
+		// RFC 9110: credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ].
+		in := "Authorization: Bearer   eyJhbGciOi.J9x\r\nX: bearer  \r\n"
+		want := "Authorization: Bearer   **************\r\nX: bearer  \r\n"
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bearer": true}`})
+		for i := 0; i < len(in); i += step {
+			c := p.Open()
+			c.Write(c2s, []byte(in[:i]))
+			c.Write(c2s, []byte(in[i:]))
+			c.End(c2s)
+			c.End(s2c)
+			if got := c.ReadAll(c2s); string(got) != want {
+				t.Fatalf("split at %d: server got\n%q\nwant\n%q", i, got, want)
+			}
+			c.ReadAll(s2c)
+			c.Wait()
+		}
+	})
 	t.Run("length kept, both directions, split at every offset", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: allConfig})
 		for i := 0; i < len(input); i += step {

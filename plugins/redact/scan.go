@@ -25,6 +25,14 @@ func (p *plugin) scan(st *stream, data []byte, end bool, buf *buffers) (out []by
 loop:
 	for i < len(work) {
 		b := work[i]
+		if st.inToken && st.spaces {
+			if b == ' ' || b == '\t' {
+				prev = b
+				i++
+				continue
+			}
+			st.spaces = false
+		}
 		if st.inToken {
 			if tokenByte(b) {
 				j := i + 1
@@ -59,7 +67,7 @@ loop:
 				switch {
 				case pt.prefix:
 					out = append(out, work[i:i+n]...)
-					st.inToken, st.replaced = true, false
+					st.inToken, st.replaced, st.spaces = true, false, pt.spaces
 				case p.preserve:
 					out = appendMask(out, p.mask, n)
 				default:

@@ -17,7 +17,8 @@ const (
 
 // Bounds of what the plugin keeps of one command while it decides.
 const (
-	maxInline = 64 << 10 // Redis's own limit on an inline command
+	maxArgs   = 1<<31 - 1 // Redis's bound on a command's argument count (INT_MAX)
+	maxInline = 64 << 10  // Redis's own limit on an inline command
 	maxNumLen = 20
 )
 
@@ -46,15 +47,33 @@ type conn struct {
 	inline            []byte
 
 	// Replies.
-	rst   replyState
-	sent  int64 // commands passed to the server (each owes a reply)
-	got   int64 // replies read
-	limit int64 // replies are counted reliably up to this one; -1: always
-	queue []queued
+	rst    replyState
+	sent   int64    // commands passed to the server (each owes a reply)
+	got    int64    // replies read
+	limit  int64    // replies are counted reliably up to this one; -1: always
+	queue  []queued // queue[qhead:] wait; the ones before were sent
+	qhead  int
+	qbytes int // bytes of the replies in queue[qhead:]
 
 	blocked int64
 	w       writer
+
+	// Batched per requests call: a chunk may hold thousands of blocked
+	// commands, and a host call (send, tag, log) for each would make the
+	// call outlast the plugin's call_timeout.
+	now      []byte // error replies due at once, sent in one go
+	tagged   int64  // the blocked count the tag resp.blocked shows
+	logged   int    // blocks logged one by one in this call
+	unlogged int64  // blocks of this call past maxLogsPerCall
 }
+
+// maxQueued bounds the bytes of the error replies waiting for the replies
+// ahead of them (well below the 4 MiB a call may send by default, as
+// they are all sent in one call when the bound is reached).
+const maxQueued = 1 << 20
+
+// waiting returns how many error replies wait for replies ahead of them.
+func (h *conn) waiting() int { return len(h.queue) - h.qhead }
 
 // queued is an error reply to send once the replies up to after are out.
 type queued struct {
@@ -139,6 +158,7 @@ func (h *conn) OnClose(*sdk.Conn) {}
 func (h *conn) protocolError(c *sdk.Conn, msg string) sdk.Action {
 	sdk.Log(sdk.LevelWarn, "resp: protocol error from the client: "+msg+"; closing")
 	h.w.finish(c, sdk.ClientToServer)
+	h.flushBlocked(c)
 	if err := c.Send(sdk.ServerToClient, []byte("-ERR Protocol error: "+msg+"\r\n")); err != nil {
 		sdk.Log(sdk.LevelWarn, "resp: send: "+err.Error())
 	}
@@ -149,9 +169,41 @@ func (h *conn) protocolError(c *sdk.Conn, msg string) sdk.Action {
 	return sdk.Drop
 }
 
+// maxLogsPerCall bounds the blocks logged one by one in one call; the
+// others of the call are logged as one line.
+const maxLogsPerCall = 8
+
 // requests parses the client's bytes: each command is passed, dropped
 // (blocked) or renamed as soon as its name is known.
 func (h *conn) requests(c *sdk.Conn, data []byte, end bool) sdk.Action {
+	act := h.parseRequests(c, data, end)
+	h.flushBlocked(c)
+	return act
+}
+
+// flushBlocked sends the error replies due at once, the tag and the log
+// line of the blocks of the current call.
+func (h *conn) flushBlocked(c *sdk.Conn) {
+	if len(h.now) > 0 {
+		if err := c.Send(sdk.ServerToClient, h.now); err != nil {
+			sdk.Log(sdk.LevelWarn, "resp: reply: "+err.Error())
+		}
+		h.now = h.now[:0]
+	}
+	if h.blocked != h.tagged {
+		h.tagged = h.blocked
+		if err := c.SetTag("resp.blocked", strconv.FormatInt(h.blocked, 10)); err != nil {
+			sdk.Log(sdk.LevelWarn, "resp: tag: "+err.Error())
+		}
+	}
+	h.p.counters.flush()
+	if h.unlogged > 0 {
+		sdk.Log(sdk.LevelWarn, "resp: blocked "+strconv.FormatInt(h.unlogged, 10)+" more commands")
+	}
+	h.logged, h.unlogged = 0, 0
+}
+
+func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	if h.st < 0 {
 		return sdk.Drop // after a protocol error
 	}
@@ -205,7 +257,7 @@ func (h *conn) requests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 				continue
 			}
 			if h.st == reqArrayLen {
-				if h.num.v > 1024*1024 {
+				if h.num.v > maxArgs {
 					return h.protocolError(c, "invalid multibulk length")
 				}
 				h.args, h.nargs = h.num.v, h.num.v
@@ -307,7 +359,7 @@ func printable(b byte) string {
 // byte, which a WebAssembly guest pays dearly for.
 func (p *plugin) fastCommand(data []byte, i int) int {
 	n, j := fastNum(data, i+1)
-	if n <= 0 || n > 1024*1024 {
+	if n <= 0 || n > maxArgs {
 		return 0
 	}
 	for a := int64(0); a < n; a++ {
@@ -493,22 +545,36 @@ func (h *conn) refuse(c *sdk.Conn, name, sub []byte, haveSub bool) {
 	h.blocked++
 	h.p.counters.inc(shown)
 	if h.p.log {
-		sdk.Log(sdk.LevelWarn, "resp: blocked "+strconv.Quote(string(shown)))
-	}
-	if err := c.SetTag("resp.blocked", strconv.FormatInt(h.blocked, 10)); err != nil {
-		sdk.Log(sdk.LevelWarn, "resp: tag: "+err.Error())
+		if h.logged < maxLogsPerCall {
+			h.logged++
+			sdk.Log(sdk.LevelWarn, "resp: blocked "+strconv.Quote(string(shown)))
+		} else {
+			h.unlogged++
+		}
 	}
 	after := h.sent
 	if h.limit >= 0 && after > h.limit {
 		after = h.limit
 	}
-	if len(h.queue) == 0 && h.got >= after {
-		if err := c.Send(sdk.ServerToClient, reply); err != nil {
-			sdk.Log(sdk.LevelWarn, "resp: reply: "+err.Error())
+	if h.waiting() == 0 && h.got >= after {
+		h.now = append(h.now, reply...) // sent at the end of the call
+		return
+	}
+	if h.qbytes+len(reply) > maxQueued {
+		// The replies ahead do not come (a blocking command) or come
+		// slower than the client sends: stop ordering the errors rather
+		// than keep an unbounded queue.
+		sdk.Log(sdk.LevelWarn, "resp: more than "+strconv.Itoa(maxQueued)+" bytes of error replies waiting for the replies ahead of them: error replies of blocked commands are sent at once from now on")
+		for _, q := range h.queue[h.qhead:] {
+			h.now = append(h.now, q.reply...)
 		}
+		h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
+		h.limit = 0
+		h.now = append(h.now, reply...)
 		return
 	}
 	h.queue = append(h.queue, queued{after: after, reply: append([]byte(nil), reply...)})
+	h.qbytes += len(reply)
 }
 
 // inlineCommand handles a whole inline command line (with its '\n').
@@ -576,9 +642,19 @@ func trimSpace(b []byte) []byte {
 }
 
 // firstArg splits an inline command as Redis does (sdssplitargs): the
-// first argument, unquoted ("..." with escapes, '...'), and the rest of the
-// line after it. ok is false for unbalanced quotes.
+// first argument, unquoted, and the rest of the line after it. ok is false
+// for unbalanced quotes. As in sdssplitargs, a quote inside a word opens a
+// quoted part of that same word (FLUSH"ALL" and FLUSHALL"" are FLUSHALL),
+// a closing quote must be followed by a space or the end and ends the
+// argument, an unquoted word ends at ' ', '\t', '\r' or '\n' only, and a
+// NUL byte ends the line (sdssplitargs reads a C string).
 func firstArg(line []byte) (arg, rest []byte, ok bool) {
+	for k, ch := range line {
+		if ch == 0 {
+			line = line[:k]
+			break
+		}
+	}
 	i := 0
 	for i < len(line) && isSpace(line[i]) {
 		i++
@@ -586,11 +662,20 @@ func firstArg(line []byte) (arg, rest []byte, ok bool) {
 	if i == len(line) {
 		return nil, nil, true
 	}
-	switch line[i] {
-	case '"':
-		var out []byte
-		for j := i + 1; j < len(line); j++ {
-			ch := line[j]
+	// A word without quotes, the common case, is a slice of the line.
+	j := i
+	for j < len(line) && line[j] != ' ' && line[j] != '\t' && line[j] != '\r' && line[j] != '\n' && line[j] != '"' && line[j] != '\'' {
+		j++
+	}
+	if j == len(line) || line[j] != '"' && line[j] != '\'' {
+		return line[i:j], line[j:], true
+	}
+	out := append([]byte(nil), line[i:j]...)
+	inq, insq := false, false
+	for ; j < len(line); j++ {
+		ch := line[j]
+		switch {
+		case inq:
 			switch {
 			case ch == '\\' && j+3 < len(line) && line[j+1] == 'x' && isHex(line[j+2]) && isHex(line[j+3]):
 				out = append(out, hexVal(line[j+2])<<4|hexVal(line[j+3]))
@@ -620,12 +705,7 @@ func firstArg(line []byte) (arg, rest []byte, ok bool) {
 			default:
 				out = append(out, ch)
 			}
-		}
-		return nil, nil, false
-	case '\'':
-		var out []byte
-		for j := i + 1; j < len(line); j++ {
-			ch := line[j]
+		case insq:
 			switch {
 			case ch == '\\' && j+1 < len(line) && line[j+1] == '\'':
 				out = append(out, '\'')
@@ -638,14 +718,23 @@ func firstArg(line []byte) (arg, rest []byte, ok bool) {
 			default:
 				out = append(out, ch)
 			}
+		default:
+			switch ch {
+			case ' ', '\t', '\r', '\n':
+				return out, line[j:], true
+			case '"':
+				inq = true
+			case '\'':
+				insq = true
+			default:
+				out = append(out, ch)
+			}
 		}
+	}
+	if inq || insq {
 		return nil, nil, false
 	}
-	j := i
-	for j < len(line) && !isSpace(line[j]) {
-		j++
-	}
-	return line[i:j], line[j:], true
+	return out, line[len(line):], true
 }
 
 func isHex(ch byte) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -158,6 +159,123 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		c.End(c2s)
 		c.End(s2c)
 		c.ReadAll(c2s)
+		c.Wait()
+	})
+	t.Run("inline commands: a quote inside a word, as Redis splits it", func(t *testing.T) {
+		// Redis's sdssplitargs reads FLUSH"ALL", FLUSHALL"" and FLUSH'ALL' as
+		// FLUSHALL, and CONFIG SE"T" as CONFIG SET; a NUL ends the line.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte("FLUSH\"ALL\"\r\nFLUSHALL\"\"\r\nFLUSH'ALL'\r\nCONFIG SE\"T\" maxmemory 1\r\nflushall\x00x\r\nPING\r\nFLUSHALL\v\r\n"))
+		want := "PING\r\nFLUSHALL\v\r\n" // "flushall\v" is not a command Redis knows
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		wantErr := errFor("flushall") + errFor("flushall") + errFor("flushall") + errFor("config set") + errFor("flushall")
+		if got := c.Read(s2c, len(wantErr)); string(got) != wantErr {
+			t.Fatalf("client got %q, want %q", got, wantErr)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q more", got)
+		}
+		c.ReadAll(s2c)
+		c.Wait()
+	})
+	t.Run("many blocks in one chunk: one send, one tag, bounded log lines", func(t *testing.T) {
+		// A host call (log, tag, metric, send) per blocked command made one
+		// 64 KiB chunk of "FLUSHALL\n" outlast the call timeout.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		const n = 500
+		c.Write(c2s, []byte(strings.Repeat("FLUSHALL\n", n)+"PING\r\n"))
+		if got := c.Read(c2s, 6); string(got) != "PING\r\n" {
+			t.Fatalf("server got %q", got)
+		}
+		if got := c.Read(s2c, n*len(errFor("flushall"))); string(got) != strings.Repeat(errFor("flushall"), n) {
+			t.Fatalf("client got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(c2s)
+		c.ReadAll(s2c)
+		c.Wait()
+		if v, _ := c.Tag("resp.blocked"); v != strconv.Itoa(n) {
+			t.Errorf("tag resp.blocked = %q, want %d", v, n)
+		}
+		if m := sdktest.Metric(t, p, "blocked_total", "command", "flushall"); m.Value != n {
+			t.Errorf("blocked_total = %d, want %d", m.Value, n)
+		}
+		logs := p.Logs()
+		if len(logs) > 9 || len(logs) == 0 || logs[0].Msg != `resp: blocked "flushall"` {
+			t.Fatalf("%d log lines: %q", len(logs), logs)
+		}
+		if last := logs[len(logs)-1].Msg; !strings.HasPrefix(last, "resp: blocked ") || !strings.HasSuffix(last, " more commands") {
+			t.Errorf("last log line %q, want a count of the other blocks", last)
+		}
+	})
+	t.Run("a long pipeline alternating allowed and blocked commands", func(t *testing.T) {
+		// Each reply let out one queued error and moved the whole queue
+		// down: quadratic, past the call timeout at 15000 pairs (whose
+		// errors, 810 KB, stay under maxQueued).
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"block": ["FLUSHDB"], "log": false}`})
+		c := p.Open()
+		const n = 15000
+		c.Write(c2s, []byte(strings.Repeat(cmd("INCR", "n")+cmd("FLUSHDB"), n)))
+		if got := c.Read(c2s, n*len(cmd("INCR", "n"))); string(got) != strings.Repeat(cmd("INCR", "n"), n) {
+			t.Fatalf("server got %d bytes, not the %d INCRs", len(got), n)
+		}
+		var replies, want strings.Builder
+		for k := 1; k <= n; k++ {
+			fmt.Fprintf(&replies, ":%d\r\n", k)
+			fmt.Fprintf(&want, ":%d\r\n%s", k, errFor("flushdb"))
+		}
+		c.Write(s2c, []byte(replies.String()))
+		if got := c.Read(s2c, want.Len()); string(got) != want.String() {
+			t.Fatalf("client got %d bytes, want %d", len(got), want.Len())
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(c2s)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
+	t.Run("blocked commands behind a reply that does not come: bounded queue", func(t *testing.T) {
+		// Long error replies reach maxQueued with few commands.
+		errText := "ERR " + strings.Repeat("x", 1000) + " {command}"
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"block": ["FLUSHALL"], "log": false, "error": "` + errText + `"}`})
+		c := p.Open()
+		reply := "-" + strings.ReplaceAll(errText, "{command}", "flushall") + "\r\n"
+		n := maxQueued/len(reply) + 10
+		c.Write(c2s, []byte(cmd("BLPOP", "k", "0")+strings.Repeat("FLUSHALL\n", n)))
+		if got := c.Read(c2s, len(cmd("BLPOP", "k", "0"))); string(got) != cmd("BLPOP", "k", "0") {
+			t.Fatalf("server got %q", got)
+		}
+		// The errors no longer wait for BLPOP's reply: they all come.
+		if got := c.Read(s2c, n*len(reply)); string(got) != strings.Repeat(reply, n) {
+			t.Fatalf("client got %d bytes", len(got))
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(c2s)
+		c.ReadAll(s2c)
+		c.Wait()
+	})
+	t.Run("more than 1048576 arguments, as Redis allows", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		head := "*1100000\r\n$4\r\nSADD\r\n$1\r\ns\r\n"
+		c.Write(c2s, []byte(head))
+		if got := c.Read(c2s, len(head)); string(got) != head {
+			t.Fatalf("server got %q", got)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		c.ReadAll(c2s)
+		if got := c.ReadAll(s2c); len(got) != 0 {
+			t.Fatalf("client got %q", got)
+		}
 		c.Wait()
 	})
 	t.Run("a 300 KB value in small chunks passes byte for byte", func(t *testing.T) {

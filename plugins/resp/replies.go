@@ -33,7 +33,7 @@ type replyState struct {
 // after the reply it waits for.
 func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	r := &h.rst
-	if r.broken || len(h.queue) == 0 && h.limit >= 0 && h.got >= h.limit {
+	if r.broken || h.waiting() == 0 && h.limit >= 0 && h.got >= h.limit {
 		// Not counting (or no longer needed: replies no longer follow
 		// requests and nothing waits).
 		if end {
@@ -128,10 +128,10 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	}
 	w.pass(from, len(data))
 	if end {
-		for _, q := range h.queue {
+		for _, q := range h.queue[h.qhead:] {
 			w.insert(q.reply)
 		}
-		h.queue = h.queue[:0]
+		h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
 	}
 	return w.finish(c, sdk.ServerToClient)
 }
@@ -172,15 +172,26 @@ func (h *conn) elementDone(from, i int) int {
 		return from // a push message, or the attribute before a reply
 	}
 	h.got++
-	if len(h.queue) == 0 || h.queue[0].after > h.got {
+	if h.waiting() == 0 || h.queue[h.qhead].after > h.got {
 		return from
 	}
 	h.w.pass(from, i)
-	k := 0
-	for ; k < len(h.queue) && h.queue[k].after <= h.got; k++ {
-		h.w.insert(h.queue[k].reply)
+	for ; h.qhead < len(h.queue) && h.queue[h.qhead].after <= h.got; h.qhead++ {
+		h.w.insert(h.queue[h.qhead].reply)
+		h.qbytes -= len(h.queue[h.qhead].reply)
+		h.queue[h.qhead].reply = nil
 	}
-	h.queue = h.queue[:copy(h.queue, h.queue[k:])]
+	// Sent entries are dropped from the front by moving qhead; the rest
+	// is moved down only once it is at most half the slice (amortized
+	// constant time per entry: a pipeline of N blocked commands each
+	// after an allowed one used to cost N²/2 entry copies).
+	switch {
+	case h.qhead == len(h.queue):
+		h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
+	case h.qhead >= 64 && 2*h.qhead >= len(h.queue):
+		h.queue = h.queue[:copy(h.queue, h.queue[h.qhead:])]
+		h.qhead = 0
+	}
 	return i
 }
 
@@ -189,19 +200,19 @@ func (h *conn) elementDone(from, i int) int {
 func (h *conn) breakCount(why string) {
 	sdk.Log(sdk.LevelWarn, "resp: "+why+" from the server: error replies of blocked commands are sent at once from now on")
 	h.rst.broken = true
-	for _, q := range h.queue {
+	for _, q := range h.queue[h.qhead:] {
 		h.w.insert(q.reply)
 	}
-	h.queue = h.queue[:0]
+	h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
 	h.limit = 0
 }
 
 // flushQueue sends every waiting error reply now.
 func (h *conn) flushQueue(c *sdk.Conn) {
-	for _, q := range h.queue {
+	for _, q := range h.queue[h.qhead:] {
 		if err := c.Send(sdk.ServerToClient, q.reply); err != nil {
 			sdk.Log(sdk.LevelWarn, "resp: reply: "+err.Error())
 		}
 	}
-	h.queue = h.queue[:0]
+	h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
 }
