@@ -9,14 +9,16 @@
 plugin "resp" {
   builtin      = "resp"  # plugins/resp, compiled into the tunnel
   memory_limit = "64MiB" # per instance; a standard-Go guest needs about 3.5 MiB
-  call_timeout = "100ms" # a slower call fails, and on_failure applies
+  call_timeout = "1s"    # a slower call fails, and on_failure applies
   on_failure   = "close" # or "bypass": forward as if the plugin were absent
   instances    = 2       # instances shared by the connections
 }
 
-# A Redis where FLUSHALL, FLUSHDB and CONFIG SET are refused: the plugin parses the Redis
-# protocol (pipelined, split, inline), the client gets an error reply in the place of the
-# command's reply and keeps its connection; the server never sees the command.
+# A Redis where the commands that wipe or replace its data are refused (FLUSHALL, FLUSHDB,
+# CONFIG SET, and the scripts, functions and replication that could run or do the same):
+# the plugin parses the Redis protocol (pipelined, split, inline), the client gets an error
+# reply in the place of the command's reply and keeps its connection; the server never sees
+# the command. For a server that must not lose data, an `allow` list is the safer shape.
 route "redis" {
   listen          = "127.0.0.1:7379"
   target          = env("REDIS_ADDR", "127.0.0.1:6379")
@@ -26,7 +28,11 @@ route "redis" {
   chain {
     plugin = plugin.resp # both directions: it reads the replies to put its errors in place
     config = {
-      block = ["FLUSHALL", "FLUSHDB", "CONFIG SET"]
+      block = [
+        "FLUSHALL", "FLUSHDB", "CONFIG SET", "DEBUG", "SHUTDOWN",
+        "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO", "FUNCTION", "SCRIPT",
+        "REPLICAOF", "SLAVEOF", "MODULE", "MIGRATE", "RESTORE", "SWAPDB",
+      ]
       error = "ERR command '{command}' is not allowed by the tunnel"
     }
   }
