@@ -137,7 +137,9 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 // instances racing on one key each draw their own units.
 func (p *plugin) take(key string, b *bucket, cost int64, force bool) (wait time.Duration, ok bool) {
 	now := int64(sdk.Now())
-	inc := int64(float64(cost) * b.interval)
+	// Bounded as tau is: a tiny rate's interval (1e-12/s: 1e21 ns) would
+	// overflow int64 and refuse even the first unit.
+	inc := int64(math.Min(float64(cost)*b.interval, math.MaxInt64/4))
 	for range 16 {
 		old, _ := sdk.StateGet(key)
 		tat, valid := sdk.StateInt(old)

@@ -79,6 +79,23 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			t.Errorf("state c:127.0.0.1 = %x after the bucket refilled; want it deleted", v)
 		}
 	})
+	t.Run("a tiny rate: the burst, then nothing", func(t *testing.T) {
+		// 1e-12 per second: its interval overflowed int64, and even the
+		// first connection, within the burst, was refused.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"connections_per_second": 1e-12, "connections_burst": 1, "reply": "-ERR later\r\n"}`})
+		c := p.Open()
+		c.Write(c2s, []byte("x"))
+		if got := c.Read(c2s, 1); string(got) != "x" {
+			t.Fatalf("the first connection: server got %q", got)
+		}
+		p.Advance(time.Hour)
+		c2 := p.Open()
+		if got := c2.ReadAll(s2c); string(got) != "-ERR later\r\n" {
+			t.Fatalf("the second connection, an hour later, got %q", got)
+		}
+		c2.Wait()
+		finish(c)
+	})
 	t.Run("bytes per second, delayed: shaped by the timer, the end after them", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 100}`})
 		c := p.Open()
