@@ -210,7 +210,7 @@ func TestHalfClose(t *testing.T) {
 		if got.Err != nil {
 			t.Fatalf("client read: %v", got.Err)
 		}
-		s := <-serverGot
+		s := tn.Wait(t, serverGot, "what the server received")
 		if s.Err != nil || s.N != int64(len(up)) || s.Sum != tn.Sum(up) {
 			t.Fatalf("server got %d bytes (sha %s, err %v), want %d (sha %s)", s.N, s.Sum, s.Err, len(up), tn.Sum(up))
 		}
@@ -246,7 +246,7 @@ func TestServerHalfClosesFirst(t *testing.T) {
 			t.Fatalf("client writes after the server's half-close: %v", err)
 		}
 		c.CloseWrite()
-		s := <-serverGot
+		s := tn.Wait(t, serverGot, "what the server received")
 		if s.Err != nil || s.N != int64(len(up)) || s.Sum != tn.Sum(up) {
 			t.Errorf("server got %d bytes sha %s (err %v), want %d sha %s", s.N, s.Sum, s.Err, len(up), tn.Sum(up))
 		}
@@ -256,6 +256,15 @@ func TestServerHalfClosesFirst(t *testing.T) {
 // TestBulkBothWays moves 64 MiB each way at the same time through one
 // connection: each side writes while it reads, so a tunnel that forwards
 // one direction at a time, or loses a chunk, fails.
+//
+// Both ends' deadlines are counted from their last progress
+// (tn.ExchangeBulk), and the wait for the server is bounded: on a loaded
+// machine the eight paths at once under -race can take longer than
+// tn.Timeout, and with the client's deadline counted from the dial the
+// client gave up mid-transfer while the test waited, without bound, for a
+// server that would never get the rest nor a FIN (reproduced with CPU hogs
+// sharing one core: every loop idle in epoll_wait, the test blocked on
+// serverGot until -timeout).
 func TestBulkBothWays(t *testing.T) {
 	t.Parallel()
 	const size = 64 << 20
@@ -263,11 +272,19 @@ func TestBulkBothWays(t *testing.T) {
 	down := tn.Random(2, size)
 	paths(t, func(t *testing.T, route func(string) host.Route) {
 		serverGot := make(chan tn.Received, 1)
-		srv := tn.Serve(t, func(c *net.TCPConn) { serverGot <- tn.Exchange(c, down) })
+		srv := tn.Serve(t, func(c *net.TCPConn) { serverGot <- tn.ExchangeBulk(c, down) })
 		addr, _ := tunnel(t, route(srv.Addr()))
 		c := tn.Dial(t, addr)
-		got := tn.Exchange(c, up)
-		s := <-serverGot
+		got := tn.ExchangeBulk(c, up)
+		if got.Err != nil {
+			c.Close() // the server's exchange ends now, with a reset
+		}
+		var s tn.Received
+		select {
+		case s = <-serverGot:
+		case <-time.After(2 * tn.Timeout):
+			t.Fatalf("the server's exchange did not end (client read %d bytes, err %v)", got.N, got.Err)
+		}
 		if got.Err != nil || s.Err != nil {
 			t.Fatalf("client err %v, server err %v", got.Err, s.Err)
 		}
@@ -448,7 +465,7 @@ func TestFilterRewritesLength(t *testing.T) {
 		for _, b := range payload {
 			doubled = append(doubled, b, b)
 		}
-		if got := <-serverGot; tn.Sum(got) != tn.Sum(doubled) {
+		if got := tn.Wait(t, serverGot, "what the server received"); tn.Sum(got) != tn.Sum(doubled) {
 			t.Errorf("server got %d bytes, want the %d doubled bytes", len(got), len(doubled))
 		}
 	})
@@ -472,7 +489,7 @@ func TestFilterDrops(t *testing.T) {
 		if string(back) != "nothing came\n" {
 			t.Errorf("client got %q", back)
 		}
-		if s := <-serverGot; s.Err != nil || s.N != 0 {
+		if s := tn.Wait(t, serverGot, "what the server received"); s.Err != nil || s.N != 0 {
 			t.Errorf("server got %d bytes (err %v), want 0", s.N, s.Err)
 		}
 		logs.Wait(t, "connection closed", "bytes_from_client=10240 bytes_to_server=0") // dropped: read, never written
@@ -513,7 +530,7 @@ func TestFilterAnswersClient(t *testing.T) {
 		if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
 			t.Errorf("after the half-close: %q, %v; want a clean EOF", rest, err)
 		}
-		if got := <-serverGot; len(got) != 0 {
+		if got := tn.Wait(t, serverGot, "what the server received"); len(got) != 0 {
 			t.Errorf("server got %q, want nothing", got)
 		}
 	})
@@ -548,7 +565,7 @@ func TestFilterCloses(t *testing.T) {
 		if err != nil || string(rest) != "bye\n" {
 			t.Fatalf("after QUIT: %q, %v; want \"bye\\n\" then a clean EOF", rest, err)
 		}
-		if got := <-serverGot; string(got) != "hello\n" {
+		if got := tn.Wait(t, serverGot, "what the server received"); string(got) != "hello\n" {
 			t.Errorf("server got %q, want only \"hello\\n\"", got)
 		}
 	})
@@ -607,7 +624,7 @@ func TestFilterHoldsBytes(t *testing.T) {
 		}
 		io.WriteString(c, "tail")
 		c.CloseWrite()
-		if got := <-serverGot; string(got) != "hello\ntail" {
+		if got := tn.Wait(t, serverGot, "what the server received"); string(got) != "hello\ntail" {
 			t.Errorf("server got %q, want \"hello\\ntail\"", got)
 		}
 	})
@@ -823,7 +840,7 @@ func TestAnswerAtEnd(t *testing.T) {
 		if string(back) != "you sent 1048576 bytes\n" {
 			t.Errorf("client got %q", back)
 		}
-		if got := <-serverGot; len(got) != 0 {
+		if got := tn.Wait(t, serverGot, "what the server received"); len(got) != 0 {
 			t.Errorf("server got %d bytes, want none", len(got))
 		}
 	})

@@ -605,7 +605,7 @@ func TestDeferEnd(t *testing.T) {
 		if got.Err != nil || got.N != 4 {
 			t.Fatalf("client got %d bytes, %v; want the server's 4-byte answer", got.N, got.Err)
 		}
-		if s := <-serverGot; s.N != int64(len(payload)) || s.Sum != tn.Sum(payload) {
+		if s := tn.Wait(t, serverGot, "what the server received"); s.N != int64(len(payload)) || s.Sum != tn.Sum(payload) {
 			t.Fatalf("server got %d bytes (%v), want all %d before the half-close", s.N, s.Err, len(payload))
 		}
 		logs.Wait(t, "connection closed", "bytes_from_client=102400 bytes_to_server=102400")

@@ -107,7 +107,7 @@ func TestTLSHalfClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := tn.ReadSum(c)
-	if s := <-serverGot; s.Sum != tn.Sum(up) {
+	if s := tn.Wait(t, serverGot, "what the server received"); s.Sum != tn.Sum(up) {
 		t.Fatalf("server got %d bytes (err %v), want %d", s.N, s.Err, len(up))
 	}
 	if got.Err != nil || got.Sum != tn.Sum(down) {

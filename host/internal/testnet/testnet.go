@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -347,6 +348,50 @@ func Exchange(c *net.TCPConn, out []byte) Received {
 	return got
 }
 
+// bulkStep is the most ExchangeBulk writes between two moves of its write
+// deadline.
+const bulkStep = 1 << 20
+
+// ExchangeBulk is Exchange for payloads that a loaded machine running
+// -race may take longer than Timeout to move (tens of MiB each way, with
+// other tests alongside): each direction's deadline is Timeout from its
+// last progress (a read, a MiB written) instead of a fixed time, so a slow
+// run is not taken for a hang while a direction that stops moving still
+// fails within Timeout. It replaces any deadline set on c. Its error says
+// how far the failed direction got.
+func ExchangeBulk(c *net.TCPConn, out []byte) Received {
+	werr := make(chan error, 1)
+	go func() {
+		for off := 0; off < len(out); {
+			c.SetWriteDeadline(time.Now().Add(Timeout))
+			n, err := c.Write(out[off:min(off+bulkStep, len(out))])
+			off += n
+			if err != nil {
+				werr <- fmt.Errorf("after writing %d of %d bytes: %w", off, len(out), err)
+				return
+			}
+		}
+		werr <- c.CloseWrite()
+	}()
+	got := ReadSum(progressReader{c})
+	if got.Err != nil {
+		got.Err = fmt.Errorf("after reading %d bytes: %w", got.N, got.Err)
+	}
+	if err := <-werr; err != nil {
+		got.Err = errors.Join(err, got.Err) // the write error first
+	}
+	return got
+}
+
+// progressReader moves c's read deadline to Timeout from now before each
+// read.
+type progressReader struct{ c *net.TCPConn }
+
+func (r progressReader) Read(p []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(Timeout))
+	return r.c.Read(p)
+}
+
 // IsClosed reports whether err is what a reader sees when the peer closed
 // or reset the connection.
 func IsClosed(err error) bool {
@@ -369,4 +414,19 @@ func Context(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Wait receives from ch, or fails the test when nothing comes within
+// 2 × Timeout: what, e.g. "the server's bytes", says what never came. A
+// test that waits on another goroutine's end then fails with a message
+// instead of hanging until go test's own timeout.
+func Wait[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(2 * Timeout):
+		t.Fatalf("%s did not come within %v", what, 2*Timeout)
+		panic("unreachable")
+	}
 }

@@ -1,0 +1,133 @@
+//go:build linux
+
+package stresskit
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TinyBuf is the SO_SNDBUF and SO_RCVBUF asked for every socket of the
+// stress tests (the kernel doubles it, and raises it to its minimum).
+const TinyBuf = 4096
+
+// StallAfter is how long no byte moving at either end of a connection
+// makes it a suspect of a stall.
+const StallAfter = 3 * time.Second
+
+// HoldMax bounds End.HoldRead.
+const HoldMax = 50 * time.Millisecond
+
+// ErrSlow is a stress connection whose ends' deadline passed while bytes
+// kept moving: TCP's persist timer on tiny windows, not a stall.
+var ErrSlow = errors.New("slow, not stalled: the deadline passed while bytes kept moving")
+
+// SetTinyBuffers shrinks fd's send buffer, and its receive buffer if rcv;
+// set on a listener before listen, they are inherited by its accepted
+// sockets.
+func SetTinyBuffers(fd int, rcv bool) {
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, TinyBuf)
+	if rcv {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, TinyBuf)
+	}
+}
+
+// TinyControl shrinks a net.Dialer's or net.ListenConfig's socket buffers
+// before connect or listen.
+func TinyControl(_, _ string, rc syscall.RawConn) error {
+	if err := rc.Control(func(fd uintptr) { SetTinyBuffers(int(fd), true) }); err != nil {
+		return fmt.Errorf("tiny buffers: %w", err)
+	}
+	return nil
+}
+
+// End is how one end of a stress connection reads and writes.
+type End struct {
+	Send      int  // bytes to send before the half-close
+	Burst     int  // largest write (and read, though reads go up to 16 KiB at least)
+	StallRead bool // reads stall for a while now and then
+	// HoldRead: reads start only once hold is closed (the other end has
+	// written everything and half-closed: the queue toward this end is
+	// full when that FIN arrives), or after HoldMax.
+	HoldRead bool
+}
+
+// Counts is what one end of a stress connection moved and saw.
+type Counts struct {
+	Read, Written atomic.Int64
+	Sum           [32]byte // of what it read
+	Err           error
+}
+
+// Stream is the n bytes an end with seed sends.
+func Stream(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24), 0xee}).Read(b)
+	return b
+}
+
+// Run writes e.Send bytes of seed's Stream in bursts and half-closes (then
+// closes wrote), while it reads to EOF, the reads held until hold is
+// closed if e.HoldRead. It returns once both are over, with n filled in.
+func Run(c *net.TCPConn, e End, seed uint64, n *Counts, wrote chan<- struct{}, hold <-chan struct{}) {
+	werr := make(chan error, 1)
+	go func() {
+		src := Stream(seed, e.Send)
+		rng := rand.New(rand.NewPCG(seed, 9))
+		for off := 0; off < len(src); {
+			k, err := c.Write(src[off:min(off+1+rng.IntN(e.Burst), len(src))])
+			n.Written.Add(int64(k))
+			off += k
+			if err != nil {
+				werr <- fmt.Errorf("write: %w", err)
+				return
+			}
+		}
+		if err := c.CloseWrite(); err != nil {
+			werr <- fmt.Errorf("half-close: %w", err)
+			return
+		}
+		close(wrote)
+		werr <- nil
+	}()
+	if e.HoldRead {
+		// Bounded: what the other end sends past the buffers between the
+		// two waits for these reads.
+		select {
+		case <-hold:
+		case <-time.After(HoldMax):
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 7))
+	h := sha256.New()
+	rburst := max(e.Burst, 16<<10) // reads of a few bytes each would take longer than the deadline under -race
+	buf := make([]byte, rburst)
+	var rerr error
+	for {
+		k, err := c.Read(buf[:1+rng.IntN(rburst)])
+		n.Read.Add(int64(k))
+		h.Write(buf[:k])
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			rerr = fmt.Errorf("read: %w", err)
+			break
+		}
+		if e.StallRead && rng.IntN(64) == 0 {
+			// A peer busy elsewhere: the tunnel meets a full socket.
+			time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		}
+	}
+	n.Sum = [32]byte(h.Sum(nil))
+	n.Err = errors.Join(rerr, <-werr)
+}
