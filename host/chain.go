@@ -291,13 +291,25 @@ func (ch *chain) runEnd(dir Direction) (writes, error) {
 	return ch.takeLocked(), nil
 }
 
-// nowDialled lets the writes toward the server go and returns those the
-// filters queued before the dial.
-func (ch *chain) nowDialled() writes {
+// nowDialled tells the DialFilters that the target is connected, lets the
+// writes toward the server go and returns those the filters queued before
+// the dial (and while told). The error is the first DialFilter's.
+func (ch *chain) nowDialled() (writes, error) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	if ch.openErr == nil && !ch.done {
+		for i, f := range ch.filters {
+			df, ok := f.(DialFilter)
+			if !ok || !ch.streams[i].opened {
+				continue
+			}
+			if err := ch.c.callDialled(df, &ch.streams[i]); err != nil {
+				return writes{}, fmt.Errorf("%s: %w", ch.c.rs.Chain[i].Name, err)
+			}
+		}
+	}
 	ch.dialled = true
-	return ch.takeLocked()
+	return ch.takeLocked(), nil
 }
 
 // chosenTarget returns the target a filter chose, or "".

@@ -274,7 +274,13 @@ func (c *conn) dial(target string) bool {
 	default:
 	}
 	// Deliver what the filters sent before the dial.
-	w := c.ch.nowDialled()
+	w, err := c.ch.nowDialled()
+	if err != nil {
+		c.setReason(reasonFilterError)
+		c.abort(err)
+		c.finish(nil)
+		return false
+	}
 	if err := w.do(); err != nil {
 		c.abort(err)
 		c.finish(nil)

@@ -29,7 +29,9 @@
 // [TimerFilter] arms a timer ([Stream.SetTimer]) and may send, flush,
 // half-close or close when it fires, and keep a half-close behind the bytes
 // it delays ([Stream.DeferEnd]). On a route with [Route].LateDial the chain
-// chooses the target from the client's first bytes ([Stream.SetTarget]).
+// chooses the target from the client's first bytes ([Stream.SetTarget]),
+// and a [DialFilter] is told when the target is connected, at the address
+// it resolved to, and may refuse it.
 // Filters note verdicts on their connection as tags ([Stream.SetTag]),
 // which later links read and the close log line shows. [ChunkFunc] turns a
 // plain function into a hook; [Dump] is the hook that prints the traffic.

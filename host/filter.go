@@ -168,6 +168,19 @@ type Filter interface {
 	Closed()
 }
 
+// A DialFilter is a Filter told when the target is connected: the host
+// calls Dialled once, after the dial succeeded and before what the chain
+// sent toward the target before it goes, with [Stream.TargetAddr] set (a
+// host name resolved). It runs one at a time with the other callbacks. An
+// error closes the connection, counted filter_error: a filter may refuse a
+// target by the address it resolved to. A capture draws the target's
+// handshake then, not at the first byte. It is not called when the dial
+// fails.
+type DialFilter interface {
+	Filter
+	Dialled(s *Stream) error
+}
+
 // An EndFilter is a Filter told how its connection ended: the host calls
 // ClosedWith in place of Closed. A capture draws a reset from the peer that
 // sent it, say, or a filter counts its connections by reason.

@@ -156,7 +156,12 @@ func (ic *inlineChain) Open(o *evloop.Output) error {
 // server before the dial goes now.
 func (ic *inlineChain) Connected(o *evloop.Output) error {
 	ic.c.setDialled(ic.target)
-	return ic.put(o, ic.c.ch.nowDialled())
+	w, err := ic.c.ch.nowDialled()
+	if err != nil {
+		ic.c.setReason(reasonFilterError)
+		return err
+	}
+	return ic.put(o, w)
 }
 
 // Data implements evloop.Chain.

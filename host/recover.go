@@ -49,6 +49,11 @@ func (c *conn) callData(f Filter, dir Direction, b []byte, s *Stream) (err error
 	return f.Data(dir, b, s)
 }
 
+func (c *conn) callDialled(f DialFilter, s *Stream) (err error) {
+	defer c.recovered("Dialled", &err)
+	return f.Dialled(s)
+}
+
 func (c *conn) callEnd(f Filter, dir Direction, s *Stream) (err error) {
 	defer c.recovered("End", &err)
 	return f.End(dir, s)

@@ -43,7 +43,10 @@
 // client's address and the listen address; the target leg between the
 // client's address and the target's, as a transparent proxy would (the
 // tunnel's own ephemeral port is not known to the hooks), so both legs of
-// one connection share the client's port. A target given as a host name
+// one connection share the client's port. The target leg's handshake is
+// drawn when the tunnel connected (host.DialFilter), the client leg's when
+// the connection opened; a target never connected (a failed dial, a filter
+// that closed first) has no target leg. A target given as a host name
 // is drawn at the address the tunnel connected to (host.Stream.TargetAddr),
 // with the name in the SYN's comment; only a leg drawn before the dial (a
 // filter sending toward the target from Opened, the bytes a late-dial

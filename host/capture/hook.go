@@ -154,6 +154,17 @@ func (f *legFilter) Opened(s *host.Stream) error {
 	return nil
 }
 
+// Dialled implements [host.DialFilter]: the target leg's handshake is
+// drawn when the tunnel connected, not when its first byte crosses it (a
+// speak-first server's banner, a client that waits).
+func (f *legFilter) Dialled(s *host.Stream) error {
+	if f.leg == LegTarget {
+		f.st.target = s
+		f.st.open(LegTarget)
+	}
+	return nil
+}
+
 func (f *legFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
 	st := f.st
 	tapped := st.wire != nil && f.leg == LegClient

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
+	"github.com/tunnelwasm/tunnel/host/internal/testnet"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 	"github.com/tunnelwasm/tunnel/internal/tshark"
 )
@@ -62,4 +63,36 @@ func TestNoTargetLegWhenNeverConnected(t *testing.T) {
 			}
 		})
 	}
+}
+
+// greetAtDial sends the client a greeting when the target is connected
+// (host.DialFilter): the client reading it knows the dial is done.
+type greetAtDial struct{ host.PassThrough }
+
+func (greetAtDial) Open(*host.ConnInfo) (host.Filter, error) { return greetAtDial{}, nil }
+
+func (greetAtDial) Dialled(s *host.Stream) error {
+	return s.Send(host.ServerToClient, []byte("hi\n"))
+}
+
+// TestTargetHandshakeAtTheDial: the target leg's handshake is in the file
+// as soon as the tunnel has connected to the target, before any byte
+// crosses that leg. It used to be drawn at the leg's first byte, so a
+// client that waited, or a server that spoke late, showed a target SYN
+// long after the connection was made.
+func TestTargetHandshakeAtTheDial(t *testing.T) {
+	t.Parallel()
+	srv := testnet.Serve(t, testnet.Echo)
+	s := start(t, "127.0.0.1:0", srv.Addr(), capture.Options{}, host.Link{Name: "greet", Hook: greetAtDial{}})
+	c := testnet.Dial(t, s.addr)
+	if _, err := io.ReadFull(c, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	s.w.Sync()
+	target := tshark.Open(t, s.file).Fields(func(p tshark.Packet) bool { return p.Is("frame.interface_id", "1") }, "tcp.flags.str")
+	if len(target) != 3 || !strings.Contains(target[0], "S") || !strings.Contains(target[2], "A") {
+		t.Errorf("target leg once the tunnel has connected, before any byte: %q, want its SYN, SYN-ACK and ACK", target)
+	}
+	c.Close()
+	s.finish(t)
 }
