@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/tunnelwasm/tunnel/sdk"
@@ -44,7 +45,10 @@ type conn struct {
 	nameEnd int // bytes of the command up to the end of its name
 	// The name or subcommand is longer than maxName: in no list.
 	nameLong, subLong bool
-	inline            []byte
+	// The name or subcommand holds a NUL byte: Redis compares names with
+	// strcasecmp, which stops there, so name and sub end before it.
+	nameCut, subCut bool
+	inline          []byte
 
 	// Replies.
 	rst    replyState
@@ -230,6 +234,7 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			}
 			h.keeping, h.kept = true, h.kept[:0]
 			h.name, h.sub, h.haveSub, h.nameLong, h.subLong, h.argIdx = h.name[:0], h.sub[:0], false, false, false, 0
+			h.nameCut, h.subCut = false, false
 			h.st = reqArrayLen
 			h.num.reset()
 			i++
@@ -274,18 +279,15 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			}
 			h.bulk, h.bulkLen = h.num.v+2, h.num.v
 			h.st = reqBulkData
-			if h.keeping && h.num.v > maxName {
-				// A name (or subcommand) longer than any in a list: decide
-				// now rather than keep its bytes.
-				if h.argIdx == 0 {
-					h.nameLong = true
-				} else {
-					h.subLong = true
-				}
-				h.decideMultibulk(c, data, keepFrom, i)
-			}
 		case reqBulkData:
 			n := int(min(int64(len(data)-i), h.bulk))
+			// A name (or subcommand) longer than any in a list is decided
+			// once its first maxName+1 bytes are read rather than kept
+			// whole: a NUL among them ends the name Redis looks up.
+			long := h.keeping && h.bulkLen > maxName
+			if read := h.bulkLen + 2 - h.bulk; long && read <= maxName {
+				n = min(n, int(maxName+1-read))
+			}
 			if h.keeping {
 				h.collect(data[i : i+n])
 			} else if h.verdict != block {
@@ -293,6 +295,9 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			}
 			i += n
 			h.bulk -= int64(n)
+			if long && h.bulkLen+2-h.bulk > maxName {
+				h.decideMultibulk(c, data, keepFrom, i)
+			}
 			if h.bulk > 0 {
 				continue
 			}
@@ -371,7 +376,7 @@ func (p *plugin) fastCommand(data []byte, i int) int {
 		if l < 0 || int64(len(data)-j) < l+2 {
 			return 0
 		}
-		if a == 0 && (l == 0 || l >= maxPlain || !p.plain[l][data[j]]) {
+		if a == 0 && (l == 0 || l >= maxPlain || !p.plain[l][data[j]] || bytes.IndexByte(data[j:j+int(l)], 0) >= 0) {
 			return 0
 		}
 		j += int(l) + 2
@@ -454,20 +459,26 @@ func (h *conn) collect(b []byte) {
 		return
 	}
 	b = b[:min(int64(len(b)), left)]
-	dst, long := &h.name, &h.nameLong
+	dst, long, cut := &h.name, &h.nameLong, &h.nameCut
 	if h.argIdx == 1 {
-		dst, long = &h.sub, &h.subLong
+		dst, long, cut = &h.sub, &h.subLong, &h.subCut
 		h.haveSub = true
 	}
-	if *long || len(*dst)+len(b) > maxName {
-		*long = true
-		return
-	}
 	for _, ch := range b {
-		if 'A' <= ch && ch <= 'Z' {
-			ch += 'a' - 'A'
+		if *long || *cut {
+			return
 		}
-		*dst = append(*dst, ch)
+		switch {
+		case ch == 0:
+			*cut = true // Redis's strcasecmp stops here
+		case len(*dst) == maxName:
+			*long = true
+		default:
+			if 'A' <= ch && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			*dst = append(*dst, ch)
+		}
 	}
 }
 
@@ -480,6 +491,18 @@ func (h *conn) decideMultibulk(c *sdk.Conn, data []byte, keepFrom, i int) {
 	r := h.p.decide(h.name, h.sub, haveSub)
 	if h.nameLong {
 		r = h.p.unknown()
+	}
+	if h.nameCut {
+		switch {
+		case r.verdict == rename:
+			// Redis does not know the renamed name: the command goes as
+			// it came, and the server refuses it.
+			r = rule{verdict: pass}
+		case r.verdict == pass && h.argIdx == 0 && h.p.blocksSub(h.name):
+			// Decided within a long name: its subcommand, which Redis
+			// would look up, is not read.
+			r = rule{verdict: block}
+		}
 	}
 	h.verdict = r.verdict
 	w := &h.w

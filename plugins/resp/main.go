@@ -195,6 +195,19 @@ func (p *plugin) decide(name, sub []byte, haveSub bool) rule {
 	return rule{verdict: pass}
 }
 
+// blocksSub reports whether a rule blocks a subcommand of name.
+func (p *plugin) blocksSub(name []byte) bool {
+	if !p.sub[string(name)] {
+		return false
+	}
+	for k, r := range p.rules {
+		if r.verdict == block && len(k) > len(name) && k[len(name)] == ' ' && k[:len(name)] == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // maxPlain bounds the name lengths of the plain table.
 const maxPlain = 24
 

@@ -183,6 +183,33 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		c.ReadAll(s2c)
 		c.Wait()
 	})
+	t.Run("a name or subcommand ends at a NUL byte, as Redis compares names", func(t *testing.T) {
+		// Redis finds a command by a hash of the whole name but compares
+		// with strcasecmp, which stops at a NUL: "flushall\x00<any>" runs
+		// FLUSHALL whenever it lands in FLUSHALL's hash bucket (one try in
+		// a few hundred; for CONFIG's subcommands one in a few).
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		long := "flushall\x00" + strings.Repeat("x", 100)
+		c.Write(c2s, []byte(cmd("FLUSHALL\x001")+cmd("CONFIG", "SET\x00x", "maxmemory", "1")+cmd(long)+
+			cmd("CONFIG", "set\x00"+strings.Repeat("y", 100), "maxmemory", "1")+cmd("PING")))
+		want := cmd("PING")
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		c.Write(s2c, []byte("+PONG\r\n"))
+		wantErr := errFor("flushall") + errFor("config set") + errFor("flushall") + errFor("config set") + "+PONG\r\n"
+		if got := c.Read(s2c, len(wantErr)); string(got) != wantErr {
+			t.Fatalf("client got %q, want %q", got, wantErr)
+		}
+		c.End(c2s)
+		c.End(s2c)
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q more", got)
+		}
+		c.ReadAll(s2c)
+		c.Wait()
+	})
 	t.Run("many blocks in one chunk: one send, one tag, bounded log lines", func(t *testing.T) {
 		// A host call (log, tag, metric, send) per blocked command made one
 		// 64 KiB chunk of "FLUSHALL\n" outlast the call timeout.

@@ -259,3 +259,49 @@ route "redis" {
 		t.Fatalf("the fourth connection: stdout %q, stderr %q", got, stderr)
 	}
 }
+
+// TestRedisNulInName sends FLUSHALL and CONFIG SET with a NUL and a
+// different suffix after the name each time through tunnel.hcl's Redis
+// route: Redis hashes the whole name but compares names with strcasecmp,
+// so some of them run the blocked command unless the plugin blocks them.
+func TestRedisNulInName(t *testing.T) {
+	redis := redisServer(t)
+	addr := rootTunnel(t, redis)
+	if got := tool(t, "redis-cli", redis, "", "SET", "greeting", "hello"); got != "OK\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var b strings.Builder
+	const n = 2000
+	for i := range n {
+		name := "flushall\x00" + strconv.Itoa(i)
+		fmt.Fprintf(&b, "*1\r\n$%d\r\n%s\r\n", len(name), name)
+		sub := "set\x00" + strconv.Itoa(i)
+		fmt.Fprintf(&b, "*4\r\n$6\r\nCONFIG\r\n$%d\r\n%s\r\n$9\r\nmaxmemory\r\n$7\r\n1234567\r\n", len(sub), sub)
+	}
+	b.WriteString("*1\r\n$4\r\nPING\r\n")
+	go c.Write([]byte(b.String()))
+	c.SetDeadline(time.Now().Add(toolTimeout))
+	var got []byte
+	buf := make([]byte, 64<<10)
+	for !bytes.HasSuffix(got, []byte("+PONG\r\n")) {
+		k, err := c.Read(buf)
+		got = append(got, buf[:k]...)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+	}
+	if got := tool(t, "redis-cli", redis, "", "GET", "greeting"); got != "hello\n" {
+		t.Errorf("the server lost its data: GET greeting = %q", got)
+	}
+	stats := tool(t, "redis-cli", redis, "", "INFO", "commandstats")
+	for _, cmd := range []string{"cmdstat_flushall", "cmdstat_config|set"} {
+		if strings.Contains(stats, cmd+":") {
+			t.Errorf("the server ran %s", cmd)
+		}
+	}
+}
