@@ -359,6 +359,10 @@ func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Li
 		go func() { defer wg.Done(); io.Copy(io.Discard, c) }()
 	}
 	srcs := [2]net.Conn{client, server} // the sender of each direction
+	// Room for every step (a chunk or a FIN each) from the start: the
+	// proxy's goroutine writes into the current step through o.step while
+	// the next is appended, which must never move the steps.
+	res.Steps = make([]Step, 0, len(res.Conn.Chunks)+2)
 	var finned [2]bool
 	// endsBefore feeds the half-closes recorded before chunk i; false when
 	// the chain closed the connection.
