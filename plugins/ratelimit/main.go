@@ -32,6 +32,7 @@ type config struct {
 	BytesFrom            string  `json:"bytes_from"` // "client" (default), "server" or "both"
 	OnBytes              string  `json:"on_bytes"`   // "delay" (default) or "close"
 	MaxDelayed           int64   `json:"max_delayed"`
+	MaxDelayedTotal      int64   `json:"max_delayed_total"`
 	Reply                string  `json:"reply"` // sent to the client before a close
 }
 
@@ -54,6 +55,11 @@ func newBucket(rate float64, burst int64) bucket {
 
 const (
 	defaultMaxDelayed = 4 << 20
+	// defaultMaxDelayedTotal bounds the bytes all the connections of one
+	// instance hold: they share its memory (a Go guest's heap needs about
+	// twice what it holds), and a guest that runs out fails every
+	// connection on it.
+	defaultMaxDelayedTotal = 16 << 20
 	onDelay           = "delay"
 	onClose           = "close"
 )
@@ -64,7 +70,10 @@ type plugin struct {
 	dirs       [2]bool
 	close      bool // on_bytes = "close"
 	maxDelayed int64
-	reply      []byte
+	// maxDelayedTotal bounds delayedNow, the bytes the connections of
+	// this instance hold at the moment.
+	maxDelayedTotal, delayedNow int64
+	reply                       []byte
 
 	limitedConns sdk.Counter
 	limitedBytes sdk.Counter
@@ -77,8 +86,8 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
 		return nil, nofmt.Wrap("ratelimit", err)
 	}
-	if c.ConnectionsPerSecond < 0 || c.BytesPerSecond < 0 || c.ConnectionsBurst < 0 || c.BytesBurst < 0 || c.MaxDelayed < 0 {
-		return nil, errors.New("ratelimit: rates, bursts and max_delayed must not be negative")
+	if c.ConnectionsPerSecond < 0 || c.BytesPerSecond < 0 || c.ConnectionsBurst < 0 || c.BytesBurst < 0 || c.MaxDelayed < 0 || c.MaxDelayedTotal < 0 {
+		return nil, errors.New("ratelimit: rates, bursts, max_delayed and max_delayed_total must not be negative")
 	}
 	if c.ConnectionsPerSecond == 0 && c.BytesPerSecond == 0 {
 		return nil, errors.New(`ratelimit: no limit: set "connections_per_second" and/or "bytes_per_second", e.g. {"connections_per_second": 10, "connections_burst": 20}`)
@@ -89,7 +98,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	if c.BytesBurst > 0 && c.BytesPerSecond == 0 {
 		return nil, errors.New(`ratelimit: "bytes_burst" needs "bytes_per_second"`)
 	}
-	p := &plugin{maxDelayed: defaultMaxDelayed, reply: []byte(c.Reply)}
+	p := &plugin{maxDelayed: defaultMaxDelayed, maxDelayedTotal: defaultMaxDelayedTotal, reply: []byte(c.Reply)}
 	if c.ConnectionsPerSecond > 0 {
 		burst := c.ConnectionsBurst
 		if burst == 0 {
@@ -123,6 +132,9 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	}
 	if c.MaxDelayed > 0 {
 		p.maxDelayed = c.MaxDelayed
+	}
+	if c.MaxDelayedTotal > 0 {
+		p.maxDelayedTotal = c.MaxDelayedTotal
 	}
 	p.limitedConns = sdk.NewCounter("limited_total", "limit", "connections")
 	p.limitedBytes = sdk.NewCounter("limited_total", "limit", "bytes")
@@ -276,6 +288,13 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}
+		if h.p.delayedNow+int64(len(data)) > h.p.maxDelayedTotal {
+			h.p.limitedBytes.Inc()
+			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": the connections of this instance hold more than "+strconv.FormatInt(h.p.maxDelayedTotal, 10)+" bytes delayed (max_delayed_total): closing")
+			h.refuse(c, "bytes")
+			return sdk.Drop
+		}
+		h.p.delayedNow += int64(len(data))
 		h.p.delayedBytes.Add(int64(len(data)))
 		now := sdk.Now()
 		due := now + wait
@@ -331,6 +350,10 @@ func (h *conn) OnTimer(c *sdk.Conn) {
 		}
 		q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
 		q.buf = q.buf[:copy(q.buf, q.buf[off:])]
+		h.p.delayedNow -= int64(off)
+		if len(q.buf) == 0 {
+			q.buf, q.pieces = nil, nil // the memory goes back to the instance
+		}
 		if len(q.pieces) == 0 && q.ended {
 			if err := c.CloseWrite(dir); err != nil {
 				sdk.Log(sdk.LevelWarn, "ratelimit: close write: "+err.Error())
@@ -340,8 +363,13 @@ func (h *conn) OnTimer(c *sdk.Conn) {
 	h.arm(c, now)
 }
 
-// OnClose forgets the client's buckets that are full again.
+// OnClose forgets the client's buckets that are full again, and the bytes
+// it still held.
 func (h *conn) OnClose(*sdk.Conn) {
+	for d := range h.q {
+		h.p.delayedNow -= int64(len(h.q[d].buf))
+		h.q[d] = queue{}
+	}
 	if h.tookConn {
 		release("c:" + h.ip)
 	}

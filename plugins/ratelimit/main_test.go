@@ -121,6 +121,31 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			t.Errorf("delayed_bytes_total = %d, want 500", m.Value)
 		}
 	})
+	t.Run("the bytes an instance delays are bounded in all", func(t *testing.T) {
+		// The connections of an instance share its memory: 20 that each
+		// delayed 1.4 MB ran the guest out of it, and every connection on
+		// it was reset, other clients' too.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 10, "max_delayed": 1000, "max_delayed_total": 100, "reply": "busy\n"}`})
+		a, b := p.Open(), p.Open()
+		a.Write(c2s, []byte(strings.Repeat("a", 70))) // over the burst: delayed, 70 held
+		b.Write(c2s, []byte(strings.Repeat("b", 60))) // 130 held in all: over
+		if got := b.ReadAll(s2c); string(got) != "busy\n" {
+			t.Fatalf("the connection over the instance's bound got %q", got)
+		}
+		b.Wait()
+		p.Advance(time.Second)
+		if got := a.Read(c2s, 70); string(got) != strings.Repeat("a", 70) {
+			t.Fatalf("server got %q", got)
+		}
+		c := p.Open() // a's bytes are gone: room again
+		c.Write(c2s, []byte(strings.Repeat("c", 60)))
+		p.Advance(time.Second)
+		if got := c.Read(c2s, 60); string(got) != strings.Repeat("c", 60) {
+			t.Fatalf("server got %q from a connection that fits again", got)
+		}
+		finish(a)
+		finish(c)
+	})
 	t.Run("bytes per second shared by the connections of one address", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 100, "bytes_burst": 10, "on_bytes": "close", "reply": "slow down\n"}`})
 		a, b := p.Open(), p.Open()
@@ -150,7 +175,7 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 	t.Run("bad config", func(t *testing.T) {
 		for _, tc := range []struct{ config, want string }{
 			{``, `ratelimit: no limit: set "connections_per_second" and/or "bytes_per_second", e.g. {"connections_per_second": 10, "connections_burst": 20}`},
-			{`{"connections_per_second": -1}`, `ratelimit: rates, bursts and max_delayed must not be negative`},
+			{`{"connections_per_second": -1}`, `ratelimit: rates, bursts, max_delayed and max_delayed_total must not be negative`},
 			{`{"bytes_burst": 5, "connections_per_second": 1}`, `ratelimit: "bytes_burst" needs "bytes_per_second"`},
 			{`{"connections_burst": 5, "bytes_per_second": 1}`, `ratelimit: "connections_burst" needs "connections_per_second"`},
 			{`{"bytes_per_second": 1, "bytes_from": "up"}`, `ratelimit: "bytes_from" must be "client", "server" or "both", not "up"`},
