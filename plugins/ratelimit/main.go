@@ -60,8 +60,8 @@ const (
 	// twice what it holds), and a guest that runs out fails every
 	// connection on it.
 	defaultMaxDelayedTotal = 16 << 20
-	onDelay           = "delay"
-	onClose           = "close"
+	onDelay                = "delay"
+	onClose                = "close"
 )
 
 type plugin struct {
