@@ -279,24 +279,24 @@ func printReplay(w io.Writer, rep *replay.Report, format string) {
 			if s.End {
 				b = fmt.Appendf(b, "#%d %s end (FIN): %s\n", id, s.Dir, s.Verdict())
 			} else {
-				b = fmt.Appendf(b, "#%d %s %d bytes: %s\n", id, s.Dir, len(s.In), s.Verdict())
+				b = fmt.Appendf(b, "#%d %s %s: %s\n", id, s.Dir, replay.Bytes(len(s.In), ""), s.Verdict())
 			}
 			if s.Failure != "" {
 				b = fmt.Appendf(b, "#%d   %s\n", id, s.Failure)
 			}
 			body(s.In)
 			if len(s.Forwarded) > 0 && (s.End || s.Verdict() != "forwarded") {
-				b = fmt.Appendf(b, "#%d   forwarded %d bytes\n", id, len(s.Forwarded))
+				b = fmt.Appendf(b, "#%d   forwarded %s\n", id, replay.Bytes(len(s.Forwarded), ""))
 				body(s.Forwarded)
 			}
 			if len(s.Replied) > 0 {
-				b = fmt.Appendf(b, "#%d   replied %d bytes\n", id, len(s.Replied))
+				b = fmt.Appendf(b, "#%d   replied %s\n", id, replay.Bytes(len(s.Replied), ""))
 				body(s.Replied)
 			}
 		}
 		for d, late := range c.Late {
 			if len(late) > 0 {
-				b = fmt.Appendf(b, "#%d %s %d bytes after the last chunk\n", id, host.Direction(d), len(late))
+				b = fmt.Appendf(b, "#%d %s %s after the last chunk\n", id, host.Direction(d), replay.Bytes(len(late), ""))
 				body(late)
 			}
 		}

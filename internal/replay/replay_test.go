@@ -279,3 +279,20 @@ func TestReadTruncated(t *testing.T) {
 		t.Fatalf("Read of a file cut short: %d conns, %v; want the connection and a *TruncatedError", len(conns), err)
 	}
 }
+
+// TestVerdictCounts: the verdicts count bytes in English ("1 byte").
+func TestVerdictCounts(t *testing.T) {
+	for _, tc := range []struct {
+		s    replay.Step
+		want string
+	}{
+		{replay.Step{In: []byte("a"), Forwarded: []byte("a"), Replied: []byte("x")}, "forwarded; replied 1 byte"},
+		{replay.Step{In: []byte("a"), Forwarded: []byte("a"), Replied: []byte("xy")}, "forwarded; replied 2 bytes"},
+		{replay.Step{End: true, Forwarded: []byte("h")}, "half-closed, after forwarding 1 held byte"},
+		{replay.Step{In: []byte("abc"), Forwarded: []byte("ab")}, "forwarded 2 of the bytes, the rest held"},
+	} {
+		if got := tc.s.Verdict(); got != tc.want {
+			t.Errorf("Verdict of %+v = %q, want %q", tc.s, got, tc.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,7 +50,7 @@ func (s *Step) Verdict() string {
 	none := len(s.Forwarded) == 0 && len(s.In) > 0
 	switch {
 	case s.End && len(s.Forwarded) > 0:
-		v = fmt.Sprintf("half-closed, after forwarding %d held bytes", len(s.Forwarded))
+		v = "half-closed, after forwarding " + Bytes(len(s.Forwarded), "held ")
 	case s.End:
 		v = "half-closed"
 	case none:
@@ -70,9 +71,18 @@ func (s *Step) Verdict() string {
 		v += ", bypassing the failed plugin"
 	}
 	if len(s.Replied) > 0 {
-		v += fmt.Sprintf("; replied %d bytes", len(s.Replied))
+		v += "; replied " + Bytes(len(s.Replied), "")
 	}
 	return v
+}
+
+// Bytes says n bytes in English, with adj before the noun: "1 byte",
+// "2 held bytes".
+func Bytes(n int, adj string) string {
+	if n == 1 {
+		return "1 " + adj + "byte"
+	}
+	return strconv.Itoa(n) + " " + adj + "bytes"
 }
 
 // Result is the replay of one connection.
