@@ -576,3 +576,25 @@ func TestTLSLateDialFromTimer(t *testing.T) {
 	c.Close()
 	logs.Wait(t, "connection closed", "bytes_to_server=4")
 }
+
+// An explicit handshake timeout equal to the default agrees with an unset
+// one: the address's listener reads with the same deadline either way.
+func TestServerNamesSharedDefaultHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	a := host.Route{Name: "a", Listen: "127.0.0.1:0", Target: "127.0.0.1:1", ServerNames: []string{"a.example"},
+		HandshakeTimeout: host.DefaultHandshakeTimeout}
+	b := a
+	b.Name, b.ServerNames, b.HandshakeTimeout = "b", []string{"b.example"}, 0
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a free fixed port for both routes
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Listen = ln.Addr().String()
+	ln.Close()
+	b.Listen = a.Listen
+	var p host.Proxy
+	if err := p.Apply([]host.Route{a, b}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	p.Close()
+}

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/internal/clienthello"
 	"github.com/tunnelwasm/tunnel/internal/tlsconf"
 )
@@ -512,9 +514,33 @@ func (d *decoder) checkServerNames() map[*Route]bool {
 				}
 				d.errorf(rng, "Routes sharing an address disagree on accept_proxy", "Route %q and route %q both listen on %s, where the PROXY header (if any) is read before the server name picks a route; set accept_proxy the same on both.", r.Name, first.Name, l)
 			}
+			// The rest of what belongs to the address, not to a route: the
+			// Proxy refuses to start routes that differ on it (host.Route).
+			for _, s := range []struct {
+				name  string
+				agree bool
+			}{
+				{"trusted_cidrs", r.AcceptProxy != first.AcceptProxy || slices.Equal(r.TrustedProxies, first.TrustedProxies)}, // a disagreement on accept_proxy is reported already
+				{"max_connections", r.MaxConns == first.MaxConns},
+				{"reuse_port", r.ReusePort == first.ReusePort},
+				{"handshake_timeout", effectiveHandshakeTimeout(r) == effectiveHandshakeTimeout(first)},
+			} {
+				if !s.agree {
+					d.errorf(r.ListenRange, "Routes sharing an address disagree on "+s.name, "Route %q and route %q both listen on %s, whose listener, connection cap, PROXY header and ClientHello belong to the address, not to one route; set %s the same on both.", r.Name, first.Name, l, s.name)
+				}
+			}
 		}
 	}
 	return shared
+}
+
+// effectiveHandshakeTimeout is r's handshake_timeout, or the default the
+// Proxy applies when it is unset.
+func effectiveHandshakeTimeout(r *Route) time.Duration {
+	if r.HandshakeTimeout > 0 {
+		return r.HandshakeTimeout
+	}
+	return host.DefaultHandshakeTimeout
 }
 
 // hasServerNames reports whether the route has a server_names attribute

@@ -68,7 +68,7 @@ route "default" {
   target        = "127.0.0.1:8002"
   server_names  = ["*"]
   accept_proxy  = true
-  trusted_cidrs = ["10.0.0.0/8"]
+  trusted_cidrs = ["10.0.0.0/8", "192.0.2.7"] # the address's, as route "a"'s
 }
 `
 
@@ -355,7 +355,7 @@ func TestTLSSettings(t *testing.T) {
 		fmt.Sprintf(`route "web": terminates TLS 1.3+ with %s ("CN=localhost,O=tunnel tests" dns=[localhost], expires %s), clients verified by %s; originates TLS to the target, verified by %s as backend.example`,
 			filepath.Join(dir, "cert.pem"), srv.Cert.NotAfter.UTC().Format(time.RFC3339), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.pem")),
 		`route "a": chosen by server name a.example, *.b.example; PROXY headers from 10.0.0.0/8, 192.0.2.7/32`,
-		`route "default": chosen by server name *; PROXY headers from 10.0.0.0/8`,
+		`route "default": chosen by server name *; PROXY headers from 10.0.0.0/8, 192.0.2.7/32`,
 	}
 	if len(got) < len(want) || strings.Join(got[len(got)-3:], "\n") != strings.Join(want, "\n") {
 		t.Fatalf("Settings:\n%s\nwant it to end with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -461,5 +461,53 @@ func TestReloadRefusesExpiredCertificate(t *testing.T) {
 	defer c.Close()
 	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(srv.Cert.SerialNumber) != 0 {
 		t.Errorf("serves serial %v, want the running certificate's %v", got, srv.Cert.SerialNumber)
+	}
+}
+
+// TestSharedAddressSettingsDisagree: what belongs to an address shared by
+// server name (its cap, PROXY trust, SO_REUSEPORT, handshake deadline) is
+// checked by validate, not first by the Proxy when the tunnel starts; an
+// explicit handshake_timeout equal to the default agrees with an unset one.
+func TestSharedAddressSettingsDisagree(t *testing.T) {
+	t.Parallel()
+	const src = `
+route "a" {
+  listen            = "127.0.0.1:9443"
+  target            = "127.0.0.1:8001"
+  server_names      = ["a.example"]
+  max_connections   = 20
+  handshake_timeout = "2s"
+  reuse_port        = true
+  accept_proxy      = true
+  trusted_cidrs     = ["10.0.0.0/8"]
+}
+route "b" {
+  listen        = "127.0.0.1:9443"
+  target        = "127.0.0.1:8002"
+  server_names  = ["b.example"]
+  accept_proxy  = true
+  trusted_cidrs = ["192.0.2.0/24"]
+}
+route "c" {
+  listen            = "127.0.0.1:9444"
+  target            = "127.0.0.1:8001"
+  server_names      = ["a.example"]
+  handshake_timeout = "10s"
+}
+route "d" {
+  listen       = "127.0.0.1:9444"
+  target       = "127.0.0.1:8002"
+  server_names = ["*"]
+}
+`
+	f, diags := parseString(t, t.TempDir(), src)
+	text := FormatDiagnostics(diags, f.Files)
+	for _, name := range []string{"trusted_cidrs", "max_connections", "reuse_port", "handshake_timeout"} {
+		if want := "Routes sharing an address disagree on " + name; strings.Count(text, want) != 1 {
+			t.Errorf("want one %q in:\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, "error:"); n != 4 {
+		t.Errorf("%d errors, want 4 (routes c and d agree):\n%s", n, text)
 	}
 }
