@@ -76,6 +76,14 @@ type conn struct {
 // they are all sent in one call when the bound is reached).
 const maxQueued = 1 << 20
 
+// maxNow bounds the error replies one call sends at once: past it the
+// connection is closed (a protocol error), rather than the call sending
+// more than the plugin's max_output (4 MiB by default), which would fail
+// the instance and every connection on it. With the default error text a
+// 64 KiB chunk of blocked commands makes about 440 KB; a long custom one
+// can make more.
+const maxNow = 2 << 20
+
 // waiting returns how many error replies wait for replies ahead of them.
 func (h *conn) waiting() int { return len(h.queue) - h.qhead }
 
@@ -218,6 +226,9 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	for i < len(data) {
 		switch h.st {
 		case reqStart:
+			if len(h.now) > maxNow {
+				return h.protocolError(c, "more than "+strconv.Itoa(maxNow)+" bytes of error replies for one chunk of blocked commands")
+			}
 			keepFrom = i
 			if data[i] == '*' {
 				if next := h.p.fastCommand(data, i); next > 0 {

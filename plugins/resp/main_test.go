@@ -210,6 +210,35 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		c.ReadAll(s2c)
 		c.Wait()
 	})
+	t.Run("more error replies for one chunk than a call may send: the connection is closed, the instance lives", func(t *testing.T) {
+		// 1500 blocked commands with a 3000-byte error text make 4.5 MB of
+		// replies for one 13 KB chunk: past the 4 MiB a call may send, the
+		// call failed and with it every connection of the instance.
+		errText := "ERR " + strings.Repeat("x", 3000) + " {command}"
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"block": ["FLUSHALL"], "log": false, "error": "` + errText + `"}`})
+		reply := "-" + strings.ReplaceAll(errText, "{command}", "flushall") + "\r\n"
+		c := p.Open()
+		c.Write(c2s, []byte(strings.Repeat("FLUSHALL\n", 1500)+"PING\r\n"))
+		got := string(c.ReadAll(s2c))
+		n := strings.Count(got, reply)
+		if n*len(reply) > maxNow+len(reply) || n == 0 || !strings.HasSuffix(got, "-ERR Protocol error: more than 2097152 bytes of error replies for one chunk of blocked commands\r\n") {
+			t.Fatalf("client got %d error replies (%d bytes) and %q at the end; want at most %d bytes of them, then the protocol error", n, n*len(reply), got[max(0, len(got)-120):], maxNow)
+		}
+		if b := c.ReadAll(c2s); len(b) != 0 {
+			t.Fatalf("server got %q", b)
+		}
+		c.Wait()
+		c2 := p.Open() // the instance still serves
+		c2.Write(c2s, []byte("PING\r\n"))
+		if b := c2.Read(c2s, 6); string(b) != "PING\r\n" {
+			t.Fatalf("the next connection: server got %q", b)
+		}
+		c2.End(c2s)
+		c2.End(s2c)
+		c2.ReadAll(c2s)
+		c2.ReadAll(s2c)
+		c2.Wait()
+	})
 	t.Run("many blocks in one chunk: one send, one tag, bounded log lines", func(t *testing.T) {
 		// A host call (log, tag, metric, send) per blocked command made one
 		// 64 KiB chunk of "FLUSHALL\n" outlast the call timeout.
