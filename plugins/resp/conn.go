@@ -202,11 +202,12 @@ func (h *conn) flushBlocked(c *sdk.Conn) {
 		}
 		h.now = h.now[:0]
 	}
-	if h.blocked != h.tagged {
-		h.tagged = h.blocked
-		if err := c.SetTag("resp.blocked", strconv.FormatInt(h.blocked, 10)); err != nil {
-			sdk.Log(sdk.LevelWarn, "resp: tag: "+err.Error())
-		}
+	if h.blocked == h.tagged {
+		return // nothing blocked in this call: nothing to tag, count or log
+	}
+	h.tagged = h.blocked
+	if err := c.SetTag("resp.blocked", strconv.FormatInt(h.blocked, 10)); err != nil {
+		sdk.Log(sdk.LevelWarn, "resp: tag: "+err.Error())
 	}
 	h.p.counters.flush()
 	if h.unlogged > 0 {
