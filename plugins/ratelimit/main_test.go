@@ -22,15 +22,6 @@ func TestWasm(t *testing.T) { testRatelimit(t, plugintest.Wasm(t, ".")) }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// finish ends a connection that is still open and waits for it.
-func finish(c sdktest.Conn) {
-	c.End(c2s)
-	c.End(s2c)
-	c.ReadAll(c2s)
-	c.ReadAll(s2c)
-	c.Wait()
-}
-
 func testRatelimit(t *testing.T, start sdktest.Starter) {
 	t.Run("connections per second: a burst, then one per interval", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"connections_per_second": 2, "connections_burst": 3, "reply": "-ERR too many connections\r\n"}`})
@@ -73,7 +64,7 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		// Once the bucket is full again, the last close deletes it.
 		p.Advance(10 * time.Second)
 		for _, c := range open {
-			finish(c)
+			sdktest.Finish(c)
 		}
 		if v, ok := sdktest.State(t, p, "c:127.0.0.1"); ok {
 			t.Errorf("state c:127.0.0.1 = %x after the bucket refilled; want it deleted", v)
@@ -94,7 +85,7 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			t.Fatalf("the second connection, an hour later, got %q", got)
 		}
 		c2.Wait()
-		finish(c)
+		sdktest.Finish(c)
 	})
 	t.Run("bytes per second, delayed: shaped by the timer, the end after them", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 100}`})
@@ -143,8 +134,8 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		if got := c.Read(c2s, 60); string(got) != strings.Repeat("c", 60) {
 			t.Fatalf("server got %q from a connection that fits again", got)
 		}
-		finish(a)
-		finish(c)
+		sdktest.Finish(a)
+		sdktest.Finish(c)
 	})
 	t.Run("bytes per second shared by the connections of one address", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 100, "bytes_burst": 10, "on_bytes": "close", "reply": "slow down\n"}`})
@@ -167,7 +158,7 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		if got := a.Read(c2s, 1); string(got) != "y" {
 			t.Fatalf("server got %q", got)
 		}
-		finish(a)
+		sdktest.Finish(a)
 		if m := sdktest.Metric(t, p, "limited_total", "limit", "bytes"); m.Value != 1 {
 			t.Errorf("limited_total{limit=bytes} = %d, want 1", m.Value)
 		}

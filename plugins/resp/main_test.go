@@ -56,11 +56,7 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		if got := c.Read(s2c, len(want)); string(got) != want {
 			t.Fatalf("client got %q, want %q", got, want)
 		}
-		c.End(c2s)
-		c.End(s2c)
-		c.ReadAll(c2s)
-		c.ReadAll(s2c)
-		c.Wait()
+		sdktest.Finish(c)
 		if v, _ := c.Tag("resp.blocked"); v != "2" {
 			t.Errorf("tag resp.blocked = %q, want 2", v)
 		}
@@ -138,11 +134,7 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 			if got := c.Read(s2c, len(want)); string(got) != want {
 				t.Fatalf("split at %d, replies at %d: client got\n%q\nwant\n%q", i, j, got, want)
 			}
-			c.End(c2s)
-			c.End(s2c)
-			c.ReadAll(c2s)
-			c.ReadAll(s2c)
-			c.Wait()
+			sdktest.Finish(c)
 		}
 	})
 	t.Run("inline commands: quoted, escaped, renamed", func(t *testing.T) {
@@ -233,11 +225,7 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		if b := c2.Read(c2s, 6); string(b) != "PING\r\n" {
 			t.Fatalf("the next connection: server got %q", b)
 		}
-		c2.End(c2s)
-		c2.End(s2c)
-		c2.ReadAll(c2s)
-		c2.ReadAll(s2c)
-		c2.Wait()
+		sdktest.Finish(c2)
 	})
 	t.Run("many blocks in one chunk: one send, one tag, bounded log lines", func(t *testing.T) {
 		// A host call (log, tag, metric, send) per blocked command made one
@@ -252,11 +240,7 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		if got := c.Read(s2c, n*len(errFor("flushall"))); string(got) != strings.Repeat(errFor("flushall"), n) {
 			t.Fatalf("client got %q", got)
 		}
-		c.End(c2s)
-		c.End(s2c)
-		c.ReadAll(c2s)
-		c.ReadAll(s2c)
-		c.Wait()
+		sdktest.Finish(c)
 		if v, _ := c.Tag("resp.blocked"); v != strconv.Itoa(n) {
 			t.Errorf("tag resp.blocked = %q, want %d", v, n)
 		}
@@ -291,11 +275,7 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		if got := c.Read(s2c, want.Len()); string(got) != want.String() {
 			t.Fatalf("client got %d bytes, want %d", len(got), want.Len())
 		}
-		c.End(c2s)
-		c.End(s2c)
-		c.ReadAll(c2s)
-		c.ReadAll(s2c)
-		c.Wait()
+		sdktest.Finish(c)
 	})
 	t.Run("blocked commands behind a reply that does not come: bounded queue", func(t *testing.T) {
 		// Long error replies reach maxQueued with few commands.
@@ -312,11 +292,7 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		if got := c.Read(s2c, n*len(reply)); string(got) != strings.Repeat(reply, n) {
 			t.Fatalf("client got %d bytes", len(got))
 		}
-		c.End(c2s)
-		c.End(s2c)
-		c.ReadAll(c2s)
-		c.ReadAll(s2c)
-		c.Wait()
+		sdktest.Finish(c)
 	})
 	t.Run("more than 1048576 arguments, as Redis allows", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})

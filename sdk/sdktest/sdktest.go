@@ -130,6 +130,17 @@ type Conn interface {
 	Tag(key string) (string, bool)
 }
 
+// Finish ends an open connection the ordinary way: both directions end,
+// what is still on its way is read and dropped, and Finish returns once
+// the connection is gone (Wait).
+func Finish(c Conn) {
+	c.End(sdk.ClientToServer)
+	c.End(sdk.ServerToClient)
+	c.ReadAll(sdk.ClientToServer)
+	c.ReadAll(sdk.ServerToClient)
+	c.Wait()
+}
+
 // Log is one message a plugin logged.
 type Log struct {
 	Level sdk.Level
