@@ -82,32 +82,11 @@ func TestStressBulkTinyBuffers(t *testing.T) {
 				t.Fatal("the route's listening socket is not among the process's descriptors")
 			}
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-			start := time.Now()
-			iters, slow := 0, 0
-			for time.Since(start) < budget {
-				end := func() stresskit.End {
-					sizes := []int{0, 1, 64 << 10, 64<<10 + 1, 300 << 10, 2 << 20}
-					bursts := []int{64, 1500, 16 << 10, 96 << 10} // tiny bursts: tiny segments
-					e := stresskit.End{Send: sizes[rng.IntN(len(sizes))] + rng.IntN(4096), Burst: 1 + rng.IntN(bursts[rng.IntN(len(bursts))]),
-						StallRead: rng.IntN(2) == 0, HoldRead: rng.IntN(3) == 0}
-					if e.Send > 16<<10 {
-						// Else the ends' own calls, and TCP's losses in tiny
-						// buffers, take longer than the deadline under -race.
-						e.Burst = max(e.Burst, 4096)
-					}
-					return e
-				}
-				ce, se := end(), end()
-				err := stressConn(tunnelAddr, accepted, ce, se, rng.Uint64(), 15*time.Second)
-				if errors.Is(err, stresskit.ErrSlow) {
-					t.Logf("connection %d (client %+v, server %+v): %v", iters, ce, se, err)
-					slow++
-				} else if err != nil {
-					t.Fatalf("connection %d (client %+v, server %+v): %v", iters, ce, se, err)
-				}
-				iters++
-			}
-			t.Logf("%d connections in %v (%d slow)", iters, time.Since(start).Round(time.Millisecond), slow)
+			sizes := []int{0, 1, 64 << 10, 64<<10 + 1, 300 << 10, 2 << 20}
+			stresskit.Repeat(t, budget, func(int) (string, error) {
+				ce, se := stresskit.RandomEnd(rng, sizes), stresskit.RandomEnd(rng, sizes)
+				return fmt.Sprintf("client %+v, server %+v", ce, se), stressConn(tunnelAddr, accepted, ce, se, rng.Uint64(), 15*time.Second)
+			})
 		})
 	}
 }

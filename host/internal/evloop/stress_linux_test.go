@@ -395,39 +395,15 @@ func TestStressHalfCloseUnderBackpressure(t *testing.T) {
 			target, srvConns := serveConns(t)
 			l, a, addr := startStress(t, mode, target)
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-			start := time.Now()
-			iters, slow := 0, 0
-			for time.Since(start) < budget {
-				peer := func() stresskit.End {
-					sizes := []int{0, 1, 4095, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 2 << 20}
-					// Tiny bursts make tiny segments, whose overhead fills
-					// the tiny receive buffers long before their bytes do.
-					bursts := []int{64, 1500, 16 << 10, 96 << 10}
-					p := stresskit.End{Send: sizes[rng.IntN(len(sizes))] + rng.IntN(4096), Burst: 1 + rng.IntN(bursts[rng.IntN(len(bursts))])}
-					if p.Send > 16<<10 {
-						// Else the ends' own calls, and TCP's losses in tiny
-						// buffers, take longer than the deadline under -race.
-						p.Burst = max(p.Burst, 4096)
-					}
-					p.StallRead = rng.IntN(2) == 0
-					p.HoldRead = rng.IntN(3) == 0
-					return p
-				}
-				cp, sp := peer(), peer()
+			sizes := []int{0, 1, 4095, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 2 << 20}
+			stresskit.Repeat(t, budget, func(int) (string, error) {
+				cp, sp := stresskit.RandomEnd(rng, sizes), stresskit.RandomEnd(rng, sizes)
 				if cp.HoldRead && sp.HoldRead {
 					sp.HoldRead = false // each would wait for the other's FIN
 				}
 				seeds := [2]uint64{rng.Uint64(), rng.Uint64()}
-				err := stressIteration(t, l, a, addr, srvConns, cp, sp, seeds, 15*time.Second)
-				if errors.Is(err, stresskit.ErrSlow) {
-					t.Logf("iteration %d (client %+v, server %+v): %v", iters, cp, sp, err)
-					slow++
-				} else if err != nil {
-					t.Fatalf("iteration %d (client %+v, server %+v): %v", iters, cp, sp, err)
-				}
-				iters++
-			}
-			t.Logf("%d connections in %v (%d slow)", iters, time.Since(start).Round(time.Millisecond), slow)
+				return fmt.Sprintf("client %+v, server %+v", cp, sp), stressIteration(t, l, a, addr, srvConns, cp, sp, seeds, 15*time.Second)
+			})
 		})
 	}
 }
@@ -446,23 +422,13 @@ func TestStressFINBehindFullQueue(t *testing.T) {
 			t.Parallel()
 			target, srvConns := serveConns(t)
 			l, a, addr := startStress(t, mode, target)
-			start := time.Now()
-			iters, slow := 0, 0
-			for i := 0; time.Since(start) < budget; i++ {
+			stresskit.Repeat(t, budget, func(i int) (string, error) {
 				up := 16<<10 + (i%64)*4099
 				down := []int{0, 100 << 10, 1 << 20}[i%3]
 				cp := stresskit.End{Send: up, Burst: 64 << 10}
 				sp := stresskit.End{Send: down, Burst: 1 + (i*7919)%(64<<10), HoldRead: true, StallRead: i%2 == 0}
-				err := stressIteration(t, l, a, addr, srvConns, cp, sp, [2]uint64{uint64(i), uint64(i) + 1<<32}, 15*time.Second)
-				if errors.Is(err, stresskit.ErrSlow) {
-					t.Logf("iteration %d (client %+v, server %+v): %v", i, cp, sp, err)
-					slow++
-				} else if err != nil {
-					t.Fatalf("iteration %d (client %+v, server %+v): %v", i, cp, sp, err)
-				}
-				iters++
-			}
-			t.Logf("%d connections in %v (%d slow)", iters, time.Since(start).Round(time.Millisecond), slow)
+				return fmt.Sprintf("client %+v, server %+v", cp, sp), stressIteration(t, l, a, addr, srvConns, cp, sp, [2]uint64{uint64(i), uint64(i) + 1<<32}, 15*time.Second)
+			})
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -130,4 +131,39 @@ func Run(c *net.TCPConn, e End, seed uint64, n *Counts, wrote chan<- struct{}, h
 	}
 	n.Sum = [32]byte(h.Sum(nil))
 	n.Err = errors.Join(rerr, <-werr)
+}
+
+// RandomEnd draws an End: a size from sizes plus up to 4 KiB, tiny to
+// large write bursts (tiny bursts make tiny segments, whose overhead fills
+// tiny receive buffers long before their bytes do), reads that stall half
+// the time and are held a third of the time.
+func RandomEnd(rng *rand.Rand, sizes []int) End {
+	bursts := []int{64, 1500, 16 << 10, 96 << 10}
+	e := End{Send: sizes[rng.IntN(len(sizes))] + rng.IntN(4096), Burst: 1 + rng.IntN(bursts[rng.IntN(len(bursts))]),
+		StallRead: rng.IntN(2) == 0, HoldRead: rng.IntN(3) == 0}
+	if e.Send > 16<<10 {
+		// Else the ends' own calls, and TCP's losses in tiny buffers, take
+		// longer than the deadline under -race.
+		e.Burst = max(e.Burst, 4096)
+	}
+	return e
+}
+
+// Repeat runs connection after connection (conn(i), which describes it)
+// until budget has passed: an error fails the test, one that wraps ErrSlow
+// is logged and counted; at the end it logs how many ran.
+func Repeat(t testing.TB, budget time.Duration, conn func(i int) (what string, err error)) {
+	t.Helper()
+	start := time.Now()
+	n, slow := 0, 0
+	for ; time.Since(start) < budget; n++ {
+		what, err := conn(n)
+		if errors.Is(err, ErrSlow) {
+			t.Logf("connection %d (%s): %v", n, what, err)
+			slow++
+		} else if err != nil {
+			t.Fatalf("connection %d (%s): %v", n, what, err)
+		}
+	}
+	t.Logf("%d connections in %v (%d slow)", n, time.Since(start).Round(time.Millisecond), slow)
 }
