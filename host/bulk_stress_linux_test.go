@@ -35,21 +35,9 @@ import (
 	"github.com/tunnelwasm/tunnel/host/internal/stresskit"
 )
 
-// stressSeconds is the time TestStressBulkTinyBuffers spends per path:
-// $TUNNEL_STRESS_SECONDS, 3 by default, 1 with -short.
-func stressSeconds() time.Duration {
-	if testing.Short() {
-		return time.Second
-	}
-	if n, err := strconv.Atoi(os.Getenv("TUNNEL_STRESS_SECONDS")); err == nil && n > 0 {
-		return time.Duration(n) * time.Second
-	}
-	return 3 * time.Second
-}
-
 func TestStressBulkTinyBuffers(t *testing.T) {
 	t.Parallel()
-	budget := stressSeconds()
+	budget := stresskit.Budget("TUNNEL_STRESS_SECONDS") // per path
 	for _, p := range forwardPaths {
 		switch p.name {
 		case "loop", "inline", "inline-one-way":

@@ -26,7 +26,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -330,19 +329,6 @@ func kernelView(fd int) string {
 	return v
 }
 
-// stressBudget bounds the time one stress test spends per mode.
-func stressBudget(t *testing.T) time.Duration {
-	if testing.Short() {
-		return time.Second
-	}
-	if s := os.Getenv("EVLOOP_STRESS_SECONDS"); s != "" {
-		if n, err := strconv.Atoi(s); err == nil && n > 0 {
-			return time.Duration(n) * time.Second
-		}
-	}
-	return 3 * time.Second
-}
-
 // serveConns accepts on a listener with tiny buffers and hands each
 // connection over; cleanup closes it.
 func serveConns(t *testing.T) (netip.AddrPort, <-chan *net.TCPConn) {
@@ -388,7 +374,7 @@ func serveConns(t *testing.T) (netip.AddrPort, <-chan *net.TCPConn) {
 // time per mode.
 func TestStressHalfCloseUnderBackpressure(t *testing.T) {
 	t.Parallel()
-	budget := stressBudget(t)
+	budget := stresskit.Budget("EVLOOP_STRESS_SECONDS") // per mode
 	for _, mode := range stressModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
@@ -416,7 +402,7 @@ func TestStressHalfCloseUnderBackpressure(t *testing.T) {
 // once. Sizes sweep around the buffers' sizes.
 func TestStressFINBehindFullQueue(t *testing.T) {
 	t.Parallel()
-	budget := stressBudget(t)
+	budget := stresskit.Budget("EVLOOP_STRESS_SECONDS") // per mode
 	for _, mode := range stressModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()

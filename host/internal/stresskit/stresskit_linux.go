@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -166,4 +168,16 @@ func Repeat(t testing.TB, budget time.Duration, conn func(i int) (what string, e
 		}
 	}
 	t.Logf("%d connections in %v (%d slow)", n, time.Since(start).Round(time.Millisecond), slow)
+}
+
+// Budget is how long a stress test runs per mode or path: the whole
+// seconds in the environment variable env, else 3 s, or 1 s with -short.
+func Budget(env string) time.Duration {
+	if testing.Short() {
+		return time.Second
+	}
+	if n, err := strconv.Atoi(os.Getenv(env)); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	return 3 * time.Second
 }
