@@ -34,7 +34,8 @@ type Label struct{ Name, Value string }
 // ParseLabels decodes the labels argument of metric_define: "name=value"
 // pairs separated by '\n' (empty for none). It returns StatusOK or
 // StatusBadArgument (a malformed pair, an invalid or duplicate name, a
-// reserved one, a value that is not UTF-8 or too long) or StatusTooLarge
+// reserved one, a value that is not UTF-8, too long or holds a NUL, with
+// which exporters join the values of a series' key) or StatusTooLarge
 // (more than MaxMetricLabels).
 func ParseLabels(b []byte) ([]Label, int32) {
 	if len(b) == 0 {
@@ -57,7 +58,7 @@ func ParseLabels(b []byte) ([]Label, int32) {
 		}
 		name, value := line[:eq], line[eq+1:]
 		if !ValidMetricName(name, MaxMetricLabelLen) || bytes.HasPrefix(name, []byte("__")) ||
-			string(name) == ReservedLabel || len(value) > MaxMetricLabelLen || !utf8.Valid(value) {
+			string(name) == ReservedLabel || len(value) > MaxMetricLabelLen || !utf8.Valid(value) || bytes.IndexByte(value, 0) >= 0 {
 			return nil, StatusBadArgument
 		}
 		for _, l := range out {
@@ -90,3 +91,7 @@ func CheckBounds(bounds []float64) int32 {
 	}
 	return StatusOK
 }
+
+// ValidObservation reports whether a histogram may observe v: not NaN and
+// not infinite, which would make its sum NaN or infinite for good.
+func ValidObservation(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

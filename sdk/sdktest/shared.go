@@ -3,9 +3,7 @@ package sdktest
 import (
 	"bytes"
 	"encoding/binary"
-	"math"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/tunnelwasm/tunnel/sdk/abi"
@@ -195,11 +193,6 @@ func (p *emuPlugin) MetricDefine(kind int32, name, labels []byte, bounds []float
 	if st != abi.StatusOK {
 		return st
 	}
-	for _, l := range ls {
-		if strings.IndexByte(l.Value, 0) >= 0 {
-			return abi.StatusBadArgument // as the host: no NUL in a value
-		}
-	}
 	if kind == abi.MetricHistogram {
 		if st := abi.CheckBounds(bounds); st != abi.StatusOK {
 			return st
@@ -265,7 +258,7 @@ func (p *emuPlugin) MetricSet(id int32, value int64) int32 {
 
 func (p *emuPlugin) MetricObserve(id int32, value float64) int32 {
 	m := p.metric(id, abi.MetricHistogram)
-	if m == nil || math.IsNaN(value) || math.IsInf(value, 0) {
+	if m == nil || !abi.ValidObservation(value) {
 		return abi.StatusBadArgument
 	}
 	m.v.Count++

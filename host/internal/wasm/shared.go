@@ -183,12 +183,6 @@ func (m *Metrics) define(kind int32, name, labels []byte, bounds []float64) int3
 	if st != abi.StatusOK {
 		return st
 	}
-	for _, l := range ls {
-		if strings.IndexByte(l.Value, 0) >= 0 {
-			// The exporter keys series by their values joined with NUL.
-			return abi.StatusBadArgument
-		}
-	}
 	if kind == abi.MetricHistogram {
 		if st := abi.CheckBounds(bounds); st != abi.StatusOK {
 			return st
@@ -452,7 +446,7 @@ func hostMetricSet(in *Instance, stack []uint64) {
 func hostMetricObserve(in *Instance, stack []uint64) {
 	id, v := int32(stack[0]), math.Float64frombits(stack[1])
 	s := in.series(id, abi.MetricHistogram)
-	if s == nil || math.IsNaN(v) || math.IsInf(v, 0) {
+	if s == nil || !abi.ValidObservation(v) {
 		stack[0] = status(abi.StatusBadArgument)
 		return
 	}
