@@ -320,11 +320,11 @@ func (f *legFilter) ClosedWith(e host.End) {
 	if f.leg == LegClient {
 		st.w.conns.CompareAndDelete(st.info, st)
 		if st.wire != nil {
-			if e.Err == nil && (e.Reason == "client_eof" || e.Reason == "server_eof") {
-				st.wire.endOrderly()
-			} else {
-				st.wire.end(unfinished(e))
+			orderly, comment := e.Err == nil && (e.Reason == "client_eof" || e.Reason == "server_eof"), ""
+			if !orderly {
+				comment = unfinished(e)
 			}
+			st.wire.end(orderly, comment)
 			return
 		}
 	}

@@ -119,39 +119,28 @@ func (wl *wireLeg) finLocked(from uint8) {
 	l.next[from]++
 }
 
-// end draws the end of the leg at teardown: the tunnel's FIN when the
-// client had finished and the chain ended the other direction, else a RST
-// from the tunnel.
-func (wl *wireLeg) end(comment string) {
+// end draws the end of the leg at teardown: FINs when the connection's two
+// directions ended in order (orderly), or when the client had finished and
+// the chain ended the other direction; else a RST from the tunnel, with
+// comment. An orderly end draws the client's FIN too unless it is drawn:
+// after the client's close_notify crypto/tls reads no more of the socket,
+// so the FIN that follows it was never read, and the leg once ended with
+// a RST that no one sent.
+func (wl *wireLeg) end(orderly bool, comment string) {
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
 	if wl.ended {
 		return
 	}
 	l := &wl.l
-	if l.fin[0] && wl.endS2C {
+	if orderly || l.fin[0] && wl.endS2C {
+		wl.finLocked(0) // drawn already when not orderly
 		wl.finLocked(1)
 		wl.ended = true
 		return
 	}
 	wl.ended = true
 	wl.w.enqueue(record{f: l.f, kind: kindRst, from: 1, seq: l.next[1], ack: l.next[0], t: time.Now(), comment: comment})
-}
-
-// endOrderly draws the end of a connection whose two directions ended in
-// order: the client's FIN, unless already drawn, then the tunnel's. After
-// the client's close_notify crypto/tls reads no more of the socket, so
-// the FIN that follows it was never read, and the leg once ended with a
-// RST that no one sent.
-func (wl *wireLeg) endOrderly() {
-	wl.mu.Lock()
-	defer wl.mu.Unlock()
-	if wl.ended {
-		return
-	}
-	wl.finLocked(0)
-	wl.finLocked(1)
-	wl.ended = true
 }
 
 // gone runs when the tap's wrapper is collected: a connection the chain
@@ -163,7 +152,7 @@ func (wl *wireLeg) gone() {
 	chained := wl.chained
 	wl.mu.Unlock()
 	if !chained {
-		wl.end("connection ended before its plaintext reached the chain (TLS handshake failed or aborted)")
+		wl.end(false, "connection ended before its plaintext reached the chain (TLS handshake failed or aborted)")
 	}
 }
 
