@@ -202,12 +202,7 @@ func (c *tlsCache) retain(f *File, logger *slog.Logger) {
 // closeReplaced closes the key logs whose paths name other files now.
 func (c *tlsCache) closeReplaced(logger *slog.Logger) {
 	for _, kl := range c.replaced {
-		if err := kl.Err(); err != nil {
-			logger.Warn("key_log lost lines", "path", kl.Path(), "err", err)
-		}
-		if err := kl.Close(); err != nil {
-			logger.Warn("closing key_log", "path", kl.Path(), "err", err)
-		}
+		closeLogged(kl, logger)
 	}
 	c.replaced = nil
 }
@@ -224,11 +219,16 @@ func (c *tlsCache) close(logger *slog.Logger) {
 }
 
 func (c *tlsCache) closeKeyLog(path string, kl *tlsconf.KeyLog, logger *slog.Logger) {
+	closeLogged(kl, logger)
+	delete(c.keyLogs, path)
+}
+
+// closeLogged closes kl, logging the lines it lost and a failed close.
+func closeLogged(kl *tlsconf.KeyLog, logger *slog.Logger) {
 	if err := kl.Err(); err != nil {
-		logger.Warn("key_log lost lines", "path", path, "err", err)
+		logger.Warn("key_log lost lines", "path", kl.Path(), "err", err)
 	}
 	if err := kl.Close(); err != nil {
-		logger.Warn("closing key_log", "path", path, "err", err)
+		logger.Warn("closing key_log", "path", kl.Path(), "err", err)
 	}
-	delete(c.keyLogs, path)
 }

@@ -168,9 +168,7 @@ func (w *Writer) run() {
 		}
 		spare = w.flush(spare)
 		if stopping {
-			if w.lostB > 0 && w.onFail != nil {
-				w.onFail(w.lastErr, w.lostB) // lost since the last report
-			}
+			w.recovered() // reports what was lost since the last report
 			return
 		}
 	}
