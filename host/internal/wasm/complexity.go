@@ -51,16 +51,12 @@ func checkCompileWork(bin []byte) error {
 	if err != nil {
 		return nil
 	}
-	imported := 0
-	if l, err := readLayout(secs); err == nil {
-		imported = l.imported // for the function index in the error
-	}
 	limit := maxCompileWork + workPerByte*uint64(len(bin))
 	for _, s := range secs {
 		if s.id != secCode {
 			continue
 		}
-		var total uint64
+		var total, worstWork uint64
 		worst, worstAt := funcShape{}, -1
 		r := &reader{b: s.payload}
 		n := r.u32()
@@ -74,12 +70,16 @@ func checkCompileWork(bin []byte) error {
 			if !ok {
 				return nil
 			}
-			total += sh.work()
-			if worstAt < 0 || sh.work() > worst.work() {
-				worst, worstAt = sh, imported+i
+			w := sh.work()
+			total += w
+			if worstAt < 0 || w > worstWork {
+				worst, worstAt, worstWork = sh, i, w
 			}
 			if total > limit {
-				return fmt.Errorf("module too complex to compile in bounded time: its functions' blocks, loops, nesting and br_table labels come to more than the limit of %d units of compile work for its %d bytes (function %d alone: %d blocks, %d of them loops, nested %d deep, %d br_table labels: %d units); the compile time grows with the square of each, so split such functions", limit, len(bin), worstAt, worst.blocks, worst.loops, worst.depth, worst.labels, worst.work())
+				if l, err := readLayout(secs); err == nil {
+					worstAt += l.imported // the function's index counts the imported ones
+				}
+				return fmt.Errorf("module too complex to compile in bounded time: its functions' blocks, loops, nesting and br_table labels come to more than the limit of %d units of compile work for its %d bytes (function %d alone: %d blocks, %d of them loops, nested %d deep, %d br_table labels: %d units); the compile time grows with the square of each, so split such functions", limit, len(bin), worstAt, worst.blocks, worst.loops, worst.depth, worst.labels, worstWork)
 			}
 		}
 	}
