@@ -224,7 +224,7 @@ func (r *Runner) load(ctx context.Context) error {
 func refuseExpired(diags hcl.Diagnostics) bool {
 	found := false
 	for _, d := range diags {
-		if d.Severity == hcl.DiagWarning && d.Summary == certNotValidNow && strings.Contains(d.Detail, " expired on ") {
+		if _, ok := d.Extra.(expiredCert); ok && d.Severity == hcl.DiagWarning {
 			d.Severity = hcl.DiagError
 			d.Summary = "Expired certificate"
 			d.Detail += " A reload keeps the running certificate rather than serve one that clients refuse; restart the tunnel to use it anyway."

@@ -53,7 +53,7 @@ func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
 		if err != nil {
 			diags = append(diags, tlsDiag(err, map[string]hcl.Range{"key": t.KeyRange, "client_ca": t.ClientCARange, "allow": t.ClientCARange}, t.CertRange))
 		} else {
-			diags = append(diags, tlsWarnings(l.Warnings, t.CertRange)...)
+			diags = append(diags, certDiags(l, t.CertRange)...)
 			hr.TLS = b.tls.reuse(r.Name+" tls "+t.KeyLog, l)
 		}
 	}
@@ -68,14 +68,9 @@ func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
 		if err != nil {
 			diags = append(diags, tlsDiag(err, map[string]hcl.Range{"key": u.KeyRange, "ca": u.CARange}, u.CertRange))
 		} else {
-			// insecure_skip_verify is warned about by Parse already.
-			var warnings []string
-			for _, w := range l.Warnings {
-				if !strings.HasPrefix(w, "insecure_skip_verify") {
-					warnings = append(warnings, w)
-				}
-			}
-			diags = append(diags, tlsWarnings(warnings, u.CertRange)...)
+			// Only the certificate's: insecure_skip_verify is warned
+			// about by Parse already.
+			diags = append(diags, certDiags(l, u.CertRange)...)
 			hr.UpstreamTLS = b.tls.reuse(r.Name+" upstream_tls "+u.KeyLog, l)
 		}
 	}
@@ -97,18 +92,22 @@ func tlsDiag(err error, ranges map[string]hcl.Range, fallback hcl.Range) *hcl.Di
 	}
 }
 
-// certNotValidNow is the summary of the warning about a certificate
-// expired or not yet valid (refuseExpired reads it).
-const certNotValidNow = "Certificate not valid now"
-
-func tlsWarnings(warnings []string, rng hcl.Range) hcl.Diagnostics {
-	var diags hcl.Diagnostics
-	for _, w := range warnings {
-		r := rng
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: certNotValidNow, Detail: upperFirst(w) + ".", Subject: &r})
+// certDiags is the warning about the certificate l presents when it is
+// expired or not yet valid, at rng; an expired one is marked for
+// refuseExpired (Extra).
+func certDiags(l *tlsconf.Loaded, rng hcl.Range) hcl.Diagnostics {
+	if l.CertNotValid == "" {
+		return nil
 	}
-	return diags
+	d := &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Certificate not valid now", Detail: upperFirst(l.CertNotValid) + ".", Subject: &rng}
+	if l.Expired {
+		d.Extra = expiredCert{}
+	}
+	return hcl.Diagnostics{d}
 }
+
+// expiredCert marks the diagnostic about an expired certificate.
+type expiredCert struct{}
 
 func upperFirst(s string) string {
 	if s == "" {

@@ -122,6 +122,11 @@ type Loaded struct {
 	// Warnings are problems that do not stop the config from working
 	// (an expired certificate, a disabled verification).
 	Warnings []string
+	// CertNotValid is the warning, also in Warnings, about the certificate
+	// presented when it is outside its validity period ("" otherwise);
+	// Expired says its period is over (rather than not begun).
+	CertNotValid string
+	Expired      bool
 }
 
 // Server builds the listen-side config; warnings go to s.Logger.
@@ -177,7 +182,7 @@ func LoadServer(s ServerSettings) (*Loaded, error) {
 		return nil, err
 	}
 	l.Leaf = leaf
-	l.Warnings = validity(s.Cert, leaf, time.Now())
+	l.certValidity(s.Cert, leaf, time.Now())
 	minV, err := ParseVersion(s.MinVersion)
 	if err != nil {
 		return nil, inSetting("min_version", err)
@@ -247,7 +252,7 @@ func LoadClient(s ClientSettings) (*Loaded, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 		l.Leaf = leaf
-		l.Warnings = append(l.Warnings, validity(s.Cert, leaf, time.Now())...)
+		l.certValidity(s.Cert, leaf, time.Now())
 	case s.Cert != "":
 		return nil, fmt.Errorf("tls: cert %s is given without its key", s.Cert)
 	case s.Key != "":
@@ -447,15 +452,18 @@ func loadPoolFile(path, what string, h *hasher) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// validity warns about a certificate outside its validity period.
-func validity(path string, c *x509.Certificate, now time.Time) []string {
+// certValidity warns about the presented certificate c (from path) when
+// it is outside its validity period.
+func (l *Loaded) certValidity(path string, c *x509.Certificate, now time.Time) {
 	switch {
 	case now.After(c.NotAfter):
-		return []string{fmt.Sprintf("cert %s expired on %s (%s ago); clients will refuse it", path, c.NotAfter.UTC().Format(time.RFC3339), now.Sub(c.NotAfter).Round(time.Second))}
+		l.CertNotValid, l.Expired = fmt.Sprintf("cert %s expired on %s (%s ago); clients will refuse it", path, c.NotAfter.UTC().Format(time.RFC3339), now.Sub(c.NotAfter).Round(time.Second)), true
 	case now.Before(c.NotBefore):
-		return []string{fmt.Sprintf("cert %s is not valid before %s; clients will refuse it until then", path, c.NotBefore.UTC().Format(time.RFC3339))}
+		l.CertNotValid = fmt.Sprintf("cert %s is not valid before %s; clients will refuse it until then", path, c.NotBefore.UTC().Format(time.RFC3339))
+	default:
+		return
 	}
-	return nil
+	l.Warnings = append(l.Warnings, l.CertNotValid)
 }
 
 // ParseSPKI reads a spki_sha256 pin: 64 hex digits (colons allowed, any
