@@ -21,6 +21,7 @@ type dialWatch struct {
 	calls  *atomic.Int32
 	seen   *atomic.Pointer[netip.AddrPort]
 	refuse bool
+	panics bool
 }
 
 func (d dialWatch) Open(*host.ConnInfo) (host.Filter, error) { return d, nil }
@@ -33,6 +34,9 @@ func (d dialWatch) Dialled(s *host.Stream) error {
 	d.seen.Store(&a)
 	if d.refuse {
 		return errors.New("target refused by its address")
+	}
+	if d.panics {
+		panic("dial watcher bug")
 	}
 	return s.Send(host.ClientToServer, []byte("D"))
 }
@@ -91,6 +95,21 @@ func TestDialFilter(t *testing.T) {
 				t.Errorf("refused at the dial, the server got %q; want nothing", b)
 			}
 			logs.Wait(t, "connection closed", "reason=filter_error", "target refused by its address")
+
+			// A Dialled that panics is a failed filter, as any callback's
+			// panic: its connection closes, counted filter_error.
+			wp := newWatch(false)
+			wp.panics = true
+			srvP := tn.Serve(t, tn.Echo)
+			addrP, logsP := tunnel(t, route(srvP.Addr(), wp))
+			if cp, err := net.Dial("tcp", addrP); err == nil {
+				io.ReadAll(cp)
+				cp.Close()
+			}
+			logsP.Wait(t, "connection closed", "reason=filter_error", "dial watcher bug")
+			if n := wp.calls.Load(); n != 1 {
+				t.Errorf("the panicking Dialled ran %d times, want 1", n)
+			}
 
 			w3 := newWatch(false)
 			addr3, logs3 := tunnel(t, route(testkit.Refusing(t), w3))
