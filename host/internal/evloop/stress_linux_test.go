@@ -45,6 +45,8 @@ type stressMode struct {
 	filtered  [2]bool // Plan.Filtered
 }
 
+func stressModeName(m stressMode) string { return m.name }
+
 var stressModes = []stressMode{
 	{name: "direct", direct: true},
 	{name: "plain-splice"},
@@ -370,28 +372,25 @@ func serveConns(t *testing.T) (netip.AddrPort, <-chan *net.TCPConn) {
 // once through tiny socket buffers, read in bursts that stall, and
 // half-close while the other end holds its reads back (the loop's queue
 // toward it full when the FIN comes): every byte and both FINs must
-// arrive, and the connection end cleanly. EVLOOP_STRESS_SECONDS sets the
-// time per mode.
+// arrive, and the connection end cleanly. The modes run at the same time;
+// EVLOOP_STRESS_SECONDS sets how long.
 func TestStressHalfCloseUnderBackpressure(t *testing.T) {
 	t.Parallel()
 	budget := stresskit.Budget("EVLOOP_STRESS_SECONDS") // per mode
-	for _, mode := range stressModes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			target, srvConns := serveConns(t)
-			l, a, addr := startStress(t, mode, target)
-			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-			sizes := []int{0, 1, 4095, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 2 << 20}
-			stresskit.Repeat(t, budget, func(int) (string, error) {
-				cp, sp := stresskit.RandomEnd(rng, sizes), stresskit.RandomEnd(rng, sizes)
-				if cp.HoldRead && sp.HoldRead {
-					sp.HoldRead = false // each would wait for the other's FIN
-				}
-				seeds := [2]uint64{rng.Uint64(), rng.Uint64()}
-				return fmt.Sprintf("client %+v, server %+v", cp, sp), stressIteration(t, l, a, addr, srvConns, cp, sp, seeds, 15*time.Second)
-			})
+	stresskit.AtOnce(t, stressModes, stressModeName, func(t *testing.T, mode stressMode) {
+		target, srvConns := serveConns(t)
+		l, a, addr := startStress(t, mode, target)
+		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+		sizes := []int{0, 1, 4095, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 2 << 20}
+		stresskit.Repeat(t, budget, func(int) (string, error) {
+			cp, sp := stresskit.RandomEnd(rng, sizes), stresskit.RandomEnd(rng, sizes)
+			if cp.HoldRead && sp.HoldRead {
+				sp.HoldRead = false // each would wait for the other's FIN
+			}
+			seeds := [2]uint64{rng.Uint64(), rng.Uint64()}
+			return fmt.Sprintf("client %+v, server %+v", cp, sp), stressIteration(t, l, a, addr, srvConns, cp, sp, seeds, 15*time.Second)
 		})
-	}
+	})
 }
 
 // TestStressFINBehindFullQueue is the narrowest of the interleavings: the
@@ -403,18 +402,15 @@ func TestStressHalfCloseUnderBackpressure(t *testing.T) {
 func TestStressFINBehindFullQueue(t *testing.T) {
 	t.Parallel()
 	budget := stresskit.Budget("EVLOOP_STRESS_SECONDS") // per mode
-	for _, mode := range stressModes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			target, srvConns := serveConns(t)
-			l, a, addr := startStress(t, mode, target)
-			stresskit.Repeat(t, budget, func(i int) (string, error) {
-				up := 16<<10 + (i%64)*4099
-				down := []int{0, 100 << 10, 1 << 20}[i%3]
-				cp := stresskit.End{Send: up, Burst: 64 << 10}
-				sp := stresskit.End{Send: down, Burst: 1 + (i*7919)%(64<<10), HoldRead: true, StallRead: i%2 == 0}
-				return fmt.Sprintf("client %+v, server %+v", cp, sp), stressIteration(t, l, a, addr, srvConns, cp, sp, [2]uint64{uint64(i), uint64(i) + 1<<32}, 15*time.Second)
-			})
+	stresskit.AtOnce(t, stressModes, stressModeName, func(t *testing.T, mode stressMode) {
+		target, srvConns := serveConns(t)
+		l, a, addr := startStress(t, mode, target)
+		stresskit.Repeat(t, budget, func(i int) (string, error) {
+			up := 16<<10 + (i%64)*4099
+			down := []int{0, 100 << 10, 1 << 20}[i%3]
+			cp := stresskit.End{Send: up, Burst: 64 << 10}
+			sp := stresskit.End{Send: down, Burst: 1 + (i*7919)%(64<<10), HoldRead: true, StallRead: i%2 == 0}
+			return fmt.Sprintf("client %+v, server %+v", cp, sp), stressIteration(t, l, a, addr, srvConns, cp, sp, [2]uint64{uint64(i), uint64(i) + 1<<32}, 15*time.Second)
 		})
-	}
+	})
 }

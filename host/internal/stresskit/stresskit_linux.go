@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -170,8 +171,28 @@ func Repeat(t testing.TB, budget time.Duration, conn func(i int) (what string, e
 	t.Logf("%d connections in %v (%d slow)", n, time.Since(start).Round(time.Millisecond), slow)
 }
 
-// Budget is how long a stress test runs per mode or path: the whole
-// seconds in the environment variable env, else 3 s, or 1 s with -short.
+// AtOnce runs f as a subtest per item, named by name, all at the same
+// time and for the same budget: a stress connection mostly waits on its
+// tiny buffers and stalled reads, so the modes need not take turns for
+// -test.parallel's slots (seven modes two at a time took four budgets of
+// wall time, at once they take one), and running together they interleave
+// on the loop more than they would apart.
+func AtOnce[T any](t *testing.T, items []T, name func(T) string, f func(*testing.T, T)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(name(it), func(t *testing.T) { f(t, it) })
+		}()
+	}
+	wg.Wait()
+}
+
+// Budget is how long a stress test runs per mode or path (each mode at
+// the same time, AtOnce): the whole seconds in the environment variable
+// env, else 3 s, or 1 s with -short.
 func Budget(env string) time.Duration {
 	if testing.Short() {
 		return time.Second
