@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/internal/logsink"
@@ -52,7 +55,12 @@ type accessLog struct {
 // does not take in time are reported through logger, not in the file, whose
 // readers expect JSON.
 func openAccessLog(path string, logger *slog.Logger) (*accessLog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	// O_NONBLOCK: the open of a named pipe nobody reads would otherwise
+	// block, and the tunnel with it, forever (ENXIO instead).
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o644)
+	if errors.Is(err, syscall.ENXIO) {
+		return nil, fmt.Errorf("%s is a named pipe (FIFO) that nobody reads: start its reader first", path)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -18,8 +18,9 @@ import (
 // until ctx ends. Without a capture, a SIGHUP is logged and ignored: the
 // plain mode has nothing to reload, and the signal's default action would
 // kill the process and every connection with it. The returned function
-// closes the file: call it after the proxy is shut down.
-func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) (func(), error) {
+// closes the file: call it after the proxy is shut down. hup is subscribed
+// to SIGHUP by the caller (see notifyHUP).
+func plainCapture(ctx context.Context, opts capture.Options, route *host.Route, hup chan os.Signal) (func(), error) {
 	path, logger := opts.Path, opts.Logger
 	var w *capture.Writer
 	if path != "" {
@@ -30,8 +31,6 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 		first, last := capture.Links(w)
 		route.Chain = append(append([]host.Link{first}, route.Chain...), last)
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -69,6 +68,16 @@ func plainCapture(ctx context.Context, opts capture.Options, route *host.Route) 
 			logger.Error("capture: closing", "path", path, "err", err)
 		}
 	}, nil
+}
+
+// notifyHUP subscribes to SIGHUP for plainCapture, as early as runPlain
+// starts: until then the signal's default action kills the process, and
+// loading the plugins takes seconds (a SIGHUP then ended it silently with
+// status 129).
+func notifyHUP() chan os.Signal {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return hup
 }
 
 // sizeFlag is --capture-max-size: a byte size with a unit (64MiB), in the

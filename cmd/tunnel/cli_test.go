@@ -253,7 +253,11 @@ func startWith(t *testing.T, stdout *output, args ...string) *proc {
 func (p *proc) start(t *testing.T) {
 	t.Helper()
 	// The race runtime otherwise sleeps a second before a clean exit.
-	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	// (Added to the environment the test set, if it set one.)
+	if p.cmd.Env == nil {
+		p.cmd.Env = os.Environ()
+	}
+	p.cmd.Env = append(p.cmd.Env, "GORACE=atexit_sleep_ms=0")
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -608,6 +612,8 @@ func TestMalformedAddress(t *testing.T) {
 		// accept failed with "too many open files".
 		{[]string{"--from", "127.0.0.1:9090", "--to", "127.0.0.1:9090"}, `tunnel: --to 127.0.0.1:9090 is where --from 127.0.0.1:9090 listens: every connection would dial the tunnel itself`},
 		{[]string{"--from", ":9090", "--to", "localhost:9090"}, `tunnel: --to localhost:9090 is where --from :9090 listens`},
+		// No host: Go dials 0.0.0.0, which Linux connects to 127.0.0.1.
+		{[]string{"--from", "127.0.0.1:9090", "--to", ":9090"}, `tunnel: --to :9090 is where --from 127.0.0.1:9090 listens`},
 	} {
 		code, _, stderr := runTunnel(t, tc.args...)
 		if code != 2 {

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/signal"
-	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -31,9 +29,11 @@ func runConfig(ctx context.Context, path string, o *options, stdout, stderr io.W
 		// From here a stop signal drains what the first Apply opens.
 		BeforeServe: o.serving,
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	hup := o.hup
+	if hup == nil {
+		hup = notifyHUP()
+		defer signal.Stop(hup)
+	}
 	src := &configSource{Runner: r}
 	r.OnReload = src.reloaded
 	listen, pprof, delay := adminSettings(path, o)

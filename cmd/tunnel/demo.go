@@ -62,7 +62,7 @@ Flags:
 		return 2
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := parseLevel(&level, *logLevel); err != nil {
 		fmt.Fprintf(stderr, "tunnel demo: --log-level %q: want debug, info, warn or error\n", *logLevel)
 		return 2
 	}

@@ -11,7 +11,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,8 +74,62 @@ func (p pluginConfigFlag) Set(v string) error {
 	if last.configured {
 		return fmt.Errorf("--plugin %s has a --plugin-config already: give one per --plugin", last.path)
 	}
+	if key := duplicateKey(v); key != "" {
+		return fmt.Errorf("setting %q is given twice; the plugin would see only the last one", key)
+	}
 	last.config, last.configured = v, true
 	return nil
+}
+
+// duplicateKey returns a key that an object of the JSON text s holds
+// twice, at any depth, or "": decoders keep the last value and drop the
+// others without a word ({"patterns":["A"],"patterns":["B"]} denies B
+// only). Text that is not JSON is left to the plugin to refuse.
+func duplicateKey(s string) string {
+	dec := json.NewDecoder(strings.NewReader(s))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string token is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		top := len(stack) - 1
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				if top >= 0 && stack[top].object {
+					stack[top].key = true
+				}
+				stack = append(stack, frame{keys: map[string]bool{}, object: true, key: true})
+			case '[':
+				if top >= 0 && stack[top].object {
+					stack[top].key = true
+				}
+				stack = append(stack, frame{})
+			default:
+				stack = stack[:top]
+			}
+			continue
+		case string:
+			if top >= 0 && stack[top].object && stack[top].key {
+				if stack[top].keys[t] {
+					return t
+				}
+				stack[top].keys[t] = true
+				stack[top].key = false
+				continue
+			}
+		}
+		if top >= 0 && stack[top].object {
+			stack[top].key = true
+		}
+	}
 }
 
 // options are the flags of the plain and config modes.
@@ -101,6 +158,8 @@ type options struct {
 	captureSize sizeFlag
 	captureKeep int
 
+	// hup receives SIGHUP (see notifyHUP), or is nil: the mode subscribes.
+	hup chan os.Signal
 	// again is closed by a second SIGINT/SIGTERM (see notifyStop); nil,
 	// which never fires, when the caller handles no signals.
 	again <-chan struct{}
@@ -119,7 +178,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	o.dialTimeout, o.grace = host.DefaultDialTimeout, defaultGrace
 	fs.Var(durationFlag{&o.dialTimeout, time.Millisecond, config.MaxDialTimeout}, "dial-timeout", "give up dialling the target after this `duration` (1ms to 10m)")
 	fs.Var(durationFlag{&o.idleTimeout, 0, config.MaxIdleTimeout}, "idle-timeout", "close a connection idle this `duration` in both directions (0: never)")
-	fs.Var(countFlag{&o.maxConns}, "max-conns", "open connections at most; more wait in the backlog (0: no cap)")
+	fs.Var(countFlag{&o.maxConns, config.MaxConnections}, "max-conns", "open connections at most; more wait in the backlog (0: no cap; at most 1000000)")
 	fs.Var(durationFlag{&o.grace, 0, maxGrace}, "grace", "on SIGINT/SIGTERM, let open connections finish for this `duration`")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	fs.StringVar(&o.accessLogTo, "access-log", "", "append a JSON line per connection when it ends to this `file` (who, where, bytes each way, duration, reason, tags) instead of the log on stderr")
@@ -132,7 +191,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
 	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
 	fs.Var(&o.captureSize, "capture-max-size", "with --capture, start a new file past this `size` (1MiB to 1024GiB, e.g. 100MiB; default: never)")
-	fs.Var(countFlag{&o.captureKeep}, "capture-max-files", "with --capture, keep at most this many files, removing the oldest (0: all; at most 100000)")
+	fs.Var(countFlag{&o.captureKeep, config.MaxCaptureFiles}, "capture-max-files", "with --capture, keep at most this many files, removing the oldest (0: all; at most 100000)")
 	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	o.tls.register(fs)
@@ -152,14 +211,113 @@ Flags:
 	return fs
 }
 
+// repeatedFlag names a flag of fs given more than once in args (as parsed
+// by fs) other than the repeatable ones, or "": the flag package keeps the
+// last value of --from A --from B and drops the first without a word.
+func repeatedFlag(fs *flag.FlagSet, args []string, repeatable ...string) string {
+	seen := map[string]bool{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
+			return ""
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil {
+			return ""
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) {
+			i++ // its value
+		}
+		if seen[name] && !slices.Contains(repeatable, name) {
+			return name
+		}
+		seen[name] = true
+	}
+	return ""
+}
+
+// notEmpty are the flags whose empty value would silently mean something
+// else: --config "$UNSET" ran ./tunnel.hcl, --capture "" captured nothing.
+var notEmpty = map[string]bool{
+	"config": true, "from": true, "to": true, "capture": true, "access-log": true,
+	"admin": true, "pprof": true, "tls-cert": true, "tls-key": true,
+	"tls-client-ca": true, "upstream-ca": true, "accept-proxy": true,
+}
+
+// emptyFlag names the first flag of notEmpty given an empty value, or "".
+func emptyFlag(fs *flag.FlagSet) string {
+	name := ""
+	fs.Visit(func(f *flag.Flag) {
+		if name == "" && notEmpty[f.Name] && f.Value.String() == "" {
+			name = f.Name
+		}
+	})
+	return name
+}
+
+// plainOnly are the flags only the plain mode uses.
+var plainOnly = map[string]bool{
+	"dump": true, "dial-timeout": true, "idle-timeout": true, "max-conns": true,
+	"plugin": true, "plugin-config": true, "plugin-bypass": true, "plugin-trusted": true,
+	"capture": true, "capture-max-size": true, "capture-max-files": true, "proxy-protocol": true,
+}
+
+// plainOnlyGiven names the first plain-mode-only flag given on the command
+// line, or "".
+func plainOnlyGiven(fs *flag.FlagSet) string {
+	name := ""
+	fs.Visit(func(f *flag.Flag) {
+		if name == "" && plainOnly[f.Name] {
+			name = f.Name
+		}
+	})
+	return name
+}
+
+// swallowedFlag reports a flag whose value is the name of another flag of
+// fs (--access-log --log-level=warn): the first was given no value and
+// took the next argument as one, which would otherwise be used as a file
+// name or an address while the flag it names is silently not set.
+func swallowedFlag(fs *flag.FlagSet) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		v := f.Value.String()
+		if err != nil || !strings.HasPrefix(v, "-") {
+			return
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(v, "-"), "=")
+		if fs.Lookup(name) != nil {
+			err = fmt.Errorf("--%s %q: that is a flag, not a value; give --%s its value (--%s=VALUE)", f.Name, v, f.Name, f.Name)
+		}
+	})
+	return err
+}
+
+// parseLevel sets level from a --log-level value: one of the four names
+// the help gives, in any case. slog's own parser also takes offsets
+// ("info+2", "warn-4"), which the help never offers and which would
+// silently drop or add lines.
+func parseLevel(level *slog.Level, s string) error {
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return level.UnmarshalText([]byte(s))
+	}
+	return fmt.Errorf("unknown log level %q", s)
+}
+
 // defaultGrace is --grace's default.
 const defaultGrace = 10 * time.Second
 
 // maxGrace bounds --grace and --drain-delay.
 const maxGrace = time.Hour
 
-// countFlag is an int flag that must not be negative.
-type countFlag struct{ n *int }
+// countFlag is an int flag from 0 to max, the bound the configuration
+// file puts on the same setting.
+type countFlag struct {
+	n   *int
+	max int
+}
 
 func (f countFlag) String() string {
 	if f.n == nil {
@@ -170,11 +328,17 @@ func (f countFlag) String() string {
 
 func (f countFlag) Set(s string) error {
 	v, err := strconv.Atoi(s)
+	if errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("out of range: it must be from 0 to %d", f.max)
+	}
 	if err != nil {
 		return errors.New("not a whole number")
 	}
 	if v < 0 {
 		return errors.New("must not be negative")
+	}
+	if v > f.max {
+		return fmt.Errorf("out of range: it must be from 0 to %d", f.max)
 	}
 	*f.n = v
 	return nil
@@ -197,8 +361,23 @@ func (f durationFlag) String() string {
 func (f durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+		if n, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			switch {
+			case n < 0:
+				return errors.New("must not be negative")
+			case n > float64(f.max/time.Millisecond):
+				return fmt.Errorf("must be from %v to %v", f.min, f.max)
+			}
 			return fmt.Errorf("a duration needs a unit, e.g. %ss or %sms", s, s)
+		}
+		// A number too large for a duration (9223372036854775808s), or
+		// with an exponent (1e30s), and a unit: out of range.
+		num := strings.TrimRight(s, "nuµmsh")
+		if _, nerr := strconv.ParseFloat(num, 64); nerr == nil && num != s {
+			if strings.HasPrefix(num, "-") {
+				return errors.New("must not be negative")
+			}
+			return fmt.Errorf("must be from %v to %v", f.min, f.max)
 		}
 		return errors.New("not a duration (e.g. 5s, 500ms, 1m30s)")
 	}
@@ -246,19 +425,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if err := swallowedFlag(fs); err != nil {
+		fmt.Fprintf(stderr, "tunnel: %v\n", err)
+		return 2
+	}
+	if f := emptyFlag(fs); f != "" {
+		fmt.Fprintf(stderr, "tunnel: --%s is empty: give it a value, or leave the flag out\n", f)
+		return 2
+	}
+	if f := repeatedFlag(fs, args, "plugin", "plugin-config"); f != "" {
+		fmt.Fprintf(stderr, "tunnel: --%s is given more than once; give it once (the last would silently win)\n", f)
+		return 2
+	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tunnel: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return 2
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	if err := parseLevel(&level, o.logLevel); err != nil {
 		fmt.Fprintf(stderr, "tunnel: --log-level %q: want debug, info, warn or error\n", o.logLevel)
 		return 2
 	}
 	stdout, stderr, logger, closeStderr := forwardingOutputs(fs, stdout, stderr, level)
 	defer closeStderr()
 	if o.accessLogTo != "" {
+		if o.from == "" && o.to == "" {
+			// Lines appended to the configuration would break it at the
+			// next reload or start.
+			path := cmp.Or(o.config, "tunnel.hcl")
+			if a, err := os.Stat(o.accessLogTo); err == nil {
+				if c, err := os.Stat(path); err == nil && os.SameFile(a, c) {
+					fmt.Fprintf(stderr, "tunnel: --access-log %s is the configuration file %s: its JSON lines would be appended to the configuration; name another file\n", o.accessLogTo, path)
+					return 2
+				}
+			}
+		}
 		al, err := openAccessLog(o.accessLogTo, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "tunnel: --access-log: %v\n", err)
@@ -274,9 +476,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+	// pprof shows the heap, the goroutines and the command line: checked
+	// as --admin is (no host is an error, another machine's reach a
+	// warning).
+	pprofExposed := false
+	if o.pprof != "" {
+		var err error
+		if pprofExposed, err = addr.Exposed(o.pprof); err != nil {
+			fmt.Fprintf(stderr, "tunnel: --pprof: %v\n", err)
+			return 2
+		}
+	}
 	ctx, again, stop := notifyStop()
 	defer stop()
 	o.again = again
+	// SIGHUP too, from now: its default action killed the process while
+	// it loaded its plugins, silently (status 129).
+	o.hup = notifyHUP()
+	defer signal.Stop(o.hup)
 	var returned func()
 	o.serving, returned = exitOnStopWhileStarting(ctx, stderr, closeStderr)
 	defer returned()
@@ -288,6 +505,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "tunnel: --pprof: %v\n", err)
 			return 1
+		}
+		logger.Info("pprof listening", "addr", ln.Addr().String())
+		if pprofExposed {
+			logger.Warn("PPROF IS REACHABLE FROM OTHER MACHINES: anyone who can connect reads the heap, the goroutines and the command line; listen on 127.0.0.1 unless a firewall keeps others out", "addr", ln.Addr().String())
 		}
 		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go func() {
@@ -305,6 +526,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if f := o.tls.given(); f != "" {
 			fmt.Fprintf(stderr, "tunnel: %s belongs to the plain mode (--from/--to); in %s, use a route's tls, upstream_tls or accept_proxy settings\n", f, path)
+			return 2
+		}
+		// The config mode takes these from the file: given here, they
+		// would be ignored (a --plugin that filters nothing, a --capture
+		// that records nothing).
+		if f := plainOnlyGiven(fs); f != "" {
+			fmt.Fprintf(stderr, "tunnel: --%s belongs to the plain mode (--from/--to); in %s, set it in a route (chain, capture, dial_timeout, idle_timeout, max_connections, proxy_protocol ...)\n", f, path)
 			return 2
 		}
 		return runConfig(ctx, path, &o, stdout, stderr, logger)
@@ -360,6 +588,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runPlain serves one route from the flags until ctx is done, printing the
 // traffic in format when dump is set.
 func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat, stdout, stderr io.Writer, logger *slog.Logger) int {
+	hup := o.hup
+	if hup == nil {
+		hup = notifyHUP()
+		defer signal.Stop(hup)
+	}
 	route := host.Route{
 		Name:        "default",
 		Listen:      o.from,
@@ -389,7 +622,7 @@ func runPlain(ctx context.Context, o *options, dump bool, format host.DumpFormat
 	}
 	route.Chain = append(route.Chain, links...)
 	route.OnRelease = release // the Proxy closes nothing it did not make
-	closeCapture, err := plainCapture(ctx, capture.Options{Path: o.capture, MaxSize: int64(o.captureSize), MaxFiles: o.captureKeep, Logger: logger}, &route)
+	closeCapture, err := plainCapture(ctx, capture.Options{Path: o.capture, MaxSize: int64(o.captureSize), MaxFiles: o.captureKeep, Logger: logger}, &route, hup)
 	if err != nil {
 		cleanup()
 		fmt.Fprintf(stderr, "tunnel: %v\n", err)

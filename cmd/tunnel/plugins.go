@@ -47,6 +47,8 @@ func loadPlainPlugins(ctx context.Context, o *options, stdout, stderr io.Writer,
 			opts.Name = b
 			p, err = loadBuiltin(ctx, rt, b, opts)
 		} else {
+			// A regular file of bounded size (a named pipe hung the
+			// start, /dev/zero ate the memory): Load checks.
 			p, err = rt.Load(ctx, pp.path, opts)
 		}
 		if err != nil {
@@ -87,6 +89,9 @@ func loadBuiltin(ctx context.Context, rt *plugin.Runtime, name string, opts plug
 
 // runPlugins implements `tunnel plugins`: it lists the built-in plugins.
 func runPlugins(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		args = nil // as every other subcommand takes it
+	}
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "tunnel plugins: unexpected argument %q\n", args[0])
 		return 2

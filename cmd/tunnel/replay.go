@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/tunnelwasm/tunnel/host"
@@ -17,6 +18,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/config"
 	"github.com/tunnelwasm/tunnel/internal/hexdump"
+	"github.com/tunnelwasm/tunnel/internal/regfile"
 	"github.com/tunnelwasm/tunnel/internal/replay"
 )
 
@@ -55,11 +57,21 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	if file == "" && fs.NArg() > 0 {
 		file = fs.Arg(0)
-		fs.Parse(fs.Args()[1:])
+		// Flags after the file too: a bad one is an error here as well.
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
 	}
 	usage := func(msg string) int {
 		fmt.Fprintf(stderr, "tunnel replay: %s\n", msg)
 		fs.Usage()
+		return 2
+	}
+	if err := swallowedFlag(fs); err != nil {
+		fmt.Fprintf(stderr, "tunnel replay: %v\n", err)
 		return 2
 	}
 	switch {
@@ -75,13 +87,13 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 		return usage(fmt.Sprintf("--format %q: want text, hex or json", format))
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	if err := parseLevel(&level, o.logLevel); err != nil {
 		return usage(fmt.Sprintf("--log-level %q: want debug, info, warn or error", o.logLevel))
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx := context.Background()
 
-	f, err := os.Open(file)
+	f, err := regfile.Open(file) // a named pipe must not hang the replay
 	if err != nil {
 		fmt.Fprintf(stderr, "tunnel replay: %v\n", err)
 		return 1
@@ -132,6 +144,14 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	opts := replay.Options{Chain: chain, Log: lg}
 	if out != "" {
+		// The capture writer never overwrites: it would write NAME-1
+		// beside an existing file, which the warn-level log never says.
+		if !strings.Contains(out, "%") {
+			if _, err := os.Lstat(out); err == nil {
+				fmt.Fprintf(stderr, "tunnel replay: --out %s exists; the replay does not overwrite a file: name a new one\n", out)
+				return 1
+			}
+		}
 		w, err := capture.Create(capture.Options{Path: out, Logger: logger})
 		if err != nil {
 			fmt.Fprintf(stderr, "tunnel replay: --out: %v\n", err)

@@ -44,6 +44,7 @@ type brokenPipeGuard struct {
 	w      io.Writer
 	logger *slog.Logger
 	broken atomic.Bool
+	failed atomic.Bool // a write failed otherwise (ENOSPC on /dev/full, EIO): said once
 }
 
 func guardStdout(w io.Writer, logger *slog.Logger) io.Writer {
@@ -60,6 +61,11 @@ func (g *brokenPipeGuard) Write(p []byte) (int, error) {
 			g.logger.Warn("stdout closed: the traffic dump and plugin output stop here; forwarding goes on", "err", err)
 		}
 		return len(p), nil
+	}
+	if err != nil && g.failed.CompareAndSwap(false, true) {
+		// The dump's writers drop the error: without this line the
+		// traffic dump would be lost without a word.
+		g.logger.Error("stdout: writing the traffic dump or plugin output failed; what fails to be written is lost (said once)", "err", err)
 	}
 	return n, err
 }

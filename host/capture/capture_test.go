@@ -747,6 +747,10 @@ func TestPathErrors(t *testing.T) {
 		// A directory that refuses files, even to root: said at Create,
 		// not by dropping every packet from the first.
 		{"/proc/c.pcapng", "capture: directory /proc does not take files: open /proc/.tunnel-capture-"},
+		// A name that is not a file to write: the Writer, which never
+		// overwrites, wrote DIR-1 or /dev/full-1 beside it.
+		{dir, fmt.Sprintf("capture: %s is a directory: name a file in it, e.g. %s", dir, filepath.Join(dir, "capture-%Y%m%d.pcapng"))},
+		{"/dev/full", "capture: /dev/full exists and is not a regular file: name a file to create"},
 	} {
 		_, err := capture.Create(capture.Options{Path: tc.path})
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {

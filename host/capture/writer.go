@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -346,6 +348,17 @@ func checkPath(path string) (*pattern, error) {
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", pat.dir)
+	}
+	// A name that is a directory or a device would not be written: the
+	// Writer never overwrites, so it would write NAME-1 next to it
+	// (cfgdir-1, /dev/full-1) without saying why.
+	if !strings.Contains(pat.name, "%") {
+		if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+			if st.IsDir() {
+				return nil, fmt.Errorf("%s is a directory: name a file in it, e.g. %s", path, filepath.Join(path, "capture-%Y%m%d.pcapng"))
+			}
+			return nil, fmt.Errorf("%s exists and is not a regular file: name a file to create", path)
+		}
 	}
 	return pat, nil
 }

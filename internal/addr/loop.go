@@ -25,6 +25,11 @@ func Loops(listen, target string) bool {
 	if err1 != nil || err2 != nil || lp != tp || lp == "0" {
 		return false
 	}
+	if th == "" {
+		// Go dials a target without a host (":9090") as the unspecified
+		// IPv4 address, which Linux connects to 127.0.0.1.
+		th = "0.0.0.0"
+	}
 	if SameHost(lh, th) {
 		return true
 	}

@@ -31,6 +31,14 @@ func TestLoops(t *testing.T) {
 		{"[::1]:9090", "[::]:9090", true},
 		{"[::1]:9090", "0.0.0.0:9090", false},
 		{"127.0.0.2:9090", "0.0.0.0:9090", false},
+		// No host: Go dials 0.0.0.0, which Linux connects to 127.0.0.1.
+		{"127.0.0.1:9090", ":9090", true},
+		{"localhost:9090", ":9090", true},
+		{"0.0.0.0:9090", ":9090", true},
+		{"[::]:9090", ":9090", true},
+		{":9090", ":9090", true},
+		{"[::1]:9090", ":9090", false},
+		{"127.0.0.2:9090", ":9090", false},
 	} {
 		if got := Loops(tc.listen, tc.target); got != tc.loops {
 			t.Errorf("Loops(%q, %q) = %v, want %v", tc.listen, tc.target, got, tc.loops)

@@ -12,16 +12,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/capture"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/regfile"
 )
 
 // maxWasmFile bounds the size of a plugin file read from disk.
-const maxWasmFile = 256 << 20
+const maxWasmFile = plugin.MaxModuleFile
 
 // Builder turns a [File] into routes for a [host.Proxy]: it compiles each
 // plugin's .wasm (once per content: unchanged files are not compiled again
@@ -339,20 +341,18 @@ func (b *Builder) closeModule(ctx context.Context, m *plugin.Module) {
 
 // readLimited reads a whole file of at most limit bytes.
 func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path) // a named pipe must not hang the load
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && errors.Is(pe.Err, syscall.EISDIR) {
+			return nil, fmt.Errorf("%s is a directory, not a file", path)
+		}
 		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory, not a file", path)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	if st.Size() > limit {
 		return nil, fmt.Errorf("%s is %d bytes, more than the %d a plugin may have", path, st.Size(), limit)

@@ -35,11 +35,19 @@ func WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, files map[string]*hcl.
 		return a.Start.Byte < b.Start.Byte
 	})
 	bw := bufio.NewWriter(w)
-	for _, d := range sorted {
+	for i, d := range sorted {
+		if i == maxWrittenDiags && len(sorted) > i+1 {
+			// A binary file makes hundreds: the first say what is wrong.
+			fmt.Fprintf(bw, "... and %d more diagnostic(s) not shown: fix the ones above first\n", len(sorted)-i)
+			break
+		}
 		writeDiagnostic(bw, d, files)
 	}
 	return bw.Flush()
 }
+
+// maxWrittenDiags is the most diagnostics WriteDiagnostics prints.
+const maxWrittenDiags = 50
 
 // FormatDiagnostics is WriteDiagnostics into a string.
 func FormatDiagnostics(diags hcl.Diagnostics, files map[string]*hcl.File) string {
@@ -69,13 +77,14 @@ func writeDiagnostic(w *bufio.Writer, d *hcl.Diagnostic, files map[string]*hcl.F
 	pad := strings.Repeat(" ", gutter)
 	if f := files[s.Filename]; f != nil {
 		if line, start, ok := sourceLine(f.Bytes, s.Start.Byte); ok {
-			fmt.Fprintf(w, "%*d | %s\n", gutter-2, s.Start.Line, line)
 			// Underline from the start to the end of the range, or of the line.
 			col := min(s.Start.Byte-start, len(line))
 			end := len(line)
 			if s.End.Line == s.Start.Line {
 				end = min(max(s.End.Byte-start, col), len(line))
 			}
+			line, col, end = shownLine(line, col, end)
+			fmt.Fprintf(w, "%*d | %s\n", gutter-2, s.Start.Line, line)
 			var caret strings.Builder
 			for _, r := range line[:col] {
 				if r == '\t' {
@@ -91,6 +100,60 @@ func writeDiagnostic(w *bufio.Writer, d *hcl.Diagnostic, files map[string]*hcl.F
 	if d.Detail != "" {
 		fmt.Fprintf(w, "%shint: %s\n", pad[:gutter-1], oneLine(d.Detail))
 	}
+}
+
+// maxShownLine is the most of a source line a diagnostic shows, in bytes.
+const maxShownLine = 160
+
+// shownLine is the part of line a diagnostic shows, with col and end (byte
+// offsets of the underlined range) moved into it: at most maxShownLine
+// bytes around col, "..." where it was cut, and every control character
+// and invalid byte as "?" (one column each, so the underline stays under
+// its place), so that a binary file or a 4 MiB line prints a line, not
+// its bytes: terminal escapes included.
+func shownLine(line string, col, end int) (string, int, int) {
+	from, to := 0, len(line)
+	if len(line) > maxShownLine {
+		from = max(0, col-maxShownLine/3)
+		to = min(len(line), from+maxShownLine)
+		for from > 0 && !utf8.RuneStart(line[from]) {
+			from--
+		}
+		for to < len(line) && !utf8.RuneStart(line[to]) {
+			to--
+		}
+	}
+	var b strings.Builder
+	if from > 0 {
+		b.WriteString("...")
+	}
+	newCol, newEnd := -1, -1
+	for i, r := range line[from:to] {
+		if from+i >= col && newCol < 0 {
+			newCol = b.Len()
+		}
+		if from+i >= end && newEnd < 0 {
+			newEnd = b.Len()
+		}
+		switch {
+		case r == '\t':
+			b.WriteByte('\t')
+		case r == utf8.RuneError || r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0:
+			b.WriteByte('?')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	if newCol < 0 {
+		newCol = b.Len()
+	}
+	if newEnd < 0 {
+		newEnd = b.Len()
+	}
+	if to < len(line) {
+		b.WriteString("...")
+	}
+	return b.String(), newCol, max(newEnd, newCol)
 }
 
 // sourceLine returns the line of src holding byte offset off, without its

@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
+
+	"github.com/tunnelwasm/tunnel/internal/regfile"
 )
 
 // Bounds on what a configuration file may make the tunnel do while it is
@@ -38,7 +39,7 @@ const (
 // readConfig reads a configuration file, at most one byte more than
 // MaxConfigFile (which checkSource then reports).
 func readConfig(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path) // a named pipe must not hang the load
 	if err != nil {
 		return nil, err
 	}

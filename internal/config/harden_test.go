@@ -168,3 +168,27 @@ func TestReloadNotStarvedByNeighbour(t *testing.T) {
 		roundTrip(t, dial(t, h.addr()), "x", fmt.Sprintf("%q", stamp)+"x")
 	}
 }
+
+// TestDiagnosticLineShown: the source line of a diagnostic is shown at
+// most maxShownLine bytes around the place, its control characters and
+// invalid bytes as "?", with the underline still under the place: a
+// binary file wrote its bytes, terminal escapes and all, to the terminal.
+func TestDiagnosticLineShown(t *testing.T) {
+	for _, tc := range []struct {
+		line     string
+		col, end int
+		want     string
+		caret    string
+	}{
+		{`  listen = "x"`, 11, 14, `  listen = "x"`, "           ^^^"},
+		{"a\x1b]0;t\x07b = 1", 0, 1, "a?]0;t?b = 1", "^"},
+		{"\xff\xfe\x00x", 3, 4, "???x", "   ^"},
+		{strings.Repeat("y", 1000) + "ERR" + strings.Repeat("z", 1000), 1000, 1003, "..." + strings.Repeat("y", maxShownLine/3) + "ERR" + strings.Repeat("z", maxShownLine-maxShownLine/3-3) + "...", strings.Repeat(" ", 3+maxShownLine/3) + "^^^"},
+	} {
+		got, col, end := shownLine(tc.line, tc.col, tc.end)
+		caret := strings.Repeat(" ", col) + strings.Repeat("^", end-col)
+		if got != tc.want || caret != tc.caret {
+			t.Errorf("shownLine(%q, %d, %d) = %q\n%q; want %q\n%q", tc.line, tc.col, tc.end, got, caret, tc.want, tc.caret)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/internal/plugstats"
+	"github.com/tunnelwasm/tunnel/internal/regfile"
 )
 
 // DefaultDebounce is how long changes of a watched file must settle before
@@ -298,11 +299,9 @@ func fingerprint(src []byte, files []string) [sha256.Size]byte {
 	h.Write([]byte{0})
 	for _, p := range files {
 		fmt.Fprintf(h, "%s\x00", p)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			if f, err := os.Open(p); err == nil {
-				io.Copy(h, io.LimitReader(f, maxWasmFile))
-				f.Close()
-			}
+		if f, err := regfile.Open(p); err == nil { // a regular file, without blocking
+			io.Copy(h, io.LimitReader(f, maxWasmFile))
+			f.Close()
 		}
 		h.Write([]byte{0})
 	}
@@ -427,7 +426,11 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 			r.logger().Warn("watching the configuration", "err", err)
 		case <-timer.C:
 			armed = false
-			src, _ := os.ReadFile(r.Path)
+			// As the load reads it: a FIFO put in its place blocked
+			// this loop in open(2), and with it every later stop
+			// signal (SIGKILL alone ended the process); /dev/zero
+			// behind a symbolic link was read until the memory ran out.
+			src, _ := readConfig(r.Path)
 			r.mu.Lock()
 			changed := fingerprint(src, r.files) != r.lastSeen
 			r.mu.Unlock()

@@ -32,6 +32,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/regfile"
 )
 
 // MaxPEMFile bounds the size of a certificate, key or CA file.
@@ -276,7 +278,7 @@ func ParseVersion(v string) (uint16, error) {
 
 // readPEMFile reads a file of at most MaxPEMFile bytes.
 func readPEMFile(path, what string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path) // a named pipe must not hang the load
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("tls: %s %s does not exist: %w", what, path, err)
