@@ -33,7 +33,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "config", "", "take the chain of a route of this HCL `file`")
 	fs.StringVar(&route, "route", "", "the `name` of the route of --config")
-	fs.Var(pluginFlag{&o.plugins}, "plugin", "replay through this WASM plugin `file` (repeat for a chain, in order)")
+	fs.Var(pluginFlag{&o.plugins}, "plugin", "replay through this WASM plugin `file`, or builtin:NAME (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
 	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, go on as if it were absent")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")

@@ -99,7 +99,7 @@ func run(ctx context.Context, ps *procs, args []string, stdout, stderr io.Writer
 		idleConns   = fs.Int("idle-conns", 10000, "idle connections held open through each -idle-targets target (0: skip)")
 		idleTargets = fs.String("idle-targets", "tunnel-noop,tunnel,nginx,haproxy", "targets of the idle-connection test, comma-separated")
 		testList    = fs.String("tests", "", "tests to run, comma-separated (default: all of bulk1,bulk8,redis1,redis50,conn1,conn16)")
-		targetList  = fs.String("targets", "", "targets to run, comma-separated (default: all of direct,socat,haproxy,nginx,naive,tunnel,tunnel-capture,tunnel-noop,tunnel-noop-wat,tunnel-replace)")
+		targetList  = fs.String("targets", "", "targets to run, comma-separated (default: all of direct,socat,haproxy,nginx,naive,tunnel,tunnel-capture,tunnel-admin,tunnel-accesslog,tunnel-resp,tunnel-noop,tunnel-noop-wat,tunnel-replace)")
 		installMode = fs.String("install", "auto", "install missing tools with apt-get: yes, no, or auto (yes, except with -smoke)")
 		jsonPath    = fs.String("json", "bench-results.json", "write the results here as JSON (empty: do not)")
 		mdPath      = fs.String("markdown", "", "also write the results table as Markdown to this file")

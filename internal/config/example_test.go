@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
@@ -169,8 +170,14 @@ func TestDenyREADMEExample(t *testing.T) {
 	defer r.Close()
 	c := dial(t, r.Addr("redis").String())
 	roundTrip(t, c, "GET k\r\n", "$8\r\nFLUSHALL\r\n")
-	roundTrip(t, c, "flushall\r\n", "-ERR command not allowed\r\n")
 	roundTrip(t, c, "PING\r\n", "+PONG\r\n")
+	// In lower case: the reply, then the close (action = "close"), and
+	// the server never sees the command.
+	roundTrip(t, c, "flushall\r\n", "-ERR command not allowed\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the reply: read %d bytes, %v; want the connection closed", n, err)
+	}
 	if got := strings.Join(received(), ""); got != "GET k\r\nPING\r\n" {
 		t.Errorf("the server received %q", got)
 	}

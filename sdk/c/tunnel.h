@@ -212,8 +212,9 @@ TUNNEL_IMPORT(TUNNEL_IMPORT_METRIC_OBSERVE)
 int32_t tunnel_metric_observe(int32_t id, double value);
 
 /*
- * Guest exports: define the ones your plugin needs (the first three are
- * required). The memory is exported by the linker.
+ * Guest exports: define the ones your plugin needs (tunnel_abi_version,
+ * tunnel_init and tunnel_on_data are required; the others are optional).
+ * The memory is exported by the linker.
  */
 TUNNEL_EXPORT(TUNNEL_EXPORT_ABI_VERSION) int32_t tunnel_abi_version(void);
 TUNNEL_EXPORT(TUNNEL_EXPORT_INIT) int32_t tunnel_init(void);
