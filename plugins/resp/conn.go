@@ -58,6 +58,9 @@ type conn struct {
 	queue  []queued // queue[qhead:] wait; the ones before were sent
 	qhead  int
 	qbytes int // bytes of the replies in queue[qhead:]
+	// closing: the protocol error's reply is among the bytes this call
+	// passes on; the connection is closed once they are sent.
+	closing bool
 
 	blocked int64
 	w       writer
@@ -87,10 +90,12 @@ const maxNow = 2 << 20
 // waiting returns how many error replies wait for replies ahead of them.
 func (h *conn) waiting() int { return len(h.queue) - h.qhead }
 
-// queued is an error reply to send once the replies up to after are out.
+// queued is an error reply to send once the replies up to after are out;
+// close: the connection is closed once it is sent (a protocol error).
 type queued struct {
 	after int64
 	reply []byte
+	close bool
 }
 
 func (p *plugin) NewConn(*sdk.Conn) (sdk.Handler, error) {
@@ -105,9 +110,12 @@ type writer struct {
 	direct bool
 	n      int
 	buf    []byte
+	closes bool // the protocol error's reply was inserted: the last bytes of the call
 }
 
-func (w *writer) reset(data []byte) { w.data, w.direct, w.n, w.buf = data, true, 0, w.buf[:0] }
+func (w *writer) reset(data []byte) {
+	w.data, w.direct, w.n, w.buf, w.closes = data, true, 0, w.buf[:0], false
+}
 
 func (w *writer) copyMode() {
 	if w.direct {
@@ -138,6 +146,12 @@ func (w *writer) insert(b []byte) {
 	w.buf = append(w.buf, b...)
 }
 
+// insertQueued passes on a queued error reply.
+func (w *writer) insertQueued(q queued) {
+	w.insert(q.reply)
+	w.closes = w.closes || q.close
+}
+
 // finish sends what was collected and returns the action.
 func (w *writer) finish(c *sdk.Conn, dir sdk.Direction) sdk.Action {
 	if w.direct && w.n == len(w.data) {
@@ -164,21 +178,41 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 
 func (h *conn) OnClose(*sdk.Conn) {}
 
-// protocolError answers a request the server would refuse as Redis does
-// (an error, then the connection closed): past it the plugin could no
-// longer tell commands apart.
+// protocolError answers a request the server would refuse as Redis does:
+// the replies of the commands before it, then the error, then the
+// connection closed. Past it the plugin could no longer tell commands
+// apart, so nothing more goes to the server.
 func (h *conn) protocolError(c *sdk.Conn, msg string) sdk.Action {
-	sdk.Log(sdk.LevelWarn, "resp: protocol error from the client: "+msg+"; closing")
-	h.w.finish(c, sdk.ClientToServer)
+	h.w.finish(c, sdk.ClientToServer) // the commands before it
 	h.flushBlocked(c)
-	if err := c.Send(sdk.ServerToClient, []byte("-ERR Protocol error: "+msg+"\r\n")); err != nil {
-		sdk.Log(sdk.LevelWarn, "resp: send: "+err.Error())
+	h.st = -1
+	reply := []byte("-ERR Protocol error: " + msg + "\r\n")
+	after := h.sent
+	if h.limit >= 0 && after > h.limit {
+		after = h.limit
 	}
+	if h.rst.broken || h.waiting() == 0 && h.got >= after {
+		sdk.Log(sdk.LevelWarn, "resp: protocol error from the client: "+msg+"; closing")
+		if err := c.Send(sdk.ServerToClient, reply); err != nil {
+			sdk.Log(sdk.LevelWarn, "resp: send: "+err.Error())
+		}
+		h.close(c)
+		return sdk.Drop
+	}
+	// Replies are owed for commands sent before it: closing now would
+	// lose them (Redis answers them first).
+	sdk.Log(sdk.LevelWarn, "resp: protocol error from the client: "+msg+"; closing once the replies owed are sent")
+	h.queue = append(h.queue, queued{after: after, reply: reply, close: true})
+	h.qbytes += len(reply)
+	return sdk.Drop
+}
+
+// close closes the connection once what was sent is written.
+func (h *conn) close(c *sdk.Conn) {
+	h.closing = true
 	if err := c.Close(); err != nil {
 		sdk.Log(sdk.LevelWarn, "resp: close: "+err.Error())
 	}
-	h.st = -1
-	return sdk.Drop
 }
 
 // maxLogsPerCall bounds the blocks logged one by one in one call; the
@@ -263,6 +297,12 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 				continue
 			}
 			n, done, msg := h.num.read(data[i:])
+			if msg == "invalid length" { // in Redis's words
+				msg = "invalid bulk length"
+				if h.st == reqArrayLen {
+					msg = "invalid multibulk length"
+				}
+			}
 			if msg != "" {
 				return h.protocolError(c, msg)
 			}

@@ -403,12 +403,46 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 	t.Run("a protocol error is answered as Redis does, and closes", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
 		c := p.Open()
-		c.Write(c2s, []byte(cmd("PING")+"*1\r\nFLUSHALL\r\n"))
-		if got := c.ReadAll(c2s); string(got) != cmd("PING") {
+		c.Write(c2s, []byte("*1\r\nFLUSHALL\r\n"))
+		if got := c.ReadAll(c2s); len(got) != 0 {
 			t.Fatalf("server got %q", got)
 		}
 		if got := c.ReadAll(s2c); string(got) != "-ERR Protocol error: expected '$', got 'F'\r\n" {
 			t.Fatalf("client got %q", got)
+		}
+		c.Wait()
+	})
+	t.Run("a protocol error waits for the replies owed before it", func(t *testing.T) {
+		// Redis answers the commands before the bad one, then the error,
+		// then closes; closing at once lost the PING's reply.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("PING")+cmd("flushall")+"*1\r\n:5\r\n"))
+		if got := c.Read(c2s, len(cmd("PING"))); string(got) != cmd("PING") {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("+PONG\r\n"))
+		want := "+PONG\r\n" + errFor("flushall") + "-ERR Protocol error: expected '$', got ':'\r\n"
+		if got := c.ReadAll(s2c); string(got) != want {
+			t.Fatalf("client got %q, want %q", got, want)
+		}
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Errorf("the server got %q more", got)
+		}
+		c.Wait()
+	})
+	t.Run("a protocol error's reply follows the owed ones when the server ends first", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("GET", "k")+"*x\r\n"))
+		if got := c.Read(c2s, len(cmd("GET", "k"))); string(got) != cmd("GET", "k") {
+			t.Fatalf("server got %q", got)
+		}
+		c.Write(s2c, []byte("$-1\r"))
+		c.End(s2c) // the reply cut short: the error still goes, then the close
+		want := "$-1\r" + "-ERR Protocol error: invalid multibulk length\r\n"
+		if got := c.ReadAll(s2c); string(got) != want {
+			t.Fatalf("client got %q, want %q", got, want)
 		}
 		c.Wait()
 	})

@@ -305,3 +305,48 @@ func TestRedisNulInName(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisProtocolErrorKeepsOwedReplies sends, in one write, commands
+// and then one Redis refuses as a protocol error, to redis-server directly
+// and through tunnel.hcl's Redis route: the client must get the same bytes
+// both ways (the replies owed, then the error), and the connection closed.
+// The plugin used to close at once, losing the replies.
+func TestRedisProtocolErrorKeepsOwedReplies(t *testing.T) {
+	redis := redisServer(t)
+	addr := rootTunnel(t, redis)
+	for _, req := range []string{
+		"*1\r\n$4\r\nPING\r\n*1\r\n:5\r\n",
+		"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n*1\r\n$8\r\nFLUSHALL\r\n*x\r\n",
+		"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$x\r\n",
+	} {
+		direct := exchangeAll(t, redis, req)
+		through := exchangeAll(t, addr, req)
+		// Redis itself runs FLUSHALL; the tunnel answers the block error.
+		if strings.Contains(req, "FLUSHALL") {
+			direct = strings.Replace(direct, "+OK\r\n-ERR Protocol", "-ERR command 'flushall' is not allowed by the tunnel\r\n-ERR Protocol", 1)
+		}
+		if through != direct {
+			t.Errorf("%q:\n through the tunnel %q\n directly           %q", req, through, direct)
+		}
+	}
+}
+
+// exchangeAll writes req to addr in one write and reads until the server
+// closes the connection.
+func exchangeAll(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(toolTimeout))
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("%s: after %q: %v", addr, got, err)
+	}
+	return string(got)
+}

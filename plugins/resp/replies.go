@@ -33,6 +33,9 @@ type replyState struct {
 // after the reply it waits for.
 func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	r := &h.rst
+	if h.closing {
+		return sdk.Drop // the protocol error's reply is out: closed
+	}
 	if r.broken || h.waiting() == 0 && h.limit >= 0 && h.got >= h.limit {
 		// Not counting (or no longer needed: replies no longer follow
 		// requests and nothing waits).
@@ -44,7 +47,7 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 	w := &h.w
 	w.reset(data)
 	from := 0
-	for i := 0; i < len(data); {
+	for i := 0; i < len(data) && !w.closes; {
 		switch r.st {
 		case repType:
 			if len(r.stack) == 0 {
@@ -70,7 +73,7 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			default:
 				w.pass(from, len(data))
 				h.breakCount("unknown reply type '" + printable(k) + "'")
-				return w.finish(c, sdk.ServerToClient)
+				return h.finishReplies(c)
 			}
 		case repLine:
 			j := i
@@ -89,7 +92,7 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			if msg != "" {
 				w.pass(from, len(data))
 				h.breakCount(msg)
-				return w.finish(c, sdk.ServerToClient)
+				return h.finishReplies(c)
 			}
 			if !done {
 				continue
@@ -113,7 +116,7 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			if len(r.stack) == maxDepth {
 				w.pass(from, len(data))
 				h.breakCount("replies nested too deep")
-				return w.finish(c, sdk.ServerToClient)
+				return h.finishReplies(c)
 			}
 			r.stack = append(r.stack, frame{left: v})
 			r.st = repType
@@ -126,14 +129,33 @@ func (h *conn) replies(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			}
 		}
 	}
+	if w.closes {
+		return h.finishReplies(c) // nothing after the protocol error's reply
+	}
 	w.pass(from, len(data))
 	if end {
-		for _, q := range h.queue[h.qhead:] {
-			w.insert(q.reply)
-		}
-		h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
+		h.insertQueue()
 	}
-	return w.finish(c, sdk.ServerToClient)
+	return h.finishReplies(c)
+}
+
+// finishReplies passes on what the call collected toward the client, and
+// closes the connection after it when it holds the protocol error's reply.
+func (h *conn) finishReplies(c *sdk.Conn) sdk.Action {
+	if !h.w.closes {
+		return h.w.finish(c, sdk.ServerToClient)
+	}
+	h.w.finish(c, sdk.ServerToClient) // sent, not forwarded: before the close
+	h.close(c)
+	return sdk.Drop
+}
+
+// insertQueue passes on every waiting error reply now.
+func (h *conn) insertQueue() {
+	for _, q := range h.queue[h.qhead:] {
+		h.w.insertQueued(q)
+	}
+	h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
 }
 
 // fastReply returns the index past the reply at data[i] when it is a
@@ -177,7 +199,7 @@ func (h *conn) elementDone(from, i int) int {
 	}
 	h.w.pass(from, i)
 	for ; h.qhead < len(h.queue) && h.queue[h.qhead].after <= h.got; h.qhead++ {
-		h.w.insert(h.queue[h.qhead].reply)
+		h.w.insertQueued(h.queue[h.qhead])
 		h.qbytes -= len(h.queue[h.qhead].reply)
 		h.queue[h.qhead].reply = nil
 	}
@@ -200,19 +222,22 @@ func (h *conn) elementDone(from, i int) int {
 func (h *conn) breakCount(why string) {
 	sdk.Log(sdk.LevelWarn, "resp: "+why+" from the server: error replies of blocked commands are sent at once from now on")
 	h.rst.broken = true
-	for _, q := range h.queue[h.qhead:] {
-		h.w.insert(q.reply)
-	}
-	h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
+	h.insertQueue()
 	h.limit = 0
 }
 
-// flushQueue sends every waiting error reply now.
+// flushQueue sends every waiting error reply now, and closes the
+// connection after the protocol error's.
 func (h *conn) flushQueue(c *sdk.Conn) {
+	closes := false
 	for _, q := range h.queue[h.qhead:] {
 		if err := c.Send(sdk.ServerToClient, q.reply); err != nil {
 			sdk.Log(sdk.LevelWarn, "resp: reply: "+err.Error())
 		}
+		closes = closes || q.close
 	}
 	h.queue, h.qhead, h.qbytes = h.queue[:0], 0, 0
+	if closes {
+		h.close(c)
+	}
 }
