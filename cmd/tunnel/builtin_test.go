@@ -94,7 +94,7 @@ func TestDemo(t *testing.T) {
 	}
 	p := start(t, "demo", "--listen", "127.0.0.1:0")
 	addr := p.stderr.wait(t, `msg=listening .*addr=(127\.0\.0\.1:\d+)`)[1]
-	p.stderr.wait(t, `try, in another terminal:\n  printf 'PING\\r\\nSET greeting hello\\r\\nFLUSHALL\\r\\nGET greeting\\r\\nQUIT\\r\\n' \| nc 127\.0\.0\.1 0\n`)
+	p.stderr.wait(t, `try, in another terminal:\n  printf 'PING\\r\\nSET greeting hello\\r\\nFLUSHALL\\r\\nGET greeting\\r\\nQUIT\\r\\n' \| nc 127\.0\.0\.1 PORT  \(PORT: the one the "listening" line below names\)\n`)
 	c := dial(t, addr)
 	c.SetDeadline(time.Now().Add(cliTimeout))
 	if _, err := c.Write([]byte("PING\r\nSET greeting hello\r\nFLUSHALL\r\nGET greeting\r\nQUIT\r\n")); err != nil {

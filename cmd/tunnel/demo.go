@@ -100,8 +100,18 @@ Flags:
 		plugins:     []plainPlugin{{path: "builtin:resp", config: demoResp}},
 		again:       again,
 	}
-	fmt.Fprintf(stderr, "tunnel demo: try, in another terminal:\n  printf 'PING\\r\\nSET greeting hello\\r\\nFLUSHALL\\r\\nGET greeting\\r\\nQUIT\\r\\n' | nc %s\n", hostPort(*listen))
+	fmt.Fprintf(stderr, "tunnel demo: try, in another terminal:\n  printf 'PING\\r\\nSET greeting hello\\r\\nFLUSHALL\\r\\nGET greeting\\r\\nQUIT\\r\\n' | nc %s\n", demoHint(*listen))
 	return runPlain(ctx, &o, true, host.DumpText, stdout, stderr, logger)
+}
+
+// demoHint is the demo's listen address as nc takes it; with port 0 the
+// port is only known once the listener is bound, and the "listening" log
+// line names it.
+func demoHint(a string) string {
+	if h, p, err := net.SplitHostPort(a); err == nil && p == "0" {
+		return h + " PORT  (PORT: the one the \"listening\" line below names)"
+	}
+	return hostPort(a)
 }
 
 // hostPort is an address as nc takes it: "host port".

@@ -537,6 +537,12 @@ func packets(r io.Reader) (*source, error) {
 	}
 	ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
 	if err != nil {
+		if string(magic) == "\x0a\x0d\x0d\x0a" { // a section header's type
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return nil, errors.New("replay: a pcapng file cut short in its first blocks (section header, interfaces)")
+			}
+			return nil, fmt.Errorf("replay: a pcapng file, but: %w", err)
+		}
 		return nil, fmt.Errorf("replay: not a pcapng or pcap file: %w", err)
 	}
 	return &source{

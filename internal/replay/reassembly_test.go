@@ -156,6 +156,12 @@ func TestReadClassicPcap(t *testing.T) {
 	if _, err := replay.Read(bytes.NewReader([]byte("not a capture at all"))); err == nil || !strings.Contains(err.Error(), "not a pcapng or pcap file") {
 		t.Errorf("a file that is neither: %v", err)
 	}
+	// The first 100 bytes of a capture (head -c 100) were "not a pcapng or
+	// pcap file: unexpected EOF".
+	whole := mkfile(t, false, ps)
+	if _, err := replay.Read(bytes.NewReader(whole[:12])); err == nil || !strings.Contains(err.Error(), "a pcapng file cut short in its first blocks") {
+		t.Errorf("a pcapng file cut in its section header: %v", err)
+	}
 }
 
 // TestReadWrapsSequenceNumbers: a swap of two segments across 2^32 is
