@@ -42,9 +42,11 @@ type plugin struct {
 type conn struct {
 	p   *plugin
 	off [2]uint64 // xor: stream offset
+	// base64 decode: the incomplete group of the last chunk (n < 4
+	// characters), completed by the next chunk. The encoder keeps nothing
+	// back: each chunk goes out whole, padded.
 	rem [2][4]byte
-	n   [2]int  // base64: bytes kept back (encode: < 3, decode: < 4)
-	pad [2]bool // base64 decode: padding seen, the stream must end
+	n   [2]int
 }
 
 func newPlugin(raw []byte) (sdk.Plugin, error) {
@@ -106,7 +108,7 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 	case c.p.xor:
 		out = c.xor(d, data)
 	case c.p.encode[d]:
-		out = c.encode64(d, data, end)
+		out = c.p.encode64(data)
 	default:
 		var err error
 		out, err = c.decode64(d, data, end)
@@ -139,33 +141,20 @@ func (c *conn) xor(d sdk.Direction, data []byte) []byte {
 	return data
 }
 
-func (c *conn) encode64(d sdk.Direction, data []byte, end bool) []byte {
-	p := c.p
-	enc := base64.StdEncoding
-	out := p.out[:0]
-	// complete the kept-back group first
-	for c.n[d] > 0 && c.n[d] < 3 && len(data) > 0 {
-		c.rem[d][c.n[d]] = data[0]
-		c.n[d]++
-		data = data[1:]
-	}
-	if c.n[d] == 3 {
-		out = enc.AppendEncode(out, c.rem[d][:3])
-		c.n[d] = 0
-	}
-	whole := len(data) / 3 * 3
-	out = enc.AppendEncode(out, data[:whole])
-	c.n[d] += copy(c.rem[d][c.n[d]:3], data[whole:])
-	if end && c.n[d] > 0 {
-		out = enc.AppendEncode(out, c.rem[d][:c.n[d]])
-		c.n[d] = 0
-	}
-	p.out = out
-	return out
+// encode64 encodes data whole, its last group padded: no byte is kept back
+// for the next chunk or the end of the stream, so a request is on the wire
+// as soon as it came. The stream is a concatenation of padded base64
+// pieces, one per chunk, which decode64 reads.
+func (p *plugin) encode64(data []byte) []byte {
+	p.out = base64.StdEncoding.AppendEncode(p.out[:0], data)
+	return p.out
 }
 
-var errAfterPadding = errors.New("base64 data after the final padding")
-
+// decode64 decodes the complete groups of 4 characters of this direction
+// (line breaks left out), and keeps an incomplete one for the next chunk:
+// TCP may cut the stream anywhere, while the encoder always ends its
+// chunks with a complete group. Padding may end any group (the stream is a
+// concatenation of padded pieces).
 func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) {
 	p := c.p
 	in := append(p.in[:0], c.rem[d][:c.n[d]]...)
@@ -179,19 +168,8 @@ func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) 
 		}
 	}
 	p.in = in
-	if c.pad[d] && len(in) > 0 {
-		return nil, errAfterPadding
-	}
-	// Decode the whole groups of 4 in one call: calls are dear in a wasm
-	// guest. Padding may only end the last of them, and nothing may follow.
 	whole := len(in) / 4 * 4
-	if i := bytes.IndexByte(in[:whole], '='); i >= 0 {
-		if i < whole-4 || len(in) > whole {
-			return nil, errAfterPadding
-		}
-		c.pad[d] = true
-	}
-	out, err := base64.StdEncoding.AppendDecode(p.out[:0], in[:whole])
+	out, err := appendDecodePieces(p.out[:0], in[:whole])
 	if err != nil {
 		return nil, nofmt.Wrap("invalid base64", err)
 	}
@@ -201,6 +179,30 @@ func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) 
 		return nil, errors.New("base64 stream ends with " + strconv.Itoa(n) + " stray characters")
 	}
 	p.out = out
+	return out, nil
+}
+
+// appendDecodePieces appends to out the decoding of in, complete groups of
+// 4 that are padded base64 pieces one after the other. It decodes each
+// piece in one call (calls are dear in a wasm guest): the whole of in when
+// only its last group is padded, as when one chunk of the encoder came. An
+// error's offset counts from the start of in.
+func appendDecodePieces(out, in []byte) ([]byte, error) {
+	for start := 0; start < len(in); {
+		stop := len(in)
+		if i := bytes.IndexByte(in[start:], '='); i >= 0 {
+			stop = start + (i/4+1)*4 // the end of the padded group
+		}
+		var err error
+		out, err = base64.StdEncoding.AppendDecode(out, in[start:stop])
+		if err != nil {
+			if ce, ok := err.(base64.CorruptInputError); ok {
+				err = ce + base64.CorruptInputError(start)
+			}
+			return out, err
+		}
+		start = stop
+	}
 	return out, nil
 }
 
