@@ -676,6 +676,14 @@ func exitOnStopWhileStarting(ctx context.Context, stderr io.Writer, flush func()
 		select {
 		case <-gone:
 		case <-ctx.Done():
+			select {
+			case <-gone:
+				// Both were ready: run returned (closing gone), then its
+				// deferred stop cancelled ctx. Not a signal: the exit
+				// status is run's (a refused flag's 2 was once 0 here).
+				return
+			default:
+			}
 			mu.Lock()
 			if !starting {
 				mu.Unlock()
