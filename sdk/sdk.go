@@ -148,9 +148,11 @@ var (
 	ErrBadArgument = errors.New("sdk: bad argument (unknown direction)")
 	// ErrClosed: that direction, or the connection, is already closed.
 	ErrClosed = errors.New("sdk: already closed")
-	// ErrNotAllowed: not called from a callback of this connection, or the
-	// direction is not routed through the plugin (spliced by the host).
-	ErrNotAllowed = errors.New("sdk: not allowed here (outside a callback of this connection, or the direction is not routed through the plugin)")
+	// ErrNotAllowed: not called from a callback of this connection, called
+	// from OnClose (the connection is gone: nothing can be sent, closed,
+	// tagged or timed), or the direction is not routed through the plugin
+	// (spliced by the host).
+	ErrNotAllowed = errors.New("sdk: not allowed here (outside a callback of this connection, in OnClose, or the direction is not routed through the plugin)")
 	// ErrTooLarge: the host refused a value that is too large.
 	ErrTooLarge = errors.New("sdk: too large")
 )
@@ -172,8 +174,10 @@ func statusErr(st int32) error {
 }
 
 // Conn is one proxied connection. Its methods act on the connection only
-// while one of its callbacks runs (NewConn, OnData, OnClose); elsewhere they
-// return [ErrNotAllowed].
+// while one of its callbacks runs (NewConn, OnData, OnTimer, OnClose);
+// elsewhere they return [ErrNotAllowed]. In OnClose the connection is gone:
+// Info, TLS and Tag still answer, and Send, CloseWrite, Close, SetTag,
+// SetTimer, SetTarget and DeferEnd return [ErrNotAllowed].
 type Conn struct {
 	id   uint64
 	inst *instance

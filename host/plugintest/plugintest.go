@@ -976,7 +976,10 @@ func (s *sink) readAll() ([]byte, error) {
 	return bytes.Clone(avail), nil
 }
 
-// logCapture is a slog.Handler that keeps the messages.
+// logCapture is a slog.Handler that keeps the messages: the plugin's, and
+// the host's about it, whose callback and cause it keeps too ("plugin
+// failed callback=tunnel_on_data cause=…"): without them a test of a
+// plugin that fails sees no why.
 type logCapture struct {
 	mu   sync.Mutex
 	logs []sdktest.Log
@@ -985,9 +988,16 @@ type logCapture struct {
 func (l *logCapture) Enabled(context.Context, slog.Level) bool { return true }
 
 func (l *logCapture) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "callback" || a.Key == "cause" {
+			msg += " " + a.Key + "=" + a.Value.String()
+		}
+		return true
+	})
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.logs = append(l.logs, sdktest.Log{Level: sdk.Level(r.Level), Msg: r.Message})
+	l.logs = append(l.logs, sdktest.Log{Level: sdk.Level(r.Level), Msg: msg})
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ func Native(t testing.TB, opts Options) (Plugin, error) {
 	p.inst = guest.NewInstance(emuHost{p})
 	callMu.Lock()
 	p.initing = true
-	rc := p.inst.Init()
+	rc := p.guarded("tunnel_init", p.inst.Init)
 	p.initing = false
 	callMu.Unlock()
 	switch {
@@ -82,11 +83,38 @@ type emuPlugin struct {
 	lateDial  bool
 	now       time.Duration // the fake clock
 	ending    int8          // 1 + the direction of an OnData call with end=1, else 0
+	out       int           // bytes sent and logged during the running call
 	shared    emuShared     // the shared state and metrics
+}
+
+// guarded makes one call into the plugin. A panic there (which the SDK
+// logs, then passes on: in a wasm guest it traps) fails the instance on
+// the host; here it fails the test with the panic and its stack, instead
+// of ending the test binary and every test after it.
+func (p *emuPlugin) guarded(callback string, call func() int32) int32 {
+	defer func() {
+		if r := recover(); r != nil {
+			p.t.Fatalf("sdktest: the plugin panicked in %s: %v; the host would fail the instance and close its connections\n%s", callback, r, debug.Stack())
+		}
+	}()
+	return call()
 }
 
 // emuEpoch is the emulated clock's start: not zero, like the host's.
 const emuEpoch = time.Hour
+
+// maxOutput is the host's default output budget: the bytes a plugin may
+// send and log during one call.
+const maxOutput = 4 << 20
+
+// spend counts n bytes of output against the running call's budget and
+// fails the test past it, where the host would fail the instance.
+func (p *emuPlugin) spend(what string, n int) {
+	p.out += n
+	if p.out > maxOutput {
+		p.t.Fatalf("sdktest: ABI violation: %s: the call produced more than its output budget of %d bytes (sent and logged); the host would fail the instance", what, maxOutput)
+	}
+}
 
 func (p *emuPlugin) cleanup() {
 	for _, c := range p.conns {
@@ -100,16 +128,23 @@ func (p *emuPlugin) Open() Conn {
 	p.nextID++
 	c := &emuConn{p: p, id: p.nextID}
 	p.conns = append(p.conns, c)
-	p.cur = c
-	rc := p.inst.OnOpen(int64(c.id))
+	p.cur, p.out = c, 0
+	rc := p.guarded("NewConn", func() int32 { return p.inst.OnOpen(int64(c.id)) })
 	p.cur = nil
 	switch rc {
 	case abi.OK:
+		if c.closeReq {
+			// Closed before the target was dialled: what was sent
+			// toward the server goes nowhere.
+			c.out[sdk.ClientToServer] = nil
+		}
 		c.afterCall()
 		p.fireDue(p.now)
 	case abi.Reject:
-		// Refused: the client is closed, the target never dialled, and
-		// tunnel_on_close still comes.
+		// Refused: the client is closed (a reset), the target never
+		// dialled, what the call sent is dropped, and tunnel_on_close
+		// still comes.
+		c.out = [2][]byte{}
 		c.finish()
 	default:
 		p.t.Fatalf("sdktest: tunnel_on_open returned %d, want 0 or 1", rc)
@@ -149,7 +184,7 @@ func (p *emuPlugin) Config(b []byte) int32 {
 	return int32(len(p.config))
 }
 
-func (p *emuPlugin) ConfigError(msg []byte) { p.configErr = bytes.Clone(msg) }
+func (p *emuPlugin) ConfigError(msg []byte) { p.configErr = bytes.Clone(msg[:min(len(msg), maxText)]) }
 
 func (p *emuPlugin) ConnInfo(key int32, b []byte) int32 {
 	if p.cur == nil {
@@ -186,9 +221,10 @@ func (p *emuPlugin) Send(dir int32, b []byte) int32 {
 		return abi.StatusNotAllowed
 	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
 		return abi.StatusBadArgument
-	case c.closed || c.writeClosed[dir]:
+	case c.closed || c.closeReq || c.writeClosed[dir]:
 		return abi.StatusClosed
 	}
+	p.spend("send", len(b))
 	c.out[dir] = append(c.out[dir], b...)
 	return abi.StatusOK
 }
@@ -220,7 +256,12 @@ func (p *emuPlugin) Close() int32 {
 	return abi.StatusOK
 }
 
+// maxText is where the host cuts a log or config_error message.
+const maxText = 4 << 10
+
 func (p *emuPlugin) Log(level int32, msg []byte) {
+	p.spend("log", len(msg))
+	msg = msg[:min(len(msg), maxText)]
 	p.logs = append(p.logs, Log{Level: sdk.Level(level), Msg: string(msg)})
 }
 
@@ -271,11 +312,11 @@ func (c *emuConn) present(dir sdk.Direction, data []byte, end bool) {
 	if end {
 		e = 1
 	}
-	p.cur = c
+	p.cur, p.out = c, 0
 	if end {
 		p.ending = int8(dir) + 1
 	}
-	a := p.inst.OnData(int64(c.id), int32(dir), int32(n), e)
+	a := p.guarded("OnData", func() int32 { return p.inst.OnData(int64(c.id), int32(dir), int32(n), e) })
 	p.cur, p.ending = nil, 0
 	switch a {
 	case abi.ActionForward:
@@ -323,8 +364,8 @@ func (c *emuConn) finish() {
 	c.closed = true
 	c.writeClosed = [2]bool{true, true}
 	c.timerArmed = false
-	c.p.cur, c.p.closing = c, true
-	c.p.inst.OnClose(int64(c.id))
+	c.p.cur, c.p.closing, c.p.out = c, true, 0
+	c.p.guarded("OnClose", func() int32 { c.p.inst.OnClose(int64(c.id)); return 0 })
 	c.p.cur, c.p.closing = nil, false
 }
 
@@ -485,8 +526,8 @@ func (p *emuPlugin) fireDue(until time.Duration) {
 		}
 		p.now = max(p.now, next.timerDue)
 		next.timerArmed = false
-		p.cur = next
-		rc := p.inst.OnTimer(int64(next.id))
+		p.cur, p.out = next, 0
+		rc := p.guarded("OnTimer", func() int32 { return p.inst.OnTimer(int64(next.id)) })
 		p.cur = nil
 		if rc != abi.OK {
 			p.t.Fatalf("sdktest: tunnel_on_timer returned %d, want 0", rc)

@@ -2,6 +2,7 @@ package sdktest_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -24,9 +25,62 @@ func (holder) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.
 	return sdk.Hold
 }
 
+// greeter sends toward both peers from NewConn, then refuses the
+// connection (config "refuse") or closes it (config "close").
+type greeter struct{ how string }
+
+func (g greeter) NewConn(c *sdk.Conn) (sdk.Handler, error) {
+	c.Send(sdk.ServerToClient, []byte("busy"))
+	c.Send(sdk.ClientToServer, []byte("hello"))
+	if g.how == "refuse" {
+		return nil, errors.New("refused")
+	}
+	c.Close()
+	return holder{}, nil
+}
+
+// closer closes the connection at its first chunk and reports, as its
+// reply, the statuses of a Send and a huge Send after the Close.
+type closer struct{ sdk.DefaultHandler }
+
+func (closer) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	if string(data) == "long log" {
+		sdk.Log(sdk.LevelInfo, strings.Repeat("x", 5<<10))
+		return sdk.Drop
+	}
+	if string(data) == "panic" {
+		panic("boom")
+	}
+	if string(data) == "flood" {
+		c.Send(dir, make([]byte, 5<<20))
+		return sdk.Drop
+	}
+	c.Close()
+	if err := c.Send(dir.Reverse(), []byte("after close")); err != sdk.ErrClosed {
+		sdk.Log(sdk.LevelError, fmt.Sprint("Send after Close: ", err))
+	}
+	return sdk.Drop
+}
+
+// OnClose reports a Send that is not refused with an ErrNotAllowed whose
+// text says why.
+func (closer) OnClose(c *sdk.Conn) {
+	if err := c.Send(sdk.ServerToClient, []byte("x")); err != sdk.ErrNotAllowed || !strings.Contains(err.Error(), "in OnClose") {
+		sdk.Log(sdk.LevelError, fmt.Sprint("Send in OnClose: ", err))
+	}
+}
+
 func init() {
 	sdk.SetBufferSize(1) // raised to 1 KiB
-	sdk.Register(func([]byte) (sdk.Plugin, error) { return sdk.Shared(holder{}), nil })
+	sdk.Register(func(cfg []byte) (sdk.Plugin, error) {
+		switch string(cfg) {
+		case "refuse", "close":
+			return greeter{string(cfg)}, nil
+		case "closer":
+			return sdk.Shared(closer{}), nil
+		}
+		return sdk.Shared(holder{}), nil
+	})
 }
 
 // fakeTB records the first fatal failure and stops the goroutine, as
@@ -87,9 +141,20 @@ func TestEmulatorCatchesMistakes(t *testing.T) {
 		{"wait on an open connection", "sdktest: Wait: connection #1 is still open", func(p sdktest.Plugin) {
 			p.Open().Wait()
 		}},
+		{"send past the output budget", "sdktest: ABI violation: send: the call produced more than its output budget of 4194304 bytes", func(p sdktest.Plugin) {
+			p.Open().Write(sdk.ClientToServer, []byte("flood"))
+		}},
+		// It used to end the test binary, the package's other tests unrun.
+		{"a panic in OnData, the budget's closer", "sdktest: the plugin panicked in OnData: ", func(p sdktest.Plugin) {
+			p.Open().Write(sdk.ClientToServer, []byte("panic"))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := fails(t, func(tb testing.TB) { tc.body(sdktest.MustStart(tb, sdktest.Native, sdktest.Options{})) })
+			cfg := ""
+			if strings.Contains(tc.name, "budget") { // and the closer's panic
+				cfg = "closer"
+			}
+			got := fails(t, func(tb testing.TB) { tc.body(sdktest.MustStart(tb, sdktest.Native, sdktest.Options{Config: cfg})) })
 			if !strings.Contains(got, tc.want) {
 				t.Fatalf("failure %q, want it to contain %q", got, tc.want)
 			}
@@ -112,4 +177,51 @@ func TestHoldPresentsHeldBytesFirstAndFlushesAtEnd(t *testing.T) {
 	}
 	c.End(sdk.ServerToClient)
 	c.Wait()
+}
+
+// What NewConn sends is dropped when it refuses the connection, and what it
+// sends toward the server is dropped when it closes it: the target is
+// never dialled (ABI.md, tunnel_on_open).
+func TestNewConnSendsOfARefusedOrClosedConnection(t *testing.T) {
+	for _, tc := range []struct{ config, client, server string }{
+		{"refuse", "", ""},
+		{"close", "busy", ""},
+	} {
+		p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: tc.config})
+		c := p.Open()
+		if got := c.ReadAll(sdk.ServerToClient); string(got) != tc.client {
+			t.Errorf("%s: the client got %q, want %q", tc.config, got, tc.client)
+		}
+		if got := c.ReadAll(sdk.ClientToServer); string(got) != tc.server {
+			t.Errorf("%s: the server got %q, want %q", tc.config, got, tc.server)
+		}
+		c.Wait()
+	}
+}
+
+// After Close in a callback, Send returns ErrClosed and delivers nothing,
+// as the host's send returns StatusClosed on a closing connection; in
+// OnClose it returns ErrNotAllowed, whose text names OnClose.
+func TestSendAfterCloseIsClosed(t *testing.T) {
+	p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: "closer"})
+	c := p.Open()
+	c.Write(sdk.ClientToServer, []byte("x"))
+	if got := c.ReadAll(sdk.ServerToClient); len(got) != 0 {
+		t.Errorf("the client got %q after Close", got)
+	}
+	c.Wait()
+	if logs := p.Logs(); len(logs) != 0 {
+		t.Errorf("logs %v", logs)
+	}
+}
+
+// A log message is cut at 4 KiB, as the host cuts it.
+func TestLogCutAt4KiB(t *testing.T) {
+	p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: "closer"})
+	c := p.Open()
+	c.Write(sdk.ClientToServer, []byte("long log"))
+	if logs := p.Logs(); len(logs) != 1 || len(logs[0].Msg) != 4<<10 {
+		t.Fatalf("logs: %d, first %d bytes", len(logs), len(logs[0].Msg))
+	}
+	sdktest.Finish(c)
 }

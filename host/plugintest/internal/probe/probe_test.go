@@ -34,7 +34,7 @@ func TestWasmPanic(t *testing.T) {
 	}
 	c.Wait()
 	logs := p.Logs()
-	if len(logs) < 3 || logs[1] != (sdktest.Log{Level: sdk.LevelError, Msg: "sdk: panic in OnData: probe: boom"}) || logs[2].Msg != "plugin failed" {
+	if len(logs) < 3 || logs[1] != (sdktest.Log{Level: sdk.LevelError, Msg: "sdk: panic in OnData: probe: boom"}) || logs[2].Msg != "plugin failed callback=tunnel_on_data cause=wasm error: unreachable" {
 		t.Fatalf("logs %q", logs)
 	}
 	c = p.Open()
