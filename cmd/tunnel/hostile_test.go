@@ -446,7 +446,7 @@ func TestHostileMemoryBomb(t *testing.T) {
   trip_failures = 0`, instances))
 	fds0 := h.fds(t)
 	rss0, _ := h.memory(t)
-	const bomb = `msg="plugin failed" route=b plugin=hostile callback=tunnel_on_data cause="wasm error: unreachable`
+	const bomb = `msg="plugin failed" route=b plugin=hostile callback=tunnel_on_data cause="the guest's memory reached its limit of 32 MiB (memory_limit): wasm error: unreachable`
 	b := h.load(4, true, closedSilently)
 	end := h.busy(t, h.a)
 	h.p.stderr.waitUntil(t, cliTimeout, fmt.Sprintf("logged %d bombs", bombs), func(s string) bool { return strings.Count(s, bomb) >= bombs })

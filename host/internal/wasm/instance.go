@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -461,6 +462,7 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	in.host = h
 	in.out = 0
 	in.violation = nil
+	refused, _ := in.alloc.refused()
 	var seq int64
 	if in.variant != plain {
 		in.seq++
@@ -488,6 +490,9 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	}
 	if err != nil && in.killed.Load() {
 		return ErrTimeout
+	}
+	if n, limit := in.alloc.refused(); err != nil && n > refused {
+		return memoryFull(err, limit)
 	}
 	return err
 }
@@ -579,8 +584,9 @@ func (in *Instance) read(what string, ptr, n uint32) []byte {
 // never grows past limit: memory.grow beyond it returns -1. It is the
 // fallback of newAllocator where memory cannot be mapped (see mem_linux.go).
 type limitedAllocator struct {
-	limit uint64
-	buf   []byte
+	limit    uint64
+	buf      []byte
+	refusals uint64 // growths past the limit refused
 }
 
 // Allocate implements experimental.MemoryAllocator: one allocator per instance.
@@ -589,6 +595,7 @@ func (a *limitedAllocator) Allocate(capacity, max uint64) experimental.LinearMem
 // Reallocate implements experimental.LinearMemory; nil refuses the growth.
 func (a *limitedAllocator) Reallocate(size uint64) []byte {
 	if size > a.limit {
+		a.refusals++
 		return nil
 	}
 	if size <= uint64(cap(a.buf)) {
@@ -610,11 +617,32 @@ func (a *limitedAllocator) Free() { a.buf = nil }
 // release implements allocator: the garbage collector frees the slice.
 func (a *limitedAllocator) release() {}
 
+// refused implements allocator.
+func (a *limitedAllocator) refused() (uint64, uint64) { return a.refusals, a.limit }
+
 // allocator makes the linear memory of one instance; release gives it back
 // once the instance is closed.
 type allocator interface {
 	experimental.MemoryAllocator
 	release()
+	// refused returns how many growths of the memory were refused for
+	// going past the limit, and the limit in bytes.
+	refused() (n, limit uint64)
+}
+
+// memoryFull names the limit in the error of a call during which the
+// guest was refused memory: it then fails in ways that do not say so
+// (Go's runtime: "wasm error: unreachable" from its allocator), and the
+// operator would not know to raise memory_limit.
+func memoryFull(err error, limit uint64) error {
+	size := strconv.FormatUint(limit, 10) + " bytes"
+	switch {
+	case limit%(1<<20) == 0:
+		size = strconv.FormatUint(limit>>20, 10) + " MiB"
+	case limit%(1<<10) == 0:
+		size = strconv.FormatUint(limit>>10, 10) + " KiB"
+	}
+	return fmt.Errorf("the guest's memory reached its limit of %s (memory_limit): %w", size, err)
 }
 
 // budgetWriter is a granted stdout or stderr: what the guest writes counts

@@ -15,8 +15,9 @@ func newAllocator(limit uint64) allocator {
 }
 
 type mappedAllocator struct {
-	limit uint64
-	mem   *mappedMemory // nil until Allocate, or when mapping failed
+	limit    uint64
+	mem      *mappedMemory     // nil until Allocate, or when mapping failed
+	fallback *limitedAllocator // the memory when mapping failed
 }
 
 // Allocate implements experimental.MemoryAllocator: it reserves the address
@@ -25,15 +26,31 @@ type mappedAllocator struct {
 func (a *mappedAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
 	size := min(max, a.limit)
 	if size == 0 || a.mem != nil {
-		return &limitedAllocator{limit: a.limit}
+		a.fallback = &limitedAllocator{limit: a.limit}
+		return a.fallback
 	}
 	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		return &limitedAllocator{limit: a.limit}
+		a.fallback = &limitedAllocator{limit: a.limit}
+		return a.fallback
 	}
 	mappedBytes.Add(int64(size))
 	a.mem = &mappedMemory{res: b}
 	return a.mem
+}
+
+// refused implements allocator. The reservation is at most the limit, and
+// wazero never asks past a module's own maximum: a growth past the
+// reservation is one past the limit.
+func (a *mappedAllocator) refused() (uint64, uint64) {
+	var n uint64
+	if a.mem != nil {
+		n += a.mem.refusals
+	}
+	if a.fallback != nil {
+		n += a.fallback.refusals
+	}
+	return n, a.limit
 }
 
 // release unmaps the memory.
@@ -59,11 +76,16 @@ func (a *mappedAllocator) release() {
 type mappedMemory struct {
 	res       []byte // the reservation
 	committed uint64 // bytes at the start made accessible
+	refusals  uint64 // growths past the reservation refused
 }
 
 // Reallocate implements experimental.LinearMemory; nil refuses the growth.
 func (m *mappedMemory) Reallocate(size uint64) []byte {
-	if m.res == nil || size > uint64(len(m.res)) {
+	if m.res == nil {
+		return nil
+	}
+	if size > uint64(len(m.res)) {
+		m.refusals++
 		return nil
 	}
 	if size > m.committed {
