@@ -253,10 +253,13 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		outs = append(outs, w)
 		mc = mc.WithStdout(w)
 	}
+	initErr := &initStderr{}
 	if o.Stderr != nil {
 		w := &budgetWriter{w: o.Stderr, what: "stderr"}
 		outs = append(outs, w)
 		mc = mc.WithStderr(w)
+	} else {
+		mc = mc.WithStderr(initErr)
 	}
 	alloc := newAllocator(o.MemoryLimit)
 	ictx := experimental.WithMemoryAllocator(ctx, alloc)
@@ -310,10 +313,11 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 			in = nil
 		}
 	}()
+	defer initErr.stop()
 	init := NoConn{LogFunc: o.Log}
 	if in.initFn != nil {
 		if err := in.call(init, in.initFn); err != nil {
-			return in, fmt.Errorf("%s: %w", abi.ExportInitialize, err)
+			return in, initErr.quote(fmt.Errorf("%s: %w", abi.ExportInitialize, err))
 		}
 	}
 	if err := in.call(init, in.abiVersion); err != nil {
@@ -330,7 +334,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 	err = in.call(init, in.init)
 	in.inInit = false
 	if err != nil {
-		return in, fmt.Errorf("%s: %w", abi.ExportInit, err)
+		return in, initErr.quote(fmt.Errorf("%s: %w", abi.ExportInit, err))
 	}
 	switch r := int32(in.stack[0]); r {
 	case abi.OK:
@@ -348,6 +352,43 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 	}
 	in.timeout = o.CallTimeout
 	return in, nil
+}
+
+// initStderr is the stderr of a guest that was not granted one, while it
+// initializes: it keeps the start of what is written then, and drops
+// everything after. A Go guest's runtime prints a panic in func init (or
+// in the SDK's factory) there before it traps, and the load error would
+// otherwise say only "wasm error: unreachable".
+type initStderr struct {
+	buf     []byte
+	stopped bool
+}
+
+// maxInitStderr bounds what initStderr keeps.
+const maxInitStderr = 4 << 10
+
+func (w *initStderr) Write(p []byte) (int, error) {
+	if !w.stopped && len(w.buf) < maxInitStderr {
+		w.buf = append(w.buf, p[:min(len(p), maxInitStderr-len(w.buf))]...)
+	}
+	return len(p), nil
+}
+
+// stop drops what was kept and all that comes later.
+func (w *initStderr) stop() { w.stopped, w.buf = true, nil }
+
+// quote adds the first line the guest wrote to its stderr to err, the
+// error of a failed _initialize or tunnel_init.
+func (w *initStderr) quote(err error) error {
+	for line := range strings.Lines(string(w.buf)) {
+		if line = strings.TrimSpace(line); line != "" {
+			if len(line) > 300 {
+				line = line[:300] + "…"
+			}
+			return fmt.Errorf("%w (the guest wrote to its stderr: %q)", err, line)
+		}
+	}
+	return err
 }
 
 // probeMemory caps the memory of CheckVersion's throwaway instance.

@@ -36,6 +36,7 @@ type config struct {
 	Greet  string `json:"greet"`
 	Refuse bool   `json:"refuse"`
 	LogEnd bool   `json:"log_end"`
+	Panic  bool   `json:"panic"` // the factory panics
 }
 
 type plugin struct {
@@ -51,6 +52,9 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	p := &plugin{}
 	if err := sdk.DecodeConfig(raw, &p.cfg); err != nil {
 		return nil, err
+	}
+	if p.cfg.Panic {
+		panic("probe: boom in the factory")
 	}
 	sdk.Log(sdk.LevelDebug, "probe: configured")
 	return p, nil

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	hostplugin "github.com/tunnelwasm/tunnel/host/plugin"
 	"github.com/tunnelwasm/tunnel/host/plugintest"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
@@ -261,3 +265,29 @@ func testSDK(t *testing.T, start sdktest.Starter) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestWasmFactoryPanic: a panic in the factory traps tunnel_init; the load
+// error quotes the panic the Go runtime wrote to the guest's stderr (not
+// granted), where it said only "wasm error: unreachable".
+func TestWasmFactoryPanic(t *testing.T) {
+	ctx := context.Background()
+	rt, err := hostplugin.NewRuntime(ctx, hostplugin.RuntimeOptions{CacheDir: plugintest.CacheDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	m, err := rt.Compile(ctx, "probe", plugintest.Build(t, "."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	p, err := m.NewPlugin(ctx, hostplugin.Options{Config: []byte(`{"panic": true}`), Logger: slog.New(slog.DiscardHandler)})
+	if err == nil {
+		p.Close()
+	}
+	want := `tunnel_init: wasm error: unreachable`
+	quote := `(the guest wrote to its stderr: "panic: probe: boom in the factory`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), quote) {
+		t.Fatalf("start: %v; want an error with %q and %q", err, want, quote)
+	}
+}
