@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -78,6 +79,9 @@ func (c *conn) acceptProxy(deadline time.Time) bool {
 	c.client.SetReadDeadline(deadline)
 	h, _, err := proxyproto.Parse(c.client)
 	c.client.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fail(fmt.Errorf("PROXY header from %s: not complete within %s (handshake_timeout): %w", addr, c.rs.handshakeTimeout(), err))
+	}
 	if err != nil {
 		return fail(fmt.Errorf("PROXY header from %s: %w", addr, err))
 	}
@@ -141,6 +145,14 @@ func (c *conn) chooseRoute(deadline time.Time) bool {
 			c.setReason(reasonNoRoute)
 		}
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			err = fmt.Errorf("choosing a route by server name: no whole ClientHello within %s (handshake_timeout; %d bytes read): %w", primary.handshakeTimeout(), len(c.prefix), err)
+		case errors.Is(err, clienthello.ErrMalformed):
+			// As a terminating route's crypto/tls answers it: an alert the
+			// client can report, not a bare close.
+			err = fmt.Errorf("choosing a route by server name: %w", err)
+			c.client.SetWriteDeadline(time.Now().Add(time.Second))
+			c.client.Write(clienthello.Alert(clienthello.AlertDecodeError))
 		case err != nil:
 			err = fmt.Errorf("choosing a route by server name: %w", err)
 		case chosen != nil:

@@ -362,7 +362,7 @@ func validateRoutes(routes []Route) error {
 	for i, r := range routes {
 		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, LateDial: r.LateDial, ServerNames: r.ServerNames, TLS: r.TLS != nil}
 		if u := r.UpstreamTLS; u != nil {
-			hops[i].UpstreamTLS, hops[i].UpstreamServerName, hops[i].UpstreamInsecure = true, u.ServerName, u.InsecureSkipVerify
+			hops[i].UpstreamTLS, hops[i].UpstreamServerName = true, u.ServerName
 		}
 	}
 	if c := addr.Cycle(hops); c != nil {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/tlsconf"
 )
 
 // The TLS sessions of a connection. A route that terminates TLS
@@ -100,6 +102,12 @@ func (c *conn) acceptTLS(nc net.Conn, deadline time.Time) error {
 		return fmt.Errorf("tls handshake with the client: not done within %s (handshake_timeout)", c.rs.handshakeTimeout())
 	}
 	if err != nil {
+		// A certificate that failed verification (another CA, expired):
+		// name it, as a refusal by the allow rules does.
+		var cve *tls.CertificateVerificationError
+		if errors.As(err, &cve) && len(cve.UnverifiedCertificates) > 0 {
+			return fmt.Errorf("tls handshake with the client: client certificate %s: %w", tlsconf.Subject(cve.UnverifiedCertificates[0]), err)
+		}
 		return fmt.Errorf("tls handshake with the client: %w", err)
 	}
 	c.clientTLS = tc
@@ -123,7 +131,9 @@ func (c *conn) acceptTLS(nc net.Conn, deadline time.Time) error {
 // sc, within ctx (the dial's: its timeout, or an abort, ends it).
 func (c *conn) dialTLS(ctx context.Context, sc *net.TCPConn, target string) (*tls.Conn, error) {
 	cfg := c.rs.UpstreamTLS
-	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+	if cfg.ServerName == "" {
+		// The target's host, verified or not, is the SNI a target routing
+		// by name needs (crypto/tls sends none for an IP address).
 		host, _, err := net.SplitHostPort(target)
 		if err != nil {
 			return nil, fmt.Errorf("tls toward %s: %w", target, err)

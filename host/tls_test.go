@@ -598,3 +598,147 @@ func TestServerNamesSharedDefaultHandshakeTimeout(t *testing.T) {
 	}
 	p.Close()
 }
+
+// A client that sends nothing, or half a ClientHello or PROXY header, is
+// cut off by handshake_timeout, and the log says so (not a bare "i/o
+// timeout"); a short plaintext message ("hi\n", less than a record header)
+// goes to the "*" route at once instead of waiting for that timeout.
+func TestHandshakeTimeoutNamed(t *testing.T) {
+	t.Parallel()
+	listen := testkit.FreeAddr(t)
+	a := host.Route{Name: "a", Listen: listen, Target: tn.Serve(t, tn.Echo).Addr(), ServerNames: []string{"a.example"}, HandshakeTimeout: 300 * time.Millisecond}
+	_, logs := tn.Proxy(t, a)
+	expectRefused(t, listen)
+	logs.Wait(t, "connection closed", "reason=tls", "no whole ClientHello within 300ms (handshake_timeout; 0 bytes read)")
+
+	lb := tn.Route("lb", tn.Serve(t, tn.Echo).Addr())
+	lb.AcceptProxy, lb.HandshakeTimeout = true, 300*time.Millisecond
+	lb.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	p2, logs2 := tn.Proxy(t, lb)
+	c := tn.Dial(t, p2.Addr("lb").String())
+	c.Write([]byte("PROXY TCP4 192.0.2.1"))
+	if _, err := c.Read(make([]byte, 1)); !tn.IsClosed(err) {
+		t.Fatalf("half a PROXY header: read gave %v, want closed", err)
+	}
+	logs2.Wait(t, "connection closed", "reason=proxy_header", "not complete within 300ms (handshake_timeout)")
+
+	listen3 := testkit.FreeAddr(t)
+	def := host.Route{Name: "def", Listen: listen3, Target: tn.Serve(t, tn.Echo).Addr(), ServerNames: []string{"*"}, HandshakeTimeout: time.Minute}
+	tn.Proxy(t, def)
+	c3 := tn.Dial(t, listen3)
+	c3.Write([]byte("hi\n"))
+	c3.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(c3, buf); err != nil || string(buf) != "hi\n" {
+		t.Fatalf("a 3-byte plaintext message to the default route: echo gave %q, %v", buf, err)
+	}
+}
+
+// A client certificate that fails verification (another CA) is named in
+// the refusal, as one refused by the allow rules is.
+func TestTLSClientCertRefusalNamed(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	srv := tn.Serve(t, tn.Echo)
+	r := terminating(t, ca, srv.Addr())
+	r.TLS.ClientCAs = ca.Pool()
+	r.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	p, logs := tn.Proxy(t, r)
+	other := testcert.NewCA(t, "another CA")
+	mallory := other.Client(t, "mallory")
+	c := tls.Client(tn.Dial(t, p.Addr("tls").String()), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost",
+		// Sent although the server asks for another CA's.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &mallory.TLS, nil }})
+	if err := c.Handshake(); err == nil {
+		c.Read(make([]byte, 1)) // TLS 1.3: the refusal comes after the client's Finished
+	}
+	logs.Wait(t, "connection closed", "reason=tls", `client certificate \"CN=mallory`, "certificate signed by unknown authority")
+}
+
+// A ClientHello that does not parse (here a server name ending with a dot,
+// which RFC 6066 forbids) on an address routed by server name gets the
+// decode_error alert a terminating route's crypto/tls sends, not a bare
+// close.
+func TestServerNameMalformedAlert(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	listen := testkit.FreeAddr(t)
+	a := host.Route{Name: "a", Listen: listen, Target: tn.Serve(t, tn.Echo).Addr(), ServerNames: []string{"a.example"}}
+	_, logs := tn.Proxy(t, a)
+	// crypto/tls refuses to send a name ending with a dot: rewrite one
+	// letter of a hello's name into a dot, lengths unchanged.
+	raw := clientHello(t, ca, "a.examplex")
+	i := bytes.Index(raw, []byte("a.examplex"))
+	raw[i+len("a.examplex")-1] = '.'
+	c := tn.Dial(t, listen)
+	c.Write(raw)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	if want := []byte{21, 3, 3, 0, 2, 2, 50}; !bytes.Equal(got, want) {
+		t.Fatalf("malformed hello: got %v, want the decode_error alert %v", got, want)
+	}
+	logs.Wait(t, "connection closed", "reason=tls", `the server name \"a.example.\" ends with a dot`)
+}
+
+// clientHello returns the first flight of a crypto/tls client asking for
+// name.
+func clientHello(t *testing.T, ca *testcert.CA, name string) []byte {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	go func() {
+		tls.Client(c2, &tls.Config{RootCAs: ca.Pool(), ServerName: name}).Handshake()
+		c2.Close()
+	}()
+	var buf [64 << 10]byte
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(c1, hdr); err != nil {
+		t.Fatal(err)
+	}
+	n := int(hdr[3])<<8 | int(hdr[4])
+	if _, err := io.ReadFull(c1, buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, buf[:n]...)
+}
+
+// With insecure_skip_verify and no server name, the target's host is still
+// sent as SNI (the documented default): a target that routes by name
+// needs it whether or not the tunnel verifies the answer.
+func TestUpstreamTLSInsecureSendsHost(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	names := make(chan string, 1)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS},
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			names <- h.ServerName
+			return nil, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	r := tn.Route("up", net.JoinHostPort("localhost", port))
+	r.UpstreamTLS = &tls.Config{InsecureSkipVerify: true}
+	p, _ := tn.Proxy(t, r)
+	c := tn.Dial(t, p.Addr("up").String())
+	c.Write([]byte("x"))
+	select {
+	case name := <-names:
+		if name != "localhost" {
+			t.Fatalf("SNI toward the target %q, want its host \"localhost\"", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the target saw no handshake")
+	}
+}

@@ -86,11 +86,10 @@ type Hop struct {
 	// fails its handshake, and goes no further.
 	TLS bool
 	// UpstreamTLS is set for a route that originates TLS toward Target,
-	// with UpstreamServerName as the server name, else Target's host
-	// unless UpstreamInsecure (as the host dials).
+	// with UpstreamServerName as the server name, else Target's host (as
+	// the host dials, whether it verifies the target or not).
 	UpstreamTLS        bool
 	UpstreamServerName string
-	UpstreamInsecure   bool
 }
 
 // dials is the address the route dials, "" for none.
@@ -115,7 +114,7 @@ const (
 func (h Hop) sends() (sent, string) {
 	switch {
 	case h.UpstreamTLS:
-		return named, upstreamName(h.UpstreamServerName, h.Target, h.UpstreamInsecure)
+		return named, upstreamName(h.UpstreamServerName, h.Target)
 	case h.TLS:
 		return plain, ""
 	}
@@ -443,11 +442,11 @@ func (l *ForwardLoop) Who() string {
 }
 
 // upstreamName is the server name a route that originates TLS sends toward
-// target: serverName, else, unless verification is off,
-// target's host; none for an IP address, which crypto/tls does not send.
-func upstreamName(serverName, target string, insecure bool) string {
+// target: serverName, else target's host; none for an IP address, which
+// crypto/tls does not send.
+func upstreamName(serverName, target string) string {
 	name := serverName
-	if name == "" && !insecure {
+	if name == "" {
 		name, _, _ = net.SplitHostPort(target)
 	}
 	if net.ParseIP(name) != nil {

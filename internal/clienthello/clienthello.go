@@ -40,6 +40,11 @@ const (
 // nothing for the client's server name (RFC 6066, section 3).
 const AlertUnrecognizedName = 112
 
+// AlertDecodeError is the alert description a server sends for a message
+// that does not parse (RFC 8446, section 6.2), as crypto/tls does for a
+// malformed ClientHello.
+const AlertDecodeError = 50
+
 // Errors Read wraps: test them with errors.Is.
 var (
 	// ErrNotTLS: the bytes are not a TLS handshake (e.g. plain HTTP).
@@ -85,8 +90,23 @@ func Read(r io.Reader, maxSize int) (*Hello, error) {
 		}
 		start := len(h.Raw)
 		h.Raw = append(h.Raw, make([]byte, recordHeaderLen)...)
-		if err := readFull(r, h.Raw[start:], len(h.Raw) == recordHeaderLen); err != nil {
-			h.Raw = h.Raw[:start+readSoFar(err)]
+		got := 0
+		if start == 0 {
+			// The first byte tells a client that is not TLS, which may
+			// send less than a record header and wait for an answer.
+			n, err := readSome(r, h.Raw)
+			if n > 0 && h.Raw[0] != typeHandshake {
+				h.Raw = h.Raw[:n]
+				return h, notTLS(h.Raw, true)
+			}
+			if err != nil {
+				h.Raw = h.Raw[:n]
+				return nilIfEmpty(h), err
+			}
+			got = n
+		}
+		if err := readFull(r, h.Raw[start+got:]); err != nil {
+			h.Raw = h.Raw[:start+got+readSoFar(err)]
 			return nilIfEmpty(h), err
 		}
 		hdr := h.Raw[start:]
@@ -108,7 +128,7 @@ func Read(r io.Reader, maxSize int) (*Hello, error) {
 		}
 		body := len(h.Raw)
 		h.Raw = append(h.Raw, make([]byte, n)...)
-		if err := readFull(r, h.Raw[body:], false); err != nil {
+		if err := readFull(r, h.Raw[body:]); err != nil {
 			h.Raw = h.Raw[:body+readSoFar(err)]
 			return h, err
 		}
@@ -151,21 +171,31 @@ func readSoFar(err error) int {
 	return 0
 }
 
-// readFull fills b; an end of stream is ErrTruncated, except before the
-// first byte of the connection, where it is io.EOF (the client sent
-// nothing).
-func readFull(r io.Reader, b []byte, first bool) error {
+// readFull fills b; an end of stream is ErrTruncated (the first byte of
+// the connection is readSome's).
+func readFull(r io.Reader, b []byte) error {
 	n, err := io.ReadFull(r, b)
 	if err == nil {
 		return nil
-	}
-	if errors.Is(err, io.EOF) && n == 0 && first {
-		return io.EOF
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return &partialRead{n, fmt.Errorf("%w: the connection ended before the ClientHello was complete", ErrTruncated)}
 	}
 	return &partialRead{n, fmt.Errorf("reading the ClientHello: %w", err)}
+}
+
+// readSome reads at least one byte of the connection into b: an end of
+// stream before it is io.EOF (the client sent nothing), after it
+// ErrTruncated.
+func readSome(r io.Reader, b []byte) (int, error) {
+	n, err := io.ReadAtLeast(r, b, 1)
+	switch {
+	case err == nil:
+		return n, nil
+	case n == 0 && errors.Is(err, io.EOF):
+		return 0, io.EOF
+	}
+	return n, fmt.Errorf("reading the ClientHello: %w", err)
 }
 
 func nilIfEmpty(h *Hello) *Hello {

@@ -300,6 +300,11 @@ func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // TestErrors: plain HTTP, every truncation, a hello over the limit, a
 // deadline, and junk in the hello each give the matching error, with the
 // bytes read so far.
+// blockingReader never returns: a client that waits for an answer.
+type blockingReader struct{}
+
+func (blockingReader) Read([]byte) (int, error) { select {} }
+
 func TestErrors(t *testing.T) {
 	h, err := Read(strings.NewReader("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0)
 	if !errors.Is(err, ErrNotTLS) || !strings.Contains(err.Error(), `"GET /"`) || !strings.Contains(err.Error(), "plain text") {
@@ -307,6 +312,29 @@ func TestErrors(t *testing.T) {
 	}
 	if string(h.Raw) != "GET /" {
 		t.Fatalf("HTTP: Raw = %q", h.Raw)
+	}
+	// A plaintext client whose first message is shorter than a record
+	// header and that waits for an answer: known by its first byte, not
+	// left waiting for bytes that never come.
+	short := &chunks{parts: [][]byte{[]byte("hi\n")}}
+	blocked := io.MultiReader(short, blockingReader{})
+	done := make(chan error, 1)
+	go func() {
+		h, err := Read(blocked, 0)
+		if err == nil && h != nil {
+			err = errors.New("no error")
+		} else if errors.Is(err, ErrNotTLS) && string(h.Raw) != "hi\n" {
+			err = fmt.Errorf("Raw = %q", h.Raw)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotTLS) || !strings.Contains(err.Error(), `"hi\n"`) {
+			t.Fatalf("short plaintext: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("short plaintext: Read waits for a whole record header")
 	}
 	if h, err := Read(strings.NewReader(""), 0); err != io.EOF || h != nil {
 		t.Fatalf("empty: %v, %v", h, err)

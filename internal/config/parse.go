@@ -942,7 +942,7 @@ func (d *decoder) checkForwardLoops() {
 	for i, r := range routes {
 		hops[i] = addr.Hop{Listen: r.Listen, Target: r.Target, LateDial: r.LateDial, ServerNames: r.ServerNames, TLS: r.TLS != nil}
 		if u := r.UpstreamTLS; u != nil {
-			hops[i].UpstreamTLS, hops[i].UpstreamServerName, hops[i].UpstreamInsecure = true, u.Settings.ServerName, u.Settings.InsecureSkipVerify
+			hops[i].UpstreamTLS, hops[i].UpstreamServerName = true, u.Settings.ServerName
 		}
 	}
 	c := addr.Cycle(hops)

@@ -92,18 +92,22 @@ func tlsDiag(err error, ranges map[string]hcl.Range, fallback hcl.Range) *hcl.Di
 	}
 }
 
-// certDiags is the warning about the certificate l presents when it is
-// expired or not yet valid, at rng; an expired one is marked for
-// refuseExpired (Extra).
+// certDiags are the warnings about the certificate l presents, at rng: a
+// chain out of order, and a certificate expired or not yet valid (an
+// expired one is marked for refuseExpired, Extra).
 func certDiags(l *tlsconf.Loaded, rng hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if l.ChainWarning != "" {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Certificate chain out of order", Detail: upperFirst(l.ChainWarning) + ".", Subject: &rng})
+	}
 	if l.CertNotValid == "" {
-		return nil
+		return diags
 	}
 	d := &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Certificate not valid now", Detail: upperFirst(l.CertNotValid) + ".", Subject: &rng}
 	if l.Expired {
 		d.Extra = expiredCert{}
 	}
-	return hcl.Diagnostics{d}
+	return append(diags, d)
 }
 
 // expiredCert marks the diagnostic about an expired certificate.

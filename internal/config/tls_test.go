@@ -201,6 +201,17 @@ route "web" {
 	if cfg == nil || !strings.Contains(out, "tunnel.hcl:6:12: warning: Certificate not valid now") || !strings.Contains(out, "expired on") {
 		t.Fatalf("expired:\n%s", out)
 	}
+	// A chain whose second certificate did not issue the leaf: a warning
+	// at cert, the route still built.
+	fresh := ca.Server(t)
+	otherCA := testcert.NewCA(t, "unrelated CA")
+	caPEM, _ := os.ReadFile(otherCA.CertFile)
+	writeFile(t, filepath.Join(dir, "cert.pem"), string(fresh.CertPEM)+string(caPEM))
+	writeFile(t, filepath.Join(dir, "key.pem"), string(fresh.KeyPEM))
+	cfg, out = build()
+	if cfg == nil || !strings.Contains(out, "tunnel.hcl:6:12: warning: Certificate chain out of order") || !strings.Contains(out, "is not the issuer of certificate 1") {
+		t.Fatalf("chain out of order:\n%s", out)
+	}
 	// A missing file.
 	os.Remove(filepath.Join(dir, "cert.pem"))
 	if cfg, out = build(); cfg != nil || !strings.Contains(out, "6:12: error: Cannot load TLS files") || !strings.Contains(out, "does not exist") {

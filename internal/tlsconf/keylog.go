@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
+
+	"github.com/tunnelwasm/tunnel/internal/regfile"
 )
 
 // KeyLog is an NSS key log file (the SSLKEYLOGFILE format Wireshark reads
@@ -22,7 +25,14 @@ type KeyLog struct {
 // OpenKeyLog opens (creating it with mode 0600) the key log file at path
 // for appending. A file others can read is refused: it holds secrets.
 func OpenKeyLog(path string) (*KeyLog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// A named pipe's open for writing waits for a reader: forever, with
+	// the reload (and the signals it handles) stuck behind it. Refuse
+	// one, and open with O_NONBLOCK (nothing for a regular file) in case
+	// one appears in between.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("tls: key_log %s is %s, not a regular file", path, regfile.Kind(st.Mode()))
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("tls: key_log: %w", err)
 	}

@@ -129,6 +129,9 @@ type Loaded struct {
 	// Expired says its period is over (rather than not begun).
 	CertNotValid string
 	Expired      bool
+	// ChainWarning is the warning, also in Warnings, about a chain whose
+	// certificates do not each sign the one before ("" otherwise).
+	ChainWarning string
 }
 
 // Server builds the listen-side config; warnings go to s.Logger.
@@ -185,6 +188,9 @@ func LoadServer(s ServerSettings) (*Loaded, error) {
 	}
 	l.Leaf = leaf
 	l.certValidity(s.Cert, leaf, time.Now())
+	if l.ChainWarning = chainWarning(s.Cert, pair); l.ChainWarning != "" {
+		l.Warnings = append(l.Warnings, l.ChainWarning)
+	}
 	minV, err := ParseVersion(s.MinVersion)
 	if err != nil {
 		return nil, inSetting("min_version", err)
@@ -255,6 +261,9 @@ func LoadClient(s ClientSettings) (*Loaded, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 		l.Leaf = leaf
 		l.certValidity(s.Cert, leaf, time.Now())
+		if l.ChainWarning = chainWarning(s.Cert, pair); l.ChainWarning != "" {
+			l.Warnings = append(l.Warnings, l.ChainWarning)
+		}
 	case s.Cert != "":
 		return nil, fmt.Errorf("tls: cert %s is given without its key", s.Cert)
 	case s.Key != "":
@@ -378,6 +387,9 @@ func loadPairFiles(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.
 		}
 		return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s has no PRIVATE KEY block, %s%s", keyPath, describe(keyTypes), hint)
 	}
+	if encryptedKey(keyPEM) {
+		return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s is encrypted (protected by a passphrase), which the tunnel cannot ask for; write it decrypted, readable by the tunnel alone: openssl pkey -in %s -out key.pem", keyPath, keyPath)
+	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not match") {
@@ -385,9 +397,22 @@ func loadPairFiles(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.
 			if n := countOf(certTypes, "CERTIFICATE"); n > 1 {
 				hint = fmt.Sprintf(" (%s holds %d certificates: the key's own, the leaf, must come first, then its chain)", certPath, n)
 			}
+			if n := countKeys(keyTypes); n > 1 {
+				hint += fmt.Sprintf(" (%s holds %d private keys: only the first is used)", keyPath, n)
+			}
 			return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s does not match the certificate in %s%s: %w", keyPath, certPath, hint, err)
 		}
+		if strings.Contains(err.Error(), "private key") {
+			return tls.Certificate{}, nil, "key", fmt.Errorf("tls: key %s (for cert %s): %w", keyPath, certPath, err)
+		}
 		return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s with key %s: %w", certPath, keyPath, err)
+	}
+	// X509KeyPair parses the leaf alone: a chain certificate that does
+	// not parse would be sent to every client, which would refuse it.
+	for i, der := range pair.Certificate[1:] {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s: certificate %d of the chain does not parse: %w", certPath, i+2, err)
+		}
 	}
 	leaf := pair.Leaf
 	if leaf == nil {
@@ -397,6 +422,52 @@ func loadPairFiles(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.
 		pair.Leaf = leaf
 	}
 	return pair, leaf, "", nil
+}
+
+// encryptedKey reports whether the first private key of data is encrypted
+// (PKCS #8 "ENCRYPTED PRIVATE KEY", or a legacy PEM "Proc-Type: 4,ENCRYPTED").
+func encryptedKey(data []byte) bool {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return false
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			return b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED")
+		}
+	}
+}
+
+// chainWarning says when a certificate of the chain in path is not the
+// issuer of the one before it (a chain out of order, or another CA's certificate):
+// clients that do not find the issuer elsewhere refuse the chain.
+func chainWarning(path string, pair tls.Certificate) string {
+	prev := pair.Leaf
+	for i, der := range pair.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil || prev == nil {
+			return ""
+		}
+		// By name, not signature: an old algorithm (SHA-1) is not a
+		// chain out of order.
+		if !bytes.Equal(prev.RawIssuer, c.RawSubject) {
+			return fmt.Sprintf("cert %s: certificate %d (%q) is not the issuer of certificate %d (%q): the chain must go from the leaf to its issuer, in order; clients may refuse it", path, i+2, c.Subject.String(), i+1, prev.Subject.String())
+		}
+		prev = c
+	}
+	return ""
+}
+
+// countKeys counts the private key blocks in types.
+func countKeys(types []string) int {
+	n := 0
+	for _, t := range types {
+		if strings.HasSuffix(t, "PRIVATE KEY") {
+			n++
+		}
+	}
+	return n
 }
 
 func hasKey(types []string) bool {

@@ -3,6 +3,7 @@ package tlsconf
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -153,6 +154,48 @@ func TestFileErrors(t *testing.T) {
 				t.Errorf("%s: %q does not say %q", tc.name, err, w)
 			}
 		}
+	}
+	// A key file of two keys, the certificate's second: the error says
+	// only the first is used.
+	otherKey, _ := os.ReadFile(other.KeyFile)
+	srvKey, _ := os.ReadFile(srv.KeyFile)
+	twoKeys := filepath.Join(dir, "two-keys.pem")
+	os.WriteFile(twoKeys, append(append([]byte(nil), otherKey...), srvKey...), 0o600)
+	if _, err := LoadServer(ServerSettings{Cert: srv.CertFile, Key: twoKeys}); err == nil || !strings.Contains(err.Error(), "("+twoKeys+" holds 2 private keys: only the first is used)") {
+		t.Errorf("two keys: %v", err)
+	}
+	// An encrypted key (PKCS #8, or legacy PEM with Proc-Type) is the
+	// key's fault, said so, not a cert that "failed to parse private key".
+	pkcs8Enc := filepath.Join(dir, "enc8.pem")
+	os.WriteFile(pkcs8Enc, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("sealed")}), 0o600)
+	legacyEnc := filepath.Join(dir, "enc-legacy.pem")
+	os.WriteFile(legacyEnc, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"}, Bytes: []byte("sealed")}), 0o600)
+	for _, k := range []string{pkcs8Enc, legacyEnc} {
+		_, err := LoadServer(ServerSettings{Cert: srv.CertFile, Key: k})
+		if err == nil || Setting(err) != "key" || !strings.Contains(err.Error(), "key "+k+" is encrypted") {
+			t.Errorf("encrypted key %s: %v (setting %q)", k, err, Setting(err))
+		}
+	}
+	// A chain certificate that does not parse is an error (crypto/tls
+	// parses the leaf alone, and clients would refuse the chain), and one
+	// that is not the issuer of the certificate before it is a warning.
+	badChain := filepath.Join(dir, "bad-chain.pem")
+	os.WriteFile(badChain, append(append([]byte(nil), leafPEM...), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")})...), 0o600)
+	if _, err := LoadServer(ServerSettings{Cert: badChain, Key: srv.KeyFile}); err == nil || Setting(err) != "cert" || !strings.Contains(err.Error(), "cert "+badChain+": certificate 2 of the chain does not parse") {
+		t.Errorf("bad chain: %v", err)
+	}
+	otherCA := testcert.NewCA(t, "Other CA")
+	otherPEM, _ := os.ReadFile(otherCA.CertFile)
+	wrongChain := filepath.Join(dir, "wrong-chain.pem")
+	os.WriteFile(wrongChain, append(append([]byte(nil), leafPEM...), otherPEM...), 0o600)
+	l, err := LoadServer(ServerSettings{Cert: wrongChain, Key: srv.KeyFile})
+	if err != nil || !strings.Contains(l.ChainWarning, `certificate 2 ("CN=Other CA,O=tunnel tests") is not the issuer of certificate 1`) || len(l.Warnings) != 1 {
+		t.Errorf("wrong chain: %v, %+v", err, l)
+	}
+	goodChain := filepath.Join(dir, "good-chain.pem")
+	os.WriteFile(goodChain, append(append([]byte(nil), leafPEM...), caPEM...), 0o600)
+	if l, err := LoadServer(ServerSettings{Cert: goodChain, Key: srv.KeyFile}); err != nil || len(l.Warnings) != 0 {
+		t.Errorf("good chain: %v, %+v", err, l)
 	}
 	if _, err := LoadClient(ClientSettings{Cert: srv.CertFile}); err == nil || !strings.Contains(err.Error(), "without its key") {
 		t.Errorf("client cert without key: %v", err)

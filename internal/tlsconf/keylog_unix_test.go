@@ -1,0 +1,37 @@
+//go:build unix
+
+package tlsconf
+
+import (
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKeyLogFIFO: a key_log that is a named pipe nobody reads is refused
+// at once, naming it, instead of hanging the load (and with it a reload
+// and the signals the reload loop handles) in open(2).
+func TestKeyLogFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		kl, err := OpenKeyLog(path)
+		if err == nil {
+			kl.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "key_log "+path+" is a named pipe (FIFO), not a regular file") {
+			t.Fatalf("OpenKeyLog of a FIFO: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OpenKeyLog of a FIFO nobody reads hangs")
+	}
+}
