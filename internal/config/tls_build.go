@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/sha256"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -54,6 +55,7 @@ func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
 			diags = append(diags, tlsDiag(err, map[string]hcl.Range{"key": t.KeyRange, "client_ca": t.ClientCARange, "allow": t.ClientCARange}, t.CertRange))
 		} else {
 			diags = append(diags, certDiags(l, t.CertRange)...)
+			diags = append(diags, namesNotCovered(r, l)...)
 			hr.TLS = b.tls.reuse(r.Name+" tls "+t.KeyLog, l)
 		}
 	}
@@ -72,6 +74,37 @@ func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
 			// about by Parse already.
 			diags = append(diags, certDiags(l, u.CertRange)...)
 			hr.UpstreamTLS = b.tls.reuse(r.Name+" upstream_tls "+u.KeyLog, l)
+		}
+	}
+	return diags
+}
+
+// namesNotCovered warns about each of r's server_names that the
+// certificate its tls block presents does not cover: the route is chosen
+// for that name, and then every client that verifies the server (browsers,
+// curl, crypto/tls) refuses the certificate. A "*.suffix" pattern is
+// checked with one name it matches; "*" (any name) is not checked.
+func namesNotCovered(r *Route, l *tlsconf.Loaded) hcl.Diagnostics {
+	if l.Leaf == nil {
+		return nil
+	}
+	var diags hcl.Diagnostics
+	for _, name := range r.ServerNames {
+		host := name
+		if name == "*" {
+			continue
+		}
+		if suffix, ok := strings.CutPrefix(name, "*."); ok {
+			host = "any." + suffix
+		}
+		if err := l.Leaf.VerifyHostname(host); err != nil {
+			rng := r.ServerNamesRange
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagWarning,
+				Summary:  "Certificate does not cover a server name",
+				Detail:   fmt.Sprintf("Route %q is chosen for %q, but the certificate of its tls block (%s) is not valid for it: clients that verify the server will refuse the connection. Add the name to the certificate's DNS names, or serve it from a route whose certificate has it.", r.Name, name, tlsconf.Subject(l.Leaf)),
+				Subject:  &rng,
+			})
 		}
 	}
 	return diags

@@ -522,3 +522,43 @@ route "d" {
 		t.Errorf("%d errors, want 4 (routes c and d agree):\n%s", n, text)
 	}
 }
+
+// TestServerNameNotCovered: a route chosen for a server name its
+// certificate is not valid for would be refused by every client that
+// verifies it; validate and the build warn at server_names, per name
+// (a "*.suffix" pattern checked with a name it matches, "*" not at all).
+func TestServerNameNotCovered(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tlsFiles(t, dir) // a certificate for localhost
+	f, diags := parseString(t, dir, `
+route "sni" {
+  listen       = "127.0.0.1:0"
+  target       = "127.0.0.1:8080"
+  server_names = ["LOCALHOST", "b.example", "*.c.example"]
+  tls {
+    cert = "cert.pem"
+    key  = "key.pem"
+  }
+}
+`)
+	if diags.HasErrors() {
+		t.Fatal(FormatDiagnostics(diags, f.Files))
+	}
+	var b Builder
+	defer b.Close(context.Background())
+	set, diags := b.Build(context.Background(), f, diags)
+	if set == nil {
+		t.Fatal(FormatDiagnostics(diags, f.Files))
+	}
+	set.Close()
+	if got := strings.Join(gotDiags(diags), ","); got != "5: warning: Certificate does not cover a server name,5: warning: Certificate does not cover a server name" {
+		t.Fatalf("diagnostics: %s", got)
+	}
+	text := FormatDiagnostics(diags, f.Files)
+	for _, want := range []string{`Route "sni" is chosen for "b.example"`, `Route "sni" is chosen for "*.c.example"`, `dns=[localhost]`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("diagnostics do not say %q:\n%s", want, text)
+		}
+	}
+}
