@@ -101,7 +101,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	f, diags := config.Parse(path, config.Options{FetchDir: fetchDir(defaultCacheDir())})
-	b := &config.Builder{Logger: logger}
+	b := &config.Builder{Logger: logger, Validate: true}
 	if len(f.Plugins) > 0 {
 		rt, err := plugin.NewRuntime(ctx, plugin.RuntimeOptions{CacheDir: defaultCacheDir(), Logger: logger})
 		if err != nil {

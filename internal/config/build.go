@@ -41,6 +41,9 @@ type Builder struct {
 	// Logger is handed to the plugins (their log calls) and reports
 	// problems releasing modules. Nil means slog.Default().
 	Logger *slog.Logger
+	// Validate builds to check only (tunnel validate): files the routes
+	// would write (key logs) are checked, not created.
+	Validate bool
 
 	mu      sync.Mutex
 	modules map[string]*cachedModule // by absolute path

@@ -45,7 +45,7 @@ func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if t := r.TLS; t != nil {
 		s := t.Settings
-		kl, d := b.tls.keyLog(t.KeyLog, t.KeyLogRange)
+		kl, d := b.keyLog(t.KeyLog, t.KeyLogRange)
 		diags = append(diags, d...)
 		if kl != nil {
 			s.KeyLog = kl
@@ -61,7 +61,7 @@ func (b *Builder) routeTLS(r *Route, hr *host.Route) hcl.Diagnostics {
 	}
 	if u := r.UpstreamTLS; u != nil {
 		s := u.Settings
-		kl, d := b.tls.keyLog(u.KeyLog, u.KeyLogRange)
+		kl, d := b.keyLog(u.KeyLog, u.KeyLogRange)
 		diags = append(diags, d...)
 		if kl != nil {
 			s.KeyLog = kl
@@ -168,6 +168,23 @@ func (c *tlsCache) reuse(key string, l *tlsconf.Loaded) *tls.Config {
 	return l.Config
 }
 
+// keyLog is the key log at path (tlsCache.keyLog), or only its check when
+// the build validates: tunnel validate must not create files.
+func (b *Builder) keyLog(path string, rng hcl.Range) (*tlsconf.KeyLog, hcl.Diagnostics) {
+	if !b.Validate || path == "" {
+		return b.tls.keyLog(path, rng)
+	}
+	if err := tlsconf.CheckKeyLog(path); err != nil {
+		return nil, keyLogDiag(err, rng)
+	}
+	return nil, nil
+}
+
+// keyLogDiag is the error of a key log that cannot be used, at rng.
+func keyLogDiag(err error, rng hcl.Range) hcl.Diagnostics {
+	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot open key_log", Detail: upperFirst(strings.TrimPrefix(err.Error(), "tls: ")) + ".", Subject: &rng}}
+}
+
 // keyLog opens the key log at path once, then shares it. Each build checks
 // the path again, as validate would: a file now readable by others is an
 // error, and one removed or replaced is opened anew (created if missing);
@@ -179,9 +196,7 @@ func (c *tlsCache) keyLog(path string, rng hcl.Range) (*tlsconf.KeyLog, hcl.Diag
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	diag := func(err error) hcl.Diagnostics {
-		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot open key_log", Detail: upperFirst(strings.TrimPrefix(err.Error(), "tls: ")) + ".", Subject: &rng}}
-	}
+	diag := func(err error) hcl.Diagnostics { return keyLogDiag(err, rng) }
 	old := c.keyLogs[path]
 	if old != nil {
 		moved, err := old.Recheck()

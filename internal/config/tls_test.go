@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/tunnelwasm/tunnel/internal/testcert"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
@@ -560,5 +562,54 @@ route "sni" {
 		if !strings.Contains(text, want) {
 			t.Errorf("diagnostics do not say %q:\n%s", want, text)
 		}
+	}
+}
+
+// TestValidateCreatesNoKeyLog: tunnel validate (Builder.Validate) checks a
+// key_log path without creating the file, which the TLS pass found left
+// behind by a validate that failed; a path that could not be created is
+// still an error. A real build creates it.
+func TestValidateCreatesNoKeyLog(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	route := func(keyLog string) string {
+		return `
+route "web" {
+  listen = "127.0.0.1:0"
+  target = "127.0.0.1:8080"
+  tls {
+    cert    = "cert.pem"
+    key     = "key.pem"
+    key_log = "` + keyLog + `"
+  }
+}
+`
+	}
+	build := func(b *Builder, src string) hcl.Diagnostics {
+		f, diags := parseString(t, dir, src)
+		if diags.HasErrors() {
+			t.Fatal(FormatDiagnostics(diags, f.Files))
+		}
+		set, diags := b.Build(context.Background(), f, diags)
+		set.Close()
+		b.Close(context.Background())
+		return diags
+	}
+	if diags := build(&Builder{Validate: true}, route("keys.log")); diags.HasErrors() {
+		t.Fatalf("validate: %v", diags)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keys.log")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("validate left keys.log behind: %v", err)
+	}
+	diags := build(&Builder{Validate: true}, route("no/such/dir/keys.log"))
+	if !diags.HasErrors() || !strings.Contains(fmt.Sprint(diags), "cannot be created") {
+		t.Fatalf("validate of a key log in a missing directory: %v", diags)
+	}
+	if diags := build(&Builder{}, route("keys.log")); diags.HasErrors() {
+		t.Fatalf("build: %v", diags)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "keys.log")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the build's keys.log: %v, %v", st, err)
 	}
 }

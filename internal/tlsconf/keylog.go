@@ -3,7 +3,9 @@ package tlsconf
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -50,6 +52,29 @@ func OpenKeyLog(path string) (*KeyLog, error) {
 		return nil, err
 	}
 	return &KeyLog{path: path, f: f}, nil
+}
+
+// CheckKeyLog checks the key log path as OpenKeyLog would, without
+// creating or opening anything (for validation): an existing file must be
+// a regular file readable by its owner alone, and a missing one must be
+// creatable, in an existing directory.
+func CheckKeyLog(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case err == nil && !st.Mode().IsRegular():
+		return fmt.Errorf("tls: key_log %s is %s, not a regular file", path, regfile.Kind(st.Mode()))
+	case err == nil:
+		return checkMode(path, st)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("tls: key_log: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("tls: key_log %s cannot be created: %w", path, err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("tls: key_log %s cannot be created: %s is not a directory", path, dir)
+	}
+	return nil
 }
 
 // checkMode refuses a key log others can read.
