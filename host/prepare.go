@@ -134,6 +134,9 @@ func (c *conn) chooseRoute(deadline time.Time) bool {
 	}
 	if chosen == nil || !chosen.acquire() {
 		c.count(primary)
+		// What was read of the client (the hello, or its start) counts
+		// in bytes_from_client, though nothing goes on.
+		c.read[ClientToServer].Add(int64(len(c.prefix)))
 		switch {
 		case errors.Is(err, syscall.ECONNRESET):
 			c.setReason(reasonReset) // (a health check that resets)

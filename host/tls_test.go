@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -283,7 +284,11 @@ func TestServerNameRouting(t *testing.T) {
 	if err := c.Handshake(); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
 		t.Fatalf("unknown name: handshake gave %v, want the unrecognized_name alert", err)
 	}
-	logs.Wait(t, "connection closed", "reason=no_route", `no route for server name \"nobody.example\"`)
+	refused := logs.Wait(t, "connection closed", "reason=no_route", `no route for server name \"nobody.example\"`)
+	// The hello was read: it counts as bytes from the client (it was 0).
+	if m := regexp.MustCompile(`bytes_from_client=(\d+) bytes_to_server=0 `).FindStringSubmatch(refused); m == nil || m[1] == "0" {
+		t.Errorf("the refused hello's bytes are not counted: %s", refused)
+	}
 	// Half a ClientHello, then a reset (a scanner, a health check that
 	// resets): a reset, not a routing question; half a hello then the
 	// client's end: a failed handshake.
