@@ -26,7 +26,11 @@ const (
 //
 // Writes to w are serialised across connections, one whole chunk per Write,
 // so the output of concurrent connections never interleaves inside a chunk.
+// A nil w discards the dump (the chunks still pass unchanged).
 func Dump(w io.Writer, format DumpFormat) Hook {
+	if w == nil {
+		w = io.Discard // a nil w used to reset every connection (a nil-pointer panic)
+	}
 	return &dumpHook{w: w, format: format}
 }
 

@@ -52,6 +52,11 @@ type Route struct {
 	// Name identifies the route in logs and to plugins. Required, unique.
 	Name string
 	// Listen is the address to accept on, host:port (":0" picks a free port).
+	// Apply keeps a listener across reloads when Listen is the same string
+	// (a port-0 address: the same string and Name), not the same bound
+	// address: reapplying ":0" keeps its port, while reapplying the address
+	// Proxy.Addr returned, or the same port spelled differently, binds anew
+	// and fails with "address already in use".
 	Listen string
 	// Target is the address dialled for every accepted connection, host:port.
 	Target string
@@ -350,7 +355,7 @@ func validateRoutes(routes []Route) error {
 			errs = append(errs, fmt.Errorf("%s: %s must not be negative", label, neg))
 		}
 		for j, l := range r.Chain {
-			if l.Hook == nil {
+			if f, ok := l.Hook.(ChunkFunc); l.Hook == nil || ok && f == nil {
 				errs = append(errs, fmt.Errorf("%s: link %d (%q) has no hook", label, j+1, l.Name))
 			}
 			if l.Directions > OnlyServerToClient {
@@ -649,7 +654,8 @@ const abandonWait = 100 * time.Millisecond
 
 // Close stops every listener and resets every connection at once: it is
 // Shutdown with a context already done, so it returns within about 100 ms
-// even while a filter call blocks.
+// even while a filter call blocks. It returns nil (it is not an error that
+// connections were open), also when called again.
 func (p *Proxy) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

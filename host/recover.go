@@ -15,6 +15,7 @@ type PanicError struct {
 	Stack []byte // the panicking goroutine's stack
 }
 
+// Error returns "panic: " and the panic's value.
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 
 // errNilFilter: a Hook's Open returned neither a filter nor an error.

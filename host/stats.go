@@ -52,7 +52,10 @@ type RouteStats struct {
 }
 
 // Histogram is a snapshot of a duration histogram (RouteStats.Duration,
-// RouteStats.Connect): per-bucket counts, the count and the sum.
+// RouteStats.Connect). Bounds are the buckets' upper bounds (shared: do
+// not modify); Counts are the observations per bucket, not cumulative,
+// len(Bounds)+1 of them, the last above every bound; Count is their sum
+// and Sum the sum of the observed durations (a time.Duration).
 type Histogram = histo.Snapshot
 
 // numReasons bounds the close reasons (reason.go), for counting them.
