@@ -2,6 +2,7 @@ package host_test
 
 import (
 	"io"
+	"net"
 	"strings"
 	"testing"
 
@@ -37,4 +38,42 @@ func TestDumpNilWriterDiscards(t *testing.T) {
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("through Dump(nil): %q, %v", buf, err)
 	}
+}
+
+// TestReapplyBoundAddress: a route applied on ":0" and applied again with
+// the address Addr reported keeps its listener (and its open
+// connections); it used to bind anew and fail with "address already in
+// use".
+func TestReapplyBoundAddress(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	p, _ := tn.Proxy(t, tn.Route("s", srv.Addr()))
+	addr := p.Addr("s").String()
+	c := tn.Dial(t, addr)
+	echo := func(c net.Conn, what string) {
+		t.Helper()
+		if _, err := c.Write([]byte(what)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(what))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != what {
+			t.Fatalf("echo %q: %q, %v", what, buf, err)
+		}
+	}
+	echo(c, "before")
+	r := tn.Route("s", srv.Addr())
+	r.Listen = addr
+	if err := p.Apply([]host.Route{r}); err != nil {
+		t.Fatalf("reapplying %s: %v", addr, err)
+	}
+	if got := p.Addr("s").String(); got != addr {
+		t.Fatalf("the route listens on %s, want %s", got, addr)
+	}
+	echo(c, "after") // the open connection lives on
+	echo(tn.Dial(t, addr), "new")
+	// And once more, now that the key is the address itself.
+	if err := p.Apply([]host.Route{r}); err != nil {
+		t.Fatalf("reapplying %s again: %v", addr, err)
+	}
+	echo(tn.Dial(t, addr), "again")
 }

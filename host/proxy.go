@@ -53,10 +53,11 @@ type Route struct {
 	Name string
 	// Listen is the address to accept on, host:port (":0" picks a free port).
 	// Apply keeps a listener across reloads when Listen is the same string
-	// (a port-0 address: the same string and Name), not the same bound
-	// address: reapplying ":0" keeps its port, while reapplying the address
-	// Proxy.Addr returned, or the same port spelled differently, binds anew
-	// and fails with "address already in use".
+	// (a port-0 address: the same string and Name), or exactly the address
+	// the listener is bound to (the one Proxy.Addr returned for a ":0"
+	// route, no longer listed as ":0"). The same port spelled otherwise
+	// ("localhost:8080" for "127.0.0.1:8080") binds anew, which fails with
+	// "address already in use" while the old one is bound.
 	Listen string
 	// Target is the address dialled for every accepted connection, host:port.
 	Target string
@@ -377,6 +378,37 @@ func validateRoutes(routes []Route) error {
 	return errors.Join(errs...)
 }
 
+// boundAddrKeysLocked finds, for the routes that name no listener by their
+// listenKey, a listener already bound to exactly their Listen address (as
+// Addr reported it for a ":0" route, say) that no route of the new set
+// names by its own key: the listener is kept under the new key instead of
+// a second bind of the same address failing. It returns new key → old key.
+// Called with p.mu held.
+func (p *Proxy) boundAddrKeysLocked(routes []Route) map[string]string {
+	named := map[string]bool{}
+	for _, r := range routes {
+		named[listenKey(r)] = true
+	}
+	var rekey map[string]string
+	taken := map[string]bool{}
+	for _, r := range routes {
+		key := listenKey(r)
+		if _, ok := p.listeners[key]; ok || rekey[key] != "" {
+			continue
+		}
+		for was, l := range p.listeners {
+			if !named[was] && !taken[was] && l.ln.Addr().String() == r.Listen {
+				if rekey == nil {
+					rekey = map[string]string{}
+				}
+				rekey[key], taken[was] = was, true
+				break
+			}
+		}
+	}
+	return rekey
+}
+
 // listenKey identifies a route's listener across Apply calls: its listen
 // address, except that every port-0 address is a listener of its own, kept
 // per route name.
@@ -493,12 +525,16 @@ func (p *Proxy) apply(routes []Route) (old []*routeState, err error) {
 		p.mu.Unlock()
 		return nil, errors.New("proxy is shut down")
 	}
+	rekey := p.boundAddrKeysLocked(routes)
 	// Bind what is new first; undo on failure.
 	fresh := map[string]*net.TCPListener{}
 	var bindErr error
 	for _, r := range routes {
 		if _, ok := p.listeners[listenKey(r)]; ok {
 			continue
+		}
+		if _, ok := rekey[listenKey(r)]; ok {
+			continue // an existing listener, bound to this address
 		}
 		if _, ok := fresh[listenKey(r)]; ok {
 			continue // a route sharing the address by server name
@@ -518,6 +554,10 @@ func (p *Proxy) apply(routes []Route) (old []*routeState, err error) {
 		}
 		p.mu.Unlock()
 		return nil, bindErr
+	}
+	for key, was := range rekey {
+		p.listeners[key] = p.listeners[was]
+		delete(p.listeners, was)
 	}
 	var stopped []*listener
 	keep := map[string]bool{}
