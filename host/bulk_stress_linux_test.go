@@ -16,7 +16,6 @@ package host_test
 // stacks instead of hanging the run.
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -26,7 +25,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -100,59 +98,18 @@ func stressConn(addr netip.AddrPort, accepted <-chan *net.TCPConn, ce, se stress
 	// under a window already advertised, it would drop segments).
 	toServer := netip.MustParseAddrPort(s.RemoteAddr().String())
 	shrinkSockets(func(local, _ netip.AddrPort) bool { return local == toServer }, false)
-	at := time.Now().Add(deadline)
-	c.SetDeadline(at)
-	s.SetDeadline(at)
-	var cn, sn stresskit.Counts
-	cWrote, sWrote := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); stresskit.Run(c, ce, seed, &cn, cWrote, sWrote) }()
-	go func() { defer wg.Done(); stresskit.Run(s, se, seed+1, &sn, sWrote, cWrote) }()
-	ended := make(chan struct{})
-	go func() { wg.Wait(); close(ended) }()
-	// A watchdog tells a stall from a slow machine: no byte moved at
-	// either end for stresskit.StallAfter (TCP's own waits, a retransmission or a
-	// zero-window probe, are much shorter). It looks twice, stresskit.StallAfter
-	// apart, at what the kernel holds (a tunnel that stopped moving bytes
-	// it has, or TCP waiting), then ends both ends at once.
 	fromClient := netip.MustParseAddrPort(c.LocalAddr().String())
-	kernel := func() string {
-		return "  client end: " + connView(c) + "\n  server end: " + connView(s) + "\n" +
+	view := func(final bool) string {
+		v := "  client end: " + connView(c) + "\n  server end: " + connView(s) + "\n" +
 			tunnelView(func(local, peer netip.AddrPort) bool { return local == addr && peer == fromClient }, "  tunnel to client: ") +
 			tunnelView(func(local, _ netip.AddrPort) bool { return local == toServer }, "  tunnel to server: ")
+		if final {
+			v += allStacks()
+		}
+		return v
 	}
-	progress := func() int64 { return cn.Read.Load() + cn.Written.Load() + sn.Read.Load() + sn.Written.Load() }
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	last, lastMove := progress(), time.Now()
-	var stalled string
-wait:
-	for {
-		select {
-		case <-ended:
-			break wait
-		case <-tick.C:
-		}
-		if p := progress(); p != last {
-			last, lastMove = p, time.Now()
-			continue
-		}
-		if time.Since(lastMove) < stresskit.StallAfter {
-			continue
-		}
-		first := kernel()
-		time.Sleep(stresskit.StallAfter)
-		if progress() != last {
-			last, lastMove = progress(), time.Now()
-			continue // a slow machine, not a stall
-		}
-		stalled = fmt.Sprintf("no byte moved for %v:\n%s%v later, still none:\n%s%s", stresskit.StallAfter, first, stresskit.StallAfter, kernel(), allStacks())
-		c.SetDeadline(time.Now())
-		s.SetDeadline(time.Now())
-		<-ended
-		break
-	}
+	seeds := [2]uint64{seed, seed + 1}
+	cn, sn, stalled := stresskit.Exchange(c, s, ce, se, seeds, deadline, view, func(string) {})
 	if stalled != "" {
 		return fmt.Errorf("stalled; client wrote %d read %d; server wrote %d read %d\n%s",
 			cn.Written.Load(), cn.Read.Load(), sn.Written.Load(), sn.Read.Load(), stalled)
@@ -164,11 +121,8 @@ wait:
 		return fmt.Errorf("client wrote %d read %d; server wrote %d read %d: %w",
 			cn.Written.Load(), cn.Read.Load(), sn.Written.Load(), sn.Read.Load(), stresskit.ErrSlow)
 	}
-	up, down := sha256.Sum256(stresskit.Stream(seed, ce.Send)), sha256.Sum256(stresskit.Stream(seed+1, se.Send))
-	if cn.Err != nil || sn.Err != nil || sn.Read.Load() != int64(ce.Send) || sn.Sum != up || cn.Read.Load() != int64(se.Send) || cn.Sum != down {
-		return fmt.Errorf("client wrote %d read %d of %d (hash ok %v), err %v; server wrote %d read %d of %d (hash ok %v), err %v\n%s",
-			cn.Written.Load(), cn.Read.Load(), se.Send, cn.Sum == down, cn.Err,
-			sn.Written.Load(), sn.Read.Load(), ce.Send, sn.Sum == up, sn.Err, allStacks())
+	if problems := stresskit.Arrived(cn, sn, ce, se, seeds); cn.Err != nil || sn.Err != nil || problems != nil {
+		return fmt.Errorf("%s\nclient err %v; server err %v\n%s", strings.Join(problems, "\n"), cn.Err, sn.Err, allStacks())
 	}
 	return nil
 }

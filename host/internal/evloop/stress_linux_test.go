@@ -18,7 +18,6 @@ package evloop
 // a loaded machine) is logged as slow, not failed.
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -27,7 +26,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -148,57 +146,19 @@ func stressIteration(t *testing.T, l *Loop, a *stressAcceptor, addr string, srvC
 		return errors.New("the server accepted no connection")
 	}
 	defer s.Close()
-	end := time.Now().Add(deadline)
-	c.SetDeadline(end)
-	s.SetDeadline(end)
-
-	var cr, sr stresskit.Counts
-	clientWrote, serverWrote := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); stresskit.Run(c, cp, seeds[0], &cr, clientWrote, serverWrote) }()
-	go func() { defer wg.Done(); stresskit.Run(s, sp, seeds[1], &sr, serverWrote, clientWrote) }()
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-	// A watchdog tells a stall from a slow machine: no byte moved at
-	// either end for stresskit.StallAfter (TCP's own waits, a retransmission or a
-	// zero-window probe on a loaded machine, are much shorter). It looks
-	// twice, stresskit.StallAfter apart, then ends both ends at once.
-	progress := func() int64 { return cr.Read.Load() + cr.Written.Load() + sr.Read.Load() + sr.Written.Load() }
 	ends := func() string {
 		return "  client end: " + connKernelView(c) + "\n  server end: " + connKernelView(s) + "\n"
 	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	last, lastMove := progress(), time.Now()
-	var stalled string
-wait:
-	for {
-		select {
-		case <-finished:
-			break wait
-		case <-tick.C:
+	view := func(final bool) string {
+		if final {
+			return ends() + stressDump(l, true)
 		}
-		if p := progress(); p != last {
-			last, lastMove = p, time.Now()
-			continue
-		}
-		if time.Since(lastMove) < stresskit.StallAfter {
-			continue
-		}
-		first := stressDump(l, false) + ends()
-		time.Sleep(stresskit.StallAfter)
-		if progress() != last {
-			t.Logf("no progress for %v, then progress again (a slow machine, not a stall):\n%s", stresskit.StallAfter, first)
-			last, lastMove = progress(), time.Now()
-			continue
-		}
-		stalled = fmt.Sprintf("no byte moved for %v:\n%s\n%v later, still none:\n%s%s", stresskit.StallAfter, first, stresskit.StallAfter, ends(), stressDump(l, true))
-		c.SetDeadline(time.Now())
-		s.SetDeadline(time.Now())
-		<-finished
-		break
+		return stressDump(l, false) + ends()
 	}
+	slow := func(first string) {
+		t.Logf("no progress for %v, then progress again (a slow machine, not a stall):\n%s", stresskit.StallAfter, first)
+	}
+	cr, sr, stalled := stresskit.Exchange(c, s, cp, sp, seeds, deadline, view, slow)
 	if stalled != "" {
 		return fmt.Errorf("stalled; client wrote %d read %d; server wrote %d read %d\n%s",
 			cr.Written.Load(), cr.Read.Load(), sr.Written.Load(), sr.Read.Load(), stalled)
@@ -226,15 +186,9 @@ wait:
 		return fmt.Errorf("client wrote %d read %d; server wrote %d read %d: %w\n%s",
 			cr.Written.Load(), cr.Read.Load(), sr.Written.Load(), sr.Read.Load(), stresskit.ErrSlow, view)
 	}
-	var problems []string
+	problems := stresskit.Arrived(cr, sr, cp, sp, seeds)
 	if cr.Err != nil || sr.Err != nil {
 		problems = append(problems, fmt.Sprintf("client: %v; server: %v", cr.Err, sr.Err))
-	}
-	if got := sr.Read.Load(); got != int64(cp.Send) || sr.Sum != sha256.Sum256(stresskit.Stream(seeds[0], cp.Send)) {
-		problems = append(problems, fmt.Sprintf("client -> server: %d of %d bytes arrived (hash match %v)", got, cp.Send, sr.Sum == sha256.Sum256(stresskit.Stream(seeds[0], cp.Send))))
-	}
-	if got := cr.Read.Load(); got != int64(sp.Send) || cr.Sum != sha256.Sum256(stresskit.Stream(seeds[1], sp.Send)) {
-		problems = append(problems, fmt.Sprintf("server -> client: %d of %d bytes arrived (hash match %v)", got, sp.Send, cr.Sum == sha256.Sum256(stresskit.Stream(seeds[1], sp.Send))))
 	}
 	if len(problems) > 0 {
 		// The ends have given up (their deadline): the connection is still

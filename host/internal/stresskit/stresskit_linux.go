@@ -136,6 +136,72 @@ func Run(c *net.TCPConn, e End, seed uint64, n *Counts, wrote chan<- struct{}, h
 	n.Err = errors.Join(rerr, <-werr)
 }
 
+// Exchange runs the two ends of one stress connection, c (the client, ce,
+// seeds[0]) and s (the server, se, seeds[1]), both given deadline, and
+// returns what each moved and saw. A watchdog tells a stall from a slow
+// machine: no byte moved at either end for StallAfter (TCP's own waits, a
+// retransmission or a zero-window probe, are much shorter). It looks
+// twice, StallAfter apart, through view (final: the second look, which
+// may add every goroutine's stack); if bytes moved in between it calls
+// slow with the first look and goes on, else it ends both ends at once
+// and stalled describes both looks.
+func Exchange(c, s *net.TCPConn, ce, se End, seeds [2]uint64, deadline time.Duration, view func(final bool) string, slow func(first string)) (cn, sn *Counts, stalled string) {
+	at := time.Now().Add(deadline)
+	c.SetDeadline(at)
+	s.SetDeadline(at)
+	cn, sn = &Counts{}, &Counts{}
+	cWrote, sWrote := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); Run(c, ce, seeds[0], cn, cWrote, sWrote) }()
+	go func() { defer wg.Done(); Run(s, se, seeds[1], sn, sWrote, cWrote) }()
+	ended := make(chan struct{})
+	go func() { wg.Wait(); close(ended) }()
+	progress := func() int64 { return cn.Read.Load() + cn.Written.Load() + sn.Read.Load() + sn.Written.Load() }
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	last, lastMove := progress(), time.Now()
+	for {
+		select {
+		case <-ended:
+			return cn, sn, ""
+		case <-tick.C:
+		}
+		if p := progress(); p != last {
+			last, lastMove = p, time.Now()
+			continue
+		}
+		if time.Since(lastMove) < StallAfter {
+			continue
+		}
+		first := view(false)
+		time.Sleep(StallAfter)
+		if progress() != last {
+			slow(first)
+			last, lastMove = progress(), time.Now()
+			continue
+		}
+		stalled = fmt.Sprintf("no byte moved for %v:\n%s\n%v later, still none:\n%s", StallAfter, first, StallAfter, view(true))
+		c.SetDeadline(time.Now())
+		s.SetDeadline(time.Now())
+		<-ended
+		return cn, sn, stalled
+	}
+}
+
+// Arrived describes what of the two ends' streams did not arrive whole
+// (count and sha256), or returns nil when both did.
+func Arrived(cn, sn *Counts, ce, se End, seeds [2]uint64) []string {
+	var problems []string
+	if up := sha256.Sum256(Stream(seeds[0], ce.Send)); sn.Read.Load() != int64(ce.Send) || sn.Sum != up {
+		problems = append(problems, fmt.Sprintf("client -> server: %d of %d bytes arrived (hash match %v)", sn.Read.Load(), ce.Send, sn.Sum == up))
+	}
+	if down := sha256.Sum256(Stream(seeds[1], se.Send)); cn.Read.Load() != int64(se.Send) || cn.Sum != down {
+		problems = append(problems, fmt.Sprintf("server -> client: %d of %d bytes arrived (hash match %v)", cn.Read.Load(), se.Send, cn.Sum == down))
+	}
+	return problems
+}
+
 // RandomEnd draws an End: a size from sizes plus up to 4 KiB, tiny to
 // large write bursts (tiny bursts make tiny segments, whose overhead fills
 // tiny receive buffers long before their bytes do), reads that stall half
