@@ -1,8 +1,6 @@
 package host_test
 
 import (
-	"io"
-	"net"
 	"strings"
 	"testing"
 
@@ -30,14 +28,7 @@ func TestDumpNilWriterDiscards(t *testing.T) {
 	t.Parallel()
 	srv := tn.Serve(t, tn.Echo)
 	p, _ := tn.Proxy(t, tn.Route("d", srv.Addr(), host.Link{Name: "dump", Hook: host.Dump(nil, host.DumpHex)}))
-	c := tn.Dial(t, p.Addr("d").String())
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("through Dump(nil): %q, %v", buf, err)
-	}
+	tn.EchoOnce(t, tn.Dial(t, p.Addr("d").String()), "ping")
 }
 
 // TestReapplyBoundAddress: a route applied on ":0" and applied again with
@@ -50,17 +41,7 @@ func TestReapplyBoundAddress(t *testing.T) {
 	p, _ := tn.Proxy(t, tn.Route("s", srv.Addr()))
 	addr := p.Addr("s").String()
 	c := tn.Dial(t, addr)
-	echo := func(c net.Conn, what string) {
-		t.Helper()
-		if _, err := c.Write([]byte(what)); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, len(what))
-		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != what {
-			t.Fatalf("echo %q: %q, %v", what, buf, err)
-		}
-	}
-	echo(c, "before")
+	tn.EchoOnce(t, c, "before")
 	r := tn.Route("s", srv.Addr())
 	r.Listen = addr
 	if err := p.Apply([]host.Route{r}); err != nil {
@@ -69,11 +50,11 @@ func TestReapplyBoundAddress(t *testing.T) {
 	if got := p.Addr("s").String(); got != addr {
 		t.Fatalf("the route listens on %s, want %s", got, addr)
 	}
-	echo(c, "after") // the open connection lives on
-	echo(tn.Dial(t, addr), "new")
+	tn.EchoOnce(t, c, "after") // the open connection lives on
+	tn.EchoOnce(t, tn.Dial(t, addr), "new")
 	// And once more, now that the key is the address itself.
 	if err := p.Apply([]host.Route{r}); err != nil {
 		t.Fatalf("reapplying %s again: %v", addr, err)
 	}
-	echo(tn.Dial(t, addr), "again")
+	tn.EchoOnce(t, tn.Dial(t, addr), "again")
 }

@@ -303,6 +303,19 @@ func Dial(t testing.TB, addr string) *net.TCPConn {
 	return tc
 }
 
+// EchoOnce writes msg to c and fails the test unless the same bytes come
+// back (c leads to an echo server).
+func EchoOnce(t testing.TB, c io.ReadWriter, msg string) {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("echo %q: write: %v", msg, err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, buf, err)
+	}
+}
+
 // Random returns n pseudo-random bytes from seed (fast, reproducible).
 func Random(seed uint64, n int) []byte {
 	b := make([]byte, n)
