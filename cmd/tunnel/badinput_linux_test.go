@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestNotARegularFile: a named pipe nobody writes to hung validate, the
@@ -17,11 +19,7 @@ import (
 // at once.
 func TestNotARegularFile(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Skip("mkfifo:", err)
-	}
+	fifo := testkit.Fifo(t, "fifo")
 	plain := []string{"--from", "127.0.0.1:0", "--to", "127.0.0.1:1", "--dump", "none"}
 	for _, tc := range []struct {
 		args []string
@@ -129,10 +127,7 @@ func TestConfigReplacedByFIFO(t *testing.T) {
 	}
 	p := start(t, "--config", path, "--grace", "1s")
 	p.stderr.wait(t, `msg=listening route=r`)
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Skip("mkfifo:", err)
-	}
+	fifo := testkit.Fifo(t, "fifo")
 	if err := os.Rename(fifo, path); err != nil {
 		t.Fatal(err)
 	}

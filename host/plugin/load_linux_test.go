@@ -2,13 +2,12 @@ package plugin_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestLoadRefusesWhatIsNotAFile: Load of a named pipe nobody writes to
@@ -21,10 +20,7 @@ func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close(ctx)
-	fifo := filepath.Join(t.TempDir(), "plugin.wasm")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	fifo := testkit.Fifo(t, "plugin.wasm")
 	for path, want := range map[string]string{
 		fifo:        fifo + " is a named pipe (FIFO), not a regular file",
 		"/dev/zero": "/dev/zero is a character device, not a regular file",

@@ -3,21 +3,18 @@
 package tlsconf
 
 import (
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // TestKeyLogFIFO: a key_log that is a named pipe nobody reads is refused
 // at once, naming it, instead of hanging the load (and with it a reload
 // and the signals the reload loop handles) in open(2).
 func TestKeyLogFIFO(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "keys.fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testkit.Fifo(t, "keys.fifo")
 	done := make(chan error, 1)
 	go func() {
 		kl, err := OpenKeyLog(path)
