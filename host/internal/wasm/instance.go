@@ -186,6 +186,10 @@ type Instance struct {
 	closed   bool
 
 	alloc allocator // released by Close, after the module
+	// refusals counts the memory growths alloc refused past memLimit
+	// (allocator.refused), read around each call.
+	refusals *uint64
+	memLimit uint64
 
 	cpu cpuShare // see yield.go
 }
@@ -300,6 +304,7 @@ func (c *Compiled) Instantiate(ctx context.Context, o Options) (in *Instance, er
 		alloc:      alloc,
 		cpu:        cpuShare{gate: o.CPU},
 	}
+	in.refusals, in.memLimit = alloc.refused()
 	for _, w := range outs {
 		w.in = in
 	}
@@ -418,6 +423,7 @@ func (c *Compiled) CheckVersion(ctx context.Context, timeout time.Duration) (err
 	// made later log it), within a budget: a C constructor or a Go init
 	// that prints is no violation.
 	in := &Instance{mod: mod, mem: mod.Memory(), variant: v, timeout: timeout, maxOutput: probeOutput, kill: make(chan struct{}), alloc: alloc}
+	in.refusals, in.memLimit = alloc.refused()
 	in.timer = time.AfterFunc(time.Hour, in.expire)
 	in.timer.Stop()
 	defer in.Close(ctx)
@@ -503,7 +509,7 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	in.host = h
 	in.out = 0
 	in.violation = nil
-	refused, _ := in.alloc.refused()
+	refused := *in.refusals
 	var seq int64
 	if in.variant != plain {
 		in.seq++
@@ -532,8 +538,8 @@ func (in *Instance) call(h Host, fn api.Function) (err error) {
 	if err != nil && in.killed.Load() {
 		return ErrTimeout
 	}
-	if n, limit := in.alloc.refused(); err != nil && n > refused {
-		return memoryFull(err, limit)
+	if err != nil && *in.refusals > refused {
+		return memoryFull(err, in.memLimit)
 	}
 	return err
 }
@@ -627,7 +633,16 @@ func (in *Instance) read(what string, ptr, n uint32) []byte {
 type limitedAllocator struct {
 	limit    uint64
 	buf      []byte
-	refusals uint64 // growths past the limit refused
+	refusals *uint64 // growths past the limit refused: the allocator's count
+}
+
+// newLimitedAllocator returns a limitedAllocator counting its refusals in
+// refusals (its own count when nil).
+func newLimitedAllocator(limit uint64, refusals *uint64) *limitedAllocator {
+	if refusals == nil {
+		refusals = new(uint64)
+	}
+	return &limitedAllocator{limit: limit, refusals: refusals}
 }
 
 // Allocate implements experimental.MemoryAllocator: one allocator per instance.
@@ -636,7 +651,7 @@ func (a *limitedAllocator) Allocate(capacity, max uint64) experimental.LinearMem
 // Reallocate implements experimental.LinearMemory; nil refuses the growth.
 func (a *limitedAllocator) Reallocate(size uint64) []byte {
 	if size > a.limit {
-		a.refusals++
+		*a.refusals++
 		return nil
 	}
 	if size <= uint64(cap(a.buf)) {
@@ -659,16 +674,17 @@ func (a *limitedAllocator) Free() { a.buf = nil }
 func (a *limitedAllocator) release() {}
 
 // refused implements allocator.
-func (a *limitedAllocator) refused() (uint64, uint64) { return a.refusals, a.limit }
+func (a *limitedAllocator) refused() (*uint64, uint64) { return a.refusals, a.limit }
 
 // allocator makes the linear memory of one instance; release gives it back
 // once the instance is closed.
 type allocator interface {
 	experimental.MemoryAllocator
 	release()
-	// refused returns how many growths of the memory were refused for
-	// going past the limit, and the limit in bytes.
-	refused() (n, limit uint64)
+	// refused returns the count of the growths of the memory refused for
+	// going past the limit (read by the instance after a failed call), and
+	// the limit in bytes.
+	refused() (count *uint64, limit uint64)
 }
 
 // memoryFull names the limit in the error of a call during which the

@@ -16,8 +16,8 @@ func newAllocator(limit uint64) allocator {
 
 type mappedAllocator struct {
 	limit    uint64
-	mem      *mappedMemory     // nil until Allocate, or when mapping failed
-	fallback *limitedAllocator // the memory when mapping failed
+	mem      *mappedMemory // nil until Allocate, or when mapping failed
+	refusals uint64        // growths past the limit refused, by either memory
 }
 
 // Allocate implements experimental.MemoryAllocator: it reserves the address
@@ -26,32 +26,21 @@ type mappedAllocator struct {
 func (a *mappedAllocator) Allocate(capacity, max uint64) experimental.LinearMemory {
 	size := min(max, a.limit)
 	if size == 0 || a.mem != nil {
-		a.fallback = &limitedAllocator{limit: a.limit}
-		return a.fallback
+		return newLimitedAllocator(a.limit, &a.refusals)
 	}
 	b, err := unix.Mmap(-1, 0, int(size), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		a.fallback = &limitedAllocator{limit: a.limit}
-		return a.fallback
+		return newLimitedAllocator(a.limit, &a.refusals)
 	}
 	mappedBytes.Add(int64(size))
-	a.mem = &mappedMemory{res: b}
+	a.mem = &mappedMemory{res: b, refusals: &a.refusals}
 	return a.mem
 }
 
 // refused implements allocator. The reservation is at most the limit, and
 // wazero never asks past a module's own maximum: a growth past the
 // reservation is one past the limit.
-func (a *mappedAllocator) refused() (uint64, uint64) {
-	var n uint64
-	if a.mem != nil {
-		n += a.mem.refusals
-	}
-	if a.fallback != nil {
-		n += a.fallback.refusals
-	}
-	return n, a.limit
-}
+func (a *mappedAllocator) refused() (*uint64, uint64) { return &a.refusals, a.limit }
 
 // release unmaps the memory.
 func (a *mappedAllocator) release() {
@@ -74,9 +63,9 @@ func (a *mappedAllocator) release() {
 // unmapped by Instance.Close (through the allocator's release), after
 // which nothing reads or writes it.
 type mappedMemory struct {
-	res       []byte // the reservation
-	committed uint64 // bytes at the start made accessible
-	refusals  uint64 // growths past the reservation refused
+	res       []byte  // the reservation
+	committed uint64  // bytes at the start made accessible
+	refusals  *uint64 // growths past the reservation refused: the allocator's count
 }
 
 // Reallocate implements experimental.LinearMemory; nil refuses the growth.
@@ -85,7 +74,7 @@ func (m *mappedMemory) Reallocate(size uint64) []byte {
 		return nil
 	}
 	if size > uint64(len(m.res)) {
-		m.refusals++
+		*m.refusals++
 		return nil
 	}
 	if size > m.committed {

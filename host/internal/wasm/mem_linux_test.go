@@ -86,7 +86,7 @@ func TestClosedInstanceMemoryLeavesRSS(t *testing.T) {
 	before = rss(t)
 	var mems []*limitedAllocator
 	for range n {
-		a := &limitedAllocator{limit: limit}
+		a := newLimitedAllocator(limit, nil)
 		b := a.Reallocate(limit)
 		for off := 0; off < limit; off += 4096 {
 			b[off] = 1

@@ -5,5 +5,5 @@ package wasm
 // newAllocator returns the allocator of one instance's linear memory,
 // capped at limit bytes: a Go slice.
 func newAllocator(limit uint64) allocator {
-	return &limitedAllocator{limit: limit}
+	return newLimitedAllocator(limit, nil)
 }
