@@ -201,7 +201,10 @@ func (r *Runtime) Compile(ctx context.Context, name string, wasmBytes []byte) (*
 // followed by [Module.NewPlugin]. The module is released when the plugin is
 // closed. opts.Name defaults to the file's base name without extension.
 func (r *Runtime) Load(ctx context.Context, path string, opts Options) (*Plugin, error) {
-	bin, err := readModuleFile(path)
+	// A regular file of bounded size: a named pipe would hang the open
+	// until a writer came, /dev/zero would be read until the memory ran
+	// out.
+	bin, err := regfile.ReadFile(path, MaxModuleFile, "a plugin")
 	if err != nil {
 		return nil, fmt.Errorf("plugin: %w", err)
 	}
@@ -218,30 +221,6 @@ func (r *Runtime) Load(ctx context.Context, path string, opts Options) (*Plugin,
 
 // MaxModuleFile bounds the size of the .wasm file Load reads.
 const MaxModuleFile = 256 << 20
-
-// readModuleFile reads the regular file at path, of at most MaxModuleFile
-// bytes. A named pipe would hang the open, and Load with it, until a writer
-// came; a device such as /dev/zero would be read until the memory ran out.
-func readModuleFile(path string) ([]byte, error) {
-	f, err := regfile.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return nil, err
-	} else if st.Size() > MaxModuleFile {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d a plugin may have", path, st.Size(), MaxModuleFile)
-	}
-	bin, err := io.ReadAll(io.LimitReader(f, MaxModuleFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(bin) > MaxModuleFile {
-		return nil, fmt.Errorf("%s grew past %d bytes while it was read", path, MaxModuleFile)
-	}
-	return bin, nil
-}
 
 // Name is the module's name given to Compile.
 func (m *Module) Name() string { return m.name }

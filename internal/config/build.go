@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -342,32 +341,9 @@ func (b *Builder) closeModule(ctx context.Context, m *plugin.Module) {
 	}
 }
 
-// readLimited reads a whole file of at most limit bytes.
+// readLimited reads a whole regular file of at most limit bytes.
 func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := regfile.Open(path) // a named pipe must not hang the load
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) && errors.Is(pe.Err, syscall.EISDIR) {
-			return nil, fmt.Errorf("%s is a directory, not a file", path)
-		}
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d a plugin may have", path, st.Size(), limit)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, limit)
-	}
-	return b, nil
+	return regfile.ReadFile(path, limit, "a plugin")
 }
 
 // BuildHint returns how to build the missing plugin file path when Go

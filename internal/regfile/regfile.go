@@ -5,7 +5,9 @@
 package regfile
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"syscall"
@@ -59,4 +61,34 @@ func Kind(mode fs.FileMode) string {
 		return "a directory"
 	}
 	return "not a regular file"
+}
+
+// ReadFile reads the whole regular file at path (as Open opens it), of at
+// most limit bytes: a larger one is an error naming its size and the most
+// `what` may have (e.g. "a plugin"); a directory is "PATH is a directory,
+// not a file".
+func ReadFile(path string, limit int64, what string) ([]byte, error) {
+	f, err := Open(path)
+	if errors.Is(err, syscall.EISDIR) {
+		return nil, fmt.Errorf("%s is a directory, not a file", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d %s may have", path, st.Size(), limit, what)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, limit)
+	}
+	return b, nil
 }
