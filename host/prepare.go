@@ -251,7 +251,7 @@ func checkServerNames(label string, r Route, before []Route) []error {
 			{"trusted_cidrs", slices.Equal(r.TrustedProxies, o.TrustedProxies)},
 			{"max_connections", r.MaxConns == o.MaxConns},
 			{"reuse_port", r.ReusePort == o.ReusePort},
-			{"handshake_timeout", effHandshake(r) == effHandshake(o)},
+			{"handshake_timeout", r.handshakeTimeout() == o.handshakeTimeout()},
 		} {
 			if !s.agree {
 				errs = append(errs, fmt.Errorf("%s: routes sharing %s must agree on %s (route %q differs)", label, r.Listen, s.name, o.Name))
@@ -259,13 +259,4 @@ func checkServerNames(label string, r Route, before []Route) []error {
 		}
 	}
 	return errs
-}
-
-// effHandshake is r's HandshakeTimeout, or DefaultHandshakeTimeout when it
-// is zero: an explicit 10s and an unset one agree.
-func effHandshake(r Route) time.Duration {
-	if r.HandshakeTimeout > 0 {
-		return r.HandshakeTimeout
-	}
-	return DefaultHandshakeTimeout
 }

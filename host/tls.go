@@ -55,9 +55,9 @@ func (c *conn) usesTLS() bool {
 }
 
 // handshakeTimeout is the route's HandshakeTimeout or its default.
-func (rs *routeState) handshakeTimeout() time.Duration {
-	if rs.HandshakeTimeout > 0 {
-		return rs.HandshakeTimeout
+func (r *Route) handshakeTimeout() time.Duration {
+	if r.HandshakeTimeout > 0 {
+		return r.HandshakeTimeout
 	}
 	return DefaultHandshakeTimeout
 }
