@@ -115,6 +115,10 @@ func TestBadValuesNamed(t *testing.T) {
 		{[]string{"--grace", "-1"}, `invalid value "-1" for flag -grace: must not be negative`},
 		{[]string{"--grace", "1e30s"}, `invalid value "1e30s" for flag -grace: must be from 0s to 1h0m0s`},
 		{[]string{"--dial-timeout", "9223372036854775808s"}, `invalid value "9223372036854775808s" for flag -dial-timeout: must be from 1ms to 10m0s`},
+		// Two units, or one twice: not a duration, not "out of range".
+		{[]string{"--grace", "10mh"}, `invalid value "10mh" for flag -grace: not a duration (e.g. 5s, 500ms, 1m30s)`},
+		{[]string{"--grace", "5ss"}, `invalid value "5ss" for flag -grace: not a duration (e.g. 5s, 500ms, 1m30s)`},
+		{[]string{"--max-conns", "-99999999999999999999"}, `invalid value "-99999999999999999999" for flag -max-conns: must not be negative`},
 		{[]string{"--plugin", "builtin:deny", "--plugin-config", `{"patterns":["A"],"patterns":["B"]}`}, `for flag -plugin-config: setting "patterns" is given twice; the plugin would see only the last one`},
 	} {
 		code, _, stderr := runTunnel(t, tc.args...)

@@ -327,11 +327,8 @@ func (f countFlag) String() string {
 }
 
 func (f countFlag) Set(s string) error {
-	v, err := strconv.Atoi(s)
-	if errors.Is(err, strconv.ErrRange) {
-		return fmt.Errorf("out of range: it must be from 0 to %d", f.max)
-	}
-	if err != nil {
+	v, err := strconv.Atoi(s) // out of range: clamped, and judged below
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return errors.New("not a whole number")
 	}
 	if v < 0 {
@@ -371,9 +368,11 @@ func (f durationFlag) Set(s string) error {
 			return fmt.Errorf("a duration needs a unit, e.g. %ss or %sms", s, s)
 		}
 		// A number too large for a duration (9223372036854775808s), or
-		// with an exponent (1e30s), and a unit: out of range.
-		num := strings.TrimRight(s, "nuµmsh")
-		if _, nerr := strconv.ParseFloat(num, 64); nerr == nil && num != s {
+		// with an exponent (1e30s), and one unit: out of range.
+		if num, ok := cutUnit(s); ok {
+			if _, nerr := strconv.ParseFloat(num, 64); nerr != nil {
+				return errors.New("not a duration (e.g. 5s, 500ms, 1m30s)")
+			}
 			if strings.HasPrefix(num, "-") {
 				return errors.New("must not be negative")
 			}
@@ -389,6 +388,16 @@ func (f durationFlag) Set(s string) error {
 	}
 	*f.d = v
 	return nil
+}
+
+// cutUnit cuts one unit time.ParseDuration knows off the end of s.
+func cutUnit(s string) (string, bool) {
+	for _, u := range []string{"ns", "us", "µs", "ms", "s", "m", "h"} {
+		if num, ok := strings.CutSuffix(s, u); ok {
+			return num, true
+		}
+	}
+	return s, false
 }
 
 // defaultCacheDir is --cache-dir's default: $TUNNEL_CACHE_DIR, else the
