@@ -157,17 +157,20 @@ func (p *plugin) encode64(data []byte) []byte {
 // concatenation of padded pieces).
 func (c *conn) decode64(d sdk.Direction, data []byte, end bool) ([]byte, error) {
 	p := c.p
-	in := append(p.in[:0], c.rem[d][:c.n[d]]...)
-	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
-		in = append(in, data...)
-	} else {
-		for _, b := range data {
-			if b != '\r' && b != '\n' {
-				in = append(in, b)
+	in := data // the usual chunk: whole groups from our encoder, no line breaks
+	if breaks := bytes.IndexByte(data, '\n') >= 0 || bytes.IndexByte(data, '\r') >= 0; breaks || c.n[d] > 0 {
+		in = append(p.in[:0], c.rem[d][:c.n[d]]...)
+		if !breaks {
+			in = append(in, data...)
+		} else {
+			for _, b := range data {
+				if b != '\r' && b != '\n' {
+					in = append(in, b)
+				}
 			}
 		}
+		p.in = in
 	}
-	p.in = in
 	whole := len(in) / 4 * 4
 	out, err := appendDecodePieces(p.out[:0], in[:whole])
 	if err != nil {

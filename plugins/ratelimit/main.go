@@ -332,6 +332,9 @@ func (h *conn) arm(c *sdk.Conn, now time.Duration) {
 }
 
 // OnTimer sends the delayed bytes that are due.
+// keepDelayed is the largest delay buffer a connection keeps once empty.
+const keepDelayed = 64 << 10
+
 func (h *conn) OnTimer(c *sdk.Conn) {
 	now := sdk.Now()
 	h.armed = 0
@@ -351,8 +354,11 @@ func (h *conn) OnTimer(c *sdk.Conn) {
 		q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
 		q.buf = q.buf[:copy(q.buf, q.buf[off:])]
 		h.p.delayedNow -= int64(off)
-		if len(q.buf) == 0 {
-			q.buf, q.pieces = nil, nil // the memory goes back to the instance
+		if len(q.buf) == 0 && cap(q.buf) > keepDelayed {
+			// A burst's memory goes back to the instance; a connection
+			// paced at its rate, which drains at nearly every fire,
+			// keeps its small buffers rather than regrow them.
+			q.buf, q.pieces = nil, nil
 		}
 		if len(q.pieces) == 0 && q.ended {
 			if err := c.CloseWrite(dir); err != nil {

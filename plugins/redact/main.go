@@ -89,19 +89,16 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	if c.Replacement != nil {
 		p.preserve, p.repl = false, []byte(*c.Replacement)
 	}
-	add := func(kind string, i int, s string, prefix, fold bool) error {
-		return p.add(kind, i, s, prefix, fold, false)
-	}
 	if c.Bearer {
 		_ = p.add("prefix", 0, "bearer ", true, true, true)
 	}
 	for i, s := range c.Prefixes {
-		if err := add("prefix", i, s, true, c.IgnoreCase); err != nil {
+		if err := p.add("prefix", i, s, true, c.IgnoreCase, false); err != nil {
 			return nil, err
 		}
 	}
 	for i, s := range c.Literals {
-		if err := add("literal", i, s, false, c.IgnoreCase); err != nil {
+		if err := p.add("literal", i, s, false, c.IgnoreCase, false); err != nil {
 			return nil, err
 		}
 	}
