@@ -382,15 +382,7 @@ func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Li
 				continue
 			}
 			finned[d] = true
-			res.Steps = append(res.Steps, Step{Dir: host.Direction(d), End: true})
-			st := &res.Steps[len(res.Steps)-1]
-			o.mu.Lock()
-			closed := o.closed
-			st.AfterFailure = res.Failure != ""
-			o.step = st
-			o.mu.Unlock()
-			if closed {
-				res.Steps = res.Steps[:len(res.Steps)-1]
+			if !o.begin(res, Step{Dir: host.Direction(d), End: true}) {
 				return false, nil
 			}
 			srcs[d].(*net.TCPConn).CloseWrite()
@@ -406,16 +398,10 @@ func (o *observer) replay(ctx context.Context, id uint64, addr string, ln net.Li
 		} else if !more {
 			break
 		}
-		res.Steps = append(res.Steps, Step{Dir: ch.Dir, In: ch.Data})
-		st := &res.Steps[len(res.Steps)-1]
 		o.mu.Lock()
-		closed := o.closed
-		st.AfterFailure = res.Failure != ""
-		o.step = st
 		want := o.entered[ch.Dir] + len(ch.Data)
 		o.mu.Unlock()
-		if closed {
-			res.Steps = res.Steps[:len(res.Steps)-1]
+		if !o.begin(res, Step{Dir: ch.Dir, In: ch.Data}) {
 			break
 		}
 		if _, err := srcs[ch.Dir].Write(ch.Data); err != nil {
@@ -575,4 +561,19 @@ func (h *errHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *errHandler) WithGroup(name string) slog.Handler {
 	return &errHandler{e: h.e, next: h.next.WithGroup(name), attrs: h.attrs}
+}
+
+// begin makes st the step the chain's output goes to, unless the chain
+// has closed the connection (then it returns false and adds no step).
+// The steps' room is made in advance, so o.step never moves.
+func (o *observer) begin(res *Result, st Step) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	st.AfterFailure = res.Failure != ""
+	res.Steps = append(res.Steps, st)
+	o.step = &res.Steps[len(res.Steps)-1]
+	return true
 }
