@@ -375,12 +375,12 @@ func loadPairFiles(certPath, keyPath string, h *hasher) (tls.Certificate, *x509.
 	certTypes, keyTypes := blockTypes(certPEM), blockTypes(keyPEM)
 	if !contains(certTypes, "CERTIFICATE") {
 		hint := ""
-		if hasKey(certTypes) {
+		if countKeys(certTypes) > 0 {
 			hint = " (a private key: are cert and key swapped?)"
 		}
 		return tls.Certificate{}, nil, "cert", fmt.Errorf("tls: cert %s has no CERTIFICATE block, %s%s", certPath, describe(certTypes), hint)
 	}
-	if !hasKey(keyTypes) {
+	if countKeys(keyTypes) == 0 {
 		hint := ""
 		if contains(keyTypes, "CERTIFICATE") {
 			hint = " (a certificate: are cert and key swapped?)"
@@ -468,15 +468,6 @@ func countKeys(types []string) int {
 		}
 	}
 	return n
-}
-
-func hasKey(types []string) bool {
-	for _, t := range types {
-		if strings.HasSuffix(t, "PRIVATE KEY") {
-			return true
-		}
-	}
-	return false
 }
 
 func contains(list []string, s string) bool {
