@@ -56,6 +56,9 @@ type conn struct {
 
 	ch  chain         // the filters and what they queued; see chain.go
 	wmu [2]sync.Mutex // serialises the writes toward each destination
+	// pause is each direction's Stream.PauseRead (the goroutine engine's;
+	// an inline connection's loop keeps its own).
+	pause [2]pauseState
 
 	// il is set (il.c != nil) for a connection of an inline route, which
 	// its route's event loop forwards (loop_linux.go): then the sockets,
@@ -92,6 +95,14 @@ type conn struct {
 	parkedOn [2]*park.Parker
 	wake     [2]func() // unpark(dir, nil), made on the first park; the pump's own
 	ended    [2]bool   // that direction's pump has ended for good; guarded by dlMu
+}
+
+// pauseState is a direction whose reads a filter paused: on is set and
+// cleared under the chain's lock and read by the direction's pump before
+// each read, which waits on wake meanwhile (pump.go, awaitResume).
+type pauseState struct {
+	on   atomic.Bool
+	wake chan struct{} // made by the first pause, before on is set; one token per resume
 }
 
 // teardown is how a connection ends: at once (abort) or after the bytes

@@ -28,7 +28,9 @@
 // close the connection. A filter can also act when no byte arrives: a
 // [TimerFilter] arms a timer ([Stream.SetTimer]) and may send, flush,
 // half-close or close when it fires, and keep a half-close behind the bytes
-// it delays ([Stream.DeferEnd]). On a route with [Route].LateDial the chain
+// it delays ([Stream.DeferEnd]). A filter that delays bytes pauses the
+// reads of their sender ([Stream.PauseRead]) so that TCP slows it down
+// rather than the filter buffering what it keeps sending. On a route with [Route].LateDial the chain
 // chooses the target from the client's first bytes ([Stream.SetTarget]),
 // and a [DialFilter] is told when the target is connected, at the address
 // it resolved to, and may refuse it.

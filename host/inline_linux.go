@@ -236,6 +236,13 @@ func (ic *inlineChain) armLocked() {
 	o.SetTimer(next - time.Since(ic.c.start))
 }
 
+// pauseRead is Stream.PauseRead (pause) and ResumeRead of dir, on the loop.
+func (ic *inlineChain) pauseRead(dir Direction, pause bool) {
+	if o := ic.out.Load(); o != nil {
+		o.PauseRead(int(dir), pause)
+	}
+}
+
 // aborted returns the cause of an abort (abort ran), or nil.
 func (ic *inlineChain) aborted() error {
 	c := ic.c

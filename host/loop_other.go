@@ -30,6 +30,7 @@ func (p *Proxy) eachLoopConnStats(func(ConnStats))                              
 type inlineChain struct{ c *conn }
 
 func (ic *inlineChain) armLocked()                 {}
+func (ic *inlineChain) pauseRead(Direction, bool)  {}
 func (ic *inlineChain) abort(error, *atomic.Int64) {}
 func (p *Proxy) startRouteLoopLocked(*routeState)  {}
 func (p *Proxy) closeRouteLoop(*routeState)        {}

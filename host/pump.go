@@ -82,12 +82,26 @@ func (c *conn) filtered(dir Direction) (handOff bool, err error) {
 }
 
 // awaitDeferred waits until the half-close a filter deferred is done, the
-// connection is torn down, or dir's source fails (a peer that half-closed
-// and then reset: nothing else would notice, as nobody reads it). The
-// Parker watches the source for that where it can; elsewhere (no Parker
-// off Linux, a TLS source, the portable read) the source is looked at
-// every deferredPoll, as the Parker would see it (socketState).
+// connection is torn down, or dir's source fails (awaitSource).
 func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
+	return c.awaitSource(dir, done, nil)
+}
+
+// awaitResume waits until a filter resumes dir's reads (Stream.ResumeRead),
+// the connection is torn down, or dir's source fails (awaitSource).
+func (c *conn) awaitResume(dir Direction) error {
+	p := &c.pause[dir]
+	return c.awaitSource(dir, p.wake, func() bool { return !p.on.Load() })
+}
+
+// awaitSource waits, while nobody reads dir's source, until wake delivers
+// and over (nil: always) says the wait is over, the connection is torn
+// down, or the source fails (a peer that resets: nothing else would
+// notice, as nobody reads it). The Parker watches the source for that
+// where it can; elsewhere (no Parker off Linux, a TLS source, the portable
+// read) the source is looked at every deferredPoll, as the Parker would
+// see it (socketState).
+func (c *conn) awaitSource(dir Direction, wake <-chan struct{}, over func() bool) error {
 	failed, stop := c.watchErrors(dir)
 	defer stop()
 	var poll <-chan time.Time
@@ -99,8 +113,11 @@ func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
 	for {
 		watched := false
 		select {
-		case <-done:
-			return nil
+		case <-wake:
+			if over == nil || over() {
+				return nil
+			}
+			continue
 		case <-c.td.closed:
 			return nil
 		case <-poll:
@@ -161,6 +178,16 @@ func (c *conn) step(dir Direction) (step, error) {
 		c.prefix = nil
 		c.read[dir].Add(int64(len(b)))
 		return stepMore, c.ch.data(dir, b)
+	}
+	if c.pause[dir].on.Load() {
+		// A filter paused the reads (Stream.PauseRead): the source's
+		// socket fills and TCP stops its sender.
+		if err := c.awaitResume(dir); err != nil {
+			return stepEnd, err
+		}
+		if c.td.closing.Load() {
+			return stepEnd, nil // pump drains the rest
+		}
 	}
 	if tc := c.secureSource(dir); tc != nil {
 		return c.stepTLS(dir, tc)

@@ -145,6 +145,53 @@ func (s *Stream) DeferEnd(dir Direction) error {
 	return nil
 }
 
+// PauseRead stops reading dir's source (the client for ClientToServer)
+// until ResumeRead(dir): its socket's receive buffer fills and TCP stops
+// the sender, so a filter that delays bytes (a rate limit, a slow link)
+// slows the sender down instead of buffering what it keeps sending. The
+// chunk being read when it is called, if any (that of the other
+// direction), is still delivered; meanwhile the source's end of stream is
+// not seen, a reset is, and the route's idle timeout runs (a connection
+// paused for longer than it ends as idle). A connection that a filter
+// closes, or that is torn down, stops waiting. dir must have filters
+// (else ErrNotAttached: the kernel forwards it). Pausing a paused
+// direction, or resuming one that is not, does nothing.
+func (s *Stream) PauseRead(dir Direction) error { return s.setPaused("pause read", dir, true) }
+
+// ResumeRead reads dir's source again after PauseRead.
+func (s *Stream) ResumeRead(dir Direction) error { return s.setPaused("resume read", dir, false) }
+
+func (s *Stream) setPaused(op string, dir Direction, pause bool) error {
+	c := s.c
+	if dir > ServerToClient {
+		return fmt.Errorf("%s: invalid direction %d", op, dir)
+	}
+	if c.ch.done {
+		return fmt.Errorf("%s: %w", op, ErrWriteClosed)
+	}
+	if len(c.rs.chains[dir]) == 0 {
+		return fmt.Errorf("%s: %w", op, ErrNotAttached)
+	}
+	if c.il.c != nil {
+		c.il.pauseRead(dir, pause)
+		return nil
+	}
+	p := &c.pause[dir]
+	switch {
+	case pause && !p.on.Load():
+		if p.wake == nil {
+			p.wake = make(chan struct{}, 1)
+		}
+		p.on.Store(true)
+	case !pause && p.on.Swap(false):
+		select {
+		case p.wake <- struct{}{}:
+		default: // a token is there already
+		}
+	}
+	return nil
+}
+
 // A TimerFilter is a [Filter] with a timer: [Stream.SetTimer] arms it, and
 // Timer is called when it fires, with the connection's filters locked as in
 // any other callback. Timer may send, half-close or close, like Data; an

@@ -130,6 +130,24 @@ func (o *Output) Close() {
 	}
 }
 
+// PauseRead stops (pause) or resumes the reads of side from's socket, whose
+// direction must be one of Plan.Filtered: while paused, nothing more is read
+// from it (the socket's receive buffer fills and TCP stops its sender), its
+// end of stream is not seen, and a reset is. Once the connection is closing
+// (Close) it is read, and dropped, whatever the pause.
+func (o *Output) PauseRead(from int, pause bool) {
+	c := o.c
+	if c.state == finished || from < 0 || from > 1 || !c.plan.Filtered[from] || c.paused[from] == pause {
+		return
+	}
+	c.paused[from] = pause
+	if !pause {
+		// Its socket may be readable with no edge to come: give the
+		// connection another turn.
+		c.l.enqueue(c)
+	}
+}
+
 // SetTimer arms the connection's timer (Chain.Timer) to fire after d,
 // replacing the one armed.
 func (o *Output) SetTimer(d time.Duration) {
@@ -337,7 +355,7 @@ func (c *conn) chainDone() bool {
 func (c *conn) pumpChain(from side) error {
 	src := &c.ep[from]
 	moved := 0
-	for !c.srcEOF[from] && src.readable && !c.closing {
+	for !c.srcEOF[from] && src.readable && !c.closing && !c.paused[from] {
 		if (c.q[0].feeders|c.q[1].feeders)&(1<<from) != 0 {
 			return nil // backpressure: what it produced is not written yet
 		}

@@ -159,6 +159,7 @@ type conn struct {
 	shut      [2]bool // that socket was half-closed (SHUT_WR)
 	srcEOF    [2]bool // that socket sent its FIN (filtered directions, and lingering)
 	closing   bool    // Output.Close was called
+	paused    [2]bool // Output.PauseRead: that side's socket is not read
 	lingering bool    // closing: the FINs are out, peers' bytes are dropped
 	feeding   int     // the side whose chunk the Chain is handling, or -1
 	werr      error   // a write failed inside a Chain callback

@@ -1,0 +1,197 @@
+package host_test
+
+import (
+	"context"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelwasm/tunnel/host"
+	tn "github.com/tunnelwasm/tunnel/host/internal/testnet"
+)
+
+// pauseHook's filters pause the client's reads after its first chunk
+// (Stream.PauseRead) and resume them from their timer once the test sets
+// resume. They count what they see while paused, which must be nothing.
+type pauseHook struct {
+	paused chan struct{} // closed at the pause (one connection per hook)
+	ticked chan struct{} // closed at the 25th timer call while paused
+	resume atomic.Bool
+	during atomic.Int64 // client bytes seen while paused
+	ended  atomic.Int32 // 1: End came while paused, 2: after
+}
+
+func newPauseHook() *pauseHook {
+	return &pauseHook{paused: make(chan struct{}), ticked: make(chan struct{})}
+}
+
+func (h *pauseHook) Open(*host.ConnInfo) (host.Filter, error) { return &pauseFilter{h: h}, nil }
+
+type pauseFilter struct {
+	host.PassThrough
+	h            *pauseHook
+	seen, paused bool
+	ticks        int
+}
+
+func (f *pauseFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir == host.ClientToServer && f.paused {
+		f.h.during.Add(int64(len(b)))
+	}
+	if err := s.Forward(dir, b); err != nil || dir != host.ClientToServer || f.seen {
+		return err
+	}
+	f.seen, f.paused = true, true
+	if err := s.PauseRead(host.ClientToServer); err != nil {
+		return err
+	}
+	close(f.h.paused)
+	return s.SetTimer(2 * time.Millisecond)
+}
+
+func (f *pauseFilter) Timer(s *host.Stream) error {
+	if f.h.resume.Load() {
+		f.paused = false
+		return s.ResumeRead(host.ClientToServer)
+	}
+	if f.ticks++; f.ticks == 25 {
+		close(f.h.ticked)
+	}
+	return s.SetTimer(2 * time.Millisecond)
+}
+
+func (f *pauseFilter) End(dir host.Direction, s *host.Stream) error {
+	if dir == host.ClientToServer {
+		f.h.ended.Store(map[bool]int32{true: 1, false: 2}[f.paused])
+	}
+	return nil
+}
+
+// pausedConn opens a connection through a tunnel whose filter pauses the
+// client's reads after "first", and starts writing 8 MiB after it, then
+// half-closing: more than the sockets hold, so the writer waits for the
+// tunnel to read. It returns the writer's error channel.
+func pausedConn(t *testing.T, c io.ReadWriter, h *pauseHook, payload []byte) <-chan error {
+	t.Helper()
+	tn.EchoOnce(t, c, "first")
+	tn.Wait(t, h.paused, "the pause")
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		werr <- err
+	}()
+	return werr
+}
+
+// TestPauseReadStopsTheSender: while a filter pauses the client's reads,
+// nothing more is read from it (not its bytes, not its FIN) however long
+// the pause; once resumed, every byte arrives, then the end of stream. On
+// the event loop the client's bytes are already in the socket when the
+// reads resume: no new readiness event comes, and they must still be read.
+func TestPauseReadStopsTheSender(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		h := newPauseHook()
+		addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "pause", Hook: h}))
+		c := tn.Dial(t, addr)
+		payload := tn.Random(7, 8<<20)
+		werr := pausedConn(t, c, h, payload)
+		got := make(chan tn.Received, 1)
+		go func() { got <- tn.ReadSum(c) }()
+		tn.Wait(t, h.ticked, "25 timer calls while paused")
+		if n := h.during.Load(); n != 0 {
+			t.Fatalf("the filter saw %d client bytes while the reads were paused", n)
+		}
+		if h.ended.Load() != 0 {
+			t.Fatal("the filter saw the client's end of stream while the reads were paused")
+		}
+		h.resume.Store(true)
+		if err := tn.Wait(t, werr, "the client's write"); err != nil {
+			t.Fatalf("client write: %v", err)
+		}
+		r := tn.Wait(t, got, "the echo")
+		if r.Err != nil || r.N != int64(len(payload)) || r.Sum != tn.Sum(payload) {
+			t.Fatalf("echo after the resume: %d bytes (sha256 %.12s), %v; want %d bytes (%.12s)", r.N, r.Sum, r.Err, len(payload), tn.Sum(payload))
+		}
+		if e := h.ended.Load(); e != 2 {
+			t.Fatalf("End of the client's stream: %d, want 2 (after the resume)", e)
+		}
+	})
+}
+
+// TestPauseReadTeardown: a connection whose reads are paused, with a client
+// blocked writing to it, ends at once when the Proxy closes, and when the
+// client resets it (nobody reads the paused socket: the engine must watch
+// it).
+func TestPauseReadTeardown(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		payload := tn.Random(8, 8<<20)
+		t.Run("proxy close", func(t *testing.T) {
+			srv := tn.Serve(t, tn.Echo)
+			h := newPauseHook()
+			addr, p, logs := eng.Tunnel(t, srv.Addr(), host.Link{Name: "pause", Hook: h})
+			c := tn.Dial(t, addr)
+			werr := pausedConn(t, c, h, payload)
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			p.Shutdown(ctx) // the deadline passes: the paused connection is aborted
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("Shutdown with a 100ms deadline returned after %v", d)
+			}
+			if err := tn.Wait(t, werr, "the client's write"); err == nil {
+				t.Fatal("the client's write of 8 MiB succeeded: the tunnel read it while paused")
+			}
+			logs.Wait(t, "connection closed")
+		})
+		t.Run("client reset", func(t *testing.T) {
+			srv := tn.Serve(t, tn.Echo)
+			h := newPauseHook()
+			addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "pause", Hook: h}))
+			c := tn.Dial(t, addr)
+			tn.EchoOnce(t, c, "first")
+			tn.Wait(t, h.paused, "the pause")
+			c.SetLinger(0)
+			c.Close()
+			logs.Wait(t, "connection closed", "reason=reset")
+		})
+	})
+}
+
+// TestPauseReadNeedsFilters: a direction the kernel forwards cannot be
+// paused, and the error says why.
+func TestPauseReadNeedsFilters(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.Echo)
+	hook := pauseSplicedHook{errs: make(chan error, 1)}
+	addr, _ := tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "p", Hook: hook, Directions: host.OnlyClientToServer}))
+	c := tn.Dial(t, addr)
+	tn.EchoOnce(t, c, "x")
+	err := tn.Wait(t, hook.errs, "Opened")
+	if err == nil || err.Error() != "pause read: "+host.ErrNotAttached.Error() {
+		t.Fatalf("PauseRead of a spliced direction: %v, want ErrNotAttached", err)
+	}
+}
+
+// pauseSplicedHook's filters try to pause the direction they do not see.
+type pauseSplicedHook struct{ errs chan error }
+
+func (h pauseSplicedHook) Open(*host.ConnInfo) (host.Filter, error) {
+	return pauseSplicedFilter(h), nil
+}
+
+type pauseSplicedFilter struct{ errs chan error }
+
+func (f pauseSplicedFilter) Opened(s *host.Stream) error {
+	f.errs <- s.PauseRead(host.ServerToClient)
+	return nil
+}
+func (pauseSplicedFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	return s.Forward(dir, b)
+}
+func (pauseSplicedFilter) End(host.Direction, *host.Stream) error { return nil }
+func (pauseSplicedFilter) Closed()                                {}
