@@ -236,10 +236,17 @@ func (ic *inlineChain) armLocked() {
 	o.SetTimer(next - time.Since(ic.c.start))
 }
 
-// pauseRead is Stream.PauseRead (pause) and ResumeRead of dir, on the loop.
-func (ic *inlineChain) pauseRead(dir Direction, pause bool) {
+// pauseRead is Stream.PauseRead, on the loop.
+func (ic *inlineChain) pauseRead(dir Direction) {
 	if o := ic.out.Load(); o != nil {
-		o.PauseRead(int(dir), pause)
+		o.PauseRead(int(dir))
+	}
+}
+
+// resumeRead is Stream.ResumeRead, from any goroutine.
+func (ic *inlineChain) resumeRead(dir Direction) {
+	if o := ic.out.Load(); o != nil {
+		o.ResumeRead(int(dir))
 	}
 }
 

@@ -30,7 +30,8 @@ func (p *Proxy) eachLoopConnStats(func(ConnStats))                              
 type inlineChain struct{ c *conn }
 
 func (ic *inlineChain) armLocked()                 {}
-func (ic *inlineChain) pauseRead(Direction, bool)  {}
+func (ic *inlineChain) pauseRead(Direction)        {}
+func (ic *inlineChain) resumeRead(Direction)       {}
 func (ic *inlineChain) abort(error, *atomic.Int64) {}
 func (p *Proxy) startRouteLoopLocked(*routeState)  {}
 func (p *Proxy) closeRouteLoop(*routeState)        {}

@@ -18,6 +18,7 @@ type pauseHook struct {
 	paused chan struct{} // closed at the pause (one connection per hook)
 	ticked chan struct{} // closed at the 25th timer call while paused
 	resume atomic.Bool
+	stream *host.Stream // the paused connection's, set before paused is closed
 	during atomic.Int64 // client bytes seen while paused
 	ended  atomic.Int32 // 1: End came while paused, 2: after
 }
@@ -46,6 +47,7 @@ func (f *pauseFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
 	if err := s.PauseRead(host.ClientToServer); err != nil {
 		return err
 	}
+	f.h.stream = s
 	close(f.h.paused)
 	return s.SetTimer(2 * time.Millisecond)
 }
@@ -54,6 +56,9 @@ func (f *pauseFilter) Timer(s *host.Stream) error {
 	if f.h.resume.Load() {
 		f.paused = false
 		return s.ResumeRead(host.ClientToServer)
+	}
+	if f.ticks >= 25 {
+		return nil // the test resumes the reads itself
 	}
 	if f.ticks++; f.ticks == 25 {
 		close(f.h.ticked)
@@ -92,35 +97,53 @@ func pausedConn(t *testing.T, c io.ReadWriter, h *pauseHook, payload []byte) <-c
 // the pause; once resumed, every byte arrives, then the end of stream. On
 // the event loop the client's bytes are already in the socket when the
 // reads resume: no new readiness event comes, and they must still be read.
+// The reads are resumed by the filter's timer, or from another goroutine
+// (which ResumeRead allows, as Abort does).
 func TestPauseReadStopsTheSender(t *testing.T) {
 	engines(t, func(t *testing.T, eng engine) {
-		srv := tn.Serve(t, tn.Echo)
-		h := newPauseHook()
-		addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "pause", Hook: h}))
-		c := tn.Dial(t, addr)
-		payload := tn.Random(7, 8<<20)
-		werr := pausedConn(t, c, h, payload)
-		got := make(chan tn.Received, 1)
-		go func() { got <- tn.ReadSum(c) }()
-		tn.Wait(t, h.ticked, "25 timer calls while paused")
-		if n := h.during.Load(); n != 0 {
-			t.Fatalf("the filter saw %d client bytes while the reads were paused", n)
+		for _, outside := range []bool{false, true} {
+			t.Run(map[bool]string{false: "by the timer", true: "from outside"}[outside], func(t *testing.T) {
+				testPauseRead(t, eng, outside)
+			})
 		}
-		if h.ended.Load() != 0 {
-			t.Fatal("the filter saw the client's end of stream while the reads were paused")
+	})
+}
+
+func testPauseRead(t *testing.T, eng engine, outside bool) {
+	srv := tn.Serve(t, tn.Echo)
+	h := newPauseHook()
+	addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "pause", Hook: h}))
+	c := tn.Dial(t, addr)
+	payload := tn.Random(7, 8<<20)
+	werr := pausedConn(t, c, h, payload)
+	got := make(chan tn.Received, 1)
+	go func() { got <- tn.ReadSum(c) }()
+	tn.Wait(t, h.ticked, "25 timer calls while paused")
+	if n := h.during.Load(); n != 0 {
+		t.Fatalf("the filter saw %d client bytes while the reads were paused", n)
+	}
+	if h.ended.Load() != 0 {
+		t.Fatal("the filter saw the client's end of stream while the reads were paused")
+	}
+	if outside {
+		if err := h.stream.ResumeRead(host.ClientToServer); err != nil {
+			t.Fatal(err)
 		}
+	} else {
 		h.resume.Store(true)
-		if err := tn.Wait(t, werr, "the client's write"); err != nil {
-			t.Fatalf("client write: %v", err)
-		}
-		r := tn.Wait(t, got, "the echo")
-		if r.Err != nil || r.N != int64(len(payload)) || r.Sum != tn.Sum(payload) {
-			t.Fatalf("echo after the resume: %d bytes (sha256 %.12s), %v; want %d bytes (%.12s)", r.N, r.Sum, r.Err, len(payload), tn.Sum(payload))
-		}
+	}
+	if err := tn.Wait(t, werr, "the client's write"); err != nil {
+		t.Fatalf("client write: %v", err)
+	}
+	r := tn.Wait(t, got, "the echo")
+	if r.Err != nil || r.N != int64(len(payload)) || r.Sum != tn.Sum(payload) {
+		t.Fatalf("echo after the resume: %d bytes (sha256 %.12s), %v; want %d bytes (%.12s)", r.N, r.Sum, r.Err, len(payload), tn.Sum(payload))
+	}
+	if !outside {
 		if e := h.ended.Load(); e != 2 {
 			t.Fatalf("End of the client's stream: %d, want 2 (after the resume)", e)
 		}
-	})
+	}
 }
 
 // TestPauseReadTeardown: a connection whose reads are paused, with a client

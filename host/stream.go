@@ -155,39 +155,56 @@ func (s *Stream) DeferEnd(dir Direction) error {
 // paused for longer than it ends as idle). A connection that a filter
 // closes, or that is torn down, stops waiting. dir must have filters
 // (else ErrNotAttached: the kernel forwards it). Pausing a paused
-// direction, or resuming one that is not, does nothing.
-func (s *Stream) PauseRead(dir Direction) error { return s.setPaused("pause read", dir, true) }
-
-// ResumeRead reads dir's source again after PauseRead.
-func (s *Stream) ResumeRead(dir Direction) error { return s.setPaused("resume read", dir, false) }
-
-func (s *Stream) setPaused(op string, dir Direction, pause bool) error {
+// direction does nothing.
+func (s *Stream) PauseRead(dir Direction) error {
 	c := s.c
-	if dir > ServerToClient {
-		return fmt.Errorf("%s: invalid direction %d", op, dir)
+	if err := c.canPause("pause read", dir); err != nil {
+		return err
 	}
 	if c.ch.done {
-		return fmt.Errorf("%s: %w", op, ErrWriteClosed)
-	}
-	if len(c.rs.chains[dir]) == 0 {
-		return fmt.Errorf("%s: %w", op, ErrNotAttached)
+		return fmt.Errorf("pause read: %w", ErrWriteClosed)
 	}
 	if c.il.c != nil {
-		c.il.pauseRead(dir, pause)
+		c.il.pauseRead(dir)
 		return nil
 	}
 	p := &c.pause[dir]
-	switch {
-	case pause && !p.on.Load():
-		if p.wake == nil {
-			p.wake = make(chan struct{}, 1)
-		}
-		p.on.Store(true)
-	case !pause && p.on.Swap(false):
+	if p.wake == nil {
+		p.wake = make(chan struct{}, 1)
+	}
+	p.on.Store(true)
+	return nil
+}
+
+// ResumeRead reads dir's source again after PauseRead; resuming a
+// direction that is not paused does nothing. Like Abort, and unlike the
+// other methods, it may be called from any goroutine (a hook whose filter
+// can no longer run resumes what it paused).
+func (s *Stream) ResumeRead(dir Direction) error {
+	c := s.c
+	if err := c.canPause("resume read", dir); err != nil {
+		return err
+	}
+	if c.il.c != nil {
+		c.il.resumeRead(dir)
+		return nil
+	}
+	if p := &c.pause[dir]; p.on.Swap(false) {
 		select {
-		case p.wake <- struct{}{}:
+		case p.wake <- struct{}{}: // made before on was set
 		default: // a token is there already
 		}
+	}
+	return nil
+}
+
+// canPause checks the direction of PauseRead and ResumeRead.
+func (c *conn) canPause(op string, dir Direction) error {
+	if dir > ServerToClient {
+		return fmt.Errorf("%s: invalid direction %d", op, dir)
+	}
+	if len(c.rs.chains[dir]) == 0 {
+		return fmt.Errorf("%s: %w", op, ErrNotAttached)
 	}
 	return nil
 }

@@ -130,22 +130,36 @@ func (o *Output) Close() {
 	}
 }
 
-// PauseRead stops (pause) or resumes the reads of side from's socket, whose
-// direction must be one of Plan.Filtered: while paused, nothing more is read
-// from it (the socket's receive buffer fills and TCP stops its sender), its
-// end of stream is not seen, and a reset is. Once the connection is closing
+// PauseRead stops the reads of side from's socket, whose direction must be
+// one of Plan.Filtered, until ResumeRead(from): nothing more is read from
+// it (the socket's receive buffer fills and TCP stops its sender), its end
+// of stream is not seen, and a reset is. Once the connection is closing
 // (Close) it is read, and dropped, whatever the pause.
-func (o *Output) PauseRead(from int, pause bool) {
+func (o *Output) PauseRead(from int) {
 	c := o.c
-	if c.state == finished || from < 0 || from > 1 || !c.plan.Filtered[from] || c.paused[from] == pause {
+	if c.state == finished || from < 0 || from > 1 || !c.plan.Filtered[from] {
 		return
 	}
-	c.paused[from] = pause
-	if !pause {
-		// Its socket may be readable with no edge to come: give the
-		// connection another turn.
-		c.l.enqueue(c)
+	if c.kick == nil {
+		c.kick = func() {
+			if c.state != finished {
+				c.l.enqueue(c)
+			}
+		}
 	}
+	c.paused[from].Store(true)
+}
+
+// ResumeRead reads side from's socket again after PauseRead. Unlike the
+// other methods it may be called from any goroutine: the connection gets
+// another turn on the loop, where its socket, which may hold bytes with no
+// readiness edge to come, is read. A PauseRead that comes first wins.
+func (o *Output) ResumeRead(from int) {
+	c := o.c
+	if from < 0 || from > 1 || !c.paused[from].CompareAndSwap(true, false) {
+		return
+	}
+	c.l.post(c.kick) // made by PauseRead, before paused was set
 }
 
 // SetTimer arms the connection's timer (Chain.Timer) to fire after d,
@@ -355,7 +369,7 @@ func (c *conn) chainDone() bool {
 func (c *conn) pumpChain(from side) error {
 	src := &c.ep[from]
 	moved := 0
-	for !c.srcEOF[from] && src.readable && !c.closing && !c.paused[from] {
+	for !c.srcEOF[from] && src.readable && !c.closing && !c.paused[from].Load() {
 		if (c.q[0].feeders|c.q[1].feeders)&(1<<from) != 0 {
 			return nil // backpressure: what it produced is not written yet
 		}

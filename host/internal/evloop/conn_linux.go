@@ -154,15 +154,19 @@ type conn struct {
 	dialAt     int64 // loop clock when the dial began (Stats.ConnectTime)
 
 	// With a Chain (chain_linux.go).
-	out       Output
-	q         [2]outq // bytes waiting for each socket, indexed by side
-	shut      [2]bool // that socket was half-closed (SHUT_WR)
-	srcEOF    [2]bool // that socket sent its FIN (filtered directions, and lingering)
-	closing   bool    // Output.Close was called
-	paused    [2]bool // Output.PauseRead: that side's socket is not read
-	lingering bool    // closing: the FINs are out, peers' bytes are dropped
-	feeding   int     // the side whose chunk the Chain is handling, or -1
-	werr      error   // a write failed inside a Chain callback
+	out     Output
+	q       [2]outq // bytes waiting for each socket, indexed by side
+	shut    [2]bool // that socket was half-closed (SHUT_WR)
+	srcEOF  [2]bool // that socket sent its FIN (filtered directions, and lingering)
+	closing bool    // Output.Close was called
+	// paused: Output.PauseRead stopped the reads of that side's socket.
+	// Set on the loop, cleared by ResumeRead from any goroutine, which then
+	// posts kick (made by the first PauseRead) to give the connection a turn.
+	paused    [2]atomic.Bool
+	kick      func()
+	lingering bool  // closing: the FINs are out, peers' bytes are dropped
+	feeding   int   // the side whose chunk the Chain is handling, or -1
+	werr      error // a write failed inside a Chain callback
 
 	clientFailed bool  // the client's socket failed while dialling: not a dial failure
 	aborted      bool  // ended by abort: Reason Aborted, whatever the state
