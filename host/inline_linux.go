@@ -250,6 +250,12 @@ func (ic *inlineChain) resumeRead(dir Direction) {
 	}
 }
 
+// readPaused is Stream.ReadPaused, from any goroutine.
+func (ic *inlineChain) readPaused(dir Direction) bool {
+	o := ic.out.Load()
+	return o != nil && o.ReadPaused(int(dir))
+}
+
 // aborted returns the cause of an abort (abort ran), or nil.
 func (ic *inlineChain) aborted() error {
 	c := ic.c

@@ -198,6 +198,20 @@ func (s *Stream) ResumeRead(dir Direction) error {
 	return nil
 }
 
+// ReadPaused reports whether dir's reads are paused (PauseRead, by this
+// filter or another link of the chain). It may be called from any
+// goroutine.
+func (s *Stream) ReadPaused(dir Direction) bool {
+	c := s.c
+	if dir > ServerToClient {
+		return false
+	}
+	if c.il.c != nil {
+		return c.il.readPaused(dir)
+	}
+	return c.pause[dir].on.Load()
+}
+
 // canPause checks the direction of PauseRead and ResumeRead.
 func (c *conn) canPause(op string, dir Direction) error {
 	if dir > ServerToClient {

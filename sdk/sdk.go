@@ -177,7 +177,8 @@ func statusErr(st int32) error {
 // while one of its callbacks runs (NewConn, OnData, OnTimer, OnClose);
 // elsewhere they return [ErrNotAllowed]. In OnClose the connection is gone:
 // Info, TLS and Tag still answer, and Send, CloseWrite, Close, SetTag,
-// SetTimer, SetTarget and DeferEnd return [ErrNotAllowed].
+// SetTimer, SetTarget, DeferEnd, PauseRead and ResumeRead return
+// [ErrNotAllowed].
 type Conn struct {
 	id   uint64
 	inst *instance

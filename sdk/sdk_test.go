@@ -40,17 +40,18 @@ func (h *fakeHost) ConnInfo(key int32, b []byte) int32 {
 	}
 	return int32(len(v))
 }
-func (h *fakeHost) Send(dir int32, b []byte) int32     { h.sent += len(b); return h.status }
-func (h *fakeHost) CloseWrite(int32) int32             { return abi.StatusOK }
-func (h *fakeHost) Close() int32                       { return abi.StatusOK }
-func (h *fakeHost) Log(level int32, msg []byte)        { h.logs = append(h.logs, string(msg)) }
-func (h *fakeHost) Stdout() io.Writer                  { return io.Discard }
-func (h *fakeHost) Now() int64                         { return 0 }
-func (h *fakeHost) SetTimer(int64, int64) int32        { return abi.StatusOK }
-func (h *fakeHost) SetTarget(int64, []byte) int32      { return abi.StatusNoLateDial }
-func (h *fakeHost) SetTag(int64, []byte, []byte) int32 { return abi.StatusOK }
-func (h *fakeHost) Tag(int64, []byte, []byte) int32    { return abi.StatusNotFound }
-func (h *fakeHost) DeferEnd(int64, int32) int32        { return abi.StatusNotAllowed }
+func (h *fakeHost) Send(dir int32, b []byte) int32      { h.sent += len(b); return h.status }
+func (h *fakeHost) CloseWrite(int32) int32              { return abi.StatusOK }
+func (h *fakeHost) Close() int32                        { return abi.StatusOK }
+func (h *fakeHost) Log(level int32, msg []byte)         { h.logs = append(h.logs, string(msg)) }
+func (h *fakeHost) Stdout() io.Writer                   { return io.Discard }
+func (h *fakeHost) Now() int64                          { return 0 }
+func (h *fakeHost) SetTimer(int64, int64) int32         { return abi.StatusOK }
+func (h *fakeHost) SetTarget(int64, []byte) int32       { return abi.StatusNoLateDial }
+func (h *fakeHost) SetTag(int64, []byte, []byte) int32  { return abi.StatusOK }
+func (h *fakeHost) Tag(int64, []byte, []byte) int32     { return abi.StatusNotFound }
+func (h *fakeHost) DeferEnd(int64, int32) int32         { return abi.StatusNotAllowed }
+func (h *fakeHost) PauseRead(int64, int32, int32) int32 { return abi.StatusNotAllowed }
 
 type echoHandler struct{ DefaultHandler }
 

@@ -133,3 +133,27 @@ func (c *Conn) DeferEnd(dir Direction) error {
 	}
 	return statusErr(c.inst.host.DeferEnd(int64(c.id), int32(dir)))
 }
+
+// PauseRead stops the tunnel reading the source of dir (the client for
+// ClientToServer) until [Conn.ResumeRead]: its socket fills and TCP stops
+// the sender. A plugin that delays bytes (a rate limit, a slow link)
+// pauses their sender while it holds them, so that it slows the sender
+// down instead of buffering whatever the sender keeps writing. Meanwhile
+// OnData gets nothing more of dir, not its end of stream either (a chunk
+// already on its way may still come); the route's idle timeout still runs.
+// The pause is the connection's: any plugin of the chain may resume it.
+// Allowed in NewConn, OnData and OnTimer; [ErrNotAllowed] also when no
+// plugin sees dir (the kernel forwards it).
+func (c *Conn) PauseRead(dir Direction) error { return c.pauseRead(dir, 1) }
+
+// ResumeRead reads the source of dir again after [Conn.PauseRead]; what
+// arrived meanwhile comes in the next OnData calls. If the instance fails
+// and the plugin's policy is bypass, the tunnel resumes what it paused.
+func (c *Conn) ResumeRead(dir Direction) error { return c.pauseRead(dir, 0) }
+
+func (c *Conn) pauseRead(dir Direction, pause int32) error {
+	if !c.current() {
+		return ErrNotAllowed
+	}
+	return statusErr(c.inst.host.PauseRead(int64(c.id), int32(dir), pause))
+}

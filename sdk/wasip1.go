@@ -56,6 +56,9 @@ func hostGetTag(conn int64, kptr unsafe.Pointer, klen int32, buf unsafe.Pointer,
 //go:wasmimport tunnel defer_end
 func hostDeferEnd(conn int64, dir int32) int32
 
+//go:wasmimport tunnel pause_read
+func hostPauseRead(conn int64, dir, pause int32) int32
+
 //go:wasmimport tunnel state_get
 func hostStateGet(kptr unsafe.Pointer, klen int32, buf unsafe.Pointer, limit int32) int32
 
@@ -123,6 +126,9 @@ func (wasmHost) Tag(conn int64, k, buf []byte) int32 {
 }
 
 func (wasmHost) DeferEnd(conn int64, dir int32) int32 { return hostDeferEnd(conn, dir) }
+func (wasmHost) PauseRead(conn int64, dir, pause int32) int32 {
+	return hostPauseRead(conn, dir, pause)
+}
 
 func (wasmHost) StateGet(k, buf []byte) int32 {
 	return hostStateGet(ptr(k), int32(len(k)), ptr(buf), int32(len(buf)))

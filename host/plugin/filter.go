@@ -84,6 +84,10 @@ type wasmFilter struct {
 	infoStr [10]string    // conn_info values, made on first use
 	due     time.Duration // with Options.Clock: when the guest's timer is due on it
 	defers  [2]bool       // the guest deferred the half-close of dir (defer_end) and has not ended it yet
+	// paused: the guest paused the reads of dir's source (pause_read).
+	// Atomic: a failure on another connection of the instance resumes
+	// them (failure.handle) when the policy is bypass.
+	paused [2]atomic.Bool
 
 	// Per call.
 	start   time.Time // when it began, if timed (metrics.go)
@@ -345,6 +349,7 @@ func (f *wasmFilter) afterFailure(callback string, cause error, s *host.Stream) 
 	f.bypass = true
 	err := f.deliver(s)
 	f.endDeferred(s)
+	f.resumePaused(s)
 	return err
 }
 
@@ -372,7 +377,19 @@ func (f *wasmFilter) deadInstance(in *instance) error {
 	}
 	f.bypass = true
 	f.endDeferred(f.s.Load())
+	f.resumePaused(f.s.Load())
 	return nil
+}
+
+// resumePaused resumes the reads the guest paused (pause_read) and can no
+// longer resume: its instance failed and the connection goes on without
+// it. Safe from any goroutine (host.Stream.ResumeRead is).
+func (f *wasmFilter) resumePaused(s *host.Stream) {
+	for d := range f.paused {
+		if f.paused[d].Swap(false) && s != nil {
+			s.ResumeRead(host.Direction(d))
+		}
+	}
 }
 
 // passHeld forwards the held bytes of dir and then b, unchanged.
@@ -694,6 +711,32 @@ func (f *wasmFilter) DeferEnd(conn uint64, dir int32) int32 {
 		return abi.StatusNotAllowed
 	}
 	f.defers[dir] = true
+	return abi.StatusOK
+}
+
+// PauseRead implements wasm.Host: pause (1) or resume (0) the reads of
+// dir's source.
+func (f *wasmFilter) PauseRead(conn uint64, dir, pause int32) int32 {
+	s, st := f.acting(conn)
+	if st != abi.StatusOK {
+		return st
+	}
+	if dir != abi.DirClientToServer && dir != abi.DirServerToClient || pause != 0 && pause != 1 {
+		return abi.StatusBadArgument
+	}
+	var err error
+	if pause == 1 {
+		err = s.PauseRead(host.Direction(dir))
+	} else {
+		err = s.ResumeRead(host.Direction(dir))
+	}
+	switch {
+	case errors.Is(err, host.ErrNotAttached):
+		return abi.StatusNotAllowed
+	case err != nil:
+		return abi.StatusClosed
+	}
+	f.paused[dir].Store(pause == 1)
 	return abi.StatusOK
 }
 

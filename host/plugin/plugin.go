@@ -728,6 +728,11 @@ func (fl *failure) handle() {
 		"instance", fl.in.id, "conn", fl.conn, "conns", len(fl.others)+1)
 	p.failed()
 	if p.opts.FailOpen {
+		// They bypass the plugin from their next callback on; what the
+		// guest paused may bring none: resume it now.
+		for _, f := range fl.others {
+			f.resumePaused(f.s.Load())
+		}
 		return
 	}
 	for _, f := range fl.others {

@@ -181,3 +181,30 @@ func TestV2DeferEnd(t *testing.T) {
 		t.Errorf("%d plugin failures:\n%s", n, logs)
 	}
 }
+
+// A connection whose reads the guest paused, pinned to a shared instance
+// that then fails on another connection under policy bypass, resumes at
+// once: it goes on without the plugin, and nothing else would resume it
+// (no timer, no bytes from a source nobody reads). The guest also checks
+// pause_read's statuses.
+func TestWasmPauseResumedWhenInstanceFails(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "v2_pause", plugin.Options{Instances: 1, CallTimeout: 100 * time.Millisecond, FailOpen: true})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "pause", Hook: p})
+	b := tn.Dial(t, addr)
+	tn.EchoOnce(t, b, "p") // forwarded; b's reads are paused now
+	if _, err := b.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	a := tn.Dial(t, addr)
+	if _, err := a.Write([]byte("s")); err != nil { // the shared instance spins and fails
+		t.Fatal(err)
+	}
+	logs.Wait(t, "plugin failed", "policy=bypass", "conns=2")
+	got := make([]byte, len("queued"))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "queued" {
+		t.Fatalf("the paused connection got %q, %v after its instance failed; want its queued bytes echoed", got, err)
+	}
+}

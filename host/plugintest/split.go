@@ -45,6 +45,7 @@ type splitState struct {
 	seen    [2]int64
 	ended   [2]bool  // the plugin was shown the end of the direction
 	closing bool     // the plugin closed the connection: it is shown nothing more
+	paused  [2]bool  // the plugin paused the reads of the direction's source: it is shown nothing more for now
 	notify  notifier // of seen, ended and closing
 }
 
@@ -64,17 +65,22 @@ func (s *splitState) endShown(dir host.Direction) {
 	s.seenMu.Unlock()
 }
 
-// noteClosing records, after a call into the plugin, whether it closed the
-// connection (Stream.Close). The tunnel then reads and drops what the peers
-// still send for a while (a lingering close) without showing it to the
-// plugin, so waits for the plugin to be shown bytes or an end are over.
-func (s *splitState) noteClosing(stream *host.Stream) {
-	if !stream.Closing() {
-		return
-	}
+// note records, after a call into the plugin, whether it closed the
+// connection (Stream.Close) and which directions' reads it paused
+// (Stream.PauseRead). After a close the tunnel reads and drops what the
+// peers still send for a while (a lingering close) without showing it to
+// the plugin, and while a direction is paused its bytes wait in the
+// socket: either way the waits for the plugin to be shown bytes or an end
+// are over.
+func (s *splitState) note(stream *host.Stream) {
+	closing := stream.Closing()
+	paused := [2]bool{stream.ReadPaused(host.ClientToServer), stream.ReadPaused(host.ServerToClient)}
 	s.seenMu.Lock()
-	s.closing = true
-	s.notify.changed()
+	if closing && !s.closing || paused != s.paused {
+		s.closing = s.closing || closing
+		s.paused = paused
+		s.notify.changed()
+	}
 	s.seenMu.Unlock()
 }
 
@@ -89,18 +95,19 @@ const (
 )
 
 // awaitShown waits until the plugin has been shown every byte written
-// toward dir, the connection is closed (or the plugin closed it), or
-// timeout.
+// toward dir (or paused the reads of dir: they wait in the socket), the
+// connection is closed (or the plugin closed it), or timeout.
 func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) waited {
-	return s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] })
+	return s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] || s.paused[dir] })
 }
 
-// awaitEnd waits until the plugin has been shown the end of dir, the
+// awaitEnd waits until the plugin has been shown the end of dir (or
+// paused the reads of dir: the end waits in the socket), the
 // connection is closed, delivered is closed (a stream toward a peer ended:
 // the caller tells whether that means the plugin will not be shown the
 // end) or timeout.
 func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) waited {
-	return s.await(delivered, timeout, func() bool { return s.ended[dir] })
+	return s.await(delivered, timeout, func() bool { return s.ended[dir] || s.paused[dir] })
 }
 
 // await waits until done (called with seenMu held) holds, the connection is
@@ -255,12 +262,21 @@ type watchFilter struct {
 	st *splitState
 }
 
+// Opened opens the plugin's filter and records what it paused.
+func (f *watchFilter) Opened(s *host.Stream) error {
+	err := f.Filter.Opened(s)
+	if f.st != nil {
+		f.st.note(s)
+	}
+	return err
+}
+
 // Data shows chunk to the plugin and records that it did.
 func (f *watchFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) error {
 	err := f.Filter.Data(dir, chunk, s)
 	if f.st != nil {
 		f.st.shown(dir, len(chunk))
-		f.st.noteClosing(s)
+		f.st.note(s)
 	}
 	return err
 }
@@ -270,7 +286,7 @@ func (f *watchFilter) End(dir host.Direction, s *host.Stream) error {
 	err := f.Filter.End(dir, s)
 	if f.st != nil {
 		f.st.endShown(dir)
-		f.st.noteClosing(s)
+		f.st.note(s)
 	}
 	return err
 }
@@ -290,7 +306,7 @@ func (f *watchFilter) Timer(s *host.Stream) error {
 	}
 	err := t.Timer(s)
 	if f.st != nil {
-		f.st.noteClosing(s)
+		f.st.note(s)
 	}
 	return err
 }

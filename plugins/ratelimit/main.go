@@ -78,7 +78,8 @@ type plugin struct {
 	limitedConns sdk.Counter
 	limitedBytes sdk.Counter
 	delayedBytes sdk.Counter
-	warned       bool // the state store was full
+	delayedGauge sdk.Gauge // delayed_bytes: what the instances hold now
+	warned       bool      // the state store was full
 }
 
 func newPlugin(raw []byte) (sdk.Plugin, error) {
@@ -139,6 +140,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	p.limitedConns = sdk.NewCounter("limited_total", "limit", "connections")
 	p.limitedBytes = sdk.NewCounter("limited_total", "limit", "bytes")
 	p.delayedBytes = sdk.NewCounter("delayed_bytes_total")
+	p.delayedGauge = sdk.NewGauge("delayed_bytes")
 	return p, nil
 }
 
@@ -234,6 +236,7 @@ type queue struct {
 	buf    []byte
 	pieces []piece
 	ended  bool // the source ended: half-close once drained
+	paused bool // the source's reads are paused while bytes wait (PauseRead)
 }
 
 type conn struct {
@@ -294,7 +297,7 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}
-		h.p.delayedNow += int64(len(data))
+		h.p.holding(int64(len(data)))
 		h.p.delayedBytes.Add(int64(len(data)))
 		now := sdk.Now()
 		due := now + wait
@@ -303,6 +306,16 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		}
 		q.buf = append(q.buf, data...)
 		q.pieces = append(q.pieces, piece{due: due, n: len(data)})
+		if !q.paused {
+			// Slow the sender down rather than hold what it keeps
+			// sending: the tunnel stops reading it until the bytes
+			// that wait are sent.
+			if err := c.PauseRead(dir); err != nil {
+				sdk.Log(sdk.LevelWarn, "ratelimit: pause read: "+err.Error())
+			} else {
+				q.paused = true
+			}
+		}
 		h.arm(c, now)
 	}
 	if end && len(q.pieces) > 0 {
@@ -312,6 +325,12 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		}
 	}
 	return sdk.Drop
+}
+
+// holding counts n more bytes delayed (n < 0: fewer) by the instance.
+func (p *plugin) holding(n int64) {
+	p.delayedNow += n
+	p.delayedGauge.Add(n)
 }
 
 // arm sets the timer to the earliest due piece.
@@ -353,12 +372,18 @@ func (h *conn) OnTimer(c *sdk.Conn) {
 		}
 		q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
 		q.buf = q.buf[:copy(q.buf, q.buf[off:])]
-		h.p.delayedNow -= int64(off)
+		h.p.holding(-int64(off))
 		if len(q.buf) == 0 && cap(q.buf) > keepDelayed {
 			// A burst's memory goes back to the instance; a connection
 			// paced at its rate, which drains at nearly every fire,
 			// keeps its small buffers rather than regrow them.
 			q.buf, q.pieces = nil, nil
+		}
+		if len(q.pieces) == 0 && q.paused {
+			q.paused = false
+			if err := c.ResumeRead(dir); err != nil {
+				sdk.Log(sdk.LevelWarn, "ratelimit: resume read: "+err.Error())
+			}
 		}
 		if len(q.pieces) == 0 && q.ended {
 			if err := c.CloseWrite(dir); err != nil {
@@ -373,7 +398,7 @@ func (h *conn) OnTimer(c *sdk.Conn) {
 // it still held.
 func (h *conn) OnClose(*sdk.Conn) {
 	for d := range h.q {
-		h.p.delayedNow -= int64(len(h.q[d].buf))
+		h.p.holding(-int64(len(h.q[d].buf)))
 		h.q[d] = queue{}
 	}
 	if h.tookConn {

@@ -112,6 +112,40 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			t.Errorf("delayed_bytes_total = %d, want 500", m.Value)
 		}
 	})
+	t.Run("a sender over the rate is slowed down, not buffered", func(t *testing.T) {
+		// 8 writes of 8000 bytes at once, at 10000 bytes/s: the first is
+		// the burst, the second waits 600ms, and the plugin pauses the
+		// client's reads meanwhile, so the other six wait in the socket,
+		// not in the plugin (which held all seven before, and closed a
+		// long upload at max_delayed).
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 10000, "bytes_burst": 10000}`})
+		c := p.Open()
+		var sent []byte
+		for i := range 8 {
+			b := []byte(strings.Repeat(string(rune('a'+i)), 8000))
+			c.Write(c2s, b)
+			sent = append(sent, b...)
+		}
+		if got := c.Read(c2s, 8000); string(got) != string(sent[:8000]) {
+			t.Fatalf("server got %.20q..., want the first write at once", got)
+		}
+		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 8000 {
+			t.Fatalf("delayed_bytes = %d with the reads paused, want 8000 (one write)", m.Value)
+		}
+		// One write's worth every 800ms: the clock moves on only once the
+		// server has it (the tunnel reads what waited once the plugin
+		// resumes, in real time).
+		for i := 1; i < 8; i++ {
+			p.Advance(800 * time.Millisecond)
+			if got := c.Read(c2s, 8000); string(got) != string(sent[8000*i:8000*(i+1)]) {
+				t.Fatalf("write %d: server got %.20q..., want %.20q...", i, got, sent[8000*i:])
+			}
+		}
+		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 0 {
+			t.Errorf("delayed_bytes = %d once all was sent, want 0", m.Value)
+		}
+		sdktest.Finish(c)
+	})
 	t.Run("the bytes an instance delays are bounded in all", func(t *testing.T) {
 		// The connections of an instance share its memory: 20 that each
 		// delayed 1.4 MB ran the guest out of it, and every connection on

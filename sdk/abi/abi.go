@@ -57,6 +57,7 @@ const (
 	ImportSetTag    = "set_tag"    // (conn i64, kptr i32, klen i32, vptr i32, vlen i32) -> i32
 	ImportGetTag    = "get_tag"    // (conn i64, kptr i32, klen i32, buf i32, limit i32) -> i32
 	ImportDeferEnd  = "defer_end"  // (conn i64, dir i32) -> i32
+	ImportPauseRead = "pause_read" // (conn i64, dir i32, pause i32) -> i32
 
 	// ABI v2: shared state, per plugin (see ABI.md).
 	ImportStateGet    = "state_get"    // (kptr i32, klen i32, buf i32, limit i32) -> i32

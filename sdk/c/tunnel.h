@@ -121,6 +121,7 @@ extern "C" {
 #define TUNNEL_IMPORT_SET_TAG "set_tag"
 #define TUNNEL_IMPORT_GET_TAG "get_tag"
 #define TUNNEL_IMPORT_DEFER_END "defer_end"
+#define TUNNEL_IMPORT_PAUSE_READ "pause_read"
 #define TUNNEL_IMPORT_STATE_GET "state_get"
 #define TUNNEL_IMPORT_STATE_SET "state_set"
 #define TUNNEL_IMPORT_STATE_DELETE "state_delete"
@@ -181,6 +182,10 @@ TUNNEL_IMPORT(TUNNEL_IMPORT_GET_TAG)
 int32_t tunnel_get_tag(int64_t conn, const void *kptr, int32_t klen, void *buf, int32_t limit);
 TUNNEL_IMPORT(TUNNEL_IMPORT_DEFER_END)
 int32_t tunnel_defer_end(int64_t conn, int32_t dir);
+/* pause = 1 stops reading dir's source (TCP then stops its sender), 0
+ * reads it again. */
+TUNNEL_IMPORT(TUNNEL_IMPORT_PAUSE_READ)
+int32_t tunnel_pause_read(int64_t conn, int32_t dir, int32_t pause);
 
 /* ABI v2, shared state of the plugin (all its instances). An empty value
  * is no value. state_get uses (buf, limit) and returns the length or

@@ -282,7 +282,10 @@ type emuConn struct {
 	closed      bool
 	out         [2][]byte
 	read        [2]int
-	deferred    [2]bool // the plugin deferred the half-close of dir (DeferEnd)
+	deferred    [2]bool     // the plugin deferred the half-close of dir (DeferEnd)
+	paused      [2]bool     // the plugin paused the reads of dir's source (PauseRead)
+	waiting     [2][][]byte // the Writes to dir's source not shown yet (paused)
+	endWaiting  [2]bool     // End(dir) came while paused (after waiting)
 	timerArmed  bool
 	timerDue    time.Duration
 	target      string
@@ -378,16 +381,44 @@ func (c *emuConn) Write(dir sdk.Direction, b []byte) {
 	if c.ended[dir] {
 		t.Fatalf("sdktest: Write(%s) after End(%s)", dir, dir)
 	}
-	buf := c.p.buf
-	for len(b) > 0 && !c.closed {
-		held := c.held[dir]
-		k := min(len(b), len(buf)-len(held))
-		chunk := append(held, b[:k]...)
-		c.held[dir] = chunk[:0]
-		c.present(dir, chunk, false)
-		b = b[k:]
+	if len(b) > 0 {
+		c.waiting[dir] = append(c.waiting[dir], bytes.Clone(b))
 	}
+	c.showWaiting()
 	c.p.fireDue(c.p.now)
+}
+
+// showWaiting shows the plugin what was written and ended while it paused
+// the reads, once it resumes them: each Write as one chunk (in chunks of at
+// most the input buffer), until a direction is paused again.
+func (c *emuConn) showWaiting() {
+	for moved := true; moved; {
+		moved = false
+		for dir := range sdk.Direction(2) {
+			for len(c.waiting[dir]) > 0 && !c.paused[dir] && !c.closed {
+				w := c.waiting[dir][0]
+				held := c.held[dir]
+				k := min(len(w), len(c.p.buf)-len(held))
+				chunk := append(held, w[:k]...)
+				c.held[dir] = chunk[:0]
+				if k == len(w) {
+					c.waiting[dir] = c.waiting[dir][1:]
+				} else {
+					c.waiting[dir][0] = w[k:]
+				}
+				c.present(dir, chunk, false)
+				moved = true
+			}
+			if c.closed {
+				c.waiting[dir] = nil
+			}
+			if c.endWaiting[dir] && len(c.waiting[dir]) == 0 && !c.paused[dir] {
+				c.endWaiting[dir] = false
+				c.end(dir)
+				moved = true
+			}
+		}
+	}
 }
 
 func (c *emuConn) End(dir sdk.Direction) {
@@ -400,6 +431,13 @@ func (c *emuConn) End(dir sdk.Direction) {
 		t.Fatalf("sdktest: End(%s) called twice", dir)
 	}
 	c.ended[dir] = true
+	c.endWaiting[dir] = true
+	c.showWaiting()
+	c.p.fireDue(c.p.now)
+}
+
+// end shows the plugin the end of dir.
+func (c *emuConn) end(dir sdk.Direction) {
 	if c.closed {
 		return
 	}
@@ -409,7 +447,6 @@ func (c *emuConn) End(dir sdk.Direction) {
 		c.writeClosed[dir] = true
 	}
 	c.afterCall()
-	c.p.fireDue(c.p.now)
 }
 
 func (c *emuConn) Read(dir sdk.Direction, n int) []byte {
@@ -533,6 +570,7 @@ func (p *emuPlugin) fireDue(until time.Duration) {
 			p.t.Fatalf("sdktest: tunnel_on_timer returned %d, want 0", rc)
 		}
 		next.afterCall()
+		next.showWaiting() // what the timer resumed
 	}
 }
 
@@ -642,6 +680,18 @@ func (p *emuPlugin) Tag(conn int64, key, buf []byte) int32 {
 		}
 	}
 	return abi.StatusNotFound
+}
+
+func (p *emuPlugin) PauseRead(conn int64, dir, pause int32) int32 {
+	c, st := p.acting(conn)
+	switch {
+	case c == nil:
+		return st
+	case dir != abi.DirClientToServer && dir != abi.DirServerToClient || pause != 0 && pause != 1:
+		return abi.StatusBadArgument
+	}
+	c.paused[dir] = pause == 1
+	return abi.StatusOK
 }
 
 func (p *emuPlugin) DeferEnd(conn int64, dir int32) int32 {

@@ -98,11 +98,18 @@ type Conn interface {
 	// plugin has been shown the bytes (or never will be: the connection is
 	// closed or closing), so an Advance that follows moves the clock after
 	// OnData ran. Writing to a closed connection does nothing.
+	// While the plugin pauses the reads of dir's source (Conn.PauseRead)
+	// the bytes wait, as they would in the socket, and Write returns at
+	// once (through a real tunnel, once they are in the socket: a Write
+	// larger than the socket holds waits for the resume, as a client
+	// would); the plugin is shown them once it resumes the reads.
 	Write(dir sdk.Direction, b []byte)
 	// End half-closes the source of dir: the plugin sees end of stream.
 	// Like Write, it returns once the plugin has been shown the end (or
 	// the connection is closed), so an Advance that follows moves the
-	// clock after the OnData that carries the end.
+	// clock after the OnData that carries the end. While the plugin
+	// pauses the reads of dir's source, the end waits behind the bytes, as
+	// Write's do.
 	End(dir sdk.Direction)
 	// Read returns the next n bytes that arrived at the destination of dir
 	// (the server for ClientToServer; for ServerToClient the client, which

@@ -162,6 +162,12 @@ func (o *Output) ResumeRead(from int) {
 	c.l.post(c.kick) // made by PauseRead, before paused was set
 }
 
+// ReadPaused reports whether side from's reads are paused. It may be called
+// from any goroutine.
+func (o *Output) ReadPaused(from int) bool {
+	return from >= 0 && from <= 1 && o.c.paused[from].Load()
+}
+
 // SetTimer arms the connection's timer (Chain.Timer) to fire after d,
 // replacing the one armed.
 func (o *Output) SetTimer(d time.Duration) {

@@ -32,12 +32,14 @@ var hostSignatures = map[string]signature{
 	abi.ImportSetTag:    {[]api.ValueType{i64, i32, i32, i32, i32}, []api.ValueType{i32}},
 	abi.ImportGetTag:    {[]api.ValueType{i64, i32, i32, i32, i32}, []api.ValueType{i32}},
 	abi.ImportDeferEnd:  {[]api.ValueType{i64, i32}, []api.ValueType{i32}},
+	abi.ImportPauseRead: {[]api.ValueType{i64, i32, i32}, []api.ValueType{i32}},
 }
 
 // v2Imports are the host functions of ABI v2.
 var v2Imports = map[string]bool{
 	abi.ImportNow: true, abi.ImportSetTimer: true, abi.ImportSetTarget: true,
 	abi.ImportSetTag: true, abi.ImportGetTag: true, abi.ImportDeferEnd: true,
+	abi.ImportPauseRead: true,
 }
 
 var hostFuncs = map[string]func(in *Instance, stack []uint64){
@@ -56,6 +58,7 @@ var hostFuncs = map[string]func(in *Instance, stack []uint64){
 	abi.ImportSetTag:    hostSetTag,
 	abi.ImportGetTag:    hostGetTag,
 	abi.ImportDeferEnd:  hostDeferEnd,
+	abi.ImportPauseRead: hostPauseRead,
 }
 
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
@@ -228,4 +231,8 @@ func hostGetTag(in *Instance, stack []uint64) {
 
 func hostDeferEnd(in *Instance, stack []uint64) {
 	stack[0] = status(in.host.DeferEnd(stack[0], int32(stack[1])))
+}
+
+func hostPauseRead(in *Instance, stack []uint64) {
+	stack[0] = status(in.host.PauseRead(stack[0], int32(stack[1]), int32(stack[2])))
 }

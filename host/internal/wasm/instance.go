@@ -48,6 +48,8 @@ type Host interface {
 	Tag(conn uint64, key []byte) (string, int32)
 	// DeferEnd implements defer_end.
 	DeferEnd(conn uint64, dir int32) int32
+	// PauseRead implements pause_read.
+	PauseRead(conn uint64, dir, pause int32) int32
 }
 
 // NoConn is the Host of calls outside a connection (tunnel_init): every
@@ -85,6 +87,9 @@ func (NoConn) Tag(uint64, []byte) (string, int32) { return "", abi.StatusNotAllo
 
 // DeferEnd implements Host.
 func (NoConn) DeferEnd(uint64, int32) int32 { return abi.StatusNotAllowed }
+
+// PauseRead implements Host.
+func (NoConn) PauseRead(uint64, int32, int32) int32 { return abi.StatusNotAllowed }
 
 // Log implements Host.
 func (n NoConn) Log(level int32, msg []byte) {

@@ -47,6 +47,8 @@ type Host interface {
 	// DeferEnd keeps dir's destination open after the OnData call with
 	// end=1 for dir, until CloseWrite(dir) or Close.
 	DeferEnd(conn int64, dir int32) int32
+	// PauseRead pauses (pause=1) or resumes (0) the reads of dir's source.
+	PauseRead(conn int64, dir, pause int32) int32
 
 	// StateGet copies the value of the plugin's shared key into buf if it
 	// fits and returns its length (or a negative status).
