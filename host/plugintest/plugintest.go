@@ -598,6 +598,15 @@ func (c *wasmConn) Target() string {
 	return c.p.server.Addr().String()
 }
 
+// ReadPaused implements sdktest.Conn: what the plugin's last callback left.
+func (c *wasmConn) ReadPaused(dir sdk.Direction) bool {
+	checkDir(c.p.t, dir)
+	st := c.split
+	st.seenMu.Lock()
+	defer st.seenMu.Unlock()
+	return st.paused[dir]
+}
+
 // Tag implements sdktest.Conn: the tag as the close log line shows it.
 func (c *wasmConn) Tag(key string) (string, bool) {
 	return c.p.closes.tag(c.p.t, c.id, key)
@@ -727,9 +736,6 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 	if c.ended[dir] {
 		t.Fatalf("plugintest: Write(%s) after End(%s)", dir, dir)
 	}
-	if len(b) == 0 {
-		return
-	}
 	if dir == sdk.ServerToClient {
 		c.serverSide()
 	}
@@ -737,11 +743,13 @@ func (c *wasmConn) Write(dir sdk.Direction, b []byte) {
 	if s == nil {
 		return // the connection was refused: nothing to write to
 	}
-	c.split.plan(dir, len(b))
-	// Errors mean the tunnel closed the connection: like the emulator, the
-	// bytes are lost.
-	if _, err := s.Write(b); err != nil {
-		return
+	if len(b) > 0 {
+		c.split.plan(dir, len(b))
+		// Errors mean the tunnel closed the connection: like the
+		// emulator, the bytes are lost.
+		if _, err := s.Write(b); err != nil {
+			return
+		}
 	}
 	// Like the emulator's, Write returns once the plugin has seen the
 	// bytes (or the connection is gone or closing), so that an Advance

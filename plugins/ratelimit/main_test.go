@@ -133,13 +133,14 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			t.Fatalf("delayed_bytes = %d with the reads paused, want 8000 (one write)", m.Value)
 		}
 		// One write's worth every 800ms: the clock moves on only once the
-		// server has it (the tunnel reads what waited once the plugin
-		// resumes, in real time).
+		// server has it and the plugin has been shown what waited (the
+		// tunnel reads it once the plugin resumes, in real time).
 		for i := 1; i < 8; i++ {
 			p.Advance(800 * time.Millisecond)
 			if got := c.Read(c2s, 8000); string(got) != string(sent[8000*i:8000*(i+1)]) {
 				t.Fatalf("write %d: server got %.20q..., want %.20q...", i, got, sent[8000*i:])
 			}
+			c.Write(c2s, nil)
 		}
 		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 0 {
 			t.Errorf("delayed_bytes = %d once all was sent, want 0", m.Value)

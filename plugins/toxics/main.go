@@ -47,7 +47,13 @@ type config struct {
 	Client *dirConfig `json:"client"` // bytes from the client (client -> server)
 	Server *dirConfig `json:"server"` // bytes from the server (server -> client)
 	Seed   uint64     `json:"seed"`   // of the jitter's random numbers
+	// MaxHeld bounds the bytes one direction of a connection holds back:
+	// past it the sender's reads are paused until half of it is out.
+	MaxHeld int64 `json:"max_held"`
 }
+
+// defaultMaxHeld is max_held's default: a window of 1 MiB.
+const defaultMaxHeld = 1 << 20
 
 // toxic is the parsed dirConfig.
 type toxic struct {
@@ -71,8 +77,9 @@ func (t *toxic) delays() bool {
 }
 
 type plugin struct {
-	t   [2]toxic
-	rng *rand.Rand
+	t       [2]toxic
+	rng     *rand.Rand
+	maxHeld int
 }
 
 func parseDur(name, s string) (time.Duration, error) {
@@ -157,7 +164,13 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
 		return nil, nofmt.Wrap("toxics", err)
 	}
-	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5))}
+	if c.MaxHeld < 0 || c.MaxHeld > 1<<30 {
+		return nil, errors.New(`toxics: "max_held" must be from 0 (the default, 1 MiB) to 1 GiB bytes, not ` + strconv.FormatInt(c.MaxHeld, 10))
+	}
+	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5)), maxHeld: int(c.MaxHeld)}
+	if p.maxHeld == 0 {
+		p.maxHeld = defaultMaxHeld
+	}
 	var err error
 	if p.t[sdk.ClientToServer], err = parseDir("client", int(sdk.ClientToServer), c.Client); err != nil {
 		return nil, err
@@ -184,6 +197,7 @@ type queue struct {
 	last   time.Duration // due time of the last piece queued: later ones are never due before it
 	busy   time.Duration // bandwidth: when the bytes queued so far are all sent
 	ended  bool          // the source ended: half-close at endAt, once drained (DeferEnd)
+	paused bool          // more than max_held is held: the source's reads are paused
 	endAt  time.Duration
 	passed int64 // bytes let through so far (reset_after)
 	reset  bool  // reset_after reached: close once drained
@@ -345,6 +359,15 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 	if len(q.pieces) > 0 {
 		q.last = q.pieces[len(q.pieces)-1].due
 	}
+	if len(q.buf) > c.p.maxHeld && !q.paused && !end {
+		// A window, as a real network's: the sender waits rather than
+		// the plugin holding whatever it writes.
+		if err := sc.PauseRead(dir); err != nil {
+			sdk.Log(sdk.LevelWarn, "toxics: pause read "+dir.String()+": "+err.Error())
+		} else {
+			q.paused = true
+		}
+	}
 	if end || q.reset {
 		if len(q.pieces) == 0 && (q.reset || t.slowClose == 0) {
 			if q.reset {
@@ -434,6 +457,12 @@ func (c *conn) OnTimer(sc *sdk.Conn) {
 		if i > 0 {
 			q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
 			q.buf = q.buf[:copy(q.buf, q.buf[off:])]
+		}
+		if q.paused && len(q.buf) <= c.p.maxHeld/2 {
+			q.paused = false
+			if err := sc.ResumeRead(dir); err != nil {
+				sdk.Log(sdk.LevelWarn, "toxics: resume read "+dir.String()+": "+err.Error())
+			}
 		}
 		if len(q.pieces) > 0 {
 			continue

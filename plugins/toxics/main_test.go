@@ -150,6 +150,29 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 		c.ReadAll(s2c)
 		c.Wait()
 	})
+	t.Run("max_held: the sender waits rather than the plugin holding all it writes", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"latency": "1s"}, "max_held": 16000}`})
+		c := p.Open()
+		var sent []byte
+		for i := range 4 {
+			b := []byte(strings.Repeat(string(rune('a'+i)), 8000))
+			c.Write(c2s, b)
+			sent = append(sent, b...)
+			if paused := i >= 2; c.ReadPaused(c2s) != paused {
+				t.Fatalf("after write %d (%d bytes held): reads paused %v, want %v", i+1, 8000*min(i+1, 3), !paused, paused)
+			}
+		}
+		p.Advance(time.Second) // the three held writes go; the fourth is read now
+		if got := c.Read(c2s, 24000); string(got) != string(sent[:24000]) {
+			t.Fatalf("server got %.20q...", got)
+		}
+		c.Write(c2s, nil) // the plugin has the fourth before the clock moves on
+		p.Advance(time.Second)
+		if got := c.Read(c2s, 8000); string(got) != string(sent[24000:]) {
+			t.Fatalf("server got %.20q..., want the fourth write a latency after the resume", got)
+		}
+		sdktest.Finish(c)
+	})
 	t.Run("slow close: the half-close waits", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"slow_close": "1s"}}`})
 		c := p.Open()

@@ -421,6 +421,13 @@ func (c *emuConn) showWaiting() {
 	}
 }
 
+func (c *emuConn) ReadPaused(dir sdk.Direction) bool {
+	checkDir(c.p.t, dir)
+	callMu.Lock()
+	defer callMu.Unlock()
+	return c.paused[dir]
+}
+
 func (c *emuConn) End(dir sdk.Direction) {
 	t := c.p.t
 	t.Helper()

@@ -102,7 +102,11 @@ type Conn interface {
 	// the bytes wait, as they would in the socket, and Write returns at
 	// once (through a real tunnel, once they are in the socket: a Write
 	// larger than the socket holds waits for the resume, as a client
-	// would); the plugin is shown them once it resumes the reads.
+	// would); the plugin is shown them once it resumes the reads. Write of
+	// no bytes only waits, as any Write does: after an Advance whose timer
+	// resumed the reads, it returns once the plugin has been shown what
+	// waited (or paused again), so that the next Advance moves the clock
+	// after that.
 	Write(dir sdk.Direction, b []byte)
 	// End half-closes the source of dir: the plugin sees end of stream.
 	// Like Write, it returns once the plugin has been shown the end (or
@@ -135,6 +139,12 @@ type Conn interface {
 	// Tag returns the value of a connection tag as the connection's close
 	// log line shows it, and whether it is set. Call it after Wait.
 	Tag(key string) (string, bool)
+	// ReadPaused reports whether the plugin has paused the reads of dir's
+	// source (Conn.PauseRead) and not resumed them. It is exact after
+	// Open, Write and End; through a real tunnel, a resume from a timer
+	// that an Advance fires is seen only once that callback has returned
+	// (after the bytes it sent may have arrived).
+	ReadPaused(dir sdk.Direction) bool
 }
 
 // Finish ends an open connection the ordinary way: both directions end,
