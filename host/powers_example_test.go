@@ -187,3 +187,69 @@ func ExampleInlineHook() {
 	fmt.Printf("%s\n", reply)
 	// Output: HELLO
 }
+
+// paceHook lets the client send at most one chunk per tick: each chunk is
+// held, its sender's reads are paused meanwhile (so TCP slows the client
+// down instead of the filter buffering what it keeps writing), and the
+// timer sends it and resumes them.
+type paceHook struct{ tick time.Duration }
+
+func (h paceHook) Open(*host.ConnInfo) (host.Filter, error) { return &paceFilter{h: h}, nil }
+
+type paceFilter struct {
+	host.PassThrough
+	h    paceHook
+	held []byte
+}
+
+func (f *paceFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir != host.ClientToServer {
+		return s.Forward(dir, b)
+	}
+	f.held = append(f.held, b...)
+	if err := s.PauseRead(host.ClientToServer); err != nil {
+		return err
+	}
+	return s.SetTimer(f.h.tick)
+}
+
+// Timer implements host.TimerFilter: the held chunk goes on, and the
+// client is read again.
+func (f *paceFilter) Timer(s *host.Stream) error {
+	err := s.Send(host.ClientToServer, f.held)
+	f.held = f.held[:0]
+	if err != nil {
+		return err
+	}
+	return s.ResumeRead(host.ClientToServer)
+}
+
+// A filter that paces its sender: it pauses the client's reads while it
+// holds a chunk, so the client's 1 MiB upload is slowed to one chunk per
+// 10 ms, and the filter never holds more than one chunk.
+func ExampleStream_PauseRead() {
+	sink := serveOnce(func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "%d", n)
+	})
+	defer sink.Close()
+	p := &host.Proxy{Logger: slog.New(slog.DiscardHandler)}
+	err := p.Apply([]host.Route{{
+		Name:   "paced",
+		Listen: "127.0.0.1:0",
+		Target: sink.Addr().String(),
+		Chain:  []host.Link{{Name: "pace", Hook: paceHook{tick: 10 * time.Millisecond}}},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	c, _ := net.Dial("tcp", p.Addr("paced").String())
+	defer c.Close()
+	c.Write(bytes.Repeat([]byte("x"), 1<<20))
+	c.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(c)
+	fmt.Printf("the server got %s bytes\n", got)
+	// Output: the server got 1048576 bytes
+}
