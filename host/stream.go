@@ -148,9 +148,11 @@ func (s *Stream) DeferEnd(dir Direction) error {
 // PauseRead stops reading dir's source (the client for ClientToServer)
 // until ResumeRead(dir): its socket's receive buffer fills and TCP stops
 // the sender, so a filter that delays bytes (a rate limit, a slow link)
-// slows the sender down instead of buffering what it keeps sending. The
-// chunk being read when it is called, if any (that of the other
-// direction), is still delivered; meanwhile the source's end of stream is
+// slows the sender down instead of buffering what it keeps sending. From
+// a callback of dir's own chunks it takes effect before the next read;
+// from a Timer or a callback of the other direction, a read of dir already
+// waiting on its socket (on the goroutine engine) may still deliver one
+// chunk. Meanwhile the source's end of stream is
 // not seen, a reset is, and the route's idle timeout runs (a connection
 // paused for longer than it ends as idle). A connection that a filter
 // closes, or that is torn down, stops waiting. dir must have filters
