@@ -232,13 +232,15 @@ func (c *conn) canPause(op string, dir Direction) error {
 // a delay (latency injection), "hold until a full line or 50 ms", a
 // keep-alive, a rate limit's refill.
 //
-// What a Timer sends is not paced by the peer it goes to, as bytes passed
-// on from Data are (the source is not read while they wait): on a route
-// whose hooks are all inline ([InlineHook]) it is queued, up to 64 MiB per
-// socket, past which the connection ends with Reason filter_error; on the
-// other routes the Timer call waits while the peer's socket is full, as a
-// Data call does. A timer that keeps sending should check how much it has
-// sent against what its peer can take.
+// What a Timer sends is paced by the peer it goes to, as bytes passed on
+// from Data are: on a route whose hooks are all inline ([InlineHook]) it
+// is queued, and the source of its direction is not read while it waits
+// (up to 64 MiB per socket, past which the connection ends with Reason
+// filter_error); on the other routes the Timer call waits while the
+// peer's socket is full, as a Data call does. A filter that delays bytes
+// should also pause their source while it holds them ([Stream.PauseRead]);
+// a timer that makes bytes of its own (a keep-alive) should check how much
+// it has sent against what its peer can take.
 type TimerFilter interface {
 	Filter
 	Timer(s *Stream) error

@@ -21,9 +21,12 @@ import (
 // Backpressure: a source is not read while a queue holds bytes that its
 // chunks produced (outq.feeders), so a destination that stops reading
 // stops the sources that feed it, and only those: a server that stops
-// reading while it writes a long reply still has its reply read. What one
-// chunk's output can add to a queue is bounded by what the Chain makes of
-// it.
+// reading while it writes a long reply still has its reply read. Bytes
+// written outside a chunk's callback (Open, Connected, Timer) are charged
+// to the source of their direction: a Chain that delays the server's bytes
+// and writes them from its timer stops the server being read while a
+// client that does not read has them waiting. What one chunk's output can
+// add to a queue is bounded by what the Chain makes of it.
 
 // lingerTime bounds how long a connection closed by its Chain
 // (Output.Close) reads, and drops, what its peers still send once its FINs
@@ -95,6 +98,11 @@ func (o *Output) Write(to int, b []byte) {
 		q.bufs = append(q.bufs, append([]byte(nil), b...))
 		if c.feeding >= 0 {
 			q.feeders |= 1 << c.feeding
+		} else {
+			// Written outside a chunk's callback (a Timer sending the
+			// bytes it delayed): charged to the source of the direction
+			// toward to, which is not read while they wait.
+			q.feeders |= 1 << (1 - to)
 		}
 	}
 }

@@ -310,3 +310,61 @@ func TestChainWriteTowardPlainDirection(t *testing.T) {
 		})
 	}
 }
+
+// TestChainTimerWritesHoldBackTheirSource: a Chain that delays the server's
+// bytes and writes them from its timer, toward a client that never reads,
+// stops the loop reading the server once they wait (they are charged to
+// the server, as a chunk's output is), instead of queueing what the server
+// sends until the 64 MiB bound ends the connection.
+func TestChainTimerWritesHoldBackTheirSource(t *testing.T) {
+	checkFDs(t)
+	sent := make(chan int, 1)
+	_, target := startServer(t, func(c *net.TCPConn) {
+		// Write until the tunnel stops taking bytes: the write deadline
+		// ends it whatever the machine's speed.
+		c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		n := 0
+		chunk := make([]byte, 64<<10)
+		for n < 256<<20 {
+			k, err := c.Write(chunk)
+			n += k
+			if err != nil {
+				break
+			}
+		}
+		sent <- n
+	})
+	outs := make(chan *Output, 1)
+	a, addr := startChained(t, target, func() Chain {
+		var held []byte
+		return &funcChain{
+			open: func(o *Output) error { outs <- o; return nil },
+			data: func(from int, b []byte, o *Output) error {
+				if from == int(client) {
+					o.Write(int(server), b)
+					return nil
+				}
+				held = append(held, b...)
+				o.SetTimer(0)
+				return nil
+			},
+			timer: func(o *Output) error {
+				o.Write(int(client), held)
+				held = nil
+				return nil
+			},
+		}
+	})
+	c := dial(t, addr)
+	o := <-outs
+	if n := <-sent; n >= 256<<20 {
+		t.Fatalf("the server wrote %d MiB toward a client that reads nothing", n>>20)
+	}
+	const bound = 16 << 20 // socket buffers on both sides, plus one chunk
+	if r := a.read[server].Load(); r > bound {
+		t.Errorf("the loop read %d bytes from the server; want at most %d while the client reads nothing", r, bound)
+	}
+	o.Abort(errors.New("test abort"))
+	a.waitDone(t)
+	c.Close()
+}
