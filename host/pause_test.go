@@ -218,3 +218,56 @@ func (pauseSplicedFilter) Data(dir host.Direction, b []byte, s *host.Stream) err
 }
 func (pauseSplicedFilter) End(host.Direction, *host.Stream) error { return nil }
 func (pauseSplicedFilter) Closed()                                {}
+
+// lateHoldHook's filters pause the client's reads when the connection
+// opens, choose the target from their timer, and resume the reads when the
+// server's first bytes come (a server-speaks-first protocol whose client
+// must wait for the greeting).
+type lateHoldHook struct{ target string }
+
+func (h lateHoldHook) Open(*host.ConnInfo) (host.Filter, error) {
+	return &lateHoldFilter{target: h.target}, nil
+}
+
+type lateHoldFilter struct {
+	host.PassThrough
+	target  string
+	resumed bool
+}
+
+func (f *lateHoldFilter) Opened(s *host.Stream) error {
+	if err := s.PauseRead(host.ClientToServer); err != nil {
+		return err
+	}
+	return s.SetTimer(time.Millisecond)
+}
+
+func (f *lateHoldFilter) Timer(s *host.Stream) error { return s.SetTarget(f.target) }
+
+func (f *lateHoldFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if dir == host.ServerToClient && !f.resumed {
+		f.resumed = true
+		if err := s.ResumeRead(host.ClientToServer); err != nil {
+			return err
+		}
+	}
+	return s.Forward(dir, b)
+}
+
+// TestPauseReadLateDialFromTimer: on a late-dial route, a timer that
+// chooses the target while the client's reads are paused gets the target
+// dialled at once: the goroutine that waits for the target must not wait
+// for the resume instead (which here comes only from the server's bytes).
+func TestPauseReadLateDialFromTimer(t *testing.T) {
+	t.Parallel()
+	srv := tn.Serve(t, tn.SpeakFirst)
+	r := tn.Route("late", "", host.Link{Name: "hold", Hook: lateHoldHook{target: srv.Addr()}})
+	r.LateDial = true
+	addr, _ := tunnel(t, r)
+	c := tn.Dial(t, addr)
+	got := make([]byte, len(tn.Welcome))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != tn.Welcome {
+		t.Fatalf("read %q, %v; want the welcome of the server the timer chose", got, err)
+	}
+	tn.EchoOnce(t, c, "after the resume")
+}

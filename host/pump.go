@@ -89,9 +89,18 @@ func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
 
 // awaitResume waits until a filter resumes dir's reads (Stream.ResumeRead),
 // the connection is torn down, or dir's source fails (awaitSource).
+// On a late-dial route it also ends once a timer chose the target
+// (SetTarget wakes it): awaitTarget, which reads the client through step,
+// must dial then, not wait for a resume that may come only from the server.
 func (c *conn) awaitResume(dir Direction) error {
 	p := &c.pause[dir]
-	return c.awaitSource(dir, p.wake, func() bool { return !p.on.Load() })
+	return c.awaitSource(dir, p.wake, func() bool { return !p.on.Load() || c.targetToDial(dir) })
+}
+
+// targetToDial reports whether dir is the client's direction of a late-dial
+// connection whose target was chosen and is not dialled yet.
+func (c *conn) targetToDial(dir Direction) bool {
+	return dir == ClientToServer && c.rs.LateDial && c.target.Load() != nil && c.server.Load() == nil
 }
 
 // awaitSource waits, while nobody reads dir's source, until wake delivers
@@ -181,12 +190,20 @@ func (c *conn) step(dir Direction) (step, error) {
 	}
 	if c.pause[dir].on.Load() {
 		// A filter paused the reads (Stream.PauseRead): the source's
-		// socket fills and TCP stops its sender.
+		// socket fills and TCP stops its sender. A paused direction is
+		// an idle one: it holds no chunk buffer meanwhile.
+		r.release()
 		if err := c.awaitResume(dir); err != nil {
 			return stepEnd, err
 		}
 		if c.td.closing.Load() {
 			return stepEnd, nil // pump drains the rest
+		}
+		if c.pause[dir].on.Load() && c.targetToDial(dir) {
+			// Still paused, but a timer chose the target: awaitTarget
+			// dials; the pump that reads after the dial waits for the
+			// resume.
+			return stepMove, nil
 		}
 	}
 	if tc := c.secureSource(dir); tc != nil {

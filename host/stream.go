@@ -362,9 +362,15 @@ func (s *Stream) SetTarget(target string) error {
 	c.info.Target = target
 	c.target.Store(&target)
 	if c.ch.firing {
-		// The pump reading the client waits for its next bytes: wake it
-		// to dial now.
+		// The pump reading the client waits for its next bytes, or for
+		// a resume of its paused reads: wake it to dial now.
 		c.poke(ClientToServer)
+		if p := &c.pause[ClientToServer]; p.wake != nil { // made under the chain's lock, as here
+			select {
+			case p.wake <- struct{}{}:
+			default: // a token is there already
+			}
+		}
 	}
 	return nil
 }
