@@ -56,9 +56,16 @@ type conn struct {
 
 	ch  chain         // the filters and what they queued; see chain.go
 	wmu [2]sync.Mutex // serialises the writes toward each destination
-	// pause is each direction's Stream.PauseRead (the goroutine engine's;
-	// an inline connection's loop keeps its own).
-	pause [2]pauseState
+	// paused is, per direction, the filters that paused its reads
+	// (Stream.PauseRead): bit i for the link at index i (the last bit for
+	// those past 63). Set by PauseRead under the chain's lock, cleared by
+	// ResumeRead from any goroutine, read by the direction's pump before
+	// each read, which waits on pauseWake while it is not zero (pump.go,
+	// awaitResume); an inline connection's loop reads it as Plan.Paused.
+	paused [2]atomic.Uint64
+	// pauseWake is the goroutine engine's: made by the first pause of the
+	// direction, before its bit is set; one token per resume.
+	pauseWake [2]chan struct{}
 
 	// il is set (il.c != nil) for a connection of an inline route, which
 	// its route's event loop forwards (loop_linux.go): then the sockets,
@@ -95,14 +102,6 @@ type conn struct {
 	parkedOn [2]*park.Parker
 	wake     [2]func() // unpark(dir, nil), made on the first park; the pump's own
 	ended    [2]bool   // that direction's pump has ended for good; guarded by dlMu
-}
-
-// pauseState is a direction whose reads a filter paused: on is set and
-// cleared under the chain's lock and read by the direction's pump before
-// each read, which waits on wake meanwhile (pump.go, awaitResume).
-type pauseState struct {
-	on   atomic.Bool
-	wake chan struct{} // made by the first pause, before on is set; one token per resume
 }
 
 // teardown is how a connection ends: at once (abort) or after the bytes

@@ -124,6 +124,7 @@ func (l *listener) adopt(rs *routeState, fd int, peer, target netip.AddrPort) {
 		Filtered:    [2]bool{len(rs.chains[ClientToServer]) > 0, len(rs.chains[ServerToClient]) > 0},
 		Read:        &c.read,
 		Written:     &c.written,
+		Paused:      &c.paused,
 	}
 	if !rs.loop.Adopt(fd, peer, plan) {
 		unix.Close(fd)
@@ -236,24 +237,12 @@ func (ic *inlineChain) armLocked() {
 	o.SetTimer(next - time.Since(ic.c.start))
 }
 
-// pauseRead is Stream.PauseRead, on the loop.
-func (ic *inlineChain) pauseRead(dir Direction) {
+// wake gives the connection a turn on its loop once ResumeRead ended the
+// last pause of a direction; from any goroutine.
+func (ic *inlineChain) wake() {
 	if o := ic.out.Load(); o != nil {
-		o.PauseRead(int(dir))
+		o.Wake()
 	}
-}
-
-// resumeRead is Stream.ResumeRead, from any goroutine.
-func (ic *inlineChain) resumeRead(dir Direction) {
-	if o := ic.out.Load(); o != nil {
-		o.ResumeRead(int(dir))
-	}
-}
-
-// readPaused is Stream.ReadPaused, from any goroutine.
-func (ic *inlineChain) readPaused(dir Direction) bool {
-	o := ic.out.Load()
-	return o != nil && o.ReadPaused(int(dir))
 }
 
 // aborted returns the cause of an abort (abort ran), or nil.

@@ -30,9 +30,7 @@ func (p *Proxy) eachLoopConnStats(func(ConnStats))                              
 type inlineChain struct{ c *conn }
 
 func (ic *inlineChain) armLocked()                 {}
-func (ic *inlineChain) pauseRead(Direction)        {}
-func (ic *inlineChain) resumeRead(Direction)       {}
-func (ic *inlineChain) readPaused(Direction) bool  { return false }
+func (ic *inlineChain) wake()                      {}
 func (ic *inlineChain) abort(error, *atomic.Int64) {}
 func (p *Proxy) startRouteLoopLocked(*routeState)  {}
 func (p *Proxy) closeRouteLoop(*routeState)        {}

@@ -271,3 +271,64 @@ func TestPauseReadLateDialFromTimer(t *testing.T) {
 	}
 	tn.EchoOnce(t, c, "after the resume")
 }
+
+// latchHook's filters pause the client's reads at its first chunk and hand
+// their Stream to the test, which resumes them.
+type latchHook struct{ streams chan *host.Stream }
+
+func (h latchHook) Open(*host.ConnInfo) (host.Filter, error) { return &latchFilter{h: h}, nil }
+
+type latchFilter struct {
+	host.PassThrough
+	h    latchHook
+	seen bool
+}
+
+func (f *latchFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if err := s.Forward(dir, b); err != nil || dir != host.ClientToServer || f.seen {
+		return err
+	}
+	f.seen = true
+	if err := s.PauseRead(host.ClientToServer); err != nil {
+		return err
+	}
+	f.h.streams <- s
+	return nil
+}
+
+// TestPauseReadIsEachFilters: two links pause the client's reads; the
+// first one's resume leaves them paused, the second's resumes them. (With
+// one flag for the connection, the first resume ended the second link's
+// pause, and a second rate limit would buffer again.)
+func TestPauseReadIsEachFilters(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		a, b := latchHook{make(chan *host.Stream, 1)}, latchHook{make(chan *host.Stream, 1)}
+		addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "a", Hook: a}, host.Link{Name: "b", Hook: b}))
+		c := tn.Dial(t, addr)
+		tn.EchoOnce(t, c, "first")
+		sa, sb := tn.Wait(t, a.streams, "a's pause"), tn.Wait(t, b.streams, "b's pause")
+		if _, err := c.Write([]byte("second")); err != nil {
+			t.Fatal(err)
+		}
+		if err := sa.ResumeRead(host.ClientToServer); err != nil {
+			t.Fatal(err)
+		}
+		if !sa.ReadPaused(host.ClientToServer) {
+			t.Fatal("a's resume ended b's pause too")
+		}
+		if err := sa.ResumeRead(host.ClientToServer); err != nil { // twice: nothing more
+			t.Fatal(err)
+		}
+		if err := sb.ResumeRead(host.ClientToServer); err != nil {
+			t.Fatal(err)
+		}
+		if sb.ReadPaused(host.ClientToServer) {
+			t.Fatal("still paused once both links resumed")
+		}
+		got := make([]byte, len("second"))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "second" {
+			t.Fatalf("read %q, %v after both resumes", got, err)
+		}
+	})
+}

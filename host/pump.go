@@ -93,8 +93,7 @@ func (c *conn) awaitDeferred(dir Direction, done chan struct{}) error {
 // (SetTarget wakes it): awaitTarget, which reads the client through step,
 // must dial then, not wait for a resume that may come only from the server.
 func (c *conn) awaitResume(dir Direction) error {
-	p := &c.pause[dir]
-	return c.awaitSource(dir, p.wake, func() bool { return !p.on.Load() || c.targetToDial(dir) })
+	return c.awaitSource(dir, c.pauseWake[dir], func() bool { return c.paused[dir].Load() == 0 || c.targetToDial(dir) })
 }
 
 // targetToDial reports whether dir is the client's direction of a late-dial
@@ -188,7 +187,7 @@ func (c *conn) step(dir Direction) (step, error) {
 		c.read[dir].Add(int64(len(b)))
 		return stepMore, c.ch.data(dir, b)
 	}
-	if c.pause[dir].on.Load() {
+	if c.paused[dir].Load() != 0 {
 		// A filter paused the reads (Stream.PauseRead): the source's
 		// socket fills and TCP stops its sender. A paused direction is
 		// an idle one: it holds no chunk buffer meanwhile.
@@ -199,7 +198,7 @@ func (c *conn) step(dir Direction) (step, error) {
 		if c.td.closing.Load() {
 			return stepEnd, nil // pump drains the rest
 		}
-		if c.pause[dir].on.Load() && c.targetToDial(dir) {
+		if c.paused[dir].Load() != 0 && c.targetToDial(dir) {
 			// Still paused, but a timer chose the target: awaitTarget
 			// dials; the pump that reads after the dial waits for the
 			// resume.

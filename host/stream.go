@@ -150,14 +150,15 @@ func (s *Stream) DeferEnd(dir Direction) error {
 // the sender, so a filter that delays bytes (a rate limit, a slow link)
 // slows the sender down instead of buffering what it keeps sending. From
 // a callback of dir's own chunks it takes effect before the next read;
-// from a Timer or a callback of the other direction, a read of dir already
-// waiting on its socket (on the goroutine engine) may still deliver one
-// chunk. Meanwhile the source's end of stream is
-// not seen, a reset is, and the route's idle timeout runs (a connection
-// paused for longer than it ends as idle). A connection that a filter
-// closes, or that is torn down, stops waiting. dir must have filters
-// (else ErrNotAttached: the kernel forwards it). Pausing a paused
-// direction does nothing.
+// chunks of dir the engine has already read (the rest of a chunk a link
+// split, or, on the goroutine engine, one read that was waiting on the
+// socket when a Timer or the other direction paused it) may still come.
+// Meanwhile the source's end of stream is not seen, a reset is, and the
+// route's idle timeout runs (a connection paused for longer than it ends
+// as idle). A connection that a filter closes, or that is torn down, stops
+// waiting. The pause is the filter's: dir is read again once every filter
+// that paused it has resumed it. dir must have filters (else
+// ErrNotAttached: the kernel forwards it). Pausing twice counts once.
 func (s *Stream) PauseRead(dir Direction) error {
 	c := s.c
 	if err := c.canPause("pause read", dir); err != nil {
@@ -166,20 +167,15 @@ func (s *Stream) PauseRead(dir Direction) error {
 	if c.ch.done {
 		return fmt.Errorf("pause read: %w", ErrWriteClosed)
 	}
-	if c.il.c != nil {
-		c.il.pauseRead(dir)
-		return nil
+	if c.il.c == nil && c.pauseWake[dir] == nil {
+		c.pauseWake[dir] = make(chan struct{}, 1)
 	}
-	p := &c.pause[dir]
-	if p.wake == nil {
-		p.wake = make(chan struct{}, 1)
-	}
-	p.on.Store(true)
+	c.paused[dir].Or(s.pauseBit())
 	return nil
 }
 
-// ResumeRead reads dir's source again after PauseRead; resuming a
-// direction that is not paused does nothing. Like Abort, and unlike the
+// ResumeRead ends this filter's PauseRead of dir (if any): dir is read
+// again unless another filter pauses it too. Like Abort, and unlike the
 // other methods, it may be called from any goroutine (a hook whose filter
 // can no longer run resumes what it paused).
 func (s *Stream) ResumeRead(dir Direction) error {
@@ -187,31 +183,29 @@ func (s *Stream) ResumeRead(dir Direction) error {
 	if err := c.canPause("resume read", dir); err != nil {
 		return err
 	}
+	bit := s.pauseBit()
+	if old := c.paused[dir].And(^bit); old&bit == 0 || old&^bit != 0 {
+		return nil // not paused by this filter, or still by another
+	}
 	if c.il.c != nil {
-		c.il.resumeRead(dir)
+		c.il.wake()
 		return nil
 	}
-	if p := &c.pause[dir]; p.on.Swap(false) {
-		select {
-		case p.wake <- struct{}{}: // made before on was set
-		default: // a token is there already
-		}
+	select {
+	case c.pauseWake[dir] <- struct{}{}: // made before the bit was set
+	default: // a token is there already
 	}
 	return nil
 }
+
+// pauseBit is the filter's bit in conn.paused.
+func (s *Stream) pauseBit() uint64 { return 1 << min(s.idx, 63) }
 
 // ReadPaused reports whether dir's reads are paused (PauseRead, by this
 // filter or another link of the chain). It may be called from any
 // goroutine.
 func (s *Stream) ReadPaused(dir Direction) bool {
-	c := s.c
-	if dir > ServerToClient {
-		return false
-	}
-	if c.il.c != nil {
-		return c.il.readPaused(dir)
-	}
-	return c.pause[dir].on.Load()
+	return dir <= ServerToClient && s.c.paused[dir].Load() != 0
 }
 
 // canPause checks the direction of PauseRead and ResumeRead.
@@ -365,9 +359,9 @@ func (s *Stream) SetTarget(target string) error {
 		// The pump reading the client waits for its next bytes, or for
 		// a resume of its paused reads: wake it to dial now.
 		c.poke(ClientToServer)
-		if p := &c.pause[ClientToServer]; p.wake != nil { // made under the chain's lock, as here
+		if w := c.pauseWake[ClientToServer]; w != nil { // made under the chain's lock, as here
 			select {
-			case p.wake <- struct{}{}:
+			case w <- struct{}{}:
 			default: // a token is there already
 			}
 		}

@@ -141,7 +141,8 @@ func (c *Conn) DeferEnd(dir Direction) error {
 // down instead of buffering whatever the sender keeps writing. Meanwhile
 // OnData gets nothing more of dir, not its end of stream either (a chunk
 // already on its way may still come); the route's idle timeout still runs.
-// The pause is the connection's: any plugin of the chain may resume it.
+// The pause is the plugin's: dir is read again once every plugin of the
+// chain that paused it has resumed it.
 // Allowed in NewConn, OnData and OnTimer; [ErrNotAllowed] also when no
 // plugin sees dir (the kernel forwards it).
 func (c *Conn) PauseRead(dir Direction) error { return c.pauseRead(dir, 1) }

@@ -300,12 +300,25 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		h.p.holding(int64(len(data)))
 		h.p.delayedBytes.Add(int64(len(data)))
 		now := sdk.Now()
-		due := now + wait
+		due, first := now+wait, now
 		if n := len(q.pieces); n > 0 {
-			due = max(due, q.pieces[n-1].due)
+			first = max(first, q.pieces[n-1].due)
+			due = max(due, first)
 		}
 		q.buf = append(q.buf, data...)
-		q.pieces = append(q.pieces, piece{due: due, n: len(data)})
+		// Released in slices of about 100 ms at the rate (at most 64 per
+		// chunk), each as soon as the bucket allows it, rather than the
+		// whole chunk once its last byte may go: the receiver gets a
+		// steady stream, and bytes keep moving (an idle timeout sees
+		// them) while the sender is paused.
+		iv := h.p.bytes.interval
+		step := max(int(math.Min(1e8/iv, float64(len(data)))), len(data)/64, 1)
+		for off := 0; off < len(data); {
+			k := min(step, len(data)-off)
+			off += k
+			left := time.Duration(math.Min(float64(len(data)-off)*iv, float64(due-first)))
+			q.pieces = append(q.pieces, piece{due: due - left, n: k})
+		}
 		if !q.paused {
 			// Slow the sender down rather than hold what it keeps
 			// sending: the tunnel stops reading it until the bytes

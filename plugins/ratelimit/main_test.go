@@ -113,11 +113,11 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		}
 	})
 	t.Run("a sender over the rate is slowed down, not buffered", func(t *testing.T) {
-		// 8 writes of 8000 bytes at once, at 10000 bytes/s: the first is
-		// the burst, the second waits 600ms, and the plugin pauses the
-		// client's reads meanwhile, so the other six wait in the socket,
-		// not in the plugin (which held all seven before, and closed a
-		// long upload at max_delayed).
+		// 8 writes of 8000 bytes at once, at 10000 bytes/s: the first and
+		// 2000 bytes of the second are the burst; the plugin holds the
+		// rest of the second and pauses the client's reads meanwhile, so
+		// the other six wait in the socket, not in the plugin (which held
+		// all of them before, and closed a long upload at max_delayed).
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 10000, "bytes_burst": 10000}`})
 		c := p.Open()
 		var sent []byte
@@ -126,19 +126,20 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			c.Write(c2s, b)
 			sent = append(sent, b...)
 		}
-		if got := c.Read(c2s, 8000); string(got) != string(sent[:8000]) {
-			t.Fatalf("server got %.20q..., want the first write at once", got)
+		if got := c.Read(c2s, 10000); string(got) != string(sent[:10000]) {
+			t.Fatalf("server got %.20q..., want the burst at once", got)
 		}
-		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 8000 {
-			t.Fatalf("delayed_bytes = %d with the reads paused, want 8000 (one write)", m.Value)
+		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 6000 {
+			t.Fatalf("delayed_bytes = %d with the reads paused, want 6000 (the rest of one write)", m.Value)
 		}
-		// One write's worth every 800ms: the clock moves on only once the
-		// server has it and the plugin has been shown what waited (the
-		// tunnel reads it once the plugin resumes, in real time).
-		for i := 1; i < 8; i++ {
-			p.Advance(800 * time.Millisecond)
-			if got := c.Read(c2s, 8000); string(got) != string(sent[8000*i:8000*(i+1)]) {
-				t.Fatalf("write %d: server got %.20q..., want %.20q...", i, got, sent[8000*i:])
+		// Then 1000 bytes (100ms at the rate) every 100ms, in order, the
+		// next write read as the one before has gone. The clock moves on
+		// only once the server has them and the plugin has been shown
+		// what the resume let the tunnel read (in real time).
+		for off := 10000; off < len(sent); off += 1000 {
+			p.Advance(100 * time.Millisecond)
+			if got := c.Read(c2s, 1000); string(got) != string(sent[off:off+1000]) {
+				t.Fatalf("at byte %d: server got %.20q..., want %.20q...", off, got, sent[off:])
 			}
 			c.Write(c2s, nil)
 		}

@@ -388,25 +388,34 @@ func (c *emuConn) Write(dir sdk.Direction, b []byte) {
 	c.p.fireDue(c.p.now)
 }
 
+// tunnelRead is the most a tunnel reads from a socket at once.
+const tunnelRead = 64 << 10
+
 // showWaiting shows the plugin what was written and ended while it paused
-// the reads, once it resumes them: each Write as one chunk (in chunks of at
-// most the input buffer), until a direction is paused again.
+// the reads, once it resumes them, as the tunnel reads it: up to
+// tunnelRead bytes at a time, each Write as one chunk (in chunks of at most
+// the input buffer), until a direction is paused again.
 func (c *emuConn) showWaiting() {
 	for moved := true; moved; {
 		moved = false
 		for dir := range sdk.Direction(2) {
 			for len(c.waiting[dir]) > 0 && !c.paused[dir] && !c.closed {
-				w := c.waiting[dir][0]
-				held := c.held[dir]
-				k := min(len(w), len(c.p.buf)-len(held))
-				chunk := append(held, w[:k]...)
-				c.held[dir] = chunk[:0]
-				if k == len(w) {
-					c.waiting[dir] = c.waiting[dir][1:]
-				} else {
-					c.waiting[dir][0] = w[k:]
+				// One read of the tunnel's: up to tunnelRead bytes of what
+				// waited, all shown even if the plugin pauses meanwhile.
+				for read := 0; len(c.waiting[dir]) > 0 && read < tunnelRead && !c.closed; {
+					w := c.waiting[dir][0]
+					held := c.held[dir]
+					k := min(len(w), len(c.p.buf)-len(held))
+					chunk := append(held, w[:k]...)
+					c.held[dir] = chunk[:0]
+					if k == len(w) {
+						c.waiting[dir] = c.waiting[dir][1:]
+					} else {
+						c.waiting[dir][0] = w[k:]
+					}
+					read += k
+					c.present(dir, chunk, false)
 				}
-				c.present(dir, chunk, false)
 				moved = true
 			}
 			if c.closed {

@@ -88,6 +88,14 @@ type Plan struct {
 	// Stats.Read and Stats.Written as bytes move (atomic adds), so another
 	// goroutine can read the figures of an open connection.
 	Read, Written *[2]atomic.Int64
+	// Paused, when set, stops the reads of a filtered side while its
+	// value is not zero (the filters that paused it, as the caller counts
+	// them): nothing more is read from that socket (its receive buffer
+	// fills and TCP stops the sender), its end of stream is not seen, and
+	// a reset is. Once the connection is closing (Output.Close) it is read,
+	// and dropped, whatever the pause. Whoever sets a side back to zero
+	// calls Output.Wake.
+	Paused *[2]atomic.Uint64
 }
 
 // Chain is what a connection's filters do, called on the loop thread: it

@@ -138,42 +138,26 @@ func (o *Output) Close() {
 	}
 }
 
-// PauseRead stops the reads of side from's socket, whose direction must be
-// one of Plan.Filtered, until ResumeRead(from): nothing more is read from
-// it (the socket's receive buffer fills and TCP stops its sender), its end
-// of stream is not seen, and a reset is. Once the connection is closing
-// (Close) it is read, and dropped, whatever the pause.
-func (o *Output) PauseRead(from int) {
+// Wake gives the connection a turn on the loop, where it reads the sides
+// that Plan.Paused no longer pauses: their sockets may hold bytes with no
+// readiness edge to come. Unlike the other methods it may be called from
+// any goroutine.
+func (o *Output) Wake() {
 	c := o.c
-	if c.state == finished || from < 0 || from > 1 || !c.plan.Filtered[from] {
-		return
-	}
-	if c.kick == nil {
-		c.kick = func() {
+	k := c.kick.Load()
+	if k == nil {
+		f := func() {
 			if c.state != finished {
 				c.l.enqueue(c)
 			}
 		}
+		if !c.kick.CompareAndSwap(nil, &f) {
+			k = c.kick.Load()
+		} else {
+			k = &f
+		}
 	}
-	c.paused[from].Store(true)
-}
-
-// ResumeRead reads side from's socket again after PauseRead. Unlike the
-// other methods it may be called from any goroutine: the connection gets
-// another turn on the loop, where its socket, which may hold bytes with no
-// readiness edge to come, is read. A PauseRead that comes first wins.
-func (o *Output) ResumeRead(from int) {
-	c := o.c
-	if from < 0 || from > 1 || !c.paused[from].CompareAndSwap(true, false) {
-		return
-	}
-	c.l.post(c.kick) // made by PauseRead, before paused was set
-}
-
-// ReadPaused reports whether side from's reads are paused. It may be called
-// from any goroutine.
-func (o *Output) ReadPaused(from int) bool {
-	return from >= 0 && from <= 1 && o.c.paused[from].Load()
+	c.l.post(*k)
 }
 
 // SetTimer arms the connection's timer (Chain.Timer) to fire after d,
@@ -383,7 +367,7 @@ func (c *conn) chainDone() bool {
 func (c *conn) pumpChain(from side) error {
 	src := &c.ep[from]
 	moved := 0
-	for !c.srcEOF[from] && src.readable && !c.closing && !c.paused[from].Load() {
+	for !c.srcEOF[from] && src.readable && !c.closing && !c.paused(from) {
 		if (c.q[0].feeders|c.q[1].feeders)&(1<<from) != 0 {
 			return nil // backpressure: what it produced is not written yet
 		}
@@ -437,6 +421,11 @@ func (c *conn) pumpChain(from side) error {
 		}
 	}
 	return nil
+}
+
+// paused reports whether Plan.Paused stops the reads of side from.
+func (c *conn) paused(from side) bool {
+	return c.plan.Paused != nil && c.plan.Paused[from].Load() != 0
 }
 
 // flushQueues flushes the queues of both sockets.

@@ -159,11 +159,9 @@ type conn struct {
 	shut    [2]bool // that socket was half-closed (SHUT_WR)
 	srcEOF  [2]bool // that socket sent its FIN (filtered directions, and lingering)
 	closing bool    // Output.Close was called
-	// paused: Output.PauseRead stopped the reads of that side's socket.
-	// Set on the loop, cleared by ResumeRead from any goroutine, which then
-	// posts kick (made by the first PauseRead) to give the connection a turn.
-	paused    [2]atomic.Bool
-	kick      func()
+	// kick gives the connection a turn (Output.Wake, from any goroutine),
+	// made by the first Wake.
+	kick      atomic.Pointer[func()]
 	lingering bool  // closing: the FINs are out, peers' bytes are dropped
 	feeding   int   // the side whose chunk the Chain is handling, or -1
 	werr      error // a write failed inside a Chain callback
