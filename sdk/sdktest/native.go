@@ -394,27 +394,34 @@ const tunnelRead = 64 << 10
 // showWaiting shows the plugin what was written and ended while it paused
 // the reads, once it resumes them, as the tunnel reads it: up to
 // tunnelRead bytes at a time, each Write as one chunk (in chunks of at most
-// the input buffer), until a direction is paused again.
+// the input buffer), until a direction is paused again at the end of a
+// read.
 func (c *emuConn) showWaiting() {
 	for moved := true; moved; {
 		moved = false
 		for dir := range sdk.Direction(2) {
 			for len(c.waiting[dir]) > 0 && !c.paused[dir] && !c.closed {
-				// One read of the tunnel's: up to tunnelRead bytes of what
-				// waited, all shown even if the plugin pauses meanwhile.
-				for read := 0; len(c.waiting[dir]) > 0 && read < tunnelRead && !c.closed; {
+				// One read of the tunnel's, up to tunnelRead bytes of what
+				// waited: the Writes it holds whole are all shown, even if
+				// the plugin pauses meanwhile; one it cuts waits for the
+				// next read (plugintest's link re-cuts what the tunnel
+				// reads at the Writes' boundaries). A first Write larger
+				// than a read is shown whole.
+				for read := 0; len(c.waiting[dir]) > 0 && !c.closed; {
 					w := c.waiting[dir][0]
-					held := c.held[dir]
-					k := min(len(w), len(c.p.buf)-len(held))
-					chunk := append(held, w[:k]...)
-					c.held[dir] = chunk[:0]
-					if k == len(w) {
-						c.waiting[dir] = c.waiting[dir][1:]
-					} else {
-						c.waiting[dir][0] = w[k:]
+					if read > 0 && read+len(w) > tunnelRead {
+						break
 					}
-					read += k
-					c.present(dir, chunk, false)
+					c.waiting[dir] = c.waiting[dir][1:]
+					read += len(w)
+					for len(w) > 0 && !c.closed {
+						held := c.held[dir]
+						k := min(len(w), len(c.p.buf)-len(held))
+						chunk := append(held, w[:k]...)
+						c.held[dir] = chunk[:0]
+						w = w[k:]
+						c.present(dir, chunk, false)
+					}
 				}
 				moved = true
 			}
@@ -559,8 +566,9 @@ func (p *emuPlugin) Advance(d time.Duration) {
 	if d < 0 {
 		p.t.Fatalf("sdktest: Advance(%v): the clock does not go back", d)
 	}
-	p.fireDue(p.now + d)
-	p.now += d
+	until := p.now + d
+	p.fireDue(until) // moves the clock to each timer's time
+	p.now = until
 }
 
 // fireDue fires, in the order they come due, the timers due by until,

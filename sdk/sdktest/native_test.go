@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
@@ -78,6 +79,9 @@ func init() {
 			return greeter{string(cfg)}, nil
 		case "closer":
 			return sdk.Shared(closer{}), nil
+		case "pauser":
+			lastPauser = &pauser{}
+			return sdk.Shared(lastPauser), nil
 		}
 		return sdk.Shared(holder{}), nil
 	})
@@ -224,4 +228,46 @@ func TestLogCutAt4KiB(t *testing.T) {
 		t.Fatalf("logs: %d, first %d bytes", len(logs), len(logs[0].Msg))
 	}
 	sdktest.Finish(c)
+}
+
+// pauser pauses the client's reads at each chunk and resumes them from its
+// timer; it counts what it is shown.
+type pauser struct {
+	sdk.DefaultHandler
+	shown int
+}
+
+// lastPauser is the pauser the emulator made last (it runs in process).
+var lastPauser *pauser
+
+func (p *pauser) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	p.shown += len(data)
+	c.PauseRead(sdk.ClientToServer)
+	c.SetTimer(time.Second)
+	return sdk.Drop
+}
+
+func (p *pauser) OnTimer(c *sdk.Conn) { c.ResumeRead(sdk.ClientToServer) }
+
+// TestResumeShowsOneTunnelRead: after a resume the plugin is shown the
+// Writes that one read of the tunnel takes whole from the socket (at most
+// 64 KiB), even when it pauses again meanwhile, and not the next one, which
+// that read cuts: plugintest's tunnel shows the same (it was shown whole
+// Writes past 64 KiB).
+func TestResumeShowsOneTunnelRead(t *testing.T) {
+	p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: "pauser"})
+	c := p.Open()
+	c.Write(sdk.ClientToServer, []byte("x"))
+	for range 3 {
+		c.Write(sdk.ClientToServer, make([]byte, 40000))
+	}
+	before := lastPauser.shown
+	p.Advance(time.Second)
+	if got := lastPauser.shown - before; got != 40000 {
+		t.Fatalf("shown %d bytes after one resume, want 40000 (the one Write a read of the tunnel holds whole)", got)
+	}
+	p.Advance(time.Second)
+	if got := lastPauser.shown - before; got != 80000 {
+		t.Fatalf("shown %d bytes after two resumes, want 80000", got)
+	}
 }

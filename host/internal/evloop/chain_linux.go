@@ -259,6 +259,9 @@ func (c *conn) startChain() bool {
 		// Closed before the dial: only the client is left to close.
 		c.state = connected
 		c.srcEOF[server], c.shut[server] = true, true
+		// What Open wrote toward the server goes nowhere: no server
+		// will take it, and runClosing would wait for it forever.
+		c.q[server] = outq{}
 		c.half[server].done, c.half[client].done = true, true
 		c.lastActive = c.l.now
 		if c.plan.IdleTimeout > 0 {
