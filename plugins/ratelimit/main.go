@@ -312,7 +312,7 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		// steady stream, and bytes keep moving (an idle timeout sees
 		// them) while the sender is paused.
 		iv := h.p.bytes.interval
-		step := max(int(math.Min(1e8/iv, float64(len(data)))), len(data)/64, 1)
+		step := max(int(math.Min(1e8/iv, float64(len(data)))), (len(data)+63)/64, 1)
 		for off := 0; off < len(data); {
 			k := min(step, len(data)-off)
 			off += k
