@@ -5,7 +5,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,5 +157,46 @@ func TestFreshClone(t *testing.T) {
 		if err1 != nil || err2 != nil || !bytes.Equal(mine, cloned) {
 			t.Errorf("%s differs from its committed version (or is not committed): commit it (%v, %v)", rel, err1, err2)
 		}
+	}
+}
+
+// TestRatelimitPacesAnUpload: builtin:ratelimit on the plain route (which
+// runs on the event loop) slows a client that uploads faster than its rate
+// down to the rate, by pausing the tunnel's reads of it, and every byte
+// arrives. Before, the plugin held what the client kept sending and closed
+// the connection past max_delayed (here 256 KiB, an eighth of the upload).
+func TestRatelimitPacesAnUpload(t *testing.T) {
+	t.Parallel()
+	p, addr := startPlain(t, echoServer(t), "--dump", "none",
+		"--plugin", "builtin:ratelimit", "--plugin-config", `{"bytes_per_second":1048576,"bytes_burst":65536,"max_delayed":262144}`)
+	c := dial(t, addr)
+	c.SetDeadline(time.Now().Add(cliTimeout))
+	out := make([]byte, 2<<20)
+	rand.NewChaCha8([32]byte{1}).Read(out)
+	start := time.Now()
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(out)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(c)
+	took := time.Since(start)
+	if err := <-werr; err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(out) {
+		t.Fatalf("echo of a 2 MiB upload: %d bytes, %v; want all of it back", len(got), err)
+	}
+	// 2 MiB at 1 MiB/s after a 64 KiB burst: at least 1.9 s however fast
+	// the machine (a lower bound only: a slow machine takes longer).
+	if took < 1900*time.Millisecond {
+		t.Errorf("the upload took %v: faster than the rate of 1 MiB/s", took)
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.exitCode(t); code != 0 {
+		t.Errorf("exit %d after SIGINT; stderr:\n%s", code, p.stderr)
 	}
 }
