@@ -332,3 +332,55 @@ func TestPauseReadIsEachFilters(t *testing.T) {
 		}
 	})
 }
+
+// byePauseHook's filters pause the client's reads at its first chunk, then
+// say goodbye and close the connection from their timer, still paused.
+type byePauseHook struct{}
+
+func (byePauseHook) Open(*host.ConnInfo) (host.Filter, error) { return &byePauseFilter{}, nil }
+
+type byePauseFilter struct {
+	host.PassThrough
+	seen bool
+}
+
+func (f *byePauseFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
+	if err := s.Forward(dir, b); err != nil || dir != host.ClientToServer || f.seen {
+		return err
+	}
+	f.seen = true
+	if err := s.PauseRead(host.ClientToServer); err != nil {
+		return err
+	}
+	return s.SetTimer(10 * time.Millisecond)
+}
+
+func (f *byePauseFilter) Timer(s *host.Stream) error {
+	if err := s.Send(host.ServerToClient, []byte("bye")); err != nil {
+		return err
+	}
+	s.Close()
+	return nil
+}
+
+// TestPauseReadThenClose: a filter that closes the connection while the
+// client's reads are paused gets its goodbye to the client, then a clean
+// end: the paused source is read and dropped as in any lingering close, not
+// waited for.
+func TestPauseReadThenClose(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "bye", Hook: byePauseHook{}}))
+		c := tn.Dial(t, addr)
+		tn.EchoOnce(t, c, "first")
+		if _, err := c.Write([]byte("unread")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if string(got) != "bye" || err != nil {
+			t.Fatalf("client got %q, %v; want the goodbye, then the end of stream", got, err)
+		}
+		c.CloseWrite()
+		logs.Wait(t, "connection closed", "reason=filter_close")
+	})
+}
