@@ -3,6 +3,7 @@ package host_test
 import (
 	"context"
 	"io"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -333,33 +334,40 @@ func TestPauseReadIsEachFilters(t *testing.T) {
 	})
 }
 
-// byePauseHook's filters pause the client's reads at its first chunk, then
-// say goodbye and close the connection from their timer, still paused.
-type byePauseHook struct{}
+// byePauseHook's filters pause the client's reads at its first chunk, then,
+// at the server's first reply, pass it on, say goodbye and close the
+// connection, still paused.
+type byePauseHook struct{ paused chan struct{} }
 
-func (byePauseHook) Open(*host.ConnInfo) (host.Filter, error) { return &byePauseFilter{}, nil }
+func (h byePauseHook) Open(*host.ConnInfo) (host.Filter, error) {
+	return &byePauseFilter{h: h}, nil
+}
 
 type byePauseFilter struct {
 	host.PassThrough
+	h    byePauseHook
 	seen bool
 }
 
 func (f *byePauseFilter) Data(dir host.Direction, b []byte, s *host.Stream) error {
-	if err := s.Forward(dir, b); err != nil || dir != host.ClientToServer || f.seen {
+	if err := s.Forward(dir, b); err != nil {
 		return err
+	}
+	if dir == host.ServerToClient {
+		if err := s.Send(host.ServerToClient, []byte("bye")); err != nil {
+			return err
+		}
+		s.Close()
+		return nil
+	}
+	if f.seen {
+		return nil
 	}
 	f.seen = true
 	if err := s.PauseRead(host.ClientToServer); err != nil {
 		return err
 	}
-	return s.SetTimer(10 * time.Millisecond)
-}
-
-func (f *byePauseFilter) Timer(s *host.Stream) error {
-	if err := s.Send(host.ServerToClient, []byte("bye")); err != nil {
-		return err
-	}
-	s.Close()
+	close(f.h.paused)
 	return nil
 }
 
@@ -369,16 +377,34 @@ func (f *byePauseFilter) Timer(s *host.Stream) error {
 // waited for.
 func TestPauseReadThenClose(t *testing.T) {
 	engines(t, func(t *testing.T, eng engine) {
-		srv := tn.Serve(t, tn.Echo)
-		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "bye", Hook: byePauseHook{}}))
+		reply := make(chan struct{})
+		srv := tn.Serve(t, func(c *net.TCPConn) {
+			buf := make([]byte, len("first"))
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			select {
+			case <-reply:
+			case <-time.After(2 * tn.Timeout):
+				return
+			}
+			c.Write(buf)
+			io.Copy(io.Discard, c)
+		})
+		h := byePauseHook{paused: make(chan struct{})}
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "bye", Hook: h}))
 		c := tn.Dial(t, addr)
-		tn.EchoOnce(t, c, "first")
+		if _, err := c.Write([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		tn.Wait(t, h.paused, "the pause")
 		if _, err := c.Write([]byte("unread")); err != nil {
 			t.Fatal(err)
 		}
+		close(reply)
 		got, err := io.ReadAll(c)
-		if string(got) != "bye" || err != nil {
-			t.Fatalf("client got %q, %v; want the goodbye, then the end of stream", got, err)
+		if string(got) != "firstbye" || err != nil {
+			t.Fatalf("client got %q, %v; want the reply and the goodbye, then the end of stream", got, err)
 		}
 		c.CloseWrite()
 		logs.Wait(t, "connection closed", "reason=filter_close")
