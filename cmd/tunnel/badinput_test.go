@@ -119,6 +119,9 @@ func TestBadValuesNamed(t *testing.T) {
 		{[]string{"--grace", "10mh"}, `invalid value "10mh" for flag -grace: not a duration (e.g. 5s, 500ms, 1m30s)`},
 		{[]string{"--grace", "5ss"}, `invalid value "5ss" for flag -grace: not a duration (e.g. 5s, 500ms, 1m30s)`},
 		{[]string{"--max-conns", "-99999999999999999999"}, `invalid value "-99999999999999999999" for flag -max-conns: must not be negative`},
+		// The flag package's own says "parse error".
+		{[]string{"--plugin-bypass=maybe"}, `invalid boolean value "maybe" for -plugin-bypass: not true or false (the flag alone means true)`},
+		{[]string{"validate", "-v=2x"}, `invalid boolean value "2x" for -v: not true or false (the flag alone means true)`},
 		{[]string{"--plugin", "builtin:deny", "--plugin-config", `{"patterns":["A"],"patterns":["B"]}`}, `for flag -plugin-config: setting "patterns" is given twice; the plugin would see only the last one`},
 	} {
 		code, _, stderr := runTunnel(t, tc.args...)

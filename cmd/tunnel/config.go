@@ -75,7 +75,8 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Usage: tunnel validate [-v] [FILE]   check an HCL configuration (default ./tunnel.hcl); exit 1 on errors; -v: show each plugin's limits")
 		writeBuiltins(stderr)
 	}
-	verbose := fs.Bool("v", false, "show each plugin's limits and the plugins' memory against plugin_memory_limit")
+	verbose := new(bool)
+	boolVar(fs, verbose, "v", false, "show each plugin's limits and the plugins' memory against plugin_memory_limit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

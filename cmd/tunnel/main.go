@@ -187,12 +187,12 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Var(durationFlag{&o.drainDelay, 0, maxGrace}, "drain-delay", "on SIGINT/SIGTERM, answer 503 on /readyz for this `duration` before the listeners stop")
 	fs.Var(pluginFlag{&o.plugins}, "plugin", "run this WASM plugin `file` (or builtin:NAME, see tunnel plugins) on both directions (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
-	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
-	fs.BoolVar(&o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
+	boolVar(fs, &o.failOpen, "plugin-bypass", false, "when a plugin fails, forward as if it were absent (default: close the connection)")
+	boolVar(fs, &o.trusted, "plugin-trusted", false, "run plugins without the infinite-loop guard (faster; a looping plugin can freeze the process)")
 	fs.StringVar(&o.capture, "capture", "", "write the traffic, before and after the plugins, as pcapng to this `file` (%Y%m%d allowed; SIGHUP starts a new file)")
 	fs.Var(&o.captureSize, "capture-max-size", "with --capture, start a new file past this `size` (1MiB to 1024GiB, e.g. 100MiB; default: never)")
 	fs.Var(countFlag{&o.captureKeep, config.MaxCaptureFiles}, "capture-max-files", "with --capture, keep at most this many files, removing the oldest (0: all; at most 100000)")
-	fs.BoolVar(&o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
+	boolVar(fs, &o.proxyProto, "proxy-protocol", false, "send a PROXY protocol v1 header to the target, so it sees the client's address")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	o.tls.register(fs)
 	fs.Usage = func() {
@@ -311,6 +311,35 @@ const defaultGrace = 10 * time.Second
 
 // maxGrace bounds --grace and --drain-delay.
 const maxGrace = time.Hour
+
+// boolFlag is a bool flag whose bad value says what it wants (the flag
+// package's own says "parse error").
+type boolFlag struct{ b *bool }
+
+func (f boolFlag) String() string {
+	if f.b == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*f.b)
+}
+
+func (f boolFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("not true or false (the flag alone means true)")
+	}
+	*f.b = v
+	return nil
+}
+
+// IsBoolFlag lets the flag stand alone, as a flag.BoolVar does.
+func (f boolFlag) IsBoolFlag() bool { return true }
+
+// boolVar is fs.BoolVar with boolFlag's errors.
+func boolVar(fs *flag.FlagSet, p *bool, name string, value bool, usage string) {
+	*p = value
+	fs.Var(boolFlag{p}, name, usage)
+}
 
 // countFlag is an int flag from 0 to max, the bound the configuration
 // file puts on the same setting.

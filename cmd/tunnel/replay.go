@@ -35,7 +35,7 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&route, "route", "", "the `name` of the route of --config")
 	fs.Var(pluginFlag{&o.plugins}, "plugin", "replay through this WASM plugin `file`, or builtin:NAME (repeat for a chain, in order)")
 	fs.Var(pluginConfigFlag{&o.plugins}, "plugin-config", "configuration `JSON` for the --plugin just before it")
-	fs.BoolVar(&o.failOpen, "plugin-bypass", false, "when a plugin fails, go on as if it were absent")
+	boolVar(fs, &o.failOpen, "plugin-bypass", false, "when a plugin fails, go on as if it were absent")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(), "directory of the plugin compilation cache (empty: in memory)")
 	fs.StringVar(&out, "out", "", "also capture the replay as pcapng to this `file`")
 	fs.StringVar(&format, "format", "text", "report format: text, hex or json")

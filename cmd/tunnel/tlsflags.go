@@ -28,7 +28,7 @@ func (t *tlsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.cert, "tls-cert", "", "terminate TLS with this certificate `file` (PEM, leaf first); needs --tls-key")
 	fs.StringVar(&t.key, "tls-key", "", "the private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&t.clientCA, "tls-client-ca", "", "require client certificates signed by the CAs in this PEM `file` (mutual TLS; any certificate they signed is let in)")
-	fs.BoolVar(&t.upstream, "upstream-tls", false, "speak TLS to the target (verified against the system's roots and the --to host name)")
+	boolVar(fs, &t.upstream, "upstream-tls", false, "speak TLS to the target (verified against the system's roots and the --to host name)")
 	fs.StringVar(&t.upstreamCA, "upstream-ca", "", "verify the target's certificate against the CAs in this PEM `file` (implies --upstream-tls)")
 	fs.StringVar(&t.acceptProxy, "accept-proxy", "", "read a PROXY v1/v2 header from clients in these `networks` (comma-separated CIDRs, e.g. 10.0.0.0/8) and refuse others")
 }
