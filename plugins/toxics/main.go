@@ -55,6 +55,9 @@ type config struct {
 // defaultMaxHeld is max_held's default: a window of 1 MiB.
 const defaultMaxHeld = 1 << 20
 
+// keepHeld is the largest buffer a direction keeps once it is empty.
+const keepHeld = 64 << 10
+
 // toxic is the parsed dirConfig.
 type toxic struct {
 	on         bool
@@ -457,6 +460,14 @@ func (c *conn) OnTimer(sc *sdk.Conn) {
 		if i > 0 {
 			q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
 			q.buf = q.buf[:copy(q.buf, q.buf[off:])]
+			if len(q.buf) == 0 && cap(q.buf) > keepHeld {
+				// A burst's memory goes back to the instance: a
+				// connection that once filled its max_held and stays
+				// open must not keep a buffer that size, or a few
+				// dozen such connections run the instance out of
+				// memory_limit and every connection on it is reset.
+				q.buf, q.pieces = nil, nil
+			}
 		}
 		if q.paused && len(q.buf) <= c.p.maxHeld/2 {
 			q.paused = false

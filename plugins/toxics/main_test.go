@@ -173,6 +173,32 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 		}
 		sdktest.Finish(c)
 	})
+	t.Run("max_held: a drained burst's buffer goes back to the instance", func(t *testing.T) {
+		// Connections that each once filled max_held (1 MiB, the default)
+		// and stay open: their buffers, kept, would add up past the
+		// instance's memory_limit (16 MiB under plugintest) and fail it.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"latency": "1s"}}`})
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		const chunks = 17 // 1 MiB + 64 KiB: the last write pauses the reads
+		var conns []sdktest.Conn
+		for i := range 24 {
+			c := p.Open()
+			conns = append(conns, c)
+			for range chunks {
+				c.Write(c2s, chunk)
+			}
+			if !c.ReadPaused(c2s) {
+				t.Fatalf("conn %d: reads not paused with %d bytes held: was the instance closed (out of memory)?", i, chunks*len(chunk))
+			}
+			p.Advance(time.Second)
+			if got := c.Read(c2s, chunks*len(chunk)); !bytes.Equal(got, bytes.Repeat(chunk, chunks)) {
+				t.Fatalf("conn %d: server got %d bytes, not the %d sent", i, len(got), chunks*len(chunk))
+			}
+		}
+		for _, c := range conns {
+			sdktest.Finish(c)
+		}
+	})
 	t.Run("slow close: the half-close waits", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"slow_close": "1s"}}`})
 		c := p.Open()
