@@ -50,10 +50,17 @@ type config struct {
 	// MaxHeld bounds the bytes one direction of a connection holds back:
 	// past it the sender's reads are paused until half of it is out.
 	MaxHeld int64 `json:"max_held"`
+	// MaxHeldTotal bounds what all the connections of an instance hold
+	// back: past it, a sender whose bytes are held is paused too.
+	MaxHeldTotal int64 `json:"max_held_total"`
 }
 
-// defaultMaxHeld is max_held's default: a window of 1 MiB.
-const defaultMaxHeld = 1 << 20
+// Defaults of max_held (a window of 1 MiB) and max_held_total (an
+// instance's 64 MiB memory_limit holds 16 MiB in a Go guest with room).
+const (
+	defaultMaxHeld      = 1 << 20
+	defaultMaxHeldTotal = 16 << 20
+)
 
 // keepHeld is the largest buffer a direction keeps once it is empty.
 const keepHeld = 64 << 10
@@ -83,6 +90,9 @@ type plugin struct {
 	t       [2]toxic
 	rng     *rand.Rand
 	maxHeld int
+	// maxHeldTotal bounds heldNow, the bytes the connections of this
+	// instance hold back at the moment.
+	maxHeldTotal, heldNow int
 }
 
 func parseDur(name, s string) (time.Duration, error) {
@@ -168,11 +178,17 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		return nil, nofmt.Wrap("toxics", err)
 	}
 	if c.MaxHeld < 0 || c.MaxHeld > 1<<30 {
-		return nil, errors.New(`toxics: "max_held" must be from 0 (the default, 1 MiB) to 1 GiB bytes, not ` + strconv.FormatInt(c.MaxHeld, 10))
+		return nil, errors.New(`toxics: "max_held" must be from 0 (the default, 1 MiB) to 1073741824 (1 GiB), not ` + strconv.FormatInt(c.MaxHeld, 10))
 	}
-	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5)), maxHeld: int(c.MaxHeld)}
+	if c.MaxHeldTotal < 0 || c.MaxHeldTotal > 1<<30 {
+		return nil, errors.New(`toxics: "max_held_total" must be from 0 (the default, 16 MiB) to 1073741824 (1 GiB), not ` + strconv.FormatInt(c.MaxHeldTotal, 10))
+	}
+	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5)), maxHeld: int(c.MaxHeld), maxHeldTotal: int(c.MaxHeldTotal)}
 	if p.maxHeld == 0 {
 		p.maxHeld = defaultMaxHeld
+	}
+	if p.maxHeldTotal == 0 {
+		p.maxHeldTotal = defaultMaxHeldTotal
 	}
 	var err error
 	if p.t[sdk.ClientToServer], err = parseDir("client", int(sdk.ClientToServer), c.Client); err != nil {
@@ -356,15 +372,18 @@ func (c *conn) OnData(sc *sdk.Conn, dir sdk.Direction, data []byte, end bool) sd
 		}
 		q.buf = append(q.buf, b[:k]...)
 		q.pieces = append(q.pieces, piece{due: due, n: k})
+		c.p.heldNow += k
 		b = b[k:]
 		due += t.sliceDelay
 	}
 	if len(q.pieces) > 0 {
 		q.last = q.pieces[len(q.pieces)-1].due
 	}
-	if len(q.buf) > c.p.maxHeld && !q.paused && !end {
+	if (len(q.buf) > c.p.maxHeld || c.p.heldNow > c.p.maxHeldTotal && len(q.buf) > 0) && !q.paused && !end {
 		// A window, as a real network's: the sender waits rather than
-		// the plugin holding whatever it writes.
+		// the plugin holding whatever it writes; and so does one whose
+		// bytes are held while the instance holds too much in all
+		// (it resumes once its own are out, at the latest: no stall).
 		if err := sc.PauseRead(dir); err != nil {
 			sdk.Log(sdk.LevelWarn, "toxics: pause read "+dir.String()+": "+err.Error())
 		} else {
@@ -458,6 +477,7 @@ func (c *conn) OnTimer(sc *sdk.Conn) {
 			off += q.pieces[i].n
 		}
 		if i > 0 {
+			c.p.heldNow -= off
 			q.pieces = q.pieces[:copy(q.pieces, q.pieces[i:])]
 			q.buf = q.buf[:copy(q.buf, q.buf[off:])]
 			if len(q.buf) == 0 && cap(q.buf) > keepHeld {
@@ -469,7 +489,7 @@ func (c *conn) OnTimer(sc *sdk.Conn) {
 				q.buf, q.pieces = nil, nil
 			}
 		}
-		if q.paused && len(q.buf) <= c.p.maxHeld/2 {
+		if q.paused && len(q.buf) <= c.p.maxHeld/2 && (c.p.heldNow <= c.p.maxHeldTotal/2 || len(q.buf) == 0) {
 			q.paused = false
 			if err := sc.ResumeRead(dir); err != nil {
 				sdk.Log(sdk.LevelWarn, "toxics: resume read "+dir.String()+": "+err.Error())
@@ -501,4 +521,10 @@ func send(sc *sdk.Conn, dir sdk.Direction, b []byte) {
 	}
 }
 
-func (c *conn) OnClose(*sdk.Conn) {}
+// OnClose forgets what the connection still held.
+func (c *conn) OnClose(*sdk.Conn) {
+	for d := range c.q {
+		c.p.heldNow -= len(c.q[d].buf)
+		c.q[d] = queue{}
+	}
+}

@@ -199,6 +199,32 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 			sdktest.Finish(c)
 		}
 	})
+	t.Run("max_held_total: the instance's total pauses the senders whose bytes are held", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"latency": "1s"}, "max_held_total": 100000}`})
+		a, b := p.Open(), p.Open()
+		a.Write(c2s, bytes.Repeat([]byte("a"), 60000))
+		if a.ReadPaused(c2s) {
+			t.Fatal("a paused with 60000 bytes held in all")
+		}
+		b.Write(c2s, bytes.Repeat([]byte("b"), 60000))
+		if !b.ReadPaused(c2s) {
+			t.Fatal("b not paused with 120000 bytes held in all, over max_held_total")
+		}
+		if a.ReadPaused(c2s) {
+			t.Fatal("a paused by b's bytes: only a sender whose bytes tip the total over waits")
+		}
+		p.Advance(time.Second)
+		if got := b.Read(c2s, 60000); !bytes.Equal(got, bytes.Repeat([]byte("b"), 60000)) {
+			t.Fatalf("server got %d bytes of b", len(got))
+		}
+		a.Read(c2s, 60000)
+		b.Write(c2s, nil)
+		if b.ReadPaused(c2s) {
+			t.Fatal("b still paused once the instance's bytes are out")
+		}
+		sdktest.Finish(a)
+		sdktest.Finish(b)
+	})
 	t.Run("slow close: the half-close waits", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"slow_close": "1s"}}`})
 		c := p.Open()
