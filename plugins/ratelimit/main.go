@@ -297,28 +297,24 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}
+		now := sdk.Now()
+		due := now + wait
+		if n := len(q.pieces); n > 0 {
+			due = max(due, q.pieces[n-1].due)
+		} else if k := h.p.conforming(len(data), due, now); k > 0 {
+			// What the bucket allows now goes now; the rest waits.
+			if err := c.Send(dir, data[:k]); err != nil {
+				sdk.Log(sdk.LevelWarn, "ratelimit: send: "+err.Error())
+			}
+			data = data[k:]
+		}
+		if len(data) == 0 {
+			return sdk.Drop
+		}
 		h.p.holding(int64(len(data)))
 		h.p.delayedBytes.Add(int64(len(data)))
-		now := sdk.Now()
-		due, first := now+wait, now
-		if n := len(q.pieces); n > 0 {
-			first = max(first, q.pieces[n-1].due)
-			due = max(due, first)
-		}
 		q.buf = append(q.buf, data...)
-		// Released in slices of about 100 ms at the rate (at most 64 per
-		// chunk), each as soon as the bucket allows it, rather than the
-		// whole chunk once its last byte may go: the receiver gets a
-		// steady stream, and bytes keep moving (an idle timeout sees
-		// them) while the sender is paused.
-		iv := h.p.bytes.interval
-		step := max(int(math.Min(1e8/iv, float64(len(data)))), (len(data)+63)/64, 1)
-		for off := 0; off < len(data); {
-			k := min(step, len(data)-off)
-			off += k
-			left := time.Duration(math.Min(float64(len(data)-off)*iv, float64(due-first)))
-			q.pieces = append(q.pieces, piece{due: due - left, n: k})
-		}
+		q.pieces = append(q.pieces, piece{due: due, n: len(data)})
 		if !q.paused {
 			// Slow the sender down rather than hold what it keeps
 			// sending: the tunnel stops reading it until the bytes
@@ -346,12 +342,37 @@ func (p *plugin) holding(n int64) {
 	p.delayedGauge.Add(n)
 }
 
-// arm sets the timer to the earliest due piece.
+// conforming returns how many of the first bytes of a run of n, whose
+// last byte the bucket allows at due, it allows at now: the bytes go out
+// as the bucket refills, not the whole run once its last byte may.
+func (p *plugin) conforming(n int, due, now time.Duration) int {
+	if due <= now {
+		return n
+	}
+	later := math.Ceil(float64(due-now) / p.bytes.interval) // bytes not allowed yet
+	if later >= float64(n) {
+		return 0
+	}
+	return n - int(later)
+}
+
+// slice is how often the timer sends what the bucket allows of a run that
+// is not due yet: the receiver gets a steady stream, and bytes keep moving
+// (an idle timeout sees them) while the sender is paused.
+const slice = 100 * time.Millisecond
+
+// arm sets the timer to the earliest moment a queue's first run may send
+// some bytes: its due time, or a slice from now (or a byte's interval, if
+// longer), whichever is first.
 func (h *conn) arm(c *sdk.Conn, now time.Duration) {
+	step := time.Duration(math.Min(math.Max(float64(slice), h.p.bytes.interval), float64(time.Hour)))
 	next := time.Duration(-1)
 	for d := range h.q {
-		if q := &h.q[d]; len(q.pieces) > 0 && (next < 0 || q.pieces[0].due < next) {
-			next = q.pieces[0].due
+		if q := &h.q[d]; len(q.pieces) > 0 {
+			at := min(q.pieces[0].due, now+step)
+			if next < 0 || at < next {
+				next = at
+			}
 		}
 	}
 	if next < 0 || next == h.armed {
@@ -377,7 +398,13 @@ func (h *conn) OnTimer(c *sdk.Conn) {
 		for ; i < len(q.pieces) && q.pieces[i].due <= now; i++ {
 			off += q.pieces[i].n
 		}
-		if i == 0 {
+		if i < len(q.pieces) {
+			// The first run not due yet: what the bucket allows of it.
+			k := h.p.conforming(q.pieces[i].n, q.pieces[i].due, now)
+			q.pieces[i].n -= k
+			off += k
+		}
+		if off == 0 {
 			continue
 		}
 		if err := c.Send(dir, q.buf[:off]); err != nil {
