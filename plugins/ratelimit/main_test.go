@@ -148,6 +148,27 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		}
 		sdktest.Finish(c)
 	})
+	t.Run("a slow rate still moves bytes every 100 ms", func(t *testing.T) {
+		// 300 bytes/s: the burst at once, then about 30 bytes per 100 ms,
+		// not the rest in large slices seconds apart (a route's idle
+		// timeout took such a connection for idle).
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 300, "bytes_burst": 300}`})
+		c := p.Open()
+		sent := []byte(strings.Repeat("0123456789abcdef", 192)) // 3072 bytes
+		c.Write(c2s, sent)
+		if got := c.Read(c2s, 300); string(got) != string(sent[:300]) {
+			t.Fatalf("server got %q, want the burst at once", got)
+		}
+		p.Advance(100 * time.Millisecond)
+		if got := c.Read(c2s, 25); string(got) != string(sent[300:325]) {
+			t.Fatalf("server got %q 100ms later, want the next bytes", got)
+		}
+		p.Advance(10 * time.Second)
+		if got := c.Read(c2s, len(sent)-325); string(got) != string(sent[325:]) {
+			t.Fatalf("server got %d bytes, not the rest in order", len(got))
+		}
+		sdktest.Finish(c)
+	})
 	t.Run("the bytes an instance delays are bounded in all", func(t *testing.T) {
 		// The connections of an instance share its memory: 20 that each
 		// delayed 1.4 MB ran the guest out of it, and every connection on
