@@ -153,7 +153,7 @@ func (p *plugin) take(key string, b *bucket, cost int64, force bool) (wait time.
 	now := int64(sdk.Now())
 	// Bounded as tau is: a tiny rate's interval (1e-12/s: 1e21 ns) would
 	// overflow int64 and refuse even the first unit.
-	inc := int64(math.Min(float64(cost)*b.interval, math.MaxInt64/4))
+	inc := int64(math.Min(float64(cost)*b.interval, maxCost))
 	for range 16 {
 		old, _ := sdk.StateGet(key)
 		tat, valid := sdk.StateInt(old)
@@ -180,6 +180,9 @@ func (p *plugin) take(key string, b *bucket, cost int64, force bool) (wait time.
 	sdk.Log(sdk.LevelWarn, "ratelimit: "+key+": too much contention; letting it pass")
 	return 0, true
 }
+
+// maxCost (ns) bounds what take charges a bucket for one draw.
+const maxCost = math.MaxInt64 / 4
 
 // release deletes the bucket at key when it is full again (its TAT is
 // past), which is the same as no bucket: the state holds only the
@@ -285,24 +288,28 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		if wait == 0 && len(q.pieces) == 0 {
 			return sdk.Forward
 		}
-		if int64(len(q.buf)+len(data)) > h.p.maxDelayed {
+		now := sdk.Now()
+		due, k := now+wait, 0
+		if n := len(q.pieces); n > 0 {
+			due = max(due, q.pieces[n-1].due)
+		} else {
+			// What the bucket allows now goes now; the rest waits.
+			k = h.p.conforming(len(data), due, now)
+		}
+		// The bounds count what would wait, not what goes at once.
+		if int64(len(q.buf)+len(data)-k) > h.p.maxDelayed {
 			h.p.limitedBytes.Inc()
 			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": more than "+strconv.FormatInt(h.p.maxDelayed, 10)+" bytes delayed "+dir.String()+": closing")
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}
-		if h.p.delayedNow+int64(len(data)) > h.p.maxDelayedTotal {
+		if h.p.delayedNow+int64(len(data)-k) > h.p.maxDelayedTotal {
 			h.p.limitedBytes.Inc()
 			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": the connections of this instance hold more than "+strconv.FormatInt(h.p.maxDelayedTotal, 10)+" bytes delayed (max_delayed_total): closing")
 			h.refuse(c, "bytes")
 			return sdk.Drop
 		}
-		now := sdk.Now()
-		due := now + wait
-		if n := len(q.pieces); n > 0 {
-			due = max(due, q.pieces[n-1].due)
-		} else if k := h.p.conforming(len(data), due, now); k > 0 {
-			// What the bucket allows now goes now; the rest waits.
+		if k > 0 {
 			if err := c.Send(dir, data[:k]); err != nil {
 				sdk.Log(sdk.LevelWarn, "ratelimit: send: "+err.Error())
 			}
@@ -349,6 +356,11 @@ func (p *plugin) conforming(n int, due, now time.Duration) int {
 	if due <= now {
 		return n
 	}
+	if float64(n)*p.bytes.interval > maxCost {
+		// take charged the run maxCost, not a cost per byte: which of
+		// its bytes the bucket allows is unknown until due.
+		return 0
+	}
 	later := math.Ceil(float64(due-now) / p.bytes.interval) // bytes not allowed yet
 	if later >= float64(n) {
 		return 0
@@ -375,13 +387,17 @@ func (h *conn) arm(c *sdk.Conn, now time.Duration) {
 			}
 		}
 	}
-	if next < 0 || next == h.armed {
+	if next < 0 || h.armed != 0 && h.armed <= next {
+		// A timer that fires no later is armed already: moving it later
+		// (bytes of the other direction queued in OnData) would put off
+		// the slice this direction waits for.
+		return
+	}
+	if err := c.SetTimer(next - now); err != nil {
+		sdk.Log(sdk.LevelWarn, "ratelimit: set timer: "+err.Error())
 		return
 	}
 	h.armed = next
-	if err := c.SetTimer(next - now); err != nil {
-		sdk.Log(sdk.LevelWarn, "ratelimit: set timer: "+err.Error())
-	}
 }
 
 // OnTimer sends the delayed bytes that are due.

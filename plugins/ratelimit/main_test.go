@@ -87,6 +87,27 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		c2.Wait()
 		sdktest.Finish(c)
 	})
+	t.Run("a tiny byte rate: the burst, then nothing", func(t *testing.T) {
+		// 1e-12 bytes per second: take bounds a run's cost (73 years), so
+		// the bucket's interval per byte (31.7 billion years) says
+		// nothing of which of the run's bytes it allows now.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1e-12, "bytes_burst": 1}`})
+		c := p.Open()
+		c.Write(c2s, []byte("x"))
+		if got := c.Read(c2s, 1); string(got) != "x" {
+			t.Fatalf("server got %q, want the burst", got)
+		}
+		c.Write(c2s, []byte("hello world"))
+		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 11 {
+			t.Fatalf("delayed_bytes = %d, want 11: all of the second write waits", m.Value)
+		}
+		p.Advance(time.Hour)
+		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 11 {
+			t.Fatalf("delayed_bytes = %d an hour later, want 11", m.Value)
+		}
+		c.Abort()
+		c.Wait()
+	})
 	t.Run("bytes per second, delayed: shaped by the timer, the end after them", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 100}`})
 		c := p.Open()
@@ -169,6 +190,55 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		}
 		sdktest.Finish(c)
 	})
+	t.Run("bytes from the other direction do not put off the 100 ms timer", func(t *testing.T) {
+		// The client's bytes wait for the timer due at 100ms; the
+		// server's, queued at 60ms, must not move it to 160ms.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 300, "bytes_burst": 300, "bytes_from": "both"}`})
+		c := p.Open()
+		sent := []byte(strings.Repeat("0123456789abcdef", 192)) // 3072 bytes
+		c.Write(c2s, sent)
+		if got := c.Read(c2s, 300); string(got) != string(sent[:300]) {
+			t.Fatalf("server got %q, want the burst at once", got)
+		}
+		p.Advance(60 * time.Millisecond)
+		c.Write(s2c, sent)
+		if got := c.Read(s2c, 300); string(got) != string(sent[:300]) {
+			t.Fatalf("client got %q, want the burst at once", got)
+		}
+		p.Advance(40 * time.Millisecond)
+		if got := c.Read(c2s, 25); string(got) != string(sent[300:325]) {
+			t.Fatalf("server got %q 100ms later, want the next bytes", got)
+		}
+		p.Advance(20 * time.Second)
+		if got := c.Read(c2s, len(sent)-325); string(got) != string(sent[325:]) {
+			t.Fatalf("server got %d bytes, not the rest in order", len(got))
+		}
+		if got := c.Read(s2c, len(sent)-300); string(got) != string(sent[300:]) {
+			t.Fatalf("client got %d bytes, not the rest in order", len(got))
+		}
+		sdktest.Finish(c)
+	})
+	for _, bound := range []string{"max_delayed", "max_delayed_total"} {
+		t.Run(bound+" counts only the bytes that wait, not those the bucket lets go at once", func(t *testing.T) {
+			// 1500 bytes against a full bucket of 1000: 1000 go at once,
+			// 500 wait, within a bound of 1000.
+			p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 1000, "` + bound + `": 1000, "reply": "busy\n"}`})
+			c := p.Open()
+			sent := []byte(strings.Repeat("0123456789", 150))
+			c.Write(c2s, sent)
+			if got := c.Read(c2s, 1000); string(got) != string(sent[:1000]) {
+				t.Fatalf("server got %.20q..., want the first 1000 bytes at once", got)
+			}
+			p.Advance(500 * time.Millisecond)
+			if got := c.Read(c2s, 500); string(got) != string(sent[1000:]) {
+				t.Fatalf("server got %.20q..., want the last 500 bytes", got)
+			}
+			if m := sdktest.Metric(t, p, "limited_total", "limit", "bytes"); m.Value != 0 {
+				t.Errorf("limited_total{limit=bytes} = %d, want 0", m.Value)
+			}
+			sdktest.Finish(c)
+		})
+	}
 	t.Run("the bytes an instance delays are bounded in all", func(t *testing.T) {
 		// The connections of an instance share its memory: 20 that each
 		// delayed 1.4 MB ran the guest out of it, and every connection on

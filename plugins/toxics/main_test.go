@@ -225,6 +225,38 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 		sdktest.Finish(a)
 		sdktest.Finish(b)
 	})
+	t.Run("max_held_total: a paused sender resumes once its own bytes are out, the total still high", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"latency": "1s"}, "max_held_total": 100000}`})
+		a, b := p.Open(), p.Open()
+		a.Write(c2s, bytes.Repeat([]byte("a"), 60000))
+		p.Advance(500 * time.Millisecond)
+		b.Write(c2s, bytes.Repeat([]byte("b"), 60000))
+		if !b.ReadPaused(c2s) {
+			t.Fatal("b not paused with 120000 bytes held in all")
+		}
+		p.Advance(500 * time.Millisecond) // a's out: 60000 held, b's
+		a.Read(c2s, 60000)
+		a.Write(c2s, bytes.Repeat([]byte("A"), 60000)) // 120000 again
+		if !a.ReadPaused(c2s) || !b.ReadPaused(c2s) {
+			t.Fatalf("paused: a %v, b %v; want both", a.ReadPaused(c2s), b.ReadPaused(c2s))
+		}
+		p.Advance(500 * time.Millisecond) // b's out, a's 60000 still held (over half)
+		if got := b.Read(c2s, 60000); !bytes.Equal(got, bytes.Repeat([]byte("b"), 60000)) {
+			t.Fatalf("server got %d bytes of b", len(got))
+		}
+		b.Write(c2s, nil)
+		if b.ReadPaused(c2s) {
+			t.Fatal("b still paused with none of its bytes held")
+		}
+		p.Advance(500 * time.Millisecond)
+		a.Read(c2s, 60000)
+		a.Write(c2s, nil)
+		if a.ReadPaused(c2s) {
+			t.Fatal("a still paused with none of its bytes held")
+		}
+		sdktest.Finish(a)
+		sdktest.Finish(b)
+	})
 	t.Run("slow close: the half-close waits", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"server": {"slow_close": "1s"}}`})
 		c := p.Open()
