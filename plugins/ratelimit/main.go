@@ -161,6 +161,9 @@ func (p *plugin) take(key string, b *bucket, cost int64, force bool) (wait time.
 			tat = now
 		}
 		next := tat + inc
+		if next < tat {
+			next = math.MaxInt64 // a tiny rate's forced draws, piled up
+		}
 		ahead := next - now - b.tau
 		if ahead > 0 && !force {
 			return time.Duration(ahead), false

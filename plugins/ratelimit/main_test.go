@@ -105,8 +105,22 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 		if m := sdktest.Metric(t, p, "delayed_bytes"); m.Value != 11 {
 			t.Fatalf("delayed_bytes = %d an hour later, want 11", m.Value)
 		}
-		c.Abort()
-		c.Wait()
+		// More connections from the address draw on the same bucket: each
+		// draw adds the capped cost, and the bucket's time overflowed
+		// int64 after four of them, wrapped, and let the bytes through.
+		var more []sdktest.Conn
+		for i := range 6 {
+			m := p.Open()
+			more = append(more, m)
+			m.Write(c2s, []byte("y"))
+			if v := sdktest.Metric(t, p, "delayed_bytes"); v.Value != int64(12+i) {
+				t.Fatalf("after %d more connections wrote a byte: delayed_bytes = %d, want %d", i+1, v.Value, 12+i)
+			}
+		}
+		for _, m := range append(more, c) {
+			m.Abort()
+			m.Wait()
+		}
 	})
 	t.Run("bytes per second, delayed: shaped by the timer, the end after them", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 100}`})
