@@ -410,3 +410,53 @@ func TestPauseReadThenClose(t *testing.T) {
 		logs.Wait(t, "connection closed", "reason=filter_close")
 	})
 }
+
+// TestPauseReadAcrossReload: a reload while a connection's reads are
+// paused leaves it on its old chain, still paused; a connection after the
+// reload runs the new one; the paused connection resumes and finishes
+// whole, and only then is the old route version released.
+func TestPauseReadAcrossReload(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		released := make(chan string, 2)
+		h := newPauseHook()
+		route := func(v string, hook host.Hook) host.Route {
+			r := tn.Route("r", srv.Addr(), eng.links([]host.Link{{Name: v, Hook: hook}})...)
+			r.OnRelease = func() { released <- v }
+			return r
+		}
+		p, _ := tn.Proxy(t, route("v1", h))
+		addr := p.Addr("r").String()
+		c := tn.Dial(t, addr)
+		payload := tn.Random(9, 4<<20)
+		werr := pausedConn(t, c, h, payload)
+		got := make(chan tn.Received, 1)
+		go func() { got <- tn.ReadSum(c) }()
+		if err := p.Apply([]host.Route{route("v2", newPauseHook())}); err != nil {
+			t.Fatal(err)
+		}
+		fresh := tn.Dial(t, addr)
+		tn.EchoOnce(t, fresh, "first") // v2 pauses it too: only its first chunk
+		fresh.Close()
+		tn.Wait(t, h.ticked, "25 timer calls while paused")
+		select {
+		case v := <-released:
+			t.Fatalf("%s released while a connection of v1 is open and paused", v)
+		default:
+		}
+		if n := h.during.Load(); n != 0 {
+			t.Fatalf("the filter saw %d client bytes while paused, across the reload", n)
+		}
+		h.resume.Store(true)
+		if err := tn.Wait(t, werr, "the client's write"); err != nil {
+			t.Fatalf("client write: %v", err)
+		}
+		if r := tn.Wait(t, got, "the echo"); r.Err != nil || r.N != int64(len(payload)) || r.Sum != tn.Sum(payload) {
+			t.Fatalf("echo after the resume: %d bytes, %v; want %d", r.N, r.Err, len(payload))
+		}
+		c.Close()
+		if v := tn.Wait(t, released, "v1's release"); v != "v1" {
+			t.Fatalf("released %q, want v1", v)
+		}
+	})
+}
