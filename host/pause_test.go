@@ -19,9 +19,13 @@ type pauseHook struct {
 	paused chan struct{} // closed at the pause (one connection per hook)
 	ticked chan struct{} // closed at the 25th timer call while paused
 	resume atomic.Bool
-	stream *host.Stream // the paused connection's, set before paused is closed
-	during atomic.Int64 // client bytes seen while paused
-	ended  atomic.Int32 // 1: End came while paused, 2: after
+	// outside: the test resumes the reads itself (Stream.ResumeRead
+	// from its goroutine); the timer stops after its 25th call. Else the
+	// timer keeps going until resume is set.
+	outside bool
+	stream  *host.Stream // the paused connection's, set before paused is closed
+	during  atomic.Int64 // client bytes seen while paused
+	ended   atomic.Int32 // 1: End came while paused, 2: after
 }
 
 func newPauseHook() *pauseHook {
@@ -58,7 +62,7 @@ func (f *pauseFilter) Timer(s *host.Stream) error {
 		f.paused = false
 		return s.ResumeRead(host.ClientToServer)
 	}
-	if f.ticks >= 25 {
+	if f.ticks >= 25 && f.h.outside {
 		return nil // the test resumes the reads itself
 	}
 	if f.ticks++; f.ticks == 25 {
@@ -113,6 +117,7 @@ func TestPauseReadStopsTheSender(t *testing.T) {
 func testPauseRead(t *testing.T, eng engine, outside bool) {
 	srv := tn.Serve(t, tn.Echo)
 	h := newPauseHook()
+	h.outside = outside
 	addr, _ := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "pause", Hook: h}))
 	c := tn.Dial(t, addr)
 	payload := tn.Random(7, 8<<20)
