@@ -63,6 +63,7 @@ type chainAcceptor struct {
 	chain    func() Chain
 	filtered [2]bool         // Plan.Filtered
 	read     [2]atomic.Int64 // Plan.Read of the last connection
+	paused   [2]atomic.Uint64 // Plan.Paused of every connection
 	done     chan Stats
 	accepted atomic.Int64
 }
@@ -72,7 +73,7 @@ func (a *chainAcceptor) Admit() bool { return true }
 func (a *chainAcceptor) Accepted(fd int, peer netip.AddrPort) *Plan {
 	a.accepted.Add(1)
 	return &Plan{Target: a.target, DialTimeout: testWait, Chain: a.chain(), Filtered: a.filtered,
-		Read: &a.read, Done: func(s Stats) { a.done <- s }}
+		Read: &a.read, Paused: &a.paused, Done: func(s Stats) { a.done <- s }}
 }
 
 // startChained starts a loop forwarding a new listener to target through
@@ -312,10 +313,12 @@ func TestChainWriteTowardPlainDirection(t *testing.T) {
 }
 
 // TestChainTimerWritesHoldBackTheirSource: a Chain that delays the server's
-// bytes and writes them from its timer, toward a client that never reads,
-// stops the loop reading the server once they wait (they are charged to
-// the server, as a chunk's output is), instead of queueing what the server
-// sends until the 64 MiB bound ends the connection.
+// bytes (pausing the server's reads while it holds a chunk, as a filter
+// that delays bytes does) and writes them from its timer, toward a client
+// that never reads, stops the loop reading the server once they wait: they
+// are charged to the server, as a chunk's output is. Before, each timer
+// write queued another chunk and resumed the server, until the 64 MiB bound
+// ended the connection.
 func TestChainTimerWritesHoldBackTheirSource(t *testing.T) {
 	checkFDs(t)
 	sent := make(chan int, 1)
@@ -335,6 +338,7 @@ func TestChainTimerWritesHoldBackTheirSource(t *testing.T) {
 		sent <- n
 	})
 	outs := make(chan *Output, 1)
+	var acc atomic.Pointer[chainAcceptor] // set before the client dials
 	a, addr := startChained(t, target, func() Chain {
 		var held []byte
 		return &funcChain{
@@ -345,16 +349,20 @@ func TestChainTimerWritesHoldBackTheirSource(t *testing.T) {
 					return nil
 				}
 				held = append(held, b...)
+				acc.Load().paused[server].Store(1)
 				o.SetTimer(0)
 				return nil
 			},
 			timer: func(o *Output) error {
 				o.Write(int(client), held)
 				held = nil
+				acc.Load().paused[server].Store(0)
+				o.Wake()
 				return nil
 			},
 		}
 	})
+	acc.Store(a)
 	c := dial(t, addr)
 	o := <-outs
 	if n := <-sent; n >= 256<<20 {
