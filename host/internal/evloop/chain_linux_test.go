@@ -61,8 +61,8 @@ func (f *funcChain) Timer(o *Output) error {
 type chainAcceptor struct {
 	target   netip.AddrPort
 	chain    func() Chain
-	filtered [2]bool         // Plan.Filtered
-	read     [2]atomic.Int64 // Plan.Read of the last connection
+	filtered [2]bool          // Plan.Filtered
+	read     [2]atomic.Int64  // Plan.Read of the last connection
 	paused   [2]atomic.Uint64 // Plan.Paused of every connection
 	done     chan Stats
 	accepted atomic.Int64
