@@ -552,7 +552,10 @@ func (p *Plugin) instances() int {
 }
 
 // Close closes every instance; calls of connections still open fail (and
-// the failure policy applies). Close is idempotent.
+// the failure policy applies at each one's next call). What their guests
+// paused (pause_read) is resumed, so that a paused connection makes that
+// call rather than wait for bytes of its other direction or its timer.
+// Close is idempotent.
 func (p *Plugin) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -562,8 +565,12 @@ func (p *Plugin) Close() error {
 	p.closed = true
 	pool := p.pool
 	p.pool = nil
+	var pinned []*wasmFilter
 	for _, in := range pool {
 		in.removed = true
+		for f := range in.conns {
+			pinned = append(pinned, f)
+		}
 	}
 	p.mu.Unlock()
 	ctx := context.Background()
@@ -574,6 +581,9 @@ func (p *Plugin) Close() error {
 			in.w.Close(ctx)
 		}
 		in.mu.Unlock()
+	}
+	for _, f := range pinned {
+		f.resumePaused(f.s.Load())
 	}
 	p.r.mu.Lock()
 	delete(p.r.plugins, p)

@@ -208,3 +208,25 @@ func TestWasmPauseResumedWhenInstanceFails(t *testing.T) {
 		t.Fatalf("the paused connection got %q, %v after its instance failed; want its queued bytes echoed", got, err)
 	}
 }
+
+// A connection whose reads the guest paused is closed at once when the
+// plugin is closed under policy close: its next call fails, and Close
+// resumes it so that it makes one, instead of waiting for bytes or a
+// timer that will not come.
+func TestWasmPauseEndsWhenPluginCloses(t *testing.T) {
+	t.Parallel()
+	rt, _ := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "v2_pause", plugin.Options{Instances: 1})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, logs := tn.Tunnel(t, srv.Addr(), host.Link{Name: "pause", Hook: p})
+	c := tn.Dial(t, addr)
+	tn.EchoOnce(t, c, "p") // forwarded; the reads are paused now
+	if _, err := c.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if got, err := io.ReadAll(c); len(got) != 0 || err != nil && !tn.IsClosed(err) {
+		t.Fatalf("after the plugin closed: read %q, %v; want the connection closed", got, err)
+	}
+	logs.Wait(t, "connection closed", "plugin closed")
+}
