@@ -128,6 +128,12 @@ func (w *writes) do() error {
 			if err == nil {
 				n, werr := c.writeTo(d, w.bytes(d))
 				c.written[d].Add(int64(n))
+				if n > 0 && c.rs.IdleTimeout > 0 {
+					// Bytes a filter sends (a paced or delayed run from
+					// its timer) are activity too, as the event loop and
+					// Linux's socket check already count them.
+					c.lastIO.Store(time.Now().UnixNano())
+				}
 				if werr != nil {
 					err = &peerError{"write", d, werr}
 				}

@@ -77,7 +77,7 @@ type conn struct {
 
 	read      [2]atomic.Int64 // bytes read from each direction's source
 	written   [2]atomic.Int64 // bytes written to each direction's destination
-	lastIO    atomic.Int64    // unix nanos of the last chunk, for the idle timeout
+	lastIO    atomic.Int64    // unix nanos of the last chunk read or written, for the idle timeout
 	idleTimer *time.Timer     // fires the idle check; nil without an idle timeout
 
 	// The pumps: one per direction; the last to end finishes the connection.

@@ -155,9 +155,9 @@ func (s *Stream) DeferEnd(dir Direction) error {
 // socket when a Timer or the other direction paused it) may still come.
 // Meanwhile the source's end of stream is not seen, a reset is, and the
 // route's idle timeout runs: the pause is not activity, so a connection
-// that moves no bytes for longer than the timeout ends as idle (off Linux
-// only the bytes read count, not those a filter sends). A
-// connection that a filter closes, or that is torn down, stops waiting.
+// that moves no bytes (read, or written, a filter's sends included) for
+// longer than the timeout ends as idle. A connection that a filter
+// closes, or that is torn down, stops waiting.
 // The pause is the filter's: dir is read again once every filter that
 // paused it has resumed it (the filters past the 64th of a chain share
 // one pause). dir must have filters (else ErrNotAttached: the kernel
