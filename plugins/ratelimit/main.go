@@ -299,8 +299,13 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 			// What the bucket allows now goes now; the rest waits.
 			k = h.p.conforming(len(data), due, now)
 		}
-		// The bounds count what would wait, not what goes at once.
-		if int64(len(q.buf)+len(data)-k) > h.p.maxDelayed {
+		// The bounds count what would wait, not what goes at once; and a
+		// run that finds nothing waiting is held whatever max_delayed
+		// says: its sender is paused from here on, so it is at most one
+		// read of the tunnel's (a max_delayed below that closed every
+		// ordinary upload at its first read). max_delayed bounds what
+		// piles up behind it; max_delayed_total, the instance's memory.
+		if len(q.pieces) > 0 && int64(len(q.buf)+len(data)-k) > h.p.maxDelayed {
 			h.p.limitedBytes.Inc()
 			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": more than "+strconv.FormatInt(h.p.maxDelayed, 10)+" bytes delayed "+dir.String()+": closing")
 			h.refuse(c, "bytes")

@@ -253,6 +253,32 @@ func testRatelimit(t *testing.T, start sdktest.Starter) {
 			sdktest.Finish(c)
 		})
 	}
+	t.Run("max_delayed below one read holds a run that finds nothing waiting, and bounds what piles up", func(t *testing.T) {
+		// 1000 bytes/s, burst 100, max_delayed 1000. A write of 1500
+		// waits whole (nothing waits before it), its sender paused: an
+		// ordinary upload is not closed for a read larger than the bound.
+		// Then two writes that the tunnel reads at once, once resumed,
+		// pile up past it: the connection is closed.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"bytes_per_second": 1000, "bytes_burst": 100, "max_delayed": 1000, "reply": "busy\n"}`})
+		c := p.Open()
+		c.Write(c2s, []byte(strings.Repeat("a", 100)))
+		c.Read(c2s, 100)
+		c.Write(c2s, []byte(strings.Repeat("b", 1500)))
+		if !c.ReadPaused(c2s) {
+			t.Fatal("a run of 1500 bytes over max_delayed 1000 with nothing waiting closed the connection; want it held, the sender paused")
+		}
+		c.Write(c2s, []byte(strings.Repeat("c", 600)))
+		c.Write(c2s, []byte(strings.Repeat("d", 600)))
+		p.Advance(1500 * time.Millisecond)
+		if got := c.Read(c2s, 1500); string(got) != strings.Repeat("b", 1500) {
+			t.Fatalf("server got %.20q..., want the 1500 held bytes", got)
+		}
+		c.Write(c2s, nil)
+		if got := c.ReadAll(s2c); string(got) != "busy\n" {
+			t.Fatalf("client got %q; want the reply once 1200 bytes piled up past max_delayed", got)
+		}
+		c.Wait()
+	})
 	t.Run("the bytes an instance delays are bounded in all", func(t *testing.T) {
 		// The connections of an instance share its memory: 20 that each
 		// delayed 1.4 MB ran the guest out of it, and every connection on
