@@ -209,6 +209,31 @@ func TestWasmPauseResumedWhenInstanceFails(t *testing.T) {
 	}
 }
 
+// Under policy close, a connection whose reads the guest paused, pinned
+// to a shared instance that fails on another connection, is closed at
+// once (reset) with the others: the abort reaches it although nobody
+// reads its source.
+func TestWasmPauseClosedWhenInstanceFails(t *testing.T) {
+	t.Parallel()
+	rt, logs := wasmRuntime(t)
+	p := wasmPlugin(t, rt, "v2_pause", plugin.Options{Instances: 1, CallTimeout: 100 * time.Millisecond})
+	srv := tn.Serve(t, tn.Echo)
+	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "pause", Hook: p})
+	b := tn.Dial(t, addr)
+	tn.EchoOnce(t, b, "p") // forwarded; b's reads are paused now
+	if _, err := b.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	a := tn.Dial(t, addr)
+	if _, err := a.Write([]byte("s")); err != nil { // the shared instance spins and fails
+		t.Fatal(err)
+	}
+	logs.Wait(t, "plugin failed", "policy=close", "conns=2")
+	if got, err := io.ReadAll(b); len(got) != 0 || !tn.IsClosed(err) {
+		t.Fatalf("the paused connection read %q, %v after its instance failed; want it reset", got, err)
+	}
+}
+
 // A connection whose reads the guest paused is closed at once when the
 // plugin is closed under policy close: its next call fails, and Close
 // resumes it so that it makes one, instead of waiting for bytes or a
