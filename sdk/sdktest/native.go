@@ -401,28 +401,7 @@ func (c *emuConn) showWaiting() {
 		moved = false
 		for dir := range sdk.Direction(2) {
 			for len(c.waiting[dir]) > 0 && !c.paused[dir] && !c.closed {
-				// One read of the tunnel's, up to tunnelRead bytes of what
-				// waited: the Writes it holds whole are all shown, even if
-				// the plugin pauses meanwhile; one it cuts waits for the
-				// next read (plugintest's link re-cuts what the tunnel
-				// reads at the Writes' boundaries). A first Write larger
-				// than a read is shown whole.
-				for read := 0; len(c.waiting[dir]) > 0 && !c.closed; {
-					w := c.waiting[dir][0]
-					if read > 0 && read+len(w) > tunnelRead {
-						break
-					}
-					c.waiting[dir] = c.waiting[dir][1:]
-					read += len(w)
-					for len(w) > 0 && !c.closed {
-						held := c.held[dir]
-						k := min(len(w), len(c.p.buf)-len(held))
-						chunk := append(held, w[:k]...)
-						c.held[dir] = chunk[:0]
-						w = w[k:]
-						c.present(dir, chunk, false)
-					}
-				}
+				c.readOnce(dir)
 				moved = true
 			}
 			if c.closed {
@@ -434,6 +413,36 @@ func (c *emuConn) showWaiting() {
 				moved = true
 			}
 		}
+	}
+}
+
+// readOnce is one read of the tunnel's, up to tunnelRead bytes of what
+// waited toward dir: the Writes it holds whole are all shown, even if the
+// plugin pauses meanwhile; one it cuts waits for the next read
+// (plugintest's link re-cuts what the tunnel reads at the Writes'
+// boundaries). A first Write larger than a read is shown whole.
+func (c *emuConn) readOnce(dir sdk.Direction) {
+	for read := 0; len(c.waiting[dir]) > 0 && !c.closed; {
+		w := c.waiting[dir][0]
+		if read > 0 && read+len(w) > tunnelRead {
+			return
+		}
+		c.waiting[dir] = c.waiting[dir][1:]
+		read += len(w)
+		c.show(dir, w)
+	}
+}
+
+// show presents one Write, in chunks of at most the input buffer after
+// what the plugin holds.
+func (c *emuConn) show(dir sdk.Direction, w []byte) {
+	for len(w) > 0 && !c.closed {
+		held := c.held[dir]
+		k := min(len(w), len(c.p.buf)-len(held))
+		chunk := append(held, w[:k]...)
+		c.held[dir] = chunk[:0]
+		w = w[k:]
+		c.present(dir, chunk, false)
 	}
 }
 
