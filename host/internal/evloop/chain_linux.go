@@ -151,11 +151,8 @@ func (o *Output) Wake() {
 				c.l.enqueue(c)
 			}
 		}
-		if !c.kick.CompareAndSwap(nil, &f) {
-			k = c.kick.Load()
-		} else {
-			k = &f
-		}
+		c.kick.CompareAndSwap(nil, &f) // a racing Wake's may win: either will do
+		k = c.kick.Load()
 	}
 	c.l.post(*k)
 }
