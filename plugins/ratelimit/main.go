@@ -283,10 +283,7 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 	if len(data) > 0 {
 		wait, ok := h.p.take(key, &h.p.bytes, int64(len(data)), !h.p.close)
 		if !ok {
-			h.p.limitedBytes.Inc()
-			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": over the byte rate "+dir.String()+": closing")
-			h.refuse(c, "bytes")
-			return sdk.Drop
+			return h.overBytes(c, "over the byte rate "+dir.String())
 		}
 		if wait == 0 && len(q.pieces) == 0 {
 			return sdk.Forward
@@ -306,25 +303,16 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 		// ordinary upload at its first read). max_delayed bounds what
 		// piles up behind it; max_delayed_total, the instance's memory.
 		if len(q.pieces) > 0 && int64(len(q.buf)+len(data)-k) > h.p.maxDelayed {
-			h.p.limitedBytes.Inc()
-			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": more than "+strconv.FormatInt(h.p.maxDelayed, 10)+" bytes delayed "+dir.String()+": closing")
-			h.refuse(c, "bytes")
-			return sdk.Drop
+			return h.overBytes(c, "more than "+strconv.FormatInt(h.p.maxDelayed, 10)+" bytes delayed "+dir.String())
 		}
 		if h.p.delayedNow+int64(len(data)-k) > h.p.maxDelayedTotal {
-			h.p.limitedBytes.Inc()
-			sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": the connections of this instance hold more than "+strconv.FormatInt(h.p.maxDelayedTotal, 10)+" bytes delayed (max_delayed_total): closing")
-			h.refuse(c, "bytes")
-			return sdk.Drop
+			return h.overBytes(c, "the connections of this instance hold more than "+strconv.FormatInt(h.p.maxDelayedTotal, 10)+" bytes delayed (max_delayed_total)")
 		}
-		if k > 0 {
+		if k > 0 { // never all of data: its last byte is due later
 			if err := c.Send(dir, data[:k]); err != nil {
 				sdk.Log(sdk.LevelWarn, "ratelimit: send: "+err.Error())
 			}
 			data = data[k:]
-		}
-		if len(data) == 0 {
-			return sdk.Drop
 		}
 		h.p.holding(int64(len(data)))
 		h.p.delayedBytes.Add(int64(len(data)))
@@ -348,6 +336,14 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 			sdk.Log(sdk.LevelWarn, "ratelimit: defer end: "+err.Error())
 		}
 	}
+	return sdk.Drop
+}
+
+// overBytes closes the connection for a byte limit, saying why.
+func (h *conn) overBytes(c *sdk.Conn, why string) sdk.Action {
+	h.p.limitedBytes.Inc()
+	sdk.Log(sdk.LevelWarn, "ratelimit: "+h.ip+": "+why+": closing")
+	h.refuse(c, "bytes")
 	return sdk.Drop
 }
 
