@@ -84,10 +84,6 @@ type wasmFilter struct {
 	infoStr [10]string    // conn_info values, made on first use
 	due     time.Duration // with Options.Clock: when the guest's timer is due on it
 	defers  [2]bool       // the guest deferred the half-close of dir (defer_end) and has not ended it yet
-	// paused: the guest paused the reads of dir's source (pause_read).
-	// Atomic: a failure on another connection of the instance resumes
-	// them (failure.handle) when the policy is bypass.
-	paused [2]atomic.Bool
 
 	// Per call.
 	start   time.Time // when it began, if timed (metrics.go)
@@ -383,12 +379,14 @@ func (f *wasmFilter) deadInstance(in *instance) error {
 
 // resumePaused resumes the reads the guest paused (pause_read) and can no
 // longer resume: its instance failed and the connection goes on without
-// it. Safe from any goroutine (host.Stream.ResumeRead is).
+// it. The host keeps each link's pause: a direction this one did not
+// pause is left alone. Safe from any goroutine (host.Stream.ResumeRead is).
 func (f *wasmFilter) resumePaused(s *host.Stream) {
-	for d := range f.paused {
-		if f.paused[d].Swap(false) && s != nil {
-			s.ResumeRead(host.Direction(d))
-		}
+	if s == nil {
+		return
+	}
+	for d := host.ClientToServer; d <= host.ServerToClient; d++ {
+		s.ResumeRead(d) // ErrNotAttached for a spliced direction: nothing to resume
 	}
 }
 
@@ -736,7 +734,6 @@ func (f *wasmFilter) PauseRead(conn uint64, dir, pause int32) int32 {
 	case err != nil:
 		return abi.StatusClosed
 	}
-	f.paused[dir].Store(pause == 1)
 	return abi.StatusOK
 }
 
