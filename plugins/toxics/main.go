@@ -172,25 +172,31 @@ func parseDir(side string, dir int, c *dirConfig) (toxic, error) {
 	return t, nil
 }
 
+// heldBound is the value of a max_held setting: v, or def for 0; from 0
+// to 1 GiB.
+func heldBound(name string, v int64, def int, defText string) (int, error) {
+	if v < 0 || v > 1<<30 {
+		return 0, errors.New(`toxics: "` + name + `" must be from 0 (the default, ` + defText + `) to 1073741824 (1 GiB), not ` + strconv.FormatInt(v, 10))
+	}
+	if v == 0 {
+		return def, nil
+	}
+	return int(v), nil
+}
+
 func newPlugin(raw []byte) (sdk.Plugin, error) {
 	var c config
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
 		return nil, nofmt.Wrap("toxics", err)
 	}
-	if c.MaxHeld < 0 || c.MaxHeld > 1<<30 {
-		return nil, errors.New(`toxics: "max_held" must be from 0 (the default, 1 MiB) to 1073741824 (1 GiB), not ` + strconv.FormatInt(c.MaxHeld, 10))
-	}
-	if c.MaxHeldTotal < 0 || c.MaxHeldTotal > 1<<30 {
-		return nil, errors.New(`toxics: "max_held_total" must be from 0 (the default, 16 MiB) to 1073741824 (1 GiB), not ` + strconv.FormatInt(c.MaxHeldTotal, 10))
-	}
-	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5)), maxHeld: int(c.MaxHeld), maxHeldTotal: int(c.MaxHeldTotal)}
-	if p.maxHeld == 0 {
-		p.maxHeld = defaultMaxHeld
-	}
-	if p.maxHeldTotal == 0 {
-		p.maxHeldTotal = defaultMaxHeldTotal
-	}
 	var err error
+	p := &plugin{rng: rand.New(rand.NewPCG(c.Seed, 0x70c1c5))}
+	if p.maxHeld, err = heldBound("max_held", c.MaxHeld, defaultMaxHeld, "1 MiB"); err != nil {
+		return nil, err
+	}
+	if p.maxHeldTotal, err = heldBound("max_held_total", c.MaxHeldTotal, defaultMaxHeldTotal, "16 MiB"); err != nil {
+		return nil, err
+	}
 	if p.t[sdk.ClientToServer], err = parseDir("client", int(sdk.ClientToServer), c.Client); err != nil {
 		return nil, err
 	}
