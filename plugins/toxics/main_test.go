@@ -176,12 +176,15 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 	t.Run("max_held: a drained burst's buffer goes back to the instance", func(t *testing.T) {
 		// Connections that each once filled max_held (1 MiB, the default)
 		// and stay open: their buffers, kept, would add up past the
-		// instance's memory_limit (16 MiB under plugintest) and fail it.
+		// instance's memory_limit (16 MiB under plugintest) and fail it,
+		// at the 4th. Twelve, not more: the Go guest's heap frees what
+		// was released only when its GC runs, which depends on how the
+		// tunnel cut the reads, and 24 came near the limit once in CI.
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"client": {"latency": "1s"}}`})
 		chunk := bytes.Repeat([]byte("x"), 64<<10)
 		const chunks = 17 // 1 MiB + 64 KiB: the last write pauses the reads
 		var conns []sdktest.Conn
-		for i := range 24 {
+		for i := range 12 {
 			c := p.Open()
 			conns = append(conns, c)
 			for range chunks {
