@@ -27,5 +27,8 @@ func TestReview2OpenWritesServerThenCloses(t *testing.T) {
 	if string(got) != "bye" || err != nil {
 		t.Errorf("read %q, %v", got, err)
 	}
+	// The client's FIN ends the connection; without it the loop would
+	// linger (lingerTime) for what the client still sends.
+	c.CloseWrite()
 	a.waitDone(t)
 }
