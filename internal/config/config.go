@@ -114,6 +114,10 @@ type File struct {
 	// Files holds the parsed sources (for printing diagnostics with
 	// [WriteDiagnostics]).
 	Files map[string]*hcl.File
+
+	// included are the paths the file's file() calls read, or tried to,
+	// as resolved: the Runner watches them as it does the plugins' files.
+	included []string
 }
 
 // Plugin returns the plugin named name, or nil.

@@ -181,7 +181,10 @@ func ParseSource(src []byte, filename string, opts Options) (*File, hcl.Diagnost
 	p := hclparse.NewParser()
 	f := &File{Path: filename, Dir: filepath.Dir(filename), Files: p.Files()}
 	if diags := checkSource(src, filename); diags != nil {
-		f.Files[filename] = &hcl.File{Bytes: src[:min(len(src), MaxConfigFile)]}
+		// As readConfig returns it (at most one byte past the bound), so
+		// that the watcher, which fingerprints the file as read, does not
+		// take it for changed at every event in its directory.
+		f.Files[filename] = &hcl.File{Bytes: src[:min(len(src), MaxConfigFile+1)]}
 		return f, diags
 	}
 	hf, diags := p.ParseHCL(src, filename)
@@ -320,6 +323,9 @@ func (d *decoder) fileFunc() function.Function {
 		Type:        function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
 			p := d.resolve(args[0].AsString())
+			// Recorded even when the read fails: creating the file is a
+			// change to reload for.
+			d.file.included = append(d.file.included, p)
 			st, err := os.Stat(p)
 			if err != nil {
 				return cty.NilVal, err

@@ -165,10 +165,11 @@ func (r *Runner) load(ctx context.Context) error {
 	// files before Build reads them (a change in between costs one more
 	// reload, never a missed one).
 	var src []byte
-	if hf := f.Files[r.Path]; hf != nil {
+	hf := f.Files[r.Path] // nil when the file could not be read
+	if hf != nil {
 		src = hf.Bytes
 	}
-	r.lastSeen = fingerprint(src, r.files)
+	r.lastSeen = fingerprint(src, hf != nil, r.files)
 	if r.Edit != nil && !diags.HasErrors() {
 		r.Edit(f)
 	}
@@ -266,8 +267,14 @@ func (r *Runner) watch(abs string, f *File) {
 		}
 	}
 	files = append(files, f.tlsFiles()...) // certificates reload too
+	// And the files file() read.
+	for _, p := range f.included {
+		if a, err := filepath.Abs(p); err == nil {
+			files = append(files, a)
+		}
+	}
 	sort.Strings(files[1:])
-	r.files = files[1:]
+	r.files = slices.Compact(files[1:])
 	r.absPath = abs
 	want := map[string]bool{}
 	for _, p := range files {
@@ -291,15 +298,21 @@ func (r *Runner) watch(abs string, f *File) {
 	}
 }
 
-// fingerprint hashes the configuration source and the content of the plugin
-// files (a missing file hashes as empty).
-func fingerprint(src []byte, files []string) [sha256.Size]byte {
+// fingerprint hashes the configuration source (present: the file could be
+// read) and the content of the files it names (plugins, certificates and
+// keys, what file() read). A missing file hashes apart from an empty one: a
+// file deleted, then created again empty, is a change to reload for and
+// report.
+func fingerprint(src []byte, present bool, files []string) [sha256.Size]byte {
 	h := sha256.New()
+	h.Write(presence(present))
 	h.Write(src)
 	h.Write([]byte{0})
 	for _, p := range files {
 		fmt.Fprintf(h, "%s\x00", p)
-		if f, err := regfile.Open(p); err == nil { // a regular file, without blocking
+		f, err := regfile.Open(p) // a regular file, without blocking
+		h.Write(presence(err == nil))
+		if err == nil {
 			io.Copy(h, io.LimitReader(f, maxWasmFile))
 			f.Close()
 		}
@@ -308,6 +321,15 @@ func fingerprint(src []byte, files []string) [sha256.Size]byte {
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	return sum
+}
+
+// presence is the byte fingerprint writes before a file's content: 1 when
+// the file could be opened, 0 when not.
+func presence(ok bool) []byte {
+	if ok {
+		return []byte{1}
+	}
+	return []byte{0}
 }
 
 func (r *Runner) logDiag(level slog.Level, d *hcl.Diagnostic) {
@@ -426,23 +448,28 @@ func (r *Runner) Run(ctx context.Context, hup <-chan os.Signal) error {
 			r.logger().Warn("watching the configuration", "err", err)
 		case <-timer.C:
 			armed = false
-			// As the load reads it: a FIFO put in its place blocked
-			// this loop in open(2), and with it every later stop
-			// signal (SIGKILL alone ended the process); /dev/zero
-			// behind a symbolic link was read until the memory ran out.
-			src, _ := readConfig(r.Path)
-			r.mu.Lock()
-			changed := fingerprint(src, r.files) != r.lastSeen
-			r.mu.Unlock()
-			if changed {
+			if r.changed() {
 				r.reload(ctx, "file change")
 			}
 		}
 	}
 }
 
-// watched reports whether name is the configuration file or a plugin file
-// it names.
+// changed reports whether the configuration file, or a file it names (see
+// watch), differs from what the last load read.
+func (r *Runner) changed() bool {
+	// As the load reads it: a FIFO put in its place blocked the watch
+	// loop in open(2), and with it every later stop signal (SIGKILL alone
+	// ended the process); /dev/zero behind a symbolic link was read until
+	// the memory ran out.
+	src, err := readConfig(r.Path)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fingerprint(src, err == nil, r.files) != r.lastSeen
+}
+
+// watched reports whether name is the configuration file or a file it names
+// (a plugin, a certificate or key, a file() read).
 func (r *Runner) watched(name string) bool {
 	abs, err := filepath.Abs(name)
 	if err != nil {

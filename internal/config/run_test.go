@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -639,6 +640,82 @@ func TestReloadEmptyFileRefused(t *testing.T) {
 		t.Fatalf("reload = %+v", r)
 	}
 	roundTrip(t, dial(t, addr), "2", `"back"2`)
+}
+
+// TestReloadDeletedThenEmptied: a file the configuration reads that is
+// deleted, then created again empty, is a change the watcher reloads for
+// (and reports): a missing file once fingerprinted as an empty one, so the
+// empty file went unnoticed, with no error logged and no failed reload
+// counted. The configuration file and a plugin's .wasm alike.
+func TestReloadDeletedThenEmptied(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "s"))
+	addr := h.addr()
+	if err := os.Remove(h.path); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRefused("0: error: Cannot read configuration file")
+	writeFile(t, h.path, "")
+	h.waitRefused("1: error: No routes")
+	writeFile(t, h.path, stampConfig(target, "s"))
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+	wasm := filepath.Join(h.dir, "plugin.wasm")
+	if err := os.Remove(wasm); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRefused("3: error: Cannot read plugin file")
+	writeFile(t, wasm, "")
+	h.waitRefused("3: error: Invalid plugin module")
+	roundTrip(t, dial(t, addr), "x", `"s"x`)
+}
+
+// TestReloadOversizedFileSeenOnce: a file too large to load is refused once.
+// The load fingerprinted it cut to MaxConfigFile bytes, the watcher as read
+// (one byte more), so every later event in its directory (the tunnel's own
+// log or access log next to the file) counted as a change: a reload, an
+// error logged, another event, without end.
+func TestReloadOversizedFileSeenOnce(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t)
+	h := start(t, stampConfig(target, "s"))
+	writeFile(t, h.path, stampConfig(target, "s")+"#"+strings.Repeat("x", MaxConfigFile)+"\n")
+	h.waitRefused("1: error: Configuration file too large")
+	if h.r.changed() {
+		t.Fatal("the refused file, unchanged since, counts as changed")
+	}
+	roundTrip(t, dial(t, h.addr()), "x", `"s"x`)
+}
+
+// TestReloadIncludedFileChanged: a file the configuration reads with file()
+// is watched like the plugins' files: editing it reloads (it once took a
+// SIGHUP, the watcher ignoring it), and so does creating one that was
+// missing.
+func TestReloadIncludedFileChanged(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t)
+	config := strings.Replace(stampConfig(target, "unused"), `config = "unused"`, `config = trimspace(file("stamp.txt"))`, 1)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "stamp.txt"), "one\n")
+	h := start(t, strings.ReplaceAll(config, `"stamp.txt"`, strconv.Quote(filepath.Join(dir, "stamp.txt"))))
+	addr := h.addr()
+	roundTrip(t, dial(t, addr), "x", `"one"x`)
+	writeFile(t, filepath.Join(dir, "stamp.txt"), "two\n")
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+	roundTrip(t, dial(t, addr), "y", `"two"y`)
+	if err := os.Remove(filepath.Join(dir, "stamp.txt")); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRefused("10: error: Error in function call")
+	writeFile(t, filepath.Join(dir, "stamp.txt"), "three\n")
+	if r := h.waitReload(); r.Err != nil {
+		t.Fatalf("reload = %+v", r)
+	}
+	roundTrip(t, dial(t, addr), "z", `"three"z`)
 }
 
 // TestReloadBrokenPluginFile: a .wasm replaced by something that is not a
