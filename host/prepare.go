@@ -41,7 +41,13 @@ func (c *conn) prepare() bool {
 		c.prefix = nil
 	}
 	if c.rs.WireTap != nil {
-		nc = c.rs.WireTap(&c.info, nc)
+		tapped, err := c.callWireTap(nc)
+		if err != nil {
+			c.setReason(reasonFilterError)
+			c.finish(fmt.Errorf("wire tap: %w", err))
+			return false
+		}
+		nc = tapped
 	}
 	if err := c.acceptTLS(nc, deadline); err != nil {
 		c.setReason(reasonTLS)
@@ -227,7 +233,7 @@ func checkServerNames(label string, r Route, before []Route) []error {
 	var errs []error
 	for _, pat := range r.ServerNames {
 		if err := clienthello.CheckPattern(pat); err != nil {
-			errs = append(errs, fmt.Errorf("%s: server_names: %w", label, err))
+			errs = append(errs, fmt.Errorf("%s: ServerNames: %w", label, err))
 		}
 	}
 	for _, o := range before {

@@ -93,7 +93,10 @@ type Route struct {
 	// before the chain, and filters, the dump and the capture see plaintext.
 	// The config is used as given (certificates, client verification,
 	// ALPN); a reload gives a new Route and new connections use its config
-	// while open ones keep theirs. Such a route is never spliced.
+	// while open ones keep theirs. Such a route is never spliced. A panic
+	// in one of the config's callbacks (GetCertificate, VerifyConnection,
+	// ...) fails that connection's handshake (Reason tls), as
+	// UpstreamTLS's do the dial.
 	TLS *tls.Config
 	// WireTap, when set on a route that terminates TLS, is given each
 	// connection's client socket before the handshake and returns what the
@@ -102,7 +105,8 @@ type Route struct {
 	// session keys from tls.Config.KeyLogWriter). It is called on the
 	// connection's goroutine; the wrapper's Read and Write run on the pumps
 	// (one reader, one writer at a time) and must pass every call through.
-	// Teardown closes the socket itself, never the wrapper.
+	// Teardown closes the socket itself, never the wrapper. A WireTap that
+	// panics or returns nil fails that connection (Reason filter_error).
 	WireTap func(info *ConnInfo, c net.Conn) net.Conn
 	// UpstreamTLS, when set, makes the route originate TLS toward the
 	// target; ServerName defaults to the target's host.
@@ -332,13 +336,13 @@ func validateRoutes(routes []Route) error {
 		if err := addr.Check(r.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("%s: listen: %w", label, err))
 		} else if other, dup := listens[listenKey(r)]; dup && other.Name != r.Name && (len(r.ServerNames) == 0 || len(other.ServerNames) == 0) {
-			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q (routes share an address only when each gives server_names)", label, r.Listen, other.Name))
+			errs = append(errs, fmt.Errorf("%s: listen address %s is already used by route %q (routes share an address only when each gives ServerNames)", label, r.Listen, other.Name))
 		} else if !dup {
 			listens[listenKey(r)] = r
 		}
 		errs = append(errs, checkServerNames(label, r, routes[:i])...)
 		if r.AcceptProxy && len(r.TrustedProxies) == 0 {
-			errs = append(errs, fmt.Errorf("%s: accept_proxy needs the networks trusted to send PROXY headers (trusted_proxies)", label))
+			errs = append(errs, fmt.Errorf("%s: AcceptProxy needs TrustedProxies, the networks trusted to send PROXY headers", label))
 		}
 		for j, pfx := range r.TrustedProxies {
 			if !pfx.IsValid() {

@@ -96,7 +96,7 @@ func (c *conn) acceptTLS(nc net.Conn, deadline time.Time) error {
 	c.td.cancel = cancel // abort cancels it: certificate callbacks see it
 	c.dlMu.Unlock()
 	c.client.SetDeadline(deadline)
-	err := tc.HandshakeContext(ctx)
+	err := c.handshake(ctx, tc)
 	c.client.SetDeadline(time.Time{})
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("tls handshake with the client: not done within %s (handshake_timeout)", c.rs.handshakeTimeout())
@@ -142,7 +142,7 @@ func (c *conn) dialTLS(ctx context.Context, sc *net.TCPConn, target string) (*tl
 		cfg.ServerName = host
 	}
 	tc := tls.Client(sc, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := c.handshake(ctx, tc); err != nil {
 		return nil, fmt.Errorf("tls handshake with %s: %w", target, err)
 	}
 	return tc, nil

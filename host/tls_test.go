@@ -336,7 +336,7 @@ func TestServerNamesValidated(t *testing.T) {
 		`route "b": listen address 127.0.0.1:7001 is already used by route "a"`,
 		`route "c": server name "A.example" is also route "a"'s on 127.0.0.1:7001`,
 		`route "d": server name "*" is also route "c"'s`,
-		`route "d": server_names: server name "bad..name" has an empty label`,
+		`route "d": ServerNames: server name "bad..name" has an empty label`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Apply error %v\nwant it to contain %s", err, want)

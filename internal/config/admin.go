@@ -161,7 +161,7 @@ type RouteSummary struct {
 	// AcceptProxy: the route reads a PROXY header from the peers in
 	// TrustedProxies.
 	AcceptProxy    bool     `json:"accept_proxy,omitempty"`
-	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+	TrustedProxies []string `json:"trusted_cidrs,omitempty"`
 	// Capture: the route's connections are written to a capture file.
 	Capture bool `json:"capture,omitempty"`
 }

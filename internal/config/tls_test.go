@@ -131,7 +131,7 @@ func TestBuildTLS(t *testing.T) {
 			`"client_auth":"RequireAndVerifyClientCert","min_version":"TLS 1.3","alpn":["h2","http/1.1"]},` +
 			`"upstream_tls":{"server_name":"backend.example","verify":true}}`,
 		`{"name":"a","listen":"127.0.0.1:9443","target":"127.0.0.1:8001","chain":[],"server_names":["a.example","*.b.example"],` +
-			`"accept_proxy":true,"trusted_proxies":["10.0.0.0/8","192.0.2.7/32"]}`,
+			`"accept_proxy":true,"trusted_cidrs":["10.0.0.0/8","192.0.2.7/32"]}`,
 	} {
 		b, err := json.Marshal(sums[i])
 		if err != nil || string(b) != want {
