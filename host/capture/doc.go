@@ -95,7 +95,11 @@
 // expected the writer holds the packets that follow a ClientHello until
 // the session's secrets are written ahead of them (at most
 // Options.KeyLogWait). Such a file decrypts its sessions: keep it like the
-// keys. Files are created with mode 0600 for that reason.
+// keys. Files are created with mode 0600 for that reason. A session is
+// decrypted only in the file that holds its handshake: Wireshark finds the
+// secrets by the ClientHello's random, so the records of a connection
+// carried over into a new file (Options.MaxSize, Writer.Rotate) stay
+// encrypted there.
 //
 // # TLS as it crossed the wire
 //

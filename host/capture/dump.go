@@ -16,7 +16,9 @@ import (
 // packet of the client leg that a capture would write (the same synthetic
 // packets, with the same sequence and acknowledgement numbers: the
 // handshake, each chunk split at the MSS and its ACK, a FIN per direction,
-// a RST on an abort) the way a raw-socket sniffer decodes it: the Ethernet
+// a RST on an abort; but each chunk's ACK is printed with the chunk, as a
+// pure ACK, where a capture leaves it out when the peer's next packet is a
+// reply that carries it) the way a raw-socket sniffer decodes it: the Ethernet
 // addresses, the IPv4 or IPv6 header fields (version, header length, TTL,
 // protocol, checksum, addresses), the TCP ports, flags, sequence and
 // acknowledgement numbers (raw, and relative to the handshake as Wireshark

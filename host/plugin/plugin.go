@@ -49,9 +49,9 @@ type RuntimeOptions struct {
 	Registry *Registry
 }
 
-// Runtime runs WebAssembly plugins (ABI v1, see sdk/ABI.md) in wazero's
-// sandbox. It owns the compilation cache and every module and plugin made
-// from it. Compile a module once, then make any number of [Plugin]s (each
+// Runtime runs WebAssembly plugins (ABI v1 and v2, see sdk/ABI.md) in
+// wazero's sandbox. It owns the compilation cache and every module and
+// plugin made from it. Compile a module once, then make any number of [Plugin]s (each
 // with its own configuration and pool of instances) from it with
 // [Module.NewPlugin]. A Runtime is safe for concurrent use.
 type Runtime struct {
@@ -168,7 +168,8 @@ type Module struct {
 
 // Compile compiles a module and checks it against the ABI: the exported
 // memory and functions with their exact signatures, the imports, and the
-// version handshake (tunnel_abi_version must return 1). The error names
+// version handshake (tunnel_abi_version must return 1 or 2, and 2 when
+// the module imports ABI v2 host functions). The error names
 // every offending export or import and the signature expected. name labels
 // the module in errors and logs (for example the file name).
 func (r *Runtime) Compile(ctx context.Context, name string, wasmBytes []byte) (*Module, error) {

@@ -165,7 +165,7 @@ func (e *sharedEntry) metrics() []GuestMetric {
 	return out
 }
 
-// Metrics returns every series of every plugin of the Registry, by route
+// GuestMetrics returns every series of every plugin of the Registry, by route
 // and plugin, in each plugin's order of definition.
 func (r *Registry) GuestMetrics() []GuestMetric {
 	r.mu.Lock()
@@ -187,7 +187,7 @@ func (r *Registry) GuestMetrics() []GuestMetric {
 	return out
 }
 
-// Metrics returns the series the plugin's guest defined, added up across
+// GuestMetrics returns the series the plugin's guest defined, added up across
 // its instances (ABI v2 metric_define).
 func (p *Plugin) GuestMetrics() []GuestMetric { return p.shared.metrics() }
 

@@ -62,6 +62,7 @@ type Gap struct {
 	Bytes int
 }
 
+// String says how many bytes of which direction are missing, and where.
 func (g Gap) String() string {
 	return fmt.Sprintf("%d bytes %s missing from the recording at offset %d", g.Bytes, g.Dir, g.Offset)
 }
@@ -303,6 +304,7 @@ func (s *stream) skipGap(dir host.Direction) {
 // file ends in the middle of a packet: the packets before it were read.
 type TruncatedError struct{ Packets int }
 
+// Error says where the file was cut and what is replayed of it.
 func (e *TruncatedError) Error() string {
 	return fmt.Sprintf("replay: the file ends in the middle of packet %d (cut short); the %d whole packets before it are replayed", e.Packets+1, e.Packets)
 }

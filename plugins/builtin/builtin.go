@@ -61,6 +61,7 @@ func Description(name string) string { return descriptions[name] }
 // UnknownError is returned for a name that is not a built-in plugin.
 type UnknownError struct{ Name string }
 
+// Error names the plugin asked for and lists the built-in ones.
 func (e *UnknownError) Error() string {
 	return fmt.Sprintf("no built-in plugin %q; the built-in plugins are %s", e.Name, strings.Join(Names(), ", "))
 }

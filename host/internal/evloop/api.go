@@ -28,6 +28,7 @@ type PeerError struct {
 	Err error
 }
 
+// Error names the peer and the operation that failed, then the error.
 func (e *PeerError) Error() string {
 	peer := "server"
 	if e.Client {
@@ -36,6 +37,7 @@ func (e *PeerError) Error() string {
 	return peer + " " + e.Op + ": " + e.Err.Error()
 }
 
+// Unwrap returns the system call's error.
 func (e *PeerError) Unwrap() error { return e.Err }
 
 // Acceptor is implemented by the caller, one per listener. Its methods run

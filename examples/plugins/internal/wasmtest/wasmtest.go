@@ -38,9 +38,16 @@ type Logs struct {
 	changed chan struct{} // closed and replaced at every message
 }
 
+// Enabled reports that every level is kept (slog.Handler).
 func (l *Logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *Logs) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *Logs) WithGroup(string) slog.Handler            { return l }
+
+// WithAttrs returns l: the attributes are not kept (slog.Handler).
+func (l *Logs) WithAttrs([]slog.Attr) slog.Handler { return l }
+
+// WithGroup returns l: groups are not kept (slog.Handler).
+func (l *Logs) WithGroup(string) slog.Handler { return l }
+
+// Handle keeps the record's level and message (slog.Handler).
 func (l *Logs) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
