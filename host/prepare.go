@@ -35,11 +35,9 @@ func (c *conn) prepare() bool {
 	if c.rs.TLS == nil {
 		return true
 	}
-	var nc net.Conn = c.client
-	if c.prefix != nil {
-		nc = &replayConn{TCPConn: c.client, pending: c.prefix}
-		c.prefix = nil
-	}
+	rc := &replayConn{TCPConn: c.client, pending: c.prefix}
+	c.prefix = nil
+	var nc net.Conn = rc
 	if c.rs.WireTap != nil {
 		tapped, err := c.callWireTap(nc)
 		if err != nil {
@@ -50,7 +48,17 @@ func (c *conn) prepare() bool {
 		nc = tapped
 	}
 	if err := c.acceptTLS(nc, deadline); err != nil {
-		c.setReason(reasonTLS)
+		switch {
+		case !rc.got && errors.Is(err, io.EOF):
+			// Connected and left without a byte (a TCP health check):
+			// an orderly end, not a failed handshake.
+			c.setReason(reasonClientEOF)
+			err = nil
+		case !rc.got && errors.Is(err, syscall.ECONNRESET):
+			c.setReason(reasonReset) // (a health check that resets)
+		default:
+			c.setReason(reasonTLS)
+		}
 		c.finish(err)
 		return false
 	}
@@ -87,6 +95,16 @@ func (c *conn) acceptProxy(deadline time.Time) bool {
 	c.client.SetReadDeadline(time.Time{})
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fail(fmt.Errorf("PROXY header from %s: not complete within %s (handshake_timeout): %w", addr, c.rs.handshakeTimeout(), err))
+	}
+	if errors.Is(err, io.EOF) { // io.ErrUnexpectedEOF once a byte came
+		// Connected and left without a byte (a load balancer's TCP
+		// health check): an orderly end, not a bad header.
+		if c.rs.group != nil {
+			c.count(c.rs)
+		}
+		c.setReason(reasonClientEOF)
+		c.finish(nil)
+		return false
 	}
 	if err != nil {
 		return fail(fmt.Errorf("PROXY header from %s: %w", addr, err))

@@ -200,21 +200,28 @@ func (c *conn) closeWriteGracefully(s *net.TCPConn, tc *tls.Conn, deadline time.
 	}()
 }
 
-// replayConn is a client socket with bytes already read from it put back
-// in front (a ClientHello read to choose the route), for the TLS
-// handshake. Writes and everything else go to the socket.
+// replayConn is a client socket as the TLS handshake reads it: bytes
+// already read from it put back in front (a ClientHello read to choose
+// the route), and whether any byte came at all (a health check leaves
+// without one). Writes and everything else go to the socket.
 type replayConn struct {
 	*net.TCPConn
 	pending []byte
+	got     bool // a byte of the client was read (by the handshake)
 }
 
 func (r *replayConn) Read(b []byte) (int, error) {
 	if len(r.pending) > 0 {
 		n := copy(b, r.pending)
 		r.pending = r.pending[n:]
+		r.got = true
 		return n, nil
 	}
-	return r.TCPConn.Read(b)
+	n, err := r.TCPConn.Read(b)
+	if n > 0 {
+		r.got = true
+	}
+	return n, err
 }
 
 // writePrefix writes what was read from the client before the route was

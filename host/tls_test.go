@@ -402,6 +402,53 @@ func TestAcceptProxy(t *testing.T) {
 	}
 }
 
+// TestHealthCheckIsAnOrderlyClose: a client that connects and leaves
+// without a byte (a load balancer's TCP health check) on a route that
+// terminates TLS or reads a PROXY header ends as client_eof, logged at
+// INFO and not counted as an error, as on a plain route or one routing by
+// server name; it was a failed handshake (reason tls) or a bad header
+// (proxy_header), a WARN line and an error every few seconds per
+// balancer. A client that sent half a ClientHello or half a header, then
+// left, still fails as tls or proxy_header, and one that resets first is
+// a reset.
+func TestHealthCheckIsAnOrderlyClose(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "test CA")
+	srv := tn.Serve(t, tn.Echo)
+	lb := tn.Route("lb", srv.Addr())
+	lb.AcceptProxy = true
+	lb.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	p, logs := tn.Proxy(t, terminating(t, ca, srv.Addr()), lb)
+	for _, r := range []struct{ name, half, reason string }{
+		{"tls", "\x16\x03\x01\x00\xff\x01", "reason=tls"}, // a record header announcing 255 bytes, then one
+		{"lb", "PROXY TCP4 ", "reason=proxy_header"},
+	} {
+		addr := p.Addr(r.name).String()
+		c := tn.Dial(t, addr)
+		c.Close()
+		logs.Wait(t, "level=INFO", "connection closed", "route="+r.name, "reason=client_eof")
+
+		c = tn.Dial(t, addr)
+		c.Write([]byte(r.half))
+		c.CloseWrite()
+		logs.Wait(t, "level=WARN", "connection closed", "route="+r.name, r.reason)
+		c.Close()
+
+		c = tn.Dial(t, addr)
+		c.SetLinger(0)
+		c.Close() // a reset
+		logs.WaitCount(t, 2, "level=WARN", "connection closed", "route="+r.name)
+	}
+	for _, st := range p.Stats() {
+		if st.Closed["client_eof"] != 1 || st.Errors != 2 {
+			t.Errorf("route %s: Closed %v, Errors %d; want client_eof 1 and 2 errors", st.Route, st.Closed, st.Errors)
+		}
+	}
+	if n := logs.Count("level=WARN", "route=tls", "reason=reset"); n != 1 {
+		t.Errorf("%d resets logged on the TLS route, want 1:\n%s", n, logs)
+	}
+}
+
 // wireTap records what crosses the client socket of a TLS route.
 type wireTap struct {
 	net.Conn
