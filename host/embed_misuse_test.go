@@ -160,6 +160,7 @@ func TestApplyErrorsNameGoFields(t *testing.T) {
 		{Name: "b", Listen: "127.0.0.1:7003", Target: "127.0.0.1:1", ServerNames: []string{"a.example"}},
 		{Name: "c", Listen: "127.0.0.1:7003", Target: "127.0.0.1:1"},
 		{Name: "d", Listen: "127.0.0.1:7004", Target: "127.0.0.1:1", ServerNames: []string{"bad..name"}},
+		{Name: "e", Listen: "127.0.0.1:7005", Target: "127.0.0.1:1", WireTap: func(_ *host.ConnInfo, c net.Conn) net.Conn { return c }},
 	})
 	if err == nil {
 		t.Fatal("Apply accepted the routes")
@@ -168,6 +169,8 @@ func TestApplyErrorsNameGoFields(t *testing.T) {
 		`route "a": AcceptProxy needs TrustedProxies, the networks trusted to send PROXY headers`,
 		`route "c": listen address 127.0.0.1:7003 is already used by route "b" (routes share an address only when each gives ServerNames)`,
 		`route "d": ServerNames: server name "bad..name" has an empty label`,
+		// It was silently ignored.
+		`route "e": WireTap is set but TLS is not: it taps the TLS a route terminates`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Apply error:\n%v\nwant it to contain %s", err, want)

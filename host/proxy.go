@@ -107,6 +107,7 @@ type Route struct {
 	// (one reader, one writer at a time) and must pass every call through.
 	// Teardown closes the socket itself, never the wrapper. A WireTap that
 	// panics or returns nil fails that connection (Reason filter_error).
+	// Apply refuses a WireTap on a route without TLS.
 	WireTap func(info *ConnInfo, c net.Conn) net.Conn
 	// UpstreamTLS, when set, makes the route originate TLS toward the
 	// target; ServerName defaults to the target's host.
@@ -343,6 +344,9 @@ func validateRoutes(routes []Route) error {
 		errs = append(errs, checkServerNames(label, r, routes[:i])...)
 		if r.AcceptProxy && len(r.TrustedProxies) == 0 {
 			errs = append(errs, fmt.Errorf("%s: AcceptProxy needs TrustedProxies, the networks trusted to send PROXY headers", label))
+		}
+		if r.WireTap != nil && r.TLS == nil {
+			errs = append(errs, fmt.Errorf("%s: WireTap is set but TLS is not: it taps the TLS a route terminates (on a plaintext route, a Link's filter sees every byte)", label))
 		}
 		for j, pfx := range r.TrustedProxies {
 			if !pfx.IsValid() {
