@@ -345,7 +345,8 @@ func (ic *inlineChain) done(st evloop.Stats) {
 // peer's nor a system call's (epoll_ctl out of memory is the loop's
 // resource, counted as reset, as classify counts the goroutine engine's)
 // came from the filters' output, e.g. more queued for a peer than it reads
-// (a Timer sends without backpressure).
+// (a Timer that makes bytes of its own: what it sends stops only the
+// source of its direction being read, see Output.Write).
 func inlineReason(st evloop.Stats) closeReason {
 	if st.Reason == evloop.Failed && !errors.As(st.Err, new(*evloop.PeerError)) {
 		return classify(st.Err)

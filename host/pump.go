@@ -149,8 +149,8 @@ func (c *conn) awaitSource(dir Direction, wake <-chan struct{}, over func() bool
 	}
 }
 
-// deferredPoll is how often awaitDeferred looks at the source when nothing
-// watches the socket for it.
+// deferredPoll is how often awaitSource (a deferred half-close, a paused
+// source) looks at the source when nothing watches the socket for it.
 const deferredPoll = 250 * time.Millisecond
 
 // sourceState is socketState of dir's source socket.
@@ -197,6 +197,13 @@ func (c *conn) step(dir Direction) (step, error) {
 		}
 		if c.td.closing.Load() {
 			return stepEnd, nil // pump drains the rest
+		}
+		select {
+		case <-c.td.closed:
+			// Aborted: the pause is not over, and the source is not
+			// read (teardown closes it meanwhile, as a read would find).
+			return stepEnd, &peerError{"read", dir, net.ErrClosed}
+		default:
 		}
 		if c.paused[dir].Load() != 0 && c.targetToDial(dir) {
 			// Still paused, but a timer chose the target: awaitTarget

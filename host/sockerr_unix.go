@@ -4,8 +4,9 @@ package host
 
 import "syscall"
 
-// pollsSockets: socketState can tell a failed socket here, so a deferred
-// half-close nothing else watches is polled (awaitDeferred).
+// pollsSockets: socketState can tell a failed socket here, so a source
+// nobody reads (a deferred half-close, a paused source) that nothing else
+// watches is polled (awaitSource).
 const pollsSockets = true
 
 // pendingError returns the pending error of socket fd (SO_ERROR), if any;

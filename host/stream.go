@@ -153,14 +153,15 @@ func (s *Stream) DeferEnd(dir Direction) error {
 // chunks of dir the engine has already read (the rest of a chunk a link
 // split, or, on the goroutine engine, one read that was waiting on the
 // socket when a Timer or the other direction paused it) may still come.
-// Meanwhile the source's end of stream is not seen, a reset is, and the
-// route's idle timeout runs: the pause is not activity, so a connection
-// that moves no bytes (read, or written, a filter's sends included) for
-// longer than the timeout ends as idle. A connection that a filter
-// closes, or that is torn down, stops waiting.
+// Meanwhile the source's end of stream is not seen, a reset is (off Unix,
+// only once the reads resume), and the route's idle timeout runs: the
+// pause is not activity, so a connection that moves no bytes (read, or
+// written, a filter's sends included) for longer than the timeout ends as
+// idle. A connection that a filter closes, or that is torn down, stops
+// waiting.
 // The pause is the filter's: dir is read again once every filter that
-// paused it has resumed it (the filters past the 64th of a chain share
-// one pause). dir must have filters (else ErrNotAttached: the kernel
+// paused it has resumed it (the 64th filter of a chain and those after it
+// share one pause). dir must have filters (else ErrNotAttached: the kernel
 // forwards it). Pausing twice counts once. In Closed it returns an error
 // wrapping ErrWriteClosed.
 func (s *Stream) PauseRead(dir Direction) error {

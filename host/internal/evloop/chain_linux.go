@@ -51,8 +51,9 @@ type outq struct {
 
 func (q *outq) empty() bool { return len(q.bufs) == 0 }
 
-// Output is a connection's writer for its Chain: its methods, but Abort,
-// may be called only from the Chain's callbacks, on the loop thread.
+// Output is a connection's writer for its Chain: its methods, but Abort
+// and Wake, may be called only from the Chain's callbacks, on the loop
+// thread.
 type Output struct {
 	c *conn
 }
