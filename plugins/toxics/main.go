@@ -95,6 +95,11 @@ type plugin struct {
 	maxHeldTotal, heldNow int
 }
 
+// maxDur bounds every duration of the config: a delay past it is a typo,
+// and past about 146 years the arithmetic of a chunk's due time (now +
+// latency, 2*jitter) would wrap, delaying nothing or failing the instance.
+const maxDur = 24 * time.Hour
+
 func parseDur(name, s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
@@ -102,6 +107,9 @@ func parseDur(name, s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
 		return 0, errors.New(strconv.Quote(name) + ` must be a duration such as "100ms", not ` + strconv.Quote(s))
+	}
+	if d > maxDur {
+		return 0, errors.New(strconv.Quote(name) + ` must be at most 24h, not ` + strconv.Quote(s))
 	}
 	return d, nil
 }

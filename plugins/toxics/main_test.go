@@ -364,6 +364,11 @@ func testToxics(t *testing.T, start sdktest.Starter) {
 			{``, `toxics: no toxic: configure "client" and/or "server", e.g. {"client": {"latency": "100ms"}}`},
 			{`{"client": {"latency": "soon"}}`, `toxics: client: "latency" must be a duration such as "100ms", not "soon"`},
 			{`{"server": {"jitter": "-1s"}}`, `toxics: server: "jitter" must be a duration such as "100ms", not "-1s"`},
+			// Near the largest duration, now+latency wrapped (nothing
+			// was delayed) and 2*jitter+1 made the guest panic.
+			{`{"client": {"latency": "2562047h"}}`, `toxics: client: "latency" must be at most 24h, not "2562047h"`},
+			{`{"client": {"jitter": "1500000h"}}`, `toxics: client: "jitter" must be at most 24h, not "1500000h"`},
+			{`{"server": {"timeout": "25h"}}`, `toxics: server: "timeout" must be at most 24h, not "25h"`},
 			{`{"client": {"slice": -2}}`, `toxics: client: "slice" must be >= 0, not -2`},
 			{`{"client": {"slice_delay": "1ms"}}`, `toxics: client: "slice_delay" needs "slice"`},
 			{`{"client": {"reset_after": -1}}`, `toxics: client: "reset_after" must be >= 0, not -1`},
