@@ -144,16 +144,19 @@ func (in *instance) OnClose(conn int64) {
 	c.h.OnClose(c)
 }
 
-// OnTimer implements tunnel_on_timer: calls the handler's OnTimer when it
-// has one.
+// OnTimer implements tunnel_on_timer: calls the handler's OnTimer, or logs
+// that the handler has none.
 func (in *instance) OnTimer(conn int64) int32 {
 	c := in.conn(conn)
 	if c == nil {
 		return abi.OK
 	}
+	defer in.enter(c)()
 	if th, ok := c.h.(TimerHandler); ok {
-		defer in.enter(c)()
 		th.OnTimer(c)
+	} else {
+		// Armed from NewConn, before the handler was known.
+		Log(LevelWarn, ErrNoTimer.Error())
 	}
 	return abi.OK
 }

@@ -15,7 +15,11 @@ import (
 // labels. Define them in the factory (or in any callback: defining the same
 // name and labels again returns the same metric, so a handler may define a
 // series the first time it meets a label value); then Add, Set and Observe
-// cost one host call and allocate nothing.
+// cost one host call and allocate nothing. Not in the initialiser of a
+// package-level var (var hits = sdk.NewCounter(...)): package
+// initialisation runs before the host calls the plugin, so that metric
+// does nothing, silently (its Err is [ErrNotAllowed]; there is no host to
+// log to yet). Declare the var and assign it in the factory.
 //
 // Names follow Prometheus: [a-zA-Z_][a-zA-Z0-9_]*, up to 128 bytes; a
 // counter's name should end in _total. Labels are given as name, value

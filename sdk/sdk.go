@@ -48,7 +48,11 @@ const (
 	// the next chunk of the same direction. It is the way to wait for more
 	// bytes (a whole line, a whole frame) without copying them: at most the
 	// input buffer's size ([SetBufferSize]) can be held, so a handler must
-	// not hold a buffer that is already full.
+	// not hold a buffer that is already full. Held bytes come back only
+	// with the next OnData of their direction: OnTimer cannot release
+	// them, and CloseWrite or Close drops them. To pass bytes on later
+	// from OnTimer ("a full line or 50 ms"), copy them, return Drop and
+	// Send them from OnTimer.
 	Hold Action = abi.ActionHold
 )
 

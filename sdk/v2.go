@@ -15,6 +15,10 @@ var (
 	ErrNoLateDial = errors.New("sdk: the route dials its fixed target (set dial = \"plugin\" on the route to let plugins choose)")
 	// ErrAlreadySet: [Conn.SetTarget] after the target was chosen.
 	ErrAlreadySet = errors.New("sdk: the target is already chosen")
+	// ErrNoTimer: [Conn.SetTimer] on a connection whose handler is not a
+	// [TimerHandler] (it has no OnTimer(*sdk.Conn) method): the timer
+	// would fire and call nothing.
+	ErrNoTimer = errors.New("sdk: the handler has no OnTimer(*sdk.Conn) method (it is not an sdk.TimerHandler), so its timer would call nothing")
 )
 
 func statusErr2(st int32) error {
@@ -49,10 +53,18 @@ func Now() time.Duration {
 // SetTimer arms the connection's timer: the handler's OnTimer (it must be
 // a [TimerHandler]) is called after d, or as soon as the current callback
 // has returned when d <= 0. A connection has one timer: arming it again
-// replaces the pending one. Allowed in NewConn, OnData and OnTimer.
+// replaces the pending one. Allowed in NewConn, OnData and OnTimer. From
+// OnData, a handler that is not a TimerHandler gets [ErrNoTimer]; from
+// NewConn, before the handler is known, its timer fires and logs a
+// warning instead.
 func (c *Conn) SetTimer(d time.Duration) error {
 	if !c.current() {
 		return ErrNotAllowed
+	}
+	if c.h != nil {
+		if _, ok := c.h.(TimerHandler); !ok {
+			return ErrNoTimer
+		}
 	}
 	return statusErr(c.inst.host.SetTimer(int64(c.id), int64(max(d, 0))))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -78,12 +79,12 @@ type wasmFilter struct {
 	s    atomic.Pointer[host.Stream] // set by Opened; read by other connections on failure
 
 	// Guarded by the connection's lock (every host.Filter method holds it).
-	bypass  bool          // the instance failed under policy bypass: forward as is
-	seen    bool          // the guest has been called for this connection
-	held    [2]*[]byte    // bytes the guest holds (ActionHold), per direction; pooled
-	infoStr [10]string    // conn_info values, made on first use
-	due     time.Duration // with Options.Clock: when the guest's timer is due on it
-	defers  [2]bool       // the guest deferred the half-close of dir (defer_end) and has not ended it yet
+	bypass  bool         // the instance failed under policy bypass: forward as is
+	seen    bool         // the guest has been called for this connection
+	held    [2]*[]byte   // bytes the guest holds (ActionHold), per direction; pooled
+	infoStr [10]string   // conn_info values, made on first use
+	due     atomic.Int64 // with Options.Clock: when the guest's timer is due on it (0: none; read by timersDue)
+	defers  [2]bool      // the guest deferred the half-close of dir (defer_end) and has not ended it yet
 
 	// Per call.
 	start   time.Time // when it began, if timed (metrics.go)
@@ -552,13 +553,14 @@ const clockPoll = time.Millisecond
 // tunnel_on_timer and delivers what it queued.
 func (f *wasmFilter) Timer(s *host.Stream) error {
 	if f.bypass {
+		f.due.Store(0)
 		return nil
 	}
-	if c := f.p.opts.Clock; c != nil && f.due > 0 {
-		if c.Now() < f.due {
+	if c := f.p.opts.Clock; c != nil && f.due.Load() > 0 {
+		if int64(c.Now()) < f.due.Load() {
 			return s.SetTimer(clockPoll)
 		}
-		f.due = 0
+		f.due.Store(0)
 	}
 	in := f.inst
 	if ok, err := f.enter(in, in.w.HasOnTimer()); !ok {
@@ -610,13 +612,20 @@ func (f *wasmFilter) SetTimer(conn uint64, ns int64) int32 {
 		return st
 	}
 	if ns < 0 {
-		f.due = 0
+		f.due.Store(0)
 		s.StopTimer()
 		return abi.StatusOK
 	}
 	d := time.Duration(ns)
 	if c := f.p.opts.Clock; c != nil {
-		f.due = max(c.Now()+d, 1)
+		// Saturated: a timer at the end of time must not wrap around to
+		// one that is due at once.
+		now := c.Now()
+		due := max(now+d, 1)
+		if now+d < now {
+			due = math.MaxInt64
+		}
+		f.due.Store(int64(due))
 		d = min(d, clockPoll)
 	}
 	if err := s.SetTimer(d); err != nil {

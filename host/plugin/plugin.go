@@ -109,6 +109,24 @@ func init() {
 	plugstats.BreakerOf = func(p any) plugstats.Breaker { return p.(*Plugin).breakerStats() }
 	plugstats.SetClock = func(p any, now func() time.Time) { p.(*Plugin).clock.Store(&now) }
 	plugstats.HeldBy = func(rt any, except map[any]bool) []plugstats.Held { return rt.(*Runtime).held(except) }
+	plugstats.TimersDue = func(p any, now time.Duration) int { return p.(*Plugin).timersDue(now) }
+}
+
+// timersDue returns the number of connections whose guest timer is due at
+// now on Options.Clock and has not fired yet (for host/plugintest, through
+// plugstats).
+func (p *Plugin) timersDue(now time.Duration) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, in := range p.pool {
+		for f := range in.conns {
+			if due := f.due.Load(); due > 0 && due <= int64(now) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // held returns the plugins of r not in except that have open connections,

@@ -81,10 +81,16 @@ func TestV2LoadErrors(t *testing.T) {
 	for _, c := range []struct{ guest, want string }{
 		{"v1_imports_v2", `plugin "v1_imports_v2": imports "tunnel" "now", which is ABI v2, but tunnel_abi_version returned 1`},
 		{"v2_no_on_timer", `plugin "v2_no_on_timer": imports "tunnel" "set_timer" but does not export "tunnel_on_timer": want (func (export "tunnel_on_timer") (param i64) (result i32))`},
+		// Exported with a wrong signature: that is the error, not a
+		// missing export as well.
+		{"v2_bad_on_timer", `plugin "v2_bad_on_timer": export "tunnel_on_timer" has signature (func (param i64)), want (func (param i64) (result i32))`},
 	} {
 		_, err := rt.Load(ctx, "testdata/"+c.guest+".wasm", plugin.Options{Name: c.guest})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to contain\n%s", c.guest, err, c.want)
+		}
+		if err != nil && c.guest == "v2_bad_on_timer" && strings.Contains(err.Error(), "does not export") {
+			t.Errorf("%s: error %v also says the export is missing", c.guest, err)
 		}
 	}
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/tunnelwasm/tunnel/host"
 	"github.com/tunnelwasm/tunnel/host/internal/flock"
 	"github.com/tunnelwasm/tunnel/host/plugin"
+	"github.com/tunnelwasm/tunnel/internal/plugstats"
 	"github.com/tunnelwasm/tunnel/internal/testkit"
 	"github.com/tunnelwasm/tunnel/sdk"
 	"github.com/tunnelwasm/tunnel/sdk/sdktest"
@@ -612,12 +613,29 @@ func (c *wasmConn) Tag(key string) (string, bool) {
 	return c.p.closes.tag(c.p.t, c.id, key)
 }
 
-// Advance implements sdktest.Plugin: moves the plugin's clock.
+// Advance implements sdktest.Plugin: moves the plugin's clock and returns
+// once the timers that came due have fired.
 func (p *wasmPlugin) Advance(d time.Duration) {
 	if d < 0 {
 		p.t.Fatalf("plugintest: Advance(%v): the clock does not go back", d)
 	}
-	p.clock.d.Add(int64(d))
+	now := time.Duration(p.clock.d.Add(int64(d)))
+	// The host's timers look at the clock every millisecond: wait until
+	// the ones due by now have fired, as the emulator fires them before
+	// its Advance returns, so that what the test does next (End, say)
+	// comes after them. A timer that fired holds its connection until its
+	// callback returns, so the connection's next events follow it.
+	deadline := time.Now().Add(Timeout)
+	for {
+		due := plugstats.TimersDue(p.plug, now)
+		if due == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("plugintest: Advance(%v): %d timers due did not fire within %v", d, due, Timeout)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 // manualClock is the plugin's clock under test (plugin.Options.Clock).

@@ -46,4 +46,9 @@ var (
 	// HeldBy returns the plugins of rt, a *plugin.Runtime, that are not in
 	// except (a set of *plugin.Plugin) and have open connections.
 	HeldBy func(rt any, except map[any]bool) []Held
+	// TimersDue returns the number of connections of p, a *plugin.Plugin
+	// with an Options.Clock, whose guest timer is due at now (on that
+	// clock) and has not fired yet (host/plugintest's Advance waits for
+	// them).
+	TimersDue func(p any, now time.Duration) int
 )

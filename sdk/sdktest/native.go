@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -236,8 +237,10 @@ func (p *emuPlugin) CloseWrite(dir int32) int32 {
 		return abi.StatusNotAllowed
 	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
 		return abi.StatusBadArgument
-	case c.closed || c.writeClosed[dir]:
+	case c.closed:
 		return abi.StatusClosed
+	case c.writeClosed[dir]:
+		return abi.StatusOK // as the host: half-closing again does nothing
 	}
 	c.writeClosed[dir] = true
 	c.deferred[dir] = false
@@ -262,7 +265,21 @@ const maxText = 4 << 10
 func (p *emuPlugin) Log(level int32, msg []byte) {
 	p.spend("log", len(msg))
 	msg = msg[:min(len(msg), maxText)]
-	p.logs = append(p.logs, Log{Level: sdk.Level(level), Msg: string(msg)})
+	p.logs = append(p.logs, Log{Level: logLevel(level), Msg: string(msg)})
+}
+
+// logLevel is the level the host logs a guest's level at: the highest of
+// the four not above it, and debug below debug.
+func logLevel(level int32) sdk.Level {
+	switch {
+	case level >= abi.LogError:
+		return sdk.LevelError
+	case level >= abi.LogWarn:
+		return sdk.LevelWarn
+	case level >= abi.LogInfo:
+		return sdk.LevelInfo
+	}
+	return sdk.LevelDebug
 }
 
 // emuHost is the guest.Host of an emulated instance.
@@ -632,7 +649,12 @@ func (p *emuPlugin) SetTimer(conn int64, ns int64) int32 {
 		c.timerArmed = false
 		return abi.StatusOK
 	}
-	c.timerArmed, c.timerDue = true, p.now+time.Duration(ns)
+	// Saturated, as the host does: a timer at the end of time must not
+	// wrap around to one that is due at once.
+	c.timerArmed, c.timerDue = true, time.Duration(math.MaxInt64)
+	if d := time.Duration(ns); d <= math.MaxInt64-p.now {
+		c.timerDue = p.now + d
+	}
 	return abi.StatusOK
 }
 

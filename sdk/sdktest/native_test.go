@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,8 @@ func init() {
 			return greeter{string(cfg)}, nil
 		case "closer":
 			return sdk.Shared(closer{}), nil
+		case "notimer":
+			return noTimer{}, nil
 		case "pauser":
 			lastPauser = &pauser{}
 			return sdk.Shared(lastPauser), nil
@@ -270,4 +273,40 @@ func TestResumeShowsOneTunnelRead(t *testing.T) {
 	if got := lastPauser.shown - before; got != 80000 {
 		t.Fatalf("shown %d bytes after two resumes, want 80000", got)
 	}
+}
+
+// noTimer arms its connection's timer in NewConn and at each chunk, but
+// its handler has no OnTimer: the chunk's SetTimer error is its reply.
+type noTimer struct{ sdk.DefaultHandler }
+
+func (noTimer) NewConn(c *sdk.Conn) (sdk.Handler, error) {
+	if err := c.SetTimer(time.Second); err != nil {
+		sdk.Log(sdk.LevelError, "SetTimer in NewConn: "+err.Error())
+	}
+	return noTimer{}, nil
+}
+
+func (noTimer) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	if err := c.SetTimer(time.Second); err != nil {
+		c.Send(dir.Reverse(), []byte(err.Error()))
+	}
+	return sdk.Drop
+}
+
+// A handler without OnTimer cannot arm its timer from OnData (ErrNoTimer);
+// one armed from NewConn, before the handler is known, fires with a
+// warning rather than silently.
+func TestTimerWithoutOnTimer(t *testing.T) {
+	p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: "notimer"})
+	c := p.Open()
+	p.Advance(time.Second)
+	want := []sdktest.Log{{Level: sdk.LevelWarn, Msg: sdk.ErrNoTimer.Error()}}
+	if logs := p.Logs(); !slices.Equal(logs, want) {
+		t.Fatalf("logs %q, want %q", logs, want)
+	}
+	c.Write(sdk.ClientToServer, []byte("arm"))
+	if got := c.Read(sdk.ServerToClient, len(sdk.ErrNoTimer.Error())); string(got) != sdk.ErrNoTimer.Error() {
+		t.Fatalf("the client got %q", got)
+	}
+	sdktest.Finish(c)
 }

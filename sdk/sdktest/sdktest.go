@@ -1,7 +1,10 @@
 // Package sdktest runs a plugin written with package sdk inside plain
 // `go test`, natively, against an emulator of the tunnel host that follows
-// ABI v1 call for call: the input buffer, chunks split to its size, Hold,
-// end of stream, half-close, replies toward the sender, close and logs.
+// the ABI (sdk/ABI.md, versions 1 and 2) call for call: the input buffer,
+// chunks split to its size, Hold, end of stream, half-close, replies
+// toward the sender, close and logs, and version 2's clock and timers (on
+// a clock the test moves with [Plugin.Advance]), late dial, paused reads,
+// tags, shared state and metrics.
 //
 // The test API is a pair of interfaces, [Plugin] and [Conn], so that the same
 // test can also run the compiled .wasm through the real host runtime:
@@ -80,9 +83,17 @@ type Plugin interface {
 	// Stdout returns what the plugin wrote to its standard output so far.
 	Stdout() []byte
 	// Advance moves the plugin's clock (sdk.Now) forward by d and fires
-	// the timers that come due, in order. The clock moves only when the
-	// test says, so timer tests are exact and never sleep. Bytes a timer
-	// sends are then read with Conn.Read, which waits for them.
+	// the timers that come due, in order, and returns once they have
+	// fired, so that what the test does next (an End) comes after them.
+	// The clock moves only when the test says, so timer tests are exact
+	// and never sleep. Bytes a timer sends are then read with Conn.Read,
+	// which waits for them. Natively, each OnTimer reads sdk.Now at its
+	// own time and a timer it arms fires too if due within d; through a
+	// real tunnel (host/plugintest) the clock is already at the end of
+	// the Advance when the timers fire, and what they set off (a resumed
+	// read, a timer armed then) follows in real time. A test that relies
+	// on a timer's time or on a chain of timers advances in steps no
+	// longer than their delays.
 	Advance(d time.Duration)
 }
 

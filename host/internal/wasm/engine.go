@@ -338,7 +338,8 @@ func (c *Compiled) check(cm wazero.CompiledModule) error {
 		mod, name, _ := m.Import()
 		errs = append(errs, fmt.Errorf("imports memory %q %q: a plugin must define and export its own memory", mod, name))
 	}
-	if slices.Contains(c.V2Imports, abi.ImportSetTimer) && !c.HasOnTimer {
+	if _, exported := exports[abi.ExportOnTimer]; slices.Contains(c.V2Imports, abi.ImportSetTimer) && !exported {
+		// (Exported with another signature is reported above.)
 		errs = append(errs, fmt.Errorf("imports %q %q but does not export %q: want %s", abi.ImportModule, abi.ImportSetTimer, abi.ExportOnTimer, `(func (export "tunnel_on_timer") (param i64) (result i32))`))
 	}
 	return errors.Join(errs...)

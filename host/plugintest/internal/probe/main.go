@@ -8,12 +8,20 @@
 //	!reply X      reply X toward the client, drop the chunk
 //	!upper X      send X upper-cased toward the server instead of the chunk
 //	!hold...      hold until a chunk holds '.', then forward all of it
-//	!closewrite   half-close toward the server, then try to send (logged)
+//	!closewrite   half-close toward the server, then try to send and
+//	              half-close again (logged)
 //	!close        reply "bye\n" and close the connection
-//	!log          log one line at each level
+//	!log          log one line at each level, and at levels 6 and -9
 //	!stdout X     write X to stdout
 //	!badarg       send in direction 7 (logged)
 //	!other        send on the previous connection (logged)
+//	!never        arm the timer at the end of time (math.MaxInt64 ns);
+//	              the timer replies "timer\n" if it ever fires
+//	!soon         arm the timer 1 ms ahead
+//	!at           arm the timer 50 ms ahead; the timer replies "timer
+//	              after Nms\n", N read on sdk.Now
+//	!later        hold the chunk and arm the timer 1 ms ahead; the timer
+//	              half-closes toward the server before its reply
 //	!panic        panic (the instance dies; the host's failure policy applies)
 //
 // Anything else is forwarded. Config: {"greet": "..."} is sent to the client
@@ -23,7 +31,9 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"strconv"
+	"time"
 
 	"github.com/tunnelwasm/tunnel/sdk"
 )
@@ -46,6 +56,10 @@ type plugin struct {
 
 type handler struct {
 	p *plugin
+	// closeLater: the timer half-closes toward the server (!later).
+	closeLater bool
+	// armed is when !at armed the timer (sdk.Now), or 0.
+	armed time.Duration
 }
 
 func newPlugin(raw []byte) (sdk.Plugin, error) {
@@ -110,6 +124,7 @@ func (h *handler) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) 
 	case "closewrite":
 		logErr("closewrite", c.CloseWrite(sdk.ClientToServer))
 		logErr("send after closewrite", c.Send(sdk.ClientToServer, []byte("x")))
+		logErr("closewrite again", c.CloseWrite(sdk.ClientToServer))
 	case "close":
 		logErr("bye", c.Send(sdk.ServerToClient, []byte("bye\n")))
 		logErr("close", c.Close())
@@ -118,9 +133,22 @@ func (h *handler) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) 
 		sdk.Log(sdk.LevelInfo, "info line")
 		sdk.Logf(sdk.LevelWarn, "warn line %d", 3)
 		sdk.LogBytes(sdk.LevelError, []byte("error line"))
+		sdk.Log(sdk.Level(6), "level 6 line")   // a warning for the host
+		sdk.Log(sdk.Level(-9), "level -9 line") // a debug line
 	case "stdout":
 		_, err := sdk.Stdout().Write(arg)
 		logErr("stdout", err)
+	case "never":
+		logErr("never", c.SetTimer(math.MaxInt64))
+	case "soon":
+		logErr("soon", c.SetTimer(time.Millisecond))
+	case "at":
+		h.armed = sdk.Now()
+		logErr("at", c.SetTimer(50*time.Millisecond))
+	case "later":
+		h.closeLater = true
+		logErr("later", c.SetTimer(time.Millisecond))
+		return sdk.Hold
 	case "panic":
 		panic("probe: boom")
 	case "badarg":
@@ -145,6 +173,20 @@ func (h *handler) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) 
 		return sdk.Forward
 	}
 	return sdk.Drop
+}
+
+// OnTimer replies "timer\n" to the client (with the time since !at armed
+// it), after a half-close toward the server for !later.
+func (h *handler) OnTimer(c *sdk.Conn) {
+	if h.closeLater {
+		logErr("closewrite", c.CloseWrite(sdk.ClientToServer))
+	}
+	if h.armed != 0 {
+		ms := strconv.FormatInt(int64((sdk.Now()-h.armed)/time.Millisecond), 10)
+		logErr("timer", c.Send(sdk.ServerToClient, []byte("timer after "+ms+"ms\n")))
+		return
+	}
+	logErr("timer", c.Send(sdk.ServerToClient, []byte("timer\n")))
 }
 
 func (h *handler) OnClose(c *sdk.Conn) {

@@ -193,7 +193,74 @@ func testSDK(t *testing.T, start sdktest.Starter) {
 		c.ReadAll(s2c)
 		c.End(c2s)
 		c.Wait()
+		// A second half-close of the same direction is no error: the
+		// host's close_write returns StatusOK (sdk/ABI.md lists no
+		// StatusClosed for it).
 		expectLogs(t, p, "probe: configured", "closewrite: ok", "send after closewrite: "+sdk.ErrClosed.Error(),
+			"closewrite again: ok", "closed #1", "send in OnClose: "+sdk.ErrNotAllowed.Error())
+	})
+	// A timer armed math.MaxInt64 ns ahead, once the clock is past its
+	// origin, is at the end of time: it must not wrap around to one that
+	// is due at once (the host saturates it). Another connection's timer,
+	// armed after it and due, fires: by then the first one would have.
+	t.Run("a timer at the end of time never fires", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{})
+		a, b := p.Open(), p.Open()
+		p.Advance(time.Second)
+		a.Write(c2s, []byte("!never"))
+		b.Write(c2s, []byte("!soon"))
+		p.Advance(time.Hour)
+		if got := b.Read(s2c, 6); string(got) != "timer\n" {
+			t.Fatalf("the due timer replied %q", got)
+		}
+		a.Write(c2s, []byte("!reply done"))
+		a.End(c2s)
+		a.End(s2c)
+		if got := a.ReadAll(s2c); string(got) != "done" {
+			t.Fatalf("client got %q, want %q (no timer reply)", got, "done")
+		}
+		a.ReadAll(c2s)
+		a.Wait()
+		b.Abort()
+		b.Wait()
+		if got := msgs(p.Logs()); slices.Index(got, "never: ok") < 0 || slices.Index(got, "timer: ok") < 0 ||
+			len(slices.DeleteFunc(got, func(m string) bool { return m != "timer: ok" })) != 1 {
+			t.Fatalf("logs %q, want one timer: ok", msgs(p.Logs()))
+		}
+	})
+	// Advance returns once the timers due have fired: the timer's reply
+	// is there when the connection ends right after.
+	t.Run("Advance fires the timers due before it returns", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{})
+		c := p.Open()
+		c.Write(c2s, []byte("!at"))
+		p.Advance(50 * time.Millisecond)
+		c.End(c2s)
+		c.End(s2c)
+		if got := c.ReadAll(s2c); string(got) != "timer after 50ms\n" {
+			t.Fatalf("client got %q, want the timer's reply", got)
+		}
+		c.ReadAll(c2s)
+		c.Wait()
+	})
+	// Held bytes are out of a timer's reach (sdk/ABI.md, "Holding and
+	// time"): the timer cannot pass them on, and its half-close of their
+	// direction means they never reach the server.
+	t.Run("held bytes and a timer's half-close", func(t *testing.T) {
+		p := sdktest.MustStart(t, start, sdktest.Options{})
+		c := p.Open()
+		c.Write(c2s, []byte("!later"))
+		p.Advance(time.Second)
+		if got := c.Read(s2c, 6); string(got) != "timer\n" {
+			t.Fatalf("timer reply %q", got)
+		}
+		if got := c.ReadAll(c2s); len(got) != 0 {
+			t.Fatalf("server got %q, want nothing (the bytes were held)", got)
+		}
+		sdktest.Finish(c)
+		// The end of the client's stream presents the held bytes once
+		// more (a second "later"), and passes on nothing.
+		expectLogs(t, p, "probe: configured", "later: ok", "closewrite: ok", "timer: ok", "later: ok",
 			"closed #1", "send in OnClose: "+sdk.ErrNotAllowed.Error())
 	})
 	t.Run("errors: bad direction, another connection", func(t *testing.T) {
@@ -221,6 +288,10 @@ func testSDK(t *testing.T, start sdktest.Starter) {
 			{Level: sdk.LevelInfo, Msg: "info line"},
 			{Level: sdk.LevelWarn, Msg: "warn line 3"},
 			{Level: sdk.LevelError, Msg: "error line"},
+			// Levels between or beyond the four: the highest of them not
+			// above, and debug below debug (sdk/ABI.md, log).
+			{Level: sdk.LevelWarn, Msg: "level 6 line"},
+			{Level: sdk.LevelDebug, Msg: "level -9 line"},
 			{Level: sdk.LevelInfo, Msg: "stdout: ok"},
 			{Level: sdk.LevelInfo, Msg: "reply: ok"},
 			{Level: sdk.LevelInfo, Msg: "closed #2"},
