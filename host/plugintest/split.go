@@ -43,6 +43,7 @@ type splitState struct {
 	seenMu  sync.Mutex
 	written [2]int64
 	seen    [2]int64
+	passed  [2]int64 // re-cut and passed on toward the plugin, which is shown them even once it paused
 	ended   [2]bool  // the plugin was shown the end of the direction
 	closing bool     // the plugin closed the connection: it is shown nothing more
 	paused  [2]bool  // the plugin paused the reads of the direction's source: it is shown nothing more for now
@@ -98,7 +99,16 @@ const (
 // toward dir (or paused the reads of dir: they wait in the socket), the
 // connection is closed (or the plugin closed it), or timeout.
 func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) waited {
-	return s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] || s.paused[dir] })
+	return s.await(nil, timeout, func() bool { return s.seen[dir] >= s.written[dir] || s.pausedAll(dir) })
+}
+
+// pausedAll reports whether the plugin paused dir and has been shown what
+// the tunnel had read of it: the pieces a split link re-cut from one read
+// reach the plugin one after the other, also once it paused at the first,
+// and a test whose Write returned at that pause moved the clock during the
+// OnData of the next piece. Called with seenMu held.
+func (s *splitState) pausedAll(dir sdk.Direction) bool {
+	return s.paused[dir] && s.seen[dir] >= s.passed[dir]
 }
 
 // awaitEnd waits until the plugin has been shown the end of dir (or
@@ -107,7 +117,7 @@ func (s *splitState) awaitShown(dir sdk.Direction, timeout <-chan time.Time) wai
 // the caller tells whether that means the plugin will not be shown the
 // end) or timeout.
 func (s *splitState) awaitEnd(dir sdk.Direction, delivered <-chan struct{}, timeout <-chan time.Time) waited {
-	return s.await(delivered, timeout, func() bool { return s.ended[dir] || s.paused[dir] })
+	return s.await(delivered, timeout, func() bool { return s.ended[dir] || s.pausedAll(dir) })
 }
 
 // await waits until done (called with seenMu held) holds, the connection is
@@ -184,6 +194,17 @@ func (f *splitFilter) Data(dir host.Direction, chunk []byte, s *host.Stream) err
 	defer st.mu.Unlock()
 	d := sdk.Direction(dir)
 	st.pending[d] = append(st.pending[d], chunk...)
+	// Counted before the first piece goes: the plugin may pause at it.
+	pass := 0
+	for _, n := range st.sizes[d] {
+		if pass+n > len(st.pending[d]) {
+			break
+		}
+		pass += n
+	}
+	st.seenMu.Lock()
+	st.passed[d] += int64(pass)
+	st.seenMu.Unlock()
 	for len(st.sizes[d]) > 0 && len(st.pending[d]) >= st.sizes[d][0] {
 		n := st.sizes[d][0]
 		st.sizes[d] = st.sizes[d][1:]

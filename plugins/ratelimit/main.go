@@ -144,13 +144,14 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	return p, nil
 }
 
-// take draws cost units from the bucket at key: it returns how long the
-// caller must wait before they are its (0: now), and whether it may have
-// them at all within the burst (when not, nothing is drawn unless force).
+// take draws cost units from the bucket at key at time at (sdk.Now): it
+// returns how long after at the caller must wait before they are its (0:
+// now), and whether it may have them at all within the burst (when not,
+// nothing is drawn unless force).
 // The read-modify-write is a compare-and-swap loop on the shared state, so
 // instances racing on one key each draw their own units.
-func (p *plugin) take(key string, b *bucket, cost int64, force bool) (wait time.Duration, ok bool) {
-	now := int64(sdk.Now())
+func (p *plugin) take(key string, b *bucket, cost int64, force bool, at time.Duration) (wait time.Duration, ok bool) {
+	now := int64(at)
 	// Bounded as tau is: a tiny rate's interval (1e-12/s: 1e21 ns) would
 	// overflow int64 and refuse even the first unit.
 	inc := int64(math.Min(float64(cost)*b.interval, maxCost))
@@ -213,7 +214,7 @@ func (p *plugin) NewConn(c *sdk.Conn) (sdk.Handler, error) {
 	ip := clientIP(c)
 	h := &conn{p: p, ip: ip}
 	if p.conns.on {
-		if _, ok := p.take("c:"+ip, &p.conns, 1, false); !ok {
+		if _, ok := p.take("c:"+ip, &p.conns, 1, false, sdk.Now()); !ok {
 			p.limitedConns.Inc()
 			sdk.Log(sdk.LevelWarn, "ratelimit: "+ip+": over the connection rate: closing")
 			h.refuse(c, "connections")
@@ -281,14 +282,16 @@ func (h *conn) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk
 	}
 	q := &h.q[dir&1]
 	if len(data) > 0 {
-		wait, ok := h.p.take(key, &h.p.bytes, int64(len(data)), !h.p.close)
+		// One reading of the clock for the draw and the due time: a
+		// second one, later, put the due time off by the time between.
+		now := sdk.Now()
+		wait, ok := h.p.take(key, &h.p.bytes, int64(len(data)), !h.p.close, now)
 		if !ok {
 			return h.overBytes(c, "over the byte rate "+dir.String())
 		}
 		if wait == 0 && len(q.pieces) == 0 {
 			return sdk.Forward
 		}
-		now := sdk.Now()
 		due, k := now+wait, 0
 		if n := len(q.pieces); n > 0 {
 			due = max(due, q.pieces[n-1].due)
