@@ -215,13 +215,15 @@ func (p *emuPlugin) ConnInfo(key int32, b []byte) int32 {
 	return int32(len(v))
 }
 
+// Send and CloseWrite check their arguments first, as the host does.
+
 func (p *emuPlugin) Send(dir int32, b []byte) int32 {
 	c := p.cur
 	switch {
-	case c == nil || p.closing:
-		return abi.StatusNotAllowed
 	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
 		return abi.StatusBadArgument
+	case c == nil || p.closing:
+		return abi.StatusNotAllowed
 	case c.closed || c.closeReq || c.writeClosed[dir]:
 		return abi.StatusClosed
 	}
@@ -233,14 +235,14 @@ func (p *emuPlugin) Send(dir int32, b []byte) int32 {
 func (p *emuPlugin) CloseWrite(dir int32) int32 {
 	c := p.cur
 	switch {
-	case c == nil || p.closing:
-		return abi.StatusNotAllowed
 	case dir != abi.DirClientToServer && dir != abi.DirServerToClient:
 		return abi.StatusBadArgument
-	case c.closed:
-		return abi.StatusClosed
-	case c.writeClosed[dir]:
-		return abi.StatusOK // as the host: half-closing again does nothing
+	case c == nil || p.closing:
+		return abi.StatusNotAllowed
+	case c.closed || c.writeClosed[dir]:
+		// As the host (sdk/ABI.md lists no StatusClosed for close_write):
+		// half-closing a closed connection, or again, does nothing.
+		return abi.StatusOK
 	}
 	c.writeClosed[dir] = true
 	c.deferred[dir] = false

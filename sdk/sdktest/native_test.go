@@ -61,6 +61,9 @@ func (closer) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.
 	if err := c.Send(dir.Reverse(), []byte("after close")); err != sdk.ErrClosed {
 		sdk.Log(sdk.LevelError, fmt.Sprint("Send after Close: ", err))
 	}
+	if err := c.CloseWrite(dir); err != nil {
+		sdk.Log(sdk.LevelError, fmt.Sprint("CloseWrite after Close: ", err))
+	}
 	return sdk.Drop
 }
 
@@ -69,6 +72,9 @@ func (closer) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.
 func (closer) OnClose(c *sdk.Conn) {
 	if err := c.Send(sdk.ServerToClient, []byte("x")); err != sdk.ErrNotAllowed || !strings.Contains(err.Error(), "in OnClose") {
 		sdk.Log(sdk.LevelError, fmt.Sprint("Send in OnClose: ", err))
+	}
+	if err := c.Send(sdk.Direction(7), []byte("x")); err != sdk.ErrBadArgument {
+		sdk.Log(sdk.LevelError, fmt.Sprint("Send toward direction 7 in OnClose: ", err))
 	}
 }
 
@@ -207,8 +213,11 @@ func TestNewConnSendsOfARefusedOrClosedConnection(t *testing.T) {
 }
 
 // After Close in a callback, Send returns ErrClosed and delivers nothing,
-// as the host's send returns StatusClosed on a closing connection; in
-// OnClose it returns ErrNotAllowed, whose text names OnClose.
+// as the host's send returns StatusClosed on a closing connection, and
+// CloseWrite does nothing, without error; in OnClose Send returns
+// ErrNotAllowed, whose text names OnClose, but ErrBadArgument toward a
+// direction that does not exist: the host checks the arguments first (the
+// emulator gave ErrNotAllowed, and ErrClosed for the CloseWrite).
 func TestSendAfterCloseIsClosed(t *testing.T) {
 	p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: "closer"})
 	c := p.Open()
