@@ -191,6 +191,13 @@ func (ch *chain) open() (writes, error) {
 			// same, and no link after it opens.
 			return writes{}, ch.openErr
 		}
+		if ch.closeReq {
+			// The link closed the connection (a rate limit turning a
+			// client away with a reply): as after a refusal, the links
+			// after it are told Closed and nothing else, rather than
+			// opened (a guest call each) for a connection that is over.
+			break
+		}
 	}
 	return ch.takeLocked(), nil
 }

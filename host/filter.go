@@ -151,8 +151,9 @@ type Filter interface {
 	// that a link reached by bytes an earlier link sends from its own
 	// Opened has its Opened called first (so a filter that sends from
 	// Opened may get Data, re-entrantly, before its Opened returns). If
-	// one fails, the connection is refused and no later link opens. Bytes
-	// sent here are delivered once the connection is up.
+	// one fails, the connection is refused and no later link opens; nor
+	// does one after a link that closed the connection here ([Stream.Close]).
+	// Bytes sent here are delivered once the connection is up.
 	Opened(s *Stream) error
 	// Data is called for each chunk that reaches this filter in direction
 	// dir. The chunk is only valid during the call: keep a copy to hold it.

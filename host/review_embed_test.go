@@ -370,3 +370,35 @@ func TestOpenedFailureNotSwallowed(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenedCloseOpensNoLaterLink: a link that closes the connection in its
+// Opened (a rate limit turning a client away with a reply) is the last to
+// open, as one that refuses it is: the links after it are told Closed and
+// nothing else, and the target is never dialled. They were opened (a guest
+// call each, for every connection turned away), then closed.
+func TestOpenedCloseOpensNoLaterLink(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine) {
+		srv := tn.Serve(t, tn.Echo)
+		after := &callsHook{got: make(chan []string, 1)}
+		away := hookFunc(func(*host.ConnInfo) (host.Filter, error) {
+			return &testFilter{opened: func(s *host.Stream) error {
+				s.Close()
+				return s.Send(host.ServerToClient, []byte("busy, try later\n"))
+			}}, nil
+		})
+		addr, logs := eng.tunnel(t, tn.Route("t", srv.Addr(), host.Link{Name: "away", Hook: away}, host.Link{Name: "after", Hook: after}))
+		c := tn.Dial(t, addr)
+		c.SetReadDeadline(time.Now().Add(tn.Timeout))
+		if got, err := io.ReadAll(c); string(got) != "busy, try later\n" || err != nil {
+			t.Fatalf("the client got %q, %v; want the reply, then the end", got, err)
+		}
+		c.Close() // else the tunnel lingers for the client's end
+		logs.Wait(t, "connection closed", "reason=filter_close")
+		if rec := <-after.got; len(rec) != 0 {
+			t.Errorf("the link after the closing one: %q; want no call but Closed", rec)
+		}
+		if n := srv.Accepted(); n != 0 {
+			t.Errorf("target accepted %d connections, want 0", n)
+		}
+	})
+}
