@@ -148,8 +148,10 @@ func Register(f Factory) {
 
 // Errors returned by [Conn] methods, one per ABI status code.
 var (
-	// ErrBadArgument: an unknown direction.
-	ErrBadArgument = errors.New("sdk: bad argument (unknown direction)")
+	// ErrBadArgument: an argument the host refused; the method's doc says
+	// which (an unknown direction, an address that is not host:port or is
+	// the route's own, a malformed tag or state key, ...).
+	ErrBadArgument = errors.New("sdk: bad argument (see the method's doc: an unknown direction, a target that is not host:port or is the route's own listen address, a malformed key, ...)")
 	// ErrClosed: that direction, or the connection, is already closed.
 	ErrClosed = errors.New("sdk: already closed")
 	// ErrNotAllowed: not called from a callback of this connection, called

@@ -671,11 +671,26 @@ func (p *emuPlugin) SetTarget(conn int64, addr []byte) int32 {
 		return abi.StatusAlreadySet
 	}
 	host, port, err := net.SplitHostPort(string(addr))
-	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 || loops(host, port) {
 		return abi.StatusBadArgument
 	}
 	c.target = string(addr)
 	return abi.StatusOK
+}
+
+// loops reports whether host:port is the emulated route's own listen
+// address (EmulatedListen, 127.0.0.1:8000) however written, which the host
+// refuses as a target: every connection would dial the tunnel itself.
+func loops(host, port string) bool {
+	lh, lp, _ := net.SplitHostPort(EmulatedListen)
+	if port != lp {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.Equal(net.ParseIP(lh)) || ip.To4() != nil && ip.IsUnspecified())
 }
 
 func validKey(k []byte) bool {

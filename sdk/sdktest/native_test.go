@@ -88,6 +88,8 @@ func init() {
 			return sdk.Shared(closer{}), nil
 		case "notimer":
 			return noTimer{}, nil
+		case "targeter":
+			return sdk.Shared(targeter{}), nil
 		case "pauser":
 			lastPauser = &pauser{}
 			return sdk.Shared(lastPauser), nil
@@ -318,4 +320,42 @@ func TestTimerWithoutOnTimer(t *testing.T) {
 		t.Fatalf("the client got %q", got)
 	}
 	sdktest.Finish(c)
+}
+
+// targeter chooses the target each chunk names and replies with the
+// outcome.
+type targeter struct{ sdk.DefaultHandler }
+
+func (targeter) OnData(c *sdk.Conn, dir sdk.Direction, data []byte, end bool) sdk.Action {
+	if len(data) > 0 {
+		reply := "ok"
+		if err := c.SetTarget(string(data)); err != nil {
+			reply = err.Error()
+		}
+		c.Send(dir.Reverse(), []byte(reply))
+	}
+	return sdk.Drop
+}
+
+// The emulated route's own listen address, however written, is refused as
+// a target (ErrBadArgument), as the host refuses a loop; the emulator took
+// it.
+func TestSetTargetRefusesTheRouteItself(t *testing.T) {
+	p := sdktest.MustStart(t, sdktest.Native, sdktest.Options{Config: "targeter", LateDial: true})
+	for _, addr := range []string{sdktest.EmulatedListen, "localhost:8000", "0.0.0.0:8000", "[::ffff:127.0.0.1]:8000"} {
+		c := p.Open()
+		c.Write(sdk.ClientToServer, []byte(addr))
+		if got := c.Read(sdk.ServerToClient, len(sdk.ErrBadArgument.Error())); string(got) != sdk.ErrBadArgument.Error() {
+			t.Errorf("SetTarget(%q): %q, want %q", addr, got, sdk.ErrBadArgument)
+		}
+		c.Abort()
+		c.Wait()
+	}
+	c := p.Open()
+	c.Write(sdk.ClientToServer, []byte("127.0.0.1:8001"))
+	if got := c.Read(sdk.ServerToClient, 2); string(got) != "ok" {
+		t.Errorf("SetTarget(127.0.0.1:8001): %q", got)
+	}
+	c.Abort()
+	c.Wait()
 }
