@@ -185,9 +185,15 @@ func (h *conn) OnClose(*sdk.Conn) {}
 func (h *conn) protocolError(c *sdk.Conn, msg string) sdk.Action {
 	h.w.finish(c, sdk.ClientToServer) // the commands before it
 	h.flushBlocked(c)
+	st := h.st
 	h.st = -1
 	reply := []byte("-ERR Protocol error: " + msg + "\r\n")
 	after := h.sent
+	if st == reqBulkLen && !h.keeping && h.verdict == pass {
+		// The command's start went to the server, and was counted, but
+		// the server never gets the whole of it: it owes it no reply.
+		after--
+	}
 	if h.limit >= 0 && after > h.limit {
 		after = h.limit
 	}
@@ -283,6 +289,7 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 			h.nameCut, h.subCut = false, false
 			h.st = reqArrayLen
 			h.num.reset()
+			h.num.strict = true
 			i++
 		case reqArrayLen, reqBulkLen:
 			if h.st == reqBulkLen && h.bulkLen == -1 { // expecting '$'
@@ -326,7 +333,7 @@ func (h *conn) parseRequests(c *sdk.Conn, data []byte, end bool) sdk.Action {
 				h.nextArg()
 				continue
 			}
-			if h.num.v < 0 || h.num.v > 512<<20 {
+			if h.num.v < 0 || h.num.v > maxBulk {
 				return h.protocolError(c, "invalid bulk length")
 			}
 			h.bulk, h.bulkLen = h.num.v+2, h.num.v
@@ -448,8 +455,8 @@ func fastNum(data []byte, j int) (int64, int) {
 		}
 		v = v*10 + int64(c-'0')
 	}
-	if k == j || k+1 >= len(data) || data[k] != '\r' || data[k+1] != '\n' {
-		return -1, 0
+	if k == j || k+1 >= len(data) || data[k] != '\r' || data[k+1] != '\n' || data[j] == '0' && k > j+1 {
+		return -1, 0 // a leading zero: the state machine refuses it
 	}
 	return v, k + 2
 }
@@ -458,15 +465,27 @@ func fastNum(data []byte, j int) (int64, int) {
 func (h *conn) nextArg() {
 	h.st = reqBulkLen
 	h.num.reset()
+	h.num.max, h.num.strict = maxBulk, true
 	h.bulkLen = -1 // '$' not yet seen
 }
 
+// maxBulk is Redis's bound on an argument's length (proto-max-bulk-len).
+const maxBulk = 512 << 20
+
 // numReader reads "<digits>\r\n" (an optional '-' first) across chunks.
+// With max set (a bulk length), a '-' or a number past max is refused at
+// the byte that makes it so: the bytes read are passed on as they come,
+// and a whole bad length would reach the server, which would answer it
+// with a protocol error of its own.
 type numReader struct {
 	v     int64
 	n     int
 	neg   bool
 	sawCR bool
+	max   int64
+	// strict: as Redis's string2ll, no leading zero and no "-0" (a
+	// request's lengths; Redis refuses them as protocol errors).
+	strict bool
 }
 
 func (r *numReader) reset() { *r = numReader{} }
@@ -482,7 +501,7 @@ func (r *numReader) read(b []byte) (n int, done bool, msg string) {
 			if ch != '\n' {
 				return n, false, "expected '\\n' after '\\r'"
 			}
-			if r.n == 0 {
+			if r.n == 0 || r.strict && r.neg && r.v == 0 {
 				return n, false, "invalid length"
 			}
 			if r.neg {
@@ -491,11 +510,14 @@ func (r *numReader) read(b []byte) (n int, done bool, msg string) {
 			return n, true, ""
 		case ch == '\r':
 			r.sawCR = true
-		case ch == '-' && r.n == 0 && !r.neg:
+		case ch == '-' && r.n == 0 && !r.neg && r.max == 0:
 			r.neg = true
-		case '0' <= ch && ch <= '9' && r.n < maxNumLen:
+		case '0' <= ch && ch <= '9' && r.n < maxNumLen && !(r.strict && r.n > 0 && r.v == 0):
 			r.v = r.v*10 + int64(ch-'0')
 			r.n++
+			if r.max > 0 && r.v > r.max {
+				return n, false, "invalid length"
+			}
 		default:
 			return n, false, "invalid length"
 		}
@@ -661,21 +683,33 @@ func (h *conn) inlineCommand(c *sdk.Conn) {
 		// Empty, or unbalanced quotes: the server answers (or skips) it.
 		w.insert(h.inline)
 		w.insert([]byte{'\n'})
+		if k := bytes.IndexByte(text, 0); k >= 0 {
+			text = text[:k] // Redis splits the line as a C string
+		}
 		if ok && len(trimSpace(text)) > 0 {
 			h.sent++
 		}
 		return
 	}
+	// A quoted name or subcommand may hold a NUL ("flushall\x00x"):
+	// Redis's strcasecmp stops there, as for a multibulk one.
+	name, nameCut := cutNUL(name)
+	long := len(name) > maxName
 	h.name = lowerInto(h.name[:0], name)
 	h.haveSub = false
 	if h.p.sub[string(h.name)] {
-		if sub, _, ok := firstArg(rest); ok && len(sub) > 0 && len(sub) <= maxName {
-			h.sub, h.haveSub = lowerInto(h.sub[:0], sub), true
+		if sub, _, ok := firstArg(rest); ok && len(sub) > 0 {
+			if sub, _ = cutNUL(sub); len(sub) <= maxName {
+				h.sub, h.haveSub = lowerInto(h.sub[:0], sub), true
+			}
 		}
 	}
 	r := h.p.decide(h.name, h.sub, h.haveSub)
-	if len(name) > maxName {
+	if long {
 		r = h.p.unknown()
+	}
+	if nameCut && r.verdict == rename {
+		r = rule{verdict: pass} // Redis does not know it by the new name either
 	}
 	switch r.verdict {
 	case pass:
@@ -690,6 +724,14 @@ func (h *conn) inlineCommand(c *sdk.Conn) {
 		w.insert([]byte{'\n'})
 		h.passed(h.name, h.sub, h.haveSub)
 	}
+}
+
+// cutNUL returns b up to its first NUL byte, and whether it had one.
+func cutNUL(b []byte) ([]byte, bool) {
+	if k := bytes.IndexByte(b, 0); k >= 0 {
+		return b[:k], true
+	}
+	return b, false
 }
 
 func lowerInto(dst, b []byte) []byte {

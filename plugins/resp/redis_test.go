@@ -282,6 +282,8 @@ func TestRedisNulInName(t *testing.T) {
 		fmt.Fprintf(&b, "*1\r\n$%d\r\n%s\r\n", len(name), name)
 		sub := "set\x00" + strconv.Itoa(i)
 		fmt.Fprintf(&b, "*4\r\n$6\r\nCONFIG\r\n$%d\r\n%s\r\n$9\r\nmaxmemory\r\n$7\r\n1234567\r\n", len(sub), sub)
+		// The inline forms: a quoted "\x00" is a NUL.
+		fmt.Fprintf(&b, "\"flushall\\x00%d\"\r\nconfig \"set\\x00%d\" maxmemory 1234567\r\n", i, i)
 	}
 	b.WriteString("*1\r\n$4\r\nPING\r\n")
 	go c.Write([]byte(b.String()))
