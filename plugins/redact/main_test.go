@@ -80,6 +80,29 @@ func testRedact(t *testing.T, start sdktest.Starter, step int) {
 			}
 		}
 	})
+	t.Run("a card number with another number after or before it, split at every offset", func(t *testing.T) {
+		// A card followed by a quantity or a CVV, or after one, with a
+		// separator between them: the card stands alone, and is masked.
+		in := "4111111111111111 5 items;cvv 4111 1111 1111 1111 123;2 4111111111111111;" +
+			"5500-0000-0000-0004-7;4111 1111 1111 1111 1111;41111111111111111111 4111111111111111;1234 5678\n"
+		want := "**************** 5 items;cvv **** **** **** **** 123;2 ****************;" +
+			"****-****-****-****-7;**** **** **** **** 1111;41111111111111111111 ****************;1234 5678\n"
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"cards": true}`})
+		for i := 0; i < len(in); i += step {
+			c := p.Open()
+			c.Write(s2c, []byte(in[:i]))
+			c.Write(s2c, []byte(in[i:]))
+			c.End(s2c)
+			c.End(c2s)
+			if got := c.ReadAll(s2c); string(got) != want {
+				t.Fatalf("split at %d: client got\n%q\nwant\n%q", i, got, want)
+			}
+			c.Wait()
+			if v, _ := c.Tag("redact.count"); v != "6" {
+				t.Fatalf("split at %d: tag redact.count = %q, want 6", i, v)
+			}
+		}
+	})
 	t.Run("replaced, in three pieces at every pair of offsets", func(t *testing.T) {
 		cfg := strings.Replace(allConfig, `"card_keep_last": 4, `, `"replacement": "[redacted]", `, 1)
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: cfg})

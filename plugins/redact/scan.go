@@ -79,25 +79,26 @@ loop:
 			}
 		}
 		if p.cards && isDigit(b) && !isAlnum(prev) {
-			n, digits, decided := cardRun(work[i:])
-			if !decided && !end {
+			n, skip, decided := cardAt(work[i:], end)
+			if !decided {
 				hold = i
 				break loop
 			}
-			after := byte(' ')
-			if i+n < len(work) {
-				after = work[i+n]
+			if n == 0 {
+				// No card starts here: pass the first group of digits;
+				// one may start at the next group.
+				prev = work[i+skip-1]
+				i += skip
+				continue
 			}
-			if minCard <= digits && digits <= maxCard && !isAlnum(after) && luhn(work[i:i+n]) {
-				out, copied = append(out, work[vstart:i]...), true
-				matches++
-				if p.preserve {
-					out = p.maskCard(out, work[i:i+n], digits)
-				} else {
-					out = append(out, p.repl...)
-				}
-				vstart = i + n
+			out, copied = append(out, work[vstart:i]...), true
+			matches++
+			if p.preserve {
+				out = p.maskCard(out, work[i:i+n], countDigits(work[i:i+n]))
+			} else {
+				out = append(out, p.repl...)
 			}
+			vstart = i + n
 			prev = work[i+n-1]
 			i += n
 			continue
@@ -160,36 +161,60 @@ func isAlnum(c byte) bool {
 	return isDigit(c) || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
-// cardRun measures a run of digits with single spaces or dashes between
-// them at the start of w: n is its length (up to its last digit), digits
-// how many digits it has. decided is false when w ends inside the run (the
-// next bytes could continue it); a run past maxCard digits is decided (not
-// a card) at once.
-func cardRun(w []byte) (n, digits int, decided bool) {
-	for k := 0; k < len(w); {
-		if !isDigit(w[k]) {
-			return n, digits, true
-		}
-		digits++
-		n = k + 1
+// cardAt finds the card number at the start of w (a digit with no letter
+// or digit before it): the longest run of digits with single spaces or
+// dashes between them, ending at the end of a group of digits that no
+// letter or digit follows ("4111 1111 1111 1111 5" or "4111111111111111
+// 123" holds one: the groups after it are other numbers), with minCard to
+// maxCard digits and a valid Luhn sum. n is its length (0: none), skip the
+// length of the first group of digits (at most maxCard+1 of them), to pass
+// when there is none. decided is false when w ends before that is known
+// and more bytes may come (not end).
+func cardAt(w []byte, end bool) (n, skip int, decided bool) {
+	digits := 0
+	for k := 0; ; {
+		digits++ // w[k] is a digit
+		k++
 		if digits > maxCard {
-			return n, digits, true
+			if skip == 0 {
+				skip = k
+			}
+			return n, skip, true
+		}
+		if k < len(w) && isDigit(w[k]) {
+			continue
+		}
+		if k == len(w) && !end {
+			return n, skip, false
+		}
+		// A group of digits ends at k.
+		if skip == 0 {
+			skip = k
+		}
+		if (k == len(w) || !isAlnum(w[k])) && digits >= minCard && luhn(w[:k]) {
+			n = k
+		}
+		if k == len(w) || w[k] != ' ' && w[k] != '-' {
+			return n, skip, true
+		}
+		if k+1 == len(w) {
+			return n, skip, end
+		}
+		if !isDigit(w[k+1]) {
+			return n, skip, true
 		}
 		k++
-		if k == len(w) {
-			return n, digits, false
-		}
-		if w[k] == ' ' || w[k] == '-' {
-			if k+1 == len(w) {
-				return n, digits, false
-			}
-			if !isDigit(w[k+1]) {
-				return n, digits, true
-			}
-			k++
+	}
+}
+
+func countDigits(b []byte) int {
+	d := 0
+	for _, c := range b {
+		if isDigit(c) {
+			d++
 		}
 	}
-	return n, digits, false
+	return d
 }
 
 // luhn checks the Luhn sum of the digits in b (separators skipped).
