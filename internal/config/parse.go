@@ -513,7 +513,7 @@ func (d *decoder) duration(expr hcl.Expression, name string, lo, hi time.Duratio
 	if !ok {
 		return 0, false
 	}
-	v, err := time.ParseDuration(s)
+	v, err := time.ParseDuration(strings.TrimSpace(s)) // as ParseSize allows " 64 MiB "
 	if err != nil {
 		d.errorf(expr.Range(), "Invalid duration", "%s = %q is not a duration; write a number with a unit, for example \"250ms\", \"5s\" or \"2m\".", name, s)
 		return 0, false

@@ -212,6 +212,20 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// TestDurationSpaces: a duration may have spaces around it, as a size may
+// (" 64 MiB "); " 5s " was "not a duration".
+func TestDurationSpaces(t *testing.T) {
+	t.Parallel()
+	src := "route \"a\" {\n  listen = \"127.0.0.1:7000\"\n  target = \"127.0.0.1:8080\"\n  idle_timeout = \" 5s \"\n}\n"
+	f, diags := ParseSource([]byte(src), "t.hcl", Options{})
+	if len(diags) > 0 {
+		t.Fatalf("unexpected diagnostics:\n%s", FormatDiagnostics(diags, f.Files))
+	}
+	if r := f.Route("a"); r.IdleTimeout != 5*time.Second {
+		t.Errorf("idle_timeout = %v, want 5s", r.IdleTimeout)
+	}
+}
+
 // TestDiagnosticFormat pins the exact text layout of a diagnostic.
 func TestDiagnosticFormat(t *testing.T) {
 	t.Parallel()
