@@ -448,7 +448,11 @@ func (p *plugin) fastCommand(data []byte, i int) int {
 func fastNum(data []byte, j int) (int64, int) {
 	var v int64
 	k := j
-	for ; k < len(data) && k-j < maxNumLen; k++ {
+	// At most 18 digits: a number that cannot wrap past int64 (a bulk
+	// length of 18446744073709551617 was read as 1, framing the command
+	// otherwise than Redis, which refuses it); a longer one is left to
+	// the state machine, which refuses it.
+	for ; k < len(data) && k-j < 18; k++ {
 		c := data[k]
 		if c < '0' || c > '9' {
 			break
@@ -513,6 +517,11 @@ func (r *numReader) read(b []byte) (n int, done bool, msg string) {
 		case ch == '-' && r.n == 0 && !r.neg && r.max == 0:
 			r.neg = true
 		case '0' <= ch && ch <= '9' && r.n < maxNumLen && !(r.strict && r.n > 0 && r.v == 0):
+			if r.v > (1<<63-1-int64(ch-'0'))/10 {
+				// Past int64, which Redis's string2ll refuses (it used to
+				// wrap: "*18446744073709551617" was read as *1).
+				return n, false, "invalid length"
+			}
 			r.v = r.v*10 + int64(ch-'0')
 			r.n++
 			if r.max > 0 && r.v > r.max {

@@ -51,9 +51,14 @@ const defaultError = "ERR command '{command}' is not allowed by the tunnel"
 const maxName = 64
 
 type plugin struct {
-	rules   map[string]rule // lower-case "name" or "name sub"
-	sub     map[string]bool // names with a rule on a subcommand
-	allow   bool            // rules hold the allowed commands; others are blocked
+	rules map[string]rule // lower-case "name" or "name sub"
+	sub   map[string]bool // names with a rule on a subcommand
+	// hidden: the new names of renamed commands, refused when a client
+	// sends one itself: it would reach the command past the rules written
+	// for its usual name ("CONFIG SET" blocked, CONFIG renamed: the new
+	// name with SET).
+	hidden  map[string]bool
+	allow   bool // rules hold the allowed commands; others are blocked
 	errText string
 	log     bool
 	untrack map[string]bool // commands after which replies no longer follow requests one to one
@@ -94,7 +99,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	if len(c.Block) > 0 && len(c.Allow) > 0 {
 		return nil, errors.New(`resp: "block" and "allow" exclude each other: list what to refuse, or what to let through`)
 	}
-	p := &plugin{rules: map[string]rule{}, sub: map[string]bool{}, errText: defaultError, log: true,
+	p := &plugin{rules: map[string]rule{}, sub: map[string]bool{}, hidden: map[string]bool{}, errText: defaultError, log: true,
 		untrack: map[string]bool{"subscribe": true, "psubscribe": true, "ssubscribe": true, "monitor": true, "sync": true, "psync": true, "client reply": true}}
 	p.sub["client"] = true
 	if c.Log != nil {
@@ -140,8 +145,8 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	sort.Strings(names) // errors in a stable order
 	for _, from := range names {
 		to := c.Rename[from]
-		if to == "" || strings.ContainsAny(to, " \t\r\n\"'") || len(to) > 512 {
-			return nil, errors.New("resp: rename " + strconv.Quote(from) + ": the new name " + strconv.Quote(to) + " must be one word")
+		if to == "" || strings.ContainsAny(to, " \t\r\n\"'") || len(to) > maxName {
+			return nil, errors.New("resp: rename " + strconv.Quote(from) + ": the new name " + strconv.Quote(to) + " must be one word of at most " + strconv.Itoa(maxName) + " bytes")
 		}
 		n, err := normName("resp: rename", from)
 		if err != nil {
@@ -154,6 +159,11 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 			return nil, errors.New("resp: " + strconv.Quote(from) + " is both blocked and renamed")
 		}
 		p.rules[n] = rule{verdict: rename, to: to}
+	}
+	for _, to := range c.Rename {
+		if t := strings.ToLower(to); !p.listed(t) {
+			p.hidden[t] = true
+		}
 	}
 	if !p.allow {
 		for n := range p.plain {
@@ -172,14 +182,34 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		for name := range p.untrack {
 			p.noPlain(name)
 		}
+		for name := range p.hidden {
+			p.noPlain(name)
+		}
 	}
 	p.counters.init(p)
 	return p, nil
 }
 
+// listed reports whether a rule names the command name (alone or with a
+// subcommand).
+func (p *plugin) listed(name string) bool {
+	if _, ok := p.rules[name]; ok {
+		return true
+	}
+	for k := range p.rules {
+		if len(k) > len(name) && k[len(name)] == ' ' && k[:len(name)] == name {
+			return true
+		}
+	}
+	return false
+}
+
 // decide returns the rule of a command (name lower-cased; sub, when read,
 // its first argument lower-cased).
 func (p *plugin) decide(name, sub []byte, haveSub bool) rule {
+	if p.hidden[string(name)] {
+		return rule{verdict: block}
+	}
 	if haveSub {
 		p.nameBuf = append(append(append(p.nameBuf[:0], name...), ' '), sub...)
 		if r, ok := p.rules[string(p.nameBuf)]; ok {

@@ -137,6 +137,24 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 			sdktest.Finish(c)
 		}
 	})
+	t.Run("a renamed command's new name sent by the client is refused", func(t *testing.T) {
+		// The server knows CONFIG only as Cfg_S3cr3t: a client that sent
+		// that name itself got CONFIG SET past the rule (it used to pass).
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"block": ["CONFIG SET"], "rename": {"CONFIG": "Cfg_S3cr3t", "KEYS": "CONFIG"}, "log": false}`})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("cfg_s3cr3t", "SET", "hz", "50")+"CFG_S3CR3T get hz\r\n"+cmd("Cfg_S3cr3t\x00x", "GET", "hz")+
+			cmd("CONFIG", "GET", "hz")+cmd("config", "set", "hz", "50")+"keys *\r\n"))
+		want := cmd("Cfg_S3cr3t", "GET", "hz") + "CONFIG *\r\n"
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		c.Write(s2c, []byte("*0\r\n*0\r\n"))
+		want = errFor("cfg_s3cr3t") + errFor("cfg_s3cr3t") + errFor("cfg_s3cr3t") + "*0\r\n" + errFor("config set") + "*0\r\n"
+		if got := c.Read(s2c, len(want)); string(got) != want {
+			t.Fatalf("client got %q, want %q", got, want)
+		}
+		sdktest.Finish(c)
+	})
 	t.Run("inline commands: quoted, escaped, renamed", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
 		c := p.Open()
@@ -480,6 +498,11 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 			{"*1\r\n$04\r\nPING\r\n", "invalid bulk length"},
 			{"*1\r\n$00\r\n\r\n", "invalid bulk length"},
 			{"*2\r\n$3\r\nGET\r\n$01\r\na\r\n", "invalid bulk length"},
+			// Past int64: the plugin read these as 1 (they wrapped), and
+			// passed or framed the command where Redis refuses it.
+			{"*18446744073709551617\r\n$4\r\nPING\r\n", "invalid multibulk length"},
+			{"*-18446744073709551617\r\n", "invalid multibulk length"},
+			{"*2\r\n$3\r\nGET\r\n$18446744073709551617\r\na\r\n", "invalid bulk length"},
 		} {
 			p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
 			c := p.Open()
@@ -534,7 +557,8 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 			{`{"block": ["CONFIG SET X"]}`, `resp: block: "CONFIG SET X" must be a command name, or a command and a subcommand ("CONFIG SET")`},
 			{`{"block": [""]}`, `resp: block: "" must be a command name, or a command and a subcommand ("CONFIG SET")`},
 			{`{"block": ["get", "GET"]}`, `resp: block: "GET" is listed twice`},
-			{`{"rename": {"KEYS": "a b"}}`, `resp: rename "KEYS": the new name "a b" must be one word`},
+			{`{"rename": {"KEYS": "a b"}}`, `resp: rename "KEYS": the new name "a b" must be one word of at most 64 bytes`},
+			{`{"rename": {"KEYS": "` + strings.Repeat("k", 65) + `"}}`, `resp: rename "KEYS": the new name "` + strings.Repeat("k", 65) + `" must be one word of at most 64 bytes`},
 			{`{"rename": {"CONFIG SET": "X"}}`, `resp: rename "CONFIG SET": only a command's name can be renamed, not a subcommand`},
 			{`{"block": ["KEYS"], "rename": {"keys": "X"}}`, `resp: "keys" is both blocked and renamed`},
 			{`{"block": ["A"], "error": "two\nlines"}`, `resp: "error" must be one line (the plugin adds "-" and "\r\n")`},

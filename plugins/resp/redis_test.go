@@ -38,7 +38,7 @@ func lookTool(t *testing.T, name string) string {
 }
 
 // redisServer starts redis-server on a free loopback port.
-func redisServer(t *testing.T) string {
+func redisServer(t *testing.T, extra ...string) string {
 	t.Helper()
 	bin := lookTool(t, "redis-server")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -48,6 +48,7 @@ func redisServer(t *testing.T) string {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	cmd.Args = append(cmd.Args, extra...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -351,4 +352,51 @@ func exchangeAll(t *testing.T, addr, req string) string {
 		t.Fatalf("%s: after %q: %v", addr, got, err)
 	}
 	return string(got)
+}
+
+// TestRedisRenamedNameSentByClient runs a route that blocks CONFIG SET and
+// renames CONFIG for a server that has it renamed: a client sending the
+// new name itself got CONFIG SET run (the name was in no list).
+func TestRedisRenamedNameSentByClient(t *testing.T) {
+	redis := redisServer(t, "--rename-command", "CONFIG", "cfg_s3cr3t")
+	precompileBuiltins(t, "resp")
+	path := t.TempDir() + "/tunnel.hcl"
+	hcl := `plugin "resp" {
+  builtin = "resp"
+}
+route "redis" {
+  listen = "127.0.0.1:0"
+  target = "` + redis + `"
+  chain {
+    plugin = plugin.resp
+    config = {
+      block  = ["CONFIG SET"]
+      rename = { CONFIG = "cfg_s3cr3t" }
+    }
+  }
+}
+`
+	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &tconfig.Runner{
+		Path:    path,
+		Stdout:  io.Discard,
+		Logger:  slog.New(slog.DiscardHandler),
+		Runtime: hostplugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	addr := r.Addr("redis").String()
+	const refused = "ERR command '%s' is not allowed by the tunnel\n\n"
+	got := tool(t, "redis-cli", addr, "CONFIG GET hz\nCONFIG SET hz 50\ncfg_s3cr3t SET hz 50\nCFG_S3CR3T set hz 50\n")
+	want := "hz\n10\n" + fmt.Sprintf(refused, "config set") + fmt.Sprintf(refused, "cfg_s3cr3t") + fmt.Sprintf(refused, "cfg_s3cr3t")
+	if got != want {
+		t.Fatalf("redis-cli:\n%s\nwant:\n%s", got, want)
+	}
+	if got := tool(t, "redis-cli", redis, "", "cfg_s3cr3t", "GET", "hz"); got != "hz\n10\n" {
+		t.Errorf("the server's hz changed: %q", got)
+	}
 }
