@@ -57,7 +57,10 @@ type plugin struct {
 	// sends one itself: it would reach the command past the rules written
 	// for its usual name ("CONFIG SET" blocked, CONFIG renamed: the new
 	// name with SET).
-	hidden  map[string]bool
+	hidden map[string]bool
+	// renamed: with allow, the renames, applied to what the allow list
+	// lets through (without allow they are rules of their own).
+	renamed map[string]string
 	allow   bool // rules hold the allowed commands; others are blocked
 	errText string
 	log     bool
@@ -99,7 +102,7 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 	if len(c.Block) > 0 && len(c.Allow) > 0 {
 		return nil, errors.New(`resp: "block" and "allow" exclude each other: list what to refuse, or what to let through`)
 	}
-	p := &plugin{rules: map[string]rule{}, sub: map[string]bool{}, hidden: map[string]bool{}, errText: defaultError, log: true,
+	p := &plugin{rules: map[string]rule{}, sub: map[string]bool{}, hidden: map[string]bool{}, renamed: map[string]string{}, errText: defaultError, log: true,
 		untrack: map[string]bool{"subscribe": true, "psubscribe": true, "ssubscribe": true, "monitor": true, "sync": true, "psync": true, "client reply": true}}
 	p.sub["client"] = true
 	if c.Log != nil {
@@ -158,6 +161,13 @@ func newPlugin(raw []byte) (sdk.Plugin, error) {
 		if r, dup := p.rules[n]; dup && r.verdict == block {
 			return nil, errors.New("resp: " + strconv.Quote(from) + " is both blocked and renamed")
 		}
+		if p.allow {
+			// Renaming a command lets nothing through that the allow
+			// list does not (it let CONFIG SET through, renamed, with
+			// only "CONFIG GET" allowed).
+			p.renamed[n] = to
+			continue
+		}
 		p.rules[n] = rule{verdict: rename, to: to}
 	}
 	for _, to := range c.Rename {
@@ -210,6 +220,17 @@ func (p *plugin) decide(name, sub []byte, haveSub bool) rule {
 	if p.hidden[string(name)] {
 		return rule{verdict: block}
 	}
+	r := p.lookup(name, sub, haveSub)
+	if p.allow && r.verdict == pass {
+		if to, ok := p.renamed[string(name)]; ok {
+			return rule{verdict: rename, to: to}
+		}
+	}
+	return r
+}
+
+// lookup returns the rule of a command, or the default of the mode.
+func (p *plugin) lookup(name, sub []byte, haveSub bool) rule {
 	if haveSub {
 		p.nameBuf = append(append(append(p.nameBuf[:0], name...), ' '), sub...)
 		if r, ok := p.rules[string(p.nameBuf)]; ok {

@@ -155,6 +155,24 @@ func testResp(t *testing.T, start sdktest.Starter, step int) {
 		}
 		sdktest.Finish(c)
 	})
+	t.Run("with allow, a rename lets nothing through that the list does not", func(t *testing.T) {
+		// Only CONFIG GET allowed, CONFIG renamed: CONFIG SET went to the
+		// server as Cfg_S3cr3t SET, and KEYS, renamed but not allowed,
+		// went too.
+		p := sdktest.MustStart(t, start, sdktest.Options{Config: `{"allow": ["CONFIG GET", "GET"], "rename": {"CONFIG": "Cfg_S3cr3t", "KEYS": "K2"}, "log": false}`})
+		c := p.Open()
+		c.Write(c2s, []byte(cmd("CONFIG", "GET", "hz")+cmd("config", "SET", "hz", "50")+"keys *\r\n"+cmd("GET", "k")))
+		want := cmd("Cfg_S3cr3t", "GET", "hz") + cmd("GET", "k")
+		if got := c.Read(c2s, len(want)); string(got) != want {
+			t.Fatalf("server got %q, want %q", got, want)
+		}
+		c.Write(s2c, []byte("*0\r\n$-1\r\n"))
+		want = "*0\r\n" + errFor("config") + errFor("keys") + "$-1\r\n"
+		if got := c.Read(s2c, len(want)); string(got) != want {
+			t.Fatalf("client got %q, want %q", got, want)
+		}
+		sdktest.Finish(c)
+	})
 	t.Run("inline commands: quoted, escaped, renamed", func(t *testing.T) {
 		p := sdktest.MustStart(t, start, sdktest.Options{Config: blockConfig})
 		c := p.Open()
