@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 func TestPluginsSubcommand(t *testing.T) {
@@ -174,17 +176,10 @@ func TestRatelimitPacesAnUpload(t *testing.T) {
 	out := make([]byte, 2<<20)
 	rand.NewChaCha8([32]byte{1}).Read(out)
 	start := time.Now()
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(out)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		werr <- err
-	}()
+	wait := testkit.Upload(c, out)
 	got, err := io.ReadAll(c)
 	took := time.Since(start)
-	if err := <-werr; err != nil {
+	if err := wait(); err != nil {
 		t.Fatalf("upload: %v", err)
 	}
 	if err != nil || sha256.Sum256(got) != sha256.Sum256(out) {

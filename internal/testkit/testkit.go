@@ -109,3 +109,18 @@ func ReceiveBuffer(n int) func(network, address string, c syscall.RawConn) error
 		return err
 	}
 }
+
+// Upload writes out to c and half-closes it, on a goroutine of its own, so
+// that the caller can read c meanwhile (an echo of more than the socket
+// buffers hold would otherwise deadlock); wait returns the write's error.
+func Upload(c *net.TCPConn, out []byte) (wait func() error) {
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(out)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	return func() error { return <-werr }
+}

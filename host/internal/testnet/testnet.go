@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tunnelwasm/tunnel/host"
+	"github.com/tunnelwasm/tunnel/internal/testkit"
 )
 
 // Timeout bounds every wait of the tests: long enough for a loaded 2-core
@@ -346,16 +347,9 @@ func ReadSum(r io.Reader) Received {
 // Exchange writes out to c while reading c to EOF, half-closes after the
 // write, and returns what it read. The write error, if any, wins.
 func Exchange(c *net.TCPConn, out []byte) Received {
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(out)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		werr <- err
-	}()
+	wait := testkit.Upload(c, out)
 	got := ReadSum(c)
-	if err := <-werr; err != nil && got.Err == nil {
+	if err := wait(); err != nil && got.Err == nil {
 		got.Err = err
 	}
 	return got
