@@ -195,8 +195,20 @@ func TestV2DeferEnd(t *testing.T) {
 // pause_read's statuses.
 func TestWasmPauseResumedWhenInstanceFails(t *testing.T) {
 	t.Parallel()
+	b := pausedWhenInstanceFails(t, true)
+	got := make([]byte, len("queued"))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "queued" {
+		t.Fatalf("the paused connection got %q, %v after its instance failed; want its queued bytes echoed", got, err)
+	}
+}
+
+// pausedWhenInstanceFails returns a connection whose reads v2_pause paused
+// with "queued" waiting in its socket, once the instance it shares with a
+// second connection has failed on that one (the guest spins), under
+// policy bypass (failOpen) or close.
+func pausedWhenInstanceFails(t *testing.T, failOpen bool) *net.TCPConn {
 	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "v2_pause", plugin.Options{Instances: 1, CallTimeout: 100 * time.Millisecond, FailOpen: true})
+	p := wasmPlugin(t, rt, "v2_pause", plugin.Options{Instances: 1, CallTimeout: 100 * time.Millisecond, FailOpen: failOpen})
 	srv := tn.Serve(t, tn.Echo)
 	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "pause", Hook: p})
 	b := tn.Dial(t, addr)
@@ -208,11 +220,12 @@ func TestWasmPauseResumedWhenInstanceFails(t *testing.T) {
 	if _, err := a.Write([]byte("s")); err != nil { // the shared instance spins and fails
 		t.Fatal(err)
 	}
-	logs.Wait(t, "plugin failed", "policy=bypass", "conns=2")
-	got := make([]byte, len("queued"))
-	if _, err := io.ReadFull(b, got); err != nil || string(got) != "queued" {
-		t.Fatalf("the paused connection got %q, %v after its instance failed; want its queued bytes echoed", got, err)
+	policy := "policy=close"
+	if failOpen {
+		policy = "policy=bypass"
 	}
+	logs.Wait(t, "plugin failed", policy, "conns=2")
+	return b
 }
 
 // Under policy close, a connection whose reads the guest paused, pinned
@@ -221,20 +234,7 @@ func TestWasmPauseResumedWhenInstanceFails(t *testing.T) {
 // reads its source.
 func TestWasmPauseClosedWhenInstanceFails(t *testing.T) {
 	t.Parallel()
-	rt, logs := wasmRuntime(t)
-	p := wasmPlugin(t, rt, "v2_pause", plugin.Options{Instances: 1, CallTimeout: 100 * time.Millisecond})
-	srv := tn.Serve(t, tn.Echo)
-	addr, _, _ := tn.Tunnel(t, srv.Addr(), host.Link{Name: "pause", Hook: p})
-	b := tn.Dial(t, addr)
-	tn.EchoOnce(t, b, "p") // forwarded; b's reads are paused now
-	if _, err := b.Write([]byte("queued")); err != nil {
-		t.Fatal(err)
-	}
-	a := tn.Dial(t, addr)
-	if _, err := a.Write([]byte("s")); err != nil { // the shared instance spins and fails
-		t.Fatal(err)
-	}
-	logs.Wait(t, "plugin failed", "policy=close", "conns=2")
+	b := pausedWhenInstanceFails(t, false)
 	if got, err := io.ReadAll(b); len(got) != 0 || !tn.IsClosed(err) {
 		t.Fatalf("the paused connection read %q, %v after its instance failed; want it reset", got, err)
 	}
