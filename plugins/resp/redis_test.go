@@ -200,13 +200,33 @@ func TestRedisClients(t *testing.T) {
 	}
 }
 
+// runTunnel runs the configuration src (a file of its own) and returns the
+// address of its route "redis".
+func runTunnel(t *testing.T, src string) string {
+	t.Helper()
+	path := t.TempDir() + "/tunnel.hcl"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &tconfig.Runner{
+		Path:    path,
+		Stdout:  io.Discard,
+		Logger:  slog.New(slog.DiscardHandler),
+		Runtime: hostplugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r.Addr("redis").String()
+}
+
 // TestRedisRateLimited chains the built-in ratelimit before resp on one
 // route in front of a real redis-server: three redis-cli connections
 // pass (the burst) and the fourth gets the limiter's reply and is closed,
 // while resp goes on refusing FLUSHALL on the connections that pass.
 func TestRedisRateLimited(t *testing.T) {
 	redis := redisServer(t)
-	path := t.TempDir() + "/tunnel.hcl"
 	src := `
 plugin "ratelimit" {
   builtin = "ratelimit"
@@ -231,21 +251,8 @@ route "redis" {
   }
 }
 `
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	precompileBuiltins(t, "ratelimit", "resp")
-	r := &tconfig.Runner{
-		Path:    path,
-		Stdout:  io.Discard,
-		Logger:  slog.New(slog.DiscardHandler),
-		Runtime: hostplugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
-	}
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	addr := r.Addr("redis").String()
+	addr := runTunnel(t, src)
 	if got := tool(t, "redis-cli", addr, "", "PING"); got != "PONG\n" {
 		t.Fatalf("PING: %q", got)
 	}
@@ -360,7 +367,6 @@ func exchangeAll(t *testing.T, addr, req string) string {
 func TestRedisRenamedNameSentByClient(t *testing.T) {
 	redis := redisServer(t, "--rename-command", "CONFIG", "cfg_s3cr3t")
 	precompileBuiltins(t, "resp")
-	path := t.TempDir() + "/tunnel.hcl"
 	hcl := `plugin "resp" {
   builtin = "resp"
 }
@@ -376,20 +382,7 @@ route "redis" {
   }
 }
 `
-	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := &tconfig.Runner{
-		Path:    path,
-		Stdout:  io.Discard,
-		Logger:  slog.New(slog.DiscardHandler),
-		Runtime: hostplugin.RuntimeOptions{CacheDir: plugintest.CacheDir()},
-	}
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	addr := r.Addr("redis").String()
+	addr := runTunnel(t, hcl)
 	const refused = "ERR command '%s' is not allowed by the tunnel\n\n"
 	got := tool(t, "redis-cli", addr, "CONFIG GET hz\nCONFIG SET hz 50\ncfg_s3cr3t SET hz 50\nCFG_S3CR3T set hz 50\n")
 	want := "hz\n10\n" + fmt.Sprintf(refused, "config set") + fmt.Sprintf(refused, "cfg_s3cr3t") + fmt.Sprintf(refused, "cfg_s3cr3t")
