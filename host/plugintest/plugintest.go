@@ -473,6 +473,9 @@ type wasmPlugin struct {
 	pending chan *splitState // the state of the connection being opened
 	split   *splitHook
 
+	timerMu sync.Mutex
+	timers  notifier // of each call of the plugin's Timer (Advance waits on them)
+
 	mu    sync.Mutex
 	conns []*wasmConn
 }
@@ -625,16 +628,21 @@ func (p *wasmPlugin) Advance(d time.Duration) {
 	// its Advance returns, so that what the test does next (End, say)
 	// comes after them. A timer that fired holds its connection until its
 	// callback returns, so the connection's next events follow it.
-	deadline := time.Now().Add(Timeout)
+	deadline := time.NewTimer(Timeout)
+	defer deadline.Stop()
 	for {
+		p.timerMu.Lock()
+		fired := p.timers.next() // before the count: a call after it ends the wait
+		p.timerMu.Unlock()
 		due := plugstats.TimersDue(p.plug, now)
 		if due == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-fired:
+		case <-deadline.C:
 			p.t.Fatalf("plugintest: Advance(%v): %d timers due did not fire within %v", d, due, Timeout)
 		}
-		time.Sleep(100 * time.Microsecond)
 	}
 }
 

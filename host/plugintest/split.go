@@ -275,12 +275,13 @@ func (w *watchHook) Open(info *host.ConnInfo) (host.Filter, error) {
 		st.watched = true
 	}
 	w.p.split.mu.Unlock()
-	return &watchFilter{Filter: f, st: st}, nil
+	return &watchFilter{Filter: f, st: st, p: w.p}, nil
 }
 
 type watchFilter struct {
 	host.Filter
 	st *splitState
+	p  *wasmPlugin
 }
 
 // Opened opens the plugin's filter and records what it paused.
@@ -329,5 +330,8 @@ func (f *watchFilter) Timer(s *host.Stream) error {
 	if f.st != nil {
 		f.st.note(s)
 	}
+	f.p.timerMu.Lock()
+	f.p.timers.changed()
+	f.p.timerMu.Unlock()
 	return err
 }
